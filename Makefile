@@ -1,0 +1,57 @@
+# cream-pl — `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/cream-pl
+STAMP := $(VENV)/.installed
+CUB_ROOT ?= data/CUB_200_2011
+CUB_DATA ?= data/cub
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-full lint demo demo-kd train-cub pseudo-boxes train-regressor bench data-synth clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install cream-pl with the pinned, tested versions
+	@echo "cream-pl installed in $(VENV)"
+
+test: install ## Fast test suite (CPU, a few minutes)
+	$(PY) -m pytest -m "not slow" -q
+
+test-full: install ## Every test, including multi-process DDP and end-to-end runs
+	$(PY) -m pytest -q
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check cream_pl tests
+
+data-synth: install ## Write the embedded synthetic WSOL benchmark to data/synth
+	$(CLI) data synth --out data/synth --seed 0
+
+demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/
+	$(PY) -m cream_pl.demo --out results/embedded
+
+demo-kd: install ## KD-CI-CAM comparison on the confounded embedded benchmark -> results/embedded_confounded/
+	$(PY) -m cream_pl.demo_kd --out results/embedded_confounded
+
+train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
+	$(PY) -m cream_pl.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)
+
+pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after train-cub)
+	$(PY) -m cream_pl.recipes pseudo-boxes --data $(CUB_DATA)
+
+train-regressor: install ## Box regressor on the CUB pseudo boxes (after pseudo-boxes)
+	$(PY) -m cream_pl.recipes train-regressor --data $(CUB_DATA)
+
+bench: install ## Speed figures -> results/bench.json and results/bench.md
+	$(PY) -m cream_pl.bench --out results
+
+clean: ## Remove caches and run outputs (keeps .venv and results/)
+	rm -rf .pytest_cache .ruff_cache outputs lightning_logs wandb
