@@ -1,0 +1,245 @@
+"""The backbone interface shared by every WSOL model in cream-pl.
+
+A backbone turns a normalised image batch into a non-negative feature map. A WSOL model puts
+global average pooling and a linear classifier on top, so the class activation map (CAM) of
+class ``c`` is ``classifier.weight[c] · features`` at every position.
+
+Example:
+    >>> import torch
+    >>> from cream_pl.models.backbones import create_backbone
+    >>> net = create_backbone("vgg16")
+    >>> feats = net.forward_features(torch.zeros(1, 3, 224, 224))
+    >>> tuple(feats.shape), net.num_features, net.feature_stride
+    ((1, 1024, 14, 14), 1024, 16)
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Backbone",
+    "download_torchvision_state_dict",
+    "initialize_weights",
+    "load_state_dict_file",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+_MAX_KEYS_SHOWN = 12
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Abstract base class of all backbones.
+
+    Subclasses set ``num_features`` and ``feature_stride`` in ``__init__``, implement
+    :meth:`forward_features` and :meth:`_is_new_parameter`, and describe how official or
+    local pretrained weights map onto them (:meth:`official_state_dict`,
+    :meth:`remap_state_dict`, ``ignored_pretrained_prefixes``, ``new_module_prefixes``).
+
+    Attributes:
+        name: registry name (set by :func:`~cream_pl.models.backbones.register_backbone`).
+        num_features: number of channels ``K`` of the feature map.
+        feature_stride: input pixels per feature-map cell (224 / 14 = 16 by default).
+        input_mean: per-channel RGB mean (on the 0-1 scale) the pretrained weights expect.
+        input_std: per-channel RGB std (on the 0-1 scale) the pretrained weights expect.
+        ignored_pretrained_prefixes: state-dict key prefixes of a pretrained file that this
+            backbone does not use (e.g. the ImageNet classifier); they are dropped silently.
+        new_module_prefixes: parameter-name prefixes of modules that pretrained weights do not
+            cover (e.g. VGG's ``conv6``); they keep their random init when weights are loaded.
+    """
+
+    name: str = "backbone"
+    num_features: int
+    feature_stride: int
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
+    ignored_pretrained_prefixes: tuple[str, ...] = ()
+    new_module_prefixes: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Compute the feature map that feeds global average pooling.
+
+        Args:
+            x: images ``(B, 3, H, W)`` normalised with ``input_mean`` / ``input_std``.
+
+        Returns:
+            Non-negative features ``(B, num_features, H / feature_stride, W / feature_stride)``.
+        """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Same as :meth:`forward_features`."""
+        return self.forward_features(x)
+
+    @abc.abstractmethod
+    def _is_new_parameter(self, name: str) -> bool:
+        """Whether parameter ``name`` trains at the higher (x10) learning rate."""
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Split the trainable parameters into (base-lr, x10-lr) groups as the WSOL benchmark does.
+
+        Frozen parameters (``requires_grad=False``) are left out of both lists.
+
+        Returns:
+            ``(pretrained_params, new_params)``; together they hold every trainable parameter once.
+        """
+        pretrained: list[nn.Parameter] = []
+        new: list[nn.Parameter] = []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (new if self._is_new_parameter(name) else pretrained).append(param)
+        return pretrained, new
+
+    # ----------------------------------------------------------------------------- weights
+    def official_state_dict(self) -> dict[str, Tensor]:
+        """Return the official ImageNet weights in their original key format.
+
+        Raises:
+            RuntimeError: when the weights cannot be obtained (e.g. no network).
+        """
+        raise NotImplementedError(f"Backbone '{self.name}' has no official pretrained weights.")
+
+    def remap_state_dict(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Map an official-format state dict onto this backbone's parameter names.
+
+        The default drops ``ignored_pretrained_prefixes`` and keeps the other keys unchanged.
+        """
+        return {k: v for k, v in state_dict.items() if not k.startswith(self.ignored_pretrained_prefixes)}
+
+    def load_pretrained_state_dict(
+        self, state_dict: Mapping[str, Tensor], source: str = "state dict"
+    ) -> None:
+        """Load pretrained weights and check that they cover the whole pretrained part.
+
+        Keys under ``new_module_prefixes`` may be missing (they keep their init); any other
+        missing key, any unexpected key and any shape mismatch raises.
+
+        Args:
+            state_dict: weights in official (torchvision / package) format or in this
+                backbone's own format.
+            source: where the weights come from, used in error messages.
+
+        Raises:
+            RuntimeError: if the weights do not fit this backbone.
+        """
+        remapped = self.remap_state_dict(state_dict)
+        try:
+            result = self.load_state_dict(remapped, strict=False)
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"Could not load the weights from {source} into backbone '{self.name}': {err}"
+            ) from err
+        missing = [
+            k
+            for k in result.missing_keys
+            if not k.startswith(self.new_module_prefixes) and not k.endswith("num_batches_tracked")
+        ]
+        unexpected = list(result.unexpected_keys)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"The weights from {source} do not match backbone '{self.name}'.\n"
+                f"  missing keys ({len(missing)}): {_short_list(missing)}\n"
+                f"  unexpected keys ({len(unexpected)}): {_short_list(unexpected)}\n"
+                "Expected a torchvision-format (or package-format) state dict of the same architecture."
+            )
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, num_features={self.num_features}, feature_stride={self.feature_stride}"
+
+
+def _short_list(keys: list[str]) -> str:
+    if len(keys) <= _MAX_KEYS_SHOWN:
+        return str(keys)
+    return f"{keys[:_MAX_KEYS_SHOWN]} ... and {len(keys) - _MAX_KEYS_SHOWN} more"
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state dict saved with ``torch.save`` (tensors only; ``weights_only`` loading).
+
+    A checkpoint dict that wraps the weights under ``"state_dict"`` or ``"model"`` is unwrapped.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file does not hold a dict of tensors.
+
+    Example:
+        >>> import tempfile, torch
+        >>> f = tempfile.NamedTemporaryFile(suffix=".pth", delete=False); f.close()
+        >>> torch.save({"w": torch.ones(2)}, f.name)
+        >>> load_state_dict_file(f.name)["w"].tolist()
+        [1.0, 1.0]
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Pretrained weights file not found: {path}")
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle / zip errors come in many types
+        raise ValueError(f"Could not read pretrained weights file {path}: {err}") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"Pretrained weights file {path} does not contain a state dict (a dict of tensors).")
+    return dict(obj)
+
+
+def download_torchvision_state_dict(weights: Any, backbone_name: str) -> dict[str, Tensor]:
+    """Fetch official torchvision weights (from the torch hub cache or the internet).
+
+    Args:
+        weights: a torchvision ``WeightsEnum`` member, e.g. ``VGG16_Weights.IMAGENET1K_V1``.
+        backbone_name: registry name, used in the error message.
+
+    Raises:
+        RuntimeError: if the download fails; the message says how to use a local file instead.
+    """
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as err:  # URLError, HTTPError, OSError, hash mismatch, ...
+        url = weights.url
+        filename = url.rsplit("/", 1)[-1]
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+        raise RuntimeError(
+            f"Could not download the official ImageNet weights for backbone '{backbone_name}' "
+            f"from {url} ({type(err).__name__}: {err}).\n"
+            f"Download that file on a machine with internet access and either pass its path, "
+            f"create_backbone('{backbone_name}', pretrained='/path/to/{filename}'), "
+            f"or copy it to {cache}."
+        ) from err
+
+
+def initialize_weights(modules: Iterable[nn.Module], init_mode: str) -> None:
+    """Initialise conv / BN / linear layers as the WSOL benchmark's ``initialize_weights``.
+
+    Args:
+        modules: modules to initialise (e.g. ``model.modules()``).
+        init_mode: ``"he"`` (Kaiming normal, fan-out, ReLU) or ``"xavier"`` (Xavier uniform)
+            for convolutions; biases are zeroed, BN is (1, 0), linear layers get N(0, 0.01).
+    """
+    if init_mode not in ("he", "xavier"):
+        raise ValueError(f"init_mode must be 'he' or 'xavier', got {init_mode!r}")
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            if init_mode == "he":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
