@@ -1,0 +1,169 @@
+"""``cream-pl data {synth,cub,check}``: write the embedded benchmark, convert CUB, check a dataset.
+
+Example:
+    $ cream-pl data synth --out data/synth --seed 0
+    $ cream-pl data synth --out data/synth_confounded --seed 0 --confounded
+    $ cream-pl data cub --src data/CUB_200_2011 --out data/cub --val-per-class 5
+    $ cream-pl data check data/synth --files
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["add_parser", "check_dataset"]
+
+
+def check_dataset(
+    root: Path | str,
+    splits: list[str] | None = None,
+    *,
+    files: bool = False,
+    strict: bool = True,
+    num_classes: int | None = None,
+) -> dict[str, list[str]]:
+    """Check every split (or ``splits``) of a dataset root; returns ``{split: problems}``.
+
+    Args:
+        root: dataset root with ``metadata/<split>/``.
+        splits: split names; default every directory under ``metadata/``.
+        files: also decode every image and mask and compare image sizes.
+        strict: report deviations from the letter of the format too (see ``check_split``).
+        num_classes: label range; default the lines of ``class_names.txt`` when present.
+    """
+    from cream_pl.data.metadata import check_split, read_class_names
+
+    root = Path(root)
+    meta_root = root / "metadata"
+    if not meta_root.is_dir():
+        return {"": [f"{meta_root}: metadata directory not found"]}
+    if num_classes is None and (root / "class_names.txt").is_file():
+        num_classes = len(read_class_names(root / "class_names.txt"))
+    names = splits or sorted(p.name for p in meta_root.iterdir() if p.is_dir())
+    if not names:
+        return {"": [f"{meta_root}: no split directories"]}
+    return {
+        s: check_split(meta_root / s, num_classes=num_classes, strict=strict,
+                       image_root=root / "images" if files else None, mask_root=root / "masks" if files else None)
+        for s in names
+    }
+
+
+def _print_report(report: dict[str, list[str]], max_problems: int) -> int:
+    bad = 0
+    for split, problems in report.items():
+        if problems:
+            bad += 1
+            print(f"{split or 'dataset'}: {len(problems)} problem(s)", file=sys.stderr)
+            for p in problems[:max_problems]:
+                print(f"  {p}", file=sys.stderr)
+            if len(problems) > max_problems:
+                print(f"  ... and {len(problems) - max_problems} more", file=sys.stderr)
+        else:
+            print(f"{split}: ok")
+    return 1 if bad else 0
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from cream_pl.data.metadata import read_split
+    from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
+
+    cfg = SynthConfig(
+        num_classes=args.num_classes, num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
+        min_side=args.min_side, max_side=args.max_side, confounded=args.confounded,
+        usual_background_prob=args.usual_background_prob, confounded_eval=args.confounded_eval,
+        image_format=args.image_format,
+    )
+    start = time.perf_counter()
+    root = generate_synthetic_dataset(args.out, args.seed, config=cfg, overwrite=args.overwrite)
+    elapsed = time.perf_counter() - start
+    counts = ", ".join(f"{s} {len(read_split(root / 'metadata' / s))}" for s in ("train", "val", "test"))
+    print(f"wrote {root} ({cfg.num_classes} classes; {counts} images) in {elapsed:.1f} s")
+    return _print_report(check_dataset(root), args.max_problems)
+
+
+def _run_cub(args: argparse.Namespace) -> int:
+    from cream_pl.data.cub import convert_cub
+
+    s = convert_cub(args.src, args.out, val_per_class=args.val_per_class, seed=args.seed, link_images=not args.no_link)
+    print(f"wrote {s.out}: {s.num_classes} classes, train {s.num_train}, val {s.num_val}, test {s.num_test} images"
+          + (f"; {s.num_clipped_boxes} box(es) clipped to the image" if s.num_clipped_boxes else ""))
+    if not s.num_val:
+        print("no val split: the benchmark's val is CUBV2 (put its metadata in <out>/metadata/val), "
+              "or rerun with --val-per-class N to hold out N train images per class")
+    return _print_report(check_dataset(s.out), args.max_problems)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    report = check_dataset(args.root, args.split, files=args.files, strict=not args.lenient,
+                           num_classes=args.num_classes)
+    return _print_report(report, args.max_problems)
+
+
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print user errors (bad input, existing output) as one line and exit 2 instead of a traceback."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (ValueError, OSError) as err:
+            print(f"cream-pl data {args.data_command}: error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``data`` and its sub-commands on the ``cream-pl`` parser."""
+    parser = subparsers.add_parser("data", help="write the synthetic benchmark, convert CUB, check a dataset",
+                                   description="Datasets in the WSOL benchmark format.")
+    sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    synth = sub.add_parser("synth", help="write the embedded synthetic WSOL benchmark",
+                           description="Write the deterministic synthetic WSOL dataset (see cream_pl.data.synth).")
+    synth.add_argument("--out", required=True, help="output dataset root")
+    synth.add_argument("--seed", type=int, default=0, help="base seed (same seed -> byte-identical files)")
+    synth.add_argument("--num-classes", type=int, default=8)
+    synth.add_argument("--num-train", type=int, default=480)
+    synth.add_argument("--num-val", type=int, default=80)
+    synth.add_argument("--num-test", type=int, default=160)
+    synth.add_argument("--min-side", type=int, default=224, help="smallest image width/height")
+    synth.add_argument("--max-side", type=int, default=320, help="largest image width/height")
+    synth.add_argument("--confounded", action="store_true",
+                       help="class-correlated backgrounds in train (each class has a usual photo)")
+    synth.add_argument("--usual-background-prob", type=float, default=0.8,
+                       help="probability of the usual background in train with --confounded")
+    synth.add_argument("--confounded-eval", choices=("uniform", "unusual"), default="uniform",
+                       help="val/test backgrounds with --confounded: uniform, or never the class's usual one")
+    synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
+    synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
+    synth.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
+    synth.set_defaults(func=_guarded(_run_synth))
+
+    cub = sub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
+                         description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
+    cub.add_argument("--src", required=True, help="the CUB_200_2011 directory")
+    cub.add_argument("--out", required=True, help="output dataset root")
+    cub.add_argument("--val-per-class", type=int, default=0,
+                     help="move N random train images per class into a val split (default 0: no val)")
+    cub.add_argument("--seed", type=int, default=0, help="seed of the val draw")
+    cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
+    cub.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
+    cub.set_defaults(func=_guarded(_run_cub))
+
+    check = sub.add_parser("check", help="check a dataset against the benchmark format",
+                           description="Check metadata (and with --files every image and mask); exit 1 on problems.")
+    check.add_argument("root", help="dataset root (with metadata/<split>/)")
+    check.add_argument("--split", action="append", help="split to check (repeatable; default all)")
+    check.add_argument("--files", action="store_true", help="also decode every image and mask")
+    check.add_argument("--lenient", action="store_true",
+                       help="accept what the reference reader tolerates (trailing newline, \\r\\n, ...)")
+    check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
+    check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
+    check.set_defaults(func=_guarded(_run_check))
+    return parser

@@ -1,0 +1,435 @@
+"""``WSOLDataset`` and ``WSOLDataModule``: any dataset in the WSOL benchmark format, as Lightning batches.
+
+Batches (see :func:`wsol_collate`) are dicts:
+
+- ``image`` float32 ``(B, 3, H, W)``, ImageNet-normalised; ``label`` int64 ``(B,)``; ``index`` int64
+  ``(B,)`` (position in the dataset); ``image_id`` ``list[str]``; ``orig_size`` int64 ``(B, 2)`` as
+  ``(width, height)``;
+- eval splits only (squash-resize to ``eval_size``, 224 by default): ``boxes`` = list of int64
+  ``(n_i, 4)`` ``XYXY_INCLUSIVE`` boxes rescaled with the protocol's truncation
+  (:func:`cream_pl.boxes.resize_boxes_protocol`), when the split has boxes; ``mask`` = uint8
+  ``(B, eval_size, eval_size)`` with 1 = foreground, 0 = background, 255 = ignore, built like the
+  protocol's ``get_mask`` (nearest resize of each PNG as float32, ``> 0.5``, union; ignore =
+  ``ignore > 0.5 and not foreground``), when the split has masks.
+
+Bad samples. Metadata problems are found when a split is read (in ``setup``). Image problems
+(missing, empty, truncated or undecodable files, a size that disagrees with ``image_sizes.txt``,
+a missing mask) are found when the image is loaded, and the error names the image and its line
+in ``image_ids.txt``. With ``on_bad_sample="skip"`` the datamodule scans every image and mask of a
+split once in ``setup`` (``validate_images``, on by default in skip mode, read-only so it is safe
+under DDP where every process scans the same files and keeps the same samples), drops every bad
+sample from the index and reports them all in one warning per split.
+
+Example:
+    >>> import tempfile
+    >>> from cream_pl.data.synth import generate_synthetic_dataset
+    >>> root = generate_synthetic_dataset(tempfile.mkdtemp(), num_classes=2, num_train=2, num_val=2,
+    ...                                   num_test=2, min_side=64, max_side=80)
+    >>> dm = WSOLDataModule(root, batch_size=2)
+    >>> dm.setup("test")
+    >>> batch = next(iter(dm.test_dataloader()))
+    >>> tuple(batch["image"].shape), tuple(batch["mask"].shape), batch["boxes"][0].dtype
+    ((2, 3, 224, 224), (2, 224, 224), torch.int64)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from cream_pl.boxes import resize_boxes_protocol
+from cream_pl.data.images import ImageFileError, load_image_rgb, load_mask_gray
+from cream_pl.data.metadata import (
+    REQUIRED_FILES,
+    SampleRecord,
+    SplitMetadata,
+    WSOLDataError,
+    read_class_names,
+    read_split,
+)
+from cream_pl.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TrainTransformName,
+    build_eval_transform,
+    build_train_transform,
+    reseed_for_worker,
+)
+
+__all__ = ["WSOLDataset", "WSOLDataModule", "wsol_collate", "protocol_mask"]
+
+OnBadSample = Literal["error", "skip"]
+
+
+def protocol_mask(
+    mask_root: Path,
+    mask_paths: Sequence[str],
+    ignore_path: str | None,
+    size: int = 224,
+    expected_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Ground-truth map of one image as the benchmark builds it (``evaluation.get_mask``).
+
+    Args:
+        mask_root: directory the mask paths are relative to.
+        mask_paths: instance mask PNGs.
+        ignore_path: ignore PNG, or ``None``.
+        size: side of the square output.
+        expected_hw: when given, every PNG must be ``(height, width)``.
+
+    Returns:
+        ``(size, size)`` uint8: 1 = foreground, 0 = background, 255 = ignore.
+    """
+
+    def load(rel: str) -> np.ndarray:
+        gray = load_mask_gray(Path(mask_root) / rel)
+        if expected_hw is not None and gray.shape != expected_hw:
+            raise ImageFileError(Path(mask_root) / rel, f"mask is {gray.shape[1]}x{gray.shape[0]} but the image is "
+                                 f"{expected_hw[1]}x{expected_hw[0]}")
+        return cv2.resize(gray.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
+
+    fg = np.zeros((size, size), bool)
+    for rel in mask_paths:
+        fg |= load(rel)
+    out = fg.astype(np.uint8)
+    if ignore_path:
+        out[load(ignore_path) & ~fg] = 255
+    return out
+
+
+class WSOLDataset(Dataset):
+    """One split of a WSOL dataset.
+
+    Args:
+        metadata: the parsed split (:func:`cream_pl.data.metadata.read_split`).
+        image_root: directory the image ids are relative to.
+        transform: an albumentations ``Compose`` from :mod:`cream_pl.data.transforms`.
+        train: training sample (no boxes or masks; the transform is reseeded per worker) or eval
+            sample (boxes and masks in the ``eval_size`` grid).
+        eval_size: side of the squashed evaluation image.
+        mask_root: directory the mask paths are relative to (needed when the split has masks).
+    """
+
+    def __init__(
+        self,
+        metadata: SplitMetadata,
+        image_root: Path | str,
+        transform: Any,
+        *,
+        train: bool = False,
+        eval_size: int = 224,
+        mask_root: Path | str | None = None,
+    ) -> None:
+        self.metadata = metadata
+        self.samples: list[SampleRecord] = list(metadata.samples)
+        self.image_root = Path(image_root)
+        self.mask_root = Path(mask_root) if mask_root is not None else None
+        self.transform = transform
+        self.train = train
+        self.eval_size = eval_size
+        if metadata.has_masks and not train and self.mask_root is None:
+            raise ValueError(f"split {metadata.split_dir} has masks; pass mask_root")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _where(self, s: SampleRecord) -> str:
+        return f"image id {s.image_id!r}, {self.metadata.image_ids_path} line {s.line}"
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Decode sample ``index`` to RGB uint8, checking its size against ``image_sizes.txt``."""
+        s = self.samples[index]
+        try:
+            image = load_image_rgb(self.image_root / s.image_id)
+        except ImageFileError as err:
+            raise ImageFileError(err.path, f"{err.reason} ({self._where(s)})") from None
+        h, w = image.shape[:2]
+        if s.size is not None and (w, h) != s.size:
+            raise ImageFileError(self.image_root / s.image_id, f"image is {w}x{h} but image_sizes.txt says "
+                                 f"{s.size[0]}x{s.size[1]} ({self._where(s)})")
+        return image
+
+    def load_mask(self, index: int, hw: tuple[int, int] | None = None) -> np.ndarray:
+        """Protocol GT map of sample ``index`` in the ``eval_size`` grid (see :func:`protocol_mask`)."""
+        s = self.samples[index]
+        assert s.masks is not None and self.mask_root is not None
+        try:
+            return protocol_mask(self.mask_root, s.masks.mask_paths, s.masks.ignore_path, self.eval_size, hw)
+        except ImageFileError as err:
+            raise ImageFileError(err.path, f"{err.reason} ({self._where(s)})") from None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        image = self.load_image(index)
+        h, w = image.shape[:2]
+        if self.train:
+            reseed_for_worker(self.transform)
+        out: dict[str, Any] = {
+            "image": self.transform(image=image)["image"],
+            "label": s.label,
+            "index": index,
+            "image_id": s.image_id,
+            "orig_size": (w, h),
+        }
+        if not self.train:
+            if self.metadata.has_boxes:
+                boxes = torch.tensor(s.boxes, dtype=torch.int64).reshape(-1, 4)
+                out["boxes"] = resize_boxes_protocol(boxes, (w, h), (self.eval_size, self.eval_size))
+            if self.metadata.has_masks:
+                out["mask"] = torch.from_numpy(self.load_mask(index, (h, w)))
+        return out
+
+    def check_sample(self, index: int) -> WSOLDataError | None:
+        """Load sample ``index`` fully (image and masks); return the problem, or ``None``."""
+        try:
+            image = self.load_image(index)
+            if self.samples[index].masks is not None and self.mask_root is not None:
+                self.load_mask(index, image.shape[:2])
+        except WSOLDataError as err:
+            return err
+        return None
+
+    def validate(self, num_threads: int | None = None) -> list[tuple[int, WSOLDataError]]:
+        """Check every sample; return ``(index, error)`` pairs (the dataset is not changed)."""
+        threads = num_threads or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            results = list(pool.map(self.check_sample, range(len(self))))
+        return [(i, r) for i, r in enumerate(results) if r is not None]
+
+    def drop(self, indices: Sequence[int]) -> None:
+        """Remove samples from the index (used for ``on_bad_sample="skip"``)."""
+        bad = set(indices)
+        self.samples = [s for i, s in enumerate(self.samples) if i not in bad]
+
+
+def wsol_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Collate :class:`WSOLDataset` samples into the batch dict of the module docstring."""
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    batch: dict[str, Any] = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
+        "index": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+        "image_id": [s["image_id"] for s in samples],
+        "orig_size": torch.tensor([s["orig_size"] for s in samples], dtype=torch.int64),
+    }
+    if "boxes" in samples[0]:
+        batch["boxes"] = [s["boxes"] for s in samples]
+    if "mask" in samples[0]:
+        batch["mask"] = torch.stack([s["mask"] for s in samples])
+    return batch
+
+
+class WSOLDataModule(pl.LightningDataModule):
+    """Lightning data module over a dataset in the WSOL benchmark format.
+
+    Args:
+        data_root: dataset root with ``images/``, ``metadata/<split>/``, optional ``masks/`` and
+            ``class_names.txt``.
+        metadata_root / image_root / mask_root: override ``<data_root>/metadata``, ``/images``, ``/masks``.
+        batch_size: per-process batch size.
+        num_workers: ``DataLoader`` workers (workers persist between epochs when > 0).
+        resize_size / crop_size: training resize and random crop (protocol 256 / 224).
+        eval_size: side of the squashed eval images and of eval boxes and masks (protocol 224).
+        on_bad_sample: ``"error"`` (default) raises at the first bad sample, naming the file and
+            line; ``"skip"`` drops bad samples and reports them in one warning per split.
+        predict_split: split served by ``predict_dataloader`` with eval transforms (pseudo boxes).
+        pin_memory: ``DataLoader`` ``pin_memory``.
+        train_transform: ``"crop"`` (protocol) or ``"resized_crop"``
+            (see :func:`cream_pl.data.transforms.build_train_transform`).
+        num_classes: number of classes; default = lines of ``class_names.txt``, else the largest
+            label of any split plus one.
+        validate_images: scan every image and mask of a split in ``setup``; default: on when
+            ``on_bad_sample="skip"``.
+        mean / std: input normalisation on the 0-1 scale; use the backbone's ``input_mean`` /
+            ``input_std`` (ImageNet's by default; EfficientNet-Lite0 expects 0.498 / 0.502).
+    """
+
+    def __init__(
+        self,
+        data_root: str,
+        metadata_root: str | None = None,
+        image_root: str | None = None,
+        mask_root: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        resize_size: int = 256,
+        crop_size: int = 224,
+        eval_size: int = 224,
+        on_bad_sample: OnBadSample = "error",
+        predict_split: str = "train",
+        pin_memory: bool = False,
+        train_transform: TrainTransformName = "crop",
+        num_classes: int | None = None,
+        validate_images: bool | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.save_hyperparameters(logger=False)
+        self.data_root = Path(data_root)
+        self.metadata_root = Path(metadata_root) if metadata_root else self.data_root / "metadata"
+        self.image_root = Path(image_root) if image_root else self.data_root / "images"
+        self.mask_root = Path(mask_root) if mask_root else self.data_root / "masks"
+        if not self.metadata_root.is_dir():
+            raise FileNotFoundError(f"metadata directory {self.metadata_root} not found (expected "
+                                    f"<data_root>/metadata/<split>/ with {', '.join(REQUIRED_FILES)})")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.on_bad_sample: OnBadSample = on_bad_sample
+        self.validate_images = on_bad_sample == "skip" if validate_images is None else validate_images
+        self.predict_split = predict_split
+        self.pin_memory = pin_memory
+        self.train_transform_name = train_transform
+        # fail early on bad sizes or transform names
+        self.mean, self.std = tuple(mean), tuple(std)
+        build_train_transform(resize_size, crop_size, train_transform, mean=self.mean, std=self.std)
+        build_eval_transform(eval_size, self.mean, self.std)
+        self._num_classes = num_classes
+        self._class_names: list[str] | None = None
+        self._datasets: dict[tuple[str, bool], WSOLDataset] = {}
+
+    # ------------------------------------------------------------------------------------------ classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names (``class_names.txt``, else ``"0"``, ``"1"``, ...)."""
+        if self._class_names is None:
+            path = self.data_root / "class_names.txt"
+            if path.is_file():
+                names = read_class_names(path)
+                if self._num_classes is not None and len(names) != self._num_classes:
+                    raise ValueError(f"{path} has {len(names)} classes but num_classes={self._num_classes}")
+            else:
+                names = [str(i) for i in range(self.num_classes)]
+            self._class_names = names
+        return self._class_names
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (see the class docstring)."""
+        if self._num_classes is None:
+            if (self.data_root / "class_names.txt").is_file():
+                self._num_classes = len(self.class_names)
+            else:
+                self._num_classes = self._infer_num_classes()
+        return self._num_classes
+
+    def _infer_num_classes(self) -> int:
+        top = -1
+        for split_dir in sorted(p for p in self.metadata_root.iterdir() if p.is_dir()):
+            if (split_dir / "class_labels.txt").is_file():
+                meta = read_split(split_dir, on_bad_sample=self.on_bad_sample)
+                top = max([top] + [s.label for s in meta.samples])
+        if top < 0:
+            raise ValueError(f"no labelled split under {self.metadata_root}; pass num_classes")
+        return top + 1
+
+    # ------------------------------------------------------------------------------------------ datasets
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``<metadata_root>/<split>/`` exists."""
+        return (self.metadata_root / split).is_dir()
+
+    def _dataset(self, split: str, train: bool) -> WSOLDataset:
+        key = (split, train)
+        if key not in self._datasets:
+            if not self.has_split(split):
+                raise FileNotFoundError(f"split {split!r} not found: {self.metadata_root / split} does not exist")
+            meta = read_split(self.metadata_root / split, num_classes=self.num_classes, on_bad_sample=self.on_bad_sample)
+            hp = self.hparams
+            transform = (build_train_transform(hp.resize_size, hp.crop_size, self.train_transform_name,
+                                               mean=self.mean, std=self.std) if train
+                         else build_eval_transform(hp.eval_size, self.mean, self.std))
+            ds = WSOLDataset(meta, self.image_root, transform, train=train, eval_size=hp.eval_size,
+                             mask_root=self.mask_root if meta.has_masks else None)
+            skipped = list(meta.skipped)
+            if self.validate_images:
+                problems = ds.validate()
+                if problems and self.on_bad_sample == "error":
+                    raise problems[0][1]
+                ds.drop([i for i, _ in problems])
+                skipped += [str(p) for _, p in problems]
+            if not len(ds):
+                raise WSOLDataError(f"split {split!r}: no usable sample left; first problem: {skipped[0]}")
+            if skipped:
+                shown = "\n  ".join(skipped[:5]) + ("\n  ..." if len(skipped) > 5 else "")
+                rank_zero_warn(f"split {split!r}: skipped {len(skipped)} bad entries, kept {len(ds)} of "
+                               f"{meta.num_listed} listed images (on_bad_sample='skip'):\n  {shown}")
+            ds.metadata = replace(meta, samples=ds.samples, skipped=skipped)
+            self._datasets[key] = ds
+        return self._datasets[key]
+
+    def train_dataset(self) -> WSOLDataset:
+        """The ``train`` split with training transforms."""
+        return self._dataset("train", True)
+
+    def eval_dataset(self, split: str) -> WSOLDataset:
+        """Any split with evaluation transforms (boxes and masks in the ``eval_size`` grid)."""
+        return self._dataset(split, False)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the splits a stage needs (read-only: safe on every DDP process)."""
+        if stage in ("fit", None):
+            self.train_dataset()
+        if stage in ("fit", "validate", None):
+            if self.has_split("val"):
+                self.eval_dataset("val")
+            elif stage == "validate":
+                raise FileNotFoundError(f"no val split: {self.metadata_root / 'val'} does not exist")
+        if stage in ("test", None) and (stage == "test" or self.has_split("test")):
+            self.eval_dataset("test")
+        if stage == "predict":
+            self.eval_dataset(self.predict_split)
+
+    # ------------------------------------------------------------------------------------------ loaders
+
+    def _loader(self, dataset: WSOLDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=wsol_collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset(), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The val split (an empty list, i.e. no validation, when the dataset has none)."""
+        if not self.has_split("val"):
+            return []
+        return self._loader(self.eval_dataset("val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_dataset("test"), shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """``predict_split`` with evaluation transforms, in metadata order (for pseudo boxes)."""
+        return self._loader(self.eval_dataset(self.predict_split), shuffle=False)
+
+    def split_dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """A loader over any split with evaluation transforms."""
+        return self._loader(self.eval_dataset(split), shuffle=shuffle)

@@ -1,0 +1,147 @@
+"""Robust image and mask loading.
+
+Images are decoded with Pillow (as the reference ``Image.open(path).convert("RGB")``) into 8-bit RGB:
+grayscale is replicated to three channels, the alpha channel of RGBA / LA is dropped (no
+compositing, like the reference), palette images are expanded, and 16-bit images are scaled to
+8 bits with ``round(v * 255 / 65535)`` (Pillow alone would clip 16-bit grayscale and truncate
+16-bit RGB). EXIF orientation is ignored, as in the reference. A missing, empty, truncated or
+undecodable file raises :class:`ImageFileError` naming the file.
+
+Example:
+    >>> import tempfile, cv2, numpy as np
+    >>> p = Path(tempfile.mkdtemp()) / "gray16.png"
+    >>> _ = cv2.imwrite(str(p), np.full((2, 3), 65535, np.uint16))
+    >>> img = load_image_rgb(p)
+    >>> img.shape, img.dtype, int(img.max())
+    ((2, 3, 3), dtype('uint8'), 255)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cream_pl.data.metadata import WSOLDataError
+
+__all__ = ["ImageFileError", "load_image_rgb", "load_mask_gray", "read_image_size", "to_uint8"]
+
+
+class ImageFileError(WSOLDataError):
+    """An image or mask file that is missing, empty, truncated or cannot be decoded.
+
+    Attributes:
+        path: the offending file.
+    """
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = Path(path)
+        self.reason = message
+        super().__init__(f"{self.path}: {message}")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise ImageFileError(path, "file not found")
+    if not path.is_file():
+        raise ImageFileError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageFileError(path, "empty file (0 bytes)")
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale an integer image to ``uint8``: 16-bit by ``round(v * 255 / 65535)``, 8-bit unchanged.
+
+    Example:
+        >>> to_uint8(np.array([0, 257, 32896, 65535], np.uint16)).tolist()
+        [0, 1, 128, 255]
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype in (np.uint16, np.int32, np.int64, np.uint32):
+        if array.size and (int(array.min()) < 0 or int(array.max()) > 65535):
+            raise ValueError(f"integer image values outside [0, 65535] (dtype {array.dtype}) are not supported")
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {array.dtype}")
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(29)
+    if len(head) >= 25 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    return None
+
+
+def _decode_pil(path: Path) -> Image.Image:
+    _check_exists(path)
+    try:
+        img = Image.open(path)
+        img.load()  # raises on truncated or corrupt data
+    except UnidentifiedImageError:
+        raise ImageFileError(path, "not an image file Pillow can decode") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        msg = str(err)
+        if "truncated" in msg.lower():
+            raise ImageFileError(path, f"truncated image file ({msg})") from None
+        raise ImageFileError(path, f"corrupt or unreadable image ({msg})") from None
+    return img
+
+
+def load_image_rgb(path: Path | str) -> np.ndarray:
+    """Load an image as an ``(H, W, 3)`` ``uint8`` RGB array.
+
+    Raises:
+        ImageFileError: the file is missing, empty, truncated or cannot be decoded.
+    """
+    path = Path(path)
+    img = _decode_pil(path)
+    with img:
+        if img.format == "PNG" and _png_bit_depth(path) == 16 and img.mode not in ("I", "I;16", "I;16B", "I;16L"):
+            # 16-bit colour PNG: Pillow keeps only the high byte, OpenCV keeps all 16 bits.
+            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if arr is None or arr.dtype != np.uint16:
+                raise ImageFileError(path, "cannot decode this 16-bit PNG")
+            arr = to_uint8(arr)
+            if arr.ndim == 2:
+                return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+            code = cv2.COLOR_BGRA2RGB if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB
+            return cv2.cvtColor(arr, code)
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+            try:
+                arr = to_uint8(np.asarray(img))
+            except ValueError as err:
+                raise ImageFileError(path, str(err)) from None
+            return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+        if img.mode == "F":
+            raise ImageFileError(path, "floating-point images are not supported")
+        return np.asarray(img.convert("RGB")).copy()
+
+
+def load_mask_gray(path: Path | str) -> np.ndarray:
+    """Load a mask PNG the way the benchmark does (``cv2.IMREAD_GRAYSCALE``) as ``(H, W)`` ``uint8``.
+
+    Raises:
+        ImageFileError: the file is missing, empty, truncated or cannot be decoded.
+    """
+    path = Path(path)
+    _decode_pil(path).close()  # integrity check: OpenCV silently decodes truncated files
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise ImageFileError(path, "OpenCV cannot decode this mask")
+    return mask
+
+
+def read_image_size(path: Path | str) -> tuple[int, int]:
+    """Return ``(width, height)`` of an image from its header (no full decode)."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageFileError(path, f"cannot read the image header ({err})") from None

@@ -1,0 +1,165 @@
+"""The embedded synthetic benchmark: format, determinism, ground truth, confounding, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cream_pl.cli import main
+from cream_pl.data.cli import check_dataset
+from cream_pl.data.metadata import read_class_names, read_split
+from cream_pl.data.synth import (
+    BACKGROUND_PHOTOS,
+    HEAD_SHAPES,
+    SynthConfig,
+    _area,
+    _make_object,
+    class_specs,
+    generate_synthetic_dataset,
+)
+
+SMALL = dict(num_classes=3, num_train=9, num_val=3, num_test=6, min_side=64, max_side=96)
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("synth") / "d", seed=3, **SMALL)
+
+
+def test_passes_the_format_check_with_files(small: Path) -> None:
+    report = check_dataset(small, files=True)
+    assert report == {"test": [], "train": [], "val": []}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(small: Path, tmp_path: Path) -> None:
+    again = generate_synthetic_dataset(tmp_path / "again", seed=3, **SMALL)
+    assert _digest(again) == _digest(small)
+    other = generate_synthetic_dataset(tmp_path / "other", seed=4, **SMALL)
+    a, b = _digest(other), _digest(small)
+    assert a.keys() != b.keys() or a != b
+    assert a["class_names.txt"] == b["class_names.txt"]
+
+
+def test_every_split_has_exact_boxes_and_masks(small: Path) -> None:
+    names = read_class_names(small / "class_names.txt")
+    assert names == [f"{c}_{s}" for c, s in class_specs(3)]
+    for split, count in (("train", 9), ("val", 3), ("test", 6)):
+        meta = read_split(small / "metadata" / split, num_classes=3)
+        assert len(meta) == count and meta.has_boxes and meta.has_masks and meta.has_sizes
+        assert sorted(np.bincount([s.label for s in meta.samples]).tolist()) == [count // 3] * 3  # balanced
+        for s in meta.samples:
+            assert s.image_id.startswith(f"{split}/{s.label:02d}_{names[s.label]}/")
+            img = cv2.imread(str(small / "images" / s.image_id))
+            w, h = s.size  # type: ignore[misc]
+            assert img.shape == (h, w, 3) and 64 <= w <= 96 and 64 <= h <= 96
+            assert s.masks is not None and len(s.masks.mask_paths) == len(s.boxes)
+            union = np.zeros((h, w), bool)
+            for rel, box in zip(s.masks.mask_paths, s.boxes):
+                m = cv2.imread(str(small / "masks" / rel), cv2.IMREAD_UNCHANGED)
+                assert m.shape == (h, w) and set(np.unique(m).tolist()) == {0, 255}
+                ys, xs = np.nonzero(m)
+                assert box == (xs.min(), ys.min(), xs.max(), ys.max())  # tight inclusive box of the mask
+                assert not (union & (m > 0)).any()  # instances never overlap
+                union |= m > 0
+            ignore = cv2.imread(str(small / "masks" / s.masks.ignore_path), cv2.IMREAD_UNCHANGED)  # type: ignore[arg-type]
+            assert ignore.shape == (h, w) and not ignore.any()
+
+
+def test_object_scale_follows_the_config(tmp_path: Path) -> None:
+    root = generate_synthetic_dataset(tmp_path / "d", seed=0, num_classes=2, num_train=2, num_val=2, num_test=40,
+                                      second_object_prob=0.0, object_area=(0.2, 0.4))
+    fractions = []
+    for s in read_split(root / "metadata/test").samples:
+        (x0, y0, x1, y1), (w, h) = s.boxes[0], s.size
+        fractions.append((x1 - x0 + 1) * (y1 - y0 + 1) / (w * h))
+    # the box is shrunk only when the rotated object would not fit the image
+    assert 0.1 < min(fractions) and max(fractions) < 0.42
+    assert 0.2 <= float(np.median(fractions)) <= 0.4
+
+
+@pytest.mark.parametrize("shape", HEAD_SHAPES)
+def test_head_is_a_small_part_of_the_object(shape: str) -> None:
+    rng = np.random.default_rng(0)
+    obj = _make_object(rng, shape, 0.13, tail=True)
+    body = sum(_area(p) for p in obj.body)
+    head = _area(obj.head)  # type: ignore[arg-type]
+    assert head / (head + body) == pytest.approx(0.13, abs=1e-6)
+
+
+def test_confounded_backgrounds(tmp_path: Path) -> None:
+    cfg = dict(num_classes=4, num_train=120, num_val=8, num_test=40, min_side=48, max_side=48, clutter=(0, 0),
+               distractor_body_prob=0.0, distractor_head_prob=0.0)
+    for confounded, eval_mode in ((True, "uniform"), (True, "unusual"), (False, "uniform")):
+        root = generate_synthetic_dataset(tmp_path / f"{confounded}{eval_mode}", seed=1, confounded=confounded,
+                                          confounded_eval=eval_mode, **cfg)
+        rates = {}
+        for split in ("train", "test"):
+            rows = [line.split(",") for line in (root / f"metadata/{split}/backgrounds.txt").read_text().split("\n")]
+            assert all(r[1] in BACKGROUND_PHOTOS for r in rows)
+            labels = {s.image_id: s.label for s in read_split(root / f"metadata/{split}").samples}
+            for image_id, photo, usual in rows:
+                assert (photo == BACKGROUND_PHOTOS[labels[image_id] % len(BACKGROUND_PHOTOS)]) == (usual == "1")
+            rates[split] = np.mean([r[2] == "1" for r in rows])
+        if confounded:
+            assert 0.7 <= rates["train"] <= 0.9  # p = 0.8, 120 draws
+        else:
+            assert rates["train"] < 0.3  # uniform over 12 photos
+        assert rates["test"] < 0.3
+        if eval_mode == "unusual":
+            assert rates["test"] == 0.0
+
+
+def test_config_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="num_classes"):
+        SynthConfig(num_classes=1)
+    with pytest.raises(ValueError, match="object_area"):
+        SynthConfig(object_area=(0.5, 0.2))
+    with pytest.raises(ValueError, match="unknown synthetic dataset option"):
+        generate_synthetic_dataset(tmp_path / "x", num_clases=3)
+    with pytest.raises(ValueError, match="seed"):
+        generate_synthetic_dataset(tmp_path / "x", seed=-1)
+
+
+def test_refuses_to_overwrite_without_flag(small: Path) -> None:
+    with pytest.raises(FileExistsError, match="overwrite"):
+        generate_synthetic_dataset(small, seed=3, **SMALL)
+
+
+def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    args = ["data", "synth", "--out", str(out), "--seed", "5", "--num-classes", "2", "--num-train", "2",
+            "--num-val", "2", "--num-test", "2", "--min-side", "48", "--max-side", "64", "--image-format", "png"]
+    assert main(args) == 0
+    assert "train: ok" in capsys.readouterr().out
+    assert len(list((out / "images/train").rglob("*.png"))) == 2
+    capsys.readouterr()
+    assert main(args) == 2  # a second run needs --overwrite
+    assert "already holds a dataset" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert main(["data", "check", str(out), "--files"]) == 0
+    image_id = (out / "metadata/test/image_ids.txt").read_text().split("\n")[1]
+    (out / "images" / image_id).write_bytes(b"")
+    capsys.readouterr()
+    assert main(["data", "check", str(out), "--files"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'images' / image_id}: empty file" in err and "image_ids.txt:2:" in err
+
+
+@pytest.mark.slow
+def test_default_benchmark_is_quick_to_generate(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    root = generate_synthetic_dataset(tmp_path / "default", seed=0)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, f"default generation took {elapsed:.1f} s"  # ~13 s on one core here; budget 30 s
+    assert [len(read_split(root / "metadata" / s)) for s in ("train", "val", "test")] == [480, 80, 160]
+    assert check_dataset(root) == {"test": [], "train": [], "val": []}
