@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "evaluate": "cream_pl.metrics.cli",
     "localize": "cream_pl.localize",
     "pseudo-boxes": "cream_pl.callbacks.pseudo_boxes",
+    "train-regressor": "cream_pl.regressor_train",
 }
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"Training and inference: cream-pl {{{','.join(LIGHTNING_SUBCOMMANDS)}}} --config FILE (Lightning CLI).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in SUBCOMMAND_MODULES.items():
+    for module_name in SUBCOMMAND_MODULES.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:

@@ -1,0 +1,688 @@
+"""CREAM_reg stage 1: pseudo boxes for the whole training split, written as COCO JSON.
+
+A trained classifier runs over the training split (ground-truth class, eval transform, no
+augmentation). Each image's score map (``"cream"`` or plain ``"cam"``) becomes one box with the
+benchmark's map -> box rule at a threshold τ (the τ* of IoU-50 box accuracy on the fully
+supervised val split by default), is mapped back to original image pixels and is written to a
+COCO file that ``pycocotools`` loads.
+
+Resumable, DDP-safe writing:
+
+- the split's indices are cut into fixed **chunks** of ``chunk_size`` images (a multiple of the
+  batch size); each chunk becomes one shard file ``<shard_dir>/chunk_<k>.json``, written
+  atomically (temporary file + ``os.replace``) by the rank that computed it;
+- before predicting, rank 0 lists the finished shards and broadcasts the list; the predict
+  loader of each rank covers only its share of the **unfinished** chunks (round robin), so an
+  interrupted run never recomputes a finished chunk;
+- chunks are batch-aligned, so each image is seen in the same batch as in an uninterrupted run;
+- rank 0 merges the shards sorted by index into the final file (atomically), which is therefore
+  byte-identical to the file of an uninterrupted run;
+- ``<shard_dir>/manifest.json`` records the run's settings; shards from a different run
+  (another model, source, threshold, dataset, chunk size) are refused, not mixed.
+
+Where the split has true boxes, ``<out>.quality.json`` gets the fraction of pseudo boxes with
+IoU >= 0.5 and their mean IoU (inclusive "+1" IoU in original pixels, best GT box per image).
+
+Example:
+    $ cream-pl pseudo-boxes --ckpt runs/cub/last.ckpt --data data/cub --out runs/cub/pseudo_boxes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+
+from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+
+__all__ = [
+    "PseudoBoxWriter",
+    "box_to_original",
+    "pseudo_box_quality",
+    "choose_threshold_on_val",
+    "generate_pseudo_boxes",
+    "model_fingerprint",
+    "add_parser",
+    "run",
+]
+
+Source = Literal["cream", "cam"]
+SOURCES: tuple[str, ...] = ("cream", "cam")
+MANIFEST = "manifest.json"
+_FORMAT_VERSION = 1
+_DECIMALS = 4
+
+
+# ---------------------------------------------------------------------------------------------- pure functions
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: tuple[int, int],
+                    orig_size: tuple[int, int]) -> list[float]:
+    """Map an inclusive box of the ``grid_size`` score map back to a COCO ``[x, y, w, h]`` box in original pixels.
+
+    Pixel ``i`` of the squashed grid covers ``[i, i + 1)``, i.e. ``[i W / S, (i + 1) W / S)`` of the
+    original image. Values are rounded to 4 decimals.
+
+    Args:
+        box: ``XYXY_INCLUSIVE`` box in the grid.
+        grid_size: ``(width, height)`` of the grid (224 x 224).
+        orig_size: ``(width, height)`` of the original image.
+
+    Example:
+        >>> box_to_original([56, 0, 111, 223], (224, 224), (448, 100))
+        [112.0, 0.0, 112.0, 100.0]
+    """
+    b = torch.as_tensor(np.asarray(box, dtype=np.float64)).reshape(1, 4)
+    rel = convert_boxes(b, BoxFormat.XYXY_INCLUSIVE, BoxFormat.XYXY_REL, grid_size)
+    x0, y0, x1, y1 = convert_boxes(rel, BoxFormat.XYXY_REL, BoxFormat.XYXY, orig_size)[0].tolist()
+    x0, y0, x1, y1 = (round(v, _DECIMALS) for v in (x0, y0, x1, y1))
+    return [x0, y0, round(x1 - x0, _DECIMALS), round(y1 - y0, _DECIMALS)]
+
+
+def pseudo_box_quality(pred_xywh: Tensor | Sequence[Sequence[float]],
+                       gt_boxes: Sequence[Tensor | Sequence[Sequence[int]]]) -> dict[str, float | int]:
+    """Quality of pseudo boxes against true boxes: fraction with IoU >= 0.5 and mean IoU.
+
+    The IoU of an image is the best over its GT boxes, with the benchmark's inclusive "+1" areas
+    (a COCO box ``[x, y, w, h]`` covers the inclusive pixels ``x .. x + w - 1``).
+
+    Args:
+        pred_xywh: ``(N, 4)`` COCO boxes in original pixels.
+        gt_boxes: per image, ``(n_i, 4)`` ``XYXY_INCLUSIVE`` boxes in original pixels.
+
+    Example:
+        >>> q = pseudo_box_quality([[0, 0, 10, 10], [0, 0, 10, 5]], [[[0, 0, 9, 9]], [[0, 0, 9, 9]]])
+        >>> q["iou50_fraction"], q["mean_iou"], q["num_images"]
+        (1.0, 0.75, 2)
+    """
+    pred = torch.as_tensor(pred_xywh, dtype=torch.float64).reshape(-1, 4)
+    if len(pred) != len(gt_boxes):
+        raise ValueError(f"{len(pred)} pseudo boxes but {len(gt_boxes)} GT box lists")
+    if len(pred) == 0:
+        raise ValueError("no pseudo boxes to score")
+    incl = convert_boxes(pred, BoxFormat.XYWH, BoxFormat.XYXY_INCLUSIVE)
+    ious = torch.stack([
+        box_iou_inclusive(incl[i : i + 1], torch.as_tensor(g, dtype=torch.float64).reshape(-1, 4)).max()
+        for i, g in enumerate(gt_boxes)
+    ])
+    return {
+        "iou50_fraction": float((ious >= 0.5).double().mean()),
+        "mean_iou": float(ious.mean()),
+        "num_images": len(pred),
+    }
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-1 of a module's state dict (names, shapes, dtypes, values): tells runs of different weights apart."""
+    h = hashlib.sha1()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- the writer
+
+
+class PseudoBoxWriter(BasePredictionWriter):
+    """Turns predicted score maps into pseudo boxes and writes them in resumable chunk shards.
+
+    Use it through :func:`generate_pseudo_boxes`, which wraps the data module so that only
+    unfinished chunks are predicted and merges the shards at the end. Each prediction must be
+    the ``predict_step`` dict of ``WSOLClassifier`` (``index``, ``image_id``, ``orig_size``,
+    ``label``, ``logits``, ``scoremaps[source]`` of shape ``(B, S, S)``).
+
+    Args:
+        out_path: the final COCO JSON file.
+        source: score map to box: ``"cream"`` or ``"cam"``.
+        threshold: CAM threshold τ in ``[0, 1)`` (benchmark rule: keep ``floor(255 s) > int(255 τ)``).
+        categories: class names; category ``c`` of the COCO file is class ``c`` (0-based).
+        shard_dir: folder of the chunk shards (default ``<out_path>.shards``).
+        chunk_size: images per shard; must be a multiple of the predict batch size (default:
+            16 batches).
+        multi_contour: box of all contours instead of the largest (the benchmark's V2 rule);
+            the union box is written.
+        fingerprint: extra settings recorded in the manifest (e.g. model hash, data root);
+            shards written under different settings are refused.
+        gt_boxes: per dataset index, ``(n, 4)`` true ``XYXY_INCLUSIVE`` boxes in original pixels
+            (writes ``<out>.quality.json``); default: the predict dataset's ``samples[i].boxes``
+            when it has them (``WSOLDataset``).
+        expected_image_ids: the split's image ids in index order, checked against the predictions;
+            default: the predict dataset's ``samples[i].image_id``.
+        overwrite: delete existing shards instead of resuming from them.
+    """
+
+    def __init__(
+        self,
+        out_path: Path | str,
+        source: Source = "cream",
+        threshold: float = 0.2,
+        categories: Sequence[str] = (),
+        shard_dir: Path | str | None = None,
+        chunk_size: int | None = None,
+        multi_contour: bool = False,
+        fingerprint: Mapping[str, Any] | None = None,
+        gt_boxes: Sequence[Any] | None = None,
+        expected_image_ids: Sequence[str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if not (isinstance(threshold, (int, float)) and 0.0 <= float(threshold) < 1.0):
+            raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
+        if not categories:
+            raise ValueError("categories (the class names) must not be empty")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.out_path = Path(out_path)
+        self.source = source
+        self.threshold = float(threshold)
+        self.categories = [str(c) for c in categories]
+        self.shard_dir = Path(shard_dir) if shard_dir is not None else self.out_path.with_name(self.out_path.name + ".shards")
+        self.chunk_size = chunk_size
+        self.multi_contour = multi_contour
+        self.fingerprint = dict(fingerprint or {})
+        self.gt_boxes = gt_boxes
+        self.expected_image_ids = list(expected_image_ids) if expected_image_ids is not None else None
+        self.overwrite = overwrite
+        self.num_images: int | None = None
+        self.my_chunks: list[int] = []
+        self._my_chunk_set: set[int] = set()
+        self.pending_chunks: list[int] = []
+        self._buffers: dict[int, dict[int, dict[str, Any]]] = {}
+        self.chunks_written = 0
+
+    # ------------------------------------------------------------------ chunk plan
+    def chunk_path(self, k: int) -> Path:
+        return self.shard_dir / f"chunk_{k:06d}.json"
+
+    def num_chunks(self) -> int:
+        assert self.num_images is not None and self.chunk_size is not None
+        return math.ceil(self.num_images / self.chunk_size)
+
+    def chunk_indices(self, k: int) -> range:
+        assert self.num_images is not None and self.chunk_size is not None
+        return range(k * self.chunk_size, min((k + 1) * self.chunk_size, self.num_images))
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format_version": _FORMAT_VERSION,
+            "num_images": self.num_images,
+            "chunk_size": self.chunk_size,
+            "source": self.source,
+            "threshold": self.threshold,
+            "multi_contour": self.multi_contour,
+            "categories": self.categories,
+            "image_ids_sha1": _ids_hash(self.expected_image_ids),
+            **{f"fingerprint_{k}": v for k, v in sorted(self.fingerprint.items())},
+        }
+
+    def scan(self) -> list[int]:
+        """Check or create the manifest and return the unfinished chunks (rank 0's view of the shard folder)."""
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = self.shard_dir / MANIFEST
+        want = self.manifest()
+        if self.overwrite:
+            for p in self.shard_dir.glob("chunk_*.json"):
+                p.unlink()
+            manifest_path.unlink(missing_ok=True)
+        for p in self.shard_dir.glob(".chunk_*.tmp"):  # debris of an interrupted atomic write
+            p.unlink(missing_ok=True)
+        if manifest_path.exists():
+            try:
+                have = json.loads(manifest_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{manifest_path}: unreadable shard manifest ({err}); delete {self.shard_dir} "
+                                 "or pass overwrite=True") from None
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            if diff:
+                details = "; ".join(f"{k}: shards have {have.get(k)!r}, this run has {want.get(k)!r}" for k in diff[:4])
+                raise ValueError(f"{self.shard_dir} holds shards of a different pseudo-box run ({details}). Delete the "
+                                 "folder, choose another shard_dir, or pass overwrite=True (--overwrite).")
+        else:
+            atomic_write_text(manifest_path, _dump(want))
+        return [k for k in range(self.num_chunks()) if not self.chunk_path(k).is_file()]
+
+    def plan(self, dataset: Any, batch_size: int, trainer: pl.Trainer | None) -> None:
+        """Decide the chunk size, list the unfinished chunks (rank 0, broadcast) and pick this rank's share.
+
+        Args:
+            dataset: the full predict dataset (``len``; ``samples`` of ``SampleRecord`` when available).
+            batch_size: the predict batch size.
+            trainer: the running trainer (rank, world size, broadcast), or ``None`` for one process.
+        """
+        num_images = len(dataset)
+        if num_images < 1:
+            raise ValueError("the predict split is empty")
+        samples = getattr(dataset, "samples", None)
+        if samples is not None and len(samples) == num_images and all(hasattr(r, "image_id") for r in samples):
+            if self.expected_image_ids is None:
+                self.expected_image_ids = [r.image_id for r in samples]
+            if self.gt_boxes is None and all(getattr(r, "boxes", ()) for r in samples):
+                self.gt_boxes = [r.boxes for r in samples]
+        if self.chunk_size is None:
+            self.chunk_size = 16 * batch_size
+        if self.chunk_size % batch_size != 0:
+            raise ValueError(f"chunk_size ({self.chunk_size}) must be a multiple of the batch size ({batch_size}) so "
+                             "that a resumed run sees the same batches as an uninterrupted one")
+        if self.expected_image_ids is not None and len(self.expected_image_ids) != num_images:
+            raise ValueError(f"the predict split has {num_images} images but {len(self.expected_image_ids)} image ids "
+                             "were expected")
+        self.num_images = num_images
+        self.fingerprint.setdefault("has_gt_boxes", self.gt_boxes is not None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        result: Any = None
+        if rank == 0:
+            try:
+                result = self.scan()
+            except ValueError as err:
+                result = str(err)
+        if trainer is not None and world > 1:
+            result = trainer.strategy.broadcast(result, src=0)
+        if isinstance(result, str):
+            raise ValueError(result)
+        self.pending_chunks = list(result)
+        self.my_chunks = self.pending_chunks[rank::world]
+        self._my_chunk_set = set(self.my_chunks)
+        self._buffers = {}
+
+    def my_indices(self) -> list[int]:
+        return [i for k in self.my_chunks for i in self.chunk_indices(k)]
+
+    # ------------------------------------------------------------------ writing
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        for rec in self.records_from_prediction(prediction):
+            k = rec["index"] // self.chunk_size  # type: ignore[operator]
+            if k not in self._my_chunk_set:
+                raise RuntimeError(f"prediction for dataset index {rec['index']} belongs to chunk {k}, which this rank "
+                                   f"does not own; the predict loader must come from generate_pseudo_boxes")
+            self._buffers.setdefault(k, {})[rec["index"]] = rec
+            if len(self._buffers[k]) == len(self.chunk_indices(k)):
+                self._flush(k)
+
+    def records_from_prediction(self, prediction: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Pseudo-box records (index, image id, size, label, box, score) of one ``predict_step`` output."""
+        from cream_pl.metrics.functional import box_from_scoremap_at
+
+        maps_by_source = prediction.get("scoremaps", {})
+        if self.source not in maps_by_source:
+            raise ValueError(f"the model's predict_step has no {self.source!r} score maps (it has "
+                             f"{sorted(maps_by_source)}); CREAM disabled? use source='cam'")
+        maps = _numpy(maps_by_source[self.source]).astype(np.float64, copy=False)
+        index = _numpy(prediction["index"]).astype(np.int64)
+        sizes = _numpy(prediction["orig_size"]).astype(np.int64)
+        labels = _numpy(prediction["label"]).astype(np.int64)
+        logits = torch.as_tensor(prediction["logits"]).detach().float().cpu()
+        probs = torch.softmax(logits, dim=1)
+        image_ids = list(prediction["image_id"])
+        if maps.ndim != 3 or not (len(maps) == len(index) == len(sizes) == len(labels) == len(image_ids)):
+            raise ValueError("predict_step output: 'scoremaps' must be (B, S, S) and every field must have B entries")
+        grid = (maps.shape[2], maps.shape[1])
+        out = []
+        for i in range(len(index)):
+            box = box_from_scoremap_at(maps[i], self.threshold, self.multi_contour)
+            if self.multi_contour:
+                box = np.array([box[:, 0].min(), box[:, 1].min(), box[:, 2].max(), box[:, 3].max()])
+            w, h = int(sizes[i, 0]), int(sizes[i, 1])
+            idx = int(index[i])
+            if self.expected_image_ids is not None and self.expected_image_ids[idx] != image_ids[i]:
+                raise ValueError(f"dataset index {idx} is {image_ids[i]!r} in the predict loader but "
+                                 f"{self.expected_image_ids[idx]!r} in the split metadata")
+            rec = {
+                "index": idx,
+                "image_id": image_ids[i],
+                "width": w,
+                "height": h,
+                "label": int(labels[i]),
+                "bbox": box_to_original(box, grid, (w, h)),
+                "box_grid": [int(v) for v in box],
+                "score": round(float(probs[i, labels[i]]), 6),
+            }
+            if self.gt_boxes is not None:
+                rec["iou"] = pseudo_box_quality([rec["bbox"]], [self.gt_boxes[idx]])["mean_iou"]
+            out.append(rec)
+        return out
+
+    def _flush(self, k: int) -> None:
+        recs = [self._buffers[k][i] for i in self.chunk_indices(k)]
+        atomic_write_text(self.chunk_path(k), _dump(recs))
+        del self._buffers[k]
+        self.chunks_written += 1
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._buffers:
+            left = {k: len(v) for k, v in self._buffers.items()}
+            raise RuntimeError(f"pseudo-box chunks left incomplete at the end of prediction: {left} "
+                               "(the predict loader skipped images?)")
+
+    # ------------------------------------------------------------------ merging
+    def merge(self) -> Path:
+        """Merge every shard, sorted by index, into the COCO file (and the quality file); atomic writes."""
+        # The manifest is the record of the run (in the main process of ddp_spawn, the workers planned it).
+        manifest = json.loads((self.shard_dir / MANIFEST).read_text(encoding="utf-8"))
+        self.num_images, self.chunk_size = manifest["num_images"], manifest["chunk_size"]
+        fingerprint = {k[len("fingerprint_"):]: v for k, v in manifest.items() if k.startswith("fingerprint_")}
+        missing = [k for k in range(self.num_chunks()) if not self.chunk_path(k).is_file()]
+        if missing:
+            raise RuntimeError(f"cannot merge: {len(missing)} chunk shard(s) missing in {self.shard_dir} "
+                               f"(e.g. {self.chunk_path(missing[0]).name})")
+        records: list[dict[str, Any]] = []
+        for k in range(self.num_chunks()):
+            recs = json.loads(self.chunk_path(k).read_text(encoding="utf-8"))
+            if [r["index"] for r in recs] != list(self.chunk_indices(k)):
+                raise RuntimeError(f"{self.chunk_path(k)}: shard does not hold indices {self.chunk_indices(k)}")
+            records.extend(recs)
+        coco = {
+            "info": {
+                "description": "CREAM_reg pseudo boxes (cream-pl)",
+                "source": self.source,
+                "threshold": self.threshold,
+                "multi_contour": self.multi_contour,
+                "box_format": "bbox = [x, y, w, h] in original image pixels; score = classifier "
+                              "probability of the ground-truth class",
+                "num_fallback_boxes": sum(1 for r in records if r["box_grid"] == [0, 0, 0, 0]),
+                **dict(sorted(fingerprint.items())),
+            },
+            "images": [{"id": r["index"], "file_name": r["image_id"], "width": r["width"], "height": r["height"]}
+                       for r in records],
+            "categories": [{"id": c, "name": name} for c, name in enumerate(self.categories)],
+            "annotations": [
+                {"id": r["index"], "image_id": r["index"], "category_id": r["label"], "bbox": r["bbox"],
+                 "area": round(r["bbox"][2] * r["bbox"][3], _DECIMALS), "iscrowd": 0, "score": r["score"]}
+                for r in records
+            ],
+        }
+        atomic_write_text(self.out_path, _dump(coco))
+        if records and all("iou" in r for r in records):
+            ious = np.array([r["iou"] for r in records], dtype=np.float64)
+            quality = {
+                "iou50_fraction": float((ious >= 0.5).mean()),
+                "mean_iou": float(ious.mean()),
+                "num_images": len(records),
+                "iou_threshold": 0.5,
+                "source": self.source,
+                "threshold": self.threshold,
+                "pseudo_boxes": self.out_path.name,
+            }
+            atomic_write_text(quality_path(self.out_path), json.dumps(quality, indent=2) + "\n")
+        return self.out_path
+
+
+def quality_path(out_path: Path | str) -> Path:
+    """``<out>.quality.json`` beside the pseudo-box file (``boxes.json`` -> ``boxes.quality.json``)."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".quality.json")
+
+
+def _ids_hash(ids: Sequence[str] | None) -> str | None:
+    return None if ids is None else hashlib.sha1("\n".join(ids).encode()).hexdigest()
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# ---------------------------------------------------------------------------------------------- data wrapper
+
+
+class _PendingChunksData(pl.LightningDataModule):
+    """Wraps a data module: its predict loader, restricted to this rank's unfinished chunks."""
+
+    def __init__(self, inner: pl.LightningDataModule, writer: PseudoBoxWriter) -> None:
+        super().__init__()
+        self.inner = inner
+        self.writer = writer
+        self._base: DataLoader | None = None
+
+    def prepare_data(self) -> None:
+        self.inner.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.inner.trainer = self.trainer
+        self.inner.setup("predict")
+        base = self.inner.predict_dataloader()
+        if not isinstance(base, DataLoader) or base.batch_size is None:
+            raise TypeError("the data module's predict_dataloader() must return one DataLoader with a batch_size")
+        self._base = base
+        self.writer.plan(base.dataset, base.batch_size, self.trainer)
+
+    def predict_dataloader(self) -> DataLoader:
+        assert self._base is not None
+        b = self._base
+        return DataLoader(Subset(b.dataset, self.writer.my_indices()), batch_size=b.batch_size, shuffle=False,
+                          num_workers=b.num_workers, collate_fn=b.collate_fn, pin_memory=b.pin_memory,
+                          worker_init_fn=b.worker_init_fn)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def choose_threshold_on_val(
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule | None = None,
+    source: Source = "cream",
+    trainer_kwargs: Mapping[str, Any] | None = None,
+) -> float:
+    """τ*: the CAM threshold that maximises IoU-50 box accuracy on the fully supervised val split.
+
+    Uses the value the classifier stored at its last validation (``val_best_threshold``, saved in
+    checkpoints); if there is none, runs ``Trainer.validate`` on ``datamodule`` to compute it.
+
+    Raises:
+        ValueError: no stored τ* and no data module to compute one.
+    """
+    names = list(getattr(model, "method_names", []))
+    if source not in names:
+        raise ValueError(f"the model has no {source!r} maps (methods: {names})")
+    i = names.index(source)
+
+    def stored() -> float:
+        buf = getattr(model, "val_best_threshold", None)
+        return float(buf[i]) if buf is not None else float("nan")
+
+    tau = stored()
+    if not math.isfinite(tau):
+        if datamodule is None:
+            raise ValueError("the classifier has no val threshold τ* (it was never validated); pass a data module "
+                             "with a val split, or a fixed threshold")
+        kw = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **dict(trainer_kwargs or {})}
+        pl.Trainer(**kw).validate(model, datamodule=datamodule, verbose=False)
+        tau = stored()
+        if not math.isfinite(tau):
+            raise ValueError("validation did not produce a threshold τ* (does the val split have boxes?)")
+    return tau
+
+
+def generate_pseudo_boxes(
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    out_path: Path | str,
+    source: Source = "cream",
+    threshold: float | None = None,
+    trainer_kwargs: Mapping[str, Any] | None = None,
+    *,
+    categories: Sequence[str] | None = None,
+    chunk_size: int | None = None,
+    shard_dir: Path | str | None = None,
+    multi_contour: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[pl.Callback] = (),
+) -> Path:
+    """Run ``model`` over the predict split of ``datamodule`` and write pseudo boxes as COCO JSON.
+
+    Args:
+        model: a ``WSOLClassifier`` (or any module with the same ``predict_step`` contract).
+        datamodule: provides ``predict_dataloader()`` over the training split (eval transform) and,
+            for ``threshold=None`` without a stored τ*, ``val_dataloader()``.
+        out_path: COCO file to write.
+        source: ``"cream"`` or ``"cam"`` maps.
+        threshold: fixed τ; ``None`` = τ* of the val split (:func:`choose_threshold_on_val`).
+        trainer_kwargs: ``pl.Trainer`` arguments (``accelerator``, ``devices``, ``strategy``, ...).
+        categories: class names (default: ``datamodule.class_names``, else ``class_<i>``).
+        chunk_size: images per resumable shard (multiple of the batch size; default 16 batches).
+        shard_dir: shard folder (default ``<out_path>.shards``).
+        multi_contour: union box of all contours instead of the largest contour's box.
+        overwrite: ignore and delete existing shards.
+        callbacks: extra Lightning callbacks.
+
+    Returns:
+        ``out_path``. ``<out>.quality.json`` is written too when the split has true boxes.
+    """
+    out_path = Path(out_path)
+    if threshold is None:
+        threshold = choose_threshold_on_val(model, datamodule, source, trainer_kwargs)
+    if categories is None:
+        categories = getattr(datamodule, "class_names", None)
+    if categories is None:
+        num_classes = dict(getattr(model, "hparams", {})).get("num_classes")
+        if num_classes is None:
+            raise ValueError("cannot tell the class names: pass categories=")
+        categories = [f"class_{c}" for c in range(int(num_classes))]
+    dm_hparams = dict(getattr(datamodule, "hparams", {}))
+    fingerprint = {"model_sha1": model_fingerprint(model), "predict_split": getattr(datamodule, "predict_split", None),
+                   "input_size": dm_hparams.get("eval_size")}
+    writer = PseudoBoxWriter(
+        out_path, source=source, threshold=threshold, categories=categories, shard_dir=shard_dir,
+        chunk_size=chunk_size, multi_contour=multi_contour, fingerprint=fingerprint, overwrite=overwrite,
+    )
+    kw: dict[str, Any] = {"logger": False, "enable_checkpointing": False, **dict(trainer_kwargs or {})}
+    kw["use_distributed_sampler"] = False  # each rank's loader already holds its own chunks
+    kw["callbacks"] = [writer, *kw.get("callbacks", []), *callbacks]
+    trainer = pl.Trainer(**kw)
+    with warnings.catch_warnings():  # a resumed run may leave a rank (or all) with nothing to predict
+        warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
+        trainer.predict(model, datamodule=_PendingChunksData(datamodule, writer), return_predictions=False)
+    if trainer.interrupted:
+        raise RuntimeError(f"pseudo-box prediction was interrupted; finished chunks are kept in {writer.shard_dir}. "
+                           "Run the same command again to resume.")
+    trainer.strategy.barrier("pseudo_boxes_merge")
+    if trainer.is_global_zero:
+        writer.merge()
+    trainer.strategy.barrier("pseudo_boxes_merged")
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``cream-pl pseudo-boxes``."""
+    p = subparsers.add_parser(
+        "pseudo-boxes",
+        help="CREAM_reg: write pseudo boxes for the training split (COCO JSON)",
+        description="Run a trained classifier over the training split (ground-truth class, no augmentation) and "
+        "write one box per image (COCO JSON, original pixels). Resumable: rerun the same command after an "
+        "interruption and finished chunks are kept.",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
+    p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
+    p.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
+    p.add_argument("--source", choices=SOURCES, default="cream", help="score maps to box (default: cream)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, default=None, help="fixed CAM threshold τ in [0, 1)")
+    g.add_argument("--val-threshold", action="store_true",
+                   help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
+    p.add_argument("--split", default="train", help="split to box (default: train)")
+    p.add_argument("--input-size", type=int, default=224, help="input resolution of the classifier (PSOL: 448)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--chunk-size", type=int, default=None, help="images per resumable shard (default: 16 batches)")
+    p.add_argument("--multi-contour", action="store_true", help="union box of all contours (default: largest)")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto", help="e.g. 1, 4 or auto")
+    p.add_argument("--strategy", default="auto", help="e.g. ddp with several devices")
+    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
+    p.add_argument("--overwrite", action="store_true", help="discard shards of an earlier run")
+    p.set_defaults(func=run)
+    return p
+
+
+def checkpoint_normalisation(ckpt: Path | str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The input ``(mean, std)`` a classifier was trained with, from its checkpoint's data-module hyperparameters.
+
+    Returns ``None`` when the checkpoint does not record them (then the data contract's default,
+    ImageNet mean / std, applies).
+    """
+    from lightning_fabric.utilities.cloud_io import _load as pl_load
+
+    hp = pl_load(str(ckpt), map_location="cpu", weights_only=False).get("datamodule_hyper_parameters") or {}
+    if hp.get("mean") is None or hp.get("std") is None:
+        return None
+    return tuple(float(v) for v in hp["mean"]), tuple(float(v) for v in hp["std"])
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def run(args: argparse.Namespace) -> int:
+    """``cream-pl pseudo-boxes``: load the classifier and data, then :func:`generate_pseudo_boxes`."""
+    from cream_pl.data.datamodule import WSOLDataModule
+    from cream_pl.models.classifier import WSOLClassifier
+
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        raise SystemExit(f"--threshold must be in [0, 1), got {args.threshold}")
+    model = WSOLClassifier.load_from_checkpoint(args.ckpt, map_location="cpu")
+    trainer_kwargs: dict[str, Any] = {"accelerator": args.accelerator, "devices": _devices(str(args.devices)),
+                                      "strategy": args.strategy}
+    if args.precision:
+        trainer_kwargs["precision"] = args.precision
+    common: dict[str, Any] = {"batch_size": args.batch_size, "num_workers": args.num_workers}
+    norm = checkpoint_normalisation(args.ckpt)
+    if norm is not None:  # feed the classifier what it was trained on
+        common["mean"], common["std"] = norm
+    threshold = args.threshold
+    if threshold is None:  # τ* on val, always in the protocol's 224 grid
+        val_dm = WSOLDataModule(str(args.data), eval_size=int(model.hparams.get("eval_size", 224)), **common)
+        threshold = choose_threshold_on_val(model, val_dm, args.source, trainer_kwargs)
+    datamodule = WSOLDataModule(str(args.data), eval_size=args.input_size, predict_split=args.split, **common)
+    out = generate_pseudo_boxes(
+        model, datamodule, args.out, source=args.source, threshold=threshold, trainer_kwargs=trainer_kwargs,
+        chunk_size=args.chunk_size, multi_contour=args.multi_contour, overwrite=args.overwrite,
+    )
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print(f"pseudo boxes ({args.source}, threshold {threshold:g}): {out}")
+        q = quality_path(out)
+        if q.is_file():
+            print(f"quality: {q}: {json.loads(q.read_text())}")
+    return 0

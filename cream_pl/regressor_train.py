@@ -1,0 +1,187 @@
+"""CREAM_reg stage 2 entry point: train the box regressor on a pseudo-box file, then test it.
+
+The pseudo-box file is checked against the training split first (:func:`read_pseudo_boxes`), so
+a file that does not match the dataset is refused before any training starts. The test split's
+Top-1 / Top-5 Loc combine the regressor's box with the class of a classifier (a checkpoint or a
+module); GT-known Loc needs no classifier.
+
+Example:
+    $ python -m cream_pl.regressor_train --pseudo-boxes runs/cub/pseudo_boxes.json --data data/cub \\
+          --out runs/cub/regressor --classifier-ckpt runs/cub/last.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+
+from cream_pl.data.pseudo_boxes import PseudoBoxDataModule, load_dataset_pseudo_boxes
+from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cream_pl.models.regressor import BoxRegressor
+
+__all__ = ["train_regressor", "add_parser", "run", "main"]
+
+METRICS_FILE = "regressor_metrics.json"
+
+
+def train_regressor(
+    pseudo_boxes_json: Path | str,
+    data_root: Path | str,
+    out_dir: Path | str,
+    backbone: str = "efficientnet_lite0",
+    pretrained: bool | str = True,
+    max_epochs: int = 6,
+    batch_size: int = 32,
+    classifier_ckpt: str | Path | nn.Module | None = None,
+    *,
+    lr: float = 1e-3,
+    optimizer: Literal["sgd", "adamw"] = "sgd",
+    loss_weight: float = 50.0,
+    input_size: int = 224,
+    eval_size: int = 224,
+    erosion_rate: float = 0.0,
+    num_workers: int = 0,
+    seed: int = 0,
+    train_split: str = "train",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    regressor_kwargs: Mapping[str, Any] | None = None,
+    trainer_kwargs: Mapping[str, Any] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> dict[str, float]:
+    """Train a :class:`BoxRegressor` on pseudo boxes and test it on the dataset's test split.
+
+    Args:
+        pseudo_boxes_json: COCO pseudo-box file of ``train_split``.
+        data_root: dataset root (``images/``, ``metadata/``, optional ``class_names.txt``).
+        out_dir: checkpoints (``checkpoints/last.ckpt``) and ``regressor_metrics.json`` go here.
+        backbone: registry name of the regressor's backbone.
+        pretrained: ImageNet weights for it.
+        max_epochs: training epochs (PSOL: 6).
+        batch_size: batch size of training and evaluation.
+        classifier_ckpt: ``WSOLClassifier`` checkpoint path, or a classifier module
+            (``forward(images) -> logits``), for Top-1 / Top-5 Loc; ``None`` = GT-known only.
+        lr: learning rate; ``optimizer``, ``loss_weight``: see :class:`BoxRegressor`.
+        input_size: side of the training crops.
+        eval_size: side of the squashed val/test images (protocol: 224).
+        erosion_rate: see :func:`cream_pl.data.pseudo_boxes.build_box_train_transform`.
+        num_workers: data loader workers.
+        seed: ``seed_everything`` seed.
+        train_split: split the pseudo boxes cover.
+        mean / std: normalisation of the input images (0-1 scale). Use the values the classifier
+            was trained with: its Top-1 / Top-5 classes come from the same batches. The regressor
+            re-normalises internally to what its backbone expects.
+        regressor_kwargs: more :class:`BoxRegressor` arguments.
+        trainer_kwargs: ``pl.Trainer`` arguments (``accelerator``, ``devices``, ``logger``, ...).
+        callbacks: extra callbacks.
+
+    Returns:
+        The test metrics (``test/reg/gt_known``, ``test/reg/top1_loc``, ...).
+
+    Raises:
+        PseudoBoxFileError: the pseudo-box file does not match the training split (raised
+            before the trainer is built).
+    """
+    from cream_pl.data.datamodule import WSOLDataModule
+
+    out_dir = Path(out_dir)
+    # Refuse a bad file before anything is built or trained.
+    load_dataset_pseudo_boxes(pseudo_boxes_json, data_root, train_split)
+    classifier_path: str | None = None
+    classifier_module: nn.Module | None = None
+    if isinstance(classifier_ckpt, nn.Module):
+        classifier_module = classifier_ckpt
+    elif classifier_ckpt is not None:
+        classifier_path = str(classifier_ckpt)
+        if not Path(classifier_path).is_file():
+            raise FileNotFoundError(f"classifier checkpoint not found: {classifier_path}")
+    pl.seed_everything(seed, workers=True)
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    eval_dm = WSOLDataModule(str(data_root), batch_size=batch_size, num_workers=num_workers, eval_size=eval_size,
+                             mean=mean, std=std)
+    dm = PseudoBoxDataModule(pseudo_boxes_json, data_root, train_split=train_split, batch_size=batch_size,
+                             num_workers=num_workers, input_size=input_size, erosion_rate=erosion_rate,
+                             eval_datamodule=eval_dm, mean=mean, std=std)
+    model = BoxRegressor(backbone=backbone, pretrained=pretrained, lr=lr, optimizer=optimizer, loss_weight=loss_weight,
+                         classifier_ckpt=classifier_path, data_mean=mean, data_std=std, **dict(regressor_kwargs or {}))
+    if classifier_module is not None:
+        model.set_classifier(classifier_module)
+    kw: dict[str, Any] = {"max_epochs": max_epochs, "default_root_dir": str(out_dir), "logger": False,
+                          **dict(trainer_kwargs or {})}
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
+    kw["callbacks"] = [checkpoint, *kw.get("callbacks", []), *callbacks]
+    trainer = pl.Trainer(**kw)
+    trainer.fit(model, datamodule=dm)
+    results = trainer.test(model, datamodule=dm, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train-regressor`` (for ``cream-pl``; also ``python -m cream_pl.regressor_train``)."""
+    p = subparsers.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
+                              description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
+                              "GT-known Loc on the test split (class from --classifier-ckpt).")
+    _arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pseudo-boxes", required=True, type=Path, help="COCO pseudo-box file (cream-pl pseudo-boxes)")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
+    p.add_argument("--classifier-ckpt", type=Path, default=None, help="WSOLClassifier checkpoint for Top-1/Top-5 Loc")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
+    p.add_argument("--max-epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--loss-weight", type=float, default=50.0)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+
+    devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
+    norm = checkpoint_normalisation(args.classifier_ckpt) if args.classifier_ckpt is not None else None
+    mean, std = norm if norm is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    metrics = train_regressor(
+        args.pseudo_boxes, args.data, args.out, backbone=args.backbone, pretrained=not args.no_pretrained,
+        max_epochs=args.max_epochs, batch_size=args.batch_size, classifier_ckpt=args.classifier_ckpt, lr=args.lr,
+        optimizer=args.optimizer, loss_weight=args.loss_weight, input_size=args.input_size,
+        num_workers=args.num_workers, seed=args.seed, mean=mean, std=std,
+        trainer_kwargs={"accelerator": args.accelerator, "devices": devices},
+    )
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.regressor_train", description=__doc__.splitlines()[0])
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
