@@ -151,8 +151,9 @@ def resize_boxes_protocol(boxes: Tensor, orig_size: tuple[int, int], new_size: t
     """
     boxes = _as_tensor(boxes).to(torch.float64)
     (ow, oh), (nw, nh) = orig_size, new_size
-    scale = boxes.new_tensor([nw / ow, nh / oh, nw / ow, nh / oh])
-    return torch.trunc(boxes * scale).to(torch.int64)
+    # multiply first, then divide: int(x * 224 / W) as the benchmark writes it (x * (224 / W) differs
+    # for some (x, W) pairs, e.g. x=45, W=80)
+    return torch.trunc(boxes * boxes.new_tensor([nw, nh, nw, nh]) / boxes.new_tensor([ow, oh, ow, oh])).to(torch.int64)
 
 
 def clip_boxes(boxes: Tensor, fmt: BoxFormat | str, image_size: tuple[int, int]) -> Tensor:

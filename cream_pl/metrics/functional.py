@@ -1,0 +1,568 @@
+"""Pure functions behind the WSOL metrics (the wsolevaluation protocol, to the last digit).
+
+Score map convention: a float64 ``(224, 224)`` map in ``[0, 1]`` aligned with the squashed
+224x224 evaluation image, produced by :func:`prepare_scoremap` (bicubic resize, then NaN or
+constant maps become zeros, then min-max). Boxes are ``XYXY_INCLUSIVE`` integer pixels of that grid
+(see :mod:`cream_pl.boxes`).
+
+Map -> boxes (:func:`boxes_from_scoremap`, the one place this happens in cream-pl):
+
+- ``u = floor(255 * s)`` as uint8; at threshold ``t`` a pixel is kept iff ``u > int(t * u.max())``;
+- contours of the kept pixels with ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`` (hole
+  contours included); no contour gives the single box ``[0, 0, 0, 0]``;
+- ``multi_contour=False`` keeps the contour with the largest ``cv2.contourArea`` (first one on
+  ties), ``True`` keeps them all;
+- a contour's box is ``[x, y, min(x + w, W - 1), min(y + h, H - 1)]`` from ``cv2.boundingRect``:
+  the right/bottom edge is one pixel past the contour unless clipped, as in the benchmark.
+
+Speed: after the uint8 conversion the binary mask only changes when ``int(t * max)`` crosses a
+grey level that is present in the map, so at most 256 distinct masks exist per map. The default
+path traces each distinct mask once and maps the thresholds onto them (``dedupe=True``); the
+straightforward per-threshold loop (``dedupe=False``) gives identical boxes and is kept as the
+oracle for tests and ``make bench``.
+
+Example:
+    >>> import numpy as np
+    >>> s = np.zeros((224, 224)); s[50:100, 60:120] = 1.0
+    >>> boxes_from_scoremap(s, cam_thresholds(0.5))
+    [array([[ 60,  50, 120, 100]]), array([[ 60,  50, 120, 100]])]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from cream_pl.boxes import box_iou_inclusive
+
+__all__ = [
+    "RESIZE_LENGTH",
+    "prepare_scoremap",
+    "prepare_scoremaps",
+    "cam_thresholds",
+    "scoremap_to_uint8",
+    "threshold_levels",
+    "boxes_from_scoremap",
+    "box_from_scoremap_at",
+    "best_iou_per_threshold",
+    "box_accuracy_update",
+    "box_accuracy_compute",
+    "pxap_bin_edges",
+    "pxap_histograms",
+    "pxap_pr_curve",
+    "pxap_from_histograms",
+]
+
+RESIZE_LENGTH = 224
+"""Side of the evaluation grid: score maps, GT boxes and GT masks all live at 224x224."""
+
+_NO_BOX = np.zeros((1, 4), dtype=np.int64)  # what the benchmark returns when nothing survives
+
+ArrayLike = np.ndarray | Tensor
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# CAM -> score map
+
+
+def _normalize_minmax(cam: np.ndarray) -> np.ndarray:
+    """The benchmark's normalisation: NaN anywhere or a constant map -> zeros, else min-max (in place)."""
+    if np.isnan(cam).any():
+        return np.zeros_like(cam)
+    if cam.min() == cam.max():
+        return np.zeros_like(cam)
+    cam -= cam.min()
+    cam /= cam.max()
+    return cam
+
+
+def prepare_scoremap(cam: ArrayLike, size: int = RESIZE_LENGTH) -> np.ndarray:
+    """Turn one raw CAM into the benchmark's score map (wsolevaluation ``CAMComputer``).
+
+    The map is cast to float64, resized to ``size x size`` with ``cv2.INTER_CUBIC`` (a no-op when it
+    already has that size), then normalised: a map with any NaN or a constant map becomes all zeros,
+    otherwise ``(m - min) / max(m - min)``.
+
+    Args:
+        cam: 2-D numpy array or tensor of any real dtype and any size.
+        size: side of the output map (224 in the protocol).
+
+    Returns:
+        float64 ``(size, size)`` array in ``[0, 1]``.
+
+    Raises:
+        ValueError: if ``cam`` is not 2-D, is empty or holds an infinite value.
+
+    Example:
+        >>> m = prepare_scoremap(np.arange(4.0).reshape(2, 2))
+        >>> m.shape, m.min(), m.max()
+        ((224, 224), np.float64(0.0), np.float64(1.0))
+    """
+    arr = _to_numpy(cam)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"a CAM must be a non-empty 2-D array (H, W), got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"a CAM must hold numbers, got dtype {arr.dtype}")
+    arr = np.array(arr, dtype=np.float64)  # copy: normalisation works in place
+    if np.isinf(arr).any():
+        raise ValueError("a CAM holds an infinite value; the benchmark cannot score it")
+    if arr.shape != (size, size):
+        arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_CUBIC)
+    return _normalize_minmax(arr)
+
+
+def prepare_scoremaps(cams: ArrayLike, size: int = RESIZE_LENGTH) -> ArrayLike:
+    """Batched :func:`prepare_scoremap`: ``(B, h, w)`` -> float64 ``(B, size, size)``.
+
+    Returns a CPU tensor when given a tensor, a numpy array otherwise.
+
+    Example:
+        >>> prepare_scoremaps(torch.rand(2, 14, 14)).shape
+        torch.Size([2, 224, 224])
+    """
+    arr = _to_numpy(cams)
+    if arr.ndim != 3:
+        raise ValueError(f"CAMs must have shape (B, H, W), got {arr.shape}")
+    out = np.stack([prepare_scoremap(a, size) for a in arr]) if len(arr) else np.zeros((0, size, size))
+    return torch.from_numpy(out) if isinstance(cams, Tensor) else out
+
+
+def cam_thresholds(interval: float = 0.001) -> np.ndarray:
+    """CAM thresholds of the benchmark: ``np.arange(0, 1, interval)`` in float64 (1.0 excluded).
+
+    Example:
+        >>> cam_thresholds(0.25)
+        array([0.  , 0.25, 0.5 , 0.75])
+    """
+    interval = float(interval)
+    if not 0.0 < interval <= 1.0:
+        raise ValueError(f"the CAM threshold interval must be in (0, 1], got {interval}")
+    return np.arange(0, 1, interval)
+
+
+# ----------------------------------------------------------------------------------------------
+# score map -> boxes
+
+
+def _check_scoremap(scoremap: ArrayLike) -> np.ndarray:
+    arr = _to_numpy(scoremap)
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"a score map must be a non-empty 2-D array (H, W), got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if np.isnan(arr).any():
+        raise ValueError("a score map must not contain NaN (prepare_scoremap turns NaN CAMs into zeros)")
+    if (arr > 1).any() or (arr < 0).any():
+        raise ValueError(
+            f"a score map must be in [0, 1], got min={arr.min()}, max={arr.max()} (use prepare_scoremap)"
+        )
+    return arr
+
+
+def scoremap_to_uint8(scoremap: ArrayLike) -> np.ndarray:
+    """``floor(255 * s)`` as uint8, after the benchmark's validity checks (2-D, no NaN, in [0, 1]).
+
+    Example:
+        >>> scoremap_to_uint8(np.array([[0.0, 0.5, 1.0]]))
+        array([[  0, 127, 255]], dtype=uint8)
+    """
+    return (_check_scoremap(scoremap) * 255).astype(np.uint8)
+
+
+def threshold_levels(uint8_max: int, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Grey level of each threshold: ``int(t * uint8_max)``; a pixel is kept iff its value is greater.
+
+    Example:
+        >>> threshold_levels(255, [0.0, 0.5, 0.999])
+        array([  0, 127, 254])
+    """
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if thr.ndim != 1 or not np.isfinite(thr).all():
+        raise ValueError("thresholds must be a 1-D sequence of finite numbers")
+    # levels below 0 keep every pixel and levels from 255 on keep none, so clipping changes nothing
+    return np.clip(np.trunc(thr * float(uint8_max)), -1, 256).astype(np.int64)
+
+
+def _mask_rects(mask: np.ndarray, multi_contour: bool) -> list[tuple[int, int, int, int]]:
+    """``cv2.boundingRect`` of all contours of a binary mask, or of the largest one.
+
+    ``(0, 0, 0, 0)`` stands for "no contour" (it becomes the benchmark's ``[0, 0, 0, 0]`` box).
+    """
+    contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+    if len(contours) == 0:
+        return [(0, 0, 0, 0)]
+    if multi_contour:
+        return [cv2.boundingRect(c) for c in contours]
+    areas = [cv2.contourArea(c) for c in contours]
+    return [cv2.boundingRect(contours[areas.index(max(areas))])]  # index(): the first contour wins ties
+
+
+def _rects_to_boxes(rects: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(x, y, w, h)`` -> ``[x, y, min(x + w, W - 1), min(y + h, H - 1)]``: one past the contour, clipped."""
+    boxes = rects.astype(np.int64, copy=True)
+    boxes[:, 2] = np.minimum(rects[:, 0] + rects[:, 2], width - 1)
+    boxes[:, 3] = np.minimum(rects[:, 1] + rects[:, 3], height - 1)
+    return boxes
+
+
+def _level_boxes(img: np.ndarray, levels: np.ndarray, multi_contour: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of the masks ``img > t`` for each level ``t``, concatenated, and the number per level."""
+    rects: list[tuple[int, int, int, int]] = []
+    counts = np.empty(len(levels), dtype=np.int64)
+    for i, t in enumerate(levels.tolist()):
+        # uint8 THRESH_BINARY keeps src > floor(thresh); thresh < 0 keeps all, >= 255 keeps none
+        mask = cv2.threshold(img, t, 1, cv2.THRESH_BINARY)[1]
+        found = _mask_rects(mask, multi_contour)
+        rects.extend(found)
+        counts[i] = len(found)
+    height, width = img.shape
+    return _rects_to_boxes(np.asarray(rects, dtype=np.int64).reshape(-1, 4), width, height), counts
+
+
+def _distinct_levels(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group levels that give the same mask ``img > level``.
+
+    Returns ``(representative levels, inverse)`` with ``levels[i]`` giving the same mask as
+    ``representative[inverse[i]]``. Two levels give the same mask iff the same number of grey levels
+    present in ``img`` are <= each of them.
+    """
+    present = np.bincount(img.ravel(), minlength=256)[:256] > 0
+    at_or_below = np.cumsum(present)  # at_or_below[v] = number of present grey levels <= v
+    clipped = np.clip(levels, -1, 255)
+    keys = np.where(clipped < 0, 0, at_or_below[np.maximum(clipped, 0)])
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return levels[first], inverse.reshape(-1)
+
+
+def _split(boxes: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    return np.split(boxes, np.cumsum(counts)[:-1])
+
+
+def boxes_from_scoremap(
+    scoremap: ArrayLike,
+    thresholds: Sequence[float] | np.ndarray,
+    multi_contour: bool = False,
+    *,
+    dedupe: bool = True,
+) -> list[np.ndarray]:
+    """Boxes of a score map at every CAM threshold, exactly as the benchmark computes them.
+
+    Args:
+        scoremap: 2-D float map in ``[0, 1]`` (see :func:`prepare_scoremap`).
+        thresholds: CAM thresholds (e.g. :func:`cam_thresholds`).
+        multi_contour: keep every contour (MaxBoxAccV2) instead of the largest one (V1).
+        dedupe: trace each distinct binary mask once (fast, identical); ``False`` runs one
+            ``findContours`` per threshold like the reference.
+
+    Returns:
+        One ``(n, 4)`` int64 ``XYXY_INCLUSIVE`` array per threshold (``n == 1`` unless
+        ``multi_contour``); ``[[0, 0, 0, 0]]`` where nothing survives the threshold.
+
+    Example:
+        >>> s = np.zeros((8, 8)); s[2:4, 1:6] = 1.0
+        >>> boxes_from_scoremap(s, [0.5])[0]  # right/bottom edge one past the object
+        array([[1, 2, 6, 4]])
+    """
+    img = scoremap_to_uint8(scoremap)
+    levels = threshold_levels(int(img.max()), thresholds)
+    if not dedupe:
+        return _split(*_level_boxes(img, levels, multi_contour))
+    reps, inverse = _distinct_levels(img, levels)
+    per_rep = _split(*_level_boxes(img, reps, multi_contour))
+    return [per_rep[j].copy() for j in inverse]
+
+
+def box_from_scoremap_at(scoremap: ArrayLike, threshold: float, multi_contour: bool = False) -> np.ndarray:
+    """Box(es) of a score map at one threshold (pseudo boxes, ``localize``).
+
+    Returns:
+        ``(4,)`` int64 ``XYXY_INCLUSIVE`` box of the largest contour, or with ``multi_contour`` the
+        ``(n, 4)`` boxes of all contours. ``[0, 0, 0, 0]`` when nothing survives.
+
+    Example:
+        >>> s = np.zeros((8, 8)); s[2:4, 1:6] = 1.0; s[6, 6] = 0.9
+        >>> box_from_scoremap_at(s, 0.5)
+        array([1, 2, 6, 4])
+    """
+    boxes = boxes_from_scoremap(scoremap, [float(threshold)], multi_contour, dedupe=False)[0]
+    return boxes if multi_contour else boxes[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# box accuracy
+
+
+def _check_gt_boxes(gt_boxes: ArrayLike, where: str) -> Tensor:
+    gt = torch.as_tensor(_to_numpy(gt_boxes))
+    if gt.ndim == 1 and gt.numel() == 4:
+        gt = gt[None]
+    if gt.ndim != 2 or gt.shape[1] != 4:
+        raise ValueError(f"{where}: GT boxes must have shape (n, 4), got {tuple(gt.shape)}")
+    if gt.shape[0] == 0:
+        raise ValueError(f"{where}: an image needs at least one GT box")
+    if gt.is_floating_point() and not torch.equal(gt, gt.round()):
+        raise ValueError(f"{where}: GT boxes must be integer XYXY_INCLUSIVE pixels, got {gt.tolist()}")
+    gt = gt.to(torch.int64)
+    if (gt < 0).any() or (gt[:, 2] < gt[:, 0]).any() or (gt[:, 3] < gt[:, 1]).any():
+        raise ValueError(
+            f"{where}: GT boxes must be XYXY_INCLUSIVE with 0 <= x0 <= x1 and 0 <= y0 <= y1, got {gt.tolist()}"
+        )
+    return gt
+
+
+def best_iou_per_threshold(
+    scoremap: ArrayLike,
+    gt_boxes: ArrayLike,
+    thresholds: Sequence[float] | np.ndarray,
+    multi_contour: bool = False,
+    *,
+    dedupe: bool = True,
+) -> np.ndarray:
+    """Best "+1" IoU between the map's boxes and the GT boxes at each threshold.
+
+    Args:
+        scoremap: 2-D float map in ``[0, 1]``.
+        gt_boxes: ``(n, 4)`` ``XYXY_INCLUSIVE`` GT boxes in the map's grid.
+        thresholds: CAM thresholds.
+        multi_contour: all contours (V2) or the largest (V1).
+        dedupe: see :func:`boxes_from_scoremap`.
+
+    Returns:
+        float64 ``(len(thresholds),)``: max over the boxes at that threshold of max over GT boxes.
+
+    Example:
+        >>> s = np.zeros((8, 8)); s[2:4, 1:6] = 1.0
+        >>> best_iou_per_threshold(s, [[1, 2, 5, 3]], [0.5]).round(4)  # 10 / 18 pixels
+        array([0.5556])
+    """
+    gt = _check_gt_boxes(gt_boxes, "best_iou_per_threshold")
+    img = scoremap_to_uint8(scoremap)
+    levels = threshold_levels(int(img.max()), thresholds)
+    if len(levels) == 0:
+        return np.zeros(0)
+    if dedupe:
+        levels, inverse = _distinct_levels(img, levels)
+    boxes, counts = _level_boxes(img, levels, multi_contour)
+    ious = box_iou_inclusive(torch.from_numpy(boxes), gt).amax(dim=1).numpy()
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    best = np.maximum.reduceat(ious, starts)
+    return best[inverse] if dedupe else best
+
+
+def _iou_fractions(iou_thresholds: Sequence[int | float]) -> np.ndarray:
+    # the benchmark compares against ``delta / 100`` with delta given in percent (30, 50, 70)
+    return np.array([d / 100 for d in iou_thresholds], dtype=np.float64)
+
+
+def box_accuracy_update(
+    scoremaps: Sequence[ArrayLike] | ArrayLike,
+    gt_boxes: Sequence[ArrayLike],
+    thresholds: Sequence[float] | np.ndarray,
+    iou_thresholds: Sequence[int | float] = (30, 50, 70),
+    multi_contour: bool = True,
+    *,
+    num_workers: int | None = None,
+    dedupe: bool = True,
+) -> np.ndarray:
+    """Per-(IoU level, threshold) counts of correctly localised images in a batch.
+
+    An image counts as correct at ``(delta, t)`` when its best IoU at ``t`` is ``>= delta / 100``.
+
+    Args:
+        scoremaps: ``(B, H, W)`` maps in ``[0, 1]`` (tensor, array or a sequence of 2-D maps).
+        gt_boxes: ``B`` arrays/tensors of ``(n_i, 4)`` ``XYXY_INCLUSIVE`` GT boxes.
+        thresholds: CAM thresholds.
+        iou_thresholds: IoU levels in percent (the benchmark uses 30, 50, 70).
+        multi_contour: all contours (V2) or the largest (V1).
+        num_workers: threads over images (OpenCV releases the GIL); ``None`` = CPU count,
+            ``0``/``1`` = serial. Results do not depend on it.
+        dedupe: see :func:`boxes_from_scoremap`.
+
+    Returns:
+        int64 ``(len(iou_thresholds), len(thresholds))`` counts.
+
+    Example:
+        >>> s = np.zeros((1, 8, 8)); s[0, 2:4, 1:6] = 1.0
+        >>> box_accuracy_update(s, [[[1, 2, 5, 3]]], [0.5], (30, 50, 70))
+        array([[1],
+               [1],
+               [0]])
+    """
+    if len(scoremaps) != len(gt_boxes):
+        raise ValueError(f"got {len(scoremaps)} score maps but {len(gt_boxes)} GT box sets")
+    fractions = _iou_fractions(iou_thresholds)
+    thr = np.asarray(thresholds, dtype=np.float64)
+
+    def one(i: int) -> np.ndarray:
+        try:
+            return best_iou_per_threshold(scoremaps[i], gt_boxes[i], thr, multi_contour, dedupe=dedupe)
+        except ValueError as err:
+            raise ValueError(f"image {i} of the batch: {err}") from err
+
+    workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
+    workers = max(1, min(workers, len(scoremaps)))
+    if workers == 1:
+        best = [one(i) for i in range(len(scoremaps))]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            best = list(pool.map(one, range(len(scoremaps))))
+    counts = np.zeros((len(fractions), len(thr)), dtype=np.int64)
+    for b in best:
+        counts += b[None, :] >= fractions[:, None]
+    return counts
+
+
+def box_accuracy_compute(
+    correct: ArrayLike,
+    total: int,
+    iou_thresholds: Sequence[int | float],
+    thresholds: Sequence[float] | np.ndarray,
+) -> dict[str, Any]:
+    """MaxBoxAcc numbers from the accumulated counts (the benchmark's ``BoxEvaluator.compute``).
+
+    Returns:
+        ``max_box_acc`` (mean over IoU levels of the best accuracy over thresholds, percent),
+        ``max_box_acc_iou`` ``{iou: percent}``, ``best_threshold_iou`` ``{iou: threshold}`` (first
+        best), ``box_acc_curve`` (float64 ``(n_iou, n_thr)`` percent) and ``thresholds``.
+
+    Example:
+        >>> box_accuracy_compute(np.array([[1, 2], [0, 1]]), 2, (30, 50), [0.0, 0.5])["max_box_acc"]
+        75.0
+    """
+    correct = _to_numpy(correct)
+    total = int(total)
+    if total <= 0:
+        raise RuntimeError("box accuracy needs at least one image; update() was never called with data")
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if correct.shape != (len(iou_thresholds), len(thr)):
+        raise ValueError(f"counts have shape {correct.shape}, expected {(len(iou_thresholds), len(thr))}")
+    curve = correct.astype(np.float64) * 100.0 / float(total)
+    maxima = [curve[i].max() for i in range(len(iou_thresholds))]
+    best_idx = [int(np.argmax(curve[i])) for i in range(len(iou_thresholds))]
+    return {
+        "max_box_acc": float(np.average(maxima)),
+        "max_box_acc_iou": {_iou_key(d): float(m) for d, m in zip(iou_thresholds, maxima)},
+        "best_threshold_iou": {_iou_key(d): float(thr[j]) for d, j in zip(iou_thresholds, best_idx)},
+        "box_acc_curve": torch.from_numpy(curve),
+        "thresholds": torch.from_numpy(thr.copy()),
+    }
+
+
+def _iou_key(delta: int | float) -> int | float:
+    return int(delta) if float(delta).is_integer() else float(delta)
+
+
+# ----------------------------------------------------------------------------------------------
+# PxAP
+
+
+def pxap_bin_edges(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Histogram edges of the benchmark's PxAP: the thresholds then 1, 2, 3 (bins ``[t_i, t_i+1)``).
+
+    Example:
+        >>> pxap_bin_edges(cam_thresholds(0.5))
+        array([0. , 0.5, 1. , 2. , 3. ])
+    """
+    return np.append(np.asarray(thresholds, dtype=np.float64), [1.0, 2.0, 3.0])
+
+
+def pxap_histograms(
+    scoremaps: Sequence[ArrayLike] | ArrayLike, masks: Sequence[ArrayLike] | ArrayLike, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of the scores on GT-foreground and GT-background pixels (ignore pixels excluded).
+
+    Args:
+        scoremaps: ``(B, H, W)`` maps in ``[0, 1]``.
+        masks: ``(B, H, W)`` integer masks, 1 = foreground, 0 = background, 255 = ignore.
+        edges: :func:`pxap_bin_edges`.
+
+    Returns:
+        ``(true_hist, false_hist)``, float64 of length ``len(edges) - 1``.
+
+    Example:
+        >>> s = np.array([[[0.0, 0.6], [1.0, 0.2]]]); m = np.array([[[0, 1], [1, 255]]])
+        >>> pxap_histograms(s, m, pxap_bin_edges([0.0, 0.5]))
+        (array([0., 1., 1., 0.]), array([1., 0., 0., 0.]))
+    """
+    if len(scoremaps) != len(masks):
+        raise ValueError(f"got {len(scoremaps)} score maps but {len(masks)} masks")
+    true_hist = np.zeros(len(edges) - 1)
+    false_hist = np.zeros(len(edges) - 1)
+    for i, (s, m) in enumerate(zip(scoremaps, masks)):
+        try:
+            score = _check_scoremap(s)
+        except ValueError as err:
+            raise ValueError(f"image {i} of the batch: {err}") from err
+        mask = _to_numpy(m)
+        if mask.shape != score.shape:
+            raise ValueError(
+                f"image {i} of the batch: mask shape {mask.shape} != score map shape {score.shape}"
+            )
+        bad = ~np.isin(mask, (0, 1, 255))
+        if bad.any():
+            raise ValueError(
+                f"image {i} of the batch: mask values must be 0 (background), 1 (foreground) or 255 (ignore), "
+                f"found {np.unique(mask[bad])[:5].tolist()}"
+            )
+        true_hist += np.histogram(score[mask == 1], bins=edges)[0]
+        false_hist += np.histogram(score[mask == 0], bins=edges)[0]
+    return true_hist, false_hist
+
+
+def _pr_arrays(true_hist: ArrayLike, false_hist: ArrayLike) -> tuple[np.ndarray, ...]:
+    t = _to_numpy(true_hist).astype(np.float64, copy=False)
+    f = _to_numpy(false_hist).astype(np.float64, copy=False)
+    if t.shape != f.shape or t.ndim != 1:
+        raise ValueError(f"histograms must be 1-D of equal length, got {t.shape} and {f.shape}")
+    tp = t[::-1].cumsum()
+    fn = t.sum() - tp
+    fp = f[::-1].cumsum()
+    if ((tp + fn) <= 0).all():
+        raise RuntimeError("PxAP: no foreground (GT-positive) pixel in the evaluated masks")
+    if ((tp + fp) <= 0).all():
+        raise RuntimeError("PxAP: no pixel was predicted positive (empty histograms)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    return tp, fp, precision, recall
+
+
+def pxap_pr_curve(true_hist: ArrayLike, false_hist: ArrayLike, edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Pixel precision-recall curve, by descending decision threshold (``score >= threshold``).
+
+    Returns:
+        ``precision``, ``recall`` and ``thresholds`` (float64, same length; the first point is
+        ``score >= 2``, i.e. nothing predicted, with precision NaN).
+    """
+    _, _, precision, recall = _pr_arrays(true_hist, false_hist)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "thresholds": np.asarray(edges, np.float64)[:-1][::-1].copy(),
+    }
+
+
+def pxap_from_histograms(true_hist: ArrayLike, false_hist: ArrayLike) -> float:
+    """PxAP in percent: ``sum(precision[1:] * diff(recall))`` over points with a positive prediction.
+
+    This is the benchmark's ``MaskEvaluator.compute``: a non-interpolated AP over the binned curve.
+
+    Example:
+        >>> pxap_from_histograms(np.array([0.0, 0, 3, 0]), np.array([0.0, 0, 1, 0]))
+        75.0
+    """
+    tp, fp, precision, recall = _pr_arrays(true_hist, false_hist)
+    keep = (tp + fp) != 0
+    return float((precision[1:] * np.diff(recall))[keep[1:]].sum() * 100)

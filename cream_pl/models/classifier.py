@@ -1,0 +1,403 @@
+"""``WSOLClassifier``: the classifier LightningModule with CAM and CREAM, evaluated under the WSOL protocol.
+
+Training is plain cross-entropy on a backbone + GAP + linear head (new layers at lr x10). With
+CREAM enabled, every training step also updates the class-specific context embeddings from the
+ground-truth-class CAM (Eq. 3-4, features detached, DDP-consistent). Validation and test report
+CAM and CREAM side by side: MaxBoxAccV2 (+ per IoU), MaxBoxAcc (V1), GT-known / Top-1 / Top-5 Loc,
+PxAP where masks exist, and classification accuracy, under names like
+``test/cream/max_box_acc_v2``.
+
+Example:
+    >>> model = WSOLClassifier(num_classes=4, backbone="efficientnet_lite0", pretrained=False)
+    >>> model.method_names
+    ['cam', 'cream']
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cream_pl.metrics import MaxBoxAccV2, PxAP
+from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
+from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
+from cream_pl.models.backbones import create_backbone
+from cream_pl.models.cam import class_activation_maps, normalize_maps
+from cream_pl.models.context_embeddings import ContextEmbeddings
+from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
+from cream_pl.viz import denormalize_image
+
+__all__ = ["WSOLClassifier"]
+
+Stage = Literal["val", "test"]
+
+
+class WSOLClassifier(pl.LightningModule):
+    """Backbone + GAP + linear classifier with CAM and CREAM localisation.
+
+    Args:
+        num_classes: number of classes ``C``.
+        backbone: registry name (``cream_pl.models.backbones.list_backbones()``).
+        pretrained: ``True`` for the official ImageNet weights, a path to a local state dict,
+            or ``False`` for random init (tests).
+        backbone_kwargs: extra arguments of the backbone (e.g. ``large_feature_map``).
+        freeze_backbone: regular expression; backbone parameters whose names match are frozen
+            (e.g. ``"^(_conv_stem|_bn0|_blocks\\.[0-7]\\.)"`` trains only the last EfficientNet stages,
+            the CPU demo's speed setting). ``None`` trains everything.
+        optimizer: ``"sgd"`` (benchmark recipe, Nesterov) or ``"adamw"``.
+        lr: base learning rate (pretrained layers).
+        head_lr_multiplier: lr multiplier of the newly added layers (benchmark: 10).
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        lr_step_epochs: divide the lr by ``1 / lr_gamma`` every this many epochs (0 = constant).
+        lr_gamma: step-decay factor.
+        cream: learn context embeddings and report CREAM maps.
+        cream_tau: CAM foreground threshold τ of Eq. 3 and of the calibration.
+        cream_lambda: momentum λ of the embedding update (paper: 0.8).
+        cream_kappa: EM concentration κ (paper: 8).
+        cream_iterations: EM iterations T (paper: 2; 0 = plain CAM).
+        cream_feature_norm: [choice] features of the M-step, ``"raw"`` (default) or ``"l2"``.
+        cream_calibration: apply the map calibration (Eq. 10-11).
+        cream_update_start_epoch: [choice] first epoch that updates the embeddings (0 = whole training).
+        cream_seed: seed of the random embedding initialisation.
+        ablation_iterations: extra evaluation-time methods ``cream_T{t}`` (T sweep, paper Table 3).
+        ablation_lambdas: extra embeddings tracked with these λ, evaluated as ``cream_lambda{λ}``.
+        cam_curve_interval: CAM threshold step of the box metrics (benchmark training code: 0.001).
+        iou_thresholds: IoU levels of MaxBoxAccV2, in percent.
+        loc_threshold: fixed CAM threshold for GT-known / Top-1 / Top-5 Loc; ``None`` uses the
+            threshold that maximised IoU-50 box accuracy on the last validation run (the
+            fully supervised val split), per method.
+        eval_size: evaluation resolution of the score maps (protocol: 224).
+        num_media_images: overlays logged per validation epoch (W&B only).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "efficientnet_lite0",
+        pretrained: bool | str = True,
+        backbone_kwargs: dict[str, Any] | None = None,
+        freeze_backbone: str | None = None,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 1e-3,
+        head_lr_multiplier: float = 10.0,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        lr_step_epochs: int = 15,
+        lr_gamma: float = 0.1,
+        cream: bool = True,
+        cream_tau: float = 0.2,
+        cream_lambda: float = 0.8,
+        cream_kappa: float = 8.0,
+        cream_iterations: int = 2,
+        cream_feature_norm: FeatureNorm = "raw",
+        cream_calibration: bool = True,
+        cream_update_start_epoch: int = 0,
+        cream_seed: int = 0,
+        ablation_iterations: Sequence[int] = (),
+        ablation_lambdas: Sequence[float] = (),
+        cam_curve_interval: float = 0.001,
+        iou_thresholds: Sequence[int] = (30, 50, 70),
+        loc_threshold: float | None = None,
+        eval_size: int = 224,
+        num_media_images: int = 8,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        if cream_iterations < 0 or any(t < 0 for t in ablation_iterations):
+            raise ValueError("EM iterations must be >= 0")
+        if not cream and (ablation_iterations or ablation_lambdas):
+            raise ValueError("ablation_iterations / ablation_lambdas need cream=True")
+        if loc_threshold is not None and not 0.0 <= loc_threshold < 1.0:
+            raise ValueError(f"loc_threshold must be in [0, 1), got {loc_threshold}")
+        self.save_hyperparameters()
+        self.backbone = create_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
+        if freeze_backbone:
+            frozen = [p for n, p in self.backbone.named_parameters() if re.search(freeze_backbone, n)]
+            if not frozen:
+                raise ValueError(f"freeze_backbone={freeze_backbone!r} matches no parameter of backbone {backbone!r}")
+            for p in frozen:
+                p.requires_grad_(False)
+        self.classifier = nn.Linear(self.backbone.num_features, num_classes)
+        self.lambdas = (float(cream_lambda), *[float(v) for v in ablation_lambdas])
+        self.context = (
+            ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
+        )
+        self.method_names = self._method_names()
+        n = len(self.method_names)
+        # τ* per method, chosen on the last validation run (NaN until then); saved in checkpoints.
+        self.register_buffer("val_best_threshold", torch.full((n,), float("nan"), dtype=torch.float64))
+        self.metrics = nn.ModuleDict()
+        for stage in ("val", "test"):
+            for name in self.method_names:
+                self.metrics[_metric_key(stage, name)] = self._new_method_metrics()
+        self.val_acc = _TopKAccuracy()
+        self.test_acc = _TopKAccuracy()
+        self.last_results: dict[str, dict[str, Any]] = {}
+        self._media_batch: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ model
+    def _method_names(self) -> list[str]:
+        names = ["cam"]
+        if self.hparams.cream:
+            names.append("cream")
+            names += [f"cream_T{t}" for t in self.hparams.ablation_iterations]
+            names += [f"cream_lambda{lam:g}" for lam in self.hparams.ablation_lambdas]
+        return names
+
+    def _new_method_metrics(self) -> nn.ModuleDict:
+        interval = self.hparams.cam_curve_interval
+        return nn.ModuleDict(
+            {
+                "box_v2": MaxBoxAccV2(cam_curve_interval=interval, iou_thresholds=tuple(self.hparams.iou_thresholds)),
+                "loc": LocalizationCurve(cam_curve_interval=interval),
+                "pxap": PxAP(cam_curve_interval=interval),
+            }
+        )
+
+    def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(features (B, K, h, w), logits (B, C))`` — the hook subclasses (e.g. CI-CAM) override."""
+        feats = self.backbone.forward_features(images)
+        return feats, self.classifier(feats.mean(dim=(2, 3)))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_features(images)[1]
+
+    def method_maps(self, feats: Tensor, class_ids: Tensor) -> dict[str, Tensor]:
+        """Maps of every evaluated method at feature resolution, ``{name: (B, h, w)}``, for ``class_ids``."""
+        hp = self.hparams
+        cam = class_activation_maps(feats, self.classifier.weight, class_ids)
+        maps = {"cam": normalize_maps(cam)}
+        if self.context is None:
+            return maps
+        kw = dict(kappa=hp.cream_kappa, tau=hp.cream_tau, feature_norm=hp.cream_feature_norm, calibration=hp.cream_calibration)
+        e_fg, e_bg = self.context.get(0)
+        maps["cream"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=hp.cream_iterations, **kw)
+        for t in hp.ablation_iterations:
+            maps[f"cream_T{t}"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=t, **kw)
+        for i, lam in enumerate(hp.ablation_lambdas, start=1):
+            fg, bg = self.context.get(i)
+            maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
+        return maps
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        images, labels = batch["image"], batch["label"]
+        feats, logits = self.forward_features(images)
+        loss = F.cross_entropy(logits, labels)
+        if self.context is not None and self.current_epoch >= self.hparams.cream_update_start_epoch:
+            self._update_context(feats.detach(), labels)
+        acc = (logits.argmax(1) == labels).float().mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        return loss
+
+    @torch.no_grad()
+    def _update_context(self, feats: Tensor, labels: Tensor) -> None:
+        feats = feats.float()
+        cam = normalize_maps(class_activation_maps(feats, self.classifier.weight.detach().float(), labels))
+        f_fg, f_bg, has_fg, has_bg = foreground_background_features(feats, cam, self.hparams.cream_tau)
+        assert self.context is not None
+        self.context.update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        pretrained, new = self.backbone.parameter_groups()
+        groups = [
+            {"params": [p for p in pretrained if p.requires_grad], "lr": hp.lr},
+            {"params": [p for p in new if p.requires_grad] + list(self.classifier.parameters()), "lr": hp.lr * hp.head_lr_multiplier},
+        ]
+        groups = [g for g in groups if g["params"]]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.momentum > 0)
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_step_epochs <= 0:
+            return {"optimizer": opt}
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # -------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: dict[str, Any], stage: Stage) -> None:
+        images, labels = batch["image"], batch["label"]
+        feats, logits = self.forward_features(images)
+        acc = self.val_acc if stage == "val" else self.test_acc
+        acc.update(logits, labels)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=labels.shape[0], sync_dist=True)
+        maps = self.method_maps(feats.float(), labels)
+        top1 = logits.argmax(1) == labels
+        top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1)
+        boxes, masks = batch.get("boxes"), batch.get("mask")
+        for name, m in maps.items():
+            scoremaps = prepare_scoremaps(m, size=self.hparams.eval_size)
+            metric = self.metrics[_metric_key(stage, name)]
+            if boxes is not None:
+                metric["box_v2"].update(scoremaps, boxes)
+                metric["loc"].update(scoremaps, boxes, top1, top5)
+            if masks is not None:
+                metric["pxap"].update(scoremaps, masks)
+        if stage == "val" and self._media_batch is None and self.hparams.num_media_images > 0:
+            k = self.hparams.num_media_images
+            self._media_batch = {
+                "image": images[:k].detach().cpu(),
+                "boxes": None if boxes is None else [b.cpu() for b in boxes[:k]],
+                "maps": {n: prepare_scoremaps(m[:k], size=self.hparams.eval_size).cpu() for n, m in maps.items() if n in ("cam", "cream")},
+            }
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._media_batch = None
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval_epoch("val")
+        if self._media_batch is not None and not self.trainer.sanity_checking:
+            self._log_media(self._media_batch, self.last_results.get("val", {}))
+        self._media_batch = None
+
+    def _log_media(self, media: dict[str, Any], results: dict[str, Any]) -> None:
+        """Overlays (image, CAM, CREAM, GT box, predicted boxes) and BoxAcc curves to W&B, when W&B is live."""
+        from cream_pl.wandb_media import is_live_wandb_logger, log_wsol_media
+
+        if not any(is_live_wandb_logger(lg) for lg in self.trainer.loggers):
+            return
+        methods = results.get("methods", {})
+        rows = []
+        for i in range(media["image"].shape[0]):
+            row: dict[str, Any] = {
+                "image": denormalize_image(media["image"][i], self.backbone.input_mean, self.backbone.input_std),
+                "gt_boxes": None if media["boxes"] is None else media["boxes"][i].numpy(),
+                "pred_boxes": {},
+                "title": f"#{i}",
+            }
+            for name, maps in media["maps"].items():
+                scoremap = maps[i].numpy()
+                row[name] = scoremap
+                tau = methods.get(name, {}).get("loc_threshold")
+                if tau is not None:
+                    row["pred_boxes"][name] = box_from_scoremap_at(scoremap, tau)
+            rows.append(row)
+        curves = {
+            name: (res["curves"]["thresholds"], res["curves"]["box_acc"])
+            for name, res in methods.items()
+            if name in ("cam", "cream") and "curves" in res
+        }
+        log_wsol_media(self.trainer.loggers, "val/media", rows=rows, curves=curves, step=self.global_step,
+                       iou_levels=list(self.hparams.iou_thresholds))
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval_epoch("test")
+
+    def _end_eval_epoch(self, stage: Stage) -> None:
+        acc = self.val_acc if stage == "val" else self.test_acc
+        results: dict[str, Any] = {"cls_acc": None, "methods": {}}
+        if acc.total.item() > 0:
+            top1, top5 = acc.compute()
+            results["cls_acc"], results["top5_cls_acc"] = float(top1), float(top5)
+            self.log(f"{stage}/cls_acc", top1)
+            self.log(f"{stage}/top5_cls_acc", top5)
+        acc.reset()
+        for i, name in enumerate(self.method_names):
+            res = self._compute_method(stage, i, name)
+            results["methods"][name] = res
+            for key, value in res.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    self.log(f"{stage}/{name}/{key}", value)
+        if not self.trainer.sanity_checking:
+            self.last_results[stage] = results
+
+    def _compute_method(self, stage: Stage, index: int, name: str) -> dict[str, Any]:
+        metric = self.metrics[_metric_key(stage, name)]
+        res: dict[str, Any] = {}
+        if metric["box_v2"].update_count > 0:
+            v2 = metric["box_v2"].compute()
+            v1 = metric["loc"].compute()
+            res["max_box_acc_v2"] = float(v2["max_box_acc"])
+            for iou, value in v2["max_box_acc_iou"].items():
+                res[f"max_box_acc_iou{iou}"] = float(value)
+            res["max_box_acc"] = v1["max_box_acc"]
+            res["best_threshold_iou50"] = v1["best_threshold"]
+            res["curves"] = {"thresholds": v2["thresholds"], "box_acc": v2["box_acc_curve"], "iou_levels": list(self.hparams.iou_thresholds)}
+            if stage == "val" and not self.trainer.sanity_checking:
+                self.val_best_threshold[index] = res["best_threshold_iou50"]
+            tau, tau_source = self._loc_threshold(index, res["best_threshold_iou50"])
+            res.update(accuracy_at(v1, tau))
+            res["loc_threshold"] = tau
+            res["loc_threshold_source"] = tau_source
+        if metric["pxap"].update_count > 0:
+            res["pxap"] = float(metric["pxap"].compute())
+        for m in metric.values():
+            m.reset()
+        return res
+
+    def _loc_threshold(self, index: int, split_best: float) -> tuple[float, str]:
+        if self.hparams.loc_threshold is not None:
+            return float(self.hparams.loc_threshold), "fixed"
+        val_tau = float(self.val_best_threshold[index])
+        if math.isfinite(val_tau):
+            return val_tau, "val"
+        return split_best, "oracle"
+
+    # ---------------------------------------------------------------- predict
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Ground-truth-class maps of every method at the evaluation size (pseudo boxes, localize)."""
+        feats, logits = self.forward_features(batch["image"])
+        labels = batch["label"]
+        maps = self.method_maps(feats.float(), labels)
+        keep = ("cam", "cream")
+        return {
+            "index": batch["index"],
+            "image_id": batch["image_id"],
+            "orig_size": batch["orig_size"],
+            "label": labels,
+            "logits": logits,
+            "scoremaps": {n: prepare_scoremaps(m, size=self.hparams.eval_size) for n, m in maps.items() if n in keep},
+        }
+
+
+def _metric_key(stage: str, method: str) -> str:
+    return f"{stage}_{method}".replace(".", "_")
+
+
+class _TopKAccuracy(nn.Module):
+    """Top-1 / top-5 classification accuracy with sum states (DDP-safe via torchmetrics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchmetrics import SumMetric
+
+        self.correct1 = SumMetric()
+        self.correct5 = SumMetric()
+        self.count = SumMetric()
+
+    @property
+    def total(self) -> Tensor:
+        return self.count.sum_value
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        k = min(5, logits.shape[1])
+        self.correct1.update((logits.argmax(1) == labels).sum().double())
+        self.correct5.update((logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double())
+        self.count.update(torch.tensor(float(labels.shape[0]), dtype=torch.float64))
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        n = self.count.compute().clamp_min(1.0)
+        return 100.0 * self.correct1.compute() / n, 100.0 * self.correct5.compute() / n
+
+    def reset(self) -> None:
+        for m in (self.correct1, self.correct5, self.count):
+            m.reset()

@@ -1,0 +1,117 @@
+"""The CUB recipe behind ``make train-cub``, ``make pseudo-boxes`` and ``make train-regressor``.
+
+1. ``train-cub``: converts ``CUB_200_2011`` into the benchmark format when needed, trains CREAM with
+   ``experiments/cub_vgg16_cream.yaml`` and tests it; the checkpoint lands in ``<work>/classifier.ckpt``.
+2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split (τ* from the val split).
+3. ``train-regressor``: the CREAM_reg box regressor on those boxes, tested with the classifier's class.
+
+Example:
+    $ python -m cream_pl.recipes train-cub --cub-root data/CUB_200_2011 --data data/cub
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+CUB_HELP = """\
+CUB-200-2011 was not found.
+
+  1. Download CUB_200_2011.tgz (https://www.vision.caltech.edu/datasets/cub_200_2011/) and unpack it
+     so that {cub_root}/images.txt and {cub_root}/images/ exist (or pass CUB_ROOT=<dir> to make).
+  2. Convert it to the WSOL benchmark format (make train-cub does this for you):
+        cream-pl data cub --src {cub_root} --out {data} --val-per-class 5
+     For the benchmark's own val split (CUBV2, 1,000 images) copy wsolevaluation's
+     metadata/CUB/val into {data}/metadata/val and the CUBV2 images under {data}/images instead
+     of --val-per-class.
+  3. Run `make train-cub` again.
+"""
+
+
+def _has_metadata(data: Path) -> bool:
+    return (data / "metadata" / "train" / "image_ids.txt").is_file() and (data / "metadata" / "test").is_dir()
+
+
+def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_class: int, extra: Sequence[str]) -> int:
+    if not _has_metadata(data):
+        if not (cub_root / "images.txt").is_file():
+            print(CUB_HELP.format(cub_root=cub_root, data=data), file=sys.stderr)
+            return 1
+        from cream_pl.data import convert_cub
+
+        summary = convert_cub(cub_root, data, val_per_class=val_per_class)
+        print(f"[train-cub] converted {cub_root} -> {data}: {summary}")
+    from cream_pl.demo import _build_from_recipe
+
+    cli = _build_from_recipe(recipe, [f"--data.init_args.data_root={data}", f"--trainer.default_root_dir={work}", *extra])
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    work.mkdir(parents=True, exist_ok=True)
+    if best:
+        shutil.copyfile(best, work / "classifier.ckpt")
+    else:
+        cli.trainer.save_checkpoint(work / "classifier.ckpt")
+    (work / "test_metrics.json").write_text(json.dumps(results[0] if results else {}, indent=2, sort_keys=True))
+    print(f"[train-cub] classifier: {work / 'classifier.ckpt'}; test metrics: {work / 'test_metrics.json'}")
+    return 0
+
+
+def pseudo_boxes(data: Path, work: Path, source: str) -> int:
+    ckpt = work / "classifier.ckpt"
+    if not ckpt.is_file():
+        print(f"{ckpt} not found: run `make train-cub` first", file=sys.stderr)
+        return 1
+    from cream_pl.cli import main as cli_main
+
+    return cli_main(["pseudo-boxes", "--ckpt", str(ckpt), "--data", str(data), "--source", source,
+                     "--out", str(work / f"pseudo_boxes_{source}.json"), "--val-threshold"])
+
+
+def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, epochs: int) -> int:
+    boxes = work / f"pseudo_boxes_{source}.json"
+    if not boxes.is_file():
+        print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
+        return 1
+    from cream_pl.regressor_train import train_regressor
+
+    metrics = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone, pretrained=True,
+                              max_epochs=epochs, batch_size=32, classifier_ckpt=work / "classifier.ckpt",
+                              trainer_kwargs={"accelerator": "auto", "devices": "auto"})
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.recipes", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)")
+    p.add_argument("--cub-root", type=Path, default=Path("data/CUB_200_2011"))
+    p.add_argument("--recipe", type=Path, default=Path("experiments/cub_vgg16_cream.yaml"))
+    p.add_argument("--val-per-class", type=int, default=5, help="val images carved from train when there is no CUBV2")
+    for q in (p, sub.add_parser("pseudo-boxes", help="CREAM pseudo boxes over the CUB train split"),
+              sub.add_parser("train-regressor", help="CREAM_reg regressor on the pseudo boxes")):
+        q.add_argument("--data", type=Path, default=Path("data/cub"))
+        q.add_argument("--work", type=Path, default=Path("outputs/cub_vgg16_cream"))
+        if q is not p:
+            q.add_argument("--source", choices=("cream", "cam"), default="cream")
+    sub.choices["train-regressor"].add_argument("--backbone", default="resnet50")
+    sub.choices["train-regressor"].add_argument("--epochs", type=int, default=6)
+    args, extra = parser.parse_known_args(argv)
+    if args.stage == "train-cub":
+        return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.stage == "pseudo-boxes":
+        return pseudo_boxes(args.data, args.work, args.source)
+    return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``cream-pl evaluate``: interface, map handling (sizes, dtypes, NaN) and bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cream_pl.metrics.cli import EvaluationError, add_parser, evaluate_scoremaps, load_scoremap, run
+
+
+def write_split(root: Path, boxes: bool = True, masks: bool = False) -> Path:
+    """Two images, 448x224 and 100x50, one box each; optional mask lines."""
+    meta = root / "metadata" / "test"
+    meta.mkdir(parents=True)
+    ids = ["a/x.jpg", "b/y.png"]
+    (meta / "image_ids.txt").write_text("\n".join(ids))
+    (meta / "image_sizes.txt").write_text("a/x.jpg,448,224\nb/y.png,100,50")
+    lines = []
+    if boxes:
+        lines += ["a/x.jpg,100,20,299,119", "b/y.png,0,0,99,49"]
+    (meta / "localization.txt").write_text("\n".join(lines))
+    if masks:
+        (root / "masks").mkdir()
+        for name, (w, h) in (("x", (448, 224)), ("y", (100, 50))):
+            m = np.zeros((h, w), np.uint8)
+            m[: h // 2] = 255
+            cv2.imwrite(str(root / "masks" / f"{name}.png"), m)
+        (meta / "localization_masks.txt").write_text("a/x.jpg,x.png,\nb/y.png,y.png,")
+    return meta
+
+
+def save_map(root: Path, image_id: str, array: np.ndarray) -> Path:
+    path = root / "maps" / f"{image_id}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+    return path
+
+
+def perfect_maps(root: Path) -> None:
+    a = np.zeros((224, 224))
+    a[20:120, 50:150] = 1.0  # the 448x224 image's box [100,20,299,119] -> [50,20,149,119] at 224
+    save_map(root, "a/x.jpg", a)
+    save_map(root, "b/y.png", np.ones((7, 7), np.float32))  # constant -> zeros -> box [0,0,0,0]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["evaluate", *argv])
+
+
+def test_interface_and_defaults(tmp_path: Path) -> None:
+    args = parse(["--metadata", "m", "--scoremaps", "s", "--out", "o.json"])
+    assert args.interval == 0.01 and args.multi_contour is True and args.mask_root is None
+    assert args.iou_thresholds == [30, 50, 70] and args.func is run
+    assert (
+        parse(["--metadata", "m", "--scoremaps", "s", "--out", "o", "--no-multi-contour"]).multi_contour
+        is False
+    )
+
+
+def test_scores_and_json_keys(tmp_path: Path) -> None:
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    out = tmp_path / "res" / "scores.json"
+    assert (
+        run(parse(["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)])) == 0
+    )
+    result = json.loads(out.read_text())
+    # image a: IoU 10000/10201 at every level; image b: [0,0,0,0] vs the full-image GT -> 0
+    assert result["max_box_acc_iou"] == {"30": 50.0, "50": 50.0, "70": 50.0}
+    assert result["max_box_acc_v2"] == 50.0 and result["max_box_acc"] == 50.0
+    assert set(result["best_threshold_iou"]) == {"30", "50", "70"}
+    assert result["num_images"] == 2 and result["cam_curve_interval"] == 0.01 and "pxap" not in result
+
+
+def test_pxap_with_mask_root(tmp_path: Path) -> None:
+    meta = write_split(tmp_path, masks=True)
+    for image_id in ("a/x.jpg", "b/y.png"):
+        m = np.zeros((224, 224))
+        m[:112] = 1.0  # the top half is the mask at 224
+        save_map(tmp_path, image_id, m)
+    result = evaluate_scoremaps(meta, tmp_path / "maps", mask_root=tmp_path / "masks")
+    assert result["pxap"] == 100.0
+
+
+def test_mask_only_split_needs_mask_root(tmp_path: Path) -> None:
+    meta = write_split(tmp_path, boxes=False, masks=True)
+    with pytest.raises(EvaluationError, match="--mask-root"):
+        evaluate_scoremaps(meta, tmp_path / "maps")
+    for image_id in ("a/x.jpg", "b/y.png"):
+        save_map(tmp_path, image_id, np.zeros((14, 14)))
+    result = evaluate_scoremaps(meta, tmp_path / "maps", mask_root=tmp_path / "masks")
+    assert result["pxap"] == pytest.approx(50.0) and "max_box_acc" not in result
+
+
+def test_missing_map_names_the_image_and_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = write_split(tmp_path)
+    save_map(tmp_path, "a/x.jpg", np.zeros((224, 224)))
+    out = tmp_path / "o.json"
+    assert (
+        run(parse(["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)])) == 2
+    )
+    err = capsys.readouterr().err
+    assert "'b/y.png'" in err and str(tmp_path / "maps" / "b" / "y.png.npy") in err
+    assert not out.exists()
+
+
+def test_nan_map_is_an_error_like_the_reference_tool(tmp_path: Path) -> None:
+    m = np.zeros((224, 224))
+    m[3, 3] = np.nan
+    path = save_map(tmp_path, "a/x.jpg", m)
+    with pytest.raises(EvaluationError, match=r"'a/x.jpg'.*NaN"):
+        load_scoremap(path, "a/x.jpg")
+
+
+def test_map_handling_auto_and_always(tmp_path: Path) -> None:
+    # a 224x224 map in [0, 1] is scored as saved (not stretched), like the benchmark's tool
+    m = np.full((224, 224), 0.2)
+    m[10:20, 10:20] = 0.6
+    path = save_map(tmp_path, "k.jpg", m)
+    np.testing.assert_array_equal(load_scoremap(path, "k.jpg"), m)
+    stretched = load_scoremap(path, "k.jpg", normalize="always")
+    assert stretched.min() == 0.0 and stretched.max() == 1.0
+    # other sizes and out-of-range values go through bicubic + min-max; float32 is read as float64
+    small = save_map(tmp_path, "s.jpg", np.arange(49, dtype=np.float32).reshape(7, 7))
+    out = load_scoremap(small, "s.jpg")
+    assert out.shape == (224, 224) and out.dtype == np.float64 and out.max() == 1.0
+    wide = save_map(tmp_path, "w.jpg", np.linspace(-3, 5, 224 * 224).reshape(224, 224))
+    assert load_scoremap(wide, "w.jpg").min() == 0.0
+    with pytest.raises(EvaluationError, match="2-D"):
+        load_scoremap(save_map(tmp_path, "v.jpg", np.zeros(5)), "v.jpg")
+
+
+def test_bad_metadata_names_file_and_line(tmp_path: Path) -> None:
+    meta = write_split(tmp_path)
+    (meta / "localization.txt").write_text("a/x.jpg,100,20,299,119\nb/y.png,0,0,oops,49")
+    with pytest.raises(EvaluationError, match=r"localization.txt:2: expected an integer"):
+        evaluate_scoremaps(meta, tmp_path)
+    (meta / "localization.txt").write_text("a/x.jpg,100,20,99,119\nb/y.png,0,0,9,9")
+    with pytest.raises(EvaluationError, match=r"localization.txt:1: a box must be inclusive"):
+        evaluate_scoremaps(meta, tmp_path)
+    (meta / "localization.txt").write_text("a/x.jpg,100,20,299,119")
+    with pytest.raises(EvaluationError, match=r"'b/y.png' has no box"):
+        evaluate_scoremaps(meta, tmp_path)
+    with pytest.raises(EvaluationError, match="image_ids.txt is missing"):
+        evaluate_scoremaps(tmp_path, tmp_path)
+
+
+def test_bad_interval_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(tmp_path / "o.json")]
+    assert run(parse([*argv, "--interval", "0"])) == 2
+    assert "interval" in capsys.readouterr().err
+
+
+def test_registered_in_the_cream_pl_command(tmp_path: Path) -> None:
+    from cream_pl.cli import main
+
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    out = tmp_path / "o.json"
+    argv = ["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)]
+    assert main([*argv, "--no-multi-contour", "--interval", "0.1"]) == 0
+    assert json.loads(out.read_text())["multi_contour"] is False
