@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 __all__ = ["main"]
 
 CUB_HELP = """\
@@ -49,7 +51,11 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
         print(f"[train-cub] converted {cub_root} -> {data}: {summary}")
     from cream_pl.demo import _build_from_recipe
 
-    cli = _build_from_recipe(recipe, [f"--data.init_args.data_root={data}", f"--trainer.default_root_dir={work}", *extra])
+    overrides: dict[str, object] = {"data.init_args.data_root": str(data), "trainer.default_root_dir": str(work)}
+    for item in extra:  # --key=value pairs, dotted keys as in the YAML (list items by index)
+        key, _, value = item.lstrip("-").partition("=")
+        overrides[key] = yaml.safe_load(value)
+    cli = _build_from_recipe(recipe, overrides, work)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)

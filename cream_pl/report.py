@@ -69,6 +69,10 @@ DEFAULT_PROTOCOL_NOTES: dict[str, str] = {
         "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one fixed threshold τ (not searched), "
         "largest contour, 224×224 squash-resized images"
     ),
+    "gtknown": (
+        "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one fixed threshold τ (not searched), "
+        "largest contour, 224×224 squash-resized images"
+    ),
     "top1loc": "GT-known Loc that also requires the top-1 predicted class to be correct",
     "top5loc": "GT-known Loc that also requires the GT class to be among the top-5 predicted classes",
     "pxap": (

@@ -158,7 +158,8 @@ def test_ddp_two_cpu_processes_keep_identical_embeddings(tiny_data, tmp_path):
 def test_every_experiment_recipe_instantiates(recipe, tiny_data, tmp_path):
     from cream_pl.demo import _build_from_recipe
 
-    cli = _build_from_recipe(recipe, [f"--data.init_args.data_root={tiny_data}", "--model.init_args.pretrained=false",
-                                      "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"])
+    cli = _build_from_recipe(recipe, {"data.init_args.data_root": str(tiny_data), "model.init_args.pretrained": False,
+                                      "trainer.logger": False, "trainer.default_root_dir": str(tmp_path),
+                                      "trainer.callbacks": []}, tmp_path)
     assert isinstance(cli.model, WSOLClassifier)
     assert cli.model.hparams.num_classes == 3
