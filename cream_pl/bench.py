@@ -1,0 +1,224 @@
+"""``make bench``: the performance figures of cream-pl, written to ``results/bench.json`` and ``bench.md``.
+
+- CREAM's map cost relative to CAM on the same batch (224 px, batch 32): forward + CAM vs
+  forward + CREAM (target: within 5 %);
+- box-metric speed vs a straightforward one-``findContours``-per-threshold loop (target >= 10x);
+- pseudo-box throughput vs plain inference of the same backbone (target >= 0.9x);
+- data-loading images/s of the embedded benchmark (train transform);
+- on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x).
+
+Example:
+    $ python -m cream_pl.bench --out results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cream_pl.report import write_json_atomic, write_markdown_atomic
+
+__all__ = ["bench_cream_cost", "bench_pseudo_boxes", "bench_data_loading", "bench_gpu_training", "run_bench", "main"]
+
+
+def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _classifier(device: torch.device, pretrained: bool = True):
+    from cream_pl.models import WSOLClassifier
+
+    model = WSOLClassifier(num_classes=200, pretrained=pretrained).to(device).eval()
+    return model
+
+
+@torch.no_grad()
+def bench_cream_cost(batch_size: int = 32, size: int = 224, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """Forward + CAM vs forward + CREAM (T=2) on one batch, median of ``repeats``."""
+    dev = torch.device(device)
+    model = _classifier(dev)
+    x = torch.randn(batch_size, 3, size, size, device=dev)
+    labels = torch.randint(0, 200, (batch_size,), device=dev)
+
+    def cam_only() -> None:
+        feats, _ = model.forward_features(x)
+        from cream_pl.models.cam import class_activation_maps, normalize_maps
+
+        normalize_maps(class_activation_maps(feats, model.classifier.weight, labels))
+
+    def with_cream() -> None:
+        feats, _ = model.forward_features(x)
+        model.method_maps(feats, labels)  # CAM + CREAM
+
+    t_cam = _time(cam_only, repeats)
+    t_cream = _time(with_cream, repeats)
+    return {"batch_size": batch_size, "size": size, "device": device, "forward_cam_s": t_cam,
+            "forward_cream_s": t_cream, "overhead_percent": 100.0 * (t_cream / t_cam - 1.0),
+            "cream_ms_per_image_extra": 1000.0 * (t_cream - t_cam) / batch_size, "target_percent": 5.0}
+
+
+def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path | None = None) -> dict[str, Any]:
+    """Images/s of the pseudo-box writer vs plain ``Trainer.predict`` of the same backbone (logits only)."""
+    import pytorch_lightning as pl
+
+    from cream_pl.callbacks.pseudo_boxes import generate_pseudo_boxes
+    from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
+    root = tmp / "synth"
+    if not (root / "metadata").is_dir():
+        generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=num_images, num_val=8, num_test=8)
+    mean, std = (0.498,) * 3, (0.502,) * 3
+    dm = WSOLDataModule(str(root), batch_size=batch_size, mean=mean, std=std)
+    model = _classifier(torch.device("cpu"))
+
+    class _Plain(pl.LightningModule):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def predict_step(self, batch, batch_idx):
+            return self.inner(batch["image"]).argmax(1)
+
+    kw = dict(accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    plain = _Plain(model)
+    t = time.perf_counter()
+    pl.Trainer(**kw).predict(plain, datamodule=dm, return_predictions=False)
+    t_plain = time.perf_counter() - t
+    t = time.perf_counter()
+    generate_pseudo_boxes(model, dm, tmp / "boxes.json", source="cream", threshold=0.2, trainer_kwargs=kw,
+                          overwrite=True)
+    t_boxes = time.perf_counter() - t
+    return {"num_images": num_images, "plain_images_per_s": num_images / t_plain,
+            "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
+
+
+def bench_data_loading(num_images: int = 96, batch_size: int = 32, num_workers: int = 2,
+                       workdir: Path | None = None) -> dict[str, Any]:
+    """Images/s of one epoch of the embedded train loader (decode + resize 256 + crop 224 + flip + normalise)."""
+    from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
+    root = tmp / "synth_loading"
+    if not (root / "metadata").is_dir():
+        generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=num_images, num_val=8, num_test=8)
+    dm = WSOLDataModule(str(root), batch_size=batch_size, num_workers=num_workers)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    t = time.perf_counter()
+    n = sum(batch["image"].shape[0] for batch in loader)
+    return {"images_per_s": n / (time.perf_counter() - t), "num_workers": num_workers, "num_images": n}
+
+
+def bench_gpu_training(steps: int = 20, batch_size: int = 32) -> dict[str, Any] | None:
+    """Training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last. ``None`` without a GPU."""
+    if not torch.cuda.is_available():
+        return None
+    from cream_pl.models import WSOLClassifier
+
+    dev = torch.device("cuda")
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
+    for name, dtype, fmt in (("fp32", None, torch.contiguous_format), ("bf16_channels_last", torch.bfloat16, torch.channels_last)):
+        model = WSOLClassifier(num_classes=200, backbone="vgg16", pretrained=False).to(dev).to(memory_format=fmt)
+        opt = model.configure_optimizers()["optimizer"]
+        x = torch.randn(batch_size, 3, 224, 224, device=dev).to(memory_format=fmt)
+        y = torch.randint(0, 200, (batch_size,), device=dev)
+        batch = {"image": x, "label": y}
+
+        def step() -> None:
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                feats, logits = model.forward_features(batch["image"])
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            model._update_context(feats.detach(), batch["label"])
+
+        t = _time(lambda: [step() for _ in range(steps)], repeats=3)
+        out[f"{name}_images_per_s"] = steps * batch_size / t
+    out["speedup"] = out["bf16_channels_last_images_per_s"] / out["fp32_images_per_s"]
+    out["target_speedup"] = 2.0
+    return out
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    c, m, p, d = res["cream_cost"], res["metrics"], res["pseudo_boxes"], res["data_loading"]
+    rows = [
+        ("CREAM map cost vs CAM (forward + maps, batch 32, 224 px)", f"{c['overhead_percent']:+.1f} %", "≤ +5 %",
+         c["overhead_percent"] <= 5.0),
+        ("Box metric (MaxBoxAccV2 update, interval 0.001) vs per-threshold loop", f"{m['speedup']:.1f}×", "≥ 10×",
+         m["speedup"] >= 10.0),
+        ("Pseudo-box throughput vs plain inference", f"{p['ratio']:.2f}×", "≥ 0.9×", p["ratio"] >= 0.9),
+        ("Data loading (embedded train transform)", f"{d['images_per_s']:.0f} img/s", "—", None),
+    ]
+    g = res.get("gpu_training")
+    if g:
+        rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 2×", g["speedup"] >= 2.0))
+    lines = [f"# cream-pl benchmarks ({res['machine']})", "", "Produced by `make bench` (`python -m cream_pl.bench`).", "",
+             "| measurement | result | target | met |", "| --- | ---: | ---: | :---: |"]
+    for name, value, target, met in rows:
+        lines.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else 'no')} |")
+    if not g:
+        lines += ["", "No GPU on this machine: the VGG16 fp32 vs bf16 training row is not measured."]
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(out: Path | str = "results", quick: bool = False) -> dict[str, Any]:
+    from cream_pl.metrics.bench import bench_metrics
+
+    out = Path(out)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    res: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
+    }
+    print("[bench] CREAM vs CAM map cost ...", flush=True)
+    res["cream_cost"] = bench_cream_cost(batch_size=8 if quick else 32, repeats=2 if quick else 5, device=device)
+    print("[bench] box metric vs per-threshold loop ...", flush=True)
+    res["metrics"] = bench_metrics(num_images=4 if quick else 16, interval=0.001)
+    with tempfile.TemporaryDirectory(prefix="cream_bench_") as tmp:
+        print("[bench] pseudo-box throughput ...", flush=True)
+        res["pseudo_boxes"] = bench_pseudo_boxes(num_images=16 if quick else 64, batch_size=8 if quick else 32,
+                                                 workdir=Path(tmp))
+        print("[bench] data loading ...", flush=True)
+        res["data_loading"] = bench_data_loading(num_images=16 if quick else 96, workdir=Path(tmp))
+    res["gpu_training"] = bench_gpu_training()
+    write_json_atomic(res, out / "bench.json")
+    write_markdown_atomic(_markdown(res), out / "bench.md")
+    print(_markdown(res), flush=True)
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results", help="folder for bench.json and bench.md")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    args = parser.parse_args(argv)
+    run_bench(args.out, args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
