@@ -1,0 +1,400 @@
+"""``cream-pl localize``: class, score map and box for arbitrary image files.
+
+For every image (folders are expanded recursively to image files, sorted) a trained
+``WSOLClassifier`` gives the top-1 class and its probability; the CREAM (or CAM) map of that class
+becomes one box with the benchmark's map -> box rule (largest contour at a threshold τ) on the
+``eval_size`` squash grid, and the box is mapped back to original pixels with
+:mod:`cream_pl.boxes`. With a ``BoxRegressor`` (CREAM_reg) the regressor's box is used instead and
+the class still comes from the classifier.
+
+Outputs (written atomically):
+
+- ``<out>/predictions.json``: COCO style (``images``, ``categories``, ``annotations`` with
+  ``bbox = [x, y, w, h]`` in original pixels, ``category_id``, ``score``), plus ``"method"``,
+  ``"threshold"`` and ``"failed"`` (files that could not be read, with the reason);
+- ``<out>/overlays/<stem>.png``: the image, the heatmap of the predicted class and the box.
+
+A missing or corrupt file is reported on stderr and in ``"failed"``; the other files go on. The
+command exits with 1 if any file failed, 0 otherwise, 2 on usage errors.
+
+Example:
+    $ cream-pl localize --ckpt outputs/demo/classifier.ckpt photos/ --out outputs/localize
+    $ cream-pl localize --ckpt cls.ckpt --regressor reg.ckpt a.jpg b.png --out out --method cam
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from cream_pl.boxes import BoxFormat, clip_boxes, convert_boxes
+from cream_pl.data.images import ImageFileError, load_image_rgb
+from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
+from cream_pl.report import atomic_write_bytes, write_json_atomic
+from cream_pl.viz import draw_boxes, overlay_heatmap
+
+__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_THRESHOLD", "expand_image_paths", "grid_box_to_original", "localize",
+           "add_parser", "run"]
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+"""File endings (lower case) picked up when a folder is expanded."""
+
+DEFAULT_THRESHOLD = 0.2
+"""τ when none is given and the checkpoint has no validation τ* (the CAM threshold of the CREAM paper)."""
+
+Method = Literal["cream", "cam"]
+_DECIMALS = 4
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders recursively to their image files (by extension, sorted); files are kept as given.
+
+    Paths that do not exist are kept too, so that the caller reports them as failed.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "b.PNG").touch(); (d / "a.jpg").touch(); (d / "n.txt").touch()
+        >>> [p.name for p in expand_image_paths([d, d / "missing.png"])]
+        ['a.jpg', 'b.PNG', 'missing.png']
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            out.append(p)
+    return out
+
+
+def grid_box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: int,
+                         orig_size: tuple[int, int]) -> list[float]:
+    """An inclusive box of the ``grid_size x grid_size`` squash grid -> COCO ``[x, y, w, h]`` in original pixels.
+
+    Grid pixel ``i`` covers ``[i W / S, (i + 1) W / S)`` of the original image, so the box always
+    lies inside the image.
+
+    Args:
+        box: ``XYXY_INCLUSIVE`` box in the grid.
+        grid_size: side ``S`` of the grid (the classifier's ``eval_size``).
+        orig_size: ``(width, height)`` of the original image.
+
+    Example:
+        >>> grid_box_to_original([56, 0, 111, 223], 224, (448, 100))
+        [112.0, 0.0, 112.0, 100.0]
+    """
+    b = torch.as_tensor(np.asarray(box, dtype=np.float64)).reshape(1, 4)
+    rel = convert_boxes(b, BoxFormat.XYXY_INCLUSIVE, BoxFormat.XYXY_REL, (grid_size, grid_size))
+    xywh = convert_boxes(rel, BoxFormat.XYXY_REL, BoxFormat.XYWH, orig_size)[0]
+    return [round(float(v), _DECIMALS) for v in xywh]
+
+
+def _regressor_box_to_original(pred: Tensor, orig_size: tuple[int, int]) -> list[float]:
+    """Normalised ``(x, y, w, h)`` of the regressor -> COCO ``[x, y, w, h]`` clipped to the image."""
+    xyxy = clip_boxes(convert_boxes(pred.reshape(1, 4).double(), BoxFormat.XYWH_REL, BoxFormat.XYXY, orig_size),
+                      BoxFormat.XYXY, orig_size)
+    xywh = convert_boxes(xyxy, BoxFormat.XYXY, BoxFormat.XYWH)[0]
+    return [round(float(v), _DECIMALS) for v in xywh]
+
+
+def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, list[str] | None]:
+    """Classifier, its training normalisation and class names (``class_names.txt`` of its data root)."""
+    from lightning_fabric.utilities.cloud_io import _load as pl_load
+
+    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    from cream_pl.data.metadata import read_class_names
+    from cream_pl.models.classifier import WSOLClassifier
+
+    try:
+        model = WSOLClassifier.load_from_checkpoint(str(ckpt), map_location="cpu")
+        norm = checkpoint_normalisation(ckpt)
+        dm_hp = pl_load(str(ckpt), map_location="cpu", weights_only=False).get("datamodule_hyper_parameters") or {}
+    except Exception as err:  # unpickling / key errors of a file that is not a classifier checkpoint
+        raise ValueError(f"cannot load the classifier checkpoint {ckpt}: {type(err).__name__}: {err}") from err
+    names = None
+    root = dm_hp.get("data_root")
+    if root and (Path(root) / "class_names.txt").is_file():
+        names = read_class_names(Path(root) / "class_names.txt")
+    return model, norm, names
+
+
+def _load_regressor(regressor: Any) -> Any:
+    if regressor is None or isinstance(regressor, torch.nn.Module):
+        return regressor
+    from cream_pl.models.regressor import BoxRegressor
+
+    path = Path(regressor)
+    if not path.is_file():
+        raise FileNotFoundError(f"regressor checkpoint not found: {path}")
+    try:
+        return BoxRegressor.load_from_checkpoint(str(path), map_location="cpu")
+    except Exception as err:  # not a BoxRegressor checkpoint
+        raise ValueError(f"cannot load the regressor checkpoint {path}: {type(err).__name__}: {err}") from err
+
+
+def _choose_threshold(model: Any, method: str, threshold: float | None) -> tuple[float, str]:
+    if threshold is not None:
+        if not 0.0 <= float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        return float(threshold), "given"
+    names = list(model.method_names)
+    tau = float(model.val_best_threshold[names.index(method)])
+    if math.isfinite(tau):
+        return tau, "val"
+    return DEFAULT_THRESHOLD, "default"
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    name, k = stem, 1
+    while name in used:
+        name, k = f"{stem}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _write_png(image_rgb: np.ndarray, path: Path) -> None:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - OpenCV failure
+        raise RuntimeError(f"OpenCV could not encode {path}")
+    atomic_write_bytes(buf.tobytes(), path)
+
+
+def _overlay(image: np.ndarray, scoremap: np.ndarray, bbox: list[float], label: str) -> np.ndarray:
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = convert_boxes(torch.tensor([bbox], dtype=torch.float64), BoxFormat.XYWH,
+                                   BoxFormat.XYXY_INCLUSIVE)[0].round().tolist()
+    x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+    box = [[x0, y0, min(max(x1, x0), w - 1), min(max(y1, y0), h - 1)]]
+    thickness = max(1, round(min(h, w) / 150))
+    return draw_boxes(overlay_heatmap(image, scoremap), np.asarray(box), thickness=thickness, label=label)
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+
+@torch.no_grad()
+def localize(
+    ckpt_or_model: str | Path | torch.nn.Module,
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    regressor: str | Path | torch.nn.Module | None = None,
+    method: Method = "cream",
+    threshold: float | None = None,
+    batch_size: int = 16,
+    *,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    device: str | torch.device | None = None,
+    log_errors: bool = True,
+) -> dict[str, Any]:
+    """Predict class, score map and box for image files; write ``predictions.json`` and overlays.
+
+    Args:
+        ckpt_or_model: a ``WSOLClassifier`` checkpoint path, or the module itself.
+        paths: image files and/or folders (expanded recursively to image files, sorted).
+        out_dir: output folder (``predictions.json``, ``overlays/<stem>.png``).
+        regressor: optional ``BoxRegressor`` (checkpoint path or module): its box replaces the map's box.
+        method: ``"cream"`` or ``"cam"`` maps.
+        threshold: map threshold τ in [0, 1); ``None`` = the checkpoint's validation τ* for
+            ``method``, else :data:`DEFAULT_THRESHOLD`.
+        batch_size: images per forward pass.
+        class_names: category names; default = the checkpoint's ``class_names.txt``, else ``class_<i>``.
+        mean / std: input normalisation; default = the checkpoint's data-module values, else ImageNet's.
+        device: torch device (default: CUDA when available, else CPU).
+        log_errors: print one line per unreadable file on stderr.
+
+    Returns:
+        The ``predictions.json`` content.
+
+    Raises:
+        FileNotFoundError: the classifier or regressor checkpoint does not exist.
+        ValueError: bad ``method`` / ``threshold`` / ``batch_size``, or no image found.
+
+    Example:
+        >>> from cream_pl.models import WSOLClassifier
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); _ = cv2.imwrite(str(d / "a.png"), np.zeros((40, 50, 3), np.uint8))
+        >>> res = localize(WSOLClassifier(num_classes=2, pretrained=False, eval_size=32), [d], d / "out",
+        ...                method="cam")
+        >>> len(res["annotations"]), res["failed"], (d / "out" / "overlays" / "a.png").is_file()
+        (1, [], True)
+    """
+    if method not in ("cream", "cam"):
+        raise ValueError(f"method must be 'cream' or 'cam', got {method!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ckpt_path: str | None = None
+    names: list[str] | None = None
+    norm = None
+    if isinstance(ckpt_or_model, torch.nn.Module):
+        model = ckpt_or_model
+    else:
+        ckpt_path = str(ckpt_or_model)
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"classifier checkpoint not found: {ckpt_path}")
+        model, norm, names = _load_classifier(ckpt_path)
+    if method not in model.method_names:
+        raise ValueError(f"the classifier has no {method!r} maps (methods: {model.method_names}); use --method cam")
+    tau, tau_source = _choose_threshold(model, method, threshold)
+    reg = _load_regressor(regressor)
+    num_classes = int(model.classifier.out_features)
+    names = list(class_names) if class_names is not None else names
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a {num_classes}-class classifier")
+    names = names or [f"class_{c}" for c in range(num_classes)]
+    mean = tuple(mean) if mean is not None else (norm[0] if norm else IMAGENET_MEAN)
+    std = tuple(std) if std is not None else (norm[1] if norm else IMAGENET_STD)
+    grid = int(model.hparams.get("eval_size", 224))
+    transform = build_eval_transform(grid, mean, std)
+    reg_transform = None
+    if reg is not None:
+        reg_mean, reg_std = tuple(reg.hparams.data_mean), tuple(reg.hparams.data_std)
+        same = np.allclose(reg_mean, mean) and np.allclose(reg_std, std)
+        reg_transform = None if same else build_eval_transform(grid, reg_mean, reg_std)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.eval().to(dev)
+    if reg is not None:
+        reg.eval().to(dev)
+
+    files = expand_image_paths(paths)
+    if not files:
+        raise ValueError("no image files to localize (empty input, or folders without image files)")
+    out_dir = Path(out_dir)
+    overlay_dir = out_dir / "overlays"
+    images_json: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    used_stems: set[str] = set()
+
+    for start in range(0, len(files), batch_size):
+        batch: list[tuple[Path, np.ndarray]] = []
+        for path in files[start : start + batch_size]:
+            try:
+                batch.append((path, load_image_rgb(path)))
+            except ImageFileError as err:
+                failed.append({"file_name": str(path), "reason": err.reason})
+                if log_errors:
+                    print(f"cream-pl localize: skipped {path}: {err.reason}", file=sys.stderr)
+        if not batch:
+            continue
+        x = torch.stack([transform(image=img)["image"] for _, img in batch]).to(dev)
+        feats, logits = model.forward_features(x)
+        probs = logits.float().softmax(dim=1)
+        score, pred = probs.max(dim=1)
+        maps = prepare_scoremaps(model.method_maps(feats.float(), pred)[method].cpu(), size=grid).numpy()
+        reg_pred = None
+        if reg is not None:
+            xr = x if reg_transform is None else torch.stack(
+                [reg_transform(image=img)["image"] for _, img in batch]).to(dev)
+            reg_pred = reg(xr).float().cpu()
+        for i, (path, img) in enumerate(batch):
+            h, w = img.shape[:2]
+            image_id = len(images_json)
+            if reg_pred is None:
+                box_grid = box_from_scoremap_at(maps[i], tau)
+                bbox = grid_box_to_original(box_grid, grid, (w, h))
+            else:
+                box_grid = None
+                bbox = _regressor_box_to_original(reg_pred[i], (w, h))
+            c, s = int(pred[i]), float(score[i])
+            stem = _unique_stem(path.stem, used_stems)
+            overlay_path = overlay_dir / f"{stem}.png"
+            _write_png(_overlay(img, maps[i], bbox, f"{names[c]} {s:.2f}"), overlay_path)
+            images_json.append({"id": image_id, "file_name": str(path), "width": w, "height": h,
+                                "overlay": str(overlay_path.relative_to(out_dir))})
+            ann: dict[str, Any] = {
+                "id": image_id, "image_id": image_id, "category_id": c, "category_name": names[c],
+                "bbox": bbox, "area": round(bbox[2] * bbox[3], _DECIMALS), "iscrowd": 0, "score": round(s, 6),
+            }
+            if box_grid is not None:
+                ann["box_grid"] = [int(v) for v in box_grid]
+            annotations.append(ann)
+
+    result: dict[str, Any] = {
+        "info": {
+            "description": "cream-pl localize predictions",
+            "checkpoint": ckpt_path,
+            "regressor": None if regressor is None or isinstance(regressor, torch.nn.Module) else str(regressor),
+            "box_source": "regressor" if reg is not None else f"{method} map, largest contour",
+            "grid_size": grid,
+            "box_format": "bbox = [x, y, w, h] in original image pixels; score = top-1 class probability",
+        },
+        "method": method,
+        "threshold": tau,
+        "threshold_source": tau_source,
+        "images": images_json,
+        "categories": [{"id": c, "name": n} for c, n in enumerate(names)],
+        "annotations": annotations,
+        "failed": failed,
+    }
+    write_json_atomic(result, out_dir / "predictions.json")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``cream-pl localize``."""
+    p = subparsers.add_parser(
+        "localize",
+        help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
+        description="Run a trained classifier on image files or folders (searched recursively) and write, per "
+        "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
+        "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
+        "files are listed under 'failed' and the exit status is 1.",
+    )
+    p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
+    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
+    p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--method", choices=("cream", "cam"), default="cream", help="score maps (default: cream)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else {DEFAULT_THRESHOLD})")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """``cream-pl localize``: 0 = all files done, 1 = some files failed, 2 = usage error."""
+
+    def usage(msg: str) -> int:
+        print(f"cream-pl localize: error: {msg}", file=sys.stderr)
+        return 2
+
+    if not args.inputs:
+        return usage("no input images or folders given")
+    if not args.ckpt.is_file():
+        return usage(f"classifier checkpoint not found: {args.ckpt}")
+    if args.regressor is not None and not args.regressor.is_file():
+        return usage(f"regressor checkpoint not found: {args.regressor}")
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        return usage(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.batch_size < 1:
+        return usage(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        res = localize(args.ckpt, args.inputs, args.out, regressor=args.regressor, method=args.method,
+                       threshold=args.threshold, batch_size=args.batch_size, device=args.device)
+    except ValueError as err:
+        return usage(str(err))
+    n_ok, n_bad = len(res["annotations"]), len(res["failed"])
+    print(f"localized {n_ok} image(s) with {args.method} (threshold {res['threshold']:g}, "
+          f"{res['threshold_source']}); {n_bad} failed; results in {args.out / 'predictions.json'}")
+    return 1 if n_bad else 0
