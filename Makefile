@@ -24,10 +24,10 @@ install: $(STAMP) ## Create .venv and install cream-pl with the pinned, tested v
 	@echo "cream-pl installed in $(VENV)"
 
 test: install ## Fast test suite (CPU, a few minutes)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --doctest-modules cream_pl tests
 
 test-full: install ## Every test, including multi-process DDP and end-to-end runs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --doctest-modules cream_pl tests
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check cream_pl tests
