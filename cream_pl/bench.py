@@ -147,7 +147,7 @@ def bench_gpu_training(steps: int = 20, batch_size: int = 32) -> dict[str, Any] 
         y = torch.randint(0, 200, (batch_size,), device=dev)
         batch = {"image": x, "label": y}
 
-        def step() -> None:
+        def step(model=model, opt=opt, batch=batch, dtype=dtype) -> None:
             with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
                 feats, logits = model.forward_features(batch["image"])
                 loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
