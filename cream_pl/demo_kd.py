@@ -38,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +78,8 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
 """Result rows; the first five are the comparison the issue asks for."""
 
 MAIN_ROWS = ("cam", "cream", "ci_cam", "kd_ci_cam", "ci_cam_cream")
+FITTED_TRAIN_ACC = 80.0
+"""Last-epoch training accuracy (percent) from which a model counts as having fit its training set."""
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("max_box_acc_v2", "MaxBoxAccV2"),
     ("gt_known", "GT-known Loc"),
@@ -99,6 +102,7 @@ class DemoSettings:
     confounded_eval: str = "unusual"
     epoch_scale: float = 1.0  # multiplies every recipe's max_epochs (rounded, at least 1)
     overrides: tuple[str, ...] = ()  # extra CLI overrides for every run
+    ci_cam_overrides: tuple[str, ...] = ()  # extra CLI overrides for the CI-CAM runs (teachers, student included)
 
     @classmethod
     def fast(cls) -> DemoSettings:
@@ -162,8 +166,17 @@ def ensure_dataset(root: Path, settings: DemoSettings, seed: int) -> Path:
     start = time.perf_counter()
     _log(f"generating the confounded synthetic benchmark in {root} ...")
     generate_synthetic_dataset(root, seed=seed, overwrite=True, **wanted)
-    _log(f"dataset ready ({time.perf_counter() - start:.0f} s)")
+    seconds = time.perf_counter() - start
+    from cream_pl.report import write_json_atomic
+
+    write_json_atomic({"seconds": seconds}, root.parent / "data_timing.json")
+    _log(f"dataset ready ({seconds:.0f} s)")
     return root
+
+
+def _data_seconds(work: Path) -> float | None:
+    path = work / "data_timing.json"
+    return float(_read_json(path)["seconds"]) if path.is_file() else None
 
 
 def build_cli(recipe: Path, overrides: Sequence[str]) -> Any:
@@ -173,16 +186,19 @@ def build_cli(recipe: Path, overrides: Sequence[str]) -> Any:
     import cream_pl.data  # noqa: F401  (class paths)
     from cream_pl.lightning_cli import CreamCLI
 
-    return CreamCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        args=["--config", str(recipe), *overrides],
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    with warnings.catch_warnings():
+        # `args` is the whole command line here; the demo's own sys.argv is not meant for the CLI
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        return CreamCLI(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=["--config", str(recipe), *overrides],
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
 
 
 def _eval_results(model: Any) -> dict[str, Any]:
@@ -203,7 +219,9 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
     result_path, ckpt_path = run_dir / "result.json", run_dir / "model.ckpt"
     if result_path.is_file():
         _log(f"{run.name}: result exists, skipping ({result_path})")
-        return _read_json(result_path)
+        result = _read_json(result_path)
+        result["train_acc_last_epoch"] = last_train_accuracy(run_dir)
+        return result
     recipe = recipe_dir / f"{run.recipe}.yaml"
     if not recipe.is_file():
         raise FileNotFoundError(f"recipe {recipe} not found; pass --recipes DIR (the experiments/ folder of cream-pl)")
@@ -220,6 +238,7 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
                                              "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True,
                                                            "save_top_k": 0}}]),
         *settings.overrides,
+        *(settings.ci_cam_overrides if run.name != "cream" else ()),
     ]
     if run.name == "kd_ci_cam":
         overrides += [
@@ -255,7 +274,28 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
                                            "kd_routing", "kd_loc_weight")}
     write_json_atomic(result, result_path)
     _log(f"{run.name}: done, {_short(result)}")
+    result["train_acc_last_epoch"] = last_train_accuracy(run_dir)
     return result
+
+
+def last_train_accuracy(run_dir: Path) -> float | None:
+    """Last epoch's ``train/acc`` (percent) from the newest CSV log of a run, or ``None``.
+
+    Training crops, 80 % of them on the class's usual background: compared with the test accuracy
+    (never the usual background) it shows how much a model leans on the background.
+    """
+    import csv
+
+    logs = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for log in logs:  # newest log that has training rows (a test-only re-run logs none)
+        value = None
+        with log.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("train/acc"):
+                    value = 100.0 * float(row["train/acc"])
+        if value is not None:
+            return value
+    return None
 
 
 def _short(result: dict[str, Any]) -> str:
@@ -286,6 +326,7 @@ def collect_rows(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
             "loc_threshold": m.get("loc_threshold"),
             "loc_threshold_source": m.get("loc_threshold_source"),
             "cls_acc": results[run].get("cls_acc"),
+            "train_acc_last_epoch": results[run].get("train_acc_last_epoch"),
         }
     return rows
 
@@ -340,6 +381,26 @@ def summarize(rows: dict[str, dict[str, Any]], num_test: int, fast: bool) -> lis
         out.append(f"Best MaxBoxAccV2 among the five compared rows: {rows[best]['display_name']} "
                    f"({rows[best]['max_box_acc_v2']:.1f}); worst: {rows[worst]['display_name']} "
                    f"({rows[worst]['max_box_acc_v2']:.1f}); spread {spread:.1f} points.")
+    gaps = {k: (rows[k]["train_acc_last_epoch"], rows[k]["cls_acc"]) for k in ("cam", "ci_cam", "kd_ci_cam",
+            "ci_cam_cls_teacher", "ci_cam_loc_teacher") if k in rows
+            and rows[k].get("train_acc_last_epoch") is not None and rows[k].get("cls_acc") is not None}
+    if gaps:
+        parts = ", ".join(f"{rows[k]['display_name'].replace(' (extra)', '')} {tr:.0f} → {te:.0f}"
+                          for k, (tr, te) in gaps.items())
+        fitted = {k: v for k, v in gaps.items() if v[0] >= FITTED_TRAIN_ACC}
+        sentence = ("Background shortcut, classification accuracy on the last training epoch (80 % of the images on "
+                    f"the class's usual background) → on test (never on it): {parts}. A large drop means the "
+                    "classifier relies on the class-correlated background rather than on the object")
+        if fitted:
+            best = min(fitted, key=lambda k: fitted[k][0] - fitted[k][1])
+            sentence += (f"; among the models that fit their training set (≥ {FITTED_TRAIN_ACC:.0f} %), the smallest "
+                         f"drop is {rows[best]['display_name'].replace(' (extra)', '')}'s "
+                         f"({fitted[best][0] - fitted[best][1]:.0f} points)")
+        underfit = [rows[k]["display_name"].replace(" (extra)", "") for k in gaps if k not in fitted]
+        if underfit:
+            sentence += (f"; {', '.join(underfit)} did not fit its training set (< {FITTED_TRAIN_ACC:.0f} % on the "
+                         "last epoch), so its smaller drop reflects under-fitting within this budget, not robustness")
+        out.append(sentence + ".")
     t_cls, t_loc = rows.get("ci_cam_cls_teacher"), rows.get("ci_cam_loc_teacher")
     if t_cls and t_loc and None not in (t_cls["cls_acc"], t_loc["cls_acc"], t_cls["gt_known"], t_loc["gt_known"]):
         roles_hold = t_cls["cls_acc"] >= t_loc["cls_acc"] and t_loc["gt_known"] >= t_cls["gt_known"]
@@ -383,8 +444,10 @@ def render_markdown(rows: dict[str, dict[str, Any]], summary: Sequence[str], met
     lines = [
         "# KD-CI-CAM on the confounded embedded benchmark",
         "",
-        f"Produced by `make demo-kd` (`python -m cream_pl.demo_kd`{' --fast' if meta['fast'] else ''}) in "
-        f"{meta['total_seconds'] / 60:.1f} min on {meta['machine']}. Test split: {meta['num_test']} images, "
+        f"Produced by `make demo-kd` (`python -m cream_pl.demo_kd`{' --fast' if meta['fast'] else ''}) on "
+        f"{meta['machine']}: {meta['stage_seconds'] / 60:.1f} min of measured stage time (dataset, every fit and "
+        f"test, wall-clock, each timed when it ran; other jobs on the machine slow it down). "
+        f"Test split: {meta['num_test']} images, "
         f"{meta['num_classes']} classes; train backgrounds are class-correlated (usual background with probability "
         f"{meta['usual_background_prob']}), test backgrounds are never the class's usual one "
         f"(`confounded_eval={meta['confounded_eval']}`).",
@@ -429,9 +492,13 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
         return "skipped (checkpoint reused)" if sec is None or not math.isfinite(sec) else f"{sec:.0f} s"
 
     meta = {
-        "fast": fast, "seed": seed, "total_seconds": total,
+        "fast": fast, "seed": seed, "wall_seconds_this_invocation": total,
+        "stage_seconds": (_data_seconds(work) or 0.0) + sum(
+            r.get(k) or 0.0 for r in results.values() for k in ("fit_seconds", "test_seconds")
+            if r.get(k) is not None and math.isfinite(r[k])),
+        "data_seconds": _data_seconds(work),
         "cam_curve_interval": next(iter(results.values()))["cam_curve_interval"],
-        **{k: v for k, v in asdict(settings).items() if k != "overrides"},
+        **{k: v for k, v in asdict(settings).items() if k not in ("overrides", "ci_cam_overrides")},
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} "
                    f"({torch.get_num_threads()} threads)",
         "runs": [{"name": r["run"], "recipe": os.path.relpath(r["recipe"], recipe_dir.parent), "epochs": r["epochs"],
@@ -439,7 +506,7 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
     }
     payload = {
         "benchmark": {"generator": "cream_pl.data.synth", "confounded": True, "seed": seed,
-                      **{k: v for k, v in asdict(settings).items() if k not in ("epoch_scale", "overrides")}},
+                      **{k: v for k, v in asdict(settings).items() if k not in ("epoch_scale", "overrides", "ci_cam_overrides")}},
         "protocol": {
             "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours, 224x224 squash, "
                               f"thresholds every {meta['cam_curve_interval']:g}",
@@ -456,7 +523,8 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(payload, out / "metrics.json")
     write_markdown_atomic(render_markdown(rows, summary, meta), out / "README.md")
-    _log(f"wrote {out / 'metrics.json'} and {out / 'README.md'} ({total / 60:.1f} min)")
+    _log(f"wrote {out / 'metrics.json'} and {out / 'README.md'} (this invocation: {total / 60:.1f} min, "
+         f"measured stage time: {meta['stage_seconds'] / 60:.1f} min)")
     return payload
 
 

@@ -109,6 +109,12 @@ def test_bad_arguments_raise(kwargs, match):
         _model(**kwargs)
 
 
+def test_training_crop_that_does_not_match_the_pool_is_a_clear_error(tiny_data, tmp_path):
+    model = _model(train_crop_size=96)  # pool 6x6, but the data module crops 64 px (4x4 features)
+    with pytest.raises(ValueError, match="set train_crop_size"):
+        _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, _dm(tiny_data))
+
+
 def test_intervention_and_non_local_train_in_the_new_lr_group_with_the_schedule():
     model = _model(non_local=True, lr=0.01, head_lr_multiplier=10.0, lr_step_epochs=1, lr_gamma=0.5)
     x = torch.randn(2, 1280, 4, 4)
@@ -130,9 +136,9 @@ def test_intervention_and_non_local_train_in_the_new_lr_group_with_the_schedule(
 def test_fit_updates_the_pool_and_checkpoint_round_trip_keeps_it(tiny_data, tmp_path):
     pl.seed_everything(0)
     model = _model(pool_rate=0.5, cam_source="ccam_quadratic")
-    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(model, _dm(tiny_data))
-    assert int(model.ci_head.intervention.num_updates) == trainer.global_step == 4
+    assert int(model.ci_head.intervention.num_updates) == trainer.global_step == 2
     pool = model.context_pool
     filled = pool.flatten(1).abs().amax(1) > 0
     assert filled.any()  # some correctly classified images reached the pool
@@ -152,7 +158,7 @@ def test_fit_updates_the_pool_and_checkpoint_round_trip_keeps_it(tiny_data, tmp_
     assert "ci_head.intervention.context_pool" in state
     restored = CICAMClassifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False).eval()
     assert torch.equal(restored.context_pool, pool.cpu())
-    assert int(restored.ci_head.intervention.num_updates) == 4
+    assert int(restored.ci_head.intervention.num_updates) == 2
     model.eval()
     images = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():

@@ -176,6 +176,12 @@ class CICAMClassifier(WSOLClassifier):
     @torch.no_grad()
     def _update_pool(self, feats: Tensor, labels: Tensor, logits_up: Tensor) -> None:
         """``P ← N(P + η N(S))`` from this batch; ``S`` is summed over DDP ranks (a collective: every rank calls it)."""
+        if tuple(feats.shape[2:]) != tuple(self.context_pool.shape[1:]):
+            raise ValueError(
+                f"training features are {tuple(feats.shape[2:])} but the causal context pool is "
+                f"{tuple(self.context_pool.shape[1:])}: set train_crop_size (now {self.hparams.train_crop_size}) to the "
+                "training crop size, or pool_size to the training feature map size"
+            )
         sums = self.ci_head.pool_sums(feats.float(), self.classifier, labels, logits_up)
         self.ci_head.intervention.update(sums, rate=self.hparams.pool_rate, sync=True)
 
