@@ -37,17 +37,21 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.boxes import BoxFormat, convert_boxes
 from cream_pl.data.images import load_image_rgb, read_image_size
 from cream_pl.data.metadata import SplitMetadata, WSOLDataError, read_class_names, read_split
-from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, reseed_for_worker
+from cream_pl.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_box_eval_transform,
+    build_box_train_transform,
+    reseed_for_worker,
+)
 
 __all__ = [
     "PseudoBoxFileError",
@@ -353,47 +357,8 @@ def _check_categories(
 
 Stats = Sequence[float]
 
-
-def _finish(mean: Stats, std: Stats) -> list[A.BasicTransform]:
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
-
-
-def _bbox_params() -> A.BboxParams:
-    return A.BboxParams(format="pascal_voc", label_fields=["box_labels"], clip=True, min_area=0.0,
-                        min_visibility=0.0, filter_invalid_bboxes=True)
-
-
-def build_box_train_transform(size: int = 224, erosion_rate: float = 0.0, hflip_p: float = 0.5,
-                              mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> A.Compose:
-    """Box-aware training augmentation: a random resized crop that keeps the whole box, then a flip.
-
-    ``RandomSizedBBoxSafeCrop`` picks a random window that contains the box (from the box itself
-    to the whole image, any aspect ratio) and resizes it to ``size x size``. Boxes are
-    albumentations ``pascal_voc`` (``BoxFormat.XYXY``, exclusive pixels), passed as ``bboxes``
-    with ``box_labels``.
-
-    Args:
-        size: output side.
-        erosion_rate: fraction of the box that the crop may cut away (0 keeps the whole box).
-        hflip_p: probability of a horizontal flip.
-        mean / std: input normalisation on the 0-1 scale (ImageNet's by default).
-    """
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    if not 0.0 <= erosion_rate < 1.0:
-        raise ValueError(f"erosion_rate must be in [0, 1), got {erosion_rate}")
-    if not 0.0 <= hflip_p <= 1.0:
-        raise ValueError(f"hflip_p must be in [0, 1], got {hflip_p}")
-    crop = A.RandomSizedBBoxSafeCrop(size, size, erosion_rate=erosion_rate, interpolation=cv2.INTER_LINEAR)
-    return A.Compose([crop, A.HorizontalFlip(p=hflip_p), *_finish(mean, std)], bbox_params=_bbox_params())
-
-
-def build_box_eval_transform(size: int = 224, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> A.Compose:
-    """Evaluation transform with boxes: squash to ``size x size`` (the protocol's eval resize), normalise."""
-    if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    resize = A.Resize(size, size, interpolation=cv2.INTER_LINEAR, area_for_downscale="image")
-    return A.Compose([resize, *_finish(mean, std)], bbox_params=_bbox_params())
+# build_box_train_transform / build_box_eval_transform live with every other albumentations pipeline in
+# cream_pl.data.transforms; they are re-exported here for the regressor's callers.
 
 
 # ---------------------------------------------------------------------------------------------- dataset
