@@ -14,6 +14,7 @@ from cream_pl.metrics.functional import (
     box_from_scoremap_at,
     boxes_from_scoremap,
     cam_thresholds,
+    localized_per_threshold,
     prepare_scoremap,
     prepare_scoremaps,
     pxap_bin_edges,
@@ -183,7 +184,7 @@ def test_nothing_survives_gives_zero_box() -> None:
 
 @pytest.mark.parametrize("multi", [False, True])
 @pytest.mark.parametrize("kind", ["smooth", "noisy", "sparse", "peaked"])
-def test_dedupe_equals_per_threshold_loop(kind: str, multi: bool) -> None:
+def test_fast_path_equals_per_threshold_loop(kind: str, multi: bool) -> None:
     rng = np.random.default_rng(len(kind))
     s = {
         "smooth": smooth_map(1),
@@ -193,14 +194,33 @@ def test_dedupe_equals_per_threshold_loop(kind: str, multi: bool) -> None:
     }[kind]
     thr = cam_thresholds(0.001)
     fast = boxes_from_scoremap(s, thr, multi)
-    slow = boxes_from_scoremap(s, thr, multi, dedupe=False)
+    slow = boxes_from_scoremap(s, thr, multi, fast=False)
     assert len(fast) == len(slow) == 1000
-    for a, b in zip(fast, slow):
-        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast, slow):  # same boxes; with all contours their order may differ
+        np.testing.assert_array_equal(np.unique(a, axis=0), np.unique(b, axis=0))
+        assert len(a) == len(b)
     gt = np.array([[30, 40, 150, 160], [0, 0, 20, 223]])
     np.testing.assert_array_equal(
-        best_iou_per_threshold(s, gt, thr, multi), best_iou_per_threshold(s, gt, thr, multi, dedupe=False)
+        best_iou_per_threshold(s, gt, thr, multi), best_iou_per_threshold(s, gt, thr, multi, fast=False)
     )
+    expected = best_iou_per_threshold(s, gt, thr, multi, fast=False)[None, :] >= np.array([[0.3], [0.5], [0.7]])
+    np.testing.assert_array_equal(localized_per_threshold(s, gt, thr, (30, 50, 70), multi), expected)
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_box_accuracy_update_fast_equals_loop_on_many_maps(multi: bool) -> None:
+    rng = np.random.default_rng(7)
+    maps, gts = [], []
+    for i in range(12):
+        cam = rng.normal(size=(14, 14)) * (0.1 + 0.2 * (i % 3)) + np.random.default_rng(i).random((14, 14))
+        maps.append(prepare_scoremap(cam))
+        x0, y0 = rng.integers(0, 120, 2)
+        gts.append(np.array([[x0, y0, x0 + rng.integers(20, 100), y0 + rng.integers(20, 100)]]))
+    thr = cam_thresholds(0.002)
+    fast = box_accuracy_update(maps, gts, thr, (30, 50, 70), multi, num_workers=2)
+    slow = box_accuracy_update(maps, gts, thr, (30, 50, 70), multi, num_workers=1, fast=False)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------

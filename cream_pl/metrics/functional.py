@@ -16,10 +16,12 @@ Map -> boxes (:func:`boxes_from_scoremap`, the one place this happens in cream-p
   the right/bottom edge is one pixel past the contour unless clipped, as in the benchmark.
 
 Speed: after the uint8 conversion the binary mask only changes when ``int(t * max)`` crosses a
-grey level that is present in the map, so at most 256 distinct masks exist per map. The default
-path traces each distinct mask once and maps the thresholds onto them (``dedupe=True``); the
-straightforward per-threshold loop (``dedupe=False``) gives identical boxes and is kept as the
-oracle for tests and ``make bench``.
+grey level that is present in the map, so at most 256 distinct masks exist per map, and they are
+nested. The default path (``fast=True``) reads the contour boxes of every distinct mask off two
+component trees built in one pass over the pixels (:mod:`cream_pl.metrics.component_tree`), and
+calls ``findContours`` only where the largest contour (V1) must be picked among several. The
+straightforward per-threshold loop (``fast=False``) gives identical boxes and is kept as the oracle
+for tests and ``make bench``.
 
 Example:
     >>> import numpy as np
@@ -41,6 +43,7 @@ import torch
 from torch import Tensor
 
 from cream_pl.boxes import box_iou_inclusive
+from cream_pl.metrics.component_tree import level_rects
 
 __all__ = [
     "RESIZE_LENGTH",
@@ -52,6 +55,7 @@ __all__ = [
     "boxes_from_scoremap",
     "box_from_scoremap_at",
     "best_iou_per_threshold",
+    "localized_per_threshold",
     "box_accuracy_update",
     "box_accuracy_compute",
     "pxap_bin_edges",
@@ -218,7 +222,10 @@ def _rects_to_boxes(rects: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _level_boxes(img: np.ndarray, levels: np.ndarray, multi_contour: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes of the masks ``img > t`` for each level ``t``, concatenated, and the number per level."""
+    """Boxes of the masks ``img > t`` for each level ``t``, concatenated, and the number per level.
+
+    One ``cv2.findContours`` per level: the reference's way, kept as the oracle.
+    """
     rects: list[tuple[int, int, int, int]] = []
     counts = np.empty(len(levels), dtype=np.int64)
     for i, t in enumerate(levels.tolist()):
@@ -229,6 +236,35 @@ def _level_boxes(img: np.ndarray, levels: np.ndarray, multi_contour: bool) -> tu
         counts[i] = len(found)
     height, width = img.shape
     return _rects_to_boxes(np.asarray(rects, dtype=np.int64).reshape(-1, 4), width, height), counts
+
+
+def _level_boxes_fast(
+    img: np.ndarray, levels: np.ndarray, multi_contour: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Same output as :func:`_level_boxes`, from the component trees of :func:`level_rects`.
+
+    All contours come from the trees directly. For the largest contour (V1) a level with a single
+    contour needs nothing more; only levels with several contours are traced with ``findContours``
+    to compare their ``cv2.contourArea``.
+    """
+    rects, counts = level_rects(img, levels)
+    empty = counts == 0
+    if empty.any():  # no contour: the benchmark's single [0, 0, 0, 0] box
+        rects = np.insert(rects, np.cumsum(counts)[empty], 0, axis=0)  # at each empty level's start
+        counts = np.where(empty, 1, counts)
+    if not multi_contour:
+        several = np.flatnonzero(counts > 1)
+        if len(several):
+            single = counts == 1
+            chosen = np.zeros((len(levels), 4), np.int64)
+            chosen[single] = rects[(np.cumsum(counts) - 1)[single]]
+            for i in several.tolist():
+                mask = cv2.threshold(img, int(levels[i]), 1, cv2.THRESH_BINARY)[1]
+                chosen[i] = _mask_rects(mask, multi_contour=False)[0]
+            rects = chosen
+        counts = np.ones(len(levels), np.int64)
+    height, width = img.shape
+    return _rects_to_boxes(rects, width, height), counts
 
 
 def _distinct_levels(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +291,7 @@ def boxes_from_scoremap(
     thresholds: Sequence[float] | np.ndarray,
     multi_contour: bool = False,
     *,
-    dedupe: bool = True,
+    fast: bool = True,
 ) -> list[np.ndarray]:
     """Boxes of a score map at every CAM threshold, exactly as the benchmark computes them.
 
@@ -263,8 +299,9 @@ def boxes_from_scoremap(
         scoremap: 2-D float map in ``[0, 1]`` (see :func:`prepare_scoremap`).
         thresholds: CAM thresholds (e.g. :func:`cam_thresholds`).
         multi_contour: keep every contour (MaxBoxAccV2) instead of the largest one (V1).
-        dedupe: trace each distinct binary mask once (fast, identical); ``False`` runs one
-            ``findContours`` per threshold like the reference.
+        fast: each distinct binary mask once, all of them from two component trees (identical
+            boxes; within one threshold the order of the boxes may differ from OpenCV's when
+            ``multi_contour``); ``False`` runs one ``findContours`` per threshold like the reference.
 
     Returns:
         One ``(n, 4)`` int64 ``XYXY_INCLUSIVE`` array per threshold (``n == 1`` unless
@@ -277,10 +314,10 @@ def boxes_from_scoremap(
     """
     img = scoremap_to_uint8(scoremap)
     levels = threshold_levels(int(img.max()), thresholds)
-    if not dedupe:
+    if not fast:
         return _split(*_level_boxes(img, levels, multi_contour))
     reps, inverse = _distinct_levels(img, levels)
-    per_rep = _split(*_level_boxes(img, reps, multi_contour))
+    per_rep = _split(*_level_boxes_fast(img, reps, multi_contour))
     return [per_rep[j].copy() for j in inverse]
 
 
@@ -296,7 +333,7 @@ def box_from_scoremap_at(scoremap: ArrayLike, threshold: float, multi_contour: b
         >>> box_from_scoremap_at(s, 0.5)
         array([1, 2, 6, 4])
     """
-    boxes = boxes_from_scoremap(scoremap, [float(threshold)], multi_contour, dedupe=False)[0]
+    boxes = boxes_from_scoremap(scoremap, [float(threshold)], multi_contour, fast=False)[0]
     return boxes if multi_contour else boxes[0]
 
 
@@ -328,7 +365,7 @@ def best_iou_per_threshold(
     thresholds: Sequence[float] | np.ndarray,
     multi_contour: bool = False,
     *,
-    dedupe: bool = True,
+    fast: bool = True,
 ) -> np.ndarray:
     """Best "+1" IoU between the map's boxes and the GT boxes at each threshold.
 
@@ -337,7 +374,7 @@ def best_iou_per_threshold(
         gt_boxes: ``(n, 4)`` ``XYXY_INCLUSIVE`` GT boxes in the map's grid.
         thresholds: CAM thresholds.
         multi_contour: all contours (V2) or the largest (V1).
-        dedupe: see :func:`boxes_from_scoremap`.
+        fast: see :func:`boxes_from_scoremap`.
 
     Returns:
         float64 ``(len(thresholds),)``: max over the boxes at that threshold of max over GT boxes.
@@ -352,18 +389,77 @@ def best_iou_per_threshold(
     levels = threshold_levels(int(img.max()), thresholds)
     if len(levels) == 0:
         return np.zeros(0)
-    if dedupe:
+    if fast:
         levels, inverse = _distinct_levels(img, levels)
-    boxes, counts = _level_boxes(img, levels, multi_contour)
+        boxes, counts = _level_boxes_fast(img, levels, multi_contour)
+    else:
+        boxes, counts = _level_boxes(img, levels, multi_contour)
     ious = box_iou_inclusive(torch.from_numpy(boxes), gt).amax(dim=1).numpy()
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     best = np.maximum.reduceat(ious, starts)
-    return best[inverse] if dedupe else best
+    return best[inverse] if fast else best
 
 
 def _iou_fractions(iou_thresholds: Sequence[int | float]) -> np.ndarray:
     # the benchmark compares against ``delta / 100`` with delta given in percent (30, 50, 70)
     return np.array([d / 100 for d in iou_thresholds], dtype=np.float64)
+
+
+def localized_per_threshold(
+    scoremap: ArrayLike,
+    gt_boxes: ArrayLike,
+    thresholds: Sequence[float] | np.ndarray,
+    iou_thresholds: Sequence[int | float] = (30, 50, 70),
+    multi_contour: bool = True,
+    *,
+    fast: bool = True,
+) -> np.ndarray:
+    """Whether the map localises the object at each (IoU level, threshold): best IoU ``>= delta / 100``.
+
+    Equal to ``best_iou_per_threshold(...) >= delta / 100``, but for the largest contour (V1) the
+    fast path traces a level with ``findContours`` only when its contours disagree: if every
+    contour's box clears ``delta`` (or none does), so does the largest one.
+
+    Args:
+        scoremap: 2-D float map in ``[0, 1]``.
+        gt_boxes: ``(n, 4)`` ``XYXY_INCLUSIVE`` GT boxes in the map's grid.
+        thresholds: CAM thresholds.
+        iou_thresholds: IoU levels in percent.
+        multi_contour: all contours (V2) or the largest (V1).
+        fast: see :func:`boxes_from_scoremap`.
+
+    Returns:
+        bool ``(len(iou_thresholds), len(thresholds))``.
+
+    Example:
+        >>> s = np.zeros((8, 8)); s[2:4, 1:6] = 1.0; s[6, 6] = 0.8
+        >>> localized_per_threshold(s, [[1, 2, 5, 3]], [0.5, 0.9], (30, 50, 70), multi_contour=False)
+        array([[ True,  True],
+               [ True,  True],
+               [False, False]])
+    """
+    fractions = _iou_fractions(iou_thresholds)
+    if not fast or multi_contour:
+        best = best_iou_per_threshold(scoremap, gt_boxes, thresholds, multi_contour, fast=fast)
+        return best[None, :] >= fractions[:, None]
+    gt = _check_gt_boxes(gt_boxes, "localized_per_threshold")
+    img = scoremap_to_uint8(scoremap)
+    levels = threshold_levels(int(img.max()), thresholds)
+    if len(levels) == 0:
+        return np.zeros((len(fractions), 0), dtype=bool)
+    reps, inverse = _distinct_levels(img, levels)
+    boxes, counts = _level_boxes_fast(img, reps, multi_contour=True)
+    ious = box_iou_inclusive(torch.from_numpy(boxes), gt).amax(dim=1).numpy()
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    hi = np.maximum.reduceat(ious, starts)[None, :] >= fractions[:, None]  # some contour clears delta
+    lo = np.minimum.reduceat(ious, starts)[None, :] >= fractions[:, None]  # every contour does
+    ok = hi.copy()
+    undecided = np.flatnonzero((hi != lo).any(axis=0))
+    if len(undecided):  # contours disagree: the largest one decides
+        largest, _ = _level_boxes(img, reps[undecided], multi_contour=False)
+        iou = box_iou_inclusive(torch.from_numpy(largest), gt).amax(dim=1).numpy()
+        ok[:, undecided] = iou[None, :] >= fractions[:, None]
+    return ok[:, inverse]
 
 
 def box_accuracy_update(
@@ -374,7 +470,7 @@ def box_accuracy_update(
     multi_contour: bool = True,
     *,
     num_workers: int | None = None,
-    dedupe: bool = True,
+    fast: bool = True,
 ) -> np.ndarray:
     """Per-(IoU level, threshold) counts of correctly localised images in a batch.
 
@@ -388,7 +484,7 @@ def box_accuracy_update(
         multi_contour: all contours (V2) or the largest (V1).
         num_workers: threads over images (OpenCV releases the GIL); ``None`` = CPU count,
             ``0``/``1`` = serial. Results do not depend on it.
-        dedupe: see :func:`boxes_from_scoremap`.
+        fast: see :func:`boxes_from_scoremap`.
 
     Returns:
         int64 ``(len(iou_thresholds), len(thresholds))`` counts.
@@ -407,20 +503,22 @@ def box_accuracy_update(
 
     def one(i: int) -> np.ndarray:
         try:
-            return best_iou_per_threshold(scoremaps[i], gt_boxes[i], thr, multi_contour, dedupe=dedupe)
+            return localized_per_threshold(
+                scoremaps[i], gt_boxes[i], thr, iou_thresholds, multi_contour, fast=fast
+            )
         except ValueError as err:
             raise ValueError(f"image {i} of the batch: {err}") from err
 
     workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
     workers = max(1, min(workers, len(scoremaps)))
     if workers == 1:
-        best = [one(i) for i in range(len(scoremaps))]
+        ok = [one(i) for i in range(len(scoremaps))]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            best = list(pool.map(one, range(len(scoremaps))))
+            ok = list(pool.map(one, range(len(scoremaps))))
     counts = np.zeros((len(fractions), len(thr)), dtype=np.int64)
-    for b in best:
-        counts += b[None, :] >= fractions[:, None]
+    for o in ok:
+        counts += o
     return counts
 
 

@@ -102,7 +102,7 @@ class LocalizationAccuracy(Metric):
             raise ValueError(f"got {len(scoremaps)} score maps for {n} images")
         return [
             torch.from_numpy(
-                boxes_from_scoremap(s, [self.cam_threshold], self.multi_contour, dedupe=False)[0]
+                boxes_from_scoremap(s, [self.cam_threshold], self.multi_contour, fast=False)[0]
             )
             for s in scoremaps
         ]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cream_pl.metrics.functional import best_iou_per_threshold, cam_thresholds
+from cream_pl.metrics.functional import cam_thresholds, localized_per_threshold
 
 __all__ = ["LocalizationCurve", "accuracy_at"]
 
@@ -67,7 +67,7 @@ class LocalizationCurve(Metric):
         if not 0 < iou_threshold <= 100:
             raise ValueError(f"iou_threshold is a percentage in (0, 100], got {iou_threshold}")
         self.thresholds = cam_thresholds(cam_curve_interval)
-        self.iou_fraction = iou_threshold / 100
+        self.iou_threshold = float(iou_threshold)
         self.multi_contour = bool(multi_contour)
         self.num_workers = num_workers
         self.add_state(
@@ -90,7 +90,9 @@ class LocalizationCurve(Metric):
             )
 
         def one(i: int) -> np.ndarray:
-            return best_iou_per_threshold(scoremaps[i], gt_boxes[i], self.thresholds, self.multi_contour)
+            return localized_per_threshold(
+                scoremaps[i], gt_boxes[i], self.thresholds, (self.iou_threshold,), self.multi_contour
+            )[0]
 
         workers = max(1, min(n, self.num_workers if self.num_workers is not None else 2))
         if workers == 1:
@@ -99,7 +101,7 @@ class LocalizationCurve(Metric):
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 best = list(pool.map(one, range(n)))
         ok = (
-            torch.from_numpy(np.stack(best) >= self.iou_fraction)
+            torch.from_numpy(np.stack(best))
             if n
             else torch.zeros(0, len(self.thresholds), dtype=torch.bool)
         )
