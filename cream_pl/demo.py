@@ -74,47 +74,8 @@ def _stage_data(data: Path, seed: int, fast: bool) -> Path:
     return data
 
 
-def _set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
-    node: Any = config
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
-def _build_from_recipe(recipe: Path, overrides: dict[str, Any] | None = None, workdir: Path | None = None) -> Any:
-    """Instantiate (without running) the trainer, model and data module of a recipe YAML.
-
-    ``overrides`` maps dotted keys (list items by index, e.g. ``trainer.callbacks.0.init_args.dirpath``)
-    to values; the resolved config is written next to the run (``<workdir>/config.yaml``).
-    """
-    import warnings
-
-    import pytorch_lightning as pl
-    import yaml
-
-    from cream_pl.lightning_cli import CreamCLI
-
-    config = yaml.safe_load(Path(recipe).read_text())
-    for key, value in (overrides or {}).items():
-        _set_path(config, key, value)
-    workdir = Path(workdir or Path(config.get("trainer", {}).get("default_root_dir", "outputs")))
-    workdir.mkdir(parents=True, exist_ok=True)
-    resolved = workdir / "config.yaml"
-    resolved.write_text(yaml.safe_dump(config, sort_keys=False))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        return CreamCLI(
-            pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            args=["--config", str(resolved)], run=False, save_config_callback=None,
-        )
-
-
 def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool) -> tuple[Any, Any, Any]:
+    from cream_pl.lightning_cli import build_from_recipe
     from cream_pl.models import WSOLClassifier
 
     ckpt = work / "classifier.ckpt"
@@ -128,7 +89,7 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool) -> tuple
     if fast:
         overrides.update({"trainer.max_epochs": 1, "model.init_args.pretrained": False,
                           "data.init_args.batch_size": 16, "model.init_args.cam_curve_interval": 0.01})
-    cli = _build_from_recipe(recipe, overrides, run_dir)
+    cli = build_from_recipe(recipe, overrides, run_dir)
     if ckpt.is_file():
         _log(f"classifier: loading {ckpt}")
         model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
@@ -220,7 +181,7 @@ def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
     model.eval()
     with torch.no_grad():
         feats, _ = model.forward_features(batch["image"])
-        maps = model.method_maps(feats.float(), batch["label"])
+        maps = model.method_maps(feats.float(), batch["label"], ["cam", "cream"])
     rows = []
     for i in range(batch["image"].shape[0]):
         row: dict[str, Any] = {"image": denormalize_image(batch["image"][i], model.backbone.input_mean, model.backbone.input_std),

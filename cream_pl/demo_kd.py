@@ -38,7 +38,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,14 +100,14 @@ class DemoSettings:
     usual_background_prob: float = 0.8
     confounded_eval: str = "unusual"
     epoch_scale: float = 1.0  # multiplies every recipe's max_epochs (rounded, at least 1)
-    overrides: tuple[str, ...] = ()  # extra CLI overrides for every run
-    ci_cam_overrides: tuple[str, ...] = ()  # extra CLI overrides for the CI-CAM runs (teachers, student included)
+    overrides: tuple[tuple[str, Any], ...] = ()  # extra (dotted key, value) recipe overrides for every run
+    ci_cam_overrides: tuple[tuple[str, Any], ...] = ()  # the same for the CI-CAM runs (teachers, student included)
 
     @classmethod
     def fast(cls) -> DemoSettings:
         """Smoke-test size: tiny images and splits, one epoch, batch 16, a coarse CAM-threshold curve."""
         return cls(num_train=48, num_val=16, num_test=16, min_side=96, max_side=128, epoch_scale=0.0,
-                   overrides=("--data.init_args.batch_size=16", "--model.init_args.cam_curve_interval=0.01"))
+                   overrides=(("data.init_args.batch_size", 16), ("model.init_args.cam_curve_interval", 0.01)))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -179,28 +178,6 @@ def _data_seconds(work: Path) -> float | None:
     return float(_read_json(path)["seconds"]) if path.is_file() else None
 
 
-def build_cli(recipe: Path, overrides: Sequence[str]) -> Any:
-    """Instantiate model, data module and trainer of a recipe exactly as ``cream-pl fit --config`` does."""
-    import pytorch_lightning as pl
-
-    import cream_pl.data  # noqa: F401  (class paths)
-    from cream_pl.lightning_cli import CreamCLI
-
-    with warnings.catch_warnings():
-        # `args` is the whole command line here; the demo's own sys.argv is not meant for the CLI
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
-        return CreamCLI(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            run=False,
-            args=["--config", str(recipe), *overrides],
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-        )
-
-
 def _eval_results(model: Any) -> dict[str, Any]:
     res = model.last_results.get("test")
     if not res:
@@ -213,6 +190,7 @@ def _eval_results(model: Any) -> dict[str, Any]:
 
 def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, settings: DemoSettings) -> dict[str, Any]:
     """Fit one recipe (unless its checkpoint exists), test it, write ``result.json``; returns the result."""
+    from cream_pl.lightning_cli import build_from_recipe
     from cream_pl.report import write_json_atomic
 
     run_dir = work / "runs" / run.name
@@ -227,25 +205,20 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
         raise FileNotFoundError(f"recipe {recipe} not found; pass --recipes DIR (the experiments/ folder of cream-pl)")
     epochs = _recipe_epochs(recipe)
     epochs = max(1, round(epochs * settings.epoch_scale))
-    overrides = [
-        f"--data.init_args.data_root={data_root}",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.max_epochs={epochs}",
-        f"--trainer.check_val_every_n_epoch={epochs}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        # the recipe's callbacks only hold paths: replace the list (jsonargparse cannot index into it)
-        "--trainer.callbacks=" + json.dumps([{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-                                             "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True,
-                                                           "save_top_k": 0}}]),
-        *settings.overrides,
-        *(settings.ci_cam_overrides if run.name != "cream" else ()),
-    ]
+    overrides: dict[str, Any] = {
+        "data.init_args.data_root": str(data_root),
+        "trainer.default_root_dir": str(run_dir),
+        "trainer.max_epochs": epochs,
+        "trainer.check_val_every_n_epoch": epochs,
+        "trainer.logger.init_args.save_dir": str(run_dir),
+        "trainer.callbacks.0.init_args.dirpath": str(run_dir / "checkpoints"),
+        **dict(settings.overrides),
+        **(dict(settings.ci_cam_overrides) if run.name != "cream" else {}),
+    }
     if run.name == "kd_ci_cam":
-        overrides += [
-            f"--model.init_args.cls_teacher_ckpt={work / 'runs' / 'ci_cam_cls_teacher' / 'model.ckpt'}",
-            f"--model.init_args.loc_teacher_ckpt={work / 'runs' / 'ci_cam_loc_teacher' / 'model.ckpt'}",
-        ]
-    cli = build_cli(recipe, overrides)
+        overrides["model.init_args.cls_teacher_ckpt"] = str(work / "runs" / "ci_cam_cls_teacher" / "model.ckpt")
+        overrides["model.init_args.loc_teacher_ckpt"] = str(work / "runs" / "ci_cam_loc_teacher" / "model.ckpt")
+    cli = build_from_recipe(recipe, overrides, run_dir)
     model, trainer, dm = cli.model, cli.trainer, cli.datamodule
     timing: dict[str, float] = {}
     if ckpt_path.is_file():

@@ -10,12 +10,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-__all__ = ["CreamCLI", "run_lightning_cli"]
+__all__ = ["CreamCLI", "run_lightning_cli", "build_from_recipe", "set_dotted"]
 
 
 class CreamCLI(LightningCLI):
@@ -38,3 +41,60 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
+
+
+def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``config[a][b][c] = value`` for ``dotted = "a.b.c"``; integer keys index into lists.
+
+    Example:
+        >>> cfg = {"trainer": {"callbacks": [{"init_args": {"dirpath": "a"}}]}}
+        >>> set_dotted(cfg, "trainer.callbacks.0.init_args.dirpath", "b"); cfg["trainer"]["callbacks"][0]
+        {'init_args': {'dirpath': 'b'}}
+    """
+    node: Any = config
+    keys = dotted.split(".")
+    for i, key in enumerate(keys[:-1]):
+        try:
+            node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+        except (IndexError, ValueError):
+            raise KeyError(f"override {dotted!r}: {'.'.join(keys[: i + 1])!r} is not in the recipe") from None
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def build_from_recipe(
+    recipe: Path | str, overrides: Mapping[str, Any] | None = None, workdir: Path | str | None = None
+) -> CreamCLI:
+    """Instantiate (without running) the trainer, model and data module of a recipe YAML.
+
+    Args:
+        recipe: ``experiments/*.yaml`` (or any ``cream-pl fit`` config).
+        overrides: dotted keys to values, list items by index (e.g.
+            ``{"trainer.callbacks.0.init_args.dirpath": "runs/x/checkpoints"}``); a value replaces
+            the whole node (``{"trainer.callbacks": []}`` drops every callback).
+        workdir: where the resolved config is written (``<workdir>/config.yaml``); default the
+            recipe's ``trainer.default_root_dir``.
+
+    Returns:
+        The CLI object: ``cli.trainer``, ``cli.model``, ``cli.datamodule``.
+    """
+    import yaml
+
+    import cream_pl.data  # noqa: F401  (make the class paths importable by short name)
+
+    config = yaml.safe_load(Path(recipe).read_text())
+    for key, value in (overrides or {}).items():
+        set_dotted(config, key, value)
+    workdir = Path(workdir or Path(config.get("trainer", {}).get("default_root_dir", "outputs")))
+    workdir.mkdir(parents=True, exist_ok=True)
+    resolved = workdir / "config.yaml"
+    resolved.write_text(yaml.safe_dump(config, sort_keys=False))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        return CreamCLI(
+            pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            args=["--config", str(resolved)], run=False, save_config_callback=None,
+        )

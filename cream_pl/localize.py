@@ -296,7 +296,7 @@ def localize(
         feats, logits = model.forward_features(x)
         probs = logits.float().softmax(dim=1)
         score, pred = probs.max(dim=1)
-        maps = prepare_scoremaps(model.method_maps(feats.float(), pred)[method].cpu(), size=grid).numpy()
+        maps = prepare_scoremaps(model.method_maps(feats.float(), pred, [method])[method].cpu(), size=grid).numpy()
         reg_pred = None
         if reg is not None:
             xr = x if reg_transform is None else torch.stack(

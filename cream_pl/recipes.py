@@ -49,13 +49,13 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
 
         summary = convert_cub(cub_root, data, val_per_class=val_per_class)
         print(f"[train-cub] converted {cub_root} -> {data}: {summary}")
-    from cream_pl.demo import _build_from_recipe
+    from cream_pl.lightning_cli import build_from_recipe
 
     overrides: dict[str, object] = {"data.init_args.data_root": str(data), "trainer.default_root_dir": str(work)}
     for item in extra:  # --key=value pairs, dotted keys as in the YAML (list items by index)
         key, _, value = item.lstrip("-").partition("=")
         overrides[key] = yaml.safe_load(value)
-    cli = _build_from_recipe(recipe, overrides, work)
+    cli = build_from_recipe(recipe, overrides, work)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)

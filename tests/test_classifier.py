@@ -109,6 +109,21 @@ def test_cam_only_model_and_argument_checks():
     assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
 
 
+def test_frozen_batch_norm_keeps_running_statistics_through_training():
+    model = _model(freeze_backbone=r"^(_conv_stem|_bn0|_blocks\.0\.)")
+    bn_frozen, bn_trained = model.backbone._bn0, model.backbone._blocks[5]._bn1
+    before_frozen = bn_frozen.running_mean.clone()
+    before_trained = bn_trained.running_mean.clone()
+    model.train()
+    assert not bn_frozen.training and bn_trained.training
+    batch = {"image": torch.randn(4, 3, 64, 64), "label": torch.tensor([0, 1, 2, 0])}
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert torch.equal(bn_frozen.running_mean, before_frozen)  # stats of a frozen layer do not drift
+    assert not torch.equal(bn_trained.running_mean, before_trained)
+    assert bn_frozen.weight.grad is None and model.classifier.weight.grad is not None
+
+
 def test_lightning_cli_fit_from_config(tiny_data, tmp_path):
     from cream_pl.cli import main
 
@@ -156,9 +171,9 @@ def test_ddp_two_cpu_processes_keep_identical_embeddings(tiny_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(Path("experiments").glob("*_cream.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_recipe_instantiates(recipe, tiny_data, tmp_path):
-    from cream_pl.demo import _build_from_recipe
+    from cream_pl.lightning_cli import build_from_recipe
 
-    cli = _build_from_recipe(recipe, {"data.init_args.data_root": str(tiny_data), "model.init_args.pretrained": False,
+    cli = build_from_recipe(recipe, {"data.init_args.data_root": str(tiny_data), "model.init_args.pretrained": False,
                                       "trainer.logger": False, "trainer.default_root_dir": str(tmp_path),
                                       "trainer.callbacks": []}, tmp_path)
     assert isinstance(cli.model, WSOLClassifier)

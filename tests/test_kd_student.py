@@ -252,12 +252,12 @@ def test_demo_kd_end_to_end_is_resumable(tmp_path):
 
     settings = DemoSettings(
         num_classes=3, num_train=12, num_val=6, num_test=6, min_side=72, max_side=96, epoch_scale=0.0,
-        overrides=("--model.init_args.pretrained=false", "--model.init_args.cam_curve_interval=0.05",
-                   f"--model.init_args.eval_size={SIZE}",
-                   "--data.init_args.resize_size=72", f"--data.init_args.crop_size={SIZE}",
-                   f"--data.init_args.eval_size={SIZE}", "--data.init_args.batch_size=6",
-                   "--data.init_args.num_workers=0", "--trainer.enable_progress_bar=false"),
-        ci_cam_overrides=(f"--model.init_args.train_crop_size={SIZE}",),
+        overrides=(("model.init_args.pretrained", False), ("model.init_args.cam_curve_interval", 0.05),
+                   ("model.init_args.eval_size", SIZE),
+                   ("data.init_args.resize_size", 72), ("data.init_args.crop_size", SIZE),
+                   ("data.init_args.eval_size", SIZE), ("data.init_args.batch_size", 6),
+                   ("data.init_args.num_workers", 0), ("trainer.enable_progress_bar", False)),
+        ci_cam_overrides=(("model.init_args.train_crop_size", SIZE),),
     )
     out, work = tmp_path / "results", tmp_path / "work"
     payload = run_demo(out, work, default_recipe_dir(), settings, seed=0, fast=True)

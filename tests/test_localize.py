@@ -123,7 +123,7 @@ def test_usage_errors_exit_2(tiny, tmp_path, capsys):
 class _KnownMapClassifier(WSOLClassifier):
     """Always class 1, with a map that is 1 exactly on grid rows 16..31 and columns 8..39."""
 
-    def method_maps(self, feats, class_ids):
+    def method_maps(self, feats, class_ids, names=None):
         s = self.hparams.eval_size
         m = torch.zeros(len(class_ids), s, s)
         m[:, 16:32, 8:40] = 1.0

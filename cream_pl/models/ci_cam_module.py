@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -134,11 +135,13 @@ class CICAMClassifier(WSOLClassifier):
         _, out = self.ci_forward(images)
         return out.features_down, out.logits_down
 
-    def method_maps(self, feats: Tensor, class_ids: Tensor) -> dict[str, Tensor]:
+    def method_maps(
+        self, feats: Tensor, class_ids: Tensor, names: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
         """Parent's maps on ``F'`` (``cam`` = CI-CAM, ``cream`` = CI-CAM + CREAM), plus ``ccam`` if enabled."""
-        maps = super().method_maps(feats, class_ids)
+        maps = super().method_maps(feats, class_ids, names)
         fn = _CAM_SOURCES[self.hparams.cam_source]
-        if fn is not None:
+        if fn is not None and (names is None or "ccam" in names):
             weight = self.classifier.weight.to(feats.dtype)
             cams = all_class_activation_maps(feats, weight)
             logits = feats.mean(dim=(2, 3)) @ weight.t()  # ranking only: the bias does not change it
@@ -186,30 +189,9 @@ class CICAMClassifier(WSOLClassifier):
         self.ci_head.intervention.update(sums, rate=self.hparams.pool_rate, sync=True)
 
     # -------------------------------------------------------------- optimiser
-    def extra_new_parameters(self) -> list[nn.Parameter]:
-        """Parameters added by CI-CAM (intervention, non-local block): they train at the new-layer lr."""
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The head plus what CI-CAM adds (intervention, non-local block): all at the new-layer lr."""
         params = list(self.ci_head.parameters())
         if self.non_local is not None:
             params += list(self.non_local.parameters())
-        return [p for p in params if p.requires_grad]
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """The parent's optimiser and schedule, with :meth:`extra_new_parameters` in a new-lr group.
-
-        Parameters that the parent already placed in a group are not added twice (so this stays
-        correct if the parent learns to collect them itself).
-        """
-        config = super().configure_optimizers()
-        opt: torch.optim.Optimizer = config["optimizer"]
-        seen = {id(p) for g in opt.param_groups for p in g["params"]}
-        extra = [p for p in self.extra_new_parameters() if id(p) not in seen]
-        if extra:
-            lr = self.hparams.lr * self.hparams.head_lr_multiplier
-            opt.add_param_group({"params": extra, "lr": lr, "initial_lr": lr})
-            sched = config.get("lr_scheduler", {}).get("scheduler")
-            if sched is not None and hasattr(sched, "base_lrs"):
-                # the scheduler was built before this group existed: register its base lr
-                sched.base_lrs.append(lr)
-                if hasattr(sched, "_last_lr"):
-                    sched._last_lr.append(lr)
-        return config
+        return super().new_parameters() + [p for p in params if p.requires_grad]

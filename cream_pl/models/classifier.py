@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -50,7 +49,8 @@ class WSOLClassifier(pl.LightningModule):
         backbone_kwargs: extra arguments of the backbone (e.g. ``large_feature_map``).
         freeze_backbone: regular expression; backbone parameters whose names match are frozen
             (e.g. ``"^(_conv_stem|_bn0|_blocks\\.[0-7]\\.)"`` trains only the last EfficientNet stages,
-            the CPU demo's speed setting). ``None`` trains everything.
+            the CPU demo's speed setting); batch-norm layers left with no trainable parameter keep
+            their running statistics (:meth:`Backbone.freeze`). ``None`` trains everything.
         optimizer: ``"sgd"`` (benchmark recipe, Nesterov) or ``"adamw"``.
         lr: base learning rate (pretrained layers).
         head_lr_multiplier: lr multiplier of the newly added layers (benchmark: 10).
@@ -123,11 +123,7 @@ class WSOLClassifier(pl.LightningModule):
         self.save_hyperparameters()
         self.backbone = create_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
         if freeze_backbone:
-            frozen = [p for n, p in self.backbone.named_parameters() if re.search(freeze_backbone, n)]
-            if not frozen:
-                raise ValueError(f"freeze_backbone={freeze_backbone!r} matches no parameter of backbone {backbone!r}")
-            for p in frozen:
-                p.requires_grad_(False)
+            self.backbone.freeze(freeze_backbone)
         self.classifier = nn.Linear(self.backbone.num_features, num_classes)
         self.lambdas = (float(cream_lambda), *[float(v) for v in ablation_lambdas])
         self.context = (
@@ -173,21 +169,36 @@ class WSOLClassifier(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_features(images)[1]
 
-    def method_maps(self, feats: Tensor, class_ids: Tensor) -> dict[str, Tensor]:
-        """Maps of every evaluated method at feature resolution, ``{name: (B, h, w)}``, for ``class_ids``."""
+    def method_maps(
+        self, feats: Tensor, class_ids: Tensor, names: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
+        """Maps of the evaluated methods at feature resolution, ``{name: (B, h, w)}``, for ``class_ids``.
+
+        Args:
+            feats: backbone features ``(B, K, h, w)``.
+            class_ids: class of each map ``(B,)``.
+            names: methods to compute (a subset of ``method_names``); ``None`` computes them all.
+        """
+        wanted = list(self.method_names if names is None else names)
+        unknown = sorted(set(wanted) - set(self.method_names))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; this model has {self.method_names}")
         hp = self.hparams
         cam = class_activation_maps(feats, self.classifier.weight, class_ids)
-        maps = {"cam": normalize_maps(cam)}
+        maps = {"cam": normalize_maps(cam)} if "cam" in wanted else {}
         if self.context is None:
             return maps
         kw = dict(kappa=hp.cream_kappa, tau=hp.cream_tau, feature_norm=hp.cream_feature_norm, calibration=hp.cream_calibration)
         e_fg, e_bg = self.context.get(0)
-        maps["cream"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=hp.cream_iterations, **kw)
+        if "cream" in wanted:
+            maps["cream"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=hp.cream_iterations, **kw)
         for t in hp.ablation_iterations:
-            maps[f"cream_T{t}"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=t, **kw)
+            if f"cream_T{t}" in wanted:
+                maps[f"cream_T{t}"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=t, **kw)
         for i, lam in enumerate(hp.ablation_lambdas, start=1):
-            fg, bg = self.context.get(i)
-            maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
+            if f"cream_lambda{lam:g}" in wanted:
+                fg, bg = self.context.get(i)
+                maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
         return maps
 
     # --------------------------------------------------------------- training
@@ -210,12 +221,20 @@ class WSOLClassifier(pl.LightningModule):
         assert self.context is not None
         self.context.update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the pretrained backbone (the head, and what subclasses add).
+
+        They train at ``lr * head_lr_multiplier``; subclasses extend this list.
+        """
+        return [p for p in self.classifier.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        pretrained, new = self.backbone.parameter_groups()
+        pretrained, new = self.backbone.parameter_groups()  # frozen parameters are left out
         groups = [
-            {"params": [p for p in pretrained if p.requires_grad], "lr": hp.lr},
-            {"params": [p for p in new if p.requires_grad] + list(self.classifier.parameters()), "lr": hp.lr * hp.head_lr_multiplier},
+            {"params": pretrained, "lr": hp.lr},
+            {"params": list({id(p): p for p in new + self.new_parameters()}.values()),  # each once
+             "lr": hp.lr * hp.head_lr_multiplier},
         ]
         groups = [g for g in groups if g["params"]]
         if hp.optimizer == "sgd":
@@ -357,15 +376,14 @@ class WSOLClassifier(pl.LightningModule):
         """Ground-truth-class maps of every method at the evaluation size (pseudo boxes, localize)."""
         feats, logits = self.forward_features(batch["image"])
         labels = batch["label"]
-        maps = self.method_maps(feats.float(), labels)
-        keep = ("cam", "cream")
+        maps = self.method_maps(feats.float(), labels, [n for n in ("cam", "cream") if n in self.method_names])
         return {
             "index": batch["index"],
             "image_id": batch["image_id"],
             "orig_size": batch["orig_size"],
             "label": labels,
             "logits": logits,
-            "scoremaps": {n: prepare_scoremaps(m, size=self.hparams.eval_size) for n, m in maps.items() if n in keep},
+            "scoremaps": {n: prepare_scoremaps(m, size=self.hparams.eval_size) for n, m in maps.items()},
         }
 
 

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -142,7 +141,8 @@ class BoxRegressor(pl.LightningModule):
             nn.Linear(self.backbone.num_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, 4),
             nn.Sigmoid(),
         )
-        self._frozen_norms = self._freeze(freeze_backbone) if freeze_backbone else []
+        if freeze_backbone:
+            self.backbone.freeze(freeze_backbone)
         # Re-normalise the batches (data_mean / data_std) to what the backbone's weights expect.
         mean_in, std_in = torch.tensor(data_mean, dtype=torch.float32), torch.tensor(data_std, dtype=torch.float32)
         mean_bb = torch.tensor(getattr(self.backbone, "input_mean", IMAGENET_MEAN))
@@ -154,28 +154,6 @@ class BoxRegressor(pl.LightningModule):
         self._classifier: nn.Module | None = None
 
     # ------------------------------------------------------------------ model
-    def _freeze(self, pattern: str) -> list[nn.Module]:
-        try:
-            regex = re.compile(pattern)
-        except re.error as err:
-            raise ValueError(f"freeze_backbone is not a valid regular expression ({err}): {pattern!r}") from None
-        frozen = [p for name, p in self.backbone.named_parameters() if regex.search(name)]
-        if not frozen:
-            raise ValueError(f"freeze_backbone={pattern!r} matches no parameter of backbone {self.hparams.backbone!r}")
-        for p in frozen:
-            p.requires_grad_(False)
-        return [m for m in self.backbone.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                and all(not p.requires_grad for p in m.parameters(recurse=False))
-                and any(True for _ in m.parameters(recurse=False))]
-
-    def train(self, mode: bool = True) -> BoxRegressor:
-        """Like ``nn.Module.train``; frozen batch-norm layers stay in eval mode."""
-        super().train(mode)
-        for m in getattr(self, "_frozen_norms", []):
-            m.eval()
-        return self
-
     def set_classifier(self, classifier: nn.Module | None) -> None:
         """Attach a frozen classifier (``forward(images) -> logits``) for Top-1 / Top-5 Loc.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -99,6 +100,55 @@ class Backbone(nn.Module, abc.ABC):
             if param.requires_grad:
                 (new if self._is_new_parameter(name) else pretrained).append(param)
         return pretrained, new
+
+    # ----------------------------------------------------------------------------- freezing
+    def freeze(self, pattern: str) -> list[nn.Parameter]:
+        """Freeze the parameters whose names match a regular expression (``re.search``).
+
+        Batch-norm layers whose own parameters are all frozen are frozen whole: they stay in eval
+        mode (running statistics fixed) even when the model trains.
+
+        Args:
+            pattern: regular expression over :meth:`named_parameters` names.
+
+        Returns:
+            The frozen parameters.
+
+        Raises:
+            ValueError: the pattern is not a valid regular expression or matches no parameter.
+
+        Example:
+            >>> from cream_pl.models.backbones import create_backbone
+            >>> net = create_backbone("efficientnet_lite0")
+            >>> len(net.freeze(r"^(_conv_stem|_bn0)\\."))  # stem conv weight, its BN weight and bias
+            3
+            >>> net.train()._bn0.training, net._conv_stem.weight.requires_grad
+            (False, False)
+        """
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"freeze_backbone is not a valid regular expression ({err}): {pattern!r}") from None
+        frozen = [p for name, p in self.named_parameters() if regex.search(name)]
+        if not frozen:
+            raise ValueError(f"freeze_backbone={pattern!r} matches no parameter of backbone {self.name!r}")
+        for p in frozen:
+            p.requires_grad_(False)
+        self._frozen_norms = [
+            m for m in self.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and any(True for _ in m.parameters(recurse=False))
+            and all(not p.requires_grad for p in m.parameters(recurse=False))
+        ]
+        self.train(self.training)
+        return frozen
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Like ``nn.Module.train``; batch-norm layers frozen by :meth:`freeze` stay in eval mode."""
+        super().train(mode)
+        for m in getattr(self, "_frozen_norms", ()):
+            m.eval()
+        return self
 
     # ----------------------------------------------------------------------------- weights
     def official_state_dict(self) -> dict[str, Tensor]:
