@@ -47,6 +47,12 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
+def _timed_once(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _classifier(device: torch.device, pretrained: bool = True):
     from cream_pl.models import WSOLClassifier
 
@@ -80,7 +86,10 @@ def bench_cream_cost(batch_size: int = 32, size: int = 224, repeats: int = 5, de
 
 
 def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path | None = None) -> dict[str, Any]:
-    """Images/s of the pseudo-box writer vs plain ``Trainer.predict`` of the same backbone (logits only)."""
+    """Images/s of the pseudo-box writer vs plain ``Trainer.predict`` of the same backbone (logits only).
+
+    After one untimed plain run (warm-up), each side runs twice and keeps its faster run.
+    """
     import pytorch_lightning as pl
 
     from cream_pl.callbacks.pseudo_boxes import generate_pseudo_boxes
@@ -104,13 +113,17 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
 
     kw = dict(accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     plain = _Plain(model)
-    t = time.perf_counter()
-    pl.Trainer(**kw).predict(plain, datamodule=dm, return_predictions=False)
-    t_plain = time.perf_counter() - t
-    t = time.perf_counter()
-    generate_pseudo_boxes(model, dm, tmp / "boxes.json", source="cream", threshold=0.2, trainer_kwargs=kw,
-                          overwrite=True)
-    t_boxes = time.perf_counter() - t
+
+    def run_plain() -> None:
+        pl.Trainer(**kw).predict(plain, datamodule=dm, return_predictions=False)
+
+    def run_boxes() -> None:
+        generate_pseudo_boxes(model, dm, tmp / "boxes.json", source="cream", threshold=0.2, trainer_kwargs=kw,
+                              overwrite=True)
+
+    run_plain()  # warm-up: page cache, first-call allocations and kernels, for both runs alike
+    t_plain = min(_timed_once(run_plain) for _ in range(2))
+    t_boxes = min(_timed_once(run_boxes) for _ in range(2))
     return {"num_images": num_images, "plain_images_per_s": num_images / t_plain,
             "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
 

@@ -433,9 +433,12 @@ class PseudoBoxWriter(BasePredictionWriter):
         atomic_write_text(self.out_path, _dump(coco))
         if records and all("iou" in r for r in records):
             ious = np.array([r["iou"] for r in records], dtype=np.float64)
+            area = np.array([r["bbox"][2] * r["bbox"][3] / (r["width"] * r["height"]) for r in records])
             quality = {
                 "iou50_fraction": float((ious >= 0.5).mean()),
                 "mean_iou": float(ious.mean()),
+                "mean_area_fraction": float(area.mean()),  # box area / image area
+                "near_full_image_fraction": float((area >= 0.9).mean()),  # boxes covering >= 90 % of the image
                 "num_images": len(records),
                 "iou_threshold": 0.5,
                 "source": self.source,
