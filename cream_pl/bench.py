@@ -47,12 +47,6 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
-def _timed_once(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _classifier(device: torch.device, pretrained: bool = True):
     from cream_pl.models import WSOLClassifier
 
@@ -122,8 +116,8 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
                               overwrite=True)
 
     run_plain()  # warm-up: page cache, first-call allocations and kernels, for both runs alike
-    t_plain = min(_timed_once(run_plain) for _ in range(2))
-    t_boxes = min(_timed_once(run_boxes) for _ in range(2))
+    t_plain = min(_time(run_plain, repeats=1, warmup=0) for _ in range(2))
+    t_boxes = min(_time(run_boxes, repeats=1, warmup=0) for _ in range(2))
     return {"num_images": num_images, "plain_images_per_s": num_images / t_plain,
             "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
 

@@ -182,12 +182,13 @@ def level_rects(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.nda
     record = np.zeros(_NUM_GREY + 1, np.bool_)
     record[lv + 1] = True
     record[_NUM_GREY] = False  # level 255 keeps no pixel: no contour
-    flat = np.ascontiguousarray(img).ravel()
+    img = np.ascontiguousarray(img)
+    flat = img.ravel()
     order = np.argsort(flat, kind="stable")
     starts = np.zeros(_NUM_GREY + 1, np.int64)
     np.cumsum(np.bincount(flat, minlength=_NUM_GREY), out=starts[1:])
-    fg_tags, fg_rects = _sweep(np.ascontiguousarray(img), order, starts, True, record)
-    hole_tags, hole_rects = _sweep(np.ascontiguousarray(img), order, starts, False, record)
+    fg_tags, fg_rects = _sweep(img, order, starts, True, record)
+    hole_tags, hole_rects = _sweep(img, order, starts, False, record)
     tags = np.concatenate([fg_tags, hole_tags])
     rects_all = np.concatenate([fg_rects, hole_rects])
     by_level = np.argsort(tags, kind="stable")  # rects of mask level c + 1 are contiguous

@@ -252,19 +252,15 @@ def _level_boxes_fast(
     if empty.any():  # no contour: the benchmark's single [0, 0, 0, 0] box
         rects = np.insert(rects, np.cumsum(counts)[empty], 0, axis=0)  # at each empty level's start
         counts = np.where(empty, 1, counts)
-    if not multi_contour:
-        several = np.flatnonzero(counts > 1)
-        if len(several):
-            single = counts == 1
-            chosen = np.zeros((len(levels), 4), np.int64)
-            chosen[single] = rects[(np.cumsum(counts) - 1)[single]]
-            for i in several.tolist():
-                mask = cv2.threshold(img, int(levels[i]), 1, cv2.THRESH_BINARY)[1]
-                chosen[i] = _mask_rects(mask, multi_contour=False)[0]
-            rects = chosen
-        counts = np.ones(len(levels), np.int64)
     height, width = img.shape
-    return _rects_to_boxes(rects, width, height), counts
+    boxes = _rects_to_boxes(rects, width, height)
+    if multi_contour:
+        return boxes, counts
+    largest = boxes[np.cumsum(counts) - 1]  # right where a level has a single contour
+    several = np.flatnonzero(counts > 1)
+    if len(several):
+        largest[several] = _level_boxes(img, levels[several], multi_contour=False)[0]
+    return largest, np.ones(len(levels), np.int64)
 
 
 def _distinct_levels(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -389,15 +385,27 @@ def best_iou_per_threshold(
     levels = threshold_levels(int(img.max()), thresholds)
     if len(levels) == 0:
         return np.zeros(0)
+    _, inverse, ious, starts = _contour_ious(img, gt, levels, multi_contour, fast)
+    return np.maximum.reduceat(ious, starts)[inverse]
+
+
+def _contour_ious(
+    img: np.ndarray, gt: Tensor, levels: np.ndarray, multi_contour: bool, fast: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best IoU over the GT boxes of every contour box at each (distinct, if ``fast``) grey level.
+
+    Returns ``(levels, inverse, ious, starts)``: input level ``i`` is ``levels[inverse[i]]``, whose
+    boxes' IoUs are ``ious[starts[j]:starts[j + 1]]`` for ``j = inverse[i]``.
+    """
     if fast:
         levels, inverse = _distinct_levels(img, levels)
         boxes, counts = _level_boxes_fast(img, levels, multi_contour)
     else:
+        inverse = np.arange(len(levels))
         boxes, counts = _level_boxes(img, levels, multi_contour)
     ious = box_iou_inclusive(torch.from_numpy(boxes), gt).amax(dim=1).numpy()
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    best = np.maximum.reduceat(ious, starts)
-    return best[inverse] if fast else best
+    return levels, inverse, ious, starts
 
 
 def _iou_fractions(iou_thresholds: Sequence[int | float]) -> np.ndarray:
@@ -447,17 +455,13 @@ def localized_per_threshold(
     levels = threshold_levels(int(img.max()), thresholds)
     if len(levels) == 0:
         return np.zeros((len(fractions), 0), dtype=bool)
-    reps, inverse = _distinct_levels(img, levels)
-    boxes, counts = _level_boxes_fast(img, reps, multi_contour=True)
-    ious = box_iou_inclusive(torch.from_numpy(boxes), gt).amax(dim=1).numpy()
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    levels, inverse, ious, starts = _contour_ious(img, gt, levels, multi_contour=True, fast=True)
     hi = np.maximum.reduceat(ious, starts)[None, :] >= fractions[:, None]  # some contour clears delta
     lo = np.minimum.reduceat(ious, starts)[None, :] >= fractions[:, None]  # every contour does
     ok = hi.copy()
     undecided = np.flatnonzero((hi != lo).any(axis=0))
     if len(undecided):  # contours disagree: the largest one decides
-        largest, _ = _level_boxes(img, reps[undecided], multi_contour=False)
-        iou = box_iou_inclusive(torch.from_numpy(largest), gt).amax(dim=1).numpy()
+        _, _, iou, _ = _contour_ious(img, gt, levels[undecided], multi_contour=False, fast=False)
         ok[:, undecided] = iou[None, :] >= fractions[:, None]
     return ok[:, inverse]
 
