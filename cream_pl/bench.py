@@ -5,6 +5,7 @@
 - box-metric speed vs a straightforward one-``findContours``-per-threshold loop (target >= 10x);
 - pseudo-box throughput vs plain inference of the same backbone (target >= 0.9x);
 - data-loading images/s of the embedded benchmark (train transform);
+- CPU training images/s of the embedded recipe, default memory layout vs channels_last;
 - on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x).
 
 Example:
@@ -27,7 +28,7 @@ import torch
 
 from cream_pl.report import write_json_atomic, write_markdown_atomic
 
-__all__ = ["bench_cream_cost", "bench_pseudo_boxes", "bench_data_loading", "bench_gpu_training", "run_bench", "main"]
+__all__ = ["bench_cream_cost", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
 
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -139,32 +140,54 @@ def bench_data_loading(num_images: int = 96, batch_size: int = 32, num_workers: 
     return {"images_per_s": n / (time.perf_counter() - t), "num_workers": num_workers, "num_images": n}
 
 
+EMBEDDED_FREEZE = r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"
+"""Frozen part of the embedded recipe's EfficientNet-Lite0 (``experiments/embedded_cream.yaml``)."""
+
+
+def _training_images_per_s(device: torch.device, backbone: str, size: int, batch_size: int, steps: int,
+                           channels_last: bool, dtype: torch.dtype | None, freeze: str | None = None) -> float:
+    """Training images/s (forward, CE, backward, SGD step, CREAM embedding update) on random data."""
+    from cream_pl.models import WSOLClassifier
+
+    model = WSOLClassifier(num_classes=200, backbone=backbone, pretrained=False, freeze_backbone=freeze,
+                           channels_last=channels_last).to(device).train()
+    opt = model.configure_optimizers()["optimizer"]
+    batch = {"image": torch.randn(batch_size, 3, size, size, device=device),
+             "label": torch.randint(0, 200, (batch_size,), device=device)}
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            feats, logits = model.forward_features(batch["image"])
+            loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model._update_context(feats.detach().float(), batch["label"])
+
+    return steps * batch_size / _time(lambda: [step() for _ in range(steps)], repeats=3)
+
+
+def bench_cpu_training(steps: int = 4, batch_size: int = 32, size: int = 160) -> dict[str, Any]:
+    """Training images/s of the embedded recipe on the CPU (EfficientNet-Lite0, frozen stem + 8 blocks,
+    160 px), default layout vs ``channels_last``."""
+    dev = torch.device("cpu")
+    out: dict[str, Any] = {"backbone": "efficientnet_lite0", "size": size, "batch_size": batch_size,
+                           "threads": torch.get_num_threads()}
+    for name, cl in (("contiguous", False), ("channels_last", True)):
+        out[f"{name}_images_per_s"] = _training_images_per_s(dev, "efficientnet_lite0", size, batch_size, steps, cl,
+                                                             None, EMBEDDED_FREEZE)
+    out["speedup"] = out["channels_last_images_per_s"] / out["contiguous_images_per_s"]
+    return out
+
+
 def bench_gpu_training(steps: int = 20, batch_size: int = 32) -> dict[str, Any] | None:
     """Training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last. ``None`` without a GPU."""
     if not torch.cuda.is_available():
         return None
-    from cream_pl.models import WSOLClassifier
-
     dev = torch.device("cuda")
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
-    for name, dtype, fmt in (("fp32", None, torch.contiguous_format), ("bf16_channels_last", torch.bfloat16, torch.channels_last)):
-        model = WSOLClassifier(num_classes=200, backbone="vgg16", pretrained=False).to(dev).to(memory_format=fmt)
-        opt = model.configure_optimizers()["optimizer"]
-        x = torch.randn(batch_size, 3, 224, 224, device=dev).to(memory_format=fmt)
-        y = torch.randint(0, 200, (batch_size,), device=dev)
-        batch = {"image": x, "label": y}
-
-        def step(model=model, opt=opt, batch=batch, dtype=dtype) -> None:
-            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
-                feats, logits = model.forward_features(batch["image"])
-                loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            model._update_context(feats.detach(), batch["label"])
-
-        t = _time(lambda: [step() for _ in range(steps)], repeats=3)
-        out[f"{name}_images_per_s"] = steps * batch_size / t
+    for name, dtype, cl in (("fp32", None, False), ("bf16_channels_last", torch.bfloat16, True)):
+        out[f"{name}_images_per_s"] = _training_images_per_s(dev, "vgg16", 224, batch_size, steps, cl, dtype)
     out["speedup"] = out["bf16_channels_last_images_per_s"] / out["fp32_images_per_s"]
     out["target_speedup"] = 2.0
     return out
@@ -191,6 +214,11 @@ def _markdown(res: dict[str, Any]) -> str:
         ("Pseudo-box throughput vs plain inference", f"{p['ratio']:.2f}×", "≥ 0.9×", p["ratio"] >= 0.9),
         ("Data loading (embedded train transform)", f"{d['images_per_s']:.0f} img/s", "—", None),
     ]
+    ct = res.get("cpu_training")
+    if ct:
+        rows.append((f"CPU training of the embedded recipe ({ct['size']} px, batch {ct['batch_size']}, {ct['threads']} threads), "
+                     f"channels_last vs default layout: {ct['contiguous_images_per_s']:.0f} → "
+                     f"{ct['channels_last_images_per_s']:.0f} img/s", f"{ct['speedup']:.2f}×", "—", None))
     g = res.get("gpu_training")
     if g:
         rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 2×", g["speedup"] >= 2.0))
@@ -223,6 +251,8 @@ def run_bench(out: Path | str = "results", quick: bool = False) -> dict[str, Any
                                                  workdir=Path(tmp))
         print("[bench] data loading ...", flush=True)
         res["data_loading"] = bench_data_loading(num_images=16 if quick else 96, workdir=Path(tmp))
+    print("[bench] CPU training, default layout vs channels_last ...", flush=True)
+    res["cpu_training"] = bench_cpu_training(steps=1 if quick else 4, batch_size=8 if quick else 32)
     res["gpu_training"] = bench_gpu_training()
     write_json_atomic(res, out / "bench.json")
     write_markdown_atomic(_markdown(res), out / "bench.md")

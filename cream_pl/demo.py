@@ -1,7 +1,8 @@
 """``make demo``: the whole pipeline on the embedded synthetic benchmark, end to end.
 
 data -> classifier (CAM + CREAM) -> evaluation (+ T / λ ablations) -> pseudo boxes (CREAM and CAM)
--> box regressors -> evaluation -> ``results/embedded/`` (``metrics.json``, ``metrics.md``, plots).
+-> box regressors -> evaluation -> CI-CAM and a second CI-CAM teacher candidate -> KD-CI-CAM student
+(teachers chosen on the val split) -> ``results/embedded/`` (``metrics.json``, ``metrics.md``, plots).
 
 Every stage writes its output atomically and is skipped when that output already exists, so an
 interrupted demo resumes where it stopped (``--restart`` starts over).
@@ -52,6 +53,9 @@ PROTOCOL_NOTES = {
 }
 ABLATION_T = (0, 1, 2, 3, 4)
 ABLATION_LAMBDA = (0.2, 0.6, 0.8, 0.99, 1.0)
+
+
+TABLE_ROWS = ("cam", "cream", "ci_cam", "ci_cam_cream", "kd_ci_cam", "cam_reg", "cream_reg")
 
 
 def _log(msg: str) -> None:
@@ -158,14 +162,47 @@ def _stage_regressors(data: Path, work: Path, ckpt: Path, fast: bool, mean: Sequ
         metrics = train_regressor(
             work / f"pseudo_boxes_{source}.json", data, rdir,
             backbone="efficientnet_lite0", pretrained=not fast, max_epochs=1 if fast else 3, batch_size=32,
-            classifier_ckpt=ckpt, lr=0.01, mean=tuple(mean), std=tuple(std),
-            regressor_kwargs={"freeze_backbone": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"},
+            classifier_ckpt=ckpt, lr=0.01, mean=tuple(mean), std=tuple(std), input_size=160,
+            regressor_kwargs={"freeze_backbone": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)", "channels_last": True, "bn_momentum": 0.1},
             trainer_kwargs={"accelerator": "auto", "devices": 1},
         )
         row = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/reg/")}
         write_json_atomic(row, metrics_file)
         out[source] = row
     return out
+
+
+KD_CANDIDATES = (("ci_cam", "embedded_ci_cam"), ("ci_cam_cls_teacher", "embedded_ci_cam_cls_teacher"))
+"""(run name, recipe stem) of the CI-CAM runs of the KD stage; both are teacher candidates."""
+KD_STUDENT = ("kd_ci_cam", "embedded_kd_ci_cam")
+KD_ROWS = (("ci_cam", "ci_cam", "cam"), ("ci_cam_cream", "ci_cam", "cream"), ("kd_ci_cam", "kd_ci_cam", "cam"))
+"""(row key, run, evaluated method) of the KD stage's rows in the results table."""
+
+
+def _stage_kd(recipe_dir: Path, data: Path, work: Path, fast: bool) -> dict[str, Any]:
+    """CI-CAM, a second CI-CAM teacher candidate, then the KD-CI-CAM student taught by the val-chosen teachers."""
+    from cream_pl.demo_kd import DemoSettings, Run, select_teachers, train_and_test
+
+    settings = DemoSettings()
+    if fast:
+        fast_settings = DemoSettings.fast()
+        settings = DemoSettings(epoch_scale=fast_settings.epoch_scale,
+                                overrides=(*fast_settings.overrides, ("model.init_args.pretrained", False)))
+    kd_work = work / "kd"
+    runs = {name: train_and_test(Run(name, stem), recipe_dir, kd_work, data, settings) for name, stem in KD_CANDIDATES}
+    cls_teacher, loc_teacher = select_teachers(runs, [name for name, _ in KD_CANDIDATES])
+    _log(f"KD-CI-CAM teachers chosen on val: cls = {cls_teacher} (Top-1 Cls {runs[cls_teacher]['val']['cls_acc']:.1f}), "
+         f"loc = {loc_teacher} (GT-known {runs[loc_teacher]['val']['methods']['cam']['gt_known']:.1f})")
+    student = Run(KD_STUDENT[0], KD_STUDENT[1], teachers=(cls_teacher, loc_teacher))
+    result = train_and_test(student, recipe_dir, kd_work, data, settings)
+    if result.get("teachers") != {"cls": cls_teacher, "loc": loc_teacher}:
+        raise RuntimeError(f"{kd_work / 'runs' / student.name} was taught by {result.get('teachers')}, but the val split "
+                           f"now chooses cls = {cls_teacher}, loc = {loc_teacher}; delete that folder to re-train")
+    runs[student.name] = result
+    teachers = {role: {"run": name, "val_cls_acc": runs[name]["val"]["cls_acc"],
+                       "val_gt_known": runs[name]["val"]["methods"]["cam"]["gt_known"]}
+                for role, name in (("cls", cls_teacher), ("loc", loc_teacher))}
+    return {"runs": runs, "teachers": teachers}
 
 
 def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
@@ -313,12 +350,44 @@ def _explain(results: dict[str, Any]) -> list[str]:
                 "val images, where a whole-image box already scores on large objects; the regressor reproduces that "
                 "bias."
             )
+    lines += _explain_kd(results)
     return lines
+
+
+def _explain_kd(results: dict[str, Any]) -> list[str]:
+    """What the KD stage's rows show, each difference against two binomial standard errors of the test split."""
+    if "kd_ci_cam" not in results:
+        return []
+    from cream_pl.demo_kd import accuracy_noise
+
+    n = int(results.get("protocol", {}).get("num_test_images") or 0)
+
+    def compare(a: str, b: str, metric: str, label: str) -> str:
+        va, vb = results[a].get(metric), results[b].get(metric)
+        if va is None or vb is None:
+            return f"{label}: not computed"
+        text = f"{label} {va:.2f} vs {vb:.2f} ({va - vb:+.2f}"
+        if n:
+            noise = accuracy_noise(n, (va + vb) / 2)
+            text += f"; {'within' if abs(va - vb) < noise else 'outside'} ±{noise:.1f}, two binomial standard errors"
+        return text + ")"
+
+    t = results["kd"]["teachers"]
+    same = t["cls"]["run"] == t["loc"]["run"]
+    return [
+        "CI-CAM vs CAM: " + "; ".join(compare("ci_cam", "cam", m, lbl) for m, lbl in
+                                       (("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known"), ("cls_acc", "Top-1 Cls"))) + ".",
+        "KD-CI-CAM vs CI-CAM: " + "; ".join(compare("kd_ci_cam", "ci_cam", m, lbl) for m, lbl in
+                                            (("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known"), ("cls_acc", "Top-1 Cls"))) + ".",
+        f"KD-CI-CAM's teachers, chosen on the val split among the two CI-CAM runs: cls teacher `{t['cls']['run']}` "
+        f"(val Top-1 Cls {t['cls']['val_cls_acc']:.1f}), loc teacher `{t['loc']['run']}` (val GT-known "
+        f"{t['loc']['val_gt_known']:.1f})" + ("; one run won both roles, so the student has a single teacher." if same else "."),
+    ]
 
 
 def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/demo", data: Path | str = "data/synth",
              recipe: Path | str = "experiments/embedded_cream.yaml", seed: int = 0, fast: bool = False,
-             restart: bool = False, skip_regressor: bool = False) -> dict[str, Any]:
+             restart: bool = False, skip_regressor: bool = False, skip_kd: bool = False) -> dict[str, Any]:
     """Run every stage (skipping finished ones) and write the results folder. Returns ``metrics.json``'s content."""
     start = time.time()
     out, work, data, recipe = Path(out), Path(work), Path(data), Path(recipe)
@@ -374,6 +443,21 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
             row["cls_acc"] = test_res.get("cls_acc")
             results[f"{source}_reg"] = row
         results["pseudo_box_quality"] = {s: {k: v for k, v in q.items() if k != "file"} for s, q in quality.items()}
+    if not skip_kd:
+        t = time.time()
+        ran = not (work / "kd" / "runs" / KD_STUDENT[0] / "result.json").is_file()
+        kd = _stage_kd(recipe.parent, data, work, fast)
+        record("kd_s", time.time() - t, ran)
+        for key, run, method in KD_ROWS:
+            results[key] = _method_row(kd["runs"][run]["methods"][method], kd["runs"][run])
+        results["kd"] = {
+            "teachers": kd["teachers"],
+            "runs": {name: {"recipe": f"experiments/{Path(r['recipe']).name}",
+                            "epochs": r["epochs"], "cls_acc": r.get("cls_acc"), "val_cls_acc": r["val"].get("cls_acc"),
+                            "val_gt_known": r["val"]["methods"]["cam"].get("gt_known"),
+                            "train_acc_last_epoch": r.get("train_acc_last_epoch")}
+                     for name, r in kd["runs"].items()},
+        }
     timing["total_s"] = sum(v for k, v in timing.items() if k != "total_s")
     timing["this_invocation_s"] = time.time() - start
     results["ablations"] = ablations
@@ -384,11 +468,13 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
         "gt_known/top1_loc/top5_loc": "largest-contour box at the fixed threshold tau* chosen on the val split (IoU >= 0.5)",
         "pxap": "pixel average precision over 1002 histogram bins (masks of the synthetic objects)",
         "regressor": "class from the classifier, box from the regressor; IoU >= 0.5 with the '+1' inclusive IoU",
+        "ci_cam rows": "CAM of the intervened (down) branch, GT class, same protocol; cls_acc from the down branch",
+        "num_test_images": len(cli.datamodule.eval_dataset("test")),
     }
     results["timing"] = {k: round(v, 1) for k, v in timing.items()}
     results["summary"] = _explain(results)
     write_json_atomic(results, out / "metrics.json")
-    table_rows = {k: results[k] for k in ("cam", "cream", "cam_reg", "cream_reg") if k in results}
+    table_rows = {k: results[k] for k in TABLE_ROWS if k in results}
     md = ["# Embedded benchmark results", "",
           "Produced by `make demo` (`python -m cream_pl.demo`); test split of the synthetic WSOL benchmark "
           f"(`cream-pl data synth --seed {seed}`), EfficientNet-Lite0 (ImageNet) backbone.", "",
@@ -397,6 +483,11 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
                                   {m: ablations["T"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), "",
           ablation_table_markdown("λ (momentum)", ablations["lambda"]["values"],
                                   {m: ablations["lambda"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), ""]
+    if "kd" in results:
+        md += ["CI-CAM, CI-CAM + CREAM and KD-CI-CAM come from `embedded_ci_cam.yaml` and `embedded_kd_ci_cam.yaml` "
+               "(same data and base recipe as CAM / CREAM); their maps are the standard GT-class CAM of the intervened "
+               "(down) branch, scored by the same protocol, and their cls_acc is the down branch's. The student's "
+               "teachers are chosen on the val split (see below).", ""]
     if "pseudo_box_quality" in results:
         md += ["Pseudo-box quality on the train split (true boxes known): "
                + ", ".join(f"{s} (τ* {q.get('threshold', float('nan')):.3f}): IoU≥0.5 {100 * q.get('iou50_fraction', float('nan')):.2f} %, "
@@ -426,10 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
     parser.add_argument("--restart", action="store_true", help="ignore finished stages")
-    parser.add_argument("--skip-regressor", action="store_true", help="stop after the classifier stages")
+    parser.add_argument("--skip-regressor", action="store_true", help="leave out the pseudo-box and regressor stages")
+    parser.add_argument("--skip-kd", action="store_true", help="leave out the CI-CAM / KD-CI-CAM stage")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    run_demo(args.out, args.work, args.data, args.recipe, args.seed, args.fast, args.restart, args.skip_regressor)
+    run_demo(args.out, args.work, args.data, args.recipe, args.seed, args.fast, args.restart, args.skip_regressor,
+             args.skip_kd)
     return 0
 
 

@@ -43,23 +43,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUNS", "ROWS", "DemoSettings", "main", "run_demo", "summarize"]
+__all__ = ["RUNS", "ROWS", "DemoSettings", "Run", "main", "run_demo", "accuracy_noise", "select_teachers", "summarize", "train_and_test"]
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: its name (folder under ``<work>/runs``) and recipe stem."""
+    """One training run: its name (folder under ``<work>/runs``) and recipe stem.
+
+    ``ci_cam``: the recipe's model is a CI-CAM (it gets ``DemoSettings.ci_cam_overrides``).
+    ``teachers``: for a KD-CI-CAM student, the names of the runs whose checkpoints are its
+    ``(cls, loc)`` teachers.
+    """
 
     name: str
     recipe: str
+    ci_cam: bool = True
+    teachers: tuple[str, str] | None = None
 
 
 RUNS: tuple[Run, ...] = (
-    Run("cream", "embedded_confounded_cream"),
+    Run("cream", "embedded_confounded_cream", ci_cam=False),
     Run("ci_cam", "embedded_confounded_ci_cam"),
     Run("ci_cam_cls_teacher", "embedded_confounded_ci_cam_cls_teacher"),
     Run("ci_cam_loc_teacher", "embedded_confounded_ci_cam_loc_teacher"),
-    Run("kd_ci_cam", "embedded_confounded_kd_ci_cam"),
+    Run("kd_ci_cam", "embedded_confounded_kd_ci_cam", teachers=("ci_cam_cls_teacher", "ci_cam_loc_teacher")),
 )
 """Training order (the student needs both teachers)."""
 
@@ -178,10 +185,10 @@ def _data_seconds(work: Path) -> float | None:
     return float(_read_json(path)["seconds"]) if path.is_file() else None
 
 
-def _eval_results(model: Any) -> dict[str, Any]:
-    res = model.last_results.get("test")
+def _eval_results(model: Any, stage: str = "test") -> dict[str, Any]:
+    res = model.last_results.get(stage)
     if not res:
-        raise RuntimeError("the test run produced no results (model.last_results['test'] is empty)")
+        raise RuntimeError(f"the {stage} run produced no results (model.last_results[{stage!r}] is empty)")
     out: dict[str, Any] = {"cls_acc": res.get("cls_acc"), "top5_cls_acc": res.get("top5_cls_acc"), "methods": {}}
     for name, metrics in res["methods"].items():
         out["methods"][name] = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
@@ -213,11 +220,11 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
         "trainer.logger.init_args.save_dir": str(run_dir),
         "trainer.callbacks.0.init_args.dirpath": str(run_dir / "checkpoints"),
         **dict(settings.overrides),
-        **(dict(settings.ci_cam_overrides) if run.name != "cream" else {}),
+        **(dict(settings.ci_cam_overrides) if run.ci_cam else {}),
     }
-    if run.name == "kd_ci_cam":
-        overrides["model.init_args.cls_teacher_ckpt"] = str(work / "runs" / "ci_cam_cls_teacher" / "model.ckpt")
-        overrides["model.init_args.loc_teacher_ckpt"] = str(work / "runs" / "ci_cam_loc_teacher" / "model.ckpt")
+    if run.teachers is not None:
+        for role, teacher in zip(("cls", "loc"), run.teachers):
+            overrides[f"model.init_args.{role}_teacher_ckpt"] = str(work / "runs" / teacher / "model.ckpt")
     cli = build_from_recipe(recipe, overrides, run_dir)
     model, trainer, dm = cli.model, cli.trainer, cli.datamodule
     timing: dict[str, float] = {}
@@ -233,15 +240,16 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
         tmp = run_dir / ".model.ckpt.tmp"
         trainer.save_checkpoint(tmp)  # final weights, pool, embeddings and the val split's τ
         os.replace(tmp, ckpt_path)
-    if not all(math.isfinite(float(t)) for t in model.val_best_threshold):
-        trainer.validate(model, datamodule=dm, verbose=False)  # τ for GT-known / Top-1 Loc from val
+    if "val" not in model.last_results:  # a reloaded checkpoint: val gives τ for GT-known and the val row
+        trainer.validate(model, datamodule=dm, verbose=False)
     start = time.perf_counter()
     trainer.test(model, datamodule=dm, verbose=False)
     timing["test_seconds"] = time.perf_counter() - start
     result = {"run": run.name, "recipe": str(recipe), "epochs": epochs, "checkpoint": str(ckpt_path),
               "cam_curve_interval": float(model.hparams.cam_curve_interval),
-              **timing, **_eval_results(model)}
-    if run.name == "kd_ci_cam":
+              **timing, **_eval_results(model), "val": _eval_results(model, "val")}
+    if run.teachers is not None:
+        result["teachers"] = dict(zip(("cls", "loc"), run.teachers))
         hp = model.hparams
         result["kd"] = {k: hp[k] for k in ("kd_alpha", "kd_temperature_cls", "kd_temperature_loc", "kd_variant",
                                            "kd_routing", "kd_loc_weight")}
@@ -249,6 +257,46 @@ def train_and_test(run: Run, recipe_dir: Path, work: Path, data_root: Path, sett
     _log(f"{run.name}: done, {_short(result)}")
     result["train_acc_last_epoch"] = last_train_accuracy(run_dir)
     return result
+
+
+def select_teachers(results: dict[str, dict[str, Any]], candidates: Sequence[str], method: str = "cam") -> tuple[str, str]:
+    """KD-CI-CAM's choice of teachers among trained CI-CAM runs, made on the val split.
+
+    The official code takes the CI-CAM with the best Top-1 Cls as the cls teacher and the one with
+    the best GT-known Loc as the loc teacher (spec ``kd_ci_cam.md`` §3.2); here both are read from
+    each run's val results (``result["val"]``), never from test. Ties go to the earlier candidate;
+    one run may hold both roles.
+
+    Args:
+        results: ``{run name: train_and_test result}``.
+        candidates: the run names to choose from.
+        method: the evaluated map whose GT-known Loc ranks the loc teacher.
+
+    Returns:
+        ``(cls teacher run, loc teacher run)``.
+
+    Raises:
+        ValueError: no candidate, or a candidate without val results (a ``result.json`` written by
+            an older cream-pl: delete it to re-test that run).
+
+    Example:
+        >>> runs = {"a": {"val": {"cls_acc": 60.0, "methods": {"cam": {"gt_known": 30.0}}}},
+        ...         "b": {"val": {"cls_acc": 70.0, "methods": {"cam": {"gt_known": 20.0}}}}}
+        >>> select_teachers(runs, ["a", "b"])
+        ('b', 'a')
+    """
+    if not candidates:
+        raise ValueError("select_teachers needs at least one candidate run")
+    vals = {}
+    for name in candidates:
+        val = results.get(name, {}).get("val")
+        if not val or method not in val.get("methods", {}):
+            raise ValueError(f"run {name!r} has no val results for method {method!r}; delete its result.json "
+                             "to test it again")
+        vals[name] = val
+    cls = max(candidates, key=lambda n: (vals[n]["cls_acc"], -candidates.index(n)))
+    loc = max(candidates, key=lambda n: (vals[n]["methods"][method]["gt_known"], -candidates.index(n)))
+    return cls, loc
 
 
 def last_train_accuracy(run_dir: Path) -> float | None:
@@ -305,7 +353,7 @@ def collect_rows(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------- summary
-def _noise(n: int, p: float) -> float:
+def accuracy_noise(n: int, p: float) -> float:
     """Two binomial standard errors (percentage points) of an accuracy ``p`` (percent) on ``n`` images."""
     q = min(max(p / 100.0, 0.0), 1.0)
     return 200.0 * math.sqrt(max(q * (1 - q), 0.25 / n) / n)
@@ -317,7 +365,7 @@ def _compare(rows: dict[str, dict[str, Any]], a: str, b: str, metric: str, n: in
     va, vb = rows[a].get(metric), rows[b].get(metric)
     if va is None or vb is None:
         return None
-    diff, noise = va - vb, _noise(n, (va + vb) / 2)
+    diff, noise = va - vb, accuracy_noise(n, (va + vb) / 2)
     if abs(diff) < noise:
         verdict = "within the noise of this test set"
     else:

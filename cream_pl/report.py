@@ -52,6 +52,7 @@ METHOD_NAMES: dict[str, str] = {
     "cream_reg": "CREAM_reg",
     "ci_cam": "CI-CAM",
     "kd_ci_cam": "KD-CI-CAM",
+    "ci_cam_cream": "CI-CAM + CREAM",
 }
 """Display names of the methods; other keys are shown as given."""
 

@@ -123,6 +123,26 @@ def test_efficientnet_same_padding_follows_input_size():
         assert net(torch.zeros(1, 3, 200, 232)).shape == (1, 1280, 13, 15)
 
 
+@pytest.mark.parametrize("name", BENCHMARK_BACKBONES)
+def test_channels_last_is_the_same_arithmetic_in_another_layout(name):
+    torch.manual_seed(0)
+    plain = create_backbone(name).eval()
+    nhwc = create_backbone(name).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.use_channels_last() is nhwc and nhwc.channels_last
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        ref, out = plain(x), nhwc(x)
+    assert out.is_contiguous() and out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    # the state dict loads into a model in the default layout, and the switch goes back
+    plain.load_state_dict(nhwc.state_dict())
+    assert not nhwc.use_channels_last(False).channels_last
+    assert all(m.weight.is_contiguous() for m in nhwc.modules() if isinstance(m, nn.Conv2d))
+
+
 # Parameters that train at lr x 10 under the benchmark's rule (main.py `_set_optimizer`).
 NEW_GROUP_PREFIXES = {
     "vgg16": ("conv6.",),

@@ -19,3 +19,5 @@ def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     assert res["cream_cost"]["forward_cream_s"] > 0
     md = (tmp_path / "bench.md").read_text()
     assert "CREAM map cost vs CAM" in md and "per-threshold loop" in md
+    assert data["cpu_training"]["contiguous_images_per_s"] > 0 and data["cpu_training"]["speedup"] > 0
+    assert "channels_last vs default layout" in md

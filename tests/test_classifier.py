@@ -124,6 +124,22 @@ def test_frozen_batch_norm_keeps_running_statistics_through_training():
     assert bn_frozen.weight.grad is None and model.classifier.weight.grad is not None
 
 
+def test_channels_last_classifier_trains_and_reloads_in_the_default_layout(tiny_data, tmp_path):
+    pl.seed_everything(0)
+    model = _model(channels_last=True, cream=False)
+    assert model.backbone.channels_last
+    trainer = _trainer(tmp_path, limit_val_batches=0)
+    trainer.fit(model, datamodule=_dm(tiny_data))
+    ckpt = tmp_path / "nhwc.ckpt"
+    trainer.save_checkpoint(ckpt)
+    plain = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", channels_last=False).eval()
+    model.eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not plain.backbone.channels_last
+
+
 def test_lightning_cli_fit_from_config(tiny_data, tmp_path):
     from cream_pl.cli import main
 
@@ -169,7 +185,7 @@ def test_ddp_two_cpu_processes_keep_identical_embeddings(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", sorted(Path("experiments").glob("*_cream.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", sorted(Path("experiments").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_recipe_instantiates(recipe, tiny_data, tmp_path):
     from cream_pl.lightning_cli import build_from_recipe
 

@@ -122,7 +122,7 @@ class CICAMClassifier(WSOLClassifier):
 
     def backbone_features(self, images: Tensor) -> Tensor:
         """``F``: backbone features, through the non-local block when enabled."""
-        feats = self.backbone.forward_features(images)
+        feats = self.backbone(images)
         return feats if self.non_local is None else self.non_local(feats)
 
     def ci_forward(self, images: Tensor) -> tuple[Tensor, CICAMOutput]:

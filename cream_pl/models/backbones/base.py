@@ -79,8 +79,34 @@ class Backbone(nn.Module, abc.ABC):
         """
 
     def forward(self, x: Tensor) -> Tensor:
-        """Same as :meth:`forward_features`."""
-        return self.forward_features(x)
+        """:meth:`forward_features` in the memory format set by :meth:`use_channels_last`.
+
+        Models call the backbone through this method; the returned map is always contiguous.
+        """
+        if not self.channels_last:
+            return self.forward_features(x)
+        return self.forward_features(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+    channels_last: bool = False
+
+    def use_channels_last(self, enabled: bool = True) -> Backbone:
+        """Keep 4-D weights, and run every call, in the channels-last (NHWC) memory format.
+
+        The same arithmetic in another layout: faster training on AVX-512 CPUs (oneDNN; ``make
+        bench`` measures it), and the layout that bf16 / fp16 tensor cores want on a GPU.
+
+        Example:
+            >>> import torch
+            >>> from cream_pl.models.backbones import create_backbone
+            >>> net = create_backbone("efficientnet_lite0").use_channels_last().eval()
+            >>> net._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+            True
+            >>> net(torch.zeros(1, 3, 64, 64)).is_contiguous()
+            True
+        """
+        self.channels_last = bool(enabled)
+        self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
 
     @abc.abstractmethod
     def _is_new_parameter(self, name: str) -> bool:
@@ -142,6 +168,27 @@ class Backbone(nn.Module, abc.ABC):
         ]
         self.train(self.training)
         return frozen
+
+    def set_batchnorm_momentum(self, momentum: float) -> Backbone:
+        """Set the running-statistics momentum of every batch-norm layer (PyTorch convention).
+
+        ``momentum`` is the weight of each new batch in the running mean / variance. Pretrained
+        backbones come with the value of their original training (EfficientNet-Lite0: 0.01, the
+        TF value for hundreds of epochs); a fine-tuning of a few hundred steps wants PyTorch's 0.1,
+        or the eval-mode statistics lag behind the trained weights.
+
+        Example:
+            >>> from cream_pl.models.backbones import create_backbone
+            >>> net = create_backbone("efficientnet_lite0").set_batchnorm_momentum(0.1)
+            >>> net._bn0.momentum
+            0.1
+        """
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"batch-norm momentum must be in (0, 1], got {momentum}")
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = float(momentum)
+        return self
 
     def train(self, mode: bool = True) -> Backbone:
         """Like ``nn.Module.train``; batch-norm layers frozen by :meth:`freeze` stay in eval mode."""
