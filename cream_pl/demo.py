@@ -179,6 +179,11 @@ KD_ROWS = (("ci_cam", "ci_cam", "cam"), ("ci_cam_cream", "ci_cam", "cream"), ("k
 """(row key, run, evaluated method) of the KD stage's rows in the results table."""
 
 
+def _val_scores(result: dict[str, Any]) -> dict[str, float]:
+    """Val Top-1 Cls and CAM GT-known Loc of a ``demo_kd.train_and_test`` result (what teachers are chosen by)."""
+    return {"val_cls_acc": result["val"]["cls_acc"], "val_gt_known": result["val"]["methods"]["cam"]["gt_known"]}
+
+
 def _stage_kd(recipe_dir: Path, data: Path, work: Path, fast: bool) -> dict[str, Any]:
     """CI-CAM, a second CI-CAM teacher candidate, then the KD-CI-CAM student taught by the val-chosen teachers."""
     from cream_pl.demo_kd import DemoSettings, Run, select_teachers, train_and_test
@@ -191,17 +196,15 @@ def _stage_kd(recipe_dir: Path, data: Path, work: Path, fast: bool) -> dict[str,
     kd_work = work / "kd"
     runs = {name: train_and_test(Run(name, stem), recipe_dir, kd_work, data, settings) for name, stem in KD_CANDIDATES}
     cls_teacher, loc_teacher = select_teachers(runs, [name for name, _ in KD_CANDIDATES])
-    _log(f"KD-CI-CAM teachers chosen on val: cls = {cls_teacher} (Top-1 Cls {runs[cls_teacher]['val']['cls_acc']:.1f}), "
-         f"loc = {loc_teacher} (GT-known {runs[loc_teacher]['val']['methods']['cam']['gt_known']:.1f})")
+    _log(f"KD-CI-CAM teachers chosen on val: cls = {cls_teacher} (Top-1 Cls {_val_scores(runs[cls_teacher])['val_cls_acc']:.1f}), "
+         f"loc = {loc_teacher} (GT-known {_val_scores(runs[loc_teacher])['val_gt_known']:.1f})")
     student = Run(KD_STUDENT[0], KD_STUDENT[1], teachers=(cls_teacher, loc_teacher))
     result = train_and_test(student, recipe_dir, kd_work, data, settings)
     if result.get("teachers") != {"cls": cls_teacher, "loc": loc_teacher}:
         raise RuntimeError(f"{kd_work / 'runs' / student.name} was taught by {result.get('teachers')}, but the val split "
                            f"now chooses cls = {cls_teacher}, loc = {loc_teacher}; delete that folder to re-train")
     runs[student.name] = result
-    teachers = {role: {"run": name, "val_cls_acc": runs[name]["val"]["cls_acc"],
-                       "val_gt_known": runs[name]["val"]["methods"]["cam"]["gt_known"]}
-                for role, name in (("cls", cls_teacher), ("loc", loc_teacher))}
+    teachers = {role: {"run": name, **_val_scores(runs[name])} for role, name in (("cls", cls_teacher), ("loc", loc_teacher))}
     return {"runs": runs, "teachers": teachers}
 
 
@@ -358,27 +361,17 @@ def _explain_kd(results: dict[str, Any]) -> list[str]:
     """What the KD stage's rows show, each difference against two binomial standard errors of the test split."""
     if "kd_ci_cam" not in results:
         return []
-    from cream_pl.demo_kd import accuracy_noise
+    from cream_pl.demo_kd import compare_rows
+    from cream_pl.report import METHOD_NAMES
 
-    n = int(results.get("protocol", {}).get("num_test_images") or 0)
-
-    def compare(a: str, b: str, metric: str, label: str) -> str:
-        va, vb = results[a].get(metric), results[b].get(metric)
-        if va is None or vb is None:
-            return f"{label}: not computed"
-        text = f"{label} {va:.2f} vs {vb:.2f} ({va - vb:+.2f}"
-        if n:
-            noise = accuracy_noise(n, (va + vb) / 2)
-            text += f"; {'within' if abs(va - vb) < noise else 'outside'} ±{noise:.1f}, two binomial standard errors"
-        return text + ")"
-
+    n = int(results["protocol"]["num_test_images"])
+    rows = {k: {**results[k], "display_name": METHOD_NAMES[k]} for k in ("cam", "ci_cam", "kd_ci_cam")}
+    pairs = [(a, b, m, label) for a, b in (("ci_cam", "cam"), ("kd_ci_cam", "ci_cam"))
+             for m, label in (("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known Loc"), ("cls_acc", "Top-1 Cls"))]
     t = results["kd"]["teachers"]
     same = t["cls"]["run"] == t["loc"]["run"]
     return [
-        "CI-CAM vs CAM: " + "; ".join(compare("ci_cam", "cam", m, lbl) for m, lbl in
-                                       (("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known"), ("cls_acc", "Top-1 Cls"))) + ".",
-        "KD-CI-CAM vs CI-CAM: " + "; ".join(compare("kd_ci_cam", "ci_cam", m, lbl) for m, lbl in
-                                            (("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known"), ("cls_acc", "Top-1 Cls"))) + ".",
+        *[f"{line}." for a, b, m, label in pairs if (line := compare_rows(rows, a, b, m, n, label))],
         f"KD-CI-CAM's teachers, chosen on the val split among the two CI-CAM runs: cls teacher `{t['cls']['run']}` "
         f"(val Top-1 Cls {t['cls']['val_cls_acc']:.1f}), loc teacher `{t['loc']['run']}` (val GT-known "
         f"{t['loc']['val_gt_known']:.1f})" + ("; one run won both roles, so the student has a single teacher." if same else "."),
@@ -453,8 +446,7 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
         results["kd"] = {
             "teachers": kd["teachers"],
             "runs": {name: {"recipe": f"experiments/{Path(r['recipe']).name}",
-                            "epochs": r["epochs"], "cls_acc": r.get("cls_acc"), "val_cls_acc": r["val"].get("cls_acc"),
-                            "val_gt_known": r["val"]["methods"]["cam"].get("gt_known"),
+                            "epochs": r["epochs"], "cls_acc": r.get("cls_acc"), **_val_scores(r),
                             "train_acc_last_epoch": r.get("train_acc_last_epoch")}
                      for name, r in kd["runs"].items()},
         }

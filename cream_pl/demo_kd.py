@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUNS", "ROWS", "DemoSettings", "Run", "main", "run_demo", "accuracy_noise", "select_teachers", "summarize", "train_and_test"]
+__all__ = ["RUNS", "ROWS", "DemoSettings", "Run", "compare_rows", "main", "run_demo", "select_teachers", "summarize", "train_and_test"]
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,8 @@ def accuracy_noise(n: int, p: float) -> float:
     return 200.0 * math.sqrt(max(q * (1 - q), 0.25 / n) / n)
 
 
-def _compare(rows: dict[str, dict[str, Any]], a: str, b: str, metric: str, n: int, label: str) -> str | None:
+def compare_rows(rows: dict[str, dict[str, Any]], a: str, b: str, metric: str, n: int, label: str) -> str | None:
+    """``"A vs B, label: a vs b (diff, verdict; ±noise ...)"`` for rows with a ``display_name``; ``None`` if missing."""
     if a not in rows or b not in rows:
         return None
     va, vb = rows[a].get(metric), rows[b].get(metric)
@@ -391,7 +392,7 @@ def summarize(rows: dict[str, dict[str, Any]], num_test: int, fast: bool) -> lis
         ("kd_ci_cam", "ci_cam", "cls_acc", "Top-1 Cls"),
     ]
     for a, b, metric, label in pairs:
-        s = _compare(rows, a, b, metric, num_test, label)
+        s = compare_rows(rows, a, b, metric, num_test, label)
         if s:
             out.append(s + ".")
     present = [k for k in MAIN_ROWS if k in rows and rows[k].get("max_box_acc_v2") is not None]
