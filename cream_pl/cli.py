@@ -1,8 +1,11 @@
 """The ``cream-pl`` command.
 
 ``cream-pl fit|validate|test|predict --config ...`` goes to Lightning's CLI; every other
-sub-command is a small argparse parser contributed by the module that owns it (each module
-exposes ``add_parser(subparsers)`` and sets ``func(args) -> int``).
+sub-command is a small argparse parser. Start-up stays light: ``cream-pl --help`` and every
+``cream-pl <command> --help`` are answered from the standard-library parsers of
+:mod:`cream_pl.cli_parsers`, and a command imports its implementation (torch, Lightning, ...)
+only when it runs. Commands whose parser is mirrored there run through the owning module's own
+``add_parser`` (each such module exposes ``add_parser(subparsers)`` and sets ``func(args) -> int``).
 
 Example:
     $ cream-pl data synth --out data/synth --seed 0
@@ -16,33 +19,45 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from cream_pl.cli_parsers import SUBCOMMANDS, Delegate
+
+__all__ = ["LIGHTNING_SUBCOMMANDS", "SUBCOMMAND_MODULES", "build_parser", "main"]
+
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
-# sub-command -> module that owns it (imported lazily so `cream-pl --help` stays fast).
-SUBCOMMAND_MODULES: dict[str, str] = {
-    "data": "cream_pl.data.cli",
-    "evaluate": "cream_pl.metrics.cli",
-    "localize": "cream_pl.localize",
-    "pseudo-boxes": "cream_pl.callbacks.pseudo_boxes",
-    "train-regressor": "cream_pl.regressor_train",
-}
+SUBCOMMAND_MODULES: dict[str, str] = {name: cmd.module for name, cmd in SUBCOMMANDS.items()}
+"""sub-command -> module that implements it (imported only when the command runs)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _root_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(
         prog="cream-pl",
         description="Weakly supervised object localization: CAM, CREAM, CREAM_reg, KD-CI-CAM. "
         f"Training and inference: cream-pl {{{','.join(LIGHTNING_SUBCOMMANDS)}}} --config FILE (Lightning CLI).",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # the sub-command has not been built yet
-        module.add_parser(subparsers)
+    return parser, parser.add_subparsers(dest="command", metavar="COMMAND")
+
+
+def build_light_parser() -> argparse.ArgumentParser:
+    """Every sub-command from its light parser: no torch, no Lightning (``--help``, usage errors)."""
+    parser, subparsers = _root_parser()
+    for cmd in SUBCOMMANDS.values():
+        cmd.add(subparsers)
+    return parser
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with each sub-command's implementing module loaded (mirrors replaced by the owners').
+
+    Args:
+        only: load just this sub-command's module; the others keep their light parsers.
+    """
+    parser, subparsers = _root_parser()
+    for name, cmd in SUBCOMMANDS.items():
+        if cmd.mirrored and only in (None, name):
+            importlib.import_module(cmd.module).add_parser(subparsers)
+        else:
+            cmd.add(subparsers)
     return parser
 
 
@@ -53,12 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_lightning_cli(argv)
         return 0
-    parser = build_parser()
+    parser = build_light_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
+    func = getattr(args, "func", None)
+    if func is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    if isinstance(func, Delegate):  # a mirrored parser: run with the owner's own one
+        args = build_parser(only=args.command).parse_args(argv)
+        func = args.func
+    return int(func(args) or 0)
 
 
 if __name__ == "__main__":

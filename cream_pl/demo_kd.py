@@ -34,9 +34,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -132,15 +130,9 @@ def _read_json(path: Path) -> Any:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from cream_pl.io import atomic_copy_file
+
+    atomic_copy_file(src, dst)  # umask honoured (mkstemp alone makes 0600)
 
 
 def _recipe_epochs(recipe: Path) -> int:

@@ -4,12 +4,18 @@ Models and data modules are given by ``class_path`` in the YAML (``configs/`` by
 ``experiments/`` one recipe per result row). The data module's ``num_classes`` is linked into the
 model, so a recipe never repeats it.
 
+User errors (a bad image or metadata line, missing pretrained weights, ...; see
+:mod:`cream_pl.errors`) end the command with one line, ``cream-pl fit: error: <file>:<line>: ...``,
+and exit status 2, whether they are raised while the classes are built (where jsonargparse wraps
+them), in ``setup`` or in a ``DataLoader`` worker.
+
 Example:
     $ cream-pl fit --config experiments/embedded_cream.yaml --trainer.max_epochs 2
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +23,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from cream_pl.errors import user_error_message
 
 __all__ = ["CreamCLI", "run_lightning_cli", "build_from_recipe", "set_dotted"]
 
@@ -29,18 +37,34 @@ class CreamCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
-    """Run Lightning's CLI on ``argv`` (``["fit", "--config", ...]``)."""
+    """Run Lightning's CLI on ``argv`` (``["fit", "--config", ...]``).
+
+    Raises:
+        SystemExit: status 2 after printing one line on stderr for a user error (see the module
+            docstring); other exceptions propagate with their traceback.
+    """
     import cream_pl.data  # noqa: F401  (make the class paths importable by short name)
 
-    return CreamCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=list(argv),
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    argv = list(argv)
+    try:
+        with warnings.catch_warnings():  # main() passes sys.argv[1:] as args on purpose
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            return CreamCLI(
+                pl.LightningModule,
+                pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                args=argv,
+                save_config_kwargs={"overwrite": True},
+                auto_configure_optimizers=False,
+            )
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        command = argv[0] if argv else "fit"
+        print(f"cream-pl {command}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:

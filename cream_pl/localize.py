@@ -39,12 +39,14 @@ from torch import Tensor
 from cream_pl.boxes import BoxFormat, clip_boxes, convert_boxes
 from cream_pl.data.images import ImageFileError, load_image_rgb
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
-from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
-from cream_pl.report import atomic_write_bytes, write_json_atomic
+from cream_pl.errors import UserError, user_error_message
+from cream_pl.io import atomic_write_bytes, check_output_dir, check_output_file
+from cream_pl.metrics.functional import pixel_box_from_scoremap_at, prepare_scoremaps
+from cream_pl.report import write_json_atomic
 from cream_pl.viz import draw_boxes, overlay_heatmap
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_THRESHOLD", "expand_image_paths", "grid_box_to_original", "localize",
-           "add_parser", "run"]
+           "checkpoint_class_names", "add_parser", "run"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -111,25 +113,47 @@ def _regressor_box_to_original(pred: Tensor, orig_size: tuple[int, int]) -> list
     return [round(float(v), _DECIMALS) for v in xywh]
 
 
-def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, list[str] | None]:
-    """Classifier, its training normalisation and class names (``class_names.txt`` of its data root)."""
-    from lightning_fabric.utilities.cloud_io import _load as pl_load
+def checkpoint_class_names(checkpoint: dict[str, Any], ckpt_path: str | Path | None = None) -> list[str] | None:
+    """Class names of a classifier checkpoint, or ``None`` when it has none.
 
-    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    In order: the names the data module stored in the checkpoint (``WSOLDataModule.state_dict``),
+    else ``class_names.txt`` of the data module's ``data_root``. A relative ``data_root`` (as
+    recipes write it, relative to the folder training ran in) is tried against the current folder,
+    then against the checkpoint's folder and each folder above it.
+    """
     from cream_pl.data.metadata import read_class_names
-    from cream_pl.models.classifier import WSOLClassifier
 
+    for value in checkpoint.values():
+        if isinstance(value, dict) and isinstance(value.get("class_names"), list) and value["class_names"]:
+            return [str(n) for n in value["class_names"]]
+    root = (checkpoint.get("datamodule_hyper_parameters") or {}).get("data_root")
+    if not root:
+        return None
+    root = Path(root)
+    bases = [Path.cwd()]
+    if ckpt_path is not None and not root.is_absolute():
+        bases += list(Path(ckpt_path).resolve().parents)
+    for base in bases:
+        path = (base / root) / "class_names.txt"
+        if path.is_file():
+            return read_class_names(path)
+    return None
+
+
+def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, list[str] | None]:
+    """Classifier, its training normalisation and class names (see :func:`checkpoint_class_names`)."""
+    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    from cream_pl.models.checkpoints import load_classifier, read_checkpoint
+
+    model = load_classifier(ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
     try:
-        model = WSOLClassifier.load_from_checkpoint(str(ckpt), map_location="cpu")
         norm = checkpoint_normalisation(ckpt)
-        dm_hp = pl_load(str(ckpt), map_location="cpu", weights_only=False).get("datamodule_hyper_parameters") or {}
+        checkpoint = read_checkpoint(ckpt)
+    except UserError:
+        raise
     except Exception as err:  # unpickling / key errors of a file that is not a classifier checkpoint
         raise ValueError(f"cannot load the classifier checkpoint {ckpt}: {type(err).__name__}: {err}") from err
-    names = None
-    root = dm_hp.get("data_root")
-    if root and (Path(root) / "class_names.txt").is_file():
-        names = read_class_names(Path(root) / "class_names.txt")
-    return model, norm, names
+    return model, norm, checkpoint_class_names(checkpoint, ckpt)
 
 
 def _load_regressor(regressor: Any) -> Any:
@@ -170,7 +194,7 @@ def _write_png(image_rgb: np.ndarray, path: Path) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV failure
         raise RuntimeError(f"OpenCV could not encode {path}")
-    atomic_write_bytes(buf.tobytes(), path)
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def _overlay(image: np.ndarray, scoremap: np.ndarray, bbox: list[float], label: str) -> np.ndarray:
@@ -223,7 +247,9 @@ def localize(
 
     Raises:
         FileNotFoundError: the classifier or regressor checkpoint does not exist.
-        ValueError: bad ``method`` / ``threshold`` / ``batch_size``, or no image found.
+        ValueError: bad ``method`` / ``threshold`` / ``batch_size``, or no image found;
+            :class:`cream_pl.errors.UserValueError` when ``out_dir`` is a file or lies under one
+            (checked before the model is loaded).
 
     Example:
         >>> from cream_pl.models import WSOLClassifier
@@ -238,6 +264,10 @@ def localize(
         raise ValueError(f"method must be 'cream' or 'cam', got {method!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out_dir = Path(out_dir)  # checked before any work: a file in the way fails now, not after the model ran
+    check_output_dir(out_dir)
+    check_output_dir(out_dir / "overlays", "--out/overlays")
+    check_output_file(out_dir / "predictions.json", "--out/predictions.json")
     ckpt_path: str | None = None
     names: list[str] | None = None
     norm = None
@@ -274,7 +304,6 @@ def localize(
     files = expand_image_paths(paths)
     if not files:
         raise ValueError("no image files to localize (empty input, or folders without image files)")
-    out_dir = Path(out_dir)
     overlay_dir = out_dir / "overlays"
     images_json: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -306,7 +335,7 @@ def localize(
             h, w = img.shape[:2]
             image_id = len(images_json)
             if reg_pred is None:
-                box_grid = box_from_scoremap_at(maps[i], tau)
+                box_grid = pixel_box_from_scoremap_at(maps[i], tau)  # first..last pixel
                 bbox = grid_box_to_original(box_grid, grid, (w, h))
             else:
                 box_grid = None
@@ -392,8 +421,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = localize(args.ckpt, args.inputs, args.out, regressor=args.regressor, method=args.method,
                        threshold=args.threshold, batch_size=args.batch_size, device=args.device)
-    except ValueError as err:
-        return usage(str(err))
+    except (ValueError, OSError) as err:
+        message = user_error_message(err) or (str(err) if isinstance(err, ValueError) else None)
+        if message is None:
+            raise
+        return usage(message)
     n_ok, n_bad = len(res["annotations"]), len(res["failed"])
     print(f"localized {n_ok} image(s) with {args.method} (threshold {res['threshold']:g}, "
           f"{res['threshold_source']}); {n_bad} failed; results in {args.out / 'predictions.json'}")

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import WandbLogger
 
-__all__ = ["AutoWandbLogger", "wandb_logged_in"]
+__all__ = ["AutoWandbLogger", "resolve_wandb_mode", "wandb_logged_in"]
 
 
 def wandb_logged_in() -> bool:
@@ -28,19 +28,65 @@ def wandb_logged_in() -> bool:
         return False
 
 
+_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+
+
+def resolve_wandb_mode(offline: bool | None = None, mode: str | None = None) -> str:
+    """``"online"``, ``"offline"`` or ``"disabled"``: what an :class:`AutoWandbLogger` run will be.
+
+    In order: an explicit ``mode``; ``WANDB_MODE=disabled`` (W&B off, whatever else is set); an
+    explicit ``offline``; any other ``WANDB_MODE``; else online when W&B credentials exist.
+
+    Example:
+        >>> resolve_wandb_mode(mode="dryrun"), resolve_wandb_mode(mode="disabled")
+        ('offline', 'disabled')
+    """
+    if mode is not None:
+        if mode not in _MODES:
+            raise ValueError(f"W&B mode must be one of {sorted(_MODES)}, got {mode!r}")
+        return _MODES[mode]
+    env = _MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    if env == "disabled":
+        return "disabled"
+    if offline is not None:
+        return "offline" if offline else "online"
+    if env is not None:
+        return env
+    return "online" if wandb_logged_in() else "offline"
+
+
 class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` whose ``offline`` defaults to "not logged in".
 
     Runs are stored under ``save_dir/wandb`` and can be uploaded later with ``wandb sync``.
-    ``WANDB_MODE=disabled`` (as in the tests) turns W&B off entirely.
+    ``WANDB_MODE=disabled`` (as in the tests) turns W&B off entirely: the run is a disabled
+    W&B run, and nothing is written (no ``save_dir``, no ``wandb/`` run directory). The mode goes
+    to ``wandb.init`` directly, so, unlike ``WandbLogger(offline=True)``, the logger never rewrites
+    the ``WANDB_MODE`` variable of the process.
 
     Args:
-        offline: ``None`` (default) = offline unless W&B credentials are present.
-        **kwargs: everything ``WandbLogger`` takes (``project``, ``name``, ``group``, ``tags`` ...).
+        offline: ``None`` (default) = offline unless W&B credentials are present (or ``WANDB_MODE``
+            says otherwise); see :func:`resolve_wandb_mode`.
+        **kwargs: everything ``WandbLogger`` takes (``project``, ``name``, ``group``, ``tags``,
+            ``mode`` ...).
     """
 
     def __init__(self, offline: bool | None = None, project: str = "cream-pl", save_dir: str = "outputs", **kwargs: Any) -> None:
-        if offline is None:
-            offline = not wandb_logged_in()
-        os.makedirs(save_dir, exist_ok=True)
-        super().__init__(offline=offline, project=project, save_dir=save_dir, **kwargs)
+        mode = resolve_wandb_mode(offline, kwargs.pop("mode", None))
+        if mode == "disabled":
+            kwargs["log_model"] = False  # nothing to upload to
+        else:
+            os.makedirs(save_dir, exist_ok=True)
+        super().__init__(offline=False, project=project, save_dir=save_dir, mode=mode, **kwargs)
+        self.wandb_mode = mode
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)  # recent wandb warns about the key itself
+        if mode == "disabled":
+            # wandb.init creates its `dir` even for a disabled run; save_dir still reports the
+            # configured folder (checkpoint paths do not depend on the mode)
+            self._wandb_init.pop("dir", None)
+
+    @property
+    def disabled(self) -> bool:
+        """True when W&B is off (``WANDB_MODE=disabled`` or ``mode="disabled"``)."""
+        return self.wandb_mode == "disabled"

@@ -2,8 +2,10 @@
 
 1. ``train-cub``: converts ``CUB_200_2011`` into the benchmark format when needed, trains CREAM with
    ``experiments/cub_vgg16_cream.yaml`` and tests it; the checkpoint lands in ``<work>/classifier.ckpt``.
-2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split (τ* from the val split).
-3. ``train-regressor``: the CREAM_reg box regressor on those boxes, tested with the classifier's class.
+2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split at PSOL's 448 input (τ* from the
+   val split's maps at the same input size).
+3. ``train-regressor``: the CREAM_reg box regressor on those boxes with PSOL's recipe
+   (:func:`cream_pl.regressor_train.psol_recipe`), tested with the classifier's class.
 
 Example:
     $ python -m cream_pl.recipes train-cub --cub-root data/CUB_200_2011 --data data/cub
@@ -69,7 +71,7 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     return 0
 
 
-def pseudo_boxes(data: Path, work: Path, source: str) -> int:
+def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> int:
     ckpt = work / "classifier.ckpt"
     if not ckpt.is_file():
         print(f"{ckpt} not found: run `make train-cub` first", file=sys.stderr)
@@ -77,19 +79,23 @@ def pseudo_boxes(data: Path, work: Path, source: str) -> int:
     from cream_pl.cli import main as cli_main
 
     return cli_main(["pseudo-boxes", "--ckpt", str(ckpt), "--data", str(data), "--source", source,
-                     "--out", str(work / f"pseudo_boxes_{source}.json"), "--val-threshold"])
+                     "--out", str(work / f"pseudo_boxes_{source}.json"), "--val-threshold",
+                     "--input-size", str(input_size)])  # PSOL's 448; τ* from val maps at the same size
 
 
-def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, epochs: int) -> int:
+def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, epochs: int, batch_size: int = 32,
+                          pretrained: bool = True, trainer_kwargs: dict[str, object] | None = None) -> int:
     boxes = work / f"pseudo_boxes_{source}.json"
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
         return 1
-    from cream_pl.regressor_train import train_regressor
+    from cream_pl.regressor_train import psol_recipe, train_regressor
 
-    metrics = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone, pretrained=True,
-                              max_epochs=epochs, batch_size=32, classifier_ckpt=work / "classifier.ckpt",
-                              trainer_kwargs={"accelerator": "auto", "devices": "auto"})
+    recipe = {**psol_recipe(batch_size), "max_epochs": epochs}  # PSOL: lr 1e-3 x batch / 256, head x2, box crop
+    metrics = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone, pretrained=pretrained,
+                              batch_size=batch_size, classifier_ckpt=work / "classifier.ckpt",
+                              trainer_kwargs={"accelerator": "auto", "devices": "auto", **(trainer_kwargs or {})},
+                              **recipe)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -107,16 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         q.add_argument("--work", type=Path, default=Path("outputs/cub_vgg16_cream"))
         if q is not p:
             q.add_argument("--source", choices=("cream", "cam"), default="cream")
+    sub.choices["pseudo-boxes"].add_argument("--input-size", type=int, default=448,
+                                             help="classifier input of the pseudo boxes (PSOL: 448)")
     sub.choices["train-regressor"].add_argument("--backbone", default="resnet50")
     sub.choices["train-regressor"].add_argument("--epochs", type=int, default=6)
+    sub.choices["train-regressor"].add_argument("--batch-size", type=int, default=32)
     args, extra = parser.parse_known_args(argv)
     if args.stage == "train-cub":
         return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.stage == "pseudo-boxes":
-        return pseudo_boxes(args.data, args.work, args.source)
-    return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs)
+        return pseudo_boxes(args.data, args.work, args.source, args.input_size)
+    return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs, args.batch_size)
 
 
 if __name__ == "__main__":

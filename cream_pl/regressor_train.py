@@ -27,9 +27,27 @@ from cream_pl.data.pseudo_boxes import PseudoBoxDataModule, load_dataset_pseudo_
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.regressor import BoxRegressor
 
-__all__ = ["train_regressor", "add_parser", "run", "main"]
+__all__ = ["psol_recipe", "train_regressor", "add_parser", "run", "main"]
 
 METRICS_FILE = "regressor_metrics.json"
+
+
+def psol_recipe(batch_size: int) -> dict[str, Any]:
+    """PSOL's regressor recipe (``PSOL_training.py``) for a batch size: ``train_regressor`` keyword arguments.
+
+    SGD (momentum 0.9, wd 1e-4) at ``lr = 1e-3 * batch / 256``, the head at 2x that lr, 50 x MSE, a
+    random resized crop with area scale (0.2, 1) whose window overlaps the box (box clipped to it),
+    6 epochs at a constant lr.
+
+    Example:
+        >>> r = psol_recipe(32); r["lr"], r["crop"], r["regressor_kwargs"]["head_lr_multiplier"]
+        (0.000125, 'psol', 2.0)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return {"lr": 1e-3 * batch_size / 256, "optimizer": "sgd", "loss_weight": 50.0, "crop": "psol",
+            "max_epochs": 6, "regressor_kwargs": {"head_lr_multiplier": 2.0, "momentum": 0.9, "weight_decay": 1e-4,
+                                                  "lr_step_epochs": 0}}
 
 
 def train_regressor(
@@ -48,6 +66,7 @@ def train_regressor(
     input_size: int = 224,
     eval_size: int = 224,
     erosion_rate: float = 0.0,
+    crop: Literal["box_safe", "psol"] = "box_safe",
     num_workers: int = 0,
     seed: int = 0,
     train_split: str = "train",
@@ -73,6 +92,7 @@ def train_regressor(
         input_size: side of the training crops.
         eval_size: side of the squashed val/test images (protocol: 224).
         erosion_rate: see :func:`cream_pl.data.pseudo_boxes.build_box_train_transform`.
+        crop: training crop, ``"box_safe"`` or PSOL's ``"psol"`` (see :func:`psol_recipe`).
         num_workers: data loader workers.
         seed: ``seed_everything`` seed.
         train_split: split the pseudo boxes cover.
@@ -108,7 +128,7 @@ def train_regressor(
     eval_dm = WSOLDataModule(str(data_root), batch_size=batch_size, num_workers=num_workers, eval_size=eval_size,
                              mean=mean, std=std)
     dm = PseudoBoxDataModule(pseudo_boxes_json, data_root, train_split=train_split, batch_size=batch_size,
-                             num_workers=num_workers, input_size=input_size, erosion_rate=erosion_rate,
+                             num_workers=num_workers, input_size=input_size, erosion_rate=erosion_rate, crop=crop,
                              eval_datamodule=eval_dm, mean=mean, std=std)
     model = BoxRegressor(backbone=backbone, pretrained=pretrained, lr=lr, optimizer=optimizer, loss_weight=loss_weight,
                          classifier_ckpt=classifier_path, data_mean=mean, data_std=std, **dict(regressor_kwargs or {}))
@@ -158,6 +178,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto")
+    p.add_argument("--psol", action="store_true",
+                   help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
+                        "overrides --lr, --optimizer, --loss-weight")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,12 +189,14 @@ def run(args: argparse.Namespace) -> int:
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     norm = checkpoint_normalisation(args.classifier_ckpt) if args.classifier_ckpt is not None else None
     mean, std = norm if norm is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    recipe: dict[str, Any] = {"lr": args.lr, "optimizer": args.optimizer, "loss_weight": args.loss_weight}
+    if args.psol:
+        recipe = {k: v for k, v in psol_recipe(args.batch_size).items() if k != "max_epochs"}
     metrics = train_regressor(
         args.pseudo_boxes, args.data, args.out, backbone=args.backbone, pretrained=not args.no_pretrained,
-        max_epochs=args.max_epochs, batch_size=args.batch_size, classifier_ckpt=args.classifier_ckpt, lr=args.lr,
-        optimizer=args.optimizer, loss_weight=args.loss_weight, input_size=args.input_size,
-        num_workers=args.num_workers, seed=args.seed, mean=mean, std=std,
-        trainer_kwargs={"accelerator": args.accelerator, "devices": devices},
+        max_epochs=args.max_epochs, batch_size=args.batch_size, classifier_ckpt=args.classifier_ckpt,
+        input_size=args.input_size, num_workers=args.num_workers, seed=args.seed, mean=mean, std=std,
+        trainer_kwargs={"accelerator": args.accelerator, "devices": devices}, **recipe,
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

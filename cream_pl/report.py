@@ -21,13 +21,14 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import Tensor
+
+from cream_pl import io as _io
 
 __all__ = [
     "MISSING",
@@ -91,10 +92,10 @@ _IOU_KEY = re.compile(r"^(?:max)?boxacc(?:v2)?(?:iou|@)?(\d+)$")
 
 # --------------------------------------------------------------------------------------------- files
 def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """Write ``data`` to ``path`` atomically (:func:`cream_pl.io.atomic_write_bytes`, data first).
 
     Readers see either the old file or the complete new one, never a partial write. Parent
-    folders are created.
+    folders are created; the file gets the mode a plain ``open`` would give it (umask honoured).
 
     Example:
         >>> import tempfile
@@ -102,20 +103,7 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
         >>> p.read_bytes()
         b'ok'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return _io.atomic_write_bytes(path, data)
 
 
 def to_builtin(obj: Any) -> Any:

@@ -283,13 +283,16 @@ def _break(root: Path, kind: str, rel: str = "images/test/2.png") -> Path:
 def test_bad_image_file_error_names_file_and_line(tmp_path: Path, kind: str, words: str) -> None:
     root = build_dataset(tmp_path, ("test",))
     path = _break(root, kind)
-    dm = WSOLDataModule(str(root), batch_size=4)
-    dm.setup("test")  # metadata is fine; the file is checked when loaded
+    dm = WSOLDataModule(str(root), batch_size=4, check_eval_images=False)
+    dm.setup("test")  # metadata is fine; without the up-front check the file is checked when loaded
     with pytest.raises(ImageFileError) as info:
         next(iter(dm.test_dataloader()))
     msg = str(info.value)
     assert msg.startswith(f"{path}: ") and words in msg
     assert f"{root / 'metadata/test/image_ids.txt'} line 3" in msg and "'test/2.png'" in msg
+    with pytest.raises(ImageFileError) as upfront:  # the default: found in setup, same one-line message
+        WSOLDataModule(str(root), batch_size=4).setup("test")
+    assert str(upfront.value) == msg
 
 
 def test_bad_image_found_upfront_with_validate_images(tmp_path: Path) -> None:

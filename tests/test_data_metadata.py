@@ -110,6 +110,51 @@ def test_trailing_newline_tolerated_but_flagged_by_strict_check(tmp_path: Path) 
     assert check_split(d, strict=False) == []
 
 
+def _dataset_root(tmp_path: Path, encode) -> Path:
+    """A ``test`` split of GOOD with real image files, every metadata file passed through ``encode``."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "ds"
+    split = root / "metadata" / "test"
+    split.mkdir(parents=True)
+    for name, text in GOOD.items():
+        (split / name).write_bytes(encode(text))
+    (root / "images" / "c").mkdir(parents=True)
+    for rel, (w, h) in (("c/a.png", (20, 10)), ("c/b.png", (30, 40))):
+        cv2.imwrite(str(root / "images" / rel), np.full((h, w, 3), 80, np.uint8))
+    return root
+
+
+ENCODINGS = {
+    "crlf": lambda text: text.replace("\n", "\r\n").encode(),
+    "bom": lambda text: "\ufeff".encode() + text.encode(),
+    "bom_crlf_trailing": lambda text: ("\ufeff" + text.replace("\n", "\r\n") + "\r\n").encode("utf-8"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ENCODINGS))
+def test_crlf_and_bom_read_alike_by_fit_and_data_check(tmp_path: Path, kind: str, capsys) -> None:
+    from cream_pl.cli import main
+    from cream_pl.data import WSOLDataModule
+
+    root = _dataset_root(tmp_path, ENCODINGS[kind])
+    meta = read_split(root / "metadata" / "test", num_classes=3)  # what fit reads
+    assert [s.image_id for s in meta.samples] == ["c/a.png", "c/b.png"]
+    assert [s.label for s in meta.samples] == [0, 2] and meta.samples[1].boxes[1] == (5, 6, 29, 39)
+    dm = WSOLDataModule(str(root), num_classes=3, eval_size=32)
+    dm.setup("test")  # decodes every image: a BOM left in the first id would be "file not found"
+    assert [b["image_id"] for b in dm.test_dataloader()] == [["c/a.png", "c/b.png"]]
+    problems = check_split(root / "metadata" / "test", num_classes=3, image_root=root / "images", strict=False)
+    assert problems == []  # data check --lenient: the same rule as fit
+    status = main(["data", "check", str(root), "--files", "--num-classes", "3"])
+    out = capsys.readouterr()
+    if kind == "bom_crlf_trailing":  # strict: only the trailing newline (the same as with \n) is reported
+        assert status == 1 and "trailing newline" in out.err and "\\r" not in out.err and "BOM" not in out.err
+    else:
+        assert status == 0, out.err
+
+
 # ---------------------------------------------------------------- bad metadata: error names file and line
 
 BAD_CASES = {

@@ -135,10 +135,11 @@ class _KnownMapClassifier(WSOLClassifier):
 
 
 def test_map_box_maps_to_original_coordinates(tmp_path):
-    # benchmark rule: boundingRect (x=8, y=16, w=32, h=16) -> inclusive [8, 16, min(8+32, 63), min(16+16, 63)]
-    # = [8, 16, 40, 32]; grid pixel i covers [i W/64, (i+1) W/64): W=128 -> x in [16, 82), H=96 -> y in [24, 49.5)
-    expected = [16.0, 24.0, 66.0, 25.5]
-    assert grid_box_to_original([8, 16, 40, 32], SIZE, (128, 96)) == expected
+    # the region's own pixels: boundingRect (x=8, y=16, w=32, h=16) -> inclusive [8, 16, 39, 31] (not the
+    # benchmark's one-past [8, 16, 40, 32]); grid pixel i covers [i W/64, (i+1) W/64): W=128 -> x in [16, 80),
+    # H=96 -> y in [24, 48)
+    expected = [16.0, 24.0, 64.0, 24.0]
+    assert grid_box_to_original([8, 16, 39, 31], SIZE, (128, 96)) == expected
     assert grid_box_to_original([0, 0, SIZE - 1, SIZE - 1], SIZE, (128, 96)) == [0.0, 0.0, 128.0, 96.0]
 
     cv2.imwrite(str(tmp_path / "img.png"), np.full((96, 128, 3), 90, np.uint8))
@@ -146,7 +147,7 @@ def test_map_box_maps_to_original_coordinates(tmp_path):
     res = localize(model, [tmp_path / "img.png"], tmp_path / "out", threshold=0.5, class_names=["cat", "dog"])
     ann = res["annotations"][0]
     assert ann["bbox"] == expected
-    assert ann["box_grid"] == [8, 16, 40, 32]
+    assert ann["box_grid"] == [8, 16, 39, 31]
     assert ann["category_id"] == 1 and ann["category_name"] == "dog"
     assert res["threshold_source"] == "given"
     overlay = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "overlays" / "img.png")), cv2.COLOR_BGR2RGB)
@@ -192,3 +193,41 @@ def test_regressor_box_replaces_the_map_box(tiny, tmp_path):
         assert ann["category_id"] == ref["category_id"]  # class still from the classifier
         assert ann["score"] == pytest.approx(ref["score"])
         assert "box_grid" not in ann
+
+
+def _resave(ckpt: Path, dest: Path, data_root: str, keep_names: bool) -> Path:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["datamodule_hyper_parameters"]["data_root"] = data_root
+    if not keep_names:
+        state.pop("WSOLDataModule")  # a checkpoint written before the data module stored the names
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dest)
+    return dest
+
+
+def test_class_names_come_with_the_checkpoint(tiny, tmp_path, monkeypatch):
+    root, ckpt = tiny
+    names = read_class_names(root / "class_names.txt")
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["WSOLDataModule"] == {"class_names": names}
+    moved = _resave(ckpt, tmp_path / "cls.ckpt", str(tmp_path / "gone"), keep_names=True)  # data moved away
+    monkeypatch.chdir(tmp_path)
+    res = localize(moved, _test_images(root, 1), tmp_path / "out")
+    assert [c["name"] for c in res["categories"]] == names
+    assert res["annotations"][0]["category_name"] in names
+
+
+def test_class_names_of_a_relative_data_root_from_another_folder(tiny, tmp_path, monkeypatch, capsys):
+    # as `make demo` writes it: data_root "data/synth" relative to the project folder the run started in
+    root, ckpt = tiny
+    project = tmp_path / "project"
+    shutil.copytree(root, project / "data" / "synth")
+    old = _resave(ckpt, project / "outputs" / "run" / "classifier.ckpt", "data/synth", keep_names=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    image = str(_test_images(root, 1)[0])
+    assert main(["localize", "--ckpt", str(old), image, "--out", "out"]) == 0
+    res = json.loads((elsewhere / "out" / "predictions.json").read_text())
+    names = read_class_names(root / "class_names.txt")
+    assert [c["name"] for c in res["categories"]] == names
+    assert not any(c["name"].startswith("class_") for c in res["categories"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +85,15 @@ def test_writer_end_to_end_coco_loads_and_boxes_map_back(data_root: Path, tmp_pa
         (ann,) = coco.loadAnns(coco.getAnnIds(imgIds=i))
         assert ann["category_id"] == s.label
         w, h = s.size
-        # the map is the GT box in the 224 grid (protocol truncation); the benchmark's box of a map
-        # region x0..x1 is [x0, y0, min(x1 + 1, 223), min(y1 + 1, 223)] (cv2.boundingRect x + w)
+        # the map is the GT box in the 224 grid (protocol truncation); the pseudo box of a map region
+        # x0..x1 is that region, first to last pixel (not the benchmark's one-past x + w box)
         g = resize_boxes_protocol(torch.tensor([s.boxes[0]]), (w, h), (224, 224))[0].tolist()
-        x0, y0, x1, y1 = g[0], g[1], min(g[2] + 1, 223), min(g[3] + 1, 223)
+        x0, y0, x1, y1 = g
         expect = [x0 * w / 224, y0 * h / 224, (x1 + 1) * w / 224, (y1 + 1) * h / 224]
         bx, by, bw, bh = ann["bbox"]
         assert [bx, by, bx + bw, by + bh] == pytest.approx(expect, abs=1e-3)
-    # the 448x112 image (index 1): GT 3,5..227,60 -> grid 1,10..113,120 -> box 1,10..114,121 -> original
-    assert coco.loadAnns(coco.getAnnIds(imgIds=1))[0]["bbox"] == pytest.approx([2.0, 5.0, 228.0, 56.0])
+    # the 448x112 image (index 1): GT 3,5..227,60 -> grid 1,10..113,120 -> original [2, 228) x [5, 60.5)
+    assert coco.loadAnns(coco.getAnnIds(imgIds=1))[0]["bbox"] == pytest.approx([2.0, 5.0, 226.0, 55.5])
     quality = json.loads(quality_path(out).read_text())
     recomputed = pseudo_box_quality([coco.loadAnns(coco.getAnnIds(imgIds=i))[0]["bbox"] for i in range(10)],
                                     [torch.tensor(s.boxes) for s in meta.samples])
@@ -106,13 +107,13 @@ def test_quality_file_hand_checked_and_cam_source(tmp_path: Path) -> None:
     root = write_tiny_dataset(tmp_path / "d", specs)
     out = _generate(root, tmp_path / "cream.json", chunk_size=2)
     q = json.loads(quality_path(out).read_text())
-    # box 1: inclusive 10..60 x 20..80 vs 10..59 x 20..79 -> 3000/3111; box 2: 0..223 x 0..112 -> 112/113
-    assert q["mean_iou"] == pytest.approx((3000 / 3111 + 112 / 113) / 2)
+    # the pseudo boxes are the map regions exactly: 10..59 x 20..79 and 0..223 x 0..111 -> IoU 1 each
+    assert q["mean_iou"] == pytest.approx(1.0)
     assert q["iou50_fraction"] == 1.0 and q["num_images"] == 2
-    # CAM = the map shifted right by 8: box 1 -> 18..68 x 20..80: inter 42*60, union 3111 + 3000 - 2520
+    # CAM = the map shifted right by 8: box 1 -> 18..67 x 20..79, i.e. 50 x 60 pixels
     out = _generate(root, tmp_path / "cam.json", source="cam", chunk_size=2)
     ann = json.loads(out.read_text())["annotations"][0]
-    assert ann["bbox"] == [18.0, 20.0, 51.0, 61.0]
+    assert ann["bbox"] == [18.0, 20.0, 50.0, 60.0]
     assert json.loads(out.read_text())["info"]["source"] == "cam"
 
 
@@ -136,11 +137,13 @@ def test_interrupted_run_resumes_without_redoing_chunks_and_gives_same_bytes(dat
     assert shards == ["chunk_000000.json"] and not out.exists()
     first_chunk = (out.parent / "boxes.json.shards" / "chunk_000000.json").stat().st_mtime_ns
     model = StandInClassifier()
-    _generate(data_root, out, model=model)
+    _generate(data_root, out, model=model, keep_shards=True)
     assert model.predicted_images == 6  # only chunks 1 and 2
     assert (out.parent / "boxes.json.shards" / "chunk_000000.json").stat().st_mtime_ns == first_chunk
     assert out.read_bytes() == full.read_bytes()
     assert quality_path(out).read_bytes() == quality_path(full).read_bytes()
+    assert not (tmp_path / "full" / "boxes.json.shards").exists()  # removed once the final file is written
+    shutil.rmtree(out.parent / "boxes.json.shards")
     # a finished run resumes to the same file without predicting anything
     model = StandInClassifier()
     _generate(data_root, out, model=model)
@@ -335,3 +338,15 @@ def test_cli_end_to_end_with_a_real_classifier_checkpoint(data_root: Path, tmp_p
                                  "--batch-size", "5", "--input-size", "64", "--num-workers", "0",
                                  "--accelerator", "cpu", "--devices", "1"]) == 0
     assert "test/reg/top1_loc" in json.loads((reg / "regressor_metrics.json").read_text())
+
+
+def test_keep_shards_keeps_the_shard_folder_and_a_changed_run_recomputes(data_root: Path, tmp_path: Path) -> None:
+    out = _generate(data_root, tmp_path / "boxes.json", keep_shards=True)
+    assert sorted(p.name for p in (tmp_path / "boxes.json.shards").glob("chunk_*.json")) == [
+        "chunk_000000.json", "chunk_000001.json", "chunk_000002.json"]
+    out = _generate(data_root, tmp_path / "other.json")
+    assert not (tmp_path / "other.json.shards").exists()
+    model = StandInClassifier()
+    _generate(data_root, out, model=model, threshold=0.3)  # another τ: the finished file is not this run's
+    assert model.predicted_images == 10
+    assert json.loads(out.read_text())["info"]["threshold"] == 0.3

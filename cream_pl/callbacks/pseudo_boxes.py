@@ -34,7 +34,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -75,19 +75,10 @@ def _dump(obj: Any) -> str:
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`cream_pl.io.atomic_write_text`: umask honoured)."""
+    from cream_pl.io import atomic_write_text as _atomic_write_text
+
+    _atomic_write_text(path, text)
 
 
 def box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: tuple[int, int],
@@ -185,6 +176,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         expected_image_ids: the split's image ids in index order, checked against the predictions;
             default: the predict dataset's ``samples[i].image_id``.
         overwrite: delete existing shards instead of resuming from them.
+        keep_shards: keep ``shard_dir`` after the final file is written (default: removed).
     """
 
     def __init__(
@@ -200,6 +192,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         gt_boxes: Sequence[Any] | None = None,
         expected_image_ids: Sequence[str] | None = None,
         overwrite: bool = False,
+        keep_shards: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
         if source not in SOURCES:
@@ -221,6 +214,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         self.gt_boxes = gt_boxes
         self.expected_image_ids = list(expected_image_ids) if expected_image_ids is not None else None
         self.overwrite = overwrite
+        self.keep_shards = keep_shards
         self.num_images: int | None = None
         self.my_chunks: list[int] = []
         self._my_chunk_set: set[int] = set()
@@ -340,7 +334,7 @@ class PseudoBoxWriter(BasePredictionWriter):
 
     def records_from_prediction(self, prediction: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Pseudo-box records (index, image id, size, label, box, score) of one ``predict_step`` output."""
-        from cream_pl.metrics.functional import box_from_scoremap_at
+        from cream_pl.metrics.functional import pixel_box_from_scoremap_at
 
         maps_by_source = prediction.get("scoremaps", {})
         if self.source not in maps_by_source:
@@ -358,9 +352,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         grid = (maps.shape[2], maps.shape[1])
         out = []
         for i in range(len(index)):
-            box = box_from_scoremap_at(maps[i], self.threshold, self.multi_contour)
-            if self.multi_contour:
-                box = np.array([box[:, 0].min(), box[:, 1].min(), box[:, 2].max(), box[:, 3].max()])
+            box = pixel_box_from_scoremap_at(maps[i], self.threshold, self.multi_contour)  # first..last pixel
             w, h = int(sizes[i, 0]), int(sizes[i, 1])
             idx = int(index[i])
             if self.expected_image_ids is not None and self.expected_image_ids[idx] != image_ids[i]:
@@ -446,7 +438,24 @@ class PseudoBoxWriter(BasePredictionWriter):
                 "pseudo_boxes": self.out_path.name,
             }
             atomic_write_text(quality_path(self.out_path), json.dumps(quality, indent=2) + "\n")
+        if not self.keep_shards:
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
         return self.out_path
+
+    def _info(self) -> dict[str, Any]:
+        return {"source": self.source, "threshold": self.threshold, "multi_contour": self.multi_contour,
+                **dict(sorted(self.fingerprint.items()))}
+
+    def finished(self) -> bool:
+        """Whether ``out_path`` already holds this run's result (same source, τ, model and split), so
+        a rerun of a finished job (its shards already removed) predicts nothing."""
+        if self.overwrite or not self.out_path.is_file() or self.shard_dir.is_dir():
+            return False
+        try:
+            info = json.loads(self.out_path.read_text(encoding="utf-8")).get("info", {})
+        except (OSError, ValueError, AttributeError):
+            return False
+        return all(info.get(k) == v for k, v in self._info().items())
 
 
 def quality_path(out_path: Path | str) -> Path:
@@ -505,11 +514,13 @@ def choose_threshold_on_val(
     datamodule: pl.LightningDataModule | None = None,
     source: Source = "cream",
     trainer_kwargs: Mapping[str, Any] | None = None,
+    recompute: bool = False,
 ) -> float:
     """τ*: the CAM threshold that maximises IoU-50 box accuracy on the fully supervised val split.
 
     Uses the value the classifier stored at its last validation (``val_best_threshold``, saved in
-    checkpoints); if there is none, runs ``Trainer.validate`` on ``datamodule`` to compute it.
+    checkpoints); if there is none, or with ``recompute`` (e.g. pseudo boxes at another input size
+    than the one the classifier was validated at), runs ``Trainer.validate`` on ``datamodule``.
 
     Raises:
         ValueError: no stored τ* and no data module to compute one.
@@ -523,7 +534,7 @@ def choose_threshold_on_val(
         buf = getattr(model, "val_best_threshold", None)
         return float(buf[i]) if buf is not None else float("nan")
 
-    tau = stored()
+    tau = float("nan") if recompute else stored()
     if not math.isfinite(tau):
         if datamodule is None:
             raise ValueError("the classifier has no val threshold τ* (it was never validated); pass a data module "
@@ -549,6 +560,7 @@ def generate_pseudo_boxes(
     shard_dir: Path | str | None = None,
     multi_contour: bool = False,
     overwrite: bool = False,
+    keep_shards: bool = False,
     callbacks: Sequence[pl.Callback] = (),
 ) -> Path:
     """Run ``model`` over the predict split of ``datamodule`` and write pseudo boxes as COCO JSON.
@@ -565,7 +577,8 @@ def generate_pseudo_boxes(
         chunk_size: images per resumable shard (multiple of the batch size; default 16 batches).
         shard_dir: shard folder (default ``<out_path>.shards``).
         multi_contour: union box of all contours instead of the largest contour's box.
-        overwrite: ignore and delete existing shards.
+        overwrite: ignore and delete existing shards (and recompute a finished file).
+        keep_shards: keep the shard folder after the final file is written.
         callbacks: extra Lightning callbacks.
 
     Returns:
@@ -587,7 +600,10 @@ def generate_pseudo_boxes(
     writer = PseudoBoxWriter(
         out_path, source=source, threshold=threshold, categories=categories, shard_dir=shard_dir,
         chunk_size=chunk_size, multi_contour=multi_contour, fingerprint=fingerprint, overwrite=overwrite,
+        keep_shards=keep_shards,
     )
+    if writer.finished():
+        return out_path
     kw: dict[str, Any] = {"logger": False, "enable_checkpointing": False, **dict(trainer_kwargs or {})}
     kw["use_distributed_sampler"] = False  # each rank's loader already holds its own chunks
     kw["callbacks"] = [writer, *kw.get("callbacks", []), *callbacks]
@@ -626,7 +642,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--val-threshold", action="store_true",
                    help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
     p.add_argument("--split", default="train", help="split to box (default: train)")
-    p.add_argument("--input-size", type=int, default=224, help="input resolution of the classifier (PSOL: 448)")
+    p.add_argument("--input-size", type=int, default=224,
+                   help="input resolution of the classifier (PSOL: 448); τ* is then chosen on val at this size too")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--chunk-size", type=int, default=None, help="images per resumable shard (default: 16 batches)")
@@ -635,7 +652,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--devices", default="auto", help="e.g. 1, 4 or auto")
     p.add_argument("--strategy", default="auto", help="e.g. ddp with several devices")
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
-    p.add_argument("--overwrite", action="store_true", help="discard shards of an earlier run")
+    p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
+    p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
     p.set_defaults(func=run)
     return p
 
@@ -661,11 +679,11 @@ def _devices(value: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     """``cream-pl pseudo-boxes``: load the classifier and data, then :func:`generate_pseudo_boxes`."""
     from cream_pl.data.datamodule import WSOLDataModule
-    from cream_pl.models.classifier import WSOLClassifier
+    from cream_pl.models.checkpoints import load_classifier
 
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         raise SystemExit(f"--threshold must be in [0, 1), got {args.threshold}")
-    model = WSOLClassifier.load_from_checkpoint(args.ckpt, map_location="cpu")
+    model = load_classifier(args.ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
     trainer_kwargs: dict[str, Any] = {"accelerator": args.accelerator, "devices": _devices(str(args.devices)),
                                       "strategy": args.strategy}
     if args.precision:
@@ -675,13 +693,19 @@ def run(args: argparse.Namespace) -> int:
     if norm is not None:  # feed the classifier what it was trained on
         common["mean"], common["std"] = norm
     threshold = args.threshold
-    if threshold is None:  # τ* on val, always in the protocol's 224 grid
-        val_dm = WSOLDataModule(str(args.data), eval_size=int(model.hparams.get("eval_size", 224)), **common)
-        threshold = choose_threshold_on_val(model, val_dm, args.source, trainer_kwargs)
+    validated_size = int(model.hparams.get("eval_size", 224))
+    # PSOL boxes at 448: the maps (and val's boxes) live in the input's grid, and τ* is chosen on val
+    # maps of that same input size, not taken from the classifier's 224 validation
+    model.hparams.eval_size = args.input_size
+    if threshold is None:
+        val_dm = WSOLDataModule(str(args.data), eval_size=args.input_size, **common)
+        threshold = choose_threshold_on_val(model, val_dm, args.source, trainer_kwargs,
+                                            recompute=args.input_size != validated_size)
     datamodule = WSOLDataModule(str(args.data), eval_size=args.input_size, predict_split=args.split, **common)
     out = generate_pseudo_boxes(
         model, datamodule, args.out, source=args.source, threshold=threshold, trainer_kwargs=trainer_kwargs,
         chunk_size=args.chunk_size, multi_contour=args.multi_contour, overwrite=args.overwrite,
+        keep_shards=args.keep_shards,
     )
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         print(f"pseudo boxes ({args.source}, threshold {threshold:g}): {out}")

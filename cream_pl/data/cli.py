@@ -111,7 +111,10 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         try:
             return run(args)
         except (ValueError, OSError) as err:
-            print(f"cream-pl data {args.data_command}: error: {err}", file=sys.stderr)
+            from cream_pl.errors import user_error_message
+
+            message = user_error_message(err) or " ".join(str(err).split())
+            print(f"cream-pl data {args.data_command}: error: {message}", file=sys.stderr)
             return 2
 
     return wrapper
@@ -162,7 +165,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     check.add_argument("--split", action="append", help="split to check (repeatable; default all)")
     check.add_argument("--files", action="store_true", help="also decode every image and mask")
     check.add_argument("--lenient", action="store_true",
-                       help="accept what the reference reader tolerates (trailing newline, \\r\\n, ...)")
+                       help="accept what the reference reader tolerates (trailing newline, './' prefix, ...); "
+                       "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
     check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
     check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
     check.set_defaults(func=_guarded(_run_check))

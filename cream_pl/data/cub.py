@@ -29,6 +29,8 @@ import numpy as np
 
 from cream_pl.data.images import read_image_size
 from cream_pl.data.metadata import MetadataError, SampleRecord, write_class_names, write_split
+from cream_pl.errors import UserFileNotFoundError, UserValueError
+from cream_pl.io import check_output_dir
 
 __all__ = ["CubSummary", "convert_cub", "cub_box_to_inclusive"]
 
@@ -66,7 +68,7 @@ def _read_table(path: Path, num_fields: int) -> dict[str, tuple[int, list[str]]]
     if not path.is_file():
         raise MetadataError(path, None, "file not found (is --src the CUB_200_2011 directory?)")
     table: dict[str, tuple[int, list[str]]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):  # BOM dropped
         if line.strip() == "":
             continue
         fields = line.split()
@@ -104,7 +106,16 @@ def convert_cub(
     src, out = Path(src), Path(out)
     image_dir = src / "images"
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"{image_dir} not found (is --src the CUB_200_2011 directory?)")
+        raise UserFileNotFoundError(f"{image_dir} not found (is --src the CUB_200_2011 directory?)")
+    # every output problem is found before the 11788 image headers are read
+    check_output_dir(out)
+    link = out / "images"
+    if link_images:
+        if link.is_symlink():
+            if Path(os.readlink(link)).resolve() != image_dir.resolve():
+                raise UserValueError(f"{link} already links to {os.readlink(link)}, not {image_dir.resolve()}")
+        elif link.exists():
+            raise UserValueError(f"{link} exists and is not a symlink; remove it or pass --no-link")
     images = _read_table(src / "images.txt", 2)
     labels = _read_table(src / "image_class_labels.txt", 2)
     splits = _read_table(src / "train_test_split.txt", 2)
@@ -169,14 +180,6 @@ def convert_cub(
             write_split(meta_root / split, rs)
     if class_names is not None:
         write_class_names(out / "class_names.txt", class_names)
-    if link_images:
-        link = out / "images"
-        target = image_dir.resolve()
-        if link.is_symlink():
-            if Path(os.readlink(link)).resolve() != target:
-                raise FileExistsError(f"{link} already links to {os.readlink(link)}, not {target}")
-        elif link.exists():
-            raise FileExistsError(f"{link} exists and is not a symlink; remove it or pass link_images=False")
-        else:
-            link.symlink_to(target, target_is_directory=True)
+    if link_images and not link.is_symlink():
+        link.symlink_to(image_dir.resolve(), target_is_directory=True)
     return CubSummary(out, num_classes, len(records["train"]), len(val), len(records["test"]), clipped)

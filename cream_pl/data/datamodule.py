@@ -15,7 +15,9 @@ Batches (see :func:`wsol_collate`) are dicts:
 Bad samples. Metadata problems are found when a split is read (in ``setup``). Image problems
 (missing, empty, truncated or undecodable files, a size that disagrees with ``image_sizes.txt``,
 a missing mask) are found when the image is loaded, and the error names the image and its line
-in ``image_ids.txt``. With ``on_bad_sample="skip"`` the datamodule scans every image and mask of a
+in ``image_ids.txt``; the val and test splits are decoded once up front in ``setup``
+(``check_eval_images``, cached by file size and modification time), so that a bad val image
+cannot end a run after its training. With ``on_bad_sample="skip"`` the datamodule scans every image and mask of a
 split once in ``setup`` (``validate_images``, on by default in skip mode, read-only so it is safe
 under DDP where every process scans the same files and keeps the same samples), drops every bad
 sample from the index and reports them all in one warning per split.
@@ -49,7 +51,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.boxes import resize_boxes_protocol
-from cream_pl.data.images import ImageFileError, load_image_rgb, load_mask_gray
+from cream_pl.data.images import ImageFileError, check_once, files_stamp, load_image_rgb, load_mask_gray
 from cream_pl.data.metadata import (
     REQUIRED_FILES,
     SampleRecord,
@@ -66,6 +68,7 @@ from cream_pl.data.transforms import (
     build_train_transform,
     reseed_for_worker,
 )
+from cream_pl.errors import UserFileNotFoundError
 
 __all__ = ["WSOLDataset", "WSOLDataModule", "wsol_collate", "protocol_mask"]
 
@@ -207,6 +210,18 @@ class WSOLDataset(Dataset):
             results = list(pool.map(self.check_sample, range(len(self))))
         return [(i, r) for i, r in enumerate(results) if r is not None]
 
+    def files(self) -> list[Path]:
+        """Every file this split reads: its metadata files, images and masks."""
+        split_dir = self.metadata.split_dir
+        out = [split_dir / name for name in REQUIRED_FILES]
+        for s in self.samples:
+            out.append(self.image_root / s.image_id)
+            if s.masks is not None and self.mask_root is not None:
+                out += [self.mask_root / m for m in s.masks.mask_paths]
+                if s.masks.ignore_path:
+                    out.append(self.mask_root / s.masks.ignore_path)
+        return out
+
     def drop(self, indices: Sequence[int]) -> None:
         """Remove samples from the index (used for ``on_bad_sample="skip"``)."""
         bad = set(indices)
@@ -238,7 +253,9 @@ class WSOLDataModule(pl.LightningDataModule):
         data_root: dataset root with ``images/``, ``metadata/<split>/``, optional ``masks/`` and
             ``class_names.txt``.
         metadata_root / image_root / mask_root: override ``<data_root>/metadata``, ``/images``, ``/masks``.
-        batch_size: per-process batch size.
+        batch_size: the **global** training batch (the recipe's, e.g. the paper's 32): under ``N``
+            processes each loads ``batch_size / N`` (an error when it does not divide); the
+            evaluation and predict loaders use it per process.
         num_workers: ``DataLoader`` workers (workers persist between epochs when > 0).
         resize_size / crop_size: training resize and random crop (protocol 256 / 224).
         eval_size: side of the squashed eval images and of eval boxes and masks (protocol 224).
@@ -252,6 +269,13 @@ class WSOLDataModule(pl.LightningDataModule):
             label of any split plus one.
         validate_images: scan every image and mask of a split in ``setup``; default: on when
             ``on_bad_sample="skip"``.
+        check_eval_images: decode every image and mask of the val split (``fit``, ``validate``)
+            and of the test split (``test``) in ``setup``, before any training, so that a bad file
+            ends the run at once, in one line naming it, and not at the first validation after
+            hours of training. The check runs in threads and once per dataset: it is skipped while
+            no file of the split changed size or modification time (see
+            :func:`cream_pl.data.images.check_once`). Training images are not checked up front;
+            a bad one fails its batch, naming the file.
         mean / std: input normalisation on the 0-1 scale; use the backbone's ``input_mean`` /
             ``input_std`` (ImageNet's by default; EfficientNet-Lite0 expects 0.498 / 0.502).
     """
@@ -273,6 +297,7 @@ class WSOLDataModule(pl.LightningDataModule):
         train_transform: TrainTransformName = "crop",
         num_classes: int | None = None,
         validate_images: bool | None = None,
+        check_eval_images: bool = True,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
@@ -291,12 +316,13 @@ class WSOLDataModule(pl.LightningDataModule):
         self.image_root = Path(image_root) if image_root else self.data_root / "images"
         self.mask_root = Path(mask_root) if mask_root else self.data_root / "masks"
         if not self.metadata_root.is_dir():
-            raise FileNotFoundError(f"metadata directory {self.metadata_root} not found (expected "
+            raise UserFileNotFoundError(f"metadata directory {self.metadata_root} not found (expected "
                                     f"<data_root>/metadata/<split>/ with {', '.join(REQUIRED_FILES)})")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.on_bad_sample: OnBadSample = on_bad_sample
         self.validate_images = on_bad_sample == "skip" if validate_images is None else validate_images
+        self.check_eval_images = check_eval_images
         self.predict_split = predict_split
         self.pin_memory = pin_memory
         self.train_transform_name = train_transform
@@ -354,7 +380,7 @@ class WSOLDataModule(pl.LightningDataModule):
         key = (split, train)
         if key not in self._datasets:
             if not self.has_split(split):
-                raise FileNotFoundError(f"split {split!r} not found: {self.metadata_root / split} does not exist")
+                raise UserFileNotFoundError(f"split {split!r} not found: {self.metadata_root / split} does not exist")
             meta = read_split(self.metadata_root / split, num_classes=self.num_classes, on_bad_sample=self.on_bad_sample)
             hp = self.hparams
             transform = (build_train_transform(hp.resize_size, hp.crop_size, self.train_transform_name,
@@ -388,43 +414,137 @@ class WSOLDataModule(pl.LightningDataModule):
         return self._dataset(split, False)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the splits a stage needs (read-only: safe on every DDP process)."""
+        """Read the splits a stage needs and check the val / test images (read-only: safe on every DDP process)."""
         if stage in ("fit", None):
             self.train_dataset()
         if stage in ("fit", "validate", None):
             if self.has_split("val"):
-                self.eval_dataset("val")
+                self.check_images_once(self.eval_dataset("val"))
             elif stage == "validate":
-                raise FileNotFoundError(f"no val split: {self.metadata_root / 'val'} does not exist")
+                raise UserFileNotFoundError(f"no val split: {self.metadata_root / 'val'} does not exist")
         if stage in ("test", None) and (stage == "test" or self.has_split("test")):
-            self.eval_dataset("test")
+            self.check_images_once(self.eval_dataset("test"))
         if stage == "predict":
             self.eval_dataset(self.predict_split)
 
+    def check_images_once(self, dataset: WSOLDataset) -> bool:
+        """Decode every image and mask of ``dataset`` unless that already passed for these files.
+
+        Does nothing when ``check_eval_images`` is off, with ``on_bad_sample="skip"`` (its
+        ``validate_images`` scan drops bad files instead), or when ``validate_images`` already
+        scanned the split. Returns whether the files were decoded.
+
+        Raises:
+            ImageFileError: the first bad file, with its ``image_ids.txt`` line (and how many more).
+        """
+        if not self.check_eval_images or self.validate_images or self.on_bad_sample != "error":
+            return False
+        split = dataset.metadata.split_dir.name
+
+        def check() -> None:
+            problems = dataset.validate(max(self.num_workers, min(8, os.cpu_count() or 1)))
+            if not problems:
+                return
+            err = problems[0][1]
+            if len(problems) > 1:
+                more = (f"; {len(problems) - 1} more bad file(s) in split {split!r} "
+                        f"(`cream-pl data check --files {self.data_root}` lists them)")
+                if isinstance(err, ImageFileError):
+                    raise ImageFileError(err.path, err.reason + more) from None
+            raise err
+
+        stamp = files_stamp(dataset.files(), salt=f"cream-pl eval image check v1|{dataset.eval_size}")
+        return check_once(stamp, check)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the class names of ``class_names.txt`` (for ``cream-pl localize``)."""
+        if not (self.data_root / "class_names.txt").is_file():
+            return {}
+        try:
+            return {"class_names": list(self.class_names)}
+        except ValueError:  # names that disagree with num_classes: never fail a checkpoint over them
+            return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: the class names are read from the data again."""
+
     # ------------------------------------------------------------------------------------------ loaders
 
-    def _loader(self, dataset: WSOLDataset, shuffle: bool) -> DataLoader:
+    def _world(self) -> tuple[int, int]:
+        """``(global rank, world size)`` of the attached trainer: ``(0, 1)`` without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def per_process_train_batch(self) -> int:
+        """Training batch of one process: ``batch_size`` is the **global** batch, split over every process.
+
+        The recipes state the paper's batch (32). Under ``N`` processes (devices x nodes) each loads
+        ``32 / N``, so the optimiser sees the same batch, and the same lr applies, at any scale.
+
+        Raises:
+            ValueError: ``batch_size`` is not divisible by the number of processes.
+        """
+        _, world = self._world()
+        if self.batch_size % world:
+            raise ValueError(f"batch_size {self.batch_size} is the global training batch and must divide over the "
+                             f"{world} processes (devices x nodes); use a multiple of {world}")
+        return self.batch_size // world
+
+    def _loader(self, dataset: WSOLDataset, shuffle: bool, batch_size: int | None = None,
+                sampler: Any = None) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            batch_size=self.batch_size if batch_size is None else batch_size,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             collate_fn=wsol_collate,
             persistent_workers=self.num_workers > 0,
         )
 
+    def _eval_loader(self, dataset: WSOLDataset) -> DataLoader:
+        """An evaluation loader that shows every image exactly once across processes.
+
+        Lightning's default ``DistributedSampler`` pads the split with up to ``N - 1`` repeated
+        images so that every process gets as many batches; those repeats would be counted twice by
+        the metrics (and move τ*). Under several processes this loader uses an unrepeated sampler
+        (process ``r`` takes images ``r, r + N, ...``; batch counts may differ by one, which is safe
+        here: evaluation steps hold no per-batch collective), so the sum states of every metric equal
+        one process's exactly. ``batch_size`` is per process here: evaluation results do not depend on it.
+        """
+        rank, world = self._world()
+        if world <= 1:
+            return self._loader(dataset, shuffle=False)
+        from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+        if len(dataset) < world:
+            raise ValueError(f"an evaluation split of {len(dataset)} images cannot feed {world} processes")
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        return self._loader(dataset, shuffle=False, sampler=sampler)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset(), shuffle=True)
+        batch = self.per_process_train_batch()
+        rank, world = self._world()
+        if world > 1 and rank == 0:
+            from pytorch_lightning.utilities import rank_zero_info
+
+            rank_zero_info(f"global training batch {self.batch_size} = {world} processes x {batch} images "
+                           "(lr unchanged: the recipe's batch is the global batch)")
+        return self._loader(self.train_dataset(), shuffle=True, batch_size=batch)
 
     def val_dataloader(self) -> DataLoader | list:
         """The val split (an empty list, i.e. no validation, when the dataset has none)."""
         if not self.has_split("val"):
             return []
-        return self._loader(self.eval_dataset("val"), shuffle=False)
+        return self._eval_loader(self.eval_dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset("test"), shuffle=False)
+        return self._eval_loader(self.eval_dataset("test"))
 
     def predict_dataloader(self) -> DataLoader:
         """``predict_split`` with evaluation transforms, in metadata order (for pseudo boxes)."""

@@ -18,6 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -26,7 +29,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cream_pl.data.metadata import WSOLDataError
 
-__all__ = ["ImageFileError", "load_image_rgb", "load_mask_gray", "read_image_size", "to_uint8"]
+__all__ = ["ImageFileError", "load_image_rgb", "load_mask_gray", "read_image_size", "to_uint8",
+           "check_cache_dir", "files_stamp", "check_once"]
 
 
 class ImageFileError(WSOLDataError):
@@ -145,3 +149,59 @@ def read_image_size(path: Path | str) -> tuple[int, int]:
             return img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageFileError(path, f"cannot read the image header ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------- checked once
+
+
+def check_cache_dir() -> Path:
+    """Where :func:`check_once` keeps its stamps.
+
+    ``$CREAM_PL_CACHE_DIR``, else ``$XDG_CACHE_HOME/cream-pl``, else ``~/.cache/cream-pl``, plus
+    ``/checked``.
+    """
+    base = os.environ.get("CREAM_PL_CACHE_DIR")
+    if not base:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cream-pl")
+    return Path(base) / "checked"
+
+
+def files_stamp(paths: Iterable[Path | str], salt: str = "") -> str:
+    """A digest of the absolute path, size and modification time of every file (one ``stat`` each).
+
+    A file that is missing gives a different stamp than any existing file, so a stamp only
+    matches when every file is as it was.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "a.txt"; _ = f.write_text("x")
+        >>> s = files_stamp([f]); s == files_stamp([f]), s == files_stamp([f], salt="other")
+        (True, False)
+    """
+    digest = hashlib.sha256(salt.encode("utf-8"))
+    for p in paths:
+        p = os.path.abspath(p)
+        try:
+            st = os.stat(p)
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{p}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+def check_once(stamp: str, check: Callable[[], None]) -> bool:
+    """Run ``check`` unless it already passed for ``stamp``; returns whether it ran.
+
+    ``check`` raises on a problem; when it returns, an empty marker ``<check_cache_dir>/<stamp>``
+    is written (best effort: an unwritable cache only means the check runs again next time).
+    """
+    marker = check_cache_dir() / stamp
+    if marker.is_file():
+        return False
+    check()
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+    return True

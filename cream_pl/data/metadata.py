@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cream_pl.errors import UserError
+
 __all__ = [
     "IMAGE_IDS",
     "CLASS_LABELS",
@@ -57,12 +59,14 @@ IMAGE_SIZES = "image_sizes.txt"
 LOCALIZATION = "localization.txt"
 LOCALIZATION_MASKS = "localization_masks.txt"
 REQUIRED_FILES = (IMAGE_IDS, CLASS_LABELS, IMAGE_SIZES, LOCALIZATION)
+_BOM = "\ufeff"
 
 OnBadSample = Literal["error", "skip"]
 
 
-class WSOLDataError(ValueError):
-    """Base class of the data errors raised by cream-pl (a ``ValueError``)."""
+class WSOLDataError(UserError, ValueError):
+    """Base class of the data errors raised by cream-pl (a ``ValueError`` and a one-line
+    :class:`cream_pl.errors.UserError` that names the file)."""
 
 
 class MetadataError(WSOLDataError):
@@ -155,7 +159,13 @@ class _Problems:
 
 
 def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[tuple[int, str]]:
-    """Return ``(line_number, text)`` pairs; an empty file gives no lines."""
+    """Return ``(line_number, text)`` pairs; an empty file gives no lines.
+
+    One rule for every reader and for the checker (``read_split`` in ``fit`` and ``check_split``
+    in ``cream-pl data check`` alike): a UTF-8 byte order mark at the start of the file is dropped
+    and Windows line endings (``\\r\\n``) are read as ``\\n`` (the ``\\r`` never ends up in a
+    field). Only the trailing newline is reported by the strict check.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -167,6 +177,8 @@ def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[t
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise MetadataError(path, line, "not valid UTF-8 text") from None
+    if text.startswith(_BOM):  # written by some Windows editors: not part of the first image id
+        text = text[len(_BOM):]
     if text == "":
         return []
     lines = text.split("\n")
@@ -176,11 +188,7 @@ def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[t
             problems.add(path, len(lines), "trailing newline at the end of the file (the format has none)")
     out = []
     for number, line in enumerate(lines, start=1):
-        if line.endswith("\r"):
-            if strict:
-                problems.add(path, number, "Windows line ending (\\r\\n); the format uses \\n")
-            line = line[:-1]
-        out.append((number, line))
+        out.append((number, line[:-1] if line.endswith("\r") else line))
     return out
 
 
@@ -540,8 +548,9 @@ def check_split(
         image_root: when given, every image must exist, decode, and have the size in ``image_sizes.txt``.
         mask_root: when given, every mask and ignore PNG must exist and decode.
         strict: also report deviations from the letter of the format that the reference reader
-            tolerates (a trailing newline, ``\\r\\n``, a ``./`` prefix, a first mask line without an
-            ignore path).
+            tolerates (a trailing newline, a ``./`` prefix, a first mask line without an ignore
+            path). ``\\r\\n`` line endings and a UTF-8 byte order mark are accepted in both modes,
+            as ``read_split`` (and so ``fit``) accepts them.
 
     Returns:
         Problems as ``"<file>:<line>: <message>"`` strings.

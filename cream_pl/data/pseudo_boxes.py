@@ -428,6 +428,7 @@ class PseudoBoxDataModule(pl.LightningDataModule):
         input_size: side of the training crops.
         erosion_rate: see :func:`build_box_train_transform`.
         hflip_p: see :func:`build_box_train_transform`.
+        crop: ``"box_safe"`` or PSOL's ``"psol"`` random resized crop (see :func:`build_box_train_transform`).
         eval_datamodule: data module that provides ``val_dataloader`` / ``test_dataloader``;
             ``None`` builds ``WSOLDataModule(data_root, batch_size=..., num_workers=..., **eval_kwargs)``.
         eval_kwargs: extra ``WSOLDataModule`` arguments.
@@ -445,6 +446,7 @@ class PseudoBoxDataModule(pl.LightningDataModule):
         input_size: int = 224,
         erosion_rate: float = 0.0,
         hflip_p: float = 0.5,
+        crop: str = "box_safe",
         eval_datamodule: pl.LightningDataModule | None = None,
         eval_kwargs: dict[str, Any] | None = None,
         mean: Stats = IMAGENET_MEAN,
@@ -461,7 +463,8 @@ class PseudoBoxDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.mean, self.std = tuple(mean), tuple(std)
-        self.transform = build_box_train_transform(input_size, erosion_rate, hflip_p, self.mean, self.std)
+        self.transform = build_box_train_transform(input_size, erosion_rate, hflip_p, self.mean, self.std,
+                                                   crop=crop)  # type: ignore[arg-type]
         if eval_datamodule is not None:
             dm_mean, dm_std = getattr(eval_datamodule, "mean", None), getattr(eval_datamodule, "std", None)
             if dm_mean is not None and (tuple(dm_mean) != self.mean or tuple(dm_std) != self.std):

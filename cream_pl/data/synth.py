@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from cream_pl.data.metadata import MaskRecord, SampleRecord, write_class_names, write_split
+from cream_pl.io import check_output_dir
 
 __all__ = [
     "SynthConfig",
@@ -583,7 +584,7 @@ def generate_synthetic_dataset(
         raise ValueError(f"unknown synthetic dataset option(s) {sorted(unknown)}; valid: {sorted(valid)}")
     if overrides:
         cfg = SynthConfig(**{**asdict(cfg), **overrides})  # type: ignore[arg-type]
-    root = Path(out)
+    root = check_output_dir(out)  # a file in the way fails here, in one line, before any image is drawn
     owned = [root / "images", root / "masks", root / "metadata", root / "class_names.txt", root / "synth_config.json"]
     if any(p.exists() for p in owned):
         if not overwrite:

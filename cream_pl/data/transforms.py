@@ -25,11 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Literal
+from typing import Any, Literal
 
 import albumentations as A
 import cv2
+import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
@@ -40,6 +42,7 @@ __all__ = [
     "build_train_transform",
     "build_eval_transform",
     "build_box_train_transform",
+    "RandomResizedBoxCrop",
     "build_box_eval_transform",
     "reseed_for_worker",
 ]
@@ -130,12 +133,58 @@ def _box_params() -> A.BboxParams:
                         min_visibility=0.0, filter_invalid_bboxes=True)
 
 
+class RandomResizedBoxCrop(A.RandomSizedBBoxSafeCrop):
+    """PSOL's ``RandomResizedBBoxCrop``: a random resized crop that keeps (part of) the box, then resize.
+
+    The window is drawn as torchvision's ``RandomResizedCrop`` draws it (area fraction in
+    ``scale``, aspect ratio log-uniform in ``ratio``), again until it overlaps the box (10 tries,
+    then the whole image); the box is clipped to the window. Unlike a box-safe crop, the window may
+    cut the object, as PSOL trains its regressor.
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.2, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), interpolation: int = cv2.INTER_LINEAR) -> None:
+        super().__init__(size, size, erosion_rate=0.0, interpolation=interpolation)
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+        if not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        boxes = np.asarray(data.get("bboxes", np.zeros((0, 4))))[:, :4]  # normalised x_min, y_min, x_max, y_max
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for _ in range(10):
+            area = height * width * self.py_random.uniform(*self.scale)
+            aspect = math.exp(self.py_random.uniform(log_lo, log_hi))
+            w = int(round(math.sqrt(area * aspect)))
+            h = int(round(math.sqrt(area / aspect)))
+            if not (0 < w <= width and 0 < h <= height):
+                continue
+            x0 = self.py_random.randint(0, width - w)
+            y0 = self.py_random.randint(0, height - h)
+            if len(boxes) == 0 or _overlaps(boxes, (x0, y0, x0 + w, y0 + h), width, height):
+                return {"crop_coords": (x0, y0, x0 + w, y0 + h)}
+        return {"crop_coords": (0, 0, width, height)}
+
+
+def _overlaps(boxes: np.ndarray, crop: tuple[int, int, int, int], width: int, height: int) -> bool:
+    """Whether the pixel window ``crop`` overlaps every box by at least one pixel in each direction."""
+    bx = boxes * np.array([width, height, width, height])
+    ix = np.minimum(bx[:, 2], crop[2]) - np.maximum(bx[:, 0], crop[0])
+    iy = np.minimum(bx[:, 3], crop[3]) - np.maximum(bx[:, 1], crop[1])
+    return bool(((ix >= 1) & (iy >= 1)).all())
+
+
 def build_box_train_transform(
     size: int = 224,
     erosion_rate: float = 0.0,
     hflip_p: float = 0.5,
     mean: Stats = IMAGENET_MEAN,
     std: Stats = IMAGENET_STD,
+    crop: Literal["box_safe", "psol"] = "box_safe",
+    scale: tuple[float, float] = (0.2, 1.0),
 ) -> A.Compose:
     """Box-aware training augmentation (box regressor): a random crop that keeps the box, resized, then a flip.
 
@@ -147,6 +196,9 @@ def build_box_train_transform(
         size: output side.
         erosion_rate: fraction of the box the crop may cut away (0 keeps the whole box).
         hflip_p: probability of a horizontal flip.
+        crop: ``"box_safe"`` (a window containing the whole box) or ``"psol"``
+            (:class:`RandomResizedBoxCrop`: PSOL's random resized crop with area ``scale``, box clipped).
+        scale: area range of the ``"psol"`` crop (PSOL: 0.2 to 1).
 
     Example:
         >>> import numpy as np
@@ -161,8 +213,13 @@ def build_box_train_transform(
         raise ValueError(f"erosion_rate must be in [0, 1), got {erosion_rate}")
     if not 0.0 <= hflip_p <= 1.0:
         raise ValueError(f"hflip_p must be in [0, 1], got {hflip_p}")
-    crop = A.RandomSizedBBoxSafeCrop(size, size, erosion_rate=erosion_rate, interpolation=cv2.INTER_LINEAR)
-    return A.Compose([crop, A.HorizontalFlip(p=hflip_p), *_finish(mean, std)], bbox_params=_box_params())
+    if crop == "psol":
+        window: A.BasicTransform = RandomResizedBoxCrop(size, scale=scale)
+    elif crop == "box_safe":
+        window = A.RandomSizedBBoxSafeCrop(size, size, erosion_rate=erosion_rate, interpolation=cv2.INTER_LINEAR)
+    else:
+        raise ValueError(f"crop must be 'box_safe' or 'psol', got {crop!r}")
+    return A.Compose([window, A.HorizontalFlip(p=hflip_p), *_finish(mean, std)], bbox_params=_box_params())
 
 
 def build_box_eval_transform(size: int = 224, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> A.Compose:

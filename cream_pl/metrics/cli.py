@@ -8,22 +8,29 @@ Usage::
 Input:
 
 - ``--metadata``: a split folder in the wsolevaluation format (``image_ids.txt``,
-  ``image_sizes.txt``, ``localization.txt`` with box lines and/or OpenImages mask lines, and the
-  optional ``localization_masks.txt``).
+  ``class_labels.txt``, ``image_sizes.txt``, ``localization.txt`` with box lines or OpenImages
+  mask lines, and the optional ``localization_masks.txt``). It is read and checked by
+  :func:`cream_pl.data.metadata.read_split`, as ``cream-pl data check`` does: a box outside its
+  image's size, an image without a size or a box, or an empty split is one error naming
+  ``file:line``.
 - ``--scoremaps``: one ``<image_id>.npy`` per image (the image id path is kept and ``.npy`` is
-  appended, e.g. ``001/img.jpg.npy``), a 2-D array of any real dtype, read as float64.
+  appended, e.g. ``001/img.jpg.npy``), a 2-D array of any real dtype, read as float64; what
+  ``cream-pl export-scoremaps`` and the benchmark's ``inference.py`` write.
 
 Score maps, as in the benchmark's tool: a 224x224 map with values in ``[0, 1]`` is scored as it
 is. Any other map (another size, or values outside ``[0, 1]``) goes through the protocol's
 ``prepare_scoremap`` (bicubic resize to 224, then min-max; a constant map becomes zeros);
 ``--normalize always`` applies that to every map. A map with NaN or infinite values is an error,
-as in the benchmark's tool (its training-time code would have turned a NaN CAM into zeros before
-saving it).
+as in the benchmark's tool.
 
 Output JSON: ``max_box_acc_v2`` (mean over the IoU levels for the chosen contour mode),
-``max_box_acc`` (V1: IoU 50, largest contour), ``max_box_acc_iou`` (``{"30": ..., "50": ...,
-"70": ...}`` for the chosen contour mode), ``best_threshold_iou``, ``pxap`` (with ``--mask-root``),
-and the settings used. Defaults follow the benchmark's standalone tool: interval 0.01.
+``max_box_acc`` (V1: IoU 50, largest contour; ``--no-v1`` skips it with all contours),
+``max_box_acc_iou`` (``{"30": ..., "50": ..., "70": ...}`` for the chosen contour mode),
+``best_threshold_iou``, ``pxap`` (with ``--mask-root``), and the settings used. Defaults follow
+the benchmark's standalone tool: interval 0.01.
+
+Speed: the work runs on :mod:`cream_pl.metrics.scoring` (threads over chunks of images, one
+component-tree pass per map); this module imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -32,150 +39,99 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from cream_pl.boxes import resize_boxes_protocol
-from cream_pl.metrics.box_accuracy import BoxAccuracy, MaxBoxAcc
-from cream_pl.metrics.functional import RESIZE_LENGTH, prepare_scoremap
-from cream_pl.metrics.pxap import PxAP, load_gt_mask
+from cream_pl.metrics.functional import RESIZE_LENGTH, box_accuracy_summary, pxap_bin_edges, pxap_from_histograms
+from cream_pl.metrics.scoring import (
+    EvaluationError,
+    ImageJob,
+    ScoringPlan,
+    cam_thresholds,
+    load_scoremap,
+    score_images,
+)
+from cream_pl.outpaths import OutputPathError, check_output_file, write_text_atomic
 
-__all__ = ["EvaluationError", "SplitMetadata", "read_split_metadata", "load_scoremap", "evaluate_scoremaps"]
-
-
-class EvaluationError(ValueError):
-    """Bad input to ``cream-pl evaluate`` (the message names the file, line or image id)."""
+__all__ = [
+    "EvaluationError",
+    "SplitMetadata",
+    "read_split_metadata",
+    "load_scoremap",
+    "evaluate_scoremaps",
+    "add_parser",
+    "run",
+]
 
 
 @dataclass
 class SplitMetadata:
-    """What ``evaluate`` needs from a split folder."""
+    """What ``evaluate`` needs from a split folder (read by :func:`read_split_metadata`)."""
 
     image_ids: list[str]
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     boxes: dict[str, list[tuple[int, int, int, int]]] = field(default_factory=dict)
     mask_paths: dict[str, list[str]] = field(default_factory=dict)
     ignore_paths: dict[str, str] = field(default_factory=dict)
-
-
-def _lines(path: Path) -> list[tuple[int, str]]:
-    """``(line number, line)`` pairs; the files have no trailing newline, as in the benchmark."""
-    return list(enumerate(path.read_text(encoding="utf-8").splitlines(), start=1))
-
-
-def _int(value: str, path: Path, number: int) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise EvaluationError(f"{path}:{number}: expected an integer, got {value!r}") from None
+    lines: dict[str, int] = field(default_factory=dict)  # line of each image id in image_ids.txt
+    split_dir: Path = Path(".")
 
 
 def read_split_metadata(split_dir: str | os.PathLike[str]) -> SplitMetadata:
-    """Read a wsolevaluation split folder (boxes and/or OpenImages-style mask lines).
+    """Read and check a wsolevaluation split folder (boxes and/or OpenImages-style mask lines).
+
+    Uses :func:`cream_pl.data.metadata.read_split` (the checker of ``cream-pl data check``): boxes
+    must lie inside the size ``image_sizes.txt`` gives their image, every image needs a size and a
+    box (when the split has boxes), and the split must list at least one image.
 
     Raises:
-        EvaluationError: a missing file or a malformed line (named as ``file:line``).
+        EvaluationError: the first problem, as ``<file>:<line>: <message>``.
     """
-    root = Path(split_dir)
-    ids_file = root / "image_ids.txt"
-    if not ids_file.is_file():
-        raise EvaluationError(f"{root} is not a split folder: {ids_file} is missing")
-    meta = SplitMetadata(image_ids=[])
-    seen: set[str] = set()
-    for number, line in _lines(ids_file):
-        if not line:
-            raise EvaluationError(f"{ids_file}:{number}: empty image id")
-        if line in seen:
-            raise EvaluationError(f"{ids_file}:{number}: image id {line!r} listed twice")
-        seen.add(line)
-        meta.image_ids.append(line)
+    from cream_pl.data.metadata import MetadataError, read_split
 
-    sizes_file = root / "image_sizes.txt"
-    if sizes_file.is_file():
-        for number, line in _lines(sizes_file):
-            parts = line.split(",")
-            if len(parts) != 3:
-                raise EvaluationError(
-                    f"{sizes_file}:{number}: expected '<image_id>,<width>,<height>', got {line!r}"
-                )
-            w, h = _int(parts[1], sizes_file, number), _int(parts[2], sizes_file, number)
-            if w <= 0 or h <= 0:
-                raise EvaluationError(f"{sizes_file}:{number}: image size must be positive, got {w}x{h}")
-            meta.image_sizes[parts[0]] = (w, h)
-
-    for name in ("localization.txt", "localization_masks.txt"):
-        loc_file = root / name
-        if not loc_file.is_file():
-            continue
-        for number, line in _lines(loc_file):
-            parts = line.split(",")
-            if len(parts) == 5 and name == "localization.txt":
-                box = tuple(_int(v, loc_file, number) for v in parts[1:])
-                x0, y0, x1, y1 = box
-                if min(box) < 0 or x1 < x0 or y1 < y0:
-                    raise EvaluationError(
-                        f"{loc_file}:{number}: a box must be inclusive x0,y0,x1,y1 with 0 <= x0 <= x1 and "
-                        f"0 <= y0 <= y1, got {line!r}"
-                    )
-                meta.boxes.setdefault(parts[0], []).append(box)  # type: ignore[arg-type]
-            elif len(parts) == 3:
-                image_id, mask_path, ignore_path = parts
-                if image_id in meta.mask_paths:
-                    if ignore_path:
-                        raise EvaluationError(
-                            f"{loc_file}:{number}: only the first mask line of an image may name an ignore mask"
-                        )
-                    meta.mask_paths[image_id].append(mask_path)
-                else:
-                    meta.mask_paths[image_id] = [mask_path]
-                    meta.ignore_paths[image_id] = ignore_path
-            else:
-                raise EvaluationError(
-                    f"{loc_file}:{number}: expected '<image_id>,<x0>,<y0>,<x1>,<y1>' (box) or "
-                    f"'<image_id>,<mask_png>,<ignore_png>' (mask), got {line!r}"
-                )
+    try:
+        split = read_split(split_dir)
+    except MetadataError as err:
+        raise EvaluationError(str(err)) from None
+    meta = SplitMetadata(image_ids=[s.image_id for s in split.samples], split_dir=Path(split_dir))
+    for s in split.samples:
+        meta.lines[s.image_id] = s.line
+        if s.size is not None:
+            meta.image_sizes[s.image_id] = s.size
+        if s.boxes:
+            meta.boxes[s.image_id] = [tuple(b) for b in s.boxes]  # type: ignore[misc]
+        if s.masks is not None:
+            meta.mask_paths[s.image_id] = list(s.masks.mask_paths)
+            meta.ignore_paths[s.image_id] = s.masks.ignore_path or ""
     return meta
 
 
-def load_scoremap(path: str | os.PathLike[str], image_id: str, normalize: str = "auto") -> np.ndarray:
-    """Load one saved score map and bring it to the 224x224 protocol grid (see the module docstring).
-
-    Raises:
-        EvaluationError: missing or unreadable file, not 2-D, NaN or infinite values.
-    """
-    if normalize not in ("auto", "always"):
-        raise ValueError(f"normalize must be 'auto' or 'always', got {normalize!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"no score map for image {image_id!r}: expected {path}")
-    try:
-        raw = np.load(path, allow_pickle=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise EvaluationError(f"cannot read the score map of image {image_id!r} ({path}): {err}") from err
-    if raw.ndim != 2 or raw.size == 0 or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_):
-        raise EvaluationError(
-            f"the score map of image {image_id!r} ({path}) must be a non-empty 2-D numeric array, "
-            f"got shape {raw.shape} dtype {raw.dtype}"
-        )
-    scoremap = raw.astype(np.float64)
-    if np.isnan(scoremap).any():
-        raise EvaluationError(f"the score map of image {image_id!r} ({path}) contains NaN")
-    if np.isinf(scoremap).any():
-        raise EvaluationError(f"the score map of image {image_id!r} ({path}) contains an infinite value")
-    in_range = scoremap.min() >= 0.0 and scoremap.max() <= 1.0
-    if normalize == "auto" and scoremap.shape == (RESIZE_LENGTH, RESIZE_LENGTH) and in_range:
-        return scoremap
-    return prepare_scoremap(scoremap)
+def _resized_boxes(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) -> np.ndarray:
+    """The benchmark's ``resize_bbox`` to the 224 grid: ``int(x * 224 / W)`` (multiply, then divide)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w, h = size
+    new = float(RESIZE_LENGTH)
+    return np.trunc(b * new / np.array([w, h, w, h], dtype=np.float64)).astype(np.int64)
 
 
-def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _jobs(meta: SplitMetadata, scoremaps: Path, with_boxes: bool, mask_root: Path | None) -> list[ImageJob]:
+    ids_file = meta.split_dir / "image_ids.txt"
+    jobs = []
+    for image_id in meta.image_ids:
+        ignore = meta.ignore_paths.get(image_id, "")
+        jobs.append(ImageJob(
+            image_id=image_id,
+            path=scoremaps / f"{image_id}.npy",
+            where=f"{ids_file} line {meta.lines.get(image_id, 0)}",
+            gt=_resized_boxes(meta.boxes[image_id], meta.image_sizes[image_id]) if with_boxes else None,
+            mask_pngs=tuple(mask_root / p for p in meta.mask_paths[image_id]) if mask_root is not None else (),
+            ignore_png=(mask_root / ignore) if mask_root is not None and ignore else None,
+        ))
+    return jobs
 
 
 def evaluate_scoremaps(
@@ -188,122 +144,112 @@ def evaluate_scoremaps(
     normalize: str = "auto",
     batch_size: int = 64,
     num_workers: int | None = None,
+    v1: bool = True,
 ) -> dict[str, Any]:
-    """Score a folder of saved score maps against a split; returns the JSON-ready result dict."""
+    """Score a folder of saved score maps against a split; returns the JSON-ready result dict.
+
+    Args:
+        metadata: split folder.
+        scoremaps: folder of ``<image_id>.npy`` maps.
+        interval: CAM threshold step.
+        multi_contour: all contours (V2) or the largest (V1) for ``max_box_acc_v2`` / ``max_box_acc_iou``.
+        iou_thresholds: IoU levels in percent.
+        mask_root: folder of the mask PNGs (enables PxAP).
+        normalize: ``"auto"`` or ``"always"`` (see the module docstring).
+        batch_size: images per work item of a worker thread.
+        num_workers: worker threads (``None``: all CPUs).
+        v1: also ``max_box_acc`` (V1, IoU 50) when scoring all contours.
+
+    Raises:
+        EvaluationError: bad metadata, a missing or bad map (one line naming the file).
+    """
+    if normalize not in ("auto", "always"):
+        raise ValueError(f"normalize must be 'auto' or 'always', got {normalize!r}")
+    thresholds = cam_thresholds(interval)
     meta = read_split_metadata(metadata)
     root = Path(scoremaps)
     has_boxes = bool(meta.boxes)
     if not has_boxes and mask_root is None:
         if meta.mask_paths:
             raise EvaluationError(f"{metadata} has mask annotations only: pass --mask-root to compute PxAP")
-        raise EvaluationError(f"{metadata} has no box annotations (localization.txt) to evaluate against")
+        raise EvaluationError(f"{Path(metadata) / 'localization.txt'}: no box annotations to evaluate against")
     if mask_root is not None and not meta.mask_paths:
         raise EvaluationError(
             f"--mask-root was given but {metadata} has no mask lines (localization.txt or localization_masks.txt)"
         )
-    for image_id in meta.image_ids:
-        if has_boxes and image_id not in meta.boxes:
-            raise EvaluationError(f"image {image_id!r} has no box in {Path(metadata) / 'localization.txt'}")
-        if has_boxes and image_id not in meta.image_sizes:
-            raise EvaluationError(f"image {image_id!r} has no size in {Path(metadata) / 'image_sizes.txt'}")
-        if mask_root is not None and image_id not in meta.mask_paths:
-            raise EvaluationError(f"image {image_id!r} has no mask line in {metadata}")
-
-    main = BoxAccuracy(iou_thresholds, multi_contour, interval, num_workers)
-    v1 = None if (not multi_contour and 50 in main.iou_thresholds) else MaxBoxAcc(cam_curve_interval=interval)
-    pxap = PxAP(cam_curve_interval=interval) if mask_root is not None else None
-    grid = (RESIZE_LENGTH, RESIZE_LENGTH)
-    for batch in _batches(meta.image_ids, batch_size):
-        maps = np.stack([load_scoremap(root / f"{image_id}.npy", image_id, normalize) for image_id in batch])
-        if has_boxes:
-            gt = [
-                resize_boxes_protocol(torch.tensor(meta.boxes[i]), meta.image_sizes[i], grid) for i in batch
-            ]
-            main.update(maps, gt)
-            if v1 is not None:
-                v1.update(maps, gt)
-        if pxap is not None:
-            masks = []
-            for image_id in batch:
-                ignore = meta.ignore_paths[image_id]
-                try:
-                    masks.append(
-                        load_gt_mask(
-                            [Path(mask_root) / p for p in meta.mask_paths[image_id]],
-                            Path(mask_root) / ignore if ignore else None,
-                        )
-                    )
-                except FileNotFoundError as err:
-                    raise EvaluationError(f"image {image_id!r}: {err}") from err
-            pxap.update(maps, np.stack(masks))
+    if not root.is_dir():
+        raise EvaluationError(f"--scoremaps {root}: not a directory")
+    jobs = _jobs(meta, root, has_boxes, Path(mask_root) if mask_root is not None else None)
+    for job in jobs:  # fail fast, before any work, on the first missing map
+        if not job.path.is_file():
+            raise EvaluationError(f"no score map for image {job.image_id!r} ({job.where}): expected {job.path}")
+    ious = tuple(int(d) for d in iou_thresholds)
+    plan = ScoringPlan(
+        thresholds=thresholds,
+        iou_thresholds=ious,
+        multi_contour=multi_contour,
+        v1=has_boxes and (v1 or not multi_contour),
+        normalize=normalize,
+        edges=pxap_bin_edges(thresholds) if mask_root is not None else None,
+    )
+    totals = score_images(jobs, plan, num_workers=num_workers, chunk_size=batch_size)
 
     result: dict[str, Any] = {
-        "num_images": len(meta.image_ids),
+        "num_images": len(jobs),
         "cam_curve_interval": float(interval),
         "multi_contour": bool(multi_contour),
-        "iou_thresholds": [int(d) for d in main.iou_thresholds],
+        "iou_thresholds": list(ious),
         "normalize": normalize,
     }
     if has_boxes:
-        out = main.compute()
+        n = len(ious)
+        out = box_accuracy_summary(totals.correct[:n], totals.num_images, ious, thresholds)
         result["max_box_acc_v2"] = out["max_box_acc"]
-        result["max_box_acc"] = (v1.compute() if v1 is not None else out)["max_box_acc_iou"][50]
+        if plan.v1_row is not None:
+            v1_counts = totals.correct[plan.v1_row : plan.v1_row + 1]
+            result["max_box_acc"] = box_accuracy_summary(v1_counts, totals.num_images, (50,), thresholds)[
+                "max_box_acc_iou"
+            ][50]
         result["max_box_acc_iou"] = {str(k): v for k, v in out["max_box_acc_iou"].items()}
         result["best_threshold_iou"] = {str(k): v for k, v in out["best_threshold_iou"].items()}
-    if pxap is not None:
-        result["pxap"] = float(pxap.compute())
+    if plan.edges is not None:
+        try:
+            result["pxap"] = pxap_from_histograms(totals.true_hist, totals.false_hist)  # type: ignore[arg-type]
+        except RuntimeError as err:
+            raise EvaluationError(f"{metadata}: {err}") from None
     return result
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``cream-pl evaluate``."""
+    """Register ``cream-pl evaluate`` (the arguments live in :mod:`cream_pl.cli_parsers`)."""
+    from cream_pl.cli_parsers import add_evaluate_arguments
+
     parser = subparsers.add_parser(
         "evaluate",
         help="score saved score maps (<image_id>.npy) with MaxBoxAcc, MaxBoxAccV2 and PxAP",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument(
-        "--metadata", required=True, help="split folder (image_ids.txt, localization.txt, ...)"
-    )
-    parser.add_argument("--scoremaps", required=True, help="folder with one <image_id>.npy per image")
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=0.01,
-        help="CAM threshold step (default 0.01, as the benchmark's tool)",
-    )
-    parser.add_argument(
-        "--no-multi-contour",
-        dest="multi_contour",
-        action="store_false",
-        help="box of the largest contour only for max_box_acc_v2/max_box_acc_iou (default: every contour)",
-    )
-    parser.add_argument(
-        "--iou-thresholds", type=int, nargs="+", default=[30, 50, 70], help="IoU levels in percent"
-    )
-    parser.add_argument(
-        "--mask-root", default=None, help="folder the mask PNG paths are relative to (enables PxAP)"
-    )
-    parser.add_argument(
-        "--normalize",
-        choices=("auto", "always"),
-        default="auto",
-        help="auto: 224x224 maps in [0,1] are scored as saved, others resized + min-max; always: min-max every map",
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="maps loaded at a time")
-    parser.add_argument(
-        "--num-workers", type=int, default=None, help="threads over images (default: all CPUs)"
-    )
-    parser.add_argument("--out", required=True, help="JSON file to write")
+    add_evaluate_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
 
+def _error(message: object) -> int:
+    text = str(message).strip()
+    print(f"cream-pl evaluate: error: {text.splitlines()[0] if text else type(message).__name__}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``cream-pl evaluate``; returns the exit status."""
+    """Run ``cream-pl evaluate``; 0 on success, 2 on a user error (one line on stderr)."""
+    try:
+        check_output_file(args.out)
+    except OutputPathError as err:
+        return _error(err)
     if args.batch_size < 1:
-        print(f"cream-pl evaluate: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
+        return _error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_workers is not None and args.num_workers < 0:
+        return _error(f"--num-workers must be >= 0, got {args.num_workers}")
     try:
         result = evaluate_scoremaps(
             args.metadata,
@@ -315,13 +261,15 @@ def run(args: argparse.Namespace) -> int:
             normalize=args.normalize,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
+            v1=getattr(args, "v1", True),
         )
     except ValueError as err:  # EvaluationError and bad settings (e.g. --interval 0)
-        print(f"cream-pl evaluate: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    try:
+        write_text_atomic(json.dumps(result, indent=2) + "\n", out)
+    except OSError as err:
+        return _error(f"--out {out}: cannot write: {err.strerror or err}")
     parts = [f"{k}={result[k]:.4f}" for k in ("max_box_acc_v2", "max_box_acc", "pxap") if k in result]
     print(f"{result['num_images']} images: {', '.join(parts)} -> {out}")
     return 0

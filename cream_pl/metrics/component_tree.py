@@ -16,6 +16,16 @@ increasing order the background components (the holes). Each pass touches every 
 are identical to OpenCV's for every mask (the tests compare them on random and CAM-like maps);
 only their order within a level differs, which the all-contour box accuracy does not see.
 
+Memory layout (what makes the pass fast on real maps): each pixel stores the id of the
+component it joined (``label``), and the union-find runs over component ids, not pixels. A
+smooth CAM has few components (one per local extremum), so the forest and the per-component
+extents stay in L1 cache; the only per-pixel traffic is the label of the pixel's neighbours.
+
+:func:`level_ious` goes one step further for the box metrics: it scores every contour's box
+(``[x, y, min(x + w, W - 1), min(y + h, H - 1)]``, as the benchmark builds it) against the GT
+boxes inside the pass, and returns per level the best and worst "+1" IoU and the contour count,
+so no rectangle list is built at all.
+
 The kernels are compiled by numba (cached on disk after the first call) and release the GIL, so
 a thread pool scales them over images.
 
@@ -33,51 +43,99 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["level_rects"]
+__all__ = ["NUM_LEVELS", "level_rects", "level_ious", "scoremap_uint8"]
 
 _NUM_GREY = 256
+NUM_LEVELS = _NUM_GREY + 1
+"""Mask levels ``c = -1 .. 255`` of ``img > c``, stored at index ``c + 1``."""
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _find(parent: np.ndarray, p: int) -> int:
-    while parent[p] != p:
-        parent[p] = parent[parent[p]]  # path halving
-        p = parent[p]
+def _find(forest: np.ndarray, p: int) -> int:
+    while forest[p] != p:
+        forest[p] = forest[forest[p]]  # path halving
+        p = forest[p]
     return p
+
+
+@numba.njit(cache=True, nogil=True)
+def _grey_order(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (flat indices) sorted by grey value, stable (a counting sort), and the level starts."""
+    flat = img.ravel()
+    starts = np.zeros(_NUM_GREY + 1, np.int64)
+    for v in flat:
+        starts[v + 1] += 1
+    for g in range(_NUM_GREY):
+        starts[g + 1] += starts[g]
+    fill = starts[:-1].copy()
+    order = np.empty(flat.shape[0], np.int64)
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        order[fill[v]] = i
+        fill[v] += 1
+    return order, starts
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _best_iou(x0: int, y0: int, x1: int, y1: int, gt: np.ndarray) -> float:
+    """Best "+1" IoU of one inclusive box against the GT boxes (the benchmark's arithmetic)."""
+    area = (x1 - x0 + 1) * (y1 - y0 + 1)
+    best = 0.0
+    for g in range(gt.shape[0]):
+        iw = min(x1, gt[g, 2]) - max(x0, gt[g, 0]) + 1
+        ih = min(y1, gt[g, 3]) - max(y0, gt[g, 1]) + 1
+        inter = max(0, iw) * max(0, ih)
+        denominator = area + (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1) - inter
+        iou = inter / denominator if denominator > 0 else 0.0
+        if iou > best:
+            best = iou
+    return best
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _sweep(
-    img: np.ndarray, order: np.ndarray, starts: np.ndarray, foreground: bool, record: np.ndarray
+    img: np.ndarray,
+    order: np.ndarray,
+    starts: np.ndarray,
+    foreground: bool,
+    offsets: tuple[int, ...],
+    record: np.ndarray,
+    gt: np.ndarray,
+    want_rects: bool,
+    lvl_max: np.ndarray,
+    lvl_min: np.ndarray,
+    lvl_count: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Union-find over grey levels; after each level whose ``record`` flag is set, emit the rects.
+    """Union-find over grey levels; after each level whose ``record`` flag is set, emit its contours.
 
     ``foreground=True`` adds pixels from grey 255 down to 0 with 8-connectivity: after grey ``v``
     the added set is the mask ``img > v - 1``. ``False`` adds them from 0 up with 4-connectivity
     and keeps only components that do not touch the frame: after grey ``v`` they are the holes of
-    the mask ``img > v``. ``record`` is indexed by the mask's level plus one (levels -1..255).
+    the mask ``img > v``. Levels are indexed by the mask's level plus one (``-1..255``).
+    ``offsets`` are the neighbour steps in the padded grid (8 or 4 of them): a tuple, so that
+    each connectivity compiles to its own unrolled loop.
 
-    Returns ``(tags, rects)``: for each emitted rect the mask level + 1 it belongs to, and its
-    ``(x, y, w, h)`` as ``cv2.boundingRect`` gives it for the matching contour.
+    Every emitted contour updates ``lvl_max`` / ``lvl_min`` (best IoU of its benchmark box against
+    ``gt``; skipped when ``gt`` has no row) and ``lvl_count`` at its level. With ``want_rects`` it
+    is also returned in ``(tags, rects)``: its level index and its ``(x, y, w, h)`` as
+    ``cv2.boundingRect`` gives it for the matching contour.
     """
     height, width = img.shape
-    padded_width = width + 2  # a frame of never-added pixels spares the bounds checks
+    padded_width = width + 2  # a frame of never-labelled pixels spares the bounds checks
     n = (height + 2) * padded_width
-    parent = np.full(n, -1, np.int32)  # -1: pixel not added yet
-    # per root: size, x0, y0, x1, y1 (one row, so a union touches two cache lines)
-    comp = np.empty((n, 5), np.int32)
-    active = np.empty(n, np.int32)  # roots of the current components, compact
-    slot = np.empty(n, np.int32)  # position of a root in ``active``
+    label = np.full(n, -1, np.int32)  # component id a pixel joined (-1: not added yet)
+    # per component id (only the first few are touched on a smooth map): forest, size + extent
+    forest = np.empty(height * width, np.int32)
+    comp = np.empty((height * width, 5), np.int32)
+    active = np.empty(height * width, np.int32)  # roots of the current components, compact
+    slot = np.empty(height * width, np.int32)  # position of a root in ``active``
+    num_ids = 0
     num_active = 0
-    cap = 1024
+    cap = 1024 if want_rects else 1
     tags = np.empty(cap, np.int64)
     rects = np.empty((cap, 4), np.int64)
     num_out = 0
-    w = padded_width
-    if foreground:
-        offsets = np.array([-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1])
-    else:
-        offsets = np.array([-w, -1, 1, w])
+    score = gt.shape[0] > 0
     for step in range(_NUM_GREY):
         grey = _NUM_GREY - 1 - step if foreground else step
         for k in range(starts[grey], starts[grey + 1]):
@@ -86,26 +144,21 @@ def _sweep(
             px = flat - py * width
             p = (py + 1) * padded_width + px + 1
             a = -1  # root of p's component once p has joined one
-            for j in range(offsets.shape[0]):
-                q = p + offsets[j]
-                up = parent[q]
-                if up < 0 or up == a:  # not added yet (or the frame), or already in p's component
+            seen = -1  # last neighbour label resolved (neighbours mostly share one)
+            for off in offsets:
+                lq = label[p + off]
+                if lq < 0 or lq == seen:  # not added yet (or the frame), or just resolved
                     continue
-                b = _find(parent, q)
+                seen = lq
+                b = _find(forest, lq)
+                if b == a:
+                    continue
                 if a < 0:  # the first component met: p joins it
-                    parent[p] = b
-                    comp[b, 0] += 1
-                    comp[b, 1] = min(comp[b, 1], px)
-                    comp[b, 2] = min(comp[b, 2], py)
-                    comp[b, 3] = max(comp[b, 3], px)
-                    comp[b, 4] = max(comp[b, 4], py)
                     a = b
-                    continue
-                if a == b:
                     continue
                 if comp[a, 0] < comp[b, 0]:
                     a, b = b, a
-                parent[b] = a  # b's component joins a's
+                forest[b] = a  # b's component joins a's
                 comp[a, 0] += comp[b, 0]
                 comp[a, 1] = min(comp[a, 1], comp[b, 1])
                 comp[a, 2] = min(comp[a, 2], comp[b, 2])
@@ -116,15 +169,24 @@ def _sweep(
                 slot[last] = slot[b]
                 num_active -= 1
             if a < 0:  # no added neighbour: p starts a component
-                parent[p] = p
-                comp[p, 0] = 1
-                comp[p, 1] = px
-                comp[p, 2] = py
-                comp[p, 3] = px
-                comp[p, 4] = py
-                slot[p] = num_active
-                active[num_active] = p
+                a = num_ids
+                num_ids += 1
+                forest[a] = a
+                comp[a, 0] = 1
+                comp[a, 1] = px
+                comp[a, 2] = py
+                comp[a, 3] = px
+                comp[a, 4] = py
+                slot[a] = num_active
+                active[num_active] = a
                 num_active += 1
+            else:
+                comp[a, 0] += 1
+                comp[a, 1] = min(comp[a, 1], px)
+                comp[a, 2] = min(comp[a, 2], py)
+                comp[a, 3] = max(comp[a, 3], px)
+                comp[a, 4] = max(comp[a, 4], py)
+            label[p] = a
         level_plus_one = grey if foreground else grey + 1
         if not record[level_plus_one]:
             continue
@@ -132,11 +194,18 @@ def _sweep(
             r = active[i]
             cx0, cy0, cx1, cy1 = comp[r, 1], comp[r, 2], comp[r, 3], comp[r, 4]
             if foreground:
-                rect = (cx0, cy0, cx1 - cx0 + 1, cy1 - cy0 + 1)
+                rx, ry, rw, rh = cx0, cy0, cx1 - cx0 + 1, cy1 - cy0 + 1
             elif cx0 > 0 and cy0 > 0 and cx1 < width - 1 and cy1 < height - 1:
-                rect = (cx0 - 1, cy0 - 1, cx1 - cx0 + 3, cy1 - cy0 + 3)
+                rx, ry, rw, rh = cx0 - 1, cy0 - 1, cx1 - cx0 + 3, cy1 - cy0 + 3
             else:
                 continue  # background reaching the frame is not a hole
+            lvl_count[level_plus_one] += 1
+            if score:
+                iou = _best_iou(rx, ry, min(rx + rw, width - 1), min(ry + rh, height - 1), gt)
+                lvl_max[level_plus_one] = max(lvl_max[level_plus_one], iou)
+                lvl_min[level_plus_one] = min(lvl_min[level_plus_one], iou)
+            if not want_rects:
+                continue
             if num_out == cap:
                 cap *= 2
                 tags_grown = np.empty(cap, np.int64)
@@ -146,12 +215,130 @@ def _sweep(
                 rects_grown[:num_out] = rects[:num_out]
                 rects = rects_grown
             tags[num_out] = level_plus_one
-            rects[num_out, 0] = rect[0]
-            rects[num_out, 1] = rect[1]
-            rects[num_out, 2] = rect[2]
-            rects[num_out, 3] = rect[3]
+            rects[num_out, 0] = rx
+            rects[num_out, 1] = ry
+            rects[num_out, 2] = rw
+            rects[num_out, 3] = rh
             num_out += 1
     return tags[:num_out], rects[:num_out]
+
+
+def _offsets(width: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """8- and 4-neighbour steps in the grid padded by one pixel (used by Python callers)."""
+    w = width + 2
+    return (-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1), (-w, -1, 1, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _level_ious_kernel(
+    img: np.ndarray, gt: np.ndarray, record: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order, starts = _grey_order(img)
+    lvl_max = np.full(NUM_LEVELS, -np.inf)
+    lvl_min = np.full(NUM_LEVELS, np.inf)
+    lvl_count = np.zeros(NUM_LEVELS, np.int64)
+    w = img.shape[1] + 2
+    eight = (-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1)
+    four = (-w, -1, 1, w)
+    _sweep(img, order, starts, True, eight, record, gt, False, lvl_max, lvl_min, lvl_count)
+    _sweep(img, order, starts, False, four, record, gt, False, lvl_max, lvl_min, lvl_count)
+    # no contour: the benchmark's single box [0, 0, 0, 0]
+    height, width = img.shape
+    empty_iou = _best_iou(0, 0, 0, 0, gt) if gt.shape[0] > 0 else 0.0
+    for i in range(NUM_LEVELS):
+        if lvl_count[i] == 0:
+            lvl_max[i] = empty_iou
+            lvl_min[i] = empty_iou
+    return lvl_max, lvl_min, lvl_count
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_uint8_kernel(scoremap: np.ndarray, out: np.ndarray) -> int:
+    """``out = floor(255 * s)``; 0 = ok, 1 = a NaN, 2 = a value outside [0, 1]."""
+    flat = scoremap.ravel()
+    dst = out.ravel()
+    status = 0
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        if v != v:
+            return 1
+        if v < 0.0 or v > 1.0:
+            status = 2
+            continue
+        dst[i] = np.uint8(v * 255.0)
+    return status
+
+
+def scoremap_uint8(scoremap: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """``floor(255 * s)`` of a float64 2-D map in one compiled pass, or ``(None, reason)`` if invalid.
+
+    The reason is the benchmark's validity rule the map breaks (NaN, outside [0, 1]).
+
+    Example:
+        >>> scoremap_uint8(np.array([[0.0, 0.5, 1.0]]))[0]
+        array([[  0, 127, 255]], dtype=uint8)
+        >>> scoremap_uint8(np.array([[0.0, 2.0]]))[1]
+        'values outside [0, 1]'
+    """
+    arr = np.ascontiguousarray(scoremap, dtype=np.float64)
+    if arr.ndim != 2 or arr.size == 0:
+        return None, f"not a non-empty 2-D array (shape {arr.shape})"
+    out = np.empty(arr.shape, np.uint8)
+    status = _to_uint8_kernel(arr, out)
+    if status == 1:
+        return None, "NaN values"
+    if status == 2:
+        return None, "values outside [0, 1]"
+    return out, None
+
+
+def _record(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lv = np.clip(levels.astype(np.int64), -1, 255)
+    record = np.zeros(NUM_LEVELS, np.bool_)
+    record[lv + 1] = True
+    record[_NUM_GREY] = False  # level 255 keeps no pixel: no contour
+    return lv, record
+
+
+def _check_img(img: np.ndarray, where: str) -> np.ndarray:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 2:
+        raise ValueError(f"{where} needs a 2-D uint8 array, got {getattr(img, 'dtype', type(img))}")
+    return np.ascontiguousarray(img)
+
+
+def level_ious(
+    img: np.ndarray, gt_boxes: np.ndarray, levels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per mask level: best and worst contour IoU against the GT boxes, and the contour count.
+
+    Every contour (outer and hole) of ``img > c`` gets the benchmark's box ``[x, y, min(x + w,
+    W - 1), min(y + h, H - 1)]`` from its ``cv2.boundingRect``, and that box's best "+1" IoU over
+    ``gt_boxes``. A level with no contour gets the IoU of the benchmark's ``[0, 0, 0, 0]`` box.
+
+    Args:
+        img: 2-D uint8 map.
+        gt_boxes: ``(m, 4)`` int ``XYXY_INCLUSIVE`` GT boxes in the map's grid (``m >= 1``).
+        levels: the levels ``c`` needed (default all); others come back as if they had no contour.
+
+    Returns:
+        ``(iou_max, iou_min, counts)``, each of length :data:`NUM_LEVELS`, indexed by ``c + 1``.
+
+    Example:
+        >>> img = np.zeros((8, 8), np.uint8); img[2:4, 1:6] = 255; img[6, 6] = 200
+        >>> hi, lo, n = level_ious(img, np.array([[1, 2, 5, 3]]))
+        >>> n[[0 + 1, 210 + 1]].tolist(), round(float(hi[211]), 4), round(float(lo[1]), 4)
+        ([2, 1], 0.5556, 0.0)
+    """
+    img = _check_img(img, "level_ious")
+    gt = np.ascontiguousarray(gt_boxes, dtype=np.int64).reshape(-1, 4)
+    if gt.shape[0] == 0:
+        raise ValueError("level_ious needs at least one GT box")
+    if levels is None:
+        record = np.ones(NUM_LEVELS, np.bool_)
+        record[_NUM_GREY] = False
+    else:
+        record = _record(np.asarray(levels))[1]
+    return _level_ious_kernel(img, gt, record)
 
 
 def level_rects(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,22 +360,17 @@ def level_rects(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.nda
         >>> counts.tolist(), rects.tolist()
         ([1, 2, 0], [[0, 0, 1, 1], [0, 0, 1, 1], [3, 3, 1, 1]])
     """
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 2:
-        raise ValueError(f"level_rects needs a 2-D uint8 array, got {getattr(img, 'dtype', type(img))}")
+    img = _check_img(img, "level_rects")
     lv = np.asarray(levels)
     if lv.ndim != 1 or not np.issubdtype(lv.dtype, np.integer):
         raise ValueError(f"levels must be a 1-D integer array, got dtype {lv.dtype} and shape {lv.shape}")
-    lv = np.clip(lv.astype(np.int64), -1, 255)
-    record = np.zeros(_NUM_GREY + 1, np.bool_)
-    record[lv + 1] = True
-    record[_NUM_GREY] = False  # level 255 keeps no pixel: no contour
-    img = np.ascontiguousarray(img)
-    flat = img.ravel()
-    order = np.argsort(flat, kind="stable")
-    starts = np.zeros(_NUM_GREY + 1, np.int64)
-    np.cumsum(np.bincount(flat, minlength=_NUM_GREY), out=starts[1:])
-    fg_tags, fg_rects = _sweep(img, order, starts, True, record)
-    hole_tags, hole_rects = _sweep(img, order, starts, False, record)
+    lv, record = _record(lv)
+    order, starts = _grey_order(img)
+    no_gt = np.zeros((0, 4), np.int64)
+    scratch = (np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64))
+    eight, four = _offsets(img.shape[1])
+    fg_tags, fg_rects = _sweep(img, order, starts, True, eight, record, no_gt, True, *scratch)
+    hole_tags, hole_rects = _sweep(img, order, starts, False, four, record, no_gt, True, *scratch)
     tags = np.concatenate([fg_tags, hole_tags])
     rects_all = np.concatenate([fg_rects, hole_rects])
     by_level = np.argsort(tags, kind="stable")  # rects of mask level c + 1 are contiguous

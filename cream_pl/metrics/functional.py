@@ -33,17 +33,17 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
-from cream_pl.boxes import box_iou_inclusive
-from cream_pl.metrics.component_tree import level_rects
+from cream_pl.metrics.component_tree import level_ious, level_rects
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "RESIZE_LENGTH",
@@ -54,10 +54,14 @@ __all__ = [
     "threshold_levels",
     "boxes_from_scoremap",
     "box_from_scoremap_at",
+    "pixel_box_from_scoremap_at",
     "best_iou_per_threshold",
     "localized_per_threshold",
+    "localized_from_uint8",
     "box_accuracy_update",
+    "box_accuracy_summary",
     "box_accuracy_compute",
+    "box_iou_plus_one",
     "pxap_bin_edges",
     "pxap_histograms",
     "pxap_pr_curve",
@@ -69,11 +73,18 @@ RESIZE_LENGTH = 224
 
 _NO_BOX = np.zeros((1, 4), dtype=np.int64)  # what the benchmark returns when nothing survives
 
-ArrayLike = np.ndarray | Tensor
+ArrayLike = Union[np.ndarray, "Tensor"]
+# torch and OpenCV are imported where they are needed: scoring saved 224x224 maps (``cream-pl
+# evaluate``, V2) needs neither.
+
+
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only if torch has been imported
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, Tensor):
+    if _is_tensor(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -124,6 +135,8 @@ def prepare_scoremap(cam: ArrayLike, size: int = RESIZE_LENGTH) -> np.ndarray:
     if np.isinf(arr).any():
         raise ValueError("a CAM holds an infinite value; the benchmark cannot score it")
     if arr.shape != (size, size):
+        import cv2
+
         arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_CUBIC)
     return _normalize_minmax(arr)
 
@@ -134,6 +147,7 @@ def prepare_scoremaps(cams: ArrayLike, size: int = RESIZE_LENGTH) -> ArrayLike:
     Returns a CPU tensor when given a tensor, a numpy array otherwise.
 
     Example:
+        >>> import torch
         >>> prepare_scoremaps(torch.rand(2, 14, 14)).shape
         torch.Size([2, 224, 224])
     """
@@ -141,7 +155,11 @@ def prepare_scoremaps(cams: ArrayLike, size: int = RESIZE_LENGTH) -> ArrayLike:
     if arr.ndim != 3:
         raise ValueError(f"CAMs must have shape (B, H, W), got {arr.shape}")
     out = np.stack([prepare_scoremap(a, size) for a in arr]) if len(arr) else np.zeros((0, size, size))
-    return torch.from_numpy(out) if isinstance(cams, Tensor) else out
+    if _is_tensor(cams):
+        import torch
+
+        return torch.from_numpy(out)
+    return out
 
 
 def cam_thresholds(interval: float = 0.001) -> np.ndarray:
@@ -204,6 +222,8 @@ def _mask_rects(mask: np.ndarray, multi_contour: bool) -> list[tuple[int, int, i
 
     ``(0, 0, 0, 0)`` stands for "no contour" (it becomes the benchmark's ``[0, 0, 0, 0]`` box).
     """
+    import cv2
+
     contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
     if len(contours) == 0:
         return [(0, 0, 0, 0)]
@@ -226,6 +246,8 @@ def _level_boxes(img: np.ndarray, levels: np.ndarray, multi_contour: bool) -> tu
 
     One ``cv2.findContours`` per level: the reference's way, kept as the oracle.
     """
+    import cv2
+
     rects: list[tuple[int, int, int, int]] = []
     counts = np.empty(len(levels), dtype=np.int64)
     for i, t in enumerate(levels.tolist()):
@@ -333,26 +355,80 @@ def box_from_scoremap_at(scoremap: ArrayLike, threshold: float, multi_contour: b
     return boxes if multi_contour else boxes[0]
 
 
+def pixel_box_from_scoremap_at(scoremap: ArrayLike, threshold: float, multi_contour: bool = False) -> np.ndarray:
+    """The object's own pixel box at one threshold: first to **last** pixel, both inclusive.
+
+    :func:`box_from_scoremap_at` returns the benchmark's box, whose right/bottom edge is one past
+    the contour (``x + w``, clipped at ``W - 1``): right for scoring against the protocol, one
+    pixel too wide and tall as a description of the object. Pseudo boxes and ``localize`` use
+    this function instead. With ``multi_contour`` the union box of all contours is returned.
+
+    Returns:
+        ``(4,)`` int64 ``XYXY_INCLUSIVE`` box; ``[0, 0, 0, 0]`` when nothing survives.
+
+    Example:
+        >>> s = np.zeros((8, 8)); s[2:4, 1:6] = 1.0; s[6, 6] = 0.9
+        >>> pixel_box_from_scoremap_at(s, 0.5)
+        array([1, 2, 5, 3])
+    """
+    import cv2
+
+    img = scoremap_to_uint8(scoremap)
+    level = int(threshold_levels(int(img.max()), [float(threshold)])[0])
+    mask = cv2.threshold(img, level, 1, cv2.THRESH_BINARY)[1]
+    rects = np.asarray(_mask_rects(mask, multi_contour), dtype=np.int64).reshape(-1, 4)
+    if rects[:, 2:].max() == 0:
+        return np.zeros(4, dtype=np.int64)
+    x0, y0 = rects[:, 0].min(), rects[:, 1].min()
+    x1, y1 = (rects[:, 0] + rects[:, 2]).max() - 1, (rects[:, 1] + rects[:, 3]).max() - 1
+    return np.array([x0, y0, x1, y1], dtype=np.int64)
+
+
 # ----------------------------------------------------------------------------------------------
 # box accuracy
 
 
-def _check_gt_boxes(gt_boxes: ArrayLike, where: str) -> Tensor:
-    gt = torch.as_tensor(_to_numpy(gt_boxes))
-    if gt.ndim == 1 and gt.numel() == 4:
+def _check_gt_boxes(gt_boxes: ArrayLike, where: str) -> np.ndarray:
+    gt = _to_numpy(gt_boxes)
+    if gt.ndim == 1 and gt.size == 4:
         gt = gt[None]
     if gt.ndim != 2 or gt.shape[1] != 4:
         raise ValueError(f"{where}: GT boxes must have shape (n, 4), got {tuple(gt.shape)}")
     if gt.shape[0] == 0:
         raise ValueError(f"{where}: an image needs at least one GT box")
-    if gt.is_floating_point() and not torch.equal(gt, gt.round()):
+    if not (np.issubdtype(gt.dtype, np.number) or gt.dtype == np.bool_):
+        raise ValueError(f"{where}: GT boxes must be integer XYXY_INCLUSIVE pixels, got dtype {gt.dtype}")
+    if np.issubdtype(gt.dtype, np.floating) and not np.array_equal(gt, np.round(gt)):
         raise ValueError(f"{where}: GT boxes must be integer XYXY_INCLUSIVE pixels, got {gt.tolist()}")
-    gt = gt.to(torch.int64)
+    gt = gt.astype(np.int64)
     if (gt < 0).any() or (gt[:, 2] < gt[:, 0]).any() or (gt[:, 3] < gt[:, 1]).any():
         raise ValueError(
             f"{where}: GT boxes must be XYXY_INCLUSIVE with 0 <= x0 <= x1 and 0 <= y0 <= y1, got {gt.tolist()}"
         )
     return gt
+
+
+def box_iou_plus_one(boxes_a: ArrayLike, boxes_b: ArrayLike) -> np.ndarray:
+    """Pairwise "+1" IoU of integer ``XYXY_INCLUSIVE`` boxes, the benchmark's arithmetic, in numpy.
+
+    Integer intersection and union, one float64 division (equal to
+    :func:`cream_pl.boxes.box_iou_inclusive`); a pair with no positive union scores 0.
+
+    Example:
+        >>> box_iou_plus_one([[0, 0, 1, 1]], [[1, 1, 2, 2], [0, 0, 1, 1]])
+        array([[0.14285714, 1.        ]])
+    """
+    a = np.asarray(_to_numpy(boxes_a), dtype=np.int64).reshape(-1, 4)
+    b = np.asarray(_to_numpy(boxes_b), dtype=np.int64).reshape(-1, 4)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
+    inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    out = np.zeros(union.shape, dtype=np.float64)
+    np.divide(inter, union, out=out, where=union > 0)
+    return out
 
 
 def best_iou_per_threshold(
@@ -385,12 +461,14 @@ def best_iou_per_threshold(
     levels = threshold_levels(int(img.max()), thresholds)
     if len(levels) == 0:
         return np.zeros(0)
+    if fast and multi_contour:  # scored inside the component-tree pass
+        return level_ious(img, gt, levels)[0][np.clip(levels, -1, 255) + 1]
     _, inverse, ious, starts = _contour_ious(img, gt, levels, multi_contour, fast)
     return np.maximum.reduceat(ious, starts)[inverse]
 
 
 def _contour_ious(
-    img: np.ndarray, gt: Tensor, levels: np.ndarray, multi_contour: bool, fast: bool
+    img: np.ndarray, gt: np.ndarray, levels: np.ndarray, multi_contour: bool, fast: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Best IoU over the GT boxes of every contour box at each (distinct, if ``fast``) grey level.
 
@@ -403,7 +481,7 @@ def _contour_ious(
     else:
         inverse = np.arange(len(levels))
         boxes, counts = _level_boxes(img, levels, multi_contour)
-    ious = box_iou_inclusive(torch.from_numpy(boxes), gt).amax(dim=1).numpy()
+    ious = box_iou_plus_one(boxes, gt).max(axis=1)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return levels, inverse, ious, starts
 
@@ -424,9 +502,10 @@ def localized_per_threshold(
 ) -> np.ndarray:
     """Whether the map localises the object at each (IoU level, threshold): best IoU ``>= delta / 100``.
 
-    Equal to ``best_iou_per_threshold(...) >= delta / 100``, but for the largest contour (V1) the
-    fast path traces a level with ``findContours`` only when its contours disagree: if every
-    contour's box clears ``delta`` (or none does), so does the largest one.
+    Equal to ``best_iou_per_threshold(...) >= delta / 100``. The fast path scores every contour
+    inside the component-tree pass (:func:`~cream_pl.metrics.component_tree.level_ious`); for
+    the largest contour (V1) it traces a level with ``findContours`` only when its contours
+    disagree: if every contour's box clears ``delta`` (or none does), so does the largest one.
 
     Args:
         scoremap: 2-D float map in ``[0, 1]``.
@@ -446,22 +525,54 @@ def localized_per_threshold(
                [ True,  True],
                [False, False]])
     """
-    fractions = _iou_fractions(iou_thresholds)
-    if not fast or multi_contour:
-        best = best_iou_per_threshold(scoremap, gt_boxes, thresholds, multi_contour, fast=fast)
-        return best[None, :] >= fractions[:, None]
+    if not fast:
+        best = best_iou_per_threshold(scoremap, gt_boxes, thresholds, multi_contour, fast=False)
+        return best[None, :] >= _iou_fractions(iou_thresholds)[:, None]
     gt = _check_gt_boxes(gt_boxes, "localized_per_threshold")
     img = scoremap_to_uint8(scoremap)
     levels = threshold_levels(int(img.max()), thresholds)
+    return localized_from_uint8(img, gt, levels, iou_thresholds, multi_contour)
+
+
+def localized_from_uint8(
+    img: np.ndarray,
+    gt: np.ndarray,
+    levels: np.ndarray,
+    iou_thresholds: Sequence[int | float] = (30, 50, 70),
+    multi_contour: bool = True,
+    v1_iou_thresholds: Sequence[int | float] = (),
+) -> np.ndarray:
+    """:func:`localized_per_threshold` on a checked uint8 map, its threshold levels and int64 GT boxes.
+
+    With ``v1_iou_thresholds`` (and ``multi_contour``), the largest-contour (V1) decisions at
+    those IoU levels come from the same component-tree pass and are stacked below the main rows.
+
+    Returns:
+        bool ``(len(iou_thresholds) + len(v1_iou_thresholds), len(levels))``.
+    """
+    fractions = _iou_fractions(iou_thresholds)
+    v1_fractions = _iou_fractions(v1_iou_thresholds) if multi_contour else fractions
     if len(levels) == 0:
-        return np.zeros((len(fractions), 0), dtype=bool)
-    levels, inverse, ious, starts = _contour_ious(img, gt, levels, multi_contour=True, fast=True)
-    hi = np.maximum.reduceat(ious, starts)[None, :] >= fractions[:, None]  # some contour clears delta
-    lo = np.minimum.reduceat(ious, starts)[None, :] >= fractions[:, None]  # every contour does
-    ok = hi.copy()
-    undecided = np.flatnonzero((hi != lo).any(axis=0))
+        return np.zeros((len(fractions) + (len(v1_fractions) if multi_contour else 0), 0), dtype=bool)
+    index = np.clip(levels, -1, 255) + 1
+    hi, lo, _ = level_ious(img, gt, levels)
+    rows = [hi[index][None, :] >= fractions[:, None]] if multi_contour else []
+    if len(v1_fractions):
+        rows.append(_largest_contour_ok(img, gt, levels, hi, lo, v1_fractions))
+    return np.concatenate(rows, axis=0)
+
+
+def _largest_contour_ok(
+    img: np.ndarray, gt: np.ndarray, levels: np.ndarray, hi: np.ndarray, lo: np.ndarray, fractions: np.ndarray
+) -> np.ndarray:
+    """V1 decisions: some contour clears delta and every one does -> yes; none does -> no; else trace."""
+    reps, inverse = _distinct_levels(img, levels)
+    index = np.clip(reps, -1, 255) + 1
+    ok = hi[index][None, :] >= fractions[:, None]
+    every = lo[index][None, :] >= fractions[:, None]
+    undecided = np.flatnonzero((ok != every).any(axis=0))
     if len(undecided):  # contours disagree: the largest one decides
-        _, _, iou, _ = _contour_ious(img, gt, levels[undecided], multi_contour=False, fast=False)
+        _, _, iou, _ = _contour_ious(img, gt, reps[undecided], multi_contour=False, fast=False)
         ok[:, undecided] = iou[None, :] >= fractions[:, None]
     return ok[:, inverse]
 
@@ -486,8 +597,8 @@ def box_accuracy_update(
         thresholds: CAM thresholds.
         iou_thresholds: IoU levels in percent (the benchmark uses 30, 50, 70).
         multi_contour: all contours (V2) or the largest (V1).
-        num_workers: threads over images (OpenCV releases the GIL); ``None`` = CPU count,
-            ``0``/``1`` = serial. Results do not depend on it.
+        num_workers: threads over images (the compiled kernels and OpenCV release the GIL);
+            ``None`` = CPU count, ``0``/``1`` = serial. Results do not depend on it.
         fast: see :func:`boxes_from_scoremap`.
 
     Returns:
@@ -526,21 +637,21 @@ def box_accuracy_update(
     return counts
 
 
-def box_accuracy_compute(
+def box_accuracy_summary(
     correct: ArrayLike,
     total: int,
     iou_thresholds: Sequence[int | float],
     thresholds: Sequence[float] | np.ndarray,
 ) -> dict[str, Any]:
-    """MaxBoxAcc numbers from the accumulated counts (the benchmark's ``BoxEvaluator.compute``).
+    """MaxBoxAcc numbers from the accumulated counts (the benchmark's ``BoxEvaluator.compute``), numpy only.
 
     Returns:
         ``max_box_acc`` (mean over IoU levels of the best accuracy over thresholds, percent),
         ``max_box_acc_iou`` ``{iou: percent}``, ``best_threshold_iou`` ``{iou: threshold}`` (first
-        best), ``box_acc_curve`` (float64 ``(n_iou, n_thr)`` percent) and ``thresholds``.
+        best), ``box_acc_curve`` (float64 ``(n_iou, n_thr)`` percent) and ``thresholds`` (arrays).
 
     Example:
-        >>> box_accuracy_compute(np.array([[1, 2], [0, 1]]), 2, (30, 50), [0.0, 0.5])["max_box_acc"]
+        >>> box_accuracy_summary(np.array([[1, 2], [0, 1]]), 2, (30, 50), [0.0, 0.5])["max_box_acc"]
         75.0
     """
     correct = _to_numpy(correct)
@@ -557,9 +668,29 @@ def box_accuracy_compute(
         "max_box_acc": float(np.average(maxima)),
         "max_box_acc_iou": {_iou_key(d): float(m) for d, m in zip(iou_thresholds, maxima)},
         "best_threshold_iou": {_iou_key(d): float(thr[j]) for d, j in zip(iou_thresholds, best_idx)},
-        "box_acc_curve": torch.from_numpy(curve),
-        "thresholds": torch.from_numpy(thr.copy()),
+        "box_acc_curve": curve,
+        "thresholds": thr.copy(),
     }
+
+
+def box_accuracy_compute(
+    correct: ArrayLike,
+    total: int,
+    iou_thresholds: Sequence[int | float],
+    thresholds: Sequence[float] | np.ndarray,
+) -> dict[str, Any]:
+    """:func:`box_accuracy_summary` with ``box_acc_curve`` and ``thresholds`` as torch tensors.
+
+    Example:
+        >>> box_accuracy_compute(np.array([[1, 2], [0, 1]]), 2, (30, 50), [0.0, 0.5])["max_box_acc"]
+        75.0
+    """
+    import torch
+
+    out = box_accuracy_summary(correct, total, iou_thresholds, thresholds)
+    out["box_acc_curve"] = torch.from_numpy(out["box_acc_curve"])
+    out["thresholds"] = torch.from_numpy(out["thresholds"])
+    return out
 
 
 def _iou_key(delta: int | float) -> int | float:

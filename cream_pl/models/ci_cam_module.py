@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from cream_pl.models.cam import all_class_activation_maps, normalize_maps
 from cream_pl.models.ci_cam import CICAMHead, CICAMOutput, NonLocalBlock, ci_cam_loss, combinational_cam
 from cream_pl.models.classifier import WSOLClassifier
+from cream_pl.models.precision import float32_math
 
 __all__ = ["CAMSource", "CICAMClassifier"]
 
@@ -142,11 +143,13 @@ class CICAMClassifier(WSOLClassifier):
         maps = super().method_maps(feats, class_ids, names)
         fn = _CAM_SOURCES[self.hparams.cam_source]
         if fn is not None and (names is None or "ccam" in names):
-            weight = self.classifier.weight.to(feats.dtype)
-            cams = all_class_activation_maps(feats, weight)
-            logits = feats.mean(dim=(2, 3)) @ weight.t()  # ranking only: the bias does not change it
-            n = min(self.hparams.ccam_n, cams.shape[1])
-            maps["ccam"] = normalize_maps(combinational_cam(cams, logits, fn, n=n))  # type: ignore[arg-type]
+            with float32_math(feats):  # float32 under any trainer precision
+                feats = feats.float()
+                weight = self.classifier.weight.float()
+                cams = all_class_activation_maps(feats, weight)
+                logits = feats.mean(dim=(2, 3)) @ weight.t()  # ranking only: the bias does not change it
+                n = min(self.hparams.ccam_n, cams.shape[1])
+                maps["ccam"] = normalize_maps(combinational_cam(cams, logits, fn, n=n))  # type: ignore[arg-type]
         return maps
 
     # --------------------------------------------------------------- training
@@ -185,8 +188,9 @@ class CICAMClassifier(WSOLClassifier):
                 f"{tuple(self.context_pool.shape[1:])}: set train_crop_size (now {self.hparams.train_crop_size}) to the "
                 "training crop size, or pool_size to the training feature map size"
             )
-        sums = self.ci_head.pool_sums(feats.float(), self.classifier, labels, logits_up)
-        self.ci_head.intervention.update(sums, rate=self.hparams.pool_rate, sync=True)
+        with float32_math(feats):  # the pool is a running average: float32 under any trainer precision
+            sums = self.ci_head.pool_sums(feats.float(), self.classifier, labels, logits_up.float())
+            self.ci_head.intervention.update(sums, rate=self.hparams.pool_rate, sync=True)
 
     # -------------------------------------------------------------- optimiser
     def new_parameters(self) -> list[nn.Parameter]:

@@ -31,6 +31,7 @@ from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import class_activation_maps, normalize_maps
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
+from cream_pl.models.precision import float32_math
 from cream_pl.viz import denormalize_image
 
 __all__ = ["WSOLClassifier"]
@@ -136,6 +137,7 @@ class WSOLClassifier(pl.LightningModule):
         if bn_momentum is not None:
             self.backbone.set_batchnorm_momentum(bn_momentum)
         self.classifier = nn.Linear(self.backbone.num_features, num_classes)
+        self._init_classifier()
         self.lambdas = (float(cream_lambda), *[float(v) for v in ablation_lambdas])
         self.context = (
             ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
@@ -172,6 +174,23 @@ class WSOLClassifier(pl.LightningModule):
             }
         )
 
+    def _init_classifier(self) -> None:
+        """N(0, 0.01) weights and zero bias, as the benchmark's ``initialize_weights``; a backbone that
+        loaded a pretrained classifier of the same shape (ResNet50 on ImageNet's 1000 classes) keeps it."""
+        nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
+        head = getattr(self.backbone, "pretrained_classifier", None)
+        if head is not None and tuple(head[0].shape) == tuple(self.classifier.weight.shape):
+            with torch.no_grad():
+                self.classifier.weight.copy_(head[0])
+                self.classifier.bias.copy_(head[1])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it."""
+        from cream_pl.models.checkpoints import CLASS_KEY
+
+        checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(features (B, K, h, w), logits (B, C))`` — the hook subclasses (e.g. CI-CAM) override."""
         feats = self.backbone(images)
@@ -194,8 +213,12 @@ class WSOLClassifier(pl.LightningModule):
         unknown = sorted(set(wanted) - set(self.method_names))
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; this model has {self.method_names}")
+        with float32_math(feats):  # the trainer may run this step under bf16/fp16 autocast
+            return self._method_maps(feats.float(), class_ids, wanted)
+
+    def _method_maps(self, feats: Tensor, class_ids: Tensor, wanted: list[str]) -> dict[str, Tensor]:
         hp = self.hparams
-        cam = class_activation_maps(feats, self.classifier.weight, class_ids)
+        cam = class_activation_maps(feats, self.classifier.weight.float(), class_ids)
         maps = {"cam": normalize_maps(cam)} if "cam" in wanted else {}
         if self.context is None:
             return maps
@@ -226,11 +249,12 @@ class WSOLClassifier(pl.LightningModule):
 
     @torch.no_grad()
     def _update_context(self, feats: Tensor, labels: Tensor) -> None:
-        feats = feats.float()
-        cam = normalize_maps(class_activation_maps(feats, self.classifier.weight.detach().float(), labels))
-        f_fg, f_bg, has_fg, has_bg = foreground_background_features(feats, cam, self.hparams.cream_tau)
-        assert self.context is not None
-        self.context.update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
+        with float32_math(feats):  # Eq. 3-4 in float32 under any trainer precision
+            feats = feats.float()
+            cam = normalize_maps(class_activation_maps(feats, self.classifier.weight.detach().float(), labels))
+            f_fg, f_bg, has_fg, has_bg = foreground_background_features(feats, cam, self.hparams.cream_tau)
+            assert self.context is not None
+            self.context.update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters outside the pretrained backbone (the head, and what subclasses add).

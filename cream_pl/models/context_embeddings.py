@@ -96,7 +96,7 @@ class ContextEmbeddings(nn.Module):
         for i, lam in enumerate(self.lambdas):
             self.fg[i] = momentum_update(self.fg[i], class_ids, f_fg.to(self.fg.dtype), lam, has_fg)
             self.bg[i] = momentum_update(self.bg[i], class_ids, f_bg.to(self.bg.dtype), lam, has_bg)
-        self.num_updates += n
+        self.num_updates += class_ids.shape[0]  # samples of every rank: the same count on all of them
 
     def get(self, index: int = 0) -> tuple[Tensor, Tensor]:
         """``(E_fg, E_bg)`` of ``lambdas[index]``, each ``(C, K)``."""

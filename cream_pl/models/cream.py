@@ -120,7 +120,9 @@ def momentum_update(
     rank = (onehot.cumsum(0) - 1.0).mul(onehot).sum(1)  # position of each sample within its class
     m = counts[class_ids]
     lam_t = torch.tensor(lam, dtype=dtype, device=embeddings.device)
-    weights = (1.0 - lam_t) * lam_t.pow(m - 1.0 - rank) * valid.to(dtype)  # (N,)
+    # invalid samples get exponent 0, not m - 1 (= -1 for a class with no valid sample: 0^-1 * 0 = NaN at lam = 0)
+    exponent = torch.where(valid, m - 1.0 - rank, torch.zeros_like(m))
+    weights = (1.0 - lam_t) * lam_t.pow(exponent) * valid.to(dtype)  # (N,)
     out = embeddings.to(dtype) * lam_t.pow(counts)[:, None]
     out = out.index_add(0, class_ids, values.to(dtype) * weights[:, None])
     return out.to(embeddings.dtype)

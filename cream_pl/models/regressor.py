@@ -182,9 +182,9 @@ class BoxRegressor(pl.LightningModule):
     def setup(self, stage: str) -> None:
         ckpt = self.hparams.classifier_ckpt
         if self._classifier is None and ckpt is not None:
-            from cream_pl.models.classifier import WSOLClassifier
+            from cream_pl.models.checkpoints import load_classifier
 
-            self.set_classifier(WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu"))
+            self.set_classifier(load_classifier(ckpt))  # CAM/CREAM, CI-CAM or KD-CI-CAM
 
     def forward(self, images: Tensor) -> Tensor:
         """Normalised ``(x, y, w, h)`` boxes ``(B, 4)`` for ImageNet-normalised images."""

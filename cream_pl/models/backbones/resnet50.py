@@ -43,6 +43,7 @@ class ResNet50Backbone(Backbone):
     """
 
     ignored_pretrained_prefixes = ("fc.",)
+    pretrained_classifier_prefix = "fc."  # kept for 1000-class (ILSVRC) models, as the benchmark
 
     def __init__(self, large_feature_map: bool = False) -> None:
         super().__init__()

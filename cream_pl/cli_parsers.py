@@ -1,0 +1,254 @@
+"""Light argument parsers of the ``cream-pl`` sub-commands (standard library only).
+
+``cream-pl --help`` and ``cream-pl <command> --help`` are answered from these definitions, so they
+import neither torch nor Lightning. Two kinds of entries:
+
+- ``evaluate`` and ``export-scoremaps``: these definitions *are* the parsers; their ``func``
+  imports the implementation only when the command runs.
+- ``data``, ``localize``, ``pseudo-boxes``, ``train-regressor``: mirrors of the ``add_parser`` of
+  the module that owns the command (that module imports torch or Lightning at its top). They are
+  used for help and usage errors only: to run, :mod:`cream_pl.cli` re-parses the command line with
+  the owner's own parser (:class:`Delegate`). ``tests/test_cli_startup.py`` checks that every
+  mirror prints the same help as its owner, so they cannot drift apart unnoticed.
+
+Example:
+    >>> p = argparse.ArgumentParser(prog="cream-pl"); sub = p.add_subparsers(dest="command")
+    >>> _ = SUBCOMMANDS["evaluate"].add(sub)
+    >>> p.parse_args(["evaluate", "--metadata", "m", "--scoremaps", "s", "--out", "o.json"]).interval
+    0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Delegate", "Subcommand", "SUBCOMMANDS", "add_evaluate_arguments"]
+
+
+@dataclass(frozen=True)
+class Delegate:
+    """``func`` of a mirrored parser: run the command with the owner module's own parser."""
+
+    module: str
+
+    def owner_add_parser(self) -> Callable[[Any], argparse.ArgumentParser]:
+        return importlib.import_module(self.module).add_parser
+
+
+def _lazy(module: str, name: str = "run") -> Callable[[argparse.Namespace], int]:
+    """A ``func`` that imports ``module`` only when called."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), name)(args) or 0)
+
+    run.__qualname__ = run.__name__ = name
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``cream-pl evaluate`` (also used by :func:`cream_pl.metrics.cli.add_parser`)."""
+    parser.add_argument("--metadata", required=True, help="split folder (image_ids.txt, localization.txt, ...)")
+    parser.add_argument("--scoremaps", required=True, help="folder with one <image_id>.npy per image")
+    parser.add_argument("--interval", type=float, default=0.01,
+                        help="CAM threshold step (default 0.01, as the benchmark's tool)")
+    parser.add_argument("--no-multi-contour", dest="multi_contour", action="store_false",
+                        help="box of the largest contour only for max_box_acc_v2/max_box_acc_iou "
+                        "(default: every contour)")
+    parser.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70], help="IoU levels in percent")
+    parser.add_argument("--mask-root", default=None,
+                        help="folder the mask PNG paths are relative to (enables PxAP)")
+    parser.add_argument("--normalize", choices=("auto", "always"), default="auto",
+                        help="auto: 224x224 maps in [0,1] are scored as saved, others resized + min-max; "
+                        "always: min-max every map")
+    parser.add_argument("--no-v1", dest="v1", action="store_false",
+                        help="skip max_box_acc (V1, largest contour) when scoring all contours")
+    parser.add_argument("--batch-size", type=int, default=64, help="maps per work item of a worker")
+    parser.add_argument("--num-workers", type=int, default=None, help="worker threads (default: all CPUs)")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+
+
+def _add_evaluate(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("evaluate", help="score saved score maps (<image_id>.npy) with MaxBoxAcc, MaxBoxAccV2 "
+                       "and PxAP", description="``cream-pl evaluate``: score saved score maps the way "
+                       "wsolevaluation's own tool does.")
+    add_evaluate_arguments(p)
+    p.set_defaults(func=_lazy("cream_pl.metrics.cli"))
+    return p
+
+
+def _add_export(sub: Any) -> argparse.ArgumentParser:
+    from cream_pl.export_scoremaps import add_parser
+
+    return add_parser(sub)
+
+
+# ---------------------------------------------------------------------------------------------- mirrors
+
+
+def _add_data(sub: Any) -> argparse.ArgumentParser:
+    """Mirror of :func:`cream_pl.data.cli.add_parser`."""
+    run = Delegate("cream_pl.data.cli")
+    parser = sub.add_parser("data", help="write the synthetic benchmark, convert CUB, check a dataset",
+                            description="Datasets in the WSOL benchmark format.")
+    dsub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    parser.set_defaults(func=run)
+
+    synth = dsub.add_parser("synth", help="write the embedded synthetic WSOL benchmark",
+                            description="Write the deterministic synthetic WSOL dataset (see cream_pl.data.synth).")
+    synth.add_argument("--out", required=True, help="output dataset root")
+    synth.add_argument("--seed", type=int, default=0, help="base seed (same seed -> byte-identical files)")
+    synth.add_argument("--num-classes", type=int, default=8)
+    synth.add_argument("--num-train", type=int, default=480)
+    synth.add_argument("--num-val", type=int, default=80)
+    synth.add_argument("--num-test", type=int, default=160)
+    synth.add_argument("--min-side", type=int, default=224, help="smallest image width/height")
+    synth.add_argument("--max-side", type=int, default=320, help="largest image width/height")
+    synth.add_argument("--confounded", action="store_true",
+                       help="class-correlated backgrounds in train (each class has a usual photo)")
+    synth.add_argument("--usual-background-prob", type=float, default=0.8,
+                       help="probability of the usual background in train with --confounded")
+    synth.add_argument("--confounded-eval", choices=("uniform", "unusual"), default="uniform",
+                       help="val/test backgrounds with --confounded: uniform, or never the class's usual one")
+    synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
+    synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
+    synth.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
+    synth.set_defaults(func=run)
+
+    cub = dsub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
+                          description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
+    cub.add_argument("--src", required=True, help="the CUB_200_2011 directory")
+    cub.add_argument("--out", required=True, help="output dataset root")
+    cub.add_argument("--val-per-class", type=int, default=0,
+                     help="move N random train images per class into a val split (default 0: no val)")
+    cub.add_argument("--seed", type=int, default=0, help="seed of the val draw")
+    cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
+    cub.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
+    cub.set_defaults(func=run)
+
+    check = dsub.add_parser("check", help="check a dataset against the benchmark format",
+                            description="Check metadata (and with --files every image and mask); exit 1 on problems.")
+    check.add_argument("root", help="dataset root (with metadata/<split>/)")
+    check.add_argument("--split", action="append", help="split to check (repeatable; default all)")
+    check.add_argument("--files", action="store_true", help="also decode every image and mask")
+    check.add_argument("--lenient", action="store_true",
+                       help="accept what the reference reader tolerates (trailing newline, \\r\\n, ...)")
+    check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
+    check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
+    check.set_defaults(func=run)
+    return parser
+
+
+_LOCALIZE_DEFAULT_THRESHOLD = 0.2  # cream_pl.localize.DEFAULT_THRESHOLD
+_PSEUDO_BOX_SOURCES = ("cream", "cam")  # cream_pl.callbacks.pseudo_boxes.SOURCES
+
+
+def _add_localize(sub: Any) -> argparse.ArgumentParser:
+    """Mirror of :func:`cream_pl.localize.add_parser`."""
+    p = sub.add_parser(
+        "localize",
+        help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
+        description="Run a trained classifier on image files or folders (searched recursively) and write, per "
+        "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
+        "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
+        "files are listed under 'failed' and the exit status is 1.",
+    )
+    p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
+    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
+    p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--method", choices=("cream", "cam"), default="cream", help="score maps (default: cream)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else "
+                   f"{_LOCALIZE_DEFAULT_THRESHOLD})")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
+    p.set_defaults(func=Delegate("cream_pl.localize"))
+    return p
+
+
+def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
+    """Mirror of :func:`cream_pl.callbacks.pseudo_boxes.add_parser`."""
+    p = sub.add_parser(
+        "pseudo-boxes",
+        help="CREAM_reg: write pseudo boxes for the training split (COCO JSON)",
+        description="Run a trained classifier over the training split (ground-truth class, no augmentation) and "
+        "write one box per image (COCO JSON, original pixels). Resumable: rerun the same command after an "
+        "interruption and finished chunks are kept.",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
+    p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
+    p.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
+    p.add_argument("--source", choices=_PSEUDO_BOX_SOURCES, default="cream", help="score maps to box (default: cream)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, default=None, help="fixed CAM threshold τ in [0, 1)")
+    g.add_argument("--val-threshold", action="store_true",
+                   help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
+    p.add_argument("--split", default="train", help="split to box (default: train)")
+    p.add_argument("--input-size", type=int, default=224, help="input resolution of the classifier (PSOL: 448)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--chunk-size", type=int, default=None, help="images per resumable shard (default: 16 batches)")
+    p.add_argument("--multi-contour", action="store_true", help="union box of all contours (default: largest)")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto", help="e.g. 1, 4 or auto")
+    p.add_argument("--strategy", default="auto", help="e.g. ddp with several devices")
+    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
+    p.add_argument("--overwrite", action="store_true", help="discard shards of an earlier run")
+    p.set_defaults(func=Delegate("cream_pl.callbacks.pseudo_boxes"))
+    return p
+
+
+def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
+    """Mirror of :func:`cream_pl.regressor_train.add_parser`."""
+    p = sub.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
+                       description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
+                       "GT-known Loc on the test split (class from --classifier-ckpt).")
+    p.add_argument("--pseudo-boxes", required=True, type=Path, help="COCO pseudo-box file (cream-pl pseudo-boxes)")
+    p.add_argument("--data", required=True, type=Path, help="dataset root")
+    p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
+    p.add_argument("--classifier-ckpt", type=Path, default=None, help="WSOLClassifier checkpoint for Top-1/Top-5 Loc")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
+    p.add_argument("--max-epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--loss-weight", type=float, default=50.0)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto")
+    p.set_defaults(func=Delegate("cream_pl.regressor_train"))
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A ``cream-pl`` sub-command: its light parser and the module that implements it."""
+
+    add: Callable[[Any], argparse.ArgumentParser]
+    module: str
+    mirrored: bool  # the parser mirrors ``module.add_parser`` (run through :class:`Delegate`)
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "data": Subcommand(_add_data, "cream_pl.data.cli", True),
+    "evaluate": Subcommand(_add_evaluate, "cream_pl.metrics.cli", False),
+    "export-scoremaps": Subcommand(_add_export, "cream_pl.export_scoremaps", False),
+    "localize": Subcommand(_add_localize, "cream_pl.localize", True),
+    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.callbacks.pseudo_boxes", True),
+    "train-regressor": Subcommand(_add_train_regressor, "cream_pl.regressor_train", True),
+}
+"""Every sub-command besides Lightning's ``fit|validate|test|predict``, in ``--help`` order."""

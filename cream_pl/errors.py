@@ -1,0 +1,160 @@
+"""User errors: problems with the user's input, files or environment, reported as one line.
+
+A :class:`UserError` message already says everything the user needs, and names the file (and
+the line, where there is one): the command-line front ends print ``cream-pl <command>: error:
+<message>`` and exit with status 2, without a traceback. Programming errors keep their
+traceback.
+
+A user error can reach the front end wrapped by other code:
+
+- ``jsonargparse`` (the Lightning CLI) raises "Does not validate against any of the Union
+  subtypes ..." ``from`` the original exception, so the original is in the ``__cause__`` chain;
+- PyTorch re-raises an exception of a ``DataLoader`` worker as ``exc_type(msg)`` (or a
+  ``RuntimeError(msg)`` when ``exc_type`` cannot be built from one string), where ``msg`` is
+  ``"Caught X in DataLoader worker process N.\\nOriginal Traceback ...`` and its last line is the
+  original ``module.X: message``.
+
+:func:`user_error_message` finds the clean message in both cases.
+
+Example:
+    >>> try:
+    ...     try:
+    ...         raise UserFileNotFoundError("/no/such.pth: pretrained weights file not found")
+    ...     except FileNotFoundError as err:
+    ...         raise ValueError("Does not validate against any of the Union subtypes") from err
+    ... except ValueError as err:
+    ...     print(user_error_message(err))
+    /no/such.pth: pretrained weights file not found
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = [
+    "UserError",
+    "UserValueError",
+    "UserFileNotFoundError",
+    "UserRuntimeError",
+    "user_error_message",
+    "report_user_errors",
+]
+
+_F = TypeVar("_F", bound=Callable[..., int])
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad input file, bad option, missing weights, unwritable output).
+
+    The message is one line and names the file (``<file>:<line>: ...`` where a line is known).
+    """
+
+
+class UserValueError(UserError, ValueError):
+    """A :class:`UserError` that is also a ``ValueError`` (bad content or option)."""
+
+
+class UserFileNotFoundError(UserError, FileNotFoundError):
+    """A :class:`UserError` that is also a ``FileNotFoundError`` (a file the user named is missing)."""
+
+
+class UserRuntimeError(UserError, RuntimeError):
+    """A :class:`UserError` that is also a ``RuntimeError`` (e.g. weights that cannot be downloaded)."""
+
+
+_WORKER = re.compile(r"^Caught (?P<name>\w+) in DataLoader worker process \d+\.")
+_LAST_LINE = re.compile(r"^(?P<cls>[A-Za-z_][\w.]*): (?P<msg>.*)$")
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " ".join(lines)
+
+
+def _resolve(dotted: str) -> type | None:
+    """The exception class named ``module.Name`` (already imported modules only), or ``None``."""
+    module, _, name = dotted.rpartition(".")
+    if not module:
+        return None
+    mod = sys.modules.get(module)
+    if mod is None:
+        try:
+            mod = importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - not ours to import: not a user error
+            return None
+    cls = getattr(mod, name, None)
+    return cls if isinstance(cls, type) else None
+
+
+def _worker_message(exc: BaseException) -> str | None:
+    """The original message of a user error re-raised from a ``DataLoader`` worker, or ``None``."""
+    text = str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
+    if not _WORKER.match(text):
+        return None
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    match = _LAST_LINE.match(lines[-1].strip()) if lines else None
+    if match is None:
+        return None
+    cls = _resolve(match["cls"])
+    if cls is None or not issubclass(cls, UserError):
+        return None
+    return _one_line(match["msg"])
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message of the :class:`UserError` behind ``exc``, or ``None`` for other errors.
+
+    Looks at ``exc`` itself, then its ``__cause__`` / ``__context__`` chain, and parses the
+    message PyTorch builds when it re-raises a worker's exception.
+
+    Example:
+        >>> user_error_message(RuntimeError(
+        ...     "Caught ImageFileError in DataLoader worker process 0.\\nOriginal Traceback (most recent call "
+        ...     "last):\\n  File ...\\ncream_pl.data.images.ImageFileError: /d/a.jpg: truncated image file"))
+        '/d/a.jpg: truncated image file'
+        >>> user_error_message(KeyError("x")) is None
+        True
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        err = todo.pop(0)
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, UserError):
+            return _one_line(str(err)) or type(err).__name__
+        worker = _worker_message(err)
+        if worker is not None:
+            return worker
+        todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
+    return None
+
+
+def report_user_errors(command: str) -> Callable[[_F], _F]:
+    """Decorate a sub-command's ``func(args) -> int``: a user error prints one line and returns 2.
+
+    Args:
+        command: shown in the message, e.g. ``"localize"`` gives ``cream-pl localize: error: ...``.
+    """
+
+    def decorate(func: _F) -> _F:
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return func(*args, **kwargs)
+            except Exception as err:
+                message = user_error_message(err)
+                if message is None:
+                    raise
+                print(f"cream-pl {command}: error: {message}", file=sys.stderr)
+                return 2
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,184 @@
+"""``cream-pl export-scoremaps``: a checkpoint's score maps, saved the way wsolevaluation saves them.
+
+For every image of a split and every requested method, the map of the ground-truth class is
+computed (``forward_features`` + ``method_maps``), brought to the protocol grid by
+:func:`cream_pl.metrics.functional.prepare_scoremaps` (bicubic to 224x224 in float64, then
+min-max; a constant or NaN map becomes zeros) and written to ``<out>/<method>/<image_id>.npy``:
+a 224x224 float64 array, exactly what the benchmark's ``inference.py`` writes. The image id keeps
+its folders (``<out>/cam/001.Black_footed_Albatross/x.jpg.npy``), so both ``cream-pl evaluate
+--scoremaps <out>/cam`` and wsolevaluation's ``evaluation.py --scoremap_root <out>/cam`` read
+them. Every file is written atomically; ``<out>/scoremaps.json`` records what was exported.
+
+Example:
+    $ cream-pl export-scoremaps --ckpt last.ckpt --data data/synth --split test --methods cam,cream --out maps
+    $ cream-pl evaluate --metadata data/synth/metadata/test --scoremaps maps/cream --interval 0.001 --out s.json
+
+This module imports torch only when it runs, so ``cream-pl export-scoremaps --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cream_pl.outpaths import OutputPathError, check_output_dir, write_text_atomic
+
+__all__ = ["MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path"]
+
+MANIFEST = "scoremaps.json"
+"""What was exported (checkpoint, split, methods, number of maps), in the output folder."""
+
+
+def scoremap_path(out: Path | str, method: str, image_id: str) -> Path:
+    """``<out>/<method>/<image_id>.npy``: the benchmark's ``<scoremap_root>/<image_id>.npy`` per method."""
+    return Path(out) / method / f"{image_id}.npy"
+
+
+def save_npy_atomic(array: Any, path: Path) -> None:
+    """``np.save`` to a temporary file in the target folder, then rename it over ``path``."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods: no method named in {text!r} (e.g. cam,cream)")
+    return list(dict.fromkeys(names))
+
+
+def export_scoremaps(
+    ckpt: Path | str,
+    data_root: Path | str,
+    out: Path | str,
+    *,
+    split: str = "test",
+    methods: Sequence[str] = ("cam", "cream"),
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | None = None,
+    size: int = 224,
+) -> dict[str, Any]:
+    """Write ``<out>/<method>/<image_id>.npy`` for every image of ``split`` and every method.
+
+    Args:
+        ckpt: classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM; see ``load_classifier``).
+        data_root: dataset root (``images/``, ``metadata/<split>/``).
+        out: output folder (created; existing maps are replaced).
+        split: metadata split to export.
+        methods: names among the model's ``method_names`` (e.g. ``cam``, ``cream``, ``cream_T1``).
+        batch_size, num_workers: data loading.
+        device: torch device (default: CUDA when available, else CPU).
+        size: side of the saved maps (224 in the protocol).
+
+    Returns:
+        The manifest written to ``<out>/scoremaps.json``.
+
+    Raises:
+        ValueError: an unknown method, a bad split, an unreadable checkpoint (one line).
+    """
+    import torch
+
+    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    from cream_pl.data.datamodule import WSOLDataModule
+    from cream_pl.metrics.functional import prepare_scoremaps
+    from cream_pl.models.checkpoints import load_classifier
+
+    out = Path(out)
+    check_output_dir(out)
+    names = list(dict.fromkeys(methods))
+    model = load_classifier(ckpt)
+    unknown = [m for m in names if m not in model.method_names]
+    if unknown:
+        raise ValueError(f"{ckpt}: unknown method(s) {unknown}; this checkpoint has {list(model.method_names)}")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(dev)
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers, "eval_size": size}
+    norm = checkpoint_normalisation(ckpt)
+    if norm is not None:  # the input normalisation the classifier was trained with
+        kwargs["mean"], kwargs["std"] = norm
+    dm = WSOLDataModule(str(data_root), predict_split=split, **kwargs)
+    if not dm.has_split(split):
+        raise ValueError(f"{Path(data_root) / 'metadata' / split}: no such split")
+    count = 0
+    with torch.inference_mode():
+        for batch in dm.predict_dataloader():
+            feats, _ = model.forward_features(batch["image"].to(dev))
+            maps = model.method_maps(feats.float(), batch["label"].to(dev), names)
+            for name in names:
+                scoremaps = prepare_scoremaps(maps[name].detach().cpu(), size=size).numpy()
+                for image_id, scoremap in zip(batch["image_id"], scoremaps):
+                    save_npy_atomic(scoremap, scoremap_path(out, name, image_id))
+            count += len(batch["image_id"])
+    manifest = {
+        "checkpoint": str(ckpt),
+        "data_root": str(data_root),
+        "split": split,
+        "methods": names,
+        "num_images": count,
+        "size": size,
+        "dtype": "float64",
+        "layout": "<out>/<method>/<image_id>.npy",
+    }
+    write_text_atomic(json.dumps(manifest, indent=2) + "\n", out / MANIFEST)
+    return manifest
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``cream-pl export-scoremaps``."""
+    p = subparsers.add_parser(
+        "export-scoremaps",
+        help="save a checkpoint's score maps as <out>/<method>/<image_id>.npy (wsolevaluation format)",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM, KD-CI-CAM)")
+    p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
+    p.add_argument("--split", default="test", help="split to export (default: test)")
+    p.add_argument("--methods", default="cam,cream", help="comma-separated methods (default: cam,cream)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per method)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cream-pl export-scoremaps``; 0 on success, 2 on a user error (one line on stderr)."""
+
+    def error(msg: str) -> int:
+        print(f"cream-pl export-scoremaps: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        check_output_dir(args.out)
+        methods = _parse_methods(args.methods)
+    except (OutputPathError, ValueError) as err:
+        return error(str(err))
+    if args.batch_size < 1:
+        return error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not Path(args.ckpt).is_file():
+        return error(f"--ckpt {args.ckpt}: checkpoint not found")
+    try:
+        manifest = export_scoremaps(args.ckpt, args.data, args.out, split=args.split, methods=methods,
+                                    batch_size=args.batch_size, num_workers=args.num_workers, device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        return error(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    print(f"wrote {manifest['num_images']} maps x {len(methods)} method(s) ({', '.join(methods)}) "
+          f"of split {args.split} to {args.out}/<method>/<image_id>.npy")
+    return 0

@@ -1,0 +1,178 @@
+"""The one owner of atomic file writes and of output-path checks.
+
+Atomic writes go to a temporary file in the destination folder, are flushed and ``fsync``-ed,
+then ``os.replace``-d over the destination: readers see the old file or the whole new one, never
+half a file. ``tempfile.mkstemp`` creates its file with mode 0600; the file is given the mode a
+plain ``open(path, "w")`` would have given it (that of the file it replaces, else
+``0o666 & ~umask``) before the replace.
+
+The output checks run before any work starts, so that a bad ``--out`` fails in one line at once
+instead of after the work (:func:`check_output_dir`, :func:`check_output_file`).
+
+Example:
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> old = os.umask(0o022)
+    >>> p = atomic_write_text(d / "a" / "b.txt", "ok")
+    >>> _ = os.umask(old)
+    >>> p.read_text(), oct(p.stat().st_mode & 0o777)
+    ('ok', '0o644')
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from cream_pl.errors import UserValueError
+
+__all__ = [
+    "current_umask",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_copy_file",
+    "check_output_dir",
+    "check_output_file",
+]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status``).
+
+    Elsewhere it falls back to ``os.umask`` set-and-restore (briefly changes the umask).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _final_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: the existing file's, else ``0o666 & ~umask``."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def _atomic(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _final_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parent folders are created); returns the path."""
+    return _atomic(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (no newline translation); returns the path."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_copy_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Copy the contents of ``src`` to ``dst`` atomically (streamed; ``dst`` gets a fresh file's mode)."""
+
+    def fill(f: IO[bytes]) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f, length=1 << 20)
+
+    return _atomic(dst, fill)
+
+
+def _blocking_ancestor(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` that is not a folder, or ``None``."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _check_writable_base(path: Path, what: str) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserValueError(f"{path}: {what} cannot be created: {parent} is not writable")
+            return
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be (or already is) an output folder.
+
+    Raises:
+        UserValueError: ``path`` is an existing file, lies under a file, or cannot be created.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "f.txt"; _ = f.write_text("x")
+        >>> try:
+        ...     check_output_dir(f / "sub")
+        ... except ValueError as err:
+        ...     print(str(err).replace(str(f), "F"))
+        F/sub: --out must be a folder, but F is a file
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserValueError(f"{path}: {what} must be a folder, but it is an existing file")
+    blocker = _blocking_ancestor(path)
+    if blocker is not None:
+        raise UserValueError(f"{path}: {what} must be a folder, but {blocker} is a file")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserValueError(f"{path}: {what} is not writable")
+    else:
+        _check_writable_base(path, what)
+    return path
+
+
+def check_output_file(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be written as a file.
+
+    Raises:
+        UserValueError: ``path`` is an existing folder, lies under a file, or cannot be created.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> try:
+        ...     check_output_file(d)
+        ... except ValueError as err:
+        ...     print(str(err).replace(str(d), "D"))
+        D: --out must be a file path, but it is an existing folder
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserValueError(f"{path}: {what} must be a file path, but it is an existing folder")
+    blocker = _blocking_ancestor(path)
+    if blocker is not None:
+        raise UserValueError(f"{path}: {what} cannot be created, {blocker} is a file, not a folder")
+    if path.exists():
+        if not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
+            raise UserValueError(f"{path}: {what} is not writable")
+    else:
+        _check_writable_base(path, what)
+    return path

@@ -1,0 +1,45 @@
+"""``make train-cub`` -> ``make pseudo-boxes`` -> ``make train-regressor`` on a tiny raw-CUB folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from test_data_cub import make_cub
+
+from cream_pl.models.checkpoints import load_classifier
+from cream_pl.recipes import main
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+TINY = [  # the CUB recipe, shrunk to run on the CPU in seconds (every key is a real recipe key)
+    "--model.init_args.backbone=efficientnet_lite0", "--model.init_args.pretrained=false",
+    "--model.init_args.backbone_kwargs={}", "--model.init_args.cam_curve_interval=0.05",
+    "--data.init_args.batch_size=3", "--data.init_args.num_workers=0", "--data.init_args.resize_size=72",
+    "--data.init_args.crop_size=64", "--data.init_args.eval_size=64", "--trainer.max_epochs=1",
+    "--trainer.accelerator=cpu", "--trainer.devices=1",
+]
+
+
+def test_train_cub_then_pseudo_boxes_then_regressor(tmp_path: Path, capsys) -> None:
+    raw = make_cub(tmp_path)
+    data, work = tmp_path / "cub", tmp_path / "work"
+    assert main(["train-cub", "--cub-root", str(raw), "--data", str(data), "--work", str(work),
+                 "--val-per-class", "1", *TINY,
+                 f"--trainer.logger={{class_path: pytorch_lightning.loggers.CSVLogger, init_args: {{save_dir: {work}}}}}"]) == 0
+    assert (data / "metadata" / "val" / "image_ids.txt").is_file()  # converted from the raw layout
+    model = load_classifier(work / "classifier.ckpt")
+    assert model.hparams.num_classes == 3 and model.hparams.backbone == "efficientnet_lite0"
+    assert "test/cream/max_box_acc_v2" in json.loads((work / "test_metrics.json").read_text())
+
+    assert main(["pseudo-boxes", "--data", str(data), "--work", str(work)]) == 0
+    boxes = json.loads((work / "pseudo_boxes_cream.json").read_text())
+    assert len(boxes["annotations"]) == 3 and boxes["info"]["input_size"] == 448  # PSOL's input
+    assert not (work / "pseudo_boxes_cream.json.shards").exists()
+
+    assert main(["train-regressor", "--data", str(data), "--work", str(work), "--backbone", "efficientnet_lite0",
+                 "--epochs", "1", "--batch-size", "3"]) == 0
+    metrics = json.loads((work / "regressor_cream" / "regressor_metrics.json").read_text())
+    assert {"test/reg/gt_known", "test/reg/top1_loc"} <= set(metrics)
+    assert "test/reg/gt_known" in capsys.readouterr().out

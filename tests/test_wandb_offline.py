@@ -1,0 +1,84 @@
+"""``AutoWandbLogger`` with a real tiny fit: ``WANDB_MODE=disabled`` writes nothing, offline runs hold the media."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import wandb
+
+from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+from cream_pl.loggers import AutoWandbLogger
+from cream_pl.models import WSOLClassifier
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("synth"), seed=1, num_classes=3, num_train=12,
+                                      num_val=6, num_test=6, min_side=72, max_side=96, image_format="png",
+                                      overwrite=True)
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    """Keep every W&B file of the test (config, cache, artifacts) under ``tmp_path``; finish the run after."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home" / var.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))  # not logged in
+    monkeypatch.setenv("CREAM_PL_CACHE_DIR", str(tmp_path / "cache"))
+    yield tmp_path
+    wandb.finish()
+
+
+def _fit(data: Path, logger: AutoWandbLogger, root: Path) -> pl.Trainer:
+    pl.seed_everything(0)
+    dm = WSOLDataModule(str(data), batch_size=6, resize_size=72, crop_size=SIZE, eval_size=SIZE)
+    model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=SIZE, lr=0.01,
+                           num_media_images=4)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         log_every_n_steps=1, default_root_dir=str(root / "run"))
+    trainer.fit(model, dm)
+    return trainer
+
+
+def test_disabled_mode_creates_no_run(tiny_data, wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    save_dir = wandb_env / "wandb_logs"
+    logger = AutoWandbLogger(save_dir=str(save_dir), name="disabled")
+    assert logger.disabled
+    _fit(tiny_data, logger, wandb_env)
+    assert not save_dir.exists()  # no save_dir, no wandb/offline-run-*
+    assert not list(wandb_env.rglob("offline-run-*")) and not list(wandb_env.rglob("run-*.wandb"))
+    assert os.environ["WANDB_MODE"] == "disabled"  # the logger did not rewrite it
+
+
+def test_offline_run_holds_overlays_and_curves(tiny_data, wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    save_dir = wandb_env / "wandb_logs"
+    logger = AutoWandbLogger(save_dir=str(save_dir), name="offline")
+    assert logger.wandb_mode == "offline"
+    _fit(tiny_data, logger, wandb_env)
+    run_dir = Path(logger.experiment.dir).parent
+    wandb.finish()
+    assert run_dir.parent == save_dir / "wandb" and run_dir.name.startswith("offline-run-")
+    assert (run_dir / f"run-{run_dir.name.rsplit('-', 1)[-1]}.wandb").stat().st_size > 0  # the run's records
+    media = run_dir / "files" / "media"
+    images = sorted(p.relative_to(media).as_posix() for p in (media / "images").rglob("*.png"))
+    tables = sorted(p.relative_to(media).as_posix() for p in (media / "table").rglob("*.table.json"))
+    for kind in ("grid", "cam_overlays", "cream_overlays"):  # the overlay grid, per-image CAM / CREAM overlays
+        assert any(p.startswith(f"images/val/media/{kind}_") for p in images), (kind, images)
+    boxes = list((media / "metadata" / "boxes2D" / "val" / "media").glob("cream_overlays_*.boxes2D.json"))
+    assert boxes  # the interactive GT / predicted boxes of the overlays
+    assert any(p.startswith("table/val/media/box_acc_curve_table_") for p in tables), tables  # the BoxAcc curve
+    assert os.environ["WANDB_MODE"] == "offline"
