@@ -9,7 +9,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full lint demo demo-kd train-cub pseudo-boxes train-regressor bench data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-kd train-cub pseudo-boxes train-regressor bench data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -23,11 +23,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP) ## Create .venv and install cream-pl with the pinned, tested versions
 	@echo "cream-pl installed in $(VENV)"
 
-test: install ## Fast test suite (CPU, a few minutes)
+test: install ## Every test: unit, multi-process DDP (torchrun, gloo), end-to-end (CPU, ~12 min on 2 cores)
+	$(PY) -m pytest -q --doctest-modules cream_pl tests
+
+test-fast: install ## The fast tests only (no multi-process DDP or end-to-end runs; ~3 min)
 	$(PY) -m pytest -m "not slow" -q --doctest-modules cream_pl tests
 
-test-full: install ## Every test, including multi-process DDP and end-to-end runs
-	$(PY) -m pytest -q --doctest-modules cream_pl tests
+test-full: test ## Same as `make test` (kept for old scripts)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check cream_pl tests
@@ -50,7 +52,7 @@ pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after trai
 train-regressor: install ## Box regressor on the CUB pseudo boxes (after pseudo-boxes)
 	$(PY) -m cream_pl.recipes train-regressor --data $(CUB_DATA)
 
-bench: install ## Speed figures -> results/bench.json and results/bench.md
+bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.bench --out results
 
 clean: ## Remove caches and run outputs (keeps .venv and results/)

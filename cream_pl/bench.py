@@ -6,10 +6,16 @@
 - pseudo-box throughput vs plain inference of the same backbone (target >= 0.9x);
 - data-loading images/s of the embedded benchmark (train transform);
 - CPU training images/s of the embedded recipe, default memory layout vs channels_last;
-- on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x).
+- on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x);
+- start-up: ``cream-pl --help`` and every sub-command's ``--help`` as whole processes (target <= 0.5 s);
+- with ``WSOLEVAL_REF`` set to a checkout of the reference (``git clone
+  https://github.com/clovaai/wsolevaluation``): ``cream-pl evaluate`` vs wsolevaluation's own
+  evaluator on 800 real maps of a trained model, both as whole processes, MaxBoxAccV2 (interval
+  0.001, all contours) and PxAP (target >= 10x, identical numbers); see
+  :mod:`cream_pl.metrics.reference_bench`.
 
 Example:
-    $ python -m cream_pl.bench --out results
+    $ WSOLEVAL_REF=../wsolevaluation python -m cream_pl.bench --out results
 """
 
 from __future__ import annotations
@@ -193,6 +199,53 @@ def bench_gpu_training(steps: int = 20, batch_size: int = 32) -> dict[str, Any] 
     return out
 
 
+REFERENCE_HOWTO = ("set `WSOLEVAL_REF` to a checkout of the reference (`git clone "
+                   "https://github.com/clovaai/wsolevaluation`), then `make bench`")
+
+
+def _reference_rows(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    rows: list[tuple[str, str, str, bool | None]] = []
+    s = res.get("startup")
+    if s:
+        top = s["cream-pl --help"]
+        worst = max(s, key=s.get)
+        rows.append(("Start-up: `cream-pl --help` (whole process)", f"{top:.2f} s", "≤ 0.5 s", top <= 0.5))
+        rows.append((f"Start-up: slowest sub-command help, `{worst}`", f"{s[worst]:.2f} s", "≤ 0.5 s", s[worst] <= 0.5))
+    r = res.get("reference")
+    if not r:
+        return rows
+    b, px = r["box"], r["pxap"]
+    same = "identical numbers" if b["default"]["identical"] and b["v2_only"]["identical"] else "NUMBERS DIFFER"
+    rows += [
+        (f"`cream-pl evaluate` vs wsolevaluation `BoxEvaluator`, whole processes, {r['num_images']} real maps, interval "
+         f"0.001, MaxBoxAccV2 (all contours): {b['reference_s']:.1f} s → {b['v2_only']['cream_s']:.2f} s "
+         f"(`--no-v1`, the same work as the reference), {same}",
+         f"{b['v2_only']['speedup']:.1f}×", "≥ 10×", b["v2_only"]["speedup"] >= 10.0 and b["v2_only"]["identical"]),
+        (f"… same, default `cream-pl evaluate` (also computes MaxBoxAcc V1): {b['default']['cream_s']:.2f} s",
+         f"{b['default']['speedup']:.1f}×", "—", None),
+        (f"`cream-pl evaluate --mask-root` vs wsolevaluation `MaskEvaluator` (PxAP), same maps: {px['reference_s']:.1f} s"
+         f" → {px['cream_s']:.2f} s, {'identical' if px['identical'] else 'DIFFERENT'} PxAP {px['cream']:.4f}",
+         f"{px['speedup']:.1f}×", "—", None),
+    ]
+    return rows
+
+
+def _reference_notes(res: dict[str, Any]) -> list[str]:
+    r = res.get("reference")
+    if not r:
+        return ["", f"The comparison with the reference tool on real maps was not run: {REFERENCE_HOWTO}."]
+    b = r["box"]
+    return ["", "Reference comparison (`cream_pl.metrics.reference_bench`): maps: " + r["maps"] + ". Reference: "
+            f"clovaai/wsolevaluation at commit `{r['reference_commit']}`, its `evaluation.py` imported in place from "
+            "`$WSOLEVAL_REF` and fed as its `evaluate_wsol` does (its `CamDataset` loader), with `np.float = float` "
+            "shimmed at run time (numpy >= 1.24); to get it: `git clone https://github.com/clovaai/wsolevaluation`. "
+            f"Both tools run as fresh processes on {r['cpu_count']} CPU cores; the reference once, `cream-pl evaluate` "
+            "once untimed (page cache, numba's kernel cache) then the median of 3 runs. MaxBoxAcc at IoU 30/50/70: "
+            f"reference {[round(v, 4) for v in b['reference_max_box_acc_iou']]}, cream-pl "
+            f"{[round(v, 4) for v in b['v2_only']['max_box_acc_iou']]}; PxAP: reference {r['pxap']['reference']:.6f}, "
+            f"cream-pl {r['pxap']['cream']:.6f}."]
+
+
 def _markdown(res: dict[str, Any]) -> str:
     c, m, p, d = res["cream_cost"], res["metrics"], res["pseudo_boxes"], res["data_loading"]
     m1 = res.get("metrics_v1")
@@ -222,17 +275,28 @@ def _markdown(res: dict[str, Any]) -> str:
     g = res.get("gpu_training")
     if g:
         rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 2×", g["speedup"] >= 2.0))
+    rows += _reference_rows(res)
     lines = [f"# cream-pl benchmarks ({res['machine']})", "", "Produced by `make bench` (`python -m cream_pl.bench`).", "",
              "| measurement | result | target | met |", "| --- | ---: | ---: | :---: |"]
     for name, value, target, met in rows:
         lines.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else 'no')} |")
     if not g:
         lines += ["", "No GPU on this machine: the VGG16 fp32 vs bf16 training row is not measured."]
+    lines += _reference_notes(res)
     return "\n".join(lines) + "\n"
 
 
-def run_bench(out: Path | str = "results", quick: bool = False) -> dict[str, Any]:
+def run_bench(out: Path | str = "results", quick: bool = False, reference: str | None = None) -> dict[str, Any]:
+    """Run every measurement and write ``bench.json`` / ``bench.md`` to ``out``.
+
+    Args:
+        out: output folder.
+        quick: small sizes (smoke test).
+        reference: wsolevaluation checkout for the real-map comparison (default ``$WSOLEVAL_REF``;
+            skipped when unset, or with ``quick``).
+    """
     from cream_pl.metrics.bench import bench_metrics
+    from cream_pl.metrics.reference_bench import bench_against_reference, startup_times
 
     out = Path(out)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -254,6 +318,13 @@ def run_bench(out: Path | str = "results", quick: bool = False) -> dict[str, Any
     print("[bench] CPU training, default layout vs channels_last ...", flush=True)
     res["cpu_training"] = bench_cpu_training(steps=1 if quick else 4, batch_size=8 if quick else 32)
     res["gpu_training"] = bench_gpu_training()
+    print("[bench] start-up of the cream-pl command ...", flush=True)
+    res["startup"] = startup_times(repeats=1 if quick else 3)
+    reference = reference if reference is not None else os.environ.get("WSOLEVAL_REF")
+    res["reference"] = None
+    if reference and not quick:
+        print(f"[bench] cream-pl evaluate vs wsolevaluation ({reference}) on real maps ...", flush=True)
+        res["reference"] = bench_against_reference(reference, work=os.environ.get("CREAM_BENCH_WORK", "outputs/bench"))
     write_json_atomic(res, out / "bench.json")
     write_markdown_atomic(_markdown(res), out / "bench.md")
     print(_markdown(res), flush=True)
@@ -264,8 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cream_pl.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results", help="folder for bench.json and bench.md")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--reference", default=None,
+                        help="wsolevaluation checkout for the real-map comparison (default: $WSOLEVAL_REF)")
     args = parser.parse_args(argv)
-    run_bench(args.out, args.quick)
+    run_bench(args.out, args.quick, args.reference)
     return 0
 
 

@@ -139,7 +139,8 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     check.add_argument("--split", action="append", help="split to check (repeatable; default all)")
     check.add_argument("--files", action="store_true", help="also decode every image and mask")
     check.add_argument("--lenient", action="store_true",
-                       help="accept what the reference reader tolerates (trailing newline, \\r\\n, ...)")
+                       help="accept what the reference reader tolerates (trailing newline, './' prefix, ...); "
+                       "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
     check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
     check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
     check.set_defaults(func=run)
@@ -192,7 +193,8 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--val-threshold", action="store_true",
                    help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
     p.add_argument("--split", default="train", help="split to box (default: train)")
-    p.add_argument("--input-size", type=int, default=224, help="input resolution of the classifier (PSOL: 448)")
+    p.add_argument("--input-size", type=int, default=224,
+                   help="input resolution of the classifier (PSOL: 448); τ* is then chosen on val at this size too")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--chunk-size", type=int, default=None, help="images per resumable shard (default: 16 batches)")
@@ -201,7 +203,8 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--devices", default="auto", help="e.g. 1, 4 or auto")
     p.add_argument("--strategy", default="auto", help="e.g. ddp with several devices")
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
-    p.add_argument("--overwrite", action="store_true", help="discard shards of an earlier run")
+    p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
+    p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
     p.set_defaults(func=Delegate("cream_pl.callbacks.pseudo_boxes"))
     return p
 
@@ -227,6 +230,9 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto")
+    p.add_argument("--psol", action="store_true",
+                   help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
+                        "overrides --lr, --optimizer, --loss-weight")
     p.set_defaults(func=Delegate("cream_pl.regressor_train"))
     return p
 

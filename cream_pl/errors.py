@@ -29,12 +29,9 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import importlib
 import re
 import sys
-from collections.abc import Callable
-from typing import TypeVar
 
 __all__ = [
     "UserError",
@@ -42,11 +39,7 @@ __all__ = [
     "UserFileNotFoundError",
     "UserRuntimeError",
     "user_error_message",
-    "report_user_errors",
 ]
-
-_F = TypeVar("_F", bound=Callable[..., int])
-
 
 class UserError(Exception):
     """A problem the user can fix (bad input file, bad option, missing weights, unwritable output).
@@ -134,27 +127,3 @@ def user_error_message(exc: BaseException) -> str | None:
             return worker
         todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
     return None
-
-
-def report_user_errors(command: str) -> Callable[[_F], _F]:
-    """Decorate a sub-command's ``func(args) -> int``: a user error prints one line and returns 2.
-
-    Args:
-        command: shown in the message, e.g. ``"localize"`` gives ``cream-pl localize: error: ...``.
-    """
-
-    def decorate(func: _F) -> _F:
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-            try:
-                return func(*args, **kwargs)
-            except Exception as err:
-                message = user_error_message(err)
-                if message is None:
-                    raise
-                print(f"cream-pl {command}: error: {message}", file=sys.stderr)
-                return 2
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate

@@ -185,6 +185,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    from cream_pl.outpaths import check_output_dir
+
+    check_output_dir(args.out, "--out")  # before any model or data is loaded
 
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     norm = checkpoint_normalisation(args.classifier_ckpt) if args.classifier_ckpt is not None else None

@@ -1,10 +1,50 @@
-"""`make bench` writes its files (quick sizes)."""
+"""`make bench` writes its files (quick sizes), and its table states the reference comparison."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+
+from cream_pl.bench import REFERENCE_HOWTO, _markdown
+
+
+def _result(reference: dict | None) -> dict:
+    return {
+        "machine": "test machine",
+        "cream_cost": {"overhead_percent": 1.0},
+        "metrics": {"num_workers": 2, "speedup": 12.0, "speedup_serial": 8.0},
+        "pseudo_boxes": {"ratio": 0.95},
+        "data_loading": {"images_per_s": 400.0},
+        "startup": {"cream-pl --help": 0.08, "cream-pl evaluate --help": 0.07, "cream-pl localize --help": 0.09},
+        "reference": reference,
+    }
+
+
+def test_markdown_without_the_reference_says_how_to_get_it() -> None:
+    md = _markdown(_result(None))
+    assert "`cream-pl --help` (whole process) | 0.08 s | ≤ 0.5 s | yes" in md
+    assert "`cream-pl localize --help` | 0.09 s" in md
+    assert REFERENCE_HOWTO in md and "git clone https://github.com/clovaai/wsolevaluation" in md
+
+
+def test_markdown_with_the_reference_names_maps_commit_and_both_times() -> None:
+    acc = [70.875, 20.625, 2.75]
+    ref = {
+        "reference_commit": "96f4b88679af41f005824661f47e6fe3628af2aa", "maps": "800 CREAM maps of X",
+        "num_images": 800, "interval": 0.001, "cpu_count": 2,
+        "box": {"reference_s": 40.0, "reference_max_box_acc_iou": acc,
+                "default": {"cream_s": 4.0, "speedup": 10.0, "max_box_acc_iou": acc, "identical": True},
+                "v2_only": {"cream_s": 3.2, "speedup": 12.5, "max_box_acc_iou": acc, "identical": True}},
+        "pxap": {"reference_s": 8.0, "cream_s": 3.0, "speedup": 8 / 3, "reference": 26.0, "cream": 26.0,
+                 "identical": True},
+    }
+    md = _markdown(_result(ref))
+    assert "40.0 s → 3.20 s" in md and "| 12.5× | ≥ 10× | yes |" in md and "identical numbers" in md
+    assert "96f4b88679af41f005824661f47e6fe3628af2aa" in md and "800 CREAM maps of X" in md
+    assert "git clone https://github.com/clovaai/wsolevaluation" in md
+    ref["box"]["v2_only"]["identical"] = False
+    assert "| 12.5× | ≥ 10× | no |" in _markdown(_result(ref))
 
 
 @pytest.mark.slow
@@ -21,3 +61,4 @@ def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     assert "CREAM map cost vs CAM" in md and "per-threshold loop" in md
     assert data["cpu_training"]["contiguous_images_per_s"] > 0 and data["cpu_training"]["speedup"] > 0
     assert "channels_last vs default layout" in md
+    assert data["startup"]["cream-pl --help"] > 0 and "Start-up" in md

@@ -216,9 +216,10 @@ def test_ddp_two_processes_sum_the_pool_update_over_ranks(tiny_data, tmp_path):
     rate = 0.5
     model = _model(_RecordingCICAM, record_dir=str(tmp_path), pool_rate=rate, num_classes=3)
     trainer = _trainer(tmp_path, max_epochs=2, devices=2, strategy="ddp_spawn", limit_val_batches=0)
-    trainer.fit(model, _dm(tiny_data))
+    dm = WSOLDataModule(str(tiny_data), batch_size=12, resize_size=72, crop_size=SIZE, eval_size=SIZE)
+    trainer.fit(model, dm)
     r0, r1 = torch.load(tmp_path / "pool0.pt"), torch.load(tmp_path / "pool1.pt")
-    assert len(r0) == len(r1) == 2  # 12 images, 2 ranks x batch 6: one step per epoch
+    assert len(r0) == len(r1) == 2  # 12 images, global batch 12 = 2 ranks x 6: one step per epoch
     saw_rank_specific_sums = False
     for (b0, s0, a0), (b1, s1, a1) in zip(r0, r1):
         assert torch.equal(b0, b1) and torch.equal(a0, a1)  # identical pools on both ranks

@@ -384,8 +384,8 @@ class RecordingModel(TinyModel):
 
 @pytest.mark.slow
 def test_ddp_two_processes_split_the_data(tmp_path: Path) -> None:
-    dm = WSOLDataModule(str(build_dataset(tmp_path / "data")), batch_size=1, num_workers=1, on_bad_sample="skip",
-                        validate_images=True)
+    dm = WSOLDataModule(str(build_dataset(tmp_path / "data")), batch_size=2, num_workers=1, on_bad_sample="skip",
+                        validate_images=True)  # global training batch 2 = 2 processes x 1
     model = RecordingModel(dm.num_classes, str(tmp_path))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)

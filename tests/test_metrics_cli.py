@@ -19,6 +19,7 @@ def write_split(root: Path, boxes: bool = True, masks: bool = False) -> Path:
     meta.mkdir(parents=True)
     ids = ["a/x.jpg", "b/y.png"]
     (meta / "image_ids.txt").write_text("\n".join(ids))
+    (meta / "class_labels.txt").write_text("a/x.jpg,0\nb/y.png,1")
     (meta / "image_sizes.txt").write_text("a/x.jpg,448,224\nb/y.png,100,50")
     lines = []
     if boxes:
@@ -56,7 +57,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_interface_and_defaults(tmp_path: Path) -> None:
     args = parse(["--metadata", "m", "--scoremaps", "s", "--out", "o.json"])
-    assert args.interval == 0.01 and args.multi_contour is True and args.mask_root is None
+    assert args.interval == 0.01 and args.multi_contour is True and args.mask_root is None and args.v1 is True
     assert args.iou_thresholds == [30, 50, 70] and args.func is run
     assert (
         parse(["--metadata", "m", "--scoremaps", "s", "--out", "o", "--no-multi-contour"]).multi_contour
@@ -108,6 +109,7 @@ def test_missing_map_names_the_image_and_path(tmp_path: Path, capsys: pytest.Cap
     )
     err = capsys.readouterr().err
     assert "'b/y.png'" in err and str(tmp_path / "maps" / "b" / "y.png.npy") in err
+    assert "image_ids.txt line 2" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
@@ -140,16 +142,52 @@ def test_map_handling_auto_and_always(tmp_path: Path) -> None:
 def test_bad_metadata_names_file_and_line(tmp_path: Path) -> None:
     meta = write_split(tmp_path)
     (meta / "localization.txt").write_text("a/x.jpg,100,20,299,119\nb/y.png,0,0,oops,49")
-    with pytest.raises(EvaluationError, match=r"localization.txt:2: expected an integer"):
+    with pytest.raises(EvaluationError, match=r"localization.txt:2: box coordinates must be integers"):
         evaluate_scoremaps(meta, tmp_path)
     (meta / "localization.txt").write_text("a/x.jpg,100,20,99,119\nb/y.png,0,0,9,9")
-    with pytest.raises(EvaluationError, match=r"localization.txt:1: a box must be inclusive"):
+    with pytest.raises(EvaluationError, match=r"localization.txt:1: inverted box"):
         evaluate_scoremaps(meta, tmp_path)
     (meta / "localization.txt").write_text("a/x.jpg,100,20,299,119")
-    with pytest.raises(EvaluationError, match=r"'b/y.png' has no box"):
+    with pytest.raises(EvaluationError, match=r"image_ids.txt:2: image id 'b/y.png' has no box"):
         evaluate_scoremaps(meta, tmp_path)
-    with pytest.raises(EvaluationError, match="image_ids.txt is missing"):
+    with pytest.raises(EvaluationError, match="image_ids.txt: file not found"):
         evaluate_scoremaps(tmp_path, tmp_path)
+
+
+def test_boxes_are_checked_against_image_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    (meta / "localization.txt").write_text("a/x.jpg,100,20,448,119\nb/y.png,0,0,99,49")  # x1 = W: outside
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(tmp_path / "o.json")]
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "localization.txt:1:" in err and "outside the 448x224 image" in err
+    (meta / "localization.txt").write_text("a/x.jpg,100,20,299,119\nb/y.png,0,0,99,49")
+    (meta / "image_sizes.txt").write_text("a/x.jpg,448,224")  # no size for b/y.png
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "image_ids.txt:2:" in err and "no size in image_sizes.txt" in err and "Traceback" not in err
+
+
+def test_empty_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = write_split(tmp_path)
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
+        (meta / name).write_text("")
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path), "--out", str(tmp_path / "o.json")]
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and str(meta / "image_ids.txt") in err and "empty" in err
+
+
+def test_out_is_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = write_split(tmp_path)  # no maps at all: a late check would fail on them instead
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for out, words in ((tmp_path, "is a directory"), (blocker / "o.json", f"{blocker} is a file")):
+        argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)]
+        assert run(parse(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err and "score map" not in err
 
 
 def test_bad_interval_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,3 +207,26 @@ def test_registered_in_the_cream_pl_command(tmp_path: Path) -> None:
     argv = ["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)]
     assert main([*argv, "--no-multi-contour", "--interval", "0.1"]) == 0
     assert json.loads(out.read_text())["multi_contour"] is False
+
+
+def test_threads_and_chunks_do_not_change_the_numbers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    meta = tmp_path / "metadata" / "test"
+    meta.mkdir(parents=True)
+    ids = [f"d{i % 3}/img{i}.jpg" for i in range(12)]
+    (meta / "image_ids.txt").write_text("\n".join(ids))
+    (meta / "class_labels.txt").write_text("\n".join(f"{i},0" for i in ids))
+    (meta / "image_sizes.txt").write_text("\n".join(f"{i},300,200" for i in ids))
+    boxes = []
+    for i in ids:
+        x0, y0 = (int(v) for v in rng.integers(0, 150, 2))
+        boxes.append(f"{i},{x0},{y0},{x0 + int(rng.integers(20, 149))},{min(199, y0 + int(rng.integers(20, 99)))}")
+        save_map(tmp_path, i, cv2.resize(rng.normal(size=(14, 14)), (224, 224), interpolation=cv2.INTER_CUBIC))
+    (meta / "localization.txt").write_text("\n".join(boxes))
+    maps = tmp_path / "maps"
+    serial = evaluate_scoremaps(meta, maps, interval=0.001, num_workers=1, batch_size=64)
+    threaded = evaluate_scoremaps(meta, maps, interval=0.001, num_workers=3, batch_size=2)
+    assert serial == threaded
+    v1 = evaluate_scoremaps(meta, maps, interval=0.001, multi_contour=False)
+    assert v1["max_box_acc"] == serial["max_box_acc"] == v1["max_box_acc_iou"]["50"]
+    assert "max_box_acc" not in evaluate_scoremaps(meta, maps, interval=0.001, v1=False)

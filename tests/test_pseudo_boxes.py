@@ -350,3 +350,9 @@ def test_keep_shards_keeps_the_shard_folder_and_a_changed_run_recomputes(data_ro
     _generate(data_root, out, model=model, threshold=0.3)  # another τ: the finished file is not this run's
     assert model.predicted_images == 10
     assert json.loads(out.read_text())["info"]["threshold"] == 0.3
+
+
+def test_threshold_recomputed_on_val_at_another_input_size(data_root: Path) -> None:
+    # a stored 224 τ* is not reused for pseudo boxes at another input size: val is scored again
+    model = StandInClassifier(tau=0.25)
+    assert choose_threshold_on_val(model, _dm(data_root), trainer_kwargs=TRAINER, recompute=True) == pytest.approx(0.37)

@@ -231,3 +231,25 @@ def test_bad_pseudo_box_file_is_refused_before_training(left_half_root: Path, tm
     with pytest.raises(PseudoBoxFileError, match=expected):
         train_regressor(path, left_half_root, tmp_path / "reg", pretrained=False, trainer_kwargs=TRAINER)
     assert started == []
+
+
+def test_psol_crop_keeps_a_clipped_box_and_draws_areas_in_its_scale() -> None:
+    import numpy as np
+
+    from cream_pl.data.transforms import RandomResizedBoxCrop, build_box_train_transform
+
+    crop = RandomResizedBoxCrop(32, scale=(0.2, 1.0))
+    crop.set_random_seed(0)
+    areas = []
+    for _ in range(300):
+        p = crop.get_params_dependent_on_data({"shape": (100, 200)}, {"bboxes": np.array([[0.75, 0.1, 0.95, 0.4]])})
+        x0, y0, x1, y1 = p["crop_coords"]
+        areas.append((x1 - x0) * (y1 - y0) / 20000)
+        assert min(x1, 190) - max(x0, 150) >= 1 and min(y1, 40) - max(y0, 10) >= 1  # overlaps the box
+    assert 0.19 <= min(areas) and max(areas) <= 1.0 and min(areas) < 0.5  # PSOL's (0.2, 1) area range, some cut
+    t = build_box_train_transform(32, crop="psol", hflip_p=0.0)
+    t.set_random_seed(1)
+    for _ in range(50):
+        out = t(image=np.zeros((100, 200, 3), np.uint8), bboxes=[(150, 10, 190, 40)], box_labels=[0])
+        (bx0, by0, bx1, by1), = out["bboxes"]
+        assert 0 <= bx0 < bx1 <= 32 and 0 <= by0 < by1 <= 32  # clipped to the crop, never dropped

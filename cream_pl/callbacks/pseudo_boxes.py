@@ -680,7 +680,9 @@ def run(args: argparse.Namespace) -> int:
     """``cream-pl pseudo-boxes``: load the classifier and data, then :func:`generate_pseudo_boxes`."""
     from cream_pl.data.datamodule import WSOLDataModule
     from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.outpaths import check_output_file
 
+    check_output_file(args.out, "--out")  # before any model or data is loaded
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         raise SystemExit(f"--threshold must be in [0, 1), got {args.threshold}")
     model = load_classifier(args.ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it

@@ -46,7 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from cream_pl.metrics.functional import RESIZE_LENGTH, box_accuracy_summary, pxap_bin_edges, pxap_from_histograms
+from cream_pl.metrics.functional import (
+    RESIZE_LENGTH,
+    box_accuracy_summary,
+    pxap_bin_edges,
+    pxap_from_histograms,
+)
 from cream_pl.metrics.scoring import (
     EvaluationError,
     ImageJob,

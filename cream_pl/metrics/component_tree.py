@@ -60,19 +60,24 @@ def _find(forest: np.ndarray, p: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _grey_order(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels (flat indices) sorted by grey value, stable (a counting sort), and the level starts."""
-    flat = img.ravel()
+    """Pixels sorted by grey value, stable (a counting sort), and where each grey level starts.
+
+    ``order[k]`` packs the k-th pixel as ``y << 16 | x`` (no division in the sweeps).
+    """
+    height, width = img.shape
     starts = np.zeros(_NUM_GREY + 1, np.int64)
-    for v in flat:
-        starts[v + 1] += 1
+    for y in range(height):
+        for x in range(width):
+            starts[img[y, x] + 1] += 1
     for g in range(_NUM_GREY):
         starts[g + 1] += starts[g]
     fill = starts[:-1].copy()
-    order = np.empty(flat.shape[0], np.int64)
-    for i in range(flat.shape[0]):
-        v = flat[i]
-        order[fill[v]] = i
-        fill[v] += 1
+    order = np.empty(height * width, np.int64)
+    for y in range(height):
+        for x in range(width):
+            v = img[y, x]
+            order[fill[v]] = (y << 16) | x
+            fill[v] += 1
     return order, starts
 
 
@@ -139,9 +144,9 @@ def _sweep(
     for step in range(_NUM_GREY):
         grey = _NUM_GREY - 1 - step if foreground else step
         for k in range(starts[grey], starts[grey + 1]):
-            flat = order[k]
-            py = flat // width
-            px = flat - py * width
+            packed = order[k]
+            py = packed >> 16
+            px = packed & 0xFFFF
             p = (py + 1) * padded_width + px + 1
             a = -1  # root of p's component once p has joined one
             seen = -1  # last neighbour label resolved (neighbours mostly share one)
@@ -303,6 +308,8 @@ def _record(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _check_img(img: np.ndarray, where: str) -> np.ndarray:
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 2:
         raise ValueError(f"{where} needs a 2-D uint8 array, got {getattr(img, 'dtype', type(img))}")
+    if img.shape[1] >= 1 << 16:
+        raise ValueError(f"{where}: maps up to 65535 pixels wide, got {img.shape[1]}")
     return np.ascontiguousarray(img)
 
 

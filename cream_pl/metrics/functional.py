@@ -565,16 +565,23 @@ def localized_from_uint8(
 def _largest_contour_ok(
     img: np.ndarray, gt: np.ndarray, levels: np.ndarray, hi: np.ndarray, lo: np.ndarray, fractions: np.ndarray
 ) -> np.ndarray:
-    """V1 decisions: some contour clears delta and every one does -> yes; none does -> no; else trace."""
-    reps, inverse = _distinct_levels(img, levels)
-    index = np.clip(reps, -1, 255) + 1
-    ok = hi[index][None, :] >= fractions[:, None]
-    every = lo[index][None, :] >= fractions[:, None]
-    undecided = np.flatnonzero((ok != every).any(axis=0))
-    if len(undecided):  # contours disagree: the largest one decides
-        _, _, iou, _ = _contour_ious(img, gt, reps[undecided], multi_contour=False, fast=False)
-        ok[:, undecided] = iou[None, :] >= fractions[:, None]
-    return ok[:, inverse]
+    """V1 decisions: some contour clears delta and every one does -> yes; none does -> no; else trace.
+
+    Decided per mask level index (at most 257), and each distinct undecided mask is traced once.
+    """
+    index = np.clip(levels, -1, 255) + 1
+    ok = hi[None, :] >= fractions[:, None]  # (n_iou, 257)
+    every = lo[None, :] >= fractions[:, None]
+    needed = np.zeros(len(hi), dtype=bool)
+    needed[index] = True
+    undecided = np.flatnonzero(needed & (ok != every).any(axis=0))
+    if len(undecided):  # contours disagree: the largest one decides; equal masks share one trace
+        present = np.bincount(img.ravel(), minlength=256)[:256] > 0
+        keys = np.concatenate([[0], np.cumsum(present)])[undecided]  # same key <=> same mask
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        _, _, iou, _ = _contour_ious(img, gt, undecided[first] - 1, multi_contour=False, fast=False)
+        ok[:, undecided] = (iou[None, :] >= fractions[:, None])[:, inverse.reshape(-1)]
+    return ok[:, index]
 
 
 def box_accuracy_update(

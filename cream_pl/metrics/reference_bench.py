@@ -1,0 +1,240 @@
+"""``make bench``'s user-level comparison: ``cream-pl evaluate`` against wsolevaluation itself, on real maps.
+
+A user compares the two tools as whole processes on the maps of a trained model, so this bench
+does exactly that:
+
+1. real maps: the embedded benchmark with 800 test images (``cream-pl data synth --num-test
+   800``), a trained classifier (``$CREAM_BENCH_CKPT``, else ``make demo``'s
+   ``outputs/demo/classifier.ckpt``, else a 1-epoch ``cream-pl fit`` of
+   ``experiments/embedded_cream.yaml``), and its maps saved by ``cream-pl export-scoremaps`` in
+   the reference's format (224x224 float64 ``<image_id>.npy``). Everything is cached under the
+   work folder (default ``outputs/bench``);
+2. the reference: ``$WSOLEVAL_REF`` points at a checkout of clovaai/wsolevaluation (``git clone
+   https://github.com/clovaai/wsolevaluation``). Its own ``evaluation.py`` runs in place, in a
+   fresh interpreter, fed the way its ``evaluate_wsol`` feeds it (its ``CamDataset`` loader,
+   ``BoxEvaluator`` / ``MaskEvaluator``). Its ``np.float`` (gone since numpy 1.24) is shimmed
+   at run time (``np.float = float``); no file of the checkout is changed or copied;
+3. ``cream-pl evaluate`` on the same maps, also as a fresh process; the numbers of both must agree
+   to 1e-6.
+
+Example:
+    $ WSOLEVAL_REF=/path/to/wsolevaluation python -m cream_pl.metrics.reference_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["prepare_real_maps", "reference_commit", "run_reference", "run_cream_evaluate", "bench_against_reference",
+           "startup_times"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NUM_TEST = 800
+TOL = 1e-6
+
+# Driver run in a fresh interpreter: the reference's own code, imported in place from its checkout.
+_REFERENCE_DRIVER = r"""
+import json, sys
+import numpy as np
+np.float = float  # the reference predates numpy 1.24, which removed this alias
+ref, metadata_dir, scoremaps, kind, mask_root, interval = sys.argv[1:7]
+sys.path.insert(0, ref)
+import evaluation
+from data_loaders import configure_metadata, get_image_ids
+meta = configure_metadata(metadata_dir)
+ids = get_image_ids(meta)
+kwargs = dict(metadata=meta, split="test", cam_threshold_list=list(np.arange(0, 1, float(interval))),
+              iou_threshold_list=[30, 50, 70], multi_contour_eval=True)
+if kind == "box":
+    evaluator = evaluation.BoxEvaluator(dataset_name="CUB", mask_root=None, **kwargs)
+else:
+    evaluator = evaluation.MaskEvaluator(dataset_name="OpenImages", mask_root=mask_root, **kwargs)
+for cams, image_ids in evaluation._get_cam_loader(ids, scoremaps):
+    for cam, image_id in zip(cams, image_ids):
+        evaluator.accumulate(evaluation.t2n(cam), image_id)
+print("RESULT " + json.dumps(evaluator.compute()))
+"""
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("cream-pl")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "cream_pl.cli"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONWARNINGS="ignore")
+    return env
+
+
+def _timed(cmd: Sequence[str], cwd: Path | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(list(cmd), cwd=cwd, env=_env(), capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} ... failed ({proc.returncode}): {' | '.join(tail)}")
+    return elapsed, proc.stdout
+
+
+def startup_times(repeats: int = 3) -> dict[str, float]:
+    """Median wall time of ``cream-pl --help`` and of every sub-command's ``--help`` (whole process)."""
+    from cream_pl.cli_parsers import SUBCOMMANDS
+
+    out = {}
+    for name in ("", *SUBCOMMANDS):
+        cmd = [*_cli(), *([name] if name else []), "--help"]
+        times = sorted(_timed(cmd)[0] for _ in range(repeats))
+        out[f"cream-pl {name} --help".replace("  ", " ")] = times[len(times) // 2]
+    return out
+
+
+def reference_commit(ref: Path) -> str:
+    """``git rev-parse HEAD`` of the reference checkout (``"unknown"`` if it is not a git checkout)."""
+    proc = subprocess.run(["git", "-C", str(ref), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def _find_checkpoint(work: Path, data: Path) -> tuple[Path, str]:
+    env = os.environ.get("CREAM_BENCH_CKPT")
+    if env:
+        return Path(env), f"$CREAM_BENCH_CKPT ({env})"
+    demo = REPO_ROOT / "outputs" / "demo" / "classifier.ckpt"
+    if demo.is_file():
+        return demo, "make demo's classifier (outputs/demo/classifier.ckpt)"
+    ckpt = work / "fit" / "outputs" / "embedded_cream" / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        print("[bench] training a 1-epoch classifier for the real maps ...", flush=True)
+        (work / "fit").mkdir(parents=True, exist_ok=True)
+        _timed([*_cli(), "fit", "--config", str(REPO_ROOT / "experiments" / "embedded_cream.yaml"),
+                "--data.init_args.data_root", str(data), "--trainer.max_epochs", "1"], cwd=work / "fit")
+    return ckpt, "experiments/embedded_cream.yaml trained 1 epoch by the bench"
+
+
+def prepare_real_maps(work: Path | str = REPO_ROOT / "outputs" / "bench", num_test: int = NUM_TEST) -> dict[str, Any]:
+    """The dataset, checkpoint and exported CAM / CREAM maps the comparison runs on (cached in ``work``)."""
+    from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
+
+    work = Path(work).resolve()
+    data = work / f"synth_test{num_test}"
+    if not (data / "metadata" / "test" / "image_ids.txt").is_file():
+        print(f"[bench] writing the embedded benchmark with {num_test} test images ...", flush=True)
+        generate_synthetic_dataset(data, 0, config=SynthConfig(num_test=num_test), overwrite=True)
+    ckpt, ckpt_source = _find_checkpoint(work, data)
+    maps = work / "maps"
+    manifest = maps / "scoremaps.json"
+    fresh = manifest.is_file() and json.loads(manifest.read_text()).get("checkpoint") == str(ckpt) and \
+        json.loads(manifest.read_text()).get("num_images") == num_test
+    if not fresh:
+        print("[bench] exporting CAM and CREAM maps with cream-pl export-scoremaps ...", flush=True)
+        shutil.rmtree(maps, ignore_errors=True)
+        _timed([*_cli(), "export-scoremaps", "--ckpt", str(ckpt), "--data", str(data), "--split", "test",
+                "--methods", "cam,cream", "--out", str(maps)])
+    # a mask-only view of the same split, so that both tools compute PxAP alone
+    mask_split = work / "mask_split" / "test"
+    mask_split.mkdir(parents=True, exist_ok=True)
+    src = data / "metadata" / "test"
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt"):
+        shutil.copyfile(src / name, mask_split / name)
+    shutil.copyfile(src / "localization_masks.txt", mask_split / "localization.txt")
+    return {"data": data, "metadata": src, "mask_metadata": mask_split, "masks": data / "masks", "maps": maps,
+            "checkpoint": ckpt, "checkpoint_source": ckpt_source, "num_images": num_test}
+
+
+def run_reference(ref: Path, metadata: Path, scoremaps: Path, kind: str = "box", mask_root: Path | None = None,
+                  interval: float = 0.001) -> tuple[float, Any]:
+    """Wall time of a fresh interpreter running the reference's evaluator, and what ``compute()`` returned."""
+    cmd = [sys.executable, "-c", _REFERENCE_DRIVER, str(ref), str(metadata), f"{scoremaps}{os.sep}", kind,
+           str(mask_root or ""), str(interval)]
+    elapsed, stdout = _timed(cmd)
+    line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return elapsed, json.loads(line[len("RESULT "):])
+
+
+def run_cream_evaluate(metadata: Path, scoremaps: Path, out: Path, interval: float = 0.001,
+                       extra: Sequence[str] = ()) -> tuple[float, dict[str, Any]]:
+    """Wall time of a fresh ``cream-pl evaluate`` process, and its JSON result."""
+    cmd = [*_cli(), "evaluate", "--metadata", str(metadata), "--scoremaps", str(scoremaps), "--interval",
+           str(interval), "--out", str(out), *extra]
+    elapsed, _ = _timed(cmd)
+    return elapsed, json.loads(out.read_text())
+
+
+def _median_run(fn: Any, repeats: int) -> tuple[float, Any]:
+    runs = [fn() for _ in range(repeats)]
+    times = sorted(r[0] for r in runs)
+    return times[len(times) // 2], runs[-1][1]
+
+
+def bench_against_reference(ref: Path | str, work: Path | str = REPO_ROOT / "outputs" / "bench",
+                            repeats: int = 3, method: str = "cream") -> dict[str, Any]:
+    """Box (MaxBoxAccV2, interval 0.001, all contours) and PxAP: the reference vs ``cream-pl evaluate``.
+
+    The reference runs once per metric; ``cream-pl evaluate`` runs once untimed (warm page cache and
+    numba's on-disk kernel cache, as for any later run) and then ``repeats`` times, median kept.
+    """
+    ref, work = Path(ref).resolve(), Path(work).resolve()
+    if not (ref / "evaluation.py").is_file():
+        raise FileNotFoundError(f"WSOLEVAL_REF={ref}: no evaluation.py there (git clone "
+                                "https://github.com/clovaai/wsolevaluation)")
+    real = prepare_real_maps(work)
+    maps = Path(real["maps"]) / method
+    tmp = Path(work) / "scores"
+    tmp.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {
+        "reference_commit": reference_commit(ref),
+        "maps": f"{real['num_images']} {method.upper()} maps (224x224 float64 .npy, `cream-pl export-scoremaps`) of "
+                f"the embedded benchmark's test split (`cream-pl data synth --seed 0 --num-test {real['num_images']}`),"
+                f" EfficientNet-Lite0 from {real['checkpoint_source']}",
+        "num_images": real["num_images"],
+        "interval": 0.001,
+        "cpu_count": os.cpu_count(),
+    }
+    # boxes: MaxBoxAccV2 settings (all contours, IoU 30/50/70)
+    run_cream_evaluate(real["metadata"], maps, tmp / "warmup.json")
+    print("[bench] wsolevaluation BoxEvaluator on the real maps ...", flush=True)
+    t_ref, ref_acc = run_reference(ref, real["metadata"], maps, "box")
+    variants = {"default": (), "v2_only": ("--no-v1",)}
+    box: dict[str, Any] = {"reference_s": t_ref, "reference_max_box_acc_iou": ref_acc}
+    for name, extra in variants.items():
+        t, out = _median_run(lambda e=extra, n=name: run_cream_evaluate(real["metadata"], maps, tmp / f"{n}.json",
+                                                                         extra=e), repeats)
+        ours = [out["max_box_acc_iou"][k] for k in ("30", "50", "70")]
+        box[name] = {"cream_s": t, "speedup": t_ref / t, "max_box_acc_iou": ours,
+                     "identical": all(abs(a - b) <= TOL for a, b in zip(ours, ref_acc))}
+    res["box"] = box
+    # PxAP on the same maps (mask-only split: both tools compute PxAP alone)
+    print("[bench] wsolevaluation MaskEvaluator on the real maps ...", flush=True)
+    extra = ("--mask-root", str(real["masks"]))
+    run_cream_evaluate(real["mask_metadata"], maps, tmp / "warmup_pxap.json", extra=extra)
+    t_ref_px, ref_px = run_reference(ref, real["mask_metadata"], maps, "mask", mask_root=real["masks"])
+    t_px, out_px = _median_run(lambda: run_cream_evaluate(real["mask_metadata"], maps, tmp / "pxap.json",
+                                                          extra=extra), repeats)
+    res["pxap"] = {"reference_s": t_ref_px, "cream_s": t_px, "speedup": t_ref_px / t_px, "reference": ref_px,
+                   "cream": out_px["pxap"], "identical": abs(out_px["pxap"] - ref_px) <= TOL}
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ref", default=os.environ.get("WSOLEVAL_REF"), help="wsolevaluation checkout")
+    parser.add_argument("--work", default=str(REPO_ROOT / "outputs" / "bench"))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if not args.ref:
+        parser.error("set WSOLEVAL_REF or --ref (git clone https://github.com/clovaai/wsolevaluation)")
+    print(json.dumps({"startup": startup_times(), **bench_against_reference(args.ref, args.work, args.repeats)},
+                     indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

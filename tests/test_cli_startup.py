@@ -1,0 +1,101 @@
+"""Start-up of the ``cream-pl`` command: what ``--help`` and the light commands import.
+
+Speed itself is measured by ``make bench`` (results/bench.md); these tests guard the import graph
+that makes it possible, in fresh interpreters (``python -X importtime``), and check that the light
+parsers of :mod:`cream_pl.cli_parsers` print the same help as the modules that own the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cream_pl.cli import build_light_parser, build_parser
+from cream_pl.cli_parsers import SUBCOMMANDS
+
+HEAVY = ("torch", "pytorch_lightning", "lightning", "torchmetrics", "torchvision")
+
+
+def imported_modules(*argv: str, cwd: Path | None = None) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Top-level names of every module a fresh ``cream-pl ARGV`` imports, and the finished process."""
+    code = "import sys; from cream_pl.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *argv], capture_output=True, text=True,
+                          cwd=cwd)
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names, proc
+
+
+@pytest.mark.parametrize("command", ["", *SUBCOMMANDS])
+def test_help_imports_no_torch_and_no_lightning(command: str) -> None:
+    names, proc = imported_modules(*([command] if command else []), "--help")
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "usage: cream-pl" in proc.stdout
+    assert not names & set(HEAVY), f"cream-pl {command} --help imported {sorted(names & set(HEAVY))}"
+    assert "numpy" not in names
+
+
+def _tiny_split(root: Path) -> Path:
+    meta = root / "metadata" / "test"
+    meta.mkdir(parents=True)
+    (meta / "image_ids.txt").write_text("a.jpg")
+    (meta / "class_labels.txt").write_text("a.jpg,0")
+    (meta / "image_sizes.txt").write_text("a.jpg,224,224")
+    (meta / "localization.txt").write_text("a.jpg,10,10,99,99")
+    m = np.zeros((224, 224))
+    m[10:100, 10:100] = 1.0
+    (root / "maps").mkdir()
+    np.save(root / "maps" / "a.jpg.npy", m)
+    return meta
+
+
+def test_evaluate_imports_neither_torch_nor_lightning(tmp_path: Path) -> None:
+    meta = _tiny_split(tmp_path)
+    names, proc = imported_modules("evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"),
+                                   "--out", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert (tmp_path / "s.json").is_file()
+    assert not names & set(HEAVY), f"cream-pl evaluate imported {sorted(names & set(HEAVY))}"
+
+
+def test_data_check_imports_neither_torch_nor_lightning(tmp_path: Path) -> None:
+    _tiny_split(tmp_path)
+    names, proc = imported_modules("data", "check", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert not names & set(HEAVY), f"cream-pl data check imported {sorted(names & set(HEAVY))}"
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def _helps(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, str]:
+    """Help text of a parser and of each nested sub-parser."""
+    out = {prefix: parser.format_help()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.update(_helps(sub, f"{prefix} {name}"))
+    return out
+
+
+@pytest.mark.parametrize("command", [name for name, cmd in SUBCOMMANDS.items() if cmd.mirrored])
+def test_light_parsers_print_the_owners_help(command: str) -> None:
+    light = _helps(_subparser(build_light_parser(), command), command)
+    owner = _helps(_subparser(build_parser(only=command), command), command)
+    assert light == owner
+
+
+def test_commands_run_with_the_owners_parser() -> None:
+    args = build_parser().parse_args(["pseudo-boxes", "--ckpt", "c.ckpt", "--data", "d", "--out", "o.json"])
+    assert args.func.__module__ == "cream_pl.callbacks.pseudo_boxes"
+    args = build_light_parser().parse_args(["evaluate", "--metadata", "m", "--scoremaps", "s", "--out", "o"])
+    assert args.func.__name__ == "run" and args.interval == 0.01

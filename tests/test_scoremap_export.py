@@ -1,0 +1,137 @@
+"""``cream-pl export-scoremaps``: a real tiny checkpoint's maps in wsolevaluation's format, scored back."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+
+from cream_pl.cli import main
+from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+from cream_pl.export_scoremaps import MANIFEST, scoremap_path
+from cream_pl.metrics.cli import read_split_metadata
+from cream_pl.metrics.functional import box_accuracy_compute, box_accuracy_update, cam_thresholds
+from cream_pl.models import WSOLClassifier
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data root, classifier checkpoint) trained 1 epoch on a tiny synthetic data set."""
+    root = generate_synthetic_dataset(tmp_path_factory.mktemp("synth"), seed=1, num_classes=3, num_train=12,
+                                      num_val=6, num_test=6, min_side=72, max_side=96, image_format="png",
+                                      overwrite=True)
+    pl.seed_everything(0)
+    dm = WSOLDataModule(str(root), batch_size=6, resize_size=72, crop_size=64, eval_size=64)
+    model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=64, lr=0.01)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, default_root_dir=str(tmp_path_factory.mktemp("run")))
+    trainer.fit(model, dm)
+    ckpt = tmp_path_factory.mktemp("ckpt") / "classifier.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return root, ckpt
+
+
+@pytest.fixture(scope="module")
+def exported(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root, ckpt = tiny
+    out = tmp_path_factory.mktemp("export") / "maps"
+    argv = ["export-scoremaps", "--ckpt", str(ckpt), "--data", str(root), "--split", "test", "--methods",
+            "cam,cream", "--out", str(out), "--batch-size", "4"]
+    assert main(argv) == 0
+    return out
+
+
+def test_maps_are_written_in_the_reference_format(tiny: tuple[Path, Path], exported: Path) -> None:
+    root, ckpt = tiny
+    ids = (root / "metadata" / "test" / "image_ids.txt").read_text().split("\n")
+    assert all("/" in i for i in ids)  # image ids with folders -> sub-folders under <out>/<method>/
+    for method in ("cam", "cream"):
+        for image_id in ids:
+            path = scoremap_path(exported, method, image_id)
+            assert path == exported / method / f"{image_id}.npy" and path.is_file()
+            m = np.load(path)
+            assert m.shape == (224, 224) and m.dtype == np.float64  # what the reference's inference saves
+            assert m.min() >= 0.0 and m.max() <= 1.0 and (m.max() == 1.0 or not m.any())
+    assert not list(exported.rglob("*.tmp"))  # atomic writes leave nothing behind
+    manifest = json.loads((exported / MANIFEST).read_text())
+    assert manifest["methods"] == ["cam", "cream"] and manifest["num_images"] == len(ids)
+    assert manifest["checkpoint"] == str(ckpt) and manifest["split"] == "test"
+
+
+def _oracle(meta_dir: Path, maps: Path, multi_contour: bool) -> dict[str, float]:
+    """MaxBoxAcc of the exported maps by the per-threshold findContours loop (the reference's way)."""
+    from cream_pl.metrics.cli import _resized_boxes
+
+    meta = read_split_metadata(meta_dir)
+    scoremaps = [np.load(maps / f"{i}.npy") for i in meta.image_ids]
+    gt = [_resized_boxes(meta.boxes[i], meta.image_sizes[i]) for i in meta.image_ids]
+    thr = cam_thresholds(0.01)
+    counts = box_accuracy_update(scoremaps, gt, thr, (30, 50, 70), multi_contour, num_workers=1, fast=False)
+    return {str(k): v for k, v in box_accuracy_compute(counts, len(gt), (30, 50, 70), thr)["max_box_acc_iou"].items()}
+
+
+@pytest.mark.parametrize("method", ["cam", "cream"])
+def test_export_then_evaluate_round_trip(tiny: tuple[Path, Path], exported: Path, tmp_path: Path,
+                                         method: str) -> None:
+    root, _ = tiny
+    meta = root / "metadata" / "test"
+    out = tmp_path / "scores.json"
+    argv = ["evaluate", "--metadata", str(meta), "--scoremaps", str(exported / method), "--out", str(out),
+            "--mask-root", str(root / "masks")]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 6 and 0.0 <= result["pxap"] <= 100.0
+    expected = _oracle(meta, exported / method, multi_contour=True)
+    assert result["max_box_acc_iou"] == pytest.approx(expected, abs=1e-6)
+    assert result["max_box_acc"] == pytest.approx(_oracle(meta, exported / method, False)["50"], abs=1e-6)
+
+
+@pytest.mark.skipif(not os.environ.get("WSOLEVAL_REF"), reason="set WSOLEVAL_REF to a wsolevaluation checkout")
+def test_exported_maps_are_scored_alike_by_the_reference(tiny: tuple[Path, Path], exported: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = tiny
+    monkeypatch.setattr(np, "float", float, raising=False)  # the reference predates numpy 1.24
+    monkeypatch.syspath_prepend(os.environ["WSOLEVAL_REF"])
+    for name in ("evaluation", "data_loaders", "util", "config"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import evaluation  # type: ignore[import-not-found]
+    from data_loaders import configure_metadata  # type: ignore[import-not-found]
+
+    meta_dir = root / "metadata" / "test"
+    meta = configure_metadata(str(meta_dir))
+    ev = evaluation.BoxEvaluator(metadata=meta, dataset_name="CUB", split="test",
+                                 cam_threshold_list=list(np.arange(0, 1, 0.01)), iou_threshold_list=[30, 50, 70],
+                                 mask_root=None, multi_contour_eval=True)
+    for image_id in evaluation.get_image_ids(meta):
+        ev.accumulate(np.load(exported / "cream" / f"{image_id}.npy"), image_id)
+    out = tmp_path / "s.json"
+    assert main(["evaluate", "--metadata", str(meta_dir), "--scoremaps", str(exported / "cream"), "--out",
+                 str(out)]) == 0
+    ours = json.loads(out.read_text())["max_box_acc_iou"]
+    assert [ours[k] for k in ("30", "50", "70")] == pytest.approx(ev.compute(), abs=1e-6)
+
+
+def test_bad_out_and_methods_are_refused_before_work(tiny: tuple[Path, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root, ckpt = tiny
+    a_file = tmp_path / "maps.npy"
+    a_file.write_text("not a folder")
+    base = ["export-scoremaps", "--ckpt", str(ckpt), "--data", str(root)]
+    for out, words in ((a_file, "is an existing file"), (a_file / "sub", f"{a_file} is a file")):
+        assert main([*base, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err
+    assert a_file.read_text() == "not a folder"
+    assert main([*base, "--out", str(tmp_path / "m"), "--methods", "cam,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope" in err and str(ckpt) in err
+    assert main([*base[:2], str(tmp_path / "missing.ckpt"), *base[3:], "--out", str(tmp_path / "m")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
