@@ -77,7 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(func, Delegate):  # a mirrored parser: run with the owner's own one
         args = build_parser(only=args.command).parse_args(argv)
         func = args.func
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except Exception as err:  # a user's bad input ends in one line; programming errors keep their traceback
+        from cream_pl.errors import user_error_message
+
+        message = user_error_message(err)  # also unwraps DataLoader-worker re-raises
+        if message is None:
+            raise
+        print(f"cream-pl {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

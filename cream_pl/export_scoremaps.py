@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cream_pl.outpaths import OutputPathError, check_output_dir, write_text_atomic
+from cream_pl.errors import UserValueError as OutputPathError
+from cream_pl.io import atomic_write_text, check_output_dir
 
 __all__ = ["MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path"]
 
@@ -135,7 +136,7 @@ def export_scoremaps(
         "dtype": "float64",
         "layout": "<out>/<method>/<image_id>.npy",
     }
-    write_text_atomic(json.dumps(manifest, indent=2) + "\n", out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -43,7 +43,8 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
         SystemExit: status 2 after printing one line on stderr for a user error (see the module
             docstring); other exceptions propagate with their traceback.
     """
-    import cream_pl.data  # noqa: F401  (make the class paths importable by short name)
+    import cream_pl.data.datamodule  # noqa: F401  (register the data modules, so short class names resolve)
+    import cream_pl.models  # noqa: F401
 
     argv = list(argv)
     try:
@@ -107,7 +108,8 @@ def build_from_recipe(
     """
     import yaml
 
-    import cream_pl.data  # noqa: F401  (make the class paths importable by short name)
+    import cream_pl.data.datamodule  # noqa: F401  (register the data modules, so short class names resolve)
+    import cream_pl.models  # noqa: F401
 
     config = yaml.safe_load(Path(recipe).read_text())
     for key, value in (overrides or {}).items():

@@ -56,7 +56,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 DEFAULT_THRESHOLD = 0.2
 """τ when none is given and the checkpoint has no validation τ* (the CAM threshold of the CREAM paper)."""
 
-Method = Literal["cream", "cam"]
+Method = Literal["cream", "cam", "cream_selected"]
+METHODS: tuple[str, ...] = ("cream", "cam", "cream_selected")
 _DECIMALS = 4
 
 
@@ -233,7 +234,8 @@ def localize(
         paths: image files and/or folders (expanded recursively to image files, sorted).
         out_dir: output folder (``predictions.json``, ``overlays/<stem>.png``).
         regressor: optional ``BoxRegressor`` (checkpoint path or module): its box replaces the map's box.
-        method: ``"cream"`` or ``"cam"`` maps.
+        method: ``"cream"``, ``"cam"`` or ``"cream_selected"`` (CREAM at the hyperparameters the
+            classifier's ``cream_search`` chose on val) maps.
         threshold: map threshold τ in [0, 1); ``None`` = the checkpoint's validation τ* for
             ``method``, else :data:`DEFAULT_THRESHOLD`.
         batch_size: images per forward pass.
@@ -260,8 +262,8 @@ def localize(
         >>> len(res["annotations"]), res["failed"], (d / "out" / "overlays" / "a.png").is_file()
         (1, [], True)
     """
-    if method not in ("cream", "cam"):
-        raise ValueError(f"method must be 'cream' or 'cam', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out_dir = Path(out_dir)  # checked before any work: a file in the way fails now, not after the model ran
@@ -280,6 +282,9 @@ def localize(
         model, norm, names = _load_classifier(ckpt_path)
     if method not in model.method_names:
         raise ValueError(f"the classifier has no {method!r} maps (methods: {model.method_names}); use --method cam")
+    if method == "cream_selected" and getattr(model, "selected_cream", None) is None:
+        raise ValueError("the classifier has no val-selected CREAM hyperparameters (no validation run with "
+                         "cream_search); use --method cream")
     tau, tau_source = _choose_threshold(model, method, threshold)
     reg = _load_regressor(regressor)
     num_classes = int(model.classifier.out_features)
@@ -392,7 +397,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
     p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--method", choices=("cream", "cam"), default="cream", help="score maps (default: cream)")
+    p.add_argument("--method", choices=METHODS, default="cream",
+                   help="score maps (default: cream; cream_selected: CREAM at the val-selected hyperparameters)")
     p.add_argument("--threshold", type=float, default=None,
                    help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else {DEFAULT_THRESHOLD})")
     p.add_argument("--batch-size", type=int, default=16)

@@ -185,7 +185,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
-    from cream_pl.outpaths import check_output_dir
+    from cream_pl.io import check_output_dir
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
 

@@ -99,3 +99,24 @@ def test_pseudo_boxes_localize_and_regressor_accept_ci_cam_checkpoints(
     reg = BoxRegressor(backbone="efficientnet_lite0", pretrained=False, classifier_ckpt=str(ckpt))
     reg.setup("fit")
     assert type(reg.classifier) is type(load_classifier(ckpt))
+
+
+@pytest.mark.parametrize("command", ["pseudo-boxes", "train-regressor"])
+def test_bad_out_ends_in_one_line_before_any_work(command: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    missing = tmp_path / "no_such.ckpt"  # never read: the --out check comes first
+    if command == "pseudo-boxes":
+        argv = ["pseudo-boxes", "--ckpt", str(missing), "--data", str(tmp_path), "--out", str(tmp_path)]
+        words = "must be a file path, but it is an existing folder"
+    else:
+        argv = ["train-regressor", "--pseudo-boxes", str(missing), "--data", str(tmp_path), "--out",
+                str(a_file / "sub"), "--classifier-ckpt", str(missing)]
+        words = f"{a_file} is a file"
+    proc = subprocess.run([sys.executable, "-m", "cream_pl.cli", *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr, proc.stderr

@@ -183,7 +183,7 @@ def test_out_is_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFi
     meta = write_split(tmp_path)  # no maps at all: a late check would fail on them instead
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    for out, words in ((tmp_path, "is a directory"), (blocker / "o.json", f"{blocker} is a file")):
+    for out, words in ((tmp_path, "is an existing folder"), (blocker / "o.json", f"{blocker} is a file")):
         argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)]
         assert run(parse(argv)) == 2
         err = capsys.readouterr().err.strip()

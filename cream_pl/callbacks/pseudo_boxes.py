@@ -60,8 +60,9 @@ __all__ = [
     "run",
 ]
 
-Source = Literal["cream", "cam"]
-SOURCES: tuple[str, ...] = ("cream", "cam")
+Source = Literal["cream", "cam", "cream_selected"]
+# cream_selected: CREAM at the T / κ / λ / feature norm chosen on val (WSOLClassifier(cream_search=...))
+SOURCES: tuple[str, ...] = ("cream", "cam", "cream_selected")
 MANIFEST = "manifest.json"
 _FORMAT_VERSION = 1
 _DECIMALS = 4
@@ -338,8 +339,10 @@ class PseudoBoxWriter(BasePredictionWriter):
 
         maps_by_source = prediction.get("scoremaps", {})
         if self.source not in maps_by_source:
+            hint = ("the classifier needs cream_search and a validation run that selected CREAM's "
+                    "hyperparameters" if self.source == "cream_selected" else "CREAM disabled? use source='cam'")
             raise ValueError(f"the model's predict_step has no {self.source!r} score maps (it has "
-                             f"{sorted(maps_by_source)}); CREAM disabled? use source='cam'")
+                             f"{sorted(maps_by_source)}); {hint}")
         maps = _numpy(maps_by_source[self.source]).astype(np.float64, copy=False)
         index = _numpy(prediction["index"]).astype(np.int64)
         sizes = _numpy(prediction["orig_size"]).astype(np.int64)
@@ -570,7 +573,7 @@ def generate_pseudo_boxes(
         datamodule: provides ``predict_dataloader()`` over the training split (eval transform) and,
             for ``threshold=None`` without a stored τ*, ``val_dataloader()``.
         out_path: COCO file to write.
-        source: ``"cream"`` or ``"cam"`` maps.
+        source: ``"cream"``, ``"cam"`` or ``"cream_selected"`` (the val-selected CREAM) maps.
         threshold: fixed τ; ``None`` = τ* of the val split (:func:`choose_threshold_on_val`).
         trainer_kwargs: ``pl.Trainer`` arguments (``accelerator``, ``devices``, ``strategy``, ...).
         categories: class names (default: ``datamodule.class_names``, else ``class_<i>``).
@@ -636,7 +639,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
     p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
     p.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
-    p.add_argument("--source", choices=SOURCES, default="cream", help="score maps to box (default: cream)")
+    p.add_argument("--source", choices=SOURCES, default="cream",
+                   help="score maps to box (default: cream; cream_selected: CREAM at the hyperparameters the "
+                   "classifier's cream_search chose on val)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=float, default=None, help="fixed CAM threshold τ in [0, 1)")
     g.add_argument("--val-threshold", action="store_true",
@@ -679,8 +684,8 @@ def _devices(value: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     """``cream-pl pseudo-boxes``: load the classifier and data, then :func:`generate_pseudo_boxes`."""
     from cream_pl.data.datamodule import WSOLDataModule
+    from cream_pl.io import check_output_file
     from cream_pl.models.checkpoints import load_classifier
-    from cream_pl.outpaths import check_output_file
 
     check_output_file(args.out, "--out")  # before any model or data is loaded
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:

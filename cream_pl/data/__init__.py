@@ -1,52 +1,55 @@
 """Data: the WSOL benchmark format, the embedded synthetic benchmark, the CUB converter, the datamodule.
 
+The names are loaded on first use (PEP 562): ``import cream_pl.data.metadata`` (``cream-pl data
+check``, ``cream-pl evaluate``) imports neither torch nor Lightning.
+
 Example:
     >>> from cream_pl.data import WSOLDataModule, generate_synthetic_dataset, read_split
 """
 
 from __future__ import annotations
 
-from cream_pl.data.cub import CubSummary, convert_cub
-from cream_pl.data.datamodule import WSOLDataModule, WSOLDataset, protocol_mask, wsol_collate
-from cream_pl.data.images import ImageFileError, load_image_rgb, load_mask_gray, read_image_size
-from cream_pl.data.metadata import (
-    MaskRecord,
-    MetadataError,
-    SampleRecord,
-    SplitMetadata,
-    WSOLDataError,
-    check_split,
-    read_class_names,
-    read_split,
-    write_class_names,
-    write_split,
-)
-from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
-from cream_pl.data.transforms import build_eval_transform, build_train_transform
+import importlib
+from typing import Any
 
-__all__ = [
-    "CubSummary",
-    "ImageFileError",
-    "MaskRecord",
-    "MetadataError",
-    "SampleRecord",
-    "SplitMetadata",
-    "SynthConfig",
-    "WSOLDataError",
-    "WSOLDataModule",
-    "WSOLDataset",
-    "build_eval_transform",
-    "build_train_transform",
-    "check_split",
-    "convert_cub",
-    "generate_synthetic_dataset",
-    "load_image_rgb",
-    "load_mask_gray",
-    "protocol_mask",
-    "read_class_names",
-    "read_image_size",
-    "read_split",
-    "wsol_collate",
-    "write_class_names",
-    "write_split",
-]
+_EXPORTS: dict[str, str] = {
+    "CubSummary": "cream_pl.data.cub",
+    "convert_cub": "cream_pl.data.cub",
+    "WSOLDataModule": "cream_pl.data.datamodule",
+    "WSOLDataset": "cream_pl.data.datamodule",
+    "protocol_mask": "cream_pl.data.datamodule",
+    "wsol_collate": "cream_pl.data.datamodule",
+    "ImageFileError": "cream_pl.data.images",
+    "load_image_rgb": "cream_pl.data.images",
+    "load_mask_gray": "cream_pl.data.images",
+    "read_image_size": "cream_pl.data.images",
+    "MaskRecord": "cream_pl.data.metadata",
+    "MetadataError": "cream_pl.data.metadata",
+    "SampleRecord": "cream_pl.data.metadata",
+    "SplitMetadata": "cream_pl.data.metadata",
+    "WSOLDataError": "cream_pl.data.metadata",
+    "check_split": "cream_pl.data.metadata",
+    "read_class_names": "cream_pl.data.metadata",
+    "read_split": "cream_pl.data.metadata",
+    "write_class_names": "cream_pl.data.metadata",
+    "write_split": "cream_pl.data.metadata",
+    "SynthConfig": "cream_pl.data.synth",
+    "generate_synthetic_dataset": "cream_pl.data.synth",
+    "build_eval_transform": "cream_pl.data.transforms",
+    "build_train_transform": "cream_pl.data.transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,33 +1,33 @@
 """WSOL metrics under the exact wsolevaluation protocol: MaxBoxAcc (V1), MaxBoxAccV2, PxAP and
 Top-1 / Top-5 / GT-known Loc, as torchmetrics ``Metric`` classes over pure functions.
 
+The names are loaded on first use (PEP 562), so ``import cream_pl.metrics.functional`` (and
+``cream-pl evaluate``) does not import torch or torchmetrics.
+
 Example:
     >>> from cream_pl.metrics import MaxBoxAccV2, PxAP, prepare_scoremaps
 """
 
 from __future__ import annotations
 
-from cream_pl.metrics.box_accuracy import BoxAccuracy, MaxBoxAcc, MaxBoxAccV2
-from cream_pl.metrics.functional import (
-    RESIZE_LENGTH,
-    best_iou_per_threshold,
-    box_accuracy_compute,
-    box_accuracy_update,
-    box_from_scoremap_at,
-    boxes_from_scoremap,
-    cam_thresholds,
-    localized_per_threshold,
-    prepare_scoremap,
-    prepare_scoremaps,
-    pxap_bin_edges,
-    pxap_from_histograms,
-    pxap_histograms,
-    pxap_pr_curve,
-    scoremap_to_uint8,
-    threshold_levels,
-)
-from cream_pl.metrics.localization import LocalizationAccuracy
-from cream_pl.metrics.pxap import PxAP, load_gt_mask
+import importlib
+from typing import Any
+
+_FUNCTIONAL = "cream_pl.metrics.functional"
+_EXPORTS: dict[str, str] = {
+    "BoxAccuracy": "cream_pl.metrics.box_accuracy",
+    "MaxBoxAcc": "cream_pl.metrics.box_accuracy",
+    "MaxBoxAccV2": "cream_pl.metrics.box_accuracy",
+    "PxAP": "cream_pl.metrics.pxap",
+    "load_gt_mask": "cream_pl.metrics.pxap",
+    "LocalizationAccuracy": "cream_pl.metrics.localization",
+    **{name: _FUNCTIONAL for name in (
+        "RESIZE_LENGTH", "prepare_scoremap", "prepare_scoremaps", "cam_thresholds", "scoremap_to_uint8",
+        "threshold_levels", "boxes_from_scoremap", "box_from_scoremap_at", "best_iou_per_threshold",
+        "localized_per_threshold", "box_accuracy_update", "box_accuracy_compute", "pxap_bin_edges",
+        "pxap_histograms", "pxap_pr_curve", "pxap_from_histograms",
+    )},
+}
 
 __all__ = [
     "RESIZE_LENGTH",
@@ -53,3 +53,16 @@ __all__ = [
     "pxap_pr_curve",
     "pxap_from_histograms",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

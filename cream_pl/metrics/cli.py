@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from cream_pl.errors import UserValueError as OutputPathError
+from cream_pl.io import atomic_write_text, check_output_file
 from cream_pl.metrics.functional import (
     RESIZE_LENGTH,
     box_accuracy_summary,
@@ -60,7 +62,6 @@ from cream_pl.metrics.scoring import (
     load_scoremap,
     score_images,
 )
-from cream_pl.outpaths import OutputPathError, check_output_file, write_text_atomic
 
 __all__ = [
     "EvaluationError",
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(err)
     out = Path(args.out)
     try:
-        write_text_atomic(json.dumps(result, indent=2) + "\n", out)
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     except OSError as err:
         return _error(f"--out {out}: cannot write: {err.strerror or err}")
     parts = [f"{k}={result[k]:.4f}" for k in ("max_box_acc_v2", "max_box_acc", "pxap") if k in result]

@@ -7,6 +7,12 @@ CAM and CREAM side by side: MaxBoxAccV2 (+ per IoU), MaxBoxAcc (V1), GT-known / 
 PxAP where masks exist, and classification accuracy, under names like
 ``test/cream/max_box_acc_v2``.
 
+With ``cream_search`` the val epoch also scores a grid of CREAM's inference-time hyperparameters
+(:mod:`cream_pl.models.cream_search`) on the same features and stores the winner; it is reported
+as the method ``cream_selected`` (``model.selected_cream`` holds the chosen values). With
+``record_per_image`` every method's per-image outcomes are kept in ``model.per_image`` for paired
+bootstrap intervals (:mod:`cream_pl.metrics.bootstrap`).
+
 Example:
     >>> model = WSOLClassifier(num_classes=4, backbone="efficientnet_lite0", pretrained=False)
     >>> model.method_names
@@ -19,24 +25,35 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from cream_pl.metrics import MaxBoxAccV2, PxAP
-from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
+from cream_pl.metrics.functional import (
+    best_iou_per_threshold,
+    box_from_scoremap_at,
+    cam_thresholds,
+    localized_per_threshold,
+    prepare_scoremaps,
+)
 from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
 from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import class_activation_maps, normalize_maps
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
+from cream_pl.models.cream_search import CreamCandidate, CreamSearchSpace, candidate_maps, select_first_best
 from cream_pl.models.precision import float32_math
 from cream_pl.viz import denormalize_image
 
-__all__ = ["WSOLClassifier"]
+__all__ = ["SELECTED", "WSOLClassifier"]
 
 Stage = Literal["val", "test"]
+SELECTED = "cream_selected"  # the method whose T / κ / λ / feature norm were chosen on val (cream_search)
+_SCORE_METRICS = ("max_box_acc_v2", "pxap")
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -83,6 +100,22 @@ class WSOLClassifier(pl.LightningModule):
             fully supervised val split), per method.
         eval_size: evaluation resolution of the score maps (protocol: 224).
         num_media_images: overlays logged per validation epoch (W&B only).
+        cream_search: val-split selection of CREAM's inference-time hyperparameters, a mapping
+            ``{"iterations": [1, 2, 3], "kappa": [8, 16, 32], "lambda": [0.8, 0.6],
+            "feature_norm": ["raw", "l2"]}`` (any subset; a missing key keeps the model's value;
+            every λ must be tracked: ``cream_lambda`` or ``ablation_lambdas``). Each val epoch scores
+            every candidate by MaxBoxAccV2 (PxAP on mask-only data), on the features of the one
+            backbone pass, and stores the first best; it is evaluated as method ``cream_selected``
+            (val: the winner's own numbers and τ*; test: the stored choice, never re-selected; absent
+            with a warning if no val run selected one). ``None`` (default): no search.
+            Cost measured on the 2-core CPU (EfficientNet-Lite0, 224 maps, interval 0.001, 3x3x2 grid
+            of 18 candidates): about 0.45 s per val image on top of CAM + CREAM (see
+            :mod:`cream_pl.models.cream_search`).
+        record_per_image: keep per-image outcomes of every method in ``per_image[stage][method]``
+            (numpy arrays: ``index``, ``best_iou`` ``(n, n_thr)`` all-contour best IoU per threshold,
+            ``v1_hit50`` ``(n, n_thr)`` largest-contour IoU >= 0.5, ``top1`` / ``top5``, and at τ*
+            ``gt_known`` / ``top1_loc`` / ``top5_loc``) for :mod:`cream_pl.metrics.bootstrap`.
+            Per process: under DDP each rank holds its own images.
     """
 
     def __init__(
@@ -117,6 +150,8 @@ class WSOLClassifier(pl.LightningModule):
         loc_threshold: float | None = None,
         eval_size: int = 224,
         num_media_images: int = 8,
+        cream_search: dict[str, Any] | None = None,
+        record_per_image: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -129,6 +164,8 @@ class WSOLClassifier(pl.LightningModule):
             raise ValueError("ablation_iterations / ablation_lambdas need cream=True")
         if loc_threshold is not None and not 0.0 <= loc_threshold < 1.0:
             raise ValueError(f"loc_threshold must be in [0, 1), got {loc_threshold}")
+        if cream_search is not None and not cream:
+            raise ValueError("cream_search needs cream=True (it selects CREAM's inference-time hyperparameters)")
         self.save_hyperparameters()
         self.backbone = create_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
         if freeze_backbone:
@@ -139,6 +176,13 @@ class WSOLClassifier(pl.LightningModule):
         self.classifier = nn.Linear(self.backbone.num_features, num_classes)
         self._init_classifier()
         self.lambdas = (float(cream_lambda), *[float(v) for v in ablation_lambdas])
+        self.cream_candidates: list[CreamCandidate] = []
+        if cream_search is not None:
+            space = CreamSearchSpace.from_config(cream_search)
+            self.cream_candidates = space.candidates(self.lambdas, cream_iterations, cream_kappa, cream_feature_norm)
+            # [candidate index, score metric (index into _SCORE_METRICS)], -1 until a val run selects
+            self.register_buffer("cream_selection", torch.full((2,), -1, dtype=torch.long))
+            self.register_buffer("cream_selection_score", torch.tensor(float("nan"), dtype=torch.float64))
         self.context = (
             ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
         )
@@ -150,10 +194,14 @@ class WSOLClassifier(pl.LightningModule):
         for stage in ("val", "test"):
             for name in self.method_names:
                 self.metrics[_metric_key(stage, name)] = self._new_method_metrics()
+        # val-only metrics of every cream_search candidate, in the grid's order
+        self.search_metrics = nn.ModuleList([self._new_method_metrics() for _ in self.cream_candidates])
         self.val_acc = _TopKAccuracy()
         self.test_acc = _TopKAccuracy()
         self.last_results: dict[str, dict[str, Any]] = {}
         self._media_batch: dict[str, Any] | None = None
+        self.per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        self._per_image_parts: dict[str, list[dict[str, np.ndarray]]] = {}
 
     # ------------------------------------------------------------------ model
     def _method_names(self) -> list[str]:
@@ -162,7 +210,26 @@ class WSOLClassifier(pl.LightningModule):
             names.append("cream")
             names += [f"cream_T{t}" for t in self.hparams.ablation_iterations]
             names += [f"cream_lambda{lam:g}" for lam in self.hparams.ablation_lambdas]
+            if self.hparams.get("cream_search") is not None:
+                names.append(SELECTED)
         return names
+
+    @property
+    def selected_cream(self) -> dict[str, Any] | None:
+        """The val-selected CREAM hyperparameters ``{"T", "kappa", "lambda", "feature_norm", "val_score",
+        "val_metric", "candidate"}``, or ``None`` (no ``cream_search``, or no val run yet)."""
+        if not self.cream_candidates:
+            return None
+        idx = int(self.cream_selection[0])
+        if not 0 <= idx < len(self.cream_candidates):
+            return None
+        c = self.cream_candidates[idx]
+        return {**c.as_dict(), "val_score": float(self.cream_selection_score),
+                "val_metric": _SCORE_METRICS[int(self.cream_selection[1])], "candidate": c.name}
+
+    def available_methods(self) -> list[str]:
+        """``method_names`` that can produce maps now (``cream_selected`` only once val has selected)."""
+        return [n for n in self.method_names if n != SELECTED or self.selected_cream is not None]
 
     def _new_method_metrics(self) -> nn.ModuleDict:
         interval = self.hparams.cam_curve_interval
@@ -207,12 +274,16 @@ class WSOLClassifier(pl.LightningModule):
         Args:
             feats: backbone features ``(B, K, h, w)``.
             class_ids: class of each map ``(B,)``.
-            names: methods to compute (a subset of ``method_names``); ``None`` computes them all.
+            names: methods to compute (a subset of ``method_names``); ``None`` computes all of
+                :meth:`available_methods`.
         """
-        wanted = list(self.method_names if names is None else names)
+        wanted = list(self.available_methods() if names is None else names)
         unknown = sorted(set(wanted) - set(self.method_names))
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; this model has {self.method_names}")
+        if SELECTED in wanted and self.selected_cream is None:
+            raise ValueError(f"{SELECTED!r} has no stored choice: no validation run has selected CREAM's "
+                             "hyperparameters yet (run fit or validate with a val split first)")
         with float32_math(feats):  # the trainer may run this step under bf16/fp16 autocast
             return self._method_maps(feats.float(), class_ids, wanted)
 
@@ -233,7 +304,23 @@ class WSOLClassifier(pl.LightningModule):
             if f"cream_lambda{lam:g}" in wanted:
                 fg, bg = self.context.get(i)
                 maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
+        if SELECTED in wanted:
+            c = self.cream_candidates[int(self.cream_selection[0])]
+            fg, bg = self.context.get(c.lambda_index)
+            maps[SELECTED] = cream_maps(feats, cam, class_ids, fg, bg, iterations=c.iterations, kappa=c.kappa,
+                                        tau=hp.cream_tau, feature_norm=c.feature_norm,  # type: ignore[arg-type]
+                                        calibration=hp.cream_calibration)
         return maps
+
+    def search_maps(self, feats: Tensor, class_ids: Tensor) -> list[Tensor]:
+        """Maps ``(B, h, w)`` of every ``cream_search`` candidate from these features (float32 math)."""
+        assert self.context is not None
+        with float32_math(feats):
+            feats = feats.float()
+            cam = class_activation_maps(feats, self.classifier.weight.float(), class_ids)
+            embeddings = [self.context.get(i) for i in range(len(self.lambdas))]
+            return candidate_maps(feats, cam, class_ids, embeddings, self.cream_candidates,
+                                  self.hparams.cream_tau, self.hparams.cream_calibration)
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -288,18 +375,23 @@ class WSOLClassifier(pl.LightningModule):
         acc = self.val_acc if stage == "val" else self.test_acc
         acc.update(logits, labels)
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=labels.shape[0], sync_dist=True)
-        maps = self.method_maps(feats.float(), labels)
+        # val: cream_selected's numbers are the winning candidate's (below); test uses the stored choice
+        names = [n for n in self.available_methods() if not (stage == "val" and n == SELECTED)]
+        maps = self.method_maps(feats.float(), labels, names)
         top1 = logits.argmax(1) == labels
         top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1)
         boxes, masks = batch.get("boxes"), batch.get("mask")
+        records: dict[str, dict[str, np.ndarray]] = {}
         for name, m in maps.items():
             scoremaps = prepare_scoremaps(m, size=self.hparams.eval_size)
-            metric = self.metrics[_metric_key(stage, name)]
-            if boxes is not None:
-                metric["box_v2"].update(scoremaps, boxes)
-                metric["loc"].update(scoremaps, boxes, top1, top5)
-            if masks is not None:
-                metric["pxap"].update(scoremaps, masks)
+            _update_method_metrics(self.metrics[_metric_key(stage, name)], scoremaps, boxes, masks, top1, top5)
+            if self.hparams.get("record_per_image", False):
+                records[name] = self._per_image_record(batch, scoremaps, boxes, top1, top5)
+        if records and not self.trainer.sanity_checking:
+            self._per_image_parts.setdefault(stage, []).append(records)
+        if stage == "val" and self.cream_candidates:
+            for metric, m in zip(self.search_metrics, self.search_maps(feats, labels)):
+                _update_method_metrics(metric, prepare_scoremaps(m, size=self.hparams.eval_size), boxes, masks, top1, top5)
         if stage == "val" and self._media_batch is None and self.hparams.num_media_images > 0:
             k = self.hparams.num_media_images
             self._media_batch = {
@@ -316,6 +408,13 @@ class WSOLClassifier(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._media_batch = None
+        self._per_image_parts.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._per_image_parts.pop("test", None)
+        if self.cream_candidates and self.selected_cream is None:
+            rank_zero_warn(f"cream_search is set but no validation run has selected CREAM's hyperparameters: "
+                           f"{SELECTED!r} is left out of the test results (the test split never selects)")
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")
@@ -366,16 +465,63 @@ class WSOLClassifier(pl.LightningModule):
             self.log(f"{stage}/top5_cls_acc", top5)
         acc.reset()
         for i, name in enumerate(self.method_names):
-            res = self._compute_method(stage, i, name)
+            if name == SELECTED:
+                res = self._select_on_val(i, results) if stage == "val" else self._compute_selected(stage, i)
+                if res is None:
+                    continue
+            else:
+                res = self._compute_method(stage, i, name)
             results["methods"][name] = res
             for key, value in res.items():
                 if isinstance(value, float) and math.isfinite(value):
                     self.log(f"{stage}/{name}/{key}", value)
         if not self.trainer.sanity_checking:
             self.last_results[stage] = results
+            parts = self._per_image_parts.pop(stage, [])
+            if parts:
+                self.per_image[stage] = self._finish_per_image(parts, results["methods"])
+
+    # ------------------------------------------------------- cream_search (val selection)
+    def _select_on_val(self, index: int, results: dict[str, Any]) -> dict[str, Any] | None:
+        """Score every candidate on this val epoch, store the first best, return its full numbers."""
+        scored = [_selection_score(m) for m in self.search_metrics]
+        if not scored or all(not math.isfinite(s) for s, _ in scored):
+            for m in self.search_metrics:
+                _reset_metric_set(m)
+            return None
+        best = select_first_best([s for s, _ in scored])
+        res = self._compute_metric_set(self.search_metrics[best], "val", index)
+        for m in self.search_metrics:
+            _reset_metric_set(m)
+        c = self.cream_candidates[best]
+        score, metric_name = scored[best]
+        results["cream_search"] = {
+            "metric": metric_name,
+            "scores": {cand.name: s for cand, (s, _) in zip(self.cream_candidates, scored)},
+            "selected": c.name,
+        }
+        if not self.trainer.sanity_checking:
+            self.cream_selection[0] = best
+            self.cream_selection[1] = _SCORE_METRICS.index(metric_name)
+            self.cream_selection_score.fill_(score)
+            rank_zero_info(f"cream_search: selected {c.name} on val ({metric_name} {score:.2f}; "
+                           f"{len(self.cream_candidates)} candidates, ties to the earlier)")
+        for cand, (s, _) in zip(self.cream_candidates, scored):
+            if math.isfinite(s):
+                self.log(f"val/cream_search/{cand.name}", s)
+        return {**res, **_selection_fields(c, score)}
+
+    def _compute_selected(self, stage: Stage, index: int) -> dict[str, Any] | None:
+        choice = self.selected_cream
+        if choice is None:
+            return None
+        res = self._compute_method(stage, index, SELECTED)
+        return {**res, **_selection_fields(self.cream_candidates[int(self.cream_selection[0])], choice["val_score"])}
 
     def _compute_method(self, stage: Stage, index: int, name: str) -> dict[str, Any]:
-        metric = self.metrics[_metric_key(stage, name)]
+        return self._compute_metric_set(self.metrics[_metric_key(stage, name)], stage, index)
+
+    def _compute_metric_set(self, metric: nn.ModuleDict, stage: Stage, index: int) -> dict[str, Any]:
         res: dict[str, Any] = {}
         if metric["box_v2"].update_count > 0:
             v2 = metric["box_v2"].compute()
@@ -394,9 +540,49 @@ class WSOLClassifier(pl.LightningModule):
             res["loc_threshold_source"] = tau_source
         if metric["pxap"].update_count > 0:
             res["pxap"] = float(metric["pxap"].compute())
-        for m in metric.values():
-            m.reset()
+        _reset_metric_set(metric)
         return res
+
+    # ------------------------------------------------------- per-image records (bootstrap)
+    def _per_image_record(
+        self, batch: dict[str, Any], scoremaps: Tensor, boxes: Any, top1: Tensor, top5: Tensor
+    ) -> dict[str, np.ndarray]:
+        """One batch's per-image outcomes of one method, from the metrics' own functional cores."""
+        rec = {
+            "index": batch["index"].detach().cpu().numpy().astype(np.int64),
+            "top1": top1.detach().cpu().numpy().astype(bool),
+            "top5": top5.detach().cpu().numpy().astype(bool),
+        }
+        if boxes is not None:
+            thr = cam_thresholds(self.hparams.cam_curve_interval)
+            maps = scoremaps.detach().cpu()
+            rec["best_iou"] = np.stack([
+                best_iou_per_threshold(maps[i], boxes[i], thr, multi_contour=True) for i in range(len(boxes))
+            ]) if len(boxes) else np.zeros((0, len(thr)))
+            rec["v1_hit50"] = np.stack([  # the LocalizationCurve decision (largest contour, IoU >= 0.5)
+                localized_per_threshold(maps[i], boxes[i], thr, (50.0,), multi_contour=False)[0]
+                for i in range(len(boxes))
+            ]) if len(boxes) else np.zeros((0, len(thr)), dtype=bool)
+        return rec
+
+    def _finish_per_image(
+        self, parts: list[dict[str, dict[str, np.ndarray]]], methods: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        thr = cam_thresholds(self.hparams.cam_curve_interval)
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for name in parts[0]:
+            rec = {k: np.concatenate([p[name][k] for p in parts]) for k in parts[0][name]}
+            rec["thresholds"] = thr.copy()
+            rec["iou_thresholds"] = np.asarray(self.hparams.iou_thresholds, dtype=np.float64)
+            tau = methods.get(name, {}).get("loc_threshold")
+            if "v1_hit50" in rec and tau is not None:  # the column accuracy_at reads
+                col = int(np.argmin(np.abs(thr - float(tau))))
+                rec["loc_threshold"] = np.float64(tau)
+                rec["gt_known"] = rec["v1_hit50"][:, col].copy()
+                rec["top1_loc"] = rec["gt_known"] & rec["top1"]
+                rec["top5_loc"] = rec["gt_known"] & rec["top5"]
+            out[name] = rec
+        return out
 
     def _loc_threshold(self, index: int, split_best: float) -> tuple[float, str]:
         if self.hparams.loc_threshold is not None:
@@ -411,7 +597,8 @@ class WSOLClassifier(pl.LightningModule):
         """Ground-truth-class maps of every method at the evaluation size (pseudo boxes, localize)."""
         feats, logits = self.forward_features(batch["image"])
         labels = batch["label"]
-        maps = self.method_maps(feats.float(), labels, [n for n in ("cam", "cream") if n in self.method_names])
+        available = self.available_methods()
+        maps = self.method_maps(feats.float(), labels, [n for n in ("cam", "cream", SELECTED) if n in available])
         return {
             "index": batch["index"],
             "image_id": batch["image_id"],
@@ -424,6 +611,36 @@ class WSOLClassifier(pl.LightningModule):
 
 def _metric_key(stage: str, method: str) -> str:
     return f"{stage}_{method}".replace(".", "_")
+
+
+def _update_method_metrics(
+    metric: nn.ModuleDict, scoremaps: Tensor, boxes: Any, masks: Any, top1: Tensor, top5: Tensor
+) -> None:
+    if boxes is not None:
+        metric["box_v2"].update(scoremaps, boxes)
+        metric["loc"].update(scoremaps, boxes, top1, top5)
+    if masks is not None:
+        metric["pxap"].update(scoremaps, masks)
+
+
+def _reset_metric_set(metric: nn.ModuleDict) -> None:
+    for m in metric.values():
+        m.reset()
+
+
+def _selection_score(metric: nn.ModuleDict) -> tuple[float, str]:
+    """The protocol metric of a candidate: MaxBoxAccV2 where the split has boxes, else PxAP (NaN: no data)."""
+    if metric["box_v2"].update_count > 0:
+        return float(metric["box_v2"].compute()["max_box_acc"]), "max_box_acc_v2"
+    if metric["pxap"].update_count > 0:
+        return float(metric["pxap"].compute()), "pxap"
+    return float("nan"), ""
+
+
+def _selection_fields(c: CreamCandidate, score: float) -> dict[str, Any]:
+    """The chosen values, logged next to cream_selected's metrics (floats) and kept in the results."""
+    return {"T": float(c.iterations), "kappa": c.kappa, "lambda": c.lam, "feature_norm": c.feature_norm,
+            "feature_norm_l2": float(c.feature_norm == "l2"), "val_score": float(score)}
 
 
 class _TopKAccuracy(nn.Module):

@@ -1,0 +1,211 @@
+"""Val-split selection of CREAM's inference-time hyperparameters (T, κ, λ, M-step feature norm).
+
+The WSOL protocol chooses every hyperparameter, inference-time ones included, on the fully
+supervised **val** split, never on test. CREAM's EM iterations ``T``, concentration ``κ``, the
+momentum ``λ`` (among the embeddings tracked during training: ``cream_lambda`` +
+``ablation_lambdas``) and the M-step feature norm change nothing in training, so one trained
+network can score a grid of them on val at the cost of extra EM runs and metric updates: the
+backbone runs once per image and every candidate's maps come from the pure function
+:func:`cream_pl.models.cream.cream_maps` on the same features.
+
+This module holds the typed search space, the candidate grid and the pure pieces of the
+selection (candidate maps, the first-best rule); :class:`~cream_pl.models.classifier.WSOLClassifier`
+wires them into its val epoch and reports the winner as the method ``cream_selected``.
+
+Example:
+    >>> space = CreamSearchSpace.from_config({"iterations": [1, 2], "kappa": [8, 16], "lambda": [0.8]})
+    >>> cands = space.candidates(tracked_lambdas=(0.8, 0.6), default_iterations=2, default_kappa=8.0,
+    ...                          default_feature_norm="raw")
+    >>> [c.name for c in cands]
+    ['T1_kappa8_lambda0.8_raw', 'T1_kappa16_lambda0.8_raw', 'T2_kappa8_lambda0.8_raw', 'T2_kappa16_lambda0.8_raw']
+    >>> select_first_best([30.0, 32.5, 32.5, float("nan")])
+    1
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from cream_pl.models.cream import cream_maps
+
+__all__ = [
+    "CreamCandidate",
+    "CreamSearchSpace",
+    "SEARCH_KEYS",
+    "candidate_maps",
+    "select_first_best",
+]
+
+#: keys a recipe may give in ``cream_search`` (each a value or a list of values)
+SEARCH_KEYS = ("iterations", "kappa", "lambda", "feature_norm")
+_NORMS = ("raw", "l2")
+
+
+@dataclass(frozen=True)
+class CreamCandidate:
+    """One point of the grid. ``lambda_index`` indexes the tracked embeddings (``ContextEmbeddings``)."""
+
+    iterations: int
+    kappa: float
+    lam: float
+    lambda_index: int
+    feature_norm: str
+
+    @property
+    def name(self) -> str:
+        return f"T{self.iterations}_kappa{self.kappa:g}_lambda{self.lam:g}_{self.feature_norm}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"T": self.iterations, "kappa": self.kappa, "lambda": self.lam, "feature_norm": self.feature_norm}
+
+
+def _as_tuple(value: Any, key: str) -> tuple[Any, ...]:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, Iterable):
+        out = tuple(value)
+        if not out:
+            raise ValueError(f"cream_search[{key!r}] must name at least one value, got an empty list")
+        return out
+    raise ValueError(f"cream_search[{key!r}] must be a value or a list of values, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CreamSearchSpace:
+    """Grid of CREAM inference-time hyperparameters; ``None`` on an axis keeps the model's own value.
+
+    Args:
+        iterations: EM iterations ``T`` (>= 0; 0 is plain CAM).
+        kappa: EM concentrations ``κ`` (> 0).
+        lambdas: momenta ``λ``; each must be tracked by the model (``cream_lambda`` or one of
+            ``ablation_lambdas``), because the embeddings of an untracked λ do not exist.
+        feature_norm: M-step features, ``"raw"`` and/or ``"l2"``.
+
+    Candidates are the product in the order ``T`` × ``κ`` × ``λ`` × feature norm, each axis in the
+    order given; ties go to the earlier candidate.
+    """
+
+    iterations: tuple[int, ...] | None = None
+    kappa: tuple[float, ...] | None = None
+    lambdas: tuple[float, ...] | None = None
+    feature_norm: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.iterations is not None:
+            for t in self.iterations:
+                if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+                    raise ValueError(f"cream_search['iterations'] must be integers >= 0, got {list(self.iterations)}")
+        if self.kappa is not None:
+            for k in self.kappa:
+                if isinstance(k, bool) or not isinstance(k, (int, float)) or not (0 < k < math.inf):
+                    raise ValueError(f"cream_search['kappa'] must be finite numbers > 0, got {list(self.kappa)}")
+        if self.lambdas is not None:
+            for lam in self.lambdas:
+                if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+                    raise ValueError(f"cream_search['lambda'] must be numbers in [0, 1], got {list(self.lambdas)}")
+        if self.feature_norm is not None:
+            bad = [n for n in self.feature_norm if n not in _NORMS]
+            if bad:
+                raise ValueError(f"cream_search['feature_norm'] must be among {list(_NORMS)}, got {bad}")
+        for key, axis in zip(SEARCH_KEYS, (self.iterations, self.kappa, self.lambdas, self.feature_norm)):
+            if axis is not None and len(set(axis)) != len(axis):
+                raise ValueError(f"cream_search[{key!r}] lists a value twice: {list(axis)}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | CreamSearchSpace) -> CreamSearchSpace:
+        """From a recipe mapping ``{"iterations": [...], "kappa": [...], "lambda": [...], "feature_norm": [...]}``."""
+        if isinstance(config, CreamSearchSpace):
+            return config
+        if not isinstance(config, Mapping):
+            raise ValueError(f"cream_search must be a mapping with keys {list(SEARCH_KEYS)}, got {config!r}")
+        unknown = sorted(set(config) - set(SEARCH_KEYS))
+        if unknown:
+            raise ValueError(f"cream_search: unknown key(s) {unknown}; allowed: {list(SEARCH_KEYS)}")
+        if not config:
+            raise ValueError(f"cream_search is empty; give at least one of {list(SEARCH_KEYS)} (or leave it unset)")
+
+        def axis(key: str) -> tuple[Any, ...] | None:
+            return None if config.get(key) is None else _as_tuple(config[key], key)
+
+        lams = axis("lambda")
+        kappas = axis("kappa")
+        return cls(
+            iterations=axis("iterations"),
+            kappa=None if kappas is None else tuple(float(k) if not isinstance(k, bool) else k for k in kappas),
+            lambdas=None if lams is None else tuple(float(v) if not isinstance(v, bool) else v for v in lams),
+            feature_norm=axis("feature_norm"),
+        )
+
+    def candidates(
+        self,
+        tracked_lambdas: Sequence[float],
+        default_iterations: int,
+        default_kappa: float,
+        default_feature_norm: str,
+    ) -> list[CreamCandidate]:
+        """The grid, in its fixed order; missing axes take the model's value (λ: ``tracked_lambdas[0]``).
+
+        Raises:
+            ValueError: a λ that the model does not track.
+        """
+        tracked = [float(v) for v in tracked_lambdas]
+        lams = self.lambdas if self.lambdas is not None else (tracked[0],)
+        index = []
+        for lam in lams:
+            hits = [i for i, v in enumerate(tracked) if math.isclose(v, float(lam), rel_tol=0.0, abs_tol=1e-12)]
+            if not hits:
+                raise ValueError(
+                    f"cream_search['lambda'] = {float(lam):g} is not tracked by the model (tracked λ: "
+                    f"{[f'{v:g}' for v in tracked]}); add it to ablation_lambdas so its embeddings are learned"
+                )
+            index.append(hits[0])
+        grid = itertools.product(
+            self.iterations if self.iterations is not None else (int(default_iterations),),
+            self.kappa if self.kappa is not None else (float(default_kappa),),
+            list(zip(lams, index)),
+            self.feature_norm if self.feature_norm is not None else (default_feature_norm,),
+        )
+        return [CreamCandidate(int(t), float(k), float(lam), int(i), str(n)) for t, k, (lam, i), n in grid]
+
+
+def candidate_maps(
+    feats: Tensor,
+    cam: Tensor,
+    class_ids: Tensor,
+    embeddings: Sequence[tuple[Tensor, Tensor]],
+    candidates: Sequence[CreamCandidate],
+    tau: float,
+    calibration: bool,
+) -> list[Tensor]:
+    """CREAM maps ``(B, h, w)`` of every candidate from one set of features (no backbone call).
+
+    Args:
+        feats: ``(B, K, h, w)`` features.
+        cam: ``(B, h, w)`` raw CAM of ``class_ids``.
+        class_ids: ``(B,)``.
+        embeddings: ``(E_fg, E_bg)`` per tracked λ (indexed by ``CreamCandidate.lambda_index``).
+        candidates: the grid.
+        tau: CAM foreground threshold of the calibration.
+        calibration: apply Eq. 10-11.
+    """
+    out = []
+    for c in candidates:
+        e_fg, e_bg = embeddings[c.lambda_index]
+        out.append(cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=c.iterations, kappa=c.kappa, tau=tau,
+                              feature_norm=c.feature_norm, calibration=calibration))  # type: ignore[arg-type]
+    return out
+
+
+def select_first_best(scores: Sequence[float]) -> int:
+    """Index of the highest score; ties go to the earliest; NaN never wins (all NaN -> 0)."""
+    best, best_score = 0, -math.inf
+    for i, s in enumerate(scores):
+        if math.isfinite(s) and s > best_score:
+            best, best_score = i, s
+    return best

@@ -1,0 +1,278 @@
+"""Val-split selection of CREAM's inference-time hyperparameters (``cream_search`` → ``cream_selected``).
+
+A stand-in classifier whose "images" are hand-built feature maps makes the best candidate known:
+on the val split the object is a body (direction e0) with a small head (e2); the classifier sees only
+the head, so CAM covers the head alone, and CREAM with the fg embedding e0 at κ = 16 re-activates the
+whole body (IoU ≈ 1), while T = 0 (plain CAM) and κ = 0.01 (flat EM) do not. The test split is built
+so that a different candidate would win there (CAM exact; CREAM at T1/κ16 merges the object's right
+part with the background).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from cream_pl.callbacks.pseudo_boxes import SOURCES, generate_pseudo_boxes
+from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+from cream_pl.models import WSOLClassifier
+from cream_pl.models.checkpoints import load_classifier
+from cream_pl.models.ci_cam_module import CICAMClassifier
+from cream_pl.models.cream_search import CreamSearchSpace
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+K, H = 1280, 8  # EfficientNet-Lite0 feature width; 8 x 8 feature maps
+EVAL = 64
+SEARCH = {"iterations": [0, 1], "kappa": [0.01, 16]}  # winner on val: T1, κ16 (index 3)
+
+
+class _StandIn(WSOLClassifier):
+    """The "image" is the feature map itself (the backbone is bypassed)."""
+
+    def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return images, self.classifier(images.mean(dim=(2, 3)))
+
+
+def _features(kind: str, n: int) -> list[tuple[Tensor, Tensor]]:
+    """``n`` (features, GT box in the 64 grid) pairs; object on rows 2-5, cols 1-6 of the 8x8 map."""
+    out = []
+    for i in range(n):
+        f = torch.zeros(K, H, H)
+        f[1] = 1.0  # background direction e1
+        obj = (slice(2, 6), slice(1, 7))
+        if kind == "val":  # body e0, head e2 at one cell: CAM (weight on e2) sees the head only
+            f[1][obj] = 0.0
+            f[0][obj] = 1.0
+            f[2, 2, 1 + i % 3] = 3.0
+        else:  # test: CAM sees the whole object; CREAM's e0 covers the background and only the object's left part
+            f[1] = 0.0
+            f[0] = 1.0
+            f[0][obj] = 0.0
+            f[2][obj] = 1.0
+            f[0, 2:6, 1:5] = 1.0
+            f[1, 2:6, 5:7] = 1.0
+        out.append((f, torch.tensor([[8, 16, 55, 47]])))
+    return out
+
+
+class _FeatureSet(Dataset):
+    def __init__(self, kind: str, n: int) -> None:
+        self.items = _features(kind, n)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        f, box = self.items[i]
+        return {"image": f, "label": 0, "boxes": box, "index": i}
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"image": torch.stack([x["image"] for x in items]), "label": torch.tensor([x["label"] for x in items]),
+            "boxes": [x["boxes"] for x in items], "index": torch.tensor([x["index"] for x in items])}
+
+
+class _FeatureData(pl.LightningDataModule):
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_FeatureSet("val", 6), batch_size=3, collate_fn=_collate)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(_FeatureSet("test", 6), batch_size=3, collate_fn=_collate)
+
+
+def _stand_in(**kw) -> _StandIn:
+    defaults = dict(num_classes=2, pretrained=False, eval_size=EVAL, cam_curve_interval=0.01, cream_search=SEARCH)
+    model = _StandIn(**{**defaults, **kw})
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.weight[0, 2] = 1.0
+        model.classifier.bias.zero_()
+        assert model.context is not None
+        model.context.fg.zero_()
+        model.context.bg.zero_()
+        model.context.fg[:, :, 0] = 1.0  # E_fg = e0, E_bg = e1, for every tracked λ
+        model.context.bg[:, :, 1] = 1.0
+    return model
+
+
+def _trainer(tmp_path: Path, **kw) -> pl.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, default_root_dir=str(tmp_path))
+    return pl.Trainer(**{**defaults, **kw})
+
+
+def test_val_selection_picks_the_known_best_candidate_and_test_never_selects(tmp_path):
+    model = _stand_in()
+    assert model.method_names == ["cam", "cream", "cream_selected"]
+    assert [c.name for c in model.cream_candidates] == [
+        "T0_kappa0.01_lambda0.8_raw", "T0_kappa16_lambda0.8_raw", "T1_kappa0.01_lambda0.8_raw", "T1_kappa16_lambda0.8_raw"]
+    dm = _FeatureData()
+    trainer = _trainer(tmp_path)
+    trainer.validate(model, datamodule=dm, verbose=False)
+    choice = model.selected_cream
+    assert choice is not None
+    assert (choice["T"], choice["kappa"], choice["lambda"], choice["feature_norm"]) == (1, 16.0, 0.8, "raw")
+    assert choice["val_metric"] == "max_box_acc_v2" and choice["val_score"] == pytest.approx(100.0)
+    val = model.last_results["val"]
+    scores = val["cream_search"]["scores"]
+    assert scores["T1_kappa16_lambda0.8_raw"] > max(v for k, v in scores.items() if k != "T1_kappa16_lambda0.8_raw")
+    assert scores["T0_kappa0.01_lambda0.8_raw"] == scores["T0_kappa16_lambda0.8_raw"]  # T = 0 is plain CAM
+    # val numbers of cream_selected are the winner's own, with its own val τ*
+    assert val["methods"]["cream_selected"]["max_box_acc_v2"] == pytest.approx(100.0)
+    assert val["methods"]["cream_selected"]["loc_threshold_source"] == "val"  # τ* of this very val epoch
+    i = model.method_names.index("cream_selected")
+    assert 0.0 <= float(model.val_best_threshold[i]) < 1.0
+    assert float(trainer.callback_metrics["val/cream_selected/kappa"]) == 16.0
+
+    before = dict(choice)
+    trainer.test(model, datamodule=dm, verbose=False)
+    assert model.selected_cream == before  # the test split never selects
+    test = trainer.callback_metrics
+    assert float(test["test/cream_selected/T"]) == 1.0
+    res = model.last_results["test"]["methods"]["cream_selected"]
+    assert res["loc_threshold_source"] == "val" and res["loc_threshold"] == float(model.val_best_threshold[i])
+    # the test split would have picked another candidate (plain CAM is exact there)
+    assert res["max_box_acc_v2"] < model.last_results["test"]["methods"]["cam"]["max_box_acc_v2"]
+    # cream_selected at test is exactly CREAM at the chosen values
+    ref = _stand_in(cream_iterations=1, cream_kappa=16.0, cream_search=None)
+    _trainer(tmp_path).test(ref, datamodule=dm, verbose=False)
+    for key in ("max_box_acc_v2", "max_box_acc", "best_threshold_iou50"):
+        assert res[key] == ref.last_results["test"]["methods"]["cream"][key]
+
+
+def test_test_before_any_val_does_not_select(tmp_path):
+    model = _stand_in()
+    trainer = _trainer(tmp_path)
+    with pytest.warns(UserWarning, match="no validation run has selected"):
+        trainer.test(model, datamodule=_FeatureData(), verbose=False)
+    assert model.selected_cream is None
+    assert "cream_selected" not in model.last_results["test"]["methods"]
+    assert not any(k.startswith("test/cream_selected") for k in trainer.callback_metrics)
+    with pytest.raises(ValueError, match="no stored choice"):
+        model.method_maps(torch.zeros(1, K, H, H), torch.tensor([0]), ["cream_selected"])
+    assert "cream_selected" not in model.method_maps(torch.zeros(1, K, H, H), torch.tensor([0]))
+    _trainer(tmp_path).validate(model, datamodule=_FeatureData(), verbose=False)
+    assert model.selected_cream["candidate"] == "T1_kappa16_lambda0.8_raw"
+
+
+def test_sanity_check_does_not_select(tmp_path):
+    class _Data(_FeatureData):
+        def train_dataloader(self) -> DataLoader:
+            return self.val_dataloader()
+
+    class _Spy(pl.Callback):
+        ran = 0
+
+        def on_sanity_check_end(self, trainer, pl_module) -> None:
+            _Spy.ran += 1
+            assert pl_module.selected_cream is None  # scored, but not stored
+
+    fresh = _stand_in()
+    _trainer(tmp_path, max_epochs=1, limit_train_batches=0, num_sanity_val_steps=2,
+             callbacks=[_Spy()]).fit(fresh, datamodule=_Data())
+    assert _Spy.ran == 1 and fresh.selected_cream is None
+
+
+def test_argument_checks():
+    kw = dict(num_classes=3, pretrained=False, eval_size=EVAL)
+    with pytest.raises(ValueError, match="not tracked"):
+        WSOLClassifier(**kw, cream_search={"lambda": [0.8, 0.6]})
+    ok = WSOLClassifier(**kw, ablation_lambdas=[0.6], cream_search={"lambda": [0.6, 0.8], "feature_norm": "l2"})
+    assert [(c.lam, c.lambda_index, c.feature_norm) for c in ok.cream_candidates] == [(0.6, 1, "l2"), (0.8, 0, "l2")]
+    with pytest.raises(ValueError, match="unknown key"):
+        WSOLClassifier(**kw, cream_search={"kappas": [8]})
+    with pytest.raises(ValueError, match="needs cream=True"):
+        WSOLClassifier(**kw, cream=False, cream_search={"kappa": [8]})
+    with pytest.raises(ValueError, match="feature_norm"):
+        CreamSearchSpace.from_config({"feature_norm": ["raw", "cosine"]})
+    with pytest.raises(ValueError, match="iterations"):
+        CreamSearchSpace.from_config({"iterations": [-1]})
+    with pytest.raises(ValueError, match="kappa"):
+        CreamSearchSpace.from_config({"kappa": [0]})
+    with pytest.raises(ValueError, match="twice"):
+        CreamSearchSpace.from_config({"kappa": [8, 8.0]})
+    with pytest.raises(ValueError, match="empty"):
+        CreamSearchSpace.from_config({})
+    grid = CreamSearchSpace.from_config({"iterations": [1, 2, 3], "kappa": [8, 16, 32], "feature_norm": ["raw", "l2"]})
+    assert len(grid.candidates((0.8,), 2, 8.0, "raw")) == 18
+    assert "cream_selected" in SOURCES
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    return generate_synthetic_dataset(root, seed=1, num_classes=3, num_train=12, num_val=6, num_test=6,
+                                      min_side=72, max_side=96, image_format="png", overwrite=True)
+
+
+def _dm(root: Path, **kw) -> WSOLDataModule:
+    return WSOLDataModule(str(root), batch_size=6, resize_size=72, crop_size=EVAL, eval_size=EVAL, **kw)
+
+
+def test_choice_survives_checkpoint_and_feeds_pseudo_boxes_and_localize(tiny_data, tmp_path):
+    pl.seed_everything(0)
+    search = {"iterations": [1, 2], "kappa": [8, 32], "lambda": [0.8, 0.5], "feature_norm": ["raw", "l2"]}
+    model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL, lr=0.01,
+                           ablation_lambdas=[0.5], cream_search=search)
+    trainer = _trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(model, _dm(tiny_data))
+    choice = model.selected_cream
+    assert choice is not None and len(model.last_results["val"]["cream_search"]["scores"]) == 16
+    ckpt = tmp_path / "cls.ckpt"
+    trainer.save_checkpoint(ckpt)
+    loaded = load_classifier(ckpt)
+    assert loaded.selected_cream == choice
+    i = loaded.method_names.index("cream_selected")
+    assert float(loaded.val_best_threshold[i]) == float(model.val_best_threshold[i])
+    assert WSOLClassifier.load_from_checkpoint(str(ckpt), weights_only=False).selected_cream == choice
+
+    # pseudo boxes from cream_selected == pseudo boxes from a model whose paper-default CREAM is the choice
+    dm = _dm(tiny_data)
+    out = generate_pseudo_boxes(loaded, dm, tmp_path / "sel.json", source="cream_selected", threshold=0.3,
+                                trainer_kwargs={"accelerator": "cpu", "devices": 1})
+    ref = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL,
+                         ablation_lambdas=[0.5], cream_iterations=choice["T"], cream_kappa=choice["kappa"],
+                         cream_feature_norm=choice["feature_norm"])
+    state = {k: v for k, v in loaded.state_dict().items() if not k.startswith(("cream_selection", "val_best"))}
+    if choice["lambda"] == 0.5:  # the chosen λ's embeddings become the reference's main ones
+        state["context.fg"] = state["context.fg"].flip(0)
+        state["context.bg"] = state["context.bg"].flip(0)
+    ref.load_state_dict(state, strict=False)
+    ref_out = generate_pseudo_boxes(ref, _dm(tiny_data), tmp_path / "ref.json", source="cream", threshold=0.3,
+                                    trainer_kwargs={"accelerator": "cpu", "devices": 1})
+    sel, want = json.loads(Path(out).read_text()), json.loads(Path(ref_out).read_text())
+    assert [a["bbox"] for a in sel["annotations"]] == [a["bbox"] for a in want["annotations"]]
+    assert len(sel["annotations"]) == 12
+
+    from cream_pl.localize import localize
+
+    images = sorted((tiny_data / "images").rglob("*.png"))[:2]
+    res = localize(ckpt, images, tmp_path / "loc", method="cream_selected")
+    assert res["method"] == "cream_selected" and res["threshold"] == float(loaded.val_best_threshold[i])
+    with pytest.raises(ValueError, match="val-selected"):
+        localize(WSOLClassifier(num_classes=3, pretrained=False, eval_size=EVAL, cream_search={"kappa": [8]}),
+                 images, tmp_path / "loc2", method="cream_selected")
+
+
+def test_ci_cam_val_selected_row(tiny_data, tmp_path):
+    pl.seed_everything(0)
+    model = CICAMClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL, lr=0.01,
+                            train_crop_size=EVAL, cream_search={"kappa": [8, 16]})
+    assert model.method_names == ["cam", "cream", "cream_selected"]
+    trainer = _trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(model, _dm(tiny_data))
+    assert model.selected_cream is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.test(model, _dm(tiny_data), verbose=False)
+    assert 0.0 <= float(trainer.callback_metrics["test/cream_selected/max_box_acc_v2"]) <= 100.0
+    assert model.last_results["test"]["methods"]["cream_selected"]["loc_threshold_source"] == "val"
