@@ -108,9 +108,10 @@ class WSOLClassifier(pl.LightningModule):
             backbone pass, and stores the first best; it is evaluated as method ``cream_selected``
             (val: the winner's own numbers and τ*; test: the stored choice, never re-selected; absent
             with a warning if no val run selected one). ``None`` (default): no search.
-            Cost measured on the 2-core CPU (EfficientNet-Lite0, 224 maps, interval 0.001, 3x3x2 grid
-            of 18 candidates): about 0.45 s per val image on top of CAM + CREAM (see
-            :mod:`cream_pl.models.cream_search`).
+            Cost, measured: +0.13 s per val image for a 3x3x2 grid (18 candidates) on the project's
+            2-core CPU (EfficientNet-Lite0 ImageNet weights, 224 maps, interval 0.001: val step 0.14 s
+            -> 0.27 s per image; +0.40 s with the machine loaded by other jobs): about 2x the val epoch,
+            nothing at test (see :mod:`cream_pl.models.cream_search`).
         record_per_image: keep per-image outcomes of every method in ``per_image[stage][method]``
             (numpy arrays: ``index``, ``best_iou`` ``(n, n_thr)`` all-contour best IoU per threshold,
             ``v1_hit50`` ``(n, n_thr)`` largest-contour IoU >= 0.5, ``top1`` / ``top5``, and at τ*
