@@ -4,8 +4,7 @@
 sub-command is a small argparse parser. Start-up stays light: ``cream-pl --help`` and every
 ``cream-pl <command> --help`` are answered from the standard-library parsers of
 :mod:`cream_pl.cli_parsers`, and a command imports its implementation (torch, Lightning, ...)
-only when it runs. Commands whose parser is mirrored there run through the owning module's own
-``add_parser`` (each such module exposes ``add_parser(subparsers)`` and sets ``func(args) -> int``).
+only when it runs. A user's bad input ends in one line (``cream-pl <command>: error: ...``, exit 2).
 
 Example:
     $ cream-pl data synth --out data/synth --seed 0
@@ -15,11 +14,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from cream_pl.cli_parsers import SUBCOMMANDS, Delegate
+from cream_pl.cli_parsers import SUBCOMMANDS
 
 __all__ = ["LIGHTNING_SUBCOMMANDS", "SUBCOMMAND_MODULES", "build_parser", "main"]
 
@@ -46,19 +44,9 @@ def build_light_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser with each sub-command's implementing module loaded (mirrors replaced by the owners').
-
-    Args:
-        only: load just this sub-command's module; the others keep their light parsers.
-    """
-    parser, subparsers = _root_parser()
-    for name, cmd in SUBCOMMANDS.items():
-        if cmd.mirrored and only in (None, name):
-            importlib.import_module(cmd.module).add_parser(subparsers)
-        else:
-            cmd.add(subparsers)
-    return parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cream-pl`` parser (:func:`build_light_parser`: each command's module loads when it runs)."""
+    return build_light_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,9 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    if isinstance(func, Delegate):  # a mirrored parser: run with the owner's own one
-        args = build_parser(only=args.command).parse_args(argv)
-        func = args.func
     try:
         return int(func(args) or 0)
     except Exception as err:  # a user's bad input ends in one line; programming errors keep their traceback

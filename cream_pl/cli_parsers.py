@@ -1,15 +1,8 @@
-"""Light argument parsers of the ``cream-pl`` sub-commands (standard library only).
+"""The argument parsers of the ``cream-pl`` sub-commands: their one definition (standard library only).
 
 ``cream-pl --help`` and ``cream-pl <command> --help`` are answered from these definitions, so they
-import neither torch nor Lightning. Two kinds of entries:
-
-- ``evaluate`` and ``export-scoremaps``: these definitions *are* the parsers; their ``func``
-  imports the implementation only when the command runs.
-- ``data``, ``localize``, ``pseudo-boxes``, ``train-regressor``: mirrors of the ``add_parser`` of
-  the module that owns the command (that module imports torch or Lightning at its top). They are
-  used for help and usage errors only: to run, :mod:`cream_pl.cli` re-parses the command line with
-  the owner's own parser (:class:`Delegate`). ``tests/test_cli_startup.py`` checks that every
-  mirror prints the same help as its owner, so they cannot drift apart unnoticed.
+import neither torch nor Lightning. Each parser's ``func`` imports the module that does the work
+only when the command runs; those modules' own ``add_parser`` (for ``python -m ...``) delegate here.
 
 Example:
     >>> p = argparse.ArgumentParser(prog="cream-pl"); sub = p.add_subparsers(dest="command")
@@ -27,17 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Delegate", "Subcommand", "SUBCOMMANDS", "add_evaluate_arguments"]
+from cream_pl.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
 
-
-@dataclass(frozen=True)
-class Delegate:
-    """``func`` of a mirrored parser: run the command with the owner module's own parser."""
-
-    module: str
-
-    def owner_add_parser(self) -> Callable[[Any], argparse.ArgumentParser]:
-        return importlib.import_module(self.module).add_parser
+__all__ = ["Subcommand", "SUBCOMMANDS", "add_evaluate_arguments"]
 
 
 def _lazy(module: str, name: str = "run") -> Callable[[argparse.Namespace], int]:
@@ -47,6 +32,7 @@ def _lazy(module: str, name: str = "run") -> Callable[[argparse.Namespace], int]
         return int(getattr(importlib.import_module(module), name)(args) or 0)
 
     run.__qualname__ = run.__name__ = name
+    run.target = f"{module}.{name}"  # type: ignore[attr-defined]
     return run
 
 
@@ -90,27 +76,30 @@ def _add_export(sub: Any) -> argparse.ArgumentParser:
     return add_parser(sub)
 
 
-# ---------------------------------------------------------------------------------------------- mirrors
+# ---------------------------------------------------------------------------------------------- the others
 
 
 def _add_data(sub: Any) -> argparse.ArgumentParser:
-    """Mirror of :func:`cream_pl.data.cli.add_parser`."""
-    run = Delegate("cream_pl.data.cli")
+    """``cream-pl data {synth,cub,check}`` (run by :mod:`cream_pl.data.cli`)."""
     parser = sub.add_parser("data", help="write the synthetic benchmark, convert CUB, check a dataset",
                             description="Datasets in the WSOL benchmark format.")
     dsub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     synth = dsub.add_parser("synth", help="write the embedded synthetic WSOL benchmark",
                             description="Write the deterministic synthetic WSOL dataset (see cream_pl.data.synth).")
     synth.add_argument("--out", required=True, help="output dataset root")
     synth.add_argument("--seed", type=int, default=0, help="base seed (same seed -> byte-identical files)")
-    synth.add_argument("--num-classes", type=int, default=8)
-    synth.add_argument("--num-train", type=int, default=480)
-    synth.add_argument("--num-val", type=int, default=80)
-    synth.add_argument("--num-test", type=int, default=160)
-    synth.add_argument("--min-side", type=int, default=224, help="smallest image width/height")
-    synth.add_argument("--max-side", type=int, default=320, help="largest image width/height")
+    synth.add_argument("--preset", choices=("hard", "cub"), default="hard",
+                       help="hard: the embedded benchmark (distractors that copy object parts, clutter, second "
+                       "objects); cub: built from CUB's statistics (one centred object, CUB-like box areas, "
+                       "class-correlated bodies, val 200 / test 1000); see cream_pl.data.synth.PRESETS")
+    synth.add_argument("--num-classes", type=int, default=None, help="default: the preset's (8)")
+    synth.add_argument("--num-train", type=int, default=None, help="default: the preset's (480)")
+    synth.add_argument("--num-val", type=int, default=None, help="default: the preset's (hard 80, cub 200)")
+    synth.add_argument("--num-test", type=int, default=None, help="default: the preset's (hard 160, cub 1000)")
+    synth.add_argument("--min-side", type=int, default=None, help="smallest image width/height (preset: 224)")
+    synth.add_argument("--max-side", type=int, default=None, help="largest image width/height (preset: 320)")
     synth.add_argument("--confounded", action="store_true",
                        help="class-correlated backgrounds in train (each class has a usual photo)")
     synth.add_argument("--usual-background-prob", type=float, default=0.8,
@@ -120,7 +109,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     synth.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
-    synth.set_defaults(func=run)
+    synth.set_defaults(func=_lazy("cream_pl.data.cli", "run_synth"))
 
     cub = dsub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
                           description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
@@ -131,7 +120,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     cub.add_argument("--seed", type=int, default=0, help="seed of the val draw")
     cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
     cub.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
-    cub.set_defaults(func=run)
+    cub.set_defaults(func=_lazy("cream_pl.data.cli", "run_cub"))
 
     check = dsub.add_parser("check", help="check a dataset against the benchmark format",
                             description="Check metadata (and with --files every image and mask); exit 1 on problems.")
@@ -143,16 +132,14 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                        "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
     check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
     check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
-    check.set_defaults(func=run)
+    check.set_defaults(func=_lazy("cream_pl.data.cli", "run_check"))
     return parser
 
 
-_LOCALIZE_DEFAULT_THRESHOLD = 0.2  # cream_pl.localize.DEFAULT_THRESHOLD
-_PSEUDO_BOX_SOURCES = ("cream", "cam")  # cream_pl.callbacks.pseudo_boxes.SOURCES
 
 
 def _add_localize(sub: Any) -> argparse.ArgumentParser:
-    """Mirror of :func:`cream_pl.localize.add_parser`."""
+    """``cream-pl localize`` (run by :mod:`cream_pl.localize`)."""
     p = sub.add_parser(
         "localize",
         help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
@@ -165,18 +152,19 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
     p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--method", choices=("cream", "cam"), default="cream", help="score maps (default: cream)")
+    p.add_argument("--method", choices=MAP_METHODS, default="cream",
+                   help="score maps (default: cream; cream_selected: CREAM at the val-selected hyperparameters)")
     p.add_argument("--threshold", type=float, default=None,
                    help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else "
-                   f"{_LOCALIZE_DEFAULT_THRESHOLD})")
+                   f"{DEFAULT_LOCALIZE_THRESHOLD})")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
-    p.set_defaults(func=Delegate("cream_pl.localize"))
+    p.set_defaults(func=_lazy("cream_pl.localize"))
     return p
 
 
 def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
-    """Mirror of :func:`cream_pl.callbacks.pseudo_boxes.add_parser`."""
+    """``cream-pl pseudo-boxes`` (run by :mod:`cream_pl.callbacks.pseudo_boxes`)."""
     p = sub.add_parser(
         "pseudo-boxes",
         help="CREAM_reg: write pseudo boxes for the training split (COCO JSON)",
@@ -187,7 +175,9 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
     p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
     p.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
-    p.add_argument("--source", choices=_PSEUDO_BOX_SOURCES, default="cream", help="score maps to box (default: cream)")
+    p.add_argument("--source", choices=MAP_METHODS, default="cream",
+                   help="score maps to box (default: cream; cream_selected: CREAM at the hyperparameters the "
+                   "classifier's cream_search chose on val)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=float, default=None, help="fixed CAM threshold τ in [0, 1)")
     g.add_argument("--val-threshold", action="store_true",
@@ -205,12 +195,12 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
     p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
     p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
-    p.set_defaults(func=Delegate("cream_pl.callbacks.pseudo_boxes"))
+    p.set_defaults(func=_lazy("cream_pl.callbacks.pseudo_boxes"))
     return p
 
 
 def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
-    """Mirror of :func:`cream_pl.regressor_train.add_parser`."""
+    """``cream-pl train-regressor`` (run by :mod:`cream_pl.regressor_train`)."""
     p = sub.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
                        description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
                        "GT-known Loc on the test split (class from --classifier-ckpt).")
@@ -233,7 +223,7 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--psol", action="store_true",
                    help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
                         "overrides --lr, --optimizer, --loss-weight")
-    p.set_defaults(func=Delegate("cream_pl.regressor_train"))
+    p.set_defaults(func=_lazy("cream_pl.regressor_train"))
     return p
 
 
@@ -246,15 +236,14 @@ class Subcommand:
 
     add: Callable[[Any], argparse.ArgumentParser]
     module: str
-    mirrored: bool  # the parser mirrors ``module.add_parser`` (run through :class:`Delegate`)
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "data": Subcommand(_add_data, "cream_pl.data.cli", True),
-    "evaluate": Subcommand(_add_evaluate, "cream_pl.metrics.cli", False),
-    "export-scoremaps": Subcommand(_add_export, "cream_pl.export_scoremaps", False),
-    "localize": Subcommand(_add_localize, "cream_pl.localize", True),
-    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.callbacks.pseudo_boxes", True),
-    "train-regressor": Subcommand(_add_train_regressor, "cream_pl.regressor_train", True),
+    "data": Subcommand(_add_data, "cream_pl.data.cli"),
+    "evaluate": Subcommand(_add_evaluate, "cream_pl.metrics.cli"),
+    "export-scoremaps": Subcommand(_add_export, "cream_pl.export_scoremaps"),
+    "localize": Subcommand(_add_localize, "cream_pl.localize"),
+    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.callbacks.pseudo_boxes"),
+    "train-regressor": Subcommand(_add_train_regressor, "cream_pl.regressor_train"),
 }
 """Every sub-command besides Lightning's ``fit|validate|test|predict``, in ``--help`` order."""

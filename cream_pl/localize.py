@@ -42,6 +42,7 @@ from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_tra
 from cream_pl.errors import UserError, user_error_message
 from cream_pl.io import atomic_write_bytes, check_output_dir, check_output_file
 from cream_pl.metrics.functional import pixel_box_from_scoremap_at, prepare_scoremaps
+from cream_pl.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
 from cream_pl.report import write_json_atomic
 from cream_pl.viz import draw_boxes, overlay_heatmap
 
@@ -53,11 +54,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 """File endings (lower case) picked up when a folder is expanded."""
 
-DEFAULT_THRESHOLD = 0.2
+DEFAULT_THRESHOLD = DEFAULT_LOCALIZE_THRESHOLD
 """τ when none is given and the checkpoint has no validation τ* (the CAM threshold of the CREAM paper)."""
 
 Method = Literal["cream", "cam", "cream_selected"]
-METHODS: tuple[str, ...] = ("cream", "cam", "cream_selected")
+METHODS: tuple[str, ...] = MAP_METHODS
 _DECIMALS = 4
 
 
@@ -384,27 +385,10 @@ def localize(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``cream-pl localize``."""
-    p = subparsers.add_parser(
-        "localize",
-        help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
-        description="Run a trained classifier on image files or folders (searched recursively) and write, per "
-        "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
-        "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
-        "files are listed under 'failed' and the exit status is 1.",
-    )
-    p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
-    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
-    p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--method", choices=METHODS, default="cream",
-                   help="score maps (default: cream; cream_selected: CREAM at the val-selected hyperparameters)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else {DEFAULT_THRESHOLD})")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
-    p.set_defaults(func=run)
-    return p
+    """Register ``cream-pl localize`` (its arguments live in :mod:`cream_pl.cli_parsers`)."""
+    from cream_pl.cli_parsers import SUBCOMMANDS
+
+    return SUBCOMMANDS["localize"].add(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -152,35 +152,10 @@ def train_regressor(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train-regressor`` (for ``cream-pl``; also ``python -m cream_pl.regressor_train``)."""
-    p = subparsers.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
-                              description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
-                              "GT-known Loc on the test split (class from --classifier-ckpt).")
-    _arguments(p)
-    p.set_defaults(func=run)
-    return p
+    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.cli_parsers`)."""
+    from cream_pl.cli_parsers import SUBCOMMANDS
 
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pseudo-boxes", required=True, type=Path, help="COCO pseudo-box file (cream-pl pseudo-boxes)")
-    p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
-    p.add_argument("--classifier-ckpt", type=Path, default=None, help="WSOLClassifier checkpoint for Top-1/Top-5 Loc")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
-    p.add_argument("--max-epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--loss-weight", type=float, default=50.0)
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--num-workers", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", default="auto")
-    p.add_argument("--psol", action="store_true",
-                   help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
-                        "overrides --lr, --optimizer, --loss-weight")
+    return SUBCOMMANDS["train-regressor"].add(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,9 +181,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.regressor_train", description=__doc__.splitlines()[0])
-    _arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m cream_pl.regressor_train ...``: the same as ``cream-pl train-regressor ...``."""
+    from cream_pl.cli import main as cli_main
+
+    return cli_main(["train-regressor", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

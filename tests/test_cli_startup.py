@@ -87,15 +87,21 @@ def _helps(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("command", [name for name, cmd in SUBCOMMANDS.items() if cmd.mirrored])
-def test_light_parsers_print_the_owners_help(command: str) -> None:
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_each_module_registers_the_one_parser_definition(command: str) -> None:
+    # ``python -m <module>`` entry points (each module's add_parser) give the same parser as cream-pl's
+    import importlib
+
+    root = argparse.ArgumentParser(prog="cream-pl")
+    importlib.import_module(SUBCOMMANDS[command].module).add_parser(root.add_subparsers(dest="command"))
     light = _helps(_subparser(build_light_parser(), command), command)
-    owner = _helps(_subparser(build_parser(only=command), command), command)
-    assert light == owner
+    assert _helps(_subparser(root, command), command) == light
 
 
-def test_commands_run_with_the_owners_parser() -> None:
+def test_commands_run_the_implementing_module() -> None:
     args = build_parser().parse_args(["pseudo-boxes", "--ckpt", "c.ckpt", "--data", "d", "--out", "o.json"])
-    assert args.func.__module__ == "cream_pl.callbacks.pseudo_boxes"
+    assert args.func.target == "cream_pl.callbacks.pseudo_boxes.run"
+    args = build_parser().parse_args(["data", "check", "root"])
+    assert args.func.target == "cream_pl.data.cli.run_check"
     args = build_light_parser().parse_args(["evaluate", "--metadata", "m", "--scoremaps", "s", "--out", "o"])
     assert args.func.__name__ == "run" and args.interval == 0.01

@@ -163,3 +163,33 @@ def test_default_benchmark_is_quick_to_generate(tmp_path: Path) -> None:
     assert elapsed < 60, f"default generation took {elapsed:.1f} s"  # ~13 s on one core here; budget 30 s
     assert [len(read_split(root / "metadata" / s)) for s in ("train", "val", "test")] == [480, 80, 160]
     assert check_dataset(root) == {"test": [], "train": [], "val": []}
+
+
+def test_cub_preset_is_centred_single_object_and_hard_preset_is_unchanged(tmp_path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from cream_pl.data.metadata import read_split
+    from cream_pl.data.synth import PRESETS, SynthConfig, generate_synthetic_dataset
+
+    assert PRESETS["hard"] == SynthConfig()  # today's benchmark, by name
+    small = dict(num_classes=3, num_train=3, num_val=3, num_test=60, min_side=96, max_side=128, image_format="png")
+    cub = generate_synthetic_dataset(tmp_path / "cub", config=dataclasses.replace(PRESETS["cub"], **small))
+    samples = read_split(cub / "metadata" / "test").samples
+    centres = np.array([((b[0] + b[2]) / 2 / s.size[0], (b[1] + b[3]) / 2 / s.size[1])
+                        for s in samples for b in s.boxes[:1]])
+    areas = np.array([(s.boxes[0][2] - s.boxes[0][0] + 1) * (s.boxes[0][3] - s.boxes[0][1] + 1) / (s.size[0] * s.size[1])
+                      for s in samples])
+    assert abs(centres.mean() - 0.5) < 0.05 and centres.std(0).max() < 0.12  # CUB: 0.50 +- 0.09 / 0.07
+    assert 0.2 < np.median(areas) < 0.45  # CUB: median 0.32
+    # the hard preset's random stream did not move when the CUB knobs were added: every image and metadata
+    # file hashes as the generator before them wrote it (commit de0a156, the pinned software stack)
+    import hashlib
+
+    tiny = dict(small, num_test=20)
+    root = generate_synthetic_dataset(tmp_path / "hard", seed=0, config=dataclasses.replace(PRESETS["hard"], **tiny))
+    h = hashlib.sha1()
+    for p in sorted((root / "images").rglob("*.png")) + sorted((root / "metadata").rglob("*.txt")):
+        h.update(p.read_bytes())
+    assert h.hexdigest() == "fa494e4c48bbf33f10bbff1b6d4e7c0a8884ab0d"

@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.names import MAP_METHODS
 
 __all__ = [
     "PseudoBoxWriter",
@@ -62,7 +63,7 @@ __all__ = [
 
 Source = Literal["cream", "cam", "cream_selected"]
 # cream_selected: CREAM at the T / κ / λ / feature norm chosen on val (WSOLClassifier(cream_search=...))
-SOURCES: tuple[str, ...] = ("cream", "cam", "cream_selected")
+SOURCES: tuple[str, ...] = MAP_METHODS
 MANIFEST = "manifest.json"
 _FORMAT_VERSION = 1
 _DECIMALS = 4
@@ -628,39 +629,10 @@ def generate_pseudo_boxes(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``cream-pl pseudo-boxes``."""
-    p = subparsers.add_parser(
-        "pseudo-boxes",
-        help="CREAM_reg: write pseudo boxes for the training split (COCO JSON)",
-        description="Run a trained classifier over the training split (ground-truth class, no augmentation) and "
-        "write one box per image (COCO JSON, original pixels). Resumable: rerun the same command after an "
-        "interruption and finished chunks are kept.",
-    )
-    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
-    p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
-    p.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
-    p.add_argument("--source", choices=SOURCES, default="cream",
-                   help="score maps to box (default: cream; cream_selected: CREAM at the hyperparameters the "
-                   "classifier's cream_search chose on val)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, default=None, help="fixed CAM threshold τ in [0, 1)")
-    g.add_argument("--val-threshold", action="store_true",
-                   help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
-    p.add_argument("--split", default="train", help="split to box (default: train)")
-    p.add_argument("--input-size", type=int, default=224,
-                   help="input resolution of the classifier (PSOL: 448); τ* is then chosen on val at this size too")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=4)
-    p.add_argument("--chunk-size", type=int, default=None, help="images per resumable shard (default: 16 batches)")
-    p.add_argument("--multi-contour", action="store_true", help="union box of all contours (default: largest)")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", default="auto", help="e.g. 1, 4 or auto")
-    p.add_argument("--strategy", default="auto", help="e.g. ddp with several devices")
-    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
-    p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
-    p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
-    p.set_defaults(func=run)
-    return p
+    """Register ``cream-pl pseudo-boxes`` (its arguments live in :mod:`cream_pl.cli_parsers`)."""
+    from cream_pl.cli_parsers import SUBCOMMANDS
+
+    return SUBCOMMANDS["pseudo-boxes"].add(subparsers)
 
 
 def checkpoint_normalisation(ckpt: Path | str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

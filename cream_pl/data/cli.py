@@ -70,14 +70,15 @@ def _print_report(report: dict[str, list[str]], max_problems: int) -> int:
 
 def _run_synth(args: argparse.Namespace) -> int:
     from cream_pl.data.metadata import read_split
-    from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
+    from dataclasses import replace
 
-    cfg = SynthConfig(
-        num_classes=args.num_classes, num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
-        min_side=args.min_side, max_side=args.max_side, confounded=args.confounded,
-        usual_background_prob=args.usual_background_prob, confounded_eval=args.confounded_eval,
-        image_format=args.image_format,
-    )
+    from cream_pl.data.synth import PRESETS, generate_synthetic_dataset
+
+    given = {k: getattr(args, k) for k in ("num_classes", "num_train", "num_val", "num_test", "min_side", "max_side")
+             if getattr(args, k) is not None}  # unset: the preset's value
+    cfg = replace(PRESETS[args.preset], **given, confounded=args.confounded,
+                  usual_background_prob=args.usual_background_prob, confounded_eval=args.confounded_eval,
+                  image_format=args.image_format)
     start = time.perf_counter()
     root = generate_synthetic_dataset(args.out, args.seed, config=cfg, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
@@ -120,54 +121,13 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return wrapper
 
 
+run_synth = _guarded(_run_synth)
+run_cub = _guarded(_run_cub)
+run_check = _guarded(_run_check)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``data`` and its sub-commands on the ``cream-pl`` parser."""
-    parser = subparsers.add_parser("data", help="write the synthetic benchmark, convert CUB, check a dataset",
-                                   description="Datasets in the WSOL benchmark format.")
-    sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    """Register ``data`` and its sub-commands (their arguments live in :mod:`cream_pl.cli_parsers`)."""
+    from cream_pl.cli_parsers import SUBCOMMANDS
 
-    synth = sub.add_parser("synth", help="write the embedded synthetic WSOL benchmark",
-                           description="Write the deterministic synthetic WSOL dataset (see cream_pl.data.synth).")
-    synth.add_argument("--out", required=True, help="output dataset root")
-    synth.add_argument("--seed", type=int, default=0, help="base seed (same seed -> byte-identical files)")
-    synth.add_argument("--num-classes", type=int, default=8)
-    synth.add_argument("--num-train", type=int, default=480)
-    synth.add_argument("--num-val", type=int, default=80)
-    synth.add_argument("--num-test", type=int, default=160)
-    synth.add_argument("--min-side", type=int, default=224, help="smallest image width/height")
-    synth.add_argument("--max-side", type=int, default=320, help="largest image width/height")
-    synth.add_argument("--confounded", action="store_true",
-                       help="class-correlated backgrounds in train (each class has a usual photo)")
-    synth.add_argument("--usual-background-prob", type=float, default=0.8,
-                       help="probability of the usual background in train with --confounded")
-    synth.add_argument("--confounded-eval", choices=("uniform", "unusual"), default="uniform",
-                       help="val/test backgrounds with --confounded: uniform, or never the class's usual one")
-    synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
-    synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
-    synth.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
-    synth.set_defaults(func=_guarded(_run_synth))
-
-    cub = sub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
-                         description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
-    cub.add_argument("--src", required=True, help="the CUB_200_2011 directory")
-    cub.add_argument("--out", required=True, help="output dataset root")
-    cub.add_argument("--val-per-class", type=int, default=0,
-                     help="move N random train images per class into a val split (default 0: no val)")
-    cub.add_argument("--seed", type=int, default=0, help="seed of the val draw")
-    cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
-    cub.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
-    cub.set_defaults(func=_guarded(_run_cub))
-
-    check = sub.add_parser("check", help="check a dataset against the benchmark format",
-                           description="Check metadata (and with --files every image and mask); exit 1 on problems.")
-    check.add_argument("root", help="dataset root (with metadata/<split>/)")
-    check.add_argument("--split", action="append", help="split to check (repeatable; default all)")
-    check.add_argument("--files", action="store_true", help="also decode every image and mask")
-    check.add_argument("--lenient", action="store_true",
-                       help="accept what the reference reader tolerates (trailing newline, './' prefix, ...); "
-                       "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
-    check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
-    check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
-    check.set_defaults(func=_guarded(_run_check))
-    return parser
+    return SUBCOMMANDS["data"].add(subparsers)
