@@ -69,9 +69,9 @@ def _print_report(report: dict[str, list[str]], max_problems: int) -> int:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from cream_pl.data.metadata import read_split
     from dataclasses import replace
 
+    from cream_pl.data.metadata import read_split
     from cream_pl.data.synth import PRESETS, generate_synthetic_dataset
 
     given = {k: getattr(args, k) for k in ("num_classes", "num_train", "num_val", "num_test", "min_side", "max_side")
