@@ -10,8 +10,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cream_pl.lazy_exports import lazy_exports
 
 _FUNCTIONAL = "cream_pl.metrics.functional"
 _EXPORTS: dict[str, str] = {
@@ -54,15 +53,4 @@ __all__ = [
     "pxap_from_histograms",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(_EXPORTS, globals())
