@@ -9,7 +9,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-kd train-cub pseudo-boxes train-regressor bench data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-kd calibrate-cub train-cub pseudo-boxes train-regressor bench data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after trai
 
 train-regressor: install ## Box regressor on the CUB pseudo boxes (after pseudo-boxes)
 	$(PY) -m cream_pl.recipes train-regressor --data $(CUB_DATA)
+
+calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/
+	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.bench --out results
