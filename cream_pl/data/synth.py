@@ -115,6 +115,9 @@ class SynthConfig:
             from a normal around the image centre (CUB: 0.09, 0.07) instead of uniformly.
         body_texture_class_bias: probability that the body texture kind is the class's own (with
             ``body_class_bias``, bodies share class-correlated appearance, as a bird's plumage).
+        backgrounds: the bundled photographs backgrounds are cut from (``None``: all of
+            ``BACKGROUND_PHOTOS``; the CUB-like preset keeps the scenery and texture ones, without
+            another salient object such as the astronaut, the cat or the rocket).
         confounded: class-correlated backgrounds in train (see module docstring).
         usual_background_prob: probability of the usual background in train when confounded.
         confounded_eval: backgrounds of val/test when confounded, ``"uniform"`` or ``"unusual"``.
@@ -138,6 +141,7 @@ class SynthConfig:
     object_area_beta: tuple[float, float] | None = None
     centre_sd: tuple[float, float] | None = None
     body_texture_class_bias: float = 0.0
+    backgrounds: tuple[str, ...] | None = None
     confounded: bool = False
     usual_background_prob: float = 0.8
     confounded_eval: Literal["uniform", "unusual"] = "uniform"
@@ -159,6 +163,9 @@ class SynthConfig:
             raise ValueError(f"head_fraction must be in [0.02, 0.5], got {self.head_fraction}")
         if self.object_area_beta is not None and min(self.object_area_beta) <= 0:
             raise ValueError(f"object_area_beta must be two positive numbers, got {self.object_area_beta}")
+        if self.backgrounds is not None and (len(self.backgrounds) < 2
+                                             or not set(self.backgrounds) <= set(BACKGROUND_PHOTOS)):
+            raise ValueError(f"backgrounds must name at least 2 of {BACKGROUND_PHOTOS}, got {self.backgrounds}")
         if self.centre_sd is not None and not all(0 < v <= 1 for v in self.centre_sd):
             raise ValueError(f"centre_sd must be two fractions in (0, 1], got {self.centre_sd}")
         for name in ("body_class_bias", "tail_prob", "second_object_prob", "distractor_body_prob",
@@ -181,12 +188,14 @@ PRESETS: dict[str, SynthConfig] = {
     # Built from CUB's properties (wsol_protocol.md, last section), not tuned on any method: one main
     # object (second objects rare), box-area fractions skewed like CUB's (Beta(2.2, 4.2): mean 0.34,
     # median 0.32), centred boxes (sd 0.09 W, 0.07 H), bodies whose colour and texture follow the
-    # class (a bird's plumage) with the small head still the most discriminative part, photo
-    # backgrounds with light clutter, no distractors. Splits: val 25 per class, test >= 1000.
+    # class (a bird's plumage) with the small head still the most discriminative part, scenery and
+    # texture photo backgrounds (no other salient object) with light clutter, no distractors.
+    # Splits: val 25 per class, test >= 1000.
     "cub": SynthConfig(num_train=480, num_val=200, num_test=1000, min_side=224, max_side=320,
                        object_area=(0.06, 0.9), object_area_beta=(2.2, 4.2), centre_sd=(0.09, 0.07),
                        body_class_bias=0.9, body_texture_class_bias=0.9, second_object_prob=0.02,
-                       distractor_body_prob=0.0, distractor_head_prob=0.0, clutter=(0, 2)),
+                       distractor_body_prob=0.0, distractor_head_prob=0.0, clutter=(0, 2),
+                       backgrounds=("grass", "gravel", "brick", "moon", "hubble_deep_field", "immunohistochemistry")),
 }
 """Named generator configurations (``cream-pl data synth --preset NAME``)."""
 
@@ -472,7 +481,7 @@ def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 def _choose_photo(rng: np.random.Generator, cfg: SynthConfig, split: str, label: int) -> tuple[str, bool]:
-    photos = BACKGROUND_PHOTOS
+    photos = BACKGROUND_PHOTOS if cfg.backgrounds is None else tuple(cfg.backgrounds)
     usual = photos[label % len(photos)]
     others = [p for p in photos if p != usual]
     if cfg.confounded and split == "train":
@@ -673,6 +682,6 @@ def generate_synthetic_dataset(
     info = {"generator": "cream_pl.data.synth", "version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg),
             "classes": [{"index": k, "name": n, "head_colour": c, "head_shape": s}
                         for k, (n, (c, s)) in enumerate(zip(names, specs))],
-            "background_photos": list(BACKGROUND_PHOTOS)}
+            "background_photos": list(BACKGROUND_PHOTOS if cfg.backgrounds is None else cfg.backgrounds)}
     (root / "synth_config.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
     return root
