@@ -37,8 +37,8 @@ lint: install ## ruff
 data-synth: install ## Write the embedded synthetic WSOL benchmark to data/synth
 	$(CLI) data synth --out data/synth --seed 0
 
-demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/
-	$(PY) -m cream_pl.demo --out results/embedded
+demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir>: any benchmark-format dataset)
+	$(PY) -m cream_pl.demo $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
 
 demo-kd: install ## KD-CI-CAM comparison on the confounded embedded benchmark -> results/embedded_confounded/
 	$(PY) -m cream_pl.demo_kd --out results/embedded_confounded

@@ -458,7 +458,7 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
         "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
         "max_box_acc": "V1: IoU 50, largest contour, best threshold",
         "gt_known/top1_loc/top5_loc": "largest-contour box at the fixed threshold tau* chosen on the val split (IoU >= 0.5)",
-        "pxap": "pixel average precision over 1002 histogram bins (masks of the synthetic objects)",
+        "pxap": "pixel average precision over 1002 histogram bins (where the split has masks)",
         "regressor": "class from the classifier, box from the regressor; IoU >= 0.5 with the '+1' inclusive IoU",
         "ci_cam rows": "CAM of the intervened (down) branch, GT class, same protocol; cls_acc from the down branch",
         "num_test_images": len(cli.datamodule.eval_dataset("test")),
@@ -467,9 +467,14 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     results["summary"] = _explain(results)
     write_json_atomic(results, out / "metrics.json")
     table_rows = {k: results[k] for k in TABLE_ROWS if k in results}
-    md = ["# Embedded benchmark results", "",
-          "Produced by `make demo` (`python -m cream_pl.demo`); test split of the synthetic WSOL benchmark "
-          f"(`cream-pl data synth --seed {seed}`), EfficientNet-Lite0 (ImageNet) backbone.", "",
+    if (Path(data) / "synth_config.json").is_file():  # the embedded benchmark, written by cream-pl data synth
+        title, source = "# Embedded benchmark results", (f"test split of the synthetic WSOL benchmark "
+                                                         f"(`cream-pl data synth --seed {seed}`)")
+    else:  # any dataset in the benchmark format (`make demo DATA=<root>`): classes read from its metadata
+        title = f"# Results on `{data}`"
+        source = f"test split of `{data}` ({cli.datamodule.num_classes} classes, from its metadata)"
+    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.demo`); {source}, EfficientNet-Lite0 (ImageNet) "
+          "backbone.", "",
           metrics_table_markdown(table_rows, METHOD_COLUMNS, PROTOCOL_NOTES), "",
           ablation_table_markdown("T (EM iterations)", ablations["T"]["values"],
                                   {m: ablations["T"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), "",
@@ -504,7 +509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cream_pl.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/embedded", help="results folder")
     parser.add_argument("--work", default="outputs/demo", help="checkpoints and intermediate files")
-    parser.add_argument("--data", default="data/synth", help="embedded data set (generated when missing)")
+    parser.add_argument("--data", default=None,
+                        help="dataset root in the benchmark format (default: data/synth, the embedded benchmark, "
+                        "generated when missing)")
     parser.add_argument("--recipe", default="experiments/embedded_cream.yaml", help="classifier recipe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
@@ -512,8 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-regressor", action="store_true", help="leave out the pseudo-box and regressor stages")
     parser.add_argument("--skip-kd", action="store_true", help="leave out the CI-CAM / KD-CI-CAM stage")
     args = parser.parse_args(argv)
+    if args.data is not None and not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
+        parser.exit(2, f"python -m cream_pl.demo: error: {args.data}: no dataset in the benchmark format there "
+                    "(expected metadata/test/image_ids.txt); leave --data out for the embedded benchmark\n")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    run_demo(args.out, args.work, args.data, args.recipe, args.seed, args.fast, args.restart, args.skip_regressor,
+    run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart, args.skip_regressor,
              args.skip_kd)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,32 @@ def test_select_teachers_ties_and_missing_val(tmp_path):
         select_teachers({**runs, "c": {"cls_acc": 1.0, **same}}, ["a", "c"])
     with pytest.raises(ValueError, match="at least one candidate"):
         select_teachers(runs, [])
+
+
+@pytest.mark.slow  # the --fast demo on a second dataset: ~40 s
+def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from cream_pl.data.cub import convert_cub
+    from cream_pl.demo import main
+
+    cub = tmp_path / "CUB_200_2011"  # a tiny raw CUB tree: 3 classes x (6 train + 3 test), no masks
+    rows = [(f"{c:03d}.bird_{c}/img_{c}_{k}.jpg", c, int(k < 6)) for c in (1, 2, 3) for k in range(9)]
+    rng = np.random.default_rng(0)
+    for rel, _, _ in rows:
+        (cub / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(cub / "images" / rel)
+    for name, col in (("images.txt", 0), ("image_class_labels.txt", 1), ("train_test_split.txt", 2)):
+        (cub / name).write_text("".join(f"{i} {r[col]}\n" for i, r in enumerate(rows, 1)))
+    (cub / "bounding_boxes.txt").write_text("".join(f"{i} 10.0 12.0 60.0 50.0\n" for i in range(1, len(rows) + 1)))
+    (cub / "classes.txt").write_text("".join(f"{c} {c:03d}.bird_{c}\n" for c in (1, 2, 3)))
+    data = convert_cub(cub, tmp_path / "data", val_per_class=2).out
+    assert main(["--fast", "--data", str(data), "--out", str(tmp_path / "res"), "--work", str(tmp_path / "work")]) == 0
+    md = (tmp_path / "res" / "metrics.md").read_text()
+    assert md.startswith(f"# Results on `{data}`") and "3 classes, from its metadata" in md
+    metrics = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    assert metrics["protocol"]["num_test_images"] == 9 and "max_box_acc_v2" in metrics["cream"]
+    with pytest.raises(SystemExit):  # a typo is refused, never filled with the synthetic benchmark
+        main(["--data", str(tmp_path / "no_such_dataset")])
+    assert not (tmp_path / "no_such_dataset").exists()
