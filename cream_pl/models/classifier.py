@@ -306,22 +306,23 @@ class WSOLClassifier(pl.LightningModule):
                 fg, bg = self.context.get(i)
                 maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
         if SELECTED in wanted:
-            c = self.cream_candidates[int(self.cream_selection[0])]
-            fg, bg = self.context.get(c.lambda_index)
-            maps[SELECTED] = cream_maps(feats, cam, class_ids, fg, bg, iterations=c.iterations, kappa=c.kappa,
-                                        tau=hp.cream_tau, feature_norm=c.feature_norm,  # type: ignore[arg-type]
-                                        calibration=hp.cream_calibration)
+            chosen = [self.cream_candidates[int(self.cream_selection[0])]]
+            maps[SELECTED] = self._candidate_maps(feats, cam, class_ids, chosen)[0]
         return maps
+
+    def _candidate_maps(self, feats: Tensor, cam: Tensor, class_ids: Tensor,
+                        candidates: Sequence[CreamCandidate]) -> list[Tensor]:
+        assert self.context is not None
+        embeddings = [self.context.get(i) for i in range(len(self.lambdas))]
+        return candidate_maps(feats, cam, class_ids, embeddings, candidates, self.hparams.cream_tau,
+                              self.hparams.cream_calibration)
 
     def search_maps(self, feats: Tensor, class_ids: Tensor) -> list[Tensor]:
         """Maps ``(B, h, w)`` of every ``cream_search`` candidate from these features (float32 math)."""
-        assert self.context is not None
         with float32_math(feats):
             feats = feats.float()
             cam = class_activation_maps(feats, self.classifier.weight.float(), class_ids)
-            embeddings = [self.context.get(i) for i in range(len(self.lambdas))]
-            return candidate_maps(feats, cam, class_ids, embeddings, self.cream_candidates,
-                                  self.hparams.cream_tau, self.hparams.cream_calibration)
+            return self._candidate_maps(feats, cam, class_ids, self.cream_candidates)
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -485,15 +486,15 @@ class WSOLClassifier(pl.LightningModule):
     # ------------------------------------------------------- cream_search (val selection)
     def _select_on_val(self, index: int, results: dict[str, Any]) -> dict[str, Any] | None:
         """Score every candidate on this val epoch, store the first best, return its full numbers."""
-        scored = [_selection_score(m) for m in self.search_metrics]
-        if not scored or all(not math.isfinite(s) for s, _ in scored):
+        try:
+            scored = [_selection_score(m) for m in self.search_metrics]
+            if not scored or all(not math.isfinite(s) for s, _ in scored):
+                return None
+            best = select_first_best([s for s, _ in scored])
+            res = self._compute_metric_set(self.search_metrics[best], "val", index)
+        finally:  # every candidate's states start the next val epoch empty
             for m in self.search_metrics:
                 _reset_metric_set(m)
-            return None
-        best = select_first_best([s for s, _ in scored])
-        res = self._compute_metric_set(self.search_metrics[best], "val", index)
-        for m in self.search_metrics:
-            _reset_metric_set(m)
         c = self.cream_candidates[best]
         score, metric_name = scored[best]
         results["cream_search"] = {
