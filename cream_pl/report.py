@@ -34,7 +34,6 @@ __all__ = [
     "MISSING",
     "METHOD_NAMES",
     "DEFAULT_PROTOCOL_NOTES",
-    "atomic_write_bytes",
     "to_builtin",
     "write_json_atomic",
     "write_markdown_atomic",
@@ -91,21 +90,6 @@ _IOU_KEY = re.compile(r"^(?:max)?boxacc(?:v2)?(?:iou|@)?(\d+)$")
 
 
 # --------------------------------------------------------------------------------------------- files
-def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
-    """Write ``data`` to ``path`` atomically (:func:`cream_pl.io.atomic_write_bytes`, data first).
-
-    Readers see either the old file or the complete new one, never a partial write. Parent
-    folders are created; the file gets the mode a plain ``open`` would give it (umask honoured).
-
-    Example:
-        >>> import tempfile
-        >>> p = atomic_write_bytes(b"ok", Path(tempfile.mkdtemp()) / "a" / "b.bin")
-        >>> p.read_bytes()
-        b'ok'
-    """
-    return _io.atomic_write_bytes(path, data)
-
-
 def to_builtin(obj: Any) -> Any:
     """Turn numpy/torch scalars and arrays (nested in dicts, lists, tuples) into plain Python.
 
@@ -154,7 +138,7 @@ def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
         }
     """
     text = json.dumps(to_builtin(obj), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    return atomic_write_bytes(text.encode("utf-8"), path)
+    return _io.atomic_write_text(path, text)
 
 
 def write_markdown_atomic(text: str, path: str | os.PathLike[str]) -> Path:
@@ -163,7 +147,7 @@ def write_markdown_atomic(text: str, path: str | os.PathLike[str]) -> Path:
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text.endswith("\n"):
         text += "\n"
-    return atomic_write_bytes(text.encode("utf-8"), path)
+    return _io.atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------------------------- tables

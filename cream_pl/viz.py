@@ -28,7 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from cream_pl.report import METHOD_NAMES, atomic_write_bytes
+from cream_pl.io import atomic_write_bytes
+from cream_pl.report import METHOD_NAMES
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -375,7 +376,7 @@ def overlay_grid(
         ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         if not ok:  # pragma: no cover - OpenCV failure
             raise RuntimeError(f"OpenCV could not encode the grid as PNG for {out_path}")
-        atomic_write_bytes(buf.tobytes(), out_path)
+        atomic_write_bytes(out_path, buf.tobytes())
     return grid
 
 
@@ -384,7 +385,7 @@ def _save_figure(fig: Figure, out_path: str | os.PathLike[str], dpi: int) -> Pat
     FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot, no global backend switch
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return atomic_write_bytes(buf.getvalue(), out_path)
+    return atomic_write_bytes(out_path, buf.getvalue())
 
 
 def plot_box_acc_curves(

@@ -16,10 +16,10 @@ import torch
 import wandb
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
+from cream_pl.io import atomic_write_bytes
 from cream_pl.report import (
     MISSING,
     ablation_table_markdown,
-    atomic_write_bytes,
     metrics_table_markdown,
     write_json_atomic,
     write_markdown_atomic,
@@ -233,7 +233,7 @@ def test_write_json_atomic_keeps_old_file_on_error(tmp_path: Path) -> None:
 def test_write_markdown_and_bytes_atomic(tmp_path: Path) -> None:
     p = write_markdown_atomic("# title", tmp_path / "a" / "r.md")
     assert p.read_text() == "# title\n"
-    assert atomic_write_bytes(b"\x00\x01", tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
     assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "a") == []
 
 

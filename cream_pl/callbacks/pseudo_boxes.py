@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.io import atomic_write_text
 from cream_pl.names import MAP_METHODS
 
 __all__ = [
@@ -74,13 +75,6 @@ _DECIMALS = 4
 
 def _dump(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`cream_pl.io.atomic_write_text`: umask honoured)."""
-    from cream_pl.io import atomic_write_text as _atomic_write_text
-
-    _atomic_write_text(path, text)
 
 
 def box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: tuple[int, int],
@@ -635,15 +629,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return SUBCOMMANDS["pseudo-boxes"].add(subparsers)
 
 
-def checkpoint_normalisation(ckpt: Path | str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+def checkpoint_normalisation(
+    ckpt: Path | str | Mapping[str, Any],
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """The input ``(mean, std)`` a classifier was trained with, from its checkpoint's data-module hyperparameters.
+
+    Args:
+        ckpt: the checkpoint file, or its already-read dict (saves reading the file again).
 
     Returns ``None`` when the checkpoint does not record them (then the data contract's default,
     ImageNet mean / std, applies).
     """
-    from lightning_fabric.utilities.cloud_io import _load as pl_load
+    if not isinstance(ckpt, Mapping):
+        from lightning_fabric.utilities.cloud_io import _load as pl_load
 
-    hp = pl_load(str(ckpt), map_location="cpu", weights_only=False).get("datamodule_hyper_parameters") or {}
+        ckpt = pl_load(str(ckpt), map_location="cpu", weights_only=False)
+    hp = ckpt.get("datamodule_hyper_parameters") or {}
     if hp.get("mean") is None or hp.get("std") is None:
         return None
     return tuple(float(v) for v in hp["mean"]), tuple(float(v) for v in hp["std"])
