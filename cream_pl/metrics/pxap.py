@@ -6,7 +6,7 @@ summed across processes, so DDP is exact and memory does not grow with the datas
 is the benchmark's non-interpolated AP: ``100 * sum(precision[1:] * diff(recall))`` over the points
 with a positive prediction, thresholds in descending order, decision ``score >= threshold``.
 
-The module also holds :func:`load_gt_mask`, the benchmark's reading of instance and ignore PNGs.
+It re-exports :func:`~cream_pl.metrics.gt_mask.load_gt_mask`, the benchmark's reading of instance and ignore PNGs.
 
 Example:
     >>> import torch
@@ -19,29 +19,23 @@ Example:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from cream_pl.metrics.functional import (
-    RESIZE_LENGTH,
     cam_thresholds,
     pxap_bin_edges,
     pxap_from_histograms,
     pxap_histograms,
     pxap_pr_curve,
 )
+from cream_pl.metrics.gt_mask import load_gt_mask
 
-__all__ = ["PxAP", "load_gt_mask"]
-
-IGNORE = 255
-"""Mask value of pixels left out of PxAP."""
+__all__ = ["PxAP", "load_gt_mask"]  # load_gt_mask: cream_pl.metrics.gt_mask (re-exported)
 
 
 class PxAP(Metric):
@@ -100,34 +94,3 @@ class PxAP(Metric):
         curve = pxap_pr_curve(self.true_hist.cpu(), self.false_hist.cpu(), self._edges)
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in curve.items()}
 
-
-def _read_mask_png(path: str, size: int) -> np.ndarray:
-    image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise FileNotFoundError(f"cannot read mask image {path!r} (missing or not an image)")
-    return cv2.resize(np.float32(image), (size, size), interpolation=cv2.INTER_NEAREST)
-
-
-def load_gt_mask(
-    mask_paths: Sequence[str | os.PathLike[str]],
-    ignore_path: str | os.PathLike[str] | None,
-    size: int = RESIZE_LENGTH,
-) -> np.ndarray:
-    """GT mask of one image as the benchmark builds it (``evaluation.get_mask``).
-
-    Each PNG is read as greyscale, resized to ``size x size`` with nearest neighbour and
-    thresholded at 0.5; instance masks are united. Ignore = ignore PNG and not foreground.
-    ``ignore_path`` may be ``None`` or empty (no ignore region; the benchmark crashes there,
-    wsolevaluation issue #33).
-
-    Returns:
-        uint8 ``(size, size)``: 1 foreground, 0 background, 255 ignore.
-    """
-    if not mask_paths:
-        raise ValueError("an image needs at least one mask PNG")
-    foreground = np.stack([_read_mask_png(os.fspath(p), size) > 0.5 for p in mask_paths]).any(axis=0)
-    if ignore_path is None or os.fspath(ignore_path) == "":
-        ignore = np.zeros_like(foreground)
-    else:
-        ignore = np.logical_and(_read_mask_png(os.fspath(ignore_path), size) > 0.5, ~foreground)
-    return foreground.astype(np.uint8) + IGNORE * ignore.astype(np.uint8)

@@ -32,6 +32,7 @@ from cream_pl.metrics.functional import (
     prepare_scoremap,
     threshold_levels,
 )
+from cream_pl.metrics.gt_mask import load_gt_mask
 from cream_pl.metrics.pixel_histogram import mask_histograms
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "cam_thresholds",
 ]
 
-IGNORE = 255
 
 
 class EvaluationError(ValueError):
@@ -182,30 +182,13 @@ def load_scoremap(path: str | os.PathLike[str], image_id: str, normalize: str = 
     return _protocol_map(_read_map(path, image_id), path, image_id, normalize)[0]
 
 
-def _read_mask_png(path: Path, size: int) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise EvaluationError(f"cannot read mask image {path} (missing or not an image)")
-    return cv2.resize(np.float32(image), (size, size), interpolation=cv2.INTER_NEAREST)
-
-
 def load_mask(mask_pngs: Sequence[Path], ignore_png: Path | None, size: int = RESIZE_LENGTH) -> np.ndarray:
-    """GT mask as the benchmark builds it (``evaluation.get_mask``): 1 foreground, 0 background, 255 ignore.
-
-    Each PNG is read as greyscale, resized to ``size x size`` (nearest) and thresholded at 0.5;
-    instance masks are united; ignore = ignore PNG and not foreground. The same construction as
-    :func:`cream_pl.metrics.pxap.load_gt_mask`, without torch.
-    """
-    if not mask_pngs:
-        raise EvaluationError("an image needs at least one mask PNG")
-    foreground = np.stack([_read_mask_png(p, size) > 0.5 for p in mask_pngs]).any(axis=0)
-    if ignore_png is None:
-        ignore = np.zeros_like(foreground)
-    else:
-        ignore = np.logical_and(_read_mask_png(ignore_png, size) > 0.5, ~foreground)
-    return foreground.astype(np.uint8) + IGNORE * ignore.astype(np.uint8)
+    """GT mask as the benchmark builds it (:func:`cream_pl.metrics.gt_mask.load_gt_mask`), bad files as
+    :class:`EvaluationError`: 1 foreground, 0 background, 255 ignore."""
+    try:
+        return load_gt_mask(mask_pngs, ignore_png, size)
+    except (FileNotFoundError, ValueError) as err:
+        raise EvaluationError(str(err)) from None
 
 
 def _score_chunk(jobs: Sequence[ImageJob], plan: ScoringPlan) -> Totals:
