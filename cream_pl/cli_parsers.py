@@ -136,8 +136,6 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def _add_localize(sub: Any) -> argparse.ArgumentParser:
     """``cream-pl localize`` (run by :mod:`cream_pl.localize`)."""
     p = sub.add_parser(
@@ -149,7 +147,7 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
         "files are listed under 'failed' and the exit status is 1.",
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
-    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
+    p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM)")
     p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--method", choices=MAP_METHODS, default="cream",
@@ -172,7 +170,7 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
         "write one box per image (COCO JSON, original pixels). Resumable: rerun the same command after an "
         "interruption and finished chunks are kept.",
     )
-    p.add_argument("--ckpt", required=True, type=Path, help="WSOLClassifier checkpoint")
+    p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM)")
     p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
     p.add_argument("--out", required=True, type=Path, help="COCO JSON file to write")
     p.add_argument("--source", choices=MAP_METHODS, default="cream",
@@ -207,7 +205,7 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--pseudo-boxes", required=True, type=Path, help="COCO pseudo-box file (cream-pl pseudo-boxes)")
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
-    p.add_argument("--classifier-ckpt", type=Path, default=None, help="WSOLClassifier checkpoint for Top-1/Top-5 Loc")
+    p.add_argument("--classifier-ckpt", type=Path, default=None, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM) for Top-1/Top-5 Loc")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
     p.add_argument("--max-epochs", type=int, default=6)

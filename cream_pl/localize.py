@@ -39,7 +39,7 @@ from torch import Tensor
 from cream_pl.boxes import BoxFormat, clip_boxes, convert_boxes
 from cream_pl.data.images import ImageFileError, load_image_rgb
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
-from cream_pl.errors import UserError, user_error_message
+from cream_pl.errors import user_error_message
 from cream_pl.io import atomic_write_bytes, check_output_dir, check_output_file
 from cream_pl.metrics.functional import pixel_box_from_scoremap_at, prepare_scoremaps
 from cream_pl.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
@@ -148,14 +148,8 @@ def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, lis
     from cream_pl.models.checkpoints import load_classifier, read_checkpoint
 
     model = load_classifier(ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
-    try:
-        norm = checkpoint_normalisation(ckpt)
-        checkpoint = read_checkpoint(ckpt)
-    except UserError:
-        raise
-    except Exception as err:  # unpickling / key errors of a file that is not a classifier checkpoint
-        raise ValueError(f"cannot load the classifier checkpoint {ckpt}: {type(err).__name__}: {err}") from err
-    return model, norm, checkpoint_class_names(checkpoint, ckpt)
+    checkpoint = read_checkpoint(ckpt)  # read once for the normalisation and the class names
+    return model, checkpoint_normalisation(checkpoint), checkpoint_class_names(checkpoint, ckpt)
 
 
 def _load_regressor(regressor: Any) -> Any:
