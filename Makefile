@@ -9,7 +9,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-kd calibrate-cub train-cub pseudo-boxes train-regressor bench data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-seeds readme-results demo-kd calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -34,11 +34,17 @@ test-full: test ## Same as `make test` (kept for old scripts)
 lint: install ## ruff
 	$(VENV)/bin/ruff check cream_pl tests
 
-data-synth: install ## Write the embedded synthetic WSOL benchmark to data/synth
-	$(CLI) data synth --out data/synth --seed 0
+data-synth: install ## Write the embedded synthetic WSOL benchmark (CUB-like preset) to data/synth
+	$(CLI) data synth --out data/synth --seed 0 --preset cub
 
 demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir>: any benchmark-format dataset)
 	$(PY) -m cream_pl.demo $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
+
+readme-results: install ## Regenerate the README's results block from results/embedded/metrics.{md,json}
+	$(PY) -m cream_pl.demo_report --readme README.md --results results/embedded
+
+demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
+	$(PY) -m cream_pl.demo_seeds --seeds $(or $(SEEDS),3) --out results/embedded_seeds
 
 demo-kd: install ## KD-CI-CAM comparison on the confounded embedded benchmark -> results/embedded_confounded/
 	$(PY) -m cream_pl.demo_kd --out results/embedded_confounded
@@ -54,6 +60,9 @@ train-regressor: install ## Box regressor on the CUB pseudo boxes (after pseudo-
 
 calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/
 	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub
+
+calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_head_tint) was chosen, CAM + center only -> results/calibration_cub/sweep.md
+	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0,0.15,0.25,0.5
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.bench --out results

@@ -5,6 +5,7 @@
 - box-metric speed vs a straightforward one-``findContours``-per-threshold loop (target >= 10x);
 - pseudo-box throughput vs plain inference of the same backbone (target >= 0.9x);
 - data-loading images/s of the embedded benchmark (train transform);
+- the val-split cost of ``cream_search`` (the embedded recipe's 36-candidate grid) per val image;
 - CPU training images/s of the embedded recipe, default memory layout vs channels_last;
 - on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x);
 - start-up: ``cream-pl --help`` and every sub-command's ``--help`` as whole processes (target <= 0.5 s);
@@ -34,7 +35,7 @@ import torch
 
 from cream_pl.report import write_json_atomic, write_markdown_atomic
 
-__all__ = ["bench_cream_cost", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
+__all__ = ["bench_cream_cost", "bench_cream_search", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
 
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -127,6 +128,44 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
     t_boxes = min(_time(run_boxes, repeats=1, warmup=0) for _ in range(2))
     return {"num_images": num_images, "plain_images_per_s": num_images / t_plain,
             "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
+
+
+def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path | None = None,
+                       recipe: Path | str = "experiments/embedded_cream.yaml") -> dict[str, Any]:
+    """Seconds per val image of a whole validation epoch, with the recipe's ``cream_search`` and without it.
+
+    The same classifier (ImageNet EfficientNet-Lite0 and a fresh head: contours, not weights, set the
+    cost) validates the same synthetic split twice per side; each side keeps its faster run.
+    """
+    import pytorch_lightning as pl
+    import yaml
+
+    from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+    from cream_pl.models import WSOLClassifier
+
+    args = yaml.safe_load(Path(recipe).read_text())["model"]["init_args"]
+    space = args.get("cream_search")
+    if not space:
+        raise ValueError(f"{recipe} sets no cream_search")
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
+    root = tmp / "synth_search"
+    if not (root / "metadata").is_dir():
+        generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=4, num_val=num_images, num_test=4)
+    dm = WSOLDataModule(str(root), batch_size=batch_size, mean=(0.498,) * 3, std=(0.502,) * 3)
+    keep = ("cream_lambda", "cream_kappa", "cream_iterations", "cream_feature_norm", "ablation_lambdas",
+            "cam_curve_interval", "channels_last")
+    base = {k: args[k] for k in keep if k in args}
+    kw = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    per_image = {}
+    for name, search in (("without", None), ("with", space)):
+        model = WSOLClassifier(num_classes=4, pretrained=True, cream=True, cream_search=search, **base)
+        runs = [_time(lambda m=model: pl.Trainer(**kw).validate(m, datamodule=dm, verbose=False), repeats=1, warmup=0)
+                for _ in range(2)]
+        per_image[name] = min(runs) / num_images
+    n_cand = len(WSOLClassifier(num_classes=4, pretrained=False, cream=True, cream_search=space, **base).cream_candidates)
+    return {"num_images": num_images, "candidates": n_cand, "threads": torch.get_num_threads(),
+            "s_per_image_without": per_image["without"], "s_per_image_with": per_image["with"],
+            "added_s_per_image": per_image["with"] - per_image["without"], "recipe": str(recipe)}
 
 
 def bench_data_loading(num_images: int = 96, batch_size: int = 32, num_workers: int = 2,
@@ -267,6 +306,11 @@ def _markdown(res: dict[str, Any]) -> str:
         ("Pseudo-box throughput vs plain inference", f"{p['ratio']:.2f}×", "≥ 0.9×", p["ratio"] >= 0.9),
         ("Data loading (embedded train transform)", f"{d['images_per_s']:.0f} img/s", "—", None),
     ]
+    cs = res.get("cream_search")
+    if cs:
+        rows.append((f"Val selection of CREAM's T / κ / λ / feature norm ({cs['candidates']} candidates, {cs['threads']} "
+                     f"threads): val epoch {cs['s_per_image_without']:.2f} → {cs['s_per_image_with']:.2f} s per image",
+                     f"+{cs['added_s_per_image']:.2f} s/img", "—", None))
     ct = res.get("cpu_training")
     if ct:
         rows.append((f"CPU training of the embedded recipe ({ct['size']} px, batch {ct['batch_size']}, {ct['threads']} threads), "
@@ -315,6 +359,9 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
                                                  workdir=Path(tmp))
         print("[bench] data loading ...", flush=True)
         res["data_loading"] = bench_data_loading(num_images=16 if quick else 96, workdir=Path(tmp))
+        print("[bench] cream_search cost on the val split ...", flush=True)
+        res["cream_search"] = bench_cream_search(num_images=8 if quick else 64, batch_size=8 if quick else 32,
+                                                 workdir=Path(tmp))
     print("[bench] CPU training, default layout vs channels_last ...", flush=True)
     res["cpu_training"] = bench_cpu_training(steps=1 if quick else 4, batch_size=8 if quick else 32)
     res["gpu_training"] = bench_gpu_training()

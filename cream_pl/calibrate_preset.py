@@ -10,8 +10,14 @@ preset and reports exactly those rows, with the preset's measured statistics bes
 4. the center baseline (:mod:`cream_pl.metrics.baselines`) on the same test split;
 5. ``<out>/calibration.json`` and ``<out>/calibration.md`` (atomic).
 
+``--sweep KEY=V1,V2,...`` repeats steps 1-4 for each value of one generator knob (each value's
+data and result under ``<work>/sweep/``, kept for a resume) and writes ``<out>/sweep.json`` and
+``<out>/sweep.md``: how the preset's one calibrated knob was chosen, from CAM and the center
+baseline only (``make calibrate-cub-sweep``).
+
 Example:
     $ python -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub
+    $ python -m cream_pl.calibrate_preset --preset cub --sweep body_head_tint=0,0.15,0.25,0.5
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def _train_cam(recipe: Path, data: Path, work: Path, seed: int) -> dict[str, Any
         "seed_everything": seed, "data.init_args.data_root": str(data), "trainer.default_root_dir": str(work),
         "trainer.logger": False, "trainer.callbacks": [], "trainer.enable_checkpointing": False,
         "trainer.enable_progress_bar": False, "model.init_args.ablation_iterations": [],
-        "model.init_args.ablation_lambdas": [],
+        "model.init_args.ablation_lambdas": [], "model.init_args.cream_search": None,
     }, work)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
@@ -114,6 +120,61 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _calibrate(cfg: Any, data: Path, work: Path, recipe: Path, seed: int) -> dict[str, Any]:
+    """Steps 1-4 for one generator configuration: data (kept when it matches), statistics, CAM, center baseline."""
+    from dataclasses import asdict
+
+    from cream_pl.data.synth import generate_synthetic_dataset
+
+    info = data / "synth_config.json"
+    if not (info.is_file() and json.loads(info.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
+            and json.loads(info.read_text()).get("seed") == seed):
+        generate_synthetic_dataset(data, seed, config=cfg, overwrite=True)
+    stats = {s: split_statistics(data / "metadata" / s) for s in ("val", "test")}
+    cam = _train_cam(recipe, data, work, seed)
+    center = _center_baseline(data / "metadata" / "test")
+    t = cam["test"]
+    met = {"cam_max_box_acc_v2": TARGETS["cam_max_box_acc_v2"][0] <= t["max_box_acc_v2"] <= TARGETS["cam_max_box_acc_v2"][1],
+           "cam_gt_known": TARGETS["cam_gt_known"][0] <= t["gt_known"] <= TARGETS["cam_gt_known"][1],
+           "cls_acc": t["cls_acc"] >= TARGETS["cls_acc_min"],
+           "center_below_cam": center["max_box_acc_v2"] < t["max_box_acc_v2"]}
+    return {"statistics": stats, "cam": cam, "center_baseline": center, "targets_met": met}
+
+
+def _parse_sweep(text: str) -> tuple[str, list[Any]]:
+    from dataclasses import fields
+
+    from cream_pl.data.synth import SynthConfig
+
+    key, _, values = text.partition("=")
+    names = {f.name: f for f in fields(SynthConfig)}
+    if key not in names or not values:
+        raise SystemExit(f"python -m cream_pl.calibrate_preset: error: --sweep wants KEY=V1,V2,... with KEY a "
+                         f"SynthConfig field ({', '.join(sorted(names))}), got {text!r}")
+    try:
+        return key, [json.loads(v) for v in values.split(",")]
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"python -m cream_pl.calibrate_preset: error: --sweep {text!r}: {err}") from None
+
+
+def _sweep_markdown(preset: str, key: str, rows: list[dict[str, Any]], wall_min: float) -> str:
+    lines = [f"# Calibration sweep of `{preset}`: `{key}` (CAM and the center baseline only)", "",
+             f"Produced by `python -m cream_pl.calibrate_preset --preset {preset} --sweep {key}=...` "
+             f"(`make calibrate-cub-sweep`); {wall_min:.1f} min. Every other knob is the preset's.", "",
+             f"| {key} | CAM MaxBoxAccV2 | IoU30 / 50 / 70 | CAM GT-known | Top-1 Cls | center baseline | targets met |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        t, c = r["cam"]["test"], r["center_baseline"]
+        met = [k for k, v in r["targets_met"].items() if v]
+        lines.append(f"| {r['value']} | {t['max_box_acc_v2']:.2f} | {t['max_box_acc_iou30']:.1f} / "
+                     f"{t['max_box_acc_iou50']:.1f} / {t['max_box_acc_iou70']:.1f} | {t['gt_known']:.2f} | "
+                     f"{t['cls_acc']:.2f} | {c['max_box_acc_v2']:.2f} | "
+                     f"{'all' if len(met) == len(r['targets_met']) else ', '.join(met) or 'none'} |")
+    lines += ["", "Targets (CUB's CAM): MaxBoxAccV2 55-65, GT-known 45-65, Top-1 Cls >= 85, and above the center "
+              "baseline (CUB: 54.4)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cream_pl.calibrate_preset", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cub", choices=("hard", "cub"))
@@ -121,34 +182,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="data and runs (default outputs/calibration_<preset>)")
     parser.add_argument("--recipe", type=Path, default=Path("experiments/embedded_cream.yaml"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
+                        help="repeat for each value of one SynthConfig field; writes sweep.json / sweep.md")
     args = parser.parse_args(argv)
     out = args.out or Path(f"results/calibration_{args.preset}")
     work = args.work or Path(f"outputs/calibration_{args.preset}")
+    from dataclasses import replace
+
     from cream_pl.io import atomic_write_text, check_output_dir
 
     check_output_dir(out, "--out")
+    sweep = _parse_sweep(args.sweep) if args.sweep else None
     start = time.perf_counter()
-    from dataclasses import asdict
+    from cream_pl.data.synth import PRESETS
 
-    from cream_pl.data.synth import PRESETS, generate_synthetic_dataset
-
-    data = work / "data"
-    info = data / "synth_config.json"
     cfg = PRESETS[args.preset]
-    if not (info.is_file() and json.loads(info.read_text()).get("config") == json.loads(json.dumps(asdict(cfg)))
-            and json.loads(info.read_text()).get("seed") == args.seed):
-        generate_synthetic_dataset(data, args.seed, config=cfg, overwrite=True)
-    stats = {s: split_statistics(data / "metadata" / s) for s in ("val", "test")}
-    cam = _train_cam(args.recipe, data, work / "run", args.seed)
-    center = _center_baseline(data / "metadata" / "test")
-    t = cam["test"]
-    met = {"cam_max_box_acc_v2": TARGETS["cam_max_box_acc_v2"][0] <= t["max_box_acc_v2"] <= TARGETS["cam_max_box_acc_v2"][1],
-           "cam_gt_known": TARGETS["cam_gt_known"][0] <= t["gt_known"] <= TARGETS["cam_gt_known"][1],
-           "cls_acc": t["cls_acc"] >= TARGETS["cls_acc_min"],
-           "center_below_cam": center["max_box_acc_v2"] < t["max_box_acc_v2"]}
-    result = {"preset": args.preset, "seed": args.seed, "recipe": str(args.recipe), "statistics": stats, "cam": cam,
-              "center_baseline": center, "cub_reference": CUB_REFERENCE, "targets_met": met,
-              "wall_min": (time.perf_counter() - start) / 60}
+    if sweep is not None:
+        key, values = sweep
+        rows = []
+        for value in values:
+            vwork = work / "sweep" / f"{key}_{value}"
+            done = vwork / "result.json"
+            if done.is_file():
+                rows.append(json.loads(done.read_text()))
+                continue
+            v = tuple(value) if isinstance(value, list) else value
+            res = {"value": value, **_calibrate(replace(cfg, **{key: v}), vwork / "data", vwork / "run", args.recipe,
+                                                args.seed)}
+            atomic_write_text(done, json.dumps(res, indent=2) + "\n")
+            rows.append(res)
+        payload = {"preset": args.preset, "key": key, "seed": args.seed, "recipe": str(args.recipe), "rows": rows}
+        atomic_write_text(out / "sweep.json", json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(out / "sweep.md", _sweep_markdown(args.preset, key, rows, (time.perf_counter() - start) / 60))
+        print((out / "sweep.md").read_text())
+        return 0
+    result = {"preset": args.preset, "seed": args.seed, "recipe": str(args.recipe),
+              **_calibrate(cfg, work / "data", work / "run", args.recipe, args.seed),
+              "cub_reference": CUB_REFERENCE, "wall_min": (time.perf_counter() - start) / 60}
     atomic_write_text(out / "calibration.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "calibration.md", _markdown(result))
     print(_markdown(result))

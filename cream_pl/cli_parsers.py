@@ -90,10 +90,11 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                             description="Write the deterministic synthetic WSOL dataset (see cream_pl.data.synth).")
     synth.add_argument("--out", required=True, help="output dataset root")
     synth.add_argument("--seed", type=int, default=0, help="base seed (same seed -> byte-identical files)")
-    synth.add_argument("--preset", choices=("hard", "cub"), default="hard",
-                       help="hard: the embedded benchmark (distractors that copy object parts, clutter, second "
-                       "objects); cub: built from CUB's statistics (one centred object, CUB-like box areas, "
-                       "class-correlated bodies, val 200 / test 1000); see cream_pl.data.synth.PRESETS")
+    synth.add_argument("--preset", choices=("cub", "hard"), default="cub",
+                       help="cub (default, the embedded benchmark): built from CUB's properties (one centred object, "
+                       "CUB-like box areas, bodies whose colour and texture follow the class, val 200 / test 1000); "
+                       "hard: the earlier adversarial design (distractors that copy object parts, clutter, second "
+                       "objects); see cream_pl.data.synth.PRESETS")
     synth.add_argument("--num-classes", type=int, default=None, help="default: the preset's (8)")
     synth.add_argument("--num-train", type=int, default=None, help="default: the preset's (480)")
     synth.add_argument("--num-val", type=int, default=None, help="default: the preset's (hard 80, cub 200)")

@@ -1,8 +1,12 @@
-"""``make demo``: the whole pipeline on the embedded synthetic benchmark, end to end.
+"""``make demo``: the whole pipeline on the embedded CUB-like benchmark (or any benchmark-format dataset).
 
-data -> classifier (CAM + CREAM) -> evaluation (+ T / λ ablations) -> pseudo boxes (CREAM and CAM)
--> box regressors -> evaluation -> CI-CAM and a second CI-CAM teacher candidate -> KD-CI-CAM student
-(teachers chosen on the val split) -> ``results/embedded/`` (``metrics.json``, ``metrics.md``, plots).
+data (``cream-pl data synth --preset cub``) -> classifier (CAM + CREAM; CREAM's inference T / κ /
+λ / feature norm chosen on the val split; its pseudo boxes over the train split written when the fit
+ends) -> test (CAM, CREAM with the paper's defaults, CREAM val-selected, T / λ ablations, the center
+baseline) -> box regressor on the val-selected CREAM's pseudo boxes, trained until its train IoU to
+them plateaus (CREAM_reg) -> paired bootstrap intervals of every stated difference ->
+``results/embedded/`` (``metrics.json``, ``metrics.md``, plots). CI-CAM and KD-CI-CAM have their own
+study, ``make demo-kd``.
 
 Every stage writes its output atomically and is skipped when that output already exists, so an
 interrupted demo resumes where it stopped (``--restart`` starts over).
@@ -26,79 +30,118 @@ from typing import Any
 import numpy as np
 import torch
 
-from cream_pl.report import (
-    ablation_table_markdown,
-    metrics_table_markdown,
-    write_json_atomic,
-    write_markdown_atomic,
-)
+from cream_pl.report import write_json_atomic
 
 __all__ = ["run_demo", "main"]
 
-METHOD_COLUMNS = [
-    ("max_box_acc_v2", "MaxBoxAccV2"),
-    ("max_box_acc", "MaxBoxAcc (V1)"),
-    ("gt_known", "GT-known Loc"),
-    ("top1_loc", "Top-1 Loc"),
-    ("top5_loc", "Top-5 Loc"),
-    ("pxap", "PxAP"),
-    ("cls_acc", "cls_acc"),
-]
-PROTOCOL_NOTES = {
-    "gt_known": "IoU ≥ 0.5 (inclusive '+1' IoU) of one box per image: for CAM/CREAM the largest contour of the "
-    "GT-class map at the threshold τ* that maximised IoU-50 box accuracy on the val split; for the *_reg rows "
-    "the regressor's box",
-    "top1_loc": "GT-known Loc that also requires the classifier's top-1 class to be correct",
-    "top5_loc": "GT-known Loc that also requires the GT class among the classifier's top-5",
-}
 ABLATION_T = (0, 1, 2, 3, 4)
 ABLATION_LAMBDA = (0.2, 0.6, 0.8, 0.99, 1.0)
 
 
-TABLE_ROWS = ("cam", "cream", "ci_cam", "ci_cam_cream", "kd_ci_cam", "cam_reg", "cream_reg")
+TABLE_ROWS = ("center_baseline", "cam", "cream", "cream_selected", "cream_reg")
+DEFAULT_PRESET = "cub"
+PER_IMAGE_METHODS = ("cam", "cream", "cream_selected")
+"""The methods whose per-image test outcomes are kept for the paired intervals."""
+DIFFERENCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("cream_selected", "cam", ("max_box_acc_v2", "gt_known", "top1_loc")),
+    ("cream", "cam", ("max_box_acc_v2", "gt_known", "top1_loc")),
+    ("cream_selected", "cream", ("max_box_acc_v2", "gt_known")),
+    ("cam", "center_baseline", ("max_box_acc_v2",)),
+    ("cream_reg", "cream_selected", ("gt_known", "top1_loc", "max_box_acc_v2")),
+)
+"""Every difference the results state: (a, b, metrics), each with a paired bootstrap interval."""
+STAGES = ("data_s", "classifier_s", "evaluation_s", "diagnostics_s", "figures_s", "pseudo_boxes_s", "regressor_s",
+          "bootstrap_s")
+"""The demo's stages, as timed in ``<work>/timing.json`` (``total_s`` sums them)."""
+REGRESSOR: dict[str, Any] = {"max_epochs": 20, "plateau": (0.005, 2), "input_size": 160, "lr": 0.01,
+                             "freeze": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"}
+"""CREAM_reg on the CPU: PSOL's loss, crop, head lr x2 and SGD, at a CPU-sized lr and crop side,
+trained until the epoch's train IoU to its pseudo boxes rises by < 0.005 for 2 epochs (cap 20)."""
 
 
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def _stage_data(data: Path, seed: int, fast: bool) -> Path:
-    from cream_pl.data import generate_synthetic_dataset
+def _synth_config(fast: bool, preset: str) -> dict[str, Any]:
+    from dataclasses import asdict
 
-    if (data / "metadata" / "test" / "image_ids.txt").is_file():
+    from cream_pl.data.synth import PRESETS
+
+    overrides: dict[str, Any] = dict(num_train=64, num_val=16, num_test=32, num_classes=4) if fast else {}
+    return json.loads(json.dumps({**asdict(PRESETS[preset]), **overrides}))
+
+
+def _data_is_current(data: Path, seed: int, fast: bool, preset: str, owned: bool) -> bool:
+    """A dataset is there and, when it is the demo's own synthetic root, holds this preset and seed."""
+    if not (data / "metadata" / "test" / "image_ids.txt").is_file():
+        return False
+    info = data / "synth_config.json"
+    if not owned or not info.is_file():
+        return True
+    meta = json.loads(info.read_text())
+    return meta.get("config") == _synth_config(fast, preset) and meta.get("seed") == seed
+
+
+def _stage_data(data: Path, seed: int, fast: bool, preset: str = DEFAULT_PRESET, owned: bool = True) -> Path:
+    """Use the dataset at ``data``; the demo's own synthetic root (``owned``) is (re)generated when it is
+    missing or holds another configuration. A user's dataset (``owned=False``) is never touched."""
+    from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
+
+    if _data_is_current(data, seed, fast, preset, owned):
         _log(f"data: using {data}")
         return data
-    overrides: dict[str, Any] = dict(num_train=64, num_val=16, num_test=32, num_classes=4) if fast else {}
-    _log(f"data: generating the embedded synthetic benchmark into {data} (seed {seed})")
+    if (data / "metadata" / "test" / "image_ids.txt").is_file():
+        _log(f"data: {data} holds another synthetic configuration; regenerating the {preset!r} preset")
+    _log(f"data: generating the embedded synthetic benchmark (preset {preset!r}) into {data} (seed {seed})")
     tmp = data.with_name(data.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    generate_synthetic_dataset(tmp, seed=seed, **overrides)
+    cfg = _synth_config(fast, preset)
+    generate_synthetic_dataset(tmp, seed=seed, config=SynthConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                                      for k, v in cfg.items()}))
     shutil.rmtree(data, ignore_errors=True)
     os.replace(tmp, data)
     return data
 
 
-def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool) -> tuple[Any, Any, Any]:
+def _callback_index(recipe: Path, class_name: str) -> int | None:
+    import yaml
+
+    callbacks = (yaml.safe_load(recipe.read_text()) or {}).get("trainer", {}).get("callbacks") or []
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
+            return i
+    return None
+
+
+def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_seed: int = 0) -> tuple[Any, Any, Any]:
     from cream_pl.lightning_cli import build_from_recipe
     from cream_pl.models import WSOLClassifier
 
     ckpt = work / "classifier.ckpt"
     run_dir = work / "classifier"
     overrides: dict[str, Any] = {
+        "seed_everything": train_seed,
         "data.init_args.data_root": str(data),
         "trainer.default_root_dir": str(run_dir),
         "trainer.logger.init_args.save_dir": str(run_dir),
         "trainer.callbacks.0.init_args.dirpath": str(run_dir / "checkpoints"),
+        "model.init_args.record_per_image": list(PER_IMAGE_METHODS),
     }
+    boxes_at_fit_end = _callback_index(recipe, "PseudoBoxesAtFitEnd")
+    if boxes_at_fit_end is not None:  # the fit writes the val-selected CREAM's train pseudo boxes itself
+        overrides[f"trainer.callbacks.{boxes_at_fit_end}.init_args.out_path"] = str(work / "pseudo_boxes_cream_selected.json")
     if fast:
-        overrides.update({"trainer.max_epochs": 1, "model.init_args.pretrained": False,
-                          "data.init_args.batch_size": 16, "model.init_args.cam_curve_interval": 0.01})
+        overrides.update({"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
+                          "model.init_args.pretrained": False, "data.init_args.batch_size": 16,
+                          "model.init_args.cam_curve_interval": 0.01, "data.init_args.resize_size": 128,
+                          "data.init_args.crop_size": 112})
     cli = build_from_recipe(recipe, overrides, run_dir)
     if ckpt.is_file():
         _log(f"classifier: loading {ckpt}")
         model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
     else:
-        _log(f"classifier: training ({recipe})")
+        _log(f"classifier: training ({recipe}, seed {train_seed})")
         model = cli.model
         cli.trainer.fit(model, datamodule=cli.datamodule)
         tmp = ckpt.with_suffix(".ckpt.tmp")
@@ -107,16 +150,37 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool) -> tuple
     return cli, model, ckpt
 
 
-def _test(cli: Any, model: Any, work: Path) -> dict[str, Any]:
-    path = work / "classifier_test.json"
-    if path.is_file():
+def _test(cli: Any, model: Any, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Test results and the per-image records of :data:`PER_IMAGE_METHODS` (both kept for a resume)."""
+    from cream_pl.evidence import load_records, save_records
+    from cream_pl.io import atomic_write_bytes
+
+    path, rec_path = work / "classifier_test.json", work / "per_image_test.npz"
+    if path.is_file() and rec_path.is_file():
         _log(f"evaluation: using {path}")
-        return json.loads(path.read_text())
-    _log("evaluation: test split, CAM / CREAM and the T / λ ablations (MaxBoxAccV2, PxAP, Loc metrics)")
+        return json.loads(path.read_text()), load_records(rec_path)
+    _log("evaluation: test split, CAM / CREAM (paper defaults and val-selected) and the T / λ ablations")
     cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
     res = model.last_results["test"]
+    records = {k: v for k, v in model.per_image.get("test", {}).items() if k in PER_IMAGE_METHODS}
+    atomic_write_bytes(rec_path, save_records(records))
     write_json_atomic(res, path)
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()), records
+
+
+def _center_baseline(cli: Any, interval: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The center baseline's row (MaxBoxAccV2 and per IoU level) and per-image record on the test split."""
+    from cream_pl.boxes import resize_boxes_protocol
+    from cream_pl.metrics.baselines import center_baseline_best_iou
+    from cream_pl.metrics.bootstrap import max_box_acc_statistic
+
+    samples = cli.datamodule.eval_dataset("test").samples  # batch "index" = position in this list
+    boxes = [resize_boxes_protocol(torch.tensor(s.boxes), s.size, (224, 224)).numpy() for s in samples]
+    best = center_baseline_best_iou(boxes, interval=interval)
+    row = {"max_box_acc_v2": float(max_box_acc_statistic(best))}
+    for d in (30, 50, 70):
+        row[f"max_box_acc_iou{d}"] = float(max_box_acc_statistic(best, (d,)))
+    return row, {"index": np.arange(len(boxes)), "best_iou": best, "iou_thresholds": np.array([30.0, 50.0, 70.0])}
 
 
 def _method_row(method: dict[str, Any], cls: dict[str, Any]) -> dict[str, Any]:
@@ -127,85 +191,125 @@ def _method_row(method: dict[str, Any], cls: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, dict[str, Any]]:
+PSEUDO_SOURCE = "cream_selected"
+"""CREAM_reg's pseudo boxes: the val-selected CREAM at its val τ* (the paper's CREAM when no search ran)."""
+
+
+def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
+    """The train split's pseudo boxes (written by the fit's ``PseudoBoxesAtFitEnd``, else here) and their quality."""
     from cream_pl.callbacks.pseudo_boxes import generate_pseudo_boxes, quality_path
 
-    out: dict[str, dict[str, Any]] = {}
-    for source in ("cream", "cam"):
-        path = work / f"pseudo_boxes_{source}.json"
-        if not path.is_file():
-            _log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
-            generate_pseudo_boxes(model, cli.datamodule, path, source=source, threshold=None,
-                                  trainer_kwargs={"accelerator": "auto", "devices": 1})
-        quality = json.loads(quality_path(path).read_text()) if quality_path(path).is_file() else {}
-        coco = json.loads(path.read_text())
-        sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
-        area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
-        quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
-                       threshold=coco["info"].get("threshold", quality.get("threshold")))
-        out[source] = {"file": str(path), **quality}
+    source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
+    path = work / f"pseudo_boxes_{source}.json"
+    if not path.is_file():
+        _log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
+        generate_pseudo_boxes(model, cli.datamodule, path, source=source, threshold=None,
+                              trainer_kwargs={"accelerator": "auto", "devices": 1})
+    else:
+        _log(f"pseudo boxes: using {path}")
+    quality = json.loads(quality_path(path).read_text()) if quality_path(path).is_file() else {}
+    coco = json.loads(path.read_text())
+    sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
+    area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
+    quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
+                   threshold=coco["info"].get("threshold", quality.get("threshold")), source=source)
+    return {"file": str(path), **quality}
+
+
+def _stage_regressor(pseudo_boxes: Path, data: Path, work: Path, ckpt: Path, fast: bool, mean: Sequence[float],
+                     std: Sequence[float], train_seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """CREAM_reg: the box regressor on the pseudo boxes, trained to a plateau of its train IoU, then tested."""
+    from cream_pl.regressor_train import CURVE_FILE, PER_IMAGE_FILE, psol_recipe, train_regressor
+
+    rdir = work / "regressor_cream"
+    metrics_file = rdir / "demo_metrics.json"
+    if metrics_file.is_file() and (rdir / PER_IMAGE_FILE).is_file():
+        _log(f"regressor: using {metrics_file}")
+        per_image = _load_npz(rdir / PER_IMAGE_FILE)
+        return _box_levels(json.loads(metrics_file.read_text()), per_image), _regressor_record(per_image)
+    _log(f"regressor: training on {pseudo_boxes.name} until its train IoU plateaus, then test")
+    shutil.rmtree(rdir / "checkpoints", ignore_errors=True)  # a half-finished run starts over
+    recipe = psol_recipe(32)
+    recipe.update(lr=REGRESSOR["lr"], max_epochs=1 if fast else REGRESSOR["max_epochs"])
+    kwargs = {**recipe.pop("regressor_kwargs"), "freeze_backbone": REGRESSOR["freeze"],
+              "channels_last": True, "bn_momentum": 0.1}
+    metrics = train_regressor(
+        pseudo_boxes, data, rdir, backbone="efficientnet_lite0", pretrained=not fast, batch_size=32,
+        classifier_ckpt=ckpt, mean=tuple(mean), std=tuple(std), input_size=REGRESSOR["input_size"],
+        seed=train_seed, plateau=None if fast else REGRESSOR["plateau"], regressor_kwargs=kwargs,
+        trainer_kwargs={"accelerator": "auto", "devices": 1, "enable_progress_bar": False}, **recipe,
+    )
+    curve = json.loads((rdir / CURVE_FILE).read_text())
+    row: dict[str, Any] = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/reg/")}
+    row["train_pseudo_iou_per_epoch"] = curve["train_pseudo_iou"]
+    row["epochs"] = curve["epochs"]
+    row["recipe"] = {"lr": recipe["lr"], "input_size": REGRESSOR["input_size"], "max_epochs": recipe["max_epochs"],
+                     "plateau": {"min_delta": REGRESSOR["plateau"][0], "patience": REGRESSOR["plateau"][1]},
+                     "crop": recipe["crop"], "loss_weight": recipe["loss_weight"], "head_lr_multiplier": kwargs["head_lr_multiplier"]}
+    write_json_atomic(row, metrics_file)
+    per_image = _load_npz(rdir / PER_IMAGE_FILE)
+    return _box_levels(json.loads(metrics_file.read_text()), per_image), _regressor_record(per_image)
+
+
+@torch.no_grad()
+def _regressor_train_fit(rdir: Path, data: Path, pseudo_boxes: Path, mean: Sequence[float],
+                         std: Sequence[float]) -> dict[str, float]:
+    """Where CREAM_reg's error comes from: its boxes on the (un-augmented) train images against the pseudo boxes
+    it was trained on and against the true boxes, beside the pseudo boxes' own accuracy there."""
+    path = rdir / "train_fit.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from torch.utils.data import DataLoader
+
+    from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes, resize_boxes_protocol
+    from cream_pl.data.datamodule import WSOLDataModule, wsol_collate
+    from cream_pl.data.pseudo_boxes import load_dataset_pseudo_boxes
+    from cream_pl.models.regressor import BoxRegressor, localization_hits, predicted_boxes_inclusive
+
+    model = BoxRegressor.load_from_checkpoint(rdir / "checkpoints" / "last.ckpt", map_location="cpu",
+                                              pretrained=False).eval()
+    dm = WSOLDataModule(str(data), batch_size=32, eval_size=224, mean=tuple(mean), std=tuple(std))
+    ds = dm.eval_dataset("train")
+    pseudo = {p.index: p for p in load_dataset_pseudo_boxes(pseudo_boxes, data, "train")}
+    to_pseudo, hit_gt, pseudo_hit_gt = [], [], []
+    for batch in DataLoader(ds, batch_size=32, collate_fn=wsol_collate):
+        pred = predicted_boxes_inclusive(model(batch["image"]), (224, 224))
+        _, hit = localization_hits(pred, list(batch["boxes"]))
+        hit_gt += hit.tolist()
+        for i, idx in enumerate(batch["index"].tolist()):
+            pb = pseudo[idx]
+            box = convert_boxes(torch.tensor([pb.bbox], dtype=torch.float64), BoxFormat.XYWH, BoxFormat.XYXY_INCLUSIVE)
+            box = resize_boxes_protocol(box, pb.size, (224, 224)).double()
+            to_pseudo.append(float(box_iou_inclusive(pred[i : i + 1].double(), box).max()))
+            pseudo_hit_gt.append(bool(box_iou_inclusive(box, batch["boxes"][i].double()).max() >= 0.5))
+    out = {"train_mean_iou_to_pseudo_boxes": float(np.mean(to_pseudo)),
+           "train_gt_known": float(100 * np.mean(hit_gt)),
+           "train_pseudo_box_gt_known": float(100 * np.mean(pseudo_hit_gt)), "num_train": len(hit_gt)}
+    write_json_atomic(out, path)
     return out
 
 
-def _stage_regressors(data: Path, work: Path, ckpt: Path, fast: bool, mean: Sequence[float], std: Sequence[float]) -> dict[str, dict[str, float]]:
-    from cream_pl.regressor_train import train_regressor
-
-    out: dict[str, dict[str, float]] = {}
-    for source in ("cream", "cam"):
-        rdir = work / f"regressor_{source}"
-        metrics_file = rdir / "demo_metrics.json"
-        if metrics_file.is_file():
-            _log(f"regressor ({source} boxes): using {metrics_file}")
-            out[source] = json.loads(metrics_file.read_text())
-            continue
-        _log(f"regressor: training on the {source} pseudo boxes, then test (class from the classifier)")
-        metrics = train_regressor(
-            work / f"pseudo_boxes_{source}.json", data, rdir,
-            backbone="efficientnet_lite0", pretrained=not fast, max_epochs=1 if fast else 3, batch_size=32,
-            classifier_ckpt=ckpt, lr=0.01, mean=tuple(mean), std=tuple(std), input_size=160,
-            regressor_kwargs={"freeze_backbone": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)", "channels_last": True, "bn_momentum": 0.1},
-            trainer_kwargs={"accelerator": "auto", "devices": 1},
-        )
-        row = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/reg/")}
-        write_json_atomic(row, metrics_file)
-        out[source] = row
-    return out
+def _box_levels(row: dict[str, Any], per_image: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A box predictor's MaxBoxAccV2: the accuracy of its one box at IoU >= 30 / 50 / 70, averaged (no threshold
+    to maximise over); it has no score map, hence no PxAP."""
+    for d in (30, 50, 70):
+        row[f"max_box_acc_iou{d}"] = float(100.0 * np.mean(per_image["iou"] >= d / 100))
+    row["max_box_acc_v2"] = float(np.mean([row[f"max_box_acc_iou{d}"] for d in (30, 50, 70)]))
+    row["pxap"] = None
+    return row
 
 
-KD_CANDIDATES = (("ci_cam", "embedded_ci_cam"), ("ci_cam_cls_teacher", "embedded_ci_cam_cls_teacher"))
-"""(run name, recipe stem) of the CI-CAM runs of the KD stage; both are teacher candidates."""
-KD_STUDENT = ("kd_ci_cam", "embedded_kd_ci_cam")
-KD_ROWS = (("ci_cam", "ci_cam", "cam"), ("ci_cam_cream", "ci_cam", "cream"), ("kd_ci_cam", "kd_ci_cam", "cam"))
-"""(row key, run, evaluated method) of the KD stage's rows in the results table."""
+def _regressor_record(per_image: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The regressor's per-image test record in the classifier's format: its one box is a one-column
+    ``best_iou``, so MaxBoxAccV2 differences use the same paired bootstrap."""
+    return {**per_image, "best_iou": per_image["iou"][:, None].astype(np.float64),
+            "iou_thresholds": np.array([30.0, 50.0, 70.0])}
 
 
-def _val_scores(result: dict[str, Any]) -> dict[str, float]:
-    """Val Top-1 Cls and CAM GT-known Loc of a ``demo_kd.train_and_test`` result (what teachers are chosen by)."""
-    return {"val_cls_acc": result["val"]["cls_acc"], "val_gt_known": result["val"]["methods"]["cam"]["gt_known"]}
-
-
-def _stage_kd(recipe_dir: Path, data: Path, work: Path, fast: bool) -> dict[str, Any]:
-    """CI-CAM, a second CI-CAM teacher candidate, then the KD-CI-CAM student taught by the val-chosen teachers."""
-    from cream_pl.demo_kd import DemoSettings, Run, select_teachers, train_and_test
-
-    settings = DemoSettings()
-    if fast:
-        fast_settings = DemoSettings.fast()
-        settings = DemoSettings(epoch_scale=fast_settings.epoch_scale,
-                                overrides=(*fast_settings.overrides, ("model.init_args.pretrained", False)))
-    kd_work = work / "kd"
-    runs = {name: train_and_test(Run(name, stem), recipe_dir, kd_work, data, settings) for name, stem in KD_CANDIDATES}
-    cls_teacher, loc_teacher = select_teachers(runs, [name for name, _ in KD_CANDIDATES])
-    _log(f"KD-CI-CAM teachers chosen on val: cls = {cls_teacher} (Top-1 Cls {_val_scores(runs[cls_teacher])['val_cls_acc']:.1f}), "
-         f"loc = {loc_teacher} (GT-known {_val_scores(runs[loc_teacher])['val_gt_known']:.1f})")
-    student = Run(KD_STUDENT[0], KD_STUDENT[1], teachers=(cls_teacher, loc_teacher))
-    result = train_and_test(student, recipe_dir, kd_work, data, settings)
-    if result.get("teachers") != {"cls": cls_teacher, "loc": loc_teacher}:
-        raise RuntimeError(f"{kd_work / 'runs' / student.name} was taught by {result.get('teachers')}, but the val split "
-                           f"now chooses cls = {cls_teacher}, loc = {loc_teacher}; delete that folder to re-train")
-    runs[student.name] = result
-    teachers = {role: {"run": name, **_val_scores(runs[name])} for role, name in (("cls", cls_teacher), ("loc", loc_teacher))}
-    return {"runs": runs, "teachers": teachers}
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """A flat ``.npz`` (the regressor's per-image test record) as a dict of arrays."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
@@ -312,76 +416,21 @@ def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
     return out
 
 
-def _explain(results: dict[str, Any]) -> list[str]:
-    cam, cream = results["cam"], results["cream"]
-    lines = []
-    gain = cream["max_box_acc_v2"] - cam["max_box_acc_v2"]
-    lines.append(
-        f"CREAM - CAM on MaxBoxAccV2: {gain:+.2f} points (target of the issue: +8, the paper's CUB mean gain); "
-        f"GT-known Loc {cream['gt_known'] - cam['gt_known']:+.2f}; PxAP {cream.get('pxap', float('nan')) - cam.get('pxap', float('nan')):+.2f}."
-    )
-    if gain < 8:
-        lines.append("The +8 target is not met on this run: see the T / λ tables and the diagnostics below for where the gap comes from.")
-    diag = results.get("diagnostics", {}).get("max_box_acc_v2")
-    if diag:
-        lines.append("Diagnostics (test split, MaxBoxAccV2 at interval 0.01): "
-                     + ", ".join(f"`{k}` {v:.2f}" for k, v in diag.items()) + ".")
-        best_variant = max(("cream_no_calibration", "cream_l2_kappa16_T3"), key=lambda k: diag[k])
-        if diag[best_variant] > diag["cream"]:
-            lines.append(f"Among the spec's [choice] points, `{best_variant}` scores {diag[best_variant] - diag['cream']:+.2f} "
-                         "over the paper's reading; the defaults stay the paper's.")
-        if diag["feature_norm_class_agnostic"] > max(diag["cam"], diag["cream"]):
-            lines.append(
-                f"A class-agnostic map, the feature norm, scores {diag['feature_norm_class_agnostic']:.2f}, above CAM "
-                f"({diag['cam']:.2f}) and CREAM ({diag['cream']:.2f}): the objects are salient to the backbone, but the "
-                "class-specific foreground embedding, learned from the CAM region (mostly the small discriminative "
-                f"head), is only moderately close in cosine to the body (`cosine_to_fg_embedding` {diag['cosine_to_fg_embedding']:.2f}). "
-                "The EM's foreground cluster therefore grows only part of the way from the head into the body. "
-                "CREAM's premise, object parts that share a direction in feature space, holds weakly for these "
-                "synthetic bodies (shared by all classes by design) under this backbone and this short training."
-            )
-    if "cream_reg" in results and results["cream_reg"].get("gt_known") is not None:
-        d = results["cream_reg"]["gt_known"] - cream["gt_known"]
-        lines.append(f"CREAM_reg - CREAM on GT-known Loc: {d:+.2f} points (target: +3).")
-        q = results.get("pseudo_box_quality", {}).get("cream", {})
-        full = q.get("near_full_image_fraction")
-        if d < 3 and full is not None and full > 0.3:
-            lines.append(
-                f"The CREAM pseudo boxes come from the val split's τ* = {q.get('threshold', float('nan')):.3f}, low enough that "
-                f"{100 * full:.0f} % of them cover at least 90 % of the image: the regressor learns near-full-image boxes, "
-                "which are right only for the largest objects. τ* maximises IoU-50 accuracy of the largest contour on 80 "
-                "val images, where a whole-image box already scores on large objects; the regressor reproduces that "
-                "bias."
-            )
-    lines += _explain_kd(results)
-    return lines
-
-
-def _explain_kd(results: dict[str, Any]) -> list[str]:
-    """What the KD stage's rows show, each difference against two binomial standard errors of the test split."""
-    if "kd_ci_cam" not in results:
-        return []
-    from cream_pl.demo_kd import compare_rows
-    from cream_pl.report import METHOD_NAMES
-
-    n = int(results["protocol"]["num_test_images"])
-    rows = {k: {**results[k], "display_name": METHOD_NAMES[k]} for k in ("cam", "ci_cam", "kd_ci_cam")}
-    pairs = [(a, b, m, label) for a, b in (("ci_cam", "cam"), ("kd_ci_cam", "ci_cam"))
-             for m, label in (("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known Loc"), ("cls_acc", "Top-1 Cls"))]
-    t = results["kd"]["teachers"]
-    same = t["cls"]["run"] == t["loc"]["run"]
-    return [
-        *[f"{line}." for a, b, m, label in pairs if (line := compare_rows(rows, a, b, m, n, label))],
-        f"KD-CI-CAM's teachers, chosen on the val split among the two CI-CAM runs: cls teacher `{t['cls']['run']}` "
-        f"(val Top-1 Cls {t['cls']['val_cls_acc']:.1f}), loc teacher `{t['loc']['run']}` (val GT-known "
-        f"{t['loc']['val_gt_known']:.1f})" + ("; one run won both roles, so the student has a single teacher." if same else "."),
-    ]
-
-
 def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/demo", data: Path | str = "data/synth",
              recipe: Path | str = "experiments/embedded_cream.yaml", seed: int = 0, fast: bool = False,
-             restart: bool = False, skip_regressor: bool = False, skip_kd: bool = False) -> dict[str, Any]:
-    """Run every stage (skipping finished ones) and write the results folder. Returns ``metrics.json``'s content."""
+             restart: bool = False, skip_regressor: bool = False, *, preset: str = DEFAULT_PRESET,
+             owned_data: bool = True, train_seed: int = 0) -> dict[str, Any]:
+    """Run every stage (skipping finished ones) and write the results folder. Returns ``metrics.json``'s content.
+
+    Args:
+        seed: the synthetic dataset's seed (``owned_data`` only).
+        train_seed: the classifier's and the regressor's training seed (``make demo-seeds`` varies it).
+        owned_data: ``data`` is the demo's own synthetic root, regenerated when it holds another
+            configuration; ``False`` for a user's dataset, which is used as it is.
+    """
+    from cream_pl.demo_report import write_results
+    from cream_pl.evidence import compute_differences
+
     start = time.time()
     out, work, data, recipe = Path(out), Path(work), Path(data), Path(recipe)
     if restart:
@@ -390,6 +439,7 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     work.mkdir(parents=True, exist_ok=True)
     timing_file = work / "timing.json"
     timing: dict[str, float] = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    timing = {k: v for k, v in timing.items() if k in STAGES}  # stages of another demo version are not ours
 
     def record(stage: str, seconds: float, ran: bool) -> None:
         if ran or stage not in timing:  # a skipped stage keeps the time of the run that did the work
@@ -397,22 +447,35 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
             write_json_atomic(timing, timing_file)
 
     t = time.time()
-    ran = not (data / "metadata" / "test" / "image_ids.txt").is_file()
-    _stage_data(data, seed, fast)
+    ran = not _data_is_current(data, seed, fast, preset, owned_data)
+    if ran and owned_data:  # new data: every later stage is stale
+        timing.clear()
+        for stale in ("classifier.ckpt", "classifier_test.json", "per_image_test.npz", "diagnostics.json"):
+            (work / stale).unlink(missing_ok=True)
+        shutil.rmtree(work / "regressor_cream", ignore_errors=True)
+        for p in work.glob("pseudo_boxes_*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    _stage_data(data, seed, fast, preset, owned_data)
     record("data_s", time.time() - t, ran)
     t = time.time()
     ran = not (work / "classifier.ckpt").is_file()
-    cli, model, ckpt = _stage_classifier(recipe, data, work, fast)
+    cli, model, ckpt = _stage_classifier(recipe, data, work, fast, train_seed)
     record("classifier_s", time.time() - t, ran)
     t = time.time()
     ran = not (work / "classifier_test.json").is_file()
-    test_res = _test(cli, model, work)
+    test_res, records = _test(cli, model, work)
     record("evaluation_s", time.time() - t, ran)
     methods = test_res["methods"]
-    results: dict[str, Any] = {
-        "cam": _method_row(methods["cam"], test_res),
-        "cream": _method_row(methods["cream"], test_res),
-    }
+    results: dict[str, Any] = {name: _method_row(methods[name], test_res) for name in PER_IMAGE_METHODS if name in methods}
+    interval = float(model.hparams.cam_curve_interval)
+    results["center_baseline"], records["center_baseline"] = _center_baseline(cli, interval)
+    if "cream_selected" in methods:
+        sel = methods["cream_selected"]
+        results["selected"] = {"cream": {
+            "T": int(sel["T"]), "kappa": float(sel["kappa"]), "lambda": float(sel["lambda"]),
+            "feature_norm": sel["feature_norm"], "val_score": float(sel["val_score"]), "val_metric": "max_box_acc_v2",
+            "candidates": len(model.cream_candidates),
+            "search_space": dict(model.hparams.cream_search)}}
     ablations = _ablations(methods)
     t = time.time()
     ran = not (work / "diagnostics.json").is_file()
@@ -423,82 +486,47 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     record("figures_s", time.time() - t, True)
     if not skip_regressor:
         t = time.time()
-        ran = not (work / "pseudo_boxes_cam.json").is_file()
+        ran = not any(work.glob("pseudo_boxes_cream*.json"))
         quality = _stage_pseudo_boxes(model, cli, work)
         record("pseudo_boxes_s", time.time() - t, ran)
         t = time.time()
+        ran = not (work / "regressor_cream" / "demo_metrics.json").is_file()
         dm = cli.datamodule
-        ran = not (work / "regressor_cam" / "demo_metrics.json").is_file()
-        reg = _stage_regressors(data, work, ckpt, fast, dm.mean, dm.std)
-        record("regressors_s", time.time() - t, ran)
-        for source in ("cream", "cam"):
-            row = dict(reg[source])
-            row["cls_acc"] = test_res.get("cls_acc")
-            results[f"{source}_reg"] = row
-        results["pseudo_box_quality"] = {s: {k: v for k, v in q.items() if k != "file"} for s, q in quality.items()}
-    if not skip_kd:
-        t = time.time()
-        ran = not (work / "kd" / "runs" / KD_STUDENT[0] / "result.json").is_file()
-        kd = _stage_kd(recipe.parent, data, work, fast)
-        record("kd_s", time.time() - t, ran)
-        for key, run, method in KD_ROWS:
-            results[key] = _method_row(kd["runs"][run]["methods"][method], kd["runs"][run])
-        results["kd"] = {
-            "teachers": kd["teachers"],
-            "runs": {name: {"recipe": f"experiments/{Path(r['recipe']).name}",
-                            "epochs": r["epochs"], "cls_acc": r.get("cls_acc"), **_val_scores(r),
-                            "train_acc_last_epoch": r.get("train_acc_last_epoch")}
-                     for name, r in kd["runs"].items()},
-        }
-    timing["total_s"] = sum(v for k, v in timing.items() if k != "total_s")
+        reg, records["cream_reg"] = _stage_regressor(Path(quality["file"]), data, work, ckpt, fast, dm.mean, dm.std,
+                                                     train_seed)
+        reg.update(_regressor_train_fit(work / "regressor_cream", data, Path(quality["file"]), dm.mean, dm.std))
+        record("regressor_s", time.time() - t, ran)
+        results["cream_reg"] = {**{k: v for k, v in reg.items() if k != "cls_acc"}, "cls_acc": test_res.get("cls_acc")}
+        results["pseudo_box_quality"] = {k: v for k, v in quality.items() if k != "file"}
+    t = time.time()
+    results["differences"] = compute_differences(records, DIFFERENCES, n_resamples=1000, seed=0)
+    record("bootstrap_s", time.time() - t, True)
+    timing["total_s"] = sum(v for k, v in timing.items() if k in STAGES)
     timing["this_invocation_s"] = time.time() - start
     results["ablations"] = ablations
+    num_test = len(cli.datamodule.eval_dataset("test"))
+    synth = data / "synth_config.json"
+    results["benchmark"] = {"preset": preset if (owned_data and synth.is_file()) else None, "num_test": num_test,
+                            "num_val": len(cli.datamodule.eval_dataset("val")),
+                            "num_train": len(cli.datamodule.eval_dataset("train")), "num_classes": cli.datamodule.num_classes,
+                            "data": str(data), "seeds": 1, "train_seed": train_seed}
     results["protocol"] = {
-        "split": "test", "eval_size": 224, "cam_curve_interval": model.hparams.cam_curve_interval,
+        "split": "test", "eval_size": 224, "cam_curve_interval": interval,
         "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
         "max_box_acc": "V1: IoU 50, largest contour, best threshold",
         "gt_known/top1_loc/top5_loc": "largest-contour box at the fixed threshold tau* chosen on the val split (IoU >= 0.5)",
         "pxap": "pixel average precision over 1002 histogram bins (where the split has masks)",
+        "selection": "cream_selected: T, kappa, lambda and the M-step feature norm chosen on the val split by MaxBoxAccV2",
         "regressor": "class from the classifier, box from the regressor; IoU >= 0.5 with the '+1' inclusive IoU",
-        "ci_cam rows": "CAM of the intervened (down) branch, GT class, same protocol; cls_acc from the down branch",
-        "num_test_images": len(cli.datamodule.eval_dataset("test")),
+        "center_baseline": "a fixed centred Gaussian map (CREAM paper, table 1); MaxBoxAccV2 only",
+        "num_test_images": num_test,
     }
     results["timing"] = {k: round(v, 1) for k, v in timing.items()}
-    results["summary"] = _explain(results)
-    write_json_atomic(results, out / "metrics.json")
-    table_rows = {k: results[k] for k in TABLE_ROWS if k in results}
-    if (Path(data) / "synth_config.json").is_file():  # the embedded benchmark, written by cream-pl data synth
-        title, source = "# Embedded benchmark results", (f"test split of the synthetic WSOL benchmark "
-                                                         f"(`cream-pl data synth --seed {seed}`)")
-    else:  # any dataset in the benchmark format (`make demo DATA=<root>`): classes read from its metadata
-        title = f"# Results on `{data}`"
-        source = f"test split of `{data}` ({cli.datamodule.num_classes} classes, from its metadata)"
-    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.demo`); {source}, EfficientNet-Lite0 (ImageNet) "
-          "backbone.", "",
-          metrics_table_markdown(table_rows, METHOD_COLUMNS, PROTOCOL_NOTES), "",
-          ablation_table_markdown("T (EM iterations)", ablations["T"]["values"],
-                                  {m: ablations["T"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), "",
-          ablation_table_markdown("λ (momentum)", ablations["lambda"]["values"],
-                                  {m: ablations["lambda"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), ""]
-    if "kd" in results:
-        md += ["CI-CAM, CI-CAM + CREAM and KD-CI-CAM come from `embedded_ci_cam.yaml` and `embedded_kd_ci_cam.yaml` "
-               "(same data and base recipe as CAM / CREAM); their maps are the standard GT-class CAM of the intervened "
-               "(down) branch, scored by the same protocol, and their cls_acc is the down branch's. The student's "
-               "teachers are chosen on the val split (see below).", ""]
-    if "pseudo_box_quality" in results:
-        md += ["Pseudo-box quality on the train split (true boxes known): "
-               + ", ".join(f"{s} (τ* {q.get('threshold', float('nan')):.3f}): IoU≥0.5 {100 * q.get('iou50_fraction', float('nan')):.2f} %, "
-                           f"mean IoU {q.get('mean_iou', float('nan')):.3f}, "
-                           f"boxes covering ≥ 90 % of the image {100 * q.get('near_full_image_fraction', float('nan')):.1f} %"
-                           for s, q in results["pseudo_box_quality"].items()), ""]
-    md += ["## What the numbers show", "", *[f"- {line}" for line in results["summary"]], "",
-           "![BoxAcc vs threshold](box_acc_curves.png)", "", "![overlays](overlays.png)", ""]
-    write_markdown_atomic("\n".join(md), out / "metrics.md")
-    write_markdown_atomic(ablation_table_markdown("T", ablations["T"]["values"], {m: ablations["T"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}) + "\n", out / "ablation_T.md")
-    write_markdown_atomic(ablation_table_markdown("λ", ablations["lambda"]["values"], {m: ablations["lambda"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}) + "\n", out / "ablation_lambda.md")
-    cam, cream = results["cam"], results["cream"]
-    line = (f"[demo] done in {timing['this_invocation_s'] / 60:.1f} min (all stages: {timing['total_s'] / 60:.1f} min): MaxBoxAccV2 CAM {cam['max_box_acc_v2']:.2f} -> "
-            f"CREAM {cream['max_box_acc_v2']:.2f}; GT-known CAM {cam['gt_known']:.2f} -> CREAM {cream['gt_known']:.2f}")
+    write_results(results, out, data=data, seed=seed, num_classes=cli.datamodule.num_classes, fast=fast)
+    cam, sel_row = results["cam"], results.get("cream_selected", results.get("cream"))
+    line = (f"[demo] done in {timing['this_invocation_s'] / 60:.1f} min (all stages: {timing['total_s'] / 60:.1f} min): "
+            f"MaxBoxAccV2 CAM {cam['max_box_acc_v2']:.2f} -> CREAM (val-selected) {sel_row['max_box_acc_v2']:.2f}; "
+            f"GT-known CAM {cam['gt_known']:.2f} -> {sel_row['gt_known']:.2f}")
     if "cream_reg" in results:
         line += f" -> CREAM_reg {results['cream_reg'].get('gt_known', float('nan')):.2f}"
     print(line + f"  ({out / 'metrics.md'})", flush=True)
@@ -511,20 +539,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", default="outputs/demo", help="checkpoints and intermediate files")
     parser.add_argument("--data", default=None,
                         help="dataset root in the benchmark format (default: data/synth, the embedded benchmark, "
-                        "generated when missing)")
+                        "generated when missing or when it holds another preset)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=("cub", "hard"),
+                        help="synthetic preset of the embedded benchmark (without --data)")
     parser.add_argument("--recipe", default="experiments/embedded_cream.yaml", help="classifier recipe")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the synthetic dataset's seed")
+    parser.add_argument("--train-seed", type=int, default=0, help="the classifier's and the regressor's seed")
     parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
     parser.add_argument("--restart", action="store_true", help="ignore finished stages")
     parser.add_argument("--skip-regressor", action="store_true", help="leave out the pseudo-box and regressor stages")
-    parser.add_argument("--skip-kd", action="store_true", help="leave out the CI-CAM / KD-CI-CAM stage")
     args = parser.parse_args(argv)
     if args.data is not None and not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
         parser.exit(2, f"python -m cream_pl.demo: error: {args.data}: no dataset in the benchmark format there "
                     "(expected metadata/test/image_ids.txt); leave --data out for the embedded benchmark\n")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart, args.skip_regressor,
-             args.skip_kd)
+    run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart,
+             args.skip_regressor, preset=args.preset, owned_data=args.data is None, train_seed=args.train_seed)
     return 0
 
 

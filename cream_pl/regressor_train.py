@@ -30,6 +30,20 @@ from cream_pl.models.regressor import BoxRegressor
 __all__ = ["psol_recipe", "train_regressor", "add_parser", "run", "main"]
 
 METRICS_FILE = "regressor_metrics.json"
+CURVE_FILE = "train_curve.json"
+PER_IMAGE_FILE = "per_image_test.npz"
+
+
+class _PseudoIoUCurve(pl.Callback):
+    """Keeps each epoch's mean train IoU of the regressor to its own pseudo boxes."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get("train/reg/pseudo_iou")
+        if value is not None:
+            self.values.append(float(value))
 
 
 def psol_recipe(batch_size: int) -> dict[str, Any]:
@@ -75,6 +89,7 @@ def train_regressor(
     regressor_kwargs: Mapping[str, Any] | None = None,
     trainer_kwargs: Mapping[str, Any] | None = None,
     callbacks: Sequence[pl.Callback] = (),
+    plateau: tuple[float, int] | None = None,
 ) -> dict[str, float]:
     """Train a :class:`BoxRegressor` on pseudo boxes and test it on the dataset's test split.
 
@@ -102,9 +117,15 @@ def train_regressor(
         regressor_kwargs: more :class:`BoxRegressor` arguments.
         trainer_kwargs: ``pl.Trainer`` arguments (``accelerator``, ``devices``, ``logger``, ...).
         callbacks: extra callbacks.
+        plateau: ``(min_delta, patience)``: stop before ``max_epochs`` once the epoch's mean train
+            IoU to the pseudo boxes (``train/reg/pseudo_iou``) has not risen by ``min_delta`` for
+            ``patience`` epochs; ``max_epochs`` stays the cap. ``None``: train ``max_epochs``.
 
     Returns:
-        The test metrics (``test/reg/gt_known``, ``test/reg/top1_loc``, ...).
+        The test metrics (``test/reg/gt_known``, ``test/reg/top1_loc``, ...) and
+        ``train/reg/pseudo_iou`` (last epoch). ``out_dir`` also gets ``train_curve.json`` (that
+        figure per epoch) and ``per_image_test.npz`` (per test image: ``index``, ``iou``,
+        ``gt_known``, and with a classifier ``top1``, ``top1_loc``).
 
     Raises:
         PseudoBoxFileError: the pseudo-box file does not match the training split (raised
@@ -137,14 +158,36 @@ def train_regressor(
     kw: dict[str, Any] = {"max_epochs": max_epochs, "default_root_dir": str(out_dir), "logger": False,
                           **dict(trainer_kwargs or {})}
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
-    kw["callbacks"] = [checkpoint, *kw.get("callbacks", []), *callbacks]
+    curve = _PseudoIoUCurve()
+    extra: list[pl.Callback] = [curve]
+    if plateau is not None:
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        min_delta, patience = plateau
+        extra.append(EarlyStopping(monitor="train/reg/pseudo_iou", mode="max", min_delta=float(min_delta),
+                                   patience=int(patience), check_on_train_epoch_end=True))
+    kw["callbacks"] = [checkpoint, *extra, *kw.get("callbacks", []), *callbacks]
     trainer = pl.Trainer(**kw)
     trainer.fit(model, datamodule=dm)
     results = trainer.test(model, datamodule=dm, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if curve.values:
+        metrics["train/reg/pseudo_iou"] = curve.values[-1]
     if trainer.is_global_zero:
+        import numpy as np
+
+        from cream_pl.io import atomic_write_bytes, atomic_write_text
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write_text(out_dir / CURVE_FILE, json.dumps({"train_pseudo_iou": curve.values, "epochs": len(curve.values),
+                                                            "max_epochs": max_epochs, "plateau": plateau}, indent=2) + "\n")
+        if "test" in model.per_image:
+            import io
+
+            buf = io.BytesIO()
+            np.savez(buf, **model.per_image["test"])
+            atomic_write_bytes(out_dir / PER_IMAGE_FILE, buf.getvalue())
+        atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 

@@ -148,3 +148,16 @@ def test_per_image_records_of_the_test_epoch_reproduce_every_metric(tiny_data, t
     assert paired_bootstrap_records(a, shuffled, "max_box_acc_v2", seed=0) == paired_bootstrap_records(
         a, b, "max_box_acc_v2", seed=0)  # matched by image index, not by order
     assert paired_bootstrap_records(a, a, "cls_acc")["ci95"] == [0.0, 0.0]
+
+
+def test_record_per_image_can_name_the_methods_it_keeps(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match=r"record_per_image names unknown method\(s\) \['nope'\]"):
+        WSOLClassifier(num_classes=3, pretrained=False, record_per_image=["cam", "nope"])
+    pl.seed_everything(0)
+    dm = WSOLDataModule(str(tiny_data), batch_size=4, resize_size=72, crop_size=64, eval_size=64)
+    model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=64,
+                           record_per_image=["cream"], ablation_iterations=[1])
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.test(model, dm, verbose=False)
+    assert set(model.per_image["test"]) == {"cream"} and len(model.per_image["test"]["cream"]["index"]) == 6

@@ -19,3 +19,22 @@ def test_split_statistics_match_the_boxes_on_disk(tmp_path) -> None:
     assert stats["instances_per_image"] == np.mean([len(s.boxes) for s in samples]) >= 1.0
     assert abs(stats["area_median"] - float(np.median(areas))) < 1e-12
     assert stats["area_p10"] <= stats["area_median"] <= stats["area_p90"]
+
+
+def test_sweep_argument_is_checked_and_its_table_names_every_value(capsys) -> None:
+    import pytest
+
+    from cream_pl.calibrate_preset import _parse_sweep, _sweep_markdown
+
+    assert _parse_sweep("body_head_tint=0,0.15,0.5") == ("body_head_tint", [0, 0.15, 0.5])
+    for bad in ("no_such_knob=1", "body_head_tint=", "body_head_tint=0,x"):
+        with pytest.raises(SystemExit, match="--sweep"):
+            _parse_sweep(bad)
+    row = {"value": 0.15, "cam": {"test": {"max_box_acc_v2": 57.4, "max_box_acc_iou30": 86.7, "max_box_acc_iou50": 63.5,
+                                           "max_box_acc_iou70": 22.0, "gt_known": 61.5, "cls_acc": 95.2}},
+           "center_baseline": {"max_box_acc_v2": 50.0},
+           "targets_met": {"cam_max_box_acc_v2": True, "cam_gt_known": True, "cls_acc": True, "center_below_cam": True}}
+    low = {**row, "value": 0, "targets_met": {**row["targets_met"], "cam_max_box_acc_v2": False}}
+    md = _sweep_markdown("cub", "body_head_tint", [low, row], 1.0)
+    assert "| 0.15 | 57.40 | 86.7 / 63.5 / 22.0 | 61.50 | 95.20 | 50.00 | all |" in md
+    assert "| 0 | 57.40" in md and "cam_gt_known, cls_acc, center_below_cam |" in md

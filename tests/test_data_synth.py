@@ -142,6 +142,15 @@ def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(args) == 0
     assert "train: ok" in capsys.readouterr().out
     assert len(list((out / "images/train").rglob("*.png"))) == 2
+    import json
+    from dataclasses import asdict
+
+    from cream_pl.data.synth import PRESETS
+
+    written = json.loads((out / "synth_config.json").read_text())["config"]
+    cub = json.loads(json.dumps(asdict(PRESETS["cub"])))
+    assert {k: written[k] for k in ("body_head_tint", "centre_sd", "distractor_body_prob")} == {
+        k: cub[k] for k in ("body_head_tint", "centre_sd", "distractor_body_prob")}  # the default preset is cub
     capsys.readouterr()
     assert main(args) == 2  # a second run needs --overwrite
     assert "already holds a dataset" in capsys.readouterr().err
@@ -193,3 +202,35 @@ def test_cub_preset_is_centred_single_object_and_hard_preset_is_unchanged(tmp_pa
     for p in sorted((root / "images").rglob("*.png")) + sorted((root / "metadata").rglob("*.txt")):
         h.update(p.read_bytes())
     assert h.hexdigest() == "fa494e4c48bbf33f10bbff1b6d4e7c0a8884ab0d"
+
+
+def test_body_head_tint_moves_the_body_colour_toward_the_head_and_nothing_else(tmp_path) -> None:
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from cream_pl.data.metadata import read_split
+    from cream_pl.data.synth import HEAD_COLOURS, PRESETS, class_specs, generate_synthetic_dataset
+
+    small = dict(num_classes=2, num_train=2, num_val=2, num_test=8, min_side=96, max_side=128, image_format="png",
+                 clutter=(0, 0))
+    roots = {t: generate_synthetic_dataset(tmp_path / f"t{t}", config=dataclasses.replace(PRESETS["cub"], **small,
+                                                                                          body_head_tint=t))
+             for t in (0.0, 0.5)}
+    specs = class_specs(2)
+    closer = []
+    for s0, s5 in zip(read_split(roots[0.0] / "metadata" / "test").samples,
+                      read_split(roots[0.5] / "metadata" / "test").samples):
+        assert s0.boxes == s5.boxes  # same geometry: only the colour moved
+        head = np.array(HEAD_COLOURS[specs[s0.label][0]], np.float64)
+        x0, y0, x1, y1 = s0.boxes[0]
+        dist = []
+        for root in (roots[0.0], roots[0.5]):
+            img = cv2.cvtColor(cv2.imread(str(root / "images" / s0.image_id)), cv2.COLOR_BGR2RGB).astype(np.float64)
+            mask = cv2.imread(str(root / "masks" / s0.masks.mask_paths[0]), cv2.IMREAD_GRAYSCALE) > 0
+            dist.append(np.linalg.norm(img[mask].mean(0) - head))
+        closer.append(dist[1] < dist[0])
+    assert all(closer)
+    with pytest.raises(ValueError, match="body_head_tint"):
+        dataclasses.replace(PRESETS["cub"], body_head_tint=1.5)

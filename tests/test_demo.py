@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    from cream_pl.demo import run_demo
+    from cream_pl.demo import DIFFERENCES, run_demo
 
     out, work, data = tmp_path / "results", tmp_path / "work", tmp_path / "data"
     res = run_demo(out, work, data, fast=True)
@@ -19,57 +19,38 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
                  "ablation_lambda.md", "ablation_T.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
-    for method in ("cam", "cream"):
-        for key in ("max_box_acc_v2", "gt_known", "top1_loc", "pxap", "cls_acc"):
-            assert 0.0 <= saved[method][key] <= 100.0
-    for method in ("cam_reg", "cream_reg"):
-        assert {"gt_known", "top1_loc", "top5_loc"} <= set(saved[method])
-    assert set(saved["pseudo_box_quality"]) == {"cream", "cam"}
-    for method in ("ci_cam", "ci_cam_cream", "kd_ci_cam"):  # the KD stage's rows, same columns
+    for method in ("cam", "cream", "cream_selected"):
         for key in ("max_box_acc_v2", "gt_known", "top1_loc", "pxap", "cls_acc"):
             assert 0.0 <= saved[method][key] <= 100.0, (method, key)
-    assert {saved["kd"]["teachers"][r]["run"] for r in ("cls", "loc")} <= {"ci_cam", "ci_cam_cls_teacher"}
-    assert "| KD-CI-CAM |" in (out / "metrics.md").read_text()
-    student = json.loads((work / "kd" / "runs" / "kd_ci_cam" / "result.json").read_text())
-    assert student["teachers"] == {r: saved["kd"]["teachers"][r]["run"] for r in ("cls", "loc")}
+    assert {"gt_known", "top1_loc", "top5_loc", "train_pseudo_iou_per_epoch", "max_box_acc_v2", "train_gt_known",
+            "train_mean_iou_to_pseudo_boxes", "train_pseudo_box_gt_known"} <= set(saved["cream_reg"])
+    assert saved["cream_reg"]["pxap"] is None  # a box, no map
+    assert 0.0 <= saved["center_baseline"]["max_box_acc_v2"] <= 100.0
+    assert saved["pseudo_box_quality"]["source"] == "cream_selected"
+    # the pseudo boxes came from the fit itself (PseudoBoxesAtFitEnd in the recipe), at the selected CREAM's val τ*
+    boxes = json.loads((work / "pseudo_boxes_cream_selected.json").read_text())
+    assert boxes["info"]["source"] == "cream_selected"
+    assert set(saved["selected"]["cream"]) >= {"T", "kappa", "lambda", "feature_norm", "val_score"}
+    assert saved["benchmark"] == {**saved["benchmark"], "preset": "cub", "num_test": 32}
+    for a, b, metrics in DIFFERENCES:  # every stated difference has its interval
+        for m in metrics:
+            d = saved["differences"][f"{a}-{b}"][m]
+            assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] and d["n_resamples"] >= 1000, (a, b, m)
+            assert d["diff"] == pytest.approx(d["a"] - d["b"])
+    # the interval's point estimate is the table's own number
+    assert saved["differences"]["cream_selected-cam"]["gt_known"]["a"] == pytest.approx(saved["cream_selected"]["gt_known"])
+    assert saved["differences"]["cam-center_baseline"]["max_box_acc_v2"]["b"] == pytest.approx(
+        saved["center_baseline"]["max_box_acc_v2"])
+    assert saved["differences"]["cream_reg-cream_selected"]["gt_known"]["a"] == pytest.approx(saved["cream_reg"]["gt_known"])
+    md = (out / "metrics.md").read_text()
+    assert "| CREAM (val-selected) |" in md and "| center baseline |" in md and "paired bootstrap 95 % CI" in md
     assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4]
     assert res["cream"]["max_box_acc_v2"] == saved["cream"]["max_box_acc_v2"]
     capsys.readouterr()
     run_demo(out, work, data, fast=True)  # second run: every stage is found finished
     log = capsys.readouterr().out
-    assert "classifier: loading" in log and "training" not in log.replace("regressor", "")
-
-
-def _write_result(work, run, cls_acc, gt_known, teachers=None):
-    from cream_pl.report import write_json_atomic
-
-    methods = {"cam": {"max_box_acc_v2": 30.0, "gt_known": gt_known, "top1_loc": 10.0, "top5_loc": 12.0, "pxap": 20.0},
-               "cream": {"max_box_acc_v2": 33.0, "gt_known": gt_known + 1, "top1_loc": 11.0, "top5_loc": 13.0, "pxap": 21.0}}
-    result = {"run": run, "recipe": f"/x/experiments/{run}.yaml", "epochs": 3, "checkpoint": "model.ckpt",
-              "cam_curve_interval": 0.001, "cls_acc": cls_acc, "methods": methods,
-              "val": {"cls_acc": cls_acc, "methods": methods}}
-    if teachers:
-        result["teachers"] = teachers
-    write_json_atomic(result, work / "kd" / "runs" / run / "result.json")
-
-
-def test_kd_stage_picks_teachers_on_val_and_refuses_a_student_of_other_teachers(tmp_path):
-    """The KD stage reads finished runs from disk; the student must have been taught by the val-chosen teachers."""
-    from cream_pl.demo import _stage_kd
-    from cream_pl.demo_kd import default_recipe_dir
-
-    # the second candidate classifies better, the first localises better
-    _write_result(tmp_path, "ci_cam", cls_acc=50.0, gt_known=40.0)
-    _write_result(tmp_path, "ci_cam_cls_teacher", cls_acc=70.0, gt_known=20.0)
-    _write_result(tmp_path, "kd_ci_cam", cls_acc=60.0, gt_known=35.0, teachers={"cls": "ci_cam", "loc": "ci_cam"})
-    with pytest.raises(RuntimeError, match="cls = ci_cam_cls_teacher, loc = ci_cam; delete that folder"):
-        _stage_kd(default_recipe_dir(), tmp_path / "data", tmp_path, fast=True)
-    _write_result(tmp_path, "kd_ci_cam", cls_acc=60.0, gt_known=35.0,
-                  teachers={"cls": "ci_cam_cls_teacher", "loc": "ci_cam"})
-    kd = _stage_kd(default_recipe_dir(), tmp_path / "data", tmp_path, fast=True)
-    assert kd["teachers"]["cls"] == {"run": "ci_cam_cls_teacher", "val_cls_acc": 70.0, "val_gt_known": 20.0}
-    assert kd["teachers"]["loc"] == {"run": "ci_cam", "val_cls_acc": 50.0, "val_gt_known": 40.0}
-    assert set(kd["runs"]) == {"ci_cam", "ci_cam_cls_teacher", "kd_ci_cam"}
+    assert "classifier: loading" in log and "training" not in log
+    assert json.loads((out / "metrics.json").read_text())["differences"] == saved["differences"]
 
 
 def test_select_teachers_ties_and_missing_val(tmp_path):

@@ -175,6 +175,11 @@ def test_loc_metrics_combine_the_classifier_class_with_the_regressor_box(left_ha
     assert res["test/reg/top1_loc"] == pytest.approx(50.0)
     assert res["test/reg/top5_loc"] == pytest.approx(100.0)  # 2 classes: the GT class is always in the top 5
     assert res["test/reg/mean_iou"] > 0.95
+    # the per-image record the paired intervals use: same images, same outcomes as the logged means
+    rec = model.per_image["test"]
+    assert sorted(rec["index"].tolist()) == list(range(6))
+    assert rec["gt_known"].all() and rec["top1"].tolist() == (rec["index"] % 2 == 0).tolist()
+    assert 100 * rec["top1_loc"].mean() == pytest.approx(res["test/reg/top1_loc"])
     # without a classifier only the class-agnostic numbers are reported
     model.set_classifier(None)
     (res,) = pl.Trainer(logger=False, **TRAINER).test(model, datamodule=dm, verbose=False)
@@ -209,6 +214,36 @@ def test_train_regressor_fits_on_cpu_and_reports_loc_metrics(left_half_root: Pat
     assert restored.hparams.backbone == "efficientnet_lite0" and restored.classifier is None
     assert tuple(restored.hparams.data_mean) == EFFICIENTNET_LITE_MEAN and not restored._renormalise
     assert not restored.backbone._conv_stem.weight.requires_grad
+
+
+def test_relative_box_iou_hand_computed() -> None:
+    from cream_pl.models.regressor import relative_box_iou
+
+    pred = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.2, 0.2], [0.1, 0.1, 0.4, 0.4]])
+    target = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.4, 0.4]])
+    # overlap 0.25 x 0.25 = 1/16 over 2 x 1/4 - 1/16 = 7/16 -> 1/7; disjoint -> 0; identical -> 1
+    assert relative_box_iou(pred, target).tolist() == pytest.approx([1 / 7, 0.0, 1.0])
+
+
+def test_train_regressor_stops_at_the_plateau_and_keeps_its_curve_and_per_image_test(left_half_root: Path,
+                                                                                   tmp_path: Path) -> None:
+    import numpy as np
+
+    from cream_pl.regressor_train import CURVE_FILE, PER_IMAGE_FILE
+
+    boxes = _write_gt_coco(left_half_root)
+    metrics = train_regressor(
+        boxes, left_half_root, tmp_path / "reg", pretrained=False, max_epochs=6, batch_size=4, input_size=64,
+        eval_size=64, optimizer="adamw", lr=1e-3, trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0},
+        plateau=(10.0, 1),  # no epoch can gain 10 IoU: stop one epoch after the first
+    )
+    curve = json.loads((tmp_path / "reg" / CURVE_FILE).read_text())
+    assert curve["epochs"] == 2 == len(curve["train_pseudo_iou"]) and curve["max_epochs"] == 6
+    assert all(0.0 <= v <= 1.0 for v in curve["train_pseudo_iou"])
+    assert metrics["train/reg/pseudo_iou"] == pytest.approx(curve["train_pseudo_iou"][-1])
+    with np.load(tmp_path / "reg" / PER_IMAGE_FILE) as z:
+        assert sorted(z["index"].tolist()) == list(range(6))
+        assert 100 * z["gt_known"].mean() == pytest.approx(metrics["test/reg/gt_known"])
 
 
 @pytest.mark.parametrize("case", ["unknown_image", "box_outside", "wrong_categories", "truncated"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["center_gaussian_scoremap", "center_baseline_box_accuracy"]
+__all__ = ["center_gaussian_scoremap", "center_baseline_best_iou", "center_baseline_box_accuracy"]
 
 
 def center_gaussian_scoremap(size: int = 224, sigma: float = 0.25) -> np.ndarray:
@@ -28,9 +28,11 @@ def center_gaussian_scoremap(size: int = 224, sigma: float = 0.25) -> np.ndarray
     return (g - g.min()) / (g.max() - g.min())
 
 
-def center_baseline_box_accuracy(gt_boxes: list[np.ndarray], interval: float = 0.001,
-                                 iou_thresholds: tuple[int, ...] = (30, 50, 70)) -> dict[str, float]:
-    """MaxBoxAccV2 (and per IoU level) of the center baseline for GT boxes already in the 224 grid.
+def center_baseline_best_iou(gt_boxes: list[np.ndarray], interval: float = 0.001) -> np.ndarray:
+    """``(n, n_thr)`` per-image best IoU per threshold of the center baseline (all contours).
+
+    The same per-image record as ``WSOLClassifier(record_per_image=...)``'s ``best_iou``, so the
+    baseline enters :func:`cream_pl.metrics.bootstrap.paired_bootstrap_max_box_acc` like a method.
 
     Args:
         gt_boxes: per image, ``(n, 4)`` ``XYXY_INCLUSIVE`` boxes rescaled to the 224 evaluation grid
@@ -40,6 +42,19 @@ def center_baseline_box_accuracy(gt_boxes: list[np.ndarray], interval: float = 0
 
     scoremap = center_gaussian_scoremap(224)
     thresholds = cam_thresholds(interval)
-    best = np.stack([np.asarray(best_iou_per_threshold(scoremap, g, thresholds, True)) for g in gt_boxes])
+    if not gt_boxes:
+        return np.zeros((0, len(thresholds)))
+    return np.stack([np.asarray(best_iou_per_threshold(scoremap, g, thresholds, True)) for g in gt_boxes])
+
+
+def center_baseline_box_accuracy(gt_boxes: list[np.ndarray], interval: float = 0.001,
+                                 iou_thresholds: tuple[int, ...] = (30, 50, 70)) -> dict[str, float]:
+    """MaxBoxAccV2 (and per IoU level) of the center baseline for GT boxes already in the 224 grid.
+
+    Args:
+        gt_boxes: per image, ``(n, 4)`` ``XYXY_INCLUSIVE`` boxes rescaled to the 224 evaluation grid
+            (:func:`cream_pl.boxes.resize_boxes_protocol`).
+    """
+    best = center_baseline_best_iou(gt_boxes, interval)
     per_iou = {f"max_box_acc_iou{d}": float((best >= d / 100).mean(0).max() * 100) for d in iou_thresholds}
     return {"max_box_acc_v2": float(np.mean(list(per_iou.values()))), **per_iou}

@@ -112,7 +112,8 @@ class WSOLClassifier(pl.LightningModule):
             2-core CPU (EfficientNet-Lite0 ImageNet weights, 224 maps, interval 0.001: val step 0.14 s
             -> 0.27 s per image; +0.40 s with the machine loaded by other jobs): about 2x the val epoch,
             nothing at test (see :mod:`cream_pl.models.cream_search`).
-        record_per_image: keep per-image outcomes of every method in ``per_image[stage][method]``
+        record_per_image: keep per-image outcomes of every method (``True``) or of the listed
+            methods in ``per_image[stage][method]``
             (numpy arrays: ``index``, ``best_iou`` ``(n, n_thr)`` all-contour best IoU per threshold,
             ``v1_hit50`` ``(n, n_thr)`` largest-contour IoU >= 0.5, ``top1`` / ``top5``, and at τ*
             ``gt_known`` / ``top1_loc`` / ``top5_loc``) for :mod:`cream_pl.metrics.bootstrap`.
@@ -152,7 +153,7 @@ class WSOLClassifier(pl.LightningModule):
         eval_size: int = 224,
         num_media_images: int = 8,
         cream_search: dict[str, Any] | None = None,
-        record_per_image: bool = False,
+        record_per_image: bool | list[str] = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -188,6 +189,10 @@ class WSOLClassifier(pl.LightningModule):
             ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
         )
         self.method_names = self._method_names()
+        if not isinstance(record_per_image, bool):
+            unknown = sorted(set(record_per_image) - set(self.method_names))
+            if unknown:
+                raise ValueError(f"record_per_image names unknown method(s) {unknown}; methods: {self.method_names}")
         n = len(self.method_names)
         # τ* per method, chosen on the last validation run (NaN until then); saved in checkpoints.
         self.register_buffer("val_best_threshold", torch.full((n,), float("nan"), dtype=torch.float64))
@@ -387,7 +392,7 @@ class WSOLClassifier(pl.LightningModule):
         for name, m in maps.items():
             scoremaps = prepare_scoremaps(m, size=self.hparams.eval_size)
             _update_method_metrics(self.metrics[_metric_key(stage, name)], scoremaps, boxes, masks, top1, top5)
-            if self.hparams.get("record_per_image", False):
+            if self._records_method(name):
                 records[name] = self._per_image_record(batch, scoremaps, boxes, top1, top5)
         if records and not self.trainer.sanity_checking:
             self._per_image_parts.setdefault(stage, []).append(records)
@@ -546,6 +551,10 @@ class WSOLClassifier(pl.LightningModule):
         return res
 
     # ------------------------------------------------------- per-image records (bootstrap)
+    def _records_method(self, name: str) -> bool:
+        wanted = self.hparams.get("record_per_image", False)
+        return bool(wanted) if isinstance(wanted, bool) else name in wanted
+
     def _per_image_record(
         self, batch: dict[str, Any], scoremaps: Tensor, boxes: Any, top1: Tensor, top5: Tensor
     ) -> dict[str, np.ndarray]:

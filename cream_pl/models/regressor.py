@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.backbones import create_backbone
 
-__all__ = ["BoxRegressor", "predicted_boxes_inclusive", "localization_hits"]
+__all__ = ["BoxRegressor", "predicted_boxes_inclusive", "localization_hits", "relative_box_iou"]
 
 _STAGES = ("val", "test")
 _METRICS = ("gt_known", "top1_loc", "top5_loc", "cls_acc", "mean_iou")
@@ -72,6 +73,23 @@ def localization_hits(pred_inclusive: Tensor, gt_boxes: list[Tensor], iou_thresh
         for i, g in enumerate(gt_boxes)
     ]) if len(gt_boxes) else torch.zeros(0, dtype=torch.float64)
     return ious, ious >= iou_threshold
+
+
+def relative_box_iou(pred: Tensor, target: Tensor) -> Tensor:
+    """Continuous IoU of two batches of normalised ``(x, y, w, h)`` boxes, ``(B,)`` (the training fit to the pseudo boxes).
+
+    Example:
+        >>> relative_box_iou(torch.tensor([[0.0, 0.0, 0.5, 1.0]]), torch.tensor([[0.25, 0.0, 0.5, 1.0]]))
+        tensor([0.3333])
+    """
+    a = convert_boxes(pred.float(), BoxFormat.XYWH_REL, BoxFormat.XYXY, (1, 1))
+    b = convert_boxes(target.float(), BoxFormat.XYWH_REL, BoxFormat.XYXY, (1, 1))
+    iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = iw * ih
+    union = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0) + \
+        (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 class BoxRegressor(pl.LightningModule):
@@ -162,6 +180,10 @@ class BoxRegressor(pl.LightningModule):
         self._renormalise = not (torch.allclose(mean_in, mean_bb) and torch.allclose(std_in, std_bb))
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in _STAGES for m in _METRICS})
         self._classifier: nn.Module | None = None
+        #: per-image outcomes of the last test epoch (``index``, ``iou``, ``gt_known``, ``top1``, ``top1_loc``),
+        #: for paired intervals against another method on the same images (this process's images under DDP)
+        self.per_image: dict[str, dict[str, Any]] = {}
+        self._per_image_parts: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ model
     def set_classifier(self, classifier: nn.Module | None) -> None:
@@ -199,6 +221,9 @@ class BoxRegressor(pl.LightningModule):
         target = batch["target"].to(pred.dtype)
         loss = self.hparams.loss_weight * F.mse_loss(pred, target)
         self.log("train/reg/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(pred))
+        # how well the regressor fits its own pseudo boxes (on the augmented training crops)
+        self.log("train/reg/pseudo_iou", relative_box_iou(pred.detach(), target).mean(), on_step=False,
+                 on_epoch=True, batch_size=len(pred))
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -237,6 +262,9 @@ class BoxRegressor(pl.LightningModule):
         ious, hit = localization_hits(pred, list(boxes), self.hparams.iou_threshold)
         ious, hit = ious.to(self.device), hit.to(self.device)
         m = self.metrics
+        record: dict[str, Any] = {"iou": ious.detach().cpu().numpy(), "gt_known": hit.detach().cpu().numpy()}
+        if "index" in batch:
+            record["index"] = batch["index"].detach().cpu().numpy()
         m[f"{stage}_gt_known"].update(100.0 * hit.double())
         m[f"{stage}_mean_iou"].update(ious)
         if self._classifier is not None:
@@ -246,6 +274,10 @@ class BoxRegressor(pl.LightningModule):
             m[f"{stage}_cls_acc"].update(100.0 * top1.double())
             m[f"{stage}_top1_loc"].update(100.0 * (top1 & hit).double())
             m[f"{stage}_top5_loc"].update(100.0 * (top5 & hit).double())
+            record["top1"] = top1.detach().cpu().numpy()
+            record["top1_loc"] = (top1 & hit).detach().cpu().numpy()
+        if stage == "test" and not self.trainer.sanity_checking:
+            self._per_image_parts.append(record)
         for name in _METRICS:
             if name in ("cls_acc", "top1_loc", "top5_loc") and self._classifier is None:
                 continue
@@ -257,6 +289,14 @@ class BoxRegressor(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self._per_image_parts = []
+
+    def on_test_epoch_end(self) -> None:
+        parts, self._per_image_parts = self._per_image_parts, []
+        if parts:
+            self.per_image["test"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Predicted boxes: normalised ``(x, y, w, h)`` and ``XYXY_INCLUSIVE`` in the batch's image grid."""
