@@ -5,7 +5,7 @@
 - box-metric speed vs a straightforward one-``findContours``-per-threshold loop (target >= 10x);
 - pseudo-box throughput vs plain inference of the same backbone (target >= 0.9x);
 - data-loading images/s of the embedded benchmark (train transform);
-- the val-split cost of ``cream_search`` (the embedded recipe's 36-candidate grid) per val image;
+- the val-split cost of ``cream_search`` (the embedded recipe's grid) per val image;
 - CPU training images/s of the embedded recipe, default memory layout vs channels_last;
 - on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x);
 - start-up: ``cream-pl --help`` and every sub-command's ``--help`` as whole processes (target <= 0.5 s);
@@ -134,8 +134,9 @@ def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path
                        recipe: Path | str = "experiments/embedded_cream.yaml") -> dict[str, Any]:
     """Seconds per val image of a whole validation epoch, with the recipe's ``cream_search`` and without it.
 
-    The same classifier (ImageNet EfficientNet-Lite0 and a fresh head: contours, not weights, set the
-    cost) validates the same synthetic split twice per side; each side keeps its faster run.
+    The recipe's model settings (backbone EfficientNet-Lite0 with ImageNet weights, a fresh head:
+    contours, not weights, set the cost) validate ``num_images`` images of the embedded benchmark's
+    ``cub`` preset twice per side; each side keeps its faster run.
     """
     import pytorch_lightning as pl
     import yaml
@@ -148,9 +149,11 @@ def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path
     if not space:
         raise ValueError(f"{recipe} sets no cream_search")
     tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
+    from cream_pl.data.synth import PRESETS
+
     root = tmp / "synth_search"
     if not (root / "metadata").is_dir():
-        generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=4, num_val=num_images, num_test=4)
+        generate_synthetic_dataset(root, seed=0, config=PRESETS["cub"], num_train=8, num_val=num_images, num_test=8)
     dm = WSOLDataModule(str(root), batch_size=batch_size, mean=(0.498,) * 3, std=(0.502,) * 3)
     keep = ("cream_lambda", "cream_kappa", "cream_iterations", "cream_feature_norm", "ablation_lambdas",
             "cam_curve_interval", "channels_last")
@@ -158,11 +161,13 @@ def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path
     kw = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     per_image = {}
     for name, search in (("without", None), ("with", space)):
-        model = WSOLClassifier(num_classes=4, pretrained=True, cream=True, cream_search=search, **base)
+        model = WSOLClassifier(num_classes=PRESETS["cub"].num_classes, pretrained=True, cream=True, cream_search=search,
+                               backbone=args.get("backbone", "efficientnet_lite0"), **base)
         runs = [_time(lambda m=model: pl.Trainer(**kw).validate(m, datamodule=dm, verbose=False), repeats=1, warmup=0)
                 for _ in range(2)]
         per_image[name] = min(runs) / num_images
-    n_cand = len(WSOLClassifier(num_classes=4, pretrained=False, cream=True, cream_search=space, **base).cream_candidates)
+    n_cand = len(WSOLClassifier(num_classes=PRESETS["cub"].num_classes, pretrained=False, cream=True, cream_search=space,
+                                **base).cream_candidates)
     return {"num_images": num_images, "candidates": n_cand, "threads": torch.get_num_threads(),
             "s_per_image_without": per_image["without"], "s_per_image_with": per_image["with"],
             "added_s_per_image": per_image["with"] - per_image["without"], "recipe": str(recipe)}

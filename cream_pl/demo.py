@@ -38,7 +38,8 @@ ABLATION_T = (0, 1, 2, 3, 4)
 ABLATION_LAMBDA = (0.2, 0.6, 0.8, 0.99, 1.0)
 
 
-TABLE_ROWS = ("center_baseline", "cam", "cream", "cream_selected", "cream_reg")
+DEMO_VERSION = 2
+"""Bumped when a stage's meaning changes: a work folder of another version starts over."""
 DEFAULT_PRESET = "cub"
 PER_IMAGE_METHODS = ("cam", "cream", "cream_selected")
 """The methods whose per-image test outcomes are kept for the paired intervals."""
@@ -47,16 +48,16 @@ DIFFERENCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("cream", "cam", ("max_box_acc_v2", "gt_known", "top1_loc")),
     ("cream_selected", "cream", ("max_box_acc_v2", "gt_known")),
     ("cam", "center_baseline", ("max_box_acc_v2",)),
-    ("cream_reg", "cream_selected", ("gt_known", "top1_loc", "max_box_acc_v2")),
+    ("cream_reg", "cream_selected", ("gt_known", "top1_loc")),  # one box each (a map's MaxBoxAccV2 sweeps τ per δ)
 )
 """Every difference the results state: (a, b, metrics), each with a paired bootstrap interval."""
 STAGES = ("data_s", "classifier_s", "evaluation_s", "diagnostics_s", "figures_s", "pseudo_boxes_s", "regressor_s",
           "bootstrap_s")
 """The demo's stages, as timed in ``<work>/timing.json`` (``total_s`` sums them)."""
-REGRESSOR: dict[str, Any] = {"max_epochs": 20, "plateau": (0.005, 2), "input_size": 160, "lr": 0.01,
+REGRESSOR: dict[str, Any] = {"max_epochs": 20, "plateau": (0.005, 3), "input_size": 160, "lr": 0.01,
                              "freeze": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"}
 """CREAM_reg on the CPU: PSOL's loss, crop, head lr x2 and SGD, at a CPU-sized lr and crop side,
-trained until the epoch's train IoU to its pseudo boxes rises by < 0.005 for 2 epochs (cap 20)."""
+trained until the epoch's train IoU to its pseudo boxes rises by < 0.005 for 3 epochs (cap 20)."""
 
 
 def _log(msg: str) -> None:
@@ -102,6 +103,54 @@ def _stage_data(data: Path, seed: int, fast: bool, preset: str = DEFAULT_PRESET,
     shutil.rmtree(data, ignore_errors=True)
     os.replace(tmp, data)
     return data
+
+
+STAGE_OUTPUTS = ("classifier.ckpt", "classifier", "classifier_test.json", "per_image_test.npz", "diagnostics.json",
+                 "regressor_cream", "timing.json")
+"""What the stages write into the work folder (with ``pseudo_boxes_*``); removed when the inputs change."""
+
+
+def _inputs(data: Path, recipe: Path, train_seed: int, fast: bool) -> dict[str, Any]:
+    """What every stage's output depends on: the dataset (its generator config, else its metadata files), the
+    recipe's text, the training seed, ``--fast`` and the demo's version."""
+    import hashlib
+
+    h = hashlib.sha1()
+    info = data / "synth_config.json"
+    files = [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt"))
+    for f in files:
+        h.update(f.relative_to(data).as_posix().encode() + b"\0" + f.read_bytes())
+    return {"data": str(data), "data_sha1": h.hexdigest(), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+            "train_seed": train_seed, "fast": fast, "demo_version": DEMO_VERSION}
+
+
+def _check_work(work: Path, inputs: dict[str, Any]) -> None:
+    """Start the work folder over when it holds the outputs of other inputs (data, recipe, seed, version)."""
+    path = work / "inputs.json"
+    if path.is_file() and json.loads(path.read_text()) == inputs:
+        return
+    stale = [work / n for n in STAGE_OUTPUTS if (work / n).exists()] + sorted(work.glob("pseudo_boxes_*"))
+    if stale:
+        _log(f"work: {work} holds the outputs of other inputs (data, recipe, seed or demo version); starting over")
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    write_json_atomic(inputs, path)
+
+
+def _test_done(work: Path) -> bool:
+    return (work / "classifier_test.json").is_file() and (work / "per_image_test.npz").is_file()
+
+
+def _diagnostics_done(work: Path) -> bool:
+    path = work / "diagnostics.json"
+    return path.is_file() and "responsibilities" in json.loads(path.read_text())
+
+
+def _regressor_done(work: Path) -> bool:
+    from cream_pl.regressor_train import PER_IMAGE_FILE
+
+    rdir = work / "regressor_cream"
+    return all((rdir / n).is_file() for n in ("demo_metrics.json", PER_IMAGE_FILE, "train_fit.json"))
 
 
 def _callback_index(recipe: Path, class_name: str) -> int | None:
@@ -156,7 +205,7 @@ def _test(cli: Any, model: Any, work: Path) -> tuple[dict[str, Any], dict[str, d
     from cream_pl.io import atomic_write_bytes
 
     path, rec_path = work / "classifier_test.json", work / "per_image_test.npz"
-    if path.is_file() and rec_path.is_file():
+    if _test_done(work):
         _log(f"evaluation: using {path}")
         return json.loads(path.read_text()), load_records(rec_path)
     _log("evaluation: test split, CAM / CREAM (paper defaults and val-selected) and the T / λ ablations")
@@ -223,12 +272,14 @@ def _stage_regressor(pseudo_boxes: Path, data: Path, work: Path, ckpt: Path, fas
 
     rdir = work / "regressor_cream"
     metrics_file = rdir / "demo_metrics.json"
-    if metrics_file.is_file() and (rdir / PER_IMAGE_FILE).is_file():
+    if _regressor_done(work):
         _log(f"regressor: using {metrics_file}")
         per_image = _load_npz(rdir / PER_IMAGE_FILE)
-        return _box_levels(json.loads(metrics_file.read_text()), per_image), _regressor_record(per_image)
+        row = {**_box_levels(json.loads(metrics_file.read_text()), per_image),
+               **json.loads((rdir / "train_fit.json").read_text())}
+        return row, _regressor_record(per_image)
     _log(f"regressor: training on {pseudo_boxes.name} until its train IoU plateaus, then test")
-    shutil.rmtree(rdir / "checkpoints", ignore_errors=True)  # a half-finished run starts over
+    shutil.rmtree(rdir, ignore_errors=True)  # a half-finished run starts over, train_fit.json included
     recipe = psol_recipe(32)
     recipe.update(lr=REGRESSOR["lr"], max_epochs=1 if fast else REGRESSOR["max_epochs"])
     kwargs = {**recipe.pop("regressor_kwargs"), "freeze_backbone": REGRESSOR["freeze"],
@@ -248,7 +299,8 @@ def _stage_regressor(pseudo_boxes: Path, data: Path, work: Path, ckpt: Path, fas
                      "crop": recipe["crop"], "loss_weight": recipe["loss_weight"], "head_lr_multiplier": kwargs["head_lr_multiplier"]}
     write_json_atomic(row, metrics_file)
     per_image = _load_npz(rdir / PER_IMAGE_FILE)
-    return _box_levels(json.loads(metrics_file.read_text()), per_image), _regressor_record(per_image)
+    fit = _regressor_train_fit(rdir, data, pseudo_boxes, mean, std)
+    return {**_box_levels(json.loads(metrics_file.read_text()), per_image), **fit}, _regressor_record(per_image)
 
 
 @torch.no_grad()
@@ -362,15 +414,16 @@ def _ablations(methods: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
-    """Why CREAM gains what it gains here: MaxBoxAccV2 (test, interval 0.01) of the map's ingredients and variants.
+    """What CREAM's map is made of here: MaxBoxAccV2 (test, interval 0.01) of its ingredients, and how decided its EM is.
 
-    Evaluates, on the same features: CAM; CREAM as configured; ``M_hat`` alone (EM + calibration,
-    without ``+ norm(CAM)``); CREAM without calibration; CREAM with L2-normalised M-step features and
-    κ = 16, T = 3; the cosine of every feature to the class's foreground embedding; and a
-    class-agnostic map, the feature norm ``||f_ij||`` (how salient the object is to the backbone).
+    Evaluates, on the same features: CAM; CREAM with the paper's defaults; ``M_hat`` alone (EM +
+    calibration, without ``+ norm(CAM)``); CREAM without calibration; the cosine of every feature to
+    the class's foreground embedding; a class-agnostic map, the feature norm ``||f_ij||`` (how
+    salient the object is to the backbone); and the EM's foreground responsibilities inside / outside
+    the true boxes (:func:`_responsibilities`). Values only: no difference is claimed from them.
     """
     path = work / "diagnostics.json"
-    if path.is_file():
+    if _diagnostics_done(work):
         return json.loads(path.read_text())
     _log("diagnostics: CREAM ingredients and variants on the test split")
     import torch.nn.functional as F
@@ -401,8 +454,6 @@ def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
         "cream": final,
         "m_hat_alone": final - normalize_maps(cam),
         "cream_no_calibration": cream_maps(feats_all, cam, labels_all, e_fg, e_bg, calibration=False, **base),
-        "cream_l2_kappa16_T3": cream_maps(feats_all, cam, labels_all, e_fg, e_bg, kappa=16.0, tau=hp.cream_tau,
-                                          iterations=3, feature_norm="l2"),
         "cosine_to_fg_embedding": torch.einsum("bkhw,bk->bhw", F.normalize(feats_all, dim=1),
                                                F.normalize(e_fg[labels_all], dim=1)),
         "feature_norm_class_agnostic": feats_all.norm(dim=1),
@@ -412,7 +463,34 @@ def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
         metric = MaxBoxAccV2(cam_curve_interval=0.01)
         metric.update(prepare_scoremaps(maps), boxes)
         out["max_box_acc_v2"][name] = metric.compute()["max_box_acc"]
+    out["responsibilities"] = _responsibilities(model, feats_all, labels_all, boxes)
     write_json_atomic(out, path)
+    return out
+
+
+def _responsibilities(model: Any, feats: torch.Tensor, labels: torch.Tensor, boxes: list[torch.Tensor]) -> dict[str, Any]:
+    """How decided CREAM's EM is: mean foreground responsibility ``z_fg`` of the feature cells whose centre lies
+    inside / outside the true box, for the paper's defaults and for the val-selected candidate."""
+    from cream_pl.models.cream import cream_em
+
+    hp = model.hparams
+    candidates = {"paper_defaults": {"T": hp.cream_iterations, "kappa": hp.cream_kappa, "lambda": float(hp.cream_lambda),
+                                     "feature_norm": hp.cream_feature_norm}}
+    if model.selected_cream is not None:
+        candidates["val_selected"] = {k: model.selected_cream[k] for k in ("T", "kappa", "lambda", "feature_norm")}
+    h, w = feats.shape[-2:]
+    cy = (torch.arange(h, dtype=torch.float64) + 0.5) * 224 / h
+    cx = (torch.arange(w, dtype=torch.float64) + 0.5) * 224 / w
+    inside = torch.zeros(len(boxes), h, w, dtype=torch.bool)
+    for i, bxs in enumerate(boxes):
+        for x0, y0, x1, y1 in bxs.double().tolist():
+            inside[i] |= ((cy >= y0) & (cy <= y1 + 1))[:, None] & ((cx >= x0) & (cx <= x1 + 1))[None, :]
+    out: dict[str, Any] = {}
+    for name, c in candidates.items():
+        e_fg, e_bg = model.context.get(model.lambdas.index(float(c["lambda"])))
+        z = cream_em(feats, e_fg[labels], e_bg[labels], kappa=float(c["kappa"]), iterations=int(c["T"]),
+                     feature_norm=c["feature_norm"])
+        out[name] = {**c, "z_fg_inside_box": float(z[inside].mean()), "z_fg_outside_box": float(z[~inside].mean())}
     return out
 
 
@@ -448,21 +526,19 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
 
     t = time.time()
     ran = not _data_is_current(data, seed, fast, preset, owned_data)
-    if ran and owned_data:  # new data: every later stage is stale
-        timing.clear()
-        for stale in ("classifier.ckpt", "classifier_test.json", "per_image_test.npz", "diagnostics.json"):
-            (work / stale).unlink(missing_ok=True)
-        shutil.rmtree(work / "regressor_cream", ignore_errors=True)
-        for p in work.glob("pseudo_boxes_*"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
     _stage_data(data, seed, fast, preset, owned_data)
-    record("data_s", time.time() - t, ran)
+    data_s = time.time() - t
+    inputs = _inputs(data, recipe, train_seed, fast)
+    if not ((work / "inputs.json").is_file() and json.loads((work / "inputs.json").read_text()) == inputs):
+        timing.clear()  # every stage below reruns
+    _check_work(work, inputs)
+    record("data_s", data_s, ran)
     t = time.time()
     ran = not (work / "classifier.ckpt").is_file()
     cli, model, ckpt = _stage_classifier(recipe, data, work, fast, train_seed)
     record("classifier_s", time.time() - t, ran)
     t = time.time()
-    ran = not (work / "classifier_test.json").is_file()
+    ran = not _test_done(work)
     test_res, records = _test(cli, model, work)
     record("evaluation_s", time.time() - t, ran)
     methods = test_res["methods"]
@@ -478,7 +554,7 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
             "search_space": dict(model.hparams.cream_search)}}
     ablations = _ablations(methods)
     t = time.time()
-    ran = not (work / "diagnostics.json").is_file()
+    ran = not _diagnostics_done(work)
     results["diagnostics"] = _diagnostics(model, cli, work)
     record("diagnostics_s", time.time() - t, ran)
     t = time.time()
@@ -486,15 +562,15 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     record("figures_s", time.time() - t, True)
     if not skip_regressor:
         t = time.time()
-        ran = not any(work.glob("pseudo_boxes_cream*.json"))
+        source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
+        ran = not (work / f"pseudo_boxes_{source}.json").is_file()
         quality = _stage_pseudo_boxes(model, cli, work)
         record("pseudo_boxes_s", time.time() - t, ran)
         t = time.time()
-        ran = not (work / "regressor_cream" / "demo_metrics.json").is_file()
+        ran = not _regressor_done(work)
         dm = cli.datamodule
         reg, records["cream_reg"] = _stage_regressor(Path(quality["file"]), data, work, ckpt, fast, dm.mean, dm.std,
                                                      train_seed)
-        reg.update(_regressor_train_fit(work / "regressor_cream", data, Path(quality["file"]), dm.mean, dm.std))
         record("regressor_s", time.time() - t, ran)
         results["cream_reg"] = {**{k: v for k, v in reg.items() if k != "cls_acc"}, "cls_acc": test_res.get("cls_acc")}
         results["pseudo_box_quality"] = {k: v for k, v in quality.items() if k != "file"}
@@ -552,6 +628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data is not None and not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
         parser.exit(2, f"python -m cream_pl.demo: error: {args.data}: no dataset in the benchmark format there "
                     "(expected metadata/test/image_ids.txt); leave --data out for the embedded benchmark\n")
+    if args.data is not None:
+        from cream_pl.data.metadata import read_split
+
+        test = read_split(Path(args.data) / "metadata" / "test").samples
+        if not any(sample.boxes for sample in test):
+            parser.exit(2, f"python -m cream_pl.demo: error: {Path(args.data) / 'metadata' / 'test'}: no boxes in the "
+                        "test split; the demo's table, center baseline and box regressor need boxes (score a mask-only "
+                        "dataset with `cream-pl fit` / `cream-pl test`, which report PxAP)\n")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart,
              args.skip_regressor, preset=args.preset, owned_data=args.data is None, train_seed=args.train_seed)

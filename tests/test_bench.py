@@ -62,6 +62,6 @@ def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     assert data["cpu_training"]["contiguous_images_per_s"] > 0 and data["cpu_training"]["speedup"] > 0
     assert "channels_last vs default layout" in md
     cs = data["cream_search"]
-    assert cs["candidates"] == 36 and cs["s_per_image_with"] > 0 and cs["s_per_image_without"] > 0
-    assert "Val selection of CREAM's T / κ / λ / feature norm (36 candidates" in md
+    assert cs["candidates"] == 90 and cs["s_per_image_with"] > 0 and cs["s_per_image_without"] > 0
+    assert "Val selection of CREAM's T / κ / λ / feature norm (90 candidates" in md
     assert data["startup"]["cream-pl --help"] > 0 and "Start-up" in md

@@ -47,9 +47,14 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4]
     assert res["cream"]["max_box_acc_v2"] == saved["cream"]["max_box_acc_v2"]
     capsys.readouterr()
+    stage_files = [work / n for n in ("classifier.ckpt", "classifier_test.json", "per_image_test.npz",
+                                      "diagnostics.json", "pseudo_boxes_cream_selected.json",
+                                      "regressor_cream/demo_metrics.json", "regressor_cream/train_fit.json")]
+    mtimes = [p.stat().st_mtime_ns for p in stage_files]
     run_demo(out, work, data, fast=True)  # second run: every stage is found finished
     log = capsys.readouterr().out
     assert "classifier: loading" in log and "training" not in log
+    assert [p.stat().st_mtime_ns for p in stage_files] == mtimes  # nothing was recomputed
     assert json.loads((out / "metrics.json").read_text())["differences"] == saved["differences"]
 
 
@@ -94,3 +99,55 @@ def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):  # a typo is refused, never filled with the synthetic benchmark
         main(["--data", str(tmp_path / "no_such_dataset")])
     assert not (tmp_path / "no_such_dataset").exists()
+
+
+def test_a_work_folder_of_other_inputs_starts_over_and_one_of_the_same_inputs_is_kept(tmp_path: Path) -> None:
+    from cream_pl.data import generate_synthetic_dataset
+    from cream_pl.demo import _check_work, _inputs
+
+    data = generate_synthetic_dataset(tmp_path / "data", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=64, image_format="png")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: {}\n")
+    work = tmp_path / "work"
+    base = _inputs(data, recipe, train_seed=0, fast=False)
+    assert _inputs(data, recipe, train_seed=1, fast=False) != base  # a seed ...
+    recipe.write_text("model: {lr: 0.1}\n")
+    assert _inputs(data, recipe, train_seed=0, fast=False) != base  # ... a recipe ...
+    recipe.write_text("model: {}\n")
+    generate_synthetic_dataset(data, seed=2, num_classes=2, num_train=2, num_val=2, num_test=2, min_side=48,
+                               max_side=64, image_format="png", overwrite=True)
+    other_data = _inputs(data, recipe, train_seed=0, fast=False)
+    assert other_data != base  # ... or the data: each is other inputs
+
+    def fill() -> None:
+        (work / "classifier").mkdir(parents=True, exist_ok=True)
+        for name in ("classifier.ckpt", "classifier_test.json", "per_image_test.npz", "pseudo_boxes_cream_selected.json",
+                     "notes.txt"):
+            (work / name).write_text("x")
+
+    fill()
+    _check_work(work, base)  # no inputs.json: whatever is there is of unknown inputs
+    assert sorted(p.name for p in work.iterdir()) == ["inputs.json", "notes.txt"]
+    fill()
+    _check_work(work, base)  # the same inputs: everything is kept
+    assert (work / "classifier.ckpt").is_file() and (work / "pseudo_boxes_cream_selected.json").is_file()
+    _check_work(work, other_data)
+    assert sorted(p.name for p in work.iterdir()) == ["inputs.json", "notes.txt"]
+    assert json.loads((work / "inputs.json").read_text()) == other_data
+
+
+def test_demo_refuses_a_dataset_without_test_boxes_in_one_line(tmp_path: Path, capsys) -> None:
+    from cream_pl.data import generate_synthetic_dataset
+    from cream_pl.demo import main
+
+    root = generate_synthetic_dataset(tmp_path / "d", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=64, image_format="png")
+    test = root / "metadata" / "test"  # mask-only test split, as OpenImages
+    (test / "localization.txt").write_text((test / "localization_masks.txt").read_text())
+    (test / "localization_masks.txt").unlink()
+    with pytest.raises(SystemExit):
+        main(["--data", str(root), "--out", str(tmp_path / "res"), "--work", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert f"{test}: no boxes in the test split" in err and err.count("\n") == 1
+    assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()

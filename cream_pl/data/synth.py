@@ -1,5 +1,10 @@
 """The embedded synthetic WSOL benchmark: a deterministic dataset in the benchmark format.
 
+Two named configurations (:data:`PRESETS`): ``cub``, the embedded benchmark of ``make demo`` and
+the default of ``cream-pl data synth``, built from CUB's properties; and ``hard``, the earlier
+adversarial design, which is also what a bare :class:`SynthConfig` (and
+:func:`generate_synthetic_dataset` without ``config``) gives. The ``hard`` design, below:
+
 Each image holds one object (sometimes two of the same class) made of
 
 - a large textured **body** (an irregular ellipse, random elongation) plus an optional **tail**,
@@ -109,6 +114,8 @@ class SynthConfig:
         distractor_body_prob: probability of a headless body in the background.
         distractor_head_prob: probability of each of up to two lone heads with unused pairs.
         clutter: inclusive range of the number of clutter shapes.
+        clutter_head_colour_prob: probability that a clutter shape takes a head colour (a lone
+            coloured disc or square then imitates a head: a distractor that copies an object part).
         object_area_beta: ``(a, b)``: draw the box-area fraction from ``Beta(a, b)`` clipped to
             ``object_area`` instead of uniformly in it (CUB's fractions are skewed: median 0.32).
         centre_sd: ``(sd_x, sd_y)`` as fractions of the image size: the object's box centre is drawn
@@ -142,6 +149,7 @@ class SynthConfig:
     distractor_body_prob: float = 0.4
     distractor_head_prob: float = 0.4
     clutter: tuple[int, int] = (3, 8)
+    clutter_head_colour_prob: float = 0.3
     object_area_beta: tuple[float, float] | None = None
     centre_sd: tuple[float, float] | None = None
     body_texture_class_bias: float = 0.0
@@ -174,7 +182,8 @@ class SynthConfig:
         if self.centre_sd is not None and not all(0 < v <= 1 for v in self.centre_sd):
             raise ValueError(f"centre_sd must be two fractions in (0, 1], got {self.centre_sd}")
         for name in ("body_class_bias", "tail_prob", "second_object_prob", "distractor_body_prob",
-                     "distractor_head_prob", "usual_background_prob", "body_texture_class_bias", "body_head_tint"):
+                     "distractor_head_prob", "usual_background_prob", "body_texture_class_bias", "body_head_tint",
+                     "clutter_head_colour_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.clutter[0] <= self.clutter[1]:
@@ -203,7 +212,7 @@ PRESETS: dict[str, SynthConfig] = {
     "cub": SynthConfig(num_train=480, num_val=200, num_test=1000, min_side=224, max_side=320,
                        object_area=(0.06, 0.9), object_area_beta=(2.2, 4.2), centre_sd=(0.09, 0.07),
                        body_class_bias=0.9, body_texture_class_bias=0.9, body_head_tint=0.15, second_object_prob=0.02,
-                       distractor_body_prob=0.0, distractor_head_prob=0.0, clutter=(0, 2),
+                       distractor_body_prob=0.0, distractor_head_prob=0.0, clutter=(0, 2), clutter_head_colour_prob=0.0,
                        backgrounds=("grass", "gravel", "brick", "moon", "hubble_deep_field", "immunohistochemistry")),
 }
 """Named generator configurations (``cream-pl data synth --preset NAME``)."""
@@ -441,12 +450,12 @@ def _background(rng: np.random.Generator, photo: np.ndarray, width: int, height:
     return np.clip((bg - mean) * rng.uniform(0.75, 1.2) + mean * rng.uniform(0.8, 1.2), 0, 255)
 
 
-def _clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
+def _clutter(img: np.ndarray, rng: np.random.Generator, count: int, head_colour_prob: float = 0.3) -> None:
     h, w = img.shape[:2]
     side = min(h, w)
     head_colours = list(HEAD_COLOURS.values())
     for _ in range(count):
-        if rng.random() < 0.3:
+        if rng.random() < head_colour_prob:
             colour = tuple(float(c) for c in _jitter(rng, head_colours[rng.integers(len(head_colours))], 20))
         else:
             colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
@@ -585,7 +594,7 @@ def _render(rng: np.random.Generator, cfg: SynthConfig, split: str, label: int,
 
     photo, usual = _choose_photo(rng, cfg, split, label)
     img = np.ascontiguousarray(_background(rng, _photo(photo), width, height))
-    _clutter(img, rng, int(rng.integers(cfg.clutter[0], cfg.clutter[1] + 1)))
+    _clutter(img, rng, int(rng.integers(cfg.clutter[0], cfg.clutter[1] + 1)), cfg.clutter_head_colour_prob)
     for obj, b_colour, h_colour in distractors:
         if obj.body:
             _draw_object(img, rng, obj, b_colour, None)

@@ -8,11 +8,11 @@ network can score a grid of them on val at the cost of extra EM runs and metric 
 backbone runs once per image and every candidate's maps come from the pure function
 :func:`cream_pl.models.cream.cream_maps` on the same features.
 
-Cost (measured: 2-core CPU, EfficientNet-Lite0, 224 x 224 maps, thresholds at 0.001, a 3 x 3 x 2
-grid of 18 candidates): +0.13 s per val image (the val step goes from 0.14 s to 0.27 s per image;
-+0.40 s when other jobs load the machine). The 18 EM runs themselves take about 0.01 s per image
-(one thread; 8 x 1280 x 7 x 7 features); the rest is the candidates' MaxBoxAccV2 / GT-known
-curves. The test split never runs the search.
+Cost: ``make bench`` measures a whole val epoch with and without the embedded recipe's grid (36
+candidates) and writes the difference per val image to ``results/bench.md``. The EM runs
+themselves are cheap (about 0.01 s per image for 18 candidates on one thread); almost all of the
+cost is the candidates' MaxBoxAccV2 / GT-known curves at interval 0.001. The test split never runs
+the search.
 
 This module holds the typed search space, the candidate grid and the pure pieces of the
 selection (candidate maps, the first-best rule); :class:`~cream_pl.models.classifier.WSOLClassifier`

@@ -181,7 +181,7 @@ class BoxRegressor(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in _STAGES for m in _METRICS})
         self._classifier: nn.Module | None = None
         #: per-image outcomes of the last test epoch (``index``, ``iou``, ``gt_known``, ``top1``, ``top1_loc``),
-        #: for paired intervals against another method on the same images (this process's images under DDP)
+        #: for paired intervals against another method on the same images (gathered from every DDP rank)
         self.per_image: dict[str, dict[str, Any]] = {}
         self._per_image_parts: list[dict[str, Any]] = []
 
@@ -223,7 +223,7 @@ class BoxRegressor(pl.LightningModule):
         self.log("train/reg/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(pred))
         # how well the regressor fits its own pseudo boxes (on the augmented training crops)
         self.log("train/reg/pseudo_iou", relative_box_iou(pred.detach(), target).mean(), on_step=False,
-                 on_epoch=True, batch_size=len(pred))
+                 on_epoch=True, batch_size=len(pred), sync_dist=True)  # every rank's mean: one plateau decision
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -295,6 +295,12 @@ class BoxRegressor(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         parts, self._per_image_parts = self._per_image_parts, []
+        if self.trainer.world_size > 1:  # every rank holds its own images: gather them all (by index, once each)
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.trainer.world_size
+            dist.all_gather_object(gathered, parts)
+            parts = [p for rank_parts in gathered for p in rank_parts]
         if parts:
             self.per_image["test"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
