@@ -149,7 +149,7 @@ def test_lightning_cli_fit_from_config(tiny_data, tmp_path):
     recipe["trainer"]["callbacks"] = recipe["trainer"]["callbacks"][:1]  # no LearningRateMonitor without a logger
     recipe["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpt")
     recipe["model"]["init_args"].update(pretrained=False, cam_curve_interval=0.1, eval_size=SIZE,
-                                        ablation_iterations=[], ablation_lambdas=[])
+                                        ablation_iterations=[], ablation_lambdas=[], cream_search=None)
     recipe["data"]["init_args"].update(data_root=str(tiny_data), resize_size=72, crop_size=SIZE, eval_size=SIZE,
                                        batch_size=6, num_workers=0)
     cfg = tmp_path / "cfg.yaml"

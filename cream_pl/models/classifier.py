@@ -13,6 +13,17 @@ as the method ``cream_selected`` (``model.selected_cream`` holds the chosen valu
 ``record_per_image`` every method's per-image outcomes are kept in ``model.per_image`` for paired
 bootstrap intervals (:mod:`cream_pl.metrics.bootstrap`).
 
+``wsol_method`` trains with one of wsolevaluation's WSOL methods instead of plain CAM
+(:mod:`cream_pl.models.wsol_methods`): ``"has"`` hides grid cells of the training images, ``"cutmix"``
+mixes the training batch and its loss, ``"adl"`` puts attention-based dropout layers at the
+backbone's ``adl_positions``. CREAM runs unchanged on top, its context embeddings learned during
+that method's training: from the hidden images' features under HaS, from the ADL network's
+training features under ADL, and under CutMix from the mixed batch with the unmixed labels, on the
+feature cells that see only the unmixed image (cells whose pixels miss the pasted box; the pasted
+patch, a partial view of another image, updates nothing); an unmixed batch updates as usual.
+Validation, test, prediction and every map are the same as for CAM (HaS and CutMix act on the
+training batch only; ADL is the identity in eval mode).
+
 Example:
     >>> model = WSOLClassifier(num_classes=4, backbone="efficientnet_lite0", pretrained=False)
     >>> model.method_names
@@ -47,6 +58,17 @@ from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
 from cream_pl.models.cream_search import CreamCandidate, CreamSearchSpace, candidate_maps, select_first_best
 from cream_pl.models.precision import float32_math
+from cream_pl.models.wsol_methods import (
+    CutMixBatch,
+    WSOLMethod,
+    WSOLMethodName,
+    attach_adl,
+    cutmix,
+    cutmix_keep_cells,
+    hide_and_seek,
+    masked_foreground_background_features,
+    mixed_cross_entropy,
+)
 from cream_pl.viz import denormalize_image
 
 __all__ = ["SELECTED", "WSOLClassifier"]
@@ -118,6 +140,13 @@ class WSOLClassifier(pl.LightningModule):
             ``v1_hit50`` ``(n, n_thr)`` largest-contour IoU >= 0.5, ``top1`` / ``top5``, and at τ*
             ``gt_known`` / ``top1_loc`` / ``top5_loc``) for :mod:`cream_pl.metrics.bootstrap`.
             Per process: under DDP each rank holds its own images.
+        wsol_method: the WSOL training method (wsolevaluation's definitions): ``"cam"`` (plain
+            cross-entropy), ``"has"`` (Hide-and-Seek), ``"cutmix"`` or ``"adl"``; ACoL and SPG are not
+            implemented. See :mod:`cream_pl.models.wsol_methods` and the module doc for CREAM on top.
+        wsol_method_args: overrides of the method's hyperparameters (defaults: wsolevaluation's
+            ``config.py``): HaS ``{"grid_size": 4, "drop_rate": 0.5}`` (cell side in pixels), CutMix
+            ``{"beta": 1.0, "prob": 1.0}``, ADL ``{"drop_rate": 0.75, "threshold": 0.9}`` (γ).
+            Unknown keys raise. ``None``: the defaults.
     """
 
     def __init__(
@@ -154,8 +183,14 @@ class WSOLClassifier(pl.LightningModule):
         num_media_images: int = 8,
         cream_search: dict[str, Any] | None = None,
         record_per_image: bool | list[str] = False,
+        wsol_method: WSOLMethodName = "cam",
+        wsol_method_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.wsol = WSOLMethod.create(wsol_method, wsol_method_args)
+        if self.wsol.name != "cam" and type(self).training_step is not WSOLClassifier.training_step:
+            raise ValueError(f"wsol_method={wsol_method!r} is applied by WSOLClassifier.training_step, which "
+                             f"{type(self).__name__} replaces; use wsol_method='cam' with it")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if optimizer not in ("sgd", "adamw"):
@@ -175,6 +210,8 @@ class WSOLClassifier(pl.LightningModule):
         self.backbone.use_channels_last(channels_last)
         if bn_momentum is not None:
             self.backbone.set_batchnorm_momentum(bn_momentum)
+        # ADL: parameter-free layers as forward hooks at the backbone's positions (state dict unchanged)
+        self.adl_layers = attach_adl(self.backbone, **self.wsol.params) if self.wsol.name == "adl" else None
         self.classifier = nn.Linear(self.backbone.num_features, num_classes)
         self._init_classifier()
         self.lambdas = (float(cream_lambda), *[float(v) for v in ablation_lambdas])
@@ -331,22 +368,51 @@ class WSOLClassifier(pl.LightningModule):
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        images, labels = batch["image"], batch["label"]
+        labels = batch["label"]
+        images, mix = self.wsol_training_inputs(batch["image"], labels)
         feats, logits = self.forward_features(images)
-        loss = F.cross_entropy(logits, labels)
+        if mix is None:
+            loss = F.cross_entropy(logits, labels)
+        else:
+            loss = mixed_cross_entropy(logits, mix.labels_a, mix.labels_b, mix.lam)
         if self.context is not None and self.current_epoch >= self.hparams.cream_update_start_epoch:
-            self._update_context(feats.detach(), labels)
+            keep = None
+            if mix is not None:  # only the cells that see the unmixed image (labels) alone
+                cells = cutmix_keep_cells(mix.box, tuple(images.shape[-2:]), tuple(feats.shape[-2:]), feats.device)
+                keep = cells.expand(feats.shape[0], -1, -1)
+            self._update_context(feats.detach(), labels, keep)
         acc = (logits.argmax(1) == labels).float().mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
         self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=labels.shape[0])
         return loss
 
+    def wsol_training_inputs(self, images: Tensor, labels: Tensor) -> tuple[Tensor, CutMixBatch | None]:
+        """The training batch the WSOL method feeds to the network: ``(images, CutMix batch or None)``.
+
+        HaS hides grid cells; CutMix mixes the batch with probability ``prob`` (a mixed batch comes
+        back with its labels and λ); CAM and ADL pass the images through. Random draws use the
+        global torch RNG (``seed_everything``).
+        """
+        p = self.wsol.params
+        if self.wsol.name == "has":
+            return hide_and_seek(images, p["grid_size"], p["drop_rate"])[0], None
+        if self.wsol.name == "cutmix" and float(torch.rand(())) < p["prob"]:
+            mix = cutmix(images, labels, p["beta"])
+            return mix.images, mix
+        return images, None
+
     @torch.no_grad()
-    def _update_context(self, feats: Tensor, labels: Tensor) -> None:
+    def _update_context(self, feats: Tensor, labels: Tensor, keep: Tensor | None = None) -> None:
+        """Eq. 3-4 from the ground-truth-class CAM; ``keep`` ``(B, h, w)`` restricts Eq. 3 to those cells."""
         with float32_math(feats):  # Eq. 3-4 in float32 under any trainer precision
             feats = feats.float()
-            cam = normalize_maps(class_activation_maps(feats, self.classifier.weight.detach().float(), labels))
-            f_fg, f_bg, has_fg, has_bg = foreground_background_features(feats, cam, self.hparams.cream_tau)
+            raw = class_activation_maps(feats, self.classifier.weight.detach().float(), labels)
+            if keep is None:
+                f_fg, f_bg, has_fg, has_bg = foreground_background_features(
+                    feats, normalize_maps(raw), self.hparams.cream_tau)
+            else:
+                f_fg, f_bg, has_fg, has_bg = masked_foreground_background_features(
+                    feats, raw, keep, self.hparams.cream_tau)
             assert self.context is not None
             self.context.update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
 

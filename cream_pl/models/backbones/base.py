@@ -63,6 +63,9 @@ class Backbone(nn.Module, abc.ABC):
             benchmark's ILSVRC ResNet50 does.
         new_module_prefixes: parameter-name prefixes of modules that pretrained weights do not
             cover (e.g. VGG's ``conv6``); they keep their random init when weights are loaded.
+        adl_positions: names (``named_modules()``) of the submodules after whose output the ADL
+            method puts an attention-based dropout layer (wsolevaluation's positions for the benchmark
+            backbones; ``""`` is the backbone's output), see :func:`cream_pl.models.wsol_methods.attach_adl`.
     """
 
     name: str = "backbone"
@@ -74,6 +77,7 @@ class Backbone(nn.Module, abc.ABC):
     new_module_prefixes: tuple[str, ...] = ()
     pretrained_classifier_prefix: str | None = None
     pretrained_classifier: tuple[Tensor, Tensor] | None = None
+    adl_positions: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def forward_features(self, x: Tensor) -> Tensor:

@@ -109,6 +109,13 @@ class EfficientNetLite0Backbone(Backbone):
 
     Parameter names equal the package's, so its weights load as they are. All parameters
     are pretrained (``parameter_groups()`` gives an empty new group).
+
+    ADL positions (**our choice**; wsolevaluation has no EfficientNet): the reference puts three ADL
+    layers on the last stages, one of them on the final map for ResNet50 (``layer4.2``) and
+    InceptionV3 (``SPG_A3_2b``). Here: the ends of the 112- and 192-channel stages (``_blocks.10``,
+    ``_blocks.14``; the latter's stride is the one removed, like ResNet's ``layer4``) and the final
+    1280-channel map after ``conv_head`` + BN + ReLU6 (``""``: the backbone's output, the map CAM is
+    computed on; its ReLU6 output is non-negative, as after the reference's ReLU positions).
     """
 
     input_mean = EFFICIENTNET_LITE_MEAN
@@ -133,6 +140,9 @@ class EfficientNetLite0Backbone(Backbone):
             block._depthwise_conv.stride = [1, 1]
             block._block_args = block._block_args._replace(stride=[1])
         self.num_features = net._conv_head.out_channels
+        filters = [block._block_args.output_filters for block in self._blocks]
+        stage_ends = [i for i in range(len(filters)) if i + 1 == len(filters) or filters[i + 1] != filters[i]]
+        self.adl_positions = (f"_blocks.{stage_ends[-3]}", f"_blocks.{stage_ends[-2]}", "")
         self.feature_stride = 2 ** (1 + len(strided)) // (4 if large_feature_map else 2)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -57,7 +57,13 @@ class InceptionV3Backbone(Backbone):
 
     Learning-rate groups (benchmark rule): ``Mixed*`` and ``Conv2d_1..4*`` at the base lr,
     ``SPG_A3_*`` at x10. Random init: Xavier uniform convs, BN (1, 0), as ``InceptionCam``.
+
+    ADL positions (wsolevaluation ``wsol/inception.py``, ``InceptionAdl``: ``ADL_5d``, ``ADL_6e``,
+    ``ADL_A3_2b``): after ``Mixed_5d`` (before the optional max pool), after ``Mixed_6e`` and after
+    ``SPG_A3_2b`` + ReLU. The reference's ``InceptionAdl`` has no dropout: its recipes set ``dropout: 0``.
     """
+
+    adl_positions = ("Mixed_5d", "Mixed_6e", "SPG_A3_2b")
 
     ignored_pretrained_prefixes = ("Mixed_7", "AuxLogits.", "fc.")
     new_module_prefixes = ("SPG_A3_",)

@@ -40,7 +40,12 @@ class ResNet50Backbone(Backbone):
     Learning-rate groups (benchmark rule, inverted w.r.t. VGG): ``layer4`` at x10, everything
     else at the base lr. Random init: Xavier uniform convs, BN (1, 0), as the benchmark's
     ``ResNetCam`` (which uses ``init_mode='xavier'``).
+
+    ADL positions (wsolevaluation ``wsol/resnet.py``, ``_ADL_POSITION = [[], [], [], [0], [0, 2]]``):
+    after the first bottleneck of ``layer3``, and after the first and the third (last) of ``layer4``.
     """
+
+    adl_positions = ("layer3.0", "layer4.0", "layer4.2")
 
     ignored_pretrained_prefixes = ("fc.",)
     pretrained_classifier_prefix = "fc."  # kept for 1000-class (ILSVRC) models, as the benchmark

@@ -37,6 +37,10 @@ class VGG16Backbone(Backbone):
 
     Learning-rate groups (benchmark rule): ``features.*`` at the base lr, ``conv6`` at x10.
     Random init: Kaiming normal (fan-out) everywhere, as the benchmark's ``VggCam``.
+
+    ADL positions (wsolevaluation ``wsol/vgg.py``, ``configs_dict['adl']``, both map sizes): after
+    pool3, after conv4_3's ReLU (before pool4, where there is one) and after conv5_3's ReLU (before
+    ``conv6``): ``features.16``, ``features.22`` and ``features.29`` (``features.28`` without pool4).
     """
 
     ignored_pretrained_prefixes = ("classifier.",)
@@ -53,6 +57,9 @@ class VGG16Backbone(Backbone):
             assert cfg[pool4] == "M"
             del cfg[pool4]
         self.features = make_layers(cfg, batch_norm=False)
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        relus = [i for i, m in enumerate(self.features) if isinstance(m, nn.ReLU)]  # one per conv
+        self.adl_positions = (f"features.{pools[2]}", f"features.{relus[9]}", f"features.{relus[12]}")
         self.conv6 = nn.Conv2d(512, 1024, kernel_size=3, padding=1)
         self.relu = nn.ReLU(inplace=False)
         self.num_features = 1024
