@@ -62,7 +62,7 @@ calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like
 	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub
 
 calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_head_tint) was chosen, CAM + center only -> results/calibration_cub/sweep.md
-	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0,0.1,0.15,0.2,0.25
+	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0,0.1,0.15
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.bench --out results
