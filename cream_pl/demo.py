@@ -288,7 +288,9 @@ def _stage_regressor(pseudo_boxes: Path, data: Path, work: Path, ckpt: Path, fas
         pseudo_boxes, data, rdir, backbone="efficientnet_lite0", pretrained=not fast, batch_size=32,
         classifier_ckpt=ckpt, mean=tuple(mean), std=tuple(std), input_size=REGRESSOR["input_size"],
         seed=train_seed, plateau=None if fast else REGRESSOR["plateau"], regressor_kwargs=kwargs,
-        trainer_kwargs={"accelerator": "auto", "devices": 1, "enable_progress_bar": False}, **recipe,
+        # no per-epoch validation: nothing here reads it, and CREAM_reg is scored once, on test
+        trainer_kwargs={"accelerator": "auto", "devices": 1, "enable_progress_bar": False, "limit_val_batches": 0},
+        **recipe,
     )
     curve = json.loads((rdir / CURVE_FILE).read_text())
     row: dict[str, Any] = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/reg/")}

@@ -102,9 +102,13 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
     out = []
     curve = reg.get("train_pseudo_iou_per_epoch") or []
     if curve:
-        out.append(f"CREAM_reg trained {reg.get('epochs', len(curve))} epochs (cap {reg.get('recipe', {}).get('max_epochs')}, "
-                   "stopped when the epoch's train IoU to its pseudo boxes rose by < 0.005 for 2 epochs): train IoU "
-                   + " → ".join(f"{v:.3f}" for v in curve) + ".")
+        rec = reg.get("recipe", {})
+        plateau = rec.get("plateau", {})
+        stopped = (f"stopped when the epoch's train IoU to its pseudo boxes had not risen by {plateau.get('min_delta')} "
+                   f"over its best for {plateau.get('patience')} epochs" if reg.get("epochs", len(curve)) < rec.get(
+                       "max_epochs", 0) else "the cap reached before that IoU plateaued")
+        out.append(f"CREAM_reg trained {reg.get('epochs', len(curve))} epochs (cap {rec.get('max_epochs')}; {stopped}): "
+                   "train IoU " + " → ".join(f"{v:.3f}" for v in curve) + ".")
     if q:
         out.append(f"Its pseudo boxes ({q.get('source')}, τ* {q.get('threshold', float('nan')):.3f} from val) are "
                    f"correct (IoU ≥ 0.5) on {100 * q.get('iou50_fraction', float('nan')):.1f} % of the train images "
