@@ -389,7 +389,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--reference", default=None,
                         help="wsolevaluation checkout for the real-map comparison (default: $WSOLEVAL_REF)")
+    parser.add_argument("--only", choices=("cream_search",), default=None,
+                        help="run one measurement and write <out>/bench_<name>.json (bench.json is left alone)")
     args = parser.parse_args(argv)
+    if args.only == "cream_search":
+        res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+               "cream_search": bench_cream_search(num_images=8 if args.quick else 64, batch_size=8 if args.quick else 32),
+               "load_average_1min_at_end": os.getloadavg()[0]}
+        write_json_atomic(res, Path(args.out) / "bench_cream_search.json")
+        print(res, flush=True)
+        return 0
     run_bench(args.out, args.quick, args.reference)
     return 0
 

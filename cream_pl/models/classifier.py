@@ -130,9 +130,8 @@ class WSOLClassifier(pl.LightningModule):
             backbone pass, and stores the first best; it is evaluated as method ``cream_selected``
             (val: the winner's own numbers and τ*; test: the stored choice, never re-selected; absent
             with a warning if no val run selected one). ``None`` (default): no search.
-            Cost, measured: +0.13 s per val image for a 3x3x2 grid (18 candidates) on the project's
-            2-core CPU (EfficientNet-Lite0 ImageNet weights, 224 maps, interval 0.001: val step 0.14 s
-            -> 0.27 s per image; +0.40 s with the machine loaded by other jobs): about 2x the val epoch,
+            Cost: ``python -m cream_pl.bench --only cream_search`` measures a whole val epoch with and
+            without the embedded recipe's 90-candidate grid (``results/bench_cream_search.json``);
             nothing at test (see :mod:`cream_pl.models.cream_search`).
         record_per_image: keep per-image outcomes of every method (``True``) or of the listed
             methods in ``per_image[stage][method]``
