@@ -207,9 +207,10 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 
 
-def splice_readme(readme: str, metrics_md: str, extra: str = "") -> str:
-    """``readme`` with the text between the RESULTS markers replaced by ``metrics.md`` (its title dropped,
-    image links re-rooted at ``results/embedded/``) and ``extra``.
+def splice_readme(readme: str, metrics_md: str, extra: str = "", *, begin: str = BEGIN, end: str = END,
+                  root: str = "results/embedded") -> str:
+    """``readme`` with the text between the ``begin`` / ``end`` markers replaced by ``metrics_md`` (its title
+    dropped, relative image links re-rooted at ``root``) and ``extra``.
 
     Example:
         >>> splice_readme("a\\n<!-- RESULTS:BEGIN -->\\nold\\n<!-- RESULTS:END -->\\nb", "# T\\n\\nnew ![x](x.png)")
@@ -217,18 +218,18 @@ def splice_readme(readme: str, metrics_md: str, extra: str = "") -> str:
     """
     import re
 
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise ValueError(f"the README needs exactly one {BEGIN} ... {END} block")
+    if readme.count(begin) != 1 or readme.count(end) != 1 or readme.index(begin) > readme.index(end):
+        raise ValueError(f"the README needs exactly one {begin} ... {end} block")
     body = metrics_md.strip().split("\n")
     if body and body[0].startswith("# "):
         body = body[1:]
     text = "\n".join(body).strip()
-    text = re.sub(r"\]\((?!https?:|results/)([^)]+\.png)\)", r"](results/embedded/\1)", text)
+    text = re.sub(r"\]\((?!https?:|results/)([^)]+\.png)\)", rf"]({root.rstrip('/')}/\1)", text)
     if extra:
         text += "\n\n" + extra.strip()
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{text}\n{END}{tail}"
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:

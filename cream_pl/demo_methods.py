@@ -1,0 +1,293 @@
+"""``make demo-methods``: the benchmark's WSOL methods, each with and without CREAM, on the embedded CUB-like set.
+
+wsolevaluation trains its methods under one protocol; this demo does the same for the ones cream-pl
+implements (:mod:`cream_pl.models.wsol_methods`): CAM, HaS, CutMix and ADL. Each method is one
+training run of its embedded recipe (``experiments/embedded_{,has_,cutmix_,adl_}cream.yaml``: the
+same data, backbone, optimiser and epochs, only ``wsol_method`` differs) with CREAM's context
+embeddings learned during that method's training. Every run is tested twice from one pass:
+
+- **X**: the method's own CAM (``cam``);
+- **X + CREAM**: CREAM with T / κ / λ / M-step feature norm chosen on the val split by
+  MaxBoxAccV2 (``cream_selected``), from the same grid for every method (:data:`SEARCH`).
+
+Every stated difference (``X + CREAM − X``, ``X − CAM``, ``X + CREAM − CAM + CREAM``) carries a
+paired bootstrap 95 % interval over the test images. Results: ``<out>/metrics.json``
+(``methods.{cam,has,cutmix,adl}`` and ``methods.<m>_cream_selected``, ``selected``, ``differences``,
+``timing``) and ``<out>/README.md``. Each method's stages (fit, test) write atomically and are
+skipped when done, so an interrupted run resumes; a run folder of other inputs (data, recipe,
+overrides, version) starts over.
+
+Example:
+    $ python -m cream_pl.demo_methods --out results/embedded_methods      # about 25 min on 2 CPU cores
+    $ python -m cream_pl.demo_methods --fast --out /tmp/m --work /tmp/w   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["METHODS", "SEARCH", "MethodRun", "differences_of", "main", "run_demo_methods"]
+
+VERSION = 1
+"""Bumped when a stage's meaning changes: a run folder of another version starts over."""
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One WSOL method: its key in ``metrics.json``, display name and embedded recipe stem."""
+
+    key: str
+    name: str
+    recipe: str
+
+
+METHODS: tuple[MethodRun, ...] = (
+    MethodRun("cam", "CAM", "embedded_cream"),
+    MethodRun("has", "HaS", "embedded_has_cream"),
+    MethodRun("cutmix", "CutMix", "embedded_cutmix_cream"),
+    MethodRun("adl", "ADL", "embedded_adl_cream"),
+)
+MISSING: dict[str, str] = {
+    "acol": "not implemented: ACoL's two classifier heads are 3x3 conv stacks of 1024 channels on the backbone's "
+            "features (about 40x EfficientNet-Lite0's compute at 224 px, beyond this CPU budget), and CREAM's "
+            "re-activation assumes a linear classifier on the features",
+    "spg": "not implemented: SPG's self-produced guidance adds auxiliary heads at three depths with six thresholds; "
+           "not built within this budget",
+}
+"""The benchmark's methods this demo does not run, with the reason (listed, never stubbed)."""
+SEARCH: dict[str, list[Any]] = {"iterations": [1, 2, 3], "kappa": [8.0, 16.0, 32.0], "lambda": [0.8, 0.99],
+                                "feature_norm": ["raw", "l2"]}
+"""CREAM's val grid, the same for every method (36 candidates; ``make demo`` searches 90 for CAM alone)."""
+RECORDED = ("cam", "cream_selected")
+"""The evaluated maps of every run whose per-image test outcomes are kept for the paired intervals."""
+METRICS = ("max_box_acc_v2", "gt_known", "top1_loc")
+
+
+def _log(msg: str) -> None:
+    print(f"[demo-methods] {msg}", flush=True)
+
+
+def overrides_for(run: MethodRun, data: Path, run_dir: Path, train_seed: int, fast: bool) -> dict[str, Any]:
+    """The recipe overrides of one run: paths, the shared CREAM grid, per-image records, no callbacks.
+
+    Callbacks are dropped (the demo writes its own checkpoint; no pseudo boxes are needed here), and
+    only λ = 0.99 is tracked beside the recipe's λ (the grid's values): neither changes training.
+    """
+    out: dict[str, Any] = {
+        "seed_everything": train_seed,
+        "data.init_args.data_root": str(data),
+        "trainer.default_root_dir": str(run_dir),
+        "trainer.logger.init_args.save_dir": str(run_dir),
+        "trainer.callbacks": [],
+        "trainer.enable_checkpointing": False,
+        "model.init_args.cream_search": SEARCH,
+        "model.init_args.ablation_iterations": [],
+        "model.init_args.ablation_lambdas": [0.99],
+        "model.init_args.record_per_image": list(RECORDED),
+    }
+    if fast:
+        out.update({"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
+                    "model.init_args.pretrained": False, "data.init_args.batch_size": 16,
+                    "model.init_args.cam_curve_interval": 0.01, "data.init_args.resize_size": 128,
+                    "data.init_args.crop_size": 112})
+    return out
+
+
+def _fingerprint(data: Path, recipe: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    h = hashlib.sha1()
+    info = data / "synth_config.json"
+    for f in [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt")):
+        h.update(f.relative_to(data).as_posix().encode() + b"\0" + f.read_bytes())
+    return {"data_sha1": h.hexdigest(), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+            "overrides": json.loads(json.dumps(overrides, sort_keys=True)), "version": VERSION}
+
+
+def _start_over_if_stale(run_dir: Path, inputs: dict[str, Any]) -> None:
+    from cream_pl.report import write_json_atomic
+
+    path = run_dir / "inputs.json"
+    if path.is_file() and json.loads(path.read_text()) == inputs:
+        return
+    if run_dir.exists() and any(p.name != "inputs.json" for p in run_dir.iterdir()):
+        _log(f"{run_dir}: outputs of other inputs (data, recipe, overrides or version); starting over")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(inputs, path)
+
+
+def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, train_seed: int = 0,
+                   fast: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records."""
+    from cream_pl.evidence import load_records, save_records
+    from cream_pl.io import atomic_write_bytes
+    from cream_pl.lightning_cli import build_from_recipe
+    from cream_pl.models import WSOLClassifier
+    from cream_pl.report import write_json_atomic
+
+    recipe = recipe_dir / f"{run.recipe}.yaml"
+    if not recipe.is_file():
+        raise FileNotFoundError(f"{recipe}: recipe not found (pass --recipes, the experiments/ folder of cream-pl)")
+    run_dir = work / run.key
+    overrides = overrides_for(run, data, run_dir, train_seed, fast)
+    _start_over_if_stale(run_dir, _fingerprint(data, recipe, overrides))
+    result_path, records_path, ckpt = run_dir / "test.json", run_dir / "per_image_test.npz", run_dir / "model.ckpt"
+    if result_path.is_file() and records_path.is_file():
+        _log(f"{run.key}: using {result_path}")
+        return json.loads(result_path.read_text()), load_records(records_path)
+    cli = build_from_recipe(recipe, overrides, run_dir)
+    timing: dict[str, float] = {}
+    if ckpt.is_file():
+        _log(f"{run.key}: loading {ckpt}")
+        model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
+        prior = run_dir / "fit_seconds.json"
+        timing["fit_s"] = json.loads(prior.read_text())["fit_s"] if prior.is_file() else float("nan")
+    else:
+        _log(f"{run.key}: training ({recipe.name}, wsol_method={cli.model.wsol.name}, seed {train_seed})")
+        start = time.time()
+        model = cli.model
+        cli.trainer.fit(model, datamodule=cli.datamodule)
+        tmp = ckpt.with_name(".model.ckpt.tmp")
+        cli.trainer.save_checkpoint(tmp)
+        os.replace(tmp, ckpt)
+        timing["fit_s"] = time.time() - start
+        write_json_atomic(timing, run_dir / "fit_seconds.json")
+    start = time.time()
+    cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
+    timing["test_s"] = time.time() - start
+    res = model.last_results["test"]
+    records = {k: v for k, v in model.per_image.get("test", {}).items() if k in RECORDED}
+    sel = res["methods"].get("cream_selected")
+    if sel is None:
+        raise RuntimeError(f"{run.key}: the test produced no cream_selected method (the val search did not run)")
+    result = {
+        "method": run.key, "recipe": str(recipe), "wsol_method": model.wsol.name, "wsol_method_args": model.wsol.params,
+        "cls_acc": res.get("cls_acc"), "methods": {k: res["methods"][k] for k in RECORDED},
+        "selected": {"T": int(sel["T"]), "kappa": float(sel["kappa"]), "lambda": float(sel["lambda"]),
+                     "feature_norm": sel["feature_norm"], "val_score": float(sel["val_score"]),
+                     "val_metric": "max_box_acc_v2", "candidates": len(model.cream_candidates)},
+        "timing": timing, "epochs": int(cli.trainer.max_epochs), "num_test": len(cli.datamodule.eval_dataset("test")),
+        "num_val": len(cli.datamodule.eval_dataset("val")), "cam_curve_interval": float(model.hparams.cam_curve_interval),
+    }
+    atomic_write_bytes(records_path, save_records(records))
+    write_json_atomic(result, result_path)
+    _log(f"{run.key}: CAM {result['methods']['cam']['max_box_acc_v2']:.2f}, + CREAM (val-selected) "
+         f"{result['methods']['cream_selected']['max_box_acc_v2']:.2f} MaxBoxAccV2")
+    return json.loads(result_path.read_text()), records
+
+
+def differences_of(keys: Sequence[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The differences the results state for the methods ``keys`` (``"cam"`` first when present).
+
+    >>> [f"{a}-{b}" for a, b, _ in differences_of(["cam", "has"])]
+    ['cam_cream_selected-cam', 'has_cream_selected-has', 'has-cam', 'has_cream_selected-cam_cream_selected']
+    """
+    pairs = [(f"{k}_cream_selected", k, METRICS) for k in keys]
+    if "cam" in keys:
+        others = [k for k in keys if k != "cam"]
+        pairs += [(k, "cam", METRICS) for k in others]
+        pairs += [(f"{k}_cream_selected", "cam_cream_selected", METRICS) for k in others]
+    return pairs
+
+
+def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | str = "outputs/demo_methods",
+                     data: Path | str = "data/synth", recipe_dir: Path | str | None = None, seed: int = 0,
+                     train_seed: int = 0, fast: bool = False, methods: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train and test every method (skipping finished ones); write ``metrics.json`` and ``README.md``."""
+    from cream_pl.demo import DEFAULT_PRESET, _data_is_current, _method_row, _stage_data
+    from cream_pl.demo_methods_report import render_markdown
+    from cream_pl.evidence import compute_differences
+    from cream_pl.report import write_json_atomic, write_markdown_atomic
+
+    start = time.time()
+    out, work, data = Path(out), Path(work), Path(data)
+    recipe_dir = Path(recipe_dir) if recipe_dir is not None else Path(__file__).resolve().parents[1] / "experiments"
+    runs = [r for r in METHODS if methods is None or r.key in methods]
+    unknown = sorted(set(methods or ()) - {r.key for r in METHODS})
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {[r.key for r in METHODS]} "
+                         f"({', '.join(MISSING)} are not implemented)")
+    t = time.time()
+    generated = not _data_is_current(data, seed, fast, DEFAULT_PRESET, True)
+    _stage_data(data, seed, fast, DEFAULT_PRESET, True)
+    data_s = time.time() - t
+    rows: dict[str, Any] = {}
+    selected: dict[str, Any] = {}
+    records: dict[str, dict[str, Any]] = {}
+    timing: dict[str, Any] = {"data_s": round(data_s, 1) if generated else 0.0}
+    first: dict[str, Any] = {}
+    for run in runs:
+        res, recs = train_and_test(run, recipe_dir, data, work, train_seed, fast)
+        first = first or res
+        for method, suffix in (("cam", ""), ("cream_selected", "_cream_selected")):
+            row = _method_row(res["methods"][method], res)
+            row.update(display_name=run.name + (" + CREAM (val-selected)" if suffix else ""), run=run.key,
+                       map=method, wsol_method=res["wsol_method"], wsol_method_args=res["wsol_method_args"])
+            rows[run.key + suffix] = row
+            records[run.key + suffix] = recs[method]
+        selected[run.key] = res["selected"]
+        timing[run.key] = {k: round(v, 1) for k, v in res["timing"].items()}
+    pairs = differences_of([r.key for r in runs])
+    differences = compute_differences(records, pairs, n_resamples=1000, seed=0)
+    stage_s = timing["data_s"] + sum(v for r in runs for v in timing[r.key].values() if v == v)
+    timing.update(total_s=round(stage_s, 1), this_invocation_s=round(time.time() - start, 1))
+    payload = {
+        "benchmark": {"data": str(data), "preset": DEFAULT_PRESET, "seed": seed, "train_seed": train_seed,
+                      "num_val": first.get("num_val"), "num_test": first.get("num_test"), "epochs": first.get("epochs"),
+                      "seeds": 1, "fast": fast},
+        "protocol": {"split": "test", "eval_size": 224, "cam_curve_interval": first.get("cam_curve_interval"),
+                     "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
+                     "gt_known/top1_loc": "largest-contour box at the val split's tau* (IoU >= 0.5)",
+                     "selection": "X + CREAM: T, kappa, lambda and the M-step feature norm chosen on the val split by "
+                                  "MaxBoxAccV2 over the same 36-candidate grid for every method",
+                     "search_space": SEARCH},
+        "methods": rows,
+        "selected": selected,
+        "differences": differences,
+        "missing": {k: v for k, v in MISSING.items()},
+        "timing": timing,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(payload, out / "metrics.json")
+    write_markdown_atomic(render_markdown(payload, [(r.key, r.name, r.recipe) for r in runs]), out / "README.md")
+    _log(f"done in {timing['this_invocation_s'] / 60:.1f} min (all stages {stage_s / 60:.1f} min): {out / 'README.md'}")
+    return payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.demo_methods", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/embedded_methods", help="results folder")
+    parser.add_argument("--work", default="outputs/demo_methods", help="checkpoints and per-run results")
+    parser.add_argument("--data", default="data/synth",
+                        help="the embedded benchmark's root (the cub preset; generated when missing or different)")
+    parser.add_argument("--recipes", default=None, help="folder of the recipes (default: experiments/)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=[r.key for r in METHODS],
+                        help="a subset of the methods (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="the synthetic dataset's seed")
+    parser.add_argument("--train-seed", type=int, default=0, help="every run's training seed")
+    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
+    parser.add_argument("--readme", default=None, help="also splice the summary into this README (METHODS markers)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    payload = run_demo_methods(args.out, args.work, args.data, args.recipes, args.seed, args.train_seed, args.fast,
+                               args.methods)
+    if args.readme:
+        from cream_pl.demo_methods_report import splice_summary
+
+        splice_summary(Path(args.readme), payload, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
