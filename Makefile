@@ -9,7 +9,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-seeds readme-results demo-kd calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-seeds readme-results demo-kd demo-methods calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 re
 
 demo-kd: install ## KD-CI-CAM comparison on the confounded embedded benchmark -> results/embedded_confounded/
 	$(PY) -m cream_pl.demo_kd --out results/embedded_confounded
+
+demo-methods: install ## CAM, HaS, CutMix, ADL, each with and without CREAM (val-selected), paired intervals -> results/embedded_methods/ (~25 min)
+	$(PY) -m cream_pl.demo_methods --out results/embedded_methods --readme README.md
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
 	$(PY) -m cream_pl.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)

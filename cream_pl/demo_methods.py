@@ -58,9 +58,9 @@ METHODS: tuple[MethodRun, ...] = (
     MethodRun("adl", "ADL", "embedded_adl_cream"),
 )
 MISSING: dict[str, str] = {
-    "acol": "not implemented: ACoL's two classifier heads are 3x3 conv stacks of 1024 channels on the backbone's "
-            "features (about 40x EfficientNet-Lite0's compute at 224 px, beyond this CPU budget), and CREAM's "
-            "re-activation assumes a linear classifier on the features",
+    "acol": "not implemented: ACoL's two classifier heads are each two 3x3 convolutions of 1024 channels on the "
+            "14x14 feature map (about 8 GMAC per image, some 15-20x the EfficientNet-Lite0 backbone: beyond this CPU "
+            "budget), and CREAM's re-activation assumes a linear classifier on the features",
     "spg": "not implemented: SPG's self-produced guidance adds auxiliary heads at three depths with six thresholds; "
            "not built within this budget",
 }

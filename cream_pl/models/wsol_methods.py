@@ -82,7 +82,10 @@ __all__ = [
 
 WSOLMethodName = Literal["cam", "has", "cutmix", "adl"]
 WSOL_METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl")
-MISSING_METHODS: tuple[str, ...] = ("acol", "spg")  # the benchmark's other two methods, not implemented
+MISSING_METHODS: tuple[str, ...] = ("acol", "spg")
+"""The benchmark's other two methods, not implemented (ACoL: two heads of two 3x3 convolutions with 1024
+channels on the 14x14 map, about 8 GMAC per image or some 15-20x the EfficientNet-Lite0 backbone, and a non-linear head that CREAM's linear re-activation
+does not cover; SPG: auxiliary heads at three depths with six thresholds). See ``make demo-methods``."""
 
 # Defaults of wsolevaluation's config.py (the values main.py trains with):
 METHOD_DEFAULTS: dict[str, dict[str, float | int]] = {

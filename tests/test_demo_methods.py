@@ -1,0 +1,115 @@
+"""`make demo-methods`: WSOL methods with and without CREAM, one protocol, paired intervals; resumable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _diff(a: float, b: float, lo: float, hi: float, verdict: str) -> dict:
+    return {"diff": a - b, "ci95": [lo, hi], "verdict": verdict, "a": a, "b": b, "n_images": 100, "n_resamples": 1000}
+
+
+def _payload() -> dict:
+    rows = {}
+    for key, name, cam, cream in (("cam", "CAM", 50.0, 60.0), ("has", "HaS", 52.0, 51.0), ("adl", "ADL", 40.0, 41.0)):
+        rows[key] = {"display_name": name, "max_box_acc_v2": cam, "gt_known": cam, "top1_loc": cam, "cls_acc": 90.0}
+        rows[key + "_cream_selected"] = {"display_name": name + " + CREAM (val-selected)", "max_box_acc_v2": cream,
+                                         "gt_known": cream, "top1_loc": cream, "cls_acc": 90.0}
+    d = {
+        "cam_cream_selected-cam": {"max_box_acc_v2": _diff(60, 50, 8, 12, "gain")},
+        "has_cream_selected-has": {"max_box_acc_v2": _diff(51, 52, -2, -0.5, "loss")},
+        "adl_cream_selected-adl": {"max_box_acc_v2": _diff(41, 40, -1, 3, "no significant difference")},
+        "has-cam": {"max_box_acc_v2": _diff(52, 50, -1, 5, "no significant difference")},
+    }
+    return {"methods": rows, "differences": d}
+
+
+def test_summary_is_computed_from_the_intervals():
+    from cream_pl.demo_methods_report import plugin_table, summary_lines
+
+    runs = [("cam", "CAM", ""), ("has", "HaS", ""), ("adl", "ADL", "")]
+    text = "\n".join(summary_lines(_payload(), runs))
+    assert "CREAM (val-selected) on CAM: MaxBoxAccV2 50.00 → 60.00, +10.00 [+8.00, +12.00], gain" in text
+    assert "CREAM (val-selected) on HaS: MaxBoxAccV2 52.00 → 51.00, -1.00 [-2.00, -0.50], loss" in text
+    assert "excludes 0 for 1 of 3 methods (CAM); a loss for HaS." in text
+    assert "HaS − CAM (both without CREAM): MaxBoxAccV2 +2.00 [-1.00, +5.00], no significant difference" in text
+    table = plugin_table(_payload(), runs)
+    assert "| ADL | MaxBoxAccV2 | 40.00 | 41.00 | +1.00 [-1.00, +3.00] | no significant difference |" in table
+    assert "| ADL | GT-known Loc | 40.00 | 41.00 | — | — |" in table  # no interval: never a verdict
+
+
+def test_differences_cover_every_method_and_the_cam_baseline():
+    from cream_pl.demo_methods import METHODS, METRICS, differences_of
+
+    keys = [r.key for r in METHODS]
+    pairs = {f"{a}-{b}": m for a, b, m in differences_of(keys)}
+    for k in keys:
+        assert pairs[f"{k}_cream_selected-{k}"] == METRICS
+    assert "cam-cam" not in pairs and pairs["adl-cam"] == METRICS
+    assert {f"{a}-{b}" for a, b, _ in differences_of(["has"])} == {"has_cream_selected-has"}  # no CAM: no X − CAM
+
+
+def test_cli_help_is_instant_and_bad_method_is_one_line():
+    out = subprocess.run([sys.executable, "-m", "cream_pl.demo_methods", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "--methods" in out.stdout and "cutmix" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "cream_pl.demo_methods", "--methods", "acol"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'acol'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_run_folder_of_other_inputs_starts_over(tmp_path):
+    from cream_pl.demo_methods import _start_over_if_stale
+
+    run = tmp_path / "has"
+    _start_over_if_stale(run, {"recipe_sha1": "a"})
+    (run / "model.ckpt").write_text("x")
+    _start_over_if_stale(run, {"recipe_sha1": "a"})
+    assert (run / "model.ckpt").is_file()  # same inputs: kept
+    _start_over_if_stale(run, {"recipe_sha1": "b"})
+    assert not (run / "model.ckpt").exists()
+    assert json.loads((run / "inputs.json").read_text()) == {"recipe_sha1": "b"}
+
+
+@pytest.mark.slow  # two --fast methods (tiny data, 1 epoch, random init): ~30 s
+def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.demo_methods import differences_of, run_demo_methods
+    from cream_pl.demo_methods_report import BEGIN, END, splice_summary
+
+    out, work, data = tmp_path / "res", tmp_path / "work", tmp_path / "data"
+    payload = run_demo_methods(out, work, data, fast=True, methods=["cam", "adl"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["methods"]) == {"cam", "cam_cream_selected", "adl", "adl_cream_selected"}
+    for key, row in saved["methods"].items():
+        for metric in ("max_box_acc_v2", "gt_known", "top1_loc", "cls_acc"):
+            assert 0.0 <= row[metric] <= 100.0, (key, metric)
+    assert saved["methods"]["adl"]["wsol_method"] == "adl" and saved["methods"]["cam"]["wsol_method"] == "cam"
+    assert saved["methods"]["adl"]["wsol_method_args"] == {"drop_rate": 0.75, "threshold": 0.9}
+    for a, b, metrics in differences_of(["cam", "adl"]):
+        for m in metrics:
+            d = saved["differences"][f"{a}-{b}"][m]
+            assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] and d["n_resamples"] >= 1000
+            assert d["a"] == pytest.approx(saved["methods"][a][m]) and d["b"] == pytest.approx(saved["methods"][b][m])
+    for key in ("cam", "adl"):
+        assert saved["selected"][key]["candidates"] == 36 and set(saved["selected"][key]) >= {"T", "kappa", "lambda"}
+    assert set(saved["missing"]) == {"acol", "spg"}
+    md = (out / "README.md").read_text()
+    assert "| ADL | MaxBoxAccV2 |" in md and "## Not run" in md and "paired bootstrap 95 % CI" in md
+    # resume: nothing is retrained or retested
+    capsys.readouterr()
+    files = [work / k / n for k in ("cam", "adl") for n in ("model.ckpt", "test.json", "per_image_test.npz")]
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    again = run_demo_methods(out, work, data, fast=True, methods=["cam", "adl"])
+    assert "training" not in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in files] == mtimes and again["differences"] == payload["differences"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\nrest\n")
+    splice_summary(readme, saved, out)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| CAM | MaxBoxAccV2 |" in text and f"({out.as_posix()}/README.md)" in text
