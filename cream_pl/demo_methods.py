@@ -103,7 +103,14 @@ def overrides_for(run: MethodRun, data: Path, run_dir: Path, train_seed: int, fa
     return out
 
 
+PATH_KEYS = ("data.init_args.data_root", "trainer.default_root_dir", "trainer.logger.init_args.save_dir")
+"""Overrides that only say where things are: the data's identity is its content hash, so moving the data or the
+work folder never restarts a run."""
+
+
 def _fingerprint(data: Path, recipe: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What a run's outputs depend on: the dataset's content, the recipe's text, the overrides (paths aside), the version."""
+    overrides = {k: v for k, v in overrides.items() if k not in PATH_KEYS}
     h = hashlib.sha1()
     info = data / "synth_config.json"
     for f in [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt")):
@@ -190,11 +197,13 @@ def differences_of(keys: Sequence[str]) -> list[tuple[str, str, tuple[str, ...]]
 
     >>> [f"{a}-{b}" for a, b, _ in differences_of(["cam", "has"])]
     ['cam_cream_selected-cam', 'has_cream_selected-has', 'has-cam', 'has_cream_selected-cam_cream_selected']
+    >>> differences_of(["cam", "has"])[2][2]  # a method against CAM: classification too (Top-1 Loc needs it)
+    ('max_box_acc_v2', 'gt_known', 'top1_loc', 'cls_acc')
     """
     pairs = [(f"{k}_cream_selected", k, METRICS) for k in keys]
     if "cam" in keys:
         others = [k for k in keys if k != "cam"]
-        pairs += [(k, "cam", METRICS) for k in others]
+        pairs += [(k, "cam", (*METRICS, "cls_acc")) for k in others]
         pairs += [(f"{k}_cream_selected", "cam_cream_selected", METRICS) for k in others]
     return pairs
 

@@ -77,6 +77,12 @@ def summary_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str
         if d is not None:
             out.append(f"{name} − CAM (both without CREAM): MaxBoxAccV2 {_cell(d)}, {d['verdict']}"
                        + (f"; {name} + CREAM − CAM + CREAM: {_cell(c)}, {c['verdict']}" if c else "") + ".")
+        cls, loc = _diff(payload, key, "cam", "cls_acc"), _diff(payload, key, "cam", "top1_loc")
+        if cls is not None and cls["verdict"] == "loss":
+            out.append(f"{name} classifies worse than CAM after the same epochs (Top-1 Cls {cls['a']:.2f} vs "
+                       f"{cls['b']:.2f}, {_cell(cls)}): its training images differ from the test images, and its "
+                       "Top-1 Loc, which needs the right class"
+                       + (f", falls with it ({_cell(loc)} against CAM)" if loc else " too, falls with it") + ".")
     return out
 
 
@@ -126,8 +132,9 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         f"- One training seed per row, {b.get('epochs', '?')} CPU epochs on a synthetic set: the intervals cover "
         "test-image sampling, not seed variance. Nothing here predicts the methods' CUB numbers (each recipe under "
         "`experiments/cub_*` names the reference's MaxBoxAccV2 for its row).",
-        f"- Time: {t['total_s'] / 60:.1f} min of stages ({stage}); this invocation {t['this_invocation_s'] / 60:.1f} min, "
-        "on the project's 2-core CPU machine.",
+        f"- Time: {t['total_s'] / 60:.1f} min of stages ({stage}); each measured when it ran; "
+        f"this invocation {t['this_invocation_s'] / 60:.1f} min (it skips stages whose outputs exist), on the project's "
+        "2-core CPU machine.",
         "",
     ]
     return "\n".join(lines)

@@ -23,7 +23,9 @@ def _payload() -> dict:
         "cam_cream_selected-cam": {"max_box_acc_v2": _diff(60, 50, 8, 12, "gain")},
         "has_cream_selected-has": {"max_box_acc_v2": _diff(51, 52, -2, -0.5, "loss")},
         "adl_cream_selected-adl": {"max_box_acc_v2": _diff(41, 40, -1, 3, "no significant difference")},
-        "has-cam": {"max_box_acc_v2": _diff(52, 50, -1, 5, "no significant difference")},
+        "has-cam": {"max_box_acc_v2": _diff(52, 50, -1, 5, "no significant difference"),
+                    "cls_acc": _diff(60, 90, -35, -25, "loss"), "top1_loc": _diff(30, 45, -20, -10, "loss")},
+        "adl-cam": {"cls_acc": _diff(89, 90, -3, 1, "no significant difference")},
     }
     return {"methods": rows, "differences": d}
 
@@ -37,6 +39,9 @@ def test_summary_is_computed_from_the_intervals():
     assert "CREAM (val-selected) on HaS: MaxBoxAccV2 52.00 → 51.00, -1.00 [-2.00, -0.50], loss" in text
     assert "excludes 0 for 1 of 3 methods (CAM); a loss for HaS." in text
     assert "HaS − CAM (both without CREAM): MaxBoxAccV2 +2.00 [-1.00, +5.00], no significant difference" in text
+    assert "HaS classifies worse than CAM after the same epochs (Top-1 Cls 60.00 vs 90.00, -30.00 [-35.00, -25.00])" in text
+    assert "falls with it (-15.00 [-20.00, -10.00] against CAM)" in text
+    assert "ADL classifies worse" not in text  # no interval below 0: no such claim
     table = plugin_table(_payload(), runs)
     assert "| ADL | MaxBoxAccV2 | 40.00 | 41.00 | +1.00 [-1.00, +3.00] | no significant difference |" in table
     assert "| ADL | GT-known Loc | 40.00 | 41.00 | — | — |" in table  # no interval: never a verdict
@@ -49,7 +54,7 @@ def test_differences_cover_every_method_and_the_cam_baseline():
     pairs = {f"{a}-{b}": m for a, b, m in differences_of(keys)}
     for k in keys:
         assert pairs[f"{k}_cream_selected-{k}"] == METRICS
-    assert "cam-cam" not in pairs and pairs["adl-cam"] == METRICS
+    assert "cam-cam" not in pairs and pairs["adl-cam"] == (*METRICS, "cls_acc")
     assert {f"{a}-{b}" for a, b, _ in differences_of(["has"])} == {"has_cream_selected-has"}  # no CAM: no X − CAM
 
 
@@ -113,3 +118,18 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "| CAM | MaxBoxAccV2 |" in text and f"({out.as_posix()}/README.md)" in text
+
+
+def test_moving_the_data_or_work_folder_keeps_the_fingerprint(tmp_path):
+    from cream_pl.data.synth import generate_synthetic_dataset
+    from cream_pl.demo_methods import METHODS, _fingerprint, overrides_for
+
+    data = generate_synthetic_dataset(tmp_path / "a", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=56)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seed_everything: 0\n")
+    run = METHODS[0]
+    here = _fingerprint(data, recipe, overrides_for(run, data, tmp_path / "w1" / run.key, 0, False))
+    moved = data.rename(tmp_path / "b")
+    assert _fingerprint(moved, recipe, overrides_for(run, moved, tmp_path / "w2" / run.key, 0, False)) == here
+    assert _fingerprint(moved, recipe, overrides_for(run, moved, tmp_path / "w2" / run.key, 1, False)) != here  # seed
