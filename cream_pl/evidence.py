@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PAPER_DEFAULTS", "compute_differences", "differences_markdown", "selection_markdown", "save_records",
-           "load_records"]
+__all__ = ["PAPER_DEFAULTS", "RECORD_CONSTANTS", "compute_differences", "compute_subset_differences",
+           "differences_markdown", "selection_markdown", "save_records", "load_records", "subset_records"]
 
 PAPER_DEFAULTS: dict[str, Any] = {"T": 2, "kappa": 8.0, "lambda": 0.8, "feature_norm": "raw"}
 """CREAM's inference-time defaults in the paper (spec: cream.md)."""
@@ -63,14 +63,74 @@ def compute_differences(
     return out
 
 
+RECORD_CONSTANTS = ("thresholds", "iou_thresholds", "loc_threshold")
+"""Fields of a per-image record that describe the record, not one value per image."""
+
+
+def subset_records(record: Mapping[str, np.ndarray], indices: Iterable[int]) -> dict[str, np.ndarray]:
+    """The record restricted to the images whose ``index`` is in ``indices`` (their order kept).
+
+    Every field but :data:`RECORD_CONSTANTS` holds one entry (row) per image and is subset; the
+    constants are kept as they are. A MaxBoxAccV2 difference on the subset is then re-maximised
+    over the thresholds on those images alone (by :func:`compute_differences`).
+
+    Raises:
+        ValueError: a per-image field's length is not the number of images.
+
+    Example:
+        >>> rec = {"index": np.array([4, 7, 9]), "top1": np.array([1, 0, 1], bool), "thresholds": np.arange(3) / 3}
+        >>> sub = subset_records(rec, [9, 4])
+        >>> sub["index"].tolist(), sub["top1"].tolist(), len(sub["thresholds"])
+        ([4, 9], [True, True], 3)
+    """
+    index = np.asarray(record["index"])
+    keep = np.isin(index, np.fromiter((int(i) for i in indices), dtype=np.int64))
+    out: dict[str, np.ndarray] = {}
+    for key, value in record.items():
+        if key in RECORD_CONSTANTS:
+            out[key] = value
+            continue
+        arr = np.asarray(value)
+        if arr.ndim == 0 or arr.shape[0] != index.shape[0]:
+            raise ValueError(f"record field {key!r} has shape {arr.shape}, not one row per image ({index.shape[0]})")
+        out[key] = arr[keep]
+    return out
+
+
+def compute_subset_differences(
+    records: Mapping[str, Mapping[str, np.ndarray]],
+    pairs: Iterable[tuple[str, str, Sequence[str]]],
+    indices: Iterable[int],
+    tag: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """:func:`compute_differences` on the images ``indices`` only, keys ``"a-b@tag"``; ``{}`` for no image.
+
+    Example:
+        >>> recs = {"a": {"index": np.arange(4), "gt_known": np.array([1, 1, 0, 0], bool)},
+        ...         "b": {"index": np.arange(4), "gt_known": np.array([0, 1, 0, 1], bool)}}
+        >>> d = compute_subset_differences(recs, [("a", "b", ("gt_known",))], [0, 1], "first")
+        >>> d["a-b@first"]["gt_known"]["diff"], d["a-b@first"]["gt_known"]["n_images"]
+        (50.0, 2)
+    """
+    wanted = [int(i) for i in indices]
+    if not wanted:
+        return {}
+    subset = {name: subset_records(rec, wanted) for name, rec in records.items()}
+    diffs = compute_differences(subset, pairs, n_resamples=n_resamples, seed=seed)
+    return {f"{key}@{tag}": value for key, value in diffs.items()}
+
+
 def differences_markdown(differences: Mapping[str, Mapping[str, Mapping[str, Any]]],
                          names: Mapping[str, str]) -> str:
     """A table: one row per (pair, metric) with the difference, its 95 % interval and the verdict."""
     lines = ["| difference | metric | a | b | a − b | paired bootstrap 95 % CI | verdict |",
              "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     for pair, per_metric in differences.items():
+        pair, _, subset = pair.partition("@")  # "a-b@tag": on a subset of the test images
         a, b = pair.split("-", 1)
-        label = f"{names.get(a, a)} − {names.get(b, b)}"
+        label = f"{names.get(a, a)} − {names.get(b, b)}" + (f" ({names.get('@' + subset, subset)})" if subset else "")
         for metric, r in per_metric.items():
             lo, hi = r["ci95"]
             lines.append(f"| {label} | {_METRIC_NAMES.get(metric, metric)} | {r['a']:.2f} | {r['b']:.2f} | "

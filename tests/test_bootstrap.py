@@ -14,6 +14,7 @@ from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.metrics import MaxBoxAccV2, best_iou_per_threshold, cam_thresholds, prepare_scoremaps
 from cream_pl.metrics.bootstrap import (
     accuracy_statistic,
+    independent_bootstrap_accuracy,
     max_box_acc_statistic,
     paired_bootstrap_accuracy,
     paired_bootstrap_max_box_acc,
@@ -64,6 +65,23 @@ def test_known_large_gain_excludes_zero_and_loss_is_mirrored():
     assert r["diff"] > 40 and r["ci95"][0] > 0 and verdict(r) == "gain"
     small = paired_bootstrap_accuracy(a[:10], a[:10] ^ (np.arange(10) == 0), seed=0)
     assert verdict(small) == "no significant difference"
+
+
+def test_independent_groups_resample_each_group_alone():
+    usual, unusual = np.r_[np.ones(30), np.zeros(10)], np.r_[np.ones(100), np.zeros(200)]
+    r = independent_bootstrap_accuracy(usual, unusual, seed=0)
+    assert r["diff"] == pytest.approx(75.0 - 100 / 3) and verdict(r) == "gain"
+    assert (r["n_a"], r["n_b"], r["n_images"]) == (40, 300, 340) and r["method"].startswith("independent")
+    lo, hi = r["ci95"]
+    assert lo < r["diff"] < hi and hi - lo < 40
+    assert verdict(independent_bootstrap_accuracy(unusual[:150], unusual[150:], seed=1)) == "gain"  # 100/150 vs 0/150
+    same = independent_bootstrap_accuracy(np.r_[np.ones(50), np.zeros(50)], np.r_[np.zeros(50), np.ones(50)])
+    assert same["diff"] == 0.0 and verdict(same) == "no significant difference"
+    assert independent_bootstrap_accuracy(usual, unusual, seed=3) == independent_bootstrap_accuracy(usual, unusual, seed=3)
+    with pytest.raises(ValueError, match="at least one image"):
+        independent_bootstrap_accuracy(usual, np.zeros(0))
+    with pytest.raises(ValueError, match="at least 1000"):
+        independent_bootstrap_accuracy(usual, unusual, n_resamples=10)
 
 
 def test_seeded_reproducibility_and_argument_checks():

@@ -276,3 +276,32 @@ def test_ci_cam_val_selected_row(tiny_data, tmp_path):
         trainer.test(model, _dm(tiny_data), verbose=False)
     assert 0.0 <= float(trainer.callback_metrics["test/cream_selected/max_box_acc_v2"]) <= 100.0
     assert model.last_results["test"]["methods"]["cream_selected"]["loc_threshold_source"] == "val"
+
+
+def test_search_in_the_last_epoch_only_saves_every_other_validation(tiny_data, tmp_path):
+    """``cream_search_epochs="last"``: the per-epoch validations skip the grid, the last one selects (on val)."""
+    seen: list[dict] = []
+
+    class _Watch(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append({"search": "cream_search" in pl_module.last_results["val"],
+                         "selected": pl_module.selected_cream is not None,
+                         "methods": sorted(pl_module.last_results["val"]["methods"])})
+
+    pl.seed_everything(0)
+    model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL, lr=0.01,
+                           cream_search={"kappa": [8, 16]}, cream_search_epochs="last")
+    trainer = _trainer(tmp_path, max_epochs=3, num_sanity_val_steps=0, callbacks=[_Watch()])
+    trainer.fit(model, _dm(tiny_data))
+    assert [s["search"] for s in seen] == [False, False, True]
+    assert [s["selected"] for s in seen] == [False, False, True]
+    assert "cream_selected" not in seen[0]["methods"] and "cream_selected" in seen[-1]["methods"]
+    # a stand-alone validate always selects, and test uses the stored choice
+    fresh = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL,
+                           cream_search={"kappa": [8, 16]}, cream_search_epochs="last")
+    fresh.load_state_dict(model.state_dict())
+    fresh.cream_selection.fill_(-1)
+    _trainer(tmp_path).validate(fresh, _dm(tiny_data), verbose=False)
+    assert fresh.selected_cream is not None and "cream_search" in fresh.last_results["val"]
+    with pytest.raises(ValueError, match="cream_search_epochs must be"):
+        WSOLClassifier(num_classes=3, pretrained=False, cream_search={"kappa": [8]}, cream_search_epochs="first")

@@ -58,20 +58,6 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     assert json.loads((out / "metrics.json").read_text())["differences"] == saved["differences"]
 
 
-def test_select_teachers_ties_and_missing_val(tmp_path):
-    from cream_pl.demo_kd import select_teachers
-
-    same = {"cls": 50.0, "methods": {"cam": {"gt_known": 20.0}}}
-    runs = {"a": {"val": {"cls_acc": 50.0, "methods": {"cam": {"gt_known": 20.0}}}},
-            "b": {"val": {"cls_acc": 50.0, "methods": {"cam": {"gt_known": 25.0}}}}}
-    assert select_teachers(runs, ["a", "b"]) == ("a", "b")  # tie on cls goes to the earlier run
-    assert select_teachers(runs, ["b", "a"]) == ("b", "b")  # one run may hold both roles
-    with pytest.raises(ValueError, match="'c' has no val results"):
-        select_teachers({**runs, "c": {"cls_acc": 1.0, **same}}, ["a", "c"])
-    with pytest.raises(ValueError, match="at least one candidate"):
-        select_teachers(runs, [])
-
-
 @pytest.mark.slow  # the --fast demo on a second dataset: ~40 s
 def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
     import numpy as np

@@ -10,10 +10,12 @@ import pytest
 
 from cream_pl.evidence import (
     compute_differences,
+    compute_subset_differences,
     differences_markdown,
     load_records,
     save_records,
     selection_markdown,
+    subset_records,
 )
 
 
@@ -49,6 +51,35 @@ def test_missing_records_or_fields_are_left_out_never_filled():
     d = compute_differences(_records(), [("good", "nowhere", ("gt_known",)), ("box_only", "good", ("max_box_acc_v2",
                                                                                                   "gt_known"))])
     assert list(d) == ["box_only-good"] and list(d["box_only-good"]) == ["gt_known"]
+
+
+def test_subset_differences_re_maximise_max_box_acc_on_the_subset_alone():
+    from cream_pl.metrics.bootstrap import max_box_acc_statistic
+
+    n = 6  # as many images as thresholds: the per-record threshold grid must not be mistaken for a per-image field
+    thr = np.linspace(0, 1, n, endpoint=False)
+    first = np.zeros((n, n))
+    first[:3, 0] = 1.0  # images 0-2 are localised at the lowest threshold only
+    first[3:, -1] = 1.0  # images 3-5 at the highest only: no single threshold serves all six
+    rec = {"a": {"index": np.array([5, 4, 3, 2, 1, 0]), "best_iou": first[::-1].copy(), "thresholds": thr,
+                 "iou_thresholds": np.array([50.0]), "top1": np.array([1, 1, 1, 0, 0, 0], bool)[::-1].copy(),
+                 "loc_threshold": np.float64(0.2)},
+           "b": {"index": np.arange(n), "best_iou": np.zeros((n, n)), "thresholds": thr,
+                 "iou_thresholds": np.array([50.0]), "top1": np.zeros(n, bool), "loc_threshold": np.float64(0.2)}}
+    assert max_box_acc_statistic(first, (50,)) == pytest.approx(50.0)  # the full set: best threshold hits 3 of 6
+    sub = subset_records(rec["a"], [4, 5, 3])
+    assert sub["index"].tolist() == [5, 4, 3] and sub["best_iou"].shape == (3, n) and sub["thresholds"] is thr
+    assert max_box_acc_statistic(sub["best_iou"], (50,)) == pytest.approx(100.0)  # re-maximised on the subset
+    d = compute_subset_differences(rec, [("a", "b", ("max_box_acc_v2", "cls_acc"))], [3, 4, 5], "late")
+    assert set(d) == {"a-b@late"}
+    assert d["a-b@late"]["max_box_acc_v2"]["diff"] == pytest.approx(100.0)
+    assert d["a-b@late"]["max_box_acc_v2"]["n_images"] == 3
+    assert d["a-b@late"]["cls_acc"]["a"] == pytest.approx(0.0)  # images 3-5 are the unclassified ones
+    assert compute_subset_differences(rec, [("a", "b", ("cls_acc",))], [], "none") == {}
+    with pytest.raises(ValueError, match="not one row per image"):
+        subset_records({**rec["b"], "top1": np.zeros(n - 1, bool)}, [0])
+    md = differences_markdown(d, {"a": "A", "b": "B", "@late": "late images"})
+    assert "| A − B (late images) | MaxBoxAccV2 |" in md
 
 
 def test_records_round_trip_and_markdown(tmp_path: Path):

@@ -14,7 +14,6 @@ from test_data_cub import make_cub
 
 from cream_pl.callbacks.pseudo_boxes import atomic_write_text as pseudo_box_write
 from cream_pl.cli import main
-from cream_pl.demo_kd import _copy_atomic
 from cream_pl.io import (
     atomic_copy_file,
     atomic_write_bytes,
@@ -56,8 +55,7 @@ def test_every_atomic_writer_honours_the_umask(tmp_path, umask):
                             tmp_path / "curves.png"),  # results/embedded/*.png
     ]
     pseudo_box_write(tmp_path / "boxes.json", "{}")  # the pseudo-box JSON writer
-    _copy_atomic(src, tmp_path / "d.bin")  # demo-kd's checkpoint copies
-    written += [tmp_path / "boxes.json", tmp_path / "d.bin"]
+    written += [tmp_path / "boxes.json"]
     want = 0o666 & ~umask
     assert {p.name: oct(_mode(p)) for p in written} == {p.name: oct(want) for p in written}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left

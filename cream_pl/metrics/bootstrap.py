@@ -37,6 +37,7 @@ __all__ = [
     "resample_counts",
     "accuracy_statistic",
     "max_box_acc_statistic",
+    "independent_bootstrap_accuracy",
     "paired_bootstrap_accuracy",
     "paired_bootstrap_max_box_acc",
     "paired_bootstrap_records",
@@ -139,6 +140,37 @@ def paired_bootstrap_accuracy(
     diffs = (counts @ (va - vb)) * 100.0 / len(va)
     sa, sb = accuracy_statistic(va), accuracy_statistic(vb)
     return _summary(float(sa) - float(sb), diffs, len(va), n_resamples, confidence, seed, float(sa), float(sb))
+
+
+def independent_bootstrap_accuracy(
+    a: Any, b: Any, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, Any]:
+    """Difference ``acc(a) - acc(b)`` of two **different** groups of images, and its bootstrap interval.
+
+    For a gap between two subsets of one test split (e.g. one model's accuracy on images with the
+    class's usual background against the others): no image is in both groups, so nothing is
+    paired; each group is resampled on its own (two seeded streams), percentile interval.
+
+    Returns:
+        Like :func:`paired_bootstrap_accuracy`, with ``n_images`` the two group sizes summed and
+        ``n_a`` / ``n_b`` each group's.
+
+    Example:
+        >>> r = independent_bootstrap_accuracy(np.r_[np.ones(90), np.zeros(10)], np.r_[np.ones(40), np.zeros(60)])
+        >>> r["diff"], verdict(r), r["n_a"], r["n_b"]
+        (50.0, 'gain', 100, 100)
+    """
+    va, vb = _binary(a, "a"), _binary(b, "b")
+    if len(va) < 1 or len(vb) < 1:
+        raise ValueError(f"each group needs at least one image, got {len(va)} and {len(vb)}")
+    _check_common(1, 1, n_resamples, confidence)
+    stream_a, stream_b = np.random.SeedSequence(seed).spawn(2)
+    ca = resample_counts(len(va), n_resamples, int(stream_a.generate_state(1)[0]))
+    cb = resample_counts(len(vb), n_resamples, int(stream_b.generate_state(1)[0]))
+    diffs = (ca @ va) * 100.0 / len(va) - (cb @ vb) * 100.0 / len(vb)
+    sa, sb = float(accuracy_statistic(va)), float(accuracy_statistic(vb))
+    out = _summary(sa - sb, diffs, len(va) + len(vb), n_resamples, confidence, seed, sa, sb)
+    return {**out, "n_a": len(va), "n_b": len(vb), "method": "independent bootstrap, percentile"}
 
 
 def paired_bootstrap_max_box_acc(

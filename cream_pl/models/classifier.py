@@ -133,6 +133,11 @@ class WSOLClassifier(pl.LightningModule):
             Cost: ``python -m cream_pl.bench --only cream_search`` measures a whole val epoch with and
             without the embedded recipe's 90-candidate grid (``results/bench_cream_search.json``);
             nothing at test (see :mod:`cream_pl.models.cream_search`).
+        cream_search_epochs: [choice] which validations of a fit run ``cream_search``: ``"all"``
+            (every one, default) or ``"last"`` (only the validation after the fit's last epoch,
+            ``trainer.max_epochs``; a stand-alone ``validate`` always searches). The choice stays on
+            val either way; ``"last"`` saves the search's cost on per-epoch validations (``make
+            demo-kd`` validates every epoch and tests the last one).
         record_per_image: keep per-image outcomes of every method (``True``) or of the listed
             methods in ``per_image[stage][method]``
             (numpy arrays: ``index``, ``best_iou`` ``(n, n_thr)`` all-contour best IoU per threshold,
@@ -181,6 +186,7 @@ class WSOLClassifier(pl.LightningModule):
         eval_size: int = 224,
         num_media_images: int = 8,
         cream_search: dict[str, Any] | None = None,
+        cream_search_epochs: Literal["all", "last"] = "all",
         record_per_image: bool | list[str] = False,
         wsol_method: WSOLMethodName = "cam",
         wsol_method_args: dict[str, Any] | None = None,
@@ -202,6 +208,8 @@ class WSOLClassifier(pl.LightningModule):
             raise ValueError(f"loc_threshold must be in [0, 1), got {loc_threshold}")
         if cream_search is not None and not cream:
             raise ValueError("cream_search needs cream=True (it selects CREAM's inference-time hyperparameters)")
+        if cream_search_epochs not in ("all", "last"):
+            raise ValueError(f"cream_search_epochs must be 'all' or 'last', got {cream_search_epochs!r}")
         self.save_hyperparameters()
         self.backbone = create_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
         if freeze_backbone:
@@ -461,7 +469,7 @@ class WSOLClassifier(pl.LightningModule):
                 records[name] = self._per_image_record(batch, scoremaps, boxes, top1, top5)
         if records and not self.trainer.sanity_checking:
             self._per_image_parts.setdefault(stage, []).append(records)
-        if stage == "val" and self.cream_candidates:
+        if stage == "val" and self.cream_candidates and self._searches_this_validation():
             for metric, m in zip(self.search_metrics, self.search_maps(feats, labels)):
                 _update_method_metrics(metric, prepare_scoremaps(m, size=self.hparams.eval_size), boxes, masks, top1, top5)
         if stage == "val" and self._media_batch is None and self.hparams.num_media_images > 0:
@@ -554,6 +562,16 @@ class WSOLClassifier(pl.LightningModule):
                 self.per_image[stage] = self._finish_per_image(parts, results["methods"])
 
     # ------------------------------------------------------- cream_search (val selection)
+    def _searches_this_validation(self) -> bool:
+        """Whether this validation scores the ``cream_search`` grid (see ``cream_search_epochs``)."""
+        if self.hparams.get("cream_search_epochs", "all") == "all":
+            return True
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return True  # a stand-alone validate always selects
+        last = trainer.max_epochs
+        return last is not None and last > 0 and trainer.current_epoch >= last - 1
+
     def _select_on_val(self, index: int, results: dict[str, Any]) -> dict[str, Any] | None:
         """Score every candidate on this val epoch, store the first best, return its full numbers."""
         try:

@@ -75,7 +75,8 @@ def load_ci_cam_teacher(path: str | Path, role: str = "teacher", num_classes: in
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"{role} checkpoint {path} not found; train it first (see experiments/embedded_confounded_*teacher*.yaml)"
+            f"{role} checkpoint {path} not found; train a CI-CAM first (e.g. "
+            "experiments/embedded_confounded_ci_cam.yaml; make demo-kd picks per-epoch checkpoints)"
         )
     try:
         teacher = CICAMClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False, pretrained=False)
