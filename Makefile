@@ -38,37 +38,37 @@ data-synth: install ## Write the embedded synthetic WSOL benchmark (CUB-like pre
 	$(CLI) data synth --out data/synth --seed 0 --preset cub
 
 demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir>: any benchmark-format dataset)
-	$(PY) -m cream_pl.demo $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
+	$(PY) -m cream_pl.pipelines.demo $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
 
 readme-results: install ## Regenerate the README's results block from results/embedded/metrics.{md,json}
-	$(PY) -m cream_pl.demo_report --readme README.md --results results/embedded
+	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded
 
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
-	$(PY) -m cream_pl.demo_seeds --seeds $(or $(SEEDS),3) --out results/embedded_seeds
+	$(PY) -m cream_pl.pipelines.demo_seeds --seeds $(or $(SEEDS),3) --out results/embedded_seeds
 
 demo-kd: install ## KD-CI-CAM comparison on the confounded embedded benchmark -> results/embedded_confounded/
-	$(PY) -m cream_pl.demo_kd --out results/embedded_confounded
+	$(PY) -m cream_pl.pipelines.demo_kd --out results/embedded_confounded
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, each with and without CREAM (val-selected), paired intervals -> results/embedded_methods/ (~25 min)
-	$(PY) -m cream_pl.demo_methods --out results/embedded_methods --readme README.md
+	$(PY) -m cream_pl.pipelines.demo_methods --out results/embedded_methods --readme README.md
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
-	$(PY) -m cream_pl.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)
+	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)
 
 pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after train-cub)
-	$(PY) -m cream_pl.recipes pseudo-boxes --data $(CUB_DATA)
+	$(PY) -m cream_pl.pipelines.recipes pseudo-boxes --data $(CUB_DATA)
 
 train-regressor: install ## Box regressor on the CUB pseudo boxes (after pseudo-boxes)
-	$(PY) -m cream_pl.recipes train-regressor --data $(CUB_DATA)
+	$(PY) -m cream_pl.pipelines.recipes train-regressor --data $(CUB_DATA)
 
 calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/
-	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub
+	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub
 
 calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_head_tint) was chosen, CAM + center only -> results/calibration_cub/sweep.md
-	$(PY) -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0,0.1,0.15
+	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0,0.1,0.15
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
-	$(PY) -m cream_pl.bench --out results
+	$(PY) -m cream_pl.pipelines.bench --out results
 
 clean: ## Remove caches and run outputs (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache outputs lightning_logs wandb

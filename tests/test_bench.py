@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cream_pl.bench import REFERENCE_HOWTO, _markdown
+from cream_pl.pipelines.bench import REFERENCE_HOWTO, _markdown
 
 
 def _result(reference: dict | None) -> dict:
@@ -50,7 +50,7 @@ def test_markdown_with_the_reference_names_maps_commit_and_both_times() -> None:
 @pytest.mark.slow
 def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    from cream_pl.bench import run_bench
+    from cream_pl.pipelines.bench import run_bench
 
     res = run_bench(tmp_path, quick=True)
     data = json.loads((tmp_path / "bench.json").read_text())

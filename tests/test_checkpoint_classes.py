@@ -14,7 +14,7 @@ import torch
 
 from cream_pl.cli import main as cli_main
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
-from cream_pl.localize import localize
+from cream_pl.pipelines.localize import localize
 from cream_pl.models import WSOLClassifier
 from cream_pl.models.checkpoints import CLASS_KEY, classifier_class_name, load_classifier
 from cream_pl.models.ci_cam_module import CICAMClassifier

@@ -187,7 +187,7 @@ def test_ddp_two_cpu_processes_keep_identical_embeddings(tiny_data, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(Path("experiments").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_recipe_instantiates(recipe, tiny_data, tmp_path):
-    from cream_pl.lightning_cli import build_from_recipe
+    from cream_pl.cli.lightning import build_from_recipe
 
     cli = build_from_recipe(recipe, {"data.init_args.data_root": str(tiny_data), "model.init_args.pretrained": False,
                                       "trainer.logger": False, "trainer.default_root_dir": str(tmp_path),

@@ -2,7 +2,7 @@
 
 Speed itself is measured by ``make bench`` (results/bench.md); these tests guard the import graph
 that makes it possible, in fresh interpreters (``python -X importtime``), and check that the light
-parsers of :mod:`cream_pl.cli_parsers` print the same help as the modules that own the commands.
+parsers of :mod:`cream_pl.cli.parsers` print the same help as the modules that own the commands.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cream_pl.cli import build_light_parser, build_parser
-from cream_pl.cli_parsers import SUBCOMMANDS
+from cream_pl.cli.parsers import SUBCOMMANDS
 
 HEAVY = ("torch", "pytorch_lightning", "lightning", "torchmetrics", "torchvision")
 
@@ -100,8 +100,8 @@ def test_each_module_registers_the_one_parser_definition(command: str) -> None:
 
 def test_commands_run_the_implementing_module() -> None:
     args = build_parser().parse_args(["pseudo-boxes", "--ckpt", "c.ckpt", "--data", "d", "--out", "o.json"])
-    assert args.func.target == "cream_pl.callbacks.pseudo_boxes.run"
+    assert args.func.target == "cream_pl.pseudo_boxes.generate.run"
     args = build_parser().parse_args(["data", "check", "root"])
-    assert args.func.target == "cream_pl.data.cli.run_check"
+    assert args.func.target == "cream_pl.cli.data_commands.run_check"
     args = build_light_parser().parse_args(["evaluate", "--metadata", "m", "--scoremaps", "s", "--out", "o"])
     assert args.func.__name__ == "run" and args.interval == 0.01

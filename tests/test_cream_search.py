@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from cream_pl.callbacks.pseudo_boxes import SOURCES, generate_pseudo_boxes
+from cream_pl.pseudo_boxes.generate import SOURCES, generate_pseudo_boxes
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models import WSOLClassifier
 from cream_pl.models.checkpoints import load_classifier
@@ -253,7 +253,7 @@ def test_choice_survives_checkpoint_and_feeds_pseudo_boxes_and_localize(tiny_dat
     assert [a["bbox"] for a in sel["annotations"]] == [a["bbox"] for a in want["annotations"]]
     assert len(sel["annotations"]) == 12
 
-    from cream_pl.localize import localize
+    from cream_pl.pipelines.localize import localize
 
     images = sorted((tiny_data / "images").rglob("*.png"))[:2]
     res = localize(ckpt, images, tmp_path / "loc", method="cream_selected")

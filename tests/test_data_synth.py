@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cream_pl.cli import main
-from cream_pl.data.cli import check_dataset
+from cream_pl.cli.data_commands import check_dataset
 from cream_pl.data.metadata import read_class_names, read_split
 from cream_pl.data.synth import (
     BACKGROUND_PHOTOS,

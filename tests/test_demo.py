@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    from cream_pl.demo import DIFFERENCES, run_demo
+    from cream_pl.pipelines.demo import DIFFERENCES, run_demo
 
     out, work, data = tmp_path / "results", tmp_path / "work", tmp_path / "data"
     res = run_demo(out, work, data, fast=True)
@@ -64,7 +64,7 @@ def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
     from PIL import Image
 
     from cream_pl.data.cub import convert_cub
-    from cream_pl.demo import main
+    from cream_pl.pipelines.demo import main
 
     cub = tmp_path / "CUB_200_2011"  # a tiny raw CUB tree: 3 classes x (6 train + 3 test), no masks
     rows = [(f"{c:03d}.bird_{c}/img_{c}_{k}.jpg", c, int(k < 6)) for c in (1, 2, 3) for k in range(9)]
@@ -89,7 +89,7 @@ def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
 
 def test_a_work_folder_of_other_inputs_starts_over_and_one_of_the_same_inputs_is_kept(tmp_path: Path) -> None:
     from cream_pl.data import generate_synthetic_dataset
-    from cream_pl.demo import _check_work, _inputs
+    from cream_pl.pipelines.demo import _check_work, _inputs
 
     data = generate_synthetic_dataset(tmp_path / "data", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
                                       min_side=48, max_side=64, image_format="png")
@@ -125,7 +125,7 @@ def test_a_work_folder_of_other_inputs_starts_over_and_one_of_the_same_inputs_is
 
 def test_demo_refuses_a_dataset_without_test_boxes_in_one_line(tmp_path: Path, capsys) -> None:
     from cream_pl.data import generate_synthetic_dataset
-    from cream_pl.demo import main
+    from cream_pl.pipelines.demo import main
 
     root = generate_synthetic_dataset(tmp_path / "d", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
                                       min_side=48, max_side=64, image_format="png")

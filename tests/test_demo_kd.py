@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cream_pl.demo_kd import (
+from cream_pl.pipelines.demo_kd import (
     RUNS,
     DemoSettings,
     curve_peak,
@@ -97,7 +97,7 @@ def _report_inputs(same: bool) -> tuple:
                "ci_cam": rec(np.full(n, 0.9), np.full(n, 0.9)), "ci_cam_cream_selected": rec(np.full(n, 0.9), np.full(n, 0.9)),
                "kd_ci_cam": rec(np.full(n, 0.9), np.full(n, 0.9)), "cls_teacher": rec(np.full(n, 0.9), np.full(n, 0.9))}
     records["loc_teacher"] = records["cls_teacher"] if same else rec(np.full(n, 0.5), np.full(n, 0.99))
-    from cream_pl.demo_kd_report import subset_metrics
+    from cream_pl.reporting.demo_kd_report import subset_metrics
 
     tested = {k: {"run": "r", "epoch": 1, "method": "cam", **subset_metrics(r)} for k, r in records.items()}
     curves = {"ci_cam": _rows([60.0, 70.0], [50.0, 40.0]), "ci_cam_rrc": _rows([65.0, 66.0], [45.0, 55.0])}
@@ -110,7 +110,7 @@ def _report_inputs(same: bool) -> tuple:
 
 @pytest.mark.parametrize("same", [False, True], ids=["two_teachers", "one_checkpoint"])
 def test_report_states_the_claims_from_the_intervals(same, tmp_path):
-    from cream_pl.demo_kd_report import build_results, write_results
+    from cream_pl.reporting.demo_kd_report import build_results, write_results
 
     tested, records, usual, curves, teachers = _report_inputs(same)
     results = build_results(tested, records, usual, curves, teachers)
@@ -163,8 +163,8 @@ def _tiny_settings() -> DemoSettings:
 
 @pytest.mark.slow  # four tiny fits with per-epoch validation, five tests, then a partial rerun: about 2 min
 def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsys):
-    from cream_pl.demo_kd_report import MAIN_ROWS, subset_metrics
-    from cream_pl.evidence import load_records
+    from cream_pl.reporting.demo_kd_report import MAIN_ROWS, subset_metrics
+    from cream_pl.reporting.evidence import load_records
 
     recipes = tmp_path / "recipes"
     shutil.copytree(default_recipe_dir(), recipes)

@@ -31,7 +31,7 @@ def _payload() -> dict:
 
 
 def test_summary_is_computed_from_the_intervals():
-    from cream_pl.demo_methods_report import plugin_table, summary_lines
+    from cream_pl.reporting.demo_methods_report import plugin_table, summary_lines
 
     runs = [("cam", "CAM", ""), ("has", "HaS", ""), ("adl", "ADL", "")]
     text = "\n".join(summary_lines(_payload(), runs))
@@ -48,7 +48,7 @@ def test_summary_is_computed_from_the_intervals():
 
 
 def test_differences_cover_every_method_and_the_cam_baseline():
-    from cream_pl.demo_methods import METHODS, METRICS, differences_of
+    from cream_pl.pipelines.demo_methods import METHODS, METRICS, differences_of
 
     keys = [r.key for r in METHODS]
     pairs = {f"{a}-{b}": m for a, b, m in differences_of(keys)}
@@ -59,16 +59,16 @@ def test_differences_cover_every_method_and_the_cam_baseline():
 
 
 def test_cli_help_is_instant_and_bad_method_is_one_line():
-    out = subprocess.run([sys.executable, "-m", "cream_pl.demo_methods", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.demo_methods", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "--methods" in out.stdout and "cutmix" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "cream_pl.demo_methods", "--methods", "acol"], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.demo_methods", "--methods", "acol"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice: 'acol'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_run_folder_of_other_inputs_starts_over(tmp_path):
-    from cream_pl.demo_methods import _start_over_if_stale
+    from cream_pl.pipelines.demo_methods import _start_over_if_stale
 
     run = tmp_path / "has"
     _start_over_if_stale(run, {"recipe_sha1": "a"})
@@ -83,8 +83,8 @@ def test_a_run_folder_of_other_inputs_starts_over(tmp_path):
 @pytest.mark.slow  # two --fast methods (tiny data, 1 epoch, random init): ~30 s
 def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    from cream_pl.demo_methods import differences_of, run_demo_methods
-    from cream_pl.demo_methods_report import BEGIN, END, splice_summary
+    from cream_pl.pipelines.demo_methods import differences_of, run_demo_methods
+    from cream_pl.reporting.demo_methods_report import BEGIN, END, splice_summary
 
     out, work, data = tmp_path / "res", tmp_path / "work", tmp_path / "data"
     payload = run_demo_methods(out, work, data, fast=True, methods=["cam", "adl"])
@@ -122,7 +122,7 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
 
 def test_moving_the_data_or_work_folder_keeps_the_fingerprint(tmp_path):
     from cream_pl.data.synth import generate_synthetic_dataset
-    from cream_pl.demo_methods import METHODS, _fingerprint, overrides_for
+    from cream_pl.pipelines.demo_methods import METHODS, _fingerprint, overrides_for
 
     data = generate_synthetic_dataset(tmp_path / "a", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
                                       min_side=48, max_side=56)

@@ -23,7 +23,7 @@ from cream_pl.cli import main
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.data.datamodule import WSOLDataset, wsol_collate
 from cream_pl.data.images import ImageFileError
-from cream_pl.errors import UserError, UserFileNotFoundError, user_error_message
+from cream_pl.core.errors import UserError, UserFileNotFoundError, user_error_message
 from cream_pl.models import WSOLClassifier
 
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cream_pl.evidence import (
+from cream_pl.reporting.evidence import (
     compute_differences,
     compute_subset_differences,
     differences_markdown,
@@ -108,7 +108,7 @@ def test_center_baseline_record_reproduces_its_row():
 
 
 def test_demo_seeds_aggregates_rows_and_differences():
-    from cream_pl.demo_seeds import aggregate
+    from cream_pl.pipelines.demo_seeds import aggregate
 
     def run(cam: float, diff: float, lo: float, hi: float) -> dict:
         return {"cam": {"max_box_acc_v2": cam, "gt_known": cam - 5}, "cream_selected": {"max_box_acc_v2": cam + diff},
@@ -126,7 +126,7 @@ def test_demo_seeds_aggregates_rows_and_differences():
 
 
 def test_demo_seeds_needs_two_seeds(capsys):
-    from cream_pl.demo_seeds import main
+    from cream_pl.pipelines.demo_seeds import main
 
     with pytest.raises(SystemExit):
         main(["--seeds", "1"])
@@ -134,7 +134,7 @@ def test_demo_seeds_needs_two_seeds(capsys):
 
 
 def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path):
-    from cream_pl.demo_report import main, splice_readme
+    from cream_pl.reporting.demo_report import main, splice_readme
 
     readme = "intro\n<!-- RESULTS:BEGIN -->\nold table\n<!-- RESULTS:END -->\n![c](results/embedded/c.png) tail\n"
     new = splice_readme(readme, "# Title\n\n| a |\n![o](overlays.png)\n", "Wall time: 1 min.")

@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from cream_pl.callbacks.fit_end_pseudo_boxes import PseudoBoxesAtFitEnd
-from cream_pl.callbacks.pseudo_boxes import generate_pseudo_boxes
+from cream_pl.pseudo_boxes.fit_end import PseudoBoxesAtFitEnd
+from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models import WSOLClassifier
 
@@ -103,7 +103,7 @@ def test_a_recipe_lists_it_in_trainer_callbacks(data: Path, tmp_path: Path) -> N
         "seed_everything": 0,
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
                     "enable_progress_bar": False, "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path),
-                    "callbacks": [{"class_path": "cream_pl.callbacks.fit_end_pseudo_boxes.PseudoBoxesAtFitEnd",
+                    "callbacks": [{"class_path": "cream_pl.pseudo_boxes.fit_end.PseudoBoxesAtFitEnd",
                                    "init_args": {"out_path": str(tmp_path / "boxes.json"), "source": "cam"}}]},
         "model": {"class_path": "cream_pl.models.WSOLClassifier",
                   "init_args": {"pretrained": False, "eval_size": SIZE, "cam_curve_interval": 0.05}},

@@ -16,7 +16,7 @@ from cream_pl.metrics import (
     cam_thresholds,
     prepare_scoremaps,
 )
-from cream_pl.metrics.bench import make_bench_maps
+from cream_pl.pipelines.bench_metrics import make_bench_maps
 
 
 def block_map(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cream_pl.metrics.cli import EvaluationError, add_parser, evaluate_scoremaps, load_scoremap, run
+from cream_pl.cli.evaluate import EvaluationError, add_parser, evaluate_scoremaps, load_scoremap, run
 
 
 def write_split(root: Path, boxes: bool = True, masks: bool = False) -> Path:

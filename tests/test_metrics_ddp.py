@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cream_pl.metrics import LocalizationAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP, box_from_scoremap_at
-from cream_pl.metrics.bench import make_bench_maps
+from cream_pl.pipelines.bench_metrics import make_bench_maps
 
 NUM_IMAGES = 7  # odd: the two ranks see different numbers of images
 

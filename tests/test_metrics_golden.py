@@ -36,9 +36,9 @@ import numpy as np
 import pytest
 import torch
 
-from cream_pl.boxes import resize_boxes_protocol
+from cream_pl.core.boxes import resize_boxes_protocol
 from cream_pl.metrics import BoxAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP, load_gt_mask
-from cream_pl.metrics.cli import load_scoremap, read_split_metadata
+from cream_pl.cli.evaluate import load_scoremap, read_split_metadata
 
 SEED = 20240611
 NUM_IMAGES = 32
@@ -204,7 +204,7 @@ def test_cli_matches_reference(split: dict[str, Path], tmp_path: Path, interval:
 
 
 def test_cli_largest_contour_mode(split: dict[str, Path], tmp_path: Path) -> None:
-    from cream_pl.metrics.cli import run
+    from cream_pl.cli.evaluate import run
 
     out = tmp_path / "scores.json"
     args = _parse(["--metadata", str(split["metadata"]), "--scoremaps", str(split["scoremaps"])])
@@ -221,7 +221,7 @@ def test_cli_largest_contour_mode(split: dict[str, Path], tmp_path: Path) -> Non
 def _parse(argv: list[str]):
     import argparse
 
-    from cream_pl.metrics.cli import add_parser
+    from cream_pl.cli.evaluate import add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))

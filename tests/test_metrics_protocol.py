@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cream_pl.boxes import resize_boxes_protocol
-from cream_pl.metrics.bench import bench_metrics
+from cream_pl.core.boxes import resize_boxes_protocol
+from cream_pl.pipelines.bench_metrics import bench_metrics
 
 
 def test_resize_boxes_protocol_reference_unit_case() -> None:

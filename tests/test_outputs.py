@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from test_data_cub import make_cub
 
-from cream_pl.callbacks.pseudo_boxes import atomic_write_text as pseudo_box_write
+from cream_pl.pseudo_boxes.generate import atomic_write_text as pseudo_box_write
 from cream_pl.cli import main
-from cream_pl.io import (
+from cream_pl.core.io import (
     atomic_copy_file,
     atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
     check_output_file,
 )
-from cream_pl.localize import localize
+from cream_pl.pipelines.localize import localize
 from cream_pl.models import WSOLClassifier
-from cream_pl.report import write_json_atomic, write_markdown_atomic
-from cream_pl.viz import plot_box_acc_curves
+from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
+from cream_pl.reporting.viz import plot_box_acc_curves
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -106,7 +106,7 @@ def _one_error_line(capsys, prefix: str) -> str:
 
 @pytest.mark.parametrize("where", ["is_file", "under_file"])
 def test_localize_bad_out_fails_before_loading_anything(tmp_path, capsys, monkeypatch, where):
-    import cream_pl.localize as loc
+    import cream_pl.pipelines.localize as loc
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the classifier was loaded before --out was checked")

@@ -15,8 +15,8 @@ import torch
 from cream_reg_fixtures import CLASS_NAMES, StandInClassifier, default_specs, write_tiny_dataset
 from pycocotools.coco import COCO
 
-from cream_pl.boxes import resize_boxes_protocol
-from cream_pl.callbacks.pseudo_boxes import (
+from cream_pl.core.boxes import resize_boxes_protocol
+from cream_pl.pseudo_boxes.generate import (
     box_to_original,
     checkpoint_normalisation,
     choose_threshold_on_val,
@@ -26,7 +26,7 @@ from cream_pl.callbacks.pseudo_boxes import (
 )
 from cream_pl.data.datamodule import WSOLDataModule
 from cream_pl.data.metadata import read_split
-from cream_pl.data.pseudo_boxes import PseudoBoxFileError, read_pseudo_boxes
+from cream_pl.data.pseudo_box_format import PseudoBoxFileError, read_pseudo_boxes
 from cream_pl.models.backbones.efficientnet_lite0 import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -330,7 +330,7 @@ def test_cli_end_to_end_with_a_real_classifier_checkpoint(data_root: Path, tmp_p
     read_pseudo_boxes(out, data_root / "metadata" / "train", class_names=CLASS_NAMES)
     assert main([*argv, "--source", "cam", "--threshold", "0.2", "--overwrite"]) == 0
     assert json.loads(out.read_text())["info"]["source"] == "cam"
-    from cream_pl.regressor_train import main as train_regressor_main
+    from cream_pl.pipelines.regressor_train import main as train_regressor_main
 
     reg = tmp_path / "reg"
     assert train_regressor_main(["--pseudo-boxes", str(out), "--data", str(data_root), "--out", str(reg),

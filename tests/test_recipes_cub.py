@@ -9,7 +9,7 @@ from pathlib import Path
 from test_data_cub import make_cub
 
 from cream_pl.models.checkpoints import load_classifier
-from cream_pl.recipes import main
+from cream_pl.pipelines.recipes import main
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from cream_pl.data.datamodule import WSOLDataModule
 from cream_pl.data.metadata import read_split
-from cream_pl.data.pseudo_boxes import (
+from cream_pl.data.pseudo_box_format import (
     PseudoBoxDataset,
     PseudoBoxFileError,
     build_box_train_transform,
@@ -26,7 +26,7 @@ from cream_pl.data.pseudo_boxes import (
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.backbones.efficientnet_lite0 import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from cream_pl.models.regressor import BoxRegressor, localization_hits, predicted_boxes_inclusive
-from cream_pl.regressor_train import METRICS_FILE, train_regressor
+from cream_pl.pipelines.regressor_train import METRICS_FILE, train_regressor
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -229,7 +229,7 @@ def test_train_regressor_stops_at_the_plateau_and_keeps_its_curve_and_per_image_
                                                                                    tmp_path: Path) -> None:
     import numpy as np
 
-    from cream_pl.regressor_train import CURVE_FILE, PER_IMAGE_FILE
+    from cream_pl.pipelines.regressor_train import CURVE_FILE, PER_IMAGE_FILE
 
     boxes = _write_gt_coco(left_half_root)
     metrics = train_regressor(

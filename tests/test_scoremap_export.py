@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 
 from cream_pl.cli import main
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
-from cream_pl.export_scoremaps import MANIFEST, scoremap_path
-from cream_pl.metrics.cli import read_split_metadata
+from cream_pl.pipelines.export_scoremaps import MANIFEST, scoremap_path
+from cream_pl.cli.evaluate import read_split_metadata
 from cream_pl.metrics.functional import box_accuracy_compute, box_accuracy_update, cam_thresholds
 from cream_pl.models import WSOLClassifier
 
@@ -68,7 +68,7 @@ def test_maps_are_written_in_the_reference_format(tiny: tuple[Path, Path], expor
 
 def _oracle(meta_dir: Path, maps: Path, multi_contour: bool) -> dict[str, float]:
     """MaxBoxAcc of the exported maps by the per-threshold findContours loop (the reference's way)."""
-    from cream_pl.metrics.cli import _resized_boxes
+    from cream_pl.cli.evaluate import _resized_boxes
 
     meta = read_split_metadata(meta_dir)
     scoremaps = [np.load(maps / f"{i}.npy") for i in meta.image_ids]

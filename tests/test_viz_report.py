@@ -1,4 +1,4 @@
-"""Tests for the presentation layer: cream_pl.viz, cream_pl.report, cream_pl.wandb_media.
+"""Tests for the presentation layer: cream_pl.reporting.viz, cream_pl.reporting.tables, cream_pl.reporting.wandb_media.
 
 Everything runs offline: W&B is forced into disabled mode, files go to tmp_path, images are tiny.
 """
@@ -16,15 +16,15 @@ import torch
 import wandb
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from cream_pl.io import atomic_write_bytes
-from cream_pl.report import (
+from cream_pl.core.io import atomic_write_bytes
+from cream_pl.reporting.tables import (
     MISSING,
     ablation_table_markdown,
     metrics_table_markdown,
     write_json_atomic,
     write_markdown_atomic,
 )
-from cream_pl.viz import (
+from cream_pl.reporting.viz import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     denormalize_image,
@@ -34,7 +34,7 @@ from cream_pl.viz import (
     plot_ablation,
     plot_box_acc_curves,
 )
-from cream_pl.wandb_media import (
+from cream_pl.reporting.wandb_media import (
     is_live_wandb_logger,
     log_wsol_media,
     wandb_curve_plot,

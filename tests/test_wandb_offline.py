@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import wandb
 
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
-from cream_pl.loggers import AutoWandbLogger
+from cream_pl.reporting.loggers import AutoWandbLogger
 from cream_pl.models import WSOLClassifier
 
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from cream_pl.errors import UserValueError
+from cream_pl.core.errors import UserValueError
 
 __all__ = ["EpochCheckpoints", "checkpoint_name", "read_epoch_record"]
 
@@ -96,7 +96,7 @@ class EpochCheckpoints(pl.Callback):
                **{f"val_{k}": _number(metrics.get(k)) for k in ("gt_known", "top1_loc", "max_box_acc_v2",
                                                                   "loc_threshold")}}
         rows = [r for r in read_epoch_record(self.record_path) if r["epoch"] < epoch] + [row]
-        from cream_pl.report import write_json_atomic
+        from cream_pl.reporting.tables import write_json_atomic
 
         write_json_atomic(rows, self.record_path)
 

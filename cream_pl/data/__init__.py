@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from cream_pl.lazy_exports import lazy_exports
+from cream_pl.core.lazy_exports import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CubSummary": "cream_pl.data.cub",

@@ -7,7 +7,7 @@ Batches (see :func:`wsol_collate`) are dicts:
   ``(width, height)``;
 - eval splits only (squash-resize to ``eval_size``, 224 by default): ``boxes`` = list of int64
   ``(n_i, 4)`` ``XYXY_INCLUSIVE`` boxes rescaled with the protocol's truncation
-  (:func:`cream_pl.boxes.resize_boxes_protocol`), when the split has boxes; ``mask`` = uint8
+  (:func:`cream_pl.core.boxes.resize_boxes_protocol`), when the split has boxes; ``mask`` = uint8
   ``(B, eval_size, eval_size)`` with 1 = foreground, 0 = background, 255 = ignore, built like the
   protocol's ``get_mask`` (nearest resize of each PNG as float32, ``> 0.5``, union; ignore =
   ``ignore > 0.5 and not foreground``), when the split has masks.
@@ -50,7 +50,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from cream_pl.boxes import resize_boxes_protocol
+from cream_pl.core.boxes import resize_boxes_protocol
 from cream_pl.data.images import ImageFileError, check_once, files_stamp, load_image_rgb, load_mask_gray
 from cream_pl.data.metadata import (
     REQUIRED_FILES,
@@ -68,7 +68,7 @@ from cream_pl.data.transforms import (
     build_train_transform,
     reseed_for_worker,
 )
-from cream_pl.errors import UserFileNotFoundError
+from cream_pl.core.errors import UserFileNotFoundError
 
 __all__ = ["WSOLDataset", "WSOLDataModule", "wsol_collate", "protocol_mask"]
 

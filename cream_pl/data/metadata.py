@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cream_pl.errors import UserError
+from cream_pl.core.errors import UserError
 
 __all__ = [
     "IMAGE_IDS",
@@ -66,7 +66,7 @@ OnBadSample = Literal["error", "skip"]
 
 class WSOLDataError(UserError, ValueError):
     """Base class of the data errors raised by cream-pl (a ``ValueError`` and a one-line
-    :class:`cream_pl.errors.UserError` that names the file)."""
+    :class:`cream_pl.core.errors.UserError` that names the file)."""
 
 
 class MetadataError(WSOLDataError):

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from cream_pl.lazy_exports import lazy_exports
+from cream_pl.core.lazy_exports import lazy_exports
 
 _FUNCTIONAL = "cream_pl.metrics.functional"
 _EXPORTS: dict[str, str] = {

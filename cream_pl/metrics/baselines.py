@@ -36,7 +36,7 @@ def center_baseline_best_iou(gt_boxes: list[np.ndarray], interval: float = 0.001
 
     Args:
         gt_boxes: per image, ``(n, 4)`` ``XYXY_INCLUSIVE`` boxes rescaled to the 224 evaluation grid
-            (:func:`cream_pl.boxes.resize_boxes_protocol`).
+            (:func:`cream_pl.core.boxes.resize_boxes_protocol`).
     """
     from cream_pl.metrics.functional import best_iou_per_threshold, cam_thresholds
 
@@ -53,7 +53,7 @@ def center_baseline_box_accuracy(gt_boxes: list[np.ndarray], interval: float = 0
 
     Args:
         gt_boxes: per image, ``(n, 4)`` ``XYXY_INCLUSIVE`` boxes rescaled to the 224 evaluation grid
-            (:func:`cream_pl.boxes.resize_boxes_protocol`).
+            (:func:`cream_pl.core.boxes.resize_boxes_protocol`).
     """
     best = center_baseline_best_iou(gt_boxes, interval)
     per_iou = {f"max_box_acc_iou{d}": float((best >= d / 100).mean(0).max() * 100) for d in iou_thresholds}

@@ -3,7 +3,7 @@
 Score map convention: a float64 ``(224, 224)`` map in ``[0, 1]`` aligned with the squashed
 224x224 evaluation image, produced by :func:`prepare_scoremap` (bicubic resize, then NaN or
 constant maps become zeros, then min-max). Boxes are ``XYXY_INCLUSIVE`` integer pixels of that grid
-(see :mod:`cream_pl.boxes`).
+(see :mod:`cream_pl.core.boxes`).
 
 Map -> boxes (:func:`boxes_from_scoremap`, the one place this happens in cream-pl):
 
@@ -412,7 +412,7 @@ def box_iou_plus_one(boxes_a: ArrayLike, boxes_b: ArrayLike) -> np.ndarray:
     """Pairwise "+1" IoU of integer ``XYXY_INCLUSIVE`` boxes, the benchmark's arithmetic, in numpy.
 
     Integer intersection and union, one float64 division (equal to
-    :func:`cream_pl.boxes.box_iou_inclusive`); a pair with no positive union scores 0.
+    :func:`cream_pl.core.boxes.box_iou_inclusive`); a pair with no positive union scores 0.
 
     Example:
         >>> box_iou_plus_one([[0, 0, 1, 1]], [[1, 1, 2, 2], [0, 0, 1, 1]])

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cream_pl.boxes import box_iou_inclusive
+from cream_pl.core.boxes import box_iou_inclusive
 from cream_pl.metrics.functional import _check_gt_boxes, boxes_from_scoremap
 
 __all__ = ["LocalizationAccuracy"]

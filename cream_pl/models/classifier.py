@@ -69,7 +69,7 @@ from cream_pl.models.wsol_methods import (
     masked_foreground_background_features,
     mixed_cross_entropy,
 )
-from cream_pl.viz import denormalize_image
+from cream_pl.reporting.viz import denormalize_image
 
 __all__ = ["SELECTED", "WSOLClassifier"]
 
@@ -130,7 +130,7 @@ class WSOLClassifier(pl.LightningModule):
             backbone pass, and stores the first best; it is evaluated as method ``cream_selected``
             (val: the winner's own numbers and τ*; test: the stored choice, never re-selected; absent
             with a warning if no val run selected one). ``None`` (default): no search.
-            Cost: ``python -m cream_pl.bench --only cream_search`` measures a whole val epoch with and
+            Cost: ``python -m cream_pl.pipelines.bench --only cream_search`` measures a whole val epoch with and
             without the embedded recipe's 90-candidate grid (``results/bench_cream_search.json``);
             nothing at test (see :mod:`cream_pl.models.cream_search`).
         cream_search_epochs: [choice] which validations of a fit run ``cream_search``: ``"all"``
@@ -504,7 +504,7 @@ class WSOLClassifier(pl.LightningModule):
 
     def _log_media(self, media: dict[str, Any], results: dict[str, Any]) -> None:
         """Overlays (image, CAM, CREAM, GT box, predicted boxes) and BoxAcc curves to W&B, when W&B is live."""
-        from cream_pl.wandb_media import is_live_wandb_logger, log_wsol_media
+        from cream_pl.reporting.wandb_media import is_live_wandb_logger, log_wsol_media
 
         if not any(is_live_wandb_logger(lg) for lg in self.trainer.loggers):
             return

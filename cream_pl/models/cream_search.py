@@ -8,7 +8,7 @@ network can score a grid of them on val at the cost of extra EM runs and metric 
 backbone runs once per image and every candidate's maps come from the pure function
 :func:`cream_pl.models.cream.cream_maps` on the same features.
 
-Cost: ``python -m cream_pl.bench --only cream_search`` (and ``make bench``) measures a whole val
+Cost: ``python -m cream_pl.pipelines.bench --only cream_search`` (and ``make bench``) measures a whole val
 epoch with and without the embedded recipe's grid (90 candidates): +0.62 s per val image on the
 project's 2-core CPU (``results/bench_cream_search.json``). The EM runs
 themselves are cheap (about 0.01 s per image for 18 candidates on one thread); almost all of the

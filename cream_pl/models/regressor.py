@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.backbones import create_backbone
 

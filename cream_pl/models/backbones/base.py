@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cream_pl.errors import UserFileNotFoundError, UserRuntimeError, UserValueError
+from cream_pl.core.errors import UserFileNotFoundError, UserRuntimeError, UserValueError
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -27,7 +27,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
-from cream_pl.errors import UserRuntimeError
+from cream_pl.core.errors import UserRuntimeError
 from cream_pl.models.backbones.base import Backbone
 from cream_pl.models.backbones.registry import register_backbone
 

@@ -3,7 +3,7 @@
 A classifier recipe lists the callback in ``trainer.callbacks``; when the fit ends (after its last
 validation, which chose τ* and, with ``cream_search``, CREAM's inference hyperparameters on the
 val split), it writes the COCO pseudo-box file over the training split with the same writer as
-``cream-pl pseudo-boxes`` (:class:`~cream_pl.callbacks.pseudo_boxes.PseudoBoxWriter`): resumable
+``cream-pl pseudo-boxes`` (:class:`~cream_pl.pseudo_boxes.generate.PseudoBoxWriter`): resumable
 chunks, every DDP rank boxing its own chunks, rank 0 merging, atomic files. A rerun of a finished
 job (e.g. ``fit --ckpt_path last``) finds the file and predicts nothing.
 
@@ -14,7 +14,7 @@ which chooses τ* on val maps at that size.
 Example (recipe):
     trainer:
       callbacks:
-        - class_path: cream_pl.callbacks.fit_end_pseudo_boxes.PseudoBoxesAtFitEnd
+        - class_path: cream_pl.pseudo_boxes.fit_end.PseudoBoxesAtFitEnd
           init_args: {out_path: outputs/run/pseudo_boxes_cream.json, source: cream}
 """
 
@@ -29,8 +29,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
-from cream_pl.callbacks.pseudo_boxes import SOURCES, PseudoBoxWriter, model_fingerprint
-from cream_pl.errors import UserValueError
+from cream_pl.pseudo_boxes.generate import SOURCES, PseudoBoxWriter, model_fingerprint
+from cream_pl.core.errors import UserValueError
 
 __all__ = ["PseudoBoxesAtFitEnd"]
 
@@ -66,7 +66,7 @@ class PseudoBoxesAtFitEnd(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":  # a bad output path fails before the training, not after it
-            from cream_pl.io import check_output_file
+            from cream_pl.core.io import check_output_file
 
             check_output_file(self.out_path, "PseudoBoxesAtFitEnd.out_path")
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from cream_pl.errors import UserValueError
+from cream_pl.core.errors import UserValueError
 
 __all__ = [
     "current_umask",

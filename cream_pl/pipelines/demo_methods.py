@@ -18,8 +18,8 @@ skipped when done, so an interrupted run resumes; a run folder of other inputs (
 overrides, version) starts over.
 
 Example:
-    $ python -m cream_pl.demo_methods --out results/embedded_methods      # about 25 min on 2 CPU cores
-    $ python -m cream_pl.demo_methods --fast --out /tmp/m --work /tmp/w   # smoke test
+    $ python -m cream_pl.pipelines.demo_methods --out results/embedded_methods      # about 25 min on 2 CPU cores
+    $ python -m cream_pl.pipelines.demo_methods --fast --out /tmp/m --work /tmp/w   # smoke test
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _fingerprint(data: Path, recipe: Path, overrides: dict[str, Any]) -> dict[st
 
 
 def _start_over_if_stale(run_dir: Path, inputs: dict[str, Any]) -> None:
-    from cream_pl.report import write_json_atomic
+    from cream_pl.reporting.tables import write_json_atomic
 
     path = run_dir / "inputs.json"
     if path.is_file() and json.loads(path.read_text()) == inputs:
@@ -135,11 +135,11 @@ def _start_over_if_stale(run_dir: Path, inputs: dict[str, Any]) -> None:
 def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, train_seed: int = 0,
                    fast: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records."""
-    from cream_pl.evidence import load_records, save_records
-    from cream_pl.io import atomic_write_bytes
-    from cream_pl.lightning_cli import build_from_recipe
+    from cream_pl.reporting.evidence import load_records, save_records
+    from cream_pl.core.io import atomic_write_bytes
+    from cream_pl.cli.lightning import build_from_recipe
     from cream_pl.models import WSOLClassifier
-    from cream_pl.report import write_json_atomic
+    from cream_pl.reporting.tables import write_json_atomic
 
     recipe = recipe_dir / f"{run.recipe}.yaml"
     if not recipe.is_file():
@@ -212,10 +212,10 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
                      data: Path | str = "data/synth", recipe_dir: Path | str | None = None, seed: int = 0,
                      train_seed: int = 0, fast: bool = False, methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Train and test every method (skipping finished ones); write ``metrics.json`` and ``README.md``."""
-    from cream_pl.demo import DEFAULT_PRESET, _data_is_current, _method_row, _stage_data
-    from cream_pl.demo_methods_report import render_markdown
-    from cream_pl.evidence import compute_differences
-    from cream_pl.report import write_json_atomic, write_markdown_atomic
+    from cream_pl.pipelines.demo import DEFAULT_PRESET, _data_is_current, _method_row, _stage_data
+    from cream_pl.reporting.demo_methods_report import render_markdown
+    from cream_pl.reporting.evidence import compute_differences
+    from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     start = time.time()
     out, work, data = Path(out), Path(work), Path(data)
@@ -275,7 +275,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.demo_methods", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_methods", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/embedded_methods", help="results folder")
     parser.add_argument("--work", default="outputs/demo_methods", help="checkpoints and per-run results")
     parser.add_argument("--data", default="data/synth",
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload = run_demo_methods(args.out, args.work, args.data, args.recipes, args.seed, args.train_seed, args.fast,
                                args.methods)
     if args.readme:
-        from cream_pl.demo_methods_report import splice_summary
+        from cream_pl.reporting.demo_methods_report import splice_summary
 
         splice_summary(Path(args.readme), payload, Path(args.out))
     return 0

@@ -12,7 +12,7 @@ Example:
     >>> out["identical"], out["num_thresholds"]
     (True, 100)
 
-Command line: ``python -m cream_pl.metrics.bench [--num-images 16] [--interval 0.001]``.
+Command line: ``python -m cream_pl.pipelines.bench_metrics [--num-images 16] [--interval 0.001]``.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
-from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
-from cream_pl.viz import _check_boxes, _check_rgb, overlay_grid, overlay_heatmap, to_rgb_image
+from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.reporting.viz import _check_boxes, _check_rgb, overlay_grid, overlay_heatmap, to_rgb_image
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -220,10 +220,10 @@ def wsol_media(
 ) -> dict[str, Any]:
     """Build the W&B media dict logged by :func:`log_wsol_media` (no run needed).
 
-    Keys: ``{prefix}/grid`` (the :func:`cream_pl.viz.overlay_grid` picture),
+    Keys: ``{prefix}/grid`` (the :func:`cream_pl.reporting.viz.overlay_grid` picture),
     ``{prefix}/{cam,cream}_overlays`` (lists of :func:`wandb_overlay_image`, boxes toggleable),
     ``{prefix}/box_acc_curve`` (a ``wandb.plot.line``, one line per ``method@IoUδ``).
-    Rows use the :func:`~cream_pl.viz.overlay_grid` dict format plus an optional ``label``
+    Rows use the :func:`~cream_pl.reporting.viz.overlay_grid` dict format plus an optional ``label``
     (class id, looked up in ``class_labels``).
     """
     media: dict[str, Any] = {}
@@ -296,9 +296,9 @@ def log_wsol_media(
     Args:
         logger: a ``WandbLogger``, any other logger, a list of loggers (``trainer.loggers``) or ``None``.
         key_prefix: W&B key prefix, e.g. ``"val/media"``.
-        rows: :func:`cream_pl.viz.overlay_grid` rows (first ``max_rows`` are logged).
+        rows: :func:`cream_pl.reporting.viz.overlay_grid` rows (first ``max_rows`` are logged).
         curves: ``{method: (thresholds (T,), acc (n_iou, T))}`` as for
-            :func:`cream_pl.viz.plot_box_acc_curves`.
+            :func:`cream_pl.reporting.viz.plot_box_acc_curves`.
         step: the trainer's global step (logged as ``trainer/global_step``).
         **kwargs: passed to :func:`wsol_media` (``iou_levels``, ``class_labels``, ``max_rows``, ...).
 

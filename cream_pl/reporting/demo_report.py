@@ -1,7 +1,7 @@
 """``make demo``'s results folder: ``metrics.json``, ``metrics.md`` and the ablation tables, from the numbers alone.
 
 Every sentence of the summary is computed from the results (no fixed claims): each difference is
-stated with its paired bootstrap 95 % interval (:mod:`cream_pl.evidence`) and called a gain or a
+stated with its paired bootstrap 95 % interval (:mod:`cream_pl.reporting.evidence`) and called a gain or a
 loss only when the interval excludes 0; a missed target is stated as missed, with the measured
 reason where the results hold one.
 """
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cream_pl.report import (
+from cream_pl.reporting.tables import (
     ablation_table_markdown,
     metrics_table_markdown,
     write_json_atomic,
@@ -80,7 +80,7 @@ def explain(results: Mapping[str, Any]) -> list[str]:
             lines.append(text + ".")
     sel = results.get("selected", {}).get("cream")
     if sel:
-        from cream_pl.evidence import PAPER_DEFAULTS as P
+        from cream_pl.reporting.evidence import PAPER_DEFAULTS as P
 
         lines.append(f"Val selection chose T = {sel['T']}, κ = {sel['kappa']:g}, λ = {sel['lambda']:g}, feature norm "
                      f"{sel['feature_norm']} (paper: T = {P['T']}, κ = {P['kappa']:g}, λ = {P['lambda']:g}, "
@@ -169,7 +169,7 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
         results["summary"].insert(0, "This is a --fast smoke run (tiny data, one epoch, random init): the numbers only "
                                      "show that the pipeline runs.")
     write_json_atomic(results, out / "metrics.json")
-    from cream_pl.evidence import differences_markdown, selection_markdown
+    from cream_pl.reporting.evidence import differences_markdown, selection_markdown
 
     ablations = results["ablations"]
     rows = {DISPLAY_NAMES[k]: results[k] for k in ("center_baseline", "cam", "cream", "cream_selected", "cream_reg")
@@ -182,7 +182,7 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
     else:
         title = f"# Results on `{data}`"
         source = f"test split of `{data}` ({num_classes} classes, from its metadata)"
-    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.demo`); {source}, EfficientNet-Lite0 (ImageNet) "
+    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.pipelines.demo`); {source}, EfficientNet-Lite0 (ImageNet) "
           f"backbone; {bench.get('seeds', 1)} training seed.", "",
           metrics_table_markdown(rows, METHOD_COLUMNS, PROTOCOL_NOTES), ""]
     if "selected" in results:
@@ -233,18 +233,18 @@ def splice_readme(readme: str, metrics_md: str, extra: str = "", *, begin: str =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cream_pl.demo_report``: regenerate the README's results block from results/embedded."""
+    """``python -m cream_pl.reporting.demo_report``: regenerate the README's results block from results/embedded."""
     import argparse
     import json
 
-    from cream_pl.io import atomic_write_text
+    from cream_pl.core.io import atomic_write_text
 
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.demo_report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.reporting.demo_report", description=main.__doc__)
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--results", type=Path, default=Path("results/embedded"))
     args = parser.parse_args(argv)
     metrics = json.loads((args.results / "metrics.json").read_text())
-    from cream_pl.demo import STAGES
+    from cream_pl.pipelines.demo import STAGES
 
     t = metrics.get("timing", {})
     stages = ", ".join(f"{k[:-2].replace('_', ' ')} {t[k] / 60:.1f} min" for k in STAGES

@@ -43,7 +43,7 @@ def plugin_table(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]
 def _cls_table(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> str:
     lines = ["| method | Top-1 Cls | T | κ | λ | M-step norm | val MaxBoxAccV2 of the choice |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
-    from cream_pl.evidence import PAPER_DEFAULTS as P
+    from cream_pl.reporting.evidence import PAPER_DEFAULTS as P
 
     lines.append(f"| paper defaults | | {P['T']} | {P['kappa']:g} | {P['lambda']:g} | {P['feature_norm']} | |")
     for key, name, _ in runs:
@@ -88,7 +88,7 @@ def summary_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str
 
 def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> str:
     """``results/embedded_methods/README.md``."""
-    from cream_pl.evidence import differences_markdown
+    from cream_pl.reporting.evidence import differences_markdown
 
     b, t = payload["benchmark"], payload["timing"]
     names = {}
@@ -99,7 +99,7 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
     lines = [
         "# WSOL methods with and without CREAM on the embedded CUB-like benchmark",
         "",
-        f"Produced by `make demo-methods` (`python -m cream_pl.demo_methods{' --fast' if b['fast'] else ''}`): "
+        f"Produced by `make demo-methods` (`python -m cream_pl.pipelines.demo_methods{' --fast' if b['fast'] else ''}`): "
         f"the `{b['preset']}` preset (seed {b['seed']}), {b['num_val']} val / {b['num_test']} test images, "
         f"{b['seeds']} training seed ({b['train_seed']}) per row. Each method is one run of its recipe "
         f"({', '.join(f'`experiments/{r}.yaml`' for _, _, r in runs)}): the same data, backbone "
@@ -142,8 +142,8 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
 
 def splice_summary(readme: Path, payload: Mapping[str, Any], results: Path) -> None:
     """Replace the README's METHODS block by the plug-in table and the summary sentences."""
-    from cream_pl.demo_report import splice_readme
-    from cream_pl.io import atomic_write_text
+    from cream_pl.reporting.demo_report import splice_readme
+    from cream_pl.core.io import atomic_write_text
 
     runs = [(k, payload["methods"][k]["display_name"], "") for k in payload["methods"] if not k.endswith("_cream_selected")]
     body = "\n".join([plugin_table(payload, runs), "", *[f"- {s}" for s in summary_lines(payload, runs)], "",

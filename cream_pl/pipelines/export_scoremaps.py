@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cream_pl.errors import UserValueError as OutputPathError
-from cream_pl.io import atomic_write_text, check_output_dir
+from cream_pl.core.errors import UserValueError as OutputPathError
+from cream_pl.core.io import atomic_write_text, check_output_dir
 
 __all__ = ["MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path"]
 
@@ -95,7 +95,7 @@ def export_scoremaps(
     """
     import torch
 
-    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
     from cream_pl.data.datamodule import WSOLDataModule
     from cream_pl.metrics.functional import prepare_scoremaps
     from cream_pl.models.checkpoints import load_classifier

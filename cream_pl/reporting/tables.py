@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from cream_pl import io as _io
+from cream_pl.core import io as _io
 
 __all__ = [
     "MISSING",

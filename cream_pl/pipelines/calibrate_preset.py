@@ -16,8 +16,8 @@ data and result under ``<work>/sweep/``, kept for a resume) and writes ``<out>/s
 baseline only (``make calibrate-cub-sweep``).
 
 Example:
-    $ python -m cream_pl.calibrate_preset --preset cub --out results/calibration_cub
-    $ python -m cream_pl.calibrate_preset --preset cub --sweep body_head_tint=0,0.15,0.25,0.5
+    $ python -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub
+    $ python -m cream_pl.pipelines.calibrate_preset --preset cub --sweep body_head_tint=0,0.15,0.25,0.5
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def split_statistics(split_dir: Path) -> dict[str, Any]:
 def _center_baseline(split_dir: Path) -> dict[str, float]:
     import torch
 
-    from cream_pl.boxes import resize_boxes_protocol
+    from cream_pl.core.boxes import resize_boxes_protocol
     from cream_pl.data.metadata import read_split
     from cream_pl.metrics.baselines import center_baseline_box_accuracy
 
@@ -78,7 +78,7 @@ def _center_baseline(split_dir: Path) -> dict[str, float]:
 
 
 def _train_cam(recipe: Path, data: Path, work: Path, seed: int) -> dict[str, Any]:
-    from cream_pl.lightning_cli import build_from_recipe
+    from cream_pl.cli.lightning import build_from_recipe
 
     cli = build_from_recipe(recipe, {
         "seed_everything": seed, "data.init_args.data_root": str(data), "trainer.default_root_dir": str(work),
@@ -99,7 +99,7 @@ def _train_cam(recipe: Path, data: Path, work: Path, seed: int) -> dict[str, Any
 
 def _markdown(result: dict[str, Any]) -> str:
     lines = [f"# Calibration of the `{result['preset']}` preset (CAM and the center baseline only)", "",
-             f"Produced by `python -m cream_pl.calibrate_preset --preset {result['preset']}` "
+             f"Produced by `python -m cream_pl.pipelines.calibrate_preset --preset {result['preset']}` "
              f"(seed {result['seed']}, {result['recipe']}); {result['wall_min']:.1f} min.", "",
              "| split statistic | " + " | ".join(f"{s} (preset)" for s in ("val", "test")) + " | CUB val | CUB test |",
              "| --- | ---: | ---: | ---: | ---: |"]
@@ -149,17 +149,17 @@ def _parse_sweep(text: str) -> tuple[str, list[Any]]:
     key, _, values = text.partition("=")
     names = {f.name: f for f in fields(SynthConfig)}
     if key not in names or not values:
-        raise SystemExit(f"python -m cream_pl.calibrate_preset: error: --sweep wants KEY=V1,V2,... with KEY a "
+        raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep wants KEY=V1,V2,... with KEY a "
                          f"SynthConfig field ({', '.join(sorted(names))}), got {text!r}")
     try:
         return key, [json.loads(v) for v in values.split(",")]
     except json.JSONDecodeError as err:
-        raise SystemExit(f"python -m cream_pl.calibrate_preset: error: --sweep {text!r}: {err}") from None
+        raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep {text!r}: {err}") from None
 
 
 def _sweep_markdown(preset: str, key: str, rows: list[dict[str, Any]], wall_min: float, chosen: Any = None) -> str:
     lines = [f"# Calibration sweep of `{preset}`: `{key}` (CAM and the center baseline only)", "",
-             f"Produced by `python -m cream_pl.calibrate_preset --preset {preset} --sweep {key}=...` "
+             f"Produced by `python -m cream_pl.pipelines.calibrate_preset --preset {preset} --sweep {key}=...` "
              f"(`make calibrate-cub-sweep`); {wall_min:.1f} min. Every other knob is the preset's.", "",
              f"| {key} | CAM MaxBoxAccV2 (test) | IoU30 / 50 / 70 (test) | CAM GT-known (test) | Top-1 Cls (test) | "
              "center baseline (test) | targets met (test) | CAM MaxBoxAccV2 / GT-known (val) |",
@@ -182,7 +182,7 @@ def _sweep_markdown(preset: str, key: str, rows: list[dict[str, Any]], wall_min:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.calibrate_preset", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.calibrate_preset", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cub", choices=("hard", "cub"))
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/calibration_<preset>)")
     parser.add_argument("--work", type=Path, default=None, help="data and runs (default outputs/calibration_<preset>)")
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or Path(f"outputs/calibration_{args.preset}")
     from dataclasses import replace
 
-    from cream_pl.io import atomic_write_text, check_output_dir
+    from cream_pl.core.io import atomic_write_text, check_output_dir
 
     check_output_dir(out, "--out")
     sweep = _parse_sweep(args.sweep) if args.sweep else None

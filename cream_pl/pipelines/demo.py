@@ -12,7 +12,7 @@ Every stage writes its output atomically and is skipped when that output already
 interrupted demo resumes where it stopped (``--restart`` starts over).
 
 Example:
-    $ python -m cream_pl.demo --out results/embedded
+    $ python -m cream_pl.pipelines.demo --out results/embedded
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cream_pl.report import write_json_atomic
+from cream_pl.reporting.tables import write_json_atomic
 
 __all__ = ["run_demo", "main"]
 
@@ -147,7 +147,7 @@ def _diagnostics_done(work: Path) -> bool:
 
 
 def _regressor_done(work: Path) -> bool:
-    from cream_pl.regressor_train import PER_IMAGE_FILE
+    from cream_pl.pipelines.regressor_train import PER_IMAGE_FILE
 
     rdir = work / "regressor_cream"
     return all((rdir / n).is_file() for n in ("demo_metrics.json", PER_IMAGE_FILE, "train_fit.json"))
@@ -164,7 +164,7 @@ def _callback_index(recipe: Path, class_name: str) -> int | None:
 
 
 def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_seed: int = 0) -> tuple[Any, Any, Any]:
-    from cream_pl.lightning_cli import build_from_recipe
+    from cream_pl.cli.lightning import build_from_recipe
     from cream_pl.models import WSOLClassifier
 
     ckpt = work / "classifier.ckpt"
@@ -201,8 +201,8 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_se
 
 def _test(cli: Any, model: Any, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Test results and the per-image records of :data:`PER_IMAGE_METHODS` (both kept for a resume)."""
-    from cream_pl.evidence import load_records, save_records
-    from cream_pl.io import atomic_write_bytes
+    from cream_pl.reporting.evidence import load_records, save_records
+    from cream_pl.core.io import atomic_write_bytes
 
     path, rec_path = work / "classifier_test.json", work / "per_image_test.npz"
     if _test_done(work):
@@ -219,7 +219,7 @@ def _test(cli: Any, model: Any, work: Path) -> tuple[dict[str, Any], dict[str, d
 
 def _center_baseline(cli: Any, interval: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The center baseline's row (MaxBoxAccV2 and per IoU level) and per-image record on the test split."""
-    from cream_pl.boxes import resize_boxes_protocol
+    from cream_pl.core.boxes import resize_boxes_protocol
     from cream_pl.metrics.baselines import center_baseline_best_iou
     from cream_pl.metrics.bootstrap import max_box_acc_statistic
 
@@ -246,7 +246,7 @@ PSEUDO_SOURCE = "cream_selected"
 
 def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
     """The train split's pseudo boxes (written by the fit's ``PseudoBoxesAtFitEnd``, else here) and their quality."""
-    from cream_pl.callbacks.pseudo_boxes import generate_pseudo_boxes, quality_path
+    from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes, quality_path
 
     source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
     path = work / f"pseudo_boxes_{source}.json"
@@ -268,7 +268,7 @@ def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
 def _stage_regressor(pseudo_boxes: Path, data: Path, work: Path, ckpt: Path, fast: bool, mean: Sequence[float],
                      std: Sequence[float], train_seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """CREAM_reg: the box regressor on the pseudo boxes, trained to a plateau of its train IoU, then tested."""
-    from cream_pl.regressor_train import CURVE_FILE, PER_IMAGE_FILE, psol_recipe, train_regressor
+    from cream_pl.pipelines.regressor_train import CURVE_FILE, PER_IMAGE_FILE, psol_recipe, train_regressor
 
     rdir = work / "regressor_cream"
     metrics_file = rdir / "demo_metrics.json"
@@ -315,9 +315,9 @@ def _regressor_train_fit(rdir: Path, data: Path, pseudo_boxes: Path, mean: Seque
         return json.loads(path.read_text())
     from torch.utils.data import DataLoader
 
-    from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes, resize_boxes_protocol
+    from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes, resize_boxes_protocol
     from cream_pl.data.datamodule import WSOLDataModule, wsol_collate
-    from cream_pl.data.pseudo_boxes import load_dataset_pseudo_boxes
+    from cream_pl.data.pseudo_box_format import load_dataset_pseudo_boxes
     from cream_pl.models.regressor import BoxRegressor, localization_hits, predicted_boxes_inclusive
 
     model = BoxRegressor.load_from_checkpoint(rdir / "checkpoints" / "last.ckpt", map_location="cpu",
@@ -368,7 +368,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
     from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
-    from cream_pl.viz import denormalize_image, overlay_grid, plot_ablation, plot_box_acc_curves
+    from cream_pl.reporting.viz import denormalize_image, overlay_grid, plot_ablation, plot_box_acc_curves
 
     methods = test_res["methods"]
     curves = {name: (np.asarray(methods[name]["curves"]["thresholds"]), np.asarray(methods[name]["curves"]["box_acc"]))
@@ -508,8 +508,8 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
         owned_data: ``data`` is the demo's own synthetic root, regenerated when it holds another
             configuration; ``False`` for a user's dataset, which is used as it is.
     """
-    from cream_pl.demo_report import write_results
-    from cream_pl.evidence import compute_differences
+    from cream_pl.reporting.demo_report import write_results
+    from cream_pl.reporting.evidence import compute_differences
 
     start = time.time()
     out, work, data, recipe = Path(out), Path(work), Path(data), Path(recipe)
@@ -612,7 +612,7 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/embedded", help="results folder")
     parser.add_argument("--work", default="outputs/demo", help="checkpoints and intermediate files")
     parser.add_argument("--data", default=None,
@@ -628,14 +628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-regressor", action="store_true", help="leave out the pseudo-box and regressor stages")
     args = parser.parse_args(argv)
     if args.data is not None and not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
-        parser.exit(2, f"python -m cream_pl.demo: error: {args.data}: no dataset in the benchmark format there "
+        parser.exit(2, f"python -m cream_pl.pipelines.demo: error: {args.data}: no dataset in the benchmark format there "
                     "(expected metadata/test/image_ids.txt); leave --data out for the embedded benchmark\n")
     if args.data is not None:
         from cream_pl.data.metadata import read_split
 
         test = read_split(Path(args.data) / "metadata" / "test").samples
         if not any(sample.boxes for sample in test):
-            parser.exit(2, f"python -m cream_pl.demo: error: {Path(args.data) / 'metadata' / 'test'}: no boxes in the "
+            parser.exit(2, f"python -m cream_pl.pipelines.demo: error: {Path(args.data) / 'metadata' / 'test'}: no boxes in the "
                         "test split; the demo's table, center baseline and box regressor need boxes (score a mask-only "
                         "dataset with `cream-pl fit` / `cream-pl test`, which report PxAP)\n")
     torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -24,16 +24,16 @@ Top-1 Cls over every epoch of both CI-CAM runs teaches classification, the one w
 GT-known localisation (:func:`select_teachers`). Every row and both teachers are tested with
 per-image records, and every stated difference gets a paired bootstrap 95 % interval over the test
 images (1000 resamples), on all of them and on the unusual- and usual-background subsets
-(:mod:`cream_pl.evidence`). Results: ``<out>/metrics.json``, ``<out>/README.md`` and
-``<out>/dilemma.png`` (:mod:`cream_pl.demo_kd_report`).
+(:mod:`cream_pl.reporting.evidence`). Results: ``<out>/metrics.json``, ``<out>/README.md`` and
+``<out>/dilemma.png`` (:mod:`cream_pl.reporting.demo_kd_report`).
 
 Resumable: the dataset, each run's fit and each tested checkpoint are written atomically and
 skipped when present; a run whose inputs (data, recipe text, overrides, teachers, demo version)
 changed starts over, and so does a student whose teachers changed.
 
 Example:
-    $ python -m cream_pl.demo_kd --out results/embedded_confounded          # under 20 min on 2 CPU cores
-    $ python -m cream_pl.demo_kd --out /tmp/kd_smoke --fast                 # pipeline smoke test
+    $ python -m cream_pl.pipelines.demo_kd --out results/embedded_confounded          # under 20 min on 2 CPU cores
+    $ python -m cream_pl.pipelines.demo_kd --out /tmp/kd_smoke --fast                 # pipeline smoke test
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class _Timing:
     def record(self, stage: str, seconds: float, ran: bool) -> None:
         import os
 
-        from cream_pl.report import write_json_atomic
+        from cream_pl.reporting.tables import write_json_atomic
 
         self.skipped |= not ran
         if ran or stage not in self.saved:
@@ -316,8 +316,8 @@ def _overrides(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None) -> d
 def _fit(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train one run (unless done with the same inputs); returns its per-epoch val rows."""
     from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
-    from cream_pl.lightning_cli import build_from_recipe
-    from cream_pl.report import write_json_atomic
+    from cream_pl.cli.lightning import build_from_recipe
+    from cream_pl.reporting.tables import write_json_atomic
 
     recipe, run_dir = _recipe(ctx, run), ctx.work / "runs" / run.name
     overrides = _overrides(ctx, run, teachers)
@@ -352,7 +352,7 @@ def _recipe_facts(ctx: _Context, run: Run) -> dict[str, Any]:
     """What the results README says of a run's recipe (after the demo's overrides): model, crops, CREAM grid, KD."""
     import yaml
 
-    from cream_pl.lightning_cli import set_dotted
+    from cream_pl.cli.lightning import set_dotted
 
     config = yaml.safe_load(_recipe(ctx, run).read_text())
     for key, value in _overrides(ctx, run, None).items():
@@ -374,7 +374,7 @@ def _eval_datamodule(ctx: _Context) -> Any:
     import yaml
 
     from cream_pl.data import WSOLDataModule
-    from cream_pl.lightning_cli import set_dotted
+    from cream_pl.cli.lightning import set_dotted
 
     config = yaml.safe_load(_recipe(ctx, RUNS[0]).read_text())
     for key, value in {**dict(ctx.settings.overrides), "data.init_args.data_root": str(ctx.data_root)}.items():
@@ -388,10 +388,10 @@ def _test(ctx: _Context, dm: Any, run: str, epoch: int) -> tuple[dict[str, Any],
     import pytorch_lightning as pl
 
     from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
-    from cream_pl.evidence import load_records, save_records
-    from cream_pl.io import atomic_write_bytes
+    from cream_pl.reporting.evidence import load_records, save_records
+    from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models.checkpoints import load_classifier
-    from cream_pl.report import write_json_atomic
+    from cream_pl.reporting.tables import write_json_atomic
 
     run_dir = ctx.work / "runs" / run
     res_path, rec_path = run_dir / f"test_epoch={epoch:03d}.json", run_dir / f"test_epoch={epoch:03d}.npz"
@@ -422,7 +422,7 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
              fast: bool = False) -> dict[str, Any]:
     """Run every stage (skipping finished ones); write ``metrics.json``, ``README.md`` and ``dilemma.png`` to ``out``."""
     from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
-    from cream_pl.demo_kd_report import build_results, write_results
+    from cream_pl.reporting.demo_kd_report import build_results, write_results
 
     start = time.perf_counter()
     out, work = Path(out), Path(work)
@@ -477,7 +477,7 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
                                 "fit_s": timing.used.get(f"fit_{r.name}_s"), **_recipe_facts(ctx, r)} for r in RUNS}
     wall_s, full_file = time.perf_counter() - start, work / "full_run.json"
     if not timing.skipped:  # every stage ran in this invocation: its wall time is the whole demo's
-        from cream_pl.report import write_json_atomic
+        from cream_pl.reporting.tables import write_json_atomic
 
         write_json_atomic({"wall_s": wall_s}, full_file)
     full_wall = json.loads(full_file.read_text())["wall_s"] if full_file.is_file() else None
@@ -491,7 +491,7 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.demo_kd", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_kd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/embedded_confounded"), help="results folder")
     parser.add_argument("--work", type=Path, default=None,
                         help="dataset, checkpoints and logs (default outputs/embedded_confounded[_fast])")

@@ -4,7 +4,7 @@ For every image (folders are expanded recursively to image files, sorted) a trai
 ``WSOLClassifier`` gives the top-1 class and its probability; the CREAM (or CAM) map of that class
 becomes one box with the benchmark's map -> box rule (largest contour at a threshold τ) on the
 ``eval_size`` squash grid, and the box is mapped back to original pixels with
-:mod:`cream_pl.boxes`. With a ``BoxRegressor`` (CREAM_reg) the regressor's box is used instead and
+:mod:`cream_pl.core.boxes`. With a ``BoxRegressor`` (CREAM_reg) the regressor's box is used instead and
 the class still comes from the classifier.
 
 Outputs (written atomically):
@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cream_pl.boxes import BoxFormat, clip_boxes, convert_boxes
+from cream_pl.core.boxes import BoxFormat, clip_boxes, convert_boxes
 from cream_pl.data.images import ImageFileError, load_image_rgb
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
-from cream_pl.errors import user_error_message
-from cream_pl.io import atomic_write_bytes, check_output_dir, check_output_file
+from cream_pl.core.errors import user_error_message
+from cream_pl.core.io import atomic_write_bytes, check_output_dir, check_output_file
 from cream_pl.metrics.functional import pixel_box_from_scoremap_at, prepare_scoremaps
-from cream_pl.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
-from cream_pl.report import write_json_atomic
-from cream_pl.viz import draw_boxes, overlay_heatmap
+from cream_pl.core.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
+from cream_pl.reporting.tables import write_json_atomic
+from cream_pl.reporting.viz import draw_boxes, overlay_heatmap
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_THRESHOLD", "expand_image_paths", "grid_box_to_original", "localize",
            "checkpoint_class_names", "add_parser", "run"]
@@ -144,7 +144,7 @@ def checkpoint_class_names(checkpoint: dict[str, Any], ckpt_path: str | Path | N
 
 def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, list[str] | None]:
     """Classifier, its training normalisation and class names (see :func:`checkpoint_class_names`)."""
-    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
     from cream_pl.models.checkpoints import load_classifier, read_checkpoint
 
     model = load_classifier(ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
@@ -245,7 +245,7 @@ def localize(
     Raises:
         FileNotFoundError: the classifier or regressor checkpoint does not exist.
         ValueError: bad ``method`` / ``threshold`` / ``batch_size``, or no image found;
-            :class:`cream_pl.errors.UserValueError` when ``out_dir`` is a file or lies under one
+            :class:`cream_pl.core.errors.UserValueError` when ``out_dir`` is a file or lies under one
             (checked before the model is loaded).
 
     Example:
@@ -379,8 +379,8 @@ def localize(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``cream-pl localize`` (its arguments live in :mod:`cream_pl.cli_parsers`)."""
-    from cream_pl.cli_parsers import SUBCOMMANDS
+    """Register ``cream-pl localize`` (its arguments live in :mod:`cream_pl.cli.parsers`)."""
+    from cream_pl.cli.parsers import SUBCOMMANDS
 
     return SUBCOMMANDS["localize"].add(subparsers)
 

@@ -9,7 +9,7 @@ and in how many seeds the paired bootstrap interval (over test images) excluded 
 time (this invocation, and the summed stage times of every seed, i.e. a run from nothing).
 
 Example:
-    $ python -m cream_pl.demo_seeds --seeds 3 --out results/embedded_seeds
+    $ python -m cream_pl.pipelines.demo_seeds --seeds 3 --out results/embedded_seeds
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _markdown(agg: Mapping[str, Any], names: Mapping[str, str]) -> str:
 
     n = len(agg["seeds"])
     lines = [f"# `make demo` over {n} training seeds", "",
-             f"Produced by `make demo-seeds` (`python -m cream_pl.demo_seeds --seeds {n}`): the same embedded "
+             f"Produced by `make demo-seeds` (`python -m cream_pl.pipelines.demo_seeds --seeds {n}`): the same embedded "
              f"benchmark, training seeds {', '.join(map(str, agg['seeds']))}; mean ± sample sd over the seeds.", "",
              "| Method | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
     for row, per in agg["methods"].items():
@@ -103,7 +103,7 @@ def _markdown(agg: Mapping[str, Any], names: Mapping[str, str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.demo_seeds", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_seeds", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (0 .. N-1)")
     parser.add_argument("--out", type=Path, default=Path("results/embedded_seeds"))
     parser.add_argument("--work-root", type=Path, default=Path("outputs/demo_seeds"),
@@ -115,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seeds must be at least 2 (a spread needs two runs)")
     import json
 
-    from cream_pl.demo import run_demo
-    from cream_pl.demo_report import DISPLAY_NAMES
-    from cream_pl.io import atomic_write_text, check_output_dir
+    from cream_pl.pipelines.demo import run_demo
+    from cream_pl.reporting.demo_report import DISPLAY_NAMES
+    from cream_pl.core.io import atomic_write_text, check_output_dir
 
     check_output_dir(args.out, "--out")
     start = time.time()

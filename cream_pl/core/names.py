@@ -1,7 +1,7 @@
 """Names that light and heavy modules share (standard library only).
 
 The map methods a tool can box or show, and ``localize``'s fallback threshold, are read both by
-the torch-free argument parsers (:mod:`cream_pl.cli_parsers`, so ``--help`` stays instant) and by
+the torch-free argument parsers (:mod:`cream_pl.cli.parsers`, so ``--help`` stays instant) and by
 the modules that run the work; this is their one definition.
 
 Example:

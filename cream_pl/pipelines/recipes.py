@@ -5,10 +5,10 @@
 2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split at PSOL's 448 input (τ* from the
    val split's maps at the same input size).
 3. ``train-regressor``: the CREAM_reg box regressor on those boxes with PSOL's recipe
-   (:func:`cream_pl.regressor_train.psol_recipe`), tested with the classifier's class.
+   (:func:`cream_pl.pipelines.regressor_train.psol_recipe`), tested with the classifier's class.
 
 Example:
-    $ python -m cream_pl.recipes train-cub --cub-root data/CUB_200_2011 --data data/cub
+    $ python -m cream_pl.pipelines.recipes train-cub --cub-root data/CUB_200_2011 --data data/cub
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
 
         summary = convert_cub(cub_root, data, val_per_class=val_per_class)
         print(f"[train-cub] converted {cub_root} -> {data}: {summary}")
-    from cream_pl.lightning_cli import build_from_recipe
+    from cream_pl.cli.lightning import build_from_recipe
 
     overrides: dict[str, object] = {"data.init_args.data_root": str(data), "trainer.default_root_dir": str(work)}
     for item in extra:  # --key=value pairs, dotted keys as in the YAML (list items by index)
@@ -89,7 +89,7 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
         return 1
-    from cream_pl.regressor_train import psol_recipe, train_regressor
+    from cream_pl.pipelines.regressor_train import psol_recipe, train_regressor
 
     recipe = {**psol_recipe(batch_size), "max_epochs": epochs}  # PSOL: lr 1e-3 x batch / 256, head x2, box crop
     metrics = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone, pretrained=pretrained,
@@ -101,7 +101,7 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.recipes", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.recipes", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)")
     p.add_argument("--cub-root", type=Path, default=Path("data/CUB_200_2011"))

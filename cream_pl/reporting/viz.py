@@ -2,7 +2,7 @@
 
 Pure functions on NumPy / torch inputs. Images are ``uint8`` RGB ``(H, W, 3)`` arrays everywhere;
 OpenCV's BGR order only exists inside this module. Boxes are ``XYXY_INCLUSIVE`` pixel boxes
-(:class:`cream_pl.boxes.BoxFormat`), the WSOL benchmark convention. Files are written atomically
+(:class:`cream_pl.core.boxes.BoxFormat`), the WSOL benchmark convention. Files are written atomically
 (temporary file + ``os.replace``), so a crashed run never leaves half a PNG behind.
 
 Example:
@@ -28,8 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from cream_pl.io import atomic_write_bytes
-from cream_pl.report import METHOD_NAMES
+from cream_pl.core.io import atomic_write_bytes
+from cream_pl.reporting.tables import METHOD_NAMES
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -5,7 +5,7 @@ Models and data modules are given by ``class_path`` in the YAML (``configs/`` by
 model, so a recipe never repeats it.
 
 User errors (a bad image or metadata line, missing pretrained weights, ...; see
-:mod:`cream_pl.errors`) end the command with one line, ``cream-pl fit: error: <file>:<line>: ...``,
+:mod:`cream_pl.core.errors`) end the command with one line, ``cream-pl fit: error: <file>:<line>: ...``,
 and exit status 2, whether they are raised while the classes are built (where jsonargparse wraps
 them), in ``setup`` or in a ``DataLoader`` worker.
 
@@ -24,7 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from cream_pl.errors import user_error_message
+from cream_pl.core.errors import user_error_message
 
 __all__ = ["CreamCLI", "run_lightning_cli", "build_from_recipe", "set_dotted"]
 

@@ -112,7 +112,7 @@ def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
         try:
             return run(args)
         except (ValueError, OSError) as err:
-            from cream_pl.errors import user_error_message
+            from cream_pl.core.errors import user_error_message
 
             message = user_error_message(err) or " ".join(str(err).split())
             print(f"cream-pl data {args.data_command}: error: {message}", file=sys.stderr)
@@ -127,7 +127,7 @@ run_check = _guarded(_run_check)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``data`` and its sub-commands (their arguments live in :mod:`cream_pl.cli_parsers`)."""
-    from cream_pl.cli_parsers import SUBCOMMANDS
+    """Register ``data`` and its sub-commands (their arguments live in :mod:`cream_pl.cli.parsers`)."""
+    from cream_pl.cli.parsers import SUBCOMMANDS
 
     return SUBCOMMANDS["data"].add(subparsers)

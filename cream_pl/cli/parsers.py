@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cream_pl.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
+from cream_pl.core.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "add_evaluate_arguments"]
 
@@ -40,7 +40,7 @@ def _lazy(module: str, name: str = "run") -> Callable[[argparse.Namespace], int]
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``cream-pl evaluate`` (also used by :func:`cream_pl.metrics.cli.add_parser`)."""
+    """The arguments of ``cream-pl evaluate`` (also used by :func:`cream_pl.cli.evaluate.add_parser`)."""
     parser.add_argument("--metadata", required=True, help="split folder (image_ids.txt, localization.txt, ...)")
     parser.add_argument("--scoremaps", required=True, help="folder with one <image_id>.npy per image")
     parser.add_argument("--interval", type=float, default=0.01,
@@ -66,12 +66,12 @@ def _add_evaluate(sub: Any) -> argparse.ArgumentParser:
                        "and PxAP", description="``cream-pl evaluate``: score saved score maps the way "
                        "wsolevaluation's own tool does.")
     add_evaluate_arguments(p)
-    p.set_defaults(func=_lazy("cream_pl.metrics.cli"))
+    p.set_defaults(func=_lazy("cream_pl.cli.evaluate"))
     return p
 
 
 def _add_export(sub: Any) -> argparse.ArgumentParser:
-    from cream_pl.export_scoremaps import add_parser
+    from cream_pl.pipelines.export_scoremaps import add_parser
 
     return add_parser(sub)
 
@@ -80,7 +80,7 @@ def _add_export(sub: Any) -> argparse.ArgumentParser:
 
 
 def _add_data(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl data {synth,cub,check}`` (run by :mod:`cream_pl.data.cli`)."""
+    """``cream-pl data {synth,cub,check}`` (run by :mod:`cream_pl.cli.data_commands`)."""
     parser = sub.add_parser("data", help="write the synthetic benchmark, convert CUB, check a dataset",
                             description="Datasets in the WSOL benchmark format.")
     dsub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
@@ -110,7 +110,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     synth.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
-    synth.set_defaults(func=_lazy("cream_pl.data.cli", "run_synth"))
+    synth.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_synth"))
 
     cub = dsub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
                           description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
@@ -121,7 +121,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     cub.add_argument("--seed", type=int, default=0, help="seed of the val draw")
     cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
     cub.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
-    cub.set_defaults(func=_lazy("cream_pl.data.cli", "run_cub"))
+    cub.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_cub"))
 
     check = dsub.add_parser("check", help="check a dataset against the benchmark format",
                             description="Check metadata (and with --files every image and mask); exit 1 on problems.")
@@ -133,12 +133,12 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                        "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
     check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
     check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
-    check.set_defaults(func=_lazy("cream_pl.data.cli", "run_check"))
+    check.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_check"))
     return parser
 
 
 def _add_localize(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl localize`` (run by :mod:`cream_pl.localize`)."""
+    """``cream-pl localize`` (run by :mod:`cream_pl.pipelines.localize`)."""
     p = sub.add_parser(
         "localize",
         help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
@@ -158,12 +158,12 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
                    f"{DEFAULT_LOCALIZE_THRESHOLD})")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
-    p.set_defaults(func=_lazy("cream_pl.localize"))
+    p.set_defaults(func=_lazy("cream_pl.pipelines.localize"))
     return p
 
 
 def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl pseudo-boxes`` (run by :mod:`cream_pl.callbacks.pseudo_boxes`)."""
+    """``cream-pl pseudo-boxes`` (run by :mod:`cream_pl.pseudo_boxes.generate`)."""
     p = sub.add_parser(
         "pseudo-boxes",
         help="CREAM_reg: write pseudo boxes for the training split (COCO JSON)",
@@ -194,12 +194,12 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
     p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
     p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
-    p.set_defaults(func=_lazy("cream_pl.callbacks.pseudo_boxes"))
+    p.set_defaults(func=_lazy("cream_pl.pseudo_boxes.generate"))
     return p
 
 
 def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl train-regressor`` (run by :mod:`cream_pl.regressor_train`)."""
+    """``cream-pl train-regressor`` (run by :mod:`cream_pl.pipelines.regressor_train`)."""
     p = sub.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
                        description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
                        "GT-known Loc on the test split (class from --classifier-ckpt).")
@@ -222,7 +222,7 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--psol", action="store_true",
                    help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
                         "overrides --lr, --optimizer, --loss-weight")
-    p.set_defaults(func=_lazy("cream_pl.regressor_train"))
+    p.set_defaults(func=_lazy("cream_pl.pipelines.regressor_train"))
     return p
 
 
@@ -238,11 +238,11 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "data": Subcommand(_add_data, "cream_pl.data.cli"),
-    "evaluate": Subcommand(_add_evaluate, "cream_pl.metrics.cli"),
-    "export-scoremaps": Subcommand(_add_export, "cream_pl.export_scoremaps"),
-    "localize": Subcommand(_add_localize, "cream_pl.localize"),
-    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.callbacks.pseudo_boxes"),
-    "train-regressor": Subcommand(_add_train_regressor, "cream_pl.regressor_train"),
+    "data": Subcommand(_add_data, "cream_pl.cli.data_commands"),
+    "evaluate": Subcommand(_add_evaluate, "cream_pl.cli.evaluate"),
+    "export-scoremaps": Subcommand(_add_export, "cream_pl.pipelines.export_scoremaps"),
+    "localize": Subcommand(_add_localize, "cream_pl.pipelines.localize"),
+    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.pseudo_boxes.generate"),
+    "train-regressor": Subcommand(_add_train_regressor, "cream_pl.pipelines.regressor_train"),
 }
 """Every sub-command besides Lightning's ``fit|validate|test|predict``, in ``--help`` order."""

@@ -13,10 +13,10 @@
   https://github.com/clovaai/wsolevaluation``): ``cream-pl evaluate`` vs wsolevaluation's own
   evaluator on 800 real maps of a trained model, both as whole processes, MaxBoxAccV2 (interval
   0.001, all contours) and PxAP (target >= 10x, identical numbers); see
-  :mod:`cream_pl.metrics.reference_bench`.
+  :mod:`cream_pl.pipelines.bench_reference`.
 
 Example:
-    $ WSOLEVAL_REF=../wsolevaluation python -m cream_pl.bench --out results
+    $ WSOLEVAL_REF=../wsolevaluation python -m cream_pl.pipelines.bench --out results
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from cream_pl.report import write_json_atomic, write_markdown_atomic
+from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
 __all__ = ["bench_cream_cost", "bench_cream_search", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
 
@@ -94,7 +94,7 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
     """
     import pytorch_lightning as pl
 
-    from cream_pl.callbacks.pseudo_boxes import generate_pseudo_boxes
+    from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
     from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
@@ -279,7 +279,7 @@ def _reference_notes(res: dict[str, Any]) -> list[str]:
     if not r:
         return ["", f"The comparison with the reference tool on real maps was not run: {REFERENCE_HOWTO}."]
     b = r["box"]
-    return ["", "Reference comparison (`cream_pl.metrics.reference_bench`): maps: " + r["maps"] + ". Reference: "
+    return ["", "Reference comparison (`cream_pl.pipelines.bench_reference`): maps: " + r["maps"] + ". Reference: "
             f"clovaai/wsolevaluation at commit `{r['reference_commit']}`, its `evaluation.py` imported in place from "
             "`$WSOLEVAL_REF` and fed as its `evaluate_wsol` does (its `CamDataset` loader), with `np.float = float` "
             "shimmed at run time (numpy >= 1.24); to get it: `git clone https://github.com/clovaai/wsolevaluation`. "
@@ -325,7 +325,7 @@ def _markdown(res: dict[str, Any]) -> str:
     if g:
         rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 2×", g["speedup"] >= 2.0))
     rows += _reference_rows(res)
-    lines = [f"# cream-pl benchmarks ({res['machine']})", "", "Produced by `make bench` (`python -m cream_pl.bench`).", "",
+    lines = [f"# cream-pl benchmarks ({res['machine']})", "", "Produced by `make bench` (`python -m cream_pl.pipelines.bench`).", "",
              "| measurement | result | target | met |", "| --- | ---: | ---: | :---: |"]
     for name, value, target, met in rows:
         lines.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else 'no')} |")
@@ -344,8 +344,8 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
         reference: wsolevaluation checkout for the real-map comparison (default ``$WSOLEVAL_REF``;
             skipped when unset, or with ``quick``).
     """
-    from cream_pl.metrics.bench import bench_metrics
-    from cream_pl.metrics.reference_bench import bench_against_reference, startup_times
+    from cream_pl.pipelines.bench_metrics import bench_metrics
+    from cream_pl.pipelines.bench_reference import bench_against_reference, startup_times
 
     out = Path(out)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -384,7 +384,7 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results", help="folder for bench.json and bench.md")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--reference", default=None,

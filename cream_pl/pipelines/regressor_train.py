@@ -6,7 +6,7 @@ Top-1 / Top-5 Loc combine the regressor's box with the class of a classifier (a 
 module); GT-known Loc needs no classifier.
 
 Example:
-    $ python -m cream_pl.regressor_train --pseudo-boxes runs/cub/pseudo_boxes.json --data data/cub \\
+    $ python -m cream_pl.pipelines.regressor_train --pseudo-boxes runs/cub/pseudo_boxes.json --data data/cub \\
           --out runs/cub/regressor --classifier-ckpt runs/cub/last.ckpt
 """
 
@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from cream_pl.data.pseudo_boxes import PseudoBoxDataModule, load_dataset_pseudo_boxes
+from cream_pl.data.pseudo_box_format import PseudoBoxDataModule, load_dataset_pseudo_boxes
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.regressor import BoxRegressor
 
@@ -106,7 +106,7 @@ def train_regressor(
         lr: learning rate; ``optimizer``, ``loss_weight``: see :class:`BoxRegressor`.
         input_size: side of the training crops.
         eval_size: side of the squashed val/test images (protocol: 224).
-        erosion_rate: see :func:`cream_pl.data.pseudo_boxes.build_box_train_transform`.
+        erosion_rate: see :func:`cream_pl.data.pseudo_box_format.build_box_train_transform`.
         crop: training crop, ``"box_safe"`` or PSOL's ``"psol"`` (see :func:`psol_recipe`).
         num_workers: data loader workers.
         seed: ``seed_everything`` seed.
@@ -176,7 +176,7 @@ def train_regressor(
     if trainer.is_global_zero:
         import numpy as np
 
-        from cream_pl.io import atomic_write_bytes, atomic_write_text
+        from cream_pl.core.io import atomic_write_bytes, atomic_write_text
 
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / CURVE_FILE, json.dumps({"train_pseudo_iou": curve.values, "epochs": len(curve.values),
@@ -195,15 +195,15 @@ def train_regressor(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.cli_parsers`)."""
-    from cream_pl.cli_parsers import SUBCOMMANDS
+    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.cli.parsers`)."""
+    from cream_pl.cli.parsers import SUBCOMMANDS
 
     return SUBCOMMANDS["train-regressor"].add(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cream_pl.callbacks.pseudo_boxes import checkpoint_normalisation
-    from cream_pl.io import check_output_dir
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
+    from cream_pl.core.io import check_output_dir
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
 
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cream_pl.regressor_train ...``: the same as ``cream-pl train-regressor ...``."""
+    """``python -m cream_pl.pipelines.regressor_train ...``: the same as ``cream-pl train-regressor ...``."""
     from cream_pl.cli import main as cli_main
 
     return cli_main(["train-regressor", *(sys.argv[1:] if argv is None else argv)])

@@ -18,7 +18,7 @@ does exactly that:
    to 1e-6.
 
 Example:
-    $ WSOLEVAL_REF=/path/to/wsolevaluation python -m cream_pl.metrics.reference_bench
+    $ WSOLEVAL_REF=/path/to/wsolevaluation python -m cream_pl.pipelines.bench_reference
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _timed(cmd: Sequence[str], cwd: Path | None = None) -> tuple[float, str]:
 
 def startup_times(repeats: int = 3) -> dict[str, float]:
     """Median wall time of ``cream-pl --help`` and of every sub-command's ``--help`` (whole process)."""
-    from cream_pl.cli_parsers import SUBCOMMANDS
+    from cream_pl.cli.parsers import SUBCOMMANDS
 
     out = {}
     for name in ("", *SUBCOMMANDS):

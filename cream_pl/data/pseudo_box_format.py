@@ -1,6 +1,6 @@
 """Pseudo-box COCO files: validation against a dataset split, and the box regressor's training data.
 
-A pseudo-box file (written by :mod:`cream_pl.callbacks.pseudo_boxes`) is COCO JSON with one
+A pseudo-box file (written by :mod:`cream_pl.pseudo_boxes.generate`) is COCO JSON with one
 image entry and one box per training image:
 
 - ``images``: ``{"id": <dataset index>, "file_name": <image_id>, "width": W, "height": H}``;
@@ -42,7 +42,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cream_pl.boxes import BoxFormat, convert_boxes
+from cream_pl.core.boxes import BoxFormat, convert_boxes
 from cream_pl.data.images import load_image_rgb, read_image_size
 from cream_pl.data.metadata import SplitMetadata, WSOLDataError, read_class_names, read_split
 from cream_pl.data.transforms import (

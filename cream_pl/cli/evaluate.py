@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from cream_pl.errors import UserValueError as OutputPathError
-from cream_pl.io import atomic_write_text, check_output_file
+from cream_pl.core.errors import UserValueError as OutputPathError
+from cream_pl.core.io import atomic_write_text, check_output_file
 from cream_pl.metrics.functional import (
     RESIZE_LENGTH,
     box_accuracy_summary,
@@ -227,8 +227,8 @@ def evaluate_scoremaps(
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``cream-pl evaluate`` (the arguments live in :mod:`cream_pl.cli_parsers`)."""
-    from cream_pl.cli_parsers import add_evaluate_arguments
+    """Register ``cream-pl evaluate`` (the arguments live in :mod:`cream_pl.cli.parsers`)."""
+    from cream_pl.cli.parsers import add_evaluate_arguments
 
     parser = subparsers.add_parser(
         "evaluate",

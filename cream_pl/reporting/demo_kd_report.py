@@ -3,7 +3,7 @@
 :func:`build_results` turns the tested rows, their per-image test records, the per-image background
 flags and the per-epoch val curves into ``metrics.json``'s content: every row on all test images
 and on the unusual- / usual-background subsets, the teachers, the peaks of each curve, every stated
-difference with its paired bootstrap 95 % interval (:func:`cream_pl.evidence.compute_differences`,
+difference with its paired bootstrap 95 % interval (:func:`cream_pl.reporting.evidence.compute_differences`,
 subsets as ``"a-b@unusual"``), and the confounder's gap (one model's accuracy on usual minus
 unusual backgrounds, an independent bootstrap: the two groups hold different images).
 :func:`explain` states what they show, each sentence computed from the numbers (a gain or a loss
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cream_pl.demo_kd import RUNS, curve_peak
+from cream_pl.pipelines.demo_kd import RUNS, curve_peak
 
 __all__ = ["MAIN_ROWS", "NAMES", "PAIRS", "SUBSET_PAIRS", "build_results", "explain", "plot_dilemma",
            "render_markdown", "subset_metrics", "write_results"]
@@ -93,9 +93,9 @@ def build_results(tested: Mapping[str, Mapping[str, Any]], records: Mapping[str,
         records: ``{row: per-image test record}`` for the same rows.
         usual: per test image (by record ``index``), whether it has its class's usual background.
         curves: ``{run: per-epoch val rows}``.
-        teachers: :func:`cream_pl.demo_kd.select_teachers`' result.
+        teachers: :func:`cream_pl.pipelines.demo_kd.select_teachers`' result.
     """
-    from cream_pl.evidence import compute_differences, compute_subset_differences, subset_records
+    from cream_pl.reporting.evidence import compute_differences, compute_subset_differences, subset_records
 
     usual = np.asarray(usual, dtype=bool)
     groups = {"unusual": np.flatnonzero(~usual), "usual": np.flatnonzero(usual)}
@@ -321,7 +321,7 @@ def plot_dilemma(results: Mapping[str, Any], out_path: Path, dpi: int = 120) -> 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cream_pl.io import atomic_write_bytes
+    from cream_pl.core.io import atomic_write_bytes
 
     runs = list(results["dilemma"])
     fig = Figure(figsize=(3.4 * len(runs), 3.4))
@@ -440,8 +440,8 @@ def _design(results: Mapping[str, Any]) -> list[str]:
 
 def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: Sequence[str]) -> str:
     """The results folder's README: tables, the dilemma, intervals, what it shows and what it cannot."""
-    from cream_pl.evidence import differences_markdown
-    from cream_pl.report import metrics_table_markdown
+    from cream_pl.reporting.evidence import differences_markdown
+    from cream_pl.reporting.tables import metrics_table_markdown
 
     meta, bench = results["meta"], results["benchmark"]
     notes = {
@@ -466,7 +466,7 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
     return "\n".join([
         "# KD-CI-CAM on its own terms: de-confounding and the classification/localisation dilemma",
         "",
-        f"Produced by `make demo-kd` (`python -m cream_pl.demo_kd`{' --fast' if meta['fast'] else ''}) on {meta['machine']}: "
+        f"Produced by `make demo-kd` (`python -m cream_pl.pipelines.demo_kd`{' --fast' if meta['fast'] else ''}) on {meta['machine']}: "
         f"{meta['total_s'] / 60:.1f} min of measured stage time ({stages}); "
         + (f"the last invocation that ran every stage took {meta['full_run_wall_s'] / 60:.1f} min wall-clock, this one "
            f"{meta['wall_s'] / 60:.1f} min" if meta.get("full_run_wall_s") is not None else
@@ -541,7 +541,7 @@ def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, fl
 
     import torch
 
-    from cream_pl.report import write_json_atomic, write_markdown_atomic
+    from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

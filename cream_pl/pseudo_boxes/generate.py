@@ -47,9 +47,9 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from cream_pl.boxes import BoxFormat, box_iou_inclusive, convert_boxes
-from cream_pl.io import atomic_write_text
-from cream_pl.names import MAP_METHODS
+from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.core.io import atomic_write_text
+from cream_pl.core.names import MAP_METHODS
 
 __all__ = [
     "PseudoBoxWriter",
@@ -623,8 +623,8 @@ def generate_pseudo_boxes(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``cream-pl pseudo-boxes`` (its arguments live in :mod:`cream_pl.cli_parsers`)."""
-    from cream_pl.cli_parsers import SUBCOMMANDS
+    """Register ``cream-pl pseudo-boxes`` (its arguments live in :mod:`cream_pl.cli.parsers`)."""
+    from cream_pl.cli.parsers import SUBCOMMANDS
 
     return SUBCOMMANDS["pseudo-boxes"].add(subparsers)
 
@@ -657,7 +657,7 @@ def _devices(value: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     """``cream-pl pseudo-boxes``: load the classifier and data, then :func:`generate_pseudo_boxes`."""
     from cream_pl.data.datamodule import WSOLDataModule
-    from cream_pl.io import check_output_file
+    from cream_pl.core.io import check_output_file
     from cream_pl.models.checkpoints import load_classifier
 
     check_output_file(args.out, "--out")  # before any model or data is loaded

@@ -3,7 +3,7 @@
 ``cream-pl fit|validate|test|predict --config ...`` goes to Lightning's CLI; every other
 sub-command is a small argparse parser. Start-up stays light: ``cream-pl --help`` and every
 ``cream-pl <command> --help`` are answered from the standard-library parsers of
-:mod:`cream_pl.cli_parsers`, and a command imports its implementation (torch, Lightning, ...)
+:mod:`cream_pl.cli.parsers`, and a command imports its implementation (torch, Lightning, ...)
 only when it runs. A user's bad input ends in one line (``cream-pl <command>: error: ...``, exit 2).
 
 Example:
@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cream_pl.cli_parsers import SUBCOMMANDS
+from cream_pl.cli.parsers import SUBCOMMANDS
 
 __all__ = ["LIGHTNING_SUBCOMMANDS", "SUBCOMMAND_MODULES", "build_parser", "main"]
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
-        from cream_pl.lightning_cli import run_lightning_cli
+        from cream_pl.cli.lightning import run_lightning_cli
 
         run_lightning_cli(argv)
         return 0
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args) or 0)
     except Exception as err:  # a user's bad input ends in one line; programming errors keep their traceback
-        from cream_pl.errors import user_error_message
+        from cream_pl.core.errors import user_error_message
 
         message = user_error_message(err)  # also unwraps DataLoader-worker re-raises
         if message is None:
