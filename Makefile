@@ -46,7 +46,7 @@ readme-results: install ## Regenerate the README's results block from results/em
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
 	$(PY) -m cream_pl.pipelines.demo_seeds --seeds $(or $(SEEDS),3) --out results/embedded_seeds
 
-demo-kd: install ## KD-CI-CAM comparison on the confounded embedded benchmark -> results/embedded_confounded/
+demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: val Top-1 Cls / GT-known every epoch (the dilemma), teachers = best val checkpoints over (run, epoch), paired intervals on all / unusual / usual backgrounds -> results/embedded_confounded/ (~18 min)
 	$(PY) -m cream_pl.pipelines.demo_kd --out results/embedded_confounded
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, each with and without CREAM (val-selected), paired intervals -> results/embedded_methods/ (~25 min)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cream_pl.pipelines.calibrate_preset import split_statistics
 from cream_pl.data.metadata import read_split
 from cream_pl.data.synth import generate_synthetic_dataset
+from cream_pl.pipelines.calibrate_preset import split_statistics
 
 
 def test_split_statistics_match_the_boxes_on_disk(tmp_path) -> None:

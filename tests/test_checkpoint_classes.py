@@ -14,12 +14,12 @@ import torch
 
 from cream_pl.cli import main as cli_main
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
-from cream_pl.pipelines.localize import localize
 from cream_pl.models import WSOLClassifier
 from cream_pl.models.checkpoints import CLASS_KEY, classifier_class_name, load_classifier
 from cream_pl.models.ci_cam_module import CICAMClassifier
 from cream_pl.models.kd_student import KDCICAMStudent
 from cream_pl.models.regressor import BoxRegressor
+from cream_pl.pipelines.localize import localize
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

@@ -100,7 +100,7 @@ def test_each_module_registers_the_one_parser_definition(command: str) -> None:
 
 def test_commands_run_the_implementing_module() -> None:
     args = build_parser().parse_args(["pseudo-boxes", "--ckpt", "c.ckpt", "--data", "d", "--out", "o.json"])
-    assert args.func.target == "cream_pl.pseudo_boxes.generate.run"
+    assert args.func.target == "cream_pl.cli.pseudo_boxes_command.run"
     args = build_parser().parse_args(["data", "check", "root"])
     assert args.func.target == "cream_pl.cli.data_commands.run_check"
     args = build_light_parser().parse_args(["evaluate", "--metadata", "m", "--scoremaps", "s", "--out", "o"])

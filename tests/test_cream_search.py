@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from cream_pl.pseudo_boxes.generate import SOURCES, generate_pseudo_boxes
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models import WSOLClassifier
 from cream_pl.models.checkpoints import load_classifier
 from cream_pl.models.ci_cam_module import CICAMClassifier
 from cream_pl.models.cream_search import CreamSearchSpace
+from cream_pl.pseudo_boxes.generate import SOURCES, generate_pseudo_boxes
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

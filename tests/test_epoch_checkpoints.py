@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 import torch
 
 from cream_pl.callbacks.epoch_checkpoints import EpochCheckpoints, checkpoint_name, read_epoch_record
-from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.core.errors import UserValueError
+from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models.checkpoints import load_classifier
 from cream_pl.models.ci_cam_module import CICAMClassifier
 

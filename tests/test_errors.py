@@ -20,10 +20,10 @@ import yaml
 from torch.utils.data import DataLoader
 
 from cream_pl.cli import main
+from cream_pl.core.errors import UserError, UserFileNotFoundError, user_error_message
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.data.datamodule import WSOLDataset, wsol_collate
 from cream_pl.data.images import ImageFileError
-from cream_pl.core.errors import UserError, UserFileNotFoundError, user_error_message
 from cream_pl.models import WSOLClassifier
 
 os.environ.setdefault("WANDB_MODE", "disabled")

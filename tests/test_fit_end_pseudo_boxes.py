@@ -11,10 +11,10 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from cream_pl.pseudo_boxes.fit_end import PseudoBoxesAtFitEnd
-from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models import WSOLClassifier
+from cream_pl.pseudo_boxes.fit_end import PseudoBoxesAtFitEnd
+from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 SIZE = 64

@@ -17,9 +17,9 @@ import torch
 from cream_pl.cli import main
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.data.metadata import read_class_names
-from cream_pl.pipelines.localize import expand_image_paths, grid_box_to_original, localize
 from cream_pl.models import WSOLClassifier
 from cream_pl.models.regressor import BoxRegressor
+from cream_pl.pipelines.localize import expand_image_paths, grid_box_to_original, localize
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

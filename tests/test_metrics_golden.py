@@ -36,9 +36,9 @@ import numpy as np
 import pytest
 import torch
 
+from cream_pl.cli.evaluate import load_scoremap, read_split_metadata
 from cream_pl.core.boxes import resize_boxes_protocol
 from cream_pl.metrics import BoxAccuracy, MaxBoxAcc, MaxBoxAccV2, PxAP, load_gt_mask
-from cream_pl.cli.evaluate import load_scoremap, read_split_metadata
 
 SEED = 20240611
 NUM_IMAGES = 32

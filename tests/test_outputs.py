@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from test_data_cub import make_cub
 
-from cream_pl.pseudo_boxes.generate import atomic_write_text as pseudo_box_write
 from cream_pl.cli import main
 from cream_pl.core.io import (
     atomic_copy_file,
@@ -21,8 +20,9 @@ from cream_pl.core.io import (
     check_output_dir,
     check_output_file,
 )
-from cream_pl.pipelines.localize import localize
 from cream_pl.models import WSOLClassifier
+from cream_pl.pipelines.localize import localize
+from cream_pl.pseudo_boxes.generate import atomic_write_text as pseudo_box_write
 from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 from cream_pl.reporting.viz import plot_box_acc_curves
 

@@ -10,12 +10,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from cream_pl.pseudo_boxes.generate import PseudoBoxWriter
-from cream_pl.pipelines.localize import grid_box_to_original
 from cream_pl.metrics.functional import box_from_scoremap_at, pixel_box_from_scoremap_at
 from cream_pl.models import WSOLClassifier
 from cream_pl.models.ci_cam_module import CICAMClassifier
 from cream_pl.models.cream import momentum_update
+from cream_pl.pipelines.localize import grid_box_to_original
+from cream_pl.pseudo_boxes.generate import PseudoBoxWriter
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

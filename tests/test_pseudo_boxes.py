@@ -16,6 +16,10 @@ from cream_reg_fixtures import CLASS_NAMES, StandInClassifier, default_specs, wr
 from pycocotools.coco import COCO
 
 from cream_pl.core.boxes import resize_boxes_protocol
+from cream_pl.data.datamodule import WSOLDataModule
+from cream_pl.data.metadata import read_split
+from cream_pl.data.pseudo_box_format import PseudoBoxFileError, read_pseudo_boxes
+from cream_pl.models.backbones.efficientnet_lite0 import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from cream_pl.pseudo_boxes.generate import (
     box_to_original,
     checkpoint_normalisation,
@@ -24,10 +28,6 @@ from cream_pl.pseudo_boxes.generate import (
     pseudo_box_quality,
     quality_path,
 )
-from cream_pl.data.datamodule import WSOLDataModule
-from cream_pl.data.metadata import read_split
-from cream_pl.data.pseudo_box_format import PseudoBoxFileError, read_pseudo_boxes
-from cream_pl.models.backbones.efficientnet_lite0 import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

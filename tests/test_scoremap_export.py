@@ -12,11 +12,11 @@ import pytest
 import pytorch_lightning as pl
 
 from cream_pl.cli import main
-from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
-from cream_pl.pipelines.export_scoremaps import MANIFEST, scoremap_path
 from cream_pl.cli.evaluate import read_split_metadata
+from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.metrics.functional import box_accuracy_compute, box_accuracy_update, cam_thresholds
 from cream_pl.models import WSOLClassifier
+from cream_pl.pipelines.export_scoremaps import MANIFEST, scoremap_path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

@@ -403,3 +403,36 @@ def test_log_wsol_media_logs_to_live_wandb_logger(tmp_path: Path) -> None:
     # nothing to log is a no-op even for a live logger
     assert log_wsol_media(logger, "test/media", rows=None, curves=None) is False
     assert len(run.logged) == 1
+
+
+def test_media_callback_logs_a_real_validation_to_live_wandb_only(tmp_path: Path) -> None:
+    """A real fit: WSOLMediaCallback sends the classifier's first val batch (overlays at the val τ*) to W&B."""
+    import pytorch_lightning as pl
+
+    from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+    from cream_pl.models import WSOLClassifier
+    from cream_pl.reporting.wandb_media import WSOLMediaCallback
+
+    root = generate_synthetic_dataset(tmp_path / "synth", seed=1, num_classes=3, num_train=6, num_val=4, num_test=2,
+                                      min_side=64, max_side=80)
+    class _FitRun(_RecordingRun):  # what a fit also touches on a live run
+        class config:  # noqa: N801
+            @staticmethod
+            def update(*args: object, **kwargs: object) -> None:
+                pass
+
+        def define_metric(self, *args: object, **kwargs: object) -> None:
+            pass
+
+    run = _FitRun()
+    for loggers, expect in (([CSVLogger(tmp_path / "csv")], 0), ([WandbLogger(save_dir=str(tmp_path), experiment=run)], 1)):
+        dm = WSOLDataModule(str(root), batch_size=2, num_workers=0, resize_size=64, crop_size=56, eval_size=56)
+        model = WSOLClassifier(num_classes=3, pretrained=False, num_media_images=2, eval_size=56,
+                               cam_curve_interval=0.05)
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=loggers, callbacks=[WSOLMediaCallback()],
+                             enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=1,
+                             limit_train_batches=1, default_root_dir=str(tmp_path))
+        trainer.fit(model, datamodule=dm)
+        media = [d for d in run.logged if "val/media/grid" in d]
+        assert len(media) == expect  # the sanity check is never logged; a CSV logger gets nothing
+    assert len(media[0]["val/media/cam_overlays"]) == 2 and "val/media/box_acc_curve" in media[0]

@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 import wandb
 
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
-from cream_pl.reporting.loggers import AutoWandbLogger
 from cream_pl.models import WSOLClassifier
+from cream_pl.reporting.loggers import AutoWandbLogger
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 

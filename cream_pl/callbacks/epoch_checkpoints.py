@@ -96,9 +96,9 @@ class EpochCheckpoints(pl.Callback):
                **{f"val_{k}": _number(metrics.get(k)) for k in ("gt_known", "top1_loc", "max_box_acc_v2",
                                                                   "loc_threshold")}}
         rows = [r for r in read_epoch_record(self.record_path) if r["epoch"] < epoch] + [row]
-        from cream_pl.reporting.tables import write_json_atomic
+        from cream_pl.core.io import atomic_write_text
 
-        write_json_atomic(rows, self.record_path)
+        atomic_write_text(self.record_path, json.dumps(rows, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
 
 def _number(value: Any) -> float | None:

@@ -30,10 +30,16 @@ __all__ = ["CreamCLI", "run_lightning_cli", "build_from_recipe", "set_dotted"]
 
 
 class CreamCLI(LightningCLI):
-    """LightningCLI with the data module's class count linked into the model."""
+    """LightningCLI with the data module's class count linked into the model and W&B val media on every trainer."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> pl.Trainer:
+        """Every trainer also gets :class:`~cream_pl.reporting.wandb_media.WSOLMediaCallback` (val overlays to W&B)."""
+        from cream_pl.reporting.wandb_media import WSOLMediaCallback
+
+        return super()._instantiate_trainer(config, [*callbacks, WSOLMediaCallback()])
 
 
 def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:

@@ -163,7 +163,7 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
 
 
 def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl pseudo-boxes`` (run by :mod:`cream_pl.pseudo_boxes.generate`)."""
+    """``cream-pl pseudo-boxes`` (run by :mod:`cream_pl.cli.pseudo_boxes_command`)."""
     p = sub.add_parser(
         "pseudo-boxes",
         help="CREAM_reg: write pseudo boxes for the training split (COCO JSON)",
@@ -194,7 +194,7 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
     p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
     p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
-    p.set_defaults(func=_lazy("cream_pl.pseudo_boxes.generate"))
+    p.set_defaults(func=_lazy("cream_pl.cli.pseudo_boxes_command"))
     return p
 
 
@@ -242,7 +242,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "evaluate": Subcommand(_add_evaluate, "cream_pl.cli.evaluate"),
     "export-scoremaps": Subcommand(_add_export, "cream_pl.pipelines.export_scoremaps"),
     "localize": Subcommand(_add_localize, "cream_pl.pipelines.localize"),
-    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.pseudo_boxes.generate"),
+    "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.cli.pseudo_boxes_command"),
     "train-regressor": Subcommand(_add_train_regressor, "cream_pl.pipelines.regressor_train"),
 }
 """Every sub-command besides Lightning's ``fit|validate|test|predict``, in ``--help`` order."""

@@ -1,4 +1,6 @@
-"""Data: the WSOL benchmark format, the embedded synthetic benchmark, the CUB converter, the datamodule.
+"""Data: the WSOL benchmark format, the pseudo-box file format, the embedded synthetic benchmark, the CUB converter, the datamodule.
+
+May import: cream_pl.core only.
 
 The names are loaded on first use (PEP 562): ``import cream_pl.data.metadata`` (``cream-pl data
 check``, ``cream-pl evaluate``) imports neither torch nor Lightning.

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cream_pl.data.images import read_image_size
-from cream_pl.data.metadata import MetadataError, SampleRecord, write_class_names, write_split
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.core.io import check_output_dir
+from cream_pl.data.images import read_image_size
+from cream_pl.data.metadata import MetadataError, SampleRecord, write_class_names, write_split
 
 __all__ = ["CubSummary", "convert_cub", "cub_box_to_inclusive"]
 

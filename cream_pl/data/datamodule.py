@@ -51,6 +51,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.core.boxes import resize_boxes_protocol
+from cream_pl.core.errors import UserFileNotFoundError
 from cream_pl.data.images import ImageFileError, check_once, files_stamp, load_image_rgb, load_mask_gray
 from cream_pl.data.metadata import (
     REQUIRED_FILES,
@@ -68,7 +69,6 @@ from cream_pl.data.transforms import (
     build_train_transform,
     reseed_for_worker,
 )
-from cream_pl.core.errors import UserFileNotFoundError
 
 __all__ = ["WSOLDataset", "WSOLDataModule", "wsol_collate", "protocol_mask"]
 

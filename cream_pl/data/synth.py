@@ -57,8 +57,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from cream_pl.data.metadata import MaskRecord, SampleRecord, write_class_names, write_split
 from cream_pl.core.io import check_output_dir
+from cream_pl.data.metadata import MaskRecord, SampleRecord, write_class_names, write_split
 
 __all__ = [
     "PRESETS",

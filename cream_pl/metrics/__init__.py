@@ -1,5 +1,7 @@
 """WSOL metrics under the exact wsolevaluation protocol: MaxBoxAcc (V1), MaxBoxAccV2, PxAP and
-Top-1 / Top-5 / GT-known Loc, as torchmetrics ``Metric`` classes over pure functions.
+Top-1 / Top-5 / GT-known Loc, as torchmetrics ``Metric`` classes over pure functions, and their bootstrap intervals.
+
+May import: core and data; never models, pseudo_boxes, pipelines, cli or reporting.
 
 The names are loaded on first use (PEP 562), so ``import cream_pl.metrics.functional`` (and
 ``cream-pl evaluate``) does not import torch or torchmetrics.

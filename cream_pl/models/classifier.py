@@ -46,7 +46,6 @@ from torch import Tensor, nn
 from cream_pl.metrics import MaxBoxAccV2, PxAP
 from cream_pl.metrics.functional import (
     best_iou_per_threshold,
-    box_from_scoremap_at,
     cam_thresholds,
     localized_per_threshold,
     prepare_scoremaps,
@@ -69,7 +68,6 @@ from cream_pl.models.wsol_methods import (
     masked_foreground_background_features,
     mixed_cross_entropy,
 )
-from cream_pl.reporting.viz import denormalize_image
 
 __all__ = ["SELECTED", "WSOLClassifier"]
 
@@ -121,7 +119,8 @@ class WSOLClassifier(pl.LightningModule):
             threshold that maximised IoU-50 box accuracy on the last validation run (the
             fully supervised val split), per method.
         eval_size: evaluation resolution of the score maps (protocol: 224).
-        num_media_images: overlays logged per validation epoch (W&B only).
+        num_media_images: images of the first val batch kept in ``media_batch`` (with their boxes and CAM /
+            CREAM maps) for reporting callbacks (``cream-pl fit`` logs them to W&B).
         cream_search: val-split selection of CREAM's inference-time hyperparameters, a mapping
             ``{"iterations": [1, 2, 3], "kappa": [8, 16, 32], "lambda": [0.8, 0.6],
             "feature_norm": ["raw", "l2"]}`` (any subset; a missing key keeps the model's value;
@@ -249,7 +248,7 @@ class WSOLClassifier(pl.LightningModule):
         self.val_acc = _TopKAccuracy()
         self.test_acc = _TopKAccuracy()
         self.last_results: dict[str, dict[str, Any]] = {}
-        self._media_batch: dict[str, Any] | None = None
+        self.media_batch: dict[str, Any] | None = None
         self.per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         self._per_image_parts: dict[str, list[dict[str, np.ndarray]]] = {}
 
@@ -472,9 +471,9 @@ class WSOLClassifier(pl.LightningModule):
         if stage == "val" and self.cream_candidates and self._searches_this_validation():
             for metric, m in zip(self.search_metrics, self.search_maps(feats, labels)):
                 _update_method_metrics(metric, prepare_scoremaps(m, size=self.hparams.eval_size), boxes, masks, top1, top5)
-        if stage == "val" and self._media_batch is None and self.hparams.num_media_images > 0:
+        if stage == "val" and self.media_batch is None and self.hparams.num_media_images > 0:
             k = self.hparams.num_media_images
-            self._media_batch = {
+            self.media_batch = {
                 "image": images[:k].detach().cpu(),
                 "boxes": None if boxes is None else [b.cpu() for b in boxes[:k]],
                 "maps": {n: prepare_scoremaps(m[:k], size=self.hparams.eval_size).cpu() for n, m in maps.items() if n in ("cam", "cream")},
@@ -487,7 +486,7 @@ class WSOLClassifier(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._media_batch = None
+        self.media_batch = None
         self._per_image_parts.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
@@ -498,39 +497,8 @@ class WSOLClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")
-        if self._media_batch is not None and not self.trainer.sanity_checking:
-            self._log_media(self._media_batch, self.last_results.get("val", {}))
-        self._media_batch = None
-
-    def _log_media(self, media: dict[str, Any], results: dict[str, Any]) -> None:
-        """Overlays (image, CAM, CREAM, GT box, predicted boxes) and BoxAcc curves to W&B, when W&B is live."""
-        from cream_pl.reporting.wandb_media import is_live_wandb_logger, log_wsol_media
-
-        if not any(is_live_wandb_logger(lg) for lg in self.trainer.loggers):
-            return
-        methods = results.get("methods", {})
-        rows = []
-        for i in range(media["image"].shape[0]):
-            row: dict[str, Any] = {
-                "image": denormalize_image(media["image"][i], self.backbone.input_mean, self.backbone.input_std),
-                "gt_boxes": None if media["boxes"] is None else media["boxes"][i].numpy(),
-                "pred_boxes": {},
-                "title": f"#{i}",
-            }
-            for name, maps in media["maps"].items():
-                scoremap = maps[i].numpy()
-                row[name] = scoremap
-                tau = methods.get(name, {}).get("loc_threshold")
-                if tau is not None:
-                    row["pred_boxes"][name] = box_from_scoremap_at(scoremap, tau)
-            rows.append(row)
-        curves = {
-            name: (res["curves"]["thresholds"], res["curves"]["box_acc"])
-            for name, res in methods.items()
-            if name in ("cam", "cream") and "curves" in res
-        }
-        log_wsol_media(self.trainer.loggers, "val/media", rows=rows, curves=curves, step=self.global_step,
-                       iou_levels=list(self.hparams.iou_thresholds))
+        if self.trainer.sanity_checking:
+            self.media_batch = None  # reporting callbacks show real validation epochs only
 
     def on_test_epoch_end(self) -> None:
         self._end_eval_epoch("test")

@@ -94,8 +94,8 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
     """
     import pytorch_lightning as pl
 
-    from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
     from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+    from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
     root = tmp / "synth"

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cream_pl.reporting.demo_report import STAGES
 from cream_pl.reporting.tables import write_json_atomic
 
 __all__ = ["run_demo", "main"]
@@ -51,9 +52,6 @@ DIFFERENCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("cream_reg", "cream_selected", ("gt_known", "top1_loc")),  # one box each (a map's MaxBoxAccV2 sweeps τ per δ)
 )
 """Every difference the results state: (a, b, metrics), each with a paired bootstrap interval."""
-STAGES = ("data_s", "classifier_s", "evaluation_s", "diagnostics_s", "figures_s", "pseudo_boxes_s", "regressor_s",
-          "bootstrap_s")
-"""The demo's stages, as timed in ``<work>/timing.json`` (``total_s`` sums them)."""
 REGRESSOR: dict[str, Any] = {"max_epochs": 20, "plateau": (0.005, 3), "input_size": 160, "lr": 0.01,
                              "freeze": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"}
 """CREAM_reg on the CPU: PSOL's loss, crop, head lr x2 and SGD, at a CPU-sized lr and crop side,
@@ -201,8 +199,8 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_se
 
 def _test(cli: Any, model: Any, work: Path) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Test results and the per-image records of :data:`PER_IMAGE_METHODS` (both kept for a resume)."""
-    from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.core.io import atomic_write_bytes
+    from cream_pl.reporting.evidence import load_records, save_records
 
     path, rec_path = work / "classifier_test.json", work / "per_image_test.npz"
     if _test_done(work):

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from cream_pl.reporting.demo_kd_report import curve_peak  # re-exported: the teacher rule uses it
+
 __all__ = ["CONFOUNDED", "DemoSettings", "RUNS", "Run", "curve_peak", "main", "run_demo", "select_teachers",
            "usual_background_flags"]
 
@@ -124,24 +126,10 @@ def _log(msg: str) -> None:
 
 def default_recipe_dir() -> Path:
     """``experiments/`` of the source checkout this module lives in."""
-    return Path(__file__).resolve().parents[1] / "experiments"
+    return Path(__file__).resolve().parents[2] / "experiments"
 
 
 # ---------------------------------------------------------------------------------------------- selection
-def curve_peak(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
-    """``{"epoch", "value"}`` of the first epoch at which ``key`` is highest.
-
-    Example:
-        >>> curve_peak([{"epoch": 1, "v": 3.0}, {"epoch": 2, "v": 5.0}, {"epoch": 3, "v": 5.0}], "v")
-        {'epoch': 2, 'value': 5.0}
-    """
-    usable = [r for r in rows if r.get(key) is not None]
-    if not usable:
-        raise ValueError(f"no epoch has a value for {key!r}")
-    best = max(range(len(usable)), key=lambda i: (usable[i][key], -i))
-    return {"epoch": int(usable[best]["epoch"]), "value": float(usable[best][key])}
-
-
 def select_teachers(curves: Mapping[str, Sequence[Mapping[str, Any]]], candidates: Sequence[str]) -> dict[str, Any]:
     """KD-CI-CAM's teachers among every epoch's checkpoint of the candidate runs, chosen on val.
 
@@ -373,8 +361,8 @@ def _eval_datamodule(ctx: _Context) -> Any:
     """The test split's data module, from the CAM recipe's data settings (every recipe evaluates alike)."""
     import yaml
 
-    from cream_pl.data import WSOLDataModule
     from cream_pl.cli.lightning import set_dotted
+    from cream_pl.data import WSOLDataModule
 
     config = yaml.safe_load(_recipe(ctx, RUNS[0]).read_text())
     for key, value in {**dict(ctx.settings.overrides), "data.init_args.data_root": str(ctx.data_root)}.items():
@@ -388,9 +376,9 @@ def _test(ctx: _Context, dm: Any, run: str, epoch: int) -> tuple[dict[str, Any],
     import pytorch_lightning as pl
 
     from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
-    from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 
     run_dir = ctx.work / "runs" / run
@@ -483,7 +471,7 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
     full_wall = json.loads(full_file.read_text())["wall_s"] if full_file.is_file() else None
     t = time.perf_counter()
     write_results(results, out, timing=timing.used, load=timing.used_load(), fast=fast, wall_s=wall_s,
-                  full_wall_s=full_wall)
+                  full_wall_s=full_wall, candidates=[r.name for r in RUNS if r.candidate])
     timing.record("report_s", time.perf_counter() - t, True)
     _log(f"wrote {out / 'metrics.json'}, {out / 'README.md'}, {out / 'dilemma.png'} "
          f"(this invocation {(time.perf_counter() - start) / 60:.1f} min; stages {sum(timing.used.values()) / 60:.1f} min)")

@@ -135,10 +135,10 @@ def _start_over_if_stale(run_dir: Path, inputs: dict[str, Any]) -> None:
 def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, train_seed: int = 0,
                    fast: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records."""
-    from cream_pl.reporting.evidence import load_records, save_records
-    from cream_pl.core.io import atomic_write_bytes
     from cream_pl.cli.lightning import build_from_recipe
+    from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models import WSOLClassifier
+    from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 
     recipe = recipe_dir / f"{run.recipe}.yaml"
@@ -219,7 +219,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
 
     start = time.time()
     out, work, data = Path(out), Path(work), Path(data)
-    recipe_dir = Path(recipe_dir) if recipe_dir is not None else Path(__file__).resolve().parents[1] / "experiments"
+    recipe_dir = Path(recipe_dir) if recipe_dir is not None else Path(__file__).resolve().parents[2] / "experiments"
     runs = [r for r in METHODS if methods is None or r.key in methods]
     unknown = sorted(set(methods or ()) - {r.key for r in METHODS})
     if unknown:

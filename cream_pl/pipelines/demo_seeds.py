@@ -115,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seeds must be at least 2 (a spread needs two runs)")
     import json
 
+    from cream_pl.core.io import atomic_write_text, check_output_dir
     from cream_pl.pipelines.demo import run_demo
     from cream_pl.reporting.demo_report import DISPLAY_NAMES
-    from cream_pl.core.io import atomic_write_text, check_output_dir
 
     check_output_dir(args.out, "--out")
     start = time.time()

@@ -95,10 +95,10 @@ def export_scoremaps(
     """
     import torch
 
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
     from cream_pl.data.datamodule import WSOLDataModule
     from cream_pl.metrics.functional import prepare_scoremaps
     from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     out = Path(out)
     check_output_dir(out)

@@ -37,12 +37,12 @@ import torch
 from torch import Tensor
 
 from cream_pl.core.boxes import BoxFormat, clip_boxes, convert_boxes
-from cream_pl.data.images import ImageFileError, load_image_rgb
-from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from cream_pl.core.errors import user_error_message
 from cream_pl.core.io import atomic_write_bytes, check_output_dir, check_output_file
-from cream_pl.metrics.functional import pixel_box_from_scoremap_at, prepare_scoremaps
 from cream_pl.core.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
+from cream_pl.data.images import ImageFileError, load_image_rgb
+from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from cream_pl.metrics.functional import pixel_box_from_scoremap_at, prepare_scoremaps
 from cream_pl.reporting.tables import write_json_atomic
 from cream_pl.reporting.viz import draw_boxes, overlay_heatmap
 
@@ -144,8 +144,8 @@ def checkpoint_class_names(checkpoint: dict[str, Any], ckpt_path: str | Path | N
 
 def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, list[str] | None]:
     """Classifier, its training normalisation and class names (see :func:`checkpoint_class_names`)."""
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
     from cream_pl.models.checkpoints import load_classifier, read_checkpoint
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     model = load_classifier(ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
     checkpoint = read_checkpoint(ckpt)  # read once for the normalisation and the class names

@@ -202,8 +202,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
     from cream_pl.core.io import check_output_dir
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
 

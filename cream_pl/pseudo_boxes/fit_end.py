@@ -29,8 +29,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
-from cream_pl.pseudo_boxes.generate import SOURCES, PseudoBoxWriter, model_fingerprint
 from cream_pl.core.errors import UserValueError
+from cream_pl.pseudo_boxes.generate import SOURCES, PseudoBoxWriter, model_fingerprint
 
 __all__ = ["PseudoBoxesAtFitEnd"]
 

@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from cream_pl.pipelines.demo_kd import RUNS, curve_peak
-
 __all__ = ["MAIN_ROWS", "NAMES", "PAIRS", "SUBSET_PAIRS", "build_results", "explain", "plot_dilemma",
            "render_markdown", "subset_metrics", "write_results"]
 
@@ -58,6 +56,20 @@ KEEP = ("run", "epoch", "method", "max_box_acc_v2", "max_box_acc_iou30", "max_bo
 
 
 # ---------------------------------------------------------------------------------------------- numbers
+def curve_peak(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
+    """``{"epoch", "value"}`` of the first epoch at which ``key`` is highest.
+
+    Example:
+        >>> curve_peak([{"epoch": 1, "v": 3.0}, {"epoch": 2, "v": 5.0}, {"epoch": 3, "v": 5.0}], "v")
+        {'epoch': 2, 'value': 5.0}
+    """
+    usable = [r for r in rows if r.get(key) is not None]
+    if not usable:
+        raise ValueError(f"no epoch has a value for {key!r}")
+    best = max(range(len(usable)), key=lambda i: (usable[i][key], -i))
+    return {"epoch": int(usable[best]["epoch"]), "value": float(usable[best][key])}
+
+
 def subset_metrics(record: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """MaxBoxAccV2 (re-maximised over thresholds), GT-known, Top-1 Loc and Top-1 Cls of a per-image record."""
     from cream_pl.metrics.bootstrap import accuracy_statistic, max_box_acc_statistic
@@ -179,7 +191,7 @@ def _teacher_text(t: Mapping[str, Any]) -> str:
             f"val GT-known {t['val_gt_known']:.2f})")
 
 
-def explain(results: Mapping[str, Any], fast: bool = False) -> list[str]:
+def explain(results: Mapping[str, Any], fast: bool = False, candidates: Sequence[str] | None = None) -> list[str]:
     """What the numbers show, one sentence per finding, each computed from ``results``."""
     lines: list[str] = []
     if fast:
@@ -197,7 +209,9 @@ def explain(results: Mapping[str, Any], fast: bool = False) -> list[str]:
         lines.append(f"Dilemma, {_run_label(run)} ({len(d['epochs'])} epochs): val Top-1 Cls peaks at epoch "
                      f"{c['epoch']} ({c['value']:.2f}), val GT-known at epoch {g['epoch']} ({g['value']:.2f}): {same}.")
     t = results["teachers"]
-    candidates = [_run_label(r.name) for r in RUNS if r.candidate]
+    if candidates is None:  # the runs the teachers came from
+        candidates = list(dict.fromkeys(t[role]["run"] for role in ("cls", "loc")))
+    candidates = [_run_label(name) for name in candidates]
     lines.append(f"Teachers, chosen on val over every epoch of the {' and the '.join(candidates)}: cls teacher = "
                  f"{_teacher_text(t['cls'])}; loc teacher = {_teacher_text(t['loc'])}.")
     if t["same_checkpoint"]:
@@ -534,8 +548,12 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
 
 
 def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, float], fast: bool,
-                  wall_s: float, load: Mapping[str, float] | None = None, full_wall_s: float | None = None) -> None:
-    """Add the summary and meta to ``results``; write ``metrics.json``, ``README.md`` and ``dilemma.png``."""
+                  wall_s: float, load: Mapping[str, float] | None = None, full_wall_s: float | None = None,
+                  candidates: Sequence[str] | None = None) -> None:
+    """Add the summary and meta to ``results``; write ``metrics.json``, ``README.md`` and ``dilemma.png``.
+
+    ``candidates``: the runs the teachers were chosen from (default: the teachers' own runs).
+    """
     import os
     import platform
 
@@ -552,7 +570,7 @@ def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, fl
         "cam_curve_interval": results["cam_curve_interval"],
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} "
                    f"({torch.get_num_threads()} threads)"}
-    results["summary"] = explain(results, fast=fast)
+    results["summary"] = explain(results, fast=fast, candidates=candidates)
     results["cannot_show"] = cannot_show(results)
     plot_dilemma(results, out / "dilemma.png")
     write_json_atomic(results, out / "metrics.json")

@@ -142,8 +142,8 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
 
 def splice_summary(readme: Path, payload: Mapping[str, Any], results: Path) -> None:
     """Replace the README's METHODS block by the plug-in table and the summary sentences."""
-    from cream_pl.reporting.demo_report import splice_readme
     from cream_pl.core.io import atomic_write_text
+    from cream_pl.reporting.demo_report import splice_readme
 
     runs = [(k, payload["methods"][k]["display_name"], "") for k in payload["methods"] if not k.endswith("_cream_selected")]
     body = "\n".join([plugin_table(payload, runs), "", *[f"- {s}" for s in summary_lines(payload, runs)], "",

@@ -205,6 +205,10 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
 
 
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+STAGES = ("data_s", "classifier_s", "evaluation_s", "diagnostics_s", "figures_s", "pseudo_boxes_s", "regressor_s",
+          "bootstrap_s")
+"""The demo's stages, as timed in ``<work>/timing.json`` (``total_s`` sums them)."""
+
 
 
 def splice_readme(readme: str, metrics_md: str, extra: str = "", *, begin: str = BEGIN, end: str = END,
@@ -244,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("results/embedded"))
     args = parser.parse_args(argv)
     metrics = json.loads((args.results / "metrics.json").read_text())
-    from cream_pl.pipelines.demo import STAGES
-
     t = metrics.get("timing", {})
     stages = ", ".join(f"{k[:-2].replace('_', ' ')} {t[k] / 60:.1f} min" for k in STAGES
                        if k in t and t[k] >= 3.0)  # the instant stages (figures, reading files) are left out

@@ -27,12 +27,20 @@ from typing import Any
 import numpy as np
 import torch
 import wandb
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
-from cream_pl.reporting.viz import _check_boxes, _check_rgb, overlay_grid, overlay_heatmap, to_rgb_image
+from cream_pl.reporting.viz import (
+    _check_boxes,
+    _check_rgb,
+    denormalize_image,
+    overlay_grid,
+    overlay_heatmap,
+    to_rgb_image,
+)
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -43,6 +51,7 @@ __all__ = [
     "wsol_media",
     "log_wsol_media",
     "is_live_wandb_logger",
+    "WSOLMediaCallback",
 ]
 
 log = logging.getLogger(__name__)
@@ -317,3 +326,40 @@ def log_wsol_media(
     for lg in live:
         lg.log_metrics(media, step=step)
     return bool(media)
+
+
+class WSOLMediaCallback(Callback):
+    """After each real validation run: overlays (image, CAM, CREAM, GT box, predicted boxes at the val τ*)
+    and BoxAcc curves of a WSOL classifier to W&B, when a W&B logger is live (else nothing).
+
+    It reads what the classifier kept of its first val batch (``media_batch``: ``num_media_images``
+    images, boxes and CAM / CREAM maps) and the val results. ``cream-pl fit`` (:class:`cream_pl.cli.lightning.CreamCLI`)
+    adds it to every trainer; with a hand-built ``Trainer`` pass it in ``callbacks``.
+    """
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        media = getattr(pl_module, "media_batch", None)
+        if media is None or trainer.sanity_checking or not any(is_live_wandb_logger(lg) for lg in trainer.loggers):
+            return
+        from cream_pl.metrics.functional import box_from_scoremap_at
+
+        methods = getattr(pl_module, "last_results", {}).get("val", {}).get("methods", {})
+        rows = []
+        for i in range(media["image"].shape[0]):
+            row: dict[str, Any] = {
+                "image": denormalize_image(media["image"][i], pl_module.backbone.input_mean, pl_module.backbone.input_std),
+                "gt_boxes": None if media["boxes"] is None else media["boxes"][i].numpy(),
+                "pred_boxes": {},
+                "title": f"#{i}",
+            }
+            for name, maps in media["maps"].items():
+                scoremap = maps[i].numpy()
+                row[name] = scoremap
+                tau = methods.get(name, {}).get("loc_threshold")
+                if tau is not None:
+                    row["pred_boxes"][name] = box_from_scoremap_at(scoremap, tau)
+            rows.append(row)
+        curves = {name: (res["curves"]["thresholds"], res["curves"]["box_acc"])
+                  for name, res in methods.items() if name in ("cam", "cream") and "curves" in res}
+        log_wsol_media(trainer.loggers, "val/media", rows=rows, curves=curves, step=pl_module.global_step,
+                       iou_levels=list(pl_module.hparams.iou_thresholds))

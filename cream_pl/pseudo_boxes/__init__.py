@@ -1,0 +1,4 @@
+"""Pseudo boxes, CREAM_reg's first stage: generation over a split (``generate``) and the fit-end callback (``fit_end``); their COCO file format and its checks live in :mod:`cream_pl.data.pseudo_box_format`.
+
+May import: core, data, models and metrics; never pipelines, cli or reporting.
+"""
