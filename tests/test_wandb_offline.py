@@ -41,13 +41,16 @@ def wandb_env(tmp_path, monkeypatch):
 
 
 def _fit(data: Path, logger: AutoWandbLogger, root: Path) -> pl.Trainer:
+    from cream_pl.reporting.wandb_media import WSOLMediaCallback
+
     pl.seed_everything(0)
     dm = WSOLDataModule(str(data), batch_size=6, resize_size=72, crop_size=SIZE, eval_size=SIZE)
     model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=SIZE, lr=0.01,
                            num_media_images=4)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         log_every_n_steps=1, default_root_dir=str(root / "run"))
+                         log_every_n_steps=1, default_root_dir=str(root / "run"),
+                         callbacks=[WSOLMediaCallback()])  # what `cream-pl fit` (CreamCLI) adds to every trainer
     trainer.fit(model, dm)
     return trainer
 
