@@ -108,9 +108,15 @@ STAGE_OUTPUTS = ("classifier.ckpt", "classifier", "classifier_test.json", "per_i
 """What the stages write into the work folder (with ``pseudo_boxes_*``); removed when the inputs change."""
 
 
-def _inputs(data: Path, recipe: Path, train_seed: int, fast: bool) -> dict[str, Any]:
-    """What every stage's output depends on: the dataset (its generator config, else its metadata files), the
-    recipe's text, the training seed, ``--fast`` and the demo's version."""
+FAST_OVERRIDES: dict[str, Any] = {"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
+                                  "model.init_args.pretrained": False, "data.init_args.batch_size": 16,
+                                  "model.init_args.cam_curve_interval": 0.01, "data.init_args.resize_size": 128,
+                                  "data.init_args.crop_size": 112}
+"""``--fast`` (a smoke test): one epoch from a random init, small crops, a coarse CAM-threshold curve."""
+
+
+def data_sha1(data: Path) -> str:
+    """The dataset's identity: its generator config (a synthetic root), else its metadata files, hashed with their paths."""
     import hashlib
 
     h = hashlib.sha1()
@@ -118,7 +124,15 @@ def _inputs(data: Path, recipe: Path, train_seed: int, fast: bool) -> dict[str, 
     files = [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt"))
     for f in files:
         h.update(f.relative_to(data).as_posix().encode() + b"\0" + f.read_bytes())
-    return {"data": str(data), "data_sha1": h.hexdigest(), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+    return h.hexdigest()
+
+
+def _inputs(data: Path, recipe: Path, train_seed: int, fast: bool) -> dict[str, Any]:
+    """What every stage's output depends on: the dataset (:func:`data_sha1`), the recipe's text, the training seed,
+    ``--fast`` and the demo's version."""
+    import hashlib
+
+    return {"data": str(data), "data_sha1": data_sha1(data), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
             "train_seed": train_seed, "fast": fast, "demo_version": DEMO_VERSION}
 
 
@@ -179,10 +193,7 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_se
     if boxes_at_fit_end is not None:  # the fit writes the val-selected CREAM's train pseudo boxes itself
         overrides[f"trainer.callbacks.{boxes_at_fit_end}.init_args.out_path"] = str(work / "pseudo_boxes_cream_selected.json")
     if fast:
-        overrides.update({"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
-                          "model.init_args.pretrained": False, "data.init_args.batch_size": 16,
-                          "model.init_args.cam_curve_interval": 0.01, "data.init_args.resize_size": 128,
-                          "data.init_args.crop_size": 112})
+        overrides.update(FAST_OVERRIDES)
     cli = build_from_recipe(recipe, overrides, run_dir)
     if ckpt.is_file():
         _log(f"classifier: loading {ckpt}")

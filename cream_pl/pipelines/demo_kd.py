@@ -270,13 +270,12 @@ def _recipe(ctx: _Context, run: Run) -> Path:
 
 
 def _callback_index(recipe: Path, class_name: str) -> int:
-    import yaml
+    from cream_pl.pipelines.demo import _callback_index as find
 
-    callbacks = (yaml.safe_load(recipe.read_text()) or {}).get("trainer", {}).get("callbacks") or []
-    for i, cb in enumerate(callbacks):
-        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
-            return i
-    raise ValueError(f"{recipe}: trainer.callbacks has no {class_name}; demo-kd needs its per-epoch checkpoints")
+    index = find(recipe, class_name)
+    if index is None:
+        raise ValueError(f"{recipe}: trainer.callbacks has no {class_name}; demo-kd needs its per-epoch checkpoints")
+    return index
 
 
 def _overrides(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -96,10 +96,9 @@ def overrides_for(run: MethodRun, data: Path, run_dir: Path, train_seed: int, fa
         "model.init_args.record_per_image": list(RECORDED),
     }
     if fast:
-        out.update({"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1,
-                    "model.init_args.pretrained": False, "data.init_args.batch_size": 16,
-                    "model.init_args.cam_curve_interval": 0.01, "data.init_args.resize_size": 128,
-                    "data.init_args.crop_size": 112})
+        from cream_pl.pipelines.demo import FAST_OVERRIDES
+
+        out.update(FAST_OVERRIDES)
     return out
 
 
@@ -110,12 +109,10 @@ work folder never restarts a run."""
 
 def _fingerprint(data: Path, recipe: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """What a run's outputs depend on: the dataset's content, the recipe's text, the overrides (paths aside), the version."""
+    from cream_pl.pipelines.demo import data_sha1
+
     overrides = {k: v for k, v in overrides.items() if k not in PATH_KEYS}
-    h = hashlib.sha1()
-    info = data / "synth_config.json"
-    for f in [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt")):
-        h.update(f.relative_to(data).as_posix().encode() + b"\0" + f.read_bytes())
-    return {"data_sha1": h.hexdigest(), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+    return {"data_sha1": data_sha1(data), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
             "overrides": json.loads(json.dumps(overrides, sort_keys=True)), "version": VERSION}
 
 

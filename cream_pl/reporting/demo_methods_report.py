@@ -10,10 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cream_pl.reporting.evidence import METRIC_NAMES
+
 __all__ = ["BEGIN", "END", "plugin_table", "render_markdown", "splice_summary", "summary_lines"]
 
 BEGIN, END = "<!-- METHODS:BEGIN -->", "<!-- METHODS:END -->"
-_NAMES = {"max_box_acc_v2": "MaxBoxAccV2", "gt_known": "GT-known Loc", "top1_loc": "Top-1 Loc"}
 
 
 def _diff(payload: Mapping[str, Any], a: str, b: str, metric: str) -> Mapping[str, Any] | None:
@@ -35,7 +36,7 @@ def plugin_table(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]
     for key, name, _ in runs:
         for metric in ("max_box_acc_v2", "gt_known", "top1_loc"):
             d = _diff(payload, f"{key}_cream_selected", key, metric)
-            head.append(f"| {name} | {_NAMES[metric]} | {rows[key][metric]:.2f} | "
+            head.append(f"| {name} | {METRIC_NAMES[metric]} | {rows[key][metric]:.2f} | "
                         f"{rows[key + '_cream_selected'][metric]:.2f} | {_cell(d)} | {d['verdict'] if d else '—'} |")
     return "\n".join(head)
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PAPER_DEFAULTS", "RECORD_CONSTANTS", "compute_differences", "compute_subset_differences",
+__all__ = ["METRIC_NAMES", "PAPER_DEFAULTS", "RECORD_CONSTANTS", "compute_differences", "compute_subset_differences",
            "differences_markdown", "selection_markdown", "save_records", "load_records", "subset_records"]
 
 PAPER_DEFAULTS: dict[str, Any] = {"T": 2, "kappa": 8.0, "lambda": 0.8, "feature_norm": "raw"}
 """CREAM's inference-time defaults in the paper (spec: cream.md)."""
 
-_METRIC_NAMES = {"max_box_acc_v2": "MaxBoxAccV2", "gt_known": "GT-known Loc", "top1_loc": "Top-1 Loc",
+METRIC_NAMES = {"max_box_acc_v2": "MaxBoxAccV2", "gt_known": "GT-known Loc", "top1_loc": "Top-1 Loc",
                  "top5_loc": "Top-5 Loc", "cls_acc": "Top-1 Cls"}
 
 
@@ -133,7 +133,7 @@ def differences_markdown(differences: Mapping[str, Mapping[str, Mapping[str, Any
         label = f"{names.get(a, a)} − {names.get(b, b)}" + (f" ({names.get('@' + subset, subset)})" if subset else "")
         for metric, r in per_metric.items():
             lo, hi = r["ci95"]
-            lines.append(f"| {label} | {_METRIC_NAMES.get(metric, metric)} | {r['a']:.2f} | {r['b']:.2f} | "
+            lines.append(f"| {label} | {METRIC_NAMES.get(metric, metric)} | {r['a']:.2f} | {r['b']:.2f} | "
                          f"{r['diff']:+.2f} | [{lo:+.2f}, {hi:+.2f}] | {r['verdict']} |")
     n = {r["n_images"] for pm in differences.values() for r in pm.values()}
     reps = {r["n_resamples"] for pm in differences.values() for r in pm.values()}
