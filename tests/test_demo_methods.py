@@ -67,6 +67,15 @@ def test_cli_help_is_instant_and_bad_method_is_one_line():
     assert bad.returncode == 2 and "invalid choice: 'acol'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("module", ["cream_pl.pipelines.demo_methods", "cream_pl.pipelines.demo_kd"])
+def test_a_missing_recipe_is_one_line_before_any_work(module, tmp_path):
+    out = subprocess.run([sys.executable, "-m", module, "--recipes", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                          "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "nope/" in out.stderr and "recipe not found" in out.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # nothing started
+
+
 def test_a_run_folder_of_other_inputs_starts_over(tmp_path):
     from cream_pl.pipelines.demo_methods import _start_over_if_stale
 

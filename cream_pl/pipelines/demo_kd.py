@@ -490,12 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    recipes = args.recipes or default_recipe_dir()
+    missing = [recipes / f"{r.recipe}.yaml" for r in RUNS if not (recipes / f"{r.recipe}.yaml").is_file()]
+    if missing:  # before any data or training
+        parser.exit(2, f"{parser.prog}: error: {missing[0]}: recipe not found (--recipes DIR: the experiments/ "
+                    "folder of cream-pl)\n")
     settings = DemoSettings.fast() if args.fast else DemoSettings()
     work = args.work or Path("outputs/embedded_confounded" + ("_fast" if args.fast else ""))
     if args.restart:
         shutil.rmtree(work, ignore_errors=True)
-    run_demo(args.out, work, args.recipes or default_recipe_dir(), settings, seed=args.seed, fast=args.fast)
+    run_demo(args.out, work, recipes, settings, seed=args.seed, fast=args.fast)
     return 0
 
 

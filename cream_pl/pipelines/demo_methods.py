@@ -285,6 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
     parser.add_argument("--readme", default=None, help="also splice the summary into this README (METHODS markers)")
     args = parser.parse_args(argv)
+    recipes = Path(args.recipes) if args.recipes else Path(__file__).resolve().parents[2] / "experiments"
+    missing = [str(recipes / f"{r.recipe}.yaml") for r in METHODS if (args.methods is None or r.key in args.methods)
+               and not (recipes / f"{r.recipe}.yaml").is_file()]
+    if missing:  # before any data or training
+        parser.exit(2, f"{parser.prog}: error: {missing[0]}: recipe not found (--recipes: the experiments/ folder "
+                    "of cream-pl)\n")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     payload = run_demo_methods(args.out, args.work, args.data, args.recipes, args.seed, args.train_seed, args.fast,
                                args.methods)
