@@ -207,7 +207,18 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
     p.add_argument("--classifier-ckpt", type=Path, default=None, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM) for Top-1/Top-5 Loc")
-    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--head", default="psol", choices=("objectness", "psol", "spatial_mlp"),
+                   help="box head: psol (GAP + MLP, the paper's), spatial_mlp (position kept), objectness (a map's "
+                   "weighted moments); see cream_pl.models.box_heads")
+    p.add_argument("--features", default="finetune", choices=("finetune", "classifier"),
+                   help="finetune: a separate backbone fine-tuned with the head (PSOL); classifier: the classifier's "
+                   "own backbone, frozen (needs --classifier-ckpt; class and box from one pass)")
+    p.add_argument("--feature-cache", default="auto", choices=("auto", "on", "off"),
+                   help="--features classifier: cache the frozen features in memory (bounded by --cache-max-gb) or "
+                   "run the frozen backbone online every step (auto: cache when the bound allows)")
+    p.add_argument("--cache-max-gb", type=float, default=4.0, help="memory bound of the feature cache per process")
+    p.add_argument("--loss", default="mse", choices=("mse", "l1_iou"), help="mse (PSOL) or L1 + (1 - IoU)")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="--features finetune: the regressor's backbone")
     p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
     p.add_argument("--max-epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)

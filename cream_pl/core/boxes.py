@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-__all__ = ["BoxFormat", "convert_boxes", "box_iou_inclusive", "resize_boxes_protocol", "clip_boxes"]
+__all__ = ["BoxFormat", "convert_boxes", "box_iou_inclusive", "resize_boxes_protocol", "clip_boxes", "hflip_boxes_rel"]
 
 
 class BoxFormat(str, Enum):
@@ -166,3 +166,19 @@ def clip_boxes(boxes: Tensor, fmt: BoxFormat | str, image_size: tuple[int, int])
     xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, w)
     xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, h)
     return _from_xyxy(xyxy, fmt, None)
+
+
+def hflip_boxes_rel(boxes: Tensor, flip: Tensor | bool = True) -> Tensor:
+    """Mirror normalised ``XYWH_REL`` boxes left-right (``x -> 1 - x - w``) where ``flip`` (``(N,)`` bool or one bool).
+
+    Example:
+        >>> hflip_boxes_rel(torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]]), torch.tensor([True, False]))
+        tensor([[0.6000, 0.2000, 0.3000, 0.4000],
+                [0.1000, 0.2000, 0.3000, 0.4000]])
+    """
+    boxes = _as_tensor(boxes)
+    mirrored = boxes.clone()
+    mirrored[:, 0] = 1.0 - boxes[:, 0] - boxes[:, 2]
+    if isinstance(flip, bool):
+        return mirrored if flip else boxes
+    return torch.where(flip.to(boxes.device).reshape(-1, 1), mirrored, boxes)

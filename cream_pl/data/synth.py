@@ -209,7 +209,7 @@ PRESETS: dict[str, SynthConfig] = {
     # tint: `make calibrate-cub-sweep` (results/calibration_cub/sweep.md) trains the embedded CAM
     # recipe at each listed tint, and the preset takes the first (smallest) one at which CAM's
     # MaxBoxAccV2, GT-known and Top-1 Cls land in CUB's ranges, above the center baseline.
-    "cub": SynthConfig(num_train=480, num_val=200, num_test=1000, min_side=224, max_side=320,
+    "cub": SynthConfig(num_train=2400, num_val=200, num_test=1000, min_side=224, max_side=320,
                        object_area=(0.06, 0.9), object_area_beta=(2.2, 4.2), centre_sd=(0.09, 0.07),
                        body_class_bias=0.9, body_texture_class_bias=0.9, body_head_tint=0.1, second_object_prob=0.02,
                        distractor_body_prob=0.0, distractor_head_prob=0.0, clutter=(0, 2), clutter_head_colour_prob=0.0,

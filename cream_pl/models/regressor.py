@@ -1,8 +1,15 @@
-"""CREAM_reg stage 2: a class-agnostic box regressor trained on pseudo boxes (PSOL style).
+"""CREAM_reg stage 2: a class-agnostic box regressor trained on pseudo boxes.
 
-``BoxRegressor`` = a backbone from the registry + global average pooling + a small head
-``Linear(K, 512) -> ReLU -> Linear(512, 4) -> Sigmoid`` predicting the normalised box
-``(x, y, w, h)`` (``BoxFormat.XYWH_REL``), trained with ``loss_weight x MSE`` (PSOL: 50).
+``BoxRegressor`` = a feature source + a box head from :mod:`cream_pl.models.box_heads`, predicting
+the normalised box ``(x, y, w, h)`` (``BoxFormat.XYWH_REL``). Two feature sources:
+
+- ``features="finetune"`` (PSOL, the paper's CREAM_reg): a separate backbone from the registry,
+  fine-tuned with the head on random box-safe crops; trained with ``loss_weight x MSE`` (PSOL: 50).
+- ``features="classifier"``: the classifier's own backbone, frozen; only the head trains. One
+  forward pass of the classifier gives the class *and* the features the head boxes, so at test
+  time class and box come from one pass. The training batches may carry the frozen features
+  (``"features"``, from :func:`cream_pl.models.feature_cache.cache_features`) or the images (the
+  backbone then runs online on the same samples); a ``"flip"`` flag mirrors features and target.
 
 Evaluation combines the regressor's box with a classifier's class (an optional frozen
 ``WSOLClassifier``): per image, IoU = best inclusive "+1" IoU of the predicted box against the
@@ -15,6 +22,8 @@ Example:
     >>> model = BoxRegressor(backbone="efficientnet_lite0", pretrained=False)
     >>> model(torch.zeros(2, 3, 64, 64)).shape
     torch.Size([2, 4])
+    >>> BoxRegressor(features="classifier", feature_channels=8, head="objectness").head(torch.rand(1, 8, 7, 7)).shape
+    torch.Size([1, 4])
 """
 
 from __future__ import annotations
@@ -29,14 +38,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes, hflip_boxes_rel
+from cream_pl.core.errors import UserValueError
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.backbones import create_backbone
+from cream_pl.models.box_heads import create_box_head
 
-__all__ = ["BoxRegressor", "predicted_boxes_inclusive", "localization_hits", "relative_box_iou"]
+__all__ = ["BoxRegressor", "FEATURE_SOURCES", "LOSSES", "predicted_boxes_inclusive", "localization_hits",
+           "relative_box_iou", "box_loss"]
 
 _STAGES = ("val", "test")
 _METRICS = ("gt_known", "top1_loc", "top5_loc", "cls_acc", "mean_iou")
+FEATURE_SOURCES = ("finetune", "classifier")
+"""Where the head's features come from: a separate fine-tuned backbone (PSOL) or the frozen classifier's."""
+LOSSES = ("mse", "l1_iou")
+"""``mse``: PSOL's ``MSE`` on ``(x, y, w, h)``; ``l1_iou``: ``L1 + (1 - IoU)`` (scale-free, what a box is scored by)."""
 
 
 def predicted_boxes_inclusive(pred: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -92,15 +108,37 @@ def relative_box_iou(pred: Tensor, target: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
+def box_loss(pred: Tensor, target: Tensor, loss: str) -> Tensor:
+    """The regression loss of a batch of normalised ``(x, y, w, h)`` boxes (:data:`LOSSES`).
+
+    Example:
+        >>> t = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
+        >>> float(box_loss(t, t, "l1_iou")), float(box_loss(t, t, "mse"))
+        (0.0, 0.0)
+    """
+    if loss == "mse":
+        return F.mse_loss(pred, target)
+    if loss == "l1_iou":
+        return F.l1_loss(pred, target) + (1.0 - relative_box_iou(pred, target)).mean()
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
 class BoxRegressor(pl.LightningModule):
-    """Backbone + GAP + MLP head regressing one normalised box per image.
+    """A feature source + a box head regressing one normalised box per image.
 
     Args:
-        backbone: registry name (``cream_pl.models.backbones``).
+        backbone: registry name (``cream_pl.models.backbones``), ``features="finetune"`` only.
         pretrained: ImageNet weights for the backbone (``True``, ``False`` or a weights file).
         backbone_kwargs: extra ``create_backbone`` arguments.
-        hidden_dim: width of the head's hidden layer (PSOL: 512).
-        loss_weight: factor on the MSE loss (PSOL: 50).
+        hidden_dim: width of the ``psol`` head's hidden layer (PSOL: 512).
+        head: box head name (:func:`cream_pl.models.box_heads.list_box_heads`).
+        head_kwargs: extra arguments of the head.
+        features: :data:`FEATURE_SOURCES`: ``"finetune"`` or ``"classifier"`` (frozen; needs a
+            classifier, from ``classifier_ckpt`` or :meth:`set_classifier`).
+        feature_channels: channels of the classifier's feature map (``features="classifier"``).
+        loss: :data:`LOSSES`.
+        loss_weight: factor on the loss (PSOL: 50 x MSE).
+        eval_size: side of the evaluation grid of batches that carry cached features, not images.
         optimizer: ``"sgd"`` (momentum, PSOL) or ``"adamw"``.
         lr: learning rate of the backbone; the head uses ``lr * head_lr_multiplier``.
         head_lr_multiplier: learning-rate factor of the new head (and the backbone's new layers).
@@ -133,6 +171,11 @@ class BoxRegressor(pl.LightningModule):
         pretrained: bool | str = True,
         backbone_kwargs: dict[str, Any] | None = None,
         hidden_dim: int = 512,
+        head: str = "psol",
+        head_kwargs: dict[str, Any] | None = None,
+        features: Literal["finetune", "classifier"] = "finetune",
+        feature_channels: int | None = None,
+        loss: Literal["mse", "l1_iou"] = "mse",
         loss_weight: float = 50.0,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 1e-3,
@@ -148,6 +191,7 @@ class BoxRegressor(pl.LightningModule):
         freeze_backbone: str | None = None,
         channels_last: bool = False,
         bn_momentum: float | None = None,
+        eval_size: int = 224,
     ) -> None:
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
@@ -160,12 +204,34 @@ class BoxRegressor(pl.LightningModule):
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if len(data_mean) != 3 or len(data_std) != 3 or min(data_std) <= 0:
             raise ValueError(f"data_mean / data_std need 3 values (std > 0), got {data_mean}, {data_std}")
+        if features not in FEATURE_SOURCES:
+            raise UserValueError(f"features must be one of {FEATURE_SOURCES}, got {features!r}")
+        if loss not in LOSSES:
+            raise UserValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if features == "classifier" and (not isinstance(feature_channels, int) or feature_channels < 1):
+            raise UserValueError("features='classifier' needs feature_channels (the classifier backbone's channels)")
         self.save_hyperparameters()
+        head_kw = dict(head_kwargs or {})
+        if head == "psol":
+            head_kw.setdefault("hidden_dim", hidden_dim)
+        self.backbone = None
+        if features == "classifier":
+            self.head = create_box_head(head, int(feature_channels), **head_kw)  # type: ignore[arg-type]
+        else:
+            self._init_backbone(backbone, pretrained, backbone_kwargs, freeze_backbone, channels_last, bn_momentum,
+                                data_mean, data_std)
+            self.head = create_box_head(head, self.backbone.num_features, **head_kw)
+        self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in _STAGES for m in _METRICS})
+        self._classifier: nn.Module | None = None
+        #: per-image outcomes of the last test epoch (``index``, ``iou``, ``gt_known``, ``top1``, ``top1_loc``),
+        #: for paired intervals against another method on the same images (gathered from every DDP rank)
+        self.per_image: dict[str, dict[str, Any]] = {}
+        self._per_image_parts: list[dict[str, Any]] = []
+
+    def _init_backbone(self, backbone: str, pretrained: bool | str, backbone_kwargs: dict[str, Any] | None,
+                       freeze_backbone: str | None, channels_last: bool, bn_momentum: float | None,
+                       data_mean: Sequence[float], data_std: Sequence[float]) -> None:
         self.backbone = create_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
-        self.head = nn.Sequential(
-            nn.Linear(self.backbone.num_features, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, 4),
-            nn.Sigmoid(),
-        )
         if freeze_backbone:
             self.backbone.freeze(freeze_backbone)
         self.backbone.use_channels_last(channels_last)
@@ -178,12 +244,6 @@ class BoxRegressor(pl.LightningModule):
         self.register_buffer("_in_scale", (std_in / std_bb).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_in_shift", ((mean_in - mean_bb) / std_bb).view(1, 3, 1, 1), persistent=False)
         self._renormalise = not (torch.allclose(mean_in, mean_bb) and torch.allclose(std_in, std_bb))
-        self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in _STAGES for m in _METRICS})
-        self._classifier: nn.Module | None = None
-        #: per-image outcomes of the last test epoch (``index``, ``iou``, ``gt_known``, ``top1``, ``top1_loc``),
-        #: for paired intervals against another method on the same images (gathered from every DDP rank)
-        self.per_image: dict[str, dict[str, Any]] = {}
-        self._per_image_parts: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ model
     def set_classifier(self, classifier: nn.Module | None) -> None:
@@ -201,25 +261,74 @@ class BoxRegressor(pl.LightningModule):
     def classifier(self) -> nn.Module | None:
         return self._classifier
 
-    def setup(self, stage: str) -> None:
+    @property
+    def frozen_features(self) -> bool:
+        """Whether the head reads the frozen classifier's features (``features="classifier"``)."""
+        return self.hparams.features == "classifier"
+
+    def ensure_classifier(self) -> None:
+        """Load ``classifier_ckpt`` when no classifier is attached (a frozen-feature regressor needs one)."""
         ckpt = self.hparams.classifier_ckpt
         if self._classifier is None and ckpt is not None:
             from cream_pl.models.checkpoints import load_classifier
 
             self.set_classifier(load_classifier(ckpt))  # CAM/CREAM, CI-CAM or KD-CI-CAM
+        if self.frozen_features:
+            if self._classifier is None:
+                raise UserValueError("this regressor reads the classifier's frozen features: give it classifier_ckpt "
+                                     "(or set_classifier) — its checkpoint names none")
+            channels = getattr(getattr(self._classifier, "backbone", None), "num_features", None)
+            if channels != self.hparams.feature_channels:
+                raise UserValueError(f"the classifier's backbone has {channels} feature channels but this regressor's "
+                                     f"head was built for {self.hparams.feature_channels}: not the classifier it was "
+                                     "trained on")
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Normalised ``(x, y, w, h)`` boxes ``(B, 4)`` for ImageNet-normalised images."""
+    def setup(self, stage: str) -> None:
+        self.ensure_classifier()
+
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(features (B, K, h, w), classifier logits or None)`` of a batch: one classifier pass for frozen features."""
+        if self.frozen_features:
+            assert self._classifier is not None, "ensure_classifier() first"
+            self._classifier.eval()
+            with torch.no_grad():
+                feats, logits = self._classifier.forward_features(images)
+            return feats.float(), logits
+        logits = None
+        if self._classifier is not None and not self.training:  # the classifier gets the batch as it was trained
+            with torch.no_grad():
+                logits = self._classifier(images)
+        return self._backbone_features(images), logits
+
+    def _backbone_features(self, images: Tensor) -> Tensor:
+        """The fine-tuned backbone's features (``features="finetune"``), its input re-normalised as it expects."""
         if self._renormalise:
             images = images * self._in_scale + self._in_shift
-        feats = self.backbone(images)
-        return self.head(feats.mean(dim=(2, 3)))
+        return self.backbone(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Normalised ``(x, y, w, h)`` boxes ``(B, 4)`` for a batch normalised as ``data_mean`` / ``data_std``."""
+        if self.frozen_features:
+            return self.head(self.features_and_logits(images)[0])
+        return self.head(self._backbone_features(images))
 
     # ------------------------------------------------------------------ training
+    def _batch_features(self, batch: dict[str, Any]) -> Tensor:
+        if "features" in batch:
+            return batch["features"].float()
+        if self.frozen_features:
+            return self.features_and_logits(batch["image"])[0]
+        return self._backbone_features(batch["image"])
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        pred = self(batch["image"])
-        target = batch["target"].to(pred.dtype)
-        loss = self.hparams.loss_weight * F.mse_loss(pred, target)
+        feats = self._batch_features(batch)
+        target = batch["target"].to(feats.dtype)
+        if "flip" in batch:  # a horizontal flip in feature space: the map and its box mirrored together
+            flip = batch["flip"].to(feats.device)
+            feats = torch.where(flip.view(-1, 1, 1, 1), feats.flip(-1), feats)
+            target = hflip_boxes_rel(target, flip)
+        pred = self.head(feats)
+        loss = self.hparams.loss_weight * box_loss(pred, target, self.hparams.loss)
         self.log("train/reg/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(pred))
         # how well the regressor fits its own pseudo boxes (on the augmented training crops)
         self.log("train/reg/pseudo_iou", relative_box_iou(pred.detach(), target).mean(), on_step=False,
@@ -228,7 +337,7 @@ class BoxRegressor(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        base, new = self.backbone.parameter_groups()  # frozen parameters are left out
+        base, new = self.backbone.parameter_groups() if self.backbone is not None else ([], [])  # frozen left out
         groups = [{"params": base, "lr": hp.lr},
                   {"params": new + list(self.head.parameters()), "lr": hp.lr * hp.head_lr_multiplier}]
         groups = [g for g in groups if g["params"]]
@@ -247,6 +356,9 @@ class BoxRegressor(pl.LightningModule):
         if self._classifier is not None:
             self._classifier.to(self.device)
 
+    def on_fit_start(self) -> None:
+        self._move_classifier()
+
     def on_validation_start(self) -> None:
         self._move_classifier()
 
@@ -254,11 +366,18 @@ class BoxRegressor(pl.LightningModule):
         self._move_classifier()
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        images, labels = batch["image"], batch["label"]
+        labels = batch["label"]
         boxes = batch.get("boxes")
         if boxes is None:
             raise ValueError(f"the {stage} batches have no 'boxes'; the regressor is evaluated on a split with boxes")
-        pred = predicted_boxes_inclusive(self(images), (images.shape[-1], images.shape[-2]))
+        if "features" in batch:  # cached: the classifier's features and logits of these images
+            feats, logits = batch["features"].float(), batch.get("logits")
+            grid = (self.hparams.eval_size, self.hparams.eval_size)
+        else:
+            images = batch["image"]
+            feats, logits = self.features_and_logits(images)
+            grid = (images.shape[-1], images.shape[-2])
+        pred = predicted_boxes_inclusive(self.head(feats), grid)
         ious, hit = localization_hits(pred, list(boxes), self.hparams.iou_threshold)
         ious, hit = ious.to(self.device), hit.to(self.device)
         m = self.metrics
@@ -267,8 +386,8 @@ class BoxRegressor(pl.LightningModule):
             record["index"] = batch["index"].detach().cpu().numpy()
         m[f"{stage}_gt_known"].update(100.0 * hit.double())
         m[f"{stage}_mean_iou"].update(ious)
-        if self._classifier is not None:
-            logits = self._classifier(images)
+        if logits is not None:
+            logits = logits.to(self.device)
             top1 = logits.argmax(1) == labels
             top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1)
             m[f"{stage}_cls_acc"].update(100.0 * top1.double())
@@ -279,7 +398,7 @@ class BoxRegressor(pl.LightningModule):
         if stage == "test" and not self.trainer.sanity_checking:
             self._per_image_parts.append(record)
         for name in _METRICS:
-            if name in ("cls_acc", "top1_loc", "top5_loc") and self._classifier is None:
+            if name in ("cls_acc", "top1_loc", "top5_loc") and logits is None:
                 continue
             self.log(f"{stage}/reg/{name}", m[f"{stage}_{name}"], on_step=False, on_epoch=True,
                      prog_bar=name == "gt_known")
@@ -307,9 +426,10 @@ class BoxRegressor(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Predicted boxes: normalised ``(x, y, w, h)`` and ``XYXY_INCLUSIVE`` in the batch's image grid."""
         images = batch["image"]
-        pred = self(images)
+        feats, logits = self.features_and_logits(images)  # frozen features: class and box from one pass
+        pred = self.head(feats)
         out: dict[str, Any] = {"index": batch.get("index"), "image_id": batch.get("image_id"), "box_rel": pred,
                                "box": predicted_boxes_inclusive(pred, (images.shape[-1], images.shape[-2]))}
-        if self._classifier is not None:
-            out["logits"] = self._classifier(images)
+        if logits is not None:
+            out["logits"] = logits
         return out

@@ -39,7 +39,7 @@ ABLATION_T = (0, 1, 2, 3, 4)
 ABLATION_LAMBDA = (0.2, 0.6, 0.8, 0.99, 1.0)
 
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 """Bumped when a stage's meaning changes: a work folder of another version starts over."""
 DEFAULT_PRESET = "cub"
 PER_IMAGE_METHODS = ("cam", "cream", "cream_selected")
@@ -50,14 +50,10 @@ DIFFERENCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("cream_selected", "cream", ("max_box_acc_v2", "gt_known")),
     ("cam", "center_baseline", ("max_box_acc_v2",)),
     ("cream_reg", "cream_selected", ("gt_known", "top1_loc")),  # one box each (a map's MaxBoxAccV2 sweeps τ per δ)
+    ("cream_reg", "cam", ("gt_known", "top1_loc")),
+    ("cream_reg_psol", "cream_selected", ("gt_known", "top1_loc")),
 )
 """Every difference the results state: (a, b, metrics), each with a paired bootstrap interval."""
-REGRESSOR: dict[str, Any] = {"max_epochs": 20, "plateau": (0.005, 3), "input_size": 160, "lr": 0.01,
-                             "freeze": r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"}
-"""CREAM_reg on the CPU: PSOL's loss, crop, head lr x2 and SGD, at a CPU-sized lr and crop side,
-trained until the epoch's train IoU to its pseudo boxes rises by < 0.005 for 3 epochs (cap 20)."""
-
-
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
@@ -104,7 +100,7 @@ def _stage_data(data: Path, seed: int, fast: bool, preset: str = DEFAULT_PRESET,
 
 
 STAGE_OUTPUTS = ("classifier.ckpt", "classifier", "classifier_test.json", "per_image_test.npz", "diagnostics.json",
-                 "regressor_cream", "timing.json")
+                 "regressor", "timing.json")
 """What the stages write into the work folder (with ``pseudo_boxes_*``); removed when the inputs change."""
 
 
@@ -159,10 +155,9 @@ def _diagnostics_done(work: Path) -> bool:
 
 
 def _regressor_done(work: Path) -> bool:
-    from cream_pl.pipelines.regressor_train import PER_IMAGE_FILE
+    from cream_pl.pipelines.demo_regressor import is_done
 
-    rdir = work / "regressor_cream"
-    return all((rdir / n).is_file() for n in ("demo_metrics.json", PER_IMAGE_FILE, "train_fit.json"))
+    return is_done(work / "regressor")
 
 
 def _callback_index(recipe: Path, class_name: str) -> int | None:
@@ -272,107 +267,6 @@ def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
     quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
                    threshold=coco["info"].get("threshold", quality.get("threshold")), source=source)
     return {"file": str(path), **quality}
-
-
-def _stage_regressor(pseudo_boxes: Path, data: Path, work: Path, ckpt: Path, fast: bool, mean: Sequence[float],
-                     std: Sequence[float], train_seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """CREAM_reg: the box regressor on the pseudo boxes, trained to a plateau of its train IoU, then tested."""
-    from cream_pl.pipelines.regressor_train import CURVE_FILE, PER_IMAGE_FILE, psol_recipe, train_regressor
-
-    rdir = work / "regressor_cream"
-    metrics_file = rdir / "demo_metrics.json"
-    if _regressor_done(work):
-        _log(f"regressor: using {metrics_file}")
-        per_image = _load_npz(rdir / PER_IMAGE_FILE)
-        row = {**_box_levels(json.loads(metrics_file.read_text()), per_image),
-               **json.loads((rdir / "train_fit.json").read_text())}
-        return row, _regressor_record(per_image)
-    _log(f"regressor: training on {pseudo_boxes.name} until its train IoU plateaus, then test")
-    shutil.rmtree(rdir, ignore_errors=True)  # a half-finished run starts over, train_fit.json included
-    recipe = psol_recipe(32)
-    recipe.update(lr=REGRESSOR["lr"], max_epochs=1 if fast else REGRESSOR["max_epochs"])
-    kwargs = {**recipe.pop("regressor_kwargs"), "freeze_backbone": REGRESSOR["freeze"],
-              "channels_last": True, "bn_momentum": 0.1}
-    metrics = train_regressor(
-        pseudo_boxes, data, rdir, backbone="efficientnet_lite0", pretrained=not fast, batch_size=32,
-        classifier_ckpt=ckpt, mean=tuple(mean), std=tuple(std), input_size=REGRESSOR["input_size"],
-        seed=train_seed, plateau=None if fast else REGRESSOR["plateau"], regressor_kwargs=kwargs,
-        # no per-epoch validation: nothing here reads it, and CREAM_reg is scored once, on test
-        trainer_kwargs={"accelerator": "auto", "devices": 1, "enable_progress_bar": False, "limit_val_batches": 0},
-        **recipe,
-    )
-    curve = json.loads((rdir / CURVE_FILE).read_text())
-    row: dict[str, Any] = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("test/reg/")}
-    row["train_pseudo_iou_per_epoch"] = curve["train_pseudo_iou"]
-    row["epochs"] = curve["epochs"]
-    row["recipe"] = {"lr": recipe["lr"], "input_size": REGRESSOR["input_size"], "max_epochs": recipe["max_epochs"],
-                     "plateau": {"min_delta": REGRESSOR["plateau"][0], "patience": REGRESSOR["plateau"][1]},
-                     "crop": recipe["crop"], "loss_weight": recipe["loss_weight"], "head_lr_multiplier": kwargs["head_lr_multiplier"]}
-    write_json_atomic(row, metrics_file)
-    per_image = _load_npz(rdir / PER_IMAGE_FILE)
-    fit = _regressor_train_fit(rdir, data, pseudo_boxes, mean, std)
-    return {**_box_levels(json.loads(metrics_file.read_text()), per_image), **fit}, _regressor_record(per_image)
-
-
-@torch.no_grad()
-def _regressor_train_fit(rdir: Path, data: Path, pseudo_boxes: Path, mean: Sequence[float],
-                         std: Sequence[float]) -> dict[str, float]:
-    """Where CREAM_reg's error comes from: its boxes on the (un-augmented) train images against the pseudo boxes
-    it was trained on and against the true boxes, beside the pseudo boxes' own accuracy there."""
-    path = rdir / "train_fit.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    from torch.utils.data import DataLoader
-
-    from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes, resize_boxes_protocol
-    from cream_pl.data.datamodule import WSOLDataModule, wsol_collate
-    from cream_pl.data.pseudo_box_format import load_dataset_pseudo_boxes
-    from cream_pl.models.regressor import BoxRegressor, localization_hits, predicted_boxes_inclusive
-
-    model = BoxRegressor.load_from_checkpoint(rdir / "checkpoints" / "last.ckpt", map_location="cpu",
-                                              pretrained=False).eval()
-    dm = WSOLDataModule(str(data), batch_size=32, eval_size=224, mean=tuple(mean), std=tuple(std))
-    ds = dm.eval_dataset("train")
-    pseudo = {p.index: p for p in load_dataset_pseudo_boxes(pseudo_boxes, data, "train")}
-    to_pseudo, hit_gt, pseudo_hit_gt = [], [], []
-    for batch in DataLoader(ds, batch_size=32, collate_fn=wsol_collate):
-        pred = predicted_boxes_inclusive(model(batch["image"]), (224, 224))
-        _, hit = localization_hits(pred, list(batch["boxes"]))
-        hit_gt += hit.tolist()
-        for i, idx in enumerate(batch["index"].tolist()):
-            pb = pseudo[idx]
-            box = convert_boxes(torch.tensor([pb.bbox], dtype=torch.float64), BoxFormat.XYWH, BoxFormat.XYXY_INCLUSIVE)
-            box = resize_boxes_protocol(box, pb.size, (224, 224)).double()
-            to_pseudo.append(float(box_iou_inclusive(pred[i : i + 1].double(), box).max()))
-            pseudo_hit_gt.append(bool(box_iou_inclusive(box, batch["boxes"][i].double()).max() >= 0.5))
-    out = {"train_mean_iou_to_pseudo_boxes": float(np.mean(to_pseudo)),
-           "train_gt_known": float(100 * np.mean(hit_gt)),
-           "train_pseudo_box_gt_known": float(100 * np.mean(pseudo_hit_gt)), "num_train": len(hit_gt)}
-    write_json_atomic(out, path)
-    return out
-
-
-def _box_levels(row: dict[str, Any], per_image: dict[str, np.ndarray]) -> dict[str, Any]:
-    """A box predictor's MaxBoxAccV2: the accuracy of its one box at IoU >= 30 / 50 / 70, averaged (no threshold
-    to maximise over); it has no score map, hence no PxAP."""
-    for d in (30, 50, 70):
-        row[f"max_box_acc_iou{d}"] = float(100.0 * np.mean(per_image["iou"] >= d / 100))
-    row["max_box_acc_v2"] = float(np.mean([row[f"max_box_acc_iou{d}"] for d in (30, 50, 70)]))
-    row["pxap"] = None
-    return row
-
-
-def _regressor_record(per_image: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The regressor's per-image test record in the classifier's format: its one box is a one-column
-    ``best_iou``, so MaxBoxAccV2 differences use the same paired bootstrap."""
-    return {**per_image, "best_iou": per_image["iou"][:, None].astype(np.float64),
-            "iou_thresholds": np.array([30.0, 50.0, 70.0])}
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    """A flat ``.npz`` (the regressor's per-image test record) as a dict of arrays."""
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
 
 
 def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
@@ -580,10 +474,19 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
         t = time.time()
         ran = not _regressor_done(work)
         dm = cli.datamodule
-        reg, records["cream_reg"] = _stage_regressor(Path(quality["file"]), data, work, ckpt, fast, dm.mean, dm.std,
-                                                     train_seed)
+        from cream_pl.pipelines.demo_regressor import run_regressor_stage
+
+        summary, reg_records = run_regressor_stage(Path(quality["file"]), data, work / "regressor", ckpt,
+                                                   mean=dm.mean, std=dm.std, train_seed=train_seed, fast=fast)
+        records.update(reg_records)
         record("regressor_s", time.time() - t, ran)
-        results["cream_reg"] = {**{k: v for k, v in reg.items() if k != "cls_acc"}, "cls_acc": test_res.get("cls_acc")}
+        for key in ("cream_reg", "cream_reg_psol"):
+            if key in summary:
+                results[key] = {**{k: v for k, v in summary[key].items() if k != "cls_acc"},
+                                "cls_acc": test_res.get("cls_acc")}
+        results["cream_reg_candidates"] = summary["candidates"]
+        results["cream_reg_selection"] = {"chosen": summary["chosen"], "val_metric": summary["val_metric"],
+                                          "recipe": summary["recipe"]}
         results["pseudo_box_quality"] = {k: v for k, v in quality.items() if k != "file"}
     t = time.time()
     results["differences"] = compute_differences(records, DIFFERENCES, n_resamples=1000, seed=0)

@@ -292,7 +292,10 @@ def localize(
     grid = int(model.hparams.get("eval_size", 224))
     transform = build_eval_transform(grid, mean, std)
     reg_transform = None
-    if reg is not None:
+    if reg is not None and reg.frozen_features:
+        reg.set_classifier(model)  # the regressor's head reads this classifier's features
+        reg.ensure_classifier()  # refuses a classifier of another feature width
+    elif reg is not None:
         reg_mean, reg_std = tuple(reg.hparams.data_mean), tuple(reg.hparams.data_std)
         same = np.allclose(reg_mean, mean) and np.allclose(reg_std, std)
         reg_transform = None if same else build_eval_transform(grid, reg_mean, reg_std)
@@ -327,7 +330,9 @@ def localize(
         score, pred = probs.max(dim=1)
         maps = prepare_scoremaps(model.method_maps(feats.float(), pred, [method])[method].cpu(), size=grid).numpy()
         reg_pred = None
-        if reg is not None:
+        if reg is not None and reg.frozen_features:  # the head boxes the classifier's own features: one pass
+            reg_pred = reg.head(feats.float()).float().cpu()
+        elif reg is not None:
             xr = x if reg_transform is None else torch.stack(
                 [reg_transform(image=img)["image"] for _, img in batch]).to(dev)
             reg_pred = reg(xr).float().cpu()

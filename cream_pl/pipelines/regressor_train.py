@@ -74,8 +74,16 @@ def train_regressor(
     batch_size: int = 32,
     classifier_ckpt: str | Path | nn.Module | None = None,
     *,
+    head: str = "psol",
+    head_kwargs: Mapping[str, Any] | None = None,
+    features: Literal["finetune", "classifier"] = "finetune",
+    feature_cache: Literal["auto", "on", "off"] = "auto",
+    cache_max_gb: float = 4.0,
+    datamodule: pl.LightningDataModule | None = None,
+    stages: Sequence[str] = ("fit", "test"),
     lr: float = 1e-3,
     optimizer: Literal["sgd", "adamw"] = "sgd",
+    loss: Literal["mse", "l1_iou"] = "mse",
     loss_weight: float = 50.0,
     input_size: int = 224,
     eval_size: int = 224,
@@ -91,25 +99,36 @@ def train_regressor(
     callbacks: Sequence[pl.Callback] = (),
     plateau: tuple[float, int] | None = None,
 ) -> dict[str, float]:
-    """Train a :class:`BoxRegressor` on pseudo boxes and test it on the dataset's test split.
+    """Train a :class:`BoxRegressor` on pseudo boxes, then validate and / or test it.
 
     Args:
         pseudo_boxes_json: COCO pseudo-box file of ``train_split``.
         data_root: dataset root (``images/``, ``metadata/``, optional ``class_names.txt``).
         out_dir: checkpoints (``checkpoints/last.ckpt``) and ``regressor_metrics.json`` go here.
-        backbone: registry name of the regressor's backbone.
+        backbone: registry name of the regressor's backbone (``features="finetune"``).
         pretrained: ImageNet weights for it.
         max_epochs: training epochs (PSOL: 6).
-        batch_size: batch size of training and evaluation.
+        batch_size: the global batch size of training (and evaluation).
         classifier_ckpt: ``WSOLClassifier`` checkpoint path, or a classifier module
-            (``forward(images) -> logits``), for Top-1 / Top-5 Loc; ``None`` = GT-known only.
-        lr: learning rate; ``optimizer``, ``loss_weight``: see :class:`BoxRegressor`.
-        input_size: side of the training crops.
+            (``forward_features(images) -> (features, logits)``): the class of Top-1 / Top-5 Loc,
+            and with ``features="classifier"`` the frozen features too. ``None`` = GT-known only
+            (``features="finetune"`` alone).
+        head: box head (:func:`cream_pl.models.box_heads.list_box_heads`); ``head_kwargs`` its arguments.
+        features: ``"finetune"`` (a separate backbone on random box-safe crops, PSOL) or
+            ``"classifier"`` (the classifier's frozen backbone; :mod:`cream_pl.pipelines.regressor_data`).
+        feature_cache: ``"auto"`` / ``"on"`` / ``"off"``: cache the frozen features in memory
+            (bounded by ``cache_max_gb``) or run the frozen backbone online (``features="classifier"``).
+        datamodule: a :class:`~cream_pl.pipelines.regressor_data.FrozenFeatureDataModule` to reuse
+            (its feature caches serve several heads); built here when ``None``.
+        stages: what runs, in order: ``"fit"``, ``"validate"``, ``"test"``. Without ``"fit"`` the
+            regressor is read from ``out_dir/checkpoints/last.ckpt`` (test a chosen candidate later).
+        lr: learning rate; ``optimizer``, ``loss``, ``loss_weight``: see :class:`BoxRegressor`.
+        input_size: side of the training crops (``features="finetune"``).
         eval_size: side of the squashed val/test images (protocol: 224).
         erosion_rate: see :func:`cream_pl.data.pseudo_box_format.build_box_train_transform`.
         crop: training crop, ``"box_safe"`` or PSOL's ``"psol"`` (see :func:`psol_recipe`).
         num_workers: data loader workers.
-        seed: ``seed_everything`` seed.
+        seed: ``seed_everything`` seed (and the frozen path's training order and flips).
         train_split: split the pseudo boxes cover.
         mean / std: normalisation of the input images (0-1 scale). Use the values the classifier
             was trained with: its Top-1 / Top-5 classes come from the same batches. The regressor
@@ -122,18 +141,23 @@ def train_regressor(
             ``patience`` epochs; ``max_epochs`` stays the cap. ``None``: train ``max_epochs``.
 
     Returns:
-        The test metrics (``test/reg/gt_known``, ``test/reg/top1_loc``, ...) and
-        ``train/reg/pseudo_iou`` (last epoch). ``out_dir`` also gets ``train_curve.json`` (that
-        figure per epoch) and ``per_image_test.npz`` (per test image: ``index``, ``iou``,
+        The metrics of the stages that ran (``val/reg/gt_known``, ``test/reg/gt_known``,
+        ``test/reg/top1_loc``, ...) and ``train/reg/pseudo_iou`` (last epoch), also merged into
+        ``out_dir/regressor_metrics.json``. ``out_dir`` also gets ``train_curve.json`` (that figure
+        per epoch) and, after a test, ``per_image_test.npz`` (per test image: ``index``, ``iou``,
         ``gt_known``, and with a classifier ``top1``, ``top1_loc``).
 
     Raises:
         PseudoBoxFileError: the pseudo-box file does not match the training split (raised
             before the trainer is built).
     """
+    from cream_pl.core.errors import UserValueError
     from cream_pl.data.datamodule import WSOLDataModule
 
     out_dir = Path(out_dir)
+    unknown = sorted(set(stages) - {"fit", "validate", "test"})
+    if unknown or not stages:
+        raise UserValueError(f"stages must be a non-empty sequence of fit / validate / test, got {list(stages)}")
     # Refuse a bad file before anything is built or trained.
     load_dataset_pseudo_boxes(pseudo_boxes_json, data_root, train_split)
     classifier_path: str | None = None
@@ -144,19 +168,48 @@ def train_regressor(
         classifier_path = str(classifier_ckpt)
         if not Path(classifier_path).is_file():
             raise FileNotFoundError(f"classifier checkpoint not found: {classifier_path}")
+    if features == "classifier" and classifier_module is None:
+        if classifier_path is None:
+            raise UserValueError("features='classifier' boxes the classifier's own features: give --classifier-ckpt")
+        from cream_pl.models.checkpoints import load_classifier
+
+        classifier_module = load_classifier(classifier_path)
     pl.seed_everything(seed, workers=True)
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    eval_dm = WSOLDataModule(str(data_root), batch_size=batch_size, num_workers=num_workers, eval_size=eval_size,
-                             mean=mean, std=std)
-    dm = PseudoBoxDataModule(pseudo_boxes_json, data_root, train_split=train_split, batch_size=batch_size,
-                             num_workers=num_workers, input_size=input_size, erosion_rate=erosion_rate, crop=crop,
-                             eval_datamodule=eval_dm, mean=mean, std=std)
-    model = BoxRegressor(backbone=backbone, pretrained=pretrained, lr=lr, optimizer=optimizer, loss_weight=loss_weight,
-                         classifier_ckpt=classifier_path, data_mean=mean, data_std=std, **dict(regressor_kwargs or {}))
+    if datamodule is not None:
+        dm = datamodule
+    else:
+        eval_dm = WSOLDataModule(str(data_root), batch_size=batch_size, num_workers=num_workers, eval_size=eval_size,
+                                 mean=mean, std=std)
+        if features == "classifier":
+            from cream_pl.pipelines.regressor_data import FrozenFeatureDataModule
+
+            dm = FrozenFeatureDataModule(pseudo_boxes_json, data_root, classifier_module, eval_dm, batch_size=batch_size,
+                                         cache=feature_cache, cache_max_gb=cache_max_gb, seed=seed,
+                                         train_split=train_split, num_workers=num_workers)
+        else:
+            dm = PseudoBoxDataModule(pseudo_boxes_json, data_root, train_split=train_split, batch_size=batch_size,
+                                     num_workers=num_workers, input_size=input_size, erosion_rate=erosion_rate,
+                                     crop=crop, eval_datamodule=eval_dm, mean=mean, std=std)
+    reg_kwargs: dict[str, Any] = {"head": head, "head_kwargs": dict(head_kwargs or {}) or None, "features": features,
+                                  "loss": loss, "eval_size": eval_size, **dict(regressor_kwargs or {})}
+    if features == "classifier":
+        reg_kwargs["feature_channels"] = int(classifier_module.backbone.num_features)  # type: ignore[union-attr]
+    ckpt_path = out_dir / "checkpoints" / "last.ckpt"
+    if "fit" in stages:
+        model = BoxRegressor(backbone=backbone, pretrained=pretrained, lr=lr, optimizer=optimizer,
+                             loss_weight=loss_weight, classifier_ckpt=classifier_path, data_mean=mean, data_std=std,
+                             **reg_kwargs)
+    else:
+        if not ckpt_path.is_file():
+            raise UserValueError(f"{ckpt_path}: no trained regressor to {'/'.join(stages)} (run the fit stage first)")
+        model = BoxRegressor.load_from_checkpoint(ckpt_path, map_location="cpu", pretrained=False)
     if classifier_module is not None:
         model.set_classifier(classifier_module)
     kw: dict[str, Any] = {"max_epochs": max_epochs, "default_root_dir": str(out_dir), "logger": False,
                           **dict(trainer_kwargs or {})}
+    if features == "classifier":  # the frozen path orders (and shards) its own training batches
+        kw["use_distributed_sampler"] = False
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
     curve = _PseudoIoUCurve()
     extra: list[pl.Callback] = [curve]
@@ -168,26 +221,35 @@ def train_regressor(
                                    patience=int(patience), check_on_train_epoch_end=True))
     kw["callbacks"] = [checkpoint, *extra, *kw.get("callbacks", []), *callbacks]
     trainer = pl.Trainer(**kw)
-    trainer.fit(model, datamodule=dm)
-    results = trainer.test(model, datamodule=dm, verbose=False)
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    if curve.values:
-        metrics["train/reg/pseudo_iou"] = curve.values[-1]
+    metrics: dict[str, float] = {}
+    if "fit" in stages:
+        trainer.fit(model, datamodule=dm)
+        if curve.values:
+            metrics["train/reg/pseudo_iou"] = curve.values[-1]
+    if "validate" in stages:
+        metrics.update({k: float(v) for k, v in (trainer.validate(model, datamodule=dm, verbose=False) or [{}])[0].items()})
+    if "test" in stages:
+        metrics.update({k: float(v) for k, v in (trainer.test(model, datamodule=dm, verbose=False) or [{}])[0].items()})
     if trainer.is_global_zero:
         import numpy as np
 
         from cream_pl.core.io import atomic_write_bytes, atomic_write_text
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / CURVE_FILE, json.dumps({"train_pseudo_iou": curve.values, "epochs": len(curve.values),
-                                                            "max_epochs": max_epochs, "plateau": plateau}, indent=2) + "\n")
-        if "test" in model.per_image:
+        if "fit" in stages:
+            atomic_write_text(out_dir / CURVE_FILE, json.dumps({"train_pseudo_iou": curve.values,
+                                                                "epochs": len(curve.values), "max_epochs": max_epochs,
+                                                                "plateau": plateau}, indent=2) + "\n")
+        if "test" in stages and "test" in model.per_image:
             import io
 
             buf = io.BytesIO()
             np.savez(buf, **model.per_image["test"])
             atomic_write_bytes(out_dir / PER_IMAGE_FILE, buf.getvalue())
-        atomic_write_text(out_dir / METRICS_FILE, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        metrics_path = out_dir / METRICS_FILE
+        stored = json.loads(metrics_path.read_text()) if metrics_path.is_file() and "fit" not in stages else {}
+        metrics = {**stored, **metrics}
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
@@ -210,13 +272,15 @@ def run(args: argparse.Namespace) -> int:
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
     norm = checkpoint_normalisation(args.classifier_ckpt) if args.classifier_ckpt is not None else None
     mean, std = norm if norm is not None else (IMAGENET_MEAN, IMAGENET_STD)
-    recipe: dict[str, Any] = {"lr": args.lr, "optimizer": args.optimizer, "loss_weight": args.loss_weight}
+    recipe: dict[str, Any] = {"lr": args.lr, "optimizer": args.optimizer, "loss_weight": args.loss_weight,
+                              "loss": args.loss}
     if args.psol:
         recipe = {k: v for k, v in psol_recipe(args.batch_size).items() if k != "max_epochs"}
     metrics = train_regressor(
         args.pseudo_boxes, args.data, args.out, backbone=args.backbone, pretrained=not args.no_pretrained,
         max_epochs=args.max_epochs, batch_size=args.batch_size, classifier_ckpt=args.classifier_ckpt,
         input_size=args.input_size, num_workers=args.num_workers, seed=args.seed, mean=mean, std=std,
+        head=args.head, features=args.features, feature_cache=args.feature_cache, cache_max_gb=args.cache_max_gb,
         trainer_kwargs={"accelerator": args.accelerator, "devices": devices}, **recipe,
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -1,0 +1,192 @@
+"""``make demo``'s CREAM_reg stage: box-regressor designs trained on the pseudo boxes, one chosen on val.
+
+Every candidate (:data:`CANDIDATES`: a box head on the classifier's frozen features) trains on the
+val-selected CREAM's pseudo boxes over the train split, with one pass of the frozen backbone
+shared by all (:class:`~cream_pl.pipelines.regressor_data.FrozenFeatureDataModule`'s cache). Then:
+
+1. every candidate is scored on **val** (GT-known Loc) and the best is chosen
+   (:func:`choose_on_val`; ties keep the earlier candidate): the test split plays no part;
+2. only then is every candidate tested, for the report (each candidate's val score beside its test
+   score); the chosen one is the ``cream_reg`` row, the PSOL head the ``cream_reg_psol`` row;
+3. how each candidate does on the train images themselves, beside its pseudo boxes
+   (:func:`train_correctness`): a regressor that is right more often than its own pseudo boxes
+   denoises them.
+
+Every step is resumable: a candidate's folder keeps its checkpoint and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cream_pl.reporting.tables import write_json_atomic
+
+__all__ = ["CANDIDATES", "FROZEN_RECIPE", "PSOL_CANDIDATE", "choose_on_val", "run_regressor_stage", "train_correctness"]
+
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "psol_frozen": {"head": "psol", "features": "classifier", "label": "PSOL head (GAP + MLP)"},
+    "spatial_mlp_frozen": {"head": "spatial_mlp", "features": "classifier", "label": "spatial MLP (position kept)"},
+    "objectness_frozen": {"head": "objectness", "features": "classifier", "label": "objectness map + moments"},
+}
+"""The designs chosen between on val: box heads on the classifier's frozen features."""
+PSOL_CANDIDATE = "psol_frozen"
+"""The paper's (PSOL's) head shape, reported as a row of its own whatever it scores."""
+FROZEN_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "loss": "l1_iou", "loss_weight": 1.0,
+                                 "max_epochs": 15, "batch_size": 32, "weight_decay": 1e-4}
+"""One recipe for every candidate: AdamW, L1 + (1 − IoU), 15 epochs of the pseudo-boxed train split with feature flips."""
+DONE_FILE = "candidates.json"
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def choose_on_val(val_scores: Mapping[str, float]) -> str:
+    """The candidate with the highest val score (ties: the first in order).
+
+    Example:
+        >>> choose_on_val({"a": 70.0, "b": 72.5, "c": 72.5})
+        'b'
+    """
+    if not val_scores:
+        raise ValueError("no candidate has a val score")
+    best = max(val_scores.values())
+    return next(name for name, v in val_scores.items() if v == best)
+
+
+@torch.no_grad()
+def train_correctness(head: Callable[[torch.Tensor], torch.Tensor], cache: Any, data: Path,
+                      pseudo: Mapping[int, Any]) -> dict[str, float]:
+    """On the un-flipped train images: the regressor's boxes against their pseudo boxes and the true boxes,
+    beside the pseudo boxes' own accuracy, all in the 224 evaluation grid (IoU ≥ 0.5, inclusive '+1' IoU)."""
+    from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes, resize_boxes_protocol
+    from cream_pl.data.metadata import read_split
+    from cream_pl.models.regressor import predicted_boxes_inclusive
+
+    samples = read_split(data / "metadata" / "train").samples
+    to_pseudo, hit, pseudo_hit = [], [], []
+    for start in range(0, len(cache), 256):
+        rows = cache.positions[start : start + 256]
+        items = [cache[p] for p in rows]
+        pred = predicted_boxes_inclusive(head(torch.stack([it["features"] for it in items]).float()), (224, 224))
+        for i, it in enumerate(items):
+            idx = int(it["index"])
+            s, pb = samples[idx], pseudo[idx]
+            gt = resize_boxes_protocol(torch.tensor(s.boxes), s.size, (224, 224)).double()
+            box = convert_boxes(torch.tensor([pb.bbox], dtype=torch.float64), BoxFormat.XYWH, BoxFormat.XYXY_INCLUSIVE)
+            box = resize_boxes_protocol(box, pb.size, (224, 224)).double()
+            p = pred[i : i + 1].double()
+            to_pseudo.append(float(box_iou_inclusive(p, box).max()))
+            hit.append(bool(box_iou_inclusive(p, gt).max() >= 0.5))
+            pseudo_hit.append(bool(box_iou_inclusive(box, gt).max() >= 0.5))
+    return {"train_mean_iou_to_pseudo_boxes": float(np.mean(to_pseudo)), "train_gt_known": float(100 * np.mean(hit)),
+            "train_pseudo_box_gt_known": float(100 * np.mean(pseudo_hit)), "num_train": len(hit)}
+
+
+def _box_levels(row: dict[str, Any], per_image: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A box predictor's MaxBoxAccV2: the accuracy of its one box at IoU >= 30 / 50 / 70, averaged (no threshold
+    to maximise over); it has no score map, hence no PxAP."""
+    for d in (30, 50, 70):
+        row[f"max_box_acc_iou{d}"] = float(100.0 * np.mean(per_image["iou"] >= d / 100))
+    row["max_box_acc_v2"] = float(np.mean([row[f"max_box_acc_iou{d}"] for d in (30, 50, 70)]))
+    row["pxap"] = None
+    return row
+
+
+def regressor_record(per_image: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The regressor's per-image test record in the classifier's format: its one box is a one-column
+    ``best_iou``, so MaxBoxAccV2 differences use the same paired bootstrap."""
+    return {**per_image, "best_iou": per_image["iou"][:, None].astype(np.float64),
+            "iou_thresholds": np.array([30.0, 50.0, 70.0])}
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def is_done(rdir: Path) -> bool:
+    return (rdir / DONE_FILE).is_file()
+
+
+def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path, *, mean: Sequence[float],
+                        std: Sequence[float], train_seed: int = 0, fast: bool = False,
+                        candidates: Mapping[str, Mapping[str, Any]] = CANDIDATES,
+                        classifier: torch.nn.Module | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train every candidate, choose on val, test all; returns ``(summary, records)``.
+
+    ``summary``: ``chosen``, ``candidates`` (per candidate: head, features, val / test GT-known,
+    Top-1 Loc, train correctness) and the ``cream_reg`` / ``cream_reg_psol`` rows; ``records``:
+    the per-image test records of those two rows (for the paired intervals). ``classifier``: the
+    loaded ``ckpt`` when the caller has it (else it is read from ``ckpt``).
+    """
+    from cream_pl.data.datamodule import WSOLDataModule
+    from cream_pl.data.pseudo_box_format import load_dataset_pseudo_boxes
+    from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.pipelines.regressor_data import FrozenFeatureDataModule
+    from cream_pl.pipelines.regressor_train import CURVE_FILE, METRICS_FILE, PER_IMAGE_FILE, train_regressor
+
+    done = rdir / DONE_FILE
+    if done.is_file():
+        _log(f"regressor: using {done}")
+        summary = json.loads(done.read_text())
+    else:
+        recipe = {**FROZEN_RECIPE, **({"max_epochs": 1} if fast else {})}
+        classifier = classifier if classifier is not None else load_classifier(ckpt)
+        eval_dm = WSOLDataModule(str(data), batch_size=recipe["batch_size"], eval_size=224, mean=tuple(mean),
+                                 std=tuple(std))
+        dm = FrozenFeatureDataModule(pseudo_boxes, data, classifier, eval_dm, batch_size=recipe["batch_size"],
+                                     cache="auto", seed=train_seed)
+        common = dict(pretrained=False, max_epochs=recipe["max_epochs"], batch_size=recipe["batch_size"],
+                      classifier_ckpt=ckpt if ckpt is not None else classifier, datamodule=dm, lr=recipe["lr"], optimizer=recipe["optimizer"],
+                      loss=recipe["loss"], loss_weight=recipe["loss_weight"], seed=train_seed, mean=tuple(mean),
+                      std=tuple(std), regressor_kwargs={"weight_decay": recipe["weight_decay"]},
+                      trainer_kwargs={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+                                      "num_sanity_val_steps": 0, "check_val_every_n_epoch": 10_000,
+                                      "enable_model_summary": False})
+        val: dict[str, float] = {}
+        for name, spec in candidates.items():  # 1. train and validate every candidate (no test)
+            cdir = rdir / name
+            path = cdir / METRICS_FILE
+            stored = json.loads(path.read_text()) if path.is_file() else {}
+            if "val/reg/gt_known" not in stored:
+                _log(f"regressor: {name} ({spec['head']} head, {spec['features']} features), train + val")
+                stored = train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
+                                         stages=("fit", "validate"), **{**common, **spec.get("overrides", {})})
+            val[name] = float(stored["val/reg/gt_known"])
+        chosen = choose_on_val(val)  # 2. the choice, from val alone
+        _log(f"regressor: val GT-known {', '.join(f'{k} {v:.2f}' for k, v in val.items())}; chosen: {chosen}")
+        pseudo = {p.index: p for p in load_dataset_pseudo_boxes(pseudo_boxes, data, "train")}
+        rows: dict[str, Any] = {}
+        for name, spec in candidates.items():  # 3. test every candidate, for the report
+            cdir = rdir / name
+            if not (cdir / PER_IMAGE_FILE).is_file():
+                train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
+                                stages=("test",), **{**common, **spec.get("overrides", {})})
+            metrics = json.loads((cdir / METRICS_FILE).read_text())
+            from cream_pl.models.regressor import BoxRegressor
+
+            model = BoxRegressor.load_from_checkpoint(cdir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
+            dm.setup("fit")
+            fit = train_correctness(model.head, dm.caches["train"], data, pseudo) if dm.cached else {}
+            curve = json.loads((cdir / CURVE_FILE).read_text())
+            rows[name] = {"head": spec["head"], "features": spec["features"], "label": spec["label"],
+                          "val_gt_known": float(metrics["val/reg/gt_known"]),
+                          **{k.split("/")[-1]: float(v) for k, v in metrics.items() if k.startswith("test/reg/")},
+                          "train_pseudo_iou_per_epoch": curve["train_pseudo_iou"], "epochs": curve["epochs"], **fit}
+        summary = {"chosen": chosen, "val_metric": "gt_known", "recipe": recipe, "candidates": rows}
+        write_json_atomic(summary, done)
+    records: dict[str, Any] = {}
+    for key, name in (("cream_reg", summary["chosen"]), ("cream_reg_psol", PSOL_CANDIDATE)):
+        if name not in summary["candidates"]:
+            continue
+        per_image = _load_npz(rdir / name / PER_IMAGE_FILE)
+        summary[key] = {**_box_levels(dict(summary["candidates"][name]), per_image), "candidate": name}
+        records[key] = regressor_record(per_image)
+    return summary, records
