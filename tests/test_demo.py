@@ -25,6 +25,12 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     assert {"gt_known", "top1_loc", "top5_loc", "train_pseudo_iou_per_epoch", "max_box_acc_v2", "train_gt_known",
             "train_mean_iou_to_pseudo_boxes", "train_pseudo_box_gt_known"} <= set(saved["cream_reg"])
     assert saved["cream_reg"]["pxap"] is None  # a box, no map
+    chosen = saved["cream_reg_selection"]["chosen"]  # the design chosen on val, each candidate's val and test shown
+    assert saved["cream_reg"]["candidate"] == chosen and saved["cream_reg_psol"]["candidate"] == "psol_frozen"
+    assert set(saved["cream_reg_candidates"]) == {"psol_frozen", "spatial_mlp_frozen", "objectness_frozen"}
+    assert all({"val_gt_known", "gt_known"} <= set(c) for c in saved["cream_reg_candidates"].values())
+    assert saved["cream_reg_candidates"][chosen]["val_gt_known"] == max(
+        c["val_gt_known"] for c in saved["cream_reg_candidates"].values())
     assert 0.0 <= saved["center_baseline"]["max_box_acc_v2"] <= 100.0
     assert saved["pseudo_box_quality"]["source"] == "cream_selected"
     # the pseudo boxes came from the fit itself (PseudoBoxesAtFitEnd in the recipe), at the selected CREAM's val τ*
@@ -49,7 +55,7 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     stage_files = [work / n for n in ("classifier.ckpt", "classifier_test.json", "per_image_test.npz",
                                       "diagnostics.json", "pseudo_boxes_cream_selected.json",
-                                      "regressor_cream/demo_metrics.json", "regressor_cream/train_fit.json")]
+                                      "regressor/candidates.json", "regressor/objectness_frozen/per_image_test.npz")]
     mtimes = [p.stat().st_mtime_ns for p in stage_files]
     run_demo(out, work, data, fast=True)  # second run: every stage is found finished
     log = capsys.readouterr().out

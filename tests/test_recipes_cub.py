@@ -41,5 +41,8 @@ def test_train_cub_then_pseudo_boxes_then_regressor(tmp_path: Path, capsys) -> N
     assert main(["train-regressor", "--data", str(data), "--work", str(work), "--backbone", "efficientnet_lite0",
                  "--epochs", "1", "--batch-size", "3"]) == 0
     metrics = json.loads((work / "regressor_cream" / "regressor_metrics.json").read_text())
-    assert {"test/reg/gt_known", "test/reg/top1_loc"} <= set(metrics)
+    assert {"test/reg/gt_known", "test/reg/top1_loc"} <= set(metrics)  # the paper's (PSOL) row
+    frozen = json.loads((work / "regressor_cream_frozen" / "candidates.json").read_text())  # the new design's row
+    assert frozen["chosen"] in frozen["candidates"] and frozen["val_metric"] == "gt_known"
+    assert all("val_gt_known" in row and "gt_known" in row for row in frozen["candidates"].values())
     assert "test/reg/gt_known" in capsys.readouterr().out

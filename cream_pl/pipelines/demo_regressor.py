@@ -115,16 +115,19 @@ def is_done(rdir: Path) -> bool:
     return (rdir / DONE_FILE).is_file()
 
 
-def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path, *, mean: Sequence[float],
+def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path | None, *, mean: Sequence[float],
                         std: Sequence[float], train_seed: int = 0, fast: bool = False,
                         candidates: Mapping[str, Mapping[str, Any]] = CANDIDATES,
-                        classifier: torch.nn.Module | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                        classifier: torch.nn.Module | None = None,
+                        trainer_kwargs: Mapping[str, Any] | None = None,
+                        batch_size: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train every candidate, choose on val, test all; returns ``(summary, records)``.
 
     ``summary``: ``chosen``, ``candidates`` (per candidate: head, features, val / test GT-known,
     Top-1 Loc, train correctness) and the ``cream_reg`` / ``cream_reg_psol`` rows; ``records``:
     the per-image test records of those two rows (for the paired intervals). ``classifier``: the
-    loaded ``ckpt`` when the caller has it (else it is read from ``ckpt``).
+    loaded ``ckpt`` when the caller has it (else it is read from ``ckpt``). ``trainer_kwargs``: the
+    trainers' device arguments (default: one CPU process); ``batch_size``: the global batch instead of the recipe's.
     """
     from cream_pl.data.datamodule import WSOLDataModule
     from cream_pl.data.pseudo_box_format import load_dataset_pseudo_boxes
@@ -137,8 +140,10 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path, 
         _log(f"regressor: using {done}")
         summary = json.loads(done.read_text())
     else:
-        recipe = {**FROZEN_RECIPE, **({"max_epochs": 1} if fast else {})}
+        recipe = {**FROZEN_RECIPE, **({"max_epochs": 1} if fast else {}), **({"batch_size": batch_size} if batch_size else {})}
         classifier = classifier if classifier is not None else load_classifier(ckpt)
+        num_train = len(load_dataset_pseudo_boxes(pseudo_boxes, data, "train"))
+        recipe["batch_size"] = min(int(recipe["batch_size"]), num_train)  # a split smaller than one batch: one batch
         eval_dm = WSOLDataModule(str(data), batch_size=recipe["batch_size"], eval_size=224, mean=tuple(mean),
                                  std=tuple(std))
         dm = FrozenFeatureDataModule(pseudo_boxes, data, classifier, eval_dm, batch_size=recipe["batch_size"],
@@ -148,8 +153,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path, 
                       loss=recipe["loss"], loss_weight=recipe["loss_weight"], seed=train_seed, mean=tuple(mean),
                       std=tuple(std), regressor_kwargs={"weight_decay": recipe["weight_decay"]},
                       trainer_kwargs={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
-                                      "num_sanity_val_steps": 0, "check_val_every_n_epoch": 10_000,
-                                      "enable_model_summary": False})
+                                      "enable_model_summary": False, **dict(trainer_kwargs or {}),
+                                      "num_sanity_val_steps": 0, "check_val_every_n_epoch": 10_000})
         val: dict[str, float] = {}
         for name, spec in candidates.items():  # 1. train and validate every candidate (no test)
             cdir = rdir / name

@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["aggregate", "main"]
 
-ROWS = ("center_baseline", "cam", "cream", "cream_selected", "cream_reg")
+ROWS = ("center_baseline", "cam", "cream", "cream_selected", "cream_reg", "cream_reg_psol")
 METRICS = ("max_box_acc_v2", "gt_known", "top1_loc", "pxap", "cls_acc")
 
 
@@ -66,7 +66,8 @@ def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
                 "seeds_interval_below_0": sum(r["ci95"][1] < 0 for r in rs),
                 "ci95_per_seed": [r["ci95"] for r in rs]}
     selected = [per_seed[s].get("selected", {}).get("cream") for s in seeds]
-    return {"seeds": seeds, "methods": methods, "differences": differences,
+    chosen = [per_seed[s].get("cream_reg_selection", {}).get("chosen") for s in seeds]
+    return {"seeds": seeds, "methods": methods, "differences": differences, "cream_reg_chosen_per_seed": chosen,
             "selected_per_seed": [{k: c.get(k) for k in ("T", "kappa", "lambda", "feature_norm")} if c else None
                                   for c in selected]}
 
@@ -95,6 +96,9 @@ def _markdown(agg: Mapping[str, Any], names: Mapping[str, str]) -> str:
     lines += ["", "CREAM's val-selected hyperparameters per seed: "
               + "; ".join(f"seed {s}: " + (", ".join(f"{k} {v}" for k, v in c.items()) if c else "—")
                           for s, c in zip(agg["seeds"], agg["selected_per_seed"])) + ".", ""]
+    if any(agg.get("cream_reg_chosen_per_seed") or []):
+        lines += ["CREAM_reg's design chosen on val per seed: " + "; ".join(
+            f"seed {s}: {c}" for s, c in zip(agg["seeds"], agg["cream_reg_chosen_per_seed"])) + ".", ""]
     w = agg.get("wall_time", {})
     if w:
         lines += [f"Wall time on this machine: {w['this_invocation_min']:.1f} min for this invocation; "

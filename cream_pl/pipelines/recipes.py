@@ -4,8 +4,10 @@
    ``experiments/cub_vgg16_cream.yaml`` and tests it; the checkpoint lands in ``<work>/classifier.ckpt``.
 2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split at PSOL's 448 input (τ* from the
    val split's maps at the same input size).
-3. ``train-regressor``: the CREAM_reg box regressor on those boxes with PSOL's recipe
-   (:func:`cream_pl.pipelines.regressor_train.psol_recipe`), tested with the classifier's class.
+3. ``train-regressor``: the CREAM_reg box regressor on those boxes, two rows: PSOL's (a fine-tuned
+   backbone + GAP/MLP head, :func:`cream_pl.pipelines.regressor_train.psol_recipe`: the paper's row)
+   and the frozen-feature design (box heads on the classifier's frozen features, one chosen on val:
+   :mod:`cream_pl.pipelines.demo_regressor`), each tested with the classifier's class.
 
 Example:
     $ python -m cream_pl.pipelines.recipes train-cub --cub-root data/CUB_200_2011 --data data/cub
@@ -84,19 +86,35 @@ def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> 
 
 
 def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, epochs: int, batch_size: int = 32,
-                          pretrained: bool = True, trainer_kwargs: dict[str, object] | None = None) -> int:
+                          pretrained: bool = True, trainer_kwargs: dict[str, object] | None = None,
+                          design: str = "both") -> int:
+    """``design``: ``psol`` (the paper's row), ``frozen`` (heads on the frozen classifier features, chosen on val)
+    or ``both``."""
     boxes = work / f"pseudo_boxes_{source}.json"
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
         return 1
     from cream_pl.pipelines.regressor_train import psol_recipe, train_regressor
 
-    recipe = {**psol_recipe(batch_size), "max_epochs": epochs}  # PSOL: lr 1e-3 x batch / 256, head x2, box crop
-    metrics = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone, pretrained=pretrained,
-                              batch_size=batch_size, classifier_ckpt=work / "classifier.ckpt",
-                              trainer_kwargs={"accelerator": "auto", "devices": "auto", **(trainer_kwargs or {})},
-                              **recipe)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    rows: dict[str, object] = {}
+    trainer = {"accelerator": "auto", "devices": "auto", **(trainer_kwargs or {})}
+    if design in ("psol", "both"):
+        recipe = {**psol_recipe(batch_size), "max_epochs": epochs}  # PSOL: lr 1e-3 x batch / 256, head x2, box crop
+        rows["psol"] = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone,
+                                       pretrained=pretrained, batch_size=batch_size,
+                                       classifier_ckpt=work / "classifier.ckpt", trainer_kwargs=trainer, **recipe)
+    if design in ("frozen", "both"):
+        from cream_pl.models.checkpoints import load_classifier
+        from cream_pl.pipelines.demo_regressor import run_regressor_stage
+        from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
+
+        classifier = load_classifier(work / "classifier.ckpt")
+        mean, std = checkpoint_normalisation(work / "classifier.ckpt") or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        summary, _ = run_regressor_stage(boxes, data, work / f"regressor_{source}_frozen", work / "classifier.ckpt",
+                                         mean=mean, std=std, classifier=classifier, trainer_kwargs=trainer,
+                                         batch_size=batch_size)
+        rows["frozen"] = {"chosen": summary["chosen"], **summary["cream_reg"]}
+    print(json.dumps(rows, indent=2, sort_keys=True, default=str))
     return 0
 
 
@@ -118,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.choices["train-regressor"].add_argument("--backbone", default="resnet50")
     sub.choices["train-regressor"].add_argument("--epochs", type=int, default=6)
     sub.choices["train-regressor"].add_argument("--batch-size", type=int, default=32)
+    sub.choices["train-regressor"].add_argument(
+        "--design", choices=("psol", "frozen", "both"), default="both",
+        help="psol: the paper's regressor (fine-tuned backbone, GAP + MLP); frozen: box heads on the classifier's "
+        "frozen features, chosen on val; both: a row each")
     args, extra = parser.parse_known_args(argv)
     if args.stage == "train-cub":
         return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
@@ -125,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.stage == "pseudo-boxes":
         return pseudo_boxes(args.data, args.work, args.source, args.input_size)
-    return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs, args.batch_size)
+    return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs, args.batch_size,
+                                 design=args.design)
 
 
 if __name__ == "__main__":
