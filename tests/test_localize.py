@@ -231,3 +231,34 @@ def test_class_names_of_a_relative_data_root_from_another_folder(tiny, tmp_path,
     names = read_class_names(root / "class_names.txt")
     assert [c["name"] for c in res["categories"]] == names
     assert not any(c["name"].startswith("class_") for c in res["categories"])
+
+
+def test_frozen_feature_regressor_boxes_from_the_classifier_pass(tiny, tmp_path, monkeypatch):
+    """A ``features="classifier"`` regressor: ``localize`` runs the classifier once per batch, the head boxes its features."""
+    from cream_pl.models import WSOLClassifier
+
+    root, ckpt = tiny
+    reg = BoxRegressor(features="classifier", feature_channels=1280, head="psol", hidden_dim=8,
+                       classifier_ckpt=str(ckpt))
+    last = reg.head[2]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():
+        last.bias.copy_(torch.logit(torch.tensor([0.25, 0.1, 0.5, 0.6])))
+    reg_ckpt = tmp_path / "reg.ckpt"
+    torch.save({"state_dict": reg.state_dict(), "hyper_parameters": dict(reg.hparams),
+                "pytorch-lightning_version": pl.__version__}, reg_ckpt)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, p in enumerate(_test_images(root, 3)):
+        shutil.copy(p, folder / f"{i}.png")
+    calls = []
+    real = WSOLClassifier.forward_features
+    monkeypatch.setattr(WSOLClassifier, "forward_features", lambda self, x: calls.append(len(x)) or real(self, x))
+    assert main(["localize", "--ckpt", str(ckpt), "--regressor", str(reg_ckpt), str(folder),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert calls == [3]  # one classifier pass for the class and the box of the batch
+    res = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    for img, ann in zip(res["images"], res["annotations"]):
+        w, h = img["width"], img["height"]
+        exp = [0.25 * w, 0.1 * h, 0.5 * w, 0.6 * h]
+        assert all(math.isclose(a, b, abs_tol=1e-3) for a, b in zip(ann["bbox"], exp)), (ann["bbox"], exp)

@@ -87,9 +87,9 @@ def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> 
 
 def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, epochs: int, batch_size: int = 32,
                           pretrained: bool = True, trainer_kwargs: dict[str, object] | None = None,
-                          design: str = "both") -> int:
+                          design: str = "both", heads: Sequence[str] | None = None) -> int:
     """``design``: ``psol`` (the paper's row), ``frozen`` (heads on the frozen classifier features, chosen on val)
-    or ``both``."""
+    or ``both``; ``heads``: the frozen candidates' heads (default: every one of the demo's)."""
     boxes = work / f"pseudo_boxes_{source}.json"
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
@@ -105,13 +105,19 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
                                        classifier_ckpt=work / "classifier.ckpt", trainer_kwargs=trainer, **recipe)
     if design in ("frozen", "both"):
         from cream_pl.models.checkpoints import load_classifier
-        from cream_pl.pipelines.demo_regressor import run_regressor_stage
+        from cream_pl.pipelines.demo_regressor import CANDIDATES, run_regressor_stage
         from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
         classifier = load_classifier(work / "classifier.ckpt")
         mean, std = checkpoint_normalisation(work / "classifier.ckpt") or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        candidates = {k: c for k, c in CANDIDATES.items() if heads is None or c["head"] in heads}
+        if not candidates:
+            print(f"--heads {','.join(heads or [])}: no such box head among {sorted(c['head'] for c in CANDIDATES.values())}",
+                  file=sys.stderr)
+            return 2
         summary, _ = run_regressor_stage(boxes, data, work / f"regressor_{source}_frozen", work / "classifier.ckpt",
                                          mean=mean, std=std, classifier=classifier, trainer_kwargs=trainer,
+                                         candidates=candidates,
                                          batch_size=batch_size)
         rows["frozen"] = {"chosen": summary["chosen"], **summary["cream_reg"]}
     print(json.dumps(rows, indent=2, sort_keys=True, default=str))
@@ -140,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--design", choices=("psol", "frozen", "both"), default="both",
         help="psol: the paper's regressor (fine-tuned backbone, GAP + MLP); frozen: box heads on the classifier's "
         "frozen features, chosen on val; both: a row each")
+    sub.choices["train-regressor"].add_argument("--heads", default=None,
+                                                help="comma-separated box heads of the frozen design (default: all)")
     args, extra = parser.parse_known_args(argv)
     if args.stage == "train-cub":
         return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
@@ -148,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "pseudo-boxes":
         return pseudo_boxes(args.data, args.work, args.source, args.input_size)
     return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs, args.batch_size,
-                                 design=args.design)
+                                 design=args.design, heads=args.heads.split(",") if args.heads else None)
 
 
 if __name__ == "__main__":
