@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from cream_pl.core.errors import UserValueError
 from cream_pl.metrics import MaxBoxAccV2, PxAP
 from cream_pl.metrics.functional import (
     best_iou_per_threshold,
@@ -55,7 +56,16 @@ from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import class_activation_maps, normalize_maps
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
-from cream_pl.models.cream_search import CreamCandidate, CreamSearchSpace, candidate_maps, select_first_best
+from cream_pl.models.cream_search import (
+    SCORE_METRICS,
+    CreamCandidate,
+    CreamSearchSpace,
+    candidate_maps,
+    choice_candidate,
+    choice_values,
+    legacy_choice_values,
+    select_first_best,
+)
 from cream_pl.models.precision import float32_math
 from cream_pl.models.wsol_methods import (
     CutMixBatch,
@@ -73,7 +83,9 @@ __all__ = ["SELECTED", "WSOLClassifier"]
 
 Stage = Literal["val", "test"]
 SELECTED = "cream_selected"  # the method whose T / κ / λ / feature norm were chosen on val (cream_search)
-_SCORE_METRICS = ("max_box_acc_v2", "pxap")
+_SCORE_METRICS = SCORE_METRICS
+_CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
+_LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -225,9 +237,9 @@ class WSOLClassifier(pl.LightningModule):
         if cream_search is not None:
             space = CreamSearchSpace.from_config(cream_search)
             self.cream_candidates = space.candidates(self.lambdas, cream_iterations, cream_kappa, cream_feature_norm)
-            # [candidate index, score metric (index into _SCORE_METRICS)], -1 until a val run selects
-            self.register_buffer("cream_selection", torch.full((2,), -1, dtype=torch.long))
-            self.register_buffer("cream_selection_score", torch.tensor(float("nan"), dtype=torch.float64))
+            # the chosen values themselves (T, κ, λ, feature norm, val score, val metric), NaN until a val
+            # run selects: a checkpoint evaluated under another grid still applies the candidate val chose
+            self.register_buffer(_CHOICE, choice_values(None))
         self.context = (
             ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
         )
@@ -267,14 +279,57 @@ class WSOLClassifier(pl.LightningModule):
     def selected_cream(self) -> dict[str, Any] | None:
         """The val-selected CREAM hyperparameters ``{"T", "kappa", "lambda", "feature_norm", "val_score",
         "val_metric", "candidate"}``, or ``None`` (no ``cream_search``, or no val run yet)."""
+        c = self._selected_candidate()
+        if c is None:
+            return None
+        values = getattr(self, _CHOICE)
+        return {**c.as_dict(), "val_score": float(values[4]), "val_metric": _SCORE_METRICS[int(values[5])],
+                "candidate": c.name}
+
+    def _selected_candidate(self) -> CreamCandidate | None:
+        """The stored choice as a candidate of this model (its λ among the tracked ones), or ``None``."""
         if not self.cream_candidates:
             return None
-        idx = int(self.cream_selection[0])
-        if not 0 <= idx < len(self.cream_candidates):
-            return None
-        c = self.cream_candidates[idx]
-        return {**c.as_dict(), "val_score": float(self.cream_selection_score),
-                "val_metric": _SCORE_METRICS[int(self.cream_selection[1])], "candidate": c.name}
+        return choice_candidate(getattr(self, _CHOICE), self.lambdas)
+
+    def clear_cream_selection(self) -> None:
+        """Forget the val-selected choice (the next validation selects again)."""
+        if self.cream_candidates:
+            getattr(self, _CHOICE).fill_(float("nan"))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Check a stored CREAM choice against this model before loading it (see :meth:`_check_stored_choice`)."""
+        if self.cream_candidates:
+            self._check_stored_choice(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _check_stored_choice(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Refuse a choice whose λ this model does not track; warn when it is not in this model's grid.
+
+        An index-only choice (older checkpoints) is converted by :meth:`on_load_checkpoint`, which has the
+        checkpoint's own hyperparameters; a bare state dict that still holds one is refused.
+        """
+        if prefix + _CHOICE not in state_dict:
+            if prefix + _LEGACY_CHOICE[0] in state_dict:
+                raise UserValueError(
+                    "this state dict stores the val-selected CREAM only as an index into a cream_search grid (an "
+                    "older checkpoint); load the checkpoint file (load_classifier or load_from_checkpoint), whose own "
+                    "hyperparameters resolve the index")
+            return
+        candidate = choice_candidate(state_dict[prefix + _CHOICE], self.lambdas)  # raises on an untracked λ
+        if candidate is not None and candidate.name not in {c.name for c in self.cream_candidates}:
+            rank_zero_warn(f"the stored val-selected CREAM {candidate.name} is not a candidate of this model's "
+                           f"cream_search grid ({len(self.cream_candidates)} candidates): cream_selected applies the "
+                           "stored values, which val chose over another grid")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Convert an index-only CREAM choice (older checkpoints) to its values, with the checkpoint's own grid."""
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict) or _LEGACY_CHOICE[0] not in state or _CHOICE in state:
+            return
+        selection = state.pop(_LEGACY_CHOICE[0])
+        score = state.pop(_LEGACY_CHOICE[1], torch.tensor(float("nan")))
+        state[_CHOICE] = legacy_choice_values(selection, score, checkpoint.get("hyper_parameters") or {})
 
     def available_methods(self) -> list[str]:
         """``method_names`` that can produce maps now (``cream_selected`` only once val has selected)."""
@@ -354,8 +409,9 @@ class WSOLClassifier(pl.LightningModule):
                 fg, bg = self.context.get(i)
                 maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
         if SELECTED in wanted:
-            chosen = [self.cream_candidates[int(self.cream_selection[0])]]
-            maps[SELECTED] = self._candidate_maps(feats, cam, class_ids, chosen)[0]
+            chosen = self._selected_candidate()
+            assert chosen is not None
+            maps[SELECTED] = self._candidate_maps(feats, cam, class_ids, [chosen])[0]
         return maps
 
     def _candidate_maps(self, feats: Tensor, cam: Tensor, class_ids: Tensor,
@@ -559,9 +615,7 @@ class WSOLClassifier(pl.LightningModule):
             "selected": c.name,
         }
         if not self.trainer.sanity_checking:
-            self.cream_selection[0] = best
-            self.cream_selection[1] = _SCORE_METRICS.index(metric_name)
-            self.cream_selection_score.fill_(score)
+            getattr(self, _CHOICE).copy_(choice_values(c, score, metric_name))
             rank_zero_info(f"cream_search: selected {c.name} on val ({metric_name} {score:.2f}; "
                            f"{len(self.cream_candidates)} candidates, ties to the earlier)")
         for cand, (s, _) in zip(self.cream_candidates, scored):
@@ -573,8 +627,10 @@ class WSOLClassifier(pl.LightningModule):
         choice = self.selected_cream
         if choice is None:
             return None
+        c = self._selected_candidate()
+        assert c is not None
         res = self._compute_method(stage, index, SELECTED)
-        return {**res, **_selection_fields(self.cream_candidates[int(self.cream_selection[0])], choice["val_score"])}
+        return {**res, **_selection_fields(c, choice["val_score"])}
 
     def _compute_method(self, stage: Stage, index: int, name: str) -> dict[str, Any]:
         return self._compute_metric_set(self.metrics[_metric_key(stage, name)], stage, index)
