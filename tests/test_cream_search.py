@@ -386,3 +386,36 @@ def test_an_index_only_checkpoint_is_converted_with_its_own_grid(tmp_path):
     with pytest.raises(UserError, match="only as an index"):
         _stand_in().load_state_dict(bare)
 
+
+@pytest.mark.parametrize("trainer_kw, why", [
+    (dict(enable_checkpointing=True, callbacks=[pl.callbacks.ModelCheckpoint(monitor="val/cream/max_box_acc_v2",
+                                                                             mode="max")]), "monitors"),
+    (dict(callbacks=[pl.callbacks.EarlyStopping(monitor="val/cream/max_box_acc_v2", mode="max")]), "early stopping"),
+    (dict(max_epochs=3, check_val_every_n_epoch=2), "check_val_every_n_epoch=2"),
+    (dict(max_epochs=3, max_steps=2), "max_steps=2"),
+])
+def test_search_in_the_last_epoch_is_refused_where_the_tested_checkpoint_may_lack_it(tmp_path, trainer_kw, why):
+    """``cream_search_epochs="last"`` + a best-val checkpoint (or a fit that may end early): refused at setup."""
+    from cream_pl.core.errors import UserError
+
+    class _Data(_FeatureData):
+        def train_dataloader(self) -> DataLoader:
+            return self.val_dataloader()
+
+    class _NoStep(pl.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            raise AssertionError("the refusal comes before any training")
+
+    model = _stand_in(cream_search_epochs="last")
+    kw = {"max_epochs": 2, "num_sanity_val_steps": 0, **trainer_kw}
+    kw["callbacks"] = [*kw.get("callbacks", []), _NoStep()]
+    with pytest.raises(UserError, match=f"cream_search_epochs='last'.*{why}") as err:
+        _trainer(tmp_path, **kw).fit(model, datamodule=_Data())
+    assert "\n" not in str(err.value)
+    # every validation searching ("all") is consistent with any checkpoint rule
+    ok = _stand_in(cream_search_epochs="all")
+    ok_kw = {**kw, "callbacks": [c for c in kw["callbacks"] if not isinstance(c, _NoStep)], "max_epochs": 1}
+    ok_kw.pop("max_steps", None)
+    ok_kw.pop("check_val_every_n_epoch", None)
+    _trainer(tmp_path, **ok_kw).fit(ok, datamodule=_Data())
+    assert ok.selected_cream is not None

@@ -148,7 +148,10 @@ class WSOLClassifier(pl.LightningModule):
             (every one, default) or ``"last"`` (only the validation after the fit's last epoch,
             ``trainer.max_epochs``; a stand-alone ``validate`` always searches). The choice stays on
             val either way; ``"last"`` saves the search's cost on per-epoch validations (``make
-            demo-kd`` validates every epoch and tests the last one).
+            demo-kd`` validates every epoch and tests the last one). ``"last"`` needs the fit to test
+            its last epoch: ``fit`` refuses it, before training, with a monitored ``ModelCheckpoint``
+            (a best-val checkpoint from an earlier epoch has no choice), early stopping,
+            ``max_steps``, or a ``check_val_every_n_epoch`` that skips the last epoch.
         record_per_image: keep per-image outcomes of every method (``True``) or of the listed
             methods in ``per_image[stage][method]``
             (numpy arrays: ``index``, ``best_iou`` ``(n, n_thr)`` all-contour best IoU per threshold,
@@ -586,6 +589,43 @@ class WSOLClassifier(pl.LightningModule):
                 self.per_image[stage] = self._finish_per_image(parts, results["methods"])
 
     # ------------------------------------------------------- cream_search (val selection)
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._check_search_epochs()
+
+    def _check_search_epochs(self) -> None:
+        """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so
+        refuse, before any training, a fit whose tested checkpoint may come from another epoch (a
+        monitored ``ModelCheckpoint``: the best val epoch) or that may end without that validation
+        (early stopping, ``max_steps``, no ``max_epochs``, ``check_val_every_n_epoch`` not dividing it):
+        its ``cream_selected`` would silently be missing at test.
+        """
+        if not self.cream_candidates or self.hparams.get("cream_search_epochs", "all") != "last":
+            return
+        trainer = self._trainer
+        if trainer is None:
+            return
+        why = None
+        monitored = [cb.monitor for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) is not None]
+        if monitored:
+            why = (f"a ModelCheckpoint monitors {monitored[0]!r}, so the kept checkpoint may come from an earlier "
+                   "epoch, which has no cream_selected; keep the last epoch's checkpoint (no monitor, the WSOL "
+                   "benchmark's rule)")
+        elif trainer.early_stopping_callbacks:
+            why = "early stopping may end the fit before that validation"
+        elif trainer.max_epochs is None or trainer.max_epochs < 1:
+            why = "the fit has no max_epochs, so no validation is known to be the last"
+        elif trainer.max_steps not in (None, -1):
+            why = f"max_steps={trainer.max_steps} may end the fit before the last epoch"
+        elif trainer.max_epochs % (trainer.check_val_every_n_epoch or 1) != 0:
+            why = (f"check_val_every_n_epoch={trainer.check_val_every_n_epoch} skips the validation after epoch "
+                   f"{trainer.max_epochs}")
+        if why is not None:
+            raise UserValueError(
+                f"cream_search_epochs='last' selects CREAM's hyperparameters only in the validation after the last "
+                f"epoch (max_epochs={trainer.max_epochs}), but {why}; use cream_search_epochs='all' or change the "
+                "trainer")
+
     def _searches_this_validation(self) -> bool:
         """Whether this validation scores the ``cream_search`` grid (see ``cream_search_epochs``)."""
         if self.hparams.get("cream_search_epochs", "all") == "all":
