@@ -419,3 +419,33 @@ def test_search_in_the_last_epoch_is_refused_where_the_tested_checkpoint_may_lac
     ok_kw.pop("check_val_every_n_epoch", None)
     _trainer(tmp_path, **ok_kw).fit(ok, datamodule=_Data())
     assert ok.selected_cream is not None
+
+
+def test_test_results_state_the_checkpoint_rule(tmp_path):
+    """Every test result says which checkpoint rule produced its rows (issue 23 item 10)."""
+
+    class _Data(_FeatureData):
+        def train_dataloader(self) -> DataLoader:
+            return self.val_dataloader()
+
+    every = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "every", save_top_k=-1, filename="{epoch}")
+    best = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "best", monitor="val/cam/max_box_acc_v2", mode="max")
+    model = _stand_in()
+    trainer = _trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0, enable_checkpointing=True,
+                       callbacks=[best, every])  # ckpt_path="best" reads the first one
+    trainer.fit(model, datamodule=_Data())
+    trainer.test(model, datamodule=_Data(), verbose=False)  # the weights at the end of the fit
+    assert model.last_results["test"]["checkpoint"]["rule"] == "last"
+    trainer.test(model, datamodule=_Data(), ckpt_path=str(tmp_path / "every" / "epoch=0.ckpt"), verbose=False)
+    first = model.last_results["test"]["checkpoint"]
+    assert (first["rule"], first["epoch"], first["max_epochs"]) == ("epoch 1 of 2", 0, 2)
+    trainer.test(model, datamodule=_Data(), ckpt_path=str(tmp_path / "every" / "epoch=1.ckpt"), verbose=False)
+    assert model.last_results["test"]["checkpoint"]["rule"] == "last"
+    trainer.test(model, datamodule=_Data(), ckpt_path="best", verbose=False)
+    assert model.last_results["test"]["checkpoint"]["rule"] == "best val/cam/max_box_acc_v2 (max)"
+    # the record travels with the checkpoint file (a later process, load_classifier)
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+    loaded = load_classifier(tmp_path / "end.ckpt")
+    _trainer(tmp_path).test(loaded, datamodule=_Data(), verbose=False)
+    assert loaded.last_results["test"]["checkpoint"]["rule"] == "last"
+    json.dumps(loaded.last_results["test"]["checkpoint"])  # reports write it as JSON

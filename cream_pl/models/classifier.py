@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -86,6 +87,7 @@ SELECTED = "cream_selected"  # the method whose T / κ / λ / feature norm were 
 _SCORE_METRICS = SCORE_METRICS
 _CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
 _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
+CHECKPOINT_RECORD_KEY = "cream_pl_checkpoint"  # {"epoch", "max_epochs", "last"}: see WSOLClassifier.checkpoint_rule
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -266,6 +268,8 @@ class WSOLClassifier(pl.LightningModule):
         self.media_batch: dict[str, Any] | None = None
         self.per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         self._per_image_parts: dict[str, list[dict[str, np.ndarray]]] = {}
+        # where the current weights come from (a loaded checkpoint's record, or the end of a fit)
+        self._weights_record: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ model
     def _method_names(self) -> list[str]:
@@ -326,7 +330,10 @@ class WSOLClassifier(pl.LightningModule):
                            "stored values, which val chose over another grid")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Convert an index-only CREAM choice (older checkpoints) to its values, with the checkpoint's own grid."""
+        """Keep the checkpoint's epoch record (:meth:`checkpoint_rule`); convert an index-only CREAM choice
+        (older checkpoints) to its values, with the checkpoint's own grid."""
+        record = checkpoint.get(CHECKPOINT_RECORD_KEY)
+        self._weights_record = dict(record) if isinstance(record, dict) else {"epoch": checkpoint.get("epoch")}
         state = checkpoint.get("state_dict")
         if not isinstance(state, dict) or _LEGACY_CHOICE[0] not in state or _CHOICE in state:
             return
@@ -360,10 +367,50 @@ class WSOLClassifier(pl.LightningModule):
                 self.classifier.bias.copy_(head[1])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it."""
+        """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it, and
+        the checkpoint's epoch and whether it is the fit's last (``checkpoint["cream_pl_checkpoint"]``,
+        read by :meth:`checkpoint_rule`)."""
         from cream_pl.models.checkpoints import CLASS_KEY
 
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        trainer = self._trainer
+        if trainer is not None:
+            epoch, max_epochs = int(checkpoint.get("epoch", self.current_epoch)), trainer.max_epochs
+            last = bool(trainer.should_stop) or (max_epochs is not None and 0 < max_epochs <= epoch + 1)
+            if max_epochs is not None and max_epochs > 0:
+                epoch = min(epoch, max_epochs - 1)  # saved after the fit: Lightning's epoch is one past the last
+            checkpoint[CHECKPOINT_RECORD_KEY] = {"epoch": epoch, "max_epochs": max_epochs, "last": last}
+
+    def on_fit_end(self) -> None:
+        trainer = self.trainer
+        self._weights_record = {"epoch": max(int(trainer.current_epoch) - 1, 0), "max_epochs": trainer.max_epochs,
+                                "last": True}
+
+    def checkpoint_rule(self) -> dict[str, Any]:
+        """Which checkpoint rule produced the weights being tested: ``{"rule", "epoch", "max_epochs", "path"}``.
+
+        ``rule`` is ``"last"`` (the fit's last epoch, or the weights at the end of a fit: the WSOL
+        benchmark's rule), ``"best <monitor> (<mode>)"`` (a monitored ``ModelCheckpoint``'s best file),
+        ``"epoch <e> of <n>"`` (an earlier epoch, chosen by the caller) or ``"unknown"`` (a checkpoint
+        without the record, or weights of no fit). Every row of one test comes from these weights; the
+        test results carry it (``last_results["test"]["checkpoint"]``) so reports can state it.
+        """
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        rec = self._weights_record or {}
+        epoch, max_epochs = rec.get("epoch"), rec.get("max_epochs")
+        rule = "unknown"
+        if rec.get("last"):
+            rule = "last"
+        elif epoch is not None and max_epochs:
+            rule = f"epoch {int(epoch) + 1} of {int(max_epochs)}"
+        if path and trainer is not None:
+            for cb in trainer.checkpoint_callbacks:
+                best = getattr(cb, "best_model_path", "")
+                if getattr(cb, "monitor", None) and best and os.path.abspath(best) == os.path.abspath(path):
+                    rule = f"best {cb.monitor} ({cb.mode})"
+        return {"rule": rule, "epoch": None if epoch is None else int(epoch), "max_epochs": max_epochs,
+                "path": None if path is None else str(path)}
 
     def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(features (B, K, h, w), logits (B, C))`` — the hook subclasses (e.g. CI-CAM) override."""
@@ -583,6 +630,8 @@ class WSOLClassifier(pl.LightningModule):
                 if isinstance(value, float) and math.isfinite(value):
                     self.log(f"{stage}/{name}/{key}", value)
         if not self.trainer.sanity_checking:
+            if stage == "test":
+                results["checkpoint"] = self.checkpoint_rule()
             self.last_results[stage] = results
             parts = self._per_image_parts.pop(stage, [])
             if parts:
