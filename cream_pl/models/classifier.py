@@ -22,7 +22,9 @@ training features under ADL, and under CutMix from the mixed batch with the unmi
 feature cells that see only the unmixed image (cells whose pixels miss the pasted box; the pasted
 patch, a partial view of another image, updates nothing); an unmixed batch updates as usual.
 Validation, test, prediction and every map are the same as for CAM (HaS and CutMix act on the
-training batch only; ADL is the identity in eval mode).
+training batch only; ADL is the identity in eval mode). Under DDP each process draws its own HaS
+cells, CutMix boxes and ADL choices (:func:`~cream_pl.models.wsol_methods.rank_generator`: rank 0
+keeps the global torch stream, so one process draws exactly as before).
 
 Example:
     >>> model = WSOLClassifier(num_classes=4, backbone="efficientnet_lite0", pretrained=False)
@@ -78,6 +80,7 @@ from cream_pl.models.wsol_methods import (
     hide_and_seek,
     masked_foreground_background_features,
     mixed_cross_entropy,
+    rank_generator,
 )
 
 __all__ = ["SELECTED", "WSOLClassifier"]
@@ -268,6 +271,8 @@ class WSOLClassifier(pl.LightningModule):
         self.media_batch: dict[str, Any] | None = None
         self.per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         self._per_image_parts: dict[str, list[dict[str, np.ndarray]]] = {}
+        # random source of the WSOL draws: None (global torch RNG) in process 0, own stream in ranks > 0
+        self._wsol_generator: torch.Generator | None = None
         # where the current weights come from (a loaded checkpoint's record, or the end of a fit)
         self._weights_record: dict[str, Any] | None = None
 
@@ -502,16 +507,38 @@ class WSOLClassifier(pl.LightningModule):
         """The training batch the WSOL method feeds to the network: ``(images, CutMix batch or None)``.
 
         HaS hides grid cells; CutMix mixes the batch with probability ``prob`` (a mixed batch comes
-        back with its labels and λ); CAM and ADL pass the images through. Random draws use the
-        global torch RNG (``seed_everything``).
+        back with its labels and λ); CAM and ADL pass the images through. Random draws come from
+        this process's stream (:meth:`wsol_generator`): the global torch RNG (``seed_everything``) in
+        process 0, an own generator in every other DDP process.
         """
-        p = self.wsol.params
+        p, g = self.wsol.params, self._wsol_generator
         if self.wsol.name == "has":
-            return hide_and_seek(images, p["grid_size"], p["drop_rate"])[0], None
-        if self.wsol.name == "cutmix" and float(torch.rand(())) < p["prob"]:
-            mix = cutmix(images, labels, p["beta"])
+            return hide_and_seek(images, p["grid_size"], p["drop_rate"], generator=g)[0], None
+        if self.wsol.name == "cutmix" and float(torch.rand((), generator=g)) < p["prob"]:
+            mix = cutmix(images, labels, p["beta"], generator=g)
             return mix.images, mix
         return images, None
+
+    @property
+    def wsol_generator(self) -> torch.Generator | None:
+        """The random source of this process's HaS / CutMix / ADL draws (``None``: the global torch RNG)."""
+        return self._wsol_generator
+
+    def on_train_epoch_start(self) -> None:
+        """Seed this process's WSOL draws apart from the other processes' (:func:`rank_generator`).
+
+        ``seed_everything`` gives every DDP process the same global stream; rank 0 keeps it (one
+        process draws exactly as before), rank ``r > 0`` draws from a generator seeded from
+        ``(PL_GLOBAL_SEED, r, epoch)``.
+        """
+        if self.wsol.name == "cam":
+            return
+        rank = int(self.global_rank)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        self._wsol_generator = rank_generator(seed, rank, int(self.current_epoch))
+        if self.adl_layers is not None:
+            for layer in self.adl_layers.values():
+                layer.generator = self._wsol_generator
 
     @torch.no_grad()
     def _update_context(self, feats: Tensor, labels: Tensor, keep: Tensor | None = None) -> None:
