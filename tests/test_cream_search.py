@@ -242,7 +242,7 @@ def test_choice_survives_checkpoint_and_feeds_pseudo_boxes_and_localize(tiny_dat
     ref = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL,
                          ablation_lambdas=[0.5], cream_iterations=choice["T"], cream_kappa=choice["kappa"],
                          cream_feature_norm=choice["feature_norm"])
-    state = {k: v for k, v in loaded.state_dict().items() if not k.startswith(("cream_selection", "val_best"))}
+    state = {k: v for k, v in loaded.state_dict().items() if not k.startswith(("cream_selected", "val_best"))}
     if choice["lambda"] == 0.5:  # the chosen λ's embeddings become the reference's main ones
         state["context.fg"] = state["context.fg"].flip(0)
         state["context.bg"] = state["context.bg"].flip(0)
@@ -300,8 +300,152 @@ def test_search_in_the_last_epoch_only_saves_every_other_validation(tiny_data, t
     fresh = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=EVAL,
                            cream_search={"kappa": [8, 16]}, cream_search_epochs="last")
     fresh.load_state_dict(model.state_dict())
-    fresh.cream_selection.fill_(-1)
+    fresh.clear_cream_selection()
+    assert fresh.selected_cream is None
     _trainer(tmp_path).validate(fresh, _dm(tiny_data), verbose=False)
     assert fresh.selected_cream is not None and "cream_search" in fresh.last_results["val"]
     with pytest.raises(ValueError, match="cream_search_epochs must be"):
         WSOLClassifier(num_classes=3, pretrained=False, cream_search={"kappa": [8]}, cream_search_epochs="first")
+
+
+# ----------------------------------------------------------------- the stored choice: values, not an index
+def _validated_checkpoint(tmp_path: Path, **kw) -> tuple[_StandIn, Path]:
+    model = _stand_in(**kw)
+    trainer = _trainer(tmp_path)
+    trainer.validate(model, datamodule=_FeatureData(), verbose=False)
+    assert model.selected_cream["candidate"] == "T1_kappa16_lambda0.8_raw"
+    ckpt = tmp_path / "sel.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return model, ckpt
+
+
+def test_another_grid_applies_the_stored_values(tmp_path):
+    model, ckpt = _validated_checkpoint(tmp_path)
+    choice = model.selected_cream
+    # the same candidates in another order: index 3 names T0_kappa0.01 here, so an index would apply it
+    reordered = {"iterations": [1, 0], "kappa": [16, 0.01]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the choice is in this grid: nothing to warn about
+        loaded = _StandIn.load_from_checkpoint(str(ckpt), weights_only=False, cream_search=reordered)
+    assert loaded.cream_candidates[3].name == "T0_kappa0.01_lambda0.8_raw"
+    assert loaded.selected_cream == choice
+    # and the test split scores exactly that candidate
+    _trainer(tmp_path).test(loaded, datamodule=_FeatureData(), verbose=False)
+    ref = _stand_in(cream_iterations=1, cream_kappa=16.0, cream_search=None)
+    _trainer(tmp_path).test(ref, datamodule=_FeatureData(), verbose=False)
+    got = loaded.last_results["test"]["methods"]["cream_selected"]
+    assert got["max_box_acc_v2"] == ref.last_results["test"]["methods"]["cream"]["max_box_acc_v2"]
+    assert (got["T"], got["kappa"], got["lambda"]) == (1.0, 16.0, 0.8)
+    # a grid without the chosen candidate: the stored values still apply, with a warning
+    with pytest.warns(UserWarning, match="not a candidate of this model's cream_search grid"):
+        narrow = _StandIn.load_from_checkpoint(str(ckpt), weights_only=False,
+                                               cream_search={"iterations": [0], "kappa": [0.01, 16]})
+    assert narrow.selected_cream == choice
+
+
+def test_a_stored_lambda_the_model_does_not_track_is_refused(tmp_path):
+    from cream_pl.core.errors import UserError
+
+    model, ckpt = _validated_checkpoint(tmp_path, ablation_lambdas=[0.5])
+    assert model.selected_cream["lambda"] == 0.8
+    # same number of tracked embeddings (the state dict fits), but λ 0.8 is not among them
+    with pytest.raises(UserError, match=r"lambda 0\.8, which this model does not track") as err:
+        _StandIn.load_from_checkpoint(str(ckpt), weights_only=False, cream_lambda=0.6, ablation_lambdas=[0.5],
+                                      cream_search={"kappa": [16], "lambda": [0.6]})
+    assert "\n" not in str(err.value)
+
+
+def _legacy(ckpt: Path, index: int, out: Path) -> Path:
+    """The checkpoint as an older cream-pl wrote it: the choice as [candidate index, metric index] + score."""
+    raw = torch.load(ckpt, weights_only=False)
+    values = raw["state_dict"].pop("cream_selected_values")
+    raw["state_dict"]["cream_selection"] = torch.tensor([index, 0])
+    raw["state_dict"]["cream_selection_score"] = values[4].clone()
+    torch.save(raw, out)
+    return out
+
+
+def test_an_index_only_checkpoint_is_converted_with_its_own_grid(tmp_path):
+    model, ckpt = _validated_checkpoint(tmp_path)
+    choice = model.selected_cream
+    old = _legacy(ckpt, 3, tmp_path / "old.ckpt")
+    assert load_classifier(old).selected_cream == choice
+    # tested by a model built with another grid (`cream-pl test --config other.yaml --ckpt_path old.ckpt`):
+    # the index resolves in the checkpoint's own grid, where index 3 is T1_kappa16, not in the model's
+    other = _stand_in(cream_search={"iterations": [1, 0], "kappa": [16, 0.01]})
+    _trainer(tmp_path).test(other, datamodule=_FeatureData(), ckpt_path=str(old), verbose=False)
+    assert other.selected_cream == choice
+    # an index-only checkpoint that never selected loads with no choice
+    assert load_classifier(_legacy(ckpt, -1, tmp_path / "none.ckpt")).selected_cream is None
+    # an index its own grid cannot resolve, or a bare index-only state dict: refused in one line
+    from cream_pl.core.errors import UserError
+
+    with pytest.raises(UserError, match="candidate 7 of a cream_search grid"):
+        load_classifier(_legacy(ckpt, 7, tmp_path / "bad.ckpt"))
+    bare = torch.load(old, weights_only=False)["state_dict"]
+    with pytest.raises(UserError, match="only as an index"):
+        _stand_in().load_state_dict(bare)
+
+
+@pytest.mark.parametrize("trainer_kw, why", [
+    (dict(enable_checkpointing=True, callbacks=[pl.callbacks.ModelCheckpoint(monitor="val/cream/max_box_acc_v2",
+                                                                             mode="max")]), "monitors"),
+    (dict(callbacks=[pl.callbacks.EarlyStopping(monitor="val/cream/max_box_acc_v2", mode="max")]), "early stopping"),
+    (dict(max_epochs=3, check_val_every_n_epoch=2), "check_val_every_n_epoch=2"),
+    (dict(max_epochs=3, max_steps=2), "max_steps=2"),
+])
+def test_search_in_the_last_epoch_is_refused_where_the_tested_checkpoint_may_lack_it(tmp_path, trainer_kw, why):
+    """``cream_search_epochs="last"`` + a best-val checkpoint (or a fit that may end early): refused at setup."""
+    from cream_pl.core.errors import UserError
+
+    class _Data(_FeatureData):
+        def train_dataloader(self) -> DataLoader:
+            return self.val_dataloader()
+
+    class _NoStep(pl.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            raise AssertionError("the refusal comes before any training")
+
+    model = _stand_in(cream_search_epochs="last")
+    kw = {"max_epochs": 2, "num_sanity_val_steps": 0, **trainer_kw}
+    kw["callbacks"] = [*kw.get("callbacks", []), _NoStep()]
+    with pytest.raises(UserError, match=f"cream_search_epochs='last'.*{why}") as err:
+        _trainer(tmp_path, **kw).fit(model, datamodule=_Data())
+    assert "\n" not in str(err.value)
+    # every validation searching ("all") is consistent with any checkpoint rule
+    ok = _stand_in(cream_search_epochs="all")
+    ok_kw = {**kw, "callbacks": [c for c in kw["callbacks"] if not isinstance(c, _NoStep)], "max_epochs": 1}
+    ok_kw.pop("max_steps", None)
+    ok_kw.pop("check_val_every_n_epoch", None)
+    _trainer(tmp_path, **ok_kw).fit(ok, datamodule=_Data())
+    assert ok.selected_cream is not None
+
+
+def test_test_results_state_the_checkpoint_rule(tmp_path):
+    """Every test result says which checkpoint rule produced its rows (issue 23 item 10)."""
+
+    class _Data(_FeatureData):
+        def train_dataloader(self) -> DataLoader:
+            return self.val_dataloader()
+
+    every = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "every", save_top_k=-1, filename="{epoch}")
+    best = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "best", monitor="val/cam/max_box_acc_v2", mode="max")
+    model = _stand_in()
+    trainer = _trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0, enable_checkpointing=True,
+                       callbacks=[best, every])  # ckpt_path="best" reads the first one
+    trainer.fit(model, datamodule=_Data())
+    trainer.test(model, datamodule=_Data(), verbose=False)  # the weights at the end of the fit
+    assert model.last_results["test"]["checkpoint"]["rule"] == "last"
+    trainer.test(model, datamodule=_Data(), ckpt_path=str(tmp_path / "every" / "epoch=0.ckpt"), verbose=False)
+    first = model.last_results["test"]["checkpoint"]
+    assert (first["rule"], first["epoch"], first["max_epochs"]) == ("epoch 1 of 2", 0, 2)
+    trainer.test(model, datamodule=_Data(), ckpt_path=str(tmp_path / "every" / "epoch=1.ckpt"), verbose=False)
+    assert model.last_results["test"]["checkpoint"]["rule"] == "last"
+    trainer.test(model, datamodule=_Data(), ckpt_path="best", verbose=False)
+    assert model.last_results["test"]["checkpoint"]["rule"] == "best val/cam/max_box_acc_v2 (max)"
+    # the record travels with the checkpoint file (a later process, load_classifier)
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+    loaded = load_classifier(tmp_path / "end.ckpt")
+    _trainer(tmp_path).test(loaded, datamodule=_Data(), verbose=False)
+    assert loaded.last_results["test"]["checkpoint"]["rule"] == "last"
+    json.dumps(loaded.last_results["test"]["checkpoint"])  # reports write it as JSON

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+import yaml
 from test_data_cub import make_cub
 
 from cream_pl.models.checkpoints import load_classifier
@@ -31,7 +33,9 @@ def test_train_cub_then_pseudo_boxes_then_regressor(tmp_path: Path, capsys) -> N
     assert (data / "metadata" / "val" / "image_ids.txt").is_file()  # converted from the raw layout
     model = load_classifier(work / "classifier.ckpt")
     assert model.hparams.num_classes == 3 and model.hparams.backbone == "efficientnet_lite0"
-    assert "test/cream/max_box_acc_v2" in json.loads((work / "test_metrics.json").read_text())
+    test_metrics = json.loads((work / "test_metrics.json").read_text())
+    assert "test/cream/max_box_acc_v2" in test_metrics and "test/cam/max_box_acc_v2" in test_metrics
+    assert test_metrics["checkpoint_rule"] == "last"  # the benchmark's rule, for CAM and CREAM alike
 
     assert main(["pseudo-boxes", "--data", str(data), "--work", str(work)]) == 0
     boxes = json.loads((work / "pseudo_boxes_cream.json").read_text())
@@ -46,3 +50,21 @@ def test_train_cub_then_pseudo_boxes_then_regressor(tmp_path: Path, capsys) -> N
     assert frozen["chosen"] in frozen["candidates"] and frozen["val_metric"] == "gt_known"
     assert all("val_gt_known" in row and "gt_known" in row for row in frozen["candidates"].values())
     assert "test/reg/gt_known" in capsys.readouterr().out
+
+
+RECIPES = sorted(p for pat in ("cub_*.yaml", "ilsvrc_*.yaml", "openimages_*.yaml")
+                 for p in (Path(__file__).resolve().parents[1] / "experiments").glob(pat))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipes_test_the_last_checkpoint_not_one_chosen_on_a_method_metric(recipe: Path) -> None:
+    """The WSOL benchmark tests the last checkpoint (wsol_protocol.md §5); a checkpoint kept for being best on
+    ``val/cream/...`` would favour CREAM over CAM, whose row comes from the same checkpoint."""
+    text = recipe.read_text()
+    cfg = yaml.safe_load(text)
+    checkpoints = [cb for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoints, recipe.name
+    for cb in checkpoints:
+        assert (cb.get("init_args") or {}).get("monitor") is None, f"{recipe.name}: a monitored checkpoint"
+    assert any((cb.get("init_args") or {}).get("save_last") for cb in checkpoints)  # last.ckpt: the tested one
+    assert "Checkpoint rule" in text and "LAST epoch" in text  # the recipe says which rule produced its rows

@@ -344,3 +344,128 @@ def test_tiny_fit_with_cream_on_each_method(method, tiny_data, tmp_path):
     assert list(restored) == list(state)
     for key, value in state.items():
         torch.testing.assert_close(restored[key], value, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- per-process random streams (DDP)
+def _replay_has(step: dict, grid: int, drop: float, state: torch.Tensor) -> torch.Tensor:
+    from cream_pl.models.wsol_methods import has_mask
+
+    b, _, h, w = step["shape"]
+    g = torch.Generator()
+    g.set_state(state)
+    return has_mask(has_cells(b, h, w, grid, drop, generator=g), grid, h, w)
+
+
+def _replay_cutmix(step: dict, beta: float, state: torch.Tensor) -> tuple:
+    b, c, h, w = step["shape"]
+    g = torch.Generator()
+    g.set_state(state)
+    assert float(torch.rand((), generator=g)) < 1.0  # the prob draw (prob 1)
+    mix = cutmix(torch.zeros(b, c, h, w), torch.zeros(b, dtype=torch.long), beta, generator=g)
+    return mix.box, mix.permutation.tolist(), mix.lam
+
+
+def test_rank_generator_keeps_rank_0_on_the_global_stream_and_seeds_the_others_apart():
+    from cream_pl.models.wsol_methods import rank_generator
+
+    assert rank_generator(0, 0) is None and rank_generator(7, 0, epoch=3) is None
+
+    def draws(*args) -> torch.Tensor:
+        return torch.rand(8, generator=rank_generator(*args))
+
+    assert torch.equal(draws(0, 1, 0), draws(0, 1, 0))  # reproducible (and so resumable per epoch)
+    assert not torch.equal(draws(0, 1, 0), draws(0, 2, 0))
+    assert not torch.equal(draws(0, 1, 0), draws(0, 1, 1))
+    assert not torch.equal(draws(0, 1, 0), draws(1, 1, 0))
+    with pytest.raises(ValueError, match=">= 0"):
+        rank_generator(0, -1)
+
+
+def test_a_nonzero_rank_gets_its_own_stream_for_has_cutmix_and_adl(monkeypatch):
+    from cream_pl.models.wsol_methods import rank_generator
+
+    class _FakeTrainer:
+        global_rank, current_epoch = 1, 2
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
+    for method in ("has", "cutmix", "adl"):
+        kw = {"freeze_backbone": FROZEN} if method == "adl" else {}
+        model = _model(wsol_method=method, **kw)
+        model.on_train_epoch_start()  # no trainer: rank 0
+        assert model.wsol_generator is None
+        model._trainer = _FakeTrainer()
+        try:
+            model.on_train_epoch_start()
+        finally:
+            model._trainer = None
+        g = model.wsol_generator
+        assert g is not None
+        assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=rank_generator(5, 1, 2)))
+        if method == "adl":
+            assert all(layer.generator is g for layer in model.adl_layers.values())
+    cam = _model()
+    cam.on_train_epoch_start()
+    assert cam.wsol_generator is None
+
+
+def test_one_process_draws_has_exactly_from_the_global_stream(tiny_data, tmp_path):
+    """Single-process runs are unchanged: each step's HaS cells are the global torch stream's next draws."""
+    from ddp_wsol_rng_script import Recorder
+
+    pl.seed_everything(0)
+    model = Recorder(num_classes=3, pretrained=False, eval_size=SIZE, cam_curve_interval=0.05, lr=0.01,
+                     wsol_method="has")
+    dm = WSOLDataModule(str(tiny_data), batch_size=4, resize_size=72, crop_size=SIZE, eval_size=SIZE)
+    pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+               default_root_dir=str(tmp_path)).fit(model, dm)
+    assert model.wsol_generator is None and len(model.steps) == 3
+    for step in model.steps:
+        assert step["own_state"] is None
+        assert torch.equal(step["hidden"], _replay_has(step, 4, 0.5, step["global_state"]))
+
+
+@pytest.mark.slow  # two torch processes (torchrun, gloo) on 2 cores: about 1 min
+def test_ddp_ranks_draw_different_has_cutmix_and_adl_randomness(tmp_path):
+    import subprocess
+
+    from test_ddp_exact import ENV, SCRIPT, TORCHRUN, _free_port
+
+    data = generate_synthetic_dataset(tmp_path / "data", seed=5, num_classes=3, num_train=8, num_val=2, num_test=2,
+                                      min_side=72, max_side=88, image_format="png", overwrite=True)
+    script = SCRIPT.with_name("ddp_wsol_rng_script.py")
+    out = tmp_path / "out"
+    proc = subprocess.run([str(TORCHRUN), "--nnodes=1", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+                           f"--master-port={_free_port()}", str(script), str(data), str(out), "--devices", "2"],
+                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for method in ("has", "cutmix", "adl"):
+        s0, s1 = r0[method]["steps"], r1[method]["steps"]
+        assert r0[method]["world_size"] == 2 and len(s0) == len(s1) == 4  # 2 epochs x 2 steps of 2 images per rank
+        # seed_everything gave both ranks the same global stream: the draws differ all the same
+        if method == "has":
+            assert not any(torch.equal(a["hidden"], b["hidden"]) for a, b in zip(s0, s1))
+        elif method == "cutmix":
+            assert [a["cutmix"] for a in s0] != [b["cutmix"] for b in s1]
+        else:
+            assert [a["adl"] for a in s0] != [b["adl"] for b in s1]
+        # rank 0 draws from the global torch stream, as one process does; rank 1 from its own generator
+        assert all(s["own_state"] is None for s in s0) and all(s["own_state"] is not None for s in s1)
+        if method == "has":
+            for s in s0:
+                assert torch.equal(s["hidden"], _replay_has(s, 4, 0.5, s["global_state"]))
+            for s in s1:
+                assert torch.equal(s["hidden"], _replay_has(s, 4, 0.5, s["own_state"]))
+                assert not torch.equal(s["hidden"], _replay_has(s, 4, 0.5, s["global_state"]))
+        elif method == "cutmix":
+            for s in s0:
+                assert s["cutmix"] == _replay_cutmix(s, 1.0, s["global_state"])
+            for s in s1:
+                assert s["cutmix"] == _replay_cutmix(s, 1.0, s["own_state"])
+        else:
+            for s in s1:  # rank 1's own generator feeds its ADL layers alone, one draw per layer in order
+                g = torch.Generator()
+                g.set_state(s["own_state"])
+                assert s["adl"] == ["drop" if float(torch.rand((), generator=g)) < 0.5 else "importance"
+                                    for _ in s["adl"]]

@@ -22,7 +22,9 @@ training features under ADL, and under CutMix from the mixed batch with the unmi
 feature cells that see only the unmixed image (cells whose pixels miss the pasted box; the pasted
 patch, a partial view of another image, updates nothing); an unmixed batch updates as usual.
 Validation, test, prediction and every map are the same as for CAM (HaS and CutMix act on the
-training batch only; ADL is the identity in eval mode).
+training batch only; ADL is the identity in eval mode). Under DDP each process draws its own HaS
+cells, CutMix boxes and ADL choices (:func:`~cream_pl.models.wsol_methods.rank_generator`: rank 0
+keeps the global torch stream, so one process draws exactly as before).
 
 Example:
     >>> model = WSOLClassifier(num_classes=4, backbone="efficientnet_lite0", pretrained=False)
@@ -33,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -43,6 +46,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from cream_pl.core.errors import UserValueError
 from cream_pl.metrics import MaxBoxAccV2, PxAP
 from cream_pl.metrics.functional import (
     best_iou_per_threshold,
@@ -55,7 +59,16 @@ from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import class_activation_maps, normalize_maps
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
-from cream_pl.models.cream_search import CreamCandidate, CreamSearchSpace, candidate_maps, select_first_best
+from cream_pl.models.cream_search import (
+    SCORE_METRICS,
+    CreamCandidate,
+    CreamSearchSpace,
+    candidate_maps,
+    choice_candidate,
+    choice_values,
+    legacy_choice_values,
+    select_first_best,
+)
 from cream_pl.models.precision import float32_math
 from cream_pl.models.wsol_methods import (
     CutMixBatch,
@@ -67,13 +80,17 @@ from cream_pl.models.wsol_methods import (
     hide_and_seek,
     masked_foreground_background_features,
     mixed_cross_entropy,
+    rank_generator,
 )
 
 __all__ = ["SELECTED", "WSOLClassifier"]
 
 Stage = Literal["val", "test"]
 SELECTED = "cream_selected"  # the method whose T / κ / λ / feature norm were chosen on val (cream_search)
-_SCORE_METRICS = ("max_box_acc_v2", "pxap")
+_SCORE_METRICS = SCORE_METRICS
+_CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
+_LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
+CHECKPOINT_RECORD_KEY = "cream_pl_checkpoint"  # {"epoch", "max_epochs", "last"}: see WSOLClassifier.checkpoint_rule
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -136,7 +153,10 @@ class WSOLClassifier(pl.LightningModule):
             (every one, default) or ``"last"`` (only the validation after the fit's last epoch,
             ``trainer.max_epochs``; a stand-alone ``validate`` always searches). The choice stays on
             val either way; ``"last"`` saves the search's cost on per-epoch validations (``make
-            demo-kd`` validates every epoch and tests the last one).
+            demo-kd`` validates every epoch and tests the last one). ``"last"`` needs the fit to test
+            its last epoch: ``fit`` refuses it, before training, with a monitored ``ModelCheckpoint``
+            (a best-val checkpoint from an earlier epoch has no choice), early stopping,
+            ``max_steps``, or a ``check_val_every_n_epoch`` that skips the last epoch.
         record_per_image: keep per-image outcomes of every method (``True``) or of the listed
             methods in ``per_image[stage][method]``
             (numpy arrays: ``index``, ``best_iou`` ``(n, n_thr)`` all-contour best IoU per threshold,
@@ -225,9 +245,9 @@ class WSOLClassifier(pl.LightningModule):
         if cream_search is not None:
             space = CreamSearchSpace.from_config(cream_search)
             self.cream_candidates = space.candidates(self.lambdas, cream_iterations, cream_kappa, cream_feature_norm)
-            # [candidate index, score metric (index into _SCORE_METRICS)], -1 until a val run selects
-            self.register_buffer("cream_selection", torch.full((2,), -1, dtype=torch.long))
-            self.register_buffer("cream_selection_score", torch.tensor(float("nan"), dtype=torch.float64))
+            # the chosen values themselves (T, κ, λ, feature norm, val score, val metric), NaN until a val
+            # run selects: a checkpoint evaluated under another grid still applies the candidate val chose
+            self.register_buffer(_CHOICE, choice_values(None))
         self.context = (
             ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
         )
@@ -251,6 +271,10 @@ class WSOLClassifier(pl.LightningModule):
         self.media_batch: dict[str, Any] | None = None
         self.per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         self._per_image_parts: dict[str, list[dict[str, np.ndarray]]] = {}
+        # random source of the WSOL draws: None (global torch RNG) in process 0, own stream in ranks > 0
+        self._wsol_generator: torch.Generator | None = None
+        # where the current weights come from (a loaded checkpoint's record, or the end of a fit)
+        self._weights_record: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ model
     def _method_names(self) -> list[str]:
@@ -267,14 +291,60 @@ class WSOLClassifier(pl.LightningModule):
     def selected_cream(self) -> dict[str, Any] | None:
         """The val-selected CREAM hyperparameters ``{"T", "kappa", "lambda", "feature_norm", "val_score",
         "val_metric", "candidate"}``, or ``None`` (no ``cream_search``, or no val run yet)."""
+        c = self._selected_candidate()
+        if c is None:
+            return None
+        values = getattr(self, _CHOICE)
+        return {**c.as_dict(), "val_score": float(values[4]), "val_metric": _SCORE_METRICS[int(values[5])],
+                "candidate": c.name}
+
+    def _selected_candidate(self) -> CreamCandidate | None:
+        """The stored choice as a candidate of this model (its λ among the tracked ones), or ``None``."""
         if not self.cream_candidates:
             return None
-        idx = int(self.cream_selection[0])
-        if not 0 <= idx < len(self.cream_candidates):
-            return None
-        c = self.cream_candidates[idx]
-        return {**c.as_dict(), "val_score": float(self.cream_selection_score),
-                "val_metric": _SCORE_METRICS[int(self.cream_selection[1])], "candidate": c.name}
+        return choice_candidate(getattr(self, _CHOICE), self.lambdas)
+
+    def clear_cream_selection(self) -> None:
+        """Forget the val-selected choice (the next validation selects again)."""
+        if self.cream_candidates:
+            getattr(self, _CHOICE).fill_(float("nan"))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Check a stored CREAM choice against this model before loading it (see :meth:`_check_stored_choice`)."""
+        if self.cream_candidates:
+            self._check_stored_choice(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _check_stored_choice(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Refuse a choice whose λ this model does not track; warn when it is not in this model's grid.
+
+        An index-only choice (older checkpoints) is converted by :meth:`on_load_checkpoint`, which has the
+        checkpoint's own hyperparameters; a bare state dict that still holds one is refused.
+        """
+        if prefix + _CHOICE not in state_dict:
+            if prefix + _LEGACY_CHOICE[0] in state_dict:
+                raise UserValueError(
+                    "this state dict stores the val-selected CREAM only as an index into a cream_search grid (an "
+                    "older checkpoint); load the checkpoint file (load_classifier or load_from_checkpoint), whose own "
+                    "hyperparameters resolve the index")
+            return
+        candidate = choice_candidate(state_dict[prefix + _CHOICE], self.lambdas)  # raises on an untracked λ
+        if candidate is not None and candidate.name not in {c.name for c in self.cream_candidates}:
+            rank_zero_warn(f"the stored val-selected CREAM {candidate.name} is not a candidate of this model's "
+                           f"cream_search grid ({len(self.cream_candidates)} candidates): cream_selected applies the "
+                           "stored values, which val chose over another grid")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the checkpoint's epoch record (:meth:`checkpoint_rule`); convert an index-only CREAM choice
+        (older checkpoints) to its values, with the checkpoint's own grid."""
+        record = checkpoint.get(CHECKPOINT_RECORD_KEY)
+        self._weights_record = dict(record) if isinstance(record, dict) else {"epoch": checkpoint.get("epoch")}
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, dict) or _LEGACY_CHOICE[0] not in state or _CHOICE in state:
+            return
+        selection = state.pop(_LEGACY_CHOICE[0])
+        score = state.pop(_LEGACY_CHOICE[1], torch.tensor(float("nan")))
+        state[_CHOICE] = legacy_choice_values(selection, score, checkpoint.get("hyper_parameters") or {})
 
     def available_methods(self) -> list[str]:
         """``method_names`` that can produce maps now (``cream_selected`` only once val has selected)."""
@@ -302,10 +372,50 @@ class WSOLClassifier(pl.LightningModule):
                 self.classifier.bias.copy_(head[1])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it."""
+        """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it, and
+        the checkpoint's epoch and whether it is the fit's last (``checkpoint["cream_pl_checkpoint"]``,
+        read by :meth:`checkpoint_rule`)."""
         from cream_pl.models.checkpoints import CLASS_KEY
 
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        trainer = self._trainer
+        if trainer is not None:
+            epoch, max_epochs = int(checkpoint.get("epoch", self.current_epoch)), trainer.max_epochs
+            last = bool(trainer.should_stop) or (max_epochs is not None and 0 < max_epochs <= epoch + 1)
+            if max_epochs is not None and max_epochs > 0:
+                epoch = min(epoch, max_epochs - 1)  # saved after the fit: Lightning's epoch is one past the last
+            checkpoint[CHECKPOINT_RECORD_KEY] = {"epoch": epoch, "max_epochs": max_epochs, "last": last}
+
+    def on_fit_end(self) -> None:
+        trainer = self.trainer
+        self._weights_record = {"epoch": max(int(trainer.current_epoch) - 1, 0), "max_epochs": trainer.max_epochs,
+                                "last": True}
+
+    def checkpoint_rule(self) -> dict[str, Any]:
+        """Which checkpoint rule produced the weights being tested: ``{"rule", "epoch", "max_epochs", "path"}``.
+
+        ``rule`` is ``"last"`` (the fit's last epoch, or the weights at the end of a fit: the WSOL
+        benchmark's rule), ``"best <monitor> (<mode>)"`` (a monitored ``ModelCheckpoint``'s best file),
+        ``"epoch <e> of <n>"`` (an earlier epoch, chosen by the caller) or ``"unknown"`` (a checkpoint
+        without the record, or weights of no fit). Every row of one test comes from these weights; the
+        test results carry it (``last_results["test"]["checkpoint"]``) so reports can state it.
+        """
+        trainer = self._trainer
+        path = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+        rec = self._weights_record or {}
+        epoch, max_epochs = rec.get("epoch"), rec.get("max_epochs")
+        rule = "unknown"
+        if rec.get("last"):
+            rule = "last"
+        elif epoch is not None and max_epochs:
+            rule = f"epoch {int(epoch) + 1} of {int(max_epochs)}"
+        if path and trainer is not None:
+            for cb in trainer.checkpoint_callbacks:
+                best = getattr(cb, "best_model_path", "")
+                if getattr(cb, "monitor", None) and best and os.path.abspath(best) == os.path.abspath(path):
+                    rule = f"best {cb.monitor} ({cb.mode})"
+        return {"rule": rule, "epoch": None if epoch is None else int(epoch), "max_epochs": max_epochs,
+                "path": None if path is None else str(path)}
 
     def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(features (B, K, h, w), logits (B, C))`` — the hook subclasses (e.g. CI-CAM) override."""
@@ -354,8 +464,9 @@ class WSOLClassifier(pl.LightningModule):
                 fg, bg = self.context.get(i)
                 maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
         if SELECTED in wanted:
-            chosen = [self.cream_candidates[int(self.cream_selection[0])]]
-            maps[SELECTED] = self._candidate_maps(feats, cam, class_ids, chosen)[0]
+            chosen = self._selected_candidate()
+            assert chosen is not None
+            maps[SELECTED] = self._candidate_maps(feats, cam, class_ids, [chosen])[0]
         return maps
 
     def _candidate_maps(self, feats: Tensor, cam: Tensor, class_ids: Tensor,
@@ -396,16 +507,38 @@ class WSOLClassifier(pl.LightningModule):
         """The training batch the WSOL method feeds to the network: ``(images, CutMix batch or None)``.
 
         HaS hides grid cells; CutMix mixes the batch with probability ``prob`` (a mixed batch comes
-        back with its labels and λ); CAM and ADL pass the images through. Random draws use the
-        global torch RNG (``seed_everything``).
+        back with its labels and λ); CAM and ADL pass the images through. Random draws come from
+        this process's stream (:meth:`wsol_generator`): the global torch RNG (``seed_everything``) in
+        process 0, an own generator in every other DDP process.
         """
-        p = self.wsol.params
+        p, g = self.wsol.params, self._wsol_generator
         if self.wsol.name == "has":
-            return hide_and_seek(images, p["grid_size"], p["drop_rate"])[0], None
-        if self.wsol.name == "cutmix" and float(torch.rand(())) < p["prob"]:
-            mix = cutmix(images, labels, p["beta"])
+            return hide_and_seek(images, p["grid_size"], p["drop_rate"], generator=g)[0], None
+        if self.wsol.name == "cutmix" and float(torch.rand((), generator=g)) < p["prob"]:
+            mix = cutmix(images, labels, p["beta"], generator=g)
             return mix.images, mix
         return images, None
+
+    @property
+    def wsol_generator(self) -> torch.Generator | None:
+        """The random source of this process's HaS / CutMix / ADL draws (``None``: the global torch RNG)."""
+        return self._wsol_generator
+
+    def on_train_epoch_start(self) -> None:
+        """Seed this process's WSOL draws apart from the other processes' (:func:`rank_generator`).
+
+        ``seed_everything`` gives every DDP process the same global stream; rank 0 keeps it (one
+        process draws exactly as before), rank ``r > 0`` draws from a generator seeded from
+        ``(PL_GLOBAL_SEED, r, epoch)``.
+        """
+        if self.wsol.name == "cam":
+            return
+        rank = int(self.global_rank)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        self._wsol_generator = rank_generator(seed, rank, int(self.current_epoch))
+        if self.adl_layers is not None:
+            for layer in self.adl_layers.values():
+                layer.generator = self._wsol_generator
 
     @torch.no_grad()
     def _update_context(self, feats: Tensor, labels: Tensor, keep: Tensor | None = None) -> None:
@@ -524,12 +657,51 @@ class WSOLClassifier(pl.LightningModule):
                 if isinstance(value, float) and math.isfinite(value):
                     self.log(f"{stage}/{name}/{key}", value)
         if not self.trainer.sanity_checking:
+            if stage == "test":
+                results["checkpoint"] = self.checkpoint_rule()
             self.last_results[stage] = results
             parts = self._per_image_parts.pop(stage, [])
             if parts:
                 self.per_image[stage] = self._finish_per_image(parts, results["methods"])
 
     # ------------------------------------------------------- cream_search (val selection)
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._check_search_epochs()
+
+    def _check_search_epochs(self) -> None:
+        """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so
+        refuse, before any training, a fit whose tested checkpoint may come from another epoch (a
+        monitored ``ModelCheckpoint``: the best val epoch) or that may end without that validation
+        (early stopping, ``max_steps``, no ``max_epochs``, ``check_val_every_n_epoch`` not dividing it):
+        its ``cream_selected`` would silently be missing at test.
+        """
+        if not self.cream_candidates or self.hparams.get("cream_search_epochs", "all") != "last":
+            return
+        trainer = self._trainer
+        if trainer is None:
+            return
+        why = None
+        monitored = [cb.monitor for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) is not None]
+        if monitored:
+            why = (f"a ModelCheckpoint monitors {monitored[0]!r}, so the kept checkpoint may come from an earlier "
+                   "epoch, which has no cream_selected; keep the last epoch's checkpoint (no monitor, the WSOL "
+                   "benchmark's rule)")
+        elif trainer.early_stopping_callbacks:
+            why = "early stopping may end the fit before that validation"
+        elif trainer.max_epochs is None or trainer.max_epochs < 1:
+            why = "the fit has no max_epochs, so no validation is known to be the last"
+        elif trainer.max_steps not in (None, -1):
+            why = f"max_steps={trainer.max_steps} may end the fit before the last epoch"
+        elif trainer.max_epochs % (trainer.check_val_every_n_epoch or 1) != 0:
+            why = (f"check_val_every_n_epoch={trainer.check_val_every_n_epoch} skips the validation after epoch "
+                   f"{trainer.max_epochs}")
+        if why is not None:
+            raise UserValueError(
+                f"cream_search_epochs='last' selects CREAM's hyperparameters only in the validation after the last "
+                f"epoch (max_epochs={trainer.max_epochs}), but {why}; use cream_search_epochs='all' or change the "
+                "trainer")
+
     def _searches_this_validation(self) -> bool:
         """Whether this validation scores the ``cream_search`` grid (see ``cream_search_epochs``)."""
         if self.hparams.get("cream_search_epochs", "all") == "all":
@@ -559,9 +731,7 @@ class WSOLClassifier(pl.LightningModule):
             "selected": c.name,
         }
         if not self.trainer.sanity_checking:
-            self.cream_selection[0] = best
-            self.cream_selection[1] = _SCORE_METRICS.index(metric_name)
-            self.cream_selection_score.fill_(score)
+            getattr(self, _CHOICE).copy_(choice_values(c, score, metric_name))
             rank_zero_info(f"cream_search: selected {c.name} on val ({metric_name} {score:.2f}; "
                            f"{len(self.cream_candidates)} candidates, ties to the earlier)")
         for cand, (s, _) in zip(self.cream_candidates, scored):
@@ -573,8 +743,10 @@ class WSOLClassifier(pl.LightningModule):
         choice = self.selected_cream
         if choice is None:
             return None
+        c = self._selected_candidate()
+        assert c is not None
         res = self._compute_method(stage, index, SELECTED)
-        return {**res, **_selection_fields(self.cream_candidates[int(self.cream_selection[0])], choice["val_score"])}
+        return {**res, **_selection_fields(c, choice["val_score"])}
 
     def _compute_method(self, stage: Stage, index: int, name: str) -> dict[str, Any]:
         return self._compute_metric_set(self.metrics[_metric_key(stage, name)], stage, index)

@@ -19,6 +19,12 @@ This module holds the typed search space, the candidate grid and the pure pieces
 selection (candidate maps, the first-best rule); :class:`~cream_pl.models.classifier.WSOLClassifier`
 wires them into its val epoch and reports the winner as the method ``cream_selected``.
 
+The choice is stored as its **values** (:data:`CHOICE_FIELDS`: T, κ, λ, feature norm, val score,
+val metric), not as an index into the grid, so a checkpoint evaluated under another
+``cream_search`` grid applies the candidate that val chose (:func:`choice_values`,
+:func:`choice_candidate`). Checkpoints that stored only the index (``cream_selection``) are converted
+on load with the grid of their own hyperparameters (:func:`legacy_choice_values`).
+
 Example:
     >>> space = CreamSearchSpace.from_config({"iterations": [1, 2], "kappa": [8, 16], "lambda": [0.8]})
     >>> cands = space.candidates(tracked_lambdas=(0.8, 0.6), default_iterations=2, default_kappa=8.0,
@@ -37,21 +43,34 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from cream_pl.core.errors import UserValueError
 from cream_pl.models.cream import cream_maps
 
 __all__ = [
+    "CHOICE_FIELDS",
+    "SCORE_METRICS",
     "CreamCandidate",
     "CreamSearchSpace",
     "SEARCH_KEYS",
     "candidate_maps",
+    "choice_candidate",
+    "choice_values",
+    "grid_from_hparams",
+    "legacy_choice_values",
     "select_first_best",
+    "tracked_lambda_index",
 ]
 
 #: keys a recipe may give in ``cream_search`` (each a value or a list of values)
 SEARCH_KEYS = ("iterations", "kappa", "lambda", "feature_norm")
 _NORMS = ("raw", "l2")
+#: the val metrics a choice can be scored by (MaxBoxAccV2 where the split has boxes, else PxAP)
+SCORE_METRICS = ("max_box_acc_v2", "pxap")
+#: the stored choice, in order (float64 buffer ``cream_selected_values``; NaN: no choice yet)
+CHOICE_FIELDS = ("T", "kappa", "lambda", "feature_norm_l2", "val_score", "val_metric")
 
 
 @dataclass(frozen=True)
@@ -216,3 +235,67 @@ def select_first_best(scores: Sequence[float]) -> int:
         if math.isfinite(s) and s > best_score:
             best, best_score = i, s
     return best
+
+
+# ----------------------------------------------------------------------------- the stored choice
+def tracked_lambda_index(lam: float, tracked_lambdas: Sequence[float]) -> int | None:
+    """Index of ``lam`` among the model's tracked λ (exact up to 1e-12), or ``None``."""
+    for i, v in enumerate(tracked_lambdas):
+        if math.isclose(float(v), float(lam), rel_tol=0.0, abs_tol=1e-12):
+            return i
+    return None
+
+
+def choice_values(candidate: CreamCandidate | None, score: float = math.nan, metric: str = "") -> Tensor:
+    """The stored form of a choice: float64 ``(len(CHOICE_FIELDS),)``, all NaN for ``None`` (no choice)."""
+    if candidate is None:
+        return torch.full((len(CHOICE_FIELDS),), math.nan, dtype=torch.float64)
+    return torch.tensor([candidate.iterations, candidate.kappa, candidate.lam, float(candidate.feature_norm == "l2"),
+                         score, SCORE_METRICS.index(metric)], dtype=torch.float64)
+
+
+def choice_candidate(values: Tensor, tracked_lambdas: Sequence[float]) -> CreamCandidate | None:
+    """The candidate that stored ``values`` name, its λ indexed among ``tracked_lambdas`` (``None``: no choice).
+
+    Raises:
+        UserValueError: the stored λ is not tracked (its embeddings do not exist in this model).
+    """
+    v = [float(x) for x in values.detach().cpu().tolist()]
+    if math.isnan(v[0]):
+        return None
+    index = tracked_lambda_index(v[2], tracked_lambdas)
+    if index is None:
+        raise UserValueError(
+            f"the val-selected CREAM (cream_selected) has lambda {v[2]:g}, which this model does not track "
+            f"(tracked lambda: {[f'{x:g}' for x in tracked_lambdas]}): its context embeddings do not exist here; "
+            "evaluate the checkpoint with its own hyperparameters (cream_lambda / ablation_lambdas)")
+    return CreamCandidate(int(v[0]), v[1], v[2], index, "l2" if v[3] == 1.0 else "raw")
+
+
+def grid_from_hparams(hparams: Mapping[str, Any]) -> list[CreamCandidate]:
+    """The ``cream_search`` grid a model with these hyperparameters builds (``[]`` without ``cream_search``)."""
+    search = hparams.get("cream_search")
+    if search is None:
+        return []
+    lambdas = (float(hparams.get("cream_lambda", 0.8)), *[float(v) for v in hparams.get("ablation_lambdas", ()) or ()])
+    return CreamSearchSpace.from_config(search).candidates(
+        lambdas, int(hparams.get("cream_iterations", 2)), float(hparams.get("cream_kappa", 8.0)),
+        str(hparams.get("cream_feature_norm", "raw")))
+
+
+def legacy_choice_values(selection: Tensor, score: Tensor, hparams: Mapping[str, Any]) -> Tensor:
+    """Convert an index-only choice (``cream_selection = [candidate index, metric index]``, checkpoints
+    before the values were stored) with the grid of the checkpoint's own ``hparams``.
+
+    Raises:
+        UserValueError: the index does not resolve in that grid.
+    """
+    index, metric = (int(x) for x in selection.detach().cpu().tolist()[:2])
+    if index < 0:
+        return choice_values(None)
+    grid = grid_from_hparams(hparams)
+    if not 0 <= index < len(grid) or not 0 <= metric < len(SCORE_METRICS):
+        raise UserValueError(
+            f"the checkpoint stores its val-selected CREAM as candidate {index} of a cream_search grid, but its own "
+            f"hyperparameters give {len(grid)} candidates: the choice cannot be recovered; run validate to select again")
+    return choice_values(grid[index], float(score), SCORE_METRICS[metric])

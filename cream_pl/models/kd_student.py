@@ -164,6 +164,7 @@ class KDCICAMStudent(CICAMClassifier):
         return dict(self._teachers)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         if stage == "fit" and set(self._teachers) != set(self.needed_teachers()):
             self.load_teachers()
 

@@ -31,6 +31,12 @@ ACoL and SPG, the benchmark's two other methods, are not implemented (:data:`MIS
 Every random draw takes an optional ``torch.Generator`` (``None``: the global torch RNG, which
 ``seed_everything`` seeds), so a seeded generator gives the same result on every run.
 
+Under DDP, ``seed_everything`` gives every process the same global torch stream, so drawing from
+it would hide the same HaS cells, paste the same CutMix box and make the same ADL choices on every
+rank. :func:`rank_generator` gives each process its own stream, as Lightning's worker seeding does:
+process 0 keeps the global stream (a single-process run draws exactly what it always drew) and
+process ``r > 0`` draws from a generator seeded from ``(global seed, r, epoch)``.
+
 Example:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
@@ -78,6 +84,7 @@ __all__ = [
     "hide_and_seek",
     "masked_foreground_background_features",
     "mixed_cross_entropy",
+    "rank_generator",
 ]
 
 WSOLMethodName = Literal["cam", "has", "cutmix", "adl"]
@@ -156,6 +163,30 @@ class WSOLMethod:
         for key, value in params.items():
             _check_value(name, key, value)
         return cls(name, params)
+
+
+# ----------------------------------------------------------------------------- per-process streams
+def rank_generator(seed: int, rank: int, epoch: int = 0) -> torch.Generator | None:
+    """The random source of the WSOL draws of process ``rank`` in epoch ``epoch`` (CPU generator).
+
+    ``None`` (the global torch RNG, seeded by ``seed_everything``) for rank 0, so one process, and rank
+    0 of many, draw exactly as before; rank ``r > 0``: a generator seeded from ``(seed, r, epoch)``
+    (``numpy.random.SeedSequence``, as Lightning seeds its data-loader workers), so no two processes
+    share a stream and a resumed epoch draws what it drew the first time.
+
+    Example:
+        >>> rank_generator(0, 0) is None
+        True
+        >>> a, b = rank_generator(0, 1), rank_generator(0, 2)
+        >>> bool(torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b)))
+        False
+    """
+    if rank < 0 or epoch < 0:
+        raise ValueError(f"rank and epoch must be >= 0, got {rank}, {epoch}")
+    if rank == 0:
+        return None
+    state = np.random.SeedSequence([int(seed) & (2**63 - 1), int(rank), int(epoch)]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> 1))
 
 
 # ----------------------------------------------------------------------------- HaS

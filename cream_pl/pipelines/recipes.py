@@ -1,7 +1,9 @@
 """The CUB recipe behind ``make train-cub``, ``make pseudo-boxes`` and ``make train-regressor``.
 
 1. ``train-cub``: converts ``CUB_200_2011`` into the benchmark format when needed, trains CREAM with
-   ``experiments/cub_vgg16_cream.yaml`` and tests it; the checkpoint lands in ``<work>/classifier.ckpt``.
+   ``experiments/cub_vgg16_cream.yaml`` and tests its last epoch's checkpoint (the WSOL benchmark's
+   rule, recorded as ``checkpoint_rule`` in ``<work>/test_metrics.json``); the checkpoint lands in
+   ``<work>/classifier.ckpt``.
 2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split at PSOL's 448 input (τ* from the
    val split's maps at the same input size).
 3. ``train-regressor``: the CREAM_reg box regressor on those boxes, two rows: PSOL's (a fine-tuned
@@ -61,14 +63,18 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
         overrides[key] = yaml.safe_load(value)
     cli = build_from_recipe(recipe, overrides, work)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
-    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    # the WSOL benchmark's checkpoint rule: the last epoch's, for every row (CAM and CREAM alike)
+    last = next((cb.last_model_path for cb in cli.trainer.checkpoint_callbacks
+                 if getattr(cb, "last_model_path", "")), "")
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=last or None)
     work.mkdir(parents=True, exist_ok=True)
-    if best:
-        shutil.copyfile(best, work / "classifier.ckpt")
+    if last:
+        shutil.copyfile(last, work / "classifier.ckpt")
     else:
         cli.trainer.save_checkpoint(work / "classifier.ckpt")
-    (work / "test_metrics.json").write_text(json.dumps(results[0] if results else {}, indent=2, sort_keys=True))
+    metrics = {**(results[0] if results else {}),
+               "checkpoint_rule": cli.model.last_results.get("test", {}).get("checkpoint", {}).get("rule", "unknown")}
+    (work / "test_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"[train-cub] classifier: {work / 'classifier.ckpt'}; test metrics: {work / 'test_metrics.json'}")
     return 0
 
