@@ -59,9 +59,10 @@ __all__ = ["CONFOUNDED", "DemoSettings", "RUNS", "Run", "curve_peak", "main", "r
 
 DEMO_VERSION = 3
 """Bumped when a stage's meaning changes: runs of another version start over."""
-CONFOUNDED: dict[str, Any] = {"num_train": 480, "confounded": True, "usual_background_prob": 0.8, "confounded_eval": "uniform"}
+CONFOUNDED: dict[str, Any] = {"num_train": 480, "body_head_tint": 0.1, "confounded": True, "usual_background_prob": 0.8, "confounded_eval": "uniform"}
 """The confounded variant of the ``cub`` preset (``--confounded --confounded-eval uniform``), at the 480 train
-images its study was run with (the ``cub`` preset itself has 2,400 since the CREAM_reg work)."""
+images and the body-head tint 0.1 its study was run and calibrated with (the ``cub`` preset itself moved to 2,400
+train images and a re-calibrated tint with the CREAM_reg work)."""
 RECORDED = ("cam", "cream_selected")
 """Methods whose per-image test outcomes are kept (``cream_selected`` where the run selected one)."""
 
