@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -21,6 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+
+from cream_pl.core.options import OneLineArgumentParser, input_size, nonneg_int, positive_int
+from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["main"]
 
@@ -100,25 +102,28 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     return 0
 
 
+@pipeline_main("python -m cream_pl.pipelines.recipes")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.recipes", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.recipes", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)")
     p.add_argument("--cub-root", type=Path, default=Path("data/CUB_200_2011"))
     p.add_argument("--recipe", type=Path, default=Path("experiments/cub_vgg16_cream.yaml"))
-    p.add_argument("--val-per-class", type=int, default=5, help="val images carved from train when there is no CUBV2")
+    p.add_argument("--val-per-class", type=nonneg_int, default=5, help="val images carved from train when there is no CUBV2")
     for q in (p, sub.add_parser("pseudo-boxes", help="CREAM pseudo boxes over the CUB train split"),
               sub.add_parser("train-regressor", help="CREAM_reg regressor on the pseudo boxes")):
         q.add_argument("--data", type=Path, default=Path("data/cub"))
         q.add_argument("--work", type=Path, default=Path("outputs/cub_vgg16_cream"))
         if q is not p:
             q.add_argument("--source", choices=("cream", "cam"), default="cream")
-    sub.choices["pseudo-boxes"].add_argument("--input-size", type=int, default=448,
+    sub.choices["pseudo-boxes"].add_argument("--input-size", type=input_size, default=448,
                                              help="classifier input of the pseudo boxes (PSOL: 448)")
     sub.choices["train-regressor"].add_argument("--backbone", default="resnet50")
-    sub.choices["train-regressor"].add_argument("--epochs", type=int, default=6)
-    sub.choices["train-regressor"].add_argument("--batch-size", type=int, default=32)
+    sub.choices["train-regressor"].add_argument("--epochs", type=positive_int, default=6)
+    sub.choices["train-regressor"].add_argument("--batch-size", type=positive_int, default=32)
     args, extra = parser.parse_known_args(argv)
+    # before any conversion or training: the work folder, and the dataset when it is there already
+    preflight(outputs=[(args.work, "--work")], data=args.data if _has_metadata(args.data) else None)
     if args.stage == "train-cub":
         return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
     if extra:
