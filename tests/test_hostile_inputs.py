@@ -349,6 +349,27 @@ def test_cuda_device_without_a_gpu_ends_in_one_line(command, data3, ckpts, tmp_p
     assert not (tmp_path / "o" / "predictions.json").exists()
 
 
+TRAINER_OPTIONS = [
+    ("pseudo-boxes", ["--devices", "banana"]),
+    ("pseudo-boxes", ["--strategy", "banana"]),
+    ("pseudo-boxes", ["--precision", "7"]),
+    ("train-regressor", ["--devices", "banana"]),
+    *([("pseudo-boxes", ["--accelerator", "gpu"]), ("train-regressor", ["--accelerator", "gpu"])]
+      if not torch.cuda.is_available() else []),
+]
+
+
+@pytest.mark.parametrize("command, extra", TRAINER_OPTIONS, ids=[f"{c} {' '.join(e)}" for c, e in TRAINER_OPTIONS])
+def test_bad_trainer_device_options_end_in_one_line(command, extra, data3, ckpts, tmp_path, capfd):
+    argv = (["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out", str(tmp_path / "b.json"),
+             "--threshold", "0.3", "--input-size", str(SIZE)] if command == "pseudo-boxes" else
+            ["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--data", str(data3), "--out",
+             str(tmp_path / "reg"), "--no-pretrained"])
+    rc, text = _cli([*argv, *extra], capfd)
+    assert_one_line(rc, text, " ".join(extra))
+    assert not (tmp_path / "b.json.shards").exists()
+
+
 def test_pseudo_boxes_cream_selected_without_a_val_search(data3, ckpts, tmp_path, capfd):
     rc, text = _cli(["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out",
                      str(tmp_path / "b.json"), "--source", "cream_selected", "--threshold", "0.3"], capfd)

@@ -43,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
         read_checkpoint,
         require_method,
     )
+    from cream_pl.models.devices import check_trainer_options
 
     check_output_file(args.out, "--out")  # before any model or data is loaded
+    check_trainer_options(accelerator=args.accelerator, devices=_devices(str(args.devices)), strategy=args.strategy,
+                          precision=args.precision)
     if not (args.data / "metadata" / args.split).is_dir():
         raise UserFileNotFoundError(f"{args.data / 'metadata' / args.split}: no such split (--data, --split)")
     checkpoint = read_checkpoint(args.ckpt)

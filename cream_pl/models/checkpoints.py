@@ -22,8 +22,8 @@ from typing import Any
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 
 __all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
-           "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset", "require_method",
-           "resolve_device"]
+           "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
+           "require_method"]
 
 CLASS_KEY = "cream_pl_class"
 _WSOL = "cream_pl.models.classifier.WSOLClassifier"
@@ -149,34 +149,6 @@ def require_method(model: Any, method: str, option: str = "--method", where: Pat
                              f"cream_search); use {option} cream")
     if method not in names:
         raise UserValueError(f"{at}the classifier has no {method!r} maps (methods: {names}); use {option} cam")
-
-
-def resolve_device(name: str | None) -> Any:
-    """The torch device ``name`` (default: CUDA when available, else CPU), checked to exist here.
-
-    Raises:
-        UserValueError: an unknown device name, or a CUDA / MPS device this machine does not have.
-    """
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise UserValueError(f"--device {name}: not a torch device (e.g. cpu, cuda, cuda:0)") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UserValueError(f"--device {name}: this machine has no CUDA GPU (use --device cpu)")
-        if dev.index is not None and dev.index >= count:
-            raise UserValueError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0 .. "
-                                 f"cuda:{count - 1})")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserValueError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise UserValueError(f"--device {name}: unsupported device type {dev.type!r} (use cpu or cuda)")
-    return dev
 
 
 def classifier_class_name(ckpt: Mapping[str, Any]) -> str:

@@ -99,8 +99,8 @@ def export_scoremaps(
         load_classifier,
         read_checkpoint,
         require_method,
-        resolve_device,
     )
+    from cream_pl.models.devices import resolve_device
     from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     out = Path(out)

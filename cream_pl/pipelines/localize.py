@@ -269,7 +269,8 @@ def localize(
     check_output_dir(out_dir)
     check_output_dir(out_dir / "overlays", "--out/overlays")
     check_output_file(out_dir / "predictions.json", "--out/predictions.json")
-    from cream_pl.models.checkpoints import require_method, resolve_device
+    from cream_pl.models.checkpoints import require_method
+    from cream_pl.models.devices import resolve_device
 
     dev = resolve_device(str(device) if device is not None else None)  # --device banana / cuda without a GPU
     ckpt_path: str | None = None
