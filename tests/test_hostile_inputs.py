@@ -248,6 +248,8 @@ PIPELINE_NUMBERS = [
     ("recipes", ["train-regressor", "--epochs", "0"], "--epochs"),
     ("recipes", ["train-regressor", "--batch-size", "0"], "--batch-size"),
     ("recipes", ["train-cub", "--val-per-class", "-1"], "--val-per-class"),
+    ("bench_metrics", ["--interval", "0"], "--interval"),
+    ("bench_reference", ["--repeats", "0"], "--repeats"),
 ]
 
 

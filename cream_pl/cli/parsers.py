@@ -157,7 +157,8 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
         description="Run a trained classifier on image files or folders (searched recursively) and write, per "
         "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
         "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
-        "files are listed under 'failed' and the exit status is 1.",
+        "files are listed under 'failed' and the exit status is 1. A rerun into the same --out replaces the previous "
+        "run's results (stale overlays are removed).",
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
     p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM)")

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -384,7 +383,9 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.bench", description=__doc__.split("\n\n")[0])
+    from cream_pl.core.options import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results", help="folder for bench.json and bench.md")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--reference", default=None,
