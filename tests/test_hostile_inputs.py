@@ -340,6 +340,16 @@ def test_a_regressor_checkpoint_where_a_classifier_belongs(command, data3, ckpts
     assert_one_line(rc, text, ckpts["regressor"], "box regressor's checkpoint")
 
 
+@pytest.mark.parametrize("kind, words", [("c3", "a classifier's checkpoint"),
+                                         ("truncated", "not a readable PyTorch checkpoint")])
+def test_localize_bad_regressor_checkpoint_is_one_line(kind, words, ckpts, tmp_path, capfd):
+    img = _png(tmp_path / "a.png", 50, 40)
+    rc, text = _cli(["localize", str(img), "--ckpt", str(ckpts["c3"]), "--regressor", str(ckpts[kind]), "--out",
+                     str(tmp_path / "o"), "--device", "cpu"], capfd)
+    assert_one_line(rc, text, ckpts[kind], words)
+    assert not (tmp_path / "o" / "predictions.json").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 @pytest.mark.parametrize("command", ["localize", "export-scoremaps"])
 def test_cuda_device_without_a_gpu_ends_in_one_line(command, data3, ckpts, tmp_path, capfd):

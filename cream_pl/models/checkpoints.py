@@ -23,7 +23,7 @@ from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 
 __all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
            "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
-           "require_method"]
+           "require_method", "load_regressor"]
 
 CLASS_KEY = "cream_pl_class"
 _WSOL = "cream_pl.models.classifier.WSOLClassifier"
@@ -199,5 +199,29 @@ def load_classifier(path: Path | str, **overrides: Any) -> Any:
     except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserValueError(f"{path}: cannot load as {name.rsplit('.', 1)[-1]}: {first}") from None
+    model.eval()
+    return model
+
+
+def load_regressor(path: Path | str) -> Any:
+    """Load a ``BoxRegressor`` checkpoint (``cream-pl train-regressor``) on the CPU, in eval mode.
+
+    Raises:
+        UserFileNotFoundError, UserValueError: a missing, truncated or foreign file (a classifier's
+            checkpoint, say), one line naming it.
+    """
+    from cream_pl.models.regressor import BoxRegressor
+
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    kind = checkpoint_kind(ckpt)
+    if kind != "regressor":
+        what = "a classifier's checkpoint (cream-pl fit)" if kind == "classifier" else "not a box regressor checkpoint"
+        raise UserValueError(f"{path}: {what}, not a box regressor's (cream-pl train-regressor)")
+    try:
+        model = BoxRegressor.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserValueError(f"{path}: cannot load as BoxRegressor: {first}") from None
     model.eval()
     return model

@@ -159,15 +159,9 @@ def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, lis
 def _load_regressor(regressor: Any) -> Any:
     if regressor is None or isinstance(regressor, torch.nn.Module):
         return regressor
-    from cream_pl.models.regressor import BoxRegressor
+    from cream_pl.models.checkpoints import load_regressor
 
-    path = Path(regressor)
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor checkpoint not found: {path}")
-    try:
-        return BoxRegressor.load_from_checkpoint(str(path), map_location="cpu")
-    except Exception as err:  # not a BoxRegressor checkpoint
-        raise ValueError(f"cannot load the regressor checkpoint {path}: {type(err).__name__}: {err}") from err
+    return load_regressor(regressor)  # a missing, truncated or classifier's checkpoint: one line naming it
 
 
 def _choose_threshold(model: Any, method: str, threshold: float | None) -> tuple[float, str]:
