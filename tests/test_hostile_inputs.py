@@ -501,8 +501,8 @@ def test_demo_bad_dataset_ends_in_one_line_before_any_work(bad, data3, tmp_path,
 
 
 PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
-    ("demo", ["--out", "{file}"], "cream_pl.pipelines.demo", "run_demo"),
-    ("demo", ["--work", "{file}"], "cream_pl.pipelines.demo", "run_demo"),
+    ("demo", ["--out", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.demo", "run_demo"),
+    ("demo", ["--work", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.demo", "run_demo"),
     ("demo_seeds", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo", "run_demo"),
     ("demo_seeds", ["--work-root", "{file}", "--fast"], "cream_pl.pipelines.demo", "run_demo"),
     ("demo_methods", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_methods", "run_demo_methods"),
@@ -530,6 +530,21 @@ def test_pipeline_output_folder_that_is_a_file(name, argv, module, work, tmp_pat
     argv = [a.replace("{file}", str(a_file)).replace("{recipe}", str(recipe)) for a in argv]
     rc, text = _call(_pipeline(name), argv, capfd)
     assert_one_line(rc, text, a_file, f"python -m cream_pl.pipelines.{name}: error:")
+
+
+@pytest.mark.parametrize("name, argv, module, work", [
+    ("demo", ["--recipe", "{missing}"], "cream_pl.pipelines.demo", "run_demo"),
+    ("calibrate_preset", ["--recipe", "{missing}"], "cream_pl.pipelines.calibrate_preset", "_calibrate"),
+    ("recipes", ["train-cub", "--recipe", "{missing}"], "cream_pl.pipelines.recipes", "train_cub"),
+])
+def test_pipeline_missing_recipe_is_one_line(name, argv, module, work, tmp_path, capfd, monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.import_module(module), work, _no_work)
+    missing = tmp_path / "no_such_recipe.yaml"
+    rc, text = _call(_pipeline(name), [a.replace("{missing}", str(missing)) for a in argv], capfd)
+    assert_one_line(rc, text, missing, "--recipe")
 
 
 def test_recipes_bad_dataset_ends_in_one_line(data3, tmp_path, capfd, monkeypatch):

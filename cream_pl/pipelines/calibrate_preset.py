@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cream_pl.core.errors import UserFileNotFoundError
 from cream_pl.core.options import OneLineArgumentParser, seed_int
 from cream_pl.pipelines.entry import pipeline_main, preflight
 
@@ -202,10 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cream_pl.core.io import atomic_write_text
 
-    if not args.recipe.is_file():
-        raise UserFileNotFoundError(f"{args.recipe}: recipe not found (--recipe)")
     sweep = _parse_sweep(args.sweep) if args.sweep else None
-    preflight(outputs=[(out, "--out"), (work, "--work")])  # before any data or training
+    # before any data or training
+    preflight(inputs=[(args.recipe, "--recipe")], outputs=[(out, "--out"), (work, "--work")])
     start = time.perf_counter()
     from cream_pl.data.synth import PRESETS
 

@@ -657,7 +657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "test split; the demo's table, center baseline and box regressor need boxes (score a mask-only "
                             "dataset with `cream-pl fit` / `cream-pl test`, which report PxAP)\n")
         # before any work: --out / --work usable, a given dataset's metadata, labels and images sound
-        preflight(outputs=[(args.out, "--out"), (args.work, "--work")], data=args.data)
+        preflight(inputs=[(args.recipe, "--recipe")], outputs=[(args.out, "--out"), (args.work, "--work")],
+                  data=args.data)
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart,
                  args.skip_regressor, preset=args.preset, owned_data=args.data is None, train_seed=args.train_seed)

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from cream_pl.core.errors import UserValueError, user_error_message
+from cream_pl.core.errors import UserFileNotFoundError, UserValueError, user_error_message
 from cream_pl.core.io import check_output_dir
 
 __all__ = ["pipeline_main", "preflight", "check_dataset_root"]
@@ -105,15 +105,20 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
 def preflight(
     *,
     outputs: Iterable[tuple[Path | str | None, str]] = (),
+    inputs: Iterable[tuple[Path | str | None, str]] = (),
     data: Path | str | None = None,
     files: bool = True,
 ) -> None:
-    """Before any long work: every ``(folder, option name)`` of ``outputs`` must be usable as an
-    output folder, and ``data`` (when given and present) must pass :func:`check_dataset_root`.
+    """Before any long work: every ``(file, option name)`` of ``inputs`` must be an existing file,
+    every ``(folder, option name)`` of ``outputs`` must be usable as an output folder, and ``data``
+    (when given) must pass :func:`check_dataset_root`.
 
     Raises:
-        UserValueError: the first problem, one line naming the path.
+        UserFileNotFoundError, UserValueError: the first problem, one line naming the path.
     """
+    for path, what in inputs:
+        if path is not None and not Path(path).is_file():
+            raise UserFileNotFoundError(f"{path}: file not found ({what})")
     for path, what in outputs:
         if path is not None:
             check_output_dir(path, what)

@@ -123,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.choices["train-regressor"].add_argument("--batch-size", type=positive_int, default=32)
     args, extra = parser.parse_known_args(argv)
     # before any conversion or training: the work folder, and the dataset when it is there already
-    preflight(outputs=[(args.work, "--work")], data=args.data if _has_metadata(args.data) else None)
+    preflight(inputs=[(args.recipe, "--recipe")] if args.stage == "train-cub" else [],
+              outputs=[(args.work, "--work")], data=args.data if _has_metadata(args.data) else None)
     if args.stage == "train-cub":
         return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
     if extra:
