@@ -672,6 +672,7 @@ def test_bad_paths_of_every_command(data3, ckpts, tmp_path, capfd):
         (["data", "synth", "--out", str(a_file), "--num-train", "2"], a_file),
         (["data", "cub", "--src", str(missing), "--out", str(tmp_path / "cub")], missing),
         (["data", "check", str(missing)], missing),
+        (["data", "check", str(data3), "--split", "nosuch"], data3 / "metadata" / "nosuch"),
         (["evaluate", "--metadata", str(missing), "--scoremaps", str(tmp_path), "--out", str(tmp_path / "s.json")],
          missing),
         (["evaluate", "--metadata", str(data3 / "metadata" / "test"), "--scoremaps", str(tmp_path), "--out",
