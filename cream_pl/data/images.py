@@ -21,11 +21,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -86,17 +85,22 @@ def _png_bit_depth(path: Path) -> int | None:
     return None
 
 
-def _too_large(path: Path, err: Exception) -> ImageFileError:
-    return ImageFileError(path, f"image too large to decode (over Pillow's limit of {Image.MAX_IMAGE_PIXELS} "
-                          f"pixels, PIL.Image.MAX_IMAGE_PIXELS: {err})")
+# Images over Pillow's limit are refused by :func:`_open` itself (one ImageFileError), so Pillow's
+# warning about them would only be noise before that line. A filter, not catch_warnings: that is not
+# thread-safe, and images are decoded from threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-@contextlib.contextmanager
-def _bomb_is_error() -> Iterator[None]:
-    """Pillow's DecompressionBombWarning (over ``MAX_IMAGE_PIXELS``) raised as the error it is above twice that."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
+def _too_large(path: Path, detail: str) -> ImageFileError:
+    return ImageFileError(path, f"image too large to decode ({detail}; over Pillow's limit of "
+                          f"{Image.MAX_IMAGE_PIXELS} pixels, PIL.Image.MAX_IMAGE_PIXELS)")
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image over ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow only warns up to twice that)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and size[0] * size[1] > limit:
+        raise _too_large(path, f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels")
 
 
 def _decode_error(path: Path, err: Exception) -> ImageFileError:
@@ -109,27 +113,31 @@ def _decode_error(path: Path, err: Exception) -> ImageFileError:
 def _open(path: Path, header_only: bool = False) -> Image.Image:
     """``Image.open`` (the header) with one-line errors; the decompression-bomb limit is checked here."""
     try:
-        with _bomb_is_error():
-            return Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _too_large(path, err) from None
+        img = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, str(err).split(" exceeds ")[0]) from None
     except UnidentifiedImageError:
         raise ImageFileError(path, "not an image file Pillow can decode") from None
     except (OSError, SyntaxError, ValueError) as err:
         if header_only:
             raise ImageFileError(path, f"cannot read the image header ({err})") from None
         raise _decode_error(path, err) from None
+    try:
+        _check_pixels(path, img.size)
+    except ImageFileError:
+        img.close()
+        raise
+    return img
 
 
 def _decode_pil(path: Path) -> Image.Image:
     _check_exists(path)
     img = _open(path)
     try:
-        with _bomb_is_error():
-            img.load()  # raises on truncated or corrupt data
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        img.load()  # raises on truncated or corrupt data
+    except Image.DecompressionBombError as err:
         img.close()
-        raise _too_large(path, err) from None
+        raise _too_large(path, str(err).split(" exceeds ")[0]) from None
     except (OSError, SyntaxError, ValueError) as err:
         img.close()
         raise _decode_error(path, err) from None
