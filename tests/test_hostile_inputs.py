@@ -319,6 +319,22 @@ def test_lightning_ckpt_path_problems_end_in_one_line(command, kind, words, data
     assert_one_line(rc, text, ckpts[kind], words)
 
 
+@pytest.mark.slow  # about 10 s: one real fit
+def test_lightning_test_accepts_good_checkpoints(data3, ckpts, tmp_path, capfd):
+    """The checks refuse only bad files: a hand-saved checkpoint (no ``_class_path``: the config's model, the
+    file's weights) and one written by ``cream-pl fit`` (its hyperparameters applied) both test fine."""
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["test", "--config", str(cfg), "--ckpt_path", str(ckpts["c3"])], capfd)
+    assert rc == 0 and "Traceback" not in text, text
+    rc, text = _cli(["fit", "--config", str(cfg), "--trainer.enable_checkpointing", "true"], capfd)
+    assert rc == 0, text
+    written = sorted((tmp_path / "run").rglob("*.ckpt"))
+    assert written, text
+    assert "_class_path" in torch.load(written[-1], weights_only=False)["hyper_parameters"]
+    rc, text = _cli(["validate", "--config", str(cfg), "--ckpt_path", str(written[-1])], capfd)
+    assert rc == 0 and "Traceback" not in text, text
+
+
 @pytest.mark.parametrize("kind, words", [("truncated", "not a readable PyTorch checkpoint"),
                                          ("regressor", "box regressor's checkpoint"),
                                          ("missing", "checkpoint not found")])
