@@ -91,8 +91,10 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
         return 1
+    from cream_pl.models.checkpoints import check_checkpoint_dataset
     from cream_pl.pipelines.regressor_train import psol_recipe, train_regressor
 
+    check_checkpoint_dataset(work / "classifier.ckpt", data, splits=("test",))  # before any training
     recipe = {**psol_recipe(batch_size), "max_epochs": epochs}  # PSOL: lr 1e-3 x batch / 256, head x2, box crop
     metrics = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone, pretrained=pretrained,
                               batch_size=batch_size, classifier_ckpt=work / "classifier.ckpt",
