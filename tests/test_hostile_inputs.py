@@ -572,6 +572,16 @@ def test_recipes_bad_dataset_ends_in_one_line(data3, tmp_path, capfd, monkeypatc
     assert_one_line(rc, text, labels)
 
 
+def test_recipes_train_regressor_checks_the_classifier_against_the_data(data5, ckpts, tmp_path, capfd):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(ckpts["c3"], work / "classifier.ckpt")
+    (work / "pseudo_boxes_cream.json").write_text("{}")
+    rc, text = _call(_pipeline("recipes"), ["train-regressor", "--data", str(data5), "--work", str(work)], capfd)
+    assert_one_line(rc, text, work / "classifier.ckpt", data5 / "class_names.txt")
+    assert not (work / "regressor_cream").exists()
+
+
 def test_demo_bad_image_in_a_fresh_process(data3, tmp_path):
     root, bad = _bad_image_data(data3, tmp_path / "d")
     rc, text = _subprocess(["-m", "cream_pl.pipelines.demo", "--data", str(root), "--out", str(tmp_path / "o"),
