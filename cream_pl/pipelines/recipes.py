@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,12 +62,14 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    from cream_pl.core.io import atomic_copy_file, atomic_write_text
+
     work.mkdir(parents=True, exist_ok=True)
     if best:
-        shutil.copyfile(best, work / "classifier.ckpt")
+        atomic_copy_file(best, work / "classifier.ckpt")  # never half a checkpoint where the next stage looks
     else:
         cli.trainer.save_checkpoint(work / "classifier.ckpt")
-    (work / "test_metrics.json").write_text(json.dumps(results[0] if results else {}, indent=2, sort_keys=True))
+    atomic_write_text(work / "test_metrics.json", json.dumps(results[0] if results else {}, indent=2, sort_keys=True))
     print(f"[train-cub] classifier: {work / 'classifier.ckpt'}; test metrics: {work / 'test_metrics.json'}")
     return 0
 
