@@ -260,6 +260,24 @@ def test_pipeline_numeric_options_fail_at_parse_time(name: str, argv: list[str],
     assert "usage:" not in text
 
 
+LIGHTNING_NUMBERS = [
+    (["--data.init_args.batch_size", "0"], "batch_size"),
+    (["--data.init_args.num_workers", "-1"], "num_workers"),
+    (["--data.init_args.eval_size", "0"], "eval_size"),
+    (["--trainer.max_epochs", "-5"], "max_epochs"),
+    (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
+    (["--model.init_args.lr", "nan"], "lr"),
+]
+
+
+@pytest.mark.parametrize("extra, named", LIGHTNING_NUMBERS, ids=[" ".join(e) for e, _ in LIGHTNING_NUMBERS])
+def test_lightning_numeric_options_end_in_one_line(extra, named, data3, tmp_path, capfd) -> None:
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["fit", "--config", str(cfg), *extra], capfd)
+    assert_one_line(rc, text, named, "cream-pl fit: error:")
+    assert not (tmp_path / "run").exists()  # nothing trained
+
+
 def test_help_still_prints_usage(capfd) -> None:
     rc, text = _cli(["pseudo-boxes", "--help"], capfd)
     assert rc == 0 and "usage: cream-pl pseudo-boxes" in text and "--input-size" in text

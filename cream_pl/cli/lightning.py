@@ -102,10 +102,17 @@ class CreamCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> pl.Trainer:
         """Every trainer also gets :class:`~cream_pl.reporting.wandb_media.WSOLMediaCallback` (val overlays to W&B)."""
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        from cream_pl.core.errors import UserValueError
         from cream_pl.reporting.wandb_media import WSOLMediaCallback
 
         self._check_ckpt_fits_model()  # the model is built; the trainer (and its output) not yet
-        return super()._instantiate_trainer(config, [*callbacks, WSOLMediaCallback()])
+        try:
+            return super()._instantiate_trainer(config, [*callbacks, WSOLMediaCallback()])
+        except (MisconfigurationException, ValueError, TypeError) as err:  # the config's trainer options
+            text = " ".join(str(err).split())[:300] or type(err).__name__
+            raise UserValueError(f"trainer options: {text}") from None
 
 
 def _get_path(config: Any, dotted: str) -> Any:
