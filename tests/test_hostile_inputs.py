@@ -267,6 +267,8 @@ LIGHTNING_NUMBERS = [
     (["--trainer.max_epochs", "-5"], "max_epochs"),
     (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
     (["--model.init_args.lr", "nan"], "lr"),
+    (["--model.init_args.cream_lambda", "5"], "model.init_args"),
+    (["--model.init_args.backbone", "banana"], "banana"),
 ]
 
 

@@ -100,6 +100,23 @@ class CreamCLI(LightningCLI):
                                  f"weight(s) missing, {len(unexpected)} unexpected, e.g. {example!r}); was it written "
                                  "with another model or recipe?")
 
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a value their ``__init__`` refuses is one line naming the part."""
+        from cream_pl.core.errors import UserValueError
+
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            if user_error_message(err) is not None:
+                raise
+            root = _init_error(err)
+            if root is None:
+                raise
+            part = "model.init_args" if "LightningModule" in str(err) else (
+                "data.init_args" if "LightningDataModule" in str(err) else "config")
+            text = " ".join(str(root).split())[:300] or type(root).__name__
+            raise UserValueError(f"{part}: {text}") from None
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> pl.Trainer:
         """Every trainer also gets :class:`~cream_pl.reporting.wandb_media.WSOLMediaCallback` (val overlays to W&B)."""
         from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -113,6 +130,17 @@ class CreamCLI(LightningCLI):
         except (MisconfigurationException, ValueError, TypeError) as err:  # the config's trainer options
             text = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"trainer options: {text}") from None
+
+
+def _init_error(err: BaseException) -> BaseException | None:
+    """The ``ValueError`` / ``KeyError`` a class's ``__init__`` raised on a config value, behind
+    jsonargparse's "Does not validate against any of the Union subtypes" wrapper; else ``None``."""
+    if "Does not validate against any of the Union subtypes" not in str(err):
+        return None
+    root: BaseException | None = err.__cause__
+    while root is not None and root.__cause__ is not None:
+        root = root.__cause__
+    return root if isinstance(root, (ValueError, KeyError)) and root is not err else None
 
 
 def _get_path(config: Any, dotted: str) -> Any:
