@@ -550,6 +550,7 @@ PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
      "_calibrate"),
     ("recipes", ["pseudo-boxes", "--work", "{file}"], "cream_pl.pipelines.recipes", "pseudo_boxes"),
     ("recipes", ["train-regressor", "--work", "{file}"], "cream_pl.pipelines.recipes", "train_regressor_stage"),
+    ("bench", ["--out", "{file}", "--quick"], "cream_pl.pipelines.bench", "run_bench"),
 ]
 
 
