@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserValueError, user_error_message
-from cream_pl.core.errors import UserValueError as OutputPathError
 from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
 from cream_pl.core.options import device_name, nonneg_int, positive_int
 
@@ -176,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_output_dir(args.out)
         methods = _parse_methods(args.methods)
-    except (OutputPathError, ValueError) as err:
+    except ValueError as err:  # a bad --out (UserValueError) or --methods
         return error(str(err))
     if args.batch_size < 1:
         return error(f"--batch-size must be >= 1, got {args.batch_size}")
