@@ -16,7 +16,7 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     out, work, data = tmp_path / "results", tmp_path / "work", tmp_path / "data"
     res = run_demo(out, work, data, fast=True)
     for name in ("metrics.json", "metrics.md", "box_acc_curves.png", "overlays.png", "ablation_T.md",
-                 "ablation_lambda.md", "ablation_T.png"):
+                 "ablation_lambda.md", "ablation_T.png", "ablation_lambda.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     for method in ("cam", "cream", "cream_selected"):

@@ -130,7 +130,7 @@ def test_demo_seeds_needs_two_seeds(capsys):
 
     with pytest.raises(SystemExit):
         main(["--seeds", "1"])
-    assert "--seeds must be at least 2" in capsys.readouterr().err
+    assert "argument --seeds: must be an integer >= 2" in capsys.readouterr().err
 
 
 def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path):

@@ -194,8 +194,9 @@ def test_bad_interval_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFix
     meta = write_split(tmp_path)
     perfect_maps(tmp_path)
     argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(tmp_path / "o.json")]
-    assert run(parse([*argv, "--interval", "0"])) == 2
-    assert "interval" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # refused by the parser (cream_pl.core.options), before any work
+        parse([*argv, "--interval", "0"])
+    assert info.value.code == 2 and "argument --interval: must be a number in (0, 1)" in capsys.readouterr().err
 
 
 def test_registered_in_the_cream_pl_command(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from cream_reg_fixtures import CLASS_NAMES, StandInClassifier, default_specs, wr
 from pycocotools.coco import COCO
 
 from cream_pl.core.boxes import resize_boxes_protocol
+from cream_pl.core.errors import UserValueError
 from cream_pl.data.datamodule import WSOLDataModule
 from cream_pl.data.metadata import read_split
 from cream_pl.data.pseudo_box_format import PseudoBoxFileError, read_pseudo_boxes
@@ -347,7 +348,11 @@ def test_keep_shards_keeps_the_shard_folder_and_a_changed_run_recomputes(data_ro
     out = _generate(data_root, tmp_path / "other.json")
     assert not (tmp_path / "other.json.shards").exists()
     model = StandInClassifier()
-    _generate(data_root, out, model=model, threshold=0.3)  # another τ: the finished file is not this run's
+    before = out.read_bytes()
+    with pytest.raises(UserValueError, match="another run.*threshold"):  # another τ: never a silent replacement
+        _generate(data_root, out, model=model, threshold=0.3)
+    assert model.predicted_images == 0 and out.read_bytes() == before
+    _generate(data_root, out, model=model, threshold=0.3, overwrite=True)  # what --overwrite is for
     assert model.predicted_images == 10
     assert json.loads(out.read_text())["info"]["threshold"] == 0.3
 

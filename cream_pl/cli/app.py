@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from cream_pl.cli.parsers import SUBCOMMANDS
+from cream_pl.core.options import OneLineArgumentParser
 
 __all__ = ["LIGHTNING_SUBCOMMANDS", "SUBCOMMAND_MODULES", "build_parser", "main"]
 
@@ -28,7 +29,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {name: cmd.module for name, cmd in SUBCOMMA
 
 
 def _root_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="cream-pl",
         description="Weakly supervised object localization: CAM, CREAM, CREAM_reg, KD-CI-CAM. "
         f"Training and inference: cream-pl {{{','.join(LIGHTNING_SUBCOMMANDS)}}} --config FILE (Lightning CLI).",
@@ -57,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_lightning_cli(argv)
         return 0
     parser = build_light_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # a bad option or number: one line (OneLineArgumentParser), status 2
+    except SystemExit as exit_:  # --help (0) or a parse error (2): returned, as every other status
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

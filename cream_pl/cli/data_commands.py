@@ -49,6 +49,7 @@ def check_dataset(
     return {
         s: check_split(meta_root / s, num_classes=num_classes, strict=strict,
                        image_root=root / "images" if files else None, mask_root=root / "masks" if files else None)
+        if (meta_root / s).is_dir() else [f"{meta_root / s}: split folder not found (--split)"]
         for s in names
     }
 

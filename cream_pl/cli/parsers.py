@@ -21,6 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
+from cream_pl.core.options import (
+    device_name,
+    input_size,
+    nonneg_int,
+    open_unit_interval,
+    percent_int,
+    positive_float,
+    positive_int,
+    probability,
+    seed_int,
+    unit_interval,
+)
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "add_evaluate_arguments"]
 
@@ -43,12 +55,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``cream-pl evaluate`` (also used by :func:`cream_pl.cli.evaluate.add_parser`)."""
     parser.add_argument("--metadata", required=True, help="split folder (image_ids.txt, localization.txt, ...)")
     parser.add_argument("--scoremaps", required=True, help="folder with one <image_id>.npy per image")
-    parser.add_argument("--interval", type=float, default=0.01,
+    parser.add_argument("--interval", type=open_unit_interval, default=0.01,
                         help="CAM threshold step (default 0.01, as the benchmark's tool)")
     parser.add_argument("--no-multi-contour", dest="multi_contour", action="store_false",
                         help="box of the largest contour only for max_box_acc_v2/max_box_acc_iou "
                         "(default: every contour)")
-    parser.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70], help="IoU levels in percent")
+    parser.add_argument("--iou-thresholds", type=percent_int, nargs="+", default=[30, 50, 70], help="IoU levels in percent")
     parser.add_argument("--mask-root", default=None,
                         help="folder the mask PNG paths are relative to (enables PxAP)")
     parser.add_argument("--normalize", choices=("auto", "always"), default="auto",
@@ -56,8 +68,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         "always: min-max every map")
     parser.add_argument("--no-v1", dest="v1", action="store_false",
                         help="skip max_box_acc (V1, largest contour) when scoring all contours")
-    parser.add_argument("--batch-size", type=int, default=64, help="maps per work item of a worker")
-    parser.add_argument("--num-workers", type=int, default=None, help="worker threads (default: all CPUs)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="maps per work item of a worker")
+    parser.add_argument("--num-workers", type=nonneg_int, default=None, help="worker threads (default: all CPUs)")
     parser.add_argument("--out", required=True, help="JSON file to write")
 
 
@@ -89,38 +101,38 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     synth = dsub.add_parser("synth", help="write the embedded synthetic WSOL benchmark",
                             description="Write the deterministic synthetic WSOL dataset (see cream_pl.data.synth).")
     synth.add_argument("--out", required=True, help="output dataset root")
-    synth.add_argument("--seed", type=int, default=0, help="base seed (same seed -> byte-identical files)")
+    synth.add_argument("--seed", type=seed_int, default=0, help="base seed (same seed -> byte-identical files)")
     synth.add_argument("--preset", choices=("cub", "hard"), default="cub",
                        help="cub (default, the embedded benchmark): built from CUB's properties (one centred object, "
                        "CUB-like box areas, bodies whose colour and texture follow the class, val 200 / test 1000); "
                        "hard: the earlier adversarial design (distractors that copy object parts, clutter, second "
                        "objects); see cream_pl.data.synth.PRESETS")
-    synth.add_argument("--num-classes", type=int, default=None, help="default: the preset's (8)")
-    synth.add_argument("--num-train", type=int, default=None, help="default: the preset's (480)")
-    synth.add_argument("--num-val", type=int, default=None, help="default: the preset's (hard 80, cub 200)")
-    synth.add_argument("--num-test", type=int, default=None, help="default: the preset's (hard 160, cub 1000)")
-    synth.add_argument("--min-side", type=int, default=None, help="smallest image width/height (preset: 224)")
-    synth.add_argument("--max-side", type=int, default=None, help="largest image width/height (preset: 320)")
+    synth.add_argument("--num-classes", type=positive_int, default=None, help="default: the preset's (8)")
+    synth.add_argument("--num-train", type=positive_int, default=None, help="default: the preset's (480)")
+    synth.add_argument("--num-val", type=positive_int, default=None, help="default: the preset's (hard 80, cub 200)")
+    synth.add_argument("--num-test", type=positive_int, default=None, help="default: the preset's (hard 160, cub 1000)")
+    synth.add_argument("--min-side", type=input_size, default=None, help="smallest image width/height (preset: 224)")
+    synth.add_argument("--max-side", type=input_size, default=None, help="largest image width/height (preset: 320)")
     synth.add_argument("--confounded", action="store_true",
                        help="class-correlated backgrounds in train (each class has a usual photo)")
-    synth.add_argument("--usual-background-prob", type=float, default=0.8,
+    synth.add_argument("--usual-background-prob", type=probability, default=0.8,
                        help="probability of the usual background in train with --confounded")
     synth.add_argument("--confounded-eval", choices=("uniform", "unusual"), default="uniform",
                        help="val/test backgrounds with --confounded: uniform, or never the class's usual one")
     synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
-    synth.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
+    synth.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
     synth.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_synth"))
 
     cub = dsub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
                           description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
     cub.add_argument("--src", required=True, help="the CUB_200_2011 directory")
     cub.add_argument("--out", required=True, help="output dataset root")
-    cub.add_argument("--val-per-class", type=int, default=0,
+    cub.add_argument("--val-per-class", type=nonneg_int, default=0,
                      help="move N random train images per class into a val split (default 0: no val)")
-    cub.add_argument("--seed", type=int, default=0, help="seed of the val draw")
+    cub.add_argument("--seed", type=seed_int, default=0, help="seed of the val draw")
     cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
-    cub.add_argument("--max-problems", type=int, default=20, help=argparse.SUPPRESS)
+    cub.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
     cub.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_cub"))
 
     check = dsub.add_parser("check", help="check a dataset against the benchmark format",
@@ -131,8 +143,8 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     check.add_argument("--lenient", action="store_true",
                        help="accept what the reference reader tolerates (trailing newline, './' prefix, ...); "
                        "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
-    check.add_argument("--num-classes", type=int, default=None, help="label range (default: class_names.txt)")
-    check.add_argument("--max-problems", type=int, default=20, help="problems printed per split")
+    check.add_argument("--num-classes", type=positive_int, default=None, help="label range (default: class_names.txt)")
+    check.add_argument("--max-problems", type=nonneg_int, default=20, help="problems printed per split")
     check.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_check"))
     return parser
 
@@ -145,7 +157,8 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
         description="Run a trained classifier on image files or folders (searched recursively) and write, per "
         "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
         "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
-        "files are listed under 'failed' and the exit status is 1.",
+        "files are listed under 'failed' and the exit status is 1. A rerun into the same --out replaces the previous "
+        "run's results (stale overlays are removed).",
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
     p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM)")
@@ -153,11 +166,11 @@ def _add_localize(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--method", choices=MAP_METHODS, default="cream",
                    help="score maps (default: cream; cream_selected: CREAM at the val-selected hyperparameters)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=unit_interval, default=None,
                    help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else "
                    f"{DEFAULT_LOCALIZE_THRESHOLD})")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--device", type=device_name, default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
     p.set_defaults(func=_lazy("cream_pl.pipelines.localize"))
     return p
 
@@ -178,15 +191,15 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
                    help="score maps to box (default: cream; cream_selected: CREAM at the hyperparameters the "
                    "classifier's cream_search chose on val)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--threshold", type=float, default=None, help="fixed CAM threshold τ in [0, 1)")
+    g.add_argument("--threshold", type=unit_interval, default=None, help="fixed CAM threshold τ in [0, 1)")
     g.add_argument("--val-threshold", action="store_true",
                    help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
     p.add_argument("--split", default="train", help="split to box (default: train)")
-    p.add_argument("--input-size", type=int, default=224,
+    p.add_argument("--input-size", type=input_size, default=224,
                    help="input resolution of the classifier (PSOL: 448); τ* is then chosen on val at this size too")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=4)
-    p.add_argument("--chunk-size", type=int, default=None, help="images per resumable shard (default: 16 batches)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--num-workers", type=nonneg_int, default=4)
+    p.add_argument("--chunk-size", type=positive_int, default=None, help="images per resumable shard (default: 16 batches)")
     p.add_argument("--multi-contour", action="store_true", help="union box of all contours (default: largest)")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto", help="e.g. 1, 4 or auto")
@@ -220,14 +233,14 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--loss", default="mse", choices=("mse", "l1_iou"), help="mse (PSOL) or L1 + (1 - IoU)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="--features finetune: the regressor's backbone")
     p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
-    p.add_argument("--max-epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-epochs", type=positive_int, default=6)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--loss-weight", type=float, default=50.0)
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--num-workers", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss-weight", type=positive_float, default=50.0)
+    p.add_argument("--input-size", type=input_size, default=224)
+    p.add_argument("--num-workers", type=nonneg_int, default=4)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto")
     p.add_argument("--psol", action="store_true",

@@ -34,20 +34,33 @@ def _devices(value: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     """``cream-pl pseudo-boxes``: load the classifier and data, then :func:`generate_pseudo_boxes`."""
+    from cream_pl.core.errors import UserFileNotFoundError
     from cream_pl.core.io import check_output_file
     from cream_pl.data.datamodule import WSOLDataModule
-    from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.models.checkpoints import (
+        check_checkpoint_dataset,
+        load_classifier,
+        read_checkpoint,
+        require_method,
+    )
+    from cream_pl.models.devices import check_trainer_options
 
     check_output_file(args.out, "--out")  # before any model or data is loaded
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        raise SystemExit(f"--threshold must be in [0, 1), got {args.threshold}")
+    check_trainer_options(accelerator=args.accelerator, devices=_devices(str(args.devices)), strategy=args.strategy,
+                          precision=args.precision)
+    if not (args.data / "metadata" / args.split).is_dir():
+        raise UserFileNotFoundError(f"{args.data / 'metadata' / args.split}: no such split (--data, --split)")
+    checkpoint = read_checkpoint(args.ckpt)
+    splits = [args.split] + (["val"] if args.threshold is None and (args.data / "metadata" / "val").is_dir() else [])
+    check_checkpoint_dataset(checkpoint, args.data, splits=splits, ckpt_path=args.ckpt)  # classes agree
     model = load_classifier(args.ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
+    require_method(model, args.source, "--source", args.ckpt)  # e.g. cream_selected without a val search
     trainer_kwargs: dict[str, Any] = {"accelerator": args.accelerator, "devices": _devices(str(args.devices)),
                                       "strategy": args.strategy}
     if args.precision:
         trainer_kwargs["precision"] = args.precision
     common: dict[str, Any] = {"batch_size": args.batch_size, "num_workers": args.num_workers}
-    norm = checkpoint_normalisation(args.ckpt)
+    norm = checkpoint_normalisation(checkpoint)
     if norm is not None:  # feed the classifier what it was trained on
         common["mean"], common["std"] = norm
     threshold = args.threshold

@@ -51,7 +51,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.core.boxes import resize_boxes_protocol
-from cream_pl.core.errors import UserFileNotFoundError
+from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.data.images import ImageFileError, check_once, files_stamp, load_image_rgb, load_mask_gray
 from cream_pl.data.metadata import (
     REQUIRED_FILES,
@@ -302,14 +302,15 @@ class WSOLDataModule(pl.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
+        # bad arguments (a config's data.init_args) are user errors: one line, see cream_pl.core.errors
         if on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+            raise UserValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise UserValueError(f"num_workers must be >= 0, got {num_workers}")
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise UserValueError(f"num_classes must be >= 1, got {num_classes}")
         self.save_hyperparameters(logger=False)
         self.data_root = Path(data_root)
         self.metadata_root = Path(metadata_root) if metadata_root else self.data_root / "metadata"
@@ -328,8 +329,11 @@ class WSOLDataModule(pl.LightningDataModule):
         self.train_transform_name = train_transform
         # fail early on bad sizes or transform names
         self.mean, self.std = tuple(mean), tuple(std)
-        build_train_transform(resize_size, crop_size, train_transform, mean=self.mean, std=self.std)
-        build_eval_transform(eval_size, self.mean, self.std)
+        try:
+            build_train_transform(resize_size, crop_size, train_transform, mean=self.mean, std=self.std)
+            build_eval_transform(eval_size, self.mean, self.std)
+        except ValueError as err:  # resize_size / crop_size / eval_size / mean / std out of their domain
+            raise UserValueError(" ".join(str(err).split())) from None
         self._num_classes = num_classes
         self._class_names: list[str] | None = None
         self._datasets: dict[tuple[str, bool], WSOLDataset] = {}

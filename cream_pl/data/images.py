@@ -5,7 +5,10 @@ grayscale is replicated to three channels, the alpha channel of RGBA / LA is dro
 compositing, like the reference), palette images are expanded, and 16-bit images are scaled to
 8 bits with ``round(v * 255 / 65535)`` (Pillow alone would clip 16-bit grayscale and truncate
 16-bit RGB). EXIF orientation is ignored, as in the reference. A missing, empty, truncated or
-undecodable file raises :class:`ImageFileError` naming the file.
+undecodable file, and an image over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``
+pixels: refused here rather than warned about, then decoded), raise :class:`ImageFileError` naming
+the file. This module is the one place images and masks are decoded (``fit``, ``localize``,
+``export-scoremaps``, ``pseudo-boxes``, ``data check --files``, ``evaluate``'s masks).
 
 Example:
     >>> import tempfile, cv2, numpy as np
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -81,18 +85,62 @@ def _png_bit_depth(path: Path) -> int | None:
     return None
 
 
-def _decode_pil(path: Path) -> Image.Image:
-    _check_exists(path)
+# Images over Pillow's limit are refused by :func:`_open` itself (one ImageFileError), so Pillow's
+# warning about them would only be noise before that line. A filter, not catch_warnings: that is not
+# thread-safe, and images are decoded from threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _too_large(path: Path, detail: str) -> ImageFileError:
+    return ImageFileError(path, f"image too large to decode ({detail}; over Pillow's limit of "
+                          f"{Image.MAX_IMAGE_PIXELS} pixels, PIL.Image.MAX_IMAGE_PIXELS)")
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image over ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow only warns up to twice that)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and size[0] * size[1] > limit:
+        raise _too_large(path, f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels")
+
+
+def _decode_error(path: Path, err: Exception) -> ImageFileError:
+    msg = str(err)
+    if "truncated" in msg.lower():
+        return ImageFileError(path, f"truncated image file ({msg})")
+    return ImageFileError(path, f"corrupt or unreadable image ({msg})")
+
+
+def _open(path: Path, header_only: bool = False) -> Image.Image:
+    """``Image.open`` (the header) with one-line errors; the decompression-bomb limit is checked here."""
     try:
         img = Image.open(path)
-        img.load()  # raises on truncated or corrupt data
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, str(err).split(" exceeds ")[0]) from None
     except UnidentifiedImageError:
         raise ImageFileError(path, "not an image file Pillow can decode") from None
     except (OSError, SyntaxError, ValueError) as err:
-        msg = str(err)
-        if "truncated" in msg.lower():
-            raise ImageFileError(path, f"truncated image file ({msg})") from None
-        raise ImageFileError(path, f"corrupt or unreadable image ({msg})") from None
+        if header_only:
+            raise ImageFileError(path, f"cannot read the image header ({err})") from None
+        raise _decode_error(path, err) from None
+    try:
+        _check_pixels(path, img.size)
+    except ImageFileError:
+        img.close()
+        raise
+    return img
+
+
+def _decode_pil(path: Path) -> Image.Image:
+    _check_exists(path)
+    img = _open(path)
+    try:
+        img.load()  # raises on truncated or corrupt data
+    except Image.DecompressionBombError as err:
+        img.close()
+        raise _too_large(path, str(err).split(" exceeds ")[0]) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        img.close()
+        raise _decode_error(path, err) from None
     return img
 
 
@@ -144,11 +192,8 @@ def read_image_size(path: Path | str) -> tuple[int, int]:
     """Return ``(width, height)`` of an image from its header (no full decode)."""
     path = Path(path)
     _check_exists(path)
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageFileError(path, f"cannot read the image header ({err})") from None
+    with _open(path, header_only=True) as img:
+        return img.size
 
 
 # ---------------------------------------------------------------------------------------------- checked once

@@ -211,7 +211,7 @@ PRESETS: dict[str, SynthConfig] = {
     # MaxBoxAccV2, GT-known and Top-1 Cls land in CUB's ranges, above the center baseline.
     "cub": SynthConfig(num_train=2400, num_val=200, num_test=1000, min_side=224, max_side=320,
                        object_area=(0.06, 0.9), object_area_beta=(2.2, 4.2), centre_sd=(0.09, 0.07),
-                       body_class_bias=0.9, body_texture_class_bias=0.9, body_head_tint=0.1, second_object_prob=0.02,
+                       body_class_bias=0.9, body_texture_class_bias=0.9, body_head_tint=0.25, second_object_prob=0.02,
                        distractor_body_prob=0.0, distractor_head_prob=0.0, clutter=(0, 2), clutter_head_colour_prob=0.0,
                        backgrounds=("grass", "gravel", "brick", "moon", "hubble_deep_field", "immunohistochemistry")),
 }

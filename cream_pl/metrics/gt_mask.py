@@ -1,4 +1,4 @@
-"""The benchmark's ground-truth mask of one image (``evaluation.get_mask``), numpy + OpenCV only.
+"""The benchmark's ground-truth mask of one image (``evaluation.get_mask``), numpy + OpenCV + Pillow only.
 
 Both PxAP paths build it here: the torchmetrics class's callers (:mod:`cream_pl.metrics.pxap`
 re-exports :func:`load_gt_mask`) and the torch-free ``cream-pl evaluate`` engine
@@ -28,9 +28,9 @@ _RESIZE_LENGTH = 224  # cream_pl.metrics.functional.RESIZE_LENGTH (the protocol'
 def _read_mask_png(path: str, size: int) -> np.ndarray:
     import cv2
 
-    image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise FileNotFoundError(f"cannot read mask image {path!r} (missing or not an image)")
+    from cream_pl.data.images import load_mask_gray  # the one decoder: checked before OpenCV reads it
+
+    image = load_mask_gray(path)  # ImageFileError (a ValueError) naming the file: missing, truncated, ...
     return cv2.resize(np.float32(image), (size, size), interpolation=cv2.INTER_NEAREST)
 
 

@@ -132,6 +132,9 @@ def _read_map(path: Path, image_id: str, where: str = "") -> np.ndarray:
         raise EvaluationError(f"no score map for image {image_id!r}{at}: expected {path}") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise EvaluationError(f"cannot read {_describe(image_id, path, where)}: {err}") from None
+    if isinstance(raw, np.ndarray) and np.issubdtype(raw.dtype, np.complexfloating):
+        raise EvaluationError(f"{_describe(image_id, path, where)} is complex-valued (dtype {raw.dtype}); "
+                              "a score map must be real")
     if (
         not isinstance(raw, np.ndarray)
         or raw.ndim != 2

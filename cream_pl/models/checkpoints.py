@@ -15,11 +15,15 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint"]
+from cream_pl.core.errors import UserFileNotFoundError, UserValueError
+
+__all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
+           "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
+           "require_method", "load_regressor"]
 
 CLASS_KEY = "cream_pl_class"
 _WSOL = "cream_pl.models.classifier.WSOLClassifier"
@@ -34,14 +38,117 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise UserFileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # pickle / zip errors of a truncated or foreign file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        first = " ".join(str(err).split())[:200]
+        raise UserValueError(f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint: "
+                             f"{type(err).__name__}: {first})") from None
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+        raise UserValueError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return dict(ckpt)
+
+
+def checkpoint_kind(ckpt: Mapping[str, Any]) -> str:
+    """``"classifier"`` (has ``classifier.weight``), ``"regressor"`` (a ``BoxRegressor``'s) or ``"other"``."""
+    keys = ckpt.get("state_dict", {}).keys()
+    if "classifier.weight" in keys:
+        return "classifier"
+    if any(k.startswith("head.") for k in keys) and "loss_weight" in (ckpt.get("hyper_parameters") or {}):
+        return "regressor"
+    return "other"
+
+
+def require_classifier_checkpoint(ckpt: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse a box regressor's (or any non-classifier) checkpoint in one line naming the file."""
+    kind = checkpoint_kind(ckpt)
+    if kind == "regressor":
+        raise UserValueError(f"{path}: a box regressor's checkpoint (cream-pl train-regressor), not a classifier's "
+                             "(cream-pl fit)")
+    if kind != "classifier":
+        raise UserValueError(f"{path}: not a cream-pl classifier checkpoint (no 'classifier.weight' in its state_dict)")
+
+
+def checkpoint_num_classes(ckpt: Mapping[str, Any]) -> int | None:
+    """The class count of a classifier checkpoint (its linear head), or ``None`` when it has none."""
+    weight = ckpt.get("state_dict", {}).get("classifier.weight")
+    if weight is not None and getattr(weight, "ndim", 0) == 2:
+        return int(weight.shape[0])
+    n = (ckpt.get("hyper_parameters") or {}).get("num_classes")
+    return int(n) if isinstance(n, int) else None
+
+
+def dataset_num_classes(
+    data_root: Path | str, splits: Sequence[str] = ()
+) -> tuple[int | None, int | None, Path | None]:
+    """``(declared, needed, labels_file)`` of a dataset: the lines of ``class_names.txt`` (``None``
+    without one), 1 + the largest label of ``splits`` (``None`` when none is given or present) and
+    the ``class_labels.txt`` that holds that label."""
+    from cream_pl.data.metadata import read_class_names, read_split
+
+    root = Path(data_root)
+    names = root / "class_names.txt"
+    declared = len(read_class_names(names)) if names.is_file() else None
+    needed: int | None = None
+    source: Path | None = None
+    for split in splits:
+        split_dir = root / "metadata" / split
+        if (split_dir / "class_labels.txt").is_file():
+            labels = [s.label for s in read_split(split_dir).samples]
+            top = max(labels) + 1 if labels else None
+            if top is not None and (needed is None or top > needed):
+                needed, source = top, split_dir / "class_labels.txt"
+    return declared, needed, source
+
+
+def check_checkpoint_dataset(
+    ckpt: Mapping[str, Any] | Path | str,
+    data_root: Path | str,
+    *,
+    splits: Sequence[str] = (),
+    ckpt_path: Path | str | None = None,
+) -> None:
+    """The one check that a classifier checkpoint and a dataset agree on the classes, run before any work.
+
+    The checkpoint's class count (its linear head) must equal the lines of the dataset's
+    ``class_names.txt``, and every label of ``splits`` must be below it.
+
+    Raises:
+        UserValueError: one line naming both files and both counts.
+    """
+    if not isinstance(ckpt, Mapping):
+        ckpt_path = ckpt_path or ckpt
+        ckpt = read_checkpoint(ckpt)
+    where = ckpt_path if ckpt_path is not None else "the checkpoint"
+    require_classifier_checkpoint(ckpt, where)
+    have = checkpoint_num_classes(ckpt)
+    if have is None:
+        return
+    declared, needed, source = dataset_num_classes(data_root, splits)
+    names = Path(data_root) / "class_names.txt"
+    if declared is not None and declared != have:
+        raise UserValueError(f"{where}: a {have}-class classifier, but the dataset has {declared} classes "
+                             f"({names}); use a checkpoint trained on this dataset")
+    if needed is not None and needed > have:
+        raise UserValueError(f"{where}: a {have}-class classifier, but {source} has labels up to {needed - 1}"
+                             + (f" ({names} lists {declared})" if declared is not None else "")
+                             + "; use a checkpoint trained on this dataset")
+
+
+def require_method(model: Any, method: str, option: str = "--method", where: Path | str | None = None) -> None:
+    """The one check that a classifier has the maps ``method`` names (``cream_selected`` needs a val search).
+
+    Raises:
+        UserValueError: one line, naming the checkpoint when ``where`` is given.
+    """
+    at = f"{where}: " if where is not None else ""
+    names = list(getattr(model, "method_names", []))
+    if method == "cream_selected" and (method not in names or getattr(model, "selected_cream", None) is None):
+        raise UserValueError(f"{at}the classifier has no val-selected CREAM hyperparameters (no validation run with "
+                             f"cream_search); use {option} cream")
+    if method not in names:
+        raise UserValueError(f"{at}the classifier has no {method!r} maps (methods: {names}); use {option} cam")
 
 
 def classifier_class_name(ckpt: Mapping[str, Any]) -> str:
@@ -78,18 +185,43 @@ def load_classifier(path: Path | str, **overrides: Any) -> Any:
 
     path = Path(path)
     ckpt = read_checkpoint(path)
+    require_classifier_checkpoint(ckpt, path)
     name = classifier_class_name(ckpt)
     try:
         cls = _import(name)
     except (ImportError, AttributeError):
-        raise ValueError(f"{path}: written by {name}, which this cream-pl cannot import") from None
+        raise UserValueError(f"{path}: written by {name}, which this cream-pl cannot import") from None
     if not (isinstance(cls, type) and issubclass(cls, WSOLClassifier)):
-        raise ValueError(f"{path}: written by {name}, which is not a cream-pl classifier")
+        raise UserValueError(f"{path}: written by {name}, which is not a cream-pl classifier")
     kwargs = {"pretrained": False, **overrides}
     try:
         model = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=False, **kwargs)
     except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: cannot load as {name.rsplit('.', 1)[-1]}: {first}") from None
+        raise UserValueError(f"{path}: cannot load as {name.rsplit('.', 1)[-1]}: {first}") from None
+    model.eval()
+    return model
+
+
+def load_regressor(path: Path | str) -> Any:
+    """Load a ``BoxRegressor`` checkpoint (``cream-pl train-regressor``) on the CPU, in eval mode.
+
+    Raises:
+        UserFileNotFoundError, UserValueError: a missing, truncated or foreign file (a classifier's
+            checkpoint, say), one line naming it.
+    """
+    from cream_pl.models.regressor import BoxRegressor
+
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    kind = checkpoint_kind(ckpt)
+    if kind != "regressor":
+        what = "a classifier's checkpoint (cream-pl fit)" if kind == "classifier" else "not a box regressor checkpoint"
+        raise UserValueError(f"{path}: {what}, not a box regressor's (cream-pl train-regressor)")
+    try:
+        model = BoxRegressor.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserValueError(f"{path}: cannot load as BoxRegressor: {first}") from None
     model.eval()
     return model

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -384,7 +383,16 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.bench", description=__doc__.split("\n\n")[0])
+    from cream_pl.pipelines.entry import pipeline_main
+
+    return pipeline_main("python -m cream_pl.pipelines.bench")(_main)(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    from cream_pl.core.options import OneLineArgumentParser
+    from cream_pl.pipelines.entry import preflight
+
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results", help="folder for bench.json and bench.md")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--reference", default=None,
@@ -392,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=("cream_search",), default=None,
                         help="run one measurement and write <out>/bench_<name>.json (bench.json is left alone)")
     args = parser.parse_args(argv)
+    preflight(outputs=[(args.out, "--out")])  # before any measurement
     if args.only == "cream_search":
         res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
                "cream_search": bench_cream_search(num_images=8 if args.quick else 64, batch_size=8 if args.quick else 32),

@@ -17,7 +17,6 @@ Command line: ``python -m cream_pl.pipelines.bench_metrics [--num-images 16] [--
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -114,11 +113,19 @@ def bench_metrics(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-images", type=int, default=16)
-    parser.add_argument("--interval", type=float, default=0.001)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=None)
+    from cream_pl.core.options import (
+        OneLineArgumentParser,
+        nonneg_int,
+        open_unit_interval,
+        positive_int,
+        seed_int,
+    )
+
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench_metrics", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-images", type=positive_int, default=16)
+    parser.add_argument("--interval", type=open_unit_interval, default=0.001)
+    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--num-workers", type=nonneg_int, default=None)
     args = parser.parse_args(argv)
     results = [
         bench_metrics(args.num_images, args.interval, args.seed, multi, args.num_workers)

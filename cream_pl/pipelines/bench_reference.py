@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -224,10 +223,12 @@ def bench_against_reference(ref: Path | str, work: Path | str = REPO_ROOT / "out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from cream_pl.core.options import OneLineArgumentParser, positive_int
+
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench_reference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", default=os.environ.get("WSOLEVAL_REF"), help="wsolevaluation checkout")
     parser.add_argument("--work", default=str(REPO_ROOT / "outputs" / "bench"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args(argv)
     if not args.ref:
         parser.error("set WSOLEVAL_REF or --ref (git clone https://github.com/clovaai/wsolevaluation)")

@@ -22,13 +22,15 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from cream_pl.core.options import OneLineArgumentParser, seed_int
+from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["CUB_REFERENCE", "split_statistics", "main"]
 
@@ -181,13 +183,15 @@ def _sweep_markdown(preset: str, key: str, rows: list[dict[str, Any]], wall_min:
     return "\n".join(lines) + "\n"
 
 
+@pipeline_main("python -m cream_pl.pipelines.calibrate_preset")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.calibrate_preset", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.calibrate_preset",
+                                   description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cub", choices=("hard", "cub"))
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/calibration_<preset>)")
     parser.add_argument("--work", type=Path, default=None, help="data and runs (default outputs/calibration_<preset>)")
     parser.add_argument("--recipe", type=Path, default=Path("experiments/embedded_cream.yaml"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...",
                         help="repeat for each value of one SynthConfig field; writes sweep.json / sweep.md")
     args = parser.parse_args(argv)
@@ -195,10 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or Path(f"outputs/calibration_{args.preset}")
     from dataclasses import replace
 
-    from cream_pl.core.io import atomic_write_text, check_output_dir
+    from cream_pl.core.io import atomic_write_text
 
-    check_output_dir(out, "--out")
     sweep = _parse_sweep(args.sweep) if args.sweep else None
+    # before any data or training
+    preflight(inputs=[(args.recipe, "--recipe")], outputs=[(out, "--out"), (work, "--work")])
     start = time.perf_counter()
     from cream_pl.data.synth import PRESETS
 

@@ -302,6 +302,10 @@ def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
     plot_ablation(list(ABLATION_T), {"MaxBoxAccV2": [r["max_box_acc_v2"] for r in t_rows],
                                      "GT-known Loc": [r["gt_known"] for r in t_rows]},
                   "EM iterations T", "accuracy (%)", out / "ablation_T.png", title="CREAM: EM iterations (test)")
+    lam_rows = [methods["cream" if lam == 0.8 else f"cream_lambda{lam:g}"] for lam in ABLATION_LAMBDA]
+    plot_ablation(list(ABLATION_LAMBDA), {"MaxBoxAccV2": [r["max_box_acc_v2"] for r in lam_rows],
+                                          "GT-known Loc": [r["gt_known"] for r in lam_rows]},
+                  "momentum λ", "accuracy (%)", out / "ablation_lambda.png", title="CREAM: momentum λ (test)")
 
 
 def _ablations(methods: dict[str, Any]) -> dict[str, Any]:
@@ -524,36 +528,50 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/embedded", help="results folder")
-    parser.add_argument("--work", default="outputs/demo", help="checkpoints and intermediate files")
-    parser.add_argument("--data", default=None,
-                        help="dataset root in the benchmark format (default: data/synth, the embedded benchmark, "
-                        "generated when missing or when it holds another preset)")
-    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=("cub", "hard"),
-                        help="synthetic preset of the embedded benchmark (without --data)")
-    parser.add_argument("--recipe", default="experiments/embedded_cream.yaml", help="classifier recipe")
-    parser.add_argument("--seed", type=int, default=0, help="the synthetic dataset's seed")
-    parser.add_argument("--train-seed", type=int, default=0, help="the classifier's and the regressor's seed")
-    parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
-    parser.add_argument("--restart", action="store_true", help="ignore finished stages")
-    parser.add_argument("--skip-regressor", action="store_true", help="leave out the pseudo-box and regressor stages")
-    args = parser.parse_args(argv)
-    if args.data is not None and not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
-        parser.exit(2, f"python -m cream_pl.pipelines.demo: error: {args.data}: no dataset in the benchmark format there "
-                    "(expected metadata/test/image_ids.txt); leave --data out for the embedded benchmark\n")
-    if args.data is not None:
-        from cream_pl.data.metadata import read_split
+    from cream_pl.pipelines.entry import pipeline_main, preflight
 
-        test = read_split(Path(args.data) / "metadata" / "test").samples
-        if not any(sample.boxes for sample in test):
-            parser.exit(2, f"python -m cream_pl.pipelines.demo: error: {Path(args.data) / 'metadata' / 'test'}: no boxes in the "
-                        "test split; the demo's table, center baseline and box regressor need boxes (score a mask-only "
-                        "dataset with `cream-pl fit` / `cream-pl test`, which report PxAP)\n")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart,
-             args.skip_regressor, preset=args.preset, owned_data=args.data is None, train_seed=args.train_seed)
-    return 0
+    @pipeline_main("python -m cream_pl.pipelines.demo")  # a user error: one line, exit 2
+    def _main(argv: Sequence[str] | None) -> int:
+        from cream_pl.core.options import OneLineArgumentParser, seed_int
+
+        parser: argparse.ArgumentParser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.demo",
+                                                                description=__doc__.split("\n\n")[0])
+        parser.add_argument("--out", default="results/embedded", help="results folder")
+        parser.add_argument("--work", default="outputs/demo", help="checkpoints and intermediate files")
+        parser.add_argument("--data", default=None,
+                            help="dataset root in the benchmark format (default: data/synth, the embedded benchmark, "
+                            "generated when missing or when it holds another preset)")
+        parser.add_argument("--preset", default=DEFAULT_PRESET, choices=("cub", "hard"),
+                            help="synthetic preset of the embedded benchmark (without --data)")
+        parser.add_argument("--recipe", default="experiments/embedded_cream.yaml", help="classifier recipe")
+        parser.add_argument("--seed", type=seed_int, default=0, help="the synthetic dataset's seed")
+        parser.add_argument("--train-seed", type=seed_int, default=0, help="the classifier's and the regressor's seed")
+        parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
+        parser.add_argument("--restart", action="store_true", help="ignore finished stages")
+        parser.add_argument("--skip-regressor", action="store_true", help="leave out the pseudo-box and regressor stages")
+        args = parser.parse_args(argv)
+        if args.data is not None and not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
+            parser.exit(2, f"python -m cream_pl.pipelines.demo: error: {args.data}: no dataset in the benchmark "
+                        "format there "
+                        "(expected metadata/test/image_ids.txt); leave --data out for the embedded benchmark\n")
+        if args.data is not None:
+            from cream_pl.data.metadata import read_split
+
+            test = read_split(Path(args.data) / "metadata" / "test").samples
+            if not any(sample.boxes for sample in test):
+                parser.exit(2, f"python -m cream_pl.pipelines.demo: error: {Path(args.data) / 'metadata' / 'test'}: "
+                            "no boxes in the "
+                            "test split; the demo's table, center baseline and box regressor need boxes (score a mask-only "
+                            "dataset with `cream-pl fit` / `cream-pl test`, which report PxAP)\n")
+        # before any work: --out / --work usable, a given dataset's metadata, labels and images sound
+        preflight(inputs=[(args.recipe, "--recipe")], outputs=[(args.out, "--out"), (args.work, "--work")],
+                  data=args.data)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        run_demo(args.out, args.work, args.data or "data/synth", args.recipe, args.seed, args.fast, args.restart,
+                 args.skip_regressor, preset=args.preset, owned_data=args.data is None, train_seed=args.train_seed)
+        return 0
+
+    return _main(argv)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from cream_pl.core.options import OneLineArgumentParser, seed_int
+from cream_pl.pipelines.entry import pipeline_main, preflight
 from cream_pl.reporting.demo_kd_report import curve_peak  # re-exported: the teacher rule uses it
 
 __all__ = ["CONFOUNDED", "DemoSettings", "RUNS", "Run", "curve_peak", "main", "run_demo", "select_teachers",
@@ -480,17 +482,18 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_kd", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.demo_kd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/embedded_confounded"), help="results folder")
     parser.add_argument("--work", type=Path, default=None,
                         help="dataset, checkpoints and logs (default outputs/embedded_confounded[_fast])")
     parser.add_argument("--recipes", type=Path, default=None, help="folder of the recipes (default: experiments/)")
     parser.add_argument("--fast", action="store_true", help="tiny data, two epochs per run: a pipeline smoke test")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed")
+    parser.add_argument("--seed", type=seed_int, default=0, help="dataset seed")
     parser.add_argument("--restart", action="store_true", help="delete the work folder first")
     return parser
 
 
+@pipeline_main("python -m cream_pl.pipelines.demo_kd")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -501,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "folder of cream-pl)\n")
     settings = DemoSettings.fast() if args.fast else DemoSettings()
     work = args.work or Path("outputs/embedded_confounded" + ("_fast" if args.fast else ""))
+    preflight(outputs=[(args.out, "--out"), (work, "--work")])  # before any work (and before --restart deletes)
     if args.restart:
         shutil.rmtree(work, ignore_errors=True)
     run_demo(args.out, work, recipes, settings, seed=args.seed, fast=args.fast)

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,6 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cream_pl.core.options import OneLineArgumentParser, seed_int
+from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["METHODS", "SEARCH", "MethodRun", "differences_of", "main", "run_demo_methods"]
 
@@ -269,10 +271,12 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
     return payload
 
 
+@pipeline_main("python -m cream_pl.pipelines.demo_methods")
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_methods", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.demo_methods",
+                                   description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/embedded_methods", help="results folder")
     parser.add_argument("--work", default="outputs/demo_methods", help="checkpoints and per-run results")
     parser.add_argument("--data", default="data/synth",
@@ -280,8 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipes", default=None, help="folder of the recipes (default: experiments/)")
     parser.add_argument("--methods", nargs="+", default=None, choices=[r.key for r in METHODS],
                         help="a subset of the methods (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="the synthetic dataset's seed")
-    parser.add_argument("--train-seed", type=int, default=0, help="every run's training seed")
+    parser.add_argument("--seed", type=seed_int, default=0, help="the synthetic dataset's seed")
+    parser.add_argument("--train-seed", type=seed_int, default=0, help="every run's training seed")
     parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
     parser.add_argument("--readme", default=None, help="also splice the summary into this README (METHODS markers)")
     args = parser.parse_args(argv)
@@ -291,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:  # before any data or training
         parser.exit(2, f"{parser.prog}: error: {missing[0]}: recipe not found (--recipes: the experiments/ folder "
                     "of cream-pl)\n")
+    from cream_pl.pipelines.demo import DEFAULT_PRESET, _data_is_current
+
+    # before any work: the output folders, and the dataset when it is used as it is (else it is regenerated)
+    current = _data_is_current(Path(args.data), args.seed, args.fast, DEFAULT_PRESET, True)
+    preflight(outputs=[(args.out, "--out"), (args.work, "--work"), *([] if current else [(args.data, "--data")])],
+              data=args.data if current else None)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     payload = run_demo_methods(args.out, args.work, args.data, args.recipes, args.seed, args.train_seed, args.fast,
                                args.methods)

@@ -14,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from cream_pl.core.options import OneLineArgumentParser, int_at_least
+from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["aggregate", "main"]
 
@@ -106,24 +108,24 @@ def _markdown(agg: Mapping[str, Any], names: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+@pipeline_main("python -m cream_pl.pipelines.demo_seeds")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_seeds", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (0 .. N-1)")
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.demo_seeds", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int_at_least(2), default=3,
+                        help="number of training seeds (0 .. N-1; at least 2: a spread needs two runs)")
     parser.add_argument("--out", type=Path, default=Path("results/embedded_seeds"))
     parser.add_argument("--work-root", type=Path, default=Path("outputs/demo_seeds"),
                         help="work folders of seeds 1.. (seed 0 uses make demo's outputs/demo)")
     parser.add_argument("--seed0-work", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--fast", action="store_true", help="tiny data, 1 epoch, random init (smoke test)")
     args = parser.parse_args(argv)
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2 (a spread needs two runs)")
     import json
 
-    from cream_pl.core.io import atomic_write_text, check_output_dir
+    from cream_pl.core.io import atomic_write_text
     from cream_pl.pipelines.demo import run_demo
     from cream_pl.reporting.demo_report import DISPLAY_NAMES
 
-    check_output_dir(args.out, "--out")
+    preflight(outputs=[(args.out, "--out"), (args.work_root, "--work-root"), (args.seed0_work, "--seed0-work")])
     start = time.time()
     per_seed: dict[int, dict[str, Any]] = {}
     stage_s = 0.0

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cream_pl.core.errors import UserValueError as OutputPathError
-from cream_pl.core.io import atomic_write_text, check_output_dir
+from cream_pl.core.errors import UserValueError, user_error_message
+from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
+from cream_pl.core.options import device_name, nonneg_int, positive_int
 
 __all__ = ["MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path"]
 
@@ -42,18 +41,15 @@ def scoremap_path(out: Path | str, method: str, image_id: str) -> Path:
 
 
 def save_npy_atomic(array: Any, path: Path) -> None:
-    """``np.save`` to a temporary file in the target folder, then rename it over ``path``."""
+    """``np.save`` through :func:`cream_pl.core.io.atomic_write_bytes` (the one atomic writer: the
+    file gets the mode a plain ``open`` would give it, honouring the umask)."""
+    import io
+
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _parse_methods(text: str) -> list[str]:
@@ -97,25 +93,35 @@ def export_scoremaps(
 
     from cream_pl.data.datamodule import WSOLDataModule
     from cream_pl.metrics.functional import prepare_scoremaps
-    from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.models.checkpoints import (
+        check_checkpoint_dataset,
+        load_classifier,
+        read_checkpoint,
+        require_method,
+    )
+    from cream_pl.models.devices import resolve_device
     from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     out = Path(out)
     check_output_dir(out)
     names = list(dict.fromkeys(methods))
+    dev = resolve_device(device)
+    if not (Path(data_root) / "metadata" / split).is_dir():
+        raise UserValueError(f"{Path(data_root) / 'metadata' / split}: no such split")
+    checkpoint = read_checkpoint(ckpt)
+    check_checkpoint_dataset(checkpoint, data_root, splits=[split], ckpt_path=ckpt)  # before any work
     model = load_classifier(ckpt)
     unknown = [m for m in names if m not in model.method_names]
     if unknown:
-        raise ValueError(f"{ckpt}: unknown method(s) {unknown}; this checkpoint has {list(model.method_names)}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise UserValueError(f"{ckpt}: unknown method(s) {unknown}; this checkpoint has {list(model.method_names)}")
+    for name in names:
+        require_method(model, name, "--methods", ckpt)
     model.to(dev)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers, "eval_size": size}
-    norm = checkpoint_normalisation(ckpt)
+    norm = checkpoint_normalisation(checkpoint)
     if norm is not None:  # the input normalisation the classifier was trained with
         kwargs["mean"], kwargs["std"] = norm
     dm = WSOLDataModule(str(data_root), predict_split=split, **kwargs)
-    if not dm.has_split(split):
-        raise ValueError(f"{Path(data_root) / 'metadata' / split}: no such split")
     count = 0
     with torch.inference_mode():
         for batch in dm.predict_dataloader():
@@ -152,9 +158,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--split", default="test", help="split to export (default: test)")
     p.add_argument("--methods", default="cam,cream", help="comma-separated methods (default: cam,cream)")
     p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per method)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--num-workers", type=nonneg_int, default=0, help="data-loading processes")
+    p.add_argument("--device", type=device_name, default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
     p.set_defaults(func=run)
     return p
 
@@ -169,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_output_dir(args.out)
         methods = _parse_methods(args.methods)
-    except (OutputPathError, ValueError) as err:
+    except ValueError as err:  # a bad --out (UserValueError) or --methods
         return error(str(err))
     if args.batch_size < 1:
         return error(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -178,8 +184,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = export_scoremaps(args.ckpt, args.data, args.out, split=args.split, methods=methods,
                                     batch_size=args.batch_size, num_workers=args.num_workers, device=args.device)
-    except (ValueError, FileNotFoundError) as err:
-        return error(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    except Exception as err:  # a user error (bad image, checkpoint, dataset): one line; others keep their traceback
+        message = user_error_message(err)
+        if message is None:
+            raise
+        return error(message)
     print(f"wrote {manifest['num_images']} maps x {len(methods)} method(s) ({', '.join(methods)}) "
           f"of split {args.split} to {args.out}/<method>/<image_id>.npy")
     return 0

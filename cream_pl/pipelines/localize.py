@@ -14,6 +14,10 @@ Outputs (written atomically):
   ``"threshold"`` and ``"failed"`` (files that could not be read, with the reason);
 - ``<out>/overlays/<stem>.png``: the image, the heatmap of the predicted class and the box.
 
+A rerun into the same ``--out`` replaces the previous run's results: ``predictions.json`` is
+rewritten and ``<out>/overlays/`` keeps only this run's overlays (any other ``*.png`` there, left
+by the previous run, is removed). ``<out>/overlays/`` belongs to ``localize``.
+
 A missing or corrupt file is reported on stderr and in ``"failed"``; the other files go on. The
 command exits with 1 if any file failed, 0 otherwise, 2 on usage errors.
 
@@ -155,15 +159,9 @@ def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, lis
 def _load_regressor(regressor: Any) -> Any:
     if regressor is None or isinstance(regressor, torch.nn.Module):
         return regressor
-    from cream_pl.models.regressor import BoxRegressor
+    from cream_pl.models.checkpoints import load_regressor
 
-    path = Path(regressor)
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor checkpoint not found: {path}")
-    try:
-        return BoxRegressor.load_from_checkpoint(str(path), map_location="cpu")
-    except Exception as err:  # not a BoxRegressor checkpoint
-        raise ValueError(f"cannot load the regressor checkpoint {path}: {type(err).__name__}: {err}") from err
+    return load_regressor(regressor)  # a missing, truncated or classifier's checkpoint: one line naming it
 
 
 def _choose_threshold(model: Any, method: str, threshold: float | None) -> tuple[float, str]:
@@ -265,6 +263,10 @@ def localize(
     check_output_dir(out_dir)
     check_output_dir(out_dir / "overlays", "--out/overlays")
     check_output_file(out_dir / "predictions.json", "--out/predictions.json")
+    from cream_pl.models.checkpoints import require_method
+    from cream_pl.models.devices import resolve_device
+
+    dev = resolve_device(str(device) if device is not None else None)  # --device banana / cuda without a GPU
     ckpt_path: str | None = None
     names: list[str] | None = None
     norm = None
@@ -275,11 +277,7 @@ def localize(
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"classifier checkpoint not found: {ckpt_path}")
         model, norm, names = _load_classifier(ckpt_path)
-    if method not in model.method_names:
-        raise ValueError(f"the classifier has no {method!r} maps (methods: {model.method_names}); use --method cam")
-    if method == "cream_selected" and getattr(model, "selected_cream", None) is None:
-        raise ValueError("the classifier has no val-selected CREAM hyperparameters (no validation run with "
-                         "cream_search); use --method cream")
+    require_method(model, method, "--method", ckpt_path)
     tau, tau_source = _choose_threshold(model, method, threshold)
     reg = _load_regressor(regressor)
     num_classes = int(model.classifier.out_features)
@@ -299,7 +297,6 @@ def localize(
         reg_mean, reg_std = tuple(reg.hparams.data_mean), tuple(reg.hparams.data_std)
         same = np.allclose(reg_mean, mean) and np.allclose(reg_std, std)
         reg_transform = None if same else build_eval_transform(grid, reg_mean, reg_std)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.eval().to(dev)
     if reg is not None:
         reg.eval().to(dev)
@@ -377,6 +374,12 @@ def localize(
         "failed": failed,
     }
     write_json_atomic(result, out_dir / "predictions.json")
+    # <out>/overlays/ holds this run's overlays only: those a previous run into the same --out left
+    # behind (other images, or images that failed this time) are removed once this run's are written
+    written = {out_dir / img["overlay"] for img in images_json}
+    for stale in overlay_dir.glob("*.png") if overlay_dir.is_dir() else ():
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     return result
 
 
@@ -410,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = localize(args.ckpt, args.inputs, args.out, regressor=args.regressor, method=args.method,
                        threshold=args.threshold, batch_size=args.batch_size, device=args.device)
-    except (ValueError, OSError) as err:
+    except Exception as err:  # a user error: one line; programming errors keep their traceback
         message = user_error_message(err) or (str(err) if isinstance(err, ValueError) else None)
         if message is None:
             raise

@@ -17,14 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+
+from cream_pl.core.options import OneLineArgumentParser, input_size, nonneg_int, positive_int
+from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["main"]
 
@@ -67,14 +68,16 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     last = next((cb.last_model_path for cb in cli.trainer.checkpoint_callbacks
                  if getattr(cb, "last_model_path", "")), "")
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=last or None)
+    from cream_pl.core.io import atomic_copy_file, atomic_write_text
+
     work.mkdir(parents=True, exist_ok=True)
     if last:
-        shutil.copyfile(last, work / "classifier.ckpt")
+        atomic_copy_file(last, work / "classifier.ckpt")  # never half a checkpoint where the next stage looks
     else:
         cli.trainer.save_checkpoint(work / "classifier.ckpt")
     metrics = {**(results[0] if results else {}),
                "checkpoint_rule": cli.model.last_results.get("test", {}).get("checkpoint", {}).get("rule", "unknown")}
-    (work / "test_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    atomic_write_text(work / "test_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     print(f"[train-cub] classifier: {work / 'classifier.ckpt'}; test metrics: {work / 'test_metrics.json'}")
     return 0
 
@@ -100,8 +103,10 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
         return 1
+    from cream_pl.models.checkpoints import check_checkpoint_dataset
     from cream_pl.pipelines.regressor_train import psol_recipe, train_regressor
 
+    check_checkpoint_dataset(work / "classifier.ckpt", data, splits=("test",))  # before any training
     rows: dict[str, object] = {}
     trainer = {"accelerator": "auto", "devices": "auto", **(trainer_kwargs or {})}
     if design in ("psol", "both"):
@@ -130,24 +135,25 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     return 0
 
 
+@pipeline_main("python -m cream_pl.pipelines.recipes")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.recipes", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.recipes", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)")
     p.add_argument("--cub-root", type=Path, default=Path("data/CUB_200_2011"))
     p.add_argument("--recipe", type=Path, default=Path("experiments/cub_vgg16_cream.yaml"))
-    p.add_argument("--val-per-class", type=int, default=5, help="val images carved from train when there is no CUBV2")
+    p.add_argument("--val-per-class", type=nonneg_int, default=5, help="val images carved from train when there is no CUBV2")
     for q in (p, sub.add_parser("pseudo-boxes", help="CREAM pseudo boxes over the CUB train split"),
               sub.add_parser("train-regressor", help="CREAM_reg regressor on the pseudo boxes")):
         q.add_argument("--data", type=Path, default=Path("data/cub"))
         q.add_argument("--work", type=Path, default=Path("outputs/cub_vgg16_cream"))
         if q is not p:
             q.add_argument("--source", choices=("cream", "cam"), default="cream")
-    sub.choices["pseudo-boxes"].add_argument("--input-size", type=int, default=448,
+    sub.choices["pseudo-boxes"].add_argument("--input-size", type=input_size, default=448,
                                              help="classifier input of the pseudo boxes (PSOL: 448)")
     sub.choices["train-regressor"].add_argument("--backbone", default="resnet50")
-    sub.choices["train-regressor"].add_argument("--epochs", type=int, default=6)
-    sub.choices["train-regressor"].add_argument("--batch-size", type=int, default=32)
+    sub.choices["train-regressor"].add_argument("--epochs", type=positive_int, default=6)
+    sub.choices["train-regressor"].add_argument("--batch-size", type=positive_int, default=32)
     sub.choices["train-regressor"].add_argument(
         "--design", choices=("psol", "frozen", "both"), default="both",
         help="psol: the paper's regressor (fine-tuned backbone, GAP + MLP); frozen: box heads on the classifier's "
@@ -155,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.choices["train-regressor"].add_argument("--heads", default=None,
                                                 help="comma-separated box heads of the frozen design (default: all)")
     args, extra = parser.parse_known_args(argv)
+    # before any conversion or training: the work folder, and the dataset when it is there already
+    preflight(inputs=[(args.recipe, "--recipe")] if args.stage == "train-cub" else [],
+              outputs=[(args.work, "--work")], data=args.data if _has_metadata(args.data) else None)
     if args.stage == "train-cub":
         return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
     if extra:

@@ -268,8 +268,15 @@ def run(args: argparse.Namespace) -> int:
     from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
+    if args.classifier_ckpt is not None:  # a readable classifier checkpoint whose classes fit the dataset
+        from cream_pl.models.checkpoints import check_checkpoint_dataset
+
+        check_checkpoint_dataset(args.classifier_ckpt, args.data, splits=("test",))
 
     devices: int | str = int(args.devices) if str(args.devices).isdigit() else args.devices
+    from cream_pl.models.devices import check_trainer_options
+
+    check_trainer_options(accelerator=args.accelerator, devices=devices)  # e.g. --accelerator gpu without a GPU
     norm = checkpoint_normalisation(args.classifier_ckpt) if args.classifier_ckpt is not None else None
     mean, std = norm if norm is not None else (IMAGENET_MEAN, IMAGENET_STD)
     recipe: dict[str, Any] = {"lr": args.lr, "optimizer": args.optimizer, "loss_weight": args.loss_weight,

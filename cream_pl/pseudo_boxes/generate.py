@@ -46,6 +46,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
+from cream_pl.core.errors import UserValueError
 from cream_pl.core.io import atomic_write_text
 from cream_pl.core.names import MAP_METHODS
 
@@ -253,19 +254,57 @@ class PseudoBoxWriter(BasePredictionWriter):
         for p in self.shard_dir.glob(".chunk_*.tmp"):  # debris of an interrupted atomic write
             p.unlink(missing_ok=True)
         if manifest_path.exists():
-            try:
-                have = json.loads(manifest_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"{manifest_path}: unreadable shard manifest ({err}); delete {self.shard_dir} "
-                                 "or pass overwrite=True") from None
-            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-            if diff:
-                details = "; ".join(f"{k}: shards have {have.get(k)!r}, this run has {want.get(k)!r}" for k in diff[:4])
-                raise ValueError(f"{self.shard_dir} holds shards of a different pseudo-box run ({details}). Delete the "
-                                 "folder, choose another shard_dir, or pass overwrite=True (--overwrite).")
+            self._check_manifest(want)
         else:
             atomic_write_text(manifest_path, _dump(want))
         return [k for k in range(self.num_chunks()) if not self.chunk_path(k).is_file()]
+
+    def _check_manifest(self, want: Mapping[str, Any], known_only: bool = False) -> None:
+        """Refuse shards of another run (``known_only``: compare only the settings known before planning)."""
+        manifest_path = self.shard_dir / MANIFEST
+        try:
+            have = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(have, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError, OSError) as err:
+            raise UserValueError(f"{manifest_path}: unreadable shard manifest ({err}); delete {self.shard_dir} "
+                                 "or pass --overwrite (overwrite=True)") from None
+        keys = set(want) | set(have)
+        if known_only:
+            keys = {k for k in keys if want.get(k) is not None}
+        diff = sorted(k for k in keys if want.get(k) != have.get(k))
+        if diff:
+            details = "; ".join(f"{k}: shards have {have.get(k)!r}, this run has {want.get(k)!r}" for k in diff[:3])
+            raise UserValueError(f"{self.shard_dir} holds shards of a different pseudo-box run ({details}). Delete the "
+                                 "folder, choose another --out, or pass --overwrite (overwrite=True).")
+
+    def check_before_run(self) -> None:
+        """Before any work: refuse (without ``overwrite``) a finished file or shards of another run.
+
+        Rerunning the same settings is fine (a finished file is kept, shards are resumed); other
+        settings (another τ, source, model, split, ...) must not replace a finished file silently.
+
+        Raises:
+            UserValueError: one line naming the file or folder and the first differences.
+        """
+        if self.overwrite:
+            return
+        if self.out_path.exists():
+            try:
+                info = json.loads(self.out_path.read_text(encoding="utf-8")).get("info")
+                if not isinstance(info, dict):
+                    raise ValueError("no 'info' object")
+            except (ValueError, UnicodeDecodeError, OSError, AttributeError) as err:
+                raise UserValueError(f"{self.out_path}: exists and is not a cream-pl pseudo-box file ({err}); "
+                                     "pass --overwrite to replace it, or choose another --out") from None
+            diff = [k for k, v in self._info().items() if info.get(k) != v]
+            if diff:
+                details = "; ".join(f"{k}: file has {info.get(k)!r}, this run has {self._info()[k]!r}"
+                                    for k in diff[:3])
+                raise UserValueError(f"{self.out_path}: holds the pseudo boxes of another run ({details}); pass "
+                                     "--overwrite to replace it, or choose another --out")
+        if (self.shard_dir / MANIFEST).is_file():
+            self._check_manifest(self.manifest(), known_only=True)
 
     def plan(self, dataset: Any, batch_size: int, trainer: pl.Trainer | None) -> None:
         """Decide the chunk size, list the unfinished chunks (rank 0, broadcast) and pick this rank's share.
@@ -600,6 +639,7 @@ def generate_pseudo_boxes(
     )
     if writer.finished():
         return out_path
+    writer.check_before_run()  # a finished file or shards of another run: refused before any work
     kw: dict[str, Any] = {"logger": False, "enable_checkpointing": False, **dict(trainer_kwargs or {})}
     kw["use_distributed_sampler"] = False  # each rank's loader already holds its own chunks
     kw["callbacks"] = [writer, *kw.get("callbacks", []), *callbacks]
@@ -629,9 +669,9 @@ def checkpoint_normalisation(
     ImageNet mean / std, applies).
     """
     if not isinstance(ckpt, Mapping):
-        from lightning_fabric.utilities.cloud_io import _load as pl_load
+        from cream_pl.models.checkpoints import read_checkpoint
 
-        ckpt = pl_load(str(ckpt), map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(ckpt)  # a missing or truncated file: one line naming it
     hp = ckpt.get("datamodule_hyper_parameters") or {}
     if hp.get("mean") is None or hp.get("std") is None:
         return None

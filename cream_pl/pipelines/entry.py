@@ -1,0 +1,127 @@
+"""The one wrapper and pre-flight check of every pipeline entry point (``python -m cream_pl.pipelines.<name>``).
+
+:func:`pipeline_main` wraps a ``main(argv)``: a user error raised anywhere inside (a bad image or
+label, an output path in the way, a missing recipe; see :mod:`cream_pl.core.errors`) ends in one
+line ``<prog>: error: <message>`` on stderr and exit status 2, never a traceback. Programming
+errors keep their traceback.
+
+:func:`preflight` runs before any long work: every output folder must be creatable (an existing
+file in the way fails now, not after an hour of training), and a dataset the user gave must pass
+the checks of ``cream-pl data check --files`` (metadata, labels against ``class_names.txt``, and
+every image and mask decoded; the image pass is remembered per file set, like ``fit``'s).
+
+Example:
+    >>> @pipeline_main("python -m demo")
+    ... def main(argv=None):
+    ...     from cream_pl.core.errors import UserValueError
+    ...     raise UserValueError("data/x.jpg: truncated image file")
+    >>> import contextlib, io
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     rc = main([])
+    >>> rc, err.getvalue()
+    (2, 'python -m demo: error: data/x.jpg: truncated image file\\n')
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from cream_pl.core.errors import UserFileNotFoundError, UserValueError, user_error_message
+from cream_pl.core.io import check_output_dir
+
+__all__ = ["pipeline_main", "preflight", "check_dataset_root"]
+
+Main = Callable[[Sequence[str] | None], int]
+
+
+def pipeline_main(prog: str) -> Callable[[Main], Main]:
+    """Decorate a pipeline's ``main(argv)``: user errors end in one line and exit status 2."""
+
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def wrapper(argv: Sequence[str] | None = None) -> int:
+            try:
+                return int(main(argv) or 0)
+            except Exception as err:
+                message = user_error_message(err)  # also unwraps DataLoader-worker re-raises
+                if message is None:
+                    raise
+                print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+                return 2
+
+        return wrapper
+
+    return decorate
+
+
+def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
+    """Check a dataset root the way ``cream-pl data check [--files]`` does; raise the first problem.
+
+    Labels are checked against ``class_names.txt`` when the dataset has one. With ``files`` every
+    image and mask is decoded, once per set of files (a passed check is remembered by path, size
+    and modification time, see :func:`cream_pl.data.images.check_once`).
+
+    Raises:
+        UserValueError: ``<file>:<line>: <problem>`` (and how many more problems there are).
+    """
+    from cream_pl.data.images import check_once, files_stamp
+    from cream_pl.data.metadata import check_split, read_class_names, read_split
+
+    root = Path(root)
+    meta_root = root / "metadata"
+    if not meta_root.is_dir():
+        raise UserValueError(f"{root}: no dataset in the benchmark format there (expected {meta_root}/<split>/)")
+    num_classes = None
+    if (root / "class_names.txt").is_file():
+        num_classes = len(read_class_names(root / "class_names.txt"))
+    splits = sorted(p for p in meta_root.iterdir() if p.is_dir())
+    if not splits:
+        raise UserValueError(f"{meta_root}: no split folders")
+
+    def first_problem(check_files: bool) -> None:
+        problems = [p for s in splits for p in check_split(
+            s, num_classes=num_classes, strict=False, image_root=root / "images" if check_files else None,
+            mask_root=root / "masks" if check_files else None)]
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s): cream-pl data check --files {root})" \
+                if len(problems) > 1 else ""
+            raise UserValueError(f"{problems[0]}{more}")
+
+    first_problem(False)  # metadata and labels: cheap, every time
+    if files:
+        images: list[Path] = []
+        for s in splits:
+            for sample in read_split(s).samples:
+                images.append(root / "images" / sample.image_id)
+        stamp = files_stamp(images, salt=f"cream-pl pipeline data check v1|{root.resolve()}")
+        check_once(stamp, lambda: first_problem(True))
+    return root
+
+
+def preflight(
+    *,
+    outputs: Iterable[tuple[Path | str | None, str]] = (),
+    inputs: Iterable[tuple[Path | str | None, str]] = (),
+    data: Path | str | None = None,
+    files: bool = True,
+) -> None:
+    """Before any long work: every ``(file, option name)`` of ``inputs`` must be an existing file,
+    every ``(folder, option name)`` of ``outputs`` must be usable as an output folder, and ``data``
+    (when given) must pass :func:`check_dataset_root`.
+
+    Raises:
+        UserFileNotFoundError, UserValueError: the first problem, one line naming the path.
+    """
+    for path, what in inputs:
+        if path is not None and not Path(path).is_file():
+            raise UserFileNotFoundError(f"{path}: file not found ({what})")
+    for path, what in outputs:
+        if path is not None:
+            check_output_dir(path, what)
+    if data is not None:
+        check_dataset_root(data, files=files)
+

@@ -1,0 +1,742 @@
+"""Hostile inputs to every command: bad files, bad numbers, bad paths (issue 23).
+
+Every ``cream-pl`` command (Lightning's ``fit|validate|test|predict``, ``data synth|cub|check``,
+``evaluate``, ``export-scoremaps``, ``pseudo-boxes``, ``train-regressor``, ``localize``) and every
+pipeline entry point (``python -m cream_pl.pipelines.{demo,demo_seeds,demo_methods,demo_kd,
+calibrate_preset,recipes}``) is run for real on real files (PNG/JPEG written with OpenCV, checkpoints
+written with ``torch.save``, real Pillow decoding) and must end with an exit status other than 0,
+at most two lines of output (stdout and stderr together, OpenCV's C++ log included), no
+traceback, and the offending file (or option) named. Most cases call ``main([...])`` in-process;
+a few run a fresh ``python`` to also catch import-time noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from PIL import Image
+
+from cream_pl.cli import main as cli_main
+from cream_pl.data import generate_synthetic_dataset
+from cream_pl.data.images import ImageFileError, load_image_rgb
+from cream_pl.models import WSOLClassifier
+from cream_pl.models.checkpoints import CLASS_KEY
+from cream_pl.models.regressor import BoxRegressor
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREAM_PL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _synth(root: Path, num_classes: int) -> Path:
+    return generate_synthetic_dataset(root, seed=0, num_classes=num_classes, num_train=4, num_val=3, num_test=3,
+                                      min_side=64, max_side=72, image_format="png", overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def data3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _synth(tmp_path_factory.mktemp("hostile") / "d3", 3)
+
+
+@pytest.fixture(scope="module")
+def data5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _synth(tmp_path_factory.mktemp("hostile") / "d5", 5)
+
+
+def _save(module: torch.nn.Module, path: Path, **extra: Any) -> Path:
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": pl.__version__, **extra}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random-init 3-class classifier, a truncated copy, and a box regressor's checkpoint."""
+    d = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    model = WSOLClassifier(num_classes=3, pretrained=False, eval_size=SIZE, num_media_images=0)
+    c3 = _save(model, d / "c3.ckpt", **{CLASS_KEY: "cream_pl.models.classifier.WSOLClassifier"})
+    truncated = d / "truncated.ckpt"
+    truncated.write_bytes(c3.read_bytes()[: c3.stat().st_size // 2])
+    reg = _save(BoxRegressor(backbone="efficientnet_lite0", pretrained=False), d / "regressor.ckpt")
+    return {"c3": c3, "truncated": truncated, "regressor": reg, "missing": d / "no_such.ckpt"}
+
+
+def _png(path: Path, w: int, h: int, value: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((h, w, 3), value, np.uint8))
+    return path
+
+
+def _big_png(path: Path, w: int = 15000, h: int = 15000) -> Path:
+    """A real, valid 8-bit grey PNG of ``w x h`` pixels, streamed (a few hundred KB on disk)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(1)
+    row = b"\x00" * (w + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _big_png(tmp_path_factory.mktemp("big") / "huge.png")
+
+
+def _copy(root: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(root, dst))
+
+
+def _ids(root: Path, split: str) -> list[str]:
+    return (root / "metadata" / split / "image_ids.txt").read_text().split()
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _call(fn: Callable[[Sequence[str]], int | None], argv: Sequence[str], capfd: pytest.CaptureFixture[str]
+          ) -> tuple[int, str]:
+    """``fn(argv)``'s exit status and everything it wrote (stdout + stderr, C-level writes included)."""
+    capfd.readouterr()
+    try:
+        rc = fn(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+        rc = code if isinstance(code, int) else (0 if code is None else 1)
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+    out = capfd.readouterr()
+    return int(rc or 0), out.out + out.err
+
+
+def _cli(argv: Sequence[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    return _call(cli_main, argv, capfd)
+
+
+def _pipeline(name: str) -> Callable[[Sequence[str]], int]:
+    import importlib
+
+    return importlib.import_module(f"cream_pl.pipelines.{name}").main
+
+
+def _subprocess(argv: Sequence[str], timeout: int = 180) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(REPO))
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def assert_one_line(rc: int, text: str, *named: object) -> str:
+    """Exit status != 0, at most two lines, no traceback, every ``named`` thing in the output."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert rc != 0, text
+    assert "Traceback" not in text, text
+    assert 1 <= len(lines) <= 2, f"{len(lines)} lines:\n{text}"
+    for thing in named:
+        assert str(thing) in text, f"{thing} not named in:\n{text}"
+    return lines[-1]
+
+
+def _lightning_config(tmp_path: Path, root: Path) -> Path:
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
+                    "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+                    "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run")},
+        "model": {"class_path": "cream_pl.models.WSOLClassifier",
+                  "init_args": {"pretrained": False, "eval_size": SIZE, "cam_curve_interval": 0.1,
+                                "num_media_images": 0}},
+        "data": {"class_path": "cream_pl.data.WSOLDataModule",
+                 "init_args": {"data_root": str(root), "batch_size": 3, "num_workers": 0, "resize_size": 40,
+                               "crop_size": SIZE, "eval_size": SIZE}},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- item 6: numbers
+
+
+PSEUDO = ["pseudo-boxes", "--ckpt", "c.ckpt", "--data", "d", "--out", "o.json"]
+TRAIN_REG = ["train-regressor", "--pseudo-boxes", "p.json", "--data", "d", "--out", "o"]
+LOCALIZE = ["localize", "a.png", "--ckpt", "c.ckpt", "--out", "o"]
+EXPORT = ["export-scoremaps", "--ckpt", "c.ckpt", "--data", "d", "--out", "o"]
+EVALUATE = ["evaluate", "--metadata", "m", "--scoremaps", "s", "--out", "o.json"]
+
+BAD_NUMBERS = [
+    (EVALUATE + ["--iou-thresholds", "150", "-5"], "--iou-thresholds"),
+    (EVALUATE + ["--iou-thresholds", "0"], "--iou-thresholds"),
+    (EVALUATE + ["--interval", "0"], "--interval"),
+    (EVALUATE + ["--interval", "nan"], "--interval"),
+    (EVALUATE + ["--batch-size", "0"], "--batch-size"),
+    (EVALUATE + ["--num-workers", "-1"], "--num-workers"),
+    (PSEUDO + ["--input-size", "0"], "--input-size"),
+    (PSEUDO + ["--input-size", "7"], "--input-size"),
+    (PSEUDO + ["--chunk-size", "0"], "--chunk-size"),
+    (PSEUDO + ["--batch-size", "0"], "--batch-size"),
+    (PSEUDO + ["--num-workers", "-2"], "--num-workers"),
+    (PSEUDO + ["--threshold", "1.5"], "--threshold"),
+    (PSEUDO + ["--threshold", "nan"], "--threshold"),
+    (TRAIN_REG + ["--max-epochs", "0"], "--max-epochs"),
+    (TRAIN_REG + ["--lr", "nan"], "--lr"),
+    (TRAIN_REG + ["--lr", "-0.1"], "--lr"),
+    (TRAIN_REG + ["--input-size", "0"], "--input-size"),
+    (TRAIN_REG + ["--batch-size", "0"], "--batch-size"),
+    (TRAIN_REG + ["--loss-weight", "inf"], "--loss-weight"),
+    (TRAIN_REG + ["--seed", "-1"], "--seed"),
+    (LOCALIZE + ["--batch-size", "0"], "--batch-size"),
+    (LOCALIZE + ["--threshold", "-0.1"], "--threshold"),
+    (LOCALIZE + ["--device", "banana"], "--device"),
+    (EXPORT + ["--batch-size", "0"], "--batch-size"),
+    (EXPORT + ["--num-workers", "-1"], "--num-workers"),
+    (EXPORT + ["--device", "banana"], "--device"),
+    (["data", "synth", "--out", "o", "--num-classes", "0"], "--num-classes"),
+    (["data", "synth", "--out", "o", "--num-train", "-3"], "--num-train"),
+    (["data", "synth", "--out", "o", "--min-side", "4"], "--min-side"),
+    (["data", "synth", "--out", "o", "--usual-background-prob", "1.5"], "--usual-background-prob"),
+    (["data", "synth", "--out", "o", "--seed", "x"], "--seed"),
+    (["data", "cub", "--src", "s", "--out", "o", "--val-per-class", "-1"], "--val-per-class"),
+    (["data", "check", "root", "--num-classes", "0"], "--num-classes"),
+    (["data", "check", "root", "--max-problems", "-1"], "--max-problems"),
+]
+
+
+@pytest.mark.parametrize("argv, option", BAD_NUMBERS, ids=[" ".join(a[-2:]) + f" ({a[0]})" for a, _ in BAD_NUMBERS])
+def test_numeric_options_outside_their_domain_fail_at_parse_time(argv: list[str], option: str, capfd) -> None:
+    rc, text = _cli(argv, capfd)  # nothing named in argv exists: the parser refuses before any of it is read
+    line = assert_one_line(rc, text, option)
+    assert rc == 2 and "error: argument" in line and "usage:" not in text
+
+
+PIPELINE_NUMBERS = [
+    ("demo", ["--seed", "-1"], "--seed"),
+    ("demo", ["--train-seed", "1.5"], "--train-seed"),
+    ("demo_seeds", ["--seeds", "1"], "--seeds"),
+    ("demo_methods", ["--train-seed", "x"], "--train-seed"),
+    ("demo_kd", ["--seed", "nan"], "--seed"),
+    ("calibrate_preset", ["--seed", "-3"], "--seed"),
+    ("recipes", ["pseudo-boxes", "--input-size", "7"], "--input-size"),
+    ("recipes", ["train-regressor", "--epochs", "0"], "--epochs"),
+    ("recipes", ["train-regressor", "--batch-size", "0"], "--batch-size"),
+    ("recipes", ["train-cub", "--val-per-class", "-1"], "--val-per-class"),
+    ("bench_metrics", ["--interval", "0"], "--interval"),
+    ("bench_reference", ["--repeats", "0"], "--repeats"),
+]
+
+
+@pytest.mark.parametrize("name, argv, option", PIPELINE_NUMBERS, ids=[f"{n} {a[-2]}" for n, a, _ in PIPELINE_NUMBERS])
+def test_pipeline_numeric_options_fail_at_parse_time(name: str, argv: list[str], option: str, capfd) -> None:
+    rc, text = _call(_pipeline(name), argv, capfd)
+    assert_one_line(rc, text, option, f"python -m cream_pl.pipelines.{name}")
+    assert "usage:" not in text
+
+
+LIGHTNING_NUMBERS = [
+    (["--data.init_args.batch_size", "0"], "batch_size"),
+    (["--data.init_args.num_workers", "-1"], "num_workers"),
+    (["--data.init_args.eval_size", "0"], "eval_size"),
+    (["--trainer.max_epochs", "-5"], "max_epochs"),
+    (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
+    (["--model.init_args.lr", "nan"], "lr"),
+    (["--model.init_args.cream_lambda", "5"], "model.init_args"),
+    (["--model.init_args.backbone", "banana"], "banana"),
+]
+
+
+@pytest.mark.parametrize("extra, named", LIGHTNING_NUMBERS, ids=[" ".join(e) for e, _ in LIGHTNING_NUMBERS])
+def test_lightning_numeric_options_end_in_one_line(extra, named, data3, tmp_path, capfd) -> None:
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["fit", "--config", str(cfg), *extra], capfd)
+    assert_one_line(rc, text, named, "cream-pl fit: error:")
+    assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_help_still_prints_usage(capfd) -> None:
+    rc, text = _cli(["pseudo-boxes", "--help"], capfd)
+    assert rc == 0 and "usage: cream-pl pseudo-boxes" in text and "--input-size" in text
+
+
+# ---------------------------------------------------------------------------------------------- item 1: classes
+
+
+def test_export_scoremaps_refuses_a_checkpoint_with_fewer_classes_than_the_data(data5, ckpts, tmp_path, capfd):
+    out = tmp_path / "maps"
+    rc, text = _cli(["export-scoremaps", "--ckpt", str(ckpts["c3"]), "--data", str(data5), "--out", str(out),
+                     "--device", "cpu"], capfd)
+    assert_one_line(rc, text, ckpts["c3"], data5 / "class_names.txt", "3-class", "5 classes")
+    assert not any(out.rglob("*.npy"))  # before any work
+
+
+def test_pseudo_boxes_refuses_a_checkpoint_with_fewer_classes_than_the_data(data5, ckpts, tmp_path, capfd):
+    rc, text = _cli(["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data5), "--out",
+                     str(tmp_path / "b.json"), "--threshold", "0.3", "--input-size", str(SIZE), "--num-workers", "0",
+                     "--accelerator", "cpu", "--devices", "1"], capfd)
+    assert_one_line(rc, text, ckpts["c3"], data5 / "class_names.txt")
+    assert not (tmp_path / "b.json.shards").exists()
+
+
+def test_labels_beyond_the_checkpoint_are_refused_without_class_names(data5, ckpts, tmp_path, capfd):
+    root = _copy(data5, tmp_path / "d")
+    (root / "class_names.txt").unlink()
+    rc, text = _cli(["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(root), "--out",
+                     str(tmp_path / "b.json"), "--threshold", "0.3", "--input-size", str(SIZE)], capfd)
+    assert_one_line(rc, text, ckpts["c3"], root / "metadata" / "train" / "class_labels.txt")
+
+
+def test_train_regressor_refuses_a_classifier_with_fewer_classes(data5, ckpts, tmp_path, capfd):
+    rc, text = _cli(["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--data", str(data5),
+                     "--out", str(tmp_path / "reg"), "--classifier-ckpt", str(ckpts["c3"]), "--no-pretrained"], capfd)
+    assert_one_line(rc, text, ckpts["c3"], data5 / "class_names.txt")
+
+
+def test_lightning_test_refuses_a_checkpoint_with_other_classes(data5, ckpts, tmp_path, capfd):
+    cfg = _lightning_config(tmp_path, data5)
+    rc, text = _cli(["test", "--config", str(cfg), "--ckpt_path", str(ckpts["c3"])], capfd)
+    assert_one_line(rc, text, ckpts["c3"], data5 / "class_names.txt")
+
+
+# ---------------------------------------------------------------------------------------------- item 7: checkpoints
+
+
+@pytest.mark.parametrize("command, kind, words", [
+    ("test", "missing", "checkpoint not found"),
+    ("test", "truncated", "not a readable PyTorch checkpoint"),
+    ("validate", "regressor", "box regressor's checkpoint"),
+    ("predict", "truncated", "not a readable PyTorch checkpoint"),
+])
+def test_lightning_ckpt_path_problems_end_in_one_line(command, kind, words, data3, ckpts, tmp_path, capfd):
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli([command, "--config", str(cfg), "--ckpt_path", str(ckpts[kind])], capfd)
+    assert_one_line(rc, text, ckpts[kind], words)
+
+
+@pytest.mark.slow  # about 10 s: one real fit
+def test_lightning_test_accepts_good_checkpoints(data3, ckpts, tmp_path, capfd):
+    """The checks refuse only bad files: a hand-saved checkpoint (no ``_class_path``: the config's model, the
+    file's weights) and one written by ``cream-pl fit`` (its hyperparameters applied) both test fine."""
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["test", "--config", str(cfg), "--ckpt_path", str(ckpts["c3"])], capfd)
+    assert rc == 0 and "Traceback" not in text, text
+    rc, text = _cli(["fit", "--config", str(cfg), "--trainer.enable_checkpointing", "true"], capfd)
+    assert rc == 0, text
+    written = sorted((tmp_path / "run").rglob("*.ckpt"))
+    assert written, text
+    assert "_class_path" in torch.load(written[-1], weights_only=False)["hyper_parameters"]
+    rc, text = _cli(["validate", "--config", str(cfg), "--ckpt_path", str(written[-1])], capfd)
+    assert rc == 0 and "Traceback" not in text, text
+
+
+@pytest.mark.parametrize("kind, words", [("truncated", "not a readable PyTorch checkpoint"),
+                                         ("regressor", "box regressor's checkpoint"),
+                                         ("missing", "checkpoint not found")])
+def test_train_regressor_bad_classifier_ckpt_ends_in_one_line(kind, words, data3, ckpts, tmp_path, capfd):
+    rc, text = _cli(["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--data", str(data3),
+                     "--out", str(tmp_path / "reg"), "--classifier-ckpt", str(ckpts[kind]), "--no-pretrained"], capfd)
+    assert_one_line(rc, text, ckpts[kind], words)
+
+
+@pytest.mark.parametrize("command", ["localize", "export-scoremaps", "pseudo-boxes"])
+def test_a_regressor_checkpoint_where_a_classifier_belongs(command, data3, ckpts, tmp_path, capfd):
+    img = _png(tmp_path / "a.png", 50, 40)
+    argv = {"localize": ["localize", str(img), "--ckpt", str(ckpts["regressor"]), "--out", str(tmp_path / "o")],
+            "export-scoremaps": ["export-scoremaps", "--ckpt", str(ckpts["regressor"]), "--data", str(data3),
+                                 "--out", str(tmp_path / "o")],
+            "pseudo-boxes": ["pseudo-boxes", "--ckpt", str(ckpts["regressor"]), "--data", str(data3), "--out",
+                             str(tmp_path / "b.json"), "--threshold", "0.3"]}[command]
+    rc, text = _cli(argv, capfd)
+    assert_one_line(rc, text, ckpts["regressor"], "box regressor's checkpoint")
+
+
+@pytest.mark.parametrize("kind, words", [("c3", "a classifier's checkpoint"),
+                                         ("truncated", "not a readable PyTorch checkpoint")])
+def test_localize_bad_regressor_checkpoint_is_one_line(kind, words, ckpts, tmp_path, capfd):
+    img = _png(tmp_path / "a.png", 50, 40)
+    rc, text = _cli(["localize", str(img), "--ckpt", str(ckpts["c3"]), "--regressor", str(ckpts[kind]), "--out",
+                     str(tmp_path / "o"), "--device", "cpu"], capfd)
+    assert_one_line(rc, text, ckpts[kind], words)
+    assert not (tmp_path / "o" / "predictions.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("command", ["localize", "export-scoremaps"])
+def test_cuda_device_without_a_gpu_ends_in_one_line(command, data3, ckpts, tmp_path, capfd):
+    img = _png(tmp_path / "a.png", 50, 40)
+    argv = ([command, str(img), "--ckpt", str(ckpts["c3"]), "--out", str(tmp_path / "o")] if command == "localize"
+            else [command, "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out", str(tmp_path / "o")])
+    rc, text = _cli([*argv, "--device", "cuda:0"], capfd)
+    assert_one_line(rc, text, "--device cuda:0", "no CUDA GPU")
+    assert not (tmp_path / "o" / "predictions.json").exists()
+
+
+TRAINER_OPTIONS = [
+    ("pseudo-boxes", ["--devices", "banana"]),
+    ("pseudo-boxes", ["--strategy", "banana"]),
+    ("pseudo-boxes", ["--precision", "7"]),
+    ("train-regressor", ["--devices", "banana"]),
+    *([("pseudo-boxes", ["--accelerator", "gpu"]), ("train-regressor", ["--accelerator", "gpu"])]
+      if not torch.cuda.is_available() else []),
+]
+
+
+@pytest.mark.parametrize("command, extra", TRAINER_OPTIONS, ids=[f"{c} {' '.join(e)}" for c, e in TRAINER_OPTIONS])
+def test_bad_trainer_device_options_end_in_one_line(command, extra, data3, ckpts, tmp_path, capfd):
+    argv = (["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out", str(tmp_path / "b.json"),
+             "--threshold", "0.3", "--input-size", str(SIZE)] if command == "pseudo-boxes" else
+            ["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--data", str(data3), "--out",
+             str(tmp_path / "reg"), "--no-pretrained"])
+    rc, text = _cli([*argv, *extra], capfd)
+    assert_one_line(rc, text, " ".join(extra))
+    assert not (tmp_path / "b.json.shards").exists()
+
+
+def test_pseudo_boxes_cream_selected_without_a_val_search(data3, ckpts, tmp_path, capfd):
+    rc, text = _cli(["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out",
+                     str(tmp_path / "b.json"), "--source", "cream_selected", "--threshold", "0.3"], capfd)
+    assert_one_line(rc, text, ckpts["c3"], "val-selected CREAM", "--source cream")
+
+
+# ---------------------------------------------------------------------------------------------- item 2: big images
+
+
+def test_a_real_15000x15000_png_is_one_image_file_error(big_png, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(Image, "MAX_IMAGE_PIXELS", None)
+        with Image.open(big_png) as img:
+            assert img.size == (15000, 15000)  # a genuine PNG: only the pixel count is hostile
+    with pytest.raises(ImageFileError, match="huge.png: image too large to decode"):
+        load_image_rgb(big_png)
+
+
+@pytest.mark.parametrize("side", [120, 200])  # over MAX_IMAGE_PIXELS (Pillow warns), over twice it (Pillow raises)
+def test_localize_writes_the_good_images_and_reports_the_big_one(side, ckpts, tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # a cheap stand-in for a 15000x15000 image
+    good = _png(tmp_path / "in" / "good.png", 60, 50)
+    big = _png(tmp_path / "in" / "big.png", side, side)
+    out = tmp_path / "out"
+    rc, text = _cli(["localize", str(tmp_path / "in"), "--ckpt", str(ckpts["c3"]), "--out", str(out),
+                     "--device", "cpu"], capfd)
+    assert_one_line(rc, text, big, "image too large")
+    assert rc == 1
+    pred = json.loads((out / "predictions.json").read_text())
+    assert [i["file_name"] for i in pred["images"]] == [str(good)]
+    assert [f["file_name"] for f in pred["failed"]] == [str(big)]
+    assert (out / "overlays" / "good.png").is_file()
+
+
+def test_localize_real_big_png_in_a_fresh_process(big_png, ckpts, tmp_path):
+    good = _png(tmp_path / "good.png", 60, 50)
+    out = tmp_path / "out"
+    rc, text = _subprocess(["-m", "cream_pl.cli", "localize", str(good), str(big_png), "--ckpt", str(ckpts["c3"]),
+                            "--out", str(out), "--device", "cpu"])
+    assert_one_line(rc, text, big_png, "image too large")
+    assert len(json.loads((out / "predictions.json").read_text())["annotations"]) == 1
+
+
+def test_data_check_files_reports_a_big_image(data3, tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    root = _copy(data3, tmp_path / "d")
+    rel = _ids(root, "test")[1]
+    _png(root / "images" / rel, 200, 200)
+    rc, text = _cli(["data", "check", str(root), "--files", "--split", "test"], capfd)
+    assert_one_line(rc, text, root / "images" / rel, "image too large")
+
+
+def test_export_scoremaps_names_a_big_image(data3, ckpts, tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    root = _copy(data3, tmp_path / "d")
+    rel = _ids(root, "test")[0]
+    _png(root / "images" / rel, 200, 200)
+    rc, text = _cli(["export-scoremaps", "--ckpt", str(ckpts["c3"]), "--data", str(root), "--out",
+                     str(tmp_path / "maps"), "--device", "cpu"], capfd)
+    assert_one_line(rc, text, root / "images" / rel, "image too large")
+
+
+# ---------------------------------------------------------------------------------------------- item 3: modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_scoremaps_honour_the_umask(umask, data3, ckpts, tmp_path, capfd):
+    old = os.umask(umask)
+    try:
+        rc, text = _cli(["export-scoremaps", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out",
+                         str(tmp_path / "maps"), "--methods", "cam", "--device", "cpu"], capfd)
+    finally:
+        os.umask(old)
+    assert rc == 0, text
+    files = [*(tmp_path / "maps").rglob("*.npy"), tmp_path / "maps" / "scoremaps.json"]
+    assert len(files) == 4
+    assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {oct(0o666 & ~umask)}
+
+
+def test_export_scoremaps_has_no_writer_of_its_own() -> None:
+    source = (REPO / "cream_pl" / "pipelines" / "export_scoremaps.py").read_text()
+    assert "mkstemp" not in source and "os.replace" not in source  # cream_pl.core.io is the one atomic writer
+
+
+# ---------------------------------------------------------------------------------------------- item 4: pipelines
+
+
+def _no_work(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the pipeline started its work before checking its inputs")
+
+
+def _bad_image_data(data3: Path, dst: Path) -> tuple[Path, Path]:
+    root = _copy(data3, dst)
+    bad = root / "images" / _ids(root, "val")[1]
+    bad.write_bytes(bad.read_bytes()[:200])  # a real PNG, truncated
+    return root, bad
+
+
+def _bad_label_data(data3: Path, dst: Path) -> tuple[Path, Path]:
+    root = _copy(data3, dst)
+    labels = root / "metadata" / "train" / "class_labels.txt"
+    lines = labels.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",7"  # 3 classes in class_names.txt
+    labels.write_text("\n".join(lines) + "\n")
+    return root, labels
+
+
+@pytest.mark.parametrize("bad", ["image", "label"])
+def test_demo_bad_dataset_ends_in_one_line_before_any_work(bad, data3, tmp_path, capfd, monkeypatch):
+    import cream_pl.pipelines.demo as demo
+
+    monkeypatch.setattr(demo, "run_demo", _no_work)
+    root, named = (_bad_image_data if bad == "image" else _bad_label_data)(data3, tmp_path / "d")
+    rc, text = _call(demo.main, ["--data", str(root), "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")],
+                     capfd)
+    assert_one_line(rc, text, named, "python -m cream_pl.pipelines.demo: error:")
+
+
+PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
+    ("demo", ["--out", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.demo", "run_demo"),
+    ("demo", ["--work", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.demo", "run_demo"),
+    ("demo_seeds", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo", "run_demo"),
+    ("demo_seeds", ["--work-root", "{file}", "--fast"], "cream_pl.pipelines.demo", "run_demo"),
+    ("demo_methods", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_methods", "run_demo_methods"),
+    ("demo_kd", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
+    ("demo_kd", ["--work", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
+    ("calibrate_preset", ["--out", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.calibrate_preset",
+     "_calibrate"),
+    ("calibrate_preset", ["--work", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.calibrate_preset",
+     "_calibrate"),
+    ("recipes", ["pseudo-boxes", "--work", "{file}"], "cream_pl.pipelines.recipes", "pseudo_boxes"),
+    ("recipes", ["train-regressor", "--work", "{file}"], "cream_pl.pipelines.recipes", "train_regressor_stage"),
+    ("bench", ["--out", "{file}", "--quick"], "cream_pl.pipelines.bench", "run_bench"),
+]
+
+
+@pytest.mark.parametrize("name, argv, module, work", PIPELINE_OUT_IS_A_FILE,
+                         ids=[f"{n} {a[0] if a[0].startswith('-') else a[1]}" for n, a, _, _ in PIPELINE_OUT_IS_A_FILE])
+def test_pipeline_output_folder_that_is_a_file(name, argv, module, work, tmp_path, capfd, monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)  # the defaults of the other folders land here
+    monkeypatch.setattr(importlib.import_module(module), work, _no_work)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    recipe = REPO / "experiments" / "embedded_cream.yaml"
+    argv = [a.replace("{file}", str(a_file)).replace("{recipe}", str(recipe)) for a in argv]
+    rc, text = _call(_pipeline(name), argv, capfd)
+    assert_one_line(rc, text, a_file, f"python -m cream_pl.pipelines.{name}: error:")
+
+
+@pytest.mark.parametrize("name, argv, module, work", [
+    ("demo", ["--recipe", "{missing}"], "cream_pl.pipelines.demo", "run_demo"),
+    ("calibrate_preset", ["--recipe", "{missing}"], "cream_pl.pipelines.calibrate_preset", "_calibrate"),
+    ("recipes", ["train-cub", "--recipe", "{missing}"], "cream_pl.pipelines.recipes", "train_cub"),
+])
+def test_pipeline_missing_recipe_is_one_line(name, argv, module, work, tmp_path, capfd, monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.import_module(module), work, _no_work)
+    missing = tmp_path / "no_such_recipe.yaml"
+    rc, text = _call(_pipeline(name), [a.replace("{missing}", str(missing)) for a in argv], capfd)
+    assert_one_line(rc, text, missing, "--recipe")
+
+
+def test_recipes_bad_dataset_ends_in_one_line(data3, tmp_path, capfd, monkeypatch):
+    import cream_pl.pipelines.recipes as recipes
+
+    monkeypatch.setattr(recipes, "pseudo_boxes", _no_work)
+    root, labels = _bad_label_data(data3, tmp_path / "d")
+    rc, text = _call(recipes.main, ["pseudo-boxes", "--data", str(root), "--work", str(tmp_path / "w")], capfd)
+    assert_one_line(rc, text, labels)
+
+
+def test_recipes_train_regressor_checks_the_classifier_against_the_data(data5, ckpts, tmp_path, capfd):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(ckpts["c3"], work / "classifier.ckpt")
+    (work / "pseudo_boxes_cream.json").write_text("{}")
+    rc, text = _call(_pipeline("recipes"), ["train-regressor", "--data", str(data5), "--work", str(work)], capfd)
+    assert_one_line(rc, text, work / "classifier.ckpt", data5 / "class_names.txt")
+    assert not (work / "regressor_cream").exists()
+
+
+def test_demo_bad_image_in_a_fresh_process(data3, tmp_path):
+    root, bad = _bad_image_data(data3, tmp_path / "d")
+    rc, text = _subprocess(["-m", "cream_pl.pipelines.demo", "--data", str(root), "--out", str(tmp_path / "o"),
+                            "--work", str(tmp_path / "w")], timeout=120)
+    assert_one_line(rc, text, bad)
+
+
+# ---------------------------------------------------------------------------------------------- item 5: pseudo boxes
+
+
+def test_pseudo_boxes_rerun_with_other_settings_is_refused(data3, ckpts, tmp_path, capfd):
+    out = tmp_path / "boxes.json"
+    base = ["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out", str(out), "--input-size",
+            str(SIZE), "--batch-size", "2", "--num-workers", "0", "--accelerator", "cpu", "--devices", "1"]
+    rc, text = _cli([*base, "--threshold", "0.3", "--keep-shards"], capfd)
+    assert rc == 0, text
+    finished = out.read_bytes()
+    rc, text = _cli([*base, "--threshold", "0.5"], capfd)  # another τ: the finished file is not replaced
+    assert_one_line(rc, text, out, "--overwrite", "threshold")
+    assert out.read_bytes() == finished
+    out.unlink()  # what is left: shards of the τ = 0.3 run
+    rc, text = _cli([*base, "--threshold", "0.5"], capfd)
+    assert_one_line(rc, text, f"{out}.shards", "different pseudo-box run", "--overwrite")
+    rc, text = _cli([*base, "--threshold", "0.3"], capfd)  # the same settings resume from the shards
+    assert rc == 0 and out.read_bytes() == finished
+    rc, text = _cli([*base, "--threshold", "0.3"], capfd)  # and a finished identical run is skipped
+    assert rc == 0 and out.read_bytes() == finished
+    rc, text = _cli([*base, "--threshold", "0.5", "--overwrite"], capfd)
+    assert rc == 0 and json.loads(out.read_text())["info"]["threshold"] == 0.5
+
+
+def test_pseudo_boxes_refuses_to_replace_a_file_it_did_not_write(data3, ckpts, tmp_path, capfd):
+    out = tmp_path / "notes.json"
+    out.write_text('{"my": "notes"}')
+    rc, text = _cli(["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out", str(out),
+                     "--threshold", "0.3", "--input-size", str(SIZE), "--accelerator", "cpu"], capfd)
+    assert_one_line(rc, text, out, "--overwrite")
+    assert out.read_text() == '{"my": "notes"}'
+
+
+# ---------------------------------------------------------------------------------------------- item 8: smaller ones
+
+
+def test_config_typo_is_one_line_naming_file_and_key(data3, tmp_path):
+    cfg = _lightning_config(tmp_path, data3)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["trainer"]["max_epocs"] = 2
+    cfg.write_text(yaml.safe_dump(raw))
+    rc, text = _subprocess(["-m", "cream_pl.cli", "fit", "--config", str(cfg)])
+    assert_one_line(rc, text, cfg, "trainer.max_epocs")
+    assert "usage:" not in text
+
+
+def test_missing_config_file_is_one_line(tmp_path, capfd):
+    rc, text = _cli(["fit", "--config", str(tmp_path / "nope.yaml")], capfd)
+    assert_one_line(rc, text, tmp_path / "nope.yaml")
+
+
+def _mask_split(root: Path) -> Path:
+    meta = root / "metadata" / "test"
+    meta.mkdir(parents=True)
+    (meta / "image_ids.txt").write_text("a.png\nb.png")
+    (meta / "class_labels.txt").write_text("a.png,0\nb.png,1")
+    (meta / "image_sizes.txt").write_text("a.png,64,48\nb.png,64,48")
+    (meta / "localization.txt").write_text("a.png,a_mask.png,ignore.png\nb.png,b_mask.png,ignore.png")
+    (root / "masks").mkdir()
+    for name in ("a_mask.png", "ignore.png"):  # b_mask.png is missing
+        cv2.imwrite(str(root / "masks" / name), np.zeros((48, 64), np.uint8))
+    (root / "maps").mkdir()
+    for image_id in ("a.png", "b.png"):
+        np.save(root / "maps" / f"{image_id}.npy", np.random.default_rng(0).random((224, 224)))
+    return meta
+
+
+def test_evaluate_missing_mask_is_one_line_without_an_opencv_warning(tmp_path, capfd):
+    meta = _mask_split(tmp_path)
+    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
+                     str(tmp_path / "masks"), "--out", str(tmp_path / "s.json"), "--num-workers", "1"], capfd)
+    assert_one_line(rc, text, tmp_path / "masks" / "b_mask.png", "file not found")
+    assert "WARN" not in text
+
+
+def test_evaluate_refuses_a_complex_score_map(tmp_path, capfd):
+    meta = _mask_split(tmp_path)
+    bad = tmp_path / "maps" / "b.png.npy"
+    np.save(bad, np.full((224, 224), 0.5 + 0.5j))
+    (tmp_path / "masks" / "b_mask.png").write_bytes((tmp_path / "masks" / "a_mask.png").read_bytes())
+    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
+                     str(tmp_path / "masks"), "--out", str(tmp_path / "s.json")], capfd)
+    assert_one_line(rc, text, bad, "complex")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_localize_rerun_replaces_the_previous_runs_overlays(ckpts, tmp_path, capfd):
+    a, b = _png(tmp_path / "in" / "a.png", 60, 50), _png(tmp_path / "in" / "b.png", 40, 70)
+    out = tmp_path / "out"
+    assert _cli(["localize", str(a), str(b), "--ckpt", str(ckpts["c3"]), "--out", str(out), "--device", "cpu"],
+                capfd)[0] == 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png", "b.png"]
+    rc, text = _cli(["localize", str(b), "--ckpt", str(ckpts["c3"]), "--out", str(out), "--device", "cpu"], capfd)
+    assert rc == 0, text
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["b.png"]  # no stale a.png
+    assert [i["overlay"] for i in json.loads((out / "predictions.json").read_text())["images"]] == ["overlays/b.png"]
+
+
+# ---------------------------------------------------------------------------------------------- bad paths
+
+
+def test_bad_paths_of_every_command(data3, ckpts, tmp_path, capfd):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    missing = tmp_path / "missing"
+    cases: list[tuple[list[str], Path]] = [
+        (["data", "synth", "--out", str(a_file), "--num-train", "2"], a_file),
+        (["data", "cub", "--src", str(missing), "--out", str(tmp_path / "cub")], missing),
+        (["data", "check", str(missing)], missing),
+        (["data", "check", str(data3), "--split", "nosuch"], data3 / "metadata" / "nosuch"),
+        (["evaluate", "--metadata", str(missing), "--scoremaps", str(tmp_path), "--out", str(tmp_path / "s.json")],
+         missing),
+        (["evaluate", "--metadata", str(data3 / "metadata" / "test"), "--scoremaps", str(tmp_path), "--out",
+          str(a_file / "s.json")], a_file),
+        (["export-scoremaps", "--ckpt", str(ckpts["c3"]), "--data", str(missing), "--out", str(tmp_path / "m")],
+         missing),
+        (["export-scoremaps", "--ckpt", str(ckpts["c3"]), "--data", str(data3), "--out", str(a_file)], a_file),
+        (["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(missing), "--out", str(tmp_path / "b.json")],
+         missing),
+        (["pseudo-boxes", "--ckpt", str(ckpts["missing"]), "--data", str(data3), "--out", str(tmp_path / "b.json")],
+         ckpts["missing"]),
+        (["train-regressor", "--pseudo-boxes", str(missing), "--data", str(data3), "--out", str(a_file)], a_file),
+        (["localize", str(tmp_path), "--ckpt", str(ckpts["missing"]), "--out", str(tmp_path / "o")],
+         ckpts["missing"]),
+        (["localize", str(tmp_path), "--ckpt", str(ckpts["c3"]), "--out", str(a_file)], a_file),
+        (["fit", "--config", str(missing / "cfg.yaml")], missing / "cfg.yaml"),
+    ]
+    for argv, named in cases:
+        rc, text = _cli(argv, capfd)
+        assert_one_line(rc, text, named)
