@@ -9,7 +9,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-seeds readme-results demo-kd demo-methods calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-seeds demo-kernels readme-results demo-kd demo-methods calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ readme-results: install ## Regenerate the README's results block from results/em
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
 	$(PY) -m cream_pl.pipelines.demo_seeds --seeds $(or $(SEEDS),3) --out results/embedded_seeds
 
+demo-kernels: install ## make demo's rows once more under an AVX2 machine's CPU kernels (same data, recipe, seed): how far numbers move across machines -> results/embedded_kernels/
+	$(PY) -m cream_pl.pipelines.demo_kernels --reference results/embedded --out results/embedded_kernels $(if $(SKIP_REGRESSOR),--skip-regressor)
+
 demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: val Top-1 Cls / GT-known every epoch (the dilemma), teachers = best val checkpoints over (run, epoch), paired intervals on all / unusual / usual backgrounds -> results/embedded_confounded/ (~18 min)
 	$(PY) -m cream_pl.pipelines.demo_kd --out results/embedded_confounded
 
@@ -65,7 +68,7 @@ calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like
 	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub
 
 calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_head_tint) was chosen, CAM + center only -> results/calibration_cub/sweep.md
-	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0,0.1,0.15
+	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0.1,0.2,0.25
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.pipelines.bench --out results

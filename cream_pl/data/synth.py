@@ -205,7 +205,8 @@ PRESETS: dict[str, SynthConfig] = {
     # (sd 0.09 W, 0.07 H), bodies whose colour and texture follow the class and carry a tint of the
     # head's colour (a bird's plumage), the small saturated head still the most discriminative part,
     # scenery and texture photo backgrounds (no other salient object) with light clutter in no head
-    # colour, no distractors. Splits: val 25 per class, test >= 1000. The one calibrated knob is the
+    # colour, no distractors. Splits: train 2,400 (CUB: 5,994; set by the 2-core time budget of the passes
+    # over it, pseudo boxes and frozen features, never by a score), val 25 per class, test >= 1000. The one calibrated knob is the
     # tint: `make calibrate-cub-sweep` (results/calibration_cub/sweep.md) trains the embedded CAM
     # recipe at each listed tint, and the preset takes the first (smallest) one at which CAM's
     # MaxBoxAccV2, GT-known and Top-1 Cls land in CUB's ranges, above the center baseline.
