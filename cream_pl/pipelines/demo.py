@@ -489,6 +489,11 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
                 results[key] = {**{k: v for k, v in summary[key].items() if k != "cls_acc"},
                                 "cls_acc": test_res.get("cls_acc")}
         results["cream_reg_candidates"] = summary["candidates"]
+        if "cream_reg" in records and "cream_selected" in records:  # does the regressor fix CREAM's misses, or copy them?
+            from cream_pl.reporting.evidence import hit_agreement
+
+            results["cream_reg_agreement"] = {"a": "cream_selected", "b": "cream_reg", "metric": "gt_known",
+                                              **hit_agreement(records["cream_selected"], records["cream_reg"])}
         results["cream_reg_selection"] = {"chosen": summary["chosen"], "val_metric": summary["val_metric"],
                                           "recipe": summary["recipe"]}
         results["pseudo_box_quality"] = {k: v for k, v in quality.items() if k != "file"}

@@ -136,6 +136,20 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
             met = d["diff"] >= target and d["ci95"][0] > 0
             line += f"; target +{target:g} with the interval above 0: {'met' if met else 'not met'}"
         out.append(line + ".")
+    agree = results.get("cream_reg_agreement")
+    chosen = cands.get(sel.get("chosen"), {})
+    if agree and agree.get("n"):
+        wrong, right = agree["neither"] + agree["only_b"], agree["both"] + agree["only_a"]
+        fit = chosen.get("train_pseudo_iou_per_epoch") or [float("nan")]
+        out.append(f"Why CREAM_reg adds little to CREAM here (a probe on the test images): the two are both right on "
+                   f"{agree['both']} and both wrong on {agree['neither']} of {agree['n']}; the regressor fixes "
+                   f"{agree['only_b']} of CREAM's {wrong} misses and loses {agree['only_a']} of its {right} hits. It "
+                   f"reproduces CREAM's boxes, errors included (its boxes overlap the train pseudo boxes at IoU "
+                   f"{fit[-1]:.3f} at the end of training): its input is the very feature map CREAM boxed, so the "
+                   "head can learn CREAM's map-to-box mapping itself, and only what that mapping cannot express is "
+                   "averaged out. PSOL's regressor denoises from other features (a second network) and other views "
+                   "(random crops), under which CREAM's errors do not repeat; on this CPU that path is the paper's "
+                   "row of the CUB recipe (`make train-regressor`), not a candidate of the demo.")
     psol = cands.get("psol_frozen")
     if psol and "train_gt_known" in psol:
         out.append(f"Why the PSOL head does worse: global average pooling throws away where the object is. On its own "

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["METRIC_NAMES", "PAPER_DEFAULTS", "RECORD_CONSTANTS", "compute_differences", "compute_subset_differences",
+           "hit_agreement",
            "differences_markdown", "selection_markdown", "save_records", "load_records", "subset_records"]
 
 PAPER_DEFAULTS: dict[str, Any] = {"T": 2, "kappa": 8.0, "lambda": 0.8, "feature_norm": "raw"}
@@ -65,6 +66,27 @@ def compute_differences(
 
 RECORD_CONSTANTS = ("thresholds", "iou_thresholds", "loc_threshold")
 """Fields of a per-image record that describe the record, not one value per image."""
+
+
+def hit_agreement(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], key: str = "gt_known") -> dict[str, int]:
+    """How two methods' per-image outcomes agree on the same images (joined on ``index``): both right, only ``a``,
+    only ``b``, neither.
+
+    Example:
+        >>> x = {"index": np.array([0, 1, 2, 3]), "gt_known": np.array([1, 1, 0, 0])}
+        >>> y = {"index": np.array([3, 2, 1, 0]), "gt_known": np.array([1, 0, 0, 1])}
+        >>> hit_agreement(x, y)
+        {'both': 1, 'only_a': 1, 'only_b': 1, 'neither': 1, 'n': 4}
+    """
+    hits_b = dict(zip(np.asarray(b["index"]).tolist(), np.asarray(b[key]).astype(bool).tolist()))
+    out = {"both": 0, "only_a": 0, "only_b": 0, "neither": 0, "n": 0}
+    for i, ha in zip(np.asarray(a["index"]).tolist(), np.asarray(a[key]).astype(bool).tolist()):
+        if i not in hits_b:
+            continue
+        hb = hits_b[i]
+        out["both" if ha and hb else "only_a" if ha else "only_b" if hb else "neither"] += 1
+        out["n"] += 1
+    return out
 
 
 def subset_records(record: Mapping[str, np.ndarray], indices: Iterable[int]) -> dict[str, np.ndarray]:
