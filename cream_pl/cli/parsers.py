@@ -229,7 +229,7 @@ def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--feature-cache", default="auto", choices=("auto", "on", "off"),
                    help="--features classifier: cache the frozen features in memory (bounded by --cache-max-gb) or "
                    "run the frozen backbone online every step (auto: cache when the bound allows)")
-    p.add_argument("--cache-max-gb", type=float, default=4.0, help="memory bound of the feature cache per process")
+    p.add_argument("--cache-max-gb", type=positive_float, default=4.0, help="memory bound of the feature cache per process")
     p.add_argument("--loss", default="mse", choices=("mse", "l1_iou"), help="mse (PSOL) or L1 + (1 - IoU)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="--features finetune: the regressor's backbone")
     p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
