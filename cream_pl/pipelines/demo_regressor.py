@@ -132,6 +132,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
     from cream_pl.data.datamodule import WSOLDataModule
     from cream_pl.data.pseudo_box_format import load_dataset_pseudo_boxes
     from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.models.regressor import BoxRegressor
     from cream_pl.pipelines.regressor_data import FrozenFeatureDataModule
     from cream_pl.pipelines.regressor_train import CURVE_FILE, METRICS_FILE, PER_IMAGE_FILE, train_regressor
 
@@ -142,7 +143,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
     else:
         recipe = {**FROZEN_RECIPE, **({"max_epochs": 1} if fast else {}), **({"batch_size": batch_size} if batch_size else {})}
         classifier = classifier if classifier is not None else load_classifier(ckpt)
-        num_train = len(load_dataset_pseudo_boxes(pseudo_boxes, data, "train"))
+        records = load_dataset_pseudo_boxes(pseudo_boxes, data, "train")  # read once: batch size and train correctness
+        num_train = len(records)
         recipe["batch_size"] = min(int(recipe["batch_size"]), num_train)  # a split smaller than one batch: one batch
         eval_dm = WSOLDataModule(str(data), batch_size=recipe["batch_size"], eval_size=224, mean=tuple(mean),
                                  std=tuple(std))
@@ -167,7 +169,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
             val[name] = float(stored["val/reg/gt_known"])
         chosen = choose_on_val(val)  # 2. the choice, from val alone
         _log(f"regressor: val GT-known {', '.join(f'{k} {v:.2f}' for k, v in val.items())}; chosen: {chosen}")
-        pseudo = {p.index: p for p in load_dataset_pseudo_boxes(pseudo_boxes, data, "train")}
+        pseudo = {p.index: p for p in records}
+        dm.setup("fit")  # the train cache of the correctness figures (kept from the fits when they ran here)
         rows: dict[str, Any] = {}
         for name, spec in candidates.items():  # 3. test every candidate, for the report
             cdir = rdir / name
@@ -175,10 +178,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
                 train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
                                 stages=("test",), **{**common, **spec.get("overrides", {})})
             metrics = json.loads((cdir / METRICS_FILE).read_text())
-            from cream_pl.models.regressor import BoxRegressor
-
             model = BoxRegressor.load_from_checkpoint(cdir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
-            dm.setup("fit")
             fit = train_correctness(model.head, dm.caches["train"], data, pseudo) if dm.cached else {}
             curve = json.loads((cdir / CURVE_FILE).read_text())
             rows[name] = {"head": spec["head"], "features": spec["features"], "label": spec["label"],

@@ -100,6 +100,7 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
         return []
     q = results.get("pseudo_box_quality", {})
     cands, sel = results.get("cream_reg_candidates", {}), results.get("cream_reg_selection", {})
+    chosen = cands.get(sel.get("chosen"), {})
     diffs = results.get("differences", {})
     out = []
     if q:
@@ -114,7 +115,6 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
                    f"feature-space flips): " + "; ".join(
                        f"{name} val {c['val_gt_known']:.2f} (test {c.get('gt_known', float('nan')):.2f})"
                        for name, c in cands.items()) + f"; chosen: {sel.get('chosen')}. The test split chose nothing.")
-        chosen = cands.get(sel.get("chosen"), {})
         if "train_gt_known" in chosen:
             denoise = chosen["train_gt_known"] > chosen["train_pseudo_box_gt_known"]
             out.append(f"On the train images themselves (no flip), the chosen regressor is right (IoU ≥ 0.5 to the true "
@@ -137,7 +137,6 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
             line += f"; target +{target:g} with the interval above 0: {'met' if met else 'not met'}"
         out.append(line + ".")
     agree = results.get("cream_reg_agreement")
-    chosen = cands.get(sel.get("chosen"), {})
     if agree and agree.get("n"):
         wrong, right = agree["neither"] + agree["only_b"], agree["both"] + agree["only_a"]
         fit = chosen.get("train_pseudo_iou_per_epoch") or [float("nan")]
