@@ -233,6 +233,38 @@ def test_the_design_is_chosen_on_val_before_any_test_image_is_read(root: Path, t
     assert again["candidates"] == summary["candidates"]
 
 
+def test_a_fine_tuned_feature_source_is_a_candidate_of_the_same_val_choice(root: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_regressor, "FROZEN_RECIPE", {**demo_regressor.FROZEN_RECIPE, "batch_size": 4,
+                                                          "max_epochs": 1})
+    tuned = {**demo_regressor.FINETUNE_RECIPE, "pretrained": False}
+    candidates = {"frozen": {"head": "objectness", "features": "classifier", "label": "frozen"},
+                  "tuned": {"head": "objectness", "features": "finetune", "label": "fine-tuned", "overrides": tuned}}
+    classifier = FrozenStandIn()
+    summary, _ = demo_regressor.run_regressor_stage(
+        root / "train_boxes.json", root, tmp_path / "reg", None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        candidates=candidates, classifier=classifier)
+    rows = summary["candidates"]
+    assert rows["tuned"]["features"] == "finetune" and rows["frozen"]["features"] == "classifier"
+    assert rows["tuned"]["recipe"]["regressor_kwargs"]["freeze_backbone"] == demo_regressor.FINETUNE_FREEZE
+    assert rows["frozen"]["recipe"]["max_epochs"] == 1 and rows["tuned"]["recipe"]["lr"] == tuned["lr"]
+    assert summary["chosen"] == demo_regressor.choose_on_val({k: r["val_gt_known"] for k, r in rows.items()})
+    assert "train_gt_known" in rows["frozen"]  # from the cache: no backbone pass
+    assert ("train_gt_known" in rows["tuned"]) == (summary["chosen"] == "tuned")  # its own pass: the chosen one only
+    # the fine-tuned model's train correctness comes from its own backbone over the un-flipped train images
+    model = BoxRegressor.load_from_checkpoint(tmp_path / "reg" / "tuned" / "checkpoints" / "last.ckpt").eval()
+    dm = _dm(root, classifier, cache="off")
+    dm.setup("fit")
+    from cream_pl.data.pseudo_box_format import load_dataset_pseudo_boxes
+
+    pseudo = {r.index: r for r in load_dataset_pseudo_boxes(root / "train_boxes.json", root, "train")}
+    fit = demo_regressor._train_fit(model, dm, root, pseudo, measure=True)
+    assert fit["num_train"] == 16 and fit["train_pseudo_box_gt_known"] == pytest.approx(100.0)
+    boxes = model(torch.stack([dm.train_base[i]["image"] for i in range(16)]))
+    assert 0.0 <= fit["train_gt_known"] <= 100.0 and boxes.shape == (16, 4)
+    assert demo_regressor._train_fit(model, dm, root, pseudo, measure=False) == {}
+
+
 # ---------------------------------------------------------------------------------------------- DDP
 
 SCRIPT = Path(__file__).with_name("regressor_ddp_script.py")

@@ -27,7 +27,9 @@ def test_demo_fast_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     assert saved["cream_reg"]["pxap"] is None  # a box, no map
     chosen = saved["cream_reg_selection"]["chosen"]  # the design chosen on val, each candidate's val and test shown
     assert saved["cream_reg"]["candidate"] == chosen and saved["cream_reg_psol"]["candidate"] == "psol_frozen"
-    assert set(saved["cream_reg_candidates"]) == {"psol_frozen", "spatial_mlp_frozen", "objectness_frozen"}
+    assert set(saved["cream_reg_candidates"]) == {"psol_frozen", "spatial_mlp_frozen", "objectness_frozen",
+                                                  "objectness_finetune"}  # both feature sources
+    assert saved["cream_reg_candidates"]["objectness_finetune"]["features"] == "finetune"
     assert all({"val_gt_known", "gt_known"} <= set(c) for c in saved["cream_reg_candidates"].values())
     assert saved["cream_reg_candidates"][chosen]["val_gt_known"] == max(
         c["val_gt_known"] for c in saved["cream_reg_candidates"].values())

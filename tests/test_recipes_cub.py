@@ -44,12 +44,19 @@ def test_train_cub_then_pseudo_boxes_then_regressor(tmp_path: Path, capsys) -> N
 
     assert main(["train-regressor", "--data", str(data), "--work", str(work), "--backbone", "efficientnet_lite0",
                  "--epochs", "1", "--batch-size", "3"]) == 0
-    metrics = json.loads((work / "regressor_cream" / "regressor_metrics.json").read_text())
-    assert {"test/reg/gt_known", "test/reg/top1_loc"} <= set(metrics)  # the paper's (PSOL) row
-    frozen = json.loads((work / "regressor_cream_frozen" / "candidates.json").read_text())  # the new design's row
-    assert frozen["chosen"] in frozen["candidates"] and frozen["val_metric"] == "gt_known"
-    assert all("val_gt_known" in row and "gt_known" in row for row in frozen["candidates"].values())
-    assert "test/reg/gt_known" in capsys.readouterr().out
+    metrics = json.loads((work / "regressor_cream" / "psol_finetune" / "regressor_metrics.json").read_text())
+    assert {"val/reg/gt_known", "test/reg/gt_known", "test/reg/top1_loc"} <= set(metrics)  # the paper's (PSOL) row
+    designs = json.loads((work / "regressor_cream" / "candidates.json").read_text())  # one val choice over all designs
+    rows = designs["candidates"]
+    assert set(rows) == {"psol_finetune", "objectness_finetune", "psol_frozen", "spatial_mlp_frozen",
+                         "objectness_frozen"}
+    assert {rows[k]["features"] for k in rows} == {"finetune", "classifier"}
+    assert rows["psol_finetune"]["recipe"]["optimizer"] == "sgd"  # PSOL's recipe
+    assert rows["objectness_finetune"]["recipe"]["backbone"] == "efficientnet_lite0"
+    assert rows[designs["chosen"]]["val_gt_known"] == max(row["val_gt_known"] for row in rows.values())
+    assert all("val_gt_known" in row and "gt_known" in row for row in rows.values())
+    out = capsys.readouterr().out
+    assert '"chosen": {' in out and '"psol": {' in out and f'"candidate": "{designs["chosen"]}"' in out
 
 
 RECIPES = sorted(p for pat in ("cub_*.yaml", "ilsvrc_*.yaml", "openimages_*.yaml")

@@ -1,16 +1,17 @@
 """``make demo``'s CREAM_reg stage: box-regressor designs trained on the pseudo boxes, one chosen on val.
 
-Every candidate (:data:`CANDIDATES`: a box head on the classifier's frozen features) trains on the
-val-selected CREAM's pseudo boxes over the train split, with one pass of the frozen backbone
-shared by all (:class:`~cream_pl.pipelines.regressor_data.FrozenFeatureDataModule`'s cache). Then:
+Every candidate (:data:`CANDIDATES`: a box head and a feature source) trains on the val-selected CREAM's pseudo
+boxes over the train split. The heads on the classifier's frozen features share one pass of the frozen backbone
+(:class:`~cream_pl.pipelines.regressor_data.FrozenFeatureDataModule`'s cache); a fine-tuned candidate trains its
+own backbone on the images, as PSOL does. Then:
 
 1. every candidate is scored on **val** (GT-known Loc) and the best is chosen
    (:func:`choose_on_val`; ties keep the earlier candidate): the test split plays no part;
 2. only then is every candidate tested, for the report (each candidate's val score beside its test
    score); the chosen one is the ``cream_reg`` row, the PSOL head the ``cream_reg_psol`` row;
 3. how each candidate does on the train images themselves, beside its pseudo boxes
-   (:func:`train_correctness`): a regressor that is right more often than its own pseudo boxes
-   denoises them.
+   (:func:`train_correctness`; every frozen head from the cache, and the chosen design whatever its
+   source): a regressor that is right more often than its own pseudo boxes denoises them.
 
 Every step is resumable: a candidate's folder keeps its checkpoint and metrics.
 """
@@ -18,6 +19,7 @@ Every step is resumable: a candidate's folder keeps its checkpoint and metrics.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,18 +31,34 @@ from cream_pl.reporting.tables import write_json_atomic
 
 __all__ = ["CANDIDATES", "FROZEN_RECIPE", "PSOL_CANDIDATE", "choose_on_val", "run_regressor_stage", "train_correctness"]
 
+FROZEN_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "loss": "l1_iou", "loss_weight": 1.0,
+                                 "max_epochs": 15, "batch_size": 32, "weight_decay": 1e-4}
+"""One recipe for every frozen-feature candidate: AdamW, L1 + (1 − IoU), 15 epochs of the pseudo-boxed train split
+with feature flips."""
+FINETUNE_FREEZE = r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"
+"""The fine-tuned candidate's frozen stem and first eight Lite0 blocks (the CPU budget; its later blocks train)."""
+FINETUNE_RECIPE: dict[str, Any] = {"pretrained": True, "max_epochs": 1, "optimizer": "adamw", "lr": 1e-4,
+                                   "loss": "l1_iou", "loss_weight": 1.0, "crop": "box_safe", "datamodule": None,
+                                   "regressor_kwargs": {"head_lr_multiplier": 10.0, "weight_decay": 1e-4,
+                                                        "freeze_backbone": FINETUNE_FREEZE}}
+"""The demo's fine-tuned feature source (PSOL's: a separate ImageNet Lite0 on random box-safe crops of the train
+images) at the CPU budget: one epoch (75 steps of 32, about 2 min on 2 cores; every frozen head gets 15 epochs
+of the cached features for about 20 s), the ImageNet stem and first eight blocks frozen, AdamW at 1e-4 (the
+head at 10x), L1 + (1 − IoU) as the frozen heads."""
 CANDIDATES: dict[str, dict[str, Any]] = {
     "psol_frozen": {"head": "psol", "features": "classifier", "label": "PSOL head (GAP + MLP)"},
     "spatial_mlp_frozen": {"head": "spatial_mlp", "features": "classifier", "label": "spatial MLP (position kept)"},
     "objectness_frozen": {"head": "objectness", "features": "classifier", "label": "objectness map + moments"},
+    "objectness_finetune": {"head": "objectness", "features": "finetune",
+                            "label": "objectness map + moments, fine-tuned Lite0 (PSOL's feature source, 1 epoch)",
+                            "overrides": FINETUNE_RECIPE},
 }
-"""The designs chosen between on val: box heads on the classifier's frozen features."""
+"""The designs chosen between on val: (box head, feature source). Three heads on the classifier's frozen features
+and the best-placed head on a separately fine-tuned backbone (PSOL's feature source), at the demo's CPU budget."""
 PSOL_CANDIDATE = "psol_frozen"
 """The paper's (PSOL's) head shape, reported as a row of its own whatever it scores."""
-FROZEN_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "loss": "l1_iou", "loss_weight": 1.0,
-                                 "max_epochs": 15, "batch_size": 32, "weight_decay": 1e-4}
-"""One recipe for every candidate: AdamW, L1 + (1 − IoU), 15 epochs of the pseudo-boxed train split with feature flips."""
 DONE_FILE = "candidates.json"
+DESIGN_FILE = "design.json"
 
 
 def _log(msg: str) -> None:
@@ -61,20 +79,23 @@ def choose_on_val(val_scores: Mapping[str, float]) -> str:
 
 
 @torch.no_grad()
-def train_correctness(head: Callable[[torch.Tensor], torch.Tensor], cache: Any, data: Path,
-                      pseudo: Mapping[int, Any]) -> dict[str, float]:
+def train_correctness(predict: Callable[[torch.Tensor], torch.Tensor], dataset: Any, positions: Sequence[int],
+                      data: Path, pseudo: Mapping[int, Any], *, key: str = "features",
+                      batch_size: int = 256) -> dict[str, float]:
     """On the un-flipped train images: the regressor's boxes against their pseudo boxes and the true boxes,
-    beside the pseudo boxes' own accuracy, all in the 224 evaluation grid (IoU ≥ 0.5, inclusive '+1' IoU)."""
+    beside the pseudo boxes' own accuracy, all in the 224 evaluation grid (IoU ≥ 0.5, inclusive '+1' IoU).
+
+    ``predict`` maps a batch of ``dataset[p][key]`` (cached features, or images at the evaluation transform for a
+    fine-tuned backbone) to normalised boxes."""
     from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes, resize_boxes_protocol
     from cream_pl.data.metadata import read_split
     from cream_pl.models.regressor import predicted_boxes_inclusive
 
     samples = read_split(data / "metadata" / "train").samples
     to_pseudo, hit, pseudo_hit = [], [], []
-    for start in range(0, len(cache), 256):
-        rows = cache.positions[start : start + 256]
-        items = [cache[p] for p in rows]
-        pred = predicted_boxes_inclusive(head(torch.stack([it["features"] for it in items]).float()), (224, 224))
+    for start in range(0, len(positions), batch_size):
+        items = [dataset[p] for p in positions[start : start + batch_size]]
+        pred = predicted_boxes_inclusive(predict(torch.stack([it[key] for it in items]).float()), (224, 224))
         for i, it in enumerate(items):
             idx = int(it["index"])
             s, pb = samples[idx], pseudo[idx]
@@ -87,6 +108,21 @@ def train_correctness(head: Callable[[torch.Tensor], torch.Tensor], cache: Any, 
             pseudo_hit.append(bool(box_iou_inclusive(box, gt).max() >= 0.5))
     return {"train_mean_iou_to_pseudo_boxes": float(np.mean(to_pseudo)), "train_gt_known": float(100 * np.mean(hit)),
             "train_pseudo_box_gt_known": float(100 * np.mean(pseudo_hit)), "num_train": len(hit)}
+
+
+def _train_fit(model: Any, dm: Any, data: Path, pseudo: Mapping[int, Any], *, measure: bool) -> dict[str, float]:
+    """Train correctness of one candidate: from the cache for a frozen-feature head (no backbone pass), with one
+    pass of its own backbone over the train images for a fine-tuned one when ``measure`` (the chosen design) —
+    else ``{}``, a pass the report does not need."""
+    if model.frozen_features and dm.cached:
+        cache = dm.caches["train"]
+        return train_correctness(model.head, cache, cache.positions, data, pseudo)
+    if not measure:
+        return {}
+    if model.frozen_features:
+        model.set_classifier(dm.classifier)
+    base = dm.train_base
+    return train_correctness(model, base, range(len(base)), data, pseudo, key="image", batch_size=64)
 
 
 def _box_levels(row: dict[str, Any], per_image: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -111,8 +147,22 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def is_done(rdir: Path) -> bool:
-    return (rdir / DONE_FILE).is_file()
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _design(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """What a candidate's folder was trained as (head, feature source, recipe), as JSON reads it back."""
+    own = {k: v for k, v in spec.get("overrides", {}).items() if k != "datamodule"}
+    record = {"head": spec["head"], "features": spec["features"],
+              "recipe": own if spec["features"] == "finetune" else {**recipe, **own}}
+    return json.loads(json.dumps(record, sort_keys=True, default=str))
+
+
+def is_done(rdir: Path, candidates: Mapping[str, Any] = CANDIDATES) -> bool:
+    """Whether ``rdir`` holds the finished stage of exactly these candidates."""
+    summary = _read_json(rdir / DONE_FILE)
+    return summary is not None and set(summary["candidates"]) == set(candidates)
 
 
 def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path | None, *, mean: Sequence[float],
@@ -120,7 +170,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
                         candidates: Mapping[str, Mapping[str, Any]] = CANDIDATES,
                         classifier: torch.nn.Module | None = None,
                         trainer_kwargs: Mapping[str, Any] | None = None,
-                        batch_size: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                        batch_size: int | None = None,
+                        psol_candidate: str = PSOL_CANDIDATE) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train every candidate, choose on val, test all; returns ``(summary, records)``.
 
     ``summary``: ``chosen``, ``candidates`` (per candidate: head, features, val / test GT-known,
@@ -137,7 +188,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
     from cream_pl.pipelines.regressor_train import CURVE_FILE, METRICS_FILE, PER_IMAGE_FILE, train_regressor
 
     done = rdir / DONE_FILE
-    if done.is_file():
+    if is_done(rdir, candidates):
         _log(f"regressor: using {done}")
         summary = json.loads(done.read_text())
     else:
@@ -149,7 +200,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
         eval_dm = WSOLDataModule(str(data), batch_size=recipe["batch_size"], eval_size=224, mean=tuple(mean),
                                  std=tuple(std))
         dm = FrozenFeatureDataModule(pseudo_boxes, data, classifier, eval_dm, batch_size=recipe["batch_size"],
-                                     cache="auto", seed=train_seed)
+                                     cache="auto" if any(c["features"] == "classifier" for c in candidates.values())
+                                     else "off", seed=train_seed)  # only the frozen heads read the cache
         common = dict(pretrained=False, max_epochs=recipe["max_epochs"], batch_size=recipe["batch_size"],
                       classifier_ckpt=ckpt if ckpt is not None else classifier, datamodule=dm, lr=recipe["lr"], optimizer=recipe["optimizer"],
                       loss=recipe["loss"], loss_weight=recipe["loss_weight"], seed=train_seed, mean=tuple(mean),
@@ -160,6 +212,12 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
         val: dict[str, float] = {}
         for name, spec in candidates.items():  # 1. train and validate every candidate (no test)
             cdir = rdir / name
+            design = _design(spec, recipe)
+            if cdir.exists() and _read_json(cdir / DESIGN_FILE) != design:  # another design or recipe: start over
+                _log(f"regressor: {name} was trained as another design; training it again")
+                shutil.rmtree(cdir)
+            if not cdir.exists():
+                write_json_atomic(design, cdir / DESIGN_FILE)
             path = cdir / METRICS_FILE
             stored = json.loads(path.read_text()) if path.is_file() else {}
             if "val/reg/gt_known" not in stored:
@@ -170,7 +228,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
         chosen = choose_on_val(val)  # 2. the choice, from val alone
         _log(f"regressor: val GT-known {', '.join(f'{k} {v:.2f}' for k, v in val.items())}; chosen: {chosen}")
         pseudo = {p.index: p for p in records}
-        dm.setup("fit")  # the train cache of the correctness figures (kept from the fits when they ran here)
+        dm.setup("fit")  # train images (and, cached, their features) of the correctness figures
         rows: dict[str, Any] = {}
         for name, spec in candidates.items():  # 3. test every candidate, for the report
             cdir = rdir / name
@@ -179,16 +237,16 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
                                 stages=("test",), **{**common, **spec.get("overrides", {})})
             metrics = json.loads((cdir / METRICS_FILE).read_text())
             model = BoxRegressor.load_from_checkpoint(cdir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
-            fit = train_correctness(model.head, dm.caches["train"], data, pseudo) if dm.cached else {}
+            fit = _train_fit(model, dm, data, pseudo, measure=name == chosen)
             curve = json.loads((cdir / CURVE_FILE).read_text())
-            rows[name] = {"head": spec["head"], "features": spec["features"], "label": spec["label"],
+            rows[name] = {**_design(spec, recipe), "label": spec["label"],
                           "val_gt_known": float(metrics["val/reg/gt_known"]),
                           **{k.split("/")[-1]: float(v) for k, v in metrics.items() if k.startswith("test/reg/")},
                           "train_pseudo_iou_per_epoch": curve["train_pseudo_iou"], "epochs": curve["epochs"], **fit}
         summary = {"chosen": chosen, "val_metric": "gt_known", "recipe": recipe, "candidates": rows}
         write_json_atomic(summary, done)
     records: dict[str, Any] = {}
-    for key, name in (("cream_reg", summary["chosen"]), ("cream_reg_psol", PSOL_CANDIDATE)):
+    for key, name in (("cream_reg", summary["chosen"]), ("cream_reg_psol", psol_candidate)):
         if name not in summary["candidates"]:
             continue
         per_image = _load_npz(rdir / name / PER_IMAGE_FILE)

@@ -21,6 +21,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -94,43 +95,63 @@ def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> 
                      "--input-size", str(input_size)])  # PSOL's 448; τ* from val maps at the same size
 
 
+def regressor_candidates(design: str, backbone: str, epochs: int, batch_size: int, pretrained: bool = True,
+                         heads: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The CUB recipes' CREAM_reg designs, chosen between on val.
+
+    ``psol``: PSOL's regressor (a fine-tuned ``backbone`` + GAP/MLP head, :func:`psol_recipe`), the paper's row;
+    ``frozen``: box heads on the classifier's frozen features (the demo's); ``both``: those, and the objectness head
+    on a fine-tuned ``backbone`` (the demo's fine-tuned candidate at ``epochs``, nothing frozen). ``heads``: keep only
+    candidates with these heads.
+
+    Example:
+        >>> sorted(regressor_candidates("both", "resnet50", 6, 32))
+        ['objectness_finetune', 'objectness_frozen', 'psol_finetune', 'psol_frozen', 'spatial_mlp_frozen']
+    """
+    from cream_pl.pipelines.demo_regressor import CANDIDATES, FINETUNE_RECIPE
+    from cream_pl.pipelines.regressor_train import psol_recipe
+
+    tuned = {"backbone": backbone, "pretrained": pretrained, "max_epochs": epochs, "datamodule": None}
+    psol = {"psol_finetune": {"head": "psol", "features": "finetune", "label": "PSOL (fine-tuned backbone, GAP + MLP)",
+                              "overrides": {**psol_recipe(batch_size), **tuned}}}
+    frozen = {k: c for k, c in CANDIDATES.items() if c["features"] == "classifier"}
+    finetune = {k: {**c, "label": f"objectness map + moments, fine-tuned {backbone}",
+                    "overrides": {**FINETUNE_RECIPE, **tuned,
+                                  "regressor_kwargs": {**FINETUNE_RECIPE["regressor_kwargs"], "freeze_backbone": None}}}
+                for k, c in CANDIDATES.items() if c["features"] == "finetune"}
+    chosen = {"psol": psol, "frozen": frozen, "both": {**psol, **frozen, **finetune}}[design]
+    return {k: c for k, c in chosen.items() if heads is None or c["head"] in heads}
+
+
 def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, epochs: int, batch_size: int = 32,
                           pretrained: bool = True, trainer_kwargs: dict[str, object] | None = None,
                           design: str = "both", heads: Sequence[str] | None = None) -> int:
-    """``design``: ``psol`` (the paper's row), ``frozen`` (heads on the frozen classifier features, chosen on val)
-    or ``both``; ``heads``: the frozen candidates' heads (default: every one of the demo's)."""
+    """Train every design of :func:`regressor_candidates`, choose one on val GT-known, test them all.
+
+    Writes ``<work>/regressor_<source>/candidates.json`` (every candidate's val and test scores, the chosen one) and
+    prints PSOL's row (``psol``, when trained) and the chosen design's (``chosen``)."""
     boxes = work / f"pseudo_boxes_{source}.json"
     if not boxes.is_file():
         print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
         return 1
-    from cream_pl.models.checkpoints import check_checkpoint_dataset
-    from cream_pl.pipelines.regressor_train import psol_recipe, train_regressor
+    candidates = regressor_candidates(design, backbone, epochs, batch_size, pretrained, heads)
+    if not candidates:
+        print(f"--heads {','.join(heads or [])}: no design of --design {design} has such a box head", file=sys.stderr)
+        return 2
+    from cream_pl.models.checkpoints import check_checkpoint_dataset, load_classifier
+    from cream_pl.pipelines.demo_regressor import run_regressor_stage
+    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     check_checkpoint_dataset(work / "classifier.ckpt", data, splits=("test",))  # before any training
-    rows: dict[str, object] = {}
     trainer = {"accelerator": "auto", "devices": "auto", **(trainer_kwargs or {})}
-    if design in ("psol", "both"):
-        recipe = {**psol_recipe(batch_size), "max_epochs": epochs}  # PSOL: lr 1e-3 x batch / 256, head x2, box crop
-        rows["psol"] = train_regressor(boxes, data, work / f"regressor_{source}", backbone=backbone,
-                                       pretrained=pretrained, batch_size=batch_size,
-                                       classifier_ckpt=work / "classifier.ckpt", trainer_kwargs=trainer, **recipe)
-    if design in ("frozen", "both"):
-        from cream_pl.models.checkpoints import load_classifier
-        from cream_pl.pipelines.demo_regressor import CANDIDATES, run_regressor_stage
-        from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
-
-        classifier = load_classifier(work / "classifier.ckpt")
-        mean, std = checkpoint_normalisation(work / "classifier.ckpt") or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        candidates = {k: c for k, c in CANDIDATES.items() if heads is None or c["head"] in heads}
-        if not candidates:
-            print(f"--heads {','.join(heads or [])}: no such box head among {sorted(c['head'] for c in CANDIDATES.values())}",
-                  file=sys.stderr)
-            return 2
-        summary, _ = run_regressor_stage(boxes, data, work / f"regressor_{source}_frozen", work / "classifier.ckpt",
-                                         mean=mean, std=std, classifier=classifier, trainer_kwargs=trainer,
-                                         candidates=candidates,
-                                         batch_size=batch_size)
-        rows["frozen"] = {"chosen": summary["chosen"], **summary["cream_reg"]}
+    classifier = load_classifier(work / "classifier.ckpt")
+    mean, std = checkpoint_normalisation(work / "classifier.ckpt") or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    summary, _ = run_regressor_stage(boxes, data, work / f"regressor_{source}", work / "classifier.ckpt", mean=mean,
+                                     std=std, classifier=classifier, trainer_kwargs=trainer, candidates=candidates,
+                                     batch_size=batch_size, psol_candidate="psol_finetune")
+    rows = {"chosen": {"candidate": summary["chosen"], **summary["cream_reg"]}}
+    if "cream_reg_psol" in summary:
+        rows["psol"] = summary["cream_reg_psol"]
     print(json.dumps(rows, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -157,9 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.choices["train-regressor"].add_argument(
         "--design", choices=("psol", "frozen", "both"), default="both",
         help="psol: the paper's regressor (fine-tuned backbone, GAP + MLP); frozen: box heads on the classifier's "
-        "frozen features, chosen on val; both: a row each")
+        "frozen features; both: those and the objectness head on a fine-tuned backbone; always chosen on val")
     sub.choices["train-regressor"].add_argument("--heads", default=None,
-                                                help="comma-separated box heads of the frozen design (default: all)")
+                                                help="comma-separated box heads to keep among the designs (default: all)")
     args, extra = parser.parse_known_args(argv)
     # before any conversion or training: the work folder, and the dataset when it is there already
     preflight(inputs=[(args.recipe, "--recipe")] if args.stage == "train-cub" else [],
