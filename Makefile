@@ -61,7 +61,7 @@ train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get
 pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after train-cub)
 	$(PY) -m cream_pl.pipelines.recipes pseudo-boxes --data $(CUB_DATA)
 
-train-regressor: install ## CREAM_reg on the CUB pseudo boxes (after pseudo-boxes): PSOL's row and the frozen-feature heads chosen on val (DESIGN=psol|frozen|both, HEADS=objectness,spatial_mlp,psol)
+train-regressor: install ## CREAM_reg on the CUB pseudo boxes (after pseudo-boxes): one design chosen on val among PSOL's row (always reported), frozen-feature heads and a fine-tuned objectness head (DESIGN=psol|frozen|both, HEADS=objectness,spatial_mlp,psol)
 	$(PY) -m cream_pl.pipelines.recipes train-regressor --data $(CUB_DATA) $(if $(DESIGN),--design $(DESIGN)) $(if $(HEADS),--heads $(HEADS))
 
 calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/

@@ -6,10 +6,11 @@
    ``<work>/classifier.ckpt``.
 2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split at PSOL's 448 input (τ* from the
    val split's maps at the same input size).
-3. ``train-regressor``: the CREAM_reg box regressor on those boxes, two rows: PSOL's (a fine-tuned
-   backbone + GAP/MLP head, :func:`cream_pl.pipelines.regressor_train.psol_recipe`: the paper's row)
-   and the frozen-feature design (box heads on the classifier's frozen features, one chosen on val:
-   :mod:`cream_pl.pipelines.demo_regressor`), each tested with the classifier's class.
+3. ``train-regressor``: the CREAM_reg box regressor on those boxes, one design chosen on val GT-known
+   (:func:`regressor_candidates`, :mod:`cream_pl.pipelines.demo_regressor`) among PSOL's (a fine-tuned
+   backbone + GAP/MLP head, :func:`cream_pl.pipelines.regressor_train.psol_recipe`: the paper's row,
+   always reported), box heads on the classifier's frozen features and the objectness head on a
+   fine-tuned backbone; each tested with the classifier's class.
 
 Example:
     $ python -m cream_pl.pipelines.recipes train-cub --cub-root data/CUB_200_2011 --data data/cub
