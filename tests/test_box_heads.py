@@ -250,7 +250,7 @@ def test_a_fine_tuned_feature_source_is_a_candidate_of_the_same_val_choice(root:
     assert rows["frozen"]["recipe"]["max_epochs"] == 1 and rows["tuned"]["recipe"]["lr"] == tuned["lr"]
     assert summary["chosen"] == demo_regressor.choose_on_val({k: r["val_gt_known"] for k, r in rows.items()})
     assert "train_gt_known" in rows["frozen"]  # from the cache: no backbone pass
-    assert ("train_gt_known" in rows["tuned"]) == (summary["chosen"] == "tuned")  # its own pass: the chosen one only
+    assert rows["tuned"]["train_subsample"] == (1 if summary["chosen"] == "tuned" else 4)  # own pass: all if chosen
     # the fine-tuned model's train correctness comes from its own backbone over the un-flipped train images
     model = BoxRegressor.load_from_checkpoint(tmp_path / "reg" / "tuned" / "checkpoints" / "last.ckpt").eval()
     dm = _dm(root, classifier, cache="off")
@@ -262,7 +262,7 @@ def test_a_fine_tuned_feature_source_is_a_candidate_of_the_same_val_choice(root:
     assert fit["num_train"] == 16 and fit["train_pseudo_box_gt_known"] == pytest.approx(100.0)
     boxes = model(torch.stack([dm.train_base[i]["image"] for i in range(16)]))
     assert 0.0 <= fit["train_gt_known"] <= 100.0 and boxes.shape == (16, 4)
-    assert demo_regressor._train_fit(model, dm, root, pseudo, measure=False) == {}
+    assert demo_regressor._train_fit(model, dm, root, pseudo, measure=False)["num_train"] == 4  # every 4th image
 
 
 # ---------------------------------------------------------------------------------------------- DDP

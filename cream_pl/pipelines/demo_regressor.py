@@ -59,6 +59,8 @@ PSOL_CANDIDATE = "psol_frozen"
 """The paper's (PSOL's) head shape, reported as a row of its own whatever it scores."""
 DONE_FILE = "candidates.json"
 DESIGN_FILE = "design.json"
+TRAIN_SUBSAMPLE = 4
+"""A fine-tuned candidate that is not chosen is checked on every 4th train image (its own backbone pass)."""
 
 
 def _log(msg: str) -> None:
@@ -111,18 +113,20 @@ def train_correctness(predict: Callable[[torch.Tensor], torch.Tensor], dataset: 
 
 
 def _train_fit(model: Any, dm: Any, data: Path, pseudo: Mapping[int, Any], *, measure: bool) -> dict[str, float]:
-    """Train correctness of one candidate: from the cache for a frozen-feature head (no backbone pass), with one
-    pass of its own backbone over the train images for a fine-tuned one when ``measure`` (the chosen design) —
-    else ``{}``, a pass the report does not need."""
+    """Train correctness of one candidate: from the cache for a frozen-feature head (no backbone pass); with a pass
+    of its own backbone over the un-flipped train images for a fine-tuned one, every image when ``measure`` (the
+    chosen design), else every ``TRAIN_SUBSAMPLE``-th (``train_subsample`` records which)."""
     if model.frozen_features and dm.cached:
         cache = dm.caches["train"]
         return train_correctness(model.head, cache, cache.positions, data, pseudo)
-    if not measure:
-        return {}
     if model.frozen_features:
+        if not measure:
+            return {}
         model.set_classifier(dm.classifier)
     base = dm.train_base
-    return train_correctness(model, base, range(len(base)), data, pseudo, key="image", batch_size=64)
+    step = 1 if measure else TRAIN_SUBSAMPLE
+    fit = train_correctness(model, base, range(0, len(base), step), data, pseudo, key="image", batch_size=64)
+    return {**fit, "train_subsample": step}
 
 
 def _box_levels(row: dict[str, Any], per_image: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -159,6 +159,24 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
                    "(random crops), under which CREAM's errors do not repeat; here that path is the fine-tuned "
                    "candidate above, at the CPU budget of the demo, and the CUB recipe's paper row "
                    "(`make train-regressor`).")
+    for name, c in cands.items():
+        if c.get("features") != "finetune" or name == sel.get("chosen"):
+            continue
+        curve, ref = c.get("train_pseudo_iou_per_epoch") or [], chosen.get("train_pseudo_iou_per_epoch") or []
+        if curve and ref:
+            line = (f"Why the fine-tuned feature source loses here ({name}, val {c['val_gt_known']:.2f} against "
+                    f"{chosen.get('val_gt_known', float('nan')):.2f}): the demo's budget gives it {len(curve)} "
+                    f"epoch(s), at whose end its boxes overlap its pseudo boxes at IoU {curve[-1]:.3f} on the random "
+                    f"crops it trains on (the chosen head on the frozen features: {ref[0]:.3f} after one epoch, "
+                    f"{ref[-1]:.3f} after {len(ref)}).")
+            if "train_gt_known" in c:
+                line += (f" On whole train images (every {c.get('train_subsample', 1)}-th, {c['num_train']} images, "
+                         f"the evaluation transform) the overlap drops to {c['train_mean_iou_to_pseudo_boxes']:.3f} and "
+                         f"it is right on {c['train_gt_known']:.1f} % where its pseudo boxes are right on "
+                         f"{c['train_pseudo_box_gt_known']:.1f} %: it has not yet learned its pseudo boxes on the "
+                         "whole images it is scored on, which its crops (box-safe, area 0.2-1) only partly show.")
+            out.append(line + " Whether PSOL's full recipe closes the gap is the CUB recipe's comparison "
+                       "(`make train-regressor`, chosen on val the same way), beyond this CPU budget.")
     psol = cands.get("psol_frozen")
     if psol and "train_gt_known" in psol:
         out.append(f"Why the PSOL head does worse: global average pooling throws away where the object is. On its own "
