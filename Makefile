@@ -9,7 +9,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-seeds demo-kernels readme-results demo-kd demo-methods calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-seeds demo-kernels readme-results demo-kd demo-methods calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_h
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.pipelines.bench --out results
+
+bench-gpu: install ## GPU profile of the CUB recipes (fp32 vs bf16 + channels_last, loader vs step, val with / without cream_search, evaluate) -> results/bench_gpu.{json,md}, under 8 min on one GPU; DRY=1: CPU dry run at toy sizes into a temp folder
+	$(PY) -m cream_pl.pipelines.bench_gpu $(if $(DRY),--dry-run,--out results)
 
 clean: ## Remove caches and run outputs (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache outputs lightning_logs wandb

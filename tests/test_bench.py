@@ -65,3 +65,8 @@ def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     assert cs["candidates"] == 90 and cs["s_per_image_with"] > 0 and cs["s_per_image_without"] > 0
     assert "Val selection of CREAM's T / κ / λ / feature norm (90 candidates" in md
     assert data["startup"]["cream-pl --help"] > 0 and "Start-up" in md
+    lc = data["loading_cub"]
+    assert set(lc["per_worker"]) == {"pil", "torchvision"} and set(lc["cpu_step"]) == {"vgg16", "resnet50"}
+    assert lc["per_worker"]["pil"]["image_size"] == [500, 375] and lc["cpu_step"]["vgg16"]["images_per_s"] > 0
+    assert "Loading at CUB size (500×375 JPEG, q92), one worker (1 thread), `torchvision` decoder" in md
+    assert "Workers a GPU needs: `ceil(GPU step img/s / one worker's img/s)`" in md

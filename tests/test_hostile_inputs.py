@@ -253,6 +253,7 @@ PIPELINE_NUMBERS = [
     ("recipes", ["train-cub", "--val-per-class", "-1"], "--val-per-class"),
     ("bench_metrics", ["--interval", "0"], "--interval"),
     ("bench_reference", ["--repeats", "0"], "--repeats"),
+    ("bench_gpu", ["--val-images", "0"], "--val-images"),
 ]
 
 
@@ -554,6 +555,8 @@ PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
     ("recipes", ["pseudo-boxes", "--work", "{file}"], "cream_pl.pipelines.recipes", "pseudo_boxes"),
     ("recipes", ["train-regressor", "--work", "{file}"], "cream_pl.pipelines.recipes", "train_regressor_stage"),
     ("bench", ["--out", "{file}", "--quick"], "cream_pl.pipelines.bench", "run_bench"),
+    ("bench_gpu", ["--out", "{file}", "--dry-run"], "cream_pl.pipelines.bench_gpu", "run_bench_gpu"),
+    ("bench_gpu", ["--work", "{file}", "--dry-run"], "cream_pl.pipelines.bench_gpu", "run_bench_gpu"),
 ]
 
 

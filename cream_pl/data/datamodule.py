@@ -52,7 +52,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.core.boxes import resize_boxes_protocol
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
-from cream_pl.data.images import ImageFileError, check_once, files_stamp, load_image_rgb, load_mask_gray
+from cream_pl.data.images import (
+    Decoder,
+    ImageFileError,
+    check_decoder,
+    check_once,
+    files_stamp,
+    load_image_rgb,
+    load_mask_gray,
+)
 from cream_pl.data.metadata import (
     REQUIRED_FILES,
     SampleRecord,
@@ -122,6 +130,7 @@ class WSOLDataset(Dataset):
             sample (boxes and masks in the ``eval_size`` grid).
         eval_size: side of the squashed evaluation image.
         mask_root: directory the mask paths are relative to (needed when the split has masks).
+        decoder: ``"pil"`` or ``"torchvision"`` (see :func:`cream_pl.data.images.load_image_rgb`).
     """
 
     def __init__(
@@ -133,7 +142,9 @@ class WSOLDataset(Dataset):
         train: bool = False,
         eval_size: int = 224,
         mask_root: Path | str | None = None,
+        decoder: Decoder = "pil",
     ) -> None:
+        self.decoder = check_decoder(decoder)
         self.metadata = metadata
         self.samples: list[SampleRecord] = list(metadata.samples)
         self.image_root = Path(image_root)
@@ -154,7 +165,7 @@ class WSOLDataset(Dataset):
         """Decode sample ``index`` to RGB uint8, checking its size against ``image_sizes.txt``."""
         s = self.samples[index]
         try:
-            image = load_image_rgb(self.image_root / s.image_id)
+            image = load_image_rgb(self.image_root / s.image_id, self.decoder)  # type: ignore[arg-type]
         except ImageFileError as err:
             raise ImageFileError(err.path, f"{err.reason} ({self._where(s)})") from None
         h, w = image.shape[:2]
@@ -278,6 +289,10 @@ class WSOLDataModule(pl.LightningDataModule):
             a bad one fails its batch, naming the file.
         mean / std: input normalisation on the 0-1 scale; use the backbone's ``input_mean`` /
             ``input_std`` (ImageNet's by default; EfficientNet-Lite0 expects 0.498 / 0.502).
+        decoder: ``"pil"`` (default, the reference's Pillow) or ``"torchvision"``
+            (``torchvision.io.decode_jpeg`` for RGB and grayscale JPEGs, Pillow for the rest; the
+            same tensors within :data:`cream_pl.data.jpeg.MAX_ABS_TOLERANCE` levels). ``make bench``
+            measures both per worker on CUB-sized JPEGs.
     """
 
     def __init__(
@@ -300,6 +315,7 @@ class WSOLDataModule(pl.LightningDataModule):
         check_eval_images: bool = True,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        decoder: Decoder = "pil",
     ) -> None:
         super().__init__()
         # bad arguments (a config's data.init_args) are user errors: one line, see cream_pl.core.errors
@@ -311,6 +327,10 @@ class WSOLDataModule(pl.LightningDataModule):
             raise UserValueError(f"num_workers must be >= 0, got {num_workers}")
         if num_classes is not None and num_classes < 1:
             raise UserValueError(f"num_classes must be >= 1, got {num_classes}")
+        try:
+            self.decoder = check_decoder(decoder)
+        except ValueError as err:
+            raise UserValueError(str(err)) from None
         self.save_hyperparameters(logger=False)
         self.data_root = Path(data_root)
         self.metadata_root = Path(metadata_root) if metadata_root else self.data_root / "metadata"
@@ -391,7 +411,8 @@ class WSOLDataModule(pl.LightningDataModule):
                                                mean=self.mean, std=self.std) if train
                          else build_eval_transform(hp.eval_size, self.mean, self.std))
             ds = WSOLDataset(meta, self.image_root, transform, train=train, eval_size=hp.eval_size,
-                             mask_root=self.mask_root if meta.has_masks else None)
+                             mask_root=self.mask_root if meta.has_masks else None,
+                             decoder=self.decoder)  # type: ignore[arg-type]
             skipped = list(meta.skipped)
             if self.validate_images:
                 problems = ds.validate()

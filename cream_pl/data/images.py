@@ -7,8 +7,11 @@ compositing, like the reference), palette images are expanded, and 16-bit images
 16-bit RGB). EXIF orientation is ignored, as in the reference. A missing, empty, truncated or
 undecodable file, and an image over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``
 pixels: refused here rather than warned about, then decoded), raise :class:`ImageFileError` naming
-the file. This module is the one place images and masks are decoded (``fit``, ``localize``,
-``export-scoremaps``, ``pseudo-boxes``, ``data check --files``, ``evaluate``'s masks).
+the file. This module (with :mod:`cream_pl.data.jpeg`, its torchvision path) is the one place
+images and masks are decoded (``fit``, ``localize``, ``export-scoremaps``, ``pseudo-boxes``, ``data
+check --files``, ``evaluate``'s masks). ``load_image_rgb(path, decoder="torchvision")`` decodes RGB
+and grayscale JPEGs with ``torchvision.io.decode_jpeg`` instead of Pillow: the same checks, pixels
+within a tested tolerance of Pillow's.
 
 Example:
     >>> import tempfile, cv2, numpy as np
@@ -26,6 +29,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -33,8 +37,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cream_pl.data.metadata import WSOLDataError
 
-__all__ = ["ImageFileError", "load_image_rgb", "load_mask_gray", "read_image_size", "to_uint8",
-           "check_cache_dir", "files_stamp", "check_once"]
+__all__ = ["DECODERS", "Decoder", "ImageFileError", "check_decoder", "load_image_rgb", "load_mask_gray",
+           "read_image_size", "to_uint8", "check_cache_dir", "files_stamp", "check_once"]
 
 
 class ImageFileError(WSOLDataError):
@@ -144,13 +148,37 @@ def _decode_pil(path: Path) -> Image.Image:
     return img
 
 
-def load_image_rgb(path: Path | str) -> np.ndarray:
+Decoder = Literal["pil", "torchvision"]
+DECODERS: tuple[str, ...] = ("pil", "torchvision")
+"""Image decoders: ``"pil"`` (Pillow, the reference's) and ``"torchvision"`` (``torchvision.io.decode_jpeg``
+for RGB and grayscale JPEGs, Pillow for every other file; see :mod:`cream_pl.data.jpeg`)."""
+
+
+def check_decoder(decoder: object) -> str:
+    """Return ``decoder`` when it names one of :data:`DECODERS`; else a one-line ``ValueError``."""
+    if not isinstance(decoder, str) or decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(map(repr, DECODERS))}, got {decoder!r}")
+    return decoder
+
+
+def load_image_rgb(path: Path | str, decoder: Decoder = "pil") -> np.ndarray:
     """Load an image as an ``(H, W, 3)`` ``uint8`` RGB array.
+
+    Args:
+        path: the image file.
+        decoder: ``"pil"`` or ``"torchvision"`` (JPEGs through ``torchvision.io.decode_jpeg``, within
+            :data:`cream_pl.data.jpeg.MAX_ABS_TOLERANCE` of Pillow; other files through Pillow).
 
     Raises:
         ImageFileError: the file is missing, empty, truncated or cannot be decoded.
     """
     path = Path(path)
+    if check_decoder(decoder) == "torchvision":
+        from cream_pl.data.jpeg import decode_jpeg_rgb  # torch / torchvision on first use only
+
+        arr = decode_jpeg_rgb(path)
+        if arr is not None:
+            return arr
     img = _decode_pil(path)
     with img:
         if img.format == "PNG" and _png_bit_depth(path) == 16 and img.mode not in ("I", "I;16", "I;16B", "I;16L"):

@@ -5,6 +5,10 @@
 - box-metric speed vs a straightforward one-``findContours``-per-threshold loop (target >= 10x);
 - pseudo-box throughput vs plain inference of the same backbone (target >= 0.9x);
 - data-loading images/s of the embedded benchmark (train transform);
+- loading at CUB's image size (500x375 JPEGs): one worker's images/s per decoder (``pil``,
+  ``torchvision``) next to the CPU training step of the VGG16 and ResNet50 CUB recipes at batch 32,
+  and the workers a GPU needs (from ``results/bench_gpu.json`` when ``make bench-gpu`` ran on a
+  GPU); see :mod:`cream_pl.pipelines.bench_loading`;
 - the val-split cost of ``cream_search`` (the embedded recipe's grid) per val image;
 - CPU training images/s of the embedded recipe, default memory layout vs channels_last;
 - on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x);
@@ -310,6 +314,12 @@ def _markdown(res: dict[str, Any]) -> str:
         ("Pseudo-box throughput vs plain inference", f"{p['ratio']:.2f}×", "≥ 0.9×", p["ratio"] >= 0.9),
         ("Data loading (embedded train transform)", f"{d['images_per_s']:.0f} img/s", "—", None),
     ]
+    loading_notes: list[str] = []
+    if res.get("loading_cub"):
+        from cream_pl.pipelines.bench_loading import loading_rows
+
+        more, loading_notes = loading_rows(res["loading_cub"])
+        rows += more
     cs = res.get("cream_search")
     if cs:
         rows.append((f"Val selection of CREAM's T / κ / λ / feature norm ({cs['candidates']} candidates, {cs['threads']} "
@@ -330,6 +340,7 @@ def _markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else 'no')} |")
     if not g:
         lines += ["", "No GPU on this machine: the VGG16 fp32 vs bf16 training row is not measured."]
+    lines += loading_notes
     lines += _reference_notes(res)
     return "\n".join(lines) + "\n"
 
@@ -363,6 +374,11 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
                                                  workdir=Path(tmp))
         print("[bench] data loading ...", flush=True)
         res["data_loading"] = bench_data_loading(num_images=16 if quick else 96, workdir=Path(tmp))
+        print("[bench] loading at CUB size vs the CUB recipes' CPU training step ...", flush=True)
+        from cream_pl.pipelines.bench_loading import bench_cub_loading
+
+        res["loading_cub"] = bench_cub_loading(Path(tmp), num_images=8 if quick else 64, batch_size=2 if quick else 32,
+                                               gpu_results=out / "bench_gpu.json")
         print("[bench] cream_search cost on the val split ...", flush=True)
         res["cream_search"] = bench_cream_search(num_images=8 if quick else 64, batch_size=8 if quick else 32,
                                                  workdir=Path(tmp))
