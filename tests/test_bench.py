@@ -70,3 +70,51 @@ def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     assert lc["per_worker"]["pil"]["image_size"] == [500, 375] and lc["cpu_step"]["vgg16"]["images_per_s"] > 0
     assert "Loading at CUB size (500×375 JPEG, q92), one worker (1 thread), `torchvision` decoder" in md
     assert "Workers a GPU needs: `ceil(GPU step img/s / one worker's img/s)`" in md
+
+
+def _loading_cub() -> dict:
+    per = {d: {"images_per_s": r, "decode_ms": 2.0, "transform_ms": 1.5, "image_size": [500, 375]}
+           for d, r in (("pil", 280.0), ("torchvision", 320.0))}
+    return {"per_worker": per, "threads": 2, "gpu": None,
+            "cpu_step": {b: {"images_per_s": 0.6, "batch_size": 32, "size": 224, "steps": 1, "warmup": 0}
+                         for b in ("vgg16", "resnet50")}}
+
+
+def test_markdown_puts_cub_size_loading_next_to_the_cpu_step() -> None:
+    res = _result(None)
+    res["loading_cub"] = _loading_cub()
+    md = _markdown(res)
+    assert "one worker (1 thread), `pil` decoder: decode 2.0 ms + train transform 1.5 ms | 280 img/s |" in md
+    assert "CPU training step of the resnet50 CUB recipe (batch 32, 224 px, fp32, 2 threads, 1 timed step, 0 warm-up)" in md
+    assert "ceil(S / 320) workers" in md
+    assert "one worker (1 thread)" not in _markdown(_result(None))
+
+
+@pytest.mark.slow
+def test_cub_loading_row_reads_gpu_steps_from_a_real_bench_gpu_file(tmp_path) -> None:
+    from cream_pl.pipelines.bench_loading import bench_cub_loading
+
+    gpu = tmp_path / "bench_gpu.json"
+    gpu.write_text(json.dumps({"machine": "H200", "dry_run": False, "training": {
+        "vgg16": {"fp32": {"images_per_s": 900.0}, "bf16_channels_last": {"images_per_s": 1800.0}}}}))
+    out = bench_cub_loading(tmp_path / "w", num_images=2, batch_size=2, size=64, gpu_results=gpu)
+    assert set(out["per_worker"]) == {"pil", "torchvision"} and out["per_worker"]["pil"]["num_images"] == 2
+    assert out["cpu_step"]["resnet50"]["batch_size"] == 2 and out["cpu_step"]["vgg16"]["images_per_s"] > 0
+    assert out["gpu"]["steps"] == {"vgg16 fp32": 900.0, "vgg16 bf16_channels_last": 1800.0}
+    res = _result(None)
+    res["loading_cub"] = out
+    assert "vgg16 bf16_channels_last 1800 img/s → " in _markdown(res)
+
+
+def test_gpu_steps_come_only_from_a_real_gpu_run(tmp_path) -> None:
+    from cream_pl.pipelines.bench_loading import gpu_steps
+
+    gpu = tmp_path / "bench_gpu.json"
+    assert gpu_steps(None) is None and gpu_steps(gpu) is None
+    gpu.write_text(json.dumps({"machine": "cpu", "dry_run": True, "training": {
+        "vgg16": {"fp32": {"images_per_s": 1.0}, "bf16_channels_last": {"images_per_s": 1.0}}}}))
+    assert gpu_steps(gpu) is None  # a dry run's CPU figures are no GPU figures
+    gpu.write_text(json.dumps({"machine": "H200", "dry_run": False, "training": {
+        "resnet50": {"fp32": {"images_per_s": 700.0}, "bf16_channels_last": {"images_per_s": 1500.0}}}}))
+    assert gpu_steps(gpu) == {"machine": "H200", "file": str(gpu),
+                              "steps": {"resnet50 fp32": 700.0, "resnet50 bf16_channels_last": 1500.0}}

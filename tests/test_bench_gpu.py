@@ -69,6 +69,7 @@ def _result(speedup: float, loader: float) -> dict:
                    "image_size": [500, 375]}}
     res = {"machine": "m", "dry_run": False, "total_s": 200.0, "workers_available": 16, "skipped": ["evaluate"],
            "sections_s": {"loading": 3.0}, "training": {"vgg16": step}, "val_epoch": {},
+           "fp32_settings": {"cudnn_allow_tf32": True, "float32_matmul_precision": "highest"},
            "plan": {"batch_size": 32, "crop_size": 224, "repeats": 3, "steps": 20, "warmup": 5, "time_limit_s": 450.0},
            "loading": {"per_worker": per, "loader": {"pil": {"images_per_s": loader, "num_workers": 8}},
                        "device_decode": None}}
@@ -85,10 +86,23 @@ def test_markdown_states_the_targets() -> None:
     assert "vgg16 CREAM recipe training: fp32 1000 → bf16-mixed + channels_last 1600 img/s | 1.60× | ≥ 1.5× | yes |" in md
     assert "Train loader (`pil`, 8 workers) 2000 img/s vs the vgg16 bf16_channels_last step 1600 img/s | 1.25× | ≥ 1× | yes |" in md
     assert "| vgg16 bf16_channels_last | 1600 | 11 |" in md  # ceil(1600 / 150)
+    assert "cudnn.allow_tf32=True" in md
     assert "vgg16 fp32 step" not in md  # the loader is set against the fastest step only
     assert "Skipped (past the 450 s limit): evaluate." in md and "DRY RUN" not in md
     md = markdown(_result(1.2, 1100.0))
     assert "| 1.20× | ≥ 1.5× | no |" in md and "step 1200 img/s | 0.92× | ≥ 1× | no |" in md
+
+
+def test_sections_past_the_time_limit_are_skipped_and_listed(tmp_path: Path) -> None:
+    from cream_pl.pipelines.bench_gpu import main
+
+    assert main(["--dry-run", "--time-limit-s", "1e-9", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")]) == 0
+    res = json.loads((tmp_path / "out" / "bench_gpu.json").read_text())
+    assert res["skipped"] == ["loading", "training vgg16", "training resnet50", "evaluate", "val epoch vgg16",
+                              "val epoch resnet50"]
+    assert list(res["sections_s"]) == ["write CUB-sized JPEGs"] and res["training"] == {} and res["loading"] is None
+    md = (tmp_path / "out" / "bench_gpu.md").read_text()
+    assert "Skipped (past the 0 s limit): loading, training vgg16" in md and "| measurement |" in md
 
 
 def test_help_answers_without_torch() -> None:
@@ -171,7 +185,7 @@ def test_loading_rows_with_and_without_gpu_figures() -> None:
     per = {d: {"images_per_s": r, "decode_ms": 4.0, "transform_ms": 2.0, "image_size": [500, 375]}
            for d, r in (("pil", 160.0), ("torchvision", 200.0))}
     d = {"per_worker": per, "threads": 2, "gpu": None,
-         "cpu_step": {"vgg16": {"images_per_s": 3.0, "batch_size": 32, "steps": 1, "warmup": 0}}}
+         "cpu_step": {"vgg16": {"images_per_s": 3.0, "batch_size": 32, "size": 224, "steps": 1, "warmup": 0}}}
     rows, notes = loading_rows(d)
     assert rows[0][0].startswith("Loading at CUB size (500×375 JPEG, q92), one worker") and rows[0][1] == "160 img/s"
     assert "workers to feed it 1 (`pil`), 1 (`torchvision`)" in rows[2][0] and rows[2][1] == "3.0 img/s"

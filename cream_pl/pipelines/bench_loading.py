@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CUB_IMAGE_SIZE", "JPEG_QUALITY", "write_cub_sized_jpegs", "per_worker_loading", "loader_images_per_s",
-           "workers_needed", "one_thread", "bench_cub_loading", "loading_rows"]
+           "workers_needed", "one_thread", "gpu_steps", "bench_cub_loading", "loading_rows"]
 
 CUB_IMAGE_SIZE = (500, 375)
 """``(width, height)`` of a typical CUB-200-2011 image (most are 500 px on their long side)."""
@@ -202,19 +202,31 @@ def workers_needed(step_images_per_s: float, per_worker_images_per_s: float) -> 
     return max(1, math.ceil(step_images_per_s / per_worker_images_per_s - 1e-9))
 
 
-def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: int = 32, steps: int = 1,
-                      warmup: int = 0, gpu_results: Path | str | None = None) -> dict[str, Any]:
+def gpu_steps(path: Path | str | None) -> dict[str, Any] | None:
+    """The training steps of a ``make bench-gpu`` JSON (``None``: no file, a dry run, or no training figures)."""
+    import json
+
+    if path is None or not Path(path).is_file():
+        return None
+    gpu = json.loads(Path(path).read_text())
+    if gpu.get("dry_run") or not gpu.get("training"):
+        return None
+    return {"machine": gpu["machine"], "file": str(path), "steps": {
+        f"{b} {c}": tr[c]["images_per_s"] for b, tr in gpu["training"].items()
+        for c in ("fp32", "bf16_channels_last") if c in tr}}
+
+
+def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: int = 32, size: int = 224,
+                      steps: int = 1, warmup: int = 0, gpu_results: Path | str | None = None) -> dict[str, Any]:
     """``make bench``'s loading row: one worker's images/s per decoder on CUB-sized JPEGs, next to the
     CPU training step of the VGG16 and ResNet50 CUB recipes at ``batch_size``.
 
-    The step is the recipe's model (random init, 224 px, fp32, this process's threads), ``steps``
+    The step is the recipe's model (random init, ``size`` px, fp32, this process's threads), ``steps``
     timed steps after ``warmup`` untimed ones: on a 2-core CPU one step of batch 32 takes about a
     minute (ResNet50 with its large feature map), so the default is one step and no warm-up (the
     first step's one-time set-up is small next to that minute). With ``gpu_results`` (a ``make bench-gpu`` JSON, not a dry
     run) the workers a GPU needs are derived from its steps.
     """
-    import json
-
     import torch
 
     from cream_pl.data.images import DECODERS
@@ -231,17 +243,10 @@ def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: 
     for backbone, recipe in CUB_RECIPES.items():
         model = build_recipe_model(recipe)
         out["cpu_step"][backbone] = training_images_per_s(
-            model, "cpu", batch_size=batch_size, size=224, steps=steps, warmup=warmup, repeats=1,
+            model, "cpu", batch_size=batch_size, size=size, steps=steps, warmup=warmup, repeats=1,
             deterministic=recipe_section(recipe, "trainer").get("deterministic"))
         del model
-    out["gpu"] = None
-    path = Path(gpu_results) if gpu_results is not None else None
-    if path is not None and path.is_file():
-        gpu = json.loads(path.read_text())
-        if not gpu.get("dry_run") and gpu.get("training"):
-            out["gpu"] = {"machine": gpu["machine"], "file": str(path), "steps": {
-                f"{b} {c}": tr[c]["images_per_s"] for b, tr in gpu["training"].items()
-                for c in ("fp32", "bf16_channels_last") if c in tr}}
+    out["gpu"] = gpu_steps(gpu_results)
     return out
 
 
@@ -256,7 +261,7 @@ def loading_rows(d: dict[str, Any]) -> tuple[list[tuple[str, str, str, bool | No
     best = max(per, key=lambda k: per[k]["images_per_s"])
     for backbone, s in d["cpu_step"].items():
         need = ", ".join(f"{workers_needed(s['images_per_s'], w['images_per_s'])} (`{k}`)" for k, w in per.items())
-        rows.append((f"… next to the CPU training step of the {backbone} CUB recipe (batch {s['batch_size']}, 224 px, "
+        rows.append((f"… next to the CPU training step of the {backbone} CUB recipe (batch {s['batch_size']}, {s['size']} px, "
                      f"fp32, {d['threads']} threads, {s['steps']} timed step{'s' if s['steps'] > 1 else ''}, {s['warmup']} warm-up): "
                      f"workers to feed it {need}",
                      f"{s['images_per_s']:.1f} img/s", "—", None))
