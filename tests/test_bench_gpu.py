@@ -35,7 +35,7 @@ def test_dry_run_measures_every_section_and_writes_json_and_markdown(dry_run) ->
     from cream_pl.data.jpeg import MAX_ABS_TOLERANCE
 
     rc, res, md = dry_run
-    assert rc == 0 and res["dry_run"] is True and res["skipped"] == []
+    assert rc == 0 and res["dry_run"] is True and res["skipped"] == [] and res["errors"] == {}
     assert set(res["training"]) == {"vgg16", "resnet50"}
     for tr in res["training"].values():
         assert tr["fp32"]["precision"] == "32-true" and tr["fp32"]["channels_last"] is False
@@ -46,7 +46,7 @@ def test_dry_run_measures_every_section_and_writes_json_and_markdown(dry_run) ->
         w = load["per_worker"][decoder]
         assert w["image_size"] == [500, 375] and w["output_shape"] == [3, 224, 224] and w["images_per_s"] > 0
         assert load["loader"][decoder]["num_workers"] == 1 and load["loader"][decoder]["num_images"] == 4
-    dd = load["device_decode"]
+    dd = res["device_decode"]
     assert dd["device"] == "cpu" and dd["num_images"] == 4 and dd["max_abs_diff_vs_pil"] <= MAX_ABS_TOLERANCE
     for v in res["val_epoch"].values():
         assert v["candidates"] == 90 and v["num_images"] == 2 and v["s_with"] > 0 and v["s_without"] > 0
@@ -98,11 +98,35 @@ def test_sections_past_the_time_limit_are_skipped_and_listed(tmp_path: Path) -> 
 
     assert main(["--dry-run", "--time-limit-s", "1e-9", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")]) == 0
     res = json.loads((tmp_path / "out" / "bench_gpu.json").read_text())
-    assert res["skipped"] == ["loading", "training vgg16", "training resnet50", "evaluate", "val epoch vgg16",
-                              "val epoch resnet50"]
+    assert res["skipped"] == ["loading", "decode_jpeg on cpu", "training vgg16", "training resnet50", "evaluate",
+                              "val epoch vgg16", "val epoch resnet50"]
     assert list(res["sections_s"]) == ["write CUB-sized JPEGs"] and res["training"] == {} and res["loading"] is None
     md = (tmp_path / "out" / "bench_gpu.md").read_text()
-    assert "Skipped (past the 0 s limit): loading, training vgg16" in md and "| measurement |" in md
+    assert "Skipped (past the 0 s limit): loading, decode_jpeg on cpu, training vgg16" in md and "| measurement |" in md
+
+
+def test_a_failing_section_is_reported_and_the_others_still_written(tmp_path: Path, monkeypatch) -> None:
+    import cream_pl.pipelines.bench_gpu as bg
+
+    def boom(plan, recipe):
+        raise RuntimeError(f"CUDA error in {recipe.name}\nsecond line")
+
+    per = {"images_per_s": 300.0, "decode_images_per_s": 600.0, "decode_ms": 1.7, "transform_ms": 1.6,
+           "image_size": [500, 375]}
+    monkeypatch.setattr(bg, "section_training", boom)
+    monkeypatch.setattr(bg, "section_loading", lambda plan, data: {
+        "per_worker": {"pil": per}, "loader": {"pil": {"images_per_s": 900.0, "num_workers": 1}}})
+    monkeypatch.setattr(bg, "device_decode", lambda plan, data: None)
+    monkeypatch.setattr(bg, "section_evaluate", lambda plan, work: None)
+    monkeypatch.setattr(bg, "section_val_epoch", lambda plan, recipe, data, workers: None)
+    assert bg.main(["--dry-run", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")]) == 0
+    res = json.loads((tmp_path / "out" / "bench_gpu.json").read_text())
+    assert res["errors"] == {"training vgg16": "RuntimeError: CUDA error in cub_vgg16_cream.yaml second line",
+                             "training resnet50": "RuntimeError: CUDA error in cub_resnet50_cream.yaml second line"}
+    assert res["loading"]["loader"]["pil"]["images_per_s"] == 900.0 and res["training"] == {}
+    md = (tmp_path / "out" / "bench_gpu.md").read_text()
+    assert "Failed sections (the others ran): training vgg16: RuntimeError: CUDA error" in md
+    assert "One worker (1 thread), `pil` decoder" in md
 
 
 def test_help_answers_without_torch() -> None:

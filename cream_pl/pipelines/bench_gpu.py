@@ -98,7 +98,7 @@ def _free(device: str) -> None:
 
 
 def section_loading(plan: BenchPlan, data: Path) -> dict[str, Any]:
-    """One worker's images/s per decoder, the train loader with ``plan.num_workers``, nvJPEG on a GPU."""
+    """One worker's images/s per decoder, and the train loader with ``plan.num_workers``."""
     from cream_pl.pipelines.bench_loading import loader_images_per_s, per_worker_loading
 
     out: dict[str, Any] = {"per_worker": {}, "loader": {}}
@@ -107,7 +107,6 @@ def section_loading(plan: BenchPlan, data: Path) -> dict[str, Any]:
                                                         repeats=plan.repeats)
         out["loader"][decoder] = loader_images_per_s(data, decoder, num_workers=plan.num_workers,
                                                      batch_size=plan.batch_size, pin_memory=plan.device != "cpu")
-    out["device_decode"] = device_decode(plan, data)
     return out
 
 
@@ -253,7 +252,8 @@ def run_bench_gpu(out: Path | str, plan: BenchPlan, work: Path | str | None = No
     recipes = dict(CUB_RECIPES if recipes is None else recipes)
     start = time.perf_counter()
     res: dict[str, Any] = {"machine": _machine(), "dry_run": plan.device == "cpu", "plan": asdict(plan),
-                           "workers_available": os.cpu_count(), "sections_s": {}, "skipped": [], "training": {},
+                           "workers_available": os.cpu_count(), "sections_s": {}, "skipped": [], "errors": {},
+                           "training": {},
                            "val_epoch": {},
                            # what "fp32" means on the device: PyTorch's defaults, which 32-true recipes keep
                            "fp32_settings": {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -266,8 +266,17 @@ def run_bench_gpu(out: Path | str, plan: BenchPlan, work: Path | str | None = No
             return None
         print(f"[bench-gpu] {name} ...", flush=True)
         t = time.perf_counter()
-        value = fn()
-        res["sections_s"][name] = time.perf_counter() - t
+        try:
+            value = fn()
+        except Exception as err:  # one failed section must not lose the others' figures (one GPU run)
+            if required:
+                raise
+            res["errors"][name] = f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]
+            print(f"[bench-gpu] {name}: FAILED: {res['errors'][name]}", flush=True)
+            return None
+        finally:
+            res["sections_s"][name] = time.perf_counter() - t
+            _free(plan.device)
         return value
 
     with tempfile.TemporaryDirectory(prefix="cream_bench_gpu_") as tmp:
@@ -278,6 +287,7 @@ def run_bench_gpu(out: Path | str, plan: BenchPlan, work: Path | str | None = No
                                                                      num_val=plan.val_images, num_classes=classes),
               required=True)
         res["loading"] = timed("loading", lambda: section_loading(plan, data))
+        res["device_decode"] = timed(f"decode_jpeg on {plan.device}", lambda: device_decode(plan, data))
         for backbone, recipe in recipes.items():
             value = timed(f"training {backbone}", lambda r=recipe: section_training(plan, r))
             if value is not None:
@@ -335,11 +345,11 @@ def markdown(res: dict[str, Any]) -> str:
             rows.append((f"One worker (1 thread), `{decoder}` decoder, {w['image_size'][0]}×{w['image_size'][1]} JPEG: decode "
                          f"{w['decode_images_per_s']:.0f} img/s ({w['decode_ms']:.1f} ms), + train transform "
                          f"({w['transform_ms']:.1f} ms)", f"{w['images_per_s']:.0f} img/s", "—", None))
-        d = load.get("device_decode")
-        if d:
-            rows.append((f"Batched `decode_jpeg` on {d['device']} ({d['num_images']} images); vs Pillow: mean |Δ| "
-                         f"{d['mean_abs_diff_vs_pil']:.2f}, max |Δ| {d['max_abs_diff_vs_pil']} levels",
-                         f"{d['images_per_s']:.0f} img/s", "—", None))
+    d = res.get("device_decode")
+    if d:
+        rows.append((f"Batched `decode_jpeg` on {d['device']} ({d['num_images']} images, bytes read on the CPU); vs "
+                     f"Pillow: mean |Δ| {d['mean_abs_diff_vs_pil']:.2f}, max |Δ| {d['max_abs_diff_vs_pil']} levels",
+                     f"{d['images_per_s']:.0f} img/s", "—", None))
     for backbone, v in res.get("val_epoch", {}).items():
         rows.append((f"{backbone} val epoch, {v['num_images']} images ({v['eval_size']} px): {v['s_without']:.1f} s → "
                      f"{v['s_with']:.1f} s with `cream_search` ({v['candidates']} candidates)",
@@ -359,6 +369,8 @@ def markdown(res: dict[str, Any]) -> str:
         for r in need:
             lines.append(f"| {r['backbone']} {r['config']} | {r['step_images_per_s']:.0f} | "
                          + " | ".join(str(r["workers_needed"][d]) for d in decoders) + " |")
+    if res.get("errors"):
+        lines += ["", "Failed sections (the others ran): " + "; ".join(f"{k}: {v}" for k, v in res["errors"].items())]
     if res.get("skipped"):
         lines += ["", f"Skipped (past the {plan['time_limit_s']:.0f} s limit): {', '.join(res['skipped'])}."]
     lines += ["", "Sections (s): " + ", ".join(f"{k} {v:.1f}" for k, v in res["sections_s"].items()) + "."]
