@@ -48,12 +48,8 @@ from torch import Tensor, nn
 
 from cream_pl.core.errors import UserValueError
 from cream_pl.metrics import MaxBoxAccV2, PxAP
-from cream_pl.metrics.functional import (
-    best_iou_per_threshold,
-    cam_thresholds,
-    localized_per_threshold,
-    prepare_scoremaps,
-)
+from cream_pl.metrics.functional import cam_thresholds, prepare_scoremaps
+from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
 from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import class_activation_maps, normalize_maps
@@ -593,17 +589,20 @@ class WSOLClassifier(pl.LightningModule):
         top1 = logits.argmax(1) == labels
         top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1)
         boxes, masks = batch.get("boxes"), batch.get("mask")
+        search = stage == "val" and bool(self.cream_candidates) and self._searches_this_validation()
+        candidate_maps = self.search_maps(feats, labels) if search else []
+        # every method's and candidate's figures from one pass per map, on one thread pool
+        scored = score_map_sets([m.detach().cpu() for m in (*maps.values(), *candidate_maps)], boxes, masks,
+                                self._scoring_spec())
         records: dict[str, dict[str, np.ndarray]] = {}
-        for name, m in maps.items():
-            scoremaps = prepare_scoremaps(m, size=self.hparams.eval_size)
-            _update_method_metrics(self.metrics[_metric_key(stage, name)], scoremaps, boxes, masks, top1, top5)
+        for name, figures in zip(maps, scored):
+            _update_method_metrics(self.metrics[_metric_key(stage, name)], figures, boxes, masks, top1, top5)
             if self._records_method(name):
-                records[name] = self._per_image_record(batch, scoremaps, boxes, top1, top5)
+                records[name] = self._per_image_record(batch, figures, top1, top5)
         if records and not self.trainer.sanity_checking:
             self._per_image_parts.setdefault(stage, []).append(records)
-        if stage == "val" and self.cream_candidates and self._searches_this_validation():
-            for metric, m in zip(self.search_metrics, self.search_maps(feats, labels)):
-                _update_method_metrics(metric, prepare_scoremaps(m, size=self.hparams.eval_size), boxes, masks, top1, top5)
+        for metric, figures in zip(self.search_metrics, scored[len(maps):]):
+            _update_method_metrics(metric, figures, boxes, masks, top1, top5)
         if stage == "val" and self.media_batch is None and self.hparams.num_media_images > 0:
             k = self.hparams.num_media_images
             self.media_batch = {
@@ -779,25 +778,29 @@ class WSOLClassifier(pl.LightningModule):
         return bool(wanted) if isinstance(wanted, bool) else name in wanted
 
     def _per_image_record(
-        self, batch: dict[str, Any], scoremaps: Tensor, boxes: Any, top1: Tensor, top5: Tensor
+        self, batch: dict[str, Any], figures: ScoredMaps, top1: Tensor, top5: Tensor
     ) -> dict[str, np.ndarray]:
-        """One batch's per-image outcomes of one method, from the metrics' own functional cores."""
+        """One batch's per-image outcomes of one method, from the metrics' own scored figures."""
         rec = {
             "index": batch["index"].detach().cpu().numpy().astype(np.int64),
             "top1": top1.detach().cpu().numpy().astype(bool),
             "top5": top5.detach().cpu().numpy().astype(bool),
         }
-        if boxes is not None:
-            thr = cam_thresholds(self.hparams.cam_curve_interval)
-            maps = scoremaps.detach().cpu()
-            rec["best_iou"] = np.stack([
-                best_iou_per_threshold(maps[i], boxes[i], thr, multi_contour=True) for i in range(len(boxes))
-            ]) if len(boxes) else np.zeros((0, len(thr)))
-            rec["v1_hit50"] = np.stack([  # the LocalizationCurve decision (largest contour, IoU >= 0.5)
-                localized_per_threshold(maps[i], boxes[i], thr, (50.0,), multi_contour=False)[0]
-                for i in range(len(boxes))
-            ]) if len(boxes) else np.zeros((0, len(thr)), dtype=bool)
+        if figures.best_iou is not None and figures.v1_ok is not None:
+            rec["best_iou"] = figures.best_iou  # all contours, per threshold
+            rec["v1_hit50"] = figures.v1_ok  # the LocalizationCurve decision (largest contour, IoU >= 0.5)
         return rec
+
+    def _scoring_spec(self) -> ScoringSpec:
+        """What the metrics need from every map (per-image IoUs only when some method keeps records)."""
+        hp = self.hparams
+        wanted = hp.get("record_per_image", False)
+        key = (hp.cam_curve_interval, tuple(hp.iou_thresholds), hp.eval_size, bool(wanted))
+        if getattr(self, "_spec_key", None) != key:
+            self._spec = ScoringSpec(cam_interval=hp.cam_curve_interval, iou_thresholds=tuple(hp.iou_thresholds),
+                                     v1_iou=50, size=hp.eval_size, per_image_iou=bool(wanted))
+            self._spec_key = key
+        return self._spec
 
     def _finish_per_image(
         self, parts: list[dict[str, dict[str, np.ndarray]]], methods: dict[str, dict[str, Any]]
@@ -848,7 +851,7 @@ def _metric_key(stage: str, method: str) -> str:
 
 
 def _update_method_metrics(
-    metric: nn.ModuleDict, scoremaps: Tensor, boxes: Any, masks: Any, top1: Tensor, top5: Tensor
+    metric: nn.ModuleDict, scoremaps: ScoredMaps, boxes: Any, masks: Any, top1: Tensor, top5: Tensor
 ) -> None:
     if boxes is not None:
         metric["box_v2"].update(scoremaps, boxes)

@@ -9,11 +9,14 @@ backbone runs once per image and every candidate's maps come from the pure funct
 :func:`cream_pl.models.cream.cream_maps` on the same features.
 
 Cost: ``python -m cream_pl.pipelines.bench --only cream_search`` (and ``make bench``) measures a whole val
-epoch with and without the embedded recipe's grid (90 candidates): +0.62 s per val image on the
-project's 2-core CPU (``results/bench_cream_search.json``). The EM runs
-themselves are cheap (about 0.01 s per image for 18 candidates on one thread); almost all of the
-cost is the candidates' MaxBoxAccV2 / GT-known curves at interval 0.001. The test split never runs
-the search.
+epoch with and without the embedded recipe's grid (90 candidates; ``results/bench_cream_search.json``).
+Two things make it cheap: :func:`candidate_maps` runs the EM of every candidate as one batch of runs
+(:func:`~cream_pl.models.cream.cream_em_runs`: one run per (λ, κ, feature norm), every T read off the
+longest run; about 2 ms per val image for the 90 candidates), and the classifier scores every
+candidate's maps in one pass per map on a thread pool
+(:func:`~cream_pl.metrics.scored_maps.score_map_sets`: MaxBoxAccV2, the largest-contour curve and PxAP
+from one component-tree pass). What remains is that pass, about 2 ms per map on real maps, plus the
+largest-contour traces where a level's contours disagree (about 1 ms). The test split never runs the search.
 
 This module holds the typed search space, the candidate grid and the pure pieces of the
 selection (candidate maps, the first-best rule); :class:`~cream_pl.models.classifier.WSOLClassifier`
@@ -47,7 +50,7 @@ import torch
 from torch import Tensor
 
 from cream_pl.core.errors import UserValueError
-from cream_pl.models.cream import cream_maps
+from cream_pl.models.cream import calibrate, cream_em_runs, cream_maps
 
 __all__ = [
     "CHOICE_FIELDS",
@@ -211,6 +214,11 @@ def candidate_maps(
 ) -> list[Tensor]:
     """CREAM maps ``(B, h, w)`` of every candidate from one set of features (no backbone call).
 
+    Each map is ``cream_maps(feats, cam, class_ids, E_fg, E_bg, T, κ, τ, feature norm, calibration)``
+    up to float rounding: the EM of all candidates runs as one batch of runs
+    (:func:`~cream_pl.models.cream.cream_em_runs`: one run per (λ, κ, feature norm), every T from the
+    longest one), so the embedded grid's 90 candidates cost one batched EM of 3 steps.
+
     Args:
         feats: ``(B, K, h, w)`` features.
         cam: ``(B, h, w)`` raw CAM of ``class_ids``.
@@ -220,11 +228,27 @@ def candidate_maps(
         tau: CAM foreground threshold of the calibration.
         calibration: apply Eq. 10-11.
     """
+    if not candidates:
+        return []
+    cam_n = cream_maps(feats, cam, class_ids, embeddings[0][0], embeddings[0][1], iterations=0)  # checks the shapes
+    z: dict[tuple[int, float, str, int], Tensor] = {}
+    runs = sorted({(c.lambda_index, c.kappa, c.feature_norm) for c in candidates if c.iterations > 0})
+    if runs:
+        mu_fg = torch.stack([embeddings[i][0][class_ids] for i, _, _ in runs])
+        mu_bg = torch.stack([embeddings[i][1][class_ids] for i, _, _ in runs])
+        kappa = torch.tensor([k for _, k, _ in runs], dtype=feats.dtype, device=feats.device)
+        steps = cream_em_runs(feats, mu_fg, mu_bg, kappa, sorted({c.iterations for c in candidates if c.iterations > 0}),
+                              [norm for _, _, norm in runs])  # type: ignore[misc]
+        for t, z_t in steps.items():
+            for run, z_fg in zip(runs, z_t):
+                z[(*run, t)] = z_fg
     out = []
     for c in candidates:
-        e_fg, e_bg = embeddings[c.lambda_index]
-        out.append(cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=c.iterations, kappa=c.kappa, tau=tau,
-                              feature_norm=c.feature_norm, calibration=calibration))  # type: ignore[arg-type]
+        if c.iterations == 0:
+            out.append(cam_n)
+            continue
+        z_fg = z[(c.lambda_index, c.kappa, c.feature_norm, c.iterations)]
+        out.append((calibrate(z_fg, cam_n, tau) if calibration else z_fg) + cam_n)
     return out
 
 
