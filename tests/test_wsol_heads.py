@@ -64,6 +64,8 @@ def test_all_six_methods_exist_with_the_reference_defaults():
         _model(wsol_method="acol", cream_variant="before_adl")
     with pytest.raises(ValueError, match=r"cream_search\['variant'\] \['fused'\] are not CREAM variants of wsol_method='adl'"):
         _model(wsol_method="adl", cream_search={"variant": ["fused"]})
+    with pytest.raises(ValueError, match="wsol_method='spg' has one place for CREAM; leave cream_variant unset"):
+        _model(wsol_method="spg", cream_variant="branches")
     with pytest.raises(ValueError, match="contradicts wsol_method='acol'"):
         _model(wsol_method="acol", backbone_kwargs={"variant": "spg"})
     with pytest.raises(ValueError, match="backbone variant must be one of"):
@@ -296,6 +298,23 @@ def test_adl_embeddings_learn_before_or_after_the_last_adl_layer():
             for i in (labels == c).nonzero().flatten().tolist():
                 expected[c] = 0.8 * expected[c] + 0.2 * f_fg[i]
         torch.testing.assert_close(ctx.fg[0], expected)
+
+
+def test_an_adl_checkpoint_without_the_variants_embeddings_is_refused_in_one_line():
+    from cream_pl.core.errors import UserValueError
+
+    model = _model(wsol_method="adl", freeze_backbone=FROZEN)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("variant_contexts.")}
+    with pytest.raises(UserValueError, match=r"no context embeddings of CREAM variant\(s\) \['after_adl'\]"):
+        model.on_load_checkpoint({"state_dict": state})
+    model.on_load_checkpoint({"state_dict": model.state_dict()})  # a current checkpoint loads
+
+
+def test_no_adl_input_is_kept_without_cream():
+    model = _model(wsol_method="adl", freeze_backbone=FROZEN, cream=False).train()
+    assert not model.adl_layers["output"].record_input
+    model.training_step({"image": torch.randn(2, 3, SIZE, SIZE, generator=_gen(7)), "label": torch.tensor([0, 1])}, 0)
+    assert model.adl_layers["output"].last_input is None
 
 
 # ----------------------------------------------------------------------------- tiny real fits

@@ -146,7 +146,8 @@ class WSOLClassifier(pl.LightningModule):
             CREAM maps) for reporting callbacks (``cream-pl fit`` logs them to W&B).
         cream_search: val-split selection of CREAM's inference-time hyperparameters, a mapping
             ``{"iterations": [1, 2, 3], "kappa": [8, 16, 32], "lambda": [0.8, 0.6],
-            "feature_norm": ["raw", "l2"]}`` (any subset; a missing key keeps the model's value;
+            "feature_norm": ["raw", "l2"], "variant": [...]}`` (``variant``: the WSOL method's CREAM
+            variants, see ``cream_variant``; any subset; a missing key keeps the model's value;
             every λ must be tracked: ``cream_lambda`` or ``ablation_lambdas``). Each val epoch scores
             every candidate by MaxBoxAccV2 (PxAP on mask-only data), on the features of the one
             backbone pass, and stores the first best; it is evaluated as method ``cream_selected``
@@ -275,10 +276,11 @@ class WSOLClassifier(pl.LightningModule):
         names = [v.name for v in self.cream_variants]
         if cream_variant is not None and cream_variant not in names:
             raise ValueError(f"cream_variant must be one of {names} for wsol_method={self.wsol.name!r}, got "
-                             f"{cream_variant!r}")
+                             f"{cream_variant!r}" if len(names) > 1 else f"wsol_method={self.wsol.name!r} has one "
+                             f"place for CREAM; leave cream_variant unset (got {cream_variant!r})")
         self.cream_variant = self.cream_variants[names.index(cream_variant) if cream_variant is not None else 0]
         self._pre_adl: list[Any] = []  # the ADL layer whose input the before_adl embeddings learn from
-        if self.adl_layers is not None and any(v.source == "before_adl" for v in self.cream_variants):
+        if cream and self.adl_layers is not None and any(v.source == "before_adl" for v in self.cream_variants):
             layer = self.adl_layers[self.backbone.adl_output_position.replace(".", "_") or "output"]
             layer.record_input = True
             self._pre_adl.append(layer)
@@ -406,11 +408,24 @@ class WSOLClassifier(pl.LightningModule):
         record = checkpoint.get(CHECKPOINT_RECORD_KEY)
         self._weights_record = dict(record) if isinstance(record, dict) else {"epoch": checkpoint.get("epoch")}
         state = checkpoint.get("state_dict")
+        self._check_variant_embeddings(state)
         if not isinstance(state, dict) or _LEGACY_CHOICE[0] not in state or _CHOICE in state:
             return
         selection = state.pop(_LEGACY_CHOICE[0])
         score = state.pop(_LEGACY_CHOICE[1], torch.tensor(float("nan")))
         state[_CHOICE] = legacy_choice_values(selection, score, checkpoint.get("hyper_parameters") or {})
+
+    def _check_variant_embeddings(self, state: Any) -> None:
+        """Refuse, in one line, a checkpoint without the embeddings of this method's other CREAM variants (ADL
+        checkpoints written before the variants existed learned only the ``after_adl`` ones)."""
+        if not isinstance(state, dict) or not len(self.variant_contexts):
+            return
+        missing = sorted(n for n in self.variant_contexts if f"variant_contexts.{n}.fg" not in state)
+        if missing:
+            raise UserValueError(
+                f"this checkpoint has no context embeddings of CREAM variant(s) {missing} of wsol_method="
+                f"{self.wsol.name!r} (it predates CREAM's variants, cream_pl.models.cream_variants: its 'context' "
+                "holds the embeddings of the features after the last ADL layer); retrain it to evaluate the variants")
 
     def available_methods(self) -> list[str]:
         """``method_names`` that can produce maps now (``cream_selected`` only once val has selected)."""
@@ -599,15 +614,17 @@ class WSOLClassifier(pl.LightningModule):
                 loss = F.cross_entropy(logits, labels)
             else:
                 loss = mixed_cross_entropy(logits, mix.labels_a, mix.labels_b, mix.lam)
+        pre_adl = None  # the last ADL layer's input of this step (CREAM's before_adl features), released here
+        if self._pre_adl and self._pre_adl[0].last_input is not None:
+            pre_adl, self._pre_adl[0].last_input = self._pre_adl[0].last_input.detach(), None
         if self.context is not None and self.current_epoch >= self.hparams.cream_update_start_epoch:
             keep = None
             if mix is not None:  # only the cells that see the unmixed image (labels) alone
                 cells = cutmix_keep_cells(mix.box, tuple(images.shape[-2:]), tuple(feats.shape[-2:]), feats.device)
                 keep = cells.expand(feats.shape[0], -1, -1)
             sources = {"features": feats.detach()}
-            if self._pre_adl and self._pre_adl[0].last_input is not None:  # the last ADL layer's input
-                sources["before_adl"] = self._pre_adl[0].last_input.detach()
-                self._pre_adl[0].last_input = None
+            if pre_adl is not None:
+                sources["before_adl"] = pre_adl
             self._update_context(feats.detach(), labels, keep, sources)
         acc = (logits.argmax(1) == labels).float().mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
