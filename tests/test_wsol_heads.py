@@ -242,9 +242,9 @@ def test_spg_layouts_are_the_reference_taps_and_widths():
     v = create_backbone("vgg16", variant="spg").spg_layout
     assert (v.tap_channels, v.b_width, v.c_width) == ((512, 512), 512, 512)
     lite = create_backbone("efficientnet_lite0").spg_layout
-    assert (lite.taps, lite.tap_channels, lite.b_width, lite.c_width) == (("_blocks.10", "_blocks.14"), (112, 192), 192, 320)
+    assert (lite.taps, lite.tap_channels, lite.b_width, lite.c_width) == (("_blocks.10", "_blocks.14"), (112, 192), 160, 160)
     model = _model(wsol_method="spg", num_classes=200)
-    assert 0.4e9 < head_macs(model.wsol_head, 200) < 1.0e9  # training only
+    assert 0.5e9 < head_macs(model.wsol_head, 200) < 0.6e9  # training only; 512 x 320 / 1024 channels
 
 
 def test_spg_branches_run_in_training_only_and_the_loss_is_the_sum():

@@ -29,8 +29,8 @@ channels. Compute at 14x14 (multiply-accumulates per image, :func:`conv_macs`): 
 1024-channel ACoL heads on Lite0's 1280-channel map would cost 8.4 GMAC, about 11x the 0.76 GMAC
 backbone; the scaled heads (320 channels on the 320-channel map before ``conv_head``, which they
 replace as the reference's replace VGG's ``conv6``) cost about 0.75 GMAC, about 1x. Lite0's SPG
-branches (192 channels at ``_blocks.10`` / ``_blocks.14``, 320 for ``C`` on the 1280-channel map) cost
-about 0.96 GMAC, in training only.
+branches (the reference's 512 channels scaled by the same 320 / 1024: 160 channels for ``B1`` / ``B2`` at
+``_blocks.10`` / ``_blocks.14`` and for ``C`` on the 1280-channel map) cost about 0.54 GMAC, in training only.
 
 Example:
     >>> import torch

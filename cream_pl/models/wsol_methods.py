@@ -101,7 +101,7 @@ Compute of the two head methods (14x14 map, multiply-accumulates per image; coun
 :mod:`cream_pl.models.wsol_heads`): ACoL with the reference's fixed 1024-channel heads costs 8.4 GMAC on
 EfficientNet-Lite0's 1280-channel map, about 11x the 0.76 GMAC backbone; with widths scaled to Lite0
 (320 channels on the 320-channel map, replacing ``conv_head`` as the reference replaces VGG's ``conv6``)
-about 0.75 GMAC, about 1x the backbone. SPG's extra heads scaled the same way cost about 0.96 GMAC, in
+about 0.75 GMAC, about 1x the backbone. SPG's extra heads scaled the same way cost about 0.54 GMAC, in
 training only; neither adds anything at inference beyond ACoL's second branch."""
 
 # Defaults of wsolevaluation's config.py (the values main.py trains with):

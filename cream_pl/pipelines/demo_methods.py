@@ -15,7 +15,7 @@ that method's training. Every run is tested twice from one pass:
 
 Cost per image at 14x14 on EfficientNet-Lite0 (0.76 GMAC): ACoL's two branches with widths scaled to
 Lite0 (320 channels, replacing ``conv_head``) add about 0.75 GMAC, about 1x the backbone (the
-reference's fixed 1024-channel heads would be 8.4 GMAC, about 11x); SPG's branches about 0.96 GMAC,
+reference's fixed 1024-channel heads would be 8.4 GMAC, about 11x); SPG's branches about 0.54 GMAC,
 in training only.
 
 Every stated difference (``X + CREAM − X``, ``X − CAM``, ``X + CREAM − CAM + CREAM``) carries a

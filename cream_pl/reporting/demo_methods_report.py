@@ -139,7 +139,7 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         "features the embeddings learn from); the test split never selects. ACoL and SPG run on Lite0 with head "
         "widths scaled to its channels (ACoL: two branches of two 3x3 convolutions of 320 channels in place of "
         "`conv_head`, about 0.75 GMAC, about 1x the 0.76 GMAC backbone, where the reference's fixed 1024-channel "
-        "heads would cost 8.4 GMAC, about 11x; SPG: about 0.96 GMAC of training-only branches).",
+        "heads would cost 8.4 GMAC, about 11x; SPG: about 0.54 GMAC of training-only branches).",
         "",
         "## X and X + CREAM",
         "",

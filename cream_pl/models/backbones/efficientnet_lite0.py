@@ -122,8 +122,8 @@ class EfficientNetLite0Backbone(Backbone):
     two branches replace it, as the reference's replace VGG's ``conv6``, each two 3x3 convolutions of
     320 channels (about 0.75 GMAC for both at 14x14, the backbone's 0.76). SPG taps the ends of the
     112- and 192-channel stages (as ResNet50's ``layer3.0`` / ``layer3``, the stage before the last)
-    with 192-channel ``B`` branches, and puts a 320-channel ``C`` (1280 / 4, as ResNet50's 2048 -> 512)
-    on the final map: about 0.96 GMAC, in training only.
+    and puts ``C`` on the final map, all with the reference's 512 channels (VGG16, InceptionV3) scaled by
+    ACoL's 320 / 1024: 160 channels, about 0.54 GMAC, in training only.
     """
 
     input_mean = EFFICIENTNET_LITE_MEAN
@@ -158,9 +158,12 @@ class EfficientNetLite0Backbone(Backbone):
         self.num_features = net._conv_head.out_channels if self.with_conv_head else filters[-1]
         stage_ends = [i for i in range(len(filters)) if i + 1 == len(filters) or filters[i + 1] != filters[i]]
         self.adl_positions = (f"_blocks.{stage_ends[-3]}", f"_blocks.{stage_ends[-2]}", "")
+        # the reference's 1024-channel ACoL branches scaled to the 320 channels of the last block, and its
+        # 512-channel SPG branches (VGG16, InceptionV3) by the same 320 / 1024: 160
         self.acol_layout = ACoLLayout(width=filters[-1], init="xavier")
+        spg_width = 512 * filters[-1] // 1024
         self.spg_layout = SPGLayout(taps=self.adl_positions[:2], tap_channels=(filters[stage_ends[-3]], filters[stage_ends[-2]]),
-                                    b_width=filters[stage_ends[-2]], c_width=net._conv_head.out_channels // 4, init="xavier")
+                                    b_width=spg_width, c_width=spg_width, init="xavier")
         self.feature_stride = 2 ** (1 + len(strided)) // (4 if large_feature_map else 2)
 
     def forward_features(self, x: Tensor) -> Tensor:
