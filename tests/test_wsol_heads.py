@@ -14,7 +14,7 @@ from torch import nn
 
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models import WSOLClassifier
-from cream_pl.models.backbones import create_backbone
+from cream_pl.models.backbones import Backbone, create_backbone, register_backbone
 from cream_pl.models.backbones.base import ACoLLayout, SPGLayout
 from cream_pl.models.cam import class_activation_maps, normalize_maps
 from cream_pl.models.cream import cream_maps, foreground_background_features
@@ -70,6 +70,43 @@ def test_all_six_methods_exist_with_the_reference_defaults():
         _model(wsol_method="acol", backbone_kwargs={"variant": "spg"})
     with pytest.raises(ValueError, match="backbone variant must be one of"):
         create_backbone("resnet50", variant="acl")
+
+
+class _Plain(Backbone):
+    """A registered backbone that knows nothing of ACoL / SPG."""
+
+    num_features, feature_stride = 8, 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=16, padding=1)
+
+    def forward_features(self, x):
+        return torch.relu(self.conv(x))
+
+    def _is_new_parameter(self, name):
+        return False
+
+
+class _PlainWithVariant(_Plain):
+    def __init__(self, variant: str = "cam") -> None:
+        super().__init__()
+        self.variant = self.check_variant(variant)
+
+
+def test_a_backbone_without_the_method_network_or_layout_is_one_line():
+    from cream_pl.models.backbones.registry import _BACKBONES
+
+    register_backbone("_test_plain")(_Plain)
+    register_backbone("_test_plain_variant")(_PlainWithVariant)
+    try:
+        with pytest.raises(ValueError, match="backbone '_test_plain' takes no 'variant' argument"):
+            _model(backbone="_test_plain", wsol_method="acol")
+        with pytest.raises(ValueError, match="backbone '_test_plain_variant' defines no spg_layout"):
+            _model(backbone="_test_plain_variant", wsol_method="spg")
+    finally:
+        _BACKBONES.pop("_test_plain", None)
+        _BACKBONES.pop("_test_plain_variant", None)
 
 
 # ----------------------------------------------------------------------------- ACoL

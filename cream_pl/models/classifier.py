@@ -26,7 +26,11 @@ ACoL branch or their fusion, from SPG's final map, and under CutMix from the mix
 feature cells that see only the unmixed image (cells whose pixels miss the pasted box; the pasted
 patch, a partial view of another image, updates nothing); an unmixed batch updates as usual.
 Validation, test, prediction and every map are the same as for CAM (HaS and CutMix act on the
-training batch only; ADL is the identity in eval mode). Under DDP each process draws its own HaS
+training batch only; ADL is the identity in eval mode; SPG's branches run in training only), except
+for ACoL, whose map (``cam``) is the max of its two branches' normalised maps and whose features are
+``cat([F_A, F_B])``; where the labels are known (val, test, predict) branch B is erased by the
+ground-truth class, as the reference evaluates, and by A's top class otherwise
+(:meth:`forward_features`). Under DDP each process draws its own HaS
 cells, CutMix boxes and ADL choices (:func:`~cream_pl.models.wsol_methods.rank_generator`: rank 0
 keeps the global torch stream, so one process draws exactly as before).
 
@@ -63,7 +67,6 @@ from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import normalize_maps
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm
-from cream_pl.models.cream_variants import CreamVariant, form_cam, form_cream, form_eq3, method_variants
 from cream_pl.models.cream_search import (
     SCORE_METRICS,
     CreamCandidate,
@@ -73,6 +76,7 @@ from cream_pl.models.cream_search import (
     legacy_choice_values,
     select_first_best,
 )
+from cream_pl.models.cream_variants import CreamVariant, form_cam, form_cream, form_eq3, method_variants
 from cream_pl.models.precision import float32_math
 from cream_pl.models.wsol_heads import HeadOutput, build_wsol_head, init_classifier_for
 from cream_pl.models.wsol_methods import (
@@ -255,7 +259,13 @@ class WSOLClassifier(pl.LightningModule):
                 raise ValueError(f"backbone_kwargs variant={kwargs['variant']!r} contradicts wsol_method="
                                  f"{self.wsol.name!r}, which trains on the backbone's {trunk!r} variant")
             kwargs["variant"] = trunk
-        self.backbone = create_backbone(backbone, pretrained=pretrained, **kwargs)
+        try:
+            self.backbone = create_backbone(backbone, pretrained=pretrained, **kwargs)
+        except TypeError as err:
+            if trunk is None or "variant" not in str(err):
+                raise
+            raise ValueError(f"backbone {backbone!r} takes no 'variant' argument, so it cannot build the {trunk!r} "
+                             f"network that wsol_method={self.wsol.name!r} trains on") from None
         if freeze_backbone:
             self.backbone.freeze(freeze_backbone)
         self.backbone.use_channels_last(channels_last)
