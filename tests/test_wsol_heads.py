@@ -209,6 +209,25 @@ def test_backbone_variants_keep_the_map_size_and_give_the_reference_channels(nam
     assert (shapes["cam"][1], shapes["acol"][1], shapes["spg"][1]) == channels
 
 
+@pytest.mark.parametrize("method", ["acol", "spg"])
+@pytest.mark.parametrize(("name", "size"), [("vgg16", 64), ("resnet50", 64), ("inception_v3", 96)])
+def test_reference_heads_train_on_each_benchmark_backbone(name, size, method):
+    """One real training step of each (backbone, method) row: the layouts' channels fit, every head gets a gradient,
+    and the lr groups follow main.py (ResNet50: heads and classifier at the base lr)."""
+    torch.manual_seed(0)
+    model = _model(backbone=name, wsol_method=method, eval_size=size).train()
+    batch = {"image": torch.randn(2, 3, size, size, generator=_gen(8)), "label": torch.tensor([0, 2])}
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.wsol_head.parameters())
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    head = {id(p) for p in [*model.wsol_head.parameters(), *model.classifier.parameters()]}
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    expected = model.hparams.lr * (1.0 if name == "resnet50" else model.hparams.head_lr_multiplier)
+    assert {lr_of[i] for i in head} == {expected}
+
+
 def test_vgg_variants_load_the_pretrained_convolutions_by_order():
     source = create_backbone("vgg16").state_dict()
     official = {k: v for k, v in source.items() if k.startswith("features.")}  # the 13 convs, torchvision keys
