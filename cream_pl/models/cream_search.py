@@ -67,8 +67,9 @@ __all__ = [
     "tracked_lambda_index",
 ]
 
-#: keys a recipe may give in ``cream_search`` (each a value or a list of values)
-SEARCH_KEYS = ("iterations", "kappa", "lambda", "feature_norm")
+#: keys a recipe may give in ``cream_search`` (each a value or a list of values); ``variant``: the WSOL
+#: method's CREAM variants (:mod:`cream_pl.models.cream_variants`, e.g. ACoL's ``branches`` / ``fused``)
+SEARCH_KEYS = ("iterations", "kappa", "lambda", "feature_norm", "variant")
 _NORMS = ("raw", "l2")
 #: the val metrics a choice can be scored by (MaxBoxAccV2 where the split has boxes, else PxAP)
 SCORE_METRICS = ("max_box_acc_v2", "pxap")
@@ -85,13 +86,19 @@ class CreamCandidate:
     lam: float
     lambda_index: int
     feature_norm: str
+    variant: str = ""  # the CREAM variant of the WSOL method ("": a method with one)
 
     @property
     def name(self) -> str:
-        return f"T{self.iterations}_kappa{self.kappa:g}_lambda{self.lam:g}_{self.feature_norm}"
+        base = f"T{self.iterations}_kappa{self.kappa:g}_lambda{self.lam:g}_{self.feature_norm}"
+        return f"{base}_{self.variant}" if self.variant else base
 
     def as_dict(self) -> dict[str, Any]:
-        return {"T": self.iterations, "kappa": self.kappa, "lambda": self.lam, "feature_norm": self.feature_norm}
+        out: dict[str, Any] = {"T": self.iterations, "kappa": self.kappa, "lambda": self.lam,
+                               "feature_norm": self.feature_norm}
+        if self.variant:
+            out["variant"] = self.variant
+        return out
 
 
 def _as_tuple(value: Any, key: str) -> tuple[Any, ...]:
@@ -115,15 +122,17 @@ class CreamSearchSpace:
         lambdas: momenta ``λ``; each must be tracked by the model (``cream_lambda`` or one of
             ``ablation_lambdas``), because the embeddings of an untracked λ do not exist.
         feature_norm: M-step features, ``"raw"`` and/or ``"l2"``.
+        variant: CREAM variants of the model's WSOL method (names checked by the model).
 
-    Candidates are the product in the order ``T`` × ``κ`` × ``λ`` × feature norm, each axis in the
-    order given; ties go to the earlier candidate.
+    Candidates are the product in the order ``T`` × ``κ`` × ``λ`` × feature norm × variant, each axis in
+    the order given; ties go to the earlier candidate.
     """
 
     iterations: tuple[int, ...] | None = None
     kappa: tuple[float, ...] | None = None
     lambdas: tuple[float, ...] | None = None
     feature_norm: tuple[str, ...] | None = None
+    variant: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.iterations is not None:
@@ -142,7 +151,9 @@ class CreamSearchSpace:
             bad = [n for n in self.feature_norm if n not in _NORMS]
             if bad:
                 raise ValueError(f"cream_search['feature_norm'] must be among {list(_NORMS)}, got {bad}")
-        for key, axis in zip(SEARCH_KEYS, (self.iterations, self.kappa, self.lambdas, self.feature_norm)):
+        if self.variant is not None and any(not isinstance(v, str) or not v for v in self.variant):
+            raise ValueError(f"cream_search['variant'] must be non-empty names, got {list(self.variant)}")
+        for key, axis in zip(SEARCH_KEYS, (self.iterations, self.kappa, self.lambdas, self.feature_norm, self.variant)):
             if axis is not None and len(set(axis)) != len(axis):
                 raise ValueError(f"cream_search[{key!r}] lists a value twice: {list(axis)}")
 
@@ -169,6 +180,7 @@ class CreamSearchSpace:
             kappa=None if kappas is None else tuple(float(k) if not isinstance(k, bool) else k for k in kappas),
             lambdas=None if lams is None else tuple(float(v) if not isinstance(v, bool) else v for v in lams),
             feature_norm=axis("feature_norm"),
+            variant=axis("variant"),
         )
 
     def candidates(
@@ -177,6 +189,7 @@ class CreamSearchSpace:
         default_iterations: int,
         default_kappa: float,
         default_feature_norm: str,
+        default_variant: str = "",
     ) -> list[CreamCandidate]:
         """The grid, in its fixed order; missing axes take the model's value (λ: ``tracked_lambdas[0]``).
 
@@ -199,8 +212,9 @@ class CreamSearchSpace:
             self.kappa if self.kappa is not None else (float(default_kappa),),
             list(zip(lams, index)),
             self.feature_norm if self.feature_norm is not None else (default_feature_norm,),
+            self.variant if self.variant is not None else (default_variant,),
         )
-        return [CreamCandidate(int(t), float(k), float(lam), int(i), str(n)) for t, k, (lam, i), n in grid]
+        return [CreamCandidate(int(t), float(k), float(lam), int(i), str(n), str(v)) for t, k, (lam, i), n, v in grid]
 
 
 def candidate_maps(
