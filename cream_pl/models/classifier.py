@@ -72,7 +72,7 @@ from cream_pl.models.cream_search import (
     legacy_choice_values,
     select_first_best,
 )
-from cream_pl.models.cream_variants import CreamVariant, form_cam, form_cream, form_eq3, method_variants
+from cream_pl.models.cream_variants import FORMS, CreamVariant, form_cam, form_cream, form_eq3, method_variants
 from cream_pl.models.precision import float32_math
 from cream_pl.models.wsol_heads import HeadOutput, build_wsol_head, init_classifier_for
 from cream_pl.models.wsol_methods import (
@@ -586,20 +586,29 @@ class WSOLClassifier(pl.LightningModule):
         if SELECTED in wanted:
             chosen = self._selected_candidate()
             assert chosen is not None
-            maps[SELECTED] = self._candidate_maps(feats, class_ids, [chosen])[0]
+            variant = self._variant(chosen.variant)  # CREAM's own arithmetic (the search's batched EM is within 1e-5)
+            e_fg, e_bg = self._context_of(variant).get(chosen.lambda_index)
+            maps[SELECTED] = form_cream(variant.form, feats, [w.float() for w in self.cam_weights()], class_ids,
+                                        e_fg, e_bg, iterations=chosen.iterations, kappa=chosen.kappa,
+                                        tau=self.hparams.cream_tau, feature_norm=chosen.feature_norm,
+                                        calibration=self.hparams.cream_calibration)
         return maps
 
     def _candidate_maps(self, feats: Tensor, class_ids: Tensor, candidates: Sequence[CreamCandidate]) -> list[Tensor]:
-        """Each candidate's CREAM maps, in its variant's place with its variant's embeddings."""
+        """Each candidate's CREAM maps, in its variant's place with its variant's embeddings; the candidates of
+        one variant share one batched EM (:meth:`~cream_pl.models.cream_variants._Linear.cream_grid`)."""
         weights = [w.float() for w in self.cam_weights()]
-        out = []
-        for c in candidates:
-            variant = self._variant(c.variant)
-            e_fg, e_bg = self._context_of(variant).get(c.lambda_index)
-            out.append(form_cream(variant.form, feats, weights, class_ids, e_fg, e_bg, iterations=c.iterations,
-                                  kappa=c.kappa, tau=self.hparams.cream_tau, feature_norm=c.feature_norm,
-                                  calibration=self.hparams.cream_calibration))
-        return out
+        out: list[Tensor | None] = [None] * len(candidates)
+        for name in dict.fromkeys(c.variant for c in candidates):
+            variant = self._variant(name)
+            context = self._context_of(variant)
+            group = [i for i, c in enumerate(candidates) if c.variant == name]
+            embeddings = [context.get(i) for i in range(len(self.lambdas))]
+            maps = FORMS[variant.form].cream_grid(feats, weights, class_ids, embeddings, [candidates[i] for i in group],
+                                                  self.hparams.cream_tau, self.hparams.cream_calibration)
+            for i, m in zip(group, maps):
+                out[i] = m
+        return out  # type: ignore[return-value]
 
     def search_maps(self, feats: Tensor, class_ids: Tensor) -> list[Tensor]:
         """Maps ``(B, h, w)`` of every ``cream_search`` candidate from these features (float32 math)."""

@@ -107,6 +107,16 @@ class _Linear:
               **kw: Any) -> Tensor:
         return cream_maps(features, self.cam(features, weights, class_ids), class_ids, e_fg, e_bg, **kw)
 
+    def cream_grid(self, features: Tensor, weights: Sequence[Tensor], class_ids: Tensor,
+                   embeddings: Sequence[tuple[Tensor, Tensor]], candidates: Sequence[Any], tau: float,
+                   calibration: bool) -> list[Tensor]:
+        """:meth:`cream` of every val-search candidate at once (:func:`~cream_pl.models.cream_search.candidate_maps`:
+        the EM of all candidates as one batch); ``embeddings``: ``(E_fg, E_bg)`` per tracked λ."""
+        from cream_pl.models.cream_search import candidate_maps
+
+        return candidate_maps(features, self.cam(features, weights, class_ids), class_ids, embeddings, candidates,
+                              tau, calibration)
+
 
 class _ACoLFused(_Linear):
     """ACoL's max-fused map in the CAM's place, EM on ``cat([F_A, F_B])``."""
@@ -140,6 +150,17 @@ class _ACoLBranches(_ACoLFused):
         maps = [cream_maps(f, class_activation_maps(f, w, class_ids), class_ids, e_fg[:, sl], e_bg[:, sl], **kw)
                 for f, w, sl in zip(halves, weights, (slice(0, width), slice(width, 2 * width)))]
         return acol_fuse(maps[0], maps[1])
+
+    def cream_grid(self, features: Tensor, weights: Sequence[Tensor], class_ids: Tensor,
+                   embeddings: Sequence[tuple[Tensor, Tensor]], candidates: Sequence[Any], tau: float,
+                   calibration: bool) -> list[Tensor]:
+        from cream_pl.models.cream_search import candidate_maps
+
+        halves, width = _halves(features, weights), weights[0].shape[1]
+        parts = [candidate_maps(f, class_activation_maps(f, w, class_ids), class_ids,
+                                [(fg[:, sl], bg[:, sl]) for fg, bg in embeddings], candidates, tau, calibration)
+                 for f, w, sl in zip(halves, weights, (slice(0, width), slice(width, 2 * width)))]
+        return [acol_fuse(a, b) for a, b in zip(*parts)]
 
 
 FORMS: dict[str, _Linear] = {"linear": _Linear(), "acol_fused": _ACoLFused(), "acol_branches": _ACoLBranches()}
