@@ -262,7 +262,8 @@ def test_a_fine_tuned_feature_source_is_a_candidate_of_the_same_val_choice(root:
     assert fit["num_train"] == 16 and fit["train_pseudo_box_gt_known"] == pytest.approx(100.0)
     boxes = model(torch.stack([dm.train_base[i]["image"] for i in range(16)]))
     assert 0.0 <= fit["train_gt_known"] <= 100.0 and boxes.shape == (16, 4)
-    assert demo_regressor._train_fit(model, dm, root, pseudo, measure=False)["num_train"] == 4  # every 4th image
+    step = demo_regressor.TRAIN_SUBSAMPLE  # not chosen: every step-th image
+    assert demo_regressor._train_fit(model, dm, root, pseudo, measure=False)["num_train"] == len(range(0, 16, step))
 
 
 # ---------------------------------------------------------------------------------------------- DDP

@@ -11,6 +11,7 @@ from cream_pl.models.cam import all_class_activation_maps, class_activation_maps
 from cream_pl.models.cream import (
     calibrate,
     cream_em,
+    cream_em_runs,
     cream_maps,
     foreground_background_features,
     momentum_update,
@@ -139,3 +140,23 @@ def test_cream_maps_zero_iterations_is_plain_cam():
     out = cream_maps(feats, cam, torch.tensor([0, 1]), emb, emb, iterations=2)
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 2 + 1e-6
     assert not math.isclose(float((out - normalize_maps(cam)).abs().sum()), 0.0)
+
+
+def test_batched_em_runs_equal_each_run_alone_at_every_t():
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(3, 16, 5, 6, generator=g).relu()
+    mu_fg, mu_bg = torch.randn(4, 3, 16, generator=g), torch.randn(4, 3, 16, generator=g)
+    kappa = torch.tensor([8.0, 16.0, 32.0, 8.0])
+    norms = ["raw", "l2", "raw", "l2"]
+    runs = cream_em_runs(feats, mu_fg, mu_bg, kappa, (1, 3, 2), norms)
+    assert sorted(runs) == [1, 2, 3]
+    for t, z in runs.items():
+        assert z.shape == (4, 3, 5, 6)
+        for r in range(4):
+            want = cream_em(feats, mu_fg[r], mu_bg[r], kappa=float(kappa[r]), iterations=t, feature_norm=norms[r])
+            torch.testing.assert_close(z[r], want, atol=1e-6, rtol=0)
+    assert not torch.allclose(runs[1][0], runs[3][0])  # the steps differ: T is not ignored
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        cream_em_runs(feats, mu_fg, mu_bg, kappa, (0, 1), norms)
+    with pytest.raises(ValueError, match="feature_norm must be"):
+        cream_em_runs(feats, mu_fg, mu_bg, kappa, (1,), ["raw", "l1", "raw", "raw"])

@@ -449,3 +449,53 @@ def test_test_results_state_the_checkpoint_rule(tmp_path):
     _trainer(tmp_path).test(loaded, datamodule=_Data(), verbose=False)
     assert loaded.last_results["test"]["checkpoint"]["rule"] == "last"
     json.dumps(loaded.last_results["test"]["checkpoint"])  # reports write it as JSON
+
+
+def test_the_search_scores_every_candidate_as_scoring_it_alone_would(tiny_data, tmp_path):
+    """The batched EM runs and the one-pass scoring of the val search give the same scores and the same choice
+    as each candidate's own ``cream_maps`` fed to its own metrics (the implementation before them)."""
+    from cream_pl.metrics import MaxBoxAccV2, PxAP, prepare_scoremaps
+    from cream_pl.metrics.localization_curve import LocalizationCurve
+    from cream_pl.models.cam import class_activation_maps
+    from cream_pl.models.cream import cream_maps
+    from cream_pl.models.cream_search import candidate_maps
+
+    pl.seed_everything(0)
+    search = {"iterations": [0, 1, 2, 3], "kappa": [8, 32], "lambda": [0.8, 0.5], "feature_norm": ["raw", "l2"]}
+    model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.01, eval_size=EVAL, lr=0.01,
+                           ablation_lambdas=[0.5], cream_search=search)
+    _trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0).fit(model, _dm(tiny_data))
+    val = model.last_results["val"]
+    model.eval()
+    dm = _dm(tiny_data)
+    dm.setup("validate")
+    n = len(model.cream_candidates)
+    metrics = [(MaxBoxAccV2(cam_curve_interval=0.01), LocalizationCurve(cam_curve_interval=0.01),
+                PxAP(cam_curve_interval=0.01)) for _ in range(n)]
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            feats, logits = model.forward_features(batch["image"])
+            labels = batch["label"]
+            cam = class_activation_maps(feats, model.classifier.weight, labels)
+            top1 = logits.argmax(1) == labels
+            batched = candidate_maps(feats, cam, labels, [model.context.get(i) for i in range(2)],
+                                     model.cream_candidates, model.hparams.cream_tau, True)
+            for c, m, (v2, v1, px) in zip(model.cream_candidates, batched, metrics):
+                e_fg, e_bg = model.context.get(c.lambda_index)
+                alone = cream_maps(feats, cam, labels, e_fg, e_bg, iterations=c.iterations, kappa=c.kappa,
+                                   tau=model.hparams.cream_tau, feature_norm=c.feature_norm)
+                torch.testing.assert_close(m, alone, atol=1e-5, rtol=0)
+                maps = prepare_scoremaps(alone, size=EVAL)
+                v2.update(maps, batch["boxes"])
+                v1.update(maps, batch["boxes"], top1, top1)
+                px.update(maps, batch["mask"])
+    alone_scores = {c.name: float(v2.compute()["max_box_acc"]) for c, (v2, _, _) in zip(model.cream_candidates, metrics)}
+    assert val["cream_search"]["scores"] == pytest.approx(alone_scores, abs=1e-6)
+    best = max(alone_scores.values())
+    assert val["cream_search"]["selected"] == next(k for k, v in alone_scores.items() if v == best)  # first best
+    winner = [c.name for c in model.cream_candidates].index(val["cream_search"]["selected"])
+    sel = val["methods"]["cream_selected"]
+    assert sel["max_box_acc"] == pytest.approx(metrics[winner][1].compute()["max_box_acc"], abs=1e-9)
+    assert sel["best_threshold_iou50"] == metrics[winner][1].compute()["best_threshold"]
+    assert sel["pxap"] == pytest.approx(float(metrics[winner][2].compute()), abs=1e-9)
+    assert len(set(alone_scores.values())) > 1  # the grid is not degenerate

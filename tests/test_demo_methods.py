@@ -62,9 +62,10 @@ def test_cli_help_is_instant_and_bad_method_is_one_line():
     out = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.demo_methods", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "--methods" in out.stdout and "cutmix" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.demo_methods", "--methods", "acol"], capture_output=True,
-                         text=True, timeout=60)
-    assert bad.returncode == 2 and "invalid choice: 'acol'" in bad.stderr and "Traceback" not in bad.stderr
+    assert "acol" in out.stdout and "spg" in out.stdout  # all six of the benchmark's methods
+    bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.demo_methods", "--methods", "gradcam"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'gradcam'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("module", ["cream_pl.pipelines.demo_methods", "cream_pl.pipelines.demo_kd"])
@@ -109,11 +110,17 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
             d = saved["differences"][f"{a}-{b}"][m]
             assert d["ci95"][0] <= d["diff"] <= d["ci95"][1] and d["n_resamples"] >= 1000
             assert d["a"] == pytest.approx(saved["methods"][a][m]) and d["b"] == pytest.approx(saved["methods"][b][m])
+    assert saved["selected"]["cam"]["candidates"] == 36 and "variant" not in saved["selected"]["cam"]
+    assert saved["selected"]["adl"]["candidates"] == 72  # the grid x ADL's two CREAM variants
     for key in ("cam", "adl"):
-        assert saved["selected"][key]["candidates"] == 36 and set(saved["selected"][key]) >= {"T", "kappa", "lambda"}
-    assert set(saved["missing"]) == {"acol", "spg"}
+        assert set(saved["selected"][key]) >= {"T", "kappa", "lambda"}
+    adl = saved["selected"]["adl"]
+    assert set(adl["variants_val"]) == {"before_adl", "after_adl"} and adl["variant"] in adl["variants_val"]
+    assert adl["val_score"] == pytest.approx(max(adl["variants_val"].values()))  # the choice is the best on val
+    assert saved["missing"] == {}
     md = (out / "README.md").read_text()
     assert "| ADL | MaxBoxAccV2 |" in md and "## Not run" in md and "paired bootstrap 95 % CI" in md
+    assert "- None: all six of the benchmark's methods run" in md and f"ADL: val chose **{adl['variant']}**" in md
     # resume: nothing is retrained or retested
     capsys.readouterr()
     files = [work / k / n for k in ("cam", "adl") for n in ("model.ckpt", "test.json", "per_image_test.npz")]

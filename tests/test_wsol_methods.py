@@ -1,4 +1,5 @@
-"""HaS, CutMix and ADL against their definitions, and a tiny real fit of each with CREAM on top."""
+"""HaS, CutMix and ADL against their definitions, and a tiny real fit of each with CREAM on top (ACoL and SPG:
+``test_wsol_heads.py``)."""
 
 from __future__ import annotations
 
@@ -276,8 +277,8 @@ def test_adl_sits_at_the_reference_positions_of_each_backbone(name, kwargs, posi
 def test_method_arguments_are_checked():
     assert WSOLMethod.create().params == {} and WSOLMethod.create("has").params == METHOD_DEFAULTS["has"]
     assert WSOLMethod.create("cutmix").params == {"beta": 1.0, "prob": 1.0}
-    with pytest.raises(ValueError, match="acol, spg are not implemented"):
-        WSOLMethod.create("acol")
+    with pytest.raises(ValueError, match=r"wsol_method must be one of \[.*'acol', 'spg'\], got 'gradcam'"):
+        WSOLMethod.create("gradcam")
     with pytest.raises(ValueError, match=r"allowed: \['drop_rate', 'grid_size'\]"):
         WSOLMethod.create("has", {"beta": 1.0})
     with pytest.raises(ValueError, match=r"allowed: \[\]"):
@@ -298,7 +299,7 @@ def test_method_arguments_are_checked():
     with pytest.raises(ValueError, match="not submodules"):
         attach_adl(nn.Sequential(nn.ReLU()), positions=("3",))
     with pytest.raises(ValueError, match="wsol_method must be one of"):
-        _model(wsol_method="spg")
+        _model(wsol_method="gradcam")
     with pytest.raises(ValueError, match="not hyperparameters of 'adl'"):
         _model(wsol_method="adl", wsol_method_args={"grid_size": 4})
     from cream_pl.models.ci_cam_module import CICAMClassifier

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from cream_pl.metrics.functional import box_accuracy_compute, box_accuracy_update, cam_thresholds
+from cream_pl.metrics.scored_maps import ScoredMaps
 
 __all__ = ["BoxAccuracy", "MaxBoxAcc", "MaxBoxAccV2"]
 
@@ -88,8 +89,15 @@ class BoxAccuracy(Metric):
         """The CAM thresholds (float64, a copy)."""
         return self._thresholds.copy()
 
-    def update(self, scoremaps: Tensor | np.ndarray | Sequence[Any], gt_boxes: Sequence[Any]) -> None:
-        """Accumulate a batch of score maps and their GT boxes."""
+    def update(self, scoremaps: Tensor | np.ndarray | Sequence[Any] | ScoredMaps, gt_boxes: Sequence[Any]) -> None:
+        """Accumulate a batch of score maps and their GT boxes.
+
+        ``scoremaps`` may also be the batch's :class:`~cream_pl.metrics.scored_maps.ScoredMaps`
+        (computed once for several metrics): its counts are added as they are.
+        """
+        if isinstance(scoremaps, ScoredMaps):
+            self._update_scored(scoremaps, len(gt_boxes))
+            return
         if isinstance(scoremaps, (Tensor, np.ndarray)) and scoremaps.ndim != 3:
             raise ValueError(f"score maps must have shape (B, H, W), got {tuple(scoremaps.shape)}")
         counts = box_accuracy_update(
@@ -102,6 +110,22 @@ class BoxAccuracy(Metric):
         )
         self.correct += torch.from_numpy(counts).to(self.correct.device)
         self.total += len(gt_boxes)
+
+    def _update_scored(self, scored: ScoredMaps, num_boxes: int) -> None:
+        scored.check(self._thresholds, type(self).__name__)
+        if scored.box_counts is None or scored.v1_ok is None or num_boxes != scored.num_images:
+            raise ValueError(f"{type(self).__name__}: the scored maps hold no box figures for these {num_boxes} images")
+        levels = tuple(float(d) for d in self.iou_thresholds)
+        if self.multi_contour and levels == scored.spec.iou_thresholds:
+            counts = scored.box_counts
+        elif not self.multi_contour and levels == (float(scored.spec.v1_iou),):
+            counts = scored.v1_ok.sum(0, dtype=np.int64)[None, :]
+        else:
+            raise ValueError(f"{type(self).__name__} (IoU {list(self.iou_thresholds)}, multi_contour="
+                             f"{self.multi_contour}) cannot use maps scored for all contours at "
+                             f"{list(scored.spec.iou_thresholds)} and the largest at {scored.spec.v1_iou:g}")
+        self.correct += torch.from_numpy(np.ascontiguousarray(counts)).to(self.correct.device)
+        self.total += scored.num_images
 
     def compute(self) -> dict[str, Any]:
         """MaxBoxAcc numbers (see the class docstring)."""

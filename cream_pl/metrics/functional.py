@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from cream_pl.metrics.component_tree import level_ious, level_rects
+from cream_pl.metrics.pixel_histogram import mask_histograms
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -756,8 +757,7 @@ def pxap_histograms(
                 f"image {i} of the batch: mask values must be 0 (background), 1 (foreground) or 255 (ignore), "
                 f"found {np.unique(mask[bad])[:5].tolist()}"
             )
-        true_hist += np.histogram(score[mask == 1], bins=edges)[0]
-        false_hist += np.histogram(score[mask == 0], bins=edges)[0]
+        mask_histograms(score, mask.astype(np.uint8), edges, out=(true_hist, false_hist))  # np.histogram's bins
     return true_hist, false_hist
 
 

@@ -31,7 +31,9 @@ def _read_mask_png(path: str, size: int) -> np.ndarray:
     from cream_pl.data.images import load_mask_gray  # the one decoder: checked before OpenCV reads it
 
     image = load_mask_gray(path)  # ImageFileError (a ValueError) naming the file: missing, truncated, ...
-    return cv2.resize(np.float32(image), (size, size), interpolation=cv2.INTER_NEAREST)
+    # nearest neighbour picks the same source pixels for uint8 as for the benchmark's float32 copy, and
+    # ``float32(v) > 0.5`` is ``v >= 1`` for uint8: one byte per pixel instead of four, same mask
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST) >= 1
 
 
 def load_gt_mask(
@@ -51,9 +53,9 @@ def load_gt_mask(
     """
     if not mask_paths:
         raise ValueError("an image needs at least one mask PNG")
-    foreground = np.stack([_read_mask_png(os.fspath(p), size) > 0.5 for p in mask_paths]).any(axis=0)
+    foreground = np.stack([_read_mask_png(os.fspath(p), size) for p in mask_paths]).any(axis=0)
     if ignore_path is None or os.fspath(ignore_path) == "":
         ignore = np.zeros_like(foreground)
     else:
-        ignore = np.logical_and(_read_mask_png(os.fspath(ignore_path), size) > 0.5, ~foreground)
+        ignore = np.logical_and(_read_mask_png(os.fspath(ignore_path), size), ~foreground)
     return foreground.astype(np.uint8) + IGNORE * ignore.astype(np.uint8)

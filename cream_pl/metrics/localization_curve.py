@@ -28,6 +28,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from cream_pl.metrics.functional import cam_thresholds, localized_per_threshold
+from cream_pl.metrics.scored_maps import ScoredMaps
 
 __all__ = ["LocalizationCurve", "accuracy_at"]
 
@@ -83,6 +84,9 @@ class LocalizationCurve(Metric):
         top5_correct: Tensor,
     ) -> None:
         n = len(gt_boxes)
+        if isinstance(scoremaps, ScoredMaps):  # figures computed once for several metrics
+            self._add(self._scored_decisions(scoremaps, n), top1_correct, top5_correct)
+            return
         if len(scoremaps) != n or top1_correct.shape != (n,) or top5_correct.shape != (n,):
             raise ValueError(
                 f"got {len(scoremaps)} maps, {n} GT box sets, top1 {tuple(top1_correct.shape)}, "
@@ -105,6 +109,21 @@ class LocalizationCurve(Metric):
             if n
             else torch.zeros(0, len(self.thresholds), dtype=torch.bool)
         )
+        self._add(ok, top1_correct, top5_correct)
+
+    def _scored_decisions(self, scored: ScoredMaps, n: int) -> Tensor:
+        scored.check(self.thresholds, "LocalizationCurve")
+        if self.multi_contour or float(scored.spec.v1_iou) != self.iou_threshold:
+            raise ValueError(f"LocalizationCurve (IoU {self.iou_threshold:g}, multi_contour={self.multi_contour}) "
+                             f"cannot use maps scored for the largest contour at IoU {scored.spec.v1_iou:g}")
+        if scored.v1_ok is None or scored.num_images != n:
+            raise ValueError(f"LocalizationCurve: the scored maps hold no box figures for these {n} images")
+        return torch.from_numpy(scored.v1_ok)
+
+    def _add(self, ok: Tensor, top1_correct: Tensor, top5_correct: Tensor) -> None:
+        n = ok.shape[0]
+        if top1_correct.shape != (n,) or top5_correct.shape != (n,):
+            raise ValueError(f"got {n} images but top1 {tuple(top1_correct.shape)}, top5 {tuple(top5_correct.shape)}")
         top1 = top1_correct.detach().cpu().bool()[:, None]
         top5 = top5_correct.detach().cpu().bool()[:, None]
         counts = torch.stack([ok.sum(0), (ok & top1).sum(0), (ok & top5).sum(0)]).to(self.correct)

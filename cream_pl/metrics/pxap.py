@@ -34,6 +34,7 @@ from cream_pl.metrics.functional import (
     pxap_pr_curve,
 )
 from cream_pl.metrics.gt_mask import load_gt_mask
+from cream_pl.metrics.scored_maps import ScoredMaps
 
 __all__ = ["PxAP", "load_gt_mask"]  # load_gt_mask: cream_pl.metrics.gt_mask (re-exported)
 
@@ -70,8 +71,16 @@ class PxAP(Metric):
         """Histogram edges (float64, a copy)."""
         return self._edges.copy()
 
-    def update(self, scoremaps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> None:
-        """Accumulate a batch of score maps and GT masks."""
+    def update(self, scoremaps: Tensor | np.ndarray | ScoredMaps, masks: Tensor | np.ndarray) -> None:
+        """Accumulate a batch of score maps and GT masks (or the batch's
+        :class:`~cream_pl.metrics.scored_maps.ScoredMaps`, whose histograms are added as they are)."""
+        if isinstance(scoremaps, ScoredMaps):
+            scoremaps.check(self._edges[:-3], "PxAP")
+            if scoremaps.true_hist is None or scoremaps.false_hist is None or len(masks) != scoremaps.num_images:
+                raise ValueError(f"PxAP: the scored maps hold no mask histograms for these {len(masks)} images")
+            self.true_hist += torch.from_numpy(scoremaps.true_hist).to(self.true_hist.device)
+            self.false_hist += torch.from_numpy(scoremaps.false_hist).to(self.false_hist.device)
+            return
         for name, x in (("score maps", scoremaps), ("masks", masks)):
             if isinstance(x, (Tensor, np.ndarray)) and x.ndim != 3:
                 raise ValueError(f"{name} must have shape (B, H, W), got {tuple(x.shape)}")

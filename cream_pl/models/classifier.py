@@ -14,15 +14,23 @@ as the method ``cream_selected`` (``model.selected_cream`` holds the chosen valu
 bootstrap intervals (:mod:`cream_pl.metrics.bootstrap`).
 
 ``wsol_method`` trains with one of wsolevaluation's WSOL methods instead of plain CAM
-(:mod:`cream_pl.models.wsol_methods`): ``"has"`` hides grid cells of the training images, ``"cutmix"``
-mixes the training batch and its loss, ``"adl"`` puts attention-based dropout layers at the
-backbone's ``adl_positions``. CREAM runs unchanged on top, its context embeddings learned during
-that method's training: from the hidden images' features under HaS, from the ADL network's
-training features under ADL, and under CutMix from the mixed batch with the unmixed labels, on the
+(:mod:`cream_pl.models.wsol_methods`, :mod:`cream_pl.models.wsol_heads`): ``"has"`` hides grid cells
+of the training images, ``"cutmix"`` mixes the training batch and its loss, ``"adl"`` puts
+attention-based dropout layers at the backbone's ``adl_positions``, ``"acol"`` trains two classifier
+branches (the second on the map erased where the first's is high) and evaluates their max-fused map,
+``"spg"`` adds training-only guidance branches. CREAM runs on top, its context embeddings learned
+during that method's training (where it runs on ACoL, and which ADL features it learns from, are the
+method's CREAM variants, :mod:`cream_pl.models.cream_variants`): from the hidden images' features under
+HaS, from the ADL network's training features under ADL (before or after its last layer), from each
+ACoL branch or their fusion, from SPG's final map, and under CutMix from the mixed batch with the unmixed labels, on the
 feature cells that see only the unmixed image (cells whose pixels miss the pasted box; the pasted
 patch, a partial view of another image, updates nothing); an unmixed batch updates as usual.
 Validation, test, prediction and every map are the same as for CAM (HaS and CutMix act on the
-training batch only; ADL is the identity in eval mode). Under DDP each process draws its own HaS
+training batch only; ADL is the identity in eval mode; SPG's branches run in training only), except
+for ACoL, whose map (``cam``) is the max of its two branches' normalised maps and whose features are
+``cat([F_A, F_B])``; where the labels are known (val, test, predict) branch B is erased by the
+ground-truth class, as the reference evaluates, and by A's top class otherwise
+(:meth:`forward_features`). Under DDP each process draws its own HaS
 cells, CutMix boxes and ADL choices (:func:`~cream_pl.models.wsol_methods.rank_generator`: rank 0
 keeps the global torch stream, so one process draws exactly as before).
 
@@ -48,29 +56,27 @@ from torch import Tensor, nn
 
 from cream_pl.core.errors import UserValueError
 from cream_pl.metrics import MaxBoxAccV2, PxAP
-from cream_pl.metrics.functional import (
-    best_iou_per_threshold,
-    cam_thresholds,
-    localized_per_threshold,
-    prepare_scoremaps,
-)
+from cream_pl.metrics.functional import cam_thresholds, prepare_scoremaps
+from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
 from cream_pl.models.backbones import create_backbone
-from cream_pl.models.cam import class_activation_maps, normalize_maps
+from cream_pl.models.cam import normalize_maps
 from cream_pl.models.context_embeddings import ContextEmbeddings
-from cream_pl.models.cream import FeatureNorm, cream_maps, foreground_background_features
+from cream_pl.models.cream import FeatureNorm
 from cream_pl.models.cream_search import (
     SCORE_METRICS,
     CreamCandidate,
     CreamSearchSpace,
-    candidate_maps,
     choice_candidate,
     choice_values,
     legacy_choice_values,
     select_first_best,
 )
+from cream_pl.models.cream_variants import FORMS, CreamVariant, form_cam, form_cream, form_eq3, method_variants
 from cream_pl.models.precision import float32_math
+from cream_pl.models.wsol_heads import HeadOutput, build_wsol_head, init_classifier_for
 from cream_pl.models.wsol_methods import (
+    METHOD_TRUNKS,
     CutMixBatch,
     WSOLMethod,
     WSOLMethodName,
@@ -78,7 +84,6 @@ from cream_pl.models.wsol_methods import (
     cutmix,
     cutmix_keep_cells,
     hide_and_seek,
-    masked_foreground_background_features,
     mixed_cross_entropy,
     rank_generator,
 )
@@ -89,6 +94,7 @@ Stage = Literal["val", "test"]
 SELECTED = "cream_selected"  # the method whose T / κ / λ / feature norm were chosen on val (cream_search)
 _SCORE_METRICS = SCORE_METRICS
 _CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
+_CHOICE_VARIANT = "cream_selected_variant"  # buffer (methods with several CREAM variants): index of the chosen one
 _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
 CHECKPOINT_RECORD_KEY = "cream_pl_checkpoint"  # {"epoch", "max_epochs", "last"}: see WSOLClassifier.checkpoint_rule
 
@@ -140,7 +146,8 @@ class WSOLClassifier(pl.LightningModule):
             CREAM maps) for reporting callbacks (``cream-pl fit`` logs them to W&B).
         cream_search: val-split selection of CREAM's inference-time hyperparameters, a mapping
             ``{"iterations": [1, 2, 3], "kappa": [8, 16, 32], "lambda": [0.8, 0.6],
-            "feature_norm": ["raw", "l2"]}`` (any subset; a missing key keeps the model's value;
+            "feature_norm": ["raw", "l2"], "variant": [...]}`` (``variant``: the WSOL method's CREAM
+            variants, see ``cream_variant``; any subset; a missing key keeps the model's value;
             every λ must be tracked: ``cream_lambda`` or ``ablation_lambdas``). Each val epoch scores
             every candidate by MaxBoxAccV2 (PxAP on mask-only data), on the features of the one
             backbone pass, and stores the first best; it is evaluated as method ``cream_selected``
@@ -164,12 +171,22 @@ class WSOLClassifier(pl.LightningModule):
             ``gt_known`` / ``top1_loc`` / ``top5_loc``) for :mod:`cream_pl.metrics.bootstrap`.
             Per process: under DDP each rank holds its own images.
         wsol_method: the WSOL training method (wsolevaluation's definitions): ``"cam"`` (plain
-            cross-entropy), ``"has"`` (Hide-and-Seek), ``"cutmix"`` or ``"adl"``; ACoL and SPG are not
-            implemented. See :mod:`cream_pl.models.wsol_methods` and the module doc for CREAM on top.
+            cross-entropy), ``"has"`` (Hide-and-Seek), ``"cutmix"``, ``"adl"``, ``"acol"`` or ``"spg"``.
+            ACoL and SPG build the backbone's ``variant`` of that name and the heads of its
+            ``acol_layout`` / ``spg_layout``. See :mod:`cream_pl.models.wsol_methods`,
+            :mod:`cream_pl.models.wsol_heads` and the module doc for CREAM on top.
         wsol_method_args: overrides of the method's hyperparameters (defaults: wsolevaluation's
             ``config.py``): HaS ``{"grid_size": 4, "drop_rate": 0.5}`` (cell side in pixels), CutMix
-            ``{"beta": 1.0, "prob": 1.0}``, ADL ``{"drop_rate": 0.75, "threshold": 0.9}`` (γ).
-            Unknown keys raise. ``None``: the defaults.
+            ``{"beta": 1.0, "prob": 1.0}``, ADL ``{"drop_rate": 0.75, "threshold": 0.9}`` (γ), ACoL
+            ``{"threshold": 0.7}``, SPG ``{"threshold_1h": 0.7, "threshold_1l": 0.01, "threshold_2h": 0.5,
+            "threshold_2l": 0.05, "threshold_3h": 0.7, "threshold_3l": 0.1}``. Unknown keys raise.
+            ``None``: the defaults.
+        cream_variant: [choice] where CREAM runs on the method's network, for the ``cream`` method and
+            the ablations (:mod:`cream_pl.models.cream_variants`): ACoL ``"branches"`` (default: on each
+            branch, then fused) or ``"fused"`` (on the fused map); ADL ``"before_adl"`` (default where
+            the last ADL layer is on the feature map: the embeddings learn from its input) or
+            ``"after_adl"``. ``None``: the method's default. The embeddings of every variant are
+            learned in the same run; ``cream_search={"variant": [...]}`` chooses one on val.
     """
 
     def __init__(
@@ -209,6 +226,7 @@ class WSOLClassifier(pl.LightningModule):
         record_per_image: bool | list[str] = False,
         wsol_method: WSOLMethodName = "cam",
         wsol_method_args: dict[str, Any] | None = None,
+        cream_variant: str | None = None,
     ) -> None:
         super().__init__()
         self.wsol = WSOLMethod.create(wsol_method, wsol_method_args)
@@ -230,7 +248,20 @@ class WSOLClassifier(pl.LightningModule):
         if cream_search_epochs not in ("all", "last"):
             raise ValueError(f"cream_search_epochs must be 'all' or 'last', got {cream_search_epochs!r}")
         self.save_hyperparameters()
-        self.backbone = create_backbone(backbone, pretrained=pretrained, **(backbone_kwargs or {}))
+        trunk = METHOD_TRUNKS.get(self.wsol.name)
+        kwargs = dict(backbone_kwargs or {})
+        if trunk is not None:
+            if kwargs.get("variant", trunk) != trunk:
+                raise ValueError(f"backbone_kwargs variant={kwargs['variant']!r} contradicts wsol_method="
+                                 f"{self.wsol.name!r}, which trains on the backbone's {trunk!r} variant")
+            kwargs["variant"] = trunk
+        try:
+            self.backbone = create_backbone(backbone, pretrained=pretrained, **kwargs)
+        except TypeError as err:
+            if trunk is None or "variant" not in str(err):
+                raise
+            raise ValueError(f"backbone {backbone!r} takes no 'variant' argument, so it cannot build the {trunk!r} "
+                             f"network that wsol_method={self.wsol.name!r} trains on") from None
         if freeze_backbone:
             self.backbone.freeze(freeze_backbone)
         self.backbone.use_channels_last(channels_last)
@@ -238,19 +269,51 @@ class WSOLClassifier(pl.LightningModule):
             self.backbone.set_batchnorm_momentum(bn_momentum)
         # ADL: parameter-free layers as forward hooks at the backbone's positions (state dict unchanged)
         self.adl_layers = attach_adl(self.backbone, **self.wsol.params) if self.wsol.name == "adl" else None
-        self.classifier = nn.Linear(self.backbone.num_features, num_classes)
+        # ACoL / SPG: their heads (None for the other methods); ACoL's features are cat([F_A, F_B])
+        self.wsol_head = build_wsol_head(self.wsol, self.backbone, num_classes)
+        head = self.wsol_head
+        self.classifier = nn.Linear(self.backbone.num_features if head is None else head.classifier_dim, num_classes)
         self._init_classifier()
+        if head is not None:
+            init_classifier_for(head, self.classifier)
+        feature_dim = self.backbone.num_features if head is None else head.feature_dim
+        self.cream_variants: tuple[CreamVariant, ...] = method_variants(
+            self.wsol.name, getattr(self.backbone, "adl_output_position", None))
+        names = [v.name for v in self.cream_variants]
+        if cream_variant is not None and cream_variant not in names:
+            raise ValueError(f"cream_variant must be one of {names} for wsol_method={self.wsol.name!r}, got "
+                             f"{cream_variant!r}" if len(names) > 1 else f"wsol_method={self.wsol.name!r} has one "
+                             f"place for CREAM; leave cream_variant unset (got {cream_variant!r})")
+        self.cream_variant = self.cream_variants[names.index(cream_variant) if cream_variant is not None else 0]
+        self._pre_adl: list[Any] = []  # the ADL layer whose input the before_adl embeddings learn from
+        if cream and self.adl_layers is not None and any(v.source == "before_adl" for v in self.cream_variants):
+            layer = self.adl_layers[self.backbone.adl_output_position.replace(".", "_") or "output"]
+            layer.record_input = True
+            self._pre_adl.append(layer)
         self.lambdas = (float(cream_lambda), *[float(v) for v in ablation_lambdas])
         self.cream_candidates: list[CreamCandidate] = []
         if cream_search is not None:
             space = CreamSearchSpace.from_config(cream_search)
-            self.cream_candidates = space.candidates(self.lambdas, cream_iterations, cream_kappa, cream_feature_norm)
+            multi = len(self.cream_variants) > 1
+            self.cream_candidates = space.candidates(self.lambdas, cream_iterations, cream_kappa, cream_feature_norm,
+                                                     self.cream_variant.name if multi else "")
+            wrong = sorted({c.variant for c in self.cream_candidates} - set(names))
+            if wrong:
+                raise ValueError(f"cream_search['variant'] {wrong} are not CREAM variants of wsol_method="
+                                 f"{self.wsol.name!r}; its variants: {[n for n in names if n] or 'none (one place)'}")
+            if multi:
+                self.register_buffer(_CHOICE_VARIANT, torch.tensor(float("nan"), dtype=torch.float64))
             # the chosen values themselves (T, κ, λ, feature norm, val score, val metric), NaN until a val
             # run selects: a checkpoint evaluated under another grid still applies the candidate val chose
             self.register_buffer(_CHOICE, choice_values(None))
         self.context = (
-            ContextEmbeddings(num_classes, self.backbone.num_features, self.lambdas, seed=cream_seed) if cream else None
+            ContextEmbeddings(num_classes, feature_dim, self.lambdas, seed=cream_seed) if cream else None
         )
+        # the other CREAM variants' embeddings (same init), learned in the same run; empty for one variant
+        self.variant_contexts = nn.ModuleDict({
+            v.name: ContextEmbeddings(num_classes, feature_dim, self.lambdas, seed=cream_seed)
+            for v in self.cream_variants if cream and v != self.cream_variant
+        })
         self.method_names = self._method_names()
         if not isinstance(record_per_image, bool):
             unknown = sorted(set(record_per_image) - set(self.method_names))
@@ -302,12 +365,22 @@ class WSOLClassifier(pl.LightningModule):
         """The stored choice as a candidate of this model (its λ among the tracked ones), or ``None``."""
         if not self.cream_candidates:
             return None
-        return choice_candidate(getattr(self, _CHOICE), self.lambdas)
+        return self._with_variant(choice_candidate(getattr(self, _CHOICE), self.lambdas), getattr(self, _CHOICE_VARIANT, None))
+
+    def _with_variant(self, c: CreamCandidate | None, stored: Tensor | None) -> CreamCandidate | None:
+        """``c`` with the stored CREAM variant (methods with several; NaN or absent: the default one)."""
+        if c is None or len(self.cream_variants) < 2:
+            return c
+        index = 0 if stored is None or not math.isfinite(float(stored)) else int(stored)
+        variant = self.cream_variants[index] if 0 <= index < len(self.cream_variants) else self.cream_variant
+        return CreamCandidate(c.iterations, c.kappa, c.lam, c.lambda_index, c.feature_norm, variant.name)
 
     def clear_cream_selection(self) -> None:
         """Forget the val-selected choice (the next validation selects again)."""
         if self.cream_candidates:
             getattr(self, _CHOICE).fill_(float("nan"))
+            if hasattr(self, _CHOICE_VARIANT):
+                getattr(self, _CHOICE_VARIANT).fill_(float("nan"))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """Check a stored CREAM choice against this model before loading it (see :meth:`_check_stored_choice`)."""
@@ -328,7 +401,8 @@ class WSOLClassifier(pl.LightningModule):
                     "older checkpoint); load the checkpoint file (load_classifier or load_from_checkpoint), whose own "
                     "hyperparameters resolve the index")
             return
-        candidate = choice_candidate(state_dict[prefix + _CHOICE], self.lambdas)  # raises on an untracked λ
+        candidate = self._with_variant(choice_candidate(state_dict[prefix + _CHOICE], self.lambdas),  # raises on an untracked λ
+                                       state_dict.get(prefix + _CHOICE_VARIANT))
         if candidate is not None and candidate.name not in {c.name for c in self.cream_candidates}:
             rank_zero_warn(f"the stored val-selected CREAM {candidate.name} is not a candidate of this model's "
                            f"cream_search grid ({len(self.cream_candidates)} candidates): cream_selected applies the "
@@ -340,11 +414,24 @@ class WSOLClassifier(pl.LightningModule):
         record = checkpoint.get(CHECKPOINT_RECORD_KEY)
         self._weights_record = dict(record) if isinstance(record, dict) else {"epoch": checkpoint.get("epoch")}
         state = checkpoint.get("state_dict")
+        self._check_variant_embeddings(state)
         if not isinstance(state, dict) or _LEGACY_CHOICE[0] not in state or _CHOICE in state:
             return
         selection = state.pop(_LEGACY_CHOICE[0])
         score = state.pop(_LEGACY_CHOICE[1], torch.tensor(float("nan")))
         state[_CHOICE] = legacy_choice_values(selection, score, checkpoint.get("hyper_parameters") or {})
+
+    def _check_variant_embeddings(self, state: Any) -> None:
+        """Refuse, in one line, a checkpoint without the embeddings of this method's other CREAM variants (ADL
+        checkpoints written before the variants existed learned only the ``after_adl`` ones)."""
+        if not isinstance(state, dict) or not len(self.variant_contexts):
+            return
+        missing = sorted(n for n in self.variant_contexts if f"variant_contexts.{n}.fg" not in state)
+        if missing:
+            raise UserValueError(
+                f"this checkpoint has no context embeddings of CREAM variant(s) {missing} of wsol_method="
+                f"{self.wsol.name!r} (it predates CREAM's variants, cream_pl.models.cream_variants: its 'context' "
+                "holds the embeddings of the features after the last ADL layer); retrain it to evaluate the variants")
 
     def available_methods(self) -> list[str]:
         """``method_names`` that can produce maps now (``cream_selected`` only once val has selected)."""
@@ -418,9 +505,40 @@ class WSOLClassifier(pl.LightningModule):
                 "path": None if path is None else str(path)}
 
     def forward_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``(features (B, K, h, w), logits (B, C))`` — the hook subclasses (e.g. CI-CAM) override."""
+        """``(features (B, K, h, w), logits (B, C))`` — the hook subclasses (e.g. CI-CAM) override.
+
+        ACoL: ``cat([F_A, F_B])`` and branch A's logits, branch B erased by A's top class (no labels here).
+        """
+        if self.wsol_head is not None:
+            out = self.head_forward(images)
+            return out.features, out.logits
         feats = self.backbone(images)
         return feats, self.classifier(feats.mean(dim=(2, 3)))
+
+    def head_forward(self, images: Tensor, labels: Tensor | None = None) -> HeadOutput:
+        """ACoL / SPG: the head's output; ``labels`` set ACoL's erasing class (else A's top class)."""
+        if self.wsol_head is None:
+            raise ValueError(f"wsol_method={self.wsol.name!r} has no head")
+        return self.wsol_head(self.backbone(images), self.classifier, labels)
+
+    def _labelled_features(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward_features` where the labels are known (ACoL erases by the ground-truth class, as the
+        reference evaluates)."""
+        if self.wsol_head is None or not self.wsol_head.needs_labels:
+            return self.forward_features(images)
+        out = self.head_forward(images, labels)
+        return out.features, out.logits
+
+    def cam_weights(self) -> tuple[Tensor, ...]:
+        """The linear weights of the method's map(s): the classifier's; ACoL: branch A's and branch B's."""
+        return (self.classifier.weight,) if self.wsol_head is None else self.wsol_head.cam_weights(self.classifier)
+
+    def _variant(self, name: str) -> CreamVariant:
+        return next((v for v in self.cream_variants if v.name == name), self.cream_variant)
+
+    def _context_of(self, variant: CreamVariant) -> ContextEmbeddings:
+        assert self.context is not None
+        return self.context if variant == self.cream_variant else self.variant_contexts[variant.name]  # type: ignore[return-value]
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_features(images)[1]
@@ -448,56 +566,81 @@ class WSOLClassifier(pl.LightningModule):
 
     def _method_maps(self, feats: Tensor, class_ids: Tensor, wanted: list[str]) -> dict[str, Tensor]:
         hp = self.hparams
-        cam = class_activation_maps(feats, self.classifier.weight.float(), class_ids)
-        maps = {"cam": normalize_maps(cam)} if "cam" in wanted else {}
+        weights = [w.float() for w in self.cam_weights()]
+        form = self.cream_variant.form
+        maps = {"cam": normalize_maps(form_cam(form, feats, weights, class_ids))} if "cam" in wanted else {}
         if self.context is None:
             return maps
         kw = dict(kappa=hp.cream_kappa, tau=hp.cream_tau, feature_norm=hp.cream_feature_norm, calibration=hp.cream_calibration)
         e_fg, e_bg = self.context.get(0)
         if "cream" in wanted:
-            maps["cream"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=hp.cream_iterations, **kw)
+            maps["cream"] = form_cream(form, feats, weights, class_ids, e_fg, e_bg, iterations=hp.cream_iterations, **kw)
         for t in hp.ablation_iterations:
             if f"cream_T{t}" in wanted:
-                maps[f"cream_T{t}"] = cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=t, **kw)
+                maps[f"cream_T{t}"] = form_cream(form, feats, weights, class_ids, e_fg, e_bg, iterations=t, **kw)
         for i, lam in enumerate(hp.ablation_lambdas, start=1):
             if f"cream_lambda{lam:g}" in wanted:
                 fg, bg = self.context.get(i)
-                maps[f"cream_lambda{lam:g}"] = cream_maps(feats, cam, class_ids, fg, bg, iterations=hp.cream_iterations, **kw)
+                maps[f"cream_lambda{lam:g}"] = form_cream(form, feats, weights, class_ids, fg, bg,
+                                                          iterations=hp.cream_iterations, **kw)
         if SELECTED in wanted:
             chosen = self._selected_candidate()
             assert chosen is not None
-            maps[SELECTED] = self._candidate_maps(feats, cam, class_ids, [chosen])[0]
+            variant = self._variant(chosen.variant)  # CREAM's own arithmetic (the search's batched EM is within 1e-5)
+            e_fg, e_bg = self._context_of(variant).get(chosen.lambda_index)
+            maps[SELECTED] = form_cream(variant.form, feats, [w.float() for w in self.cam_weights()], class_ids,
+                                        e_fg, e_bg, iterations=chosen.iterations, kappa=chosen.kappa,
+                                        tau=self.hparams.cream_tau, feature_norm=chosen.feature_norm,
+                                        calibration=self.hparams.cream_calibration)
         return maps
 
-    def _candidate_maps(self, feats: Tensor, cam: Tensor, class_ids: Tensor,
-                        candidates: Sequence[CreamCandidate]) -> list[Tensor]:
-        assert self.context is not None
-        embeddings = [self.context.get(i) for i in range(len(self.lambdas))]
-        return candidate_maps(feats, cam, class_ids, embeddings, candidates, self.hparams.cream_tau,
-                              self.hparams.cream_calibration)
+    def _candidate_maps(self, feats: Tensor, class_ids: Tensor, candidates: Sequence[CreamCandidate]) -> list[Tensor]:
+        """Each candidate's CREAM maps, in its variant's place with its variant's embeddings; the candidates of
+        one variant share one batched EM (:meth:`~cream_pl.models.cream_variants._Linear.cream_grid`)."""
+        weights = [w.float() for w in self.cam_weights()]
+        out: list[Tensor | None] = [None] * len(candidates)
+        for name in dict.fromkeys(c.variant for c in candidates):
+            variant = self._variant(name)
+            context = self._context_of(variant)
+            group = [i for i, c in enumerate(candidates) if c.variant == name]
+            embeddings = [context.get(i) for i in range(len(self.lambdas))]
+            maps = FORMS[variant.form].cream_grid(feats, weights, class_ids, embeddings, [candidates[i] for i in group],
+                                                  self.hparams.cream_tau, self.hparams.cream_calibration)
+            for i, m in zip(group, maps):
+                out[i] = m
+        return out  # type: ignore[return-value]
 
     def search_maps(self, feats: Tensor, class_ids: Tensor) -> list[Tensor]:
         """Maps ``(B, h, w)`` of every ``cream_search`` candidate from these features (float32 math)."""
         with float32_math(feats):
-            feats = feats.float()
-            cam = class_activation_maps(feats, self.classifier.weight.float(), class_ids)
-            return self._candidate_maps(feats, cam, class_ids, self.cream_candidates)
+            return self._candidate_maps(feats.float(), class_ids, self.cream_candidates)
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         labels = batch["label"]
         images, mix = self.wsol_training_inputs(batch["image"], labels)
-        feats, logits = self.forward_features(images)
-        if mix is None:
-            loss = F.cross_entropy(logits, labels)
+        if self.wsol_head is not None:  # ACoL: CE(A) + CE(B); SPG: CE + its three guidance losses
+            out = self.head_forward(images, labels)
+            feats, logits = out.features, out.logits
+            loss = self.wsol_head.loss(out, labels, weight=self.classifier.weight, size=tuple(images.shape[-2:]))
         else:
-            loss = mixed_cross_entropy(logits, mix.labels_a, mix.labels_b, mix.lam)
+            feats, logits = self.forward_features(images)
+            if mix is None:
+                loss = F.cross_entropy(logits, labels)
+            else:
+                loss = mixed_cross_entropy(logits, mix.labels_a, mix.labels_b, mix.lam)
+        pre_adl = None  # the last ADL layer's input of this step (CREAM's before_adl features), released here
+        if self._pre_adl and self._pre_adl[0].last_input is not None:
+            pre_adl, self._pre_adl[0].last_input = self._pre_adl[0].last_input.detach(), None
         if self.context is not None and self.current_epoch >= self.hparams.cream_update_start_epoch:
             keep = None
             if mix is not None:  # only the cells that see the unmixed image (labels) alone
                 cells = cutmix_keep_cells(mix.box, tuple(images.shape[-2:]), tuple(feats.shape[-2:]), feats.device)
                 keep = cells.expand(feats.shape[0], -1, -1)
-            self._update_context(feats.detach(), labels, keep)
+            sources = {"features": feats.detach()}
+            if pre_adl is not None:
+                sources["before_adl"] = pre_adl
+            self._update_context(feats.detach(), labels, keep, sources)
         acc = (logits.argmax(1) == labels).float().mean()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
         self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=labels.shape[0])
@@ -541,30 +684,45 @@ class WSOLClassifier(pl.LightningModule):
                 layer.generator = self._wsol_generator
 
     @torch.no_grad()
-    def _update_context(self, feats: Tensor, labels: Tensor, keep: Tensor | None = None) -> None:
-        """Eq. 3-4 from the ground-truth-class CAM; ``keep`` ``(B, h, w)`` restricts Eq. 3 to those cells."""
-        with float32_math(feats):  # Eq. 3-4 in float32 under any trainer precision
-            feats = feats.float()
-            raw = class_activation_maps(feats, self.classifier.weight.detach().float(), labels)
-            if keep is None:
-                f_fg, f_bg, has_fg, has_bg = foreground_background_features(
-                    feats, normalize_maps(raw), self.hparams.cream_tau)
-            else:
-                f_fg, f_bg, has_fg, has_bg = masked_foreground_background_features(
-                    feats, raw, keep, self.hparams.cream_tau)
-            assert self.context is not None
-            self.context.update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
+    def _update_context(self, feats: Tensor, labels: Tensor, keep: Tensor | None = None,
+                        sources: dict[str, Tensor] | None = None) -> None:
+        """Eq. 3-4 from the ground-truth-class map, for every CREAM variant in its own place.
+
+        ``keep`` ``(B, h, w)`` restricts Eq. 3 to those cells; ``sources`` maps a variant's feature source
+        (``"features"``: ``feats``; ``"before_adl"``) to its training features; a variant whose source is
+        missing is not updated this step.
+        """
+        sources = {"features": feats, **(sources or {})}
+        weights = [w.detach().float() for w in self.cam_weights()]
+        for variant in self.cream_variants:
+            src = sources.get(variant.source)
+            if src is None:
+                continue
+            with float32_math(src):  # Eq. 3-4 in float32 under any trainer precision
+                f_fg, f_bg, has_fg, has_bg = form_eq3(variant.form, src.float(), weights, labels,
+                                                      self.hparams.cream_tau, keep)
+                self._context_of(variant).update(labels, f_fg, f_bg, has_fg, has_bg, sync=True)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters outside the pretrained backbone (the head, and what subclasses add).
 
-        They train at ``lr * head_lr_multiplier``; subclasses extend this list.
+        They train at ``lr * head_lr_multiplier``; subclasses extend this list. ACoL's / SPG's heads and
+        the classifier are here unless the backbone's layout gives them the base lr (ResNet50).
         """
-        return [p for p in self.classifier.parameters() if p.requires_grad]
+        return [p for p in self._head_parameters() if p.requires_grad] if self._head_at_new_lr() else []
+
+    def _head_parameters(self) -> list[nn.Parameter]:
+        head = [] if self.wsol_head is None else list(self.wsol_head.parameters())
+        return list(self.classifier.parameters()) + head
+
+    def _head_at_new_lr(self) -> bool:
+        return self.wsol_head is None or bool(self.wsol_head.layout.new_lr)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         pretrained, new = self.backbone.parameter_groups()  # frozen parameters are left out
+        if not self._head_at_new_lr():  # wsolevaluation's ResNet rule: only layer4 / fc at the x10 lr
+            pretrained = pretrained + [p for p in self._head_parameters() if p.requires_grad]
         groups = [
             {"params": pretrained, "lr": hp.lr},
             {"params": list({id(p): p for p in new + self.new_parameters()}.values()),  # each once
@@ -583,7 +741,7 @@ class WSOLClassifier(pl.LightningModule):
     # -------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict[str, Any], stage: Stage) -> None:
         images, labels = batch["image"], batch["label"]
-        feats, logits = self.forward_features(images)
+        feats, logits = self._labelled_features(images, labels)
         acc = self.val_acc if stage == "val" else self.test_acc
         acc.update(logits, labels)
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=labels.shape[0], sync_dist=True)
@@ -593,17 +751,20 @@ class WSOLClassifier(pl.LightningModule):
         top1 = logits.argmax(1) == labels
         top5 = (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(1)
         boxes, masks = batch.get("boxes"), batch.get("mask")
+        search = stage == "val" and bool(self.cream_candidates) and self._searches_this_validation()
+        candidate_maps = self.search_maps(feats, labels) if search else []
+        # every method's and candidate's figures from one pass per map, on one thread pool
+        scored = score_map_sets([m.detach().cpu() for m in (*maps.values(), *candidate_maps)], boxes, masks,
+                                self._scoring_spec())
         records: dict[str, dict[str, np.ndarray]] = {}
-        for name, m in maps.items():
-            scoremaps = prepare_scoremaps(m, size=self.hparams.eval_size)
-            _update_method_metrics(self.metrics[_metric_key(stage, name)], scoremaps, boxes, masks, top1, top5)
+        for name, figures in zip(maps, scored):
+            _update_method_metrics(self.metrics[_metric_key(stage, name)], figures, boxes, masks, top1, top5)
             if self._records_method(name):
-                records[name] = self._per_image_record(batch, scoremaps, boxes, top1, top5)
+                records[name] = self._per_image_record(batch, figures, top1, top5)
         if records and not self.trainer.sanity_checking:
             self._per_image_parts.setdefault(stage, []).append(records)
-        if stage == "val" and self.cream_candidates and self._searches_this_validation():
-            for metric, m in zip(self.search_metrics, self.search_maps(feats, labels)):
-                _update_method_metrics(metric, prepare_scoremaps(m, size=self.hparams.eval_size), boxes, masks, top1, top5)
+        for metric, figures in zip(self.search_metrics, scored[len(maps):]):
+            _update_method_metrics(metric, figures, boxes, masks, top1, top5)
         if stage == "val" and self.media_batch is None and self.hparams.num_media_images > 0:
             k = self.hparams.num_media_images
             self.media_batch = {
@@ -732,6 +893,8 @@ class WSOLClassifier(pl.LightningModule):
         }
         if not self.trainer.sanity_checking:
             getattr(self, _CHOICE).copy_(choice_values(c, score, metric_name))
+            if hasattr(self, _CHOICE_VARIANT):
+                getattr(self, _CHOICE_VARIANT).fill_(float([v.name for v in self.cream_variants].index(c.variant)))
             rank_zero_info(f"cream_search: selected {c.name} on val ({metric_name} {score:.2f}; "
                            f"{len(self.cream_candidates)} candidates, ties to the earlier)")
         for cand, (s, _) in zip(self.cream_candidates, scored):
@@ -779,25 +942,29 @@ class WSOLClassifier(pl.LightningModule):
         return bool(wanted) if isinstance(wanted, bool) else name in wanted
 
     def _per_image_record(
-        self, batch: dict[str, Any], scoremaps: Tensor, boxes: Any, top1: Tensor, top5: Tensor
+        self, batch: dict[str, Any], figures: ScoredMaps, top1: Tensor, top5: Tensor
     ) -> dict[str, np.ndarray]:
-        """One batch's per-image outcomes of one method, from the metrics' own functional cores."""
+        """One batch's per-image outcomes of one method, from the metrics' own scored figures."""
         rec = {
             "index": batch["index"].detach().cpu().numpy().astype(np.int64),
             "top1": top1.detach().cpu().numpy().astype(bool),
             "top5": top5.detach().cpu().numpy().astype(bool),
         }
-        if boxes is not None:
-            thr = cam_thresholds(self.hparams.cam_curve_interval)
-            maps = scoremaps.detach().cpu()
-            rec["best_iou"] = np.stack([
-                best_iou_per_threshold(maps[i], boxes[i], thr, multi_contour=True) for i in range(len(boxes))
-            ]) if len(boxes) else np.zeros((0, len(thr)))
-            rec["v1_hit50"] = np.stack([  # the LocalizationCurve decision (largest contour, IoU >= 0.5)
-                localized_per_threshold(maps[i], boxes[i], thr, (50.0,), multi_contour=False)[0]
-                for i in range(len(boxes))
-            ]) if len(boxes) else np.zeros((0, len(thr)), dtype=bool)
+        if figures.best_iou is not None and figures.v1_ok is not None:
+            rec["best_iou"] = figures.best_iou  # all contours, per threshold
+            rec["v1_hit50"] = figures.v1_ok  # the LocalizationCurve decision (largest contour, IoU >= 0.5)
         return rec
+
+    def _scoring_spec(self) -> ScoringSpec:
+        """What the metrics need from every map (per-image IoUs only when some method keeps records)."""
+        hp = self.hparams
+        wanted = hp.get("record_per_image", False)
+        key = (hp.cam_curve_interval, tuple(hp.iou_thresholds), hp.eval_size, bool(wanted))
+        if getattr(self, "_spec_key", None) != key:
+            self._spec = ScoringSpec(cam_interval=hp.cam_curve_interval, iou_thresholds=tuple(hp.iou_thresholds),
+                                     v1_iou=50, size=hp.eval_size, per_image_iou=bool(wanted))
+            self._spec_key = key
+        return self._spec
 
     def _finish_per_image(
         self, parts: list[dict[str, dict[str, np.ndarray]]], methods: dict[str, dict[str, Any]]
@@ -829,8 +996,8 @@ class WSOLClassifier(pl.LightningModule):
     # ---------------------------------------------------------------- predict
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Ground-truth-class maps of every method at the evaluation size (pseudo boxes, localize)."""
-        feats, logits = self.forward_features(batch["image"])
         labels = batch["label"]
+        feats, logits = self._labelled_features(batch["image"], labels)
         available = self.available_methods()
         maps = self.method_maps(feats.float(), labels, [n for n in ("cam", "cream", SELECTED) if n in available])
         return {
@@ -848,7 +1015,7 @@ def _metric_key(stage: str, method: str) -> str:
 
 
 def _update_method_metrics(
-    metric: nn.ModuleDict, scoremaps: Tensor, boxes: Any, masks: Any, top1: Tensor, top5: Tensor
+    metric: nn.ModuleDict, scoremaps: ScoredMaps, boxes: Any, masks: Any, top1: Tensor, top5: Tensor
 ) -> None:
     if boxes is not None:
         metric["box_v2"].update(scoremaps, boxes)
@@ -873,8 +1040,11 @@ def _selection_score(metric: nn.ModuleDict) -> tuple[float, str]:
 
 def _selection_fields(c: CreamCandidate, score: float) -> dict[str, Any]:
     """The chosen values, logged next to cream_selected's metrics (floats) and kept in the results."""
-    return {"T": float(c.iterations), "kappa": c.kappa, "lambda": c.lam, "feature_norm": c.feature_norm,
-            "feature_norm_l2": float(c.feature_norm == "l2"), "val_score": float(score)}
+    fields = {"T": float(c.iterations), "kappa": c.kappa, "lambda": c.lam, "feature_norm": c.feature_norm,
+              "feature_norm_l2": float(c.feature_norm == "l2"), "val_score": float(score)}
+    if c.variant:
+        fields["variant"] = c.variant
+    return fields
 
 
 class _TopKAccuracy(nn.Module):

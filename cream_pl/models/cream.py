@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "foreground_background_features",
     "momentum_update",
     "cream_em",
+    "cream_em_runs",
     "calibrate",
     "cream_maps",
 ]
@@ -177,6 +179,82 @@ def cream_em(
         log_pi = torch.log((mass / z.shape[1]).clamp_min(_EPS))
     assert z is not None
     return z[..., 0].reshape(b, h, w)
+
+
+def cream_em_runs(
+    features: Tensor,
+    mu_fg: Tensor,
+    mu_bg: Tensor,
+    kappa: Tensor,
+    iterations: tuple[int, ...] | list[int],
+    feature_norm: Sequence[FeatureNorm],
+) -> dict[int, Tensor]:
+    """:func:`cream_em` for ``R`` runs (initial means, κ, feature norm) and several ``T`` at once.
+
+    The val search (:mod:`cream_pl.models.cream_search`) scores many (λ, κ, T, feature norm) on one
+    batch: the runs share the normalised features, each EM step of all runs is one batched matrix
+    product (two: one per feature norm in the M-step), and the run with the largest ``T`` passes
+    through every shorter ``T`` (the same E-steps), so T = 1, 2, 3 cost the three steps of T = 3.
+    The two-component softmax is written as a sigmoid of the logit difference. Each run's
+    responsibilities equal :func:`cream_em`'s up to float rounding.
+
+    Args:
+        features: ``(B, K, h, w)``.
+        mu_fg: ``(R, B, K)`` initial foreground means of each run.
+        mu_bg: ``(R, B, K)`` initial background means.
+        kappa: ``(R,)`` concentration of each run.
+        iterations: the ``T`` (>= 1) to return.
+        feature_norm: ``R`` M-step feature norms, ``"raw"`` or ``"l2"``.
+
+    Returns:
+        ``{T: (R, B, h, w) z_fg}``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> f, a, b = torch.rand(2, 4, 3, 3, generator=g), torch.rand(1, 2, 4, generator=g), torch.rand(1, 2, 4, generator=g)
+        >>> z = cream_em_runs(f, a, b, torch.tensor([8.0]), (1, 2), ["raw"])
+        >>> torch.allclose(z[2][0], cream_em(f, a[0], b[0], 8.0, 2), atol=1e-6)
+        True
+    """
+    wanted = sorted({int(t) for t in iterations})
+    if not wanted or wanted[0] < 1:
+        raise ValueError(f"iterations must be >= 1 for EM, got {list(iterations)} (T = 0 means plain CAM)")
+    b, k, h, w = features.shape
+    r = mu_fg.shape[0]
+    norms = list(feature_norm)
+    if mu_fg.shape != (r, b, k) or mu_bg.shape != (r, b, k) or kappa.shape != (r,) or len(norms) != r:
+        raise ValueError(f"mu_fg / mu_bg must be (R, {b}, {k}), kappa (R,) and feature_norm R names, got "
+                         f"{tuple(mu_fg.shape)}, {tuple(mu_bg.shape)}, {tuple(kappa.shape)}, {len(norms)}")
+    bad = sorted(set(norms) - {"raw", "l2"})
+    if bad:
+        raise ValueError(f"feature_norm must be 'raw' or 'l2', got {bad}")
+    feats = features.flatten(2).transpose(1, 2).contiguous()  # (B, N, K)
+    feats_unit = F.normalize(feats, dim=-1, eps=_EPS)
+    n = feats.shape[1]
+    mu = torch.stack([mu_fg, mu_bg], dim=2).to(feats.dtype).permute(1, 0, 2, 3).reshape(b, 2 * r, k)  # (B, 2R, K)
+    log_pi = torch.full((b, r, 2), -torch.log(torch.tensor(2.0)).item(), dtype=feats.dtype, device=feats.device)
+    scale = kappa.to(feats)[None, None, :]
+    groups = [(torch.tensor([i for i, m in enumerate(norms) if m == name], device=feats.device), source)
+              for name, source in (("raw", feats), ("l2", feats_unit)) if name in norms]
+    out: dict[int, Tensor] = {}
+    for t in range(wanted[-1]):
+        cos = torch.bmm(feats_unit, F.normalize(mu, dim=-1, eps=_EPS).transpose(1, 2)).view(b, n, r, 2)
+        logit = (log_pi[:, None, :, 0] - log_pi[:, None, :, 1]) + scale * (cos[..., 0] - cos[..., 1])
+        z_fg = torch.sigmoid(logit)  # E-step, (B, N, R): softmax over (fg, bg)
+        if t + 1 in wanted:
+            out[t + 1] = z_fg.permute(2, 0, 1).reshape(r, b, h, w)
+        if t + 1 == wanted[-1]:
+            break
+        z = torch.stack([z_fg, 1.0 - z_fg], dim=-1)  # (B, N, R, 2)  M-step
+        mass = z.sum(1)  # (B, R, 2)
+        mu = torch.empty_like(mu).view(b, r, 2, k)
+        for index, source in groups:
+            zi = z.index_select(2, index).reshape(b, n, 2 * len(index))
+            mu[:, index] = torch.bmm(zi.transpose(1, 2), source).view(b, len(index), 2, k)
+        mu = (mu / mass[..., None].clamp_min(_EPS)).reshape(b, 2 * r, k)
+        log_pi = torch.log((mass / n).clamp_min(_EPS))
+    return out
 
 
 def calibrate(z_fg: Tensor, cam_normalized: Tensor, tau: float = 0.2) -> Tensor:

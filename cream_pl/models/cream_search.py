@@ -9,11 +9,14 @@ backbone runs once per image and every candidate's maps come from the pure funct
 :func:`cream_pl.models.cream.cream_maps` on the same features.
 
 Cost: ``python -m cream_pl.pipelines.bench --only cream_search`` (and ``make bench``) measures a whole val
-epoch with and without the embedded recipe's grid (90 candidates): +0.62 s per val image on the
-project's 2-core CPU (``results/bench_cream_search.json``). The EM runs
-themselves are cheap (about 0.01 s per image for 18 candidates on one thread); almost all of the
-cost is the candidates' MaxBoxAccV2 / GT-known curves at interval 0.001. The test split never runs
-the search.
+epoch with and without the embedded recipe's grid (90 candidates; ``results/bench_cream_search.json``).
+Two things make it cheap: :func:`candidate_maps` runs the EM of every candidate as one batch of runs
+(:func:`~cream_pl.models.cream.cream_em_runs`: one run per (λ, κ, feature norm), every T read off the
+longest run; about 2 ms per val image for the 90 candidates), and the classifier scores every
+candidate's maps in one pass per map on a thread pool
+(:func:`~cream_pl.metrics.scored_maps.score_map_sets`: MaxBoxAccV2, the largest-contour curve and PxAP
+from one component-tree pass). What remains is that pass, about 2 ms per map on real maps, plus the
+largest-contour traces where a level's contours disagree (about 1 ms). The test split never runs the search.
 
 This module holds the typed search space, the candidate grid and the pure pieces of the
 selection (candidate maps, the first-best rule); :class:`~cream_pl.models.classifier.WSOLClassifier`
@@ -47,7 +50,7 @@ import torch
 from torch import Tensor
 
 from cream_pl.core.errors import UserValueError
-from cream_pl.models.cream import cream_maps
+from cream_pl.models.cream import calibrate, cream_em_runs, cream_maps
 
 __all__ = [
     "CHOICE_FIELDS",
@@ -64,8 +67,9 @@ __all__ = [
     "tracked_lambda_index",
 ]
 
-#: keys a recipe may give in ``cream_search`` (each a value or a list of values)
-SEARCH_KEYS = ("iterations", "kappa", "lambda", "feature_norm")
+#: keys a recipe may give in ``cream_search`` (each a value or a list of values); ``variant``: the WSOL
+#: method's CREAM variants (:mod:`cream_pl.models.cream_variants`, e.g. ACoL's ``branches`` / ``fused``)
+SEARCH_KEYS = ("iterations", "kappa", "lambda", "feature_norm", "variant")
 _NORMS = ("raw", "l2")
 #: the val metrics a choice can be scored by (MaxBoxAccV2 where the split has boxes, else PxAP)
 SCORE_METRICS = ("max_box_acc_v2", "pxap")
@@ -82,13 +86,19 @@ class CreamCandidate:
     lam: float
     lambda_index: int
     feature_norm: str
+    variant: str = ""  # the CREAM variant of the WSOL method ("": a method with one)
 
     @property
     def name(self) -> str:
-        return f"T{self.iterations}_kappa{self.kappa:g}_lambda{self.lam:g}_{self.feature_norm}"
+        base = f"T{self.iterations}_kappa{self.kappa:g}_lambda{self.lam:g}_{self.feature_norm}"
+        return f"{base}_{self.variant}" if self.variant else base
 
     def as_dict(self) -> dict[str, Any]:
-        return {"T": self.iterations, "kappa": self.kappa, "lambda": self.lam, "feature_norm": self.feature_norm}
+        out: dict[str, Any] = {"T": self.iterations, "kappa": self.kappa, "lambda": self.lam,
+                               "feature_norm": self.feature_norm}
+        if self.variant:
+            out["variant"] = self.variant
+        return out
 
 
 def _as_tuple(value: Any, key: str) -> tuple[Any, ...]:
@@ -112,15 +122,17 @@ class CreamSearchSpace:
         lambdas: momenta ``λ``; each must be tracked by the model (``cream_lambda`` or one of
             ``ablation_lambdas``), because the embeddings of an untracked λ do not exist.
         feature_norm: M-step features, ``"raw"`` and/or ``"l2"``.
+        variant: CREAM variants of the model's WSOL method (names checked by the model).
 
-    Candidates are the product in the order ``T`` × ``κ`` × ``λ`` × feature norm, each axis in the
-    order given; ties go to the earlier candidate.
+    Candidates are the product in the order ``T`` × ``κ`` × ``λ`` × feature norm × variant, each axis in
+    the order given; ties go to the earlier candidate.
     """
 
     iterations: tuple[int, ...] | None = None
     kappa: tuple[float, ...] | None = None
     lambdas: tuple[float, ...] | None = None
     feature_norm: tuple[str, ...] | None = None
+    variant: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.iterations is not None:
@@ -139,7 +151,9 @@ class CreamSearchSpace:
             bad = [n for n in self.feature_norm if n not in _NORMS]
             if bad:
                 raise ValueError(f"cream_search['feature_norm'] must be among {list(_NORMS)}, got {bad}")
-        for key, axis in zip(SEARCH_KEYS, (self.iterations, self.kappa, self.lambdas, self.feature_norm)):
+        if self.variant is not None and any(not isinstance(v, str) or not v for v in self.variant):
+            raise ValueError(f"cream_search['variant'] must be non-empty names, got {list(self.variant)}")
+        for key, axis in zip(SEARCH_KEYS, (self.iterations, self.kappa, self.lambdas, self.feature_norm, self.variant)):
             if axis is not None and len(set(axis)) != len(axis):
                 raise ValueError(f"cream_search[{key!r}] lists a value twice: {list(axis)}")
 
@@ -166,6 +180,7 @@ class CreamSearchSpace:
             kappa=None if kappas is None else tuple(float(k) if not isinstance(k, bool) else k for k in kappas),
             lambdas=None if lams is None else tuple(float(v) if not isinstance(v, bool) else v for v in lams),
             feature_norm=axis("feature_norm"),
+            variant=axis("variant"),
         )
 
     def candidates(
@@ -174,6 +189,7 @@ class CreamSearchSpace:
         default_iterations: int,
         default_kappa: float,
         default_feature_norm: str,
+        default_variant: str = "",
     ) -> list[CreamCandidate]:
         """The grid, in its fixed order; missing axes take the model's value (λ: ``tracked_lambdas[0]``).
 
@@ -196,8 +212,9 @@ class CreamSearchSpace:
             self.kappa if self.kappa is not None else (float(default_kappa),),
             list(zip(lams, index)),
             self.feature_norm if self.feature_norm is not None else (default_feature_norm,),
+            self.variant if self.variant is not None else (default_variant,),
         )
-        return [CreamCandidate(int(t), float(k), float(lam), int(i), str(n)) for t, k, (lam, i), n in grid]
+        return [CreamCandidate(int(t), float(k), float(lam), int(i), str(n), str(v)) for t, k, (lam, i), n, v in grid]
 
 
 def candidate_maps(
@@ -211,6 +228,11 @@ def candidate_maps(
 ) -> list[Tensor]:
     """CREAM maps ``(B, h, w)`` of every candidate from one set of features (no backbone call).
 
+    Each map is ``cream_maps(feats, cam, class_ids, E_fg, E_bg, T, κ, τ, feature norm, calibration)``
+    up to float rounding: the EM of all candidates runs as one batch of runs
+    (:func:`~cream_pl.models.cream.cream_em_runs`: one run per (λ, κ, feature norm), every T from the
+    longest one), so the embedded grid's 90 candidates cost one batched EM of 3 steps.
+
     Args:
         feats: ``(B, K, h, w)`` features.
         cam: ``(B, h, w)`` raw CAM of ``class_ids``.
@@ -220,11 +242,27 @@ def candidate_maps(
         tau: CAM foreground threshold of the calibration.
         calibration: apply Eq. 10-11.
     """
+    if not candidates:
+        return []
+    cam_n = cream_maps(feats, cam, class_ids, embeddings[0][0], embeddings[0][1], iterations=0)  # checks the shapes
+    z: dict[tuple[int, float, str, int], Tensor] = {}
+    runs = sorted({(c.lambda_index, c.kappa, c.feature_norm) for c in candidates if c.iterations > 0})
+    if runs:
+        mu_fg = torch.stack([embeddings[i][0][class_ids] for i, _, _ in runs])
+        mu_bg = torch.stack([embeddings[i][1][class_ids] for i, _, _ in runs])
+        kappa = torch.tensor([k for _, k, _ in runs], dtype=feats.dtype, device=feats.device)
+        steps = cream_em_runs(feats, mu_fg, mu_bg, kappa, sorted({c.iterations for c in candidates if c.iterations > 0}),
+                              [norm for _, _, norm in runs])  # type: ignore[misc]
+        for t, z_t in steps.items():
+            for run, z_fg in zip(runs, z_t):
+                z[(*run, t)] = z_fg
     out = []
     for c in candidates:
-        e_fg, e_bg = embeddings[c.lambda_index]
-        out.append(cream_maps(feats, cam, class_ids, e_fg, e_bg, iterations=c.iterations, kappa=c.kappa, tau=tau,
-                              feature_norm=c.feature_norm, calibration=calibration))  # type: ignore[arg-type]
+        if c.iterations == 0:
+            out.append(cam_n)
+            continue
+        z_fg = z[(c.lambda_index, c.kappa, c.feature_norm, c.iterations)]
+        out.append((calibrate(z_fg, cam_n, tau) if calibration else z_fg) + cam_n)
     return out
 
 

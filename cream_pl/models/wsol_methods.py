@@ -1,9 +1,13 @@
 """WSOL training methods of the wsolevaluation benchmark (HaS, CutMix, ADL) as pure tensor functions.
 
 The benchmark (Choe et al., "Evaluating Weakly Supervised Object Localization Methods Right",
-CVPR 2020, ``clovaai/wsolevaluation``) trains six methods under one protocol. Three of them are
-here, written from their definitions; :class:`~cream_pl.models.WSOLClassifier` applies them with
-``wsol_method="has" | "cutmix" | "adl"`` and leaves evaluation (CAM, CREAM, metrics) unchanged.
+CVPR 2020, ``clovaai/wsolevaluation``) trains six methods under one protocol: CAM, HaS, CutMix,
+ADL, ACoL and SPG. All six are implemented, written from their definitions;
+:class:`~cream_pl.models.WSOLClassifier` applies them with ``wsol_method="has" | "cutmix" | "adl" |
+"acol" | "spg"``. This module holds the three that act on the input or the backbone (HaS, CutMix,
+ADL: evaluation unchanged); the two that add heads (ACoL's two classifier branches, SPG's
+self-produced-guidance branches) are in :mod:`cream_pl.models.wsol_heads`, with their
+hyperparameters here (:data:`METHOD_DEFAULTS`).
 
 - **HaS** (Hide-and-Seek, Singh & Lee, ICCV 2017): before the forward pass every training image is
   tiled into square cells of ``grid_size`` pixels, starting at the top-left corner (cells at the
@@ -26,7 +30,7 @@ here, written from their definitions; :class:`~cream_pl.models.WSOLClassifier` a
   :func:`attach_adl` (forward hooks at a backbone's ``adl_positions``, the reference's positions).
 
 Hyperparameter defaults are the reference's ``config.py`` defaults (:data:`METHOD_DEFAULTS`).
-ACoL and SPG, the benchmark's two other methods, are not implemented (:data:`MISSING_METHODS`).
+No method of the benchmark is missing (:data:`MISSING_METHODS` is empty).
 
 Every random draw takes an optional ``torch.Generator`` (``None``: the global torch RNG, which
 ``seed_everything`` seeds), so a seeded generator gives the same result on every run.
@@ -67,6 +71,7 @@ from cream_pl.models.cam import normalize_maps
 __all__ = [
     "ADL",
     "METHOD_DEFAULTS",
+    "METHOD_TRUNKS",
     "MISSING_METHODS",
     "WSOL_METHODS",
     "CutMixBatch",
@@ -87,12 +92,17 @@ __all__ = [
     "rank_generator",
 ]
 
-WSOLMethodName = Literal["cam", "has", "cutmix", "adl"]
-WSOL_METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl")
-MISSING_METHODS: tuple[str, ...] = ("acol", "spg")
-"""The benchmark's other two methods, not implemented (ACoL: two heads of two 3x3 convolutions with 1024
-channels on the 14x14 map, about 8 GMAC per image or some 15-20x the EfficientNet-Lite0 backbone, and a non-linear head that CREAM's linear re-activation
-does not cover; SPG: auxiliary heads at three depths with six thresholds). See ``make demo-methods``."""
+WSOLMethodName = Literal["cam", "has", "cutmix", "adl", "acol", "spg"]
+WSOL_METHODS: tuple[str, ...] = ("cam", "has", "cutmix", "adl", "acol", "spg")
+MISSING_METHODS: tuple[str, ...] = ()
+"""The benchmark's methods that cream-pl does not implement: none.
+
+Compute of the two head methods (14x14 map, multiply-accumulates per image; counted in
+:mod:`cream_pl.models.wsol_heads`): ACoL with the reference's fixed 1024-channel heads costs 8.4 GMAC on
+EfficientNet-Lite0's 1280-channel map, about 11x the 0.76 GMAC backbone; with widths scaled to Lite0
+(320 channels on the 320-channel map, replacing ``conv_head`` as the reference replaces VGG's ``conv6``)
+about 0.75 GMAC, about 1x the backbone. SPG's extra heads scaled the same way cost about 0.54 GMAC, in
+training only; neither adds anything at inference beyond ACoL's second branch."""
 
 # Defaults of wsolevaluation's config.py (the values main.py trains with):
 METHOD_DEFAULTS: dict[str, dict[str, float | int]] = {
@@ -109,7 +119,18 @@ METHOD_DEFAULTS: dict[str, dict[str, float | int]] = {
         "drop_rate": 0.75,  # config.py --adl_drop_rate
         "threshold": 0.9,  # config.py --adl_threshold, γ (adl.py's own class default is 0.8; main.py passes 0.9)
     },
+    "acol": {
+        "threshold": 0.7,  # config.py --acol_threshold (erase where branch A's normalised map >= it)
+    },
+    "spg": {  # config.py --spg_threshold_{1,2,3}{h,l}: (high, low) of each guidance target
+        "threshold_1h": 0.7, "threshold_1l": 0.01,  # B2's target, from the classifier's CAM
+        "threshold_2h": 0.5, "threshold_2l": 0.05,  # B1's target, from sigmoid(B2)
+        "threshold_3h": 0.7, "threshold_3l": 0.1,  # C's target, from the mean of sigmoid(B1), sigmoid(B2)
+    },
 }
+METHOD_TRUNKS: dict[str, str] = {"acol": "acol", "spg": "spg"}
+"""The backbone ``variant`` a method trains on (its reference network differs from ``VggCam`` & co.);
+methods not listed use the backbone as it is."""
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -124,8 +145,17 @@ def _check_value(method: str, key: str, value: Any) -> None:
     elif key == "beta":
         if not _is_real(value) or value <= 0:
             raise ValueError(f"{method}.beta must be a number > 0, got {value!r}")
-    elif not _is_real(value) or not 0.0 <= value <= 1.0:  # drop_rate, prob, threshold
+    elif not _is_real(value) or not 0.0 <= value <= 1.0:  # drop_rate, prob, threshold(s)
         raise ValueError(f"{method}.{key} must be a number in [0, 1], got {value!r}")
+
+
+def _check_params(method: str, params: Mapping[str, Any]) -> None:
+    for key, value in params.items():
+        _check_value(method, key, value)
+    for i in (1, 2, 3):  # SPG: a low threshold at or above its high one leaves no foreground
+        high, low = params.get(f"threshold_{i}h"), params.get(f"threshold_{i}l")
+        if high is not None and low is not None and not low < high:
+            raise ValueError(f"{method}.threshold_{i}l must be below {method}.threshold_{i}h, got {low!r} >= {high!r}")
 
 
 @dataclass(frozen=True)
@@ -149,8 +179,7 @@ class WSOLMethod:
     @classmethod
     def create(cls, name: str = "cam", overrides: Mapping[str, Any] | None = None) -> WSOLMethod:
         if name not in METHOD_DEFAULTS:
-            raise ValueError(f"wsol_method must be one of {list(WSOL_METHODS)}, got {name!r} "
-                             f"({', '.join(MISSING_METHODS)} are not implemented)")
+            raise ValueError(f"wsol_method must be one of {list(WSOL_METHODS)}, got {name!r}")
         if overrides is not None and not isinstance(overrides, Mapping):
             raise ValueError(f"wsol_method_args must be a mapping or None, got {type(overrides).__name__}")
         defaults = METHOD_DEFAULTS[name]
@@ -160,8 +189,7 @@ class WSOLMethod:
             raise ValueError(f"wsol_method_args {unknown} are not hyperparameters of {name!r}; "
                              f"allowed: {sorted(defaults)}")
         params = {**defaults, **overrides}
-        for key, value in params.items():
-            _check_value(name, key, value)
+        _check_params(name, params)
         return cls(name, params)
 
 
@@ -391,6 +419,9 @@ class ADL(nn.Module):
 
     Attributes:
         last_choice: ``"drop"`` or ``"importance"`` after a training call, else ``None``.
+        record_input: keep the input of each training call in ``last_input`` (the features before
+            this layer; CREAM's ``before_adl`` embeddings learn from them, see
+            :mod:`cream_pl.models.cream_variants`).
     """
 
     def __init__(self, drop_rate: float = 0.75, threshold: float = 0.9,
@@ -400,10 +431,14 @@ class ADL(nn.Module):
         _check_value("adl", "threshold", threshold)
         self.drop_rate, self.threshold, self.generator = float(drop_rate), float(threshold), generator
         self.last_choice: str | None = None
+        self.record_input = False
+        self.last_input: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
+        if self.record_input:
+            self.last_input = x
         attention = adl_attention(x)
         device = self.generator.device if self.generator is not None else "cpu"
         use_drop = float(torch.rand((), generator=self.generator, device=device)) < self.drop_rate

@@ -339,7 +339,7 @@ def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
 
     from cream_pl.data import wsol_collate
     from cream_pl.metrics import MaxBoxAccV2
-    from cream_pl.metrics.functional import prepare_scoremaps
+    from cream_pl.metrics.scored_maps import ScoringSpec, score_map_sets
     from cream_pl.models.cam import class_activation_maps, normalize_maps
     from cream_pl.models.cream import cream_maps
 
@@ -368,9 +368,10 @@ def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
         "feature_norm_class_agnostic": feats_all.norm(dim=1),
     }
     out: dict[str, Any] = {"interval": 0.01, "split": "test", "max_box_acc_v2": {}}
-    for name, maps in variants.items():
+    scored = score_map_sets([m.detach() for m in variants.values()], boxes, None, ScoringSpec(cam_interval=0.01))
+    for name, figures in zip(variants, scored):
         metric = MaxBoxAccV2(cam_curve_interval=0.01)
-        metric.update(prepare_scoremaps(maps), boxes)
+        metric.update(figures, boxes)
         out["max_box_acc_v2"][name] = metric.compute()["max_box_acc"]
     out["responsibilities"] = _responsibilities(model, feats_all, labels_all, boxes)
     write_json_atomic(out, path)

@@ -1,14 +1,22 @@
 """``make demo-methods``: the benchmark's WSOL methods, each with and without CREAM, on the embedded CUB-like set.
 
-wsolevaluation trains its methods under one protocol; this demo does the same for the ones cream-pl
-implements (:mod:`cream_pl.models.wsol_methods`): CAM, HaS, CutMix and ADL. Each method is one
-training run of its embedded recipe (``experiments/embedded_{,has_,cutmix_,adl_}cream.yaml``: the
-same data, backbone, optimiser and epochs, only ``wsol_method`` differs) with CREAM's context
-embeddings learned during that method's training. Every run is tested twice from one pass:
+wsolevaluation trains six methods under one protocol; this demo does the same for all six
+(:mod:`cream_pl.models.wsol_methods`, :mod:`cream_pl.models.wsol_heads`): CAM, HaS, CutMix, ADL, ACoL
+and SPG. Each method is one training run of its embedded recipe
+(``experiments/embedded_{,has_,cutmix_,adl_,acol_,spg_}cream.yaml``: the same data, backbone,
+optimiser and epochs, only ``wsol_method`` differs) with CREAM's context embeddings learned during
+that method's training. Every run is tested twice from one pass:
 
-- **X**: the method's own CAM (``cam``);
+- **X**: the method's own map (``cam``; ACoL: its max-fused map of the two branches);
 - **X + CREAM**: CREAM with T / κ / λ / M-step feature norm chosen on the val split by
-  MaxBoxAccV2 (``cream_selected``), from the same grid for every method (:data:`SEARCH`).
+  MaxBoxAccV2 (``cream_selected``), from the same grid for every method (:data:`SEARCH`); for ADL and
+  ACoL the grid also spans the method's CREAM variants (:attr:`MethodRun.variants`: where CREAM runs
+  on ACoL, which ADL features the embeddings learn from), chosen on val the same way.
+
+Cost per image at 14x14 on EfficientNet-Lite0 (0.76 GMAC): ACoL's two branches with widths scaled to
+Lite0 (320 channels, replacing ``conv_head``) add about 0.75 GMAC, about 1x the backbone (the
+reference's fixed 1024-channel heads would be 8.4 GMAC, about 11x); SPG's branches about 0.54 GMAC,
+in training only.
 
 Every stated difference (``X + CREAM − X``, ``X − CAM``, ``X + CREAM − CAM + CREAM``) carries a
 paired bootstrap 95 % interval over the test images. Results: ``<out>/metrics.json``
@@ -18,7 +26,7 @@ skipped when done, so an interrupted run resumes; a run folder of other inputs (
 overrides, version) starts over.
 
 Example:
-    $ python -m cream_pl.pipelines.demo_methods --out results/embedded_methods      # about 25 min on 2 CPU cores
+    $ python -m cream_pl.pipelines.demo_methods --out results/embedded_methods      # about 40 min on 2 CPU cores
     $ python -m cream_pl.pipelines.demo_methods --fast --out /tmp/m --work /tmp/w   # smoke test
 """
 
@@ -40,33 +48,31 @@ from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["METHODS", "SEARCH", "MethodRun", "differences_of", "main", "run_demo_methods"]
 
-VERSION = 1
+VERSION = 2
 """Bumped when a stage's meaning changes: a run folder of another version starts over."""
 
 
 @dataclass(frozen=True)
 class MethodRun:
-    """One WSOL method: its key in ``metrics.json``, display name and embedded recipe stem."""
+    """One WSOL method: its key in ``metrics.json``, display name, embedded recipe stem, and the CREAM
+    variants its val search spans (:mod:`cream_pl.models.cream_variants`; empty: the method has one)."""
 
     key: str
     name: str
     recipe: str
+    variants: tuple[str, ...] = ()
 
 
 METHODS: tuple[MethodRun, ...] = (
     MethodRun("cam", "CAM", "embedded_cream"),
     MethodRun("has", "HaS", "embedded_has_cream"),
     MethodRun("cutmix", "CutMix", "embedded_cutmix_cream"),
-    MethodRun("adl", "ADL", "embedded_adl_cream"),
+    MethodRun("adl", "ADL", "embedded_adl_cream", ("before_adl", "after_adl")),
+    MethodRun("acol", "ACoL", "embedded_acol_cream", ("branches", "fused")),
+    MethodRun("spg", "SPG", "embedded_spg_cream"),
 )
-MISSING: dict[str, str] = {
-    "acol": "not implemented: ACoL's two classifier heads are each two 3x3 convolutions of 1024 channels on the "
-            "14x14 feature map (about 8 GMAC per image, some 15-20x the EfficientNet-Lite0 backbone: beyond this CPU "
-            "budget), and CREAM's re-activation assumes a linear classifier on the features",
-    "spg": "not implemented: SPG's self-produced guidance adds auxiliary heads at three depths with six thresholds; "
-           "not built within this budget",
-}
-"""The benchmark's methods this demo does not run, with the reason (listed, never stubbed)."""
+MISSING: dict[str, str] = {}
+"""The benchmark's methods this demo does not run, with the reason (listed, never stubbed): none."""
 SEARCH: dict[str, list[Any]] = {"iterations": [1, 2, 3], "kappa": [8.0, 16.0, 32.0], "lambda": [0.8, 0.99],
                                 "feature_norm": ["raw", "l2"]}
 """CREAM's val grid, the same for every method (36 candidates; ``make demo`` searches 90 for CAM alone)."""
@@ -80,7 +86,8 @@ def _log(msg: str) -> None:
 
 
 def overrides_for(run: MethodRun, data: Path, run_dir: Path, train_seed: int, fast: bool) -> dict[str, Any]:
-    """The recipe overrides of one run: paths, the shared CREAM grid, per-image records, no callbacks.
+    """The recipe overrides of one run: paths, the shared CREAM grid (and the run's variants), per-image records,
+    no callbacks.
 
     Callbacks are dropped (the demo writes its own checkpoint; no pseudo boxes are needed here), and
     only λ = 0.99 is tracked beside the recipe's λ (the grid's values): neither changes training.
@@ -92,7 +99,7 @@ def overrides_for(run: MethodRun, data: Path, run_dir: Path, train_seed: int, fa
         "trainer.logger.init_args.save_dir": str(run_dir),
         "trainer.callbacks": [],
         "trainer.enable_checkpointing": False,
-        "model.init_args.cream_search": SEARCH,
+        "model.init_args.cream_search": {**SEARCH, **({"variant": list(run.variants)} if run.variants else {})},
         "model.init_args.ablation_iterations": [],
         "model.init_args.ablation_lambdas": [0.99],
         "model.init_args.record_per_image": list(RECORDED),
@@ -152,6 +159,7 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
         return json.loads(result_path.read_text()), load_records(records_path)
     cli = build_from_recipe(recipe, overrides, run_dir)
     timing: dict[str, float] = {}
+    variants_path = run_dir / "val_variants.json"
     if ckpt.is_file():
         _log(f"{run.key}: loading {ckpt}")
         model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
@@ -167,6 +175,8 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
         os.replace(tmp, ckpt)
         timing["fit_s"] = time.time() - start
         write_json_atomic(timing, run_dir / "fit_seconds.json")
+        write_json_atomic(variant_val_scores(model.last_results.get("val", {}).get("cream_search"), run.variants),
+                          variants_path)
     start = time.time()
     cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
     timing["test_s"] = time.time() - start
@@ -180,7 +190,9 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
         "cls_acc": res.get("cls_acc"), "methods": {k: res["methods"][k] for k in RECORDED},
         "selected": {"T": int(sel["T"]), "kappa": float(sel["kappa"]), "lambda": float(sel["lambda"]),
                      "feature_norm": sel["feature_norm"], "val_score": float(sel["val_score"]),
-                     "val_metric": "max_box_acc_v2", "candidates": len(model.cream_candidates)},
+                     "val_metric": "max_box_acc_v2", "candidates": len(model.cream_candidates),
+                     **({"variant": sel["variant"]} if "variant" in sel else {})},
+        "variants_val": json.loads(variants_path.read_text()) if variants_path.is_file() else {},
         "timing": timing, "epochs": int(cli.trainer.max_epochs), "num_test": len(cli.datamodule.eval_dataset("test")),
         "num_val": len(cli.datamodule.eval_dataset("val")), "cam_curve_interval": float(model.hparams.cam_curve_interval),
     }
@@ -189,6 +201,20 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
     _log(f"{run.key}: CAM {result['methods']['cam']['max_box_acc_v2']:.2f}, + CREAM (val-selected) "
          f"{result['methods']['cream_selected']['max_box_acc_v2']:.2f} MaxBoxAccV2")
     return json.loads(result_path.read_text()), records
+
+
+def variant_val_scores(search: dict[str, Any] | None, variants: Sequence[str]) -> dict[str, float]:
+    """The best val MaxBoxAccV2 of each CREAM variant over its candidates (``{}`` for a method with one).
+
+    >>> variant_val_scores({"scores": {"T1_kappa8_lambda0.8_raw_fused": 60.0, "T2_kappa8_lambda0.8_raw_fused": 61.0,
+    ...                                "T1_kappa8_lambda0.8_raw_branches": 62.5}}, ["branches", "fused"])
+    {'branches': 62.5, 'fused': 61.0}
+    """
+    if not variants or not search:
+        return {}
+    scores = search.get("scores", {})
+    return {v: max((s for name, s in scores.items() if name.endswith(f"_{v}") and s == s), default=float("nan"))
+            for v in variants}
 
 
 def differences_of(keys: Sequence[str]) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -222,8 +248,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
     runs = [r for r in METHODS if methods is None or r.key in methods]
     unknown = sorted(set(methods or ()) - {r.key for r in METHODS})
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {[r.key for r in METHODS]} "
-                         f"({', '.join(MISSING)} are not implemented)")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {[r.key for r in METHODS]}")
     t = time.time()
     generated = not _data_is_current(data, seed, fast, DEFAULT_PRESET, True)
     _stage_data(data, seed, fast, DEFAULT_PRESET, True)
@@ -242,7 +267,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
                        map=method, wsol_method=res["wsol_method"], wsol_method_args=res["wsol_method_args"])
             rows[run.key + suffix] = row
             records[run.key + suffix] = recs[method]
-        selected[run.key] = res["selected"]
+        selected[run.key] = {**res["selected"], **({"variants_val": res["variants_val"]} if res.get("variants_val") else {})}
         timing[run.key] = {k: round(v, 1) for k, v in res["timing"].items()}
     pairs = differences_of([r.key for r in runs])
     differences = compute_differences(records, pairs, n_resamples=1000, seed=0)
@@ -256,8 +281,10 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
                      "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
                      "gt_known/top1_loc": "largest-contour box at the val split's tau* (IoU >= 0.5)",
                      "selection": "X + CREAM: T, kappa, lambda and the M-step feature norm chosen on the val split by "
-                                  "MaxBoxAccV2 over the same 36-candidate grid for every method",
-                     "search_space": SEARCH},
+                                  "MaxBoxAccV2 over the same 36-candidate grid for every method; for ADL and ACoL "
+                                  "the grid also spans the method's CREAM variants (72 candidates)",
+                     "search_space": SEARCH,
+                     "variants": {r.key: list(r.variants) for r in runs if r.variants}},
         "methods": rows,
         "selected": selected,
         "differences": differences,

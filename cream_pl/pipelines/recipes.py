@@ -117,7 +117,7 @@ def regressor_candidates(design: str, backbone: str, epochs: int, batch_size: in
                               "overrides": {**psol_recipe(batch_size), **tuned}}}
     frozen = {k: c for k, c in CANDIDATES.items() if c["features"] == "classifier"}
     finetune = {k: {**c, "label": f"objectness map + moments, fine-tuned {backbone}",
-                    "overrides": {**FINETUNE_RECIPE, **tuned,
+                    "overrides": {**{k: v for k, v in FINETUNE_RECIPE.items() if k != "trainer_kwargs"}, **tuned,  # whole epochs
                                   "regressor_kwargs": {**FINETUNE_RECIPE["regressor_kwargs"], "freeze_backbone": None}}}
                 for k, c in CANDIDATES.items() if c["features"] == "finetune"}
     chosen = {"psol": psol, "frozen": frozen, "both": {**psol, **frozen, **finetune}}[design]

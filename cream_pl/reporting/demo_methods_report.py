@@ -12,7 +12,7 @@ from typing import Any
 
 from cream_pl.reporting.evidence import METRIC_NAMES
 
-__all__ = ["BEGIN", "END", "plugin_table", "render_markdown", "splice_summary", "summary_lines"]
+__all__ = ["BEGIN", "END", "plugin_table", "render_markdown", "splice_summary", "summary_lines", "variant_lines"]
 
 BEGIN, END = "<!-- METHODS:BEGIN -->", "<!-- METHODS:END -->"
 
@@ -42,16 +42,44 @@ def plugin_table(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]
 
 
 def _cls_table(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> str:
-    lines = ["| method | Top-1 Cls | T | κ | λ | M-step norm | val MaxBoxAccV2 of the choice |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines = ["| method | Top-1 Cls | T | κ | λ | M-step norm | CREAM variant | val MaxBoxAccV2 of the choice |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
     from cream_pl.reporting.evidence import PAPER_DEFAULTS as P
 
-    lines.append(f"| paper defaults | | {P['T']} | {P['kappa']:g} | {P['lambda']:g} | {P['feature_norm']} | |")
+    lines.append(f"| paper defaults | | {P['T']} | {P['kappa']:g} | {P['lambda']:g} | {P['feature_norm']} | | |")
     for key, name, _ in runs:
         s = payload["selected"][key]
         lines.append(f"| {name} | {payload['methods'][key]['cls_acc']:.2f} | {s['T']} | {s['kappa']:g} | "
-                     f"{s['lambda']:g} | {s['feature_norm']} | {s['val_score']:.2f} |")
+                     f"{s['lambda']:g} | {s['feature_norm']} | {s.get('variant') or '—'} | {s['val_score']:.2f} |")
     return "\n".join(lines)
+
+
+_VARIANT_MEANING = {
+    "branches": "CREAM on each ACoL branch, then ACoL's max-fusion",
+    "fused": "CREAM on ACoL's fused map, EM over both branches' features",
+    "before_adl": "embeddings from the features before the last ADL layer",
+    "after_adl": "embeddings from the features after it (ADL applied)",
+}
+
+
+def variant_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Per method with several CREAM variants: each variant's best val MaxBoxAccV2 and the one val chose.
+
+    >>> p = {"selected": {"adl": {"variant": "after_adl", "variants_val": {"before_adl": 60.5, "after_adl": 61.0}}}}
+    >>> variant_lines(p, [("adl", "ADL", "")])[0]
+    'ADL: val chose **after_adl** (embeddings from the features after it (ADL applied)): best val MaxBoxAccV2 before_adl 60.50, after_adl 61.00.'
+    """
+    out = []
+    for key, name, _ in runs:
+        s = payload["selected"].get(key, {})
+        vals = s.get("variants_val") or {}
+        if not vals:
+            continue
+        chosen = s.get("variant", "")
+        scores = ", ".join(f"{v} {x:.2f}" for v, x in vals.items())
+        out.append(f"{name}: val chose **{chosen}** ({_VARIANT_MEANING.get(chosen, chosen)}): best val MaxBoxAccV2 "
+                   f"{scores}.")
+    return out
 
 
 def summary_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -106,7 +134,12 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         f"({', '.join(f'`experiments/{r}.yaml`' for _, _, r in runs)}): the same data, backbone "
         "(EfficientNet-Lite0), optimiser and epochs; only the training method differs. CREAM's context "
         "embeddings are learned during each method's own training; its T, κ, λ and M-step feature norm are "
-        f"chosen on the val split by MaxBoxAccV2 over one {len(payload['protocol']['search_space']['iterations']) * len(payload['protocol']['search_space']['kappa']) * len(payload['protocol']['search_space']['lambda']) * len(payload['protocol']['search_space']['feature_norm'])}-candidate grid, the same for every method; the test split never selects.",
+        f"chosen on the val split by MaxBoxAccV2 over one {len(payload['protocol']['search_space']['iterations']) * len(payload['protocol']['search_space']['kappa']) * len(payload['protocol']['search_space']['lambda']) * len(payload['protocol']['search_space']['feature_norm'])}-candidate grid, the same for every method "
+        "(for ADL and ACoL times the method's CREAM variants: where CREAM runs on ACoL's two branches, which ADL "
+        "features the embeddings learn from); the test split never selects. ACoL and SPG run on Lite0 with head "
+        "widths scaled to its channels (ACoL: two branches of two 3x3 convolutions of 320 channels in place of "
+        "`conv_head`, about 0.75 GMAC, about 1x the 0.76 GMAC backbone, where the reference's fixed 1024-channel "
+        "heads would cost 8.4 GMAC, about 11x; SPG: about 0.54 GMAC of training-only branches).",
         "",
         "## X and X + CREAM",
         "",
@@ -115,6 +148,10 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         "## Classification and CREAM's val choice per method",
         "",
         _cls_table(payload, runs),
+        "",
+        "## CREAM's variants, chosen on val",
+        "",
+        *([f"- {s}" for s in variant_lines(payload, runs)] or ["- (no method with several variants in this run)"]),
         "",
         "## Every stated difference",
         "",
@@ -126,7 +163,8 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         "",
         "## Not run",
         "",
-        *[f"- **{k}**: {v}." for k, v in payload["missing"].items()],
+        *([f"- **{k}**: {v}." for k, v in payload["missing"].items()]
+          or ["- None: all six of the benchmark's methods run (CAM, HaS, CutMix, ADL, ACoL, SPG)."]),
         "",
         "## Limits",
         "",

@@ -166,7 +166,7 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
         if curve and ref:
             line = (f"Why the fine-tuned feature source loses here ({name}, val {c['val_gt_known']:.2f} against "
                     f"{chosen.get('val_gt_known', float('nan')):.2f}): the demo's budget gives it {len(curve)} "
-                    f"epoch(s), at whose end its boxes overlap its pseudo boxes at IoU {curve[-1]:.3f} on the random "
+                    f"epoch(s){_batch_share(c)}, at whose end its boxes overlap its pseudo boxes at IoU {curve[-1]:.3f} on the random "
                     f"crops it trains on (the chosen head on the frozen features: {ref[0]:.3f} after one epoch, "
                     f"{ref[-1]:.3f} after {len(ref)}).")
             if "train_gt_known" in c:
@@ -334,3 +334,9 @@ if __name__ == "__main__":
     import sys
 
     sys.exit(main())
+
+
+def _batch_share(candidate: dict[str, Any]) -> str:
+    """`` over 50 % of the train batches`` when the candidate's trainer saw a share of each epoch, else ``""``."""
+    share = ((candidate.get("recipe") or {}).get("trainer_kwargs") or {}).get("limit_train_batches")
+    return f" over {100 * float(share):.0f} % of the train batches" if isinstance(share, float) and share < 1 else ""

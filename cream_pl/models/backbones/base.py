@@ -19,6 +19,7 @@ import abc
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,7 +30,9 @@ from cream_pl.core.errors import UserFileNotFoundError, UserRuntimeError, UserVa
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ACoLLayout",
     "Backbone",
+    "SPGLayout",
     "download_torchvision_state_dict",
     "initialize_weights",
     "load_state_dict_file",
@@ -39,6 +42,56 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _MAX_KEYS_SHOWN = 12
+_INITS = ("he", "xavier")
+
+
+@dataclass(frozen=True)
+class ACoLLayout:
+    """Shape of ACoL's two branches on a backbone (:class:`~cream_pl.models.wsol_heads.ACoLHead`).
+
+    Attributes:
+        width: channels of each branch's two 3x3 convolutions (reference: 1024).
+        pre_pool: a 3x3 stride-1 average pool on the trunk map before the branches (``VggAcol``).
+        init: initialisation of the branches and both classifiers (``"he"`` or ``"xavier"``).
+        new_lr: the branches and the classifiers train at ``lr x head_lr_multiplier`` (``main.py``'s
+            rule: every module outside the feature patterns; for ResNet50 only ``layer4`` / ``fc``).
+    """
+
+    width: int
+    pre_pool: bool = False
+    init: str = "xavier"
+    new_lr: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or self.width < 1 or self.init not in _INITS:
+            raise ValueError(f"ACoLLayout needs width >= 1 and init in {_INITS}, got {self.width!r}, {self.init!r}")
+
+
+@dataclass(frozen=True)
+class SPGLayout:
+    """Shape and place of SPG's branches on a backbone (:class:`~cream_pl.models.wsol_heads.SPGHead`).
+
+    Attributes:
+        taps: ``named_modules()`` names whose outputs feed ``B1`` and ``B2``.
+        tap_channels: channels of those outputs.
+        b_width: channels of ``B1`` / ``B2`` and of their shared 3x3 convolution.
+        c_width: channels of ``C``'s 3x3 convolution (on the final map).
+        init: initialisation of the branches and of the classifier (``SPG_A4``).
+        new_lr: as :attr:`ACoLLayout.new_lr`.
+    """
+
+    taps: tuple[str, str]
+    tap_channels: tuple[int, int]
+    b_width: int
+    c_width: int
+    init: str = "xavier"
+    new_lr: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.taps) != 2 or len(self.tap_channels) != 2 or min(*self.tap_channels, self.b_width, self.c_width) < 1:
+            raise ValueError(f"SPGLayout needs two taps with their channels and widths >= 1, got {self}")
+        if self.init not in _INITS:
+            raise ValueError(f"SPGLayout.init must be in {_INITS}, got {self.init!r}")
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -66,6 +119,13 @@ class Backbone(nn.Module, abc.ABC):
         adl_positions: names (``named_modules()``) of the submodules after whose output the ADL
             method puts an attention-based dropout layer (wsolevaluation's positions for the benchmark
             backbones; ``""`` is the backbone's output), see :func:`cream_pl.models.wsol_methods.attach_adl`.
+        adl_output_position: the ADL position whose layer's output is the feature map (CAM's map), or
+            ``None`` when the last ADL layer sits earlier (VGG16: before ``conv6``). CREAM's
+            ``before_adl`` embeddings learn from that layer's input.
+        variant: the network the training method needs (``"cam"``; ``"acol"`` / ``"spg"`` where the
+            reference's ``*Acol`` / ``*Spg`` networks differ, e.g. ACoL's heads replace VGG's ``conv6``).
+        acol_layout / spg_layout: shape and place of ACoL's / SPG's heads on this backbone (``None``:
+            that method is not available).
     """
 
     name: str = "backbone"
@@ -78,6 +138,17 @@ class Backbone(nn.Module, abc.ABC):
     pretrained_classifier_prefix: str | None = None
     pretrained_classifier: tuple[Tensor, Tensor] | None = None
     adl_positions: tuple[str, ...] = ()
+    adl_output_position: str | None = None
+    variant: str = "cam"
+    acol_layout: ACoLLayout | None = None
+    spg_layout: SPGLayout | None = None
+
+    @staticmethod
+    def check_variant(variant: Any, allowed: tuple[str, ...] = ("cam", "acol", "spg")) -> str:
+        """``variant`` if it is one of ``allowed``, else a one-line ``ValueError``."""
+        if variant not in allowed:
+            raise ValueError(f"backbone variant must be one of {list(allowed)}, got {variant!r}")
+        return str(variant)
 
     @abc.abstractmethod
     def forward_features(self, x: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import Tensor, nn
 
 from cream_pl.core.errors import UserRuntimeError
-from cream_pl.models.backbones.base import Backbone
+from cream_pl.models.backbones.base import ACoLLayout, Backbone, SPGLayout
 from cream_pl.models.backbones.registry import register_backbone
 
 __all__ = [
@@ -116,14 +116,25 @@ class EfficientNetLite0Backbone(Backbone):
     ``_blocks.14``; the latter's stride is the one removed, like ResNet's ``layer4``) and the final
     1280-channel map after ``conv_head`` + BN + ReLU6 (``""``: the backbone's output, the map CAM is
     computed on; its ReLU6 output is non-negative, as after the reference's ReLU positions).
+
+    ACoL and SPG (**our widths**, scaled to Lite0's channels; the reference has no EfficientNet):
+    ``variant="acol"`` ends at the last block (320 channels), without ``conv_head`` + BN + ReLU6: ACoL's
+    two branches replace it, as the reference's replace VGG's ``conv6``, each two 3x3 convolutions of
+    320 channels (about 0.75 GMAC for both at 14x14, the backbone's 0.76). SPG taps the ends of the
+    112- and 192-channel stages (as ResNet50's ``layer3.0`` / ``layer3``, the stage before the last)
+    and puts ``C`` on the final map, all with the reference's 512 channels (VGG16, InceptionV3) scaled by
+    ACoL's 320 / 1024: 160 channels, about 0.54 GMAC, in training only.
     """
 
     input_mean = EFFICIENTNET_LITE_MEAN
     input_std = EFFICIENTNET_LITE_STD
     ignored_pretrained_prefixes = ("_fc.",)
 
-    def __init__(self, large_feature_map: bool = False, drop_connect_rate: float = 0.2) -> None:
+    adl_output_position = ""
+
+    def __init__(self, large_feature_map: bool = False, drop_connect_rate: float = 0.2, variant: str = "cam") -> None:
         super().__init__()
+        self.variant = self.check_variant(variant)
         if not isinstance(large_feature_map, bool):
             raise ValueError(f"large_feature_map must be a bool, got {large_feature_map!r}")
         if not 0.0 <= drop_connect_rate < 1.0:
@@ -132,17 +143,27 @@ class EfficientNetLite0Backbone(Backbone):
         self.drop_connect_rate = drop_connect_rate
         # image_size=None selects dynamic "same" padding, computed from the actual input size.
         net = EfficientNet.from_name(_MODEL_NAME, image_size=None)
-        self._conv_stem, self._bn0, self._blocks = net._conv_stem, net._bn0, net._blocks
-        self._conv_head, self._bn1, self._swish = net._conv_head, net._bn1, net._swish
+        self._conv_stem, self._bn0, self._blocks, self._swish = net._conv_stem, net._bn0, net._blocks, net._swish
+        self.with_conv_head = self.variant != "acol"
+        if self.with_conv_head:
+            self._conv_head, self._bn1 = net._conv_head, net._bn1
+        else:  # ACoL's branches replace conv_head + BN + ReLU6: their pretrained weights are not used
+            self.ignored_pretrained_prefixes = (*self.ignored_pretrained_prefixes, "_conv_head.", "_bn1.")
         strided = [i for i, block in enumerate(self._blocks) if block._depthwise_conv.stride[0] == 2]
         for i in strided[-2:] if large_feature_map else strided[-1:]:
             block = self._blocks[i]
             block._depthwise_conv.stride = [1, 1]
             block._block_args = block._block_args._replace(stride=[1])
-        self.num_features = net._conv_head.out_channels
         filters = [block._block_args.output_filters for block in self._blocks]
+        self.num_features = net._conv_head.out_channels if self.with_conv_head else filters[-1]
         stage_ends = [i for i in range(len(filters)) if i + 1 == len(filters) or filters[i + 1] != filters[i]]
         self.adl_positions = (f"_blocks.{stage_ends[-3]}", f"_blocks.{stage_ends[-2]}", "")
+        # the reference's 1024-channel ACoL branches scaled to the 320 channels of the last block, and its
+        # 512-channel SPG branches (VGG16, InceptionV3) by the same 320 / 1024: 160
+        self.acol_layout = ACoLLayout(width=filters[-1], init="xavier")
+        spg_width = 512 * filters[-1] // 1024
+        self.spg_layout = SPGLayout(taps=self.adl_positions[:2], tap_channels=(filters[stage_ends[-3]], filters[stage_ends[-2]]),
+                                    b_width=spg_width, c_width=spg_width, init="xavier")
         self.feature_stride = 2 ** (1 + len(strided)) // (4 if large_feature_map else 2)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -150,7 +171,7 @@ class EfficientNetLite0Backbone(Backbone):
         n = len(self._blocks)
         for idx, block in enumerate(self._blocks):
             x = block(x, drop_connect_rate=self.drop_connect_rate * idx / n)
-        return self._swish(self._bn1(self._conv_head(x)))
+        return self._swish(self._bn1(self._conv_head(x))) if self.with_conv_head else x
 
     def _is_new_parameter(self, name: str) -> bool:
         return False

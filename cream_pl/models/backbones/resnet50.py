@@ -16,7 +16,13 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.models.resnet import Bottleneck
 
-from cream_pl.models.backbones.base import Backbone, download_torchvision_state_dict, initialize_weights
+from cream_pl.models.backbones.base import (
+    ACoLLayout,
+    Backbone,
+    SPGLayout,
+    download_torchvision_state_dict,
+    initialize_weights,
+)
 from cream_pl.models.backbones.registry import register_backbone
 
 __all__ = ["ResNet50Backbone"]
@@ -43,15 +49,25 @@ class ResNet50Backbone(Backbone):
 
     ADL positions (wsolevaluation ``wsol/resnet.py``, ``_ADL_POSITION = [[], [], [], [0], [0, 2]]``):
     after the first bottleneck of ``layer3``, and after the first and the third (last) of ``layer4``.
+
+    ACoL and SPG (``ResNetAcol`` / ``ResNetSpg``): the same network (``variant`` changes nothing); ACoL's
+    branches of 1024 channels on ``layer4`` (He init), SPG's ``B1`` / ``B2`` of 1024 channels after
+    ``layer3.0`` and ``layer3`` and ``C`` of 512 on ``layer4`` (Xavier). ``main.py`` gives the x10 lr to
+    ``layer4.`` / ``fc.`` only, so these heads and their classifiers train at the base lr.
     """
 
     adl_positions = ("layer3.0", "layer4.0", "layer4.2")
+    adl_output_position = "layer4.2"
+    acol_layout = ACoLLayout(width=1024, init="he", new_lr=False)
+    spg_layout = SPGLayout(taps=("layer3.0", "layer3"), tap_channels=(1024, 1024), b_width=1024, c_width=512,
+                           init="xavier", new_lr=False)
 
     ignored_pretrained_prefixes = ("fc.",)
     pretrained_classifier_prefix = "fc."  # kept for 1000-class (ILSVRC) models, as the benchmark
 
-    def __init__(self, large_feature_map: bool = False) -> None:
+    def __init__(self, large_feature_map: bool = False, variant: str = "cam") -> None:
         super().__init__()
+        self.variant = self.check_variant(variant)
         if not isinstance(large_feature_map, bool):
             raise ValueError(f"large_feature_map must be a bool, got {large_feature_map!r}")
         self.large_feature_map = large_feature_map
