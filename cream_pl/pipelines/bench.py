@@ -11,7 +11,7 @@
   GPU); see :mod:`cream_pl.pipelines.bench_loading`;
 - the val-split cost of ``cream_search`` (the embedded recipe's grid) per val image;
 - CPU training images/s of the embedded recipe, default memory layout vs channels_last;
-- on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 2x);
+- on a GPU only: training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last (target >= 1.5x, issue 25);
 - start-up: ``cream-pl --help`` and every sub-command's ``--help`` as whole processes (target <= 0.5 s);
 - with ``WSOLEVAL_REF`` set to a checkout of the reference (``git clone
   https://github.com/clovaai/wsolevaluation``): ``cream-pl evaluate`` vs wsolevaluation's own
@@ -272,7 +272,7 @@ def _reference_rows(res: dict[str, Any]) -> list[tuple[str, str, str, bool | Non
          f"{b['default']['speedup']:.1f}×", "—", None),
         (f"`cream-pl evaluate --mask-root` vs wsolevaluation `MaskEvaluator` (PxAP), same maps: {px['reference_s']:.1f} s"
          f" → {px['cream_s']:.2f} s, {'identical' if px['identical'] else 'DIFFERENT'} PxAP {px['cream']:.4f}",
-         f"{px['speedup']:.1f}×", "—", None),
+         f"{px['speedup']:.1f}×", "≥ 10×", px["speedup"] >= 10.0 and px["identical"]),
     ]
     return rows
 
@@ -324,7 +324,7 @@ def _markdown(res: dict[str, Any]) -> str:
     if cs:
         rows.append((f"Val selection of CREAM's T / κ / λ / feature norm ({cs['candidates']} candidates, {cs['threads']} "
                      f"threads): val epoch {cs['s_per_image_without']:.2f} → {cs['s_per_image_with']:.2f} s per image",
-                     f"+{cs['added_s_per_image']:.2f} s/img", "—", None))
+                     f"+{cs['added_s_per_image']:.2f} s/img", "≤ +0.10 s/img", cs["added_s_per_image"] <= 0.10))
     ct = res.get("cpu_training")
     if ct:
         rows.append((f"CPU training of the embedded recipe ({ct['size']} px, batch {ct['batch_size']}, {ct['threads']} threads), "
@@ -332,7 +332,7 @@ def _markdown(res: dict[str, Any]) -> str:
                      f"{ct['channels_last_images_per_s']:.0f} img/s", f"{ct['speedup']:.2f}×", "—", None))
     g = res.get("gpu_training")
     if g:
-        rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 2×", g["speedup"] >= 2.0))
+        rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 1.5×", g["speedup"] >= 1.5))
     rows += _reference_rows(res)
     lines = [f"# cream-pl benchmarks ({res['machine']})", "", "Produced by `make bench` (`python -m cream_pl.pipelines.bench`).", "",
              "| measurement | result | target | met |", "| --- | ---: | ---: | :---: |"]
