@@ -250,7 +250,8 @@ def test_a_fine_tuned_feature_source_is_a_candidate_of_the_same_val_choice(root:
     assert rows["frozen"]["recipe"]["max_epochs"] == 1 and rows["tuned"]["recipe"]["lr"] == tuned["lr"]
     assert summary["chosen"] == demo_regressor.choose_on_val({k: r["val_gt_known"] for k, r in rows.items()})
     assert "train_gt_known" in rows["frozen"]  # from the cache: no backbone pass
-    assert rows["tuned"]["train_subsample"] == (1 if summary["chosen"] == "tuned" else 4)  # own pass: all if chosen
+    step = 1 if summary["chosen"] == "tuned" else demo_regressor.TRAIN_SUBSAMPLE  # own pass: all if chosen
+    assert rows["tuned"]["train_subsample"] == step
     # the fine-tuned model's train correctness comes from its own backbone over the un-flipped train images
     model = BoxRegressor.load_from_checkpoint(tmp_path / "reg" / "tuned" / "checkpoints" / "last.ckpt").eval()
     dm = _dm(root, classifier, cache="off")
