@@ -47,7 +47,12 @@ def main() -> None:
         gathered: list = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, cached)
         cached = [c for part in gathered for c in part]
-        if torch.distributed.get_rank() != 0:
+        rank = torch.distributed.get_rank()
+        # every rank leaves together and tears gloo down: a rank that exits while another still holds the
+        # group can abort in gloo's destructor ("terminate called without an active exception")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
             return
     torch.save({"head": {k: v for k, v in ckpt.items() if k.startswith("head.")}, "cached_train": cached,
                 "test": metrics.get("test/reg/gt_known")}, a.out / "result.pt")

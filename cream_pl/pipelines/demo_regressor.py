@@ -139,6 +139,18 @@ def _kwargs(common: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any
     return {**common, **overrides, "trainer_kwargs": trainer}
 
 
+def _at_least_one_batch(kwargs: dict[str, Any], num_train: int) -> dict[str, Any]:
+    """A fractional ``limit_train_batches`` that would leave no whole batch of a small train split (Lightning
+    refuses it) becomes the whole epoch; on a split of many batches the fraction stands."""
+    trainer = dict(kwargs.get("trainer_kwargs", {}))
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, float) and limit < 1.0:
+        batches = -(-num_train // max(1, int(kwargs["batch_size"])))
+        if limit * batches < 1:
+            trainer["limit_train_batches"] = 1.0
+    return {**kwargs, "trainer_kwargs": trainer}
+
+
 def _box_levels(row: dict[str, Any], per_image: dict[str, np.ndarray]) -> dict[str, Any]:
     """A box predictor's MaxBoxAccV2: the accuracy of its one box at IoU >= 30 / 50 / 70, averaged (no threshold
     to maximise over); it has no score map, hence no PxAP."""
@@ -237,7 +249,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
             if "val/reg/gt_known" not in stored:
                 _log(f"regressor: {name} ({spec['head']} head, {spec['features']} features), train + val")
                 stored = train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
-                                         stages=("fit", "validate"), **_kwargs(common, spec))
+                                         stages=("fit", "validate"),
+                                         **_at_least_one_batch(_kwargs(common, spec), num_train))
             val[name] = float(stored["val/reg/gt_known"])
         chosen = choose_on_val(val)  # 2. the choice, from val alone
         _log(f"regressor: val GT-known {', '.join(f'{k} {v:.2f}' for k, v in val.items())}; chosen: {chosen}")
@@ -248,7 +261,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
             cdir = rdir / name
             if not (cdir / PER_IMAGE_FILE).is_file():
                 train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
-                                stages=("test",), **_kwargs(common, spec))
+                                stages=("test",), **_at_least_one_batch(_kwargs(common, spec), num_train))
             metrics = json.loads((cdir / METRICS_FILE).read_text())
             model = BoxRegressor.load_from_checkpoint(cdir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
             fit = _train_fit(model, dm, data, pseudo, measure=name == chosen)
