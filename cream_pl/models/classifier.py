@@ -61,6 +61,7 @@ from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
 from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import normalize_maps
+from cream_pl.models.checkpoint_keys import CHECKPOINT_RECORD_KEY, CLASS_KEY
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm
 from cream_pl.models.cream_search import (
@@ -96,7 +97,6 @@ _SCORE_METRICS = SCORE_METRICS
 _CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
 _CHOICE_VARIANT = "cream_selected_variant"  # buffer (methods with several CREAM variants): index of the chosen one
 _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
-CHECKPOINT_RECORD_KEY = "cream_pl_checkpoint"  # {"epoch", "max_epochs", "last"}: see WSOLClassifier.checkpoint_rule
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -462,8 +462,6 @@ class WSOLClassifier(pl.LightningModule):
         """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it, and
         the checkpoint's epoch and whether it is the fit's last (``checkpoint["cream_pl_checkpoint"]``,
         read by :meth:`checkpoint_rule`)."""
-        from cream_pl.models.checkpoints import CLASS_KEY
-
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         trainer = self._trainer
         if trainer is not None:

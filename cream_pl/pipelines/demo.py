@@ -171,8 +171,8 @@ def _callback_index(recipe: Path, class_name: str) -> int | None:
 
 
 def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_seed: int = 0) -> tuple[Any, Any, Any]:
-    from cream_pl.cli.lightning import build_from_recipe
     from cream_pl.models import WSOLClassifier
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
 
     ckpt = work / "classifier.ckpt"
     run_dir = work / "classifier"

@@ -307,7 +307,7 @@ def _overrides(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None) -> d
 def _fit(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train one run (unless done with the same inputs); returns its per-epoch val rows."""
     from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
-    from cream_pl.cli.lightning import build_from_recipe
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
     from cream_pl.reporting.tables import write_json_atomic
 
     recipe, run_dir = _recipe(ctx, run), ctx.work / "runs" / run.name
@@ -343,7 +343,7 @@ def _recipe_facts(ctx: _Context, run: Run) -> dict[str, Any]:
     """What the results README says of a run's recipe (after the demo's overrides): model, crops, CREAM grid, KD."""
     import yaml
 
-    from cream_pl.cli.lightning import set_dotted
+    from cream_pl.pipelines.recipe_builder import set_dotted
 
     config = yaml.safe_load(_recipe(ctx, run).read_text())
     for key, value in _overrides(ctx, run, None).items():
@@ -364,8 +364,8 @@ def _eval_datamodule(ctx: _Context) -> Any:
     """The test split's data module, from the CAM recipe's data settings (every recipe evaluates alike)."""
     import yaml
 
-    from cream_pl.cli.lightning import set_dotted
     from cream_pl.data import WSOLDataModule
+    from cream_pl.pipelines.recipe_builder import set_dotted
 
     config = yaml.safe_load(_recipe(ctx, RUNS[0]).read_text())
     for key, value in {**dict(ctx.settings.overrides), "data.init_args.data_root": str(ctx.data_root)}.items():

@@ -141,9 +141,9 @@ def _start_over_if_stale(run_dir: Path, inputs: dict[str, Any]) -> None:
 def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, train_seed: int = 0,
                    fast: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records."""
-    from cream_pl.cli.lightning import build_from_recipe
     from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models import WSOLClassifier
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
     from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 

@@ -257,10 +257,10 @@ def train_regressor(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.cli.parsers`)."""
-    from cream_pl.cli.parsers import SUBCOMMANDS
+    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.pipelines.command_parsers`)."""
+    from cream_pl.pipelines.command_parsers import add_train_regressor_parser
 
-    return SUBCOMMANDS["train-regressor"].add(subparsers)
+    return add_train_regressor_parser(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,9 +296,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cream_pl.pipelines.regressor_train ...``: the same as ``cream-pl train-regressor ...``."""
-    from cream_pl.cli import main as cli_main
+    from cream_pl.pipelines.entry import run_command
 
-    return cli_main(["train-regressor", *(sys.argv[1:] if argv is None else argv)])
+    return run_command("train-regressor", add_parser, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
