@@ -100,3 +100,19 @@ def test_demo_kd_reads_an_absolute_path_fingerprint_of_a_moved_work_folder_as_th
                       {"data": new / "data", "work": new})
     assert _legacy_inputs(student) == today
     assert _legacy_inputs(old_layout(old, "t")) != path_free(old_layout(new, "u"), {"data": new / "data", "work": new})
+
+
+def test_every_per_image_record_file_has_one_layout_and_the_older_flat_one_still_reads(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+
+    from cream_pl.reporting.evidence import load_records, save_records
+
+    rec = {"gt_known": np.array([True, False]), "index": np.array([3, 1])}
+    (tmp_path / "new.npz").write_bytes(save_records({"regressor": rec, "cam": {"index": np.array([1])}}))
+    back = load_records(tmp_path / "new.npz")
+    assert sorted(back) == ["cam", "regressor"] and back["regressor"]["index"].tolist() == [3, 1]
+    np.savez(tmp_path / "flat.npz", **rec)  # the regressor's layout before the one format
+    assert load_records(tmp_path / "flat.npz", flat_as="regressor")["regressor"]["gt_known"].tolist() == [True, False]
+    with pytest.raises(ValueError, match="names no method"):
+        load_records(tmp_path / "flat.npz")

@@ -57,8 +57,8 @@ from torch import Tensor, nn
 from cream_pl.core.errors import UserValueError
 from cream_pl.metrics import MaxBoxAccV2, PxAP
 from cream_pl.metrics.functional import cam_thresholds, prepare_scoremaps
-from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
+from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import normalize_maps
 from cream_pl.models.checkpoint_keys import CHECKPOINT_RECORD_KEY, CLASS_KEY
@@ -73,7 +73,14 @@ from cream_pl.models.cream_search import (
     legacy_choice_values,
     select_first_best,
 )
-from cream_pl.models.cream_variants import FORMS, CreamVariant, form_cam, form_cream, form_eq3, method_variants
+from cream_pl.models.cream_variants import (
+    FORMS,
+    CreamVariant,
+    form_cam,
+    form_cream,
+    form_eq3,
+    method_variants,
+)
 from cream_pl.models.precision import float32_math
 from cream_pl.models.wsol_heads import HeadOutput, build_wsol_head, init_classifier_for
 from cream_pl.models.wsol_methods import (

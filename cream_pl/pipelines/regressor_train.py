@@ -32,6 +32,9 @@ __all__ = ["psol_recipe", "train_regressor", "add_parser", "run", "main"]
 METRICS_FILE = "regressor_metrics.json"
 CURVE_FILE = "train_curve.json"
 PER_IMAGE_FILE = "per_image_test.npz"
+RECORD_METHOD = "regressor"
+"""The method name of the regressor's per-image test records in :data:`PER_IMAGE_FILE` (``regressor/<field>``,
+:func:`cream_pl.reporting.evidence.save_records`, the one record layout of every demo)."""
 
 
 class _PseudoIoUCurve(pl.Callback):
@@ -231,8 +234,6 @@ def train_regressor(
     if "test" in stages:
         metrics.update({k: float(v) for k, v in (trainer.test(model, datamodule=dm, verbose=False) or [{}])[0].items()})
     if trainer.is_global_zero:
-        import numpy as np
-
         from cream_pl.core.io import atomic_write_bytes, atomic_write_text
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,11 +242,9 @@ def train_regressor(
                                                                 "epochs": len(curve.values), "max_epochs": max_epochs,
                                                                 "plateau": plateau}, indent=2) + "\n")
         if "test" in stages and "test" in model.per_image:
-            import io
+            from cream_pl.reporting.evidence import save_records
 
-            buf = io.BytesIO()
-            np.savez(buf, **model.per_image["test"])
-            atomic_write_bytes(out_dir / PER_IMAGE_FILE, buf.getvalue())
+            atomic_write_bytes(out_dir / PER_IMAGE_FILE, save_records({RECORD_METHOD: model.per_image["test"]}))
         metrics_path = out_dir / METRICS_FILE
         stored = json.loads(metrics_path.read_text()) if metrics_path.is_file() and "fit" not in stages else {}
         metrics = {**stored, **metrics}
