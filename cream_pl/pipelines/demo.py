@@ -173,7 +173,7 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_se
     }
     boxes_at_fit_end = callback_index(recipe, "PseudoBoxesAtFitEnd")
     if boxes_at_fit_end is not None:  # the fit writes the val-selected CREAM's train pseudo boxes itself
-        overrides[f"trainer.callbacks.{boxes_at_fit_end}.init_args.out_path"] = str(work / "pseudo_boxes_cream_selected.json")
+        overrides[f"trainer.callbacks.{boxes_at_fit_end}.init_args.out_path"] = str(work / f"pseudo_boxes_{PSEUDO_SOURCE}.json")
     if fast:
         overrides.update(FAST_OVERRIDES)
     cli = build_from_recipe(recipe, overrides, run_dir)
@@ -235,11 +235,16 @@ PSEUDO_SOURCE = "cream_selected"
 """CREAM_reg's pseudo boxes: the val-selected CREAM at its val τ* (the paper's CREAM when no search ran)."""
 
 
-def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
-    """The train split's pseudo boxes (written by the fit's ``PseudoBoxesAtFitEnd``, else here) and their quality."""
+def _pseudo_box_source(model: Any) -> str:
+    """The maps the train split is boxed with: the val-selected CREAM where val selected one, else CREAM."""
+    return PSEUDO_SOURCE if model.selected_cream is not None else "cream"
+
+
+def _stage_pseudo_boxes(model: Any, cli: Any, work: Path, source: str) -> dict[str, Any]:
+    """The train split's pseudo boxes (written by the fit's ``PseudoBoxesAtFitEnd``, else here) and their quality
+    (as the writer stored it; the box sizes are read off the file only where it stored none)."""
     from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes, quality_path
 
-    source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
     path = work / f"pseudo_boxes_{source}.json"
     if not path.is_file():
         _log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
@@ -248,12 +253,13 @@ def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
     else:
         _log(f"pseudo boxes: using {path}")
     quality = json.loads(quality_path(path).read_text()) if quality_path(path).is_file() else {}
-    coco = json.loads(path.read_text())
-    sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
-    area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
-    quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
-                   threshold=coco["info"].get("threshold", quality.get("threshold")), source=source)
-    return {"file": str(path), **quality}
+    if "mean_area_fraction" not in quality:  # no quality file (a train split without boxes to score against)
+        coco = json.loads(path.read_text())
+        sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
+        area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
+        quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
+                       threshold=coco["info"].get("threshold"))
+    return {"file": str(path), **quality, "source": source}
 
 
 def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
@@ -452,9 +458,9 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     record("figures_s", time.time() - t, True)
     if not skip_regressor:
         t = time.time()
-        source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
+        source = _pseudo_box_source(model)
         ran = not (work / f"pseudo_boxes_{source}.json").is_file()
-        quality = _stage_pseudo_boxes(model, cli, work)
+        quality = _stage_pseudo_boxes(model, cli, work, source)
         record("pseudo_boxes_s", time.time() - t, ran)
         t = time.time()
         ran = not _regressor_done(work)
