@@ -98,6 +98,13 @@ def test_each_module_registers_the_one_parser_definition(command: str) -> None:
     assert _helps(_subparser(root, command), command) == light
 
 
+def test_the_shared_subcommand_names_are_the_parsers() -> None:
+    # the start-up benchmark (pipelines.bench_reference) times each of core.names.SUBCOMMAND_NAMES
+    from cream_pl.core.names import SUBCOMMAND_NAMES
+
+    assert tuple(SUBCOMMANDS) == SUBCOMMAND_NAMES
+
+
 def test_commands_run_the_implementing_module() -> None:
     args = build_parser().parse_args(["pseudo-boxes", "--ckpt", "c.ckpt", "--data", "d", "--out", "o.json"])
     assert args.func.target == "cream_pl.cli.pseudo_boxes_command.run"

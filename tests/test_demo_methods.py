@@ -77,19 +77,6 @@ def test_a_missing_recipe_is_one_line_before_any_work(module, tmp_path):
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # nothing started
 
 
-def test_a_run_folder_of_other_inputs_starts_over(tmp_path):
-    from cream_pl.pipelines.demo_methods import _start_over_if_stale
-
-    run = tmp_path / "has"
-    _start_over_if_stale(run, {"recipe_sha1": "a"})
-    (run / "model.ckpt").write_text("x")
-    _start_over_if_stale(run, {"recipe_sha1": "a"})
-    assert (run / "model.ckpt").is_file()  # same inputs: kept
-    _start_over_if_stale(run, {"recipe_sha1": "b"})
-    assert not (run / "model.ckpt").exists()
-    assert json.loads((run / "inputs.json").read_text()) == {"recipe_sha1": "b"}
-
-
 @pytest.mark.slow  # two --fast methods (tiny data, 1 epoch, random init): ~30 s
 def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")

@@ -1,8 +1,11 @@
-"""The argument parsers of the ``cream-pl`` sub-commands: their one definition (standard library only).
+"""The argument parsers of the ``cream-pl`` sub-commands: their one table, :data:`SUBCOMMANDS` (standard library only).
 
 ``cream-pl --help`` and ``cream-pl <command> --help`` are answered from these definitions, so they
 import neither torch nor Lightning. Each parser's ``func`` imports the module that does the work
 only when the command runs; those modules' own ``add_parser`` (for ``python -m ...``) delegate here.
+The commands the pipelines run are defined with them (``localize`` and ``train-regressor`` in
+:mod:`cream_pl.pipelines.command_parsers`, ``export-scoremaps`` in its module) and registered here,
+so the pipelines never import the command line.
 
 Example:
     >>> p = argparse.ArgumentParser(prog="cream-pl"); sub = p.add_subparsers(dest="command")
@@ -14,38 +17,26 @@ Example:
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cream_pl.core.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
+from cream_pl.core.lazy_exports import lazy_command
+from cream_pl.core.names import MAP_METHODS
 from cream_pl.core.options import (
-    device_name,
     input_size,
     nonneg_int,
     open_unit_interval,
     percent_int,
-    positive_float,
     positive_int,
     probability,
     seed_int,
     unit_interval,
 )
+from cream_pl.pipelines.command_parsers import add_localize_parser, add_train_regressor_parser
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "add_evaluate_arguments"]
-
-
-def _lazy(module: str, name: str = "run") -> Callable[[argparse.Namespace], int]:
-    """A ``func`` that imports ``module`` only when called."""
-
-    def run(args: argparse.Namespace) -> int:
-        return int(getattr(importlib.import_module(module), name)(args) or 0)
-
-    run.__qualname__ = run.__name__ = name
-    run.target = f"{module}.{name}"  # type: ignore[attr-defined]
-    return run
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -78,7 +69,7 @@ def _add_evaluate(sub: Any) -> argparse.ArgumentParser:
                        "and PxAP", description="``cream-pl evaluate``: score saved score maps the way "
                        "wsolevaluation's own tool does.")
     add_evaluate_arguments(p)
-    p.set_defaults(func=_lazy("cream_pl.cli.evaluate"))
+    p.set_defaults(func=lazy_command("cream_pl.cli.evaluate"))
     return p
 
 
@@ -122,7 +113,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     synth.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
-    synth.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_synth"))
+    synth.set_defaults(func=lazy_command("cream_pl.cli.data_commands", "run_synth"))
 
     cub = dsub.add_parser("cub", help="convert CUB_200_2011 into the benchmark format",
                           description="Convert the original CUB-200-2011 layout (see cream_pl.data.cub).")
@@ -133,7 +124,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     cub.add_argument("--seed", type=seed_int, default=0, help="seed of the val draw")
     cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
     cub.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
-    cub.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_cub"))
+    cub.set_defaults(func=lazy_command("cream_pl.cli.data_commands", "run_cub"))
 
     check = dsub.add_parser("check", help="check a dataset against the benchmark format",
                             description="Check metadata (and with --files every image and mask); exit 1 on problems.")
@@ -145,34 +136,8 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                        "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
     check.add_argument("--num-classes", type=positive_int, default=None, help="label range (default: class_names.txt)")
     check.add_argument("--max-problems", type=nonneg_int, default=20, help="problems printed per split")
-    check.set_defaults(func=_lazy("cream_pl.cli.data_commands", "run_check"))
+    check.set_defaults(func=lazy_command("cream_pl.cli.data_commands", "run_check"))
     return parser
-
-
-def _add_localize(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl localize`` (run by :mod:`cream_pl.pipelines.localize`)."""
-    p = sub.add_parser(
-        "localize",
-        help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
-        description="Run a trained classifier on image files or folders (searched recursively) and write, per "
-        "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
-        "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
-        "files are listed under 'failed' and the exit status is 1. A rerun into the same --out replaces the previous "
-        "run's results (stale overlays are removed).",
-    )
-    p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGE_OR_FOLDER", help="image files or folders")
-    p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM)")
-    p.add_argument("--regressor", type=Path, default=None, help="BoxRegressor checkpoint (CREAM_reg boxes)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--method", choices=MAP_METHODS, default="cream",
-                   help="score maps (default: cream; cream_selected: CREAM at the val-selected hyperparameters)")
-    p.add_argument("--threshold", type=unit_interval, default=None,
-                   help=f"map threshold τ in [0, 1) (default: the checkpoint's val τ*, else "
-                   f"{DEFAULT_LOCALIZE_THRESHOLD})")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--device", type=device_name, default=None, help="torch device, e.g. cpu or cuda:0 (default: auto)")
-    p.set_defaults(func=_lazy("cream_pl.pipelines.localize"))
-    return p
 
 
 def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
@@ -207,46 +172,7 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed")
     p.add_argument("--overwrite", action="store_true", help="discard shards (or the finished file) of an earlier run")
     p.add_argument("--keep-shards", action="store_true", help="keep <out>.shards/ after the final file is written")
-    p.set_defaults(func=_lazy("cream_pl.cli.pseudo_boxes_command"))
-    return p
-
-
-def _add_train_regressor(sub: Any) -> argparse.ArgumentParser:
-    """``cream-pl train-regressor`` (run by :mod:`cream_pl.pipelines.regressor_train`)."""
-    p = sub.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
-                       description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
-                       "GT-known Loc on the test split (class from --classifier-ckpt).")
-    p.add_argument("--pseudo-boxes", required=True, type=Path, help="COCO pseudo-box file (cream-pl pseudo-boxes)")
-    p.add_argument("--data", required=True, type=Path, help="dataset root")
-    p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
-    p.add_argument("--classifier-ckpt", type=Path, default=None, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM) for Top-1/Top-5 Loc")
-    p.add_argument("--head", default="psol", choices=("objectness", "psol", "spatial_mlp"),
-                   help="box head: psol (GAP + MLP, the paper's), spatial_mlp (position kept), objectness (a map's "
-                   "weighted moments); see cream_pl.models.box_heads")
-    p.add_argument("--features", default="finetune", choices=("finetune", "classifier"),
-                   help="finetune: a separate backbone fine-tuned with the head (PSOL); classifier: the classifier's "
-                   "own backbone, frozen (needs --classifier-ckpt; class and box from one pass)")
-    p.add_argument("--feature-cache", default="auto", choices=("auto", "on", "off"),
-                   help="--features classifier: cache the frozen features in memory (bounded by --cache-max-gb) or "
-                   "run the frozen backbone online every step (auto: cache when the bound allows)")
-    p.add_argument("--cache-max-gb", type=positive_float, default=4.0, help="memory bound of the feature cache per process")
-    p.add_argument("--loss", default="mse", choices=("mse", "l1_iou"), help="mse (PSOL) or L1 + (1 - IoU)")
-    p.add_argument("--backbone", default="efficientnet_lite0", help="--features finetune: the regressor's backbone")
-    p.add_argument("--no-pretrained", action="store_true", help="random-init backbone")
-    p.add_argument("--max-epochs", type=positive_int, default=6)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    p.add_argument("--loss-weight", type=positive_float, default=50.0)
-    p.add_argument("--input-size", type=input_size, default=224)
-    p.add_argument("--num-workers", type=nonneg_int, default=4)
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", default="auto")
-    p.add_argument("--psol", action="store_true",
-                   help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
-                        "overrides --lr, --optimizer, --loss-weight")
-    p.set_defaults(func=_lazy("cream_pl.pipelines.regressor_train"))
+    p.set_defaults(func=lazy_command("cream_pl.cli.pseudo_boxes_command"))
     return p
 
 
@@ -265,8 +191,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "data": Subcommand(_add_data, "cream_pl.cli.data_commands"),
     "evaluate": Subcommand(_add_evaluate, "cream_pl.cli.evaluate"),
     "export-scoremaps": Subcommand(_add_export, "cream_pl.pipelines.export_scoremaps"),
-    "localize": Subcommand(_add_localize, "cream_pl.pipelines.localize"),
+    "localize": Subcommand(add_localize_parser, "cream_pl.pipelines.localize"),
     "pseudo-boxes": Subcommand(_add_pseudo_boxes, "cream_pl.cli.pseudo_boxes_command"),
-    "train-regressor": Subcommand(_add_train_regressor, "cream_pl.pipelines.regressor_train"),
+    "train-regressor": Subcommand(add_train_regressor_parser, "cream_pl.pipelines.regressor_train"),
 }
 """Every sub-command besides Lightning's ``fit|validate|test|predict``, in ``--help`` order."""

@@ -1,21 +1,26 @@
-"""PEP 562 lazy package exports: a package's names load on first use (standard library only).
+"""Names that load on first use (standard library only): PEP 562 package exports and command functions.
 
 ``cream_pl.data`` and ``cream_pl.metrics`` re-export their modules' public names; importing those
-modules eagerly would pull torch and Lightning into ``cream-pl evaluate`` and ``data check``.
+modules eagerly would pull torch and Lightning into ``cream-pl evaluate`` and ``data check``. A
+command's light parser (``cream-pl <command> --help``) names the function that runs it with
+:func:`lazy_command`, which imports the function's module only when the command runs.
 
 Example:
     >>> getattr_, dir_ = lazy_exports({"sqrt": "math"}, {})
     >>> getattr_("sqrt")(4.0)
     2.0
+    >>> run = lazy_command("math", "floor"); run.target, run(2.5)
+    ('math.floor', 2)
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["lazy_exports", "lazy_command"]
 
 
 def lazy_exports(exports: Mapping[str, str], namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
@@ -38,3 +43,17 @@ def lazy_exports(exports: Mapping[str, str], namespace: dict[str, Any]) -> tuple
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def lazy_command(module: str, name: str = "run") -> Callable[[argparse.Namespace], int]:
+    """A parser's ``func`` that imports ``module`` only when called, then returns ``module.name(args)`` as an int.
+
+    The function's dotted name is its ``target`` attribute (``"<module>.<name>"``).
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), name)(args) or 0)
+
+    run.__qualname__ = run.__name__ = name
+    run.target = f"{module}.{name}"  # type: ignore[attr-defined]
+    return run

@@ -2,7 +2,8 @@
 
 The map methods a tool can box or show, and ``localize``'s fallback threshold, are read both by
 the torch-free argument parsers (:mod:`cream_pl.cli.parsers`, so ``--help`` stays instant) and by
-the modules that run the work; this is their one definition.
+the modules that run the work; the names of ``cream-pl``'s sub-commands both by its parsers and
+by the start-up benchmark (:mod:`cream_pl.pipelines.bench_reference`). This is their one definition.
 
 Example:
     >>> MAP_METHODS
@@ -11,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["MAP_METHODS", "DEFAULT_LOCALIZE_THRESHOLD"]
+__all__ = ["MAP_METHODS", "DEFAULT_LOCALIZE_THRESHOLD", "SUBCOMMAND_NAMES"]
 
 MAP_METHODS: tuple[str, ...] = ("cream", "cam", "cream_selected")
 """Score maps of a classifier that pseudo boxes and ``localize`` accept; ``cream_selected`` is CREAM
@@ -19,3 +20,8 @@ at the T / κ / λ / feature norm chosen on val (``WSOLClassifier(cream_search=.
 
 DEFAULT_LOCALIZE_THRESHOLD = 0.2
 """τ when none is given and the checkpoint has no validation τ* (the CAM threshold of the CREAM paper)."""
+
+SUBCOMMAND_NAMES: tuple[str, ...] = ("data", "evaluate", "export-scoremaps", "localize", "pseudo-boxes",
+                                     "train-regressor")
+"""``cream-pl``'s argparse sub-commands (besides Lightning's ``fit|validate|test|predict``), in ``--help``
+order: the keys of :data:`cream_pl.cli.parsers.SUBCOMMANDS`, and what the start-up benchmark times."""

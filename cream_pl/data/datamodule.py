@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.core.boxes import resize_boxes_protocol
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
+from cream_pl.data.errors import WSOLDataError
 from cream_pl.data.images import (
     Decoder,
     ImageFileError,
@@ -65,7 +66,6 @@ from cream_pl.data.metadata import (
     REQUIRED_FILES,
     SampleRecord,
     SplitMetadata,
-    WSOLDataError,
     read_class_names,
     read_split,
 )

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cream_pl.data.metadata import WSOLDataError
+from cream_pl.data.errors import WSOLDataError
 
 __all__ = ["DECODERS", "Decoder", "ImageFileError", "check_decoder", "load_image_rgb", "load_mask_gray",
            "read_image_size", "to_uint8", "check_cache_dir", "files_stamp", "check_once"]

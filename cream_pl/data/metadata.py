@@ -12,7 +12,8 @@ trailing newline**:
 
 cream-pl adds one optional file, ``localization_masks.txt`` (mask lines), so that a split can
 carry both boxes and masks. Every problem raises :class:`MetadataError` naming the file and the
-line, or, with ``on_bad_sample="skip"``, drops the image and records the reason.
+line, or, with ``on_bad_sample="skip"``, drops the image and records the reason. ``check_split``
+decodes images and masks with :mod:`cream_pl.data.images`, which never imports this module.
 
 Example:
     >>> import tempfile
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cream_pl.core.errors import UserError
+from cream_pl.data.errors import WSOLDataError  # re-exported here, its home before data.errors
 
 __all__ = [
     "IMAGE_IDS",
@@ -62,11 +63,6 @@ REQUIRED_FILES = (IMAGE_IDS, CLASS_LABELS, IMAGE_SIZES, LOCALIZATION)
 _BOM = "\ufeff"
 
 OnBadSample = Literal["error", "skip"]
-
-
-class WSOLDataError(UserError, ValueError):
-    """Base class of the data errors raised by cream-pl (a ``ValueError`` and a one-line
-    :class:`cream_pl.core.errors.UserError` that names the file)."""
 
 
 class MetadataError(WSOLDataError):

@@ -43,8 +43,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cream_pl.core.boxes import BoxFormat, convert_boxes
+from cream_pl.data.errors import WSOLDataError
 from cream_pl.data.images import load_image_rgb, read_image_size
-from cream_pl.data.metadata import SplitMetadata, WSOLDataError, read_class_names, read_split
+from cream_pl.data.metadata import SplitMetadata, read_class_names, read_split
 from cream_pl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -3,7 +3,7 @@
 Every tool that takes a classifier checkpoint (``pseudo-boxes``, ``localize``, ``train-regressor
 --classifier-ckpt``, score-map export) goes through :func:`load_classifier`, so a CI-CAM or
 KD-CI-CAM checkpoint works wherever a plain ``WSOLClassifier`` one does. The writing class is
-stored in the checkpoint (``checkpoint["cream_pl_class"]``, see
+stored in the checkpoint (``checkpoint[CLASS_KEY]``, :mod:`cream_pl.models.checkpoint_keys`; see
 :meth:`WSOLClassifier.on_save_checkpoint`); checkpoints written before that are recognised by
 their state-dict keys.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
+from cream_pl.models.checkpoint_keys import CLASS_KEY  # re-exported here, its home before checkpoint_keys
 
 __all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
            "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
            "require_method", "load_regressor"]
 
-CLASS_KEY = "cream_pl_class"
 _WSOL = "cream_pl.models.classifier.WSOLClassifier"
 _CI_CAM = "cream_pl.models.ci_cam_module.CICAMClassifier"
 _KD = "cream_pl.models.kd_student.KDCICAMStudent"

@@ -57,10 +57,11 @@ from torch import Tensor, nn
 from cream_pl.core.errors import UserValueError
 from cream_pl.metrics import MaxBoxAccV2, PxAP
 from cream_pl.metrics.functional import cam_thresholds, prepare_scoremaps
-from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.metrics.localization_curve import LocalizationCurve, accuracy_at
+from cream_pl.metrics.scored_maps import ScoredMaps, ScoringSpec, score_map_sets
 from cream_pl.models.backbones import create_backbone
 from cream_pl.models.cam import normalize_maps
+from cream_pl.models.checkpoint_keys import CHECKPOINT_RECORD_KEY, CLASS_KEY
 from cream_pl.models.context_embeddings import ContextEmbeddings
 from cream_pl.models.cream import FeatureNorm
 from cream_pl.models.cream_search import (
@@ -72,7 +73,14 @@ from cream_pl.models.cream_search import (
     legacy_choice_values,
     select_first_best,
 )
-from cream_pl.models.cream_variants import FORMS, CreamVariant, form_cam, form_cream, form_eq3, method_variants
+from cream_pl.models.cream_variants import (
+    FORMS,
+    CreamVariant,
+    form_cam,
+    form_cream,
+    form_eq3,
+    method_variants,
+)
 from cream_pl.models.precision import float32_math
 from cream_pl.models.wsol_heads import HeadOutput, build_wsol_head, init_classifier_for
 from cream_pl.models.wsol_methods import (
@@ -96,7 +104,6 @@ _SCORE_METRICS = SCORE_METRICS
 _CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
 _CHOICE_VARIANT = "cream_selected_variant"  # buffer (methods with several CREAM variants): index of the chosen one
 _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
-CHECKPOINT_RECORD_KEY = "cream_pl_checkpoint"  # {"epoch", "max_epochs", "last"}: see WSOLClassifier.checkpoint_rule
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -462,8 +469,6 @@ class WSOLClassifier(pl.LightningModule):
         """Record the writing class, so :func:`cream_pl.models.checkpoints.load_classifier` restores it, and
         the checkpoint's epoch and whether it is the fit's last (``checkpoint["cream_pl_checkpoint"]``,
         read by :meth:`checkpoint_rule`)."""
-        from cream_pl.models.checkpoints import CLASS_KEY
-
         checkpoint[CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         trainer = self._trainer
         if trainer is not None:

@@ -86,10 +86,10 @@ def _timed(cmd: Sequence[str], cwd: Path | None = None) -> tuple[float, str]:
 
 def startup_times(repeats: int = 3) -> dict[str, float]:
     """Median wall time of ``cream-pl --help`` and of every sub-command's ``--help`` (whole process)."""
-    from cream_pl.cli.parsers import SUBCOMMANDS
+    from cream_pl.core.names import SUBCOMMAND_NAMES
 
     out = {}
-    for name in ("", *SUBCOMMANDS):
+    for name in ("", *SUBCOMMAND_NAMES):
         cmd = [*_cli(), *([name] if name else []), "--help"]
         times = sorted(_timed(cmd)[0] for _ in range(repeats))
         out[f"cream-pl {name} --help".replace("  ", " ")] = times[len(times) // 2]

@@ -80,7 +80,7 @@ def _center_baseline(split_dir: Path) -> dict[str, float]:
 
 
 def _train_cam(recipe: Path, data: Path, work: Path, seed: int) -> dict[str, Any]:
-    from cream_pl.cli.lightning import build_from_recipe
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
 
     cli = build_from_recipe(recipe, {
         "seed_everything": seed, "data.init_args.data_root": str(data), "trainer.default_root_dir": str(work),

@@ -30,6 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cream_pl.pipelines.run_state import (
+    StageTimer,
+    callback_index,
+    ensure_synthetic_dataset,
+    synthetic_dataset_is_current,
+)
 from cream_pl.reporting.demo_report import STAGES
 from cream_pl.reporting.tables import write_json_atomic
 
@@ -69,38 +75,18 @@ def _synth_config(fast: bool, preset: str) -> dict[str, Any]:
 
 def _data_is_current(data: Path, seed: int, fast: bool, preset: str, owned: bool) -> bool:
     """A dataset is there and, when it is the demo's own synthetic root, holds this preset and seed."""
-    if not (data / "metadata" / "test" / "image_ids.txt").is_file():
-        return False
-    info = data / "synth_config.json"
-    if not owned or not info.is_file():
-        return True
-    meta = json.loads(info.read_text())
-    return meta.get("config") == _synth_config(fast, preset) and meta.get("seed") == seed
+    return synthetic_dataset_is_current(data, _synth_config(fast, preset), seed, owned=owned)
 
 
-def _stage_data(data: Path, seed: int, fast: bool, preset: str = DEFAULT_PRESET, owned: bool = True) -> Path:
+def _stage_data(data: Path, seed: int, fast: bool, preset: str = DEFAULT_PRESET, owned: bool = True) -> bool:
     """Use the dataset at ``data``; the demo's own synthetic root (``owned``) is (re)generated when it is
-    missing or holds another configuration. A user's dataset (``owned=False``) is never touched."""
-    from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
-
-    if _data_is_current(data, seed, fast, preset, owned):
-        _log(f"data: using {data}")
-        return data
-    if (data / "metadata" / "test" / "image_ids.txt").is_file():
-        _log(f"data: {data} holds another synthetic configuration; regenerating the {preset!r} preset")
-    _log(f"data: generating the embedded synthetic benchmark (preset {preset!r}) into {data} (seed {seed})")
-    tmp = data.with_name(data.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cfg = _synth_config(fast, preset)
-    generate_synthetic_dataset(tmp, seed=seed, config=SynthConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                                      for k, v in cfg.items()}))
-    shutil.rmtree(data, ignore_errors=True)
-    os.replace(tmp, data)
-    return data
+    missing or holds another configuration; returns whether it was. A user's dataset is never touched."""
+    return ensure_synthetic_dataset(data, _synth_config(fast, preset), seed, owned=owned, log=_log,
+                                    what=f"the embedded synthetic benchmark (preset {preset!r})")
 
 
 STAGE_OUTPUTS = ("classifier.ckpt", "classifier", "classifier_test.json", "per_image_test.npz", "diagnostics.json",
-                 "regressor", "timing.json")
+                 "regressor", "timing.json", "load.json")
 """What the stages write into the work folder (with ``pseudo_boxes_*``); removed when the inputs change."""
 
 
@@ -125,17 +111,28 @@ def data_sha1(data: Path) -> str:
 
 def _inputs(data: Path, recipe: Path, train_seed: int, fast: bool) -> dict[str, Any]:
     """What every stage's output depends on: the dataset (:func:`data_sha1`), the recipe's text, the training seed,
-    ``--fast`` and the demo's version."""
+    ``--fast`` and the demo's version; never where the data is (moving it keeps the work)."""
     import hashlib
 
-    return {"data": str(data), "data_sha1": data_sha1(data), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+    return {"data_sha1": data_sha1(data), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
             "train_seed": train_seed, "fast": fast, "demo_version": DEMO_VERSION}
+
+
+def _same_inputs(work: Path, inputs: dict[str, Any]) -> bool:
+    """``work/inputs.json`` records ``inputs`` (one of before path-free fingerprints: its data path aside)."""
+    path = work / "inputs.json"
+    if not path.is_file():
+        return False
+    stored = json.loads(path.read_text())
+    return {k: v for k, v in stored.items() if k != "data"} == inputs
 
 
 def _check_work(work: Path, inputs: dict[str, Any]) -> None:
     """Start the work folder over when it holds the outputs of other inputs (data, recipe, seed, version)."""
     path = work / "inputs.json"
-    if path.is_file() and json.loads(path.read_text()) == inputs:
+    if _same_inputs(work, inputs):
+        if json.loads(path.read_text()) != inputs:
+            write_json_atomic(inputs, path)  # today's layout
         return
     stale = [work / n for n in STAGE_OUTPUTS if (work / n).exists()] + sorted(work.glob("pseudo_boxes_*"))
     if stale:
@@ -160,19 +157,9 @@ def _regressor_done(work: Path) -> bool:
     return is_done(work / "regressor")
 
 
-def _callback_index(recipe: Path, class_name: str) -> int | None:
-    import yaml
-
-    callbacks = (yaml.safe_load(recipe.read_text()) or {}).get("trainer", {}).get("callbacks") or []
-    for i, cb in enumerate(callbacks):
-        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
-            return i
-    return None
-
-
 def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_seed: int = 0) -> tuple[Any, Any, Any]:
-    from cream_pl.cli.lightning import build_from_recipe
     from cream_pl.models import WSOLClassifier
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
 
     ckpt = work / "classifier.ckpt"
     run_dir = work / "classifier"
@@ -184,9 +171,9 @@ def _stage_classifier(recipe: Path, data: Path, work: Path, fast: bool, train_se
         "trainer.callbacks.0.init_args.dirpath": str(run_dir / "checkpoints"),
         "model.init_args.record_per_image": list(PER_IMAGE_METHODS),
     }
-    boxes_at_fit_end = _callback_index(recipe, "PseudoBoxesAtFitEnd")
+    boxes_at_fit_end = callback_index(recipe, "PseudoBoxesAtFitEnd")
     if boxes_at_fit_end is not None:  # the fit writes the val-selected CREAM's train pseudo boxes itself
-        overrides[f"trainer.callbacks.{boxes_at_fit_end}.init_args.out_path"] = str(work / "pseudo_boxes_cream_selected.json")
+        overrides[f"trainer.callbacks.{boxes_at_fit_end}.init_args.out_path"] = str(work / f"pseudo_boxes_{PSEUDO_SOURCE}.json")
     if fast:
         overrides.update(FAST_OVERRIDES)
     cli = build_from_recipe(recipe, overrides, run_dir)
@@ -248,11 +235,16 @@ PSEUDO_SOURCE = "cream_selected"
 """CREAM_reg's pseudo boxes: the val-selected CREAM at its val τ* (the paper's CREAM when no search ran)."""
 
 
-def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
-    """The train split's pseudo boxes (written by the fit's ``PseudoBoxesAtFitEnd``, else here) and their quality."""
+def _pseudo_box_source(model: Any) -> str:
+    """The maps the train split is boxed with: the val-selected CREAM where val selected one, else CREAM."""
+    return PSEUDO_SOURCE if model.selected_cream is not None else "cream"
+
+
+def _stage_pseudo_boxes(model: Any, cli: Any, work: Path, source: str) -> dict[str, Any]:
+    """The train split's pseudo boxes (written by the fit's ``PseudoBoxesAtFitEnd``, else here) and their quality
+    (as the writer stored it; the box sizes are read off the file only where it stored none)."""
     from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes, quality_path
 
-    source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
     path = work / f"pseudo_boxes_{source}.json"
     if not path.is_file():
         _log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
@@ -261,12 +253,13 @@ def _stage_pseudo_boxes(model: Any, cli: Any, work: Path) -> dict[str, Any]:
     else:
         _log(f"pseudo boxes: using {path}")
     quality = json.loads(quality_path(path).read_text()) if quality_path(path).is_file() else {}
-    coco = json.loads(path.read_text())
-    sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
-    area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
-    quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
-                   threshold=coco["info"].get("threshold", quality.get("threshold")), source=source)
-    return {"file": str(path), **quality}
+    if "mean_area_fraction" not in quality:  # no quality file (a train split without boxes to score against)
+        coco = json.loads(path.read_text())
+        sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
+        area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
+        quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
+                       threshold=coco["info"].get("threshold"))
+    return {"file": str(path), **quality, "source": source}
 
 
 def _figures(model: Any, cli: Any, test_res: dict[str, Any], out: Path) -> None:
@@ -425,22 +418,15 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
         shutil.rmtree(work, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    timing_file = work / "timing.json"
-    timing: dict[str, float] = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
-    timing = {k: v for k, v in timing.items() if k in STAGES}  # stages of another demo version are not ours
-
-    def record(stage: str, seconds: float, ran: bool) -> None:
-        if ran or stage not in timing:  # a skipped stage keeps the time of the run that did the work
-            timing[stage] = seconds
-            write_json_atomic(timing, timing_file)
+    timer = StageTimer(work / "timing.json", STAGES)  # stages of another demo version are not ours
+    record = timer.record
 
     t = time.time()
-    ran = not _data_is_current(data, seed, fast, preset, owned_data)
-    _stage_data(data, seed, fast, preset, owned_data)
+    ran = _stage_data(data, seed, fast, preset, owned_data)
     data_s = time.time() - t
     inputs = _inputs(data, recipe, train_seed, fast)
-    if not ((work / "inputs.json").is_file() and json.loads((work / "inputs.json").read_text()) == inputs):
-        timing.clear()  # every stage below reruns
+    if not _same_inputs(work, inputs):
+        timer.clear()  # every stage below reruns
     _check_work(work, inputs)
     record("data_s", data_s, ran)
     t = time.time()
@@ -472,9 +458,9 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     record("figures_s", time.time() - t, True)
     if not skip_regressor:
         t = time.time()
-        source = PSEUDO_SOURCE if model.selected_cream is not None else "cream"
+        source = _pseudo_box_source(model)
         ran = not (work / f"pseudo_boxes_{source}.json").is_file()
-        quality = _stage_pseudo_boxes(model, cli, work)
+        quality = _stage_pseudo_boxes(model, cli, work, source)
         record("pseudo_boxes_s", time.time() - t, ran)
         t = time.time()
         ran = not _regressor_done(work)
@@ -501,6 +487,7 @@ def run_demo(out: Path | str = "results/embedded", work: Path | str = "outputs/d
     t = time.time()
     results["differences"] = compute_differences(records, DIFFERENCES, n_resamples=1000, seed=0)
     record("bootstrap_s", time.time() - t, True)
+    timing = dict(timer.saved)
     timing["total_s"] = sum(v for k, v in timing.items() if k in STAGES)
     timing["this_invocation_s"] = time.time() - start
     results["ablations"] = ablations

@@ -54,6 +54,13 @@ import numpy as np
 
 from cream_pl.core.options import OneLineArgumentParser, seed_int
 from cream_pl.pipelines.entry import pipeline_main, preflight
+from cream_pl.pipelines.run_state import (
+    StageTimer,
+    callback_index,
+    ensure_synthetic_dataset,
+    path_free,
+    start_over_if_stale,
+)
 from cream_pl.reporting.demo_kd_report import curve_peak  # re-exported: the teacher rule uses it
 
 __all__ = ["CONFOUNDED", "DemoSettings", "RUNS", "Run", "curve_peak", "main", "run_demo", "select_teachers",
@@ -120,7 +127,7 @@ class _Context:
     settings: DemoSettings
     data_root: Path
     data_sha1: str
-    timing: _Timing
+    timing: StageTimer
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -203,37 +210,6 @@ def usual_background_flags(data_root: Path, image_ids: Sequence[str], split: str
 
 
 # ---------------------------------------------------------------------------------------------- stages
-class _Timing:
-    """Stage times in ``<work>/timing.json``; a skipped stage keeps the time of the run that did the work.
-
-    Beside each time, ``<work>/load.json`` keeps the 1-minute load average when the stage ended: above
-    the core count, other processes competed for the CPU and the time is an upper bound.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.load_path = path, path.with_name("load.json")
-        self.saved: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
-        self.load: dict[str, float] = json.loads(self.load_path.read_text()) if self.load_path.is_file() else {}
-        self.used: dict[str, float] = {}
-        self.skipped = False  # some stage of this invocation was found done
-
-    def record(self, stage: str, seconds: float, ran: bool) -> None:
-        import os
-
-        from cream_pl.reporting.tables import write_json_atomic
-
-        self.skipped |= not ran
-        if ran or stage not in self.saved:
-            self.saved[stage] = seconds
-            self.load[stage] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            write_json_atomic(self.saved, self.path)
-            write_json_atomic(self.load, self.load_path)
-        self.used[stage] = self.saved[stage]
-
-    def used_load(self) -> dict[str, float]:
-        return {k: self.load[k] for k in self.used if k in self.load}
-
-
 def _sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
@@ -247,23 +223,8 @@ def synth_config(settings: DemoSettings) -> Any:
 
 def ensure_dataset(root: Path, settings: DemoSettings, seed: int) -> bool:
     """Generate the benchmark at ``root`` unless the same one is there; returns whether it was generated."""
-    from cream_pl.data.synth import generate_synthetic_dataset
-
-    cfg = synth_config(settings)
-    info = root / "synth_config.json"
-    if info.is_file():
-        meta = json.loads(info.read_text())
-        if meta.get("seed") == seed and meta.get("config") == json.loads(json.dumps(asdict(cfg))):
-            _log(f"data: using {root}")
-            return False
-        _log(f"data: {root} holds another configuration; regenerating it")
-    _log(f"data: generating the confounded CUB-like benchmark into {root} (seed {seed})")
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    generate_synthetic_dataset(tmp, seed=seed, config=cfg)
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.replace(root)
-    return True
+    return ensure_synthetic_dataset(root, asdict(synth_config(settings)), seed, log=_log,
+                                    what="the confounded CUB-like benchmark")
 
 
 def _recipe(ctx: _Context, run: Run) -> Path:
@@ -274,9 +235,7 @@ def _recipe(ctx: _Context, run: Run) -> Path:
 
 
 def _callback_index(recipe: Path, class_name: str) -> int:
-    from cream_pl.pipelines.demo import _callback_index as find
-
-    index = find(recipe, class_name)
+    index = callback_index(recipe, class_name)
     if index is None:
         raise ValueError(f"{recipe}: trainer.callbacks has no {class_name}; demo-kd needs its per-epoch checkpoints")
     return index
@@ -304,28 +263,41 @@ def _overrides(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None) -> d
     return out
 
 
+def _legacy_inputs(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``inputs.json`` of before path-free fingerprints (absolute paths) in today's layout: its data and
+    work folders are read off its own overrides (``data.init_args.data_root``, ``<work>/runs/<run>``)."""
+    over = stored.get("overrides") or {}
+    if "data.init_args.data_root" not in over or "trainer.default_root_dir" not in over:
+        return stored
+    roots = {"data": over["data.init_args.data_root"], "work": Path(over["trainer.default_root_dir"]).parent.parent}
+    teachers = stored.get("teachers")
+    if teachers:  # a teacher's own inputs are of the same layout
+        stored = {**stored, "teachers": {r: {**t, "inputs": _legacy_inputs(t.get("inputs") or {})} for r, t in teachers.items()}}
+    return path_free(stored, roots)
+
+
 def _fit(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train one run (unless done with the same inputs); returns its per-epoch val rows."""
     from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
-    from cream_pl.cli.lightning import build_from_recipe
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
     from cream_pl.reporting.tables import write_json_atomic
 
     recipe, run_dir = _recipe(ctx, run), ctx.work / "runs" / run.name
     overrides = _overrides(ctx, run, teachers)
-    inputs = {"demo_version": DEMO_VERSION, "data_sha1": ctx.data_sha1, "recipe_sha1": _sha1(recipe.read_bytes()),
-              "overrides": json.loads(json.dumps(overrides, default=str)),
-              "teachers": None if teachers is None else {r: {**teachers[r], "inputs": ctx.inputs[teachers[r]["run"]]}
-                                                         for r in ("cls", "loc")}}
+    roots = {"data": ctx.data_root, "work": ctx.work}
+    inputs = path_free({"demo_version": DEMO_VERSION, "data_sha1": ctx.data_sha1,
+                        "recipe_sha1": _sha1(recipe.read_bytes()), "overrides": json.loads(json.dumps(overrides, default=str)),
+                        "teachers": None if teachers is None else {r: {**teachers[r], "inputs": ctx.inputs[teachers[r]["run"]]}
+                                                                   for r in ("cls", "loc")}}, roots)
     ctx.inputs[run.name] = inputs
-    inputs_file, done = run_dir / "inputs.json", run_dir / "fit_done.json"
-    if run_dir.exists() and not (inputs_file.is_file() and json.loads(inputs_file.read_text()) == inputs):
-        _log(f"{run.name}: its inputs changed (data, recipe, overrides, teachers or demo version); starting it over")
-        shutil.rmtree(run_dir)
+    done = run_dir / "fit_done.json"
+    start_over_if_stale(run_dir, inputs, _log, legacy=_legacy_inputs)
     start = time.perf_counter()
     ran = not done.is_file()
     if ran:
-        shutil.rmtree(run_dir, ignore_errors=True)  # a fit killed half-way starts over
-        write_json_atomic(inputs, inputs_file)
+        for p in run_dir.iterdir():  # a fit killed half-way starts over
+            if p.name != "inputs.json":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         cli = build_from_recipe(recipe, overrides, run_dir)
         _log(f"{run.name}: training {cli.trainer.max_epochs} epoch(s) with {recipe.name}, val after every epoch")
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -343,7 +315,7 @@ def _recipe_facts(ctx: _Context, run: Run) -> dict[str, Any]:
     """What the results README says of a run's recipe (after the demo's overrides): model, crops, CREAM grid, KD."""
     import yaml
 
-    from cream_pl.cli.lightning import set_dotted
+    from cream_pl.pipelines.recipe_builder import set_dotted
 
     config = yaml.safe_load(_recipe(ctx, run).read_text())
     for key, value in _overrides(ctx, run, None).items():
@@ -364,8 +336,8 @@ def _eval_datamodule(ctx: _Context) -> Any:
     """The test split's data module, from the CAM recipe's data settings (every recipe evaluates alike)."""
     import yaml
 
-    from cream_pl.cli.lightning import set_dotted
     from cream_pl.data import WSOLDataModule
+    from cream_pl.pipelines.recipe_builder import set_dotted
 
     config = yaml.safe_load(_recipe(ctx, RUNS[0]).read_text())
     for key, value in {**dict(ctx.settings.overrides), "data.init_args.data_root": str(ctx.data_root)}.items():
@@ -418,7 +390,7 @@ def run_demo(out: Path, work: Path, recipe_dir: Path, settings: DemoSettings, se
     start = time.perf_counter()
     out, work = Path(out), Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    timing = _Timing(work / "timing.json")
+    timing = StageTimer(work / "timing.json")
     t = time.perf_counter()
     ran = ensure_dataset(work / "data", settings, seed)
     timing.record("data_s", time.perf_counter() - t, ran)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from typing import Any
 
 from cream_pl.core.options import OneLineArgumentParser, seed_int
 from cream_pl.pipelines.entry import pipeline_main, preflight
+from cream_pl.pipelines.run_state import start_over_if_stale
 
 __all__ = ["METHODS", "SEARCH", "MethodRun", "differences_of", "main", "run_demo_methods"]
 
@@ -125,25 +125,12 @@ def _fingerprint(data: Path, recipe: Path, overrides: dict[str, Any]) -> dict[st
             "overrides": json.loads(json.dumps(overrides, sort_keys=True)), "version": VERSION}
 
 
-def _start_over_if_stale(run_dir: Path, inputs: dict[str, Any]) -> None:
-    from cream_pl.reporting.tables import write_json_atomic
-
-    path = run_dir / "inputs.json"
-    if path.is_file() and json.loads(path.read_text()) == inputs:
-        return
-    if run_dir.exists() and any(p.name != "inputs.json" for p in run_dir.iterdir()):
-        _log(f"{run_dir}: outputs of other inputs (data, recipe, overrides or version); starting over")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(inputs, path)
-
-
 def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, train_seed: int = 0,
                    fast: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records."""
-    from cream_pl.cli.lightning import build_from_recipe
     from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models import WSOLClassifier
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
     from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 
@@ -152,7 +139,7 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
         raise FileNotFoundError(f"{recipe}: recipe not found (pass --recipes, the experiments/ folder of cream-pl)")
     run_dir = work / run.key
     overrides = overrides_for(run, data, run_dir, train_seed, fast)
-    _start_over_if_stale(run_dir, _fingerprint(data, recipe, overrides))
+    start_over_if_stale(run_dir, _fingerprint(data, recipe, overrides), _log)
     result_path, records_path, ckpt = run_dir / "test.json", run_dir / "per_image_test.npz", run_dir / "model.ckpt"
     if result_path.is_file() and records_path.is_file():
         _log(f"{run.key}: using {result_path}")
@@ -237,7 +224,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
                      data: Path | str = "data/synth", recipe_dir: Path | str | None = None, seed: int = 0,
                      train_seed: int = 0, fast: bool = False, methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Train and test every method (skipping finished ones); write ``metrics.json`` and ``README.md``."""
-    from cream_pl.pipelines.demo import DEFAULT_PRESET, _data_is_current, _method_row, _stage_data
+    from cream_pl.pipelines.demo import DEFAULT_PRESET, _method_row, _stage_data
     from cream_pl.reporting.demo_methods_report import render_markdown
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
@@ -250,8 +237,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {[r.key for r in METHODS]}")
     t = time.time()
-    generated = not _data_is_current(data, seed, fast, DEFAULT_PRESET, True)
-    _stage_data(data, seed, fast, DEFAULT_PRESET, True)
+    generated = _stage_data(data, seed, fast, DEFAULT_PRESET, True)
     data_s = time.time() - t
     rows: dict[str, Any] = {}
     selected: dict[str, Any] = {}

@@ -168,11 +168,6 @@ def regressor_record(per_image: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "iou_thresholds": np.array([30.0, 50.0, 70.0])}
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -211,7 +206,14 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
     from cream_pl.models.checkpoints import load_classifier
     from cream_pl.models.regressor import BoxRegressor
     from cream_pl.pipelines.regressor_data import FrozenFeatureDataModule
-    from cream_pl.pipelines.regressor_train import CURVE_FILE, METRICS_FILE, PER_IMAGE_FILE, train_regressor
+    from cream_pl.pipelines.regressor_train import (
+        CURVE_FILE,
+        METRICS_FILE,
+        PER_IMAGE_FILE,
+        RECORD_METHOD,
+        train_regressor,
+    )
+    from cream_pl.reporting.evidence import load_records
 
     done = rdir / DONE_FILE
     if is_done(rdir, candidates):
@@ -276,7 +278,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
     for key, name in (("cream_reg", summary["chosen"]), ("cream_reg_psol", psol_candidate)):
         if name not in summary["candidates"]:
             continue
-        per_image = _load_npz(rdir / name / PER_IMAGE_FILE)
+        per_image = load_records(rdir / name / PER_IMAGE_FILE, flat_as=RECORD_METHOD)[RECORD_METHOD]
         summary[key] = {**_box_levels(dict(summary["candidates"][name]), per_image), "candidate": name}
         records[key] = regressor_record(per_image)
     return summary, records

@@ -10,6 +10,10 @@ file in the way fails now, not after an hour of training), and a dataset the use
 the checks of ``cream-pl data check --files`` (metadata, labels against ``class_names.txt``, and
 every image and mask decoded; the image pass is remembered per file set, like ``fit``'s).
 
+:func:`run_command` is the ``python -m cream_pl.pipelines.<name>`` entry point of a pipeline that
+is also a ``cream-pl`` command (``train-regressor``): its own parser, the same exit statuses and
+one-line errors as ``cream-pl <command>``, without importing the command line.
+
 Example:
     >>> @pipeline_main("python -m demo")
     ... def main(argv=None):
@@ -25,15 +29,18 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError, user_error_message
 from cream_pl.core.io import check_output_dir
+from cream_pl.core.options import OneLineArgumentParser
 
-__all__ = ["pipeline_main", "preflight", "check_dataset_root"]
+__all__ = ["pipeline_main", "run_command", "preflight", "check_dataset_root"]
 
 Main = Callable[[Sequence[str] | None], int]
 
@@ -56,6 +63,26 @@ def pipeline_main(prog: str) -> Callable[[Main], Main]:
         return wrapper
 
     return decorate
+
+
+def run_command(name: str, add_parser: Callable[[Any], argparse.ArgumentParser], argv: Sequence[str]) -> int:
+    """Run ``cream-pl <name> ARGV`` with the command's parser (``add_parser(subparsers)``, its ``func`` set).
+
+    As ``cream-pl`` does: ``--help`` returns 0, a parse error is one line and returns 2, and a user
+    error raised by the command is one line (``cream-pl <name>: error: <message>``) and returns 2.
+    """
+    parser = OneLineArgumentParser(prog="cream-pl")
+    add_parser(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    try:
+        args = parser.parse_args([name, *argv])
+    except SystemExit as exit_:  # --help (0) or a parse error (2): returned, as every other status
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+
+    @pipeline_main(f"cream-pl {name}")
+    def command(_argv: Sequence[str] | None = None) -> int:
+        return int(args.func(args) or 0)
+
+    return command(None)
 
 
 def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:

@@ -387,10 +387,10 @@ def localize(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``cream-pl localize`` (its arguments live in :mod:`cream_pl.cli.parsers`)."""
-    from cream_pl.cli.parsers import SUBCOMMANDS
+    """Register ``cream-pl localize`` (its arguments live in :mod:`cream_pl.pipelines.command_parsers`)."""
+    from cream_pl.pipelines.command_parsers import add_localize_parser
 
-    return SUBCOMMANDS["localize"].add(subparsers)
+    return add_localize_parser(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:

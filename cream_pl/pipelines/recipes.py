@@ -58,7 +58,7 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
 
         summary = convert_cub(cub_root, data, val_per_class=val_per_class)
         print(f"[train-cub] converted {cub_root} -> {data}: {summary}")
-    from cream_pl.cli.lightning import build_from_recipe
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
 
     overrides: dict[str, object] = {"data.init_args.data_root": str(data), "trainer.default_root_dir": str(work)}
     for item in extra:  # --key=value pairs, dotted keys as in the YAML (list items by index)
@@ -89,11 +89,13 @@ def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> 
     if not ckpt.is_file():
         print(f"{ckpt} not found: run `make train-cub` first", file=sys.stderr)
         return 1
-    from cream_pl.cli import main as cli_main
+    from cream_pl.pseudo_boxes.from_checkpoint import print_pseudo_box_summary, pseudo_boxes_from_checkpoint
 
-    return cli_main(["pseudo-boxes", "--ckpt", str(ckpt), "--data", str(data), "--source", source,
-                     "--out", str(work / f"pseudo_boxes_{source}.json"), "--val-threshold",
-                     "--input-size", str(input_size)])  # PSOL's 448; τ* from val maps at the same size
+    # cream-pl pseudo-boxes --val-threshold at PSOL's 448: τ* from val maps at the same input size
+    out, threshold = pseudo_boxes_from_checkpoint(ckpt, data, work / f"pseudo_boxes_{source}.json", source=source,
+                                                  threshold=None, input_size=input_size)
+    print_pseudo_box_summary(out, source, threshold)
+    return 0
 
 
 def regressor_candidates(design: str, backbone: str, epochs: int, batch_size: int, pretrained: bool = True,

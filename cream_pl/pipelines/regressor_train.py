@@ -32,6 +32,9 @@ __all__ = ["psol_recipe", "train_regressor", "add_parser", "run", "main"]
 METRICS_FILE = "regressor_metrics.json"
 CURVE_FILE = "train_curve.json"
 PER_IMAGE_FILE = "per_image_test.npz"
+RECORD_METHOD = "regressor"
+"""The method name of the regressor's per-image test records in :data:`PER_IMAGE_FILE` (``regressor/<field>``,
+:func:`cream_pl.reporting.evidence.save_records`, the one record layout of every demo)."""
 
 
 class _PseudoIoUCurve(pl.Callback):
@@ -231,8 +234,6 @@ def train_regressor(
     if "test" in stages:
         metrics.update({k: float(v) for k, v in (trainer.test(model, datamodule=dm, verbose=False) or [{}])[0].items()})
     if trainer.is_global_zero:
-        import numpy as np
-
         from cream_pl.core.io import atomic_write_bytes, atomic_write_text
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -241,11 +242,9 @@ def train_regressor(
                                                                 "epochs": len(curve.values), "max_epochs": max_epochs,
                                                                 "plateau": plateau}, indent=2) + "\n")
         if "test" in stages and "test" in model.per_image:
-            import io
+            from cream_pl.reporting.evidence import save_records
 
-            buf = io.BytesIO()
-            np.savez(buf, **model.per_image["test"])
-            atomic_write_bytes(out_dir / PER_IMAGE_FILE, buf.getvalue())
+            atomic_write_bytes(out_dir / PER_IMAGE_FILE, save_records({RECORD_METHOD: model.per_image["test"]}))
         metrics_path = out_dir / METRICS_FILE
         stored = json.loads(metrics_path.read_text()) if metrics_path.is_file() and "fit" not in stages else {}
         metrics = {**stored, **metrics}
@@ -257,10 +256,10 @@ def train_regressor(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.cli.parsers`)."""
-    from cream_pl.cli.parsers import SUBCOMMANDS
+    """Register ``train-regressor`` (its arguments live in :mod:`cream_pl.pipelines.command_parsers`)."""
+    from cream_pl.pipelines.command_parsers import add_train_regressor_parser
 
-    return SUBCOMMANDS["train-regressor"].add(subparsers)
+    return add_train_regressor_parser(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,9 +295,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cream_pl.pipelines.regressor_train ...``: the same as ``cream-pl train-regressor ...``."""
-    from cream_pl.cli import main as cli_main
+    from cream_pl.pipelines.entry import run_command
 
-    return cli_main(["train-regressor", *(sys.argv[1:] if argv is None else argv)])
+    return run_command("train-regressor", add_parser, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

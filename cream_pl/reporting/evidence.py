@@ -194,11 +194,17 @@ def save_records(records: Mapping[str, Mapping[str, np.ndarray]]) -> bytes:
     return buf.getvalue()
 
 
-def load_records(path: Any) -> dict[str, dict[str, np.ndarray]]:
-    """Inverse of :func:`save_records` (from a file path)."""
+def load_records(path: Any, flat_as: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Inverse of :func:`save_records` (from a file path).
+
+    ``flat_as``: the method a file of the older flat layout (``<field>`` keys, one method, as the box
+    regressor wrote before it used :func:`save_records`) is read as; without it such a key is an error.
+    """
     out: dict[str, dict[str, np.ndarray]] = {}
     with np.load(path) as z:
         for key in z.files:
-            m, k = key.split("/", 1)
+            if "/" not in key and flat_as is None:
+                raise ValueError(f"{path}: per-image record key {key!r} names no method (<method>/<field>)")
+            m, k = key.split("/", 1) if "/" in key else (flat_as, key)
             out.setdefault(m, {})[k] = z[key]
     return out

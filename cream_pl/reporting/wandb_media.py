@@ -333,7 +333,7 @@ class WSOLMediaCallback(Callback):
     and BoxAcc curves of a WSOL classifier to W&B, when a W&B logger is live (else nothing).
 
     It reads what the classifier kept of its first val batch (``media_batch``: ``num_media_images``
-    images, boxes and CAM / CREAM maps) and the val results. ``cream-pl fit`` (:class:`cream_pl.cli.lightning.CreamCLI`)
+    images, boxes and CAM / CREAM maps) and the val results. ``cream-pl fit`` (:class:`cream_pl.pipelines.recipe_builder.CreamCLI`)
     adds it to every trainer; with a hand-built ``Trainer`` pass it in ``callbacks``.
     """
 

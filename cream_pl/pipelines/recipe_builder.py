@@ -1,0 +1,231 @@
+"""Recipes (``experiments/*.yaml``) into a trainer, a model and a data module, with Lightning's CLI.
+
+:class:`CreamCLI` is Lightning's CLI over every cream-pl module: ``cream-pl fit|validate|test|predict``
+runs it (the command line imports it from here), and :func:`build_from_recipe` builds one from a recipe
+without running it, for the pipelines (``make demo``, the CUB recipes, calibration) that train and
+test in Python. Models and data modules are given by ``class_path`` in the YAML (``configs/`` by
+component, ``experiments/`` one recipe per result row); the data module's ``num_classes`` is linked
+into the model, so a recipe never repeats it.
+
+A value a class refuses, a checkpoint that does not fit the config and bad trainer options raise a
+one-line :class:`cream_pl.core.errors.UserValueError` naming the part.
+
+Example:
+    >>> cfg = {"trainer": {"max_epochs": 10}}
+    >>> set_dotted(cfg, "trainer.max_epochs", 2); cfg
+    {'trainer': {'max_epochs': 2}}
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from cream_pl.core.errors import user_error_message
+
+__all__ = ["CreamCLI", "build_from_recipe", "set_dotted"]
+
+
+class CreamCLI(LightningCLI):
+    """LightningCLI with the data module's class count linked into the model and W&B val media on every trainer."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    _checkpoint: dict[str, Any] | None = None
+
+    def _ckpt_path(self) -> str | None:
+        subcommand = self.config.get("subcommand") if self.config is not None else None
+        if not subcommand:
+            return None
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+            return None
+        return str(ckpt_path)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path`` (``validate|test|predict``, a resumed ``fit``), checked before anything is built.
+
+        It must be a readable classifier checkpoint (not a box regressor's) whose class count is
+        the dataset's (:func:`cream_pl.models.checkpoints.check_checkpoint_dataset`): a missing or
+        truncated file and a mismatch end in one line naming the file, before any work. Then
+        Lightning applies the checkpoint's hyperparameters to the config, where the checkpoint
+        records its model class (``cream-pl fit`` writes it); a checkpoint without one (written
+        by a hand-built ``Trainer``) keeps the config's model and only gives the weights.
+        """
+        from cream_pl.core.errors import UserValueError
+        from cream_pl.models.checkpoints import (
+            check_checkpoint_dataset,
+            read_checkpoint,
+            require_classifier_checkpoint,
+        )
+
+        ckpt_path = self._ckpt_path()
+        if ckpt_path is None:
+            return super()._parse_ckpt_path()
+        subcommand = str(self.config["subcommand"])
+        self._checkpoint = checkpoint = read_checkpoint(ckpt_path)
+        config = self.config[subcommand]
+        data_root = _get_path(config, "data.init_args.data_root")
+        if _is_classifier_class(str(_get_path(config, "model.class_path") or "")):
+            if data_root:  # a classifier's checkpoint, with the dataset's class count and labels
+                splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(subcommand, ())
+                check_checkpoint_dataset(checkpoint, data_root, splits=splits, ckpt_path=ckpt_path)
+            else:
+                require_classifier_checkpoint(checkpoint, ckpt_path)
+        if "_class_path" not in (checkpoint.get("hyper_parameters") or {}):
+            return None  # nothing Lightning could apply in subclass mode: the config's model, the file's weights
+        try:
+            return super()._parse_ckpt_path()
+        except Exception as err:  # noqa: BLE001 - the user's file does not fit the config: one line
+            first = " ".join(str(err).split())[:300] or type(err).__name__
+            raise UserValueError(f"{ckpt_path}: its hyperparameters do not fit the config ({first})") from None
+
+    def _check_ckpt_fits_model(self) -> None:
+        """The checkpoint's weights must be the model's (another method's checkpoint: one line, not a dump)."""
+        from cream_pl.core.errors import UserValueError
+
+        ckpt_path, checkpoint = self._ckpt_path(), self._checkpoint
+        if ckpt_path is None or checkpoint is None or not hasattr(self.model, "classifier"):
+            return
+        model_keys = set(self.model.state_dict())
+        ckpt_keys = set(checkpoint["state_dict"])
+        missing, unexpected = sorted(model_keys - ckpt_keys), sorted(ckpt_keys - model_keys)
+        if missing or unexpected:
+            example = (missing or unexpected)[0]
+            raise UserValueError(f"{ckpt_path}: does not fit the config's {type(self.model).__name__} ({len(missing)} "
+                                 f"weight(s) missing, {len(unexpected)} unexpected, e.g. {example!r}); was it written "
+                                 "with another model or recipe?")
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a value their ``__init__`` refuses is one line naming the part."""
+        from cream_pl.core.errors import UserValueError
+
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            if user_error_message(err) is not None:
+                raise
+            root = _init_error(err)
+            if root is None:
+                raise
+            part = "model.init_args" if "LightningModule" in str(err) else (
+                "data.init_args" if "LightningDataModule" in str(err) else "config")
+            text = " ".join(str(root).split())[:300] or type(root).__name__
+            raise UserValueError(f"{part}: {text}") from None
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> pl.Trainer:
+        """Every trainer also gets :class:`~cream_pl.reporting.wandb_media.WSOLMediaCallback` (val overlays to W&B)."""
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        from cream_pl.core.errors import UserValueError
+        from cream_pl.reporting.wandb_media import WSOLMediaCallback
+
+        self._check_ckpt_fits_model()  # the model is built; the trainer (and its output) not yet
+        try:
+            return super()._instantiate_trainer(config, [*callbacks, WSOLMediaCallback()])
+        except (MisconfigurationException, ValueError, TypeError) as err:  # the config's trainer options
+            text = " ".join(str(err).split())[:300] or type(err).__name__
+            raise UserValueError(f"trainer options: {text}") from None
+
+
+def _init_error(err: BaseException) -> BaseException | None:
+    """The ``ValueError`` / ``KeyError`` a class's ``__init__`` raised on a config value, behind
+    jsonargparse's "Does not validate against any of the Union subtypes" wrapper; else ``None``."""
+    if "Does not validate against any of the Union subtypes" not in str(err):
+        return None
+    root: BaseException | None = err.__cause__
+    while root is not None and root.__cause__ is not None:
+        root = root.__cause__
+    return root if isinstance(root, (ValueError, KeyError)) and root is not err else None
+
+
+def _get_path(config: Any, dotted: str) -> Any:
+    """``config.a.b.c`` of a jsonargparse namespace (or nested dicts), ``None`` where a key is missing."""
+    node = config
+    for key in dotted.split("."):
+        try:
+            node = node[key] if isinstance(node, dict) else getattr(node, key)
+        except (KeyError, AttributeError, TypeError):
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _is_classifier_class(class_path: str) -> bool:
+    """Whether the config's ``model.class_path`` (dotted, or a short name) is a cream-pl classifier."""
+    import importlib
+
+    from cream_pl.models.classifier import WSOLClassifier
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module else getattr(
+            importlib.import_module("cream_pl.models"), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, WSOLClassifier)
+
+
+def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``config[a][b][c] = value`` for ``dotted = "a.b.c"``; integer keys index into lists.
+
+    Example:
+        >>> cfg = {"trainer": {"callbacks": [{"init_args": {"dirpath": "a"}}]}}
+        >>> set_dotted(cfg, "trainer.callbacks.0.init_args.dirpath", "b"); cfg["trainer"]["callbacks"][0]
+        {'init_args': {'dirpath': 'b'}}
+    """
+    node: Any = config
+    keys = dotted.split(".")
+    for i, key in enumerate(keys[:-1]):
+        try:
+            node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+        except (IndexError, ValueError):
+            raise KeyError(f"override {dotted!r}: {'.'.join(keys[: i + 1])!r} is not in the recipe") from None
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def build_from_recipe(
+    recipe: Path | str, overrides: Mapping[str, Any] | None = None, workdir: Path | str | None = None
+) -> CreamCLI:
+    """Instantiate (without running) the trainer, model and data module of a recipe YAML.
+
+    Args:
+        recipe: ``experiments/*.yaml`` (or any ``cream-pl fit`` config).
+        overrides: dotted keys to values, list items by index (e.g.
+            ``{"trainer.callbacks.0.init_args.dirpath": "runs/x/checkpoints"}``); a value replaces
+            the whole node (``{"trainer.callbacks": []}`` drops every callback).
+        workdir: where the resolved config is written (``<workdir>/config.yaml``); default the
+            recipe's ``trainer.default_root_dir``.
+
+    Returns:
+        The CLI object: ``cli.trainer``, ``cli.model``, ``cli.datamodule``.
+    """
+    import yaml
+
+    import cream_pl.data.datamodule  # noqa: F401  (register the data modules, so short class names resolve)
+    import cream_pl.models  # noqa: F401
+
+    config = yaml.safe_load(Path(recipe).read_text())
+    for key, value in (overrides or {}).items():
+        set_dotted(config, key, value)
+    workdir = Path(workdir or Path(config.get("trainer", {}).get("default_root_dir", "outputs")))
+    workdir.mkdir(parents=True, exist_ok=True)
+    resolved = workdir / "config.yaml"
+    resolved.write_text(yaml.safe_dump(config, sort_keys=False))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        return CreamCLI(
+            pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            args=["--config", str(resolved)], run=False, save_config_callback=None,
+        )

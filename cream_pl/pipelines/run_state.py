@@ -1,0 +1,171 @@
+"""The bookkeeping every demo shares: path-free fingerprints, starting a run folder over, stage times, recipe callbacks.
+
+A demo reuses finished work when, and only when, the work's inputs are the same: the dataset's
+content hash, the recipe's text hash, the overrides, the seed and the demo's version. Where the
+files are is not an input: :func:`path_free` writes every path under a named root (the data, the
+work folder) as ``<name>/relative``, so moving a data or work folder reuses what is there.
+:func:`start_over_if_stale` compares a run folder's ``inputs.json`` with today's inputs and clears
+the folder when they differ; :class:`StageTimer` keeps each stage's time (and the machine's load
+when it ended) across resumed invocations; :func:`ensure_synthetic_dataset` is every demo's data stage.
+
+Example:
+    >>> path_free({"data.root": "/d/synth/", "ckpt": "/w/runs/a/last.ckpt", "lr": 0.1, "opt": "adamw"},
+    ...           {"data": "/d/synth", "work": "/w"})
+    {'data.root': '<data>', 'ckpt': '<work>/runs/a/last.ckpt', 'lr': 0.1, 'opt': 'adamw'}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StageTimer", "callback_index", "ensure_synthetic_dataset", "path_free", "start_over_if_stale",
+           "synthetic_dataset_is_current"]
+
+
+def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
+    """``value`` (JSON-like) with each string that names a path under one of ``roots`` written ``<name>/rel``.
+
+    Only strings with a ``/`` (or the OS separator) are read as paths, and never one already written
+    ``<name>/...`` (so the function is idempotent); the deepest root that holds a path names it. Mappings and sequences are walked; other values are returned as they are.
+    """
+    resolved = sorted(((name, Path(root).resolve()) for name, root in roots.items()), key=lambda r: -len(r[1].parts))
+
+    def one(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: one(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [one(x) for x in v]
+        if isinstance(v, str) and v.startswith("<"):  # already written relative to a root
+            return v
+        if isinstance(v, os.PathLike) or (isinstance(v, str) and ("/" in v or os.sep in v)):
+            p = Path(v).resolve()
+            for name, root in resolved:
+                if p == root or root in p.parents:
+                    rel = p.relative_to(root).as_posix()
+                    return f"<{name}>" if rel == "." else f"<{name}>/{rel}"
+            return os.fspath(v)
+        return v
+
+    return one(value)
+
+
+def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[[str], None] = print,
+                        legacy: Callable[[dict[str, Any]], Any] | None = None, keep: tuple[str, ...] = ()) -> bool:
+    """Make ``run_dir`` hold the work of ``inputs``; returns whether it was cleared.
+
+    ``run_dir/inputs.json`` equal to ``inputs`` (after a JSON round trip): nothing happens. Else, when
+    ``legacy`` maps the stored inputs (an older fingerprint's layout) to ``inputs``, only ``inputs.json``
+    is rewritten in today's layout. Else every entry of ``run_dir`` but ``keep`` is removed, and
+    ``inputs.json`` is written (atomically) first, before any new work.
+    """
+    from cream_pl.reporting.tables import write_json_atomic
+
+    today = json.loads(json.dumps(inputs, sort_keys=True, default=str))
+    path = run_dir / "inputs.json"
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    if stored == today:
+        return False
+    if stored is not None and legacy is not None and json.loads(json.dumps(legacy(stored), default=str)) == today:
+        write_json_atomic(today, path)
+        return False
+    stale = [p for p in run_dir.iterdir() if p.name not in (*keep, "inputs.json")] if run_dir.is_dir() else []
+    if stale:
+        log(f"{run_dir}: outputs of other inputs (data, recipe, overrides, seed or version); starting over")
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(today, path)
+    return bool(stale)
+
+
+class StageTimer:
+    """Stage times in ``path`` (JSON); a skipped stage keeps the time of the invocation that did the work.
+
+    Beside it, ``load.json`` keeps the 1-minute load average when each stage ended: above the core
+    count, other processes competed for the CPU and the time is an upper bound. ``stages``: the names
+    this demo has (times of others, e.g. an older version's, are dropped on load).
+    """
+
+    def __init__(self, path: Path, stages: tuple[str, ...] | None = None) -> None:
+        self.path, self.load_path = Path(path), Path(path).with_name("load.json")
+        self.saved: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.load: dict[str, float] = json.loads(self.load_path.read_text()) if self.load_path.is_file() else {}
+        if stages is not None:
+            self.saved = {k: v for k, v in self.saved.items() if k in stages}
+        self.used: dict[str, float] = {}
+        self.skipped = False  # some stage of this invocation was found done
+
+    def clear(self) -> None:
+        """Forget every stored time (the work starts over)."""
+        self.saved.clear()
+        self.load.clear()
+
+    def record(self, stage: str, seconds: float, ran: bool) -> None:
+        from cream_pl.reporting.tables import write_json_atomic
+
+        self.skipped |= not ran
+        if ran or stage not in self.saved:
+            self.saved[stage] = float(seconds)
+            self.load[stage] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            write_json_atomic(self.saved, self.path)
+            write_json_atomic(self.load, self.load_path)
+        self.used[stage] = self.saved[stage]
+
+    def used_load(self) -> dict[str, float]:
+        return {k: self.load[k] for k in self.used if k in self.load}
+
+
+def callback_index(recipe: Path, class_name: str) -> int | None:
+    """Index of the recipe's ``trainer.callbacks`` entry whose ``class_path`` ends with ``class_name``, or ``None``."""
+    import yaml
+
+    callbacks = (yaml.safe_load(Path(recipe).read_text()) or {}).get("trainer", {}).get("callbacks") or []
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
+            return i
+    return None
+
+
+def synthetic_dataset_is_current(root: Path, config: Mapping[str, Any], seed: int, *, owned: bool = True) -> bool:
+    """A dataset is at ``root`` and, when the demo owns it and it is synthetic, records ``config`` and ``seed``."""
+    root = Path(root)
+    if not (root / "metadata" / "test" / "image_ids.txt").is_file():
+        return False
+    info = root / "synth_config.json"
+    if not owned or not info.is_file():
+        return True
+    meta = json.loads(info.read_text())
+    return meta.get("config") == json.loads(json.dumps(dict(config))) and meta.get("seed") == seed
+
+
+def ensure_synthetic_dataset(root: Path, config: Mapping[str, Any], seed: int, *, owned: bool = True,
+                             log: Callable[[str], None] = print, what: str = "the embedded synthetic benchmark") -> bool:
+    """The data stage: use the dataset at ``root``, or generate it; returns whether it was generated.
+
+    ``config``: the :class:`~cream_pl.data.synth.SynthConfig` fields (JSON-like). A root the demo owns is
+    (re)generated, atomically (into a sibling ``.tmp`` folder, then renamed), when it is missing or its
+    ``synth_config.json`` records another configuration or seed. A user's dataset (``owned=False``) is
+    used as it is and never touched.
+    """
+    from cream_pl.data.synth import SynthConfig, generate_synthetic_dataset
+
+    root = Path(root)
+    if synthetic_dataset_is_current(root, config, seed, owned=owned):
+        log(f"data: using {root}")
+        return False
+    if (root / "metadata" / "test" / "image_ids.txt").is_file():
+        log(f"data: {root} holds another synthetic configuration; regenerating it")
+    config = json.loads(json.dumps(dict(config)))
+    log(f"data: generating {what} into {root} (seed {seed})")
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate_synthetic_dataset(tmp, seed=seed, config=SynthConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                                      for k, v in config.items()}))
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return True

@@ -1,0 +1,118 @@
+"""The demos' shared bookkeeping: path-free fingerprints, starting a run folder over, stage times, callbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cream_pl.pipelines.run_state import StageTimer, callback_index, path_free, start_over_if_stale
+
+
+def test_path_free_names_paths_by_their_root_and_leaves_everything_else(tmp_path: Path) -> None:
+    data, work = tmp_path / "data", tmp_path / "work"
+    value = {"root": str(data), "ckpt": str(work / "runs" / "a" / "epochs" / "e1.ckpt"), "lr": 0.1, "opt": "adamw",
+             "list": [str(data / "metadata"), 3, None], "elsewhere": "/opt/x.yaml", "path": work / "b"}
+    out = path_free(value, {"data": data, "work": work})
+    assert out == {"root": "<data>", "ckpt": "<work>/runs/a/epochs/e1.ckpt", "lr": 0.1, "opt": "adamw",
+                   "list": ["<data>/metadata", 3, None], "elsewhere": "/opt/x.yaml", "path": "<work>/b"}
+    assert path_free(out, {"data": data, "work": work}) == out  # idempotent
+    # the deepest root names a path under two roots
+    assert path_free(str(work / "data" / "x"), {"work": work, "data": work / "data"}) == "<data>/x"
+
+
+def test_moving_the_folders_keeps_the_fingerprint(tmp_path: Path) -> None:
+    def inputs(base: Path) -> dict:
+        return path_free({"data": str(base / "d"), "out": str(base / "w" / "runs" / "r")}, {"data": base / "d", "work": base / "w"})
+
+    assert inputs(tmp_path / "one") == inputs(tmp_path / "two")
+
+
+def test_a_run_folder_of_other_inputs_starts_over_and_one_of_the_same_is_kept(tmp_path: Path) -> None:
+    run = tmp_path / "has"
+    assert not start_over_if_stale(run, {"recipe_sha1": "a"})  # nothing there yet
+    (run / "model.ckpt").write_text("x")
+    assert not start_over_if_stale(run, {"recipe_sha1": "a"})
+    assert (run / "model.ckpt").is_file()  # same inputs: kept
+    (run / "keep.txt").write_text("k")
+    assert start_over_if_stale(run, {"recipe_sha1": "b"}, log=lambda m: None, keep=("keep.txt",))
+    assert sorted(p.name for p in run.iterdir()) == ["inputs.json", "keep.txt"]
+    assert json.loads((run / "inputs.json").read_text()) == {"recipe_sha1": "b"}
+    assert oct((run / "inputs.json").stat().st_mode & 0o777) != oct(0o600)  # a normal file, not a private temp
+
+
+def test_an_older_fingerprint_layout_is_migrated_without_losing_the_work(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "inputs.json").write_text(json.dumps({"data": "/old/place", "v": 1}))
+    (run / "model.ckpt").write_text("x")
+    legacy = lambda stored: {k: v for k, v in stored.items() if k != "data"}  # noqa: E731
+    assert not start_over_if_stale(run, {"v": 1}, legacy=legacy)
+    assert (run / "model.ckpt").is_file() and json.loads((run / "inputs.json").read_text()) == {"v": 1}
+    (run / "inputs.json").write_text(json.dumps({"data": "/old/place", "v": 1}))
+    assert start_over_if_stale(run, {"v": 2}, log=lambda m: None, legacy=legacy)  # other inputs all the same
+    assert not (run / "model.ckpt").exists()
+
+
+def test_stage_timer_keeps_the_time_of_the_invocation_that_did_the_work(tmp_path: Path) -> None:
+    path = tmp_path / "timing.json"
+    t = StageTimer(path, ("a_s", "b_s"))
+    t.record("a_s", 5.0, ran=True)
+    t.record("b_s", 7.0, ran=True)
+    assert not t.skipped
+    again = StageTimer(path, ("a_s", "b_s"))
+    again.record("a_s", 0.01, ran=False)  # found done: keeps 5.0
+    again.record("b_s", 3.0, ran=True)  # ran again: the new time
+    assert again.used == {"a_s": 5.0, "b_s": 3.0} and again.skipped
+    assert json.loads(path.read_text()) == {"a_s": 5.0, "b_s": 3.0}
+    assert set(json.loads((tmp_path / "load.json").read_text())) == {"a_s", "b_s"}
+    path.write_text(json.dumps({"a_s": 1.0, "old_stage_s": 9.0}))
+    assert StageTimer(path, ("a_s", "b_s")).saved == {"a_s": 1.0}  # another version's stages are dropped
+
+
+def test_callback_index_finds_a_recipe_callback_by_class_name(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                      "    - class_path: cream_pl.callbacks.EpochCheckpoints\n")
+    assert callback_index(recipe, "EpochCheckpoints") == 1
+    assert callback_index(recipe, "PseudoBoxesAtFitEnd") is None
+    recipe.write_text("model: {}\n")
+    assert callback_index(recipe, "EpochCheckpoints") is None
+
+
+def test_demo_kd_reads_an_absolute_path_fingerprint_of_a_moved_work_folder_as_the_same(tmp_path: Path) -> None:
+    from cream_pl.pipelines.demo_kd import _legacy_inputs
+
+    def old_layout(work: Path, run: str) -> dict:
+        return {"demo_version": 3, "data_sha1": "d", "recipe_sha1": "r",
+                "overrides": {"data.init_args.data_root": str(work / "data"),
+                              "trainer.default_root_dir": str(work / "runs" / run),
+                              "trainer.callbacks.0.init_args.dirpath": str(work / "runs" / run / "checkpoints")},
+                "teachers": None}
+
+    old = tmp_path / "old"
+    new = tmp_path / "new"
+    student = {**old_layout(old, "student"),
+               "teachers": {"cls": {"run": "t", "checkpoint": str(old / "runs" / "t" / "epochs" / "e2.ckpt"),
+                                    "inputs": old_layout(old, "t")}}}
+    today = path_free({**old_layout(new, "student"),
+                       "teachers": {"cls": {"run": "t", "checkpoint": str(new / "runs" / "t" / "epochs" / "e2.ckpt"),
+                                            "inputs": path_free(old_layout(new, "t"), {"data": new / "data", "work": new})}}},
+                      {"data": new / "data", "work": new})
+    assert _legacy_inputs(student) == today
+    assert _legacy_inputs(old_layout(old, "t")) != path_free(old_layout(new, "u"), {"data": new / "data", "work": new})
+
+
+def test_every_per_image_record_file_has_one_layout_and_the_older_flat_one_still_reads(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+
+    from cream_pl.reporting.evidence import load_records, save_records
+
+    rec = {"gt_known": np.array([True, False]), "index": np.array([3, 1])}
+    (tmp_path / "new.npz").write_bytes(save_records({"regressor": rec, "cam": {"index": np.array([1])}}))
+    back = load_records(tmp_path / "new.npz")
+    assert sorted(back) == ["cam", "regressor"] and back["regressor"]["index"].tolist() == [3, 1]
+    np.savez(tmp_path / "flat.npz", **rec)  # the regressor's layout before the one format
+    assert load_records(tmp_path / "flat.npz", flat_as="regressor")["regressor"]["gt_known"].tolist() == [True, False]
+    with pytest.raises(ValueError, match="names no method"):
+        load_records(tmp_path / "flat.npz")
