@@ -136,3 +136,32 @@ def test_moving_the_data_or_work_folder_keeps_the_fingerprint(tmp_path):
     moved = data.rename(tmp_path / "b")
     assert _fingerprint(moved, recipe, overrides_for(run, moved, tmp_path / "w2" / run.key, 0, False)) == here
     assert _fingerprint(moved, recipe, overrides_for(run, moved, tmp_path / "w2" / run.key, 1, False)) != here  # seed
+
+
+@pytest.mark.slow  # SPG's three --fast training candidates (tiny data, 1 epoch, random init): ~30 s
+def test_a_method_with_a_training_grid_trains_every_candidate_and_val_alone_chooses(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.pipelines.demo_methods import HEAD_LR_GRID, choose_head_lr, run_demo_methods
+
+    out, work, data = tmp_path / "res", tmp_path / "work", tmp_path / "data"
+    payload = run_demo_methods(out, work, data, fast=True, methods=["spg"])
+    h = payload["head_lr_multiplier"]["spg"]
+    assert list(h["candidates"]) == [f"{m:g}" for m in HEAD_LR_GRID] and h["recipe"] == HEAD_LR_GRID[0]
+    val = {m: h["candidates"][f"{m:g}"]["val_max_box_acc_v2"] for m in HEAD_LR_GRID}
+    assert h["chosen"] == choose_head_lr(val)  # the best val score of X (ties to the earlier), never a test column
+    for m in HEAD_LR_GRID:  # each candidate trained in its own folder with its own rate
+        folder = work / ("spg" if m == HEAD_LR_GRID[0] else f"spg_hlr{m:g}")
+        stored = json.loads((folder / "test.json").read_text())
+        assert stored["head_lr_multiplier"] == m and stored["val"]["max_box_acc_v2"] == val[m]
+    chosen = json.loads((work / ("spg" if h["chosen"] == HEAD_LR_GRID[0] else f"spg_hlr{h['chosen']:g}")
+                         / "test.json").read_text())
+    assert payload["methods"]["spg"]["max_box_acc_v2"] == pytest.approx(chosen["methods"]["cam"]["max_box_acc_v2"])
+    assert f"SPG: val chose the new layers' learning rate at **{h['chosen']:g}x**" in (out / "README.md").read_text()
+
+
+def test_the_head_lr_choice_is_the_first_best_on_val():
+    from cream_pl.pipelines.demo_methods import choose_head_lr
+
+    assert choose_head_lr({10.0: 7.5, 3.0: 61.0, 1.0: 58.0}) == 3.0
+    assert choose_head_lr({10.0: 61.0, 3.0: 61.0}) == 10.0  # a tie: the recipe's
+    assert choose_head_lr({10.0: float("nan"), 3.0: float("nan")}) == 10.0  # nothing scored: the recipe's

@@ -414,3 +414,24 @@ def test_tiny_fit_with_val_selected_cream(method, variants, tiny_data, tmp_path)
     assert list(restored) == list(state)
     for key, value in state.items():
         torch.testing.assert_close(restored[key], value, rtol=0, atol=0)
+
+
+def test_a_diverged_fit_is_said_in_one_warning(tiny_data, tmp_path):
+    pl.seed_everything(0)
+    dm = WSOLDataModule(str(tiny_data), batch_size=6, resize_size=72, crop_size=SIZE, eval_size=SIZE)
+    model = _model(wsol_method="spg", freeze_backbone=FROZEN, lr=1e30)  # an absurd rate: NaN weights and loss
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, default_root_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"training diverged in epoch 0: .*lower the learning rate \(lr 1e\+30"):
+        trainer.fit(model, dm)
+    healthy = _model(wsol_method="spg", freeze_backbone=FROZEN)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, default_root_dir=str(tmp_path))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer.fit(healthy, dm)
+    assert not [w for w in seen if "diverged" in str(w.message)]

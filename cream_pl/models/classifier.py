@@ -478,6 +478,19 @@ class WSOLClassifier(pl.LightningModule):
                 epoch = min(epoch, max_epochs - 1)  # saved after the fit: Lightning's epoch is one past the last
             checkpoint[CHECKPOINT_RECORD_KEY] = {"epoch": epoch, "max_epochs": max_epochs, "last": last}
 
+    def on_train_epoch_end(self) -> None:
+        """Say it in one line when training diverged (a NaN or infinite epoch loss or weight): every map of such a
+        model is degenerate, and its localisation numbers would otherwise read as a method's result."""
+        loss = self.trainer.callback_metrics.get("train/loss_epoch")
+        bad_loss = loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all())
+        bad_weight = next((n for n, p in self.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())),
+                          None)
+        if bad_loss or bad_weight is not None:
+            rank_zero_warn(f"training diverged in epoch {self.current_epoch}: "
+                           + (f"the epoch's loss is {float(loss)}" if bad_loss else f"{bad_weight} holds NaN or inf")
+                           + f"; lower the learning rate (lr {self.hparams.lr:g}, head_lr_multiplier "
+                           f"{self.hparams.head_lr_multiplier:g}): this model's maps and boxes are not a method's result")
+
     def on_fit_end(self) -> None:
         trainer = self.trainer
         self._weights_record = {"epoch": max(int(trainer.current_epoch) - 1, 0), "max_epochs": trainer.max_epochs,

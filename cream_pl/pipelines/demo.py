@@ -368,7 +368,7 @@ def _diagnostics(model: Any, cli: Any, work: Path) -> dict[str, Any]:
         out["max_box_acc_v2"][name] = metric.compute()["max_box_acc"]
     out["responsibilities"] = _responsibilities(model, feats_all, labels_all, boxes)
     write_json_atomic(out, path)
-    return out
+    return json.loads(path.read_text())  # as a resumed run reads it: the same order either way
 
 
 def _responsibilities(model: Any, feats: torch.Tensor, labels: torch.Tensor, boxes: list[torch.Tensor]) -> dict[str, Any]:

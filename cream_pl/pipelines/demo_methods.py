@@ -13,6 +13,11 @@ that method's training. Every run is tested twice from one pass:
   ACoL the grid also spans the method's CREAM variants (:attr:`MethodRun.variants`: where CREAM runs
   on ACoL, which ADL features the embeddings learn from), chosen on val the same way.
 
+ACoL and SPG train under a grid of one training hyperparameter, their new layers' learning-rate
+multiplier (:data:`HEAD_LR_GRID`: 1x, the recipe's, 3x, 10x), each candidate a run of its own folder
+(``<method>_hlr<m>``), chosen by the val MaxBoxAccV2 of the method's own map: at the 10x the other
+recipes share, their unnormalised multi-layer heads diverge (the probe in the results README).
+
 Cost per image at 14x14 on EfficientNet-Lite0 (0.76 GMAC): ACoL's two branches with widths scaled to
 Lite0 (320 channels, replacing ``conv_head``) add about 0.75 GMAC, about 1x the backbone (the
 reference's fixed 1024-channel heads would be 8.4 GMAC, about 11x); SPG's branches about 0.54 GMAC,
@@ -54,22 +59,34 @@ VERSION = 2
 
 @dataclass(frozen=True)
 class MethodRun:
-    """One WSOL method: its key in ``metrics.json``, display name, embedded recipe stem, and the CREAM
-    variants its val search spans (:mod:`cream_pl.models.cream_variants`; empty: the method has one)."""
+    """One WSOL method: its key in ``metrics.json``, display name, embedded recipe stem, the CREAM
+    variants its val search spans (:mod:`cream_pl.models.cream_variants`; empty: the method has one) and
+    the head learning-rate multipliers its training is chosen between on val."""
 
     key: str
     name: str
     recipe: str
     variants: tuple[str, ...] = ()
+    head_lr_multipliers: tuple[float, ...] = ()
+    """The new layers' learning-rate multipliers chosen between on val by the method's own map (X's val
+    MaxBoxAccV2), the recipe's first; empty: the recipe's value alone."""
 
+
+HEAD_LR_GRID = (1.0, 3.0, 10.0)
+"""ACoL's and SPG's training grid, their recipes' value first: the new layers' learning rate at 1x, 3x and 10x the
+base 0.01 (10x: the value the other four recipes share, calibrated on CAM, whose new layer is one linear
+classifier). A probe (README of ``results/embedded_methods``) found both methods' unnormalised multi-layer heads
+diverge at 10x within 20 steps (ACoL's ReLUs die, its loss stays at 2 ln 8; SPG's loss grows to NaN), so their
+rate is chosen on val, as wsolevaluation's protocol chooses every method's training hyperparameters, and their
+recipes carry val's choice; the other four keep the shared 10x."""
 
 METHODS: tuple[MethodRun, ...] = (
     MethodRun("cam", "CAM", "embedded_cream"),
     MethodRun("has", "HaS", "embedded_has_cream"),
     MethodRun("cutmix", "CutMix", "embedded_cutmix_cream"),
     MethodRun("adl", "ADL", "embedded_adl_cream", ("before_adl", "after_adl")),
-    MethodRun("acol", "ACoL", "embedded_acol_cream", ("branches", "fused")),
-    MethodRun("spg", "SPG", "embedded_spg_cream"),
+    MethodRun("acol", "ACoL", "embedded_acol_cream", ("branches", "fused"), HEAD_LR_GRID),
+    MethodRun("spg", "SPG", "embedded_spg_cream", (), HEAD_LR_GRID),
 )
 MISSING: dict[str, str] = {}
 """The benchmark's methods this demo does not run, with the reason (listed, never stubbed): none."""
@@ -125,9 +142,22 @@ def _fingerprint(data: Path, recipe: Path, overrides: dict[str, Any]) -> dict[st
             "overrides": json.loads(json.dumps(overrides, sort_keys=True)), "version": VERSION}
 
 
+def run_folder(run: MethodRun, head_lr_multiplier: float | None) -> str:
+    """A run's folder name: the method's key, ``_hlr<m>`` added for a multiplier other than the recipe's.
+
+    >>> run_folder(METHODS[4], None), run_folder(METHODS[4], 3.0)
+    ('acol', 'acol_hlr3')
+    """
+    return run.key if head_lr_multiplier is None else f"{run.key}_hlr{head_lr_multiplier:g}"
+
+
 def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, train_seed: int = 0,
-                   fast: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records."""
+                   fast: bool = False, head_lr_multiplier: float | None = None
+                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Fit (unless ``model.ckpt`` exists) and test one method; returns its test result and per-image records.
+
+    ``head_lr_multiplier``: the new layers' learning-rate multiplier in place of the recipe's (``None``: the
+    recipe's); the result's ``val`` holds the val MaxBoxAccV2 of the method's own map, which chooses it."""
     from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models import WSOLClassifier
     from cream_pl.pipelines.recipe_builder import build_from_recipe
@@ -137,23 +167,31 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
     recipe = recipe_dir / f"{run.recipe}.yaml"
     if not recipe.is_file():
         raise FileNotFoundError(f"{recipe}: recipe not found (pass --recipes, the experiments/ folder of cream-pl)")
-    run_dir = work / run.key
+    run_dir = work / run_folder(run, head_lr_multiplier)
     overrides = overrides_for(run, data, run_dir, train_seed, fast)
+    if head_lr_multiplier is not None:
+        overrides["model.init_args.head_lr_multiplier"] = float(head_lr_multiplier)
     start_over_if_stale(run_dir, _fingerprint(data, recipe, overrides), _log)
     result_path, records_path, ckpt = run_dir / "test.json", run_dir / "per_image_test.npz", run_dir / "model.ckpt"
     if result_path.is_file() and records_path.is_file():
-        _log(f"{run.key}: using {result_path}")
-        return json.loads(result_path.read_text()), load_records(records_path)
+        stored = json.loads(result_path.read_text())
+        if not run.head_lr_multipliers or "val" in stored:
+            _log(f"{run_dir.name}: using {result_path}")
+            return stored, load_records(records_path)
     cli = build_from_recipe(recipe, overrides, run_dir)
     timing: dict[str, float] = {}
-    variants_path = run_dir / "val_variants.json"
+    variants_path, val_path = run_dir / "val_variants.json", run_dir / "val_method.json"
     if ckpt.is_file():
-        _log(f"{run.key}: loading {ckpt}")
+        _log(f"{run_dir.name}: loading {ckpt}")
         model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
         prior = run_dir / "fit_seconds.json"
         timing["fit_s"] = json.loads(prior.read_text())["fit_s"] if prior.is_file() else float("nan")
+        if run.head_lr_multipliers and not val_path.is_file():  # a run of before the choice: its val once more
+            cli.trainer.validate(model, datamodule=cli.datamodule, verbose=False)
+            write_json_atomic(_val_of_method(model), val_path)
     else:
-        _log(f"{run.key}: training ({recipe.name}, wsol_method={cli.model.wsol.name}, seed {train_seed})")
+        _log(f"{run_dir.name}: training ({recipe.name}, wsol_method={cli.model.wsol.name}, seed {train_seed}"
+             + (f", head lr x{head_lr_multiplier:g}" if head_lr_multiplier is not None else "") + ")")
         start = time.time()
         model = cli.model
         cli.trainer.fit(model, datamodule=cli.datamodule)
@@ -164,6 +202,7 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
         write_json_atomic(timing, run_dir / "fit_seconds.json")
         write_json_atomic(variant_val_scores(model.last_results.get("val", {}).get("cream_search"), run.variants),
                           variants_path)
+        write_json_atomic(_val_of_method(model), val_path)
     start = time.time()
     cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
     timing["test_s"] = time.time() - start
@@ -180,6 +219,8 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
                      "val_metric": "max_box_acc_v2", "candidates": len(model.cream_candidates),
                      **({"variant": sel["variant"]} if "variant" in sel else {})},
         "variants_val": json.loads(variants_path.read_text()) if variants_path.is_file() else {},
+        **({"val": json.loads(val_path.read_text())} if val_path.is_file() else {}),
+        "head_lr_multiplier": float(model.hparams.head_lr_multiplier),
         "timing": timing, "epochs": int(cli.trainer.max_epochs), "num_test": len(cli.datamodule.eval_dataset("test")),
         "num_val": len(cli.datamodule.eval_dataset("val")), "cam_curve_interval": float(model.hparams.cam_curve_interval),
     }
@@ -188,6 +229,44 @@ def train_and_test(run: MethodRun, recipe_dir: Path, data: Path, work: Path, tra
     _log(f"{run.key}: CAM {result['methods']['cam']['max_box_acc_v2']:.2f}, + CREAM (val-selected) "
          f"{result['methods']['cream_selected']['max_box_acc_v2']:.2f} MaxBoxAccV2")
     return json.loads(result_path.read_text()), records
+
+
+def _val_of_method(model: Any) -> dict[str, float]:
+    """The val split's figures of the method's own map (``cam``) and classification, from the last validation."""
+    val = model.last_results.get("val", {})
+    cam = val.get("methods", {}).get("cam", {})
+    return {"max_box_acc_v2": float(cam.get("max_box_acc_v2", float("nan"))),
+            "cls_acc": float(val.get("cls_acc") if val.get("cls_acc") is not None else float("nan"))}
+
+
+def _probe(run_dir: Path, data: Path) -> dict[str, Any]:
+    """Where each of the run's two maps' GT-known boxes go wrong (:mod:`cream_pl.pipelines.probe_map_extent`),
+    computed once per trained model (``probe_map_extent.json`` in its folder, redone when the model is newer)."""
+    from cream_pl.pipelines.probe_map_extent import probe_run
+    from cream_pl.reporting.tables import write_json_atomic
+
+    path = run_dir / "probe_map_extent.json"
+    if path.is_file() and path.stat().st_mtime_ns >= (run_dir / "test.json").stat().st_mtime_ns:
+        return json.loads(path.read_text())
+    _log(f"{run_dir.name}: probing where its boxes go wrong (test split, no selection)")
+    result = probe_run(run_dir, data)
+    write_json_atomic(result, path)
+    return result
+
+
+def choose_head_lr(val_scores: dict[float, float]) -> float:
+    """The multiplier of the best val MaxBoxAccV2 of the method's own map; ties (and NaN) to the earlier listed.
+
+    >>> choose_head_lr({10.0: 7.5, 3.0: 60.2, 1.0: 60.2})
+    3.0
+    >>> choose_head_lr({10.0: float("nan"), 3.0: 0.0})
+    3.0
+    """
+    best, best_score = None, -float("inf")
+    for m, score in val_scores.items():
+        if score == score and score > best_score:
+            best, best_score = m, score
+    return next(iter(val_scores)) if best is None else best
 
 
 def variant_val_scores(search: dict[str, Any] | None, variants: Sequence[str]) -> dict[str, float]:
@@ -244,8 +323,30 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
     records: dict[str, dict[str, Any]] = {}
     timing: dict[str, Any] = {"data_s": round(data_s, 1) if generated else 0.0}
     first: dict[str, Any] = {}
+    head_lr: dict[str, Any] = {}
+    folders: dict[str, Path] = {}
     for run in runs:
-        res, recs = train_and_test(run, recipe_dir, data, work, train_seed, fast)
+        if run.head_lr_multipliers:  # the training's grid: every candidate trains and tests; val alone chooses
+            tried = {m: train_and_test(run, recipe_dir, data, work, train_seed, fast, None if i == 0 else m)
+                     for i, m in enumerate(run.head_lr_multipliers)}
+            chosen = choose_head_lr({m: r[0]["val"]["max_box_acc_v2"] for m, r in tried.items()})
+            res, recs = tried[chosen]
+            folders[run.key] = work / run_folder(run, None if chosen == run.head_lr_multipliers[0] else chosen)
+            res = {**res, "timing": {k: sum(r[0]["timing"].get(k, 0.0) for r in tried.values())
+                                     for k in ("fit_s", "test_s")}}
+            head_lr[run.key] = {"chosen": chosen, "recipe": run.head_lr_multipliers[0], "val_metric": "max_box_acc_v2 of X",
+                                "candidates": {f"{m:g}": {"val_max_box_acc_v2": r[0]["val"]["max_box_acc_v2"],
+                                                          "val_cls_acc": r[0]["val"]["cls_acc"],
+                                                          "test_max_box_acc_v2": r[0]["methods"]["cam"]["max_box_acc_v2"],
+                                                          "test_cream_max_box_acc_v2":
+                                                              r[0]["methods"]["cream_selected"]["max_box_acc_v2"],
+                                                          "test_cls_acc": r[0]["cls_acc"]}
+                                               for m, r in tried.items()}}
+            _log(f"{run.key}: head lr multiplier chosen on val: x{chosen:g} ("
+                 + ", ".join(f"x{m:g} {r[0]['val']['max_box_acc_v2']:.2f}" for m, r in tried.items()) + ")")
+        else:
+            res, recs = train_and_test(run, recipe_dir, data, work, train_seed, fast)
+            folders[run.key] = work / run_folder(run, None)
         first = first or res
         for method, suffix in (("cam", ""), ("cream_selected", "_cream_selected")):
             row = _method_row(res["methods"][method], res)
@@ -255,6 +356,7 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
             records[run.key + suffix] = recs[method]
         selected[run.key] = {**res["selected"], **({"variants_val": res["variants_val"]} if res.get("variants_val") else {})}
         timing[run.key] = {k: round(v, 1) for k, v in res["timing"].items()}
+    probes = {key: _probe(folder, data) for key, folder in folders.items()}
     pairs = differences_of([r.key for r in runs])
     differences = compute_differences(records, pairs, n_resamples=1000, seed=0)
     stage_s = timing["data_s"] + sum(v for r in runs for v in timing[r.key].values() if v == v)
@@ -268,11 +370,15 @@ def run_demo_methods(out: Path | str = "results/embedded_methods", work: Path | 
                      "gt_known/top1_loc": "largest-contour box at the val split's tau* (IoU >= 0.5)",
                      "selection": "X + CREAM: T, kappa, lambda and the M-step feature norm chosen on the val split by "
                                   "MaxBoxAccV2 over the same 36-candidate grid for every method; for ADL and ACoL "
-                                  "the grid also spans the method's CREAM variants (72 candidates)",
+                                  "the grid also spans the method's CREAM variants (72 candidates); ACoL's and "
+                                  "SPG's new layers' learning-rate multiplier is chosen on val by X's MaxBoxAccV2 "
+                                  "among HEAD_LR_GRID (the other recipes' 10x diverges for them)",
                      "search_space": SEARCH,
                      "variants": {r.key: list(r.variants) for r in runs if r.variants}},
         "methods": rows,
         "selected": selected,
+        "head_lr_multiplier": head_lr,
+        "probe_map_extent": probes,
         "differences": differences,
         "missing": {k: v for k, v in MISSING.items()},
         "timing": timing,

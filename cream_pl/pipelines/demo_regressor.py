@@ -274,6 +274,9 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
                           "train_pseudo_iou_per_epoch": curve["train_pseudo_iou"], "epochs": curve["epochs"], **fit}
         summary = {"chosen": chosen, "val_metric": "gt_known", "recipe": recipe, "candidates": rows}
         write_json_atomic(summary, done)
+    # the candidates in their declared order, whether this run trained them or read them back (sorted keys)
+    summary["candidates"] = {k: summary["candidates"][k] for k in (*candidates, *sorted(summary["candidates"]))
+                             if k in summary["candidates"]}
     records: dict[str, Any] = {}
     for key, name in (("cream_reg", summary["chosen"]), ("cream_reg_psol", psol_candidate)):
         if name not in summary["candidates"]:
