@@ -488,8 +488,9 @@ class WSOLClassifier(pl.LightningModule):
         if bad_loss or bad_weight is not None:
             rank_zero_warn(f"training diverged in epoch {self.current_epoch}: "
                            + (f"the epoch's loss is {float(loss)}" if bad_loss else f"{bad_weight} holds NaN or inf")
-                           + f"; lower the learning rate (lr {self.hparams.lr:g}, head_lr_multiplier "
-                           f"{self.hparams.head_lr_multiplier:g}): this model's maps and boxes are not a method's result")
+                           + f"; lower the learning rate (lr {self.hparams.get('lr', float('nan')):g}, head_lr_multiplier "
+                           f"{self.hparams.get('head_lr_multiplier', float('nan')):g}): this model's maps and boxes are "
+                           "not a method's result")
 
     def on_fit_end(self) -> None:
         trainer = self.trainer
