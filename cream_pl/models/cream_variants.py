@@ -21,6 +21,11 @@ sources of the embeddings' training features:
   importance map; the default);
 - ``"after_adl"``: the map the classifier trains on (ADL applied).
 
+On the embedded benchmark (``make demo-methods``) val put them at 70.00 (``before_adl``) and 70.17
+(``after_adl``) MaxBoxAccV2, one val image at one IoU level apart: no evidence either way, so the
+default stays ``before_adl``, whose training features are the ones evaluation sees (no ADL there);
+ACoL's ``branches`` is val's pick (57.50 against 57.00). A search over ``variant`` uses val's pick.
+
 Each model tracks the embeddings of every variant of its method during training (they never change the
 gradients), so one run can choose the variant on val with ``cream_search={"variant": [...]}``;
 ``cream_variant`` sets the one the plain ``cream`` method uses.
