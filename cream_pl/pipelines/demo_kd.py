@@ -291,7 +291,7 @@ def _fit(ctx: _Context, run: Run, teachers: Mapping[str, Any] | None = None) -> 
                                                                    for r in ("cls", "loc")}}, roots)
     ctx.inputs[run.name] = inputs
     done = run_dir / "fit_done.json"
-    start_over_if_stale(run_dir, inputs, _log, legacy=_legacy_inputs)
+    start_over_if_stale(run_dir, inputs, _log, legacy=_legacy_inputs, name=run.name)
     start = time.perf_counter()
     ran = not done.is_file()
     if ran:

@@ -55,13 +55,14 @@ def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
 
 
 def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[[str], None] = print,
-                        legacy: Callable[[dict[str, Any]], Any] | None = None, keep: tuple[str, ...] = ()) -> bool:
+                        legacy: Callable[[dict[str, Any]], Any] | None = None, keep: tuple[str, ...] = (),
+                        name: str | None = None) -> bool:
     """Make ``run_dir`` hold the work of ``inputs``; returns whether it was cleared.
 
     ``run_dir/inputs.json`` equal to ``inputs`` (after a JSON round trip): nothing happens. Else, when
     ``legacy`` maps the stored inputs (an older fingerprint's layout) to ``inputs``, only ``inputs.json``
     is rewritten in today's layout. Else every entry of ``run_dir`` but ``keep`` is removed, and
-    ``inputs.json`` is written (atomically) first, before any new work.
+    ``inputs.json`` is written (atomically) first, before any new work; ``name`` names the run in the log line.
     """
     from cream_pl.reporting.tables import write_json_atomic
 
@@ -75,7 +76,7 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
         return False
     stale = [p for p in run_dir.iterdir() if p.name not in (*keep, "inputs.json")] if run_dir.is_dir() else []
     if stale:
-        log(f"{run_dir}: outputs of other inputs (data, recipe, overrides, seed or version); starting over")
+        log(f"{name or run_dir}: its inputs changed (data, recipe, overrides, seed or version); starting it over")
     for p in stale:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
