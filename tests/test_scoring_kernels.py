@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cream_pl.metrics.component_tree import level_ious, scoremap_uint8
+from cream_pl.metrics.component_tree import level_ious, level_ious_largest, scoremap_uint8
 from cream_pl.metrics.functional import (
     _level_boxes,
     box_iou_plus_one,
@@ -59,6 +59,23 @@ def test_random_small_maps_with_many_components() -> None:
             boxes, _ = _level_boxes(img, np.array([level]), multi_contour=True)
             ious = box_iou_plus_one(boxes, gt).max(axis=1)
             assert (hi[level + 1], lo[level + 1]) == (ious.max(), ious.min())
+
+
+def test_largest_contour_named_by_the_area_bounds_is_the_traced_one() -> None:
+    """Where the pass names the largest contour (``known``), its IoU is that of OpenCV's largest contour."""
+    rng = np.random.default_rng(5)
+    named = 0
+    maps = [(cam_like(rng) * 255).astype(np.uint8) for _ in range(4)]
+    maps += [rng.integers(0, 256, (int(h), int(w))).astype(np.uint8) for h, w in rng.integers(3, 25, (12, 2))]
+    for img in maps:
+        gt = gt_boxes(rng, 2, size=min(img.shape))
+        hi, lo, counts, known, largest = level_ious_largest(img, gt)
+        np.testing.assert_array_equal(np.stack(level_ious(img, gt)), np.stack([hi, lo, counts]))
+        for level in np.flatnonzero(known) - 1:
+            boxes, _ = _level_boxes(img, np.array([level]), multi_contour=False)  # traced: largest contour
+            assert largest[level + 1] == box_iou_plus_one(boxes, gt).max(), (img.shape, level)
+            named += 1
+    assert named > 300  # the bound decides most levels, so the test exercises it
 
 
 def test_v2_and_v1_rows_from_one_pass_equal_the_per_threshold_loop() -> None:

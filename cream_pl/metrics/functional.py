@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from cream_pl.metrics.component_tree import level_ious, level_rects
+from cream_pl.metrics.component_tree import level_ious, level_ious_largest, level_rects
 from cream_pl.metrics.pixel_histogram import mask_histograms
 
 if TYPE_CHECKING:
@@ -556,26 +556,34 @@ def localized_from_uint8(
     if len(levels) == 0:
         return np.zeros((len(fractions) + (len(v1_fractions) if multi_contour else 0), 0), dtype=bool)
     index = np.clip(levels, -1, 255) + 1
-    hi, lo, _ = level_ious(img, gt, levels)
+    hi, lo, _, known, largest_iou = level_ious_largest(img, gt, levels)
     rows = [hi[index][None, :] >= fractions[:, None]] if multi_contour else []
     if len(v1_fractions):
-        rows.append(_largest_contour_ok(img, gt, levels, hi, lo, v1_fractions))
+        rows.append(_largest_contour_ok(img, gt, levels, hi, lo, v1_fractions, known, largest_iou))
     return np.concatenate(rows, axis=0)
 
 
 def _largest_contour_ok(
-    img: np.ndarray, gt: np.ndarray, levels: np.ndarray, hi: np.ndarray, lo: np.ndarray, fractions: np.ndarray
+    img: np.ndarray, gt: np.ndarray, levels: np.ndarray, hi: np.ndarray, lo: np.ndarray, fractions: np.ndarray,
+    known: np.ndarray | None = None, largest_iou: np.ndarray | None = None,
 ) -> np.ndarray:
     """V1 decisions: some contour clears delta and every one does -> yes; none does -> no; else trace.
 
     Decided per mask level index (at most 257), and each distinct undecided mask is traced once.
+    With ``known`` / ``largest_iou`` (:func:`~cream_pl.metrics.component_tree.level_ious_largest`),
+    a level whose largest contour the component-tree pass already names takes its IoU instead.
     """
     index = np.clip(levels, -1, 255) + 1
     ok = hi[None, :] >= fractions[:, None]  # (n_iou, 257)
     every = lo[None, :] >= fractions[:, None]
     needed = np.zeros(len(hi), dtype=bool)
     needed[index] = True
-    undecided = np.flatnonzero(needed & (ok != every).any(axis=0))
+    disagree = needed & (ok != every).any(axis=0)
+    if known is not None and largest_iou is not None:
+        named = disagree & known
+        ok[:, named] = largest_iou[None, named] >= fractions[:, None]
+        disagree &= ~known
+    undecided = np.flatnonzero(disagree)
     if len(undecided):  # contours disagree: the largest one decides; equal masks share one trace
         present = np.bincount(img.ravel(), minlength=256)[:256] > 0
         keys = np.concatenate([[0], np.cumsum(present)])[undecided]  # same key <=> same mask

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from cream_pl.metrics.component_tree import level_ious, scoremap_uint8
+from cream_pl.metrics.component_tree import level_ious_largest, scoremap_uint8
 from cream_pl.metrics.functional import (
     RESIZE_LENGTH,
     _check_gt_boxes,
@@ -140,9 +140,9 @@ def _score_one(raw: np.ndarray, gt: np.ndarray | None, mask: np.ndarray | None,
             raise ValueError(f"a score map has {reason}")
         levels = threshold_levels(int(img.max()), spec.thresholds)
         index = np.clip(levels, -1, 255) + 1
-        hi, lo, _ = level_ious(img, gt, levels)
+        hi, lo, _, known, largest_iou = level_ious_largest(img, gt, levels)
         v2 = hi[index][None, :] >= _iou_fractions(spec.iou_thresholds)[:, None]
-        v1 = _largest_contour_ok(img, gt, levels, hi, lo, _iou_fractions((spec.v1_iou,)))[0]
+        v1 = _largest_contour_ok(img, gt, levels, hi, lo, _iou_fractions((spec.v1_iou,)), known, largest_iou)[0]
         rows = (v2, v1)
         best = hi[index] if spec.per_image_iou else None
     if mask is not None:
