@@ -15,6 +15,8 @@ from cream_pl.metrics.functional import (
     cam_thresholds,
     localized_from_uint8,
     localized_per_threshold,
+    prepare_scoremap,
+    prepare_scoremap_uint8,
     pxap_bin_edges,
     threshold_levels,
 )
@@ -129,3 +131,19 @@ def test_mask_loader_equals_the_metric_one(tmp_path: Path) -> None:
     paths = [tmp_path / "a.png", tmp_path / "b.png"]
     np.testing.assert_array_equal(load_mask(paths, tmp_path / "ignore.png"), load_gt_mask(paths, tmp_path / "ignore.png"))
     np.testing.assert_array_equal(load_mask(paths[:1], None), load_gt_mask(paths[:1], None))
+
+
+def test_fused_minmax_uint8_equals_prepare_scoremap_then_uint8() -> None:
+    rng = np.random.default_rng(13)
+    cams = [rng.normal(size=(14, 14)) * 10 ** float(e) for e in rng.uniform(-8, 8, 6)]
+    cams += [cam_like(rng), np.full((7, 9), 3.5), np.arange(12.0).reshape(3, 4), rng.integers(0, 5, (224, 224))]
+    nan_cam = rng.normal(size=(14, 14))
+    nan_cam[3, 4] = np.nan
+    cams.append(nan_cam)
+    for cam in cams:
+        scoremap, img = prepare_scoremap_uint8(cam)
+        expected = prepare_scoremap(cam)
+        np.testing.assert_array_equal(scoremap, expected)  # bit for bit, not to a tolerance
+        np.testing.assert_array_equal(img, scoremap_uint8(expected)[0])
+    with pytest.raises(ValueError, match="infinite"):
+        prepare_scoremap_uint8(np.array([[-1e308, 1e308], [0.0, 1.0]]))

@@ -43,11 +43,59 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["NUM_LEVELS", "level_rects", "level_ious", "level_ious_largest", "scoremap_uint8"]
+__all__ = ["NUM_LEVELS", "level_rects", "level_ious", "level_ious_largest", "minmax_uint8", "scoremap_uint8"]
 
 _NUM_GREY = 256
 NUM_LEVELS = _NUM_GREY + 1
 """Mask levels ``c = -1 .. 255`` of ``img > c``, stored at index ``c + 1``."""
+
+
+def _neighbour_tables(eight: bool) -> np.ndarray:
+    """Per occupancy code of a pixel's 8 neighbours (bit i: neighbour i of N E S W NW NE SE SW is
+    added), the neighbours it must join, one per local group: ``[count, i_0, i_1, ...]``.
+
+    With 8-connectivity every occupied neighbour is one, and two that are 8-adjacent are already
+    one component; with 4-connectivity only N E S W are, and two of them are already one component
+    when the diagonal neighbour between them is occupied. Orthogonal neighbours come first.
+    """
+    pos = [(0, -1), (1, 0), (0, 1), (-1, 0), (-1, -1), (1, -1), (1, 1), (-1, 1)]
+    table = np.zeros((256, 5), np.int64)
+    for code in range(256):
+        occ = [i for i in range(8) if code >> i & 1 and (eight or i < 4)]
+        root = list(range(8))
+        links = [(i, j) for i in occ for j in occ if i < j
+                 and max(abs(pos[i][0] - pos[j][0]), abs(pos[i][1] - pos[j][1])) == 1]
+        if not eight:  # N-E via NE, E-S via SE, S-W via SW, W-N via NW
+            links = [(i, j) for i, j, d in ((0, 1, 5), (1, 2, 6), (2, 3, 7), (0, 3, 4))
+                     if i in occ and j in occ and code >> d & 1]
+        for i, j in links:
+            ri, rj = _top(root, i), _top(root, j)
+            root[max(ri, rj)] = min(ri, rj)
+        reps = sorted({_top(root, i) for i in occ})
+        table[code, 0] = len(reps)
+        table[code, 1:1 + len(reps)] = reps
+    return table
+
+
+def _top(root: list[int], i: int) -> int:
+    while root[i] != i:
+        i = root[i]
+    return i
+
+
+def _grow_table() -> np.ndarray:
+    """Per occupancy code (as above), twice the centre-polygon area a foreground pixel adds: 1 per
+    2x2 block of the pixel that now holds 3 or 4 pixels."""
+    grow = np.zeros(256, np.int64)
+    for code in range(256):
+        for a, b, d in ((0, 3, 4), (0, 1, 5), (2, 3, 7), (2, 1, 6)):  # blocks NW, NE, SW, SE
+            grow[code] += int((code >> a & 1) + (code >> b & 1) + (code >> d & 1) >= 2)
+    return grow
+
+
+_GROUPS8 = _neighbour_tables(True)
+_GROUPS4 = _neighbour_tables(False)
+_GROW8 = _grow_table()
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -103,7 +151,6 @@ def _sweep(
     order: np.ndarray,
     starts: np.ndarray,
     foreground: bool,
-    offsets: tuple[int, ...],
     record: np.ndarray,
     gt: np.ndarray,
     want_rects: bool,
@@ -122,8 +169,7 @@ def _sweep(
     the added set is the mask ``img > v - 1``. ``False`` adds them from 0 up with 4-connectivity
     and keeps only components that do not touch the frame: after grey ``v`` they are the holes of
     the mask ``img > v``. Levels are indexed by the mask's level plus one (``-1..255``).
-    ``offsets`` are the neighbour steps in the padded grid (8 or 4 of them): a tuple, so that
-    each connectivity compiles to its own unrolled loop.
+    A pixel joins one neighbour per local group of its occupancy code (:func:`_neighbour_tables`).
 
     Every emitted contour updates ``lvl_max`` / ``lvl_min`` (best IoU of its benchmark box against
     ``gt``; skipped when ``gt`` has no row) and ``lvl_count`` at its level. With ``want_rects`` it
@@ -159,6 +205,8 @@ def _sweep(
     score = gt.shape[0] > 0
     area2 = ws64
     pw = padded_width
+    nb = np.empty(8, np.int32)  # the 8 neighbours' labels: N E S W NW NE SE SW
+    groups = _GROUPS8 if foreground else _GROUPS4
     for step in range(_NUM_GREY):
         grey = _NUM_GREY - 1 - step if foreground else step
         for k in range(starts[grey], starts[grey + 1]):
@@ -168,51 +216,31 @@ def _sweep(
             p = (py + 1) * padded_width + px + 1
             a = -1  # root of p's component once p has joined one
             grow = 0
-            r0 = r1 = r2 = r3 = r4 = r5 = -1
+            # the 8 neighbours: occupied ones already joined to each other locally (see _neighbour_tables)
+            # are one component, so one label per local group is enough
+            l_n = label[p - pw]
+            l_s = label[p + pw]
+            l_w = label[p - 1]
+            l_e = label[p + 1]
+            l_nw = label[p - pw - 1]
+            l_ne = label[p - pw + 1]
+            l_sw = label[p + pw - 1]
+            l_se = label[p + pw + 1]
+            code = (int(l_n >= 0) | int(l_e >= 0) << 1 | int(l_s >= 0) << 2 | int(l_w >= 0) << 3
+                    | int(l_nw >= 0) << 4 | int(l_ne >= 0) << 5 | int(l_se >= 0) << 6 | int(l_sw >= 0) << 7)
+            nb[0] = l_n
+            nb[1] = l_e
+            nb[2] = l_s
+            nb[3] = l_w
+            nb[4] = l_nw
+            nb[5] = l_ne
+            nb[6] = l_se
+            nb[7] = l_sw
             if foreground:
-                # 8-neighbours: occupied ones that touch (the ring NW-N-NE-E-SE-S-SW-W, and N-E-S-W
-                # diagonally) are one component already, so one label per local group is enough
-                l_n = label[p - pw]
-                l_s = label[p + pw]
-                l_w = label[p - 1]
-                l_e = label[p + 1]
-                l_nw = label[p - pw - 1]
-                l_ne = label[p - pw + 1]
-                l_sw = label[p + pw - 1]
-                l_se = label[p + pw + 1]
-                n_ = l_n >= 0
-                s_ = l_s >= 0
-                w_ = l_w >= 0
-                e_ = l_e >= 0
-                # 2x2 blocks of p that now hold 3 or 4 pixels: +1/2 pixel of centre-polygon area each
-                grow = (int(n_ + w_ + (l_nw >= 0) >= 2) + int(n_ + e_ + (l_ne >= 0) >= 2)
-                        + int(s_ + w_ + (l_sw >= 0) >= 2) + int(s_ + e_ + (l_se >= 0) >= 2))
-                if n_ and s_ and not e_ and not w_:
-                    r0, r1 = l_n, l_s
-                elif e_ and w_ and not n_ and not s_:
-                    r0, r1 = l_e, l_w
-                elif n_:
-                    r0 = l_n
-                elif e_:
-                    r0 = l_e
-                elif s_:
-                    r0 = l_s
-                elif w_:
-                    r0 = l_w
-                if not n_ and not w_:
-                    r2 = l_nw
-                if not n_ and not e_:
-                    r3 = l_ne
-                if not s_ and not e_:
-                    r4 = l_se
-                if not s_ and not w_:
-                    r5 = l_sw
+                grow = _GROW8[code]
             seen = -1  # last neighbour label resolved (neighbours mostly share one)
-            for j in range(6 if foreground else len(offsets)):
-                if foreground:
-                    lq = r0 if j == 0 else r1 if j == 1 else r2 if j == 2 else r3 if j == 3 else r4 if j == 4 else r5
-                else:
-                    lq = label[p + offsets[j]]
+            for j in range(groups[code, 0]):
+                lq = nb[groups[code, 1 + j]]
                 if lq < 0 or lq == seen:  # not added yet (or the frame), or just resolved
                     continue
                 seen = lq
@@ -324,12 +352,6 @@ def _workspace(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((shape[0] + 2) * (shape[1] + 2) + 8 * hw, np.int32), np.empty(hw, np.int64)
 
 
-def _offsets(width: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """8- and 4-neighbour steps in the grid padded by one pixel (used by Python callers)."""
-    w = width + 2
-    return (-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1), (-w, -1, 1, w)
-
-
 @numba.njit(cache=True, nogil=True)
 def _level_ious_kernel(
     img: np.ndarray, gt: np.ndarray, record: np.ndarray
@@ -342,15 +364,13 @@ def _level_ious_kernel(
     big_iou = np.zeros(NUM_LEVELS)
     big_ub = np.full(NUM_LEVELS, -1, np.int64)
     w = img.shape[1] + 2
-    eight = (-w - 1, -w, -w + 1, -1, 1, w - 1, w, w + 1)
-    four = (-w, -1, 1, w)
     # one scratch for both sweeps (see _workspace; measured: 11 % of the pass)
     hw = img.shape[0] * img.shape[1]
     ws = np.empty((img.shape[0] + 2) * w + 8 * hw, np.int32)
     ws64 = np.empty(hw, np.int64)
-    _sweep(img, order, starts, True, eight, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
+    _sweep(img, order, starts, True, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
            ws, ws64)
-    _sweep(img, order, starts, False, four, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
+    _sweep(img, order, starts, False, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
            ws, ws64)
     # no contour: the benchmark's single box [0, 0, 0, 0]
     height, width = img.shape
@@ -378,6 +398,57 @@ def _to_uint8_kernel(scoremap: np.ndarray, out: np.ndarray) -> int:
             continue
         dst[i] = np.uint8(v * 255.0)
     return status
+
+
+@numba.njit(cache=True, nogil=True)
+def _minmax_uint8_kernel(cam: np.ndarray, out: np.ndarray) -> bool:
+    flat = cam.ravel()
+    dst = out.ravel()
+    n = flat.shape[0]
+    low = flat[0]
+    high = flat[0]
+    flat_map = False
+    for i in range(n):
+        v = flat[i]
+        if v != v:  # NaN anywhere: zeros
+            flat_map = True
+            break
+        low = min(low, v)
+        high = max(high, v)
+    if flat_map or low == high:
+        flat[:] = 0.0
+        dst[:] = 0
+        return True
+    # numpy's ``cam -= cam.min(); cam /= cam.max()``: rounding is monotone, so the shifted map's
+    # maximum is ``high - low`` rounded, and each value is the same two float64 operations
+    span = high - low
+    if not np.isfinite(span):  # an infinite value, or a span past float64
+        return False
+    for i in range(n):
+        v = (flat[i] - low) / span
+        flat[i] = v
+        dst[i] = np.uint8(v * 255.0)
+    return True
+
+
+def minmax_uint8(cam: np.ndarray) -> np.ndarray:
+    """The protocol's min-max normalisation of a float64 map **in place**, and ``floor(255 * s)`` of it.
+
+    Equal to :func:`~cream_pl.metrics.functional.prepare_scoremap`'s normalisation (NaN anywhere or a
+    constant map -> zeros) followed by :func:`scoremap_uint8`, in two compiled passes.
+
+    Example:
+        >>> m = np.array([[2.0, 4.0], [3.0, 6.0]]); minmax_uint8(m), m
+        (array([[  0, 127],
+               [ 63, 255]], dtype=uint8), array([[0.  , 0.5 ],
+               [0.25, 1.  ]]))
+    """
+    if cam.dtype != np.float64 or cam.ndim != 2 or cam.size == 0 or not cam.flags.c_contiguous:
+        raise ValueError(f"minmax_uint8 needs a non-empty C-contiguous 2-D float64 map, got {cam.dtype} {cam.shape}")
+    out = np.empty(cam.shape, np.uint8)
+    if not _minmax_uint8_kernel(cam, out):
+        raise ValueError("a score map holds an infinite value or spans more than float64 can hold")
+    return out
 
 
 def scoremap_uint8(scoremap: np.ndarray) -> tuple[np.ndarray | None, str | None]:
@@ -508,10 +579,9 @@ def level_rects(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.nda
     no_gt = np.zeros((0, 4), np.int64)
     scratch = (np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64),
                np.zeros(NUM_LEVELS, np.int64), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64))
-    eight, four = _offsets(img.shape[1])
     ws, ws64 = _workspace(img.shape)
-    fg_tags, fg_rects = _sweep(img, order, starts, True, eight, record, no_gt, True, *scratch, ws, ws64)
-    hole_tags, hole_rects = _sweep(img, order, starts, False, four, record, no_gt, True, *scratch, ws, ws64)
+    fg_tags, fg_rects = _sweep(img, order, starts, True, record, no_gt, True, *scratch, ws, ws64)
+    hole_tags, hole_rects = _sweep(img, order, starts, False, record, no_gt, True, *scratch, ws, ws64)
     tags = np.concatenate([fg_tags, hole_tags])
     rects_all = np.concatenate([fg_rects, hole_rects])
     by_level = np.argsort(tags, kind="stable")  # rects of mask level c + 1 are contiguous

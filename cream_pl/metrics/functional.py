@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from cream_pl.metrics.component_tree import level_ious, level_ious_largest, level_rects
+from cream_pl.metrics.component_tree import level_ious, level_ious_largest, level_rects, minmax_uint8
 from cream_pl.metrics.pixel_histogram import mask_histograms
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESIZE_LENGTH",
     "prepare_scoremap",
+    "prepare_scoremap_uint8",
     "prepare_scoremaps",
     "cam_thresholds",
     "scoremap_to_uint8",
@@ -127,6 +128,24 @@ def prepare_scoremap(cam: ArrayLike, size: int = RESIZE_LENGTH) -> np.ndarray:
         >>> m.shape, m.min(), m.max()
         ((224, 224), np.float64(0.0), np.float64(1.0))
     """
+    return _normalize_minmax(_resized_float64(cam, size))
+
+
+def prepare_scoremap_uint8(cam: ArrayLike, size: int = RESIZE_LENGTH) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`prepare_scoremap` and its ``floor(255 * s)`` grey image, the normalisation and the grey
+    levels in two compiled passes (:func:`~cream_pl.metrics.component_tree.minmax_uint8`).
+
+    Example:
+        >>> s, img = prepare_scoremap_uint8(np.arange(4.0).reshape(2, 2))
+        >>> bool(np.array_equal(s, prepare_scoremap(np.arange(4.0).reshape(2, 2)))), img.dtype, int(img.max())
+        (True, dtype('uint8'), 255)
+    """
+    arr = _resized_float64(cam, size)
+    return arr, minmax_uint8(arr)
+
+
+def _resized_float64(cam: ArrayLike, size: int) -> np.ndarray:
+    """A checked float64 copy of ``cam`` brought to ``size x size`` (bicubic), not yet normalised."""
     arr = _to_numpy(cam)
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"a CAM must be a non-empty 2-D array (H, W), got shape {arr.shape}")
@@ -139,7 +158,7 @@ def prepare_scoremap(cam: ArrayLike, size: int = RESIZE_LENGTH) -> np.ndarray:
         import cv2
 
         arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_CUBIC)
-    return _normalize_minmax(arr)
+    return np.ascontiguousarray(arr)
 
 
 def prepare_scoremaps(cams: ArrayLike, size: int = RESIZE_LENGTH) -> ArrayLike:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from cream_pl.metrics.component_tree import level_ious_largest, scoremap_uint8
+from cream_pl.metrics.component_tree import level_ious_largest
 from cream_pl.metrics.functional import (
     RESIZE_LENGTH,
     _check_gt_boxes,
@@ -48,7 +48,7 @@ from cream_pl.metrics.functional import (
     _largest_contour_ok,
     _to_numpy,
     cam_thresholds,
-    prepare_scoremap,
+    prepare_scoremap_uint8,
     pxap_bin_edges,
     threshold_levels,
 )
@@ -132,12 +132,9 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def _score_one(raw: np.ndarray, gt: np.ndarray | None, mask: np.ndarray | None,
                spec: ScoringSpec) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, tuple | None]:
-    scoremap = prepare_scoremap(raw, spec.size)
+    scoremap, img = prepare_scoremap_uint8(raw, spec.size)
     rows = best = hist = None
     if gt is not None:
-        img, reason = scoremap_uint8(scoremap)
-        if img is None:  # prepare_scoremap never gives this; kept as the metrics' own check
-            raise ValueError(f"a score map has {reason}")
         levels = threshold_levels(int(img.max()), spec.thresholds)
         index = np.clip(levels, -1, 255) + 1
         hi, lo, _, known, largest_iou = level_ious_largest(img, gt, levels)
