@@ -45,6 +45,23 @@ def test_markdown_with_the_reference_names_maps_commit_and_both_times() -> None:
     assert "git clone https://github.com/clovaai/wsolevaluation" in md
     ref["box"]["v2_only"]["identical"] = False
     assert "| 12.5× | ≥ 10× | no |" in _markdown(_result(ref))
+    ref["pxap"].update(floor_s=0.8, max_speedup_at_floor=10.0)
+    assert "0.80 s, so even with no work per image the speed-up would be at most | 10.0× |" in _markdown(_result(ref))
+
+
+def test_pxap_floor_runs_the_fixed_part_of_an_evaluation_on_real_files(tmp_path) -> None:
+    import cv2
+    import numpy as np
+
+    from cream_pl.pipelines.bench_reference import pxap_floor
+
+    np.save(tmp_path / "map.npy", np.random.default_rng(0).random((224, 224)))
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:30, 20:50] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    assert 0.0 < pxap_floor(tmp_path / "map.npy", tmp_path / "mask.png", repeats=1) < 60.0
+    with pytest.raises(RuntimeError, match="failed"):  # a missing mask fails the process, not the bench silently
+        pxap_floor(tmp_path / "map.npy", tmp_path / "missing.png", repeats=1)
 
 
 @pytest.mark.slow

@@ -274,6 +274,10 @@ def _reference_rows(res: dict[str, Any]) -> list[tuple[str, str, str, bool | Non
          f" → {px['cream_s']:.2f} s, {'identical' if px['identical'] else 'DIFFERENT'} PxAP {px['cream']:.4f}",
          f"{px['speedup']:.1f}×", "≥ 10×", px["speedup"] >= 10.0 and px["identical"]),
     ]
+    if "floor_s" in px:
+        rows.append((f"… the fixed part of that process alone (interpreter, imports, the first call of each compiled "
+                     f"kernel and of the mask decoder, on one map): {px['floor_s']:.2f} s, so even with no work per "
+                     f"image the speed-up would be at most", f"{px['max_speedup_at_floor']:.1f}×", "—", None))
     return rows
 
 
