@@ -81,3 +81,25 @@ def test_bad_input_is_rejected() -> None:
         level_rects(np.zeros((4, 4), np.float32), np.array([0]))
     with pytest.raises(ValueError, match="1-D integer"):
         level_rects(np.zeros((4, 4), np.uint8), np.array([0.5]))
+
+
+def test_euler_table_counts_components_minus_holes_as_pixels_are_added() -> None:
+    """The foreground sweep's Euler number: pixels added one by one (any order) sum to 4 (components - holes)."""
+    from cream_pl.metrics.component_tree import _EULER8
+
+    rng = np.random.default_rng(0)
+    pos = [(0, -1), (1, 0), (0, 1), (-1, 0), (-1, -1), (1, -1), (1, 1), (-1, 1)]  # N E S W NW NE SE SW
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(2, 16, 2))
+        target = rng.random((h, w)) < rng.uniform(0.2, 0.8)
+        added = np.zeros((h + 2, w + 2), bool)
+        euler4 = 0
+        for y, x in rng.permutation(np.argwhere(target)):
+            code = sum(1 << i for i, (dx, dy) in enumerate(pos) if added[y + 1 + dy, x + 1 + dx])
+            euler4 += int(_EULER8[code])
+            added[y + 1, x + 1] = True
+        mask = target.astype(np.uint8)
+        components = cv2.connectedComponents(mask, connectivity=8)[0] - 1
+        hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)[-1]
+        holes = 0 if hierarchy is None else int((hierarchy[0][:, 3] != -1).sum())
+        assert euler4 == 4 * (components - holes)

@@ -93,9 +93,27 @@ def _grow_table() -> np.ndarray:
     return grow
 
 
+def _euler_table() -> np.ndarray:
+    """Per occupancy code (as above), the change of 4x the 8-connected Euler number (components minus
+    4-connected holes) when a foreground pixel is added, from Gray's 2x2 block counts: the image's sum
+    of ``[block of 1 pixel] - [block of 3] - 2 [block of 2 diagonal pixels]`` is 4 E."""
+
+    def block(k: int, a: int, b: int, d: int) -> int:  # a, b: the orthogonal pixels, d: the diagonal one
+        count = k + a + b + d
+        return int(count == 1) - int(count == 3) - 2 * int(count == 2 and (k == d))
+
+    delta = np.zeros(256, np.int64)
+    for code in range(256):
+        for a, b, d in ((0, 3, 4), (0, 1, 5), (2, 3, 7), (2, 1, 6)):  # blocks NW, NE, SW, SE
+            bits = (code >> a & 1, code >> b & 1, code >> d & 1)
+            delta[code] += block(1, *bits) - block(0, *bits)
+    return delta
+
+
 _GROUPS8 = _neighbour_tables(True)
 _GROUPS4 = _neighbour_tables(False)
 _GROW8 = _grow_table()
+_EULER8 = _euler_table()
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -160,6 +178,7 @@ def _sweep(
     big_lb: np.ndarray,
     big_iou: np.ndarray,
     big_ub: np.ndarray,
+    exact: np.ndarray,
     ws: np.ndarray,
     ws64: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +203,11 @@ def _sweep(
     IoU (``big_iou``), and in ``big_ub`` the largest upper bound ``(w - 1)(h - 1)`` of any other
     outer contour; the hole sweep raises ``big_ub`` to each hole contour's ``(w - 1)(h - 1)`` of its
     ``cv2.boundingRect`` (its polygon runs through the pixels around the hole).
+
+    A component without holes has an outer contour of exactly that centre-polygon area. The
+    foreground sweep keeps the mask's Euler number (components minus holes, :func:`_euler_table`);
+    where a level has no hole and one component's area is larger than every other's, ``exact`` is
+    set: that component's outer contour is the largest.
     """
     height, width = img.shape
     padded_width = width + 2  # a frame of never-labelled pixels spares the bounds checks
@@ -205,6 +229,7 @@ def _sweep(
     score = gt.shape[0] > 0
     area2 = ws64
     pw = padded_width
+    euler4 = 0  # 4x the Euler number of the foreground so far
     nb = np.empty(8, np.int32)  # the 8 neighbours' labels: N E S W NW NE SE SW
     groups = _GROUPS8 if foreground else _GROUPS4
     for step in range(_NUM_GREY):
@@ -238,6 +263,7 @@ def _sweep(
             nb[7] = l_sw
             if foreground:
                 grow = _GROW8[code]
+                euler4 += _EULER8[code]
             seen = -1  # last neighbour label resolved (neighbours mostly share one)
             for j in range(groups[code, 0]):
                 lq = nb[groups[code, 1 + j]]
@@ -287,7 +313,8 @@ def _sweep(
         level_plus_one = grey if foreground else grey + 1
         if not record[level_plus_one]:
             continue
-        top_lb = -1  # largest area lower bound (2x), its IoU, and the two largest upper bounds (2x)
+        top_lb = -1  # largest area lower bound (2x), its IoU, the second largest, and the two largest upper bounds (2x)
+        lb2 = -1
         top_iou = 0.0
         top_id = -1
         ub1 = -1
@@ -311,7 +338,10 @@ def _sweep(
             if foreground:
                 ub = 2 * (rw - 1) * (rh - 1)
                 if area2[r] > top_lb:
+                    lb2 = top_lb
                     top_lb, top_iou, top_id = area2[r], iou, r
+                elif area2[r] > lb2:
+                    lb2 = area2[r]
                 if ub > ub1:
                     ub2 = ub1
                     ub1, ub1_id = ub, r
@@ -339,6 +369,7 @@ def _sweep(
             big_lb[level_plus_one] = top_lb
             big_iou[level_plus_one] = top_iou
             big_ub[level_plus_one] = max(big_ub[level_plus_one], ub2 if ub1_id == top_id else ub1)
+            exact[level_plus_one] = 4 * num_active == euler4 and top_lb > lb2  # no hole, one strictly largest
     return tags[:num_out], rects[:num_out]
 
 
@@ -365,10 +396,11 @@ def _level_ious_kernel(
     hw = img.shape[0] * img.shape[1]
     ws = np.empty((img.shape[0] + 2) * w + 7 * hw, np.int32)
     ws64 = np.empty(hw, np.int64)
+    exact = np.zeros(NUM_LEVELS, np.bool_)
     _sweep(img, order, starts, True, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
-           ws, ws64)
+           exact, ws, ws64)
     _sweep(img, order, starts, False, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
-           ws, ws64)
+           exact, ws, ws64)
     # no contour: the benchmark's single box [0, 0, 0, 0]
     height, width = img.shape
     empty_iou = _best_iou(0, 0, 0, 0, gt) if gt.shape[0] > 0 else 0.0
@@ -376,7 +408,7 @@ def _level_ious_kernel(
         if lvl_count[i] == 0:
             lvl_max[i] = empty_iou
             lvl_min[i] = empty_iou
-    known = big_lb > big_ub  # the largest contour is that component's outer one (strictly largest area)
+    known = (big_lb > big_ub) | exact  # the largest contour is that component's outer one (strictly largest area)
     return lvl_max, lvl_min, lvl_count, known, big_iou
 
 
@@ -524,7 +556,9 @@ def level_ious_largest(
     (2x2 blocks of 4 pixels count 1, of 3 pixels 1/2) and at most ``(w - 1)(h - 1)`` of its
     bounding rect; a hole's contour at most ``(w - 1)(h - 1)`` of its rect. Where one component's
     lower bound exceeds every other contour's upper bound, that component's outer contour is the
-    largest, with no tie, whatever the trace would give.
+    largest, with no tie, whatever the trace would give. At a level without holes (the pass keeps
+    the mask's Euler number) every outer contour's area is exactly its component's centre-polygon
+    area, so a component whose area is strictly the largest names it too.
 
     Returns:
         ``(iou_max, iou_min, counts, known, largest_iou)``, each of length :data:`NUM_LEVELS`
@@ -575,7 +609,8 @@ def level_rects(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.nda
     order, starts = _grey_order(img)
     no_gt = np.zeros((0, 4), np.int64)
     scratch = (np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64),
-               np.zeros(NUM_LEVELS, np.int64), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64))
+               np.zeros(NUM_LEVELS, np.int64), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64),
+               np.zeros(NUM_LEVELS, np.bool_))
     ws, ws64 = _workspace(img.shape)
     fg_tags, fg_rects = _sweep(img, order, starts, True, record, no_gt, True, *scratch, ws, ws64)
     hole_tags, hole_rects = _sweep(img, order, starts, False, record, no_gt, True, *scratch, ws, ws64)
