@@ -179,8 +179,10 @@ def _sweep(
     big_iou: np.ndarray,
     big_ub: np.ndarray,
     exact: np.ndarray,
+    holes: np.ndarray,
     ws: np.ndarray,
     ws64: np.ndarray,
+    num_steps: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Union-find over grey levels; after each level whose ``record`` flag is set, emit its contours.
 
@@ -207,7 +209,9 @@ def _sweep(
     A component without holes has an outer contour of exactly that centre-polygon area. The
     foreground sweep keeps the mask's Euler number (components minus holes, :func:`_euler_table`);
     where a level has no hole and one component's area is larger than every other's, ``exact`` is
-    set: that component's outer contour is the largest.
+    set: that component's outer contour is the largest. The foreground sweep also stores each
+    recorded level's number of holes in ``holes``; the hole sweep runs its first ``num_steps`` grey
+    levels only (past the last level with a hole it would emit nothing).
     """
     height, width = img.shape
     padded_width = width + 2  # a frame of never-labelled pixels spares the bounds checks
@@ -232,7 +236,7 @@ def _sweep(
     euler4 = 0  # 4x the Euler number of the foreground so far
     nb = np.empty(8, np.int32)  # the 8 neighbours' labels: N E S W NW NE SE SW
     groups = _GROUPS8 if foreground else _GROUPS4
-    for step in range(_NUM_GREY):
+    for step in range(num_steps):
         grey = _NUM_GREY - 1 - step if foreground else step
         for k in range(starts[grey], starts[grey + 1]):
             packed = order[k]
@@ -369,7 +373,8 @@ def _sweep(
             big_lb[level_plus_one] = top_lb
             big_iou[level_plus_one] = top_iou
             big_ub[level_plus_one] = max(big_ub[level_plus_one], ub2 if ub1_id == top_id else ub1)
-            exact[level_plus_one] = 4 * num_active == euler4 and top_lb > lb2  # no hole, one strictly largest
+            holes[level_plus_one] = num_active - euler4 // 4
+            exact[level_plus_one] = holes[level_plus_one] == 0 and top_lb > lb2  # one strictly largest
     return tags[:num_out], rects[:num_out]
 
 
@@ -397,10 +402,17 @@ def _level_ious_kernel(
     ws = np.empty((img.shape[0] + 2) * w + 7 * hw, np.int32)
     ws64 = np.empty(hw, np.int64)
     exact = np.zeros(NUM_LEVELS, np.bool_)
+    holes = np.zeros(NUM_LEVELS, np.int64)
     _sweep(img, order, starts, True, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
-           exact, ws, ws64)
-    _sweep(img, order, starts, False, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
-           exact, ws, ws64)
+           exact, holes, ws, ws64, _NUM_GREY)
+    # the hole sweep's grey g emits the holes of mask level g (index g + 1): it stops after the last one
+    last = 0
+    for i in range(NUM_LEVELS):
+        if record[i] and holes[i] > 0:
+            last = i
+    if last > 0:
+        _sweep(img, order, starts, False, record, gt, False, lvl_max, lvl_min, lvl_count, big_lb, big_iou, big_ub,
+               exact, holes, ws, ws64, last)
     # no contour: the benchmark's single box [0, 0, 0, 0]
     height, width = img.shape
     empty_iou = _best_iou(0, 0, 0, 0, gt) if gt.shape[0] > 0 else 0.0
@@ -610,10 +622,10 @@ def level_rects(img: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.nda
     no_gt = np.zeros((0, 4), np.int64)
     scratch = (np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64),
                np.zeros(NUM_LEVELS, np.int64), np.zeros(NUM_LEVELS), np.zeros(NUM_LEVELS, np.int64),
-               np.zeros(NUM_LEVELS, np.bool_))
+               np.zeros(NUM_LEVELS, np.bool_), np.zeros(NUM_LEVELS, np.int64))
     ws, ws64 = _workspace(img.shape)
-    fg_tags, fg_rects = _sweep(img, order, starts, True, record, no_gt, True, *scratch, ws, ws64)
-    hole_tags, hole_rects = _sweep(img, order, starts, False, record, no_gt, True, *scratch, ws, ws64)
+    fg_tags, fg_rects = _sweep(img, order, starts, True, record, no_gt, True, *scratch, ws, ws64, _NUM_GREY)
+    hole_tags, hole_rects = _sweep(img, order, starts, False, record, no_gt, True, *scratch, ws, ws64, _NUM_GREY)
     tags = np.concatenate([fg_tags, hole_tags])
     rects_all = np.concatenate([fg_rects, hole_rects])
     by_level = np.argsort(tags, kind="stable")  # rects of mask level c + 1 are contiguous
