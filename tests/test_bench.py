@@ -26,6 +26,9 @@ def test_markdown_without_the_reference_says_how_to_get_it() -> None:
     assert "`cream-pl --help` (whole process) | 0.08 s | ≤ 0.5 s | yes" in md
     assert "`cream-pl localize --help` | 0.09 s" in md
     assert REFERENCE_HOWTO in md and "git clone https://github.com/clovaai/wsolevaluation" in md
+    slow_top = _result(None)
+    slow_top["startup"]["cream-pl --help"] = 0.2  # the top-level help is not a sub-command
+    assert "slowest sub-command help, `cream-pl localize --help` | 0.09 s" in _markdown(slow_top)
 
 
 def test_markdown_with_the_reference_names_maps_commit_and_both_times() -> None:
