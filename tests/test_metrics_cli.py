@@ -231,3 +231,22 @@ def test_threads_and_chunks_do_not_change_the_numbers(tmp_path: Path) -> None:
     v1 = evaluate_scoremaps(meta, maps, interval=0.001, multi_contour=False)
     assert v1["max_box_acc"] == serial["max_box_acc"] == v1["max_box_acc_iou"]["50"]
     assert "max_box_acc" not in evaluate_scoremaps(meta, maps, interval=0.001, v1=False)
+
+
+def test_a_fresh_evaluate_process_skips_numbas_blas_probe_and_keeps_scipy_importable() -> None:
+    """The evaluate module answers numba's BLAS probe "no" in a fresh process (no scipy.linalg import),
+    its compiled kernels still run, and scipy.linalg can still be imported afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "import cream_pl.cli.evaluate\n"
+        "from cream_pl.metrics.component_tree import level_ious\n"
+        "probe_skipped = 'scipy.linalg' not in sys.modules\n"
+        "hi = level_ious(np.eye(8, dtype=np.uint8) * 200, np.array([[0, 0, 7, 7]]))[0]\n"
+        "import numba.np.arraymath as am, scipy.linalg\n"
+        "print(probe_skipped, am._HAVE_BLAS, round(float(hi[1]), 4), scipy.linalg.norm([3.0, 4.0]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "1.0", "5.0"]
