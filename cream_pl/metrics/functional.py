@@ -584,13 +584,13 @@ def localized_from_uint8(
 
 def _largest_contour_ok(
     img: np.ndarray, gt: np.ndarray, levels: np.ndarray, hi: np.ndarray, lo: np.ndarray, fractions: np.ndarray,
-    known: np.ndarray | None = None, largest_iou: np.ndarray | None = None,
+    known: np.ndarray, largest_iou: np.ndarray,
 ) -> np.ndarray:
     """V1 decisions: some contour clears delta and every one does -> yes; none does -> no; else trace.
 
     Decided per mask level index (at most 257), and each distinct undecided mask is traced once.
-    With ``known`` / ``largest_iou`` (:func:`~cream_pl.metrics.component_tree.level_ious_largest`),
-    a level whose largest contour the component-tree pass already names takes its IoU instead.
+    A level whose largest contour the component-tree pass already names (``known`` / ``largest_iou``,
+    :func:`~cream_pl.metrics.component_tree.level_ious_largest`) takes its IoU instead of a trace.
     """
     index = np.clip(levels, -1, 255) + 1
     ok = hi[None, :] >= fractions[:, None]  # (n_iou, 257)
@@ -598,10 +598,9 @@ def _largest_contour_ok(
     needed = np.zeros(len(hi), dtype=bool)
     needed[index] = True
     disagree = needed & (ok != every).any(axis=0)
-    if known is not None and largest_iou is not None:
-        named = disagree & known
-        ok[:, named] = largest_iou[None, named] >= fractions[:, None]
-        disagree &= ~known
+    named = disagree & known
+    ok[:, named] = largest_iou[None, named] >= fractions[:, None]
+    disagree &= ~known
     undecided = np.flatnonzero(disagree)
     if len(undecided):  # contours disagree: the largest one decides; equal masks share one trace
         present = np.bincount(img.ravel(), minlength=256)[:256] > 0

@@ -15,7 +15,7 @@ Two things make it cheap: :func:`candidate_maps` runs the EM of every candidate 
 longest run; about 2 ms per val image for the 90 candidates), and the classifier scores every
 candidate's maps in one pass per map on a thread pool
 (:func:`~cream_pl.metrics.scored_maps.score_map_sets`: MaxBoxAccV2, the largest-contour curve and PxAP
-from one component-tree pass). What remains is that pass, about 1.4 ms per 224x224 map (each
+from one component-tree pass). What remains is mostly that pass over each 224x224 map (each
 pixel joins one neighbour per local group, looked up by its neighbours' occupancy), the protocol's resize
 and min-max (fused with the grey levels), PxAP's histograms, and the largest-contour traces of the
 levels whose contours the pass cannot order by area. The test split never runs the search.
