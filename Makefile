@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/cream-pl
+RUN := $(PY) -m cream_pl.pipelines.runner
 STAMP := $(VENV)/.installed
 CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
@@ -38,13 +39,13 @@ data-synth: install ## Write the embedded synthetic WSOL benchmark (CUB-like pre
 	$(CLI) data synth --out data/synth --seed 0 --preset cub
 
 demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir>: any benchmark-format dataset)
-	$(PY) -m cream_pl.pipelines.demo $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
+	$(RUN) experiments/demos/demo.yaml $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
 
 readme-results: install ## Regenerate the README's results block from results/embedded/metrics.{md,json}
 	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded
 
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
-	$(PY) -m cream_pl.pipelines.demo_seeds --seeds $(or $(SEEDS),3) --out results/embedded_seeds
+	$(RUN) experiments/demos/demo_seeds.yaml $(if $(SEEDS),--seeds $(SEEDS))
 
 demo-kernels: install ## make demo's rows once more under an AVX2 machine's CPU kernels (same data, recipe, seed): how far numbers move across machines -> results/embedded_kernels/
 	$(PY) -m cream_pl.pipelines.demo_kernels --reference results/embedded --out results/embedded_kernels $(if $(SKIP_REGRESSOR),--skip-regressor)
@@ -53,7 +54,7 @@ demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: va
 	$(PY) -m cream_pl.pipelines.demo_kd --out results/embedded_confounded
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min)
-	$(PY) -m cream_pl.pipelines.demo_methods --out results/embedded_methods --readme README.md
+	$(RUN) experiments/demos/demo_methods.yaml --readme README.md
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
 	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)

@@ -108,29 +108,20 @@ def test_center_baseline_record_reproduces_its_row():
 
 
 def test_demo_seeds_aggregates_rows_and_differences():
-    from cream_pl.pipelines.demo_seeds import aggregate
+    from cream_pl.reporting.experiment_report import aggregate_seeds
 
     def run(cam: float, diff: float, lo: float, hi: float) -> dict:
         return {"cam": {"max_box_acc_v2": cam, "gt_known": cam - 5}, "cream_selected": {"max_box_acc_v2": cam + diff},
-                "differences": {"cream_selected-cam": {"max_box_acc_v2": {"diff": diff, "ci95": [lo, hi]}}},
-                "selected": {"cream": {"T": 2, "kappa": 16.0, "lambda": 0.8, "feature_norm": "raw"}}}
+                "differences": {"cream_selected-cam": {"max_box_acc_v2": {"diff": diff, "ci95": [lo, hi]}}}}
 
-    agg = aggregate({0: run(60.0, 4.0, 1.0, 7.0), 1: run(62.0, 2.0, -1.0, 5.0), 2: run(64.0, 6.0, 3.0, 9.0)})
+    agg = aggregate_seeds({0: run(60.0, 4.0, 1.0, 7.0), 1: run(62.0, 2.0, -1.0, 5.0), 2: run(64.0, 6.0, 3.0, 9.0)},
+                          ["cam", "cream_selected", "cream_reg"])
     cam = agg["methods"]["cam"]["max_box_acc_v2"]
     assert cam["mean"] == pytest.approx(62.0) and cam["sd"] == pytest.approx(2.0) and cam["values"] == [60.0, 62.0, 64.0]
     d = agg["differences"]["cream_selected-cam"]["max_box_acc_v2"]
     assert d["mean"] == pytest.approx(4.0) and d["seeds_interval_above_0"] == 2 and d["seeds_interval_below_0"] == 0
-    assert "pxap" not in agg["methods"]["cam"]  # never filled in
-    assert agg["selected_per_seed"][1] == {"T": 2, "kappa": 16.0, "lambda": 0.8, "feature_norm": "raw"}
+    assert "pxap" not in agg["methods"]["cam"] and "cream_reg" not in agg["methods"]  # never filled in
     json.dumps(agg)
-
-
-def test_demo_seeds_needs_two_seeds(capsys):
-    from cream_pl.pipelines.demo_seeds import main
-
-    with pytest.raises(SystemExit):
-        main(["--seeds", "1"])
-    assert "argument --seeds: must be an integer >= 2" in capsys.readouterr().err
 
 
 def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path):

@@ -41,6 +41,7 @@ from cream_pl.models.regressor import BoxRegressor
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "experiments" / "demos" / "demo.yaml"
 SIZE = 32
 
 
@@ -241,10 +242,8 @@ def test_numeric_options_outside_their_domain_fail_at_parse_time(argv: list[str]
 
 
 PIPELINE_NUMBERS = [
-    ("demo", ["--seed", "-1"], "--seed"),
-    ("demo", ["--train-seed", "1.5"], "--train-seed"),
-    ("demo_seeds", ["--seeds", "1"], "--seeds"),
-    ("demo_methods", ["--train-seed", "x"], "--train-seed"),
+    ("runner", ["experiments/demos/demo.yaml", "--seeds", "0"], "--seeds"),
+    ("runner", ["experiments/demos/demo_seeds.yaml", "--seeds", "x"], "--seeds"),
     ("demo_kd", ["--seed", "nan"], "--seed"),
     ("calibrate_preset", ["--seed", "-3"], "--seed"),
     ("recipes", ["pseudo-boxes", "--input-size", "7"], "--input-size"),
@@ -531,21 +530,20 @@ def _bad_label_data(data3: Path, dst: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("bad", ["image", "label"])
 def test_demo_bad_dataset_ends_in_one_line_before_any_work(bad, data3, tmp_path, capfd, monkeypatch):
-    import cream_pl.pipelines.demo as demo
+    import cream_pl.pipelines.runner as runner
 
-    monkeypatch.setattr(demo, "run_demo", _no_work)
+    monkeypatch.setattr(runner, "run_experiment", _no_work)
     root, named = (_bad_image_data if bad == "image" else _bad_label_data)(data3, tmp_path / "d")
-    rc, text = _call(demo.main, ["--data", str(root), "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")],
-                     capfd)
-    assert_one_line(rc, text, named, "python -m cream_pl.pipelines.demo: error:")
+    rc, text = _call(runner.main, [str(DEMO), "--data", str(root), "--out", str(tmp_path / "o"), "--work",
+                                   str(tmp_path / "w")], capfd)
+    assert_one_line(rc, text, named, "python -m cream_pl.pipelines.runner: error:")
 
 
 PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
-    ("demo", ["--out", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.demo", "run_demo"),
-    ("demo", ["--work", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.demo", "run_demo"),
-    ("demo_seeds", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo", "run_demo"),
-    ("demo_seeds", ["--work-root", "{file}", "--fast"], "cream_pl.pipelines.demo", "run_demo"),
-    ("demo_methods", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_methods", "run_demo_methods"),
+    ("runner", ["{demo}", "--out", "{file}"], "cream_pl.pipelines.runner", "run_experiment"),
+    ("runner", ["{demo}", "--work", "{file}"], "cream_pl.pipelines.runner", "run_experiment"),
+    ("runner", ["{seeds}", "--out", "{file}", "--fast"], "cream_pl.pipelines.runner", "run_experiment"),
+    ("runner", ["{methods}", "--work", "{file}", "--fast"], "cream_pl.pipelines.runner", "run_experiment"),
     ("demo_kd", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
     ("demo_kd", ["--work", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
     ("calibrate_preset", ["--out", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.calibrate_preset",
@@ -561,7 +559,7 @@ PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
 
 
 @pytest.mark.parametrize("name, argv, module, work", PIPELINE_OUT_IS_A_FILE,
-                         ids=[f"{n} {a[0] if a[0].startswith('-') else a[1]}" for n, a, _, _ in PIPELINE_OUT_IS_A_FILE])
+                         ids=[f"{n} {' '.join(a)}" for n, a, _, _ in PIPELINE_OUT_IS_A_FILE])
 def test_pipeline_output_folder_that_is_a_file(name, argv, module, work, tmp_path, capfd, monkeypatch):
     import importlib
 
@@ -570,13 +568,15 @@ def test_pipeline_output_folder_that_is_a_file(name, argv, module, work, tmp_pat
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     recipe = REPO / "experiments" / "embedded_cream.yaml"
-    argv = [a.replace("{file}", str(a_file)).replace("{recipe}", str(recipe)) for a in argv]
+    argv = [a.replace("{file}", str(a_file)).replace("{recipe}", str(recipe)).replace("{demo}", str(DEMO))
+            .replace("{seeds}", str(DEMO.with_name("demo_seeds.yaml"))).replace("{methods}",
+                                                                                str(DEMO.with_name("demo_methods.yaml")))
+            for a in argv]
     rc, text = _call(_pipeline(name), argv, capfd)
     assert_one_line(rc, text, a_file, f"python -m cream_pl.pipelines.{name}: error:")
 
 
 @pytest.mark.parametrize("name, argv, module, work", [
-    ("demo", ["--recipe", "{missing}"], "cream_pl.pipelines.demo", "run_demo"),
     ("calibrate_preset", ["--recipe", "{missing}"], "cream_pl.pipelines.calibrate_preset", "_calibrate"),
     ("recipes", ["train-cub", "--recipe", "{missing}"], "cream_pl.pipelines.recipes", "train_cub"),
 ])
@@ -611,8 +611,8 @@ def test_recipes_train_regressor_checks_the_classifier_against_the_data(data5, c
 
 def test_demo_bad_image_in_a_fresh_process(data3, tmp_path):
     root, bad = _bad_image_data(data3, tmp_path / "d")
-    rc, text = _subprocess(["-m", "cream_pl.pipelines.demo", "--data", str(root), "--out", str(tmp_path / "o"),
-                            "--work", str(tmp_path / "w")], timeout=120)
+    rc, text = _subprocess(["-m", "cream_pl.pipelines.runner", str(DEMO), "--data", str(root), "--out",
+                            str(tmp_path / "o"), "--work", str(tmp_path / "w")], timeout=120)
     assert_one_line(rc, text, bad)
 
 

@@ -78,8 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     preflight(outputs=[(args.out, "--out"), (args.work, "--work")])
     here = torch.backends.cpu.get_cpu_capability()
-    cmd = [sys.executable, "-m", "cream_pl.pipelines.demo", "--out", str(args.work / "results"), "--work",
-           str(args.work / "work")] + (["--skip-regressor"] if args.skip_regressor else [])
+    cmd = [sys.executable, "-m", "cream_pl.pipelines.runner", "experiments/demos/demo.yaml", "--out",
+           str(args.work / "results"), "--work", str(args.work / "work")] + (
+               ["--skip", "pseudo_boxes", "regressor"] if args.skip_regressor else [])
     subprocess.run(cmd, check=True, env={**os.environ, **KERNELS})
     payload = {"reference": str(args.reference), "reference_kernels": here, "kernels": KERNELS,
                **compare(json.loads(ref_file.read_text()), json.loads((args.work / "results" / "metrics.json").read_text()))}

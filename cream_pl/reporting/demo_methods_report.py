@@ -12,7 +12,7 @@ from typing import Any
 
 from cream_pl.reporting.evidence import METRIC_NAMES
 
-__all__ = ["BEGIN", "END", "head_lr_lines", "plugin_table", "probe_lines", "render_markdown", "splice_summary", "summary_lines", "variant_lines"]
+__all__ = ["BEGIN", "END", "build_payload", "head_lr_lines", "report", "plugin_table", "probe_lines", "render_markdown", "splice_summary", "summary_lines", "variant_lines"]
 
 BEGIN, END = "<!-- METHODS:BEGIN -->", "<!-- METHODS:END -->"
 
@@ -189,7 +189,7 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
     lines = [
         "# WSOL methods with and without CREAM on the embedded CUB-like benchmark",
         "",
-        f"Produced by `make demo-methods` (`python -m cream_pl.pipelines.demo_methods{' --fast' if b['fast'] else ''}`): "
+        f"Produced by `make demo-methods` (`python -m cream_pl.pipelines.runner experiments/demos/demo_methods.yaml{' --fast' if b['fast'] else ''}`): "
         f"the `{b['preset']}` preset (seed {b['seed']}), {b['num_val']} val / {b['num_test']} test images, "
         f"{b['seeds']} training seed ({b['train_seed']}) per row. Each method is one run of its recipe "
         f"({', '.join(f'`experiments/{r}.yaml`' for _, _, r in runs)}): the same data, backbone "
@@ -274,3 +274,73 @@ def splice_summary(readme: Path, payload: Mapping[str, Any], results: Path) -> N
                       f"({results.as_posix()}/README.md)."])
     atomic_write_text(readme, splice_readme(readme.read_text(), body, begin=BEGIN, end=END, root=results.as_posix()))
     print(f"{readme}: methods block regenerated from {results}")
+
+
+def _selected(o: Any) -> dict[str, Any]:
+    sel = o.test["methods"]["cream_selected"]
+    return {"T": int(sel["T"]), "kappa": float(sel["kappa"]), "lambda": float(sel["lambda"]),
+            "feature_norm": sel["feature_norm"], "val_score": float(sel["val_score"]), "val_metric": "max_box_acc_v2",
+            "candidates": o.facts["candidates"], **({"variant": sel["variant"]} if "variant" in sel else {}),
+            **({"variants_val": o.val["variants"]} if o.val.get("variants") else {})}
+
+
+def _head_lr(o: Any) -> dict[str, Any]:
+    c = o.choice
+    return {"chosen": c["chosen"], "recipe": c["recipe"], "val_metric": "max_box_acc_v2 of X",
+            "candidates": {f"{v:g}": {"val_max_box_acc_v2": t.val["max_box_acc_v2"], "val_cls_acc": t.val["cls_acc"],
+                                      "test_max_box_acc_v2": t.test["methods"]["cam"]["max_box_acc_v2"],
+                                      "test_cream_max_box_acc_v2": t.test["methods"]["cream_selected"]["max_box_acc_v2"],
+                                      "test_cls_acc": t.test["cls_acc"]} for v, t in c["tried"].items()}}
+
+
+def build_payload(exp: Any, result: Any) -> dict[str, Any]:
+    """``make demo-methods``'s ``metrics.json`` from the runner's outcomes (one seed)."""
+    seed = min(result.rows)
+    outcomes = result.outcomes[seed]
+    runs = [r for r in exp.runs if r.key in outcomes]
+    rows: dict[str, Any] = {}
+    timing: dict[str, Any] = {"data_s": round(result.timing["data_s"], 1) if result.timing["data_ran"] else 0.0}
+    for run in runs:
+        o = outcomes[run.key]
+        for row, m in run.rows.items():
+            rows[row] = {**result.rows[seed][row], "display_name": run.name + (" + CREAM (val-selected)" if m != "cam" else ""),
+                         "run": run.key, "map": m, "wsol_method": o.facts["wsol_method"],
+                         "wsol_method_args": o.facts["wsol_method_args"]}
+        tried = o.choice["tried"].values() if o.choice else [o]
+        timing[run.key] = {k: round(sum(t.timing.get(k, 0.0) for t in tried), 1) for k in ("fit_s", "test_s")}
+    first = outcomes[runs[0].key].facts
+    stage_s = timing["data_s"] + sum(v for r in runs for v in timing[r.key].values() if v == v)
+    timing.update(total_s=round(stage_s, 1), this_invocation_s=round(result.timing["this_invocation_s"], 1))
+    search = {k: v for k, v in (first["search_space"] or {}).items() if k != "variant"}
+    return {
+        "benchmark": {"data": str(result.data), "preset": exp.dataset.preset, "seed": exp.dataset.seed, "train_seed": seed,
+                      "num_val": first["num_val"], "num_test": first["num_test"], "epochs": first["epochs"],
+                      "seeds": 1, "fast": result.fast},
+        "protocol": {"split": "test", "eval_size": 224, "cam_curve_interval": first["cam_curve_interval"],
+                     "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
+                     "gt_known/top1_loc": "largest-contour box at the val split's tau* (IoU >= 0.5)",
+                     "selection": exp.settings["selection"], "search_space": search,
+                     "variants": {r.key: outcomes[r.key].facts["search_space"]["variant"] for r in runs
+                                  if "variant" in (outcomes[r.key].facts["search_space"] or {})}},
+        "methods": rows,
+        "selected": {r.key: _selected(outcomes[r.key]) for r in runs},
+        "head_lr_multiplier": {r.key: _head_lr(outcomes[r.key]) for r in runs if outcomes[r.key].choice},
+        "probe_map_extent": {r.key: outcomes[r.key].stages["probe_map_extent"]["probe"] for r in runs
+                             if "probe_map_extent" in outcomes[r.key].stages},
+        "differences": result.differences[seed],
+        "missing": dict(exp.settings.get("missing", {})),
+        "timing": timing,
+    }
+
+
+def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
+    """``metrics.json`` and ``README.md`` of ``make demo-methods``."""
+    from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
+
+    payload = build_payload(exp, result)
+    runs = [(r.key, r.name, Path(r.recipe).stem) for r in exp.runs if r.key in result.outcomes[min(result.rows)]]
+    write_json_atomic(payload, out / "metrics.json")
+    write_markdown_atomic(render_markdown(payload, runs), out / "README.md")
+    print(f"[{exp.name}] done in {payload['timing']['this_invocation_s'] / 60:.1f} min (all stages "
+          f"{payload['timing']['total_s'] / 60:.1f} min): {out / 'README.md'}", flush=True)
+    return payload

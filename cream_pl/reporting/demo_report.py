@@ -19,7 +19,7 @@ from cream_pl.reporting.tables import (
     write_markdown_atomic,
 )
 
-__all__ = ["DISPLAY_NAMES", "METHOD_COLUMNS", "explain", "write_results"]
+__all__ = ["DISPLAY_NAMES", "METHOD_COLUMNS", "ablations", "demo_payload", "explain", "report", "splice", "write_results"]
 
 METHOD_COLUMNS = [
     ("max_box_acc_v2", "MaxBoxAccV2"),
@@ -49,6 +49,9 @@ PROTOCOL_NOTES = {
     "top1_loc": "GT-known Loc that also requires the classifier's top-1 class to be correct",
     "top5_loc": "GT-known Loc that also requires the GT class among the classifier's top-5",
 }
+DIAGNOSTICS = ("cam", "cream", "m_hat_alone", "cream_no_calibration", "cosine_to_fg_embedding",
+               "feature_norm_class_agnostic")
+"""The diagnostics' maps in the order the summary names them."""
 TARGETS = {"cream_selected-cam": ("max_box_acc_v2", 8.0), "cream_reg-cream_selected": ("gt_known", 4.0)}
 """The targets (each with the interval's lower bound > 0): CREAM (val-selected) − CAM ≥ +8 MaxBoxAccV2 (the
 paper's CUB mean gain, +8.6) and CREAM_reg − CREAM ≥ +4 GT-known (paper, CUB VGG16: 86.7 → 91.0, +4.3)."""
@@ -191,6 +194,7 @@ def _explain_diagnostics(results: Mapping[str, Any]) -> list[str]:
     if not diag:
         return []
     lines = []
+    order = [k for k in DIAGNOSTICS if k in diag] + sorted(set(diag) - set(DIAGNOSTICS))  # fresh or read back: one order
     resp = results.get("diagnostics", {}).get("responsibilities", {})
     d = results.get("differences", {}).get("cream-cam", {}).get("max_box_acc_v2")
     if "paper_defaults" in resp and d is not None and d["verdict"] == "loss":
@@ -208,7 +212,7 @@ def _explain_diagnostics(results: Mapping[str, Any]) -> list[str]:
         lines.append(text + ". The paper fixed κ for VGG16 / InceptionV3 / ResNet50 features; it does not carry over "
                      "to another backbone's feature geometry, which is why the protocol's val selection matters.")
     lines.append("Diagnostics (test split, MaxBoxAccV2 at interval 0.01, one model; values only, no difference is "
-                 "claimed from them): " + ", ".join(f"`{k}` {v:.2f}" for k, v in diag.items()) + ".")
+                 "claimed from them): " + ", ".join(f"`{k}` {diag[k]:.2f}" for k in order) + ".")
     return lines
 
 
@@ -232,7 +236,7 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
     else:
         title = f"# Results on `{data}`"
         source = f"test split of `{data}` ({num_classes} classes, from its metadata)"
-    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.pipelines.demo`); {source}, EfficientNet-Lite0 (ImageNet) "
+    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.pipelines.runner experiments/demos/demo.yaml`); {source}, EfficientNet-Lite0 (ImageNet) "
           f"backbone; {bench.get('seeds', 1)} training seed.", "",
           metrics_table_markdown(rows, METHOD_COLUMNS, PROTOCOL_NOTES), ""]
     if "selected" in results:
@@ -254,6 +258,85 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
     for key, label, name in (("T", "T", "ablation_T.md"), ("lambda", "λ", "ablation_lambda.md")):
         write_markdown_atomic(ablation_table_markdown(label, ablations[key]["values"], {
             m: ablations[key][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}) + "\n", out / name)
+
+
+PROTOCOL = {
+    "split": "test", "eval_size": 224,
+    "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
+    "max_box_acc": "V1: IoU 50, largest contour, best threshold",
+    "gt_known/top1_loc/top5_loc": "largest-contour box at the fixed threshold tau* chosen on the val split (IoU >= 0.5)",
+    "pxap": "pixel average precision over 1002 histogram bins (where the split has masks)",
+    "selection": "cream_selected: T, kappa, lambda and the M-step feature norm chosen on the val split by MaxBoxAccV2",
+    "regressor": "class from the classifier, box from the regressor; IoU >= 0.5 with the '+1' inclusive IoU",
+    "center_baseline": "a fixed centred Gaussian map (CREAM paper, table 1); MaxBoxAccV2 only",
+}
+ABLATION_T = (0, 1, 2, 3, 4)
+ABLATION_LAMBDA = (0.2, 0.6, 0.8, 0.99, 1.0)
+"""The paper-default CREAM's ablations the demo reports (and plots): EM iterations T, momentum λ."""
+DEMO_TIMES = {"fit_s": "classifier_s", "test_s": "evaluation_s"}
+"""The runner's stage names -> the demo's ``timing`` keys."""
+
+
+def ablations(methods: Mapping[str, Any]) -> dict[str, Any]:
+    """The paper-default CREAM's T and λ ablations (test), read off the tested maps."""
+    t_names = ["cream_T0" if "cream_T0" in methods else "cam", "cream_T1", "cream", "cream_T3", "cream_T4"]
+    lam_names = ["cream_lambda0.2", "cream_lambda0.6", "cream", "cream_lambda0.99", "cream_lambda1"]
+    metrics = ("max_box_acc_v2", "gt_known", "top1_loc")
+    return {"T": {"values": list(ABLATION_T), **{m: [methods.get(n, {}).get(m) for n in t_names] for m in metrics}},
+            "lambda": {"values": list(ABLATION_LAMBDA),
+                       **{m: [methods.get(n, {}).get(m) for n in lam_names] for m in metrics}}}
+
+
+def demo_payload(exp: Any, result: Any, seed: int) -> dict[str, Any]:
+    """``make demo``'s ``metrics.json`` (before its summary sentences) for one seed of its one run."""
+    o = next(iter(result.outcomes[seed].values()))
+    facts, methods = o.facts, o.test["methods"]
+    results: dict[str, Any] = dict(result.rows[seed])
+    if "cream_selected" in methods:
+        sel = methods["cream_selected"]
+        results["selected"] = {"cream": {
+            "T": int(sel["T"]), "kappa": float(sel["kappa"]), "lambda": float(sel["lambda"]),
+            "feature_norm": sel["feature_norm"], "val_score": float(sel["val_score"]), "val_metric": "max_box_acc_v2",
+            "candidates": facts["candidates"], "search_space": facts["search_space"]}}
+    if "diagnostics" in o.stages:
+        results["diagnostics"] = o.stages["diagnostics"]["diagnostics"]
+    if "regressor" in o.stages:
+        reg = o.stages["regressor"]
+        results["cream_reg_candidates"] = reg["candidates"]
+        if "agreement" in reg:
+            results["cream_reg_agreement"] = reg["agreement"]
+        results["cream_reg_selection"] = reg["selection"]
+        results["pseudo_box_quality"] = {k: v for k, v in o.stages["pseudo_boxes"].items() if k != "file"}
+    results["differences"] = result.differences[seed]
+    timing = {DEMO_TIMES.get(k, k): v for k, v in o.timing.items() if DEMO_TIMES.get(k, k) in STAGES}
+    timing["total_s"] = sum(timing.values())
+    timing["this_invocation_s"] = result.timing["this_invocation_s"]
+    results["ablations"] = ablations(methods)
+    synth = result.data / "synth_config.json"
+    results["benchmark"] = {"preset": exp.dataset.preset if (result.owned_data and synth.is_file()) else None,
+                            "num_test": facts["num_test"], "num_val": facts["num_val"], "num_train": facts["num_train"],
+                            "num_classes": facts["num_classes"], "data": str(result.data), "seeds": 1,
+                            "train_seed": seed}
+    results["protocol"] = {**PROTOCOL, "cam_curve_interval": facts["cam_curve_interval"],
+                           "num_test_images": facts["num_test"]}
+    results["timing"] = {k: round(v, 1) for k, v in timing.items()}
+    return results
+
+
+def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
+    """``make demo``'s report: ``metrics.json``, ``metrics.md`` and the ablation tables of its one seed."""
+    seed = min(result.rows)
+    results = demo_payload(exp, result, seed)
+    write_results(results, out, data=result.data, seed=exp.dataset.seed, num_classes=results["benchmark"]["num_classes"],
+                  fast=result.fast)
+    cam, sel_row, t = results["cam"], results.get("cream_selected", results.get("cream")), results["timing"]
+    line = (f"[{exp.name}] done in {t['this_invocation_s'] / 60:.1f} min (all stages: {t['total_s'] / 60:.1f} min): "
+            f"MaxBoxAccV2 CAM {cam['max_box_acc_v2']:.2f} -> CREAM (val-selected) {sel_row['max_box_acc_v2']:.2f}; "
+            f"GT-known CAM {cam['gt_known']:.2f} -> {sel_row['gt_known']:.2f}")
+    if "cream_reg" in results:
+        line += f" -> CREAM_reg {results['cream_reg'].get('gt_known', float('nan')):.2f}"
+    print(line + f"  ({out / 'metrics.md'})", flush=True)
+    return results
 
 
 def regressor_candidates_markdown(results: Mapping[str, Any]) -> str:
@@ -307,26 +390,32 @@ def splice_readme(readme: str, metrics_md: str, extra: str = "", *, begin: str =
     return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m cream_pl.reporting.demo_report``: regenerate the README's results block from results/embedded."""
-    import argparse
+def splice(readme: Path, payload: Any = None, results: Path = Path("results/embedded")) -> None:
+    """Regenerate the README's results block from ``results/metrics.{md,json}``, with the stage times of that run."""
     import json
 
     from cream_pl.core.io import atomic_write_text
 
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.reporting.demo_report", description=main.__doc__)
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
-    parser.add_argument("--results", type=Path, default=Path("results/embedded"))
-    args = parser.parse_args(argv)
-    metrics = json.loads((args.results / "metrics.json").read_text())
+    metrics = json.loads((results / "metrics.json").read_text())
     t = metrics.get("timing", {})
     stages = ", ".join(f"{k[:-2].replace('_', ' ')} {t[k] / 60:.1f} min" for k in STAGES
                        if k in t and t[k] >= 3.0)  # the instant stages (figures, reading files) are left out
     extra = (f"Wall time of that `make demo` run: {t.get('total_s', float('nan')) / 60:.1f} min of stages on this "
              f"project's 2-core CPU machine ({stages}; the classifier stage includes the fit-end pseudo boxes).") if t else ""
-    text = splice_readme(args.readme.read_text(), (args.results / "metrics.md").read_text(), extra)
-    atomic_write_text(args.readme, text)
-    print(f"{args.readme}: results block regenerated from {args.results}")
+    text = splice_readme(readme.read_text(), (results / "metrics.md").read_text(), extra)
+    atomic_write_text(readme, text)
+    print(f"{readme}: results block regenerated from {results}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cream_pl.reporting.demo_report``: regenerate the README's results block from results/embedded."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cream_pl.reporting.demo_report", description=main.__doc__)
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--results", type=Path, default=Path("results/embedded"))
+    args = parser.parse_args(argv)
+    splice(args.readme, None, args.results)
     return 0
 
 

@@ -1,0 +1,246 @@
+"""An experiment is a declaration: a short YAML file under ``experiments/demos/`` that the one runner executes.
+
+A declaration names the dataset (a synthetic preset with overrides, or a path), the runs (a recipe
+with overrides and seeds, the maps of its test that become result rows, the maps whose per-image
+outcomes are kept, and the extra stages it goes through), the differences to state with paired
+bootstrap intervals, the report that writes ``metrics.json`` / ``metrics.md`` and the README block
+it fills. :mod:`cream_pl.pipelines.runner` does the rest: path-free fingerprints, resume by stage,
+atomic outputs, stage times, intervals, reports.
+
+Every key is checked when the file is read: an unknown key, a missing one or a value of the wrong
+type is one line that names the file and the key (``experiments/demos/x.yaml: runs[1].recipe: ...``).
+
+Overrides are Lightning-CLI dotted keys (as in ``cream-pl fit --trainer.max_epochs 3``). A string
+value may name a place: ``{run}`` (the run's folder), ``{data}`` (the dataset root) and ``{out}`` (the
+results folder) are filled in when the run is built; such an override says where things are, not
+what is computed, so it never enters a run's fingerprint (moving a folder keeps the work).
+
+Example (``experiments/demos/demo.yaml`` is a full one):
+    >>> import tempfile, textwrap, pathlib
+    >>> text = textwrap.dedent('''
+    ...     name: resnet50-two-seeds
+    ...     out: results/r50
+    ...     work: outputs/r50
+    ...     dataset: {preset: cub}
+    ...     runs:
+    ...       - key: cream
+    ...         recipe: embedded_cream
+    ...         seeds: [0, 1]
+    ...         overrides: {model.init_args.backbone: resnet50}
+    ...     differences: [{a: cream_selected, b: cam, metrics: [max_box_acc_v2]}]
+    ... ''')
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "r50.yaml"
+    >>> _ = path.write_text(text)
+    >>> exp = load_experiment(path)
+    >>> exp.runs[0].seeds, exp.runs[0].rows, exp.report
+    ((0, 1), {'cam': 'cam', 'cream_selected': 'cream_selected'}, 'table')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cream_pl.core.errors import UserValueError
+
+__all__ = ["Choice", "DatasetDecl", "Difference", "Experiment", "RunDecl", "load_experiment", "PLACES"]
+
+PLACES = ("{run}", "{data}", "{out}")
+"""Placeholders an override's string value may hold: such an override says where, and is left out of fingerprints."""
+
+
+@dataclass(frozen=True)
+class DatasetDecl:
+    """The data: ``root`` (generated there from ``preset`` + ``overrides`` with ``seed`` when the experiment owns
+    it, i.e. ``preset`` is set); ``preset: null`` uses ``root`` as it is (a user's dataset, never touched)."""
+
+    root: str = "data/synth"
+    preset: str | None = "cub"
+    seed: int = 0
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A training hyperparameter chosen on val: the override ``key`` takes each of ``values`` (the first is the
+    recipe's own, run without the override in the run's folder; the others in ``<key><suffix><value>``), and the
+    value with the best ``val`` score (``val_method.json``'s key; ties: the first listed) gives the run's rows."""
+
+    key: str
+    values: tuple[float, ...]
+    suffix: str
+    val: str = "max_box_acc_v2"
+
+
+@dataclass(frozen=True)
+class RunDecl:
+    """One run: ``recipe`` (a stem under ``experiments/`` or a path) + ``overrides``, at each of ``seeds``.
+
+    ``rows``: result row -> map of the run's test (``{key}`` in a row name is the run's key); ``record``:
+    the maps whose per-image test outcomes are kept (the rows' maps by default); ``stages``: the extra
+    stages after fit and test (:data:`cream_pl.pipelines.run_stages.STAGES`), in order; ``folder``: the
+    run's folder under the work folder (``{key}``, ``{seed}`` filled in; a folder without ``{seed}`` is the
+    first seed's, and ``_seed<n>`` is added for the others); ``seed_folders``: a seed whose work lives
+    elsewhere (``make demo-seeds`` reuses ``make demo``'s seed 0)."""
+
+    key: str
+    recipe: str
+    name: str = ""
+    seeds: tuple[int, ...] = (0,)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    rows: Mapping[str, str] = field(default_factory=dict)
+    record: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+    folder: str = "{key}"
+    seed_folders: Mapping[int, str] = field(default_factory=dict)
+    choose: Choice | None = None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a − b`` for each of ``metrics``, with a paired bootstrap 95 % interval over the test images."""
+
+    a: str
+    b: str
+    metrics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A whole declaration (see the module docstring); ``source`` is the file it was read from."""
+
+    name: str
+    out: str
+    work: str
+    runs: tuple[RunDecl, ...]
+    dataset: DatasetDecl = DatasetDecl()
+    version: int = 1
+    fast: Mapping[str, Any] = field(default_factory=dict)
+    differences: tuple[Difference, ...] = ()
+    report: str = "table"
+    readme: Mapping[str, str] = field(default_factory=dict)
+    legacy: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+_DEFAULT_ROWS = {"cam": "cam", "cream_selected": "cream_selected"}
+DEFAULT_FAST: dict[str, Any] = {
+    "dataset": {"num_train": 64, "num_val": 16, "num_test": 32, "num_classes": 4},
+    "overrides": {"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1, "model.init_args.pretrained": False,
+                  "data.init_args.batch_size": 16, "model.init_args.cam_curve_interval": 0.01,
+                  "data.init_args.resize_size": 128, "data.init_args.crop_size": 112}}
+"""``--fast`` where a declaration says nothing else: tiny data, one epoch from a random init, small crops, a coarse
+threshold grid (a smoke test: the numbers only show that the pipeline runs)."""
+_KEYS = {
+    "experiment": {"name": str, "out": str, "work": str, "runs": list, "dataset": dict, "version": int, "fast": dict,
+                   "differences": list, "report": str, "readme": (dict, type(None)), "legacy": dict, "settings": dict,
+                   "defaults": dict, "extends": str},
+    "dataset": {"root": str, "preset": (str, type(None)), "seed": int, "overrides": dict},
+    "run": {"key": str, "recipe": str, "name": str, "seeds": list, "overrides": dict, "rows": dict, "record": list,
+            "stages": list, "folder": str, "seed_folders": dict, "choose": dict},
+    "choose": {"key": str, "values": list, "suffix": str, "val": str},
+    "difference": {"a": str, "b": str, "metrics": list},
+    "fast": {"dataset": dict, "overrides": dict},
+    "readme": {"file": str, "block": str},
+}
+_REQUIRED = {"experiment": ("name", "out", "work", "runs"), "run": ("key", "recipe"), "choose": ("key", "values"),
+             "difference": ("a", "b", "metrics"), "dataset": (), "fast": (), "readme": ("file", "block")}
+
+
+def _checked(where: str, kind: str, value: Any, source: str) -> dict[str, Any]:
+    """``value`` as a mapping of ``kind``'s keys, each of its type; else one line naming ``source`` and ``where``."""
+    def fail(msg: str) -> UserValueError:
+        return UserValueError(f"{source}: {where}{msg}")
+
+    if not isinstance(value, Mapping):
+        raise fail(f": expected a mapping of {sorted(_KEYS[kind])}, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(_KEYS[kind]))
+    if unknown:
+        raise fail(f"{'.' if where else ''}{unknown[0]}: unknown key; expected one of {sorted(_KEYS[kind])}")
+    for key in _REQUIRED[kind]:
+        if key not in value:
+            raise fail(f"{'.' if where else ''}{key}: missing (required)")
+    for key, v in value.items():
+        want = _KEYS[kind][key]
+        if not isinstance(v, want) or (isinstance(v, bool) and want is int):
+            names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise fail(f"{'.' if where else ''}{key}: expected {names}, got {type(v).__name__} ({v!r})")
+    return dict(value)
+
+
+def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDecl:
+    where = f"runs[{i}]"
+    raw = _checked(where, "run", {**defaults, **value} if isinstance(value, Mapping) else value, source)
+    if "overrides" in defaults and "overrides" in value:  # a run's overrides add to the defaults'
+        raw["overrides"] = {**defaults["overrides"], **value["overrides"]}
+    seeds = raw.get("seeds", [0])
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise UserValueError(f"{source}: {where}.seeds: expected a non-empty list of seeds >= 0, got {seeds!r}")
+    choose = None
+    if "choose" in raw:
+        c = _checked(f"{where}.choose", "choose", raw["choose"], source)
+        values = tuple(float(v) for v in c["values"])
+        if len(values) < 2:
+            raise UserValueError(f"{source}: {where}.choose.values: a choice needs at least two values, got {values}")
+        choose = Choice(c["key"], values, c.get("suffix", "_" + c["key"].rsplit(".", 1)[-1]), c.get("val", "max_box_acc_v2"))
+    from cream_pl.pipelines.run_stages import STAGES
+
+    stages = tuple(raw.get("stages", ()))
+    for s in stages:
+        if s not in STAGES:
+            raise UserValueError(f"{source}: {where}.stages: unknown stage {s!r}; known: {sorted(STAGES)}")
+    rows = {str(k).replace("{key}", raw["key"]): str(m) for k, m in (raw.get("rows") or _DEFAULT_ROWS).items()}
+    return RunDecl(key=raw["key"], recipe=raw["recipe"], name=raw.get("name", raw["key"]), seeds=tuple(seeds),
+                   overrides=dict(raw.get("overrides", {})), rows=rows,
+                   record=tuple(raw.get("record") or dict.fromkeys(rows.values())), stages=stages,
+                   folder=raw.get("folder", "{key}"),
+                   seed_folders={int(k): str(v) for k, v in (raw.get("seed_folders") or {}).items()}, choose=choose)
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file and key."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        from cream_pl.core.errors import UserFileNotFoundError
+
+        raise UserFileNotFoundError(f"{path}: experiment declaration not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise UserValueError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    source = str(path)
+    top = _checked("", "experiment", raw, source)
+    if "extends" in top:  # another declaration's keys, replaced by this one's (runs: field by field, by key)
+        base_path = path.parent / top.pop("extends")
+        base = _checked("", "experiment", yaml.safe_load(base_path.read_text()) if base_path.is_file() else None,
+                        str(base_path))
+        mine = {r.get("key"): r for r in top.get("runs", []) if isinstance(r, Mapping)}
+        runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
+        top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}
+        top = {k: v for k, v in top.items() if v is not None}
+    defaults = top.get("defaults", {})
+    runs = tuple(_run(i, r, defaults, source) for i, r in enumerate(top["runs"]))
+    if not runs:
+        raise UserValueError(f"{source}: runs: at least one run is needed")
+    keys = [r.key for r in runs]
+    if len(set(keys)) != len(keys):
+        raise UserValueError(f"{source}: runs: the run keys {keys} repeat one")
+    diffs = []
+    for i, d in enumerate(top.get("differences", [])):
+        d = _checked(f"differences[{i}]", "difference", d, source)
+        diffs.append(Difference(d["a"], d["b"], tuple(d["metrics"])))
+    ds = _checked("dataset", "dataset", top.get("dataset", {}), source)
+    fast = _checked("fast", "fast", top.get("fast", {}), source)
+    readme = _checked("readme", "readme", top["readme"], source) if top.get("readme") is not None else {}
+    return Experiment(name=top["name"], out=top["out"], work=top["work"], runs=runs,
+                      dataset=DatasetDecl(**{k: v for k, v in ds.items()}), version=top.get("version", 1),
+                      fast={**DEFAULT_FAST, **fast},
+                      differences=tuple(diffs), report=top.get("report", "table"), readme=readme,
+                      legacy=top.get("legacy", {}), settings=top.get("settings", {}), source=source)

@@ -1,0 +1,486 @@
+"""The one experiment runner: ``python -m cream_pl.pipelines.runner experiments/demos/<name>.yaml``.
+
+It executes any declaration (:mod:`cream_pl.pipelines.experiment`):
+
+1. **data**: the declared synthetic preset generated into its root (atomically, kept while it matches),
+   or a user's dataset used as it is;
+2. **runs**, each at each seed, in its folder under the work folder: a path-free fingerprint
+   (dataset content, recipe text, overrides that are not places, the declaration's version) starts a
+   folder of other inputs over; the fit (``model.ckpt``), the test (``test.json`` and the per-image
+   records ``per_image_test.npz``) and every declared stage (:mod:`cream_pl.pipelines.run_stages`)
+   write atomically and are skipped when done, so an interrupted experiment resumes by stage; each
+   stage's time is kept in the folder's ``timing.json``. A run with ``choose`` trains each value of
+   its training hyperparameter and val alone picks the one whose rows are reported;
+3. **differences**: every declared ``a − b`` with a paired bootstrap 95 % interval over the test
+   images, per seed (1000 resamples, seed 0);
+4. **report**: the declaration's report (:data:`cream_pl.reporting.experiment_report.REPORTS`) writes
+   ``metrics.json`` / ``metrics.md`` (or ``README.md``) atomically; ``--readme`` splices its block
+   into the README.
+
+Example:
+    $ python -m cream_pl.pipelines.runner experiments/demos/demo.yaml            # make demo
+    $ python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --fast --out /tmp/o --work /tmp/w
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cream_pl.core.options import OneLineArgumentParser, int_at_least
+from cream_pl.pipelines.entry import pipeline_main, preflight
+
+__all__ = ["ExperimentResult", "Outcome", "main", "method_row", "run_experiment"]
+
+ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70", "max_box_acc",
+            "gt_known", "top1_loc", "top5_loc", "pxap", "loc_threshold", "loc_threshold_source")
+LEGACY_NAMES = {"classifier.ckpt": "model.ckpt", "classifier_test.json": "test.json"}
+LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
+"""A ``make demo`` work folder of before the runner: its files and stage times under today's names."""
+DEFAULT_PLACES = {"data.init_args.data_root": "{data}", "trainer.default_root_dir": "{run}"}
+"""Where every run reads its data and writes its trainer's files, unless its declaration says otherwise."""
+
+
+def method_row(method: Mapping[str, Any], cls_acc: Any) -> dict[str, Any]:
+    """A result row: a tested map's protocol figures (the keys it has of :data:`ROW_KEYS`) and the classifier's accuracy."""
+    return {**{k: method[k] for k in ROW_KEYS if k in method}, "cls_acc": cls_acc}
+
+
+@dataclass
+class Outcome:
+    """One run at one seed: its rows, per-image records (by row), test result, model facts, stage outputs, times."""
+
+    key: str
+    seed: int
+    folder: Path
+    rows: dict[str, Any]
+    records: dict[str, Any]
+    test: dict[str, Any]
+    facts: dict[str, Any]
+    timing: dict[str, float]
+    stages: dict[str, Any] = field(default_factory=dict)
+    val: dict[str, Any] = field(default_factory=dict)
+    choice: dict[str, Any] | None = None
+
+
+@dataclass
+class ExperimentResult:
+    """What a report receives: per seed, the runs' outcomes, rows, records and differences."""
+
+    outcomes: dict[int, dict[str, Outcome]]
+    rows: dict[int, dict[str, Any]]
+    records: dict[int, dict[str, Any]]
+    differences: dict[int, dict[str, Any]]
+    data: Path
+    owned_data: bool
+    fast: bool
+    timing: dict[str, float]
+
+
+class _Runner:
+    def __init__(self, exp: Any, out: Path, work: Path, data: Path, owned: bool, fast: bool,
+                 log: Callable[[str], None]) -> None:
+        self.exp, self.out, self.work, self.data, self.owned, self.fast, self.log = exp, out, work, data, owned, fast, log
+        self.timers: dict[Path, Any] = {}
+        self.recipes = Path(__file__).resolve().parents[2] / "experiments"
+
+    # ---------------------------------------------------------------------------------- bookkeeping
+    def timer(self, folder: Path) -> Any:
+        from cream_pl.pipelines.run_state import StageTimer
+
+        path = (folder / "timing.json").resolve()
+        if path not in self.timers:
+            self.timers[path] = StageTimer(path)
+        return self.timers[path]
+
+    def recipe(self, name: str) -> Path:
+        path = Path(name) if name.endswith(".yaml") else self.recipes / f"{name}.yaml"
+        if not path.is_file():
+            from cream_pl.core.errors import UserFileNotFoundError
+
+            raise UserFileNotFoundError(f"{path}: recipe not found ({self.exp.source})")
+        return path
+
+    def synth_config(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from cream_pl.data.synth import PRESETS
+
+        ds = self.exp.dataset
+        extra = self.exp.fast.get("dataset", {}) if self.fast else {}
+        return json.loads(json.dumps({**asdict(PRESETS[ds.preset]), **ds.overrides, **extra}))
+
+    def data_is_current(self) -> bool:
+        from cream_pl.pipelines.run_state import synthetic_dataset_is_current
+
+        if not self.owned:
+            return synthetic_dataset_is_current(self.data, {}, 0, owned=False)
+        return synthetic_dataset_is_current(self.data, self.synth_config(), self.exp.dataset.seed)
+
+    def stage_data(self) -> None:
+        from cream_pl.pipelines.run_state import ensure_synthetic_dataset
+
+        t = time.time()
+        ran = False
+        if self.owned:
+            ran = ensure_synthetic_dataset(self.data, self.synth_config(), self.exp.dataset.seed, log=self.log,
+                                           what=f"the synthetic benchmark (preset {self.exp.dataset.preset!r})")
+        self.data_s = (time.time() - t, ran)
+
+    # ---------------------------------------------------------------------------------- one run
+    def overrides(self, run: Any, seed: int, folder: Path, recipe: Path, extra: Mapping[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(resolved, fingerprinted)``: the run's overrides with places filled in, and those that are not places."""
+        from cream_pl.pipelines.experiment import PLACES
+        from cream_pl.pipelines.run_state import callback_index
+
+        raw: dict[str, Any] = {"seed_everything": seed, **DEFAULT_PLACES, **run.overrides,
+                               "model.init_args.record_per_image": list(run.record),
+                               **(self.exp.fast.get("overrides", {}) if self.fast else {}), **extra}
+        places = {"{run}": str(folder), "{data}": str(self.data), "{out}": str(self.out)}
+        resolved, kept = {}, {}
+        for key, value in raw.items():
+            if "[" in key:  # trainer.callbacks[ClassName].x: the recipe's callback of that class, if it has one
+                head, rest = key.split("[", 1)
+                name, tail = rest.split("]", 1)
+                index = callback_index(recipe, name)
+                if index is None:
+                    continue
+                key = f"{head}.{index}{tail}"
+            if isinstance(value, str) and any(p in value for p in PLACES):
+                for p, v in places.items():
+                    value = value.replace(p, v)
+                resolved[key] = value
+            else:
+                resolved[key] = kept[key] = value
+        return resolved, kept
+
+    def fingerprint(self, recipe: Path, kept: Mapping[str, Any]) -> dict[str, Any]:
+        import hashlib
+
+        from cream_pl.pipelines.run_state import data_sha1
+
+        return {"data_sha1": data_sha1(self.data), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+                "overrides": json.loads(json.dumps(dict(kept), sort_keys=True)), "version": self.exp.version}
+
+    def legacy(self, today: dict[str, Any], seed: int) -> Callable[[dict[str, Any]], Any]:
+        """A fingerprint of the declaration's ``legacy`` layout (``{data_sha1, recipe_sha1, train_seed, fast, <version
+        key>}``) that names today's inputs, mapped to today's layout (so the work is kept)."""
+        def convert(stored: dict[str, Any]) -> Any:
+            key, version = next(iter(self.exp.legacy.items()), (None, None))
+            same = (key is not None and stored.get(key) == version and stored.get("train_seed") == seed
+                    and stored.get("fast") == self.fast and stored.get("data_sha1") == today["data_sha1"]
+                    and stored.get("recipe_sha1") == today["recipe_sha1"])
+            return today if same else stored
+        return convert
+
+    def migrate(self, folder: Path) -> None:
+        for old, new in LEGACY_NAMES.items():
+            if (folder / old).exists() and not (folder / new).exists():
+                os.replace(folder / old, folder / new)
+        timing = folder / "timing.json"
+        if timing.is_file():
+            saved = json.loads(timing.read_text())
+            if any(k in saved for k in LEGACY_TIMES):
+                from cream_pl.reporting.tables import write_json_atomic
+
+                write_json_atomic({LEGACY_TIMES.get(k, k): v for k, v in saved.items()}, timing)
+
+    def fit_and_test(self, run: Any, seed: int, folder: Path, extra: Mapping[str, Any]) -> Outcome:
+        from cream_pl.core.io import atomic_write_bytes
+        from cream_pl.models import WSOLClassifier
+        from cream_pl.pipelines.recipe_builder import build_from_recipe
+        from cream_pl.pipelines.run_state import start_over_if_stale
+        from cream_pl.reporting.evidence import load_records, save_records
+        from cream_pl.reporting.tables import write_json_atomic
+
+        recipe = self.recipe(run.recipe)
+        resolved, kept = self.overrides(run, seed, folder, recipe, extra)
+        today = self.fingerprint(recipe, kept)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.migrate(folder)
+        timer = self.timer(folder)
+        keep = tuple(p.resolve().relative_to(folder.resolve()).parts[0] for p in (self.data, self.out)
+                     if folder.resolve() in p.resolve().parents)  # the data or results inside a run's folder stay
+        if start_over_if_stale(folder, today, self.log, legacy=self.legacy(today, seed), keep=keep,
+                               name=f"{run.key} (seed {seed})"):
+            timer.clear()
+        ckpt, test_path, rec_path, val_path = (folder / n for n in ("model.ckpt", "test.json", "per_image_test.npz",
+                                                                   "val_method.json"))
+        cli = build_from_recipe(recipe, resolved, folder)
+        t, ran = time.time(), not ckpt.is_file()
+        if not ran:
+            self.log(f"{folder.name}: loading {ckpt}")
+            model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
+            if run.choose is not None and not val_path.is_file():  # a run of before the choice: its val once more
+                cli.trainer.validate(model, datamodule=cli.datamodule, verbose=False)
+                write_json_atomic(_val_of_method(model), val_path)
+        else:
+            self.log(f"{folder.name}: training ({recipe.name}, seed {seed}"
+                     + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
+            model = cli.model
+            cli.trainer.fit(model, datamodule=cli.datamodule)
+            tmp = ckpt.with_name(".model.ckpt.tmp")
+            cli.trainer.save_checkpoint(tmp)
+            os.replace(tmp, ckpt)
+            search = model.last_results.get("val", {}).get("cream_search")
+            write_json_atomic(variant_val_scores(search, _variants(resolved)), folder / "val_variants.json")
+            write_json_atomic(_val_of_method(model), val_path)
+        stored = json.loads(test_path.read_text()) if test_path.is_file() else None
+        for name in ("fit_s", "test_s"):  # a run folder of demo-methods before the runner kept its times in test.json
+            if stored and name in stored.get("timing", {}):
+                timer.record(name, stored["timing"][name], False)
+        timer.record("fit_s", time.time() - t, ran)
+        t, ran = time.time(), not (stored is not None and rec_path.is_file())
+        if ran:
+            self.log(f"{folder.name}: testing")
+            cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
+            res = model.last_results["test"]
+            if "cream_selected" in run.record and "cream_selected" not in res["methods"]:
+                raise RuntimeError(f"{run.key}: the test produced no cream_selected map (the val search did not run)")
+            records = {k: v for k, v in model.per_image.get("test", {}).items() if k in run.record}
+            atomic_write_bytes(rec_path, save_records(records))
+            write_json_atomic({**res, "wsol_method": model.wsol.name, "wsol_method_args": model.wsol.params}, test_path)
+            stored = json.loads(test_path.read_text())
+        else:
+            self.log(f"{folder.name}: using {test_path}")
+            records = load_records(rec_path)
+        timer.record("test_s", time.time() - t, ran)
+        rows = {row: method_row(stored["methods"][m], stored.get("cls_acc")) for row, m in run.rows.items()}
+        recs = {row: records[m] for row, m in run.rows.items() if m in records}
+        variants = folder / "val_variants.json"
+        val = {**(json.loads(val_path.read_text()) if val_path.is_file() else {}),
+               **({"variants": json.loads(variants.read_text())} if variants.is_file() else {})}
+        out = Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val)
+        out.stages["_context"] = (cli, model, ckpt, records)
+        return out
+
+    def run(self, run: Any, seed: int, stages: Sequence[str]) -> Outcome:
+        from cream_pl.pipelines.run_stages import STAGES, RunContext
+
+        base = None if self.fast else run.seed_folders.get(seed)  # a --fast run never touches a real run's work
+        name = run.folder.format(key=run.key, seed=seed)
+        if "{seed}" not in run.folder and seed != run.seeds[0]:
+            name = f"seed{seed}" if run.folder == "." else f"{name}_seed{seed}"
+        folder = Path(base) if base is not None else self.work / name
+        if run.choose is None:
+            outcome = self.fit_and_test(run, seed, folder, {})
+        else:
+            c = run.choose
+            tried = {v: self.fit_and_test(run, seed, folder if i == 0 else folder.with_name(f"{folder.name}{c.suffix}{v:g}"),
+                                          {} if i == 0 else {c.key: v}) for i, v in enumerate(c.values)}
+            scores = {v: o.val.get(c.val, float("nan")) for v, o in tried.items()}
+            chosen = choose_on_val(scores)
+            self.log(f"{run.key}: {c.key.rsplit('.', 1)[-1]} chosen on val: {chosen:g} ("
+                     + ", ".join(f"{v:g} {s:.2f}" for v, s in scores.items()) + ")")
+            outcome = tried[chosen]
+            outcome.choice = {"chosen": chosen, "recipe": c.values[0], "val_metric": c.val, "tried": tried}
+            for o in tried.values():
+                if o is not outcome:
+                    o.stages.pop("_context", None)
+        cli, model, ckpt, records = outcome.stages.pop("_context")
+        ctx = RunContext(run.key, seed, outcome.folder, self.data, self.out, self.fast, cli, model, ckpt,
+                         outcome.test, records, self.log)
+        timer = self.timer(outcome.folder)
+        for name in stages:
+            stage = STAGES[name]
+            t, ran = time.time(), not stage.done(ctx)
+            result = dict(stage.run(ctx))
+            if stage.timer:
+                timer.record(stage.timer, time.time() - t, ran)
+            outcome.rows.update(result.pop("rows", {}))
+            outcome.records.update(result.pop("records", {}))
+            ctx.outputs[name] = outcome.stages[name] = result
+        outcome.timing = dict(timer.saved)
+        return outcome
+
+
+def _variants(overrides: Mapping[str, Any]) -> list[str]:
+    return list((overrides.get("model.init_args.cream_search") or {}).get("variant") or [])
+
+
+def _val_of_method(model: Any) -> dict[str, float]:
+    """The val split's figures of the run's own map (``cam``) and classification, from the last validation."""
+    val = model.last_results.get("val", {})
+    cam = val.get("methods", {}).get("cam", {})
+    return {"max_box_acc_v2": float(cam.get("max_box_acc_v2", float("nan"))),
+            "cls_acc": float(val.get("cls_acc") if val.get("cls_acc") is not None else float("nan"))}
+
+
+def _facts(cli: Any, model: Any) -> dict[str, Any]:
+    """What the report says about a trained run besides its numbers."""
+    dm, hp = cli.datamodule, model.hparams
+    return {"cam_curve_interval": float(hp.cam_curve_interval), "candidates": len(model.cream_candidates),
+            "search_space": dict(hp.cream_search) if hp.get("cream_search") else None,
+            "selected_cream": model.selected_cream is not None, "epochs": int(cli.trainer.max_epochs),
+            "wsol_method": model.wsol.name, "wsol_method_args": model.wsol.params,
+            "head_lr_multiplier": float(hp.get("head_lr_multiplier", 1.0)),
+            **{f"num_{s}": len(dm.eval_dataset(s)) for s in ("train", "val", "test")}, "num_classes": dm.num_classes}
+
+
+def choose_on_val(val_scores: Mapping[float, float]) -> float:
+    """The value of the best val score; ties (and NaN) to the earlier listed.
+
+    >>> choose_on_val({10.0: 7.5, 3.0: 60.2, 1.0: 60.2})
+    3.0
+    >>> choose_on_val({10.0: float("nan"), 3.0: 0.0})
+    3.0
+    """
+    best, best_score = None, -float("inf")
+    for m, score in val_scores.items():
+        if score == score and score > best_score:
+            best, best_score = m, score
+    return next(iter(val_scores)) if best is None else best
+
+
+def variant_val_scores(search: Mapping[str, Any] | None, variants: Sequence[str]) -> dict[str, float]:
+    """The best val MaxBoxAccV2 of each CREAM variant over its candidates (``{}`` for a method with one).
+
+    >>> variant_val_scores({"scores": {"T1_kappa8_lambda0.8_raw_fused": 60.0, "T2_kappa8_lambda0.8_raw_fused": 61.0,
+    ...                                "T1_kappa8_lambda0.8_raw_branches": 62.5}}, ["branches", "fused"])
+    {'branches': 62.5, 'fused': 61.0}
+    """
+    if not variants or not search:
+        return {}
+    scores = search.get("scores", {})
+    return {v: max((s for name, s in scores.items() if name.endswith(f"_{v}") and s == s), default=float("nan"))
+            for v in variants}
+
+
+def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str | None = None,
+                   data: Path | str | None = None, fast: bool = False, restart: bool = False,
+                   seeds: Sequence[int] | None = None, only: Sequence[str] | None = None,
+                   skip: Sequence[str] = (), readme: Path | str | None = None,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Execute a declaration (see the module docstring); returns the report's payload (``metrics.json``'s content).
+
+    ``data``: a user's dataset instead of the declared one (used as it is); ``seeds``: instead of each run's;
+    ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the report's block into it.
+    """
+    from cream_pl.reporting.evidence import compute_differences
+    from cream_pl.reporting.experiment_report import report_function
+
+    start = time.time()
+    log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
+    out, work = Path(out or exp.out), Path(work or exp.work)
+    owned = data is None and exp.dataset.preset is not None
+    root = Path(data) if data is not None else (work / "data" if fast and owned else Path(exp.dataset.root))
+    runner = _Runner(exp, out, work, root, owned, fast, log)  # a --fast run never touches the real dataset
+    if restart:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    runner.stage_data()
+    runs = [r for r in exp.runs if not only or r.key in only]
+    all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
+    outcomes: dict[int, dict[str, Outcome]] = {}
+    for seed in all_seeds:
+        for run in runs:
+            if seed in (seeds if seeds is not None else run.seeds):
+                stages = [s for s in run.stages if s not in skip]
+                outcomes.setdefault(seed, {})[run.key] = runner.run(run, seed, stages)
+    rows, records, differences = {}, {}, {}
+    t = time.time()
+    for seed, by_run in outcomes.items():
+        rows[seed] = {k: v for o in by_run.values() for k, v in o.rows.items()}
+        records[seed] = {k: v for o in by_run.values() for k, v in o.records.items()}
+        pairs = [(d.a, d.b, d.metrics) for d in exp.differences if d.a in records[seed] and d.b in records[seed]]
+        differences[seed] = compute_differences(records[seed], pairs, n_resamples=1000, seed=0)
+    bootstrap_s = time.time() - t
+    data_s, data_ran = runner.data_s
+    timing = {"data_s": data_s, "data_ran": data_ran, "bootstrap_s": bootstrap_s}
+    for by_run in outcomes.values():  # the experiment's own stages, kept beside the first run's
+        first = runner.timer(next(iter(by_run.values())).folder)
+        first.record("data_s", data_s, data_ran)
+        first.record("bootstrap_s", bootstrap_s, True)
+        for o in by_run.values():
+            o.timing = dict(runner.timer(o.folder).saved)
+    timing["this_invocation_s"] = time.time() - start
+    result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing)
+    payload = report_function(exp.report)(exp, result, out)
+    if readme is not None and exp.readme:
+        from cream_pl.reporting.experiment_report import splice_block
+
+        splice_block(exp, payload, out, Path(readme))
+    return payload
+
+
+def _parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.runner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", help="a declaration (experiments/demos/*.yaml)")
+    parser.add_argument("--out", default=None, help="results folder (default: the declaration's)")
+    parser.add_argument("--work", default=None, help="work folder of the runs (default: the declaration's)")
+    parser.add_argument("--data", default=None, help="a dataset in the benchmark format instead of the declared one")
+    parser.add_argument("--seeds", type=int_at_least(1), default=None, help="run every run at seeds 0 .. N-1 instead of its own")
+    parser.add_argument("--only", nargs="+", default=None, help="a subset of the runs, by key")
+    parser.add_argument("--skip", nargs="+", default=(), help="stages to leave out (e.g. regressor)")
+    parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
+    parser.add_argument("--restart", action="store_true", help="remove the work folder first")
+    parser.add_argument("--readme", default=None, help="splice the report's block into this README")
+    parser.add_argument("--compare", default=None, metavar="METRICS_JSON",
+                        help="then compare every number of the new metrics.json with this one (timing aside, to 1e-9); "
+                        "exit status 1 when one differs")
+    return parser
+
+
+@pipeline_main("python -m cream_pl.pipelines.runner")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from cream_pl.pipelines.experiment import load_experiment
+
+    exp = load_experiment(args.experiment)
+    unknown = sorted(set(args.only or ()) - {r.key for r in exp.runs})
+    if unknown:
+        parser.error(f"--only: unknown run {unknown[0]!r}; the declaration has {[r.key for r in exp.runs]}")
+    from cream_pl.pipelines.run_stages import STAGES
+
+    bad = sorted(set(args.skip) - set(STAGES))
+    if bad:
+        parser.error(f"--skip: unknown stage {bad[0]!r}; known: {sorted(STAGES)}")
+    if args.data is not None:
+        from cream_pl.data.metadata import read_split
+
+        if not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
+            parser.error(f"{args.data}: no dataset in the benchmark format there (expected metadata/test/image_ids.txt)")
+        if not any(s.boxes for s in read_split(Path(args.data) / "metadata" / "test").samples):
+            parser.error(f"{Path(args.data) / 'metadata' / 'test'}: no boxes in the test split; the experiments' "
+                         "tables and differences need boxes (score a mask-only dataset with `cream-pl test`)")
+    least = int(exp.settings.get("min_seeds", 1))
+    if args.seeds is not None and args.seeds < least:
+        parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
+    out, work = args.out or exp.out, args.work or exp.work
+    runner = _Runner(exp, Path(out), Path(work), Path("."), False, args.fast, print)
+    for i, run in enumerate(exp.runs):  # every recipe before any work
+        if not args.only or run.key in args.only:
+            try:
+                runner.recipe(run.recipe)
+            except FileNotFoundError as err:
+                parser.error(f"{err} (runs[{i}].recipe)")
+    preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data)
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart,
+                   seeds=list(range(args.seeds)) if args.seeds else None, only=args.only, skip=args.skip,
+                   readme=args.readme)
+    if args.compare is not None:
+        from cream_pl.reporting.experiment_report import compare_numbers
+
+        diffs = compare_numbers(json.loads((Path(out) / "metrics.json").read_text()),
+                                json.loads(Path(args.compare).read_text()))
+        print(f"[{exp.name}] against {args.compare}: " + ("every number equal to 1e-9 (timing aside)" if not diffs
+              else f"{len(diffs)} differ: " + "; ".join(diffs[:10])), flush=True)
+        return 1 if diffs else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

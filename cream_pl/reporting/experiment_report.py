@@ -1,0 +1,174 @@
+"""The reports an experiment declaration may name (``report:``), and the README block it fills (``readme:``).
+
+A report is a function ``(experiment, result, out) -> payload`` that writes ``<out>/metrics.json`` (the
+payload) and its markdown, atomically, from the runner's :class:`~cream_pl.pipelines.runner.ExperimentResult`
+alone. ``table`` is the generic one, for any new experiment: per seed, every row and every stated
+difference with its interval; over two or more seeds, mean ± sd per row and per difference and in
+how many seeds the interval excluded 0. The demos keep their own layouts (their ``metrics.json``
+keys are read by people and dashboards): ``demo``, ``seeds`` and ``methods``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REPORTS", "SPLICES", "aggregate_seeds", "compare_numbers", "report_function", "splice_block", "table_report"]
+
+REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
+           "demo": "cream_pl.reporting.demo_report:report",
+           "seeds": "cream_pl.reporting.demo_seeds_report:report",
+           "methods": "cream_pl.reporting.demo_methods_report:report"}
+"""Report name -> ``module:function`` (imported when used: ``--help`` stays instant)."""
+SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
+           "METHODS": "cream_pl.reporting.demo_methods_report:splice_summary",
+           "TABLE": "cream_pl.reporting.experiment_report:splice_table"}
+"""README block (its ``<!-- NAME:BEGIN -->`` / ``END`` markers) -> the function that fills it."""
+METRICS = ("max_box_acc_v2", "gt_known", "top1_loc", "pxap", "cls_acc")
+
+
+def _resolve(table: Mapping[str, str], name: str, what: str) -> Callable[..., Any]:
+    if name not in table:
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{what} {name!r}: unknown; known: {sorted(table)}")
+    module, function = table[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def report_function(name: str) -> Callable[..., dict[str, Any]]:
+    """The report named ``name`` (:data:`REPORTS`)."""
+    return _resolve(REPORTS, name, "report")
+
+
+def splice_block(exp: Any, payload: Mapping[str, Any], out: Path, readme: Path) -> None:
+    """Fill the declaration's README block from the results in ``out``."""
+    _resolve(SPLICES, exp.readme["block"], "README block")(readme, payload, out)
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, Any]:
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+            "values": [float(x) for x in v]}
+
+
+def aggregate_seeds(per_seed: Mapping[int, Mapping[str, Any]], rows: Sequence[str],
+                    metrics: Sequence[str] = METRICS) -> dict[str, Any]:
+    """Mean ± sd per (row, metric) and per stated difference over the seeds' payloads (rows at the top level,
+    differences under ``differences``), with how many seeds' intervals excluded 0.
+
+    Example:
+        >>> a = {"cam": {"gt_known": 50.0}, "differences": {"x-y": {"gt_known": {"diff": 2.0, "ci95": [1.0, 3.0]}}}}
+        >>> b = {"cam": {"gt_known": 54.0}, "differences": {"x-y": {"gt_known": {"diff": -2.0, "ci95": [-3.0, 1.0]}}}}
+        >>> agg = aggregate_seeds({0: a, 1: b}, ["cam"])
+        >>> agg["methods"]["cam"]["gt_known"]["mean"], agg["differences"]["x-y"]["gt_known"]["seeds_interval_above_0"]
+        (52.0, 1)
+    """
+    seeds = sorted(per_seed)
+    methods: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for metric in metrics:
+            vals = [per_seed[s].get(row, {}).get(metric) for s in seeds]
+            if all(isinstance(v, (int, float)) for v in vals):
+                methods.setdefault(row, {})[metric] = mean_sd(vals)
+    differences: dict[str, dict[str, Any]] = {}
+    for pair in sorted({p for s in seeds for p in per_seed[s].get("differences", {})}):
+        for metric in sorted({m for s in seeds for m in per_seed[s].get("differences", {}).get(pair, {})}):
+            rs = [per_seed[s].get("differences", {}).get(pair, {}).get(metric) for s in seeds]
+            if any(r is None for r in rs):
+                continue
+            differences.setdefault(pair, {})[metric] = {
+                **mean_sd([r["diff"] for r in rs]),
+                "seeds_interval_above_0": sum(r["ci95"][0] > 0 for r in rs),
+                "seeds_interval_below_0": sum(r["ci95"][1] < 0 for r in rs),
+                "ci95_per_seed": [r["ci95"] for r in rs]}
+    return {"seeds": seeds, "methods": methods, "differences": differences}
+
+
+def seeds_markdown_lines(agg: Mapping[str, Any], names: Mapping[str, str], metrics: Sequence[str] = METRICS) -> list[str]:
+    """The mean ± sd table and the differences table of :func:`aggregate_seeds`."""
+    def cell(d: Mapping[str, Any] | None) -> str:
+        return "—" if d is None else f"{d['mean']:.2f} ± {d['sd']:.2f}"
+
+    n = len(agg["seeds"])
+    lines = ["| Method | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    for row, per in agg["methods"].items():
+        lines.append(f"| {names.get(row, row)} | " + " | ".join(cell(per.get(m)) for m in metrics) + " |")
+    lines += ["", "| difference | metric | mean ± sd over seeds | per seed | seeds whose 95 % CI excludes 0 (above / below) |",
+              "| --- | --- | ---: | --- | --- |"]
+    for pair, per in agg["differences"].items():
+        a, b = pair.split("-", 1)
+        for metric, d in per.items():
+            lines.append(f"| {names.get(a, a)} − {names.get(b, b)} | {metric} | {d['mean']:+.2f} ± {d['sd']:.2f} | "
+                         + ", ".join(f"{v:+.2f}" for v in d["values"])
+                         + f" | {d['seeds_interval_above_0']} / {d['seeds_interval_below_0']} of {n} |")
+    return lines
+
+
+def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
+    """The generic report: per seed the rows and differences; over seeds, :func:`aggregate_seeds`."""
+    from cream_pl.reporting.demo_report import METHOD_COLUMNS
+    from cream_pl.reporting.evidence import differences_markdown
+    from cream_pl.reporting.tables import metrics_table_markdown, write_json_atomic, write_markdown_atomic
+
+    names = {row: f"{r.name} ({row})" if r.name != r.key else row for r in exp.runs for row in r.rows}
+    per_seed = {s: {**result.rows[s], "differences": result.differences[s]} for s in result.rows}
+    payload: dict[str, Any] = {"experiment": exp.name, "declaration": exp.source, "fast": result.fast,
+                               "per_seed": {str(s): p for s, p in per_seed.items()},
+                               "timing": {k: round(v, 1) for k, v in result.timing.items() if isinstance(v, float)}}
+    md = [f"# {exp.name}", "", f"Produced by `python -m cream_pl.pipelines.runner {exp.source}`"
+          + (" --fast" if result.fast else "") + f"; data `{result.data}`.", ""]
+    for s, p in per_seed.items():
+        rows = {names.get(k, k): v for k, v in result.rows[s].items()}
+        md += [f"## Seed {s}", "", metrics_table_markdown(rows, METHOD_COLUMNS, {}), ""]
+        if p["differences"]:
+            md += [differences_markdown(p["differences"], names), ""]
+    if len(per_seed) > 1:
+        payload["over_seeds"] = aggregate_seeds(per_seed, list(names))
+        md += [f"## Over {len(per_seed)} seeds (mean ± sample sd)", "",
+               *seeds_markdown_lines(payload["over_seeds"], names), ""]
+    write_json_atomic(payload, out / "metrics.json")
+    write_markdown_atomic("\n".join(md), out / "metrics.md")
+    return payload
+
+
+def splice_table(readme: Path, payload: Mapping[str, Any], out: Path) -> None:
+    """Fill a README's ``TABLE`` block with ``<out>/metrics.md``."""
+    from cream_pl.core.io import atomic_write_text
+    from cream_pl.reporting.demo_report import splice_readme
+
+    atomic_write_text(readme, splice_readme(readme.read_text(), (out / "metrics.md").read_text(),
+                                            begin="<!-- TABLE:BEGIN -->", end="<!-- TABLE:END -->", root=out.as_posix()))
+
+
+def compare_numbers(new: Any, ref: Any, tol: float = 1e-9, skip: Sequence[str] = ("timing", "wall_time"),
+                    path: str = "") -> list[str]:
+    """Where two results differ: every number to ``tol`` (NaN equals NaN), every other value exactly, every key on
+    both sides; keys named in ``skip`` (times) are not compared.
+
+    Example:
+        >>> compare_numbers({"a": 1.0, "timing": 3, "b": [1, "x"]}, {"a": 1.0 + 1e-12, "timing": 4, "b": [1, "y"]})
+        ["/b[1]: 'x' vs 'y'"]
+    """
+    import math
+
+    if isinstance(new, Mapping) and isinstance(ref, Mapping):
+        out = [f"{path}/{k}: only in {'the new' if k in new else 'the reference'}"
+               for k in sorted(set(new) ^ set(ref), key=str) if k not in skip]
+        for k in sorted(set(new) & set(ref), key=str):
+            if k not in skip:
+                out += compare_numbers(new[k], ref[k], tol, skip, f"{path}/{k}")
+        return out
+    if isinstance(new, list) and isinstance(ref, list):
+        if len(new) != len(ref):
+            return [f"{path}: {len(new)} vs {len(ref)} items"]
+        return [d for i, (a, b) in enumerate(zip(new, ref)) for d in compare_numbers(a, b, tol, skip, f"{path}[{i}]")]
+    numbers = (int, float)
+    if isinstance(new, numbers) and isinstance(ref, numbers) and not isinstance(new, bool) and not isinstance(ref, bool):
+        same = (math.isnan(new) and math.isnan(ref)) or abs(new - ref) <= tol
+        return [] if same else [f"{path}: {new!r} vs {ref!r}"]
+    return [] if new == ref else [f"{path}: {str(new)[:60]!r} vs {str(ref)[:60]!r}"]

@@ -1,0 +1,368 @@
+"""The experiment declarations and the one runner: checks, fingerprints, legacy work, every demo end to end (--fast)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMOS = REPO / "experiments" / "demos"
+
+
+def _decl(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- declarations
+def test_every_shipped_declaration_loads_and_names_existing_recipes():
+    from cream_pl.pipelines.experiment import load_experiment
+
+    names = sorted(p.stem for p in DEMOS.glob("*.yaml"))
+    assert {"demo", "demo_seeds", "demo_methods"} <= set(names)
+    for name in names:
+        exp = load_experiment(DEMOS / f"{name}.yaml")
+        for run in exp.runs:
+            assert (REPO / "experiments" / f"{run.recipe}.yaml").is_file(), (name, run.recipe)
+        rows = {row for run in exp.runs for row in run.rows} | {"center_baseline", "cream_reg", "cream_reg_psol"}
+        for d in exp.differences:  # every stated difference names rows the runs produce
+            assert d.a in rows and d.b in rows, (name, d)
+
+
+def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
+    from cream_pl.pipelines.experiment import load_experiment
+
+    demo, seeds = load_experiment(DEMOS / "demo.yaml"), load_experiment(DEMOS / "demo_seeds.yaml")
+    assert seeds.differences == demo.differences and seeds.fast == demo.fast and seeds.dataset == demo.dataset
+    assert seeds.runs[0].recipe == demo.runs[0].recipe and seeds.runs[0].overrides == demo.runs[0].overrides
+    assert seeds.runs[0].seeds == (0, 1, 2) and seeds.runs[0].seed_folders == {0: "outputs/demo"}
+    assert "figures" not in seeds.runs[0].stages and seeds.readme == {} and seeds.report == "seeds"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nrepport: table\n",
+     "x.yaml: repport: unknown key; expected one of"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a}]\n", "x.yaml: runs[0].recipe: missing (required)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seeds: 3}]\n", "x.yaml: runs[0].seeds: expected list, got int"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seeds: [-1]}]\n", "x.yaml: runs[0].seeds: expected a non-empty"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, stages: [figurez]}]\n",
+     "x.yaml: runs[0].stages: unknown stage 'figurez'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}, {key: a, recipe: r}]\n", "x.yaml: runs: the run keys"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1]}}]\n",
+     "x.yaml: runs[0].choose.values: a choice needs at least two values"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cam, b: x}]\n",
+     "x.yaml: differences[0].metrics: missing (required)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}\n", "x.yaml, line 5: not valid YAML"),
+])
+def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
+    from cream_pl.core.errors import UserError
+    from cream_pl.pipelines.experiment import load_experiment
+
+    with pytest.raises(UserError) as err:
+        load_experiment(_decl(tmp_path, text))
+    assert message in str(err.value) and "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
+    help_ = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", "--help"], capture_output=True, text=True,
+                           timeout=60)
+    assert help_.returncode == 0 and "--only" in help_.stdout and "--compare" in help_.stdout
+    for argv, message in (([str(DEMOS / "demo_methods.yaml"), "--only", "gradcam"], "--only: unknown run 'gradcam'"),
+                          ([str(DEMOS / "demo.yaml"), "--skip", "nothing"], "--skip: unknown stage 'nothing'"),
+                          ([str(DEMOS / "demo_seeds.yaml"), "--seeds", "1"], "needs at least 2 seeds"),
+                          ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found")):
+        bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
+                              "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # nothing started
+
+
+def test_a_missing_recipe_is_one_line_before_any_work(tmp_path):
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\n"
+                           f"runs: [{{key: a, recipe: {tmp_path / 'nope.yaml'}}}]\n")
+    out = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", str(decl)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "nope.yaml: recipe not found" in out.stderr and "runs[0].recipe" in out.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------- fingerprints
+def _runner(tmp_path: Path, data: Path, work: Path, exp_name: str = "demo_methods.yaml"):
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import _Runner
+
+    return _Runner(load_experiment(DEMOS / exp_name), tmp_path / "o", work, data, False, False, print)
+
+
+def test_moving_the_data_or_work_folder_keeps_the_fingerprint_and_a_seed_changes_it(tmp_path):
+    from cream_pl.data.synth import generate_synthetic_dataset
+
+    data = generate_synthetic_dataset(tmp_path / "a", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=56)
+    recipe = REPO / "experiments" / "embedded_cream.yaml"
+    r = _runner(tmp_path, data, tmp_path / "w1")
+    run = r.exp.runs[0]
+    resolved, kept = r.overrides(run, 0, tmp_path / "w1" / "cam", recipe, {})
+    assert resolved["trainer.default_root_dir"] == str(tmp_path / "w1" / "cam") and resolved["data.init_args.data_root"] == str(data)
+    assert "trainer.default_root_dir" not in kept and "data.init_args.data_root" not in kept  # places: not inputs
+    here = r.fingerprint(recipe, kept)
+    moved = data.rename(tmp_path / "b")
+    r2 = _runner(tmp_path, moved, tmp_path / "w2")
+    assert r2.fingerprint(recipe, r2.overrides(run, 0, tmp_path / "w2" / "cam", recipe, {})[1]) == here
+    assert r2.fingerprint(recipe, r2.overrides(run, 1, tmp_path / "w2" / "cam", recipe, {})[1]) != here  # a seed
+    other = r2.overrides(run, 0, tmp_path / "w2" / "cam", recipe, {"model.init_args.head_lr_multiplier": 3.0})[1]
+    assert r2.fingerprint(recipe, other) != here  # a chosen training value
+
+
+def test_a_callback_named_by_class_is_found_in_the_recipe_or_left_out(tmp_path):
+    r = _runner(tmp_path, tmp_path, tmp_path / "w", "demo.yaml")
+    run = r.exp.runs[0]
+    with_cb = r.overrides(run, 0, tmp_path / "w", REPO / "experiments" / "embedded_cream.yaml", {})[0]
+    assert any(k.startswith("trainer.callbacks.") and k.endswith(".out_path") for k in with_cb)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("trainer: {callbacks: []}\n")
+    assert not any(k.endswith(".out_path") for k in r.overrides(run, 0, tmp_path / "w", plain, {})[0])
+
+
+def test_a_work_folder_of_before_the_runner_is_kept_and_one_of_other_inputs_starts_over(tmp_path):
+    """A ``make demo`` folder of the old layout (``classifier.ckpt``, its own fingerprint) keeps its work under
+    today's names; one of another seed, recipe or data is cleared before any new work."""
+    from cream_pl.pipelines.run_state import start_over_if_stale
+
+    r = _runner(tmp_path, tmp_path, tmp_path / "w", "demo.yaml")
+    today = {"data_sha1": "d", "recipe_sha1": "r", "overrides": {"seed_everything": 0}, "version": 3}
+    work = tmp_path / "w"
+
+    def fill(seed: int, data: str = "d") -> None:
+        work.mkdir(exist_ok=True)
+        for name in ("classifier.ckpt", "classifier_test.json", "per_image_test.npz", "pseudo_boxes_cream_selected.json"):
+            (work / name).write_text("x")
+        (work / "timing.json").write_text(json.dumps({"classifier_s": 5.0, "evaluation_s": 2.0, "data_s": 1.0}))
+        (work / "inputs.json").write_text(json.dumps({"data_sha1": data, "recipe_sha1": "r", "train_seed": seed,
+                                                      "fast": False, "demo_version": 3}))
+
+    fill(0)
+    r.migrate(work)
+    assert not start_over_if_stale(work, today, legacy=r.legacy(today, 0))
+    assert (work / "model.ckpt").is_file() and (work / "test.json").is_file() and not (work / "classifier.ckpt").exists()
+    assert json.loads((work / "timing.json").read_text()) == {"fit_s": 5.0, "test_s": 2.0, "data_s": 1.0}
+    assert json.loads((work / "inputs.json").read_text()) == today  # today's layout from now on
+    for stale in ({"seed": 1}, {"seed": 0, "data": "other"}):
+        for p in work.iterdir():
+            p.unlink()
+        fill(stale["seed"], stale.get("data", "d"))
+        r.migrate(work)
+        assert start_over_if_stale(work, today, legacy=r.legacy(today, 0))
+        assert sorted(p.name for p in work.iterdir()) == ["inputs.json"]
+
+
+def test_compare_numbers_reads_every_number_to_1e9():
+    from cream_pl.reporting.experiment_report import compare_numbers
+
+    a = {"cam": {"gt_known": 50.0, "curve": [1.0, float("nan")]}, "timing": {"x": 1}, "name": "a"}
+    assert compare_numbers(a, {**a, "timing": {"x": 9}}) == []
+    assert compare_numbers(a, {**a, "cam": {"gt_known": 50.0 + 2e-9, "curve": [1.0, float("nan")]}}) == [
+        "/cam/gt_known: 50.0 vs 50.000000002"]
+    assert compare_numbers(a, {k: v for k, v in a.items() if k != "name"}) == ["/name: only in the new"]
+
+
+# ---------------------------------------------------------------------------------------------- end to end (--fast)
+@pytest.mark.slow
+def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import run_experiment
+    from cream_pl.reporting.experiment_report import compare_numbers
+
+    exp = load_experiment(DEMOS / "demo.yaml")
+    out, work = tmp_path / "results", tmp_path / "work"
+    res = run_experiment(exp, out=out, work=work, fast=True)
+    assert (work / "data" / "synth_config.json").is_file()  # a --fast run never touches the real dataset
+    for name in ("metrics.json", "metrics.md", "box_acc_curves.png", "overlays.png", "ablation_T.md",
+                 "ablation_lambda.md", "ablation_T.png", "ablation_lambda.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    for method in ("cam", "cream", "cream_selected"):
+        for key in ("max_box_acc_v2", "gt_known", "top1_loc", "pxap", "cls_acc"):
+            assert 0.0 <= saved[method][key] <= 100.0, (method, key)
+    assert {"gt_known", "top1_loc", "top5_loc", "train_pseudo_iou_per_epoch", "max_box_acc_v2", "train_gt_known",
+            "train_mean_iou_to_pseudo_boxes", "train_pseudo_box_gt_known"} <= set(saved["cream_reg"])
+    assert saved["cream_reg"]["pxap"] is None  # a box, no map
+    chosen = saved["cream_reg_selection"]["chosen"]  # the design chosen on val, each candidate's val and test shown
+    assert saved["cream_reg"]["candidate"] == chosen and saved["cream_reg_psol"]["candidate"] == "psol_frozen"
+    assert set(saved["cream_reg_candidates"]) == {"psol_frozen", "spatial_mlp_frozen", "objectness_frozen",
+                                                  "objectness_finetune"}
+    assert saved["cream_reg_candidates"][chosen]["val_gt_known"] == max(
+        c["val_gt_known"] for c in saved["cream_reg_candidates"].values())
+    assert 0.0 <= saved["center_baseline"]["max_box_acc_v2"] <= 100.0
+    assert saved["pseudo_box_quality"]["source"] == "cream_selected"
+    boxes = json.loads((work / "pseudo_boxes_cream_selected.json").read_text())  # written by the fit's callback
+    assert boxes["info"]["source"] == "cream_selected"
+    assert set(saved["selected"]["cream"]) >= {"T", "kappa", "lambda", "feature_norm", "val_score", "candidates"}
+    assert saved["benchmark"] == {**saved["benchmark"], "preset": "cub", "num_test": 32}
+    for d in exp.differences:  # every stated difference has its interval, on the table's own numbers
+        for m in d.metrics:
+            x = saved["differences"][f"{d.a}-{d.b}"][m]
+            assert x["ci95"][0] <= x["diff"] <= x["ci95"][1] and x["n_resamples"] >= 1000, (d, m)
+            assert x["a"] == pytest.approx(saved[d.a][m]) and x["b"] == pytest.approx(saved[d.b][m])
+    md = (out / "metrics.md").read_text()
+    assert "| CREAM (val-selected) |" in md and "| center baseline |" in md and "paired bootstrap 95 % CI" in md
+    assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4] and res["cream"] == saved["cream"]
+    assert set(saved["timing"]) >= {"data_s", "classifier_s", "evaluation_s", "regressor_s", "total_s"}
+    capsys.readouterr()
+    stage_files = [work / n for n in ("model.ckpt", "test.json", "per_image_test.npz", "diagnostics.json",
+                                      "pseudo_boxes_cream_selected.json", "regressor/candidates.json",
+                                      "regressor/objectness_frozen/per_image_test.npz")]
+    mtimes = [p.stat().st_mtime_ns for p in stage_files]
+    again = tmp_path / "again"  # the same finished runs, re-reported: every number to 1e-9
+    run_experiment(exp, out=again, work=work, fast=True)
+    log = capsys.readouterr().out
+    assert "loading" in log and "training" not in log
+    assert [p.stat().st_mtime_ns for p in stage_files] == mtimes  # nothing was recomputed
+    assert compare_numbers(json.loads((again / "metrics.json").read_text()), saved) == []
+    assert (again / "metrics.md").read_text().split("## What")[0] == md.split("## What")[0]
+
+
+@pytest.mark.slow  # the --fast demo on a second dataset: ~40 s
+def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from cream_pl.data.cub import convert_cub
+    from cream_pl.pipelines.runner import main
+
+    cub = tmp_path / "CUB_200_2011"  # a tiny raw CUB tree: 3 classes x (6 train + 3 test), no masks
+    rows = [(f"{c:03d}.bird_{c}/img_{c}_{k}.jpg", c, int(k < 6)) for c in (1, 2, 3) for k in range(9)]
+    rng = np.random.default_rng(0)
+    for rel, _, _ in rows:
+        (cub / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(cub / "images" / rel)
+    for name, col in (("images.txt", 0), ("image_class_labels.txt", 1), ("train_test_split.txt", 2)):
+        (cub / name).write_text("".join(f"{i} {r[col]}\n" for i, r in enumerate(rows, 1)))
+    (cub / "bounding_boxes.txt").write_text("".join(f"{i} 10.0 12.0 60.0 50.0\n" for i in range(1, len(rows) + 1)))
+    (cub / "classes.txt").write_text("".join(f"{c} {c:03d}.bird_{c}\n" for c in (1, 2, 3)))
+    data = convert_cub(cub, tmp_path / "data", val_per_class=2).out
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert main([str(DEMOS / "demo.yaml"), "--fast", "--data", str(data), "--out", str(tmp_path / "res"), "--work",
+                 str(tmp_path / "work")]) == 0
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before  # a user's dataset is never touched
+    md = (tmp_path / "res" / "metrics.md").read_text()
+    assert md.startswith(f"# Results on `{data}`") and "3 classes, from its metadata" in md
+    metrics = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    assert metrics["protocol"]["num_test_images"] == 9 and "max_box_acc_v2" in metrics["cream"]
+
+
+def test_demo_refuses_a_dataset_without_test_boxes_in_one_line(tmp_path: Path, capsys) -> None:
+    from cream_pl.data import generate_synthetic_dataset
+    from cream_pl.pipelines.runner import main
+
+    root = generate_synthetic_dataset(tmp_path / "d", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=64, image_format="png")
+    test = root / "metadata" / "test"  # mask-only test split, as OpenImages
+    (test / "localization.txt").write_text((test / "localization_masks.txt").read_text())
+    (test / "localization_masks.txt").unlink()
+    with pytest.raises(SystemExit):
+        main([str(DEMOS / "demo.yaml"), "--data", str(root), "--out", str(tmp_path / "res"), "--work",
+              str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert f"{test}: no boxes in the test split" in err and err.count("\n") == 1
+    assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow  # two --fast methods (tiny data, 1 epoch, random init): ~30 s
+def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import run_experiment
+    from cream_pl.reporting.demo_methods_report import BEGIN, END
+
+    exp = load_experiment(DEMOS / "demo_methods.yaml")
+    out, work, readme = tmp_path / "res", tmp_path / "work", tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\nrest\n")
+    payload = run_experiment(exp, out=out, work=work, fast=True, only=["cam", "adl"], readme=readme)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["methods"]) == {"cam", "cam_cream_selected", "adl", "adl_cream_selected"}
+    for key, row in saved["methods"].items():
+        for metric in ("max_box_acc_v2", "gt_known", "top1_loc", "cls_acc"):
+            assert 0.0 <= row[metric] <= 100.0, (key, metric)
+    assert saved["methods"]["adl"]["wsol_method"] == "adl" and saved["methods"]["cam"]["wsol_method"] == "cam"
+    assert saved["methods"]["adl"]["wsol_method_args"] == {"drop_rate": 0.75, "threshold": 0.9}
+    stated = [d for d in exp.differences if {d.a, d.b} <= set(saved["methods"])]
+    assert len(stated) == 3 and set(saved["differences"]) == {f"{d.a}-{d.b}" for d in stated}  # the others: no rows
+    for d in stated:
+        for m in d.metrics:
+            x = saved["differences"][f"{d.a}-{d.b}"][m]
+            assert x["ci95"][0] <= x["diff"] <= x["ci95"][1] and x["n_resamples"] >= 1000
+            assert x["a"] == pytest.approx(saved["methods"][d.a][m]) and x["b"] == pytest.approx(saved["methods"][d.b][m])
+    assert saved["selected"]["cam"]["candidates"] == 36 and "variant" not in saved["selected"]["cam"]
+    adl = saved["selected"]["adl"]
+    assert adl["candidates"] == 72 and set(adl["variants_val"]) == {"before_adl", "after_adl"}  # grid x 2 variants
+    assert adl["variant"] in adl["variants_val"] and adl["val_score"] == pytest.approx(max(adl["variants_val"].values()))
+    assert saved["missing"] == {} and set(saved["probe_map_extent"]) == {"cam", "adl"}
+    md = (out / "README.md").read_text()
+    assert "| ADL | MaxBoxAccV2 |" in md and "## Not run" in md and f"ADL: val chose **{adl['variant']}**" in md
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n") and "| CAM | MaxBoxAccV2 |" in text
+    capsys.readouterr()
+    files = [work / k / n for k in ("cam", "adl") for n in ("model.ckpt", "test.json", "per_image_test.npz")]
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    again = run_experiment(exp, out=out, work=work, fast=True, only=["cam", "adl"])
+    assert "training" not in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in files] == mtimes and again["differences"] == payload["differences"]
+
+
+@pytest.mark.slow  # SPG's three --fast training candidates (tiny data, 1 epoch, random init): ~30 s
+def test_a_run_with_a_training_grid_trains_every_candidate_and_val_alone_chooses(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import choose_on_val, run_experiment
+
+    exp = load_experiment(DEMOS / "demo_methods.yaml")
+    grid = next(r for r in exp.runs if r.key == "spg").choose.values
+    out, work = tmp_path / "res", tmp_path / "work"
+    payload = run_experiment(exp, out=out, work=work, fast=True, only=["spg"])
+    h = payload["head_lr_multiplier"]["spg"]
+    assert list(h["candidates"]) == [f"{m:g}" for m in grid] and h["recipe"] == grid[0]
+    val = {m: h["candidates"][f"{m:g}"]["val_max_box_acc_v2"] for m in grid}
+    assert h["chosen"] == choose_on_val(val)  # the best val score of X (ties to the earlier), never a test column
+    for m in grid:  # each candidate trained in its own folder with its own rate
+        folder = work / ("spg" if m == grid[0] else f"spg_hlr{m:g}")
+        config = (folder / "config.yaml").read_text()
+        assert (f"head_lr_multiplier: {m}" in config) == (m != grid[0])
+        assert json.loads((folder / "val_method.json").read_text())["max_box_acc_v2"] == pytest.approx(val[m], nan_ok=True)
+    chosen = json.loads((work / ("spg" if h["chosen"] == grid[0] else f"spg_hlr{h['chosen']:g}") / "test.json").read_text())
+    assert payload["methods"]["spg"]["max_box_acc_v2"] == pytest.approx(chosen["methods"]["cam"]["max_box_acc_v2"])
+    assert f"SPG: val chose the new layers' learning rate at **{h['chosen']:g}x**" in (out / "README.md").read_text()
+
+
+def test_the_choice_on_val_is_the_first_best():
+    from cream_pl.pipelines.runner import choose_on_val
+
+    assert choose_on_val({10.0: 7.5, 3.0: 61.0, 1.0: 58.0}) == 3.0
+    assert choose_on_val({10.0: 61.0, 3.0: 61.0}) == 10.0  # a tie: the recipe's
+    assert choose_on_val({10.0: float("nan"), 3.0: float("nan")}) == 10.0  # nothing scored: the recipe's
+
+
+@pytest.mark.slow  # a new experiment written as the README shows: one run at two seeds (--fast): ~60 s
+def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.pipelines.runner import main
+
+    decl = _decl(tmp_path, (REPO / "README.md").read_text().split("<!-- EXPERIMENT:BEGIN -->")[1]
+                 .split("```yaml\n")[1].split("```")[0], "mine.yaml")
+    text = decl.read_text().replace("outputs/", f"{tmp_path}/outputs/").replace("results/", f"{tmp_path}/results/")
+    decl.write_text(text)
+    assert main([str(decl), "--fast"]) == 0
+    out = next((tmp_path / "results").iterdir())
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["per_seed"]) == {"0", "1"} and "over_seeds" in saved
+    d = saved["over_seeds"]["differences"]["cream_selected-cam"]["max_box_acc_v2"]
+    assert len(d["values"]) == 2 and d["seeds_interval_above_0"] + d["seeds_interval_below_0"] <= 2
+    assert "| cream_selected |" in (out / "metrics.md").read_text() or "cream_selected" in (out / "metrics.md").read_text()
