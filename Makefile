@@ -66,10 +66,10 @@ train-regressor: install ## CREAM_reg on the CUB pseudo boxes (after pseudo-boxe
 	$(PY) -m cream_pl.pipelines.recipes train-regressor --data $(CUB_DATA) $(if $(DESIGN),--design $(DESIGN)) $(if $(HEADS),--heads $(HEADS))
 
 calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/
-	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub
+	$(RUN) experiments/demos/calibrate_cub.yaml
 
 calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_head_tint) was chosen, CAM + center only -> results/calibration_cub/sweep.md
-	$(PY) -m cream_pl.pipelines.calibrate_preset --preset cub --out results/calibration_cub --sweep body_head_tint=0.1,0.2,0.25
+	$(PY) -m cream_pl.pipelines.calibrate_preset --sweep body_head_tint=0.1,0.2,0.25
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
 	$(PY) -m cream_pl.pipelines.bench --out results

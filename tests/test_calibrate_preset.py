@@ -6,7 +6,7 @@ import numpy as np
 
 from cream_pl.data.metadata import read_split
 from cream_pl.data.synth import generate_synthetic_dataset
-from cream_pl.pipelines.calibrate_preset import split_statistics
+from cream_pl.pipelines.run_stages import split_statistics
 
 
 def test_split_statistics_match_the_boxes_on_disk(tmp_path) -> None:
@@ -24,7 +24,8 @@ def test_split_statistics_match_the_boxes_on_disk(tmp_path) -> None:
 def test_sweep_argument_is_checked_and_its_table_names_every_value(capsys) -> None:
     import pytest
 
-    from cream_pl.pipelines.calibrate_preset import _parse_sweep, _sweep_markdown
+    from cream_pl.pipelines.calibrate_preset import _parse_sweep
+    from cream_pl.reporting.calibration_report import sweep_markdown as _sweep_markdown
 
     assert _parse_sweep("body_head_tint=0,0.15,0.5") == ("body_head_tint", [0, 0.15, 0.5])
     for bad in ("no_such_knob=1", "body_head_tint=", "body_head_tint=0,x"):

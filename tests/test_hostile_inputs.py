@@ -245,7 +245,6 @@ PIPELINE_NUMBERS = [
     ("runner", ["experiments/demos/demo.yaml", "--seeds", "0"], "--seeds"),
     ("runner", ["experiments/demos/demo_seeds.yaml", "--seeds", "x"], "--seeds"),
     ("demo_kd", ["--seed", "nan"], "--seed"),
-    ("calibrate_preset", ["--seed", "-3"], "--seed"),
     ("recipes", ["pseudo-boxes", "--input-size", "7"], "--input-size"),
     ("recipes", ["train-regressor", "--epochs", "0"], "--epochs"),
     ("recipes", ["train-regressor", "--batch-size", "0"], "--batch-size"),
@@ -546,10 +545,11 @@ PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
     ("runner", ["{methods}", "--work", "{file}", "--fast"], "cream_pl.pipelines.runner", "run_experiment"),
     ("demo_kd", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
     ("demo_kd", ["--work", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
-    ("calibrate_preset", ["--out", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.calibrate_preset",
-     "_calibrate"),
-    ("calibrate_preset", ["--work", "{file}", "--recipe", "{recipe}"], "cream_pl.pipelines.calibrate_preset",
-     "_calibrate"),
+    ("runner", ["{calibrate}", "--out", "{file}"], "cream_pl.pipelines.runner", "run_experiment"),
+    ("calibrate_preset", ["--sweep", "body_head_tint=0.1", "--out", "{file}"], "cream_pl.pipelines.calibrate_preset",
+     "run_sweep"),
+    ("calibrate_preset", ["--sweep", "body_head_tint=0.1", "--work", "{file}"], "cream_pl.pipelines.calibrate_preset",
+     "run_sweep"),
     ("recipes", ["pseudo-boxes", "--work", "{file}"], "cream_pl.pipelines.recipes", "pseudo_boxes"),
     ("recipes", ["train-regressor", "--work", "{file}"], "cream_pl.pipelines.recipes", "train_regressor_stage"),
     ("bench", ["--out", "{file}", "--quick"], "cream_pl.pipelines.bench", "run_bench"),
@@ -571,13 +571,13 @@ def test_pipeline_output_folder_that_is_a_file(name, argv, module, work, tmp_pat
     argv = [a.replace("{file}", str(a_file)).replace("{recipe}", str(recipe)).replace("{demo}", str(DEMO))
             .replace("{seeds}", str(DEMO.with_name("demo_seeds.yaml"))).replace("{methods}",
                                                                                 str(DEMO.with_name("demo_methods.yaml")))
+            .replace("{calibrate}", str(DEMO.with_name("calibrate_cub.yaml")))
             for a in argv]
     rc, text = _call(_pipeline(name), argv, capfd)
     assert_one_line(rc, text, a_file, f"python -m cream_pl.pipelines.{name}: error:")
 
 
 @pytest.mark.parametrize("name, argv, module, work", [
-    ("calibrate_preset", ["--recipe", "{missing}"], "cream_pl.pipelines.calibrate_preset", "_calibrate"),
     ("recipes", ["train-cub", "--recipe", "{missing}"], "cream_pl.pipelines.recipes", "train_cub"),
 ])
 def test_pipeline_missing_recipe_is_one_line(name, argv, module, work, tmp_path, capfd, monkeypatch):

@@ -15,6 +15,7 @@ stage               what it adds
 ``pseudo_boxes``    the val-selected CREAM's boxes over the train split, with their quality
 ``regressor``       CREAM_reg: box-regressor designs on those boxes, one chosen on val (its rows)
 ``probe_map_extent`` where each map's GT-known boxes go wrong (``probe_map_extent.json``)
+``split_statistics`` box-area and box-centre statistics of the val and test splits
 =================== ===============================================================================
 """
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunContext", "STAGES", "Stage"]
+__all__ = ["RunContext", "STAGES", "Stage", "split_statistics"]
 
 
 @dataclass
@@ -297,7 +298,34 @@ def _probe(ctx: RunContext) -> dict[str, Any]:
     return {"probe": _read(_probe_path(ctx))}
 
 
+# ------------------------------------------------------------------------------------------ split statistics
+def split_statistics(split_dir: Path) -> dict[str, Any]:
+    """Images, instances per image, box-area fraction and box-centre statistics of a split (first box)."""
+    import numpy as np
+
+    from cream_pl.data.metadata import read_split
+
+    samples = read_split(split_dir).samples
+    area, cx, cy = [], [], []
+    for s in samples:
+        w, h = s.size
+        x0, y0, x1, y1 = s.boxes[0]
+        area.append((x1 - x0 + 1) * (y1 - y0 + 1) / (w * h))
+        cx.append((x0 + x1 + 1) / 2 / w)
+        cy.append((y0 + y1 + 1) / 2 / h)
+    a = np.array(area)
+    return {"images": len(samples), "instances_per_image": float(np.mean([len(s.boxes) for s in samples])),
+            "area_mean": float(a.mean()), "area_median": float(np.median(a)),
+            "area_p10": float(np.percentile(a, 10)), "area_p90": float(np.percentile(a, 90)),
+            "centre_x": f"{np.mean(cx):.2f} ± {np.std(cx):.2f}", "centre_y": f"{np.mean(cy):.2f} ± {np.std(cy):.2f}"}
+
+
+def _split_statistics(ctx: RunContext) -> dict[str, Any]:
+    return {"statistics": {s: split_statistics(ctx.data / "metadata" / s) for s in ("val", "test")}}
+
+
 STAGES: dict[str, Stage] = {
+    "split_statistics": Stage(_split_statistics, lambda ctx: False, None),
     "center_baseline": Stage(_center_baseline, lambda ctx: False, None),
     "diagnostics": Stage(_diagnostics, _diagnostics_done, "diagnostics_s"),
     "figures": Stage(_figures, lambda ctx: False, "figures_s"),

@@ -68,6 +68,7 @@ class Outcome:
     stages: dict[str, Any] = field(default_factory=dict)
     val: dict[str, Any] = field(default_factory=dict)
     choice: dict[str, Any] | None = None
+    val_results: dict[str, Any] = field(default_factory=dict)  # the last validation's results (runs since the runner)
 
 
 @dataclass
@@ -233,6 +234,7 @@ class _Runner:
             search = model.last_results.get("val", {}).get("cream_search")
             write_json_atomic(variant_val_scores(search, _variants(resolved)), folder / "val_variants.json")
             write_json_atomic(_val_of_method(model), val_path)
+            write_json_atomic(model.last_results.get("val", {}), folder / "val.json")
         stored = json.loads(test_path.read_text()) if test_path.is_file() else None
         for name in ("fit_s", "test_s"):  # a run folder of demo-methods before the runner kept its times in test.json
             if stored and name in stored.get("timing", {}):
@@ -258,7 +260,8 @@ class _Runner:
         variants = folder / "val_variants.json"
         val = {**(json.loads(val_path.read_text()) if val_path.is_file() else {}),
                **({"variants": json.loads(variants.read_text())} if variants.is_file() else {})}
-        out = Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val)
+        out = Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val,
+                      val_results=json.loads((folder / "val.json").read_text()) if (folder / "val.json").is_file() else {})
         out.stages["_context"] = (cli, model, ckpt, records)
         return out
 
@@ -358,11 +361,13 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                    data: Path | str | None = None, fast: bool = False, restart: bool = False,
                    seeds: Sequence[int] | None = None, only: Sequence[str] | None = None,
                    skip: Sequence[str] = (), readme: Path | str | None = None,
-                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   log: Callable[[str], None] | None = None,
+                   report: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Execute a declaration (see the module docstring); returns the report's payload (``metrics.json``'s content).
 
     ``data``: a user's dataset instead of the declared one (used as it is); ``seeds``: instead of each run's;
-    ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the report's block into it.
+    ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the report's block into it;
+    ``report``: a report function instead of the declaration's (a caller that gathers several experiments).
     """
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.experiment_report import report_function
@@ -404,7 +409,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
             o.timing = dict(runner.timer(o.folder).saved)
     timing["this_invocation_s"] = time.time() - start
     result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing)
-    payload = report_function(exp.report)(exp, result, out)
+    payload = (report or report_function(exp.report))(exp, result, out)
     if readme is not None and exp.readme:
         from cream_pl.reporting.experiment_report import splice_block
 

@@ -20,7 +20,8 @@ __all__ = ["REPORTS", "SPLICES", "aggregate_seeds", "compare_numbers", "report_f
 REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
            "demo": "cream_pl.reporting.demo_report:report",
            "seeds": "cream_pl.reporting.demo_seeds_report:report",
-           "methods": "cream_pl.reporting.demo_methods_report:report"}
+           "methods": "cream_pl.reporting.demo_methods_report:report",
+           "calibration": "cream_pl.reporting.calibration_report:report"}
 """Report name -> ``module:function`` (imported when used: ``--help`` stays instant)."""
 SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
            "METHODS": "cream_pl.reporting.demo_methods_report:splice_summary",
