@@ -51,7 +51,7 @@ demo-kernels: install ## make demo's rows once more under an AVX2 machine's CPU 
 	$(PY) -m cream_pl.pipelines.demo_kernels --reference results/embedded --out results/embedded_kernels $(if $(SKIP_REGRESSOR),--skip-regressor)
 
 demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: val Top-1 Cls / GT-known every epoch (the dilemma), teachers = best val checkpoints over (run, epoch), paired intervals on all / unusual / usual backgrounds -> results/embedded_confounded/ (~18 min)
-	$(PY) -m cream_pl.pipelines.demo_kd --out results/embedded_confounded
+	$(RUN) experiments/demos/demo_kd.yaml
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min)
 	$(RUN) experiments/demos/demo_methods.yaml --readme README.md

@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cream_pl.pipelines.demo_kd import (
-    RUNS,
-    DemoSettings,
-    curve_peak,
-    default_recipe_dir,
-    run_demo,
-    select_teachers,
-    usual_background_flags,
-)
+from cream_pl.pipelines.run_stages import select_teachers
+from cream_pl.reporting.demo_kd_report import curve_peak, usual_background_flags
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = {"cream": "embedded_confounded_cream", "ci_cam": "embedded_confounded_ci_cam",
+        "ci_cam_rrc": "embedded_confounded_ci_cam_rrc", "kd_ci_cam": "embedded_confounded_kd_ci_cam"}
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -118,7 +116,7 @@ def test_report_states_the_claims_from_the_intervals(same, tmp_path):
                             "num_train": 40, "num_classes": 8, "usual_background_prob": 0.8, "seed": 0,
                             "confounded": True, "confounded_eval": "uniform",
                             "background_photos": ["p0", "p1", "p2", "p3", "p4", "p5"]}
-    results["runs"] = {r.name: {"recipe": f"experiments/{r.recipe}.yaml", "epochs": 2} for r in RUNS}
+    results["runs"] = {name: {"recipe": f"experiments/{recipe}.yaml", "epochs": 2} for name, recipe in RUNS.items()}
     write_results(results, tmp_path, timing={"data_s": 1.0, "fit_ci_cam_s": 2.0, "test_ci_cam_epoch002_s": 3.0},
                   fast=False, wall_s=6.0)
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -148,28 +146,39 @@ def test_report_states_the_claims_from_the_intervals(same, tmp_path):
         assert "the student falls short of the loc teacher's GT-known Loc" in text
 
 
-def _tiny_settings() -> DemoSettings:
-    return DemoSettings(
-        data=(("num_classes", 3), ("num_train", 12), ("num_val", 6), ("num_test", 18), ("min_side", 72),
-              ("max_side", 96)),
-        epochs=2,
-        overrides=(("model.init_args.pretrained", False), ("model.init_args.cam_curve_interval", 0.05),
-                   ("model.init_args.eval_size", SIZE), ("data.init_args.resize_size", 72),
-                   ("data.init_args.crop_size", SIZE), ("data.init_args.eval_size", SIZE),
-                   ("data.init_args.batch_size", 6), ("data.init_args.num_workers", 0)),
-        ci_cam_overrides=(("model.init_args.train_crop_size", SIZE),),
-    )
+def _tiny_declaration(tmp_path: Path, recipes: Path) -> Path:
+    """``make demo-kd``'s declaration at a tiny size: the same runs, each recipe a copy under ``recipes``."""
+    import yaml
+
+    exp = yaml.safe_load((REPO / "experiments" / "demos" / "demo_kd.yaml").read_text())
+    exp.update(out=str(tmp_path / "results"), work=str(tmp_path / "work"))
+    exp["dataset"]["root"] = str(tmp_path / "work" / "data")
+    exp["dataset"]["overrides"].update(num_classes=3, num_train=12, num_val=6, num_test=18, min_side=72, max_side=96)
+    exp["defaults"]["overrides"].update({
+        "trainer.max_epochs": 2, "model.init_args.pretrained": False, "model.init_args.cam_curve_interval": 0.05,
+        "model.init_args.eval_size": SIZE, "data.init_args.resize_size": 72, "data.init_args.crop_size": SIZE,
+        "data.init_args.eval_size": SIZE, "data.init_args.batch_size": 6, "data.init_args.num_workers": 0})
+    for run in exp["runs"]:
+        run["recipe"] = str(recipes / f"{run['recipe']}.yaml")
+        if run["key"] != "cream":  # the CI-CAM models' own crop
+            run["overrides"] = {**exp["defaults"]["overrides"], "model.init_args.train_crop_size": SIZE}
+    path = tmp_path / "demo_kd_tiny.yaml"
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    return path
 
 
 @pytest.mark.slow  # four tiny fits with per-epoch validation, five tests, then a partial rerun: about 2 min
 def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsys):
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import run_experiment
     from cream_pl.reporting.demo_kd_report import MAIN_ROWS, subset_metrics
     from cream_pl.reporting.evidence import load_records
 
     recipes = tmp_path / "recipes"
-    shutil.copytree(default_recipe_dir(), recipes)
+    shutil.copytree(REPO / "experiments", recipes, ignore=shutil.ignore_patterns("demos"))
+    exp = load_experiment(_tiny_declaration(tmp_path, recipes))
     out, work = tmp_path / "results", tmp_path / "work"
-    payload = run_demo(out, work, recipes, _tiny_settings(), seed=0, fast=True)
+    payload = run_experiment(exp)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["main_rows"] == list(MAIN_ROWS)
     for key in MAIN_ROWS:
@@ -177,24 +186,23 @@ def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsy
             assert 0.0 <= saved["methods"][key][col] <= 100.0, (key, col)
     assert (out / "dilemma.png").stat().st_size > 0
     readme = (out / "README.md").read_text()
-    assert "| KD-CI-CAM |" in readme and "## What the numbers show" in readme and "smoke run" in readme
+    assert "| KD-CI-CAM |" in readme and "## What the numbers show" in readme
     # every run validated every epoch and kept every epoch's checkpoint
     for run in RUNS:
-        rows = saved["dilemma"][run.name]["epochs"]
+        rows = saved["dilemma"][run]["epochs"]
         assert [r["epoch"] for r in rows] == [1, 2]
-        assert all((work / "runs" / run.name / "epochs" / f"epoch={e:03d}.ckpt").is_file() for e in (1, 2))
+        assert all((work / "runs" / run / "epochs" / f"epoch={e:03d}.ckpt").is_file() for e in (1, 2))
     # the teachers are the val argmax over both CI-CAM runs' epochs, and the student was taught by those files
     curves = {r: saved["dilemma"][r]["epochs"] for r in ("ci_cam", "ci_cam_rrc")}
     want = select_teachers(curves, ["ci_cam", "ci_cam_rrc"])
     for role in ("cls", "loc"):
         assert (saved["teachers"][role]["run"], saved["teachers"][role]["epoch"]) == (want[role]["run"], want[role]["epoch"])
+    config = (work / "runs" / "kd_ci_cam" / "config.yaml").read_text()
+    assert saved["teachers"]["cls"]["checkpoint"] in config and saved["teachers"]["loc"]["checkpoint"] in config
+    # the student's fingerprint names its teachers by run, epoch and inputs, never by where the files are
     student = json.loads((work / "runs" / "kd_ci_cam" / "inputs.json").read_text())
-    # the fingerprint names the teacher's file relative to the work folder (moving the folder keeps the runs)
-    from cream_pl.pipelines.run_state import path_free
-
-    recorded = student["overrides"]["model.init_args.cls_teacher_ckpt"]
-    assert recorded.startswith("<work>/runs/")
-    assert recorded == path_free(saved["teachers"]["cls"]["checkpoint"], {"data": work / "data", "work": work})
+    assert student["teachers"]["cls"]["run"] == want["cls"]["run"] and str(work) not in json.dumps(student)
+    assert student["teachers"]["cls"]["inputs"] == json.loads((work / "runs" / want["cls"]["run"] / "inputs.json").read_text())
     ckpt = torch.load(work / "runs" / "kd_ci_cam" / "epochs" / "epoch=002.ckpt", map_location="cpu", weights_only=False)
     assert not any("teacher" in k for k in ckpt["state_dict"])
     # the table's numbers are the records' numbers, and the subsets partition the test images
@@ -207,16 +215,16 @@ def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsy
         assert saved["differences"]["ci_cam-cam@usual"]["gt_known"]["n_images"] == saved["benchmark"]["num_test_usual"]
     # resumable: nothing is refitted or retested
     capsys.readouterr()
-    again = run_demo(out, work, recipes, _tiny_settings(), seed=0, fast=True)
+    again = run_experiment(exp)
     log = capsys.readouterr().out
     assert "training" not in log and "testing" not in log
     assert again["differences"] == payload["differences"]
     # a changed recipe restarts its run and, through the teachers' inputs, the student; the others are kept
     teacher_runs = {saved["teachers"][r]["run"] for r in ("cls", "loc")}
     changed = sorted(teacher_runs)[0]
-    recipe = recipes / f"{next(r.recipe for r in RUNS if r.name == changed)}.yaml"
+    recipe = recipes / f"{RUNS[changed]}.yaml"
     recipe.write_text(recipe.read_text().replace("lr: 0.01", "lr: 0.02"))
-    run_demo(out, work, recipes, _tiny_settings(), seed=0, fast=True)
+    run_experiment(exp)
     log = capsys.readouterr().out
-    assert f"[demo-kd] {changed}: its inputs changed" in log and "[demo-kd] kd_ci_cam: its inputs changed" in log
-    assert "[demo-kd] cream: fit done, reusing" in log
+    assert f"[demo-kd] {changed} (seed 0): its inputs changed" in log
+    assert "[demo-kd] kd_ci_cam (seed 0): its inputs changed" in log and "[demo-kd] cream: fit done, reusing" in log

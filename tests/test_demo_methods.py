@@ -39,16 +39,3 @@ def test_summary_is_computed_from_the_intervals():
     table = plugin_table(_payload(), runs)
     assert "| ADL | MaxBoxAccV2 | 40.00 | 41.00 | +1.00 [-1.00, +3.00] | no significant difference |" in table
     assert "| ADL | GT-known Loc | 40.00 | 41.00 | — | — |" in table  # no interval: never a verdict
-
-
-
-
-def test_demo_kd_missing_recipe_is_one_line_before_any_work(tmp_path):
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.demo_kd", "--recipes", str(tmp_path / "nope"), "--out",
-                          str(tmp_path / "o"), "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "nope/" in out.stderr and "recipe not found" in out.stderr
-    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # nothing started

@@ -2,8 +2,8 @@
 
 Every ``cream-pl`` command (Lightning's ``fit|validate|test|predict``, ``data synth|cub|check``,
 ``evaluate``, ``export-scoremaps``, ``pseudo-boxes``, ``train-regressor``, ``localize``) and every
-pipeline entry point (``python -m cream_pl.pipelines.{demo,demo_seeds,demo_methods,demo_kd,
-calibrate_preset,recipes}``) is run for real on real files (PNG/JPEG written with OpenCV, checkpoints
+pipeline entry point (``python -m cream_pl.pipelines.{runner,calibrate_preset,recipes}``, the runner
+over every demo's declaration) is run for real on real files (PNG/JPEG written with OpenCV, checkpoints
 written with ``torch.save``, real Pillow decoding) and must end with an exit status other than 0,
 at most two lines of output (stdout and stderr together, OpenCV's C++ log included), no
 traceback, and the offending file (or option) named. Most cases call ``main([...])`` in-process;
@@ -244,7 +244,6 @@ def test_numeric_options_outside_their_domain_fail_at_parse_time(argv: list[str]
 PIPELINE_NUMBERS = [
     ("runner", ["experiments/demos/demo.yaml", "--seeds", "0"], "--seeds"),
     ("runner", ["experiments/demos/demo_seeds.yaml", "--seeds", "x"], "--seeds"),
-    ("demo_kd", ["--seed", "nan"], "--seed"),
     ("recipes", ["pseudo-boxes", "--input-size", "7"], "--input-size"),
     ("recipes", ["train-regressor", "--epochs", "0"], "--epochs"),
     ("recipes", ["train-regressor", "--batch-size", "0"], "--batch-size"),
@@ -543,8 +542,8 @@ PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
     ("runner", ["{demo}", "--work", "{file}"], "cream_pl.pipelines.runner", "run_experiment"),
     ("runner", ["{seeds}", "--out", "{file}", "--fast"], "cream_pl.pipelines.runner", "run_experiment"),
     ("runner", ["{methods}", "--work", "{file}", "--fast"], "cream_pl.pipelines.runner", "run_experiment"),
-    ("demo_kd", ["--out", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
-    ("demo_kd", ["--work", "{file}", "--fast"], "cream_pl.pipelines.demo_kd", "run_demo"),
+    ("runner", ["{kd}", "--out", "{file}", "--fast"], "cream_pl.pipelines.runner", "run_experiment"),
+    ("runner", ["{kd}", "--work", "{file}"], "cream_pl.pipelines.runner", "run_experiment"),
     ("runner", ["{calibrate}", "--out", "{file}"], "cream_pl.pipelines.runner", "run_experiment"),
     ("calibrate_preset", ["--sweep", "body_head_tint=0.1", "--out", "{file}"], "cream_pl.pipelines.calibrate_preset",
      "run_sweep"),
@@ -572,6 +571,7 @@ def test_pipeline_output_folder_that_is_a_file(name, argv, module, work, tmp_pat
             .replace("{seeds}", str(DEMO.with_name("demo_seeds.yaml"))).replace("{methods}",
                                                                                 str(DEMO.with_name("demo_methods.yaml")))
             .replace("{calibrate}", str(DEMO.with_name("calibrate_cub.yaml")))
+            .replace("{kd}", str(DEMO.with_name("demo_kd.yaml")))
             for a in argv]
     rc, text = _call(_pipeline(name), argv, capfd)
     assert_one_line(rc, text, a_file, f"python -m cream_pl.pipelines.{name}: error:")

@@ -79,29 +79,6 @@ def test_callback_index_finds_a_recipe_callback_by_class_name(tmp_path: Path) ->
     assert callback_index(recipe, "EpochCheckpoints") is None
 
 
-def test_demo_kd_reads_an_absolute_path_fingerprint_of_a_moved_work_folder_as_the_same(tmp_path: Path) -> None:
-    from cream_pl.pipelines.demo_kd import _legacy_inputs
-
-    def old_layout(work: Path, run: str) -> dict:
-        return {"demo_version": 3, "data_sha1": "d", "recipe_sha1": "r",
-                "overrides": {"data.init_args.data_root": str(work / "data"),
-                              "trainer.default_root_dir": str(work / "runs" / run),
-                              "trainer.callbacks.0.init_args.dirpath": str(work / "runs" / run / "checkpoints")},
-                "teachers": None}
-
-    old = tmp_path / "old"
-    new = tmp_path / "new"
-    student = {**old_layout(old, "student"),
-               "teachers": {"cls": {"run": "t", "checkpoint": str(old / "runs" / "t" / "epochs" / "e2.ckpt"),
-                                    "inputs": old_layout(old, "t")}}}
-    today = path_free({**old_layout(new, "student"),
-                       "teachers": {"cls": {"run": "t", "checkpoint": str(new / "runs" / "t" / "epochs" / "e2.ckpt"),
-                                            "inputs": path_free(old_layout(new, "t"), {"data": new / "data", "work": new})}}},
-                      {"data": new / "data", "work": new})
-    assert _legacy_inputs(student) == today
-    assert _legacy_inputs(old_layout(old, "t")) != path_free(old_layout(new, "u"), {"data": new / "data", "work": new})
-
-
 def test_every_per_image_record_file_has_one_layout_and_the_older_flat_one_still_reads(tmp_path: Path) -> None:
     import numpy as np
     import pytest

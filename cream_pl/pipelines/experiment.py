@@ -54,7 +54,8 @@ PLACES = ("{run}", "{data}", "{out}")
 @dataclass(frozen=True)
 class DatasetDecl:
     """The data: ``root`` (generated there from ``preset`` + ``overrides`` with ``seed`` when the experiment owns
-    it, i.e. ``preset`` is set); ``preset: null`` uses ``root`` as it is (a user's dataset, never touched)."""
+    it, i.e. ``preset`` is set; ``{work}`` in it is the work folder); ``preset: null`` uses ``root`` as it is (a
+    user's dataset, never touched)."""
 
     root: str = "data/synth"
     preset: str | None = "cub"
@@ -96,6 +97,15 @@ class RunDecl:
     folder: str = "{key}"
     seed_folders: Mapping[int, str] = field(default_factory=dict)
     choose: Choice | None = None
+    test: str = "model"
+    """``model``: the fitted model is tested (``model.ckpt``); ``epochs``: the fit validates and keeps a
+    checkpoint after every epoch (the recipe's ``EpochCheckpoints``), and the rows come from testing the
+    last epoch's checkpoint (``test_epoch=NNN.json``), so other epochs can be tested too (teachers)."""
+    teachers: tuple[str, ...] = ()
+    """Runs (``test: epochs``) whose every epoch is a teacher candidate: the checkpoint of the best val Top-1 Cls
+    teaches classification, the one of the best val GT-known localisation (KD-CI-CAM; chosen on val before this
+    run trains, passed as ``model.init_args.{cls,loc}_teacher_ckpt``); their test adds the ``cls_teacher`` and
+    ``loc_teacher`` rows."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,7 @@ _KEYS = {
                    "defaults": dict, "extends": str},
     "dataset": {"root": str, "preset": (str, type(None)), "seed": int, "overrides": dict},
     "run": {"key": str, "recipe": str, "name": str, "seeds": list, "overrides": dict, "rows": dict, "record": list,
-            "stages": list, "folder": str, "seed_folders": dict, "choose": dict},
+            "stages": list, "folder": str, "seed_folders": dict, "choose": dict, "test": str, "teachers": list},
     "choose": {"key": str, "values": list, "suffix": str, "val": str},
     "difference": {"a": str, "b": str, "metrics": list},
     "fast": {"dataset": dict, "overrides": dict},
@@ -192,12 +202,16 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     for s in stages:
         if s not in STAGES:
             raise UserValueError(f"{source}: {where}.stages: unknown stage {s!r}; known: {sorted(STAGES)}")
-    rows = {str(k).replace("{key}", raw["key"]): str(m) for k, m in (raw.get("rows") or _DEFAULT_ROWS).items()}
+    rows = {str(k).replace("{key}", raw["key"]): str(m)
+            for k, m in (raw["rows"] if raw.get("rows") is not None else _DEFAULT_ROWS).items()}
+    if raw.get("test", "model") not in ("model", "epochs"):
+        raise UserValueError(f"{source}: {where}.test: expected 'model' or 'epochs', got {raw['test']!r}")
     return RunDecl(key=raw["key"], recipe=raw["recipe"], name=raw.get("name", raw["key"]), seeds=tuple(seeds),
                    overrides=dict(raw.get("overrides", {})), rows=rows,
                    record=tuple(raw.get("record") or dict.fromkeys(rows.values())), stages=stages,
                    folder=raw.get("folder", "{key}"),
-                   seed_folders={int(k): str(v) for k, v in (raw.get("seed_folders") or {}).items()}, choose=choose)
+                   seed_folders={int(k): str(v) for k, v in (raw.get("seed_folders") or {}).items()}, choose=choose,
+                   test=raw.get("test", "model"), teachers=tuple(raw.get("teachers", ())))
 
 
 def load_experiment(path: Path | str) -> Experiment:
@@ -232,6 +246,10 @@ def load_experiment(path: Path | str) -> Experiment:
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise UserValueError(f"{source}: runs: the run keys {keys} repeat one")
+    for i, r in enumerate(runs):
+        for t in r.teachers:  # teachers come from earlier per-epoch runs
+            if t not in keys[:i] or runs[keys.index(t)].test != "epochs":
+                raise UserValueError(f"{source}: runs[{i}].teachers: {t!r} is not an earlier run with test: epochs")
     diffs = []
     for i, d in enumerate(top.get("differences", [])):
         d = _checked(f"differences[{i}]", "difference", d, source)

@@ -22,12 +22,12 @@ stage               what it adds
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunContext", "STAGES", "Stage", "split_statistics"]
+__all__ = ["RunContext", "STAGES", "Stage", "select_teachers", "split_statistics"]
 
 
 @dataclass
@@ -322,6 +322,54 @@ def split_statistics(split_dir: Path) -> dict[str, Any]:
 
 def _split_statistics(ctx: RunContext) -> dict[str, Any]:
     return {"statistics": {s: split_statistics(ctx.data / "metadata" / s) for s in ("val", "test")}}
+
+
+# ------------------------------------------------------------------------------------------ teachers
+def select_teachers(curves: Mapping[str, Sequence[Mapping[str, Any]]], candidates: Sequence[str]) -> dict[str, Any]:
+    """KD-CI-CAM's teachers among every epoch's checkpoint of the candidate runs, chosen on val.
+
+    The official code takes the checkpoint with the best Top-1 Cls as the cls teacher and the one
+    with the best GT-known Loc as the loc teacher (spec ``kd_ci_cam.md`` §3.1-3.2); here both are
+    read from the val rows of :class:`~cream_pl.callbacks.epoch_checkpoints.EpochCheckpoints`
+    (``val_cls_acc``, ``val_gt_known``), never from test. The candidates are ordered by run (as
+    given), then by epoch; a tie goes to the earlier one. One checkpoint may win both roles.
+
+    Returns:
+        ``{"cls": {"run", "epoch", "val_cls_acc", "val_gt_known", "checkpoint"}, "loc": {...},
+        "same_checkpoint": bool}``.
+
+    Raises:
+        ValueError: no candidate run, a run without epochs, or an epoch without a val number.
+
+    Example:
+        >>> curves = {"a": [{"epoch": 1, "val_cls_acc": 60.0, "val_gt_known": 40.0},
+        ...                 {"epoch": 2, "val_cls_acc": 70.0, "val_gt_known": 30.0}]}
+        >>> t = select_teachers(curves, ["a"])
+        >>> (t["cls"]["epoch"], t["loc"]["epoch"], t["same_checkpoint"])
+        (2, 1, False)
+    """
+    if not candidates:
+        raise ValueError("select_teachers needs at least one candidate run")
+    pool: list[tuple[str, Mapping[str, Any]]] = []
+    for run in candidates:
+        rows = curves.get(run) or []
+        if not rows:
+            raise ValueError(f"run {run!r} has no per-epoch val rows (EpochCheckpoints record missing or empty)")
+        for row in sorted(rows, key=lambda r: r["epoch"]):
+            for key in ("val_cls_acc", "val_gt_known"):
+                if row.get(key) is None:
+                    raise ValueError(f"run {run!r}, epoch {row['epoch']}: no {key} (did the val split have boxes?)")
+            pool.append((run, row))
+
+    def pick(key: str) -> dict[str, Any]:
+        i = max(range(len(pool)), key=lambda j: (pool[j][1][key], -j))
+        run, row = pool[i]
+        return {"run": run, "epoch": int(row["epoch"]), "val_cls_acc": float(row["val_cls_acc"]),
+                "val_gt_known": float(row["val_gt_known"]), "checkpoint": row.get("checkpoint")}
+
+    cls, loc = pick("val_cls_acc"), pick("val_gt_known")
+    return {"cls": cls, "loc": loc, "same_checkpoint": (cls["run"], cls["epoch"]) == (loc["run"], loc["epoch"])}
+
 
 
 STAGES: dict[str, Stage] = {

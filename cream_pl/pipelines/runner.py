@@ -44,6 +44,8 @@ ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box
 LEGACY_NAMES = {"classifier.ckpt": "model.ckpt", "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
 """A ``make demo`` work folder of before the runner: its files and stage times under today's names."""
+EPOCH_RECORDED = ("cam", "cream_selected")
+"""The maps whose per-image outcomes a tested per-epoch checkpoint keeps (where it has them)."""
 DEFAULT_PLACES = {"data.init_args.data_root": "{data}", "trainer.default_root_dir": "{run}"}
 """Where every run reads its data and writes its trainer's files, unless its declaration says otherwise."""
 
@@ -83,6 +85,9 @@ class ExperimentResult:
     owned_data: bool
     fast: bool
     timing: dict[str, float]
+    teachers: dict[str, Any] | None = None  # KD's teachers, where a run names them
+    work: Path | None = None
+    skipped: bool = False  # some stage was found done (this invocation's wall time is not a whole run's)
 
 
 class _Runner:
@@ -91,6 +96,10 @@ class _Runner:
         self.exp, self.out, self.work, self.data, self.owned, self.fast, self.log = exp, out, work, data, owned, fast, log
         self.timers: dict[Path, Any] = {}
         self.recipes = Path(__file__).resolve().parents[2] / "experiments"
+        self.inputs: dict[str, dict[str, Any]] = {}  # each run's fingerprint (a student's names its teachers')
+        self.teachers: dict[str, Any] | None = None
+        self.outcomes_so_far: dict[str, Outcome] = {}  # this seed's finished runs (teachers are chosen among them)
+        self._eval_dm: Any = None
 
     # ---------------------------------------------------------------------------------- bookkeeping
     def timer(self, folder: Path) -> Any:
@@ -265,6 +274,133 @@ class _Runner:
         out.stages["_context"] = (cli, model, ckpt, records)
         return out
 
+    # ---------------------------------------------------------------------------------- per-epoch runs
+    def eval_datamodule(self, run: Any, seed: int, folder: Path) -> Any:
+        """The test split's data module, from the first per-epoch run's data settings (every recipe evaluates alike)."""
+        if self._eval_dm is None:
+            import yaml
+
+            from cream_pl.data import WSOLDataModule
+            from cream_pl.pipelines.recipe_builder import set_dotted
+
+            recipe = self.recipe(run.recipe)
+            config = yaml.safe_load(recipe.read_text())
+            for key, value in self.overrides(run, seed, folder, recipe, {})[0].items():
+                if key.startswith("data."):
+                    set_dotted(config, key, value)
+            self._eval_dm = WSOLDataModule(**config["data"]["init_args"])
+        return self._eval_dm
+
+    def test_epoch(self, run: Any, seed: int, folder: Path, epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Test one per-epoch checkpoint (unless done): its results and per-image records (``test_epoch=NNN.*``)."""
+        import warnings
+
+        import pytorch_lightning as pl
+
+        from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
+        from cream_pl.core.io import atomic_write_bytes
+        from cream_pl.models.checkpoints import load_classifier
+        from cream_pl.reporting.evidence import load_records, save_records
+        from cream_pl.reporting.tables import write_json_atomic
+
+        res_path, rec_path = folder / f"test_epoch={epoch:03d}.json", folder / f"test_epoch={epoch:03d}.npz"
+        t, ran = time.time(), not (res_path.is_file() and rec_path.is_file())
+        if ran:
+            ckpt = folder / "epochs" / checkpoint_name(epoch)
+            self.log(f"{run.key}: testing epoch {epoch} ({ckpt})")
+            model = load_classifier(ckpt)
+            model.hparams["record_per_image"] = [m for m in EPOCH_RECORDED if m in model.available_methods()]
+            trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                                 enable_progress_bar=False, enable_model_summary=False)
+            with warnings.catch_warnings():  # an intermediate epoch (a teacher) has no CREAM choice; its CAM is used
+                warnings.filterwarnings("ignore", message="cream_search is set but no validation run")
+                trainer.test(model, datamodule=self.eval_datamodule(run, seed, folder), verbose=False)
+            res = model.last_results["test"]
+            scalars = {"cls_acc": res.get("cls_acc"), "top5_cls_acc": res.get("top5_cls_acc"),
+                       "methods": {n: {k: v for k, v in m.items() if not isinstance(v, dict)}
+                                   for n, m in res["methods"].items()},
+                       "selected_cream": model.selected_cream, "checkpoint": str(ckpt)}
+            atomic_write_bytes(rec_path, save_records(model.per_image["test"]))
+            write_json_atomic(scalars, res_path)
+        self.timer(folder).record(f"test_epoch{epoch:03d}_s", time.time() - t, ran)
+        return json.loads(res_path.read_text()), load_records(rec_path)
+
+    def fit_epochs(self, run: Any, seed: int, folder: Path) -> Outcome:
+        """Fit with a checkpoint and the val numbers after every epoch (unless done), then test the last epoch."""
+        from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
+        from cream_pl.pipelines.recipe_builder import build_from_recipe
+        from cream_pl.pipelines.run_state import start_over_if_stale
+        from cream_pl.reporting.tables import write_json_atomic
+
+        recipe = self.recipe(run.recipe)
+        resolved, kept = self.overrides(run, seed, folder, recipe, {})
+        today = self.fingerprint(recipe, kept)
+        if run.teachers:  # the teachers' checkpoints are places; which checkpoints of which inputs they are is not
+            t = self.select_teachers(run, seed)
+            resolved.update({f"model.init_args.{r}_teacher_ckpt": t[r]["checkpoint"] for r in ("cls", "loc")})
+            today["teachers"] = {r: {"run": t[r]["run"], "epoch": t[r]["epoch"], "inputs": self.inputs[t[r]["run"]]}
+                                 for r in ("cls", "loc")}
+        self.inputs[run.key] = today
+        folder.mkdir(parents=True, exist_ok=True)
+        timer = self.timer(folder)
+        if start_over_if_stale(folder, today, self.log, name=f"{run.key} (seed {seed})"):
+            timer.clear()
+        done, record = folder / "fit_done.json", folder / "epochs.json"
+        t0, ran = time.time(), not done.is_file()
+        if ran:
+            for p in folder.iterdir():  # a fit killed half-way starts over
+                if p.name != "inputs.json":
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            timer.clear()
+            cli = build_from_recipe(recipe, resolved, folder)
+            self.log(f"{run.key}: training {cli.trainer.max_epochs} epoch(s) with {recipe.name}, val after every epoch")
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            if len(read_epoch_record(record)) != cli.trainer.max_epochs:
+                raise RuntimeError(f"{run.key}: {len(read_epoch_record(record))} per-epoch val rows for "
+                                   f"{cli.trainer.max_epochs} epochs (does the recipe keep EpochCheckpoints?)")
+            write_json_atomic({"epochs": cli.trainer.max_epochs}, done)
+        else:
+            self.log(f"{run.key}: fit done, reusing {folder}")
+        timer.record("fit_s", time.time() - t0, ran)
+        curve = read_epoch_record(record)
+        last = int(curve[-1]["epoch"])
+        res, records = self.test_epoch(run, seed, folder, last) if run.rows else ({"methods": {}}, {})
+        rows = {row: {"run": run.key, "epoch": last, "method": m, "cls_acc": res["cls_acc"], **res["methods"][m],
+                      "selected_cream": res.get("selected_cream")}
+                for row, m in run.rows.items() if m in res["methods"] and m in records}
+        recs = {row: records[m] for row, m in run.rows.items() if row in rows}
+        out = Outcome(run.key, seed, folder, rows, recs, res, {}, dict(timer.saved))
+        out.stages["epochs"] = {"curve": curve, "last": last}
+        return out
+
+    def select_teachers(self, run: Any, seed: int) -> dict[str, Any]:
+        """KD's teachers among every epoch of ``run.teachers``' runs, on val; their checkpoint files where they are now."""
+        from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
+        from cream_pl.pipelines.run_stages import select_teachers
+
+        done = self.outcomes_so_far
+        teachers = select_teachers({k: done[k].stages["epochs"]["curve"] for k in run.teachers}, list(run.teachers))
+        for role in ("cls", "loc"):
+            teachers[role]["checkpoint"] = str(done[teachers[role]["run"]].folder / "epochs"
+                                               / checkpoint_name(teachers[role]["epoch"]))
+        self.log(f"teachers (val): cls = {teachers['cls']['run']} epoch {teachers['cls']['epoch']}, loc = "
+                 f"{teachers['loc']['run']} epoch {teachers['loc']['epoch']}"
+                 + (" (the same checkpoint)" if teachers["same_checkpoint"] else ""))
+        self.teachers = teachers
+        return teachers
+
+    def teacher_rows(self, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The teachers' rows (their checkpoints tested, CAM) and records."""
+        rows, records = {}, {}
+        for role in ("cls", "loc"):
+            t = self.teachers[role]
+            o = self.outcomes_so_far[t["run"]]
+            res, rec = self.test_epoch(next(r for r in self.exp.runs if r.key == t["run"]), seed, o.folder, t["epoch"])
+            rows[f"{role}_teacher"] = {"run": t["run"], "epoch": t["epoch"], "method": "cam", "cls_acc": res["cls_acc"],
+                                       **res["methods"]["cam"]}
+            records[f"{role}_teacher"] = rec["cam"]
+        return rows, records
+
     def run(self, run: Any, seed: int, stages: Sequence[str]) -> Outcome:
         from cream_pl.pipelines.run_stages import STAGES, RunContext
 
@@ -273,6 +409,10 @@ class _Runner:
         if "{seed}" not in run.folder and seed != run.seeds[0]:
             name = f"seed{seed}" if run.folder == "." else f"{name}_seed{seed}"
         folder = Path(base) if base is not None else self.work / name
+        if run.test == "epochs":
+            outcome = self.fit_epochs(run, seed, folder)
+            outcome.timing = dict(self.timer(outcome.folder).saved)
+            return outcome
         if run.choose is None:
             outcome = self.fit_and_test(run, seed, folder, {})
         else:
@@ -374,9 +514,12 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
 
     start = time.time()
     log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
-    out, work = Path(out or exp.out), Path(work or exp.work)
+    fast_work = Path(exp.work + "_fast")  # a --fast run's own folders: it never touches a real run's work or results
+    work = Path(work) if work is not None else (fast_work if fast else Path(exp.work))
+    out = Path(out) if out is not None else (fast_work / "results" if fast else Path(exp.out))
     owned = data is None and exp.dataset.preset is not None
-    root = Path(data) if data is not None else (work / "data" if fast and owned else Path(exp.dataset.root))
+    root = Path(data) if data is not None else (work / "data" if fast and owned
+                                                else Path(exp.dataset.root.replace("{work}", str(work))))
     runner = _Runner(exp, out, work, root, owned, fast, log)  # a --fast run never touches the real dataset
     if restart:
         shutil.rmtree(work, ignore_errors=True)
@@ -387,10 +530,16 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
     outcomes: dict[int, dict[str, Outcome]] = {}
     for seed in all_seeds:
+        runner.outcomes_so_far = outcomes.setdefault(seed, {})
         for run in runs:
             if seed in (seeds if seeds is not None else run.seeds):
                 stages = [s for s in run.stages if s not in skip]
-                outcomes.setdefault(seed, {})[run.key] = runner.run(run, seed, stages)
+                outcomes[seed][run.key] = runner.run(run, seed, stages)
+        if runner.teachers is not None:  # the teachers' own rows, beside the student's
+            extra_rows, extra_records = runner.teacher_rows(seed)
+            first = next(iter(outcomes[seed].values()))
+            first.rows.update(extra_rows)
+            first.records.update(extra_records)
     rows, records, differences = {}, {}, {}
     t = time.time()
     for seed, by_run in outcomes.items():
@@ -408,7 +557,9 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         for o in by_run.values():
             o.timing = dict(runner.timer(o.folder).saved)
     timing["this_invocation_s"] = time.time() - start
-    result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing)
+    result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing,
+                              teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
+                              work=work)
     payload = (report or report_function(exp.report))(exp, result, out)
     if readme is not None and exp.readme:
         from cream_pl.reporting.experiment_report import splice_block
@@ -430,7 +581,8 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--restart", action="store_true", help="remove the work folder first")
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
     parser.add_argument("--compare", default=None, metavar="METRICS_JSON",
-                        help="then compare every number of the new metrics.json with this one (timing aside, to 1e-9); "
+                        help="then compare every number of the new results file of this name with this one (times "
+                        "and machine aside, to 1e-9); "
                         "exit status 1 when one differs")
     return parser
 
@@ -461,7 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     least = int(exp.settings.get("min_seeds", 1))
     if args.seeds is not None and args.seeds < least:
         parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
-    out, work = args.out or exp.out, args.work or exp.work
+    out = args.out or (exp.work + "_fast/results" if args.fast else exp.out)
+    work = args.work or (exp.work + "_fast" if args.fast else exp.work)
     runner = _Runner(exp, Path(out), Path(work), Path("."), False, args.fast, print)
     for i, run in enumerate(exp.runs):  # every recipe before any work
         if not args.only or run.key in args.only:
@@ -479,9 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import compare_numbers
 
-        diffs = compare_numbers(json.loads((Path(out) / "metrics.json").read_text()),
+        diffs = compare_numbers(json.loads((Path(out) / Path(args.compare).name).read_text()),  # calibration.json too
                                 json.loads(Path(args.compare).read_text()))
-        print(f"[{exp.name}] against {args.compare}: " + ("every number equal to 1e-9 (timing aside)" if not diffs
+        print(f"[{exp.name}] against {args.compare}: " + ("every number equal to 1e-9 (times and machine aside)" if not diffs
               else f"{len(diffs)} differ: " + "; ".join(diffs[:10])), flush=True)
         return 1 if diffs else 0
     return 0

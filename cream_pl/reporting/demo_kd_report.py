@@ -55,6 +55,29 @@ KEEP = ("run", "epoch", "method", "max_box_acc_v2", "max_box_acc_iou30", "max_bo
         "max_box_acc", "gt_known", "top1_loc", "top5_loc", "pxap", "loc_threshold", "loc_threshold_source", "cls_acc")
 
 
+def usual_background_flags(data_root: Path, image_ids: Sequence[str], split: str = "test") -> np.ndarray:
+    """Per image (in ``image_ids``' order, i.e. by record ``index``): on its class's usual background?
+
+    Reads ``metadata/<split>/backgrounds.txt`` (``<image_id>,<photo>,<is_usual 0|1>``) of a
+    confounded synthetic dataset.
+    """
+    path = Path(data_root) / "metadata" / split / "backgrounds.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: demo-kd needs a confounded synthetic dataset "
+                                "(cream-pl data synth --confounded)")
+    usual: dict[str, bool] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.strip().split(",")
+        if len(parts) != 3 or parts[2] not in ("0", "1"):
+            raise ValueError(f"{path}:{n}: expected '<image_id>,<photo>,<0|1>', got {line!r}")
+        usual[parts[0]] = parts[2] == "1"
+    missing = [i for i in image_ids if i not in usual]
+    if missing:
+        raise ValueError(f"{path}: no background entry for {len(missing)} image(s), e.g. {missing[0]}")
+    return np.array([usual[i] for i in image_ids], dtype=bool)
+
+
+
 # ---------------------------------------------------------------------------------------------- numbers
 def curve_peak(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:
     """``{"epoch", "value"}`` of the first epoch at which ``key`` is highest.
@@ -480,7 +503,7 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
     return "\n".join([
         "# KD-CI-CAM on its own terms: de-confounding and the classification/localisation dilemma",
         "",
-        f"Produced by `make demo-kd` (`python -m cream_pl.pipelines.demo_kd`{' --fast' if meta['fast'] else ''}) on {meta['machine']}: "
+        f"Produced by `make demo-kd` (`python -m cream_pl.pipelines.runner experiments/demos/demo_kd.yaml`{' --fast' if meta['fast'] else ''}) on {meta['machine']}: "
         f"{meta['total_s'] / 60:.1f} min of measured stage time ({stages}); "
         + (f"the last invocation that ran every stage took {meta['full_run_wall_s'] / 60:.1f} min wall-clock, this one "
            f"{meta['wall_s'] / 60:.1f} min" if meta.get("full_run_wall_s") is not None else
@@ -575,3 +598,70 @@ def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, fl
     plot_dilemma(results, out / "dilemma.png")
     write_json_atomic(results, out / "metrics.json")
     write_markdown_atomic(render_markdown(results, results["summary"], results["cannot_show"]), out / "README.md")
+
+
+def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
+    """``make demo-kd``'s report from the runner's outcomes: the rows and teachers tested, their per-image records,
+    the per-epoch val curves, the backgrounds of the test images; ``metrics.json``, ``README.md``, ``dilemma.png``."""
+    import json
+    import time
+
+    import yaml
+
+    from cream_pl.data.metadata import read_split
+
+    start = time.time()
+    seed = min(result.outcomes)
+    outcomes = result.outcomes[seed]
+    tested, records = dict(result.rows[seed]), dict(result.records[seed])
+    curves = {k: o.stages["epochs"]["curve"] for k, o in outcomes.items()}
+    data = result.data
+    image_ids = [s.image_id for s in read_split(data / "metadata" / "test").samples]
+    usual = usual_background_flags(data, image_ids)
+    t = time.time()
+    results = build_results(tested, records, usual, curves, result.teachers, n_resamples=1000)
+    synth = json.loads((data / "synth_config.json").read_text())
+    results["benchmark"] = {"preset": exp.dataset.preset, **exp.dataset.overrides, "seed": exp.dataset.seed,
+                            "config": synth["config"], "background_photos": synth["background_photos"],
+                            "num_test": len(image_ids), "num_test_usual": int(usual.sum()),
+                            "num_test_unusual": int((~usual).sum()),
+                            "num_val": len(read_split(data / "metadata" / "val").samples),
+                            "num_train": synth["config"]["num_train"], "num_classes": synth["config"]["num_classes"]}
+    timing: dict[str, float] = {"data_s": result.timing["data_s"]} if result.timing["data_ran"] else {}
+    for key, o in outcomes.items():
+        for name, v in o.timing.items():
+            if name == "fit_s":
+                timing[f"fit_{key}_s"] = v
+            elif name.startswith("test_epoch"):
+                timing[f"test_{key}_{name.removeprefix('test_')}"] = v
+    timing["bootstrap_s"] = time.time() - t
+    runs = {}
+    for run in exp.runs:
+        if run.key in outcomes:
+            config = yaml.safe_load((outcomes[run.key].folder / "config.yaml").read_text())
+            runs[run.key] = {"recipe": f"experiments/{run.recipe}.yaml", "epochs": len(curves[run.key]),
+                             "fit_s": timing.get(f"fit_{run.key}_s"), **recipe_facts(config, student=bool(run.teachers))}
+    results["runs"] = runs
+    wall = result.timing["this_invocation_s"] + (time.time() - start)
+    full = result.work / "full_run.json"  # the wall time of the last invocation that ran every stage
+    if not result.skipped:
+        full.write_text(json.dumps({"wall_s": wall}) + "\n")
+    write_results(results, out, timing=timing, fast=result.fast, wall_s=wall,
+                  full_wall_s=json.loads(full.read_text())["wall_s"] if full.is_file() else None,
+                  candidates=[t for r in exp.runs for t in r.teachers])
+    print(f"[{exp.name}] wrote {out / 'metrics.json'}, {out / 'README.md'}, {out / 'dilemma.png'}", flush=True)
+    return results
+
+
+def recipe_facts(config: Mapping[str, Any], student: bool = False) -> dict[str, Any]:
+    """What the results README says of a run's recipe (as it ran): model, crops, CREAM grid, KD."""
+    model, data = config["model"]["init_args"], config["data"]["init_args"]
+    grid = model.get("cream_search")
+    facts = {"model": config["model"]["class_path"].rsplit(".", 1)[-1], "train_transform": data.get("train_transform"),
+             "crop_size": data.get("crop_size"), "resize_size": data.get("resize_size"), "lr": model.get("lr"),
+             "cream_search": grid, "cream_search_epochs": model.get("cream_search_epochs", "all"),
+             "cream_candidates": int(np.prod([len(v) if isinstance(v, list) else 1 for v in grid.values()])) if grid else 0}
+    if student:
+        facts["kd"] = {k: model.get(k) for k in ("kd_alpha", "kd_temperature_cls", "kd_temperature_loc", "kd_variant",
+                                                  "kd_routing", "kd_loc_weight")}
+    return facts

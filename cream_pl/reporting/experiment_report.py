@@ -21,7 +21,8 @@ REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
            "demo": "cream_pl.reporting.demo_report:report",
            "seeds": "cream_pl.reporting.demo_seeds_report:report",
            "methods": "cream_pl.reporting.demo_methods_report:report",
-           "calibration": "cream_pl.reporting.calibration_report:report"}
+           "calibration": "cream_pl.reporting.calibration_report:report",
+           "kd": "cream_pl.reporting.demo_kd_report:report"}
 """Report name -> ``module:function`` (imported when used: ``--help`` stays instant)."""
 SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
            "METHODS": "cream_pl.reporting.demo_methods_report:splice_summary",
@@ -146,10 +147,11 @@ def splice_table(readme: Path, payload: Mapping[str, Any], out: Path) -> None:
                                             begin="<!-- TABLE:BEGIN -->", end="<!-- TABLE:END -->", root=out.as_posix()))
 
 
-def compare_numbers(new: Any, ref: Any, tol: float = 1e-9, skip: Sequence[str] = ("timing", "wall_time"),
+def compare_numbers(new: Any, ref: Any, tol: float = 1e-9, skip: Sequence[str] = ("timing", "wall_time", "wall_min", "meta"),
                     path: str = "") -> list[str]:
     """Where two results differ: every number to ``tol`` (NaN equals NaN), every other value exactly, every key on
-    both sides; keys named in ``skip`` (times) are not compared.
+    both sides; keys named in ``skip`` (times, and the machine and wall clock of a run's ``meta``) and keys in
+    seconds (``*_s``) are not compared.
 
     Example:
         >>> compare_numbers({"a": 1.0, "timing": 3, "b": [1, "x"]}, {"a": 1.0 + 1e-12, "timing": 4, "b": [1, "y"]})
@@ -158,10 +160,13 @@ def compare_numbers(new: Any, ref: Any, tol: float = 1e-9, skip: Sequence[str] =
     import math
 
     if isinstance(new, Mapping) and isinstance(ref, Mapping):
+        def compared(k: Any) -> bool:  # a key in skip, or one in seconds (``fit_s``), is a time
+            return k not in skip and not str(k).endswith("_s")
+
         out = [f"{path}/{k}: only in {'the new' if k in new else 'the reference'}"
-               for k in sorted(set(new) ^ set(ref), key=str) if k not in skip]
+               for k in sorted(set(new) ^ set(ref), key=str) if compared(k)]
         for k in sorted(set(new) & set(ref), key=str):
-            if k not in skip:
+            if compared(k):
                 out += compare_numbers(new[k], ref[k], tol, skip, f"{path}/{k}")
         return out
     if isinstance(new, list) and isinstance(ref, list):
