@@ -322,7 +322,8 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
 def test_a_run_with_a_training_grid_trains_every_candidate_and_val_alone_chooses(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     from cream_pl.pipelines.experiment import load_experiment
-    from cream_pl.pipelines.runner import choose_on_val, run_experiment
+    from cream_pl.pipelines.run_fits import choose_on_val
+    from cream_pl.pipelines.runner import run_experiment
 
     exp = load_experiment(DEMOS / "demo_methods.yaml")
     grid = next(r for r in exp.runs if r.key == "spg").choose.values
@@ -343,7 +344,7 @@ def test_a_run_with_a_training_grid_trains_every_candidate_and_val_alone_chooses
 
 
 def test_the_choice_on_val_is_the_first_best():
-    from cream_pl.pipelines.runner import choose_on_val
+    from cream_pl.pipelines.run_fits import choose_on_val
 
     assert choose_on_val({10.0: 7.5, 3.0: 61.0, 1.0: 58.0}) == 3.0
     assert choose_on_val({10.0: 61.0, 3.0: 61.0}) == 10.0  # a tie: the recipe's

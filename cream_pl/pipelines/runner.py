@@ -30,47 +30,21 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cream_pl.core.options import OneLineArgumentParser, int_at_least
 from cream_pl.pipelines.entry import pipeline_main, preflight
+from cream_pl.pipelines.run_fits import Outcome, choose_on_val, fit_and_test, fit_epochs, teacher_rows
 
-__all__ = ["ExperimentResult", "Outcome", "main", "method_row", "run_experiment"]
+__all__ = ["ExperimentResult", "main", "run_experiment"]
 
-ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70", "max_box_acc",
-            "gt_known", "top1_loc", "top5_loc", "pxap", "loc_threshold", "loc_threshold_source")
 LEGACY_NAMES = {"classifier.ckpt": "model.ckpt", "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
 """A ``make demo`` work folder of before the runner: its files and stage times under today's names."""
-EPOCH_RECORDED = ("cam", "cream_selected")
-"""The maps whose per-image outcomes a tested per-epoch checkpoint keeps (where it has them)."""
 DEFAULT_PLACES = {"data.init_args.data_root": "{data}", "trainer.default_root_dir": "{run}"}
 """Where every run reads its data and writes its trainer's files, unless its declaration says otherwise."""
-
-
-def method_row(method: Mapping[str, Any], cls_acc: Any) -> dict[str, Any]:
-    """A result row: a tested map's protocol figures (the keys it has of :data:`ROW_KEYS`) and the classifier's accuracy."""
-    return {**{k: method[k] for k in ROW_KEYS if k in method}, "cls_acc": cls_acc}
-
-
-@dataclass
-class Outcome:
-    """One run at one seed: its rows, per-image records (by row), test result, model facts, stage outputs, times."""
-
-    key: str
-    seed: int
-    folder: Path
-    rows: dict[str, Any]
-    records: dict[str, Any]
-    test: dict[str, Any]
-    facts: dict[str, Any]
-    timing: dict[str, float]
-    stages: dict[str, Any] = field(default_factory=dict)
-    val: dict[str, Any] = field(default_factory=dict)
-    choice: dict[str, Any] | None = None
-    val_results: dict[str, Any] = field(default_factory=dict)  # the last validation's results (runs since the runner)
 
 
 @dataclass
@@ -203,204 +177,6 @@ class _Runner:
 
                 write_json_atomic({LEGACY_TIMES.get(k, k): v for k, v in saved.items()}, timing)
 
-    def fit_and_test(self, run: Any, seed: int, folder: Path, extra: Mapping[str, Any]) -> Outcome:
-        from cream_pl.core.io import atomic_write_bytes
-        from cream_pl.models import WSOLClassifier
-        from cream_pl.pipelines.recipe_builder import build_from_recipe
-        from cream_pl.pipelines.run_state import start_over_if_stale
-        from cream_pl.reporting.evidence import load_records, save_records
-        from cream_pl.reporting.tables import write_json_atomic
-
-        recipe = self.recipe(run.recipe)
-        resolved, kept = self.overrides(run, seed, folder, recipe, extra)
-        today = self.fingerprint(recipe, kept)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.migrate(folder)
-        timer = self.timer(folder)
-        keep = tuple(p.resolve().relative_to(folder.resolve()).parts[0] for p in (self.data, self.out)
-                     if folder.resolve() in p.resolve().parents)  # the data or results inside a run's folder stay
-        if start_over_if_stale(folder, today, self.log, legacy=self.legacy(today, seed), keep=keep,
-                               name=f"{run.key} (seed {seed})"):
-            timer.clear()
-        ckpt, test_path, rec_path, val_path = (folder / n for n in ("model.ckpt", "test.json", "per_image_test.npz",
-                                                                   "val_method.json"))
-        cli = build_from_recipe(recipe, resolved, folder)
-        t, ran = time.time(), not ckpt.is_file()
-        if not ran:
-            self.log(f"{folder.name}: loading {ckpt}")
-            model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
-            if run.choose is not None and not val_path.is_file():  # a run of before the choice: its val once more
-                cli.trainer.validate(model, datamodule=cli.datamodule, verbose=False)
-                write_json_atomic(_val_of_method(model), val_path)
-        else:
-            self.log(f"{folder.name}: training ({recipe.name}, seed {seed}"
-                     + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
-            model = cli.model
-            cli.trainer.fit(model, datamodule=cli.datamodule)
-            tmp = ckpt.with_name(".model.ckpt.tmp")
-            cli.trainer.save_checkpoint(tmp)
-            os.replace(tmp, ckpt)
-            search = model.last_results.get("val", {}).get("cream_search")
-            write_json_atomic(variant_val_scores(search, _variants(resolved)), folder / "val_variants.json")
-            write_json_atomic(_val_of_method(model), val_path)
-            write_json_atomic(model.last_results.get("val", {}), folder / "val.json")
-        stored = json.loads(test_path.read_text()) if test_path.is_file() else None
-        for name in ("fit_s", "test_s"):  # a run folder of demo-methods before the runner kept its times in test.json
-            if stored and name in stored.get("timing", {}):
-                timer.record(name, stored["timing"][name], False)
-        timer.record("fit_s", time.time() - t, ran)
-        t, ran = time.time(), not (stored is not None and rec_path.is_file())
-        if ran:
-            self.log(f"{folder.name}: testing")
-            cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
-            res = model.last_results["test"]
-            if "cream_selected" in run.record and "cream_selected" not in res["methods"]:
-                raise RuntimeError(f"{run.key}: the test produced no cream_selected map (the val search did not run)")
-            records = {k: v for k, v in model.per_image.get("test", {}).items() if k in run.record}
-            atomic_write_bytes(rec_path, save_records(records))
-            write_json_atomic({**res, "wsol_method": model.wsol.name, "wsol_method_args": model.wsol.params}, test_path)
-            stored = json.loads(test_path.read_text())
-        else:
-            self.log(f"{folder.name}: using {test_path}")
-            records = load_records(rec_path)
-        timer.record("test_s", time.time() - t, ran)
-        rows = {row: method_row(stored["methods"][m], stored.get("cls_acc")) for row, m in run.rows.items()}
-        recs = {row: records[m] for row, m in run.rows.items() if m in records}
-        variants = folder / "val_variants.json"
-        val = {**(json.loads(val_path.read_text()) if val_path.is_file() else {}),
-               **({"variants": json.loads(variants.read_text())} if variants.is_file() else {})}
-        out = Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val,
-                      val_results=json.loads((folder / "val.json").read_text()) if (folder / "val.json").is_file() else {})
-        out.stages["_context"] = (cli, model, ckpt, records)
-        return out
-
-    # ---------------------------------------------------------------------------------- per-epoch runs
-    def eval_datamodule(self, run: Any, seed: int, folder: Path) -> Any:
-        """The test split's data module, from the first per-epoch run's data settings (every recipe evaluates alike)."""
-        if self._eval_dm is None:
-            import yaml
-
-            from cream_pl.data import WSOLDataModule
-            from cream_pl.pipelines.recipe_builder import set_dotted
-
-            recipe = self.recipe(run.recipe)
-            config = yaml.safe_load(recipe.read_text())
-            for key, value in self.overrides(run, seed, folder, recipe, {})[0].items():
-                if key.startswith("data."):
-                    set_dotted(config, key, value)
-            self._eval_dm = WSOLDataModule(**config["data"]["init_args"])
-        return self._eval_dm
-
-    def test_epoch(self, run: Any, seed: int, folder: Path, epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Test one per-epoch checkpoint (unless done): its results and per-image records (``test_epoch=NNN.*``)."""
-        import warnings
-
-        import pytorch_lightning as pl
-
-        from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
-        from cream_pl.core.io import atomic_write_bytes
-        from cream_pl.models.checkpoints import load_classifier
-        from cream_pl.reporting.evidence import load_records, save_records
-        from cream_pl.reporting.tables import write_json_atomic
-
-        res_path, rec_path = folder / f"test_epoch={epoch:03d}.json", folder / f"test_epoch={epoch:03d}.npz"
-        t, ran = time.time(), not (res_path.is_file() and rec_path.is_file())
-        if ran:
-            ckpt = folder / "epochs" / checkpoint_name(epoch)
-            self.log(f"{run.key}: testing epoch {epoch} ({ckpt})")
-            model = load_classifier(ckpt)
-            model.hparams["record_per_image"] = [m for m in EPOCH_RECORDED if m in model.available_methods()]
-            trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                                 enable_progress_bar=False, enable_model_summary=False)
-            with warnings.catch_warnings():  # an intermediate epoch (a teacher) has no CREAM choice; its CAM is used
-                warnings.filterwarnings("ignore", message="cream_search is set but no validation run")
-                trainer.test(model, datamodule=self.eval_datamodule(run, seed, folder), verbose=False)
-            res = model.last_results["test"]
-            scalars = {"cls_acc": res.get("cls_acc"), "top5_cls_acc": res.get("top5_cls_acc"),
-                       "methods": {n: {k: v for k, v in m.items() if not isinstance(v, dict)}
-                                   for n, m in res["methods"].items()},
-                       "selected_cream": model.selected_cream, "checkpoint": str(ckpt)}
-            atomic_write_bytes(rec_path, save_records(model.per_image["test"]))
-            write_json_atomic(scalars, res_path)
-        self.timer(folder).record(f"test_epoch{epoch:03d}_s", time.time() - t, ran)
-        return json.loads(res_path.read_text()), load_records(rec_path)
-
-    def fit_epochs(self, run: Any, seed: int, folder: Path) -> Outcome:
-        """Fit with a checkpoint and the val numbers after every epoch (unless done), then test the last epoch."""
-        from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
-        from cream_pl.pipelines.recipe_builder import build_from_recipe
-        from cream_pl.pipelines.run_state import start_over_if_stale
-        from cream_pl.reporting.tables import write_json_atomic
-
-        recipe = self.recipe(run.recipe)
-        resolved, kept = self.overrides(run, seed, folder, recipe, {})
-        today = self.fingerprint(recipe, kept)
-        if run.teachers:  # the teachers' checkpoints are places; which checkpoints of which inputs they are is not
-            t = self.select_teachers(run, seed)
-            resolved.update({f"model.init_args.{r}_teacher_ckpt": t[r]["checkpoint"] for r in ("cls", "loc")})
-            today["teachers"] = {r: {"run": t[r]["run"], "epoch": t[r]["epoch"], "inputs": self.inputs[t[r]["run"]]}
-                                 for r in ("cls", "loc")}
-        self.inputs[run.key] = today
-        folder.mkdir(parents=True, exist_ok=True)
-        timer = self.timer(folder)
-        if start_over_if_stale(folder, today, self.log, name=f"{run.key} (seed {seed})"):
-            timer.clear()
-        done, record = folder / "fit_done.json", folder / "epochs.json"
-        t0, ran = time.time(), not done.is_file()
-        if ran:
-            for p in folder.iterdir():  # a fit killed half-way starts over
-                if p.name != "inputs.json":
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-            timer.clear()
-            cli = build_from_recipe(recipe, resolved, folder)
-            self.log(f"{run.key}: training {cli.trainer.max_epochs} epoch(s) with {recipe.name}, val after every epoch")
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-            if len(read_epoch_record(record)) != cli.trainer.max_epochs:
-                raise RuntimeError(f"{run.key}: {len(read_epoch_record(record))} per-epoch val rows for "
-                                   f"{cli.trainer.max_epochs} epochs (does the recipe keep EpochCheckpoints?)")
-            write_json_atomic({"epochs": cli.trainer.max_epochs}, done)
-        else:
-            self.log(f"{run.key}: fit done, reusing {folder}")
-        timer.record("fit_s", time.time() - t0, ran)
-        curve = read_epoch_record(record)
-        last = int(curve[-1]["epoch"])
-        res, records = self.test_epoch(run, seed, folder, last) if run.rows else ({"methods": {}}, {})
-        rows = {row: {"run": run.key, "epoch": last, "method": m, "cls_acc": res["cls_acc"], **res["methods"][m],
-                      "selected_cream": res.get("selected_cream")}
-                for row, m in run.rows.items() if m in res["methods"] and m in records}
-        recs = {row: records[m] for row, m in run.rows.items() if row in rows}
-        out = Outcome(run.key, seed, folder, rows, recs, res, {}, dict(timer.saved))
-        out.stages["epochs"] = {"curve": curve, "last": last}
-        return out
-
-    def select_teachers(self, run: Any, seed: int) -> dict[str, Any]:
-        """KD's teachers among every epoch of ``run.teachers``' runs, on val; their checkpoint files where they are now."""
-        from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
-        from cream_pl.pipelines.run_stages import select_teachers
-
-        done = self.outcomes_so_far
-        teachers = select_teachers({k: done[k].stages["epochs"]["curve"] for k in run.teachers}, list(run.teachers))
-        for role in ("cls", "loc"):
-            teachers[role]["checkpoint"] = str(done[teachers[role]["run"]].folder / "epochs"
-                                               / checkpoint_name(teachers[role]["epoch"]))
-        self.log(f"teachers (val): cls = {teachers['cls']['run']} epoch {teachers['cls']['epoch']}, loc = "
-                 f"{teachers['loc']['run']} epoch {teachers['loc']['epoch']}"
-                 + (" (the same checkpoint)" if teachers["same_checkpoint"] else ""))
-        self.teachers = teachers
-        return teachers
-
-    def teacher_rows(self, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The teachers' rows (their checkpoints tested, CAM) and records."""
-        rows, records = {}, {}
-        for role in ("cls", "loc"):
-            t = self.teachers[role]
-            o = self.outcomes_so_far[t["run"]]
-            res, rec = self.test_epoch(next(r for r in self.exp.runs if r.key == t["run"]), seed, o.folder, t["epoch"])
-            rows[f"{role}_teacher"] = {"run": t["run"], "epoch": t["epoch"], "method": "cam", "cls_acc": res["cls_acc"],
-                                       **res["methods"]["cam"]}
-            records[f"{role}_teacher"] = rec["cam"]
-        return rows, records
-
     def run(self, run: Any, seed: int, stages: Sequence[str]) -> Outcome:
         from cream_pl.pipelines.run_stages import STAGES, RunContext
 
@@ -410,14 +186,14 @@ class _Runner:
             name = f"seed{seed}" if run.folder == "." else f"{name}_seed{seed}"
         folder = Path(base) if base is not None else self.work / name
         if run.test == "epochs":
-            outcome = self.fit_epochs(run, seed, folder)
+            outcome = fit_epochs(self, run, seed, folder)
             outcome.timing = dict(self.timer(outcome.folder).saved)
             return outcome
         if run.choose is None:
-            outcome = self.fit_and_test(run, seed, folder, {})
+            outcome = fit_and_test(self, run, seed, folder, {})
         else:
             c = run.choose
-            tried = {v: self.fit_and_test(run, seed, folder if i == 0 else folder.with_name(f"{folder.name}{c.suffix}{v:g}"),
+            tried = {v: fit_and_test(self, run, seed, folder if i == 0 else folder.with_name(f"{folder.name}{c.suffix}{v:g}"),
                                           {} if i == 0 else {c.key: v}) for i, v in enumerate(c.values)}
             scores = {v: o.val.get(c.val, float("nan")) for v, o in tried.items()}
             chosen = choose_on_val(scores)
@@ -443,58 +219,6 @@ class _Runner:
             ctx.outputs[name] = outcome.stages[name] = result
         outcome.timing = dict(timer.saved)
         return outcome
-
-
-def _variants(overrides: Mapping[str, Any]) -> list[str]:
-    return list((overrides.get("model.init_args.cream_search") or {}).get("variant") or [])
-
-
-def _val_of_method(model: Any) -> dict[str, float]:
-    """The val split's figures of the run's own map (``cam``) and classification, from the last validation."""
-    val = model.last_results.get("val", {})
-    cam = val.get("methods", {}).get("cam", {})
-    return {"max_box_acc_v2": float(cam.get("max_box_acc_v2", float("nan"))),
-            "cls_acc": float(val.get("cls_acc") if val.get("cls_acc") is not None else float("nan"))}
-
-
-def _facts(cli: Any, model: Any) -> dict[str, Any]:
-    """What the report says about a trained run besides its numbers."""
-    dm, hp = cli.datamodule, model.hparams
-    return {"cam_curve_interval": float(hp.cam_curve_interval), "candidates": len(model.cream_candidates),
-            "search_space": dict(hp.cream_search) if hp.get("cream_search") else None,
-            "selected_cream": model.selected_cream is not None, "epochs": int(cli.trainer.max_epochs),
-            "wsol_method": model.wsol.name, "wsol_method_args": model.wsol.params,
-            "head_lr_multiplier": float(hp.get("head_lr_multiplier", 1.0)),
-            **{f"num_{s}": len(dm.eval_dataset(s)) for s in ("train", "val", "test")}, "num_classes": dm.num_classes}
-
-
-def choose_on_val(val_scores: Mapping[float, float]) -> float:
-    """The value of the best val score; ties (and NaN) to the earlier listed.
-
-    >>> choose_on_val({10.0: 7.5, 3.0: 60.2, 1.0: 60.2})
-    3.0
-    >>> choose_on_val({10.0: float("nan"), 3.0: 0.0})
-    3.0
-    """
-    best, best_score = None, -float("inf")
-    for m, score in val_scores.items():
-        if score == score and score > best_score:
-            best, best_score = m, score
-    return next(iter(val_scores)) if best is None else best
-
-
-def variant_val_scores(search: Mapping[str, Any] | None, variants: Sequence[str]) -> dict[str, float]:
-    """The best val MaxBoxAccV2 of each CREAM variant over its candidates (``{}`` for a method with one).
-
-    >>> variant_val_scores({"scores": {"T1_kappa8_lambda0.8_raw_fused": 60.0, "T2_kappa8_lambda0.8_raw_fused": 61.0,
-    ...                                "T1_kappa8_lambda0.8_raw_branches": 62.5}}, ["branches", "fused"])
-    {'branches': 62.5, 'fused': 61.0}
-    """
-    if not variants or not search:
-        return {}
-    scores = search.get("scores", {})
-    return {v: max((s for name, s in scores.items() if name.endswith(f"_{v}") and s == s), default=float("nan"))
-            for v in variants}
 
 
 def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str | None = None,
@@ -536,7 +260,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                 stages = [s for s in run.stages if s not in skip]
                 outcomes[seed][run.key] = runner.run(run, seed, stages)
         if runner.teachers is not None:  # the teachers' own rows, beside the student's
-            extra_rows, extra_records = runner.teacher_rows(seed)
+            extra_rows, extra_records = teacher_rows(runner, seed)
             first = next(iter(outcomes[seed].values()))
             first.rows.update(extra_rows)
             first.records.update(extra_records)
