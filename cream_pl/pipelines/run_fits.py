@@ -189,9 +189,9 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     today = r.fingerprint(recipe, kept)
     if run.teachers:  # the teachers' checkpoints are places; which checkpoints of which inputs they are is not
         t = select_teachers_for(r, run, seed)
-        resolved.update({f"model.init_args.{r}_teacher_ckpt": t[r]["checkpoint"] for r in ("cls", "loc")})
-        today["teachers"] = {r: {"run": t[r]["run"], "epoch": t[r]["epoch"], "inputs": r.inputs[t[r]["run"]]}
-                             for r in ("cls", "loc")}
+        resolved.update({f"model.init_args.{role}_teacher_ckpt": t[role]["checkpoint"] for role in ("cls", "loc")})
+        today["teachers"] = {role: {"run": t[role]["run"], "epoch": t[role]["epoch"], "inputs": r.inputs[t[role]["run"]]}
+                             for role in ("cls", "loc")}
     r.inputs[run.key] = today
     folder.mkdir(parents=True, exist_ok=True)
     timer = r.timer(folder)
@@ -247,7 +247,7 @@ def teacher_rows(r: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     for role in ("cls", "loc"):
         t = r.teachers[role]
         o = r.outcomes_so_far[t["run"]]
-        res, rec = epoch_test(r, next(r for r in r.exp.runs if r.key == t["run"]), seed, o.folder, t["epoch"])
+        res, rec = epoch_test(r, next(d for d in r.exp.runs if d.key == t["run"]), seed, o.folder, t["epoch"])
         rows[f"{role}_teacher"] = {"run": t["run"], "epoch": t["epoch"], "method": "cam", "cls_acc": res["cls_acc"],
                                    **res["methods"]["cam"]}
         records[f"{role}_teacher"] = rec["cam"]
