@@ -295,7 +295,7 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
     assert saved["methods"]["adl"]["wsol_method"] == "adl" and saved["methods"]["cam"]["wsol_method"] == "cam"
     assert saved["methods"]["adl"]["wsol_method_args"] == {"drop_rate": 0.75, "threshold": 0.9}
     stated = [d for d in exp.differences if {d.a, d.b} <= set(saved["methods"])]
-    assert len(stated) == 3 and set(saved["differences"]) == {f"{d.a}-{d.b}" for d in stated}  # the others: no rows
+    assert len(stated) == 4 and set(saved["differences"]) == {f"{d.a}-{d.b}" for d in stated}  # the others: no rows
     for d in stated:
         for m in d.metrics:
             x = saved["differences"][f"{d.a}-{d.b}"][m]
@@ -336,7 +336,9 @@ def test_a_run_with_a_training_grid_trains_every_candidate_and_val_alone_chooses
     for m in grid:  # each candidate trained in its own folder with its own rate
         folder = work / ("spg" if m == grid[0] else f"spg_hlr{m:g}")
         config = (folder / "config.yaml").read_text()
-        assert (f"head_lr_multiplier: {m}" in config) == (m != grid[0])
+        assert f"head_lr_multiplier: {m}" in config  # the first: the recipe's own value, without an override
+        assert ("head_lr_multiplier" in json.loads((folder / "inputs.json").read_text())["overrides"].__repr__()) == (
+            m != grid[0])
         assert json.loads((folder / "val_method.json").read_text())["max_box_acc_v2"] == pytest.approx(val[m], nan_ok=True)
     chosen = json.loads((work / ("spg" if h["chosen"] == grid[0] else f"spg_hlr{h['chosen']:g}") / "test.json").read_text())
     assert payload["methods"]["spg"]["max_box_acc_v2"] == pytest.approx(chosen["methods"]["cam"]["max_box_acc_v2"])
@@ -361,7 +363,8 @@ def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
     text = decl.read_text().replace("outputs/", f"{tmp_path}/outputs/").replace("results/", f"{tmp_path}/results/")
     decl.write_text(text)
     assert main([str(decl), "--fast"]) == 0
-    out = next((tmp_path / "results").iterdir())
+    out = tmp_path / "outputs" / "cream_hard_fast" / "results"  # a smoke run keeps to its own folders
+    assert not (tmp_path / "results").exists() and not (tmp_path / "outputs" / "cream_hard").exists()
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved["per_seed"]) == {"0", "1"} and "over_seeds" in saved
     d = saved["over_seeds"]["differences"]["cream_selected-cam"]["max_box_acc_v2"]
