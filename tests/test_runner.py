@@ -58,6 +58,10 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cam, b: x}]\n",
      "x.yaml: differences[0].metrics: missing (required)"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}\n", "x.yaml, line 5: not valid YAML"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, test: epochs, stages: [figures]}]\n",
+     "x.yaml: runs[0]: a run tested per epoch takes no stages"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, teachers: [b]}, {key: b, recipe: r, test: epochs}]\n",
+     "x.yaml: runs[0].teachers: 'b' is not an earlier run with test: epochs"),
 ])
 def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     from cream_pl.core.errors import UserError

@@ -206,6 +206,9 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
             for k, m in (raw["rows"] if raw.get("rows") is not None else _DEFAULT_ROWS).items()}
     if raw.get("test", "model") not in ("model", "epochs"):
         raise UserValueError(f"{source}: {where}.test: expected 'model' or 'epochs', got {raw['test']!r}")
+    if raw.get("test") == "epochs" and (raw.get("stages") or raw.get("choose")):
+        raise UserValueError(f"{source}: {where}: a run tested per epoch takes no stages and no choose "
+                             "(they work on a fitted model.ckpt)")
     return RunDecl(key=raw["key"], recipe=raw["recipe"], name=raw.get("name", raw["key"]), seeds=tuple(seeds),
                    overrides=dict(raw.get("overrides", {})), rows=rows,
                    record=tuple(raw.get("record") or dict.fromkeys(rows.values())), stages=stages,
