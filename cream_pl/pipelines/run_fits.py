@@ -31,6 +31,7 @@ ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box
 EPOCH_RECORDED = ("cam", "cream_selected")
 """The maps whose per-image outcomes a tested per-epoch checkpoint keeps (where it has them)."""
 
+
 def method_row(method: Mapping[str, Any], cls_acc: Any) -> dict[str, Any]:
     """A result row: a tested map's protocol figures (the keys it has of :data:`ROW_KEYS`) and the classifier's accuracy."""
     return {**{k: method[k] for k in ROW_KEYS if k in method}, "cls_acc": cls_acc}
@@ -52,13 +53,14 @@ class Outcome:
     val: dict[str, Any] = field(default_factory=dict)
     choice: dict[str, Any] | None = None
     val_results: dict[str, Any] = field(default_factory=dict)  # the last validation's results (runs since the runner)
+    live: tuple[Any, ...] | None = field(default=None, repr=False)
+    """``(cli, model, ckpt, records)`` of a fitted model until the run's stages have used it."""
 
 
 def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, Any]) -> Outcome:
     from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models import WSOLClassifier
     from cream_pl.pipelines.recipe_builder import build_from_recipe
-    from cream_pl.pipelines.run_state import start_over_if_stale
     from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 
@@ -67,12 +69,8 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     today = r.fingerprint(recipe, kept)
     folder.mkdir(parents=True, exist_ok=True)
     r.migrate(folder)
+    r.start_over(folder, today, run.key, seed, legacy=True)
     timer = r.timer(folder)
-    keep = tuple(p.resolve().relative_to(folder.resolve()).parts[0] for p in (r.data, r.out)
-                 if folder.resolve() in p.resolve().parents)  # the data or results inside a run's folder stay
-    if start_over_if_stale(folder, today, r.log, legacy=r.legacy(today, seed), keep=keep,
-                           name=f"{run.key} (seed {seed})"):
-        timer.clear()
     ckpt, test_path, rec_path, val_path = (folder / n for n in ("model.ckpt", "test.json", "per_image_test.npz",
                                                                "val_method.json"))
     cli = build_from_recipe(recipe, resolved, folder)
@@ -85,7 +83,7 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
             write_json_atomic(_val_of_method(model), val_path)
     else:
         r.log(f"{folder.name}: training ({recipe.name}, seed {seed}"
-                 + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
+              + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
         model = cli.model
         cli.trainer.fit(model, datamodule=cli.datamodule)
         tmp = ckpt.with_name(".model.ckpt.tmp")
@@ -120,11 +118,9 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     variants = folder / "val_variants.json"
     val = {**(json.loads(val_path.read_text()) if val_path.is_file() else {}),
            **({"variants": json.loads(variants.read_text())} if variants.is_file() else {})}
-    out = Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val,
-                  val_results=json.loads((folder / "val.json").read_text()) if (folder / "val.json").is_file() else {})
-    out.stages["_context"] = (cli, model, ckpt, records)
-    return out
-
+    return Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val,
+                   val_results=json.loads((folder / "val.json").read_text()) if (folder / "val.json").is_file() else {},
+                   live=(cli, model, ckpt, records))
 
 
 def eval_datamodule(r: Any, run: Any, seed: int, folder: Path) -> Any:
@@ -181,27 +177,24 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     """Fit with a checkpoint and the val numbers after every epoch (unless done), then test the last epoch."""
     from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
     from cream_pl.pipelines.recipe_builder import build_from_recipe
-    from cream_pl.pipelines.run_state import start_over_if_stale
     from cream_pl.reporting.tables import write_json_atomic
 
     recipe = r.recipe(run.recipe)
     resolved, kept = r.overrides(run, seed, folder, recipe, {})
     today = r.fingerprint(recipe, kept)
     if run.teachers:  # the teachers' checkpoints are places; which checkpoints of which inputs they are is not
-        t = select_teachers_for(r, run, seed)
+        t = select_teachers_for(r, run)
         resolved.update({f"model.init_args.{role}_teacher_ckpt": t[role]["checkpoint"] for role in ("cls", "loc")})
         today["teachers"] = {role: {"run": t[role]["run"], "epoch": t[role]["epoch"], "inputs": r.inputs[t[role]["run"]]}
                              for role in ("cls", "loc")}
     r.inputs[run.key] = today
-    folder.mkdir(parents=True, exist_ok=True)
+    r.start_over(folder, today, run.key, seed)
     timer = r.timer(folder)
-    if start_over_if_stale(folder, today, r.log, name=f"{run.key} (seed {seed})"):
-        timer.clear()
     done, record = folder / "fit_done.json", folder / "epochs.json"
     t0, ran = time.time(), not done.is_file()
     if ran:
         for p in folder.iterdir():  # a fit killed half-way starts over
-            if p.name != "inputs.json":
+            if p.name not in ("inputs.json", *r.kept_names(folder)):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         timer.clear()
         cli = build_from_recipe(recipe, resolved, folder)
@@ -225,7 +218,8 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     out.stages["epochs"] = {"curve": curve, "last": last}
     return out
 
-def select_teachers_for(r: Any, run: Any, seed: int) -> dict[str, Any]:
+
+def select_teachers_for(r: Any, run: Any) -> dict[str, Any]:
     """KD's teachers among every epoch of ``run.teachers``' runs, on val; their checkpoint files where they are now."""
     from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
     from cream_pl.pipelines.run_stages import select_teachers
@@ -236,10 +230,11 @@ def select_teachers_for(r: Any, run: Any, seed: int) -> dict[str, Any]:
         teachers[role]["checkpoint"] = str(done[teachers[role]["run"]].folder / "epochs"
                                            / checkpoint_name(teachers[role]["epoch"]))
     r.log(f"teachers (val): cls = {teachers['cls']['run']} epoch {teachers['cls']['epoch']}, loc = "
-             f"{teachers['loc']['run']} epoch {teachers['loc']['epoch']}"
-             + (" (the same checkpoint)" if teachers["same_checkpoint"] else ""))
+          f"{teachers['loc']['run']} epoch {teachers['loc']['epoch']}"
+          + (" (the same checkpoint)" if teachers["same_checkpoint"] else ""))
     r.teachers = teachers
     return teachers
+
 
 def teacher_rows(r: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The teachers' rows (their checkpoints tested, CAM) and records."""
@@ -252,7 +247,6 @@ def teacher_rows(r: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
                                    **res["methods"]["cam"]}
         records[f"{role}_teacher"] = rec["cam"]
     return rows, records
-
 
 
 def _variants(overrides: Mapping[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -101,13 +102,6 @@ class _Runner:
         extra = self.exp.fast.get("dataset", {}) if self.fast else {}
         return json.loads(json.dumps({**asdict(PRESETS[ds.preset]), **ds.overrides, **extra}))
 
-    def data_is_current(self) -> bool:
-        from cream_pl.pipelines.run_state import synthetic_dataset_is_current
-
-        if not self.owned:
-            return synthetic_dataset_is_current(self.data, {}, 0, owned=False)
-        return synthetic_dataset_is_current(self.data, self.synth_config(), self.exp.dataset.seed)
-
     def stage_data(self) -> None:
         from cream_pl.pipelines.run_state import ensure_synthetic_dataset
 
@@ -117,6 +111,13 @@ class _Runner:
             ran = ensure_synthetic_dataset(self.data, self.synth_config(), self.exp.dataset.seed, log=self.log,
                                            what=f"the synthetic benchmark (preset {self.exp.dataset.preset!r})")
         self.data_s = (time.time() - t, ran)
+
+    @functools.cached_property
+    def data_sha1(self) -> str:
+        """The dataset's identity in every run's fingerprint, hashed once (after the data stage)."""
+        from cream_pl.pipelines.run_state import data_sha1
+
+        return data_sha1(self.data)
 
     # ---------------------------------------------------------------------------------- one run
     def overrides(self, run: Any, seed: int, folder: Path, recipe: Path, extra: Mapping[str, Any]
@@ -149,9 +150,7 @@ class _Runner:
     def fingerprint(self, recipe: Path, kept: Mapping[str, Any]) -> dict[str, Any]:
         import hashlib
 
-        from cream_pl.pipelines.run_state import data_sha1
-
-        return {"data_sha1": data_sha1(self.data), "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+        return {"data_sha1": self.data_sha1, "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
                 "overrides": json.loads(json.dumps(dict(kept), sort_keys=True)), "version": self.exp.version}
 
     def legacy(self, today: dict[str, Any], seed: int) -> Callable[[dict[str, Any]], Any]:
@@ -164,6 +163,22 @@ class _Runner:
                     and stored.get("recipe_sha1") == today["recipe_sha1"])
             return today if same else stored
         return convert
+
+    def kept_names(self, folder: Path) -> tuple[str, ...]:
+        """The entries of a run's folder that hold the dataset or the results folder (a run folder may be the work
+        folder itself): never removed when the run starts over."""
+        return tuple(p.resolve().relative_to(folder.resolve()).parts[0] for p in (self.data, self.out)
+                     if folder.resolve() in p.resolve().parents)
+
+    def start_over(self, folder: Path, today: dict[str, Any], name: str, seed: int, legacy: bool = False) -> None:
+        """Make ``folder`` hold the work of ``today``'s inputs (:func:`~cream_pl.pipelines.run_state.start_over_if_stale`),
+        forgetting its stage times when it is cleared."""
+        from cream_pl.pipelines.run_state import start_over_if_stale
+
+        folder.mkdir(parents=True, exist_ok=True)
+        if start_over_if_stale(folder, today, self.log, legacy=self.legacy(today, seed) if legacy else None,
+                               keep=self.kept_names(folder), name=f"{name} (seed {seed})"):
+            self.timer(folder).clear()
 
     def migrate(self, folder: Path) -> None:
         for old, new in LEGACY_NAMES.items():
@@ -186,9 +201,7 @@ class _Runner:
             name = f"seed{seed}" if run.folder == "." else f"{name}_seed{seed}"
         folder = Path(base) if base is not None else self.work / name
         if run.test == "epochs":
-            outcome = fit_epochs(self, run, seed, folder)
-            outcome.timing = dict(self.timer(outcome.folder).saved)
-            return outcome
+            return fit_epochs(self, run, seed, folder)
         if run.choose is None:
             outcome = fit_and_test(self, run, seed, folder, {})
         else:
@@ -202,9 +215,8 @@ class _Runner:
             outcome = tried[chosen]
             outcome.choice = {"chosen": chosen, "recipe": c.values[0], "val_metric": c.val, "tried": tried}
             for o in tried.values():
-                if o is not outcome:
-                    o.stages.pop("_context", None)
-        cli, model, ckpt, records = outcome.stages.pop("_context")
+                o.live = None if o is not outcome else o.live  # only the chosen model is kept in memory
+        (cli, model, ckpt, records), outcome.live = outcome.live, None
         ctx = RunContext(run.key, seed, outcome.folder, self.data, self.out, self.fast, cli, model, ckpt,
                          outcome.test, records, self.log)
         timer = self.timer(outcome.folder)
@@ -217,7 +229,6 @@ class _Runner:
             outcome.rows.update(result.pop("rows", {}))
             outcome.records.update(result.pop("records", {}))
             ctx.outputs[name] = outcome.stages[name] = result
-        outcome.timing = dict(timer.saved)
         return outcome
 
 
