@@ -645,7 +645,9 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     wall = result.timing["this_invocation_s"] + (time.time() - start)
     full = result.work / "full_run.json"  # the wall time of the last invocation that ran every stage
     if not result.skipped:
-        full.write_text(json.dumps({"wall_s": wall}) + "\n")
+        from cream_pl.reporting.tables import write_json_atomic
+
+        write_json_atomic({"wall_s": wall}, full)
     write_results(results, out, timing=timing, fast=result.fast, wall_s=wall,
                   full_wall_s=json.loads(full.read_text())["wall_s"] if full.is_file() else None,
                   candidates=[t for r in exp.runs for t in r.teachers])
