@@ -73,13 +73,16 @@ def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, tex
 
 
 def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
     help_ = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", "--help"], capture_output=True, text=True,
                            timeout=60)
     assert help_.returncode == 0 and "--only" in help_.stdout and "--compare" in help_.stdout
     for argv, message in (([str(DEMOS / "demo_methods.yaml"), "--only", "gradcam"], "--only: unknown run 'gradcam'"),
                           ([str(DEMOS / "demo.yaml"), "--skip", "nothing"], "--skip: unknown stage 'nothing'"),
                           ([str(DEMOS / "demo_seeds.yaml"), "--seeds", "1"], "needs at least 2 seeds"),
-                          ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found")):
+                          ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found"),
+                          ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file")):
         bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
                               "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60, cwd=REPO)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

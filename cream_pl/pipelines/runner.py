@@ -358,6 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except FileNotFoundError as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data)
+    reference = None
+    if args.compare is not None:  # read before any work: a file that is not JSON is one line now, not after the runs
+        try:
+            reference = json.loads(Path(args.compare).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            parser.error(f"{args.compare}: not a JSON results file ({err}) (--compare)")
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -368,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cream_pl.reporting.experiment_report import compare_numbers
 
         diffs = compare_numbers(json.loads((Path(out) / Path(args.compare).name).read_text()),  # calibration.json too
-                                json.loads(Path(args.compare).read_text()))
+                                reference)
         print(f"[{exp.name}] against {args.compare}: " + ("every number equal to 1e-9 (times and machine aside)" if not diffs
               else f"{len(diffs)} differ: " + "; ".join(diffs[:10])), flush=True)
         return 1 if diffs else 0
