@@ -118,7 +118,8 @@ def test_report_states_the_claims_from_the_intervals(same, tmp_path):
                             "background_photos": ["p0", "p1", "p2", "p3", "p4", "p5"]}
     results["runs"] = {name: {"recipe": f"experiments/{recipe}.yaml", "epochs": 2} for name, recipe in RUNS.items()}
     write_results(results, tmp_path, timing={"data_s": 1.0, "fit_ci_cam_s": 2.0, "test_ci_cam_epoch002_s": 3.0},
-                  fast=False, wall_s=6.0)
+                  fast=False, command="python -m cream_pl.pipelines.runner experiments/demos/demo_kd.yaml", wall_s=6.0,
+                  load={"data_s": 0.5, "fit_ci_cam_s": 3.5, "test_ci_cam_epoch002_s": 1.0})
     saved = json.loads((tmp_path / "metrics.json").read_text())
     d = saved["differences"]
     assert d["ci_cam-cam@unusual"]["cls_acc"]["verdict"] == "gain"  # 0.9 vs 0.5 on 240 images
@@ -133,6 +134,8 @@ def test_report_states_the_claims_from_the_intervals(same, tmp_path):
     assert "CI-CAM beats CAM in" in text and "Top-1 Cls" in text
     assert "| CI-CAM − CAM (unusual-background test images) | Top-1 Cls |" in text
     assert "## What this benchmark cannot show" in text and (tmp_path / "dilemma.png").stat().st_size > 0
+    assert "(`python -m cream_pl.pipelines.runner experiments/demos/demo_kd.yaml`) on " in text
+    assert "The 1-min load average at the end of the stages was 0.5–3.5 on" in text
     if same:
         assert saved["teachers"]["same_checkpoint"] and "cls_teacher-loc_teacher" not in d
         assert "The two teachers are the same checkpoint" in text and "no classification/localisation dilemma" in text
@@ -187,6 +190,10 @@ def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsy
     assert (out / "dilemma.png").stat().st_size > 0
     readme = (out / "README.md").read_text()
     assert "| KD-CI-CAM |" in readme and "## What the numbers show" in readme
+    # every stage time carries the load average when it ended, read back on a resumed report too
+    assert set(saved["meta"]["load_average_1min"]) == set(saved["meta"]["timing"])
+    assert "The 1-min load average at the end of the stages was" in readme
+    assert f"(`python -m cream_pl.pipelines.runner {exp.source}`) on " in readme
     # every run validated every epoch and kept every epoch's checkpoint
     for run in RUNS:
         rows = saved["dilemma"][run]["epochs"]

@@ -315,6 +315,8 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
     assert saved["missing"] == {} and set(saved["probe_map_extent"]) == {"cam", "adl"}
     md = (out / "README.md").read_text()
     assert "| ADL | MaxBoxAccV2 |" in md and "## Not run" in md and f"ADL: val chose **{adl['variant']}**" in md
+    # the command that reproduces these numbers, with the options that change them
+    assert "(`python -m cream_pl.pipelines.runner experiments/demos/demo_methods.yaml --fast --only cam adl`)" in md
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n") and "| CAM | MaxBoxAccV2 |" in text
     capsys.readouterr()

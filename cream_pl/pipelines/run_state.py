@@ -101,17 +101,13 @@ class StageTimer:
     """Stage times in ``path`` (JSON); a skipped stage keeps the time of the invocation that did the work.
 
     Beside it, ``load.json`` keeps the 1-minute load average when each stage ended: above the core
-    count, other processes competed for the CPU and the time is an upper bound. ``stages``: the names
-    this demo has (times of others, e.g. an older version's, are dropped on load).
+    count, other processes competed for the CPU and the time is an upper bound.
     """
 
-    def __init__(self, path: Path, stages: tuple[str, ...] | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path, self.load_path = Path(path), Path(path).with_name("load.json")
         self.saved: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.load: dict[str, float] = json.loads(self.load_path.read_text()) if self.load_path.is_file() else {}
-        if stages is not None:
-            self.saved = {k: v for k, v in self.saved.items() if k in stages}
-        self.used: dict[str, float] = {}
         self.skipped = False  # some stage of this invocation was found done
 
     def clear(self) -> None:
@@ -128,10 +124,6 @@ class StageTimer:
             self.load[stage] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
             write_json_atomic(self.saved, self.path)
             write_json_atomic(self.load, self.load_path)
-        self.used[stage] = self.saved[stage]
-
-    def used_load(self) -> dict[str, float]:
-        return {k: self.load[k] for k in self.used if k in self.load}
 
 
 def callback_index(recipe: Path, class_name: str) -> int | None:

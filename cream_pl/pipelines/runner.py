@@ -39,7 +39,7 @@ from cream_pl.core.options import OneLineArgumentParser, int_at_least
 from cream_pl.pipelines.entry import pipeline_main, preflight
 from cream_pl.pipelines.run_fits import Outcome, choose_on_val, fit_and_test, fit_epochs, teacher_rows
 
-__all__ = ["ExperimentResult", "main", "run_experiment"]
+__all__ = ["ExperimentResult", "command_line", "main", "run_experiment"]
 
 LEGACY_NAMES = {"classifier.ckpt": "model.ckpt", "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
@@ -63,6 +63,7 @@ class ExperimentResult:
     teachers: dict[str, Any] | None = None  # KD's teachers, where a run names them
     work: Path | None = None
     skipped: bool = False  # some stage was found done (this invocation's wall time is not a whole run's)
+    command: str = ""  # the command line that reproduces these results (the options that change them included)
 
 
 class _Runner:
@@ -294,13 +295,39 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     timing["this_invocation_s"] = time.time() - start
     result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing,
                               teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
-                              work=work)
+                              work=work, command=command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip))
     payload = (report or report_function(exp.report))(exp, result, out)
     if readme is not None and exp.readme:
         from cream_pl.reporting.experiment_report import splice_block
 
         splice_block(exp, payload, out, Path(readme))
     return payload
+
+
+def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = None, data: Path | str | None = None,
+                 only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> str:
+    """The runner's command line that reproduces an experiment's numbers: the declaration and every option that
+    changes them (places such as ``--out`` or ``--work`` do not).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), fast=True, seeds=[0, 1], skip=["regressor"])
+        'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --fast --seeds 2 --skip regressor'
+    """
+    source, root = Path(exp.source).resolve(), Path(__file__).resolve().parents[2]
+    words = ["python -m cream_pl.pipelines.runner",  # a shipped declaration as the repository names it
+             source.relative_to(root).as_posix() if root in source.parents else str(exp.source)]
+    if fast:
+        words.append("--fast")
+    if seeds is not None:
+        words.append(f"--seeds {len(seeds)}" if list(seeds) == list(range(len(seeds))) else
+                     "--seeds " + ",".join(map(str, seeds)))
+    if data is not None:
+        words.append(f"--data {data}")
+    for option, values in (("--only", only), ("--skip", skip)):
+        if values:
+            words.append(f"{option} {' '.join(values)}")
+    return " ".join(words)
 
 
 def _parser() -> OneLineArgumentParser:

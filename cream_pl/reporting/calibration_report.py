@@ -56,14 +56,14 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                "wall_min": sum(v for k, v in next(iter(result.outcomes[min(result.outcomes)].values())).timing.items()
                                if k in ("data_s", "fit_s", "test_s")) / 60}
     write_json_atomic(payload, out / "calibration.json")
-    write_markdown_atomic(_markdown(payload), out / "calibration.md")
-    print(_markdown(payload), flush=True)
+    write_markdown_atomic(_markdown(payload, result.command), out / "calibration.md")
+    print(_markdown(payload, result.command), flush=True)
     return payload
 
 
-def _markdown(result: dict[str, Any]) -> str:
+def _markdown(result: dict[str, Any], command: str) -> str:
     lines = [f"# Calibration of the `{result['preset']}` preset (CAM and the center baseline only)", "",
-             f"Produced by `make calibrate-cub` (`python -m cream_pl.pipelines.runner experiments/demos/calibrate_cub.yaml`) "
+             f"Produced by `make calibrate-cub` (`{command}`) "
              f"(seed {result['seed']}, {result['recipe']}); {result['wall_min']:.1f} min.", "",
              "| split statistic | " + " | ".join(f"{s} (preset)" for s in ("val", "test")) + " | CUB val | CUB test |",
              "| --- | ---: | ---: | ---: | ---: |"]

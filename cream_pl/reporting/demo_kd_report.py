@@ -503,7 +503,7 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
     return "\n".join([
         "# KD-CI-CAM on its own terms: de-confounding and the classification/localisation dilemma",
         "",
-        f"Produced by `make demo-kd` (`python -m cream_pl.pipelines.runner experiments/demos/demo_kd.yaml`{' --fast' if meta['fast'] else ''}) on {meta['machine']}: "
+        f"Produced by `make demo-kd` (`{meta['command']}`) on {meta['machine']}: "
         f"{meta['total_s'] / 60:.1f} min of measured stage time ({stages}); "
         + (f"the last invocation that ran every stage took {meta['full_run_wall_s'] / 60:.1f} min wall-clock, this one "
            f"{meta['wall_s'] / 60:.1f} min" if meta.get("full_run_wall_s") is not None else
@@ -570,12 +570,13 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
     ])
 
 
-def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, float], fast: bool,
+def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, float], fast: bool, command: str,
                   wall_s: float, load: Mapping[str, float] | None = None, full_wall_s: float | None = None,
                   candidates: Sequence[str] | None = None) -> None:
     """Add the summary and meta to ``results``; write ``metrics.json``, ``README.md`` and ``dilemma.png``.
 
-    ``candidates``: the runs the teachers were chosen from (default: the teachers' own runs).
+    ``command``: the runner's command line that produced them; ``load``: the 1-min load average when each stage of
+    ``timing`` ended; ``candidates``: the runs the teachers were chosen from (default: the teachers' own runs).
     """
     import os
     import platform
@@ -587,7 +588,7 @@ def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, fl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results["meta"] = {
-        "fast": fast, "timing": dict(timing), "total_s": float(sum(timing.values())), "wall_s": wall_s,
+        "fast": fast, "command": command, "timing": dict(timing), "total_s": float(sum(timing.values())), "wall_s": wall_s,
         "full_run_wall_s": full_wall_s,
         "load_average_1min": dict(load or {}), "cpu_count": os.cpu_count(),
         "cam_curve_interval": results["cam_curve_interval"],
@@ -604,6 +605,7 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     """``make demo-kd``'s report from the runner's outcomes: the rows and teachers tested, their per-image records,
     the per-epoch val curves, the backgrounds of the test images; ``metrics.json``, ``README.md``, ``dilemma.png``."""
     import json
+    import os
     import time
 
     import yaml
@@ -628,13 +630,20 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                             "num_val": len(read_split(data / "metadata" / "val").samples),
                             "num_train": synth["config"]["num_train"], "num_classes": synth["config"]["num_classes"]}
     timing: dict[str, float] = {"data_s": result.timing["data_s"]} if result.timing["data_ran"] else {}
-    for key, o in outcomes.items():
+    load: dict[str, float] = {}  # the 1-min load average when each stage ended (StageTimer's load.json)
+    for i, (key, o) in enumerate(outcomes.items()):
+        ended = json.loads(path.read_text()) if (path := o.folder / "load.json").is_file() else {}
+        if i == 0 and "data_s" in timing and "data_s" in ended:  # the experiment's stages sit in the first run's
+            load["data_s"] = ended["data_s"]
         for name, v in o.timing.items():
-            if name == "fit_s":
-                timing[f"fit_{key}_s"] = v
-            elif name.startswith("test_epoch"):
-                timing[f"test_{key}_{name.removeprefix('test_')}"] = v
+            new = (f"fit_{key}_s" if name == "fit_s" else
+                   f"test_{key}_{name.removeprefix('test_')}" if name.startswith("test_epoch") else None)
+            if new is not None:
+                timing[new] = v
+                if name in ended:
+                    load[new] = ended[name]
     timing["bootstrap_s"] = time.time() - t
+    load["bootstrap_s"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     runs = {}
     for run in exp.runs:
         if run.key in outcomes:
@@ -648,7 +657,7 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
         from cream_pl.reporting.tables import write_json_atomic
 
         write_json_atomic({"wall_s": wall}, full)
-    write_results(results, out, timing=timing, fast=result.fast, wall_s=wall,
+    write_results(results, out, timing=timing, fast=result.fast, command=result.command, wall_s=wall, load=load,
                   full_wall_s=json.loads(full.read_text())["wall_s"] if full.is_file() else None,
                   candidates=[t for r in exp.runs for t in r.teachers])
     print(f"[{exp.name}] wrote {out / 'metrics.json'}, {out / 'README.md'}, {out / 'dilemma.png'}", flush=True)

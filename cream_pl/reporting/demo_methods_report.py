@@ -176,8 +176,8 @@ def summary_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str
     return out
 
 
-def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> str:
-    """``results/embedded_methods/README.md``."""
+def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]], command: str) -> str:
+    """``results/embedded_methods/README.md``; ``command``: the runner's command line that produced it."""
     from cream_pl.reporting.evidence import differences_markdown
 
     b, t = payload["benchmark"], payload["timing"]
@@ -189,7 +189,7 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
     lines = [
         "# WSOL methods with and without CREAM on the embedded CUB-like benchmark",
         "",
-        f"Produced by `make demo-methods` (`python -m cream_pl.pipelines.runner experiments/demos/demo_methods.yaml{' --fast' if b['fast'] else ''}`): "
+        f"Produced by `make demo-methods` (`{command}`): "
         f"the `{b['preset']}` preset (seed {b['seed']}), {b['num_val']} val / {b['num_test']} test images, "
         f"{b['seeds']} training seed ({b['train_seed']}) per row. Each method is one run of its recipe "
         f"({', '.join(f'`experiments/{r}.yaml`' for _, _, r in runs)}): the same data, backbone "
@@ -340,7 +340,7 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     payload = build_payload(exp, result)
     runs = [(r.key, r.name, Path(r.recipe).stem) for r in exp.runs if r.key in result.outcomes[min(result.rows)]]
     write_json_atomic(payload, out / "metrics.json")
-    write_markdown_atomic(render_markdown(payload, runs), out / "README.md")
+    write_markdown_atomic(render_markdown(payload, runs, result.command), out / "README.md")
     print(f"[{exp.name}] done in {payload['timing']['this_invocation_s'] / 60:.1f} min (all stages "
           f"{payload['timing']['total_s'] / 60:.1f} min): {out / 'README.md'}", flush=True)
     return payload

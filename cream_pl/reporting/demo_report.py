@@ -216,8 +216,10 @@ def _explain_diagnostics(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, num_classes: int, fast: bool) -> None:
-    """``metrics.json``, ``metrics.md``, ``ablation_T.md``, ``ablation_lambda.md`` (atomic)."""
+def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, num_classes: int, fast: bool,
+                  command: str) -> None:
+    """``metrics.json``, ``metrics.md``, ``ablation_T.md``, ``ablation_lambda.md`` (atomic); ``command``: the runner's
+    command line that reproduced them."""
     results["summary"] = explain(results)
     if fast:
         results["summary"].insert(0, "This is a --fast smoke run (tiny data, one epoch, random init): the numbers only "
@@ -236,7 +238,7 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
     else:
         title = f"# Results on `{data}`"
         source = f"test split of `{data}` ({num_classes} classes, from its metadata)"
-    md = [title, "", f"Produced by `make demo` (`python -m cream_pl.pipelines.runner experiments/demos/demo.yaml`); {source}, EfficientNet-Lite0 (ImageNet) "
+    md = [title, "", f"Produced by `make demo` (`{command}`); {source}, EfficientNet-Lite0 (ImageNet) "
           f"backbone; {bench.get('seeds', 1)} training seed.", "",
           metrics_table_markdown(rows, METHOD_COLUMNS, PROTOCOL_NOTES), ""]
     if "selected" in results:
@@ -328,7 +330,7 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     seed = min(result.rows)
     results = demo_payload(exp, result, seed)
     write_results(results, out, data=result.data, seed=exp.dataset.seed, num_classes=results["benchmark"]["num_classes"],
-                  fast=result.fast)
+                  fast=result.fast, command=result.command)
     cam, sel_row, t = results["cam"], results.get("cream_selected", results.get("cream")), results["timing"]
     line = (f"[{exp.name}] done in {t['this_invocation_s'] / 60:.1f} min (all stages: {t['total_s'] / 60:.1f} min): "
             f"MaxBoxAccV2 CAM {cam['max_box_acc_v2']:.2f} -> CREAM (val-selected) {sel_row['max_box_acc_v2']:.2f}; "

@@ -17,12 +17,12 @@ __all__ = ["ROWS", "report"]
 ROWS = ("center_baseline", "cam", "cream", "cream_selected", "cream_reg", "cream_reg_psol")
 
 
-def _markdown(exp: Any, agg: Mapping[str, Any], names: Mapping[str, str]) -> str:
+def _markdown(command: str, agg: Mapping[str, Any], names: Mapping[str, str]) -> str:
     from cream_pl.reporting.experiment_report import seeds_markdown_lines
 
     n = len(agg["seeds"])
     lines = [f"# `make demo` over {n} training seeds", "",
-             f"Produced by `make demo-seeds` (`python -m cream_pl.pipelines.runner {exp.source}`): the same embedded "
+             f"Produced by `make demo-seeds` (`{command}`): the same embedded "
              f"benchmark, training seeds {', '.join(map(str, agg['seeds']))}; mean ± sample sd over the seeds.", "",
              *seeds_markdown_lines(agg, names),
              "", "CREAM's val-selected hyperparameters per seed: "
@@ -64,6 +64,6 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                         "all_stages_min": sum(p["timing"]["total_s"] for p in per_seed.values()) / 60}
     agg["benchmark"] = per_seed[seeds[0]]["benchmark"]
     write_json_atomic(agg, out / "metrics.json")
-    write_markdown_atomic(_markdown(exp, agg, DISPLAY_NAMES), out / "metrics.md")
+    write_markdown_atomic(_markdown(result.command, agg, DISPLAY_NAMES), out / "metrics.md")
     print(f"[{exp.name}] {len(seeds)} seeds -> {out / 'metrics.md'}", flush=True)
     return agg

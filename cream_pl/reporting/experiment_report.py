@@ -122,8 +122,7 @@ def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     payload: dict[str, Any] = {"experiment": exp.name, "declaration": exp.source, "fast": result.fast,
                                "per_seed": {str(s): p for s, p in per_seed.items()},
                                "timing": {k: round(v, 1) for k, v in result.timing.items() if isinstance(v, float)}}
-    md = [f"# {exp.name}", "", f"Produced by `python -m cream_pl.pipelines.runner {exp.source}`"
-          + (" --fast" if result.fast else "") + f"; data `{result.data}`.", ""]
+    md = [f"# {exp.name}", "", f"Produced by `{result.command}`; data `{result.data}`.", ""]
     for s, p in per_seed.items():
         rows = {names.get(k, k): v for k, v in result.rows[s].items()}
         md += [f"## Seed {s}", "", metrics_table_markdown(rows, METHOD_COLUMNS, {}), ""]
