@@ -67,6 +67,21 @@ def test_pxap_floor_runs_the_fixed_part_of_an_evaluation_on_real_files(tmp_path)
         pxap_floor(tmp_path / "map.npy", tmp_path / "missing.png", repeats=1)
 
 
+def test_the_speed_bench_scores_make_demos_own_checkpoint_when_there_is_one(tmp_path, monkeypatch) -> None:
+    import cream_pl.pipelines.bench_reference as bench_reference
+    from cream_pl.pipelines.run_fits import MODEL_FILE
+
+    monkeypatch.delenv("CREAM_BENCH_CKPT", raising=False)
+    monkeypatch.setattr(bench_reference, "REPO_ROOT", tmp_path)
+    demo = tmp_path / "outputs" / "demo" / MODEL_FILE  # where the runner's make demo writes its classifier
+    demo.parent.mkdir(parents=True)
+    demo.write_bytes(b"x")
+    ckpt, what = bench_reference._find_checkpoint(tmp_path / "work", tmp_path / "data")
+    assert ckpt == demo and "make demo's classifier" in what
+    monkeypatch.setenv("CREAM_BENCH_CKPT", str(tmp_path / "mine.ckpt"))
+    assert bench_reference._find_checkpoint(tmp_path / "work", tmp_path / "data")[0] == tmp_path / "mine.ckpt"
+
+
 @pytest.mark.slow
 def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")

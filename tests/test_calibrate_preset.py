@@ -39,3 +39,5 @@ def test_sweep_argument_is_checked_and_its_table_names_every_value(capsys) -> No
     md = _sweep_markdown("cub", "body_head_tint", [low, row], 1.0)
     assert "| 0.15 | 57.40 | 86.7 / 63.5 / 22.0 | 61.50 | 95.20 | 50.00 | all |" in md
     assert "| 0 | 57.40" in md and "cam_gt_known, cls_acc, center_below_cam |" in md
+    # the command that made it, with the values swept (it runs as written)
+    assert "`python -m cream_pl.pipelines.calibrate_preset --preset cub --sweep body_head_tint=0,0.15`" in md

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,9 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
     for argv, message in (([str(DEMOS / "demo_methods.yaml"), "--only", "gradcam"], "--only: unknown run 'gradcam'"),
                           ([str(DEMOS / "demo.yaml"), "--skip", "nothing"], "--skip: unknown stage 'nothing'"),
                           ([str(DEMOS / "demo_seeds.yaml"), "--seeds", "1"], "needs at least 2 seeds"),
+                          ([str(DEMOS / "demo_seeds.yaml"), "--train-seed", "1"], "needs at least 2 seeds (use --seeds)"),
+                          ([str(DEMOS / "demo.yaml"), "--preset", "nope"], "--preset: unknown preset 'nope'"),
+                          ([str(DEMOS / "demo.yaml"), "--data-seed", "-1"], "--data-seed"),
                           ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found"),
                           ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file")):
         bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
@@ -97,6 +101,17 @@ def test_a_missing_recipe_is_one_line_before_any_work(tmp_path):
                          timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "nope.yaml: recipe not found" in out.stderr and "runs[0].recipe" in out.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_path):
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\n"
+                           "runs: [{key: a, recipe: embedded_cream, test: epochs}]\n")
+    out = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", str(decl)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "embedded_cream.yaml: run 'a' is tested per epoch" in out.stderr and "EpochCheckpoints" in out.stderr
+    assert "runs[0].recipe" in out.stderr
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
 
 
@@ -186,6 +201,7 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     monkeypatch.setenv("WANDB_MODE", "disabled")
     from cream_pl.pipelines.experiment import load_experiment
     from cream_pl.pipelines.runner import run_experiment
+    from cream_pl.reporting import demo_report, demo_seeds_report
     from cream_pl.reporting.experiment_report import compare_numbers
 
     exp = load_experiment(DEMOS / "demo.yaml")
@@ -229,12 +245,31 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
                                       "regressor/objectness_frozen/per_image_test.npz")]
     mtimes = [p.stat().st_mtime_ns for p in stage_files]
     again = tmp_path / "again"  # the same finished runs, re-reported: every number to 1e-9
-    run_experiment(exp, out=again, work=work, fast=True)
+    seen = {}
+
+    def keep(e, result, o):  # make demo's own report, the runs it saw kept for demo-seeds' report below
+        seen["result"] = result
+        return demo_report.report(e, result, o)
+
+    run_experiment(exp, out=again, work=work, fast=True, report=keep)
     log = capsys.readouterr().out
     assert "loading" in log and "training" not in log
     assert [p.stat().st_mtime_ns for p in stage_files] == mtimes  # nothing was recomputed
     assert compare_numbers(json.loads((again / "metrics.json").read_text()), saved) == []
     assert (again / "metrics.md").read_text().split("## What")[0] == md.split("## What")[0]
+    # demo-seeds' report on these runs as two seeds: each seed's own make-demo results beside its run, and the spread
+    r = seen["result"]
+    two = replace(r, **{f: {s: getattr(r, f)[0] for s in (0, 1)} for f in ("outcomes", "rows", "records", "differences")})
+    agg = demo_seeds_report.report(load_experiment(DEMOS / "demo_seeds.yaml"), two, tmp_path / "seeds")
+    assert agg["methods"]["cam"]["max_box_acc_v2"]["values"] == [saved["cam"]["max_box_acc_v2"]] * 2
+    for s in (0, 1):
+        own = r.work / f"seed{s}" / "results"
+        mine = json.loads((own / "metrics.json").read_text())
+        assert mine["benchmark"]["train_seed"] == s and f"One training run (seed {s})" in " ".join(mine["summary"])
+        assert compare_numbers(mine, saved, skip=("timing", "meta", "train_seed", "summary")) == []  # the run's numbers
+        text = (own / "metrics.md").read_text()
+        assert f"`make demo-seeds`, training seed {s}" in text and "overlays.png" not in text  # no figures drawn there
+        assert (own / "ablation_T.md").is_file() and (own / "ablation_lambda.md").is_file()
 
 
 @pytest.mark.slow  # the --fast demo on a second dataset: ~40 s
@@ -280,6 +315,21 @@ def test_demo_refuses_a_dataset_without_test_boxes_in_one_line(tmp_path: Path, c
               str(tmp_path / "work")])
     err = capsys.readouterr().err
     assert f"{test}: no boxes in the test split" in err and err.count("\n") == 1
+    assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
+
+
+def test_a_dataset_the_report_cannot_read_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    from cream_pl.data import generate_synthetic_dataset
+    from cream_pl.pipelines.runner import main
+
+    root = generate_synthetic_dataset(tmp_path / "d", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=64, image_format="png")
+    (root / "metadata" / "test" / "backgrounds.txt").unlink()  # a benchmark-format dataset, not a confounded one
+    with pytest.raises(SystemExit):
+        main([str(DEMOS / "demo_kd.yaml"), "--data", str(root), "--out", str(tmp_path / "res"), "--work",
+              str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert "backgrounds.txt: not found; demo-kd needs a confounded synthetic dataset" in err and err.count("\n") == 1
     assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
 
 
@@ -379,3 +429,12 @@ def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
     d = saved["over_seeds"]["differences"]["cream_selected-cam"]["max_box_acc_v2"]
     assert len(d["values"]) == 2 and d["seeds_interval_above_0"] + d["seeds_interval_below_0"] <= 2
     assert "| cream_selected |" in (out / "metrics.md").read_text() or "cream_selected" in (out / "metrics.md").read_text()
+    # a variant of the declared data (another generator seed) at one training seed: its own folders and dataset
+    assert main([str(decl), "--fast", "--data-seed", "1", "--train-seed", "1"]) == 0
+    variant = tmp_path / "outputs" / "cream_hard_dataseed1_fast"
+    assert json.loads((variant / "data" / "synth_config.json").read_text())["seed"] == 1
+    assert json.loads((tmp_path / "outputs" / "cream_hard_fast" / "data" / "synth_config.json").read_text())["seed"] == 0
+    again = json.loads((variant / "results_trainseed1" / "metrics.json").read_text())  # not the declared seeds' report
+    assert set(again["per_seed"]) == {"1"} and "over_seeds" not in again
+    assert f"`python -m cream_pl.pipelines.runner {decl} --fast --train-seed 1 --data-seed 1`" in (
+        variant / "results_trainseed1" / "metrics.md").read_text()

@@ -5,7 +5,7 @@ does exactly that:
 
 1. real maps: the embedded benchmark with 800 test images (``cream-pl data synth --num-test
    800``), a trained classifier (``$CREAM_BENCH_CKPT``, else ``make demo``'s
-   ``outputs/demo/classifier.ckpt``, else a 1-epoch ``cream-pl fit`` of
+   ``outputs/demo/model.ckpt``, else a 1-epoch ``cream-pl fit`` of
    ``experiments/embedded_cream.yaml``), and its maps saved by ``cream-pl export-scoremaps`` in
    the reference's format (224x224 float64 ``<image_id>.npy``). Everything is cached under the
    work folder (default ``outputs/bench``);
@@ -131,9 +131,11 @@ def _find_checkpoint(work: Path, data: Path) -> tuple[Path, str]:
     env = os.environ.get("CREAM_BENCH_CKPT")
     if env:
         return Path(env), f"$CREAM_BENCH_CKPT ({env})"
-    demo = REPO_ROOT / "outputs" / "demo" / "classifier.ckpt"
+    from cream_pl.pipelines.run_fits import MODEL_FILE
+
+    demo = REPO_ROOT / "outputs" / "demo" / MODEL_FILE
     if demo.is_file():
-        return demo, "make demo's classifier (outputs/demo/classifier.ckpt)"
+        return demo, f"make demo's classifier (outputs/demo/{MODEL_FILE})"
     ckpt = work / "fit" / "outputs" / "embedded_cream" / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         print("[bench] training a 1-epoch classifier for the real maps ...", flush=True)

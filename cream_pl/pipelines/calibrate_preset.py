@@ -9,6 +9,7 @@ whose CAM meets every target), from CAM and the center baseline only.
 
 Example:
     $ python -m cream_pl.pipelines.calibrate_preset --sweep body_head_tint=0.1,0.2,0.25
+    $ python -m cream_pl.pipelines.calibrate_preset --preset hard --sweep body_head_tint=0.1,0.2
 """
 
 from __future__ import annotations
@@ -83,15 +84,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, metavar="KEY=V1,V2,...",
                         help="one SynthConfig field and its values; writes sweep.json / sweep.md")
+    parser.add_argument("--preset", default=None, help="the synthetic preset to calibrate instead of the "
+                        "declaration's (cub, hard)")
     parser.add_argument("--declaration", type=Path, default=DECLARATION, help="the calibration declaration")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: the declaration's)")
     parser.add_argument("--work", type=Path, default=None, help="data and runs (default: the declaration's)")
     args = parser.parse_args(argv)
+    from dataclasses import replace
+
+    from cream_pl.data.synth import PRESETS
     from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import default_places
 
     key, values = _parse_sweep(args.sweep)
     exp = load_experiment(args.declaration)
-    out, work = args.out or Path(exp.out), args.work or Path(exp.work)
+    if args.preset is not None and args.preset not in PRESETS:
+        parser.error(f"--preset: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
+    variant = args.preset if args.preset not in (None, exp.dataset.preset) else None
+    own_out, own_work = default_places(exp, preset=variant)  # another preset's sweep never touches this one's
+    if args.preset is not None:
+        exp = replace(exp, dataset=replace(exp.dataset, preset=args.preset))
+    out, work = args.out or Path(own_out), args.work or Path(own_work)
     preflight(outputs=[(out, "--out"), (work, "--work")])  # before any data or training
     run_sweep(exp, key, values, out, work)
     return 0

@@ -22,7 +22,7 @@ A missing or corrupt file is reported on stderr and in ``"failed"``; the other f
 command exits with 1 if any file failed, 0 otherwise, 2 on usage errors.
 
 Example:
-    $ cream-pl localize --ckpt outputs/demo/classifier.ckpt photos/ --out outputs/localize
+    $ cream-pl localize --ckpt outputs/demo/model.ckpt photos/ --out outputs/localize
     $ cream-pl localize --ckpt cls.ckpt --regressor reg.ckpt a.jpg b.png --out out --method cam
 """
 

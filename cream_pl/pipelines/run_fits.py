@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Outcome", "choose_on_val", "fit_and_test", "fit_epochs", "method_row", "select_teachers_for",
+__all__ = ["MODEL_FILE", "Outcome", "choose_on_val", "fit_and_test", "fit_epochs", "method_row", "require_epoch_checkpoints", "select_teachers_for",
            "teacher_rows", "epoch_test", "variant_val_scores"]
 
 ROW_KEYS = ("max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70", "max_box_acc",
             "gt_known", "top1_loc", "top5_loc", "pxap", "loc_threshold", "loc_threshold_source")
+MODEL_FILE = "model.ckpt"
+"""A fitted run's checkpoint, in its folder (``make demo``'s: ``outputs/demo/model.ckpt``)."""
 EPOCH_RECORDED = ("cam", "cream_selected")
 """The maps whose per-image outcomes a tested per-epoch checkpoint keeps (where it has them)."""
 
@@ -71,7 +73,7 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     r.migrate(folder)
     r.start_over(folder, today, run.key, seed, legacy=True)
     timer = r.timer(folder)
-    ckpt, test_path, rec_path, val_path = (folder / n for n in ("model.ckpt", "test.json", "per_image_test.npz",
+    ckpt, test_path, rec_path, val_path = (folder / n for n in (MODEL_FILE, "test.json", "per_image_test.npz",
                                                                "val_method.json"))
     cli = build_from_recipe(recipe, resolved, folder)
     t, ran = time.time(), not ckpt.is_file()
@@ -173,6 +175,16 @@ def epoch_test(r: Any, run: Any, seed: int, folder: Path, epoch: int) -> tuple[d
     r.timer(folder).record(f"test_epoch{epoch:03d}_s", time.time() - t, ran)
     return json.loads(res_path.read_text()), load_records(rec_path)
 
+def require_epoch_checkpoints(recipe: Path, key: str) -> None:
+    """A run tested per epoch needs its recipe's ``EpochCheckpoints`` callback: refused before any training."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.run_state import callback_index
+
+    if callback_index(recipe, "EpochCheckpoints") is None:
+        raise UserValueError(f"{recipe}: run {key!r} is tested per epoch (test: epochs) but its recipe keeps no "
+                             "per-epoch checkpoints (add cream_pl.callbacks.epoch_checkpoints.EpochCheckpoints to trainer.callbacks)")
+
+
 def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     """Fit with a checkpoint and the val numbers after every epoch (unless done), then test the last epoch."""
     from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
@@ -180,6 +192,7 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     from cream_pl.reporting.tables import write_json_atomic
 
     recipe = r.recipe(run.recipe)
+    require_epoch_checkpoints(recipe, run.key)
     resolved, kept = r.overrides(run, seed, folder, recipe, {})
     today = r.fingerprint(recipe, kept)
     if run.teachers:  # the teachers' checkpoints are places; which checkpoints of which inputs they are is not

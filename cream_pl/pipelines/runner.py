@@ -35,13 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cream_pl.core.options import OneLineArgumentParser, int_at_least
+from cream_pl.core.options import OneLineArgumentParser, int_at_least, seed_int
 from cream_pl.pipelines.entry import pipeline_main, preflight
-from cream_pl.pipelines.run_fits import Outcome, choose_on_val, fit_and_test, fit_epochs, teacher_rows
+from cream_pl.pipelines.run_fits import (
+    MODEL_FILE,
+    Outcome,
+    choose_on_val,
+    fit_and_test,
+    fit_epochs,
+    require_epoch_checkpoints,
+    teacher_rows,
+)
 
-__all__ = ["ExperimentResult", "command_line", "main", "run_experiment"]
+__all__ = ["ExperimentResult", "command_line", "default_places", "main", "run_experiment"]
 
-LEGACY_NAMES = {"classifier.ckpt": "model.ckpt", "classifier_test.json": "test.json"}
+LEGACY_NAMES = {"classifier.ckpt": MODEL_FILE, "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
 """A ``make demo`` work folder of before the runner: its files and stage times under today's names."""
 DEFAULT_PLACES = {"data.init_args.data_root": "{data}", "trainer.default_root_dir": "{run}"}
@@ -237,26 +245,37 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                    data: Path | str | None = None, fast: bool = False, restart: bool = False,
                    seeds: Sequence[int] | None = None, only: Sequence[str] | None = None,
                    skip: Sequence[str] = (), readme: Path | str | None = None,
+                   preset: str | None = None, data_seed: int | None = None,
                    log: Callable[[str], None] | None = None,
                    report: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Execute a declaration (see the module docstring); returns the report's payload (``metrics.json``'s content).
 
-    ``data``: a user's dataset instead of the declared one (used as it is); ``seeds``: instead of each run's;
-    ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the report's block into it;
-    ``report``: a report function instead of the declaration's (a caller that gathers several experiments).
+    ``data``: a user's dataset instead of the declared one (used as it is); ``preset`` / ``data_seed``: the
+    declared synthetic dataset's preset / generator seed instead of the declaration's; ``seeds``: training seeds
+    instead of each run's; ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the
+    report's block into it; ``report``: a report function instead of the declaration's (a caller that gathers
+    several experiments).
     """
+    from dataclasses import replace
+
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.experiment_report import report_function
 
+    command = command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip, preset=preset,
+                           data_seed=data_seed)
+    if preset is not None or data_seed is not None:
+        ds = exp.dataset
+        exp = replace(exp, dataset=replace(ds, preset=preset or ds.preset, seed=ds.seed if data_seed is None else data_seed))
     start = time.time()
     log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
-    fast_work = Path(exp.work + "_fast")  # a --fast run's own folders: it never touches a real run's work or results
-    work = Path(work) if work is not None else (fast_work if fast else Path(exp.work))
-    out = Path(out) if out is not None else (fast_work / "results" if fast else Path(exp.out))
+    own_out, own_work = default_places(exp, fast=fast, preset=preset, data_seed=data_seed, seeds=seeds)
+    work = Path(work) if work is not None else Path(own_work)
+    out = Path(out) if out is not None else Path(own_out)
     owned = data is None and exp.dataset.preset is not None
-    root = Path(data) if data is not None else (work / "data" if fast and owned
+    variant = fast or preset is not None or data_seed is not None  # never touches the declared dataset
+    root = Path(data) if data is not None else (work / "data" if variant and owned
                                                 else Path(exp.dataset.root.replace("{work}", str(work))))
-    runner = _Runner(exp, out, work, root, owned, fast, log)  # a --fast run never touches the real dataset
+    runner = _Runner(exp, out, work, root, owned, fast, log)
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -286,16 +305,17 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     bootstrap_s = time.time() - t
     data_s, data_ran = runner.data_s
     timing = {"data_s": data_s, "data_ran": data_ran, "bootstrap_s": bootstrap_s}
-    for by_run in outcomes.values():  # the experiment's own stages, kept beside the first run's
-        first = runner.timer(next(iter(by_run.values())).folder)
-        first.record("data_s", data_s, data_ran)
-        first.record("bootstrap_s", bootstrap_s, True)
+    for i, by_run in enumerate(outcomes.values()):  # the experiment's own stages: once, beside its first run's
+        if i == 0:
+            first = runner.timer(next(iter(by_run.values())).folder)
+            first.record("data_s", data_s, data_ran)
+            first.record("bootstrap_s", bootstrap_s, True)
         for o in by_run.values():
             o.timing = dict(runner.timer(o.folder).saved)
     timing["this_invocation_s"] = time.time() - start
     result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing,
                               teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
-                              work=work, command=command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip))
+                              work=work, command=command)
     payload = (report or report_function(exp.report))(exp, result, out)
     if readme is not None and exp.readme:
         from cream_pl.reporting.experiment_report import splice_block
@@ -305,7 +325,8 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
 
 
 def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = None, data: Path | str | None = None,
-                 only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> str:
+                 only: Sequence[str] | None = None, skip: Sequence[str] = (), preset: str | None = None,
+                 data_seed: int | None = None) -> str:
     """The runner's command line that reproduces an experiment's numbers: the declaration and every option that
     changes them (places such as ``--out`` or ``--work`` do not).
 
@@ -313,6 +334,8 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
         >>> from types import SimpleNamespace
         >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), fast=True, seeds=[0, 1], skip=["regressor"])
         'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --fast --seeds 2 --skip regressor'
+        >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), seeds=[3], preset="hard", data_seed=1)
+        'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --train-seed 3 --preset hard --data-seed 1'
     """
     source, root = Path(exp.source).resolve(), Path(__file__).resolve().parents[2]
     words = ["python -m cream_pl.pipelines.runner",  # a shipped declaration as the repository names it
@@ -321,9 +344,13 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
         words.append("--fast")
     if seeds is not None:
         words.append(f"--seeds {len(seeds)}" if list(seeds) == list(range(len(seeds))) else
-                     "--seeds " + ",".join(map(str, seeds)))
+                     f"--train-seed {seeds[0]}" if len(seeds) == 1 else "--seeds " + ",".join(map(str, seeds)))
     if data is not None:
         words.append(f"--data {data}")
+    if preset is not None:
+        words.append(f"--preset {preset}")
+    if data_seed is not None:
+        words.append(f"--data-seed {data_seed}")
     for option, values in (("--only", only), ("--skip", skip)):
         if values:
             words.append(f"{option} {' '.join(values)}")
@@ -336,7 +363,14 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--out", default=None, help="results folder (default: the declaration's)")
     parser.add_argument("--work", default=None, help="work folder of the runs (default: the declaration's)")
     parser.add_argument("--data", default=None, help="a dataset in the benchmark format instead of the declared one")
-    parser.add_argument("--seeds", type=int_at_least(1), default=None, help="run every run at seeds 0 .. N-1 instead of its own")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int_at_least(1), default=None,
+                       help="run every run at training seeds 0 .. N-1 instead of its own")
+    seeds.add_argument("--train-seed", type=seed_int, default=None, help="run every run at this one training seed")
+    parser.add_argument("--preset", default=None, help="the declared synthetic dataset's preset instead of the "
+                        "declaration's (cub, hard)")
+    parser.add_argument("--data-seed", type=seed_int, default=None,
+                        help="the declared synthetic dataset's generator seed instead of the declaration's")
     parser.add_argument("--only", nargs="+", default=None, help="a subset of the runs, by key")
     parser.add_argument("--skip", nargs="+", default=(), help="stages to leave out (e.g. regressor)")
     parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
@@ -347,6 +381,36 @@ def _parser() -> OneLineArgumentParser:
                         "and machine aside, to 1e-9); "
                         "exit status 1 when one differs")
     return parser
+
+
+def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, data_seed: int | None = None,
+                   seeds: Sequence[int] | None = None) -> tuple[str, str]:
+    """``(out, work)`` when the caller names neither: the declaration's, or, for a variant of its data (another
+    ``preset`` or ``data_seed``) or a ``--fast`` smoke run, a folder of the variant's own beside the declared work
+    folder (its dataset and results inside): a variant never touches the declared run's dataset, work or results.
+    Training ``seeds`` other than the declared ones (``--train-seed`` / ``--seeds``) report into a results folder
+    of their own (their runs train in folders of their own already), so they never overwrite the declared report.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> exp = SimpleNamespace(out="results/embedded", work="outputs/demo", runs=[SimpleNamespace(seeds=(0,))])
+        >>> default_places(exp), default_places(exp, fast=True), default_places(exp, preset="hard", data_seed=1)
+        (('results/embedded', 'outputs/demo'), ('outputs/demo_fast/results', 'outputs/demo_fast'), ('outputs/demo_hard_dataseed1/results', 'outputs/demo_hard_dataseed1'))
+        >>> default_places(exp, seeds=[0]), default_places(exp, seeds=[3]), default_places(exp, fast=True, seeds=[0, 1])
+        (('results/embedded', 'outputs/demo'), ('results/embedded_trainseed3', 'outputs/demo'), ('outputs/demo_fast/results_seeds0-1', 'outputs/demo_fast'))
+    """
+    tag = "".join(f"_{p}" for p in (preset, None if data_seed is None else f"dataseed{data_seed}",
+                                     "fast" if fast else None) if p is not None)
+    out, work = (exp.out, exp.work) if not tag else (f"{exp.work}{tag}/results", f"{exp.work}{tag}")
+    declared = sorted({s for r in exp.runs for s in r.seeds})
+    if seeds is None or sorted(seeds) == declared:
+        return out, work
+    return f"{out}_" + (f"trainseed{seeds[0]}" if len(seeds) == 1 else "seeds" + "-".join(map(str, sorted(seeds)))), work
+
+
+def least_seeds(exp: Any) -> int:
+    """How many training seeds the declaration's report needs (``settings: {min_seeds: N}``; 1 without it)."""
+    return int(exp.settings.get("min_seeds", 1))
 
 
 @pipeline_main("python -m cream_pl.pipelines.runner")
@@ -372,17 +436,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not any(s.boxes for s in read_split(Path(args.data) / "metadata" / "test").samples):
             parser.error(f"{Path(args.data) / 'metadata' / 'test'}: no boxes in the test split; the experiments' "
                          "tables and differences need boxes (score a mask-only dataset with `cream-pl test`)")
-    least = int(exp.settings.get("min_seeds", 1))
+        from cream_pl.reporting.experiment_report import data_check
+
+        check = data_check(exp.report)
+        if check is not None:
+            try:
+                check(Path(args.data))
+            except ValueError as err:
+                parser.error(f"{err} (--data)")
+    if args.preset is not None or args.data_seed is not None:
+        from cream_pl.data.synth import PRESETS
+
+        option = "--preset" if args.preset is not None else "--data-seed"
+        if args.data is not None:
+            parser.error(f"{option}: not with --data (a user's dataset is used as it is)")
+        if exp.dataset.preset is None:
+            parser.error(f"{option}: {exp.source} declares no synthetic dataset (dataset.preset is null)")
+        if args.preset is not None and args.preset not in PRESETS:
+            parser.error(f"--preset: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
+    if args.train_seed is not None and least_seeds(exp) > 1:
+        parser.error(f"--train-seed: {exp.source} needs at least {least_seeds(exp)} seeds (use --seeds)")
+    least = least_seeds(exp)
     if args.seeds is not None and args.seeds < least:
         parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
-    out = args.out or (exp.work + "_fast/results" if args.fast else exp.out)
-    work = args.work or (exp.work + "_fast" if args.fast else exp.work)
+    seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
+    own_out, own_work = default_places(exp, fast=args.fast, preset=args.preset, data_seed=args.data_seed, seeds=seeds)
+    out, work = args.out or own_out, args.work or own_work
     runner = _Runner(exp, Path(out), Path(work), Path("."), False, args.fast, print)
     for i, run in enumerate(exp.runs):  # every recipe before any work
         if not args.only or run.key in args.only:
             try:
-                runner.recipe(run.recipe)
-            except FileNotFoundError as err:
+                recipe = runner.recipe(run.recipe)
+                if run.test == "epochs":
+                    require_epoch_checkpoints(recipe, run.key)
+            except (FileNotFoundError, ValueError) as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data)
     reference = None
@@ -394,9 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart,
-                   seeds=list(range(args.seeds)) if args.seeds else None, only=args.only, skip=args.skip,
-                   readme=args.readme)
+    run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
+                   only=args.only, skip=args.skip, readme=args.readme, preset=args.preset, data_seed=args.data_seed)
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import compare_numbers
 

@@ -10,6 +10,7 @@ repeats it over one generator knob (``sweep.json`` / ``sweep.md``).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def _markdown(result: dict[str, Any], command: str) -> str:
 
 def sweep_markdown(preset: str, key: str, rows: list[dict[str, Any]], wall_min: float, chosen: Any = None) -> str:
     lines = [f"# Calibration sweep of `{preset}`: `{key}` (CAM and the center baseline only)", "",
-             f"Produced by `python -m cream_pl.pipelines.calibrate_preset --preset {preset} --sweep {key}=...` "
+             f"Produced by `python -m cream_pl.pipelines.calibrate_preset --preset {preset} --sweep {key}="
+             + ",".join(json.dumps(r["value"]) for r in rows) + "` "
              f"(`make calibrate-cub-sweep`, over `experiments/demos/calibrate_cub.yaml`); {wall_min:.1f} min. Every other knob is the preset's.", "",
              f"| {key} | CAM MaxBoxAccV2 (test) | IoU30 / 50 / 70 (test) | CAM GT-known (test) | Top-1 Cls (test) | "
              "center baseline (test) | targets met (test) | CAM MaxBoxAccV2 / GT-known (val) |",

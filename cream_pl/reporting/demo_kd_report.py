@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAIN_ROWS", "NAMES", "PAIRS", "SUBSET_PAIRS", "build_results", "explain", "plot_dilemma",
+from cream_pl.reporting.evidence import interval_text
+
+__all__ = ["MAIN_ROWS", "check_data", "NAMES", "PAIRS", "SUBSET_PAIRS", "build_results", "explain", "plot_dilemma",
            "render_markdown", "subset_metrics", "write_results"]
 
 MAIN_ROWS = ("cam", "cream_selected", "ci_cam", "ci_cam_cream_selected", "kd_ci_cam")
@@ -53,6 +55,17 @@ COLUMNS = [("max_box_acc_v2", "MaxBoxAccV2"), ("gt_known", "GT-known Loc"), ("to
 METRIC_NAMES = dict(COLUMNS)
 KEEP = ("run", "epoch", "method", "max_box_acc_v2", "max_box_acc_iou30", "max_box_acc_iou50", "max_box_acc_iou70",
         "max_box_acc", "gt_known", "top1_loc", "top5_loc", "pxap", "loc_threshold", "loc_threshold_source", "cls_acc")
+
+
+def check_data(root: Path) -> None:
+    """A dataset given instead of the declared one (``--data``) must be a confounded synthetic one: refused before
+    any training otherwise (the report reads its backgrounds and its generator's photographs)."""
+    from cream_pl.core.errors import UserValueError
+
+    missing = [p for p in ("metadata/test/backgrounds.txt", "synth_config.json") if not (Path(root) / p).is_file()]
+    if missing:
+        raise UserValueError(f"{Path(root) / missing[0]}: not found; demo-kd needs a confounded synthetic dataset "
+                             "(cream-pl data synth --preset cub --confounded)")
 
 
 def usual_background_flags(data_root: Path, image_ids: Sequence[str], split: str = "test") -> np.ndarray:
@@ -128,7 +141,7 @@ def build_results(tested: Mapping[str, Mapping[str, Any]], records: Mapping[str,
         records: ``{row: per-image test record}`` for the same rows.
         usual: per test image (by record ``index``), whether it has its class's usual background.
         curves: ``{run: per-epoch val rows}``.
-        teachers: :func:`cream_pl.pipelines.demo_kd.select_teachers`' result.
+        teachers: :func:`cream_pl.pipelines.run_stages.select_teachers`' result (the runner's ``teachers``).
     """
     from cream_pl.reporting.evidence import compute_differences, compute_subset_differences, subset_records
 
@@ -171,17 +184,12 @@ def build_results(tested: Mapping[str, Mapping[str, Any]], records: Mapping[str,
 
 
 # ---------------------------------------------------------------------------------------------- words
-def _ci(d: Mapping[str, Any]) -> str:
-    lo, hi = d["ci95"]
-    return f"{d['diff']:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {d['verdict']})"
-
-
 def _diff(results: Mapping[str, Any], pair: str, metric: str) -> Mapping[str, Any] | None:
     return results["differences"].get(pair, {}).get(metric)
 
 
 def _diff_list(results: Mapping[str, Any], pair: str, metrics: Sequence[str]) -> str:
-    parts = [f"{METRIC_NAMES[m]} {_ci(d)}" for m in metrics if (d := _diff(results, pair, m)) is not None]
+    parts = [f"{METRIC_NAMES[m]} {interval_text(d)}" for m in metrics if (d := _diff(results, pair, m)) is not None]
     return "; ".join(parts)
 
 
@@ -260,7 +268,7 @@ def explain(results: Mapping[str, Any], fast: bool = False, candidates: Sequence
     conf = results["confounder"]
     for key in GAP_ROWS:
         gaps = conf.get(key, {})
-        parts = [f"{METRIC_NAMES[m]} {g['usual']:.2f} vs {g['unusual']:.2f}, gap {_ci(g)}" for m, g in gaps.items()]
+        parts = [f"{METRIC_NAMES[m]} {g['usual']:.2f} vs {g['unusual']:.2f}, gap {interval_text(g)}" for m, g in gaps.items()]
         if parts:
             lines.append(f"The confounder, {NAMES[key]} on usual vs unusual backgrounds: {'; '.join(parts)}.")
     cam_gap = conf.get("cam", {}).get("cls_acc")
@@ -288,10 +296,10 @@ def explain(results: Mapping[str, Any], fast: bool = False, candidates: Sequence
         cam_usual = results["methods"]["cam"]["subsets"]["usual"].get("cls_acc")
         loc = _diff(results, "ci_cam-cam@unusual", "gt_known")
         loc_text = "" if loc is None else {
-            "gain": "; its GT-known is better there too", "loss": f"; its GT-known there is worse ({_ci(loc)})",
+            "gain": "; its GT-known is better there too", "loss": f"; its GT-known there is worse ({interval_text(loc)})",
             "no significant difference": "; its GT-known there is not significantly different"}[loc["verdict"]]
-        lines.append(f"CI-CAM's Top-1 Cls gain over CAM is on the unusual backgrounds ({_ci(unusual)}), not on the usual "
-                     f"ones ({_ci(usual_d)}, where CAM already reaches {cam_usual:.2f}): the classification gain lies "
+        lines.append(f"CI-CAM's Top-1 Cls gain over CAM is on the unusual backgrounds ({interval_text(unusual)}), not on the usual "
+                     f"ones ({interval_text(usual_d)}, where CAM already reaches {cam_usual:.2f}): the classification gain lies "
                      f"where de-confounding predicts it{loc_text}.")
     # -- claim 2: distillation
     for pair, metric, role in (("kd_ci_cam-cls_teacher", "cls_acc", "cls"), ("kd_ci_cam-loc_teacher", "gt_known", "loc")):
@@ -299,7 +307,7 @@ def explain(results: Mapping[str, Any], fast: bool = False, candidates: Sequence
         if d is not None:
             word = {"gain": "exceeds", "loss": "falls short of",
                     "no significant difference": "reaches (no significant difference from)"}[d["verdict"]]
-            lines.append(f"Claim 2, KD-CI-CAM − {role} teacher, {METRIC_NAMES[metric]}: {_ci(d)}: the student {word} the "
+            lines.append(f"Claim 2, KD-CI-CAM − {role} teacher, {METRIC_NAMES[metric]}: {interval_text(d)}: the student {word} the "
                          f"{role} teacher's {METRIC_NAMES[metric]}.")
     held = {role: d["verdict"] != "loss" for pair, metric, role in (("kd_ci_cam-cls_teacher", "cls_acc", "cls"),
                                                                    ("kd_ci_cam-loc_teacher", "gt_known", "loc"))
@@ -629,7 +637,8 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                             "num_test_unusual": int((~usual).sum()),
                             "num_val": len(read_split(data / "metadata" / "val").samples),
                             "num_train": synth["config"]["num_train"], "num_classes": synth["config"]["num_classes"]}
-    timing: dict[str, float] = {"data_s": result.timing["data_s"]} if result.timing["data_ran"] else {}
+    first = next(iter(outcomes.values()))  # the experiment's data stage is timed beside its first run's
+    timing: dict[str, float] = {"data_s": first.timing["data_s"]} if "data_s" in first.timing else {}
     load: dict[str, float] = {}  # the 1-min load average when each stage ended (StageTimer's load.json)
     for i, (key, o) in enumerate(outcomes.items()):
         ended = json.loads(path.read_text()) if (path := o.folder / "load.json").is_file() else {}

@@ -187,10 +187,12 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
     stage = "; ".join(f"{name} fit {t[key].get('fit_s', float('nan')) / 60:.1f} min, test "
                       f"{t[key].get('test_s', float('nan')) / 60:.1f} min" for key, name, _ in runs if key in t)
     lines = [
-        "# WSOL methods with and without CREAM on the embedded CUB-like benchmark",
+        "# WSOL methods with and without CREAM " + ("on the embedded CUB-like benchmark" if b["preset"] else
+                                                     f"on `{b['data']}`"),
         "",
         f"Produced by `make demo-methods` (`{command}`): "
-        f"the `{b['preset']}` preset (seed {b['seed']}), {b['num_val']} val / {b['num_test']} test images, "
+        + (f"the `{b['preset']}` preset (seed {b['seed']})" if b["preset"] else f"the dataset `{b['data']}`")
+        + f", {b['num_val']} val / {b['num_test']} test images, "
         f"{b['seeds']} training seed ({b['train_seed']}) per row. Each method is one run of its recipe "
         f"({', '.join(f'`experiments/{r}.yaml`' for _, _, r in runs)}): the same data, backbone "
         "(EfficientNet-Lite0), optimiser and epochs; only the training method differs. CREAM's context "
@@ -313,7 +315,8 @@ def build_payload(exp: Any, result: Any) -> dict[str, Any]:
     timing.update(total_s=round(stage_s, 1), this_invocation_s=round(result.timing["this_invocation_s"], 1))
     search = {k: v for k, v in (first["search_space"] or {}).items() if k != "variant"}
     return {
-        "benchmark": {"data": str(result.data), "preset": exp.dataset.preset, "seed": exp.dataset.seed, "train_seed": seed,
+        "benchmark": {"data": str(result.data), "preset": exp.dataset.preset if result.owned_data else None,
+                      "seed": exp.dataset.seed, "train_seed": seed,
                       "num_val": first["num_val"], "num_test": first["num_test"], "epochs": first["epochs"],
                       "seeds": 1, "fast": result.fast},
         "protocol": {"split": "test", "eval_size": 224, "cam_curve_interval": first["cam_curve_interval"],

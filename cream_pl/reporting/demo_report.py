@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cream_pl.reporting.evidence import interval_text
 from cream_pl.reporting.tables import (
     ablation_table_markdown,
     metrics_table_markdown,
@@ -57,11 +58,6 @@ TARGETS = {"cream_selected-cam": ("max_box_acc_v2", 8.0), "cream_reg-cream_selec
 paper's CUB mean gain, +8.6) and CREAM_reg − CREAM ≥ +4 GT-known (paper, CUB VGG16: 86.7 → 91.0, +4.3)."""
 
 
-def _diff_text(d: Mapping[str, Any]) -> str:
-    lo, hi = d["ci95"]
-    return f"{d['diff']:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {d['verdict']})"
-
-
 def explain(results: Mapping[str, Any]) -> list[str]:
     """Sentences that state what the numbers show, each difference with its interval."""
     diffs = results.get("differences", {})
@@ -73,9 +69,9 @@ def explain(results: Mapping[str, Any]) -> list[str]:
     for pair, label in (("cream_selected-cam", "CREAM (val-selected) − CAM"), ("cream-cam", "CREAM (paper defaults) − CAM"),
                         ("cream_selected-cream", "CREAM (val-selected) − CREAM (paper defaults)")):
         if pair in diffs and "max_box_acc_v2" in diffs[pair]:
-            text = f"{label}: MaxBoxAccV2 {_diff_text(diffs[pair]['max_box_acc_v2'])}"
+            text = f"{label}: MaxBoxAccV2 {interval_text(diffs[pair]['max_box_acc_v2'])}"
             if "gt_known" in diffs[pair]:
-                text += f"; GT-known Loc {_diff_text(diffs[pair]['gt_known'])}"
+                text += f"; GT-known Loc {interval_text(diffs[pair]['gt_known'])}"
             if pair in TARGETS and TARGETS[pair][0] == "max_box_acc_v2":
                 target = TARGETS[pair][1]
                 d = diffs[pair]["max_box_acc_v2"]
@@ -91,7 +87,7 @@ def explain(results: Mapping[str, Any]) -> list[str]:
                      f"{P['feature_norm']}) among {sel['candidates']} candidates, val MaxBoxAccV2 {sel['val_score']:.2f}.")
     if "cam-center_baseline" in diffs:
         d = diffs["cam-center_baseline"]["max_box_acc_v2"]
-        lines.append(f"CAM − center baseline: MaxBoxAccV2 {_diff_text(d)} (CUB: CAM 56.7–63.7 vs the center "
+        lines.append(f"CAM − center baseline: MaxBoxAccV2 {interval_text(d)} (CUB: CAM 56.7–63.7 vs the center "
                      "baseline's 54.4).")
     lines += _explain_regressor(results)
     lines += _explain_diagnostics(results)
@@ -140,9 +136,9 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
         d = diffs.get(pair, {}).get("gt_known")
         if d is None:
             continue
-        line = f"{label}: GT-known Loc {_diff_text(d)}"
+        line = f"{label}: GT-known Loc {interval_text(d)}"
         if "top1_loc" in diffs[pair]:
-            line += f"; Top-1 Loc {_diff_text(diffs[pair]['top1_loc'])}"
+            line += f"; Top-1 Loc {interval_text(diffs[pair]['top1_loc'])}"
         if pair in TARGETS:
             target = TARGETS[pair][1]
             met = d["diff"] >= target and d["ci95"][0] > 0
@@ -217,9 +213,10 @@ def _explain_diagnostics(results: Mapping[str, Any]) -> list[str]:
 
 
 def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, num_classes: int, fast: bool,
-                  command: str) -> None:
+                  command: str, produced_by: str = "`make demo`", figures: bool = True) -> None:
     """``metrics.json``, ``metrics.md``, ``ablation_T.md``, ``ablation_lambda.md`` (atomic); ``command``: the runner's
-    command line that reproduced them."""
+    command line that reproduced them; ``produced_by``: the target (and seed) named beside it; ``figures``: link the
+    figures ``make demo`` draws into ``out``."""
     results["summary"] = explain(results)
     if fast:
         results["summary"].insert(0, "This is a --fast smoke run (tiny data, one epoch, random init): the numbers only "
@@ -238,7 +235,7 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
     else:
         title = f"# Results on `{data}`"
         source = f"test split of `{data}` ({num_classes} classes, from its metadata)"
-    md = [title, "", f"Produced by `make demo` (`{command}`); {source}, EfficientNet-Lite0 (ImageNet) "
+    md = [title, "", f"Produced by {produced_by} (`{command}`); {source}, EfficientNet-Lite0 (ImageNet) "
           f"backbone; {bench.get('seeds', 1)} training seed.", "",
           metrics_table_markdown(rows, METHOD_COLUMNS, PROTOCOL_NOTES), ""]
     if "selected" in results:
@@ -254,8 +251,9 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
                                    {m: ablations["T"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), "",
            ablation_table_markdown("λ (momentum)", ablations["lambda"]["values"],
                                    {m: ablations["lambda"][m] for m in ("max_box_acc_v2", "gt_known", "top1_loc")}), "",
-           "## What the numbers show", "", *[f"- {line}" for line in results["summary"]], "",
-           "![BoxAcc vs threshold](box_acc_curves.png)", "", "![overlays](overlays.png)", ""]
+           "## What the numbers show", "", *[f"- {line}" for line in results["summary"]], ""]
+    if figures:
+        md += ["![BoxAcc vs threshold](box_acc_curves.png)", "", "![overlays](overlays.png)", ""]
     write_markdown_atomic("\n".join(md), out / "metrics.md")
     for key, label, name in (("T", "T", "ablation_T.md"), ("lambda", "λ", "ablation_lambda.md")):
         write_markdown_atomic(ablation_table_markdown(label, ablations[key]["values"], {

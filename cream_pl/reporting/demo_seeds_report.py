@@ -3,11 +3,14 @@
 Per method and metric the mean, sample sd and per-seed values; per difference the mean, sd, per-seed
 values and in how many seeds the paired bootstrap interval (over test images) excluded 0; CREAM's and
 CREAM_reg's val choices per seed; the wall time (this invocation, and the summed stage times of every
-seed, i.e. a run from nothing). Written to ``<out>/metrics.json`` and ``<out>/metrics.md`` (atomic).
+seed, i.e. a run from nothing). Written to ``<out>/metrics.json`` and ``<out>/metrics.md`` (atomic); each seed's
+own ``make demo`` results (``metrics.json``, ``metrics.md``, the T / λ ablation tables) to
+``<work>/seed<N>/results/``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ def _markdown(command: str, agg: Mapping[str, Any], names: Mapping[str, str]) ->
 
 
 def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
-    from cream_pl.reporting.demo_report import DISPLAY_NAMES, demo_payload
+    from cream_pl.reporting.demo_report import DISPLAY_NAMES, demo_payload, write_results
     from cream_pl.reporting.experiment_report import aggregate_seeds
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
@@ -52,6 +55,10 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
 
         raise UserValueError(f"{exp.source}: the seeds report needs at least two seeds (a spread), got {sorted(result.rows)}")
     per_seed = {s: demo_payload(exp, result, s) for s in sorted(result.rows)}
+    for s, payload in per_seed.items():  # each seed's own make-demo results, beside its run (seed 0's: seed0/)
+        write_results(copy.deepcopy(payload), result.work / f"seed{s}" / "results", data=result.data,
+                      seed=exp.dataset.seed, num_classes=payload["benchmark"]["num_classes"], fast=result.fast,
+                      command=result.command, produced_by=f"`make demo-seeds`, training seed {s}", figures=False)
     agg = aggregate_seeds(per_seed, ROWS)
     seeds = agg["seeds"]
     agg["cream_reg_chosen_per_seed"] = [per_seed[s].get("cream_reg_selection", {}).get("chosen") for s in seeds]

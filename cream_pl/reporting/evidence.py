@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["METRIC_NAMES", "PAPER_DEFAULTS", "RECORD_CONSTANTS", "compute_differences", "compute_subset_differences",
-           "hit_agreement",
+           "hit_agreement", "interval_text",
            "differences_markdown", "selection_markdown", "save_records", "load_records", "subset_records"]
 
 PAPER_DEFAULTS: dict[str, Any] = {"T": 2, "kappa": 8.0, "lambda": 0.8, "feature_norm": "raw"}
@@ -142,6 +142,17 @@ def compute_subset_differences(
     subset = {name: subset_records(rec, wanted) for name, rec in records.items()}
     diffs = compute_differences(subset, pairs, n_resamples=n_resamples, seed=seed)
     return {f"{key}@{tag}": value for key, value in diffs.items()}
+
+
+def interval_text(d: Mapping[str, Any]) -> str:
+    """One stated difference in words: its value, its paired bootstrap 95 % interval and the verdict.
+
+    Example:
+        >>> interval_text({"diff": 8.6, "ci95": [6.1, 11.0], "verdict": "gain"})
+        '+8.60 (95 % CI [+6.10, +11.00], gain)'
+    """
+    lo, hi = d["ci95"]
+    return f"{d['diff']:+.2f} (95 % CI [{lo:+.2f}, {hi:+.2f}], {d['verdict']})"
 
 
 def differences_markdown(differences: Mapping[str, Mapping[str, Mapping[str, Any]]],

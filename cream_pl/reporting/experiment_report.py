@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPORTS", "SPLICES", "aggregate_seeds", "compare_numbers", "report_function", "splice_block", "table_report"]
+__all__ = ["REPORTS", "SPLICES", "aggregate_seeds", "compare_numbers", "data_check", "report_function", "splice_block", "table_report"]
 
 REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
            "demo": "cream_pl.reporting.demo_report:report",
@@ -43,6 +43,13 @@ def _resolve(table: Mapping[str, str], name: str, what: str) -> Callable[..., An
 def report_function(name: str) -> Callable[..., dict[str, Any]]:
     """The report named ``name`` (:data:`REPORTS`)."""
     return _resolve(REPORTS, name, "report")
+
+
+def data_check(name: str) -> Callable[[Path], None] | None:
+    """The report's check of a dataset given instead of the declared one (its module's ``check_data``), if it has one:
+    what the report reads beyond the benchmark format, refused before any work."""
+    module = importlib.import_module(REPORTS[name].split(":")[0]) if name in REPORTS else None
+    return getattr(module, "check_data", None)
 
 
 def splice_block(exp: Any, payload: Mapping[str, Any], out: Path, readme: Path) -> None:
