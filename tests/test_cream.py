@@ -154,7 +154,7 @@ def test_batched_em_runs_equal_each_run_alone_at_every_t():
         assert z.shape == (4, 3, 5, 6)
         for r in range(4):
             want = cream_em(feats, mu_fg[r], mu_bg[r], kappa=float(kappa[r]), iterations=t, feature_norm=norms[r])
-            torch.testing.assert_close(z[r], want, atol=1e-6, rtol=0)
+            torch.testing.assert_close(z[r], want, atol=1e-6, rtol=1e-5)  # float32 sums in another order (CPU kernels)
     assert not torch.allclose(runs[1][0], runs[3][0])  # the steps differ: T is not ignored
     with pytest.raises(ValueError, match="iterations must be >= 1"):
         cream_em_runs(feats, mu_fg, mu_bg, kappa, (0, 1), norms)

@@ -484,7 +484,7 @@ def test_the_search_scores_every_candidate_as_scoring_it_alone_would(tiny_data, 
                 e_fg, e_bg = model.context.get(c.lambda_index)
                 alone = cream_maps(feats, cam, labels, e_fg, e_bg, iterations=c.iterations, kappa=c.kappa,
                                    tau=model.hparams.cream_tau, feature_norm=c.feature_norm)
-                torch.testing.assert_close(m, alone, atol=1e-5, rtol=0)
+                torch.testing.assert_close(m, alone, atol=1e-5, rtol=1e-5)  # float32, another summation order
                 maps = prepare_scoremaps(alone, size=EVAL)
                 v2.update(maps, batch["boxes"])
                 v1.update(maps, batch["boxes"], top1, top1)

@@ -86,12 +86,48 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                           ([str(DEMOS / "demo.yaml"), "--preset", "nope"], "--preset: unknown preset 'nope'"),
                           ([str(DEMOS / "demo.yaml"), "--data-seed", "-1"], "--data-seed"),
                           ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found"),
-                          ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file")):
+                          ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file"),
+                          ([str(DEMOS / "demo_methods.yaml"), "--preset", "hard", "--readme", "R.md"],
+                           "--readme: the README shows"),
+                          ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments")):
         bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
                               "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60, cwd=REPO)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()  # nothing started
+
+
+def test_restart_never_clears_the_declared_runs_for_a_seed_or_run_subset(tmp_path):
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\n"
+                           "runs: [{key: a, recipe: embedded_cream}, {key: b, recipe: embedded_cream}]\n")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "model.ckpt").write_text("the declared run's")
+    for extra in (["--train-seed", "3"], ["--seeds", "2"], ["--only", "b"]):
+        out = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", str(decl), "--restart", *extra],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert f"--restart: {tmp_path / 'w'} holds every declared run" in out.stderr, out.stderr
+    assert (tmp_path / "w" / "model.ckpt").is_file() and not (tmp_path / "o").exists()
+
+
+def test_a_variant_of_the_data_never_trains_in_a_declared_seed_folder(tmp_path, monkeypatch):
+    """demo-seeds' seed 0 is make demo's own run; another dataset's seed 0 trains in a folder of its own."""
+    import cream_pl.pipelines.runner as runner
+    from cream_pl.pipelines.experiment import load_experiment
+
+    exp = load_experiment(DEMOS / "demo_seeds.yaml")
+    folders = []
+
+    def fit_and_test(r, run, seed, folder, extra):  # where the run would train; nothing trains
+        folders.append(folder)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "fit_and_test", fit_and_test)
+    for variant in (False, True):
+        r = runner._Runner(exp, tmp_path / "o", tmp_path / "w", tmp_path / "d", True, False, print, variant=variant)
+        with pytest.raises(KeyboardInterrupt):
+            r.run(exp.runs[0], 0, [])
+    assert folders == [Path("outputs/demo"), tmp_path / "w" / "seed0"]
 
 
 def test_a_missing_recipe_is_one_line_before_any_work(tmp_path):
@@ -322,15 +358,21 @@ def test_a_dataset_the_report_cannot_read_is_refused_before_any_work(tmp_path: P
     from cream_pl.data import generate_synthetic_dataset
     from cream_pl.pipelines.runner import main
 
-    root = generate_synthetic_dataset(tmp_path / "d", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
-                                      min_side=48, max_side=64, image_format="png")
-    (root / "metadata" / "test" / "backgrounds.txt").unlink()  # a benchmark-format dataset, not a confounded one
-    with pytest.raises(SystemExit):
-        main([str(DEMOS / "demo_kd.yaml"), "--data", str(root), "--out", str(tmp_path / "res"), "--work",
-              str(tmp_path / "work")])
-    err = capsys.readouterr().err
-    assert "backgrounds.txt: not found; demo-kd needs a confounded synthetic dataset" in err and err.count("\n") == 1
-    assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
+    def refused(root: Path) -> str:
+        with pytest.raises(SystemExit):
+            main([str(DEMOS / "demo_kd.yaml"), "--data", str(root), "--out", str(tmp_path / "res"), "--work",
+                  str(tmp_path / "work")])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
+        return err
+
+    size = dict(seed=1, num_classes=2, num_train=2, num_val=2, num_test=4, min_side=48, max_side=64, image_format="png")
+    plain = generate_synthetic_dataset(tmp_path / "d", **size)  # not confounded: every background is 'usual' by chance
+    assert f"{plain / 'synth_config.json'}: config.confounded is not true" in refused(plain)
+    (plain / "metadata" / "test" / "backgrounds.txt").unlink()  # a benchmark-format dataset
+    assert "backgrounds.txt: not found; demo-kd needs a confounded synthetic dataset" in refused(plain)
+    unusual = generate_synthetic_dataset(tmp_path / "u", confounded=True, confounded_eval="unusual", **size)
+    assert "backgrounds.txt: the test split needs images on their class's usual background" in refused(unusual)
 
 
 @pytest.mark.slow  # two --fast methods (tiny data, 1 epoch, random init): ~30 s

@@ -217,26 +217,31 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
                    test=raw.get("test", "model"), teachers=tuple(raw.get("teachers", ())))
 
 
-def load_experiment(path: Path | str) -> Experiment:
-    """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file and key."""
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; invalid YAML is one line naming the file and the line."""
     import yaml
 
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        raise UserValueError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file and key."""
     path = Path(path)
     if not path.is_file():
         from cream_pl.core.errors import UserFileNotFoundError
 
         raise UserFileNotFoundError(f"{path}: experiment declaration not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        raise UserValueError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = read_yaml(path)
     source = str(path)
     top = _checked("", "experiment", raw, source)
     if "extends" in top:  # another declaration's keys, replaced by this one's (runs: field by field, by key)
         base_path = path.parent / top.pop("extends")
-        base = _checked("", "experiment", yaml.safe_load(base_path.read_text()) if base_path.is_file() else None,
+        base = _checked("", "experiment", read_yaml(base_path) if base_path.is_file() else None,
                         str(base_path))
         mine = {r.get("key"): r for r in top.get("runs", []) if isinstance(r, Mapping)}
         runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())

@@ -128,9 +128,15 @@ class StageTimer:
 
 def callback_index(recipe: Path, class_name: str) -> int | None:
     """Index of the recipe's ``trainer.callbacks`` entry whose ``class_path`` ends with ``class_name``, or ``None``."""
-    import yaml
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.experiment import read_yaml
 
-    callbacks = (yaml.safe_load(Path(recipe).read_text()) or {}).get("trainer", {}).get("callbacks") or []
+    config = read_yaml(recipe) or {}
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    callbacks = (trainer or {}).get("callbacks") if isinstance(trainer or {}, dict) else None
+    if not isinstance(config, dict) or not isinstance(callbacks or [], list):
+        raise UserValueError(f"{recipe}: a recipe is a mapping whose trainer.callbacks is a list")
+    callbacks = callbacks or []
     for i, cb in enumerate(callbacks):
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
             return i

@@ -47,7 +47,7 @@ from cream_pl.pipelines.run_fits import (
     teacher_rows,
 )
 
-__all__ = ["ExperimentResult", "command_line", "default_places", "main", "run_experiment"]
+__all__ = ["ExperimentResult", "command_line", "data_variant", "default_places", "main", "run_experiment"]
 
 LEGACY_NAMES = {"classifier.ckpt": MODEL_FILE, "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
@@ -76,8 +76,9 @@ class ExperimentResult:
 
 class _Runner:
     def __init__(self, exp: Any, out: Path, work: Path, data: Path, owned: bool, fast: bool,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], variant: bool = False) -> None:
         self.exp, self.out, self.work, self.data, self.owned, self.fast, self.log = exp, out, work, data, owned, fast, log
+        self.variant = variant or fast  # a smoke run or another dataset: the declared runs' seed_folders are not its
         self.timers: dict[Path, Any] = {}
         self.recipes = Path(__file__).resolve().parents[2] / "experiments"
         self.inputs: dict[str, dict[str, Any]] = {}  # each run's fingerprint (a student's names its teachers')
@@ -204,7 +205,7 @@ class _Runner:
     def run(self, run: Any, seed: int, stages: Sequence[str]) -> Outcome:
         from cream_pl.pipelines.run_stages import STAGES, RunContext
 
-        base = None if self.fast else run.seed_folders.get(seed)  # a --fast run never touches a real run's work
+        base = None if self.variant else run.seed_folders.get(seed)  # a variant never touches a declared run's work
         name = run.folder.format(key=run.key, seed=seed)
         if "{seed}" not in run.folder and seed != run.seeds[0]:
             name = f"seed{seed}" if run.folder == "." else f"{name}_seed{seed}"
@@ -261,6 +262,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.experiment_report import report_function
 
+    preset, data_seed = data_variant(exp, preset, data_seed)
     command = command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip, preset=preset,
                            data_seed=data_seed)
     if preset is not None or data_seed is not None:
@@ -268,14 +270,15 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         exp = replace(exp, dataset=replace(ds, preset=preset or ds.preset, seed=ds.seed if data_seed is None else data_seed))
     start = time.time()
     log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
-    own_out, own_work = default_places(exp, fast=fast, preset=preset, data_seed=data_seed, seeds=seeds)
+    own_out, own_work = default_places(exp, fast=fast, preset=preset, data_seed=data_seed, data=data, seeds=seeds,
+                                       only=only)
     work = Path(work) if work is not None else Path(own_work)
     out = Path(out) if out is not None else Path(own_out)
     owned = data is None and exp.dataset.preset is not None
-    variant = fast or preset is not None or data_seed is not None  # never touches the declared dataset
-    root = Path(data) if data is not None else (work / "data" if variant and owned
+    variant = fast or preset is not None or data_seed is not None or data is not None  # never touches the declared
+    root = Path(data) if data is not None else (work / "data" if variant and owned  # dataset or its runs' work
                                                 else Path(exp.dataset.root.replace("{work}", str(work))))
-    runner = _Runner(exp, out, work, root, owned, fast, log)
+    runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant)
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -360,8 +363,10 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
 def _parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.runner", description=__doc__.split("\n\n")[0])
     parser.add_argument("experiment", help="a declaration (experiments/demos/*.yaml)")
-    parser.add_argument("--out", default=None, help="results folder (default: the declaration's)")
-    parser.add_argument("--work", default=None, help="work folder of the runs (default: the declaration's)")
+    parser.add_argument("--out", default=None, help="results folder (default: the declaration's, or a variant's "
+                        "own: see default_places)")
+    parser.add_argument("--work", default=None, help="work folder of the runs (default: the declaration's, or a "
+                        "variant's own)")
     parser.add_argument("--data", default=None, help="a dataset in the benchmark format instead of the declared one")
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int_at_least(1), default=None,
@@ -384,28 +389,50 @@ def _parser() -> OneLineArgumentParser:
 
 
 def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, data_seed: int | None = None,
-                   seeds: Sequence[int] | None = None) -> tuple[str, str]:
+                   data: Path | str | None = None, seeds: Sequence[int] | None = None,
+                   only: Sequence[str] | None = None) -> tuple[str, str]:
     """``(out, work)`` when the caller names neither: the declaration's, or, for a variant of its data (another
-    ``preset`` or ``data_seed``) or a ``--fast`` smoke run, a folder of the variant's own beside the declared work
-    folder (its dataset and results inside): a variant never touches the declared run's dataset, work or results.
-    Training ``seeds`` other than the declared ones (``--train-seed`` / ``--seeds``) report into a results folder
-    of their own (their runs train in folders of their own already), so they never overwrite the declared report.
+    ``preset`` or ``data_seed``, a user's ``data``) or a ``--fast`` smoke run, a folder of the variant's own beside
+    the declared work folder (its dataset and results inside): a variant never touches the declared run's dataset,
+    work or results. One training seed other than the declared ones (``--train-seed``) and a subset of the runs
+    (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or folders of
+    their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
+    variant's (see :func:`data_variant`).
 
     Example:
         >>> from types import SimpleNamespace
-        >>> exp = SimpleNamespace(out="results/embedded", work="outputs/demo", runs=[SimpleNamespace(seeds=(0,))])
+        >>> exp = SimpleNamespace(out="results/embedded", work="outputs/demo",
+        ...                       runs=[SimpleNamespace(key="cream", seeds=(0,)), SimpleNamespace(key="ci", seeds=(0,))])
         >>> default_places(exp), default_places(exp, fast=True), default_places(exp, preset="hard", data_seed=1)
         (('results/embedded', 'outputs/demo'), ('outputs/demo_fast/results', 'outputs/demo_fast'), ('outputs/demo_hard_dataseed1/results', 'outputs/demo_hard_dataseed1'))
-        >>> default_places(exp, seeds=[0]), default_places(exp, seeds=[3]), default_places(exp, fast=True, seeds=[0, 1])
-        (('results/embedded', 'outputs/demo'), ('results/embedded_trainseed3', 'outputs/demo'), ('outputs/demo_fast/results_seeds0-1', 'outputs/demo_fast'))
+        >>> default_places(exp, seeds=[0]), default_places(exp, seeds=[3]), default_places(exp, seeds=[0, 1, 2])
+        (('results/embedded', 'outputs/demo'), ('results/embedded_trainseed3', 'outputs/demo'), ('results/embedded', 'outputs/demo'))
+        >>> default_places(exp, data="/data/my_birds/"), default_places(exp, fast=True, only=["ci"])
+        (('outputs/demo_my_birds/results', 'outputs/demo_my_birds'), ('outputs/demo_fast/results_only-ci', 'outputs/demo_fast'))
     """
-    tag = "".join(f"_{p}" for p in (preset, None if data_seed is None else f"dataseed{data_seed}",
-                                     "fast" if fast else None) if p is not None)
+    tag = "".join(f"_{p}" for p in (None if data is None else Path(data).resolve().name, preset,
+                                     None if data_seed is None else f"dataseed{data_seed}", "fast" if fast else None)
+                  if p is not None)
     out, work = (exp.out, exp.work) if not tag else (f"{exp.work}{tag}/results", f"{exp.work}{tag}")
-    declared = sorted({s for r in exp.runs for s in r.seeds})
-    if seeds is None or sorted(seeds) == declared:
-        return out, work
-    return f"{out}_" + (f"trainseed{seeds[0]}" if len(seeds) == 1 else "seeds" + "-".join(map(str, sorted(seeds)))), work
+    if seeds is not None and len(seeds) == 1 and seeds[0] not in {s for r in exp.runs for s in r.seeds}:
+        out += f"_trainseed{seeds[0]}"
+    if only and set(only) != {r.key for r in exp.runs}:
+        out += "_only-" + "-".join(sorted(only))
+    return out, work
+
+
+def data_variant(exp: Any, preset: str | None, data_seed: int | None) -> tuple[str | None, int | None]:
+    """``(preset, data_seed)`` as a variant of the declared dataset: ``None`` where one equals the declaration's own
+    (``--preset cub`` on a cub declaration is the declared run, with its folders and its command line).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> exp = SimpleNamespace(dataset=SimpleNamespace(preset="cub", seed=0))
+        >>> data_variant(exp, "cub", 0), data_variant(exp, "hard", 0), data_variant(exp, None, 2)
+        ((None, None), ('hard', None), (None, 2))
+    """
+    ds = exp.dataset
+    return (None if preset == ds.preset else preset), (None if data_seed == ds.seed else data_seed)
 
 
 def least_seeds(exp: Any) -> int:
@@ -460,8 +487,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None and args.seeds < least:
         parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
-    own_out, own_work = default_places(exp, fast=args.fast, preset=args.preset, data_seed=args.data_seed, seeds=seeds)
+    preset, data_seed = data_variant(exp, args.preset, args.data_seed)
+    own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,
+                                       seeds=seeds, only=args.only)
     out, work = args.out or own_out, args.work or own_work
+    if args.readme is not None and own_out != exp.out:
+        parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
+                     f"{own_out} (leave out --readme)")
+    if args.restart and args.work is None and work == exp.work and (seeds is not None or args.only):
+        parser.error(f"--restart: {work} holds every declared run; with --train-seed/--seeds/--only name the "
+                     "folder to clear with --work, or remove it yourself")
     runner = _Runner(exp, Path(out), Path(work), Path("."), False, args.fast, print)
     for i, run in enumerate(exp.runs):  # every recipe before any work
         if not args.only or run.key in args.only:
@@ -482,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
-                   only=args.only, skip=args.skip, readme=args.readme, preset=args.preset, data_seed=args.data_seed)
+                   only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed)
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import compare_numbers
 

@@ -89,7 +89,9 @@ def sweep_markdown(preset: str, key: str, rows: list[dict[str, Any]], wall_min: 
     lines = [f"# Calibration sweep of `{preset}`: `{key}` (CAM and the center baseline only)", "",
              f"Produced by `python -m cream_pl.pipelines.calibrate_preset --preset {preset} --sweep {key}="
              + ",".join(json.dumps(r["value"]) for r in rows) + "` "
-             f"(`make calibrate-cub-sweep`, over `experiments/demos/calibrate_cub.yaml`); {wall_min:.1f} min. Every other knob is the preset's.", "",
+             + ("(`make calibrate-cub-sweep`, over `experiments/demos/calibrate_cub.yaml`)" if preset == "cub" else
+                "(over `experiments/demos/calibrate_cub.yaml`, its preset replaced)")
+             + f"; {wall_min:.1f} min. Every other knob is the preset's.", "",
              f"| {key} | CAM MaxBoxAccV2 (test) | IoU30 / 50 / 70 (test) | CAM GT-known (test) | Top-1 Cls (test) | "
              "center baseline (test) | targets met (test) | CAM MaxBoxAccV2 / GT-known (val) |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]

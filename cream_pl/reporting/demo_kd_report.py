@@ -14,6 +14,7 @@ and ``dilemma.png``.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,23 @@ def check_data(root: Path) -> None:
     any training otherwise (the report reads its backgrounds and its generator's photographs)."""
     from cream_pl.core.errors import UserValueError
 
+    how = "demo-kd needs a confounded synthetic dataset (cream-pl data synth --preset cub --confounded)"
     missing = [p for p in ("metadata/test/backgrounds.txt", "synth_config.json") if not (Path(root) / p).is_file()]
     if missing:
-        raise UserValueError(f"{Path(root) / missing[0]}: not found; demo-kd needs a confounded synthetic dataset "
-                             "(cream-pl data synth --preset cub --confounded)")
+        raise UserValueError(f"{Path(root) / missing[0]}: not found; {how}")
+    info = Path(root) / "synth_config.json"
+    try:
+        confounded = json.loads(info.read_text()).get("config", {}).get("confounded") is True
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise UserValueError(f"{info}: not a synthetic dataset's config (JSON with a 'config' mapping); {how}") from None
+    if not confounded:
+        raise UserValueError(f"{info}: config.confounded is not true; {how}")
+    flags = [line.strip().rsplit(",", 1)[-1] for line in
+             (Path(root) / "metadata" / "test" / "backgrounds.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    if "1" not in flags or "0" not in flags:
+        raise UserValueError(f"{Path(root) / 'metadata' / 'test' / 'backgrounds.txt'}: the test split needs images on "
+                             "their class's usual background and on others (the usual - unusual gap); "
+                             "confounded_eval 'uniform' draws both")
 
 
 def usual_background_flags(data_root: Path, image_ids: Sequence[str], split: str = "test") -> np.ndarray:
