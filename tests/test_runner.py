@@ -89,7 +89,8 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                           ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file"),
                           ([str(DEMOS / "demo_methods.yaml"), "--preset", "hard", "--readme", "R.md"],
                            "--readme: the README shows"),
-                          ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments")):
+                          ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments"),
+                          ([str(DEMOS / "demo.yaml"), "--seeds", "3"], "report (demo) shows one training seed")):
         bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
                               "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60, cwd=REPO)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

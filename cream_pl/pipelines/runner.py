@@ -486,6 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     least = least_seeds(exp)
     if args.seeds is not None and args.seeds < least:
         parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
+    from cream_pl.reporting.experiment_report import ONE_SEED
+
+    if args.seeds is not None and args.seeds > 1 and exp.report in ONE_SEED:
+        parser.error(f"--seeds: {exp.source}'s report ({exp.report}) shows one training seed; use --train-seed S, or "
+                     "a declaration with a seeds report (experiments/demos/demo_seeds.yaml)")
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
     preset, data_seed = data_variant(exp, args.preset, args.data_seed)
     own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,

@@ -24,6 +24,8 @@ REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
            "calibration": "cream_pl.reporting.calibration_report:report",
            "kd": "cream_pl.reporting.demo_kd_report:report"}
 """Report name -> ``module:function`` (imported when used: ``--help`` stays instant)."""
+ONE_SEED = frozenset({"demo", "methods", "calibration", "kd"})
+"""The reports that show one training seed (the lowest one run): more seeds would train for nothing."""
 SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
            "METHODS": "cream_pl.reporting.demo_methods_report:splice_summary",
            "TABLE": "cream_pl.reporting.experiment_report:splice_table"}
