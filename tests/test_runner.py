@@ -222,6 +222,28 @@ def test_a_work_folder_of_before_the_runner_is_kept_and_one_of_other_inputs_star
         assert sorted(p.name for p in work.iterdir()) == ["inputs.json"]
 
 
+def test_a_comparison_states_every_difference_beside_the_reference_and_whether_its_verdict_holds(tmp_path):
+    from cream_pl.reporting.experiment_report import write_comparison
+
+    def results(diff: float, lo: float, hi: float, verdict: str) -> dict:
+        return {"cam": {"gt_known": 60.0 + diff}, "differences": {"cream-cam": {
+            "gt_known": {"diff": diff, "ci95": [lo, hi], "verdict": verdict, "a": 1.0, "b": 2.0},
+            "top1_loc": {"diff": 2.0, "ci95": [1.0, 3.0], "verdict": "gain", "a": 1.0, "b": 2.0}}}}
+
+    ref = results(8.0, 6.0, 10.0, "gain")
+    assert write_comparison(ref, ref, Path("r.json"), tmp_path, "cmd") == "every number equal to 1e-9 (times and machine aside)"
+    line = write_comparison(results(1.0, -1.0, 3.0, "no significant difference"), ref, Path("r.json"), tmp_path, "cmd")
+    assert line == "5 numbers differ; 1 of 2 stated differences keep their verdict"  # row, diff, interval, verdict
+    saved = json.loads((tmp_path / "comparison.json").read_text())
+    assert saved["verdicts_kept"] == 1 and saved["numbers_differing"] == 5 and saved["machine"]["cores"] >= 1
+    by_path = {v["path"]: v for v in saved["verdicts"]}
+    assert by_path["/differences/cream-cam/gt_known"]["same_verdict"] is False
+    assert by_path["/differences/cream-cam/gt_known"]["reference"]["diff"] == 8.0
+    md = (tmp_path / "comparison.md").read_text()
+    assert "| `/differences/cream-cam/gt_known` | +1.00 [-1.00, +3.00] no significant difference | +8.00 [+6.00, " in md
+    assert "| **no** |" in md and "`cmd --compare r.json`" in md
+
+
 def test_compare_numbers_reads_every_number_to_1e9():
     from cream_pl.reporting.experiment_report import compare_numbers
 
@@ -294,6 +316,12 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert [p.stat().st_mtime_ns for p in stage_files] == mtimes  # nothing was recomputed
     assert compare_numbers(json.loads((again / "metrics.json").read_text()), saved) == []
     assert (again / "metrics.md").read_text().split("## What")[0] == md.split("## What")[0]
+    from cream_pl.pipelines.runner import main  # the command line's --compare on the same finished runs
+
+    assert main([str(DEMOS / "demo.yaml"), "--fast", "--out", str(tmp_path / "cmp"), "--work", str(work),
+                 "--compare", str(out / "metrics.json")]) == 0
+    comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert comparison["numbers_differing"] == 0 and comparison["verdicts_kept"] == len(comparison["verdicts"]) > 0
     # demo-seeds' report on these runs as two seeds: each seed's own make-demo results beside its run, and the spread
     r = seen["result"]
     two = replace(r, **{f: {s: getattr(r, f)[0] for s in (0, 1)} for f in ("outcomes", "rows", "records", "differences")})

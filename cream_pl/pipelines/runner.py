@@ -383,8 +383,8 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
     parser.add_argument("--compare", default=None, metavar="METRICS_JSON",
                         help="then compare every number of the new results file of this name with this one (times "
-                        "and machine aside, to 1e-9); "
-                        "exit status 1 when one differs")
+                        "and machine aside, to 1e-9) and every stated difference's verdict, into <out>/comparison.md; "
+                        "exit status 1 when a number differs")
     return parser
 
 
@@ -524,12 +524,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
                    only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed)
     if args.compare is not None:
-        from cream_pl.reporting.experiment_report import compare_numbers
+        from cream_pl.reporting.experiment_report import compare_numbers, write_comparison
 
-        diffs = compare_numbers(json.loads((Path(out) / Path(args.compare).name).read_text()),  # calibration.json too
-                                reference)
-        print(f"[{exp.name}] against {args.compare}: " + ("every number equal to 1e-9 (times and machine aside)" if not diffs
-              else f"{len(diffs)} differ: " + "; ".join(diffs[:10])), flush=True)
+        new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
+        command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
+                               preset=preset, data_seed=data_seed)
+        line = write_comparison(new, reference, Path(args.compare), Path(out), command)
+        diffs = compare_numbers(new, reference)
+        print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
+              + f" ({Path(out) / 'comparison.md'})", flush=True)
         return 1 if diffs else 0
     return 0
 

@@ -186,3 +186,74 @@ def compare_numbers(new: Any, ref: Any, tol: float = 1e-9, skip: Sequence[str] =
         same = (math.isnan(new) and math.isnan(ref)) or abs(new - ref) <= tol
         return [] if same else [f"{path}: {new!r} vs {ref!r}"]
     return [] if new == ref else [f"{path}: {str(new)[:60]!r} vs {str(ref)[:60]!r}"]
+
+
+def compare_verdicts(new: Any, ref: Any, path: str = "") -> list[dict[str, Any]]:
+    """Every stated difference (a mapping with ``diff``, ``ci95`` and ``verdict``) found at the same place in both
+    results: both values and intervals, and whether the verdict is the same. Where a rerun cannot match every number
+    (another machine's float kernels train another model), this is what must still hold.
+
+    Example:
+        >>> new = {"differences": {"b-a": {"m": {"diff": 7.5, "ci95": [6.0, 8.6], "verdict": "gain"}}}}
+        >>> ref = {"differences": {"b-a": {"m": {"diff": 8.0, "ci95": [6.5, 9.2], "verdict": "gain"}}}}
+        >>> [(v["path"], v["same_verdict"]) for v in compare_verdicts(new, ref)]
+        [('/differences/b-a/m', True)]
+    """
+    if isinstance(new, Mapping) and isinstance(ref, Mapping):
+        if {"diff", "ci95", "verdict"} <= set(new) and {"diff", "ci95", "verdict"} <= set(ref):
+            return [{"path": path or "/", "new": {k: new[k] for k in ("diff", "ci95", "verdict")},
+                     "reference": {k: ref[k] for k in ("diff", "ci95", "verdict")},
+                     "same_verdict": new["verdict"] == ref["verdict"]}]
+        return [v for k in sorted(set(new) & set(ref), key=str) for v in compare_verdicts(new[k], ref[k], f"{path}/{k}")]
+    if isinstance(new, list) and isinstance(ref, list) and len(new) == len(ref):
+        return [v for i, (a, b) in enumerate(zip(new, ref)) for v in compare_verdicts(a, b, f"{path}[{i}]")]
+    return []
+
+
+def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: Path, out: Path, command: str) -> str:
+    """``<out>/comparison.{json,md}``: how many numbers differ (to 1e-9) and every stated difference beside the
+    reference's, with whether its verdict holds; returns the one-line summary."""
+    from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
+
+    diffs, verdicts = compare_numbers(new, ref), compare_verdicts(new, ref)
+    kept = sum(v["same_verdict"] for v in verdicts)
+    line = ("every number equal to 1e-9 (times and machine aside)" if not diffs else
+            f"{len(diffs)} numbers differ; {kept} of {len(verdicts)} stated differences keep their verdict")
+    machine = _machine()
+    write_json_atomic({"reference": str(reference), "command": command, "numbers_differing": len(diffs),
+                       "first_numbers_differing": diffs[:50], "verdicts": verdicts, "verdicts_kept": kept,
+                       "machine": machine}, out / "comparison.json")
+
+    def cell(d: Mapping[str, Any]) -> str:
+        lo, hi = d["ci95"]
+        return f"{d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] {d['verdict']}"
+
+    md = [f"# Against `{reference}`", "", f"Produced by `{command} --compare {reference}`: {line}. This run's "
+          f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}.", "",
+          "| difference | this run: a − b [95 % CI] verdict | reference | same verdict |", "| --- | --- | --- | :---: |",
+          *[f"| `{v['path']}` | {cell(v['new'])} | {cell(v['reference'])} | {'yes' if v['same_verdict'] else '**no**'} |"
+            for v in verdicts]]
+    if diffs:
+        md += ["", f"First numbers that differ (of {len(diffs)}):", "", *[f"- `{d}`" for d in diffs[:20]]]
+    write_markdown_atomic("\n".join(md), out / "comparison.md")
+    return line
+
+
+def _machine() -> dict[str, Any]:
+    """The CPU model, core count and torch version of the machine that produced a result (float kernels differ)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        from importlib.metadata import version
+
+        torch = version("torch")
+    except Exception:  # noqa: BLE001 - a report without torch installed still names the machine
+        torch = "not installed"
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch}
