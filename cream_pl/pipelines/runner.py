@@ -394,9 +394,9 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
     """``(out, work)`` when the caller names neither: the declaration's, or, for a variant of its data (another
     ``preset`` or ``data_seed``, a user's ``data``) or a ``--fast`` smoke run, a folder of the variant's own beside
     the declared work folder (its dataset and results inside): a variant never touches the declared run's dataset,
-    work or results. One training seed other than the declared ones (``--train-seed``) and a subset of the runs
-    (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or folders of
-    their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
+    work or results. One training seed where the declaration has other or more (``--train-seed``) and a subset of
+    the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
+    folders of their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
     variant's (see :func:`data_variant`).
 
     Example:
@@ -407,6 +407,9 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
         (('results/embedded', 'outputs/demo'), ('outputs/demo_fast/results', 'outputs/demo_fast'), ('outputs/demo_hard_dataseed1/results', 'outputs/demo_hard_dataseed1'))
         >>> default_places(exp, seeds=[0]), default_places(exp, seeds=[3]), default_places(exp, seeds=[0, 1, 2])
         (('results/embedded', 'outputs/demo'), ('results/embedded_trainseed3', 'outputs/demo'), ('results/embedded', 'outputs/demo'))
+        >>> two = SimpleNamespace(out="results/x", work="outputs/x", runs=[SimpleNamespace(key="a", seeds=(0, 1))])
+        >>> default_places(two, seeds=[1])  # one seed of two: not the declared two-seed report
+        ('results/x_trainseed1', 'outputs/x')
         >>> default_places(exp, data="/data/my_birds/"), default_places(exp, fast=True, only=["ci"])
         (('outputs/demo_my_birds/results', 'outputs/demo_my_birds'), ('outputs/demo_fast/results_only-ci', 'outputs/demo_fast'))
     """
@@ -414,8 +417,8 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
                                      None if data_seed is None else f"dataseed{data_seed}", "fast" if fast else None)
                   if p is not None)
     out, work = (exp.out, exp.work) if not tag else (f"{exp.work}{tag}/results", f"{exp.work}{tag}")
-    if seeds is not None and len(seeds) == 1 and seeds[0] not in {s for r in exp.runs for s in r.seeds}:
-        out += f"_trainseed{seeds[0]}"
+    if seeds is not None and len(seeds) == 1 and {s for r in exp.runs for s in r.seeds} != set(seeds):
+        out += f"_trainseed{seeds[0]}"  # a one-seed report of a declaration with other (or more) seeds
     if only and set(only) != {r.key for r in exp.runs}:
         out += "_only-" + "-".join(sorted(only))
     return out, work
