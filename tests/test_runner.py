@@ -188,6 +188,15 @@ def test_a_callback_named_by_class_is_found_in_the_recipe_or_left_out(tmp_path):
     plain = tmp_path / "plain.yaml"
     plain.write_text("trainer: {callbacks: []}\n")
     assert not any(k.endswith(".out_path") for k in r.overrides(run, 0, tmp_path / "w", plain, {})[0])
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.run_state import callback_index
+
+    for text, message in (("trainer: [1]\n", "trainer.callbacks is a list"), ("- 1\n", "trainer.callbacks is a list"),
+                          ("trainer: {callbacks: {a: 1}}\n", "trainer.callbacks is a list"),
+                          ("trainer: {callbacks: [\n", "bad.yaml, line 2: not valid YAML")):
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(UserValueError, match=message):
+            callback_index(tmp_path / "bad.yaml", "EpochCheckpoints")
 
 
 def test_a_work_folder_of_before_the_runner_is_kept_and_one_of_other_inputs_starts_over(tmp_path):
@@ -231,9 +240,12 @@ def test_a_comparison_states_every_difference_beside_the_reference_and_whether_i
             "top1_loc": {"diff": 2.0, "ci95": [1.0, 3.0], "verdict": "gain", "a": 1.0, "b": 2.0}}}}
 
     ref = results(8.0, 6.0, 10.0, "gain")
-    assert write_comparison(ref, ref, Path("r.json"), tmp_path, "cmd") == "every number equal to 1e-9 (times and machine aside)"
-    line = write_comparison(results(1.0, -1.0, 3.0, "no significant difference"), ref, Path("r.json"), tmp_path, "cmd")
+    assert write_comparison(ref, ref, Path("r.json"), tmp_path, "cmd") == (
+        "every number equal to 1e-9 (times and machine aside)", [])
+    line, diffs = write_comparison(results(1.0, -1.0, 3.0, "no significant difference"), ref, Path("r.json"), tmp_path,
+                                   "cmd")
     assert line == "5 numbers differ; 1 of 2 stated differences keep their verdict"  # row, diff, interval, verdict
+    assert len(diffs) == 5 and "/cam/gt_known: 61.0 vs 68.0" in diffs
     saved = json.loads((tmp_path / "comparison.json").read_text())
     assert saved["verdicts_kept"] == 1 and saved["numbers_differing"] == 5 and saved["machine"]["cores"] >= 1
     by_path = {v["path"]: v for v in saved["verdicts"]}

@@ -94,14 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cream_pl.data.synth import PRESETS
     from cream_pl.pipelines.experiment import load_experiment
-    from cream_pl.pipelines.runner import default_places
+    from cream_pl.pipelines.runner import data_variant, default_places
 
     key, values = _parse_sweep(args.sweep)
     exp = load_experiment(args.declaration)
     if args.preset is not None and args.preset not in PRESETS:
         parser.error(f"--preset: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
-    variant = args.preset if args.preset not in (None, exp.dataset.preset) else None
-    own_out, own_work = default_places(exp, preset=variant)  # another preset's sweep never touches this one's
+    # another preset's sweep has folders of its own: it never touches the declared preset's
+    own_out, own_work = default_places(exp, preset=data_variant(exp, args.preset, None)[0])
     if args.preset is not None:
         exp = replace(exp, dataset=replace(exp.dataset, preset=args.preset))
     out, work = args.out or Path(own_out), args.work or Path(own_work)

@@ -175,6 +175,7 @@ def epoch_test(r: Any, run: Any, seed: int, folder: Path, epoch: int) -> tuple[d
     r.timer(folder).record(f"test_epoch{epoch:03d}_s", time.time() - t, ran)
     return json.loads(res_path.read_text()), load_records(rec_path)
 
+
 def require_epoch_checkpoints(recipe: Path, key: str) -> None:
     """A run tested per epoch needs its recipe's ``EpochCheckpoints`` callback: refused before any training."""
     from cream_pl.core.errors import UserValueError

@@ -132,11 +132,10 @@ def callback_index(recipe: Path, class_name: str) -> int | None:
     from cream_pl.pipelines.experiment import read_yaml
 
     config = read_yaml(recipe) or {}
-    trainer = config.get("trainer") if isinstance(config, dict) else None
-    callbacks = (trainer or {}).get("callbacks") if isinstance(trainer or {}, dict) else None
-    if not isinstance(config, dict) or not isinstance(callbacks or [], list):
+    trainer = (config.get("trainer") or {}) if isinstance(config, dict) else None
+    callbacks = (trainer.get("callbacks") or []) if isinstance(trainer, dict) else None
+    if not isinstance(callbacks, list):
         raise UserValueError(f"{recipe}: a recipe is a mapping whose trainer.callbacks is a list")
-    callbacks = callbacks or []
     for i, cb in enumerate(callbacks):
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
             return i

@@ -484,9 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{option}: {exp.source} declares no synthetic dataset (dataset.preset is null)")
         if args.preset is not None and args.preset not in PRESETS:
             parser.error(f"--preset: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
-    if args.train_seed is not None and least_seeds(exp) > 1:
-        parser.error(f"--train-seed: {exp.source} needs at least {least_seeds(exp)} seeds (use --seeds)")
     least = least_seeds(exp)
+    if args.train_seed is not None and least > 1:
+        parser.error(f"--train-seed: {exp.source} needs at least {least} seeds (use --seeds)")
     if args.seeds is not None and args.seeds < least:
         parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
     from cream_pl.reporting.experiment_report import ONE_SEED
@@ -527,13 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
                    only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed)
     if args.compare is not None:
-        from cream_pl.reporting.experiment_report import compare_numbers, write_comparison
+        from cream_pl.reporting.experiment_report import write_comparison
 
         new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
         command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
                                preset=preset, data_seed=data_seed)
-        line = write_comparison(new, reference, Path(args.compare), Path(out), command)
-        diffs = compare_numbers(new, reference)
+        line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
               + f" ({Path(out) / 'comparison.md'})", flush=True)
         return 1 if diffs else 0

@@ -74,9 +74,10 @@ def check_data(root: Path) -> None:
         raise UserValueError(f"{info}: not a synthetic dataset's config (JSON with a 'config' mapping); {how}") from None
     if not confounded:
         raise UserValueError(f"{info}: config.confounded is not true; {how}")
-    flags = [line.strip().rsplit(",", 1)[-1] for line in
-             (Path(root) / "metadata" / "test" / "backgrounds.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
-    if "1" not in flags or "0" not in flags:
+    from cream_pl.data.metadata import read_split
+
+    usual = usual_background_flags(root, [s.image_id for s in read_split(Path(root) / "metadata" / "test").samples])
+    if usual.all() or not usual.any():
         raise UserValueError(f"{Path(root) / 'metadata' / 'test' / 'backgrounds.txt'}: the test split needs images on "
                              "their class's usual background and on others (the usual - unusual gap); "
                              "confounded_eval 'uniform' draws both")

@@ -210,9 +210,11 @@ def compare_verdicts(new: Any, ref: Any, path: str = "") -> list[dict[str, Any]]
     return []
 
 
-def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: Path, out: Path, command: str) -> str:
+def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: Path, out: Path,
+                     command: str) -> tuple[str, list[str]]:
     """``<out>/comparison.{json,md}``: how many numbers differ (to 1e-9) and every stated difference beside the
-    reference's, with whether its verdict holds; returns the one-line summary."""
+    reference's, with whether its verdict holds; returns the one-line summary and the numbers that differ
+    (:func:`compare_numbers`)."""
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     diffs, verdicts = compare_numbers(new, ref), compare_verdicts(new, ref)
@@ -236,7 +238,7 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
     if diffs:
         md += ["", f"First numbers that differ (of {len(diffs)}):", "", *[f"- `{d}`" for d in diffs[:20]]]
     write_markdown_atomic("\n".join(md), out / "comparison.md")
-    return line
+    return line, diffs
 
 
 def _machine() -> dict[str, Any]:
