@@ -10,7 +10,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-seeds demo-kernels readme-results demo-kd demo-methods calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-seeds demo-kernels readme-results demo-kd demo-methods probe-head-lr calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,11 @@ demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: va
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min)
 	$(RUN) experiments/demos/demo_methods.yaml --readme README.md
+	$(MAKE) --no-print-directory probe-head-lr
+
+probe-head-lr: install ## Training loss of every step of ACoL's and SPG's recipes at head lr 1x/3x/10x (why demo-methods chooses their rate on val) -> results/embedded_methods/probe_head_lr.{json,md}, then its README (~10 min; after make demo-methods or make data-synth)
+	$(PY) -m cream_pl.pipelines.probe_head_lr --recipes experiments/embedded_acol_cream.yaml experiments/embedded_spg_cream.yaml --out results/embedded_methods/probe_head_lr.json
+	$(PY) -m cream_pl.reporting.demo_methods_report --results results/embedded_methods
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
 	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)

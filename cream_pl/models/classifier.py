@@ -161,7 +161,7 @@ class WSOLClassifier(pl.LightningModule):
             (val: the winner's own numbers and τ*; test: the stored choice, never re-selected; absent
             with a warning if no val run selected one). ``None`` (default): no search.
             Cost: ``python -m cream_pl.pipelines.bench --only cream_search`` measures a whole val epoch with and
-            without the embedded recipe's 90-candidate grid (``results/bench_cream_search.json``);
+            without the embedded recipe's 90-candidate grid (``make bench``: the ``cream_search`` row of ``results/bench.json``);
             nothing at test (see :mod:`cream_pl.models.cream_search`).
         cream_search_epochs: [choice] which validations of a fit run ``cream_search``: ``"all"``
             (every one, default) or ``"last"`` (only the validation after the fit's last epoch,

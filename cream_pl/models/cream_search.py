@@ -9,7 +9,7 @@ backbone runs once per image and every candidate's maps come from the pure funct
 :func:`cream_pl.models.cream.cream_maps` on the same features.
 
 Cost: ``python -m cream_pl.pipelines.bench --only cream_search`` (and ``make bench``) measures a whole val
-epoch with and without the embedded recipe's grid (90 candidates; ``results/bench_cream_search.json``).
+epoch with and without the embedded recipe's grid (90 candidates; the ``cream_search`` row of ``results/bench.json``).
 Two things make it cheap: :func:`candidate_maps` runs the EM of every candidate as one batch of runs
 (:func:`~cream_pl.models.cream.cream_em_runs`: one run per (λ, κ, feature norm), every T read off the
 longest run; about 2 ms per val image for the 90 candidates), and the classifier scores every

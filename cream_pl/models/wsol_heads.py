@@ -57,6 +57,7 @@ from cream_pl.models.wsol_methods import WSOLMethod
 
 __all__ = [
     "SPG_IGNORE",
+    "head_costs",
     "ACoLHead",
     "HeadOutput",
     "SPGHead",
@@ -370,3 +371,28 @@ def head_macs(head: ACoLHead | SPGHead, num_classes: int, cells: int = 14 * 14) 
     if isinstance(head, ACoLHead):
         total += 2 * conv_macs(head.width, num_classes, 1, cells)
     return total
+
+
+def head_costs(backbone: str = "efficientnet_lite0", num_classes: int = 200, size: int = 224) -> dict[str, float]:
+    """GMAC per image at ``size`` px of the backbone's own forward pass (torch's ``FlopCounterMode``, one
+    multiply-accumulate = 2 FLOPs), of its ACoL heads (training and test) and SPG branches (training only) at our
+    widths, and of the reference's fixed 1024-channel ACoL heads on its final map: what ``make demo-methods``'s report
+    states of the heads' cost.
+
+    >>> c = head_costs(num_classes=200)
+    >>> 0.7 < c["backbone"] < 0.8 and 0.7 < c["acol"] < 0.8 and 8.3 < c["acol_reference"] < 8.5 and 0.5 < c["spg"] < 0.6
+    True
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cream_pl.models.backbones import create_backbone
+
+    full, acol = create_backbone(backbone).eval(), create_backbone(backbone, variant="acol")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        cells = int(full(torch.zeros(1, 3, size, size)).shape[-2:].numel())
+    method = WSOLMethod.create("spg")
+    return {"backbone": counter.get_total_flops() / 2e9,
+            "acol": head_macs(ACoLHead(acol.acol_layout, acol.num_features, num_classes, 0.7), num_classes, cells) / 1e9,
+            "acol_reference": head_macs(ACoLHead(ACoLLayout(width=1024), full.num_features, num_classes, 0.7),
+                                        num_classes, cells) / 1e9,
+            "spg": head_macs(build_wsol_head(method, full, num_classes), num_classes, cells) / 1e9}  # type: ignore[arg-type]

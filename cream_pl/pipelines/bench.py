@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 import torch
 
+from cream_pl.core.machine import machine_text
 from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
 __all__ = ["bench_cream_cost", "bench_cream_search", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
@@ -364,8 +364,7 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
     out = Path(out)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     res: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
+        "machine": machine_text(),
     }
     print("[bench] CREAM vs CAM map cost ...", flush=True)
     res["cream_cost"] = bench_cream_cost(batch_size=8 if quick else 32, repeats=2 if quick else 5, device=device)
@@ -422,7 +421,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     preflight(outputs=[(args.out, "--out")])  # before any measurement
     if args.only == "cream_search":
-        res = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        res = {"machine": machine_text(gpu=False),
                "cream_search": bench_cream_search(num_images=8 if args.quick else 64, batch_size=8 if args.quick else 32),
                "load_average_1min_at_end": os.getloadavg()[0]}
         write_json_atomic(res, Path(args.out) / "bench_cream_search.json")

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -78,10 +77,9 @@ DRY_PLAN = BenchPlan(device="cpu", batch_size=2, crop_size=64, steps=1, warmup=1
 
 
 def _machine() -> str:
-    import torch
+    from cream_pl.core.machine import machine_text
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {gpu}"
+    return machine_text()
 
 
 def _free(device: str) -> None:

@@ -601,22 +601,18 @@ def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, fl
     ``command``: the runner's command line that produced them; ``load``: the 1-min load average when each stage of
     ``timing`` ended; ``candidates``: the runs the teachers were chosen from (default: the teachers' own runs).
     """
-    import os
-    import platform
-
-    import torch
-
+    from cream_pl.core.machine import machine_facts
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    m = machine_facts()
     results["meta"] = {
         "fast": fast, "command": command, "timing": dict(timing), "total_s": float(sum(timing.values())), "wall_s": wall_s,
         "full_run_wall_s": full_wall_s,
-        "load_average_1min": dict(load or {}), "cpu_count": os.cpu_count(),
+        "load_average_1min": dict(load or {}), "cpu_count": m["cores"],
         "cam_curve_interval": results["cam_curve_interval"],
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} "
-                   f"({torch.get_num_threads()} threads)"}
+        "machine": f"{m['arch']} CPU, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)"}
     results["summary"] = explain(results, fast=fast, candidates=candidates)
     results["cannot_show"] = cannot_show(results)
     plot_dilemma(results, out / "dilemma.png")

@@ -141,6 +141,62 @@ def probe_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]
     return out
 
 
+PROBE_FILE = "probe_head_lr.json"
+"""The head learning-rate probe's results (:mod:`cream_pl.pipelines.probe_head_lr`), in the results folder."""
+
+
+def _curve_text(c: Mapping[str, Any], tail: int = 10) -> str:
+    """One curve of the probe: its first loss, its peak, and how it ends (NaN, or its last ``tail`` steps' mean).
+
+    >>> _curve_text({"multiplier": 10.0, "first": 5.15, "peak": 946.9, "peak_step": 4, "steps": 45,
+    ...              "first_nonfinite_step": None, "losses": [5.15, 946.9] + [4.2] * 43})
+    'at 10x from 5.15, up to 946.9 at step 4, 4.20 on average over its last 10 of 45 steps'
+    >>> _curve_text({"multiplier": 1.0, "first": 4.2, "peak": 4.2, "peak_step": 1, "steps": 3,
+    ...              "first_nonfinite_step": 3, "losses": [4.2, 1.0, float("nan")]})
+    'at 1x from 4.2, NaN / inf from step 3 of 3'
+    """
+    text = f"at {c['multiplier']:g}x from {c['first']:.3g}"
+    if c["peak_step"] and c["peak_step"] > 1:
+        text += f", up to {c['peak']:,.4g} at step {c['peak_step']}"
+    if c["first_nonfinite_step"]:
+        return text + f", NaN / inf from step {c['first_nonfinite_step']} of {c['steps']}"
+    last = c["losses"][-tail:]
+    return text + f", {sum(last) / len(last):.2f} on average over its last {len(last)} of {c['steps']} steps"
+
+
+def head_lr_probe_lines(probe: Mapping[str, Any] | None, payload: Mapping[str, Any],
+                        runs: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Why the methods whose head learning rate is chosen on val get a choice, from the probe's loss curves.
+
+    >>> c = lambda m, f, p, s, n: {"recipe": "experiments/embedded_acol_cream.yaml", "multiplier": m, "first": f,
+    ...     "peak": p, "peak_step": s, "losses": [f, p, 4.2], "steps": 3, "first_nonfinite_step": n}
+    >>> probe = {"curves": {"a@1x": c(1.0, 5.2, 5.2, 1, None), "a@10x": c(10.0, 5.2, 947.0, 2, None)}}
+    >>> line = head_lr_probe_lines(probe, {"head_lr_multiplier": {"acol": {}}}, [("acol", "ACoL", "embedded_acol_cream")])[0]
+    >>> "ACoL at 10x from 5.2, up to 947 at step 2, 318.80 on average over its last 3 of 3 steps" in line
+    True
+    """
+    chosen = [(k, n, r) for k, n, r in runs if k in (payload.get("head_lr_multiplier") or {})]
+    names = " and ".join(n for _, n, _ in chosen)
+    why = (f"Why {names} get a choice: their new multi-layer heads (3x3 convolutions without normalisation on the "
+           "trunk map) train at the head rate, which the other recipes set at 10x, calibrated on CAM, whose only new "
+           "layer is one linear classifier.")
+    if not probe:
+        return [why + " (The training-loss probe of each rate, `make probe-head-lr`, was not run for this report.)"]
+    parts = []
+    for _, name, recipe in chosen:
+        curves = sorted((c for c in probe["curves"].values() if Path(c["recipe"]).stem == recipe),
+                        key=lambda c: -c["multiplier"])
+        if curves:
+            parts.append(f"{name} " + "; ".join(_curve_text(c) for c in curves))
+    probed = ("" if not parts else " The training loss of every step of each recipe at each rate (`make probe-head-lr`, "
+              "[`probe_head_lr.md`](probe_head_lr.md); the recipes as the runs train them): " + ". ".join(parts) + ".")
+    grid = sorted({float(m) for k, _, _ in chosen for m in payload["head_lr_multiplier"][k].get("candidates", {})})
+    return [why + probed + " wsolevaluation's protocol chooses every method's training hyperparameters on val; here "
+            f"only these {len(chosen)} get a grid ({', '.join(f'{m:g}x' for m in grid)}), and their recipes carry val's "
+            f"choice; the other {len(runs) - len(chosen)} keep the shared 10x, so a cross-method difference with "
+            f"{' or '.join(n for _, n, _ in chosen)} compares a val-chosen rate with a fixed one."]
+
+
 def summary_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]]) -> list[str]:
     """What the numbers show, one sentence per claim, each computed from an interval."""
     out: list[str] = []
@@ -176,8 +232,22 @@ def summary_lines(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str
     return out
 
 
-def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]], command: str) -> str:
-    """``results/embedded_methods/README.md``; ``command``: the runner's command line that produced it."""
+def _head_cost_text() -> str:
+    """What ACoL's and SPG's heads cost on Lite0, counted now (:func:`cream_pl.models.wsol_heads.head_costs`)."""
+    from cream_pl.models.wsol_heads import head_costs
+
+    c = head_costs("efficientnet_lite0", num_classes=200)
+    return ("ACoL and SPG run on Lite0 with head widths scaled to its channels (ACoL: two branches of two 3x3 "
+            f"convolutions of 320 channels in place of `conv_head`, {c['acol']:.2f} GMAC per 224-px image at CUB's 200 "
+            f"classes, {c['acol'] / c['backbone']:.1f}x the {c['backbone']:.2f} GMAC backbone, where the reference's "
+            f"fixed 1024-channel heads would cost {c['acol_reference']:.1f} GMAC, {c['acol_reference'] / c['backbone']:.0f}x; "
+            f"SPG: {c['spg']:.2f} GMAC of training-only branches; counted by `cream_pl.models.wsol_heads.head_costs`).")
+
+
+def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, str]], command: str,
+                    probe: Mapping[str, Any] | None = None) -> str:
+    """``results/embedded_methods/README.md``; ``command``: the runner's command line that produced it; ``probe``:
+    :mod:`cream_pl.pipelines.probe_head_lr`'s results (``probe_head_lr.json`` beside it), if it ran."""
     from cream_pl.reporting.evidence import differences_markdown
 
     b, t = payload["benchmark"], payload["timing"]
@@ -199,10 +269,7 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         "embeddings are learned during each method's own training; its T, κ, λ and M-step feature norm are "
         f"chosen on the val split by MaxBoxAccV2 over one {len(payload['protocol']['search_space']['iterations']) * len(payload['protocol']['search_space']['kappa']) * len(payload['protocol']['search_space']['lambda']) * len(payload['protocol']['search_space']['feature_norm'])}-candidate grid, the same for every method "
         "(for ADL and ACoL times the method's CREAM variants: where CREAM runs on ACoL's two branches, which ADL "
-        "features the embeddings learn from); the test split never selects. ACoL and SPG run on Lite0 with head "
-        "widths scaled to its channels (ACoL: two branches of two 3x3 convolutions of 320 channels in place of "
-        "`conv_head`, about 0.75 GMAC, about 1x the 0.76 GMAC backbone, where the reference's fixed 1024-channel "
-        "heads would cost 8.4 GMAC, about 11x; SPG: about 0.54 GMAC of training-only branches).",
+        "features the embeddings learn from); the test split never selects. " + _head_cost_text(),
         "",
         "## X and X + CREAM",
         "",
@@ -220,17 +287,7 @@ def render_markdown(payload: Mapping[str, Any], runs: Sequence[tuple[str, str, s
         "",
         *([f"- {s}" for s in head_lr_lines(payload, runs)]
           or ["- (every method trained with its recipe's settings)"]),
-        *(["- Why ACoL and SPG get a choice: at 10x (the rate the other four recipes share, calibrated on CAM, "
-           "whose only new layer is one linear classifier), their new multi-layer heads (3x3 convolutions without "
-           "normalisation on the trunk map) diverge. A probe of 20 training steps each "
-           "(`experiments/embedded_{acol,spg}_cream.yaml`, loss per step): ACoL at 10x goes 5.2 → 118 → 947 within "
-           "4 steps, then stays at 4.2 = 2 ln 8 (both branches' ReLUs dead: a constant map, classification at "
-           "chance); at 1x it falls to 2.7 by step 20. SPG at 10x falls to 0.9 by step 15, then 9.6 → 452 → 7,938 "
-           "(NaN by the end of the epoch); at 1x it stays near 2.4 over 20 steps. wsolevaluation's protocol chooses "
-           "every method's training hyperparameters on val; here only these two, which do not train at the shared "
-           "setting, get a grid (1x, 3x, 10x), and their recipes carry val's choice; the other four keep the shared "
-           "10x, so a cross-method difference with ACoL or SPG compares a val-chosen rate with a fixed one."]
-          if payload.get("head_lr_multiplier") else []),
+        *([f"- {s}" for s in head_lr_probe_lines(probe, payload, runs)] if payload.get("head_lr_multiplier") else []),
         "",
         "## Where the boxes go wrong (a probe of the trained models, test split, no selection)",
         "",
@@ -343,7 +400,68 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     payload = build_payload(exp, result)
     runs = [(r.key, r.name, Path(r.recipe).stem) for r in exp.runs if r.key in result.outcomes[min(result.rows)]]
     write_json_atomic(payload, out / "metrics.json")
-    write_markdown_atomic(render_markdown(payload, runs, result.command), out / "README.md")
+    write_markdown_atomic(render_markdown(payload, runs, result.command, read_probe(out)), out / "README.md")
     print(f"[{exp.name}] done in {payload['timing']['this_invocation_s'] / 60:.1f} min (all stages "
           f"{payload['timing']['total_s'] / 60:.1f} min): {out / 'README.md'}", flush=True)
     return payload
+
+
+def read_probe(results: Path) -> dict[str, Any] | None:
+    """``<results>/probe_head_lr.json`` (:mod:`cream_pl.pipelines.probe_head_lr`), or ``None`` where it has not run."""
+    import json
+
+    path = Path(results) / PROBE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _in_order(d: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``d`` with ``keys`` first, in that order, then its other keys.
+
+    >>> _in_order({"b": 1, "a": 2, "c": 3}, ["c", "a"])
+    {'c': 3, 'a': 2, 'b': 1}
+    """
+    return {k: d[k] for k in keys if k in d} | {k: v for k, v in d.items() if k not in keys}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cream_pl.reporting.demo_methods_report``: rewrite a demo-methods results folder's README.md from
+    its ``metrics.json`` and ``probe_head_lr.json`` (after ``make probe-head-lr``; nothing is trained or tested)."""
+    import json
+
+    import yaml
+
+    from cream_pl.core.options import OneLineArgumentParser
+    from cream_pl.reporting.tables import write_markdown_atomic
+
+    parser = OneLineArgumentParser(prog="python -m cream_pl.reporting.demo_methods_report", description=main.__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results/embedded_methods"))
+    parser.add_argument("--declaration", type=Path, default=Path("experiments/demos/demo_methods.yaml"),
+                        help="the declaration that produced the results (its runs' names and recipes)")
+    args = parser.parse_args(argv)
+    for path in (args.results / "metrics.json", args.declaration):
+        if not path.is_file():
+            parser.error(f"{path}: not found (make demo-methods writes the results)")
+    payload = json.loads((args.results / "metrics.json").read_text())
+    declared = yaml.safe_load(args.declaration.read_text()) or {}
+    # metrics.json's keys are sorted: the differences and the training grids go back to the declaration's order
+    order = [(f"{d['a']}-{d['b']}", d["metrics"]) for d in declared.get("differences", [])]
+    payload["differences"] = _in_order(payload["differences"], [p for p, _ in order])
+    for pair, metrics in order:
+        if pair in payload["differences"]:
+            payload["differences"][pair] = _in_order(payload["differences"][pair], metrics)
+    for run in declared.get("runs", []):
+        h = (payload.get("head_lr_multiplier") or {}).get(run.get("key"))
+        if h and run.get("choose"):
+            h["candidates"] = _in_order(h["candidates"], [f"{v:g}" for v in run["choose"]["values"]])
+    runs = [(r["key"], r.get("name", r["key"]), Path(r["recipe"]).stem) for r in declared.get("runs", [])
+            if isinstance(r, dict) and r.get("key") in payload.get("methods", {})]
+    command = f"python -m cream_pl.pipelines.runner {args.declaration.as_posix()}"
+    write_markdown_atomic(render_markdown(payload, runs, command, read_probe(args.results)), args.results / "README.md")
+    print(f"{args.results / 'README.md'}: rewritten from {args.results / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

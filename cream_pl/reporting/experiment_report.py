@@ -221,7 +221,9 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
     kept = sum(v["same_verdict"] for v in verdicts)
     line = ("every number equal to 1e-9 (times and machine aside)" if not diffs else
             f"{len(diffs)} numbers differ; {kept} of {len(verdicts)} stated differences keep their verdict")
-    machine = _machine()
+    from cream_pl.core.machine import machine_facts
+
+    machine = machine_facts()
     write_json_atomic({"reference": str(reference), "command": command, "numbers_differing": len(diffs),
                        "first_numbers_differing": diffs[:50], "verdicts": verdicts, "verdicts_kept": kept,
                        "machine": machine}, out / "comparison.json")
@@ -240,22 +242,3 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
     write_markdown_atomic("\n".join(md), out / "comparison.md")
     return line, diffs
 
-
-def _machine() -> dict[str, Any]:
-    """The CPU model, core count and torch version of the machine that produced a result (float kernels differ)."""
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        from importlib.metadata import version
-
-        torch = version("torch")
-    except Exception:  # noqa: BLE001 - a report without torch installed still names the machine
-        torch = "not installed"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch}

@@ -1,0 +1,43 @@
+"""The machine a number was measured on: one owner of the description every results file writes.
+
+Float kernels differ between CPUs (a rerun elsewhere trains another model) and speed depends on the
+cores and the GPU, so every results file names them: :func:`machine_facts` gathers them,
+:func:`machine_text` writes the one-line form the bench files use.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+__all__ = ["machine_facts", "machine_text"]
+
+
+def machine_facts(gpu: bool = False) -> dict[str, Any]:
+    """``{"arch", "cpu", "cores", "torch", "threads"}`` (and ``"gpu"``, ``None`` without one, when asked): the CPU
+    model from ``/proc/cpuinfo`` where there is one; torch's version and thread count without importing it when it
+    is not installed."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    facts: dict[str, Any] = {"arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), "torch": "not installed",
+                             "threads": None}
+    try:
+        import torch
+    except ImportError:  # a report without torch installed still names the machine
+        return facts | ({"gpu": None} if gpu else {})
+    facts.update(torch=torch.__version__, threads=torch.get_num_threads())
+    if gpu:
+        facts["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return facts
+
+
+def machine_text(gpu: bool = True) -> str:
+    """``x86_64, 2 CPU cores, torch 2.x[, <GPU name> | no GPU]``: the bench files' ``machine`` line."""
+    f = machine_facts(gpu=gpu)
+    return f"{f['arch']}, {f['cores']} CPU cores, torch {f['torch']}" + (f", {f['gpu'] or 'no GPU'}" if gpu else "")

@@ -1,0 +1,21 @@
+"""One owner of the machine description that results files write (bench, bench-gpu, demo-kd, --compare)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+
+
+def test_machine_facts_and_the_bench_line():
+    import torch
+
+    from cream_pl.core.machine import machine_facts, machine_text
+
+    f = machine_facts(gpu=True)
+    assert f["arch"] == platform.machine() and f["cores"] == os.cpu_count() and f["torch"] == torch.__version__
+    assert f["threads"] == torch.get_num_threads() and f["cpu"] and "gpu" in f
+    assert "gpu" not in machine_facts()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    assert machine_text() == f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {gpu}"
+    assert re.fullmatch(r".+, \d+ CPU cores, torch \S+", machine_text(gpu=False))

@@ -1,0 +1,110 @@
+"""The head learning-rate probe (``make probe-head-lr``) and the demo-methods text built from its results file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ACOL = REPO / "experiments" / "embedded_acol_cream.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from cream_pl.data import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("probe") / "data"
+    generate_synthetic_dataset(root, seed=1, num_classes=3, num_train=12, num_val=6, num_test=6)
+    return root
+
+
+def test_the_probe_trains_each_rate_keeps_every_step_and_resumes(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.pipelines.probe_head_lr import curve_summary, markdown, probe
+
+    out, said = tmp_path / "probe.json", []
+    result = probe([ACOL], tiny, out, multipliers=(1.0, 10.0), steps=2, log=said.append)
+    curves = result["curves"]
+    assert list(curves) == ["embedded_acol_cream@1x", "embedded_acol_cream@10x"]
+    for key, m in (("embedded_acol_cream@1x", 1.0), ("embedded_acol_cream@10x", 10.0)):
+        c = curves[key]
+        assert c["multiplier"] == m and c["recipe"] == "experiments/embedded_acol_cream.yaml"
+        assert 1 <= len(c["losses"]) <= 2 and all(math.isfinite(v) and v > 0 for v in c["losses"])
+        assert {k: c[k] for k in curve_summary(c["losses"])} == curve_summary(c["losses"])
+    # one seed, one batch order: both rates start from the same first loss (the rate acts after step 1)
+    assert curves["embedded_acol_cream@1x"]["first"] == pytest.approx(curves["embedded_acol_cream@10x"]["first"])
+    assert json.loads(out.read_text())["curves"] == json.loads(json.dumps(curves))
+    assert "| `experiments/embedded_acol_cream.yaml` | 10x |" in markdown(result)
+    # a rerun with the same inputs trains nothing; another step limit trains again
+    said.clear()
+    again = probe([ACOL], tiny, out, multipliers=(1.0, 10.0), steps=2, log=said.append)
+    assert all("using" in line for line in said) and again["curves"] == json.loads(out.read_text())["curves"]
+    said.clear()
+    probe([ACOL], tiny, out, multipliers=(10.0,), steps=1, log=said.append)
+    assert said == ["embedded_acol_cream@10x: training (1 steps)"]
+    assert len(json.loads(out.read_text())["curves"]["embedded_acol_cream@10x"]["losses"]) == 1
+
+
+def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
+    from cream_pl.pipelines.probe_head_lr import main
+
+    cases = [(["--recipes", str(tmp_path / "none.yaml"), "--data", str(tiny)], "none.yaml: not found"),
+             (["--recipes", str(ACOL), "--data", str(tmp_path / "nodata")], "nodata: no dataset there"),
+             (["--recipes", str(ACOL), "--data", str(tiny), "--multipliers", "0"], "each must be a positive number"),
+             (["--recipes", str(ACOL), "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more")]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as err:
+            main([*argv, "--out", str(tmp_path / "p.json")])
+        text = capsys.readouterr().err.strip()
+        assert err.value.code == 2 and message in text and len(text.splitlines()) == 1, text
+    assert not (tmp_path / "p.json").exists()
+
+
+def _probe_file(path: Path) -> dict:
+    curve = {"recipe": "experiments/embedded_acol_cream.yaml", "multiplier": 10.0, "losses": [5.25, 118.0, 947.0, 4.16],
+             "first": 5.25, "peak": 947.0, "peak_step": 3, "last": 4.16, "min": 4.16, "steps": 4,
+             "first_nonfinite_step": None}
+    spg = {**curve, "recipe": "experiments/embedded_spg_cream.yaml", "losses": [2.1, float("nan")], "first": 2.1,
+           "peak": 2.1, "peak_step": 1, "min": 2.1, "last": float("nan"), "steps": 2, "first_nonfinite_step": 2}
+    result = {"probe": "x", "curves": {"embedded_acol_cream@10x": curve, "embedded_spg_cream@10x": spg}}
+    from cream_pl.reporting.tables import write_json_atomic
+
+    write_json_atomic(result, path / "probe_head_lr.json")
+    return result
+
+
+def test_the_methods_readme_states_the_probe_from_its_file_and_says_when_it_did_not_run(tmp_path, capsys):
+    """The committed demo-methods results, rewritten by the README command, read their numbers from the probe's file."""
+    from cream_pl.reporting.demo_methods_report import main
+
+    results = tmp_path / "res"
+    results.mkdir()
+    (results / "metrics.json").write_text((REPO / "results" / "embedded_methods" / "metrics.json").read_text())
+    assert main(["--results", str(results)]) == 0
+    text = (results / "README.md").read_text()
+    assert "was not run for this report" in text and "947" not in text
+    _probe_file(results)
+    assert main(["--results", str(results)]) == 0
+    text = (results / "README.md").read_text()
+    assert "ACoL at 10x from 5.25, up to 947 at step 3, 268.60 on average over its last 4 of 4 steps" in text
+    assert "SPG at 10x from 2.1, NaN / inf from step 2 of 2" in text
+    assert "only these 2 get a grid (1x, 3x, 10x)" in text and "the other 4 keep the shared 10x" in text
+    assert "(`python -m cream_pl.pipelines.runner experiments/demos/demo_methods.yaml`)" in text
+    with pytest.raises(SystemExit):
+        main(["--results", str(tmp_path / "nothing")])
+    assert "metrics.json: not found" in capsys.readouterr().err
+
+
+def test_the_committed_methods_readme_is_what_its_files_render(tmp_path):
+    """results/embedded_methods/README.md is rendered from that folder's metrics.json and probe_head_lr.json alone
+    (every difference and grid in the declaration's order, though metrics.json's keys are sorted)."""
+    from cream_pl.reporting.demo_methods_report import main
+
+    committed = REPO / "results" / "embedded_methods"
+    for name in ("metrics.json", "probe_head_lr.json"):
+        (tmp_path / name).write_text((committed / name).read_text())
+    assert main(["--results", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()
