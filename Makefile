@@ -53,13 +53,12 @@ demo-kernels: install ## make demo's rows once more under an AVX2 machine's CPU 
 demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: val Top-1 Cls / GT-known every epoch (the dilemma), teachers = best val checkpoints over (run, epoch), paired intervals on all / unusual / usual backgrounds -> results/embedded_confounded/ (~18 min)
 	$(RUN) experiments/demos/demo_kd.yaml
 
-demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min)
+demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min, then probe-head-lr ~12 min)
 	$(RUN) experiments/demos/demo_methods.yaml --readme README.md
 	$(MAKE) --no-print-directory probe-head-lr
 
-probe-head-lr: install ## Training loss of every step of ACoL's and SPG's recipes at head lr 1x/3x/10x (why demo-methods chooses their rate on val) -> results/embedded_methods/probe_head_lr.{json,md}, then its README (~10 min; after make demo-methods or make data-synth)
-	$(PY) -m cream_pl.pipelines.probe_head_lr --recipes experiments/embedded_acol_cream.yaml experiments/embedded_spg_cream.yaml --out results/embedded_methods/probe_head_lr.json
-	$(PY) -m cream_pl.reporting.demo_methods_report --results results/embedded_methods
+probe-head-lr: install ## Training loss of every step of ACoL's and SPG's recipes at head lr 1x/3x/10x (why demo-methods chooses their rate on val) -> results/embedded_methods/probe_head_lr.{json,md}, then its README (11.5 min of training on 2 cores: probe_head_lr.md; after make demo-methods or make data-synth)
+	$(PY) -m cream_pl.pipelines.probe_head_lr --recipes experiments/embedded_acol_cream.yaml experiments/embedded_spg_cream.yaml --out results/embedded_methods/probe_head_lr.json --readme results/embedded_methods
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
 	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)

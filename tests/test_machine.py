@@ -19,3 +19,17 @@ def test_machine_facts_and_the_bench_line():
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     assert machine_text() == f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {gpu}"
     assert re.fullmatch(r".+, \d+ CPU cores, torch \S+", machine_text(gpu=False))
+
+
+def test_the_comparison_names_the_machine_as_before(tmp_path):
+    """``--compare``'s comparison.json keeps its three machine keys and torch's package release (no build tag)."""
+    import json
+    from importlib.metadata import version
+
+    from cream_pl.reporting.experiment_report import write_comparison
+
+    write_comparison({"a": 1.0}, {"a": 1.0}, tmp_path / "ref.json", tmp_path, "cmd")
+    machine = json.loads((tmp_path / "comparison.json").read_text())["machine"]
+    assert set(machine) == {"cpu", "cores", "torch"} and machine["torch"] == version("torch")
+    assert machine["cores"] == os.cpu_count()
+    assert f"{machine['cores']} cores, torch {version('torch')}." in (tmp_path / "comparison.md").read_text()

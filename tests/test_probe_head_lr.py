@@ -23,6 +23,7 @@ def tiny(tmp_path_factory):
 
 def test_the_probe_trains_each_rate_keeps_every_step_and_resumes(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(REPO)  # the results name a recipe relative to the working folder
     from cream_pl.pipelines.probe_head_lr import curve_summary, markdown, probe
 
     out, said = tmp_path / "probe.json", []
@@ -41,11 +42,15 @@ def test_the_probe_trains_each_rate_keeps_every_step_and_resumes(tiny, tmp_path,
     # a rerun with the same inputs trains nothing; another step limit trains again
     said.clear()
     again = probe([ACOL], tiny, out, multipliers=(1.0, 10.0), steps=2, log=said.append)
-    assert all("using" in line for line in said) and again["curves"] == json.loads(out.read_text())["curves"]
+    assert len(said) == 2 and all("using" in line for line in said)
+    assert again["curves"] == json.loads(out.read_text())["curves"]
     said.clear()
     probe([ACOL], tiny, out, multipliers=(10.0,), steps=1, log=said.append)
     assert said == ["embedded_acol_cream@10x: training (1 steps)"]
-    assert len(json.loads(out.read_text())["curves"]["embedded_acol_cream@10x"]["losses"]) == 1
+    kept = json.loads(out.read_text())["curves"]
+    assert len(kept["embedded_acol_cream@10x"]["losses"]) == 1
+    assert kept["embedded_acol_cream@1x"] == json.loads(json.dumps(curves["embedded_acol_cream@1x"]))  # not asked: kept
+    assert kept["embedded_acol_cream@10x"]["wall_s"] > 0
 
 
 def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
@@ -54,21 +59,33 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
     cases = [(["--recipes", str(tmp_path / "none.yaml"), "--data", str(tiny)], "none.yaml: not found"),
              (["--recipes", str(ACOL), "--data", str(tmp_path / "nodata")], "nodata: no dataset there"),
              (["--recipes", str(ACOL), "--data", str(tiny), "--multipliers", "0"], "each must be a positive number"),
-             (["--recipes", str(ACOL), "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more")]
+             (["--recipes", str(ACOL), "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more"),
+             (["--recipes", str(ACOL), "--data", str(tiny), "--out", str(tmp_path / "p.md")], "p.md: a .json file")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as err:
-            main([*argv, "--out", str(tmp_path / "p.json")])
+            main([*argv, "--out", str(tmp_path / "p.json")] if "--out" not in argv else argv)
         text = capsys.readouterr().err.strip()
         assert err.value.code == 2 and message in text and len(text.splitlines()) == 1, text
     assert not (tmp_path / "p.json").exists()
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"curves": [1, 2')  # an earlier results file cut short: refused before any training
+    assert main(["--recipes", str(ACOL), "--data", str(tiny), "--out", str(broken)]) == 2
+    text = capsys.readouterr().err.strip()
+    assert "broken.json: not a probe_head_lr results file" in text and len(text.splitlines()) == 1
 
 
-def _probe_file(path: Path) -> dict:
+def _probe_file(path: Path, stale_spg: bool = False) -> dict:
+    import hashlib
+
+    def sha(name: str) -> str:
+        return hashlib.sha1((REPO / "experiments" / name).read_bytes()).hexdigest()
+
     curve = {"recipe": "experiments/embedded_acol_cream.yaml", "multiplier": 10.0, "losses": [5.25, 118.0, 947.0, 4.16],
              "first": 5.25, "peak": 947.0, "peak_step": 3, "last": 4.16, "min": 4.16, "steps": 4,
-             "first_nonfinite_step": None}
+             "first_nonfinite_step": None, "inputs": {"recipe_sha1": sha("embedded_acol_cream.yaml")}}
     spg = {**curve, "recipe": "experiments/embedded_spg_cream.yaml", "losses": [2.1, float("nan")], "first": 2.1,
-           "peak": 2.1, "peak_step": 1, "min": 2.1, "last": float("nan"), "steps": 2, "first_nonfinite_step": 2}
+           "peak": 2.1, "peak_step": 1, "min": 2.1, "last": float("nan"), "steps": 2, "first_nonfinite_step": 2,
+           "inputs": {"recipe_sha1": "an older recipe" if stale_spg else sha("embedded_spg_cream.yaml")}}
     result = {"probe": "x", "curves": {"embedded_acol_cream@10x": curve, "embedded_spg_cream@10x": spg}}
     from cream_pl.reporting.tables import write_json_atomic
 
@@ -76,35 +93,57 @@ def _probe_file(path: Path) -> dict:
     return result
 
 
-def test_the_methods_readme_states_the_probe_from_its_file_and_says_when_it_did_not_run(tmp_path, capsys):
-    """The committed demo-methods results, rewritten by the README command, read their numbers from the probe's file."""
-    from cream_pl.reporting.demo_methods_report import main
+def _committed_metrics(results: Path) -> None:
+    """The committed demo-methods metrics.json, its dataset named where none is (a probe is checked against a
+    dataset only where that dataset is here: this test must not depend on a local data/synth)."""
+    results.mkdir(exist_ok=True)
+    payload = json.loads((REPO / "results" / "embedded_methods" / "metrics.json").read_text())
+    payload["benchmark"]["data"] = str(results / "no_dataset_here")
+    (results / "metrics.json").write_text(json.dumps(payload))
 
+
+def test_the_methods_readme_states_the_probe_from_its_file_and_says_when_it_did_not_run(tiny, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """The committed demo-methods results, rewritten by the README command, read their numbers from the probe's file."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.probe_head_lr import main, rewrite_methods_readme
+
+    monkeypatch.chdir(REPO)  # the probe's recipes, as its file names them
     results = tmp_path / "res"
-    results.mkdir()
-    (results / "metrics.json").write_text((REPO / "results" / "embedded_methods" / "metrics.json").read_text())
-    assert main(["--results", str(results)]) == 0
+    _committed_metrics(results)
+    rewrite_methods_readme(results)
     text = (results / "README.md").read_text()
     assert "was not run for this report" in text and "947" not in text
     _probe_file(results)
-    assert main(["--results", str(results)]) == 0
+    rewrite_methods_readme(results)
     text = (results / "README.md").read_text()
     assert "ACoL at 10x from 5.25, up to 947 at step 3, 268.60 on average over its last 4 of 4 steps" in text
     assert "SPG at 10x from 2.1, NaN / inf from step 2 of 2" in text
     assert "only these 2 get a grid (1x, 3x, 10x)" in text and "the other 4 keep the shared 10x" in text
     assert "(`python -m cream_pl.pipelines.runner experiments/demos/demo_methods.yaml`)" in text
+    capsys.readouterr()
+    _probe_file(results, stale_spg=True)  # a curve of another recipe is left out, and said so
+    rewrite_methods_readme(results)
+    text = (results / "README.md").read_text()
+    assert "SPG at 10x" not in text and "Left out: embedded_spg_cream@10x, trained from another recipe" in text
+    # the command's --readme is checked before any training: one line
     with pytest.raises(SystemExit):
-        main(["--results", str(tmp_path / "nothing")])
-    assert "metrics.json: not found" in capsys.readouterr().err
+        main(["--recipes", str(ACOL), "--data", str(tiny), "--out", str(tmp_path / "p.json"),
+              "--readme", str(tmp_path / "nothing")])
+    assert "nothing/metrics.json: not found" in capsys.readouterr().err
+    (results / "metrics.json").write_text("{}")
+    with pytest.raises(UserValueError, match="metrics.json: not a demo-methods metrics.json"):
+        rewrite_methods_readme(results)
 
 
-def test_the_committed_methods_readme_is_what_its_files_render(tmp_path):
+def test_the_committed_methods_readme_is_what_its_files_render(tmp_path, monkeypatch):
     """results/embedded_methods/README.md is rendered from that folder's metrics.json and probe_head_lr.json alone
     (every difference and grid in the declaration's order, though metrics.json's keys are sorted)."""
-    from cream_pl.reporting.demo_methods_report import main
+    from cream_pl.pipelines.probe_head_lr import rewrite_methods_readme
 
+    monkeypatch.chdir(REPO)
     committed = REPO / "results" / "embedded_methods"
-    for name in ("metrics.json", "probe_head_lr.json"):
-        (tmp_path / name).write_text((committed / name).read_text())
-    assert main(["--results", str(tmp_path)]) == 0
+    _committed_metrics(tmp_path)
+    (tmp_path / "probe_head_lr.json").write_text((committed / "probe_head_lr.json").read_text())
+    rewrite_methods_readme(tmp_path)
     assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()

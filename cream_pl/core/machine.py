@@ -16,9 +16,9 @@ __all__ = ["machine_facts", "machine_text"]
 
 
 def machine_facts(gpu: bool = False) -> dict[str, Any]:
-    """``{"arch", "cpu", "cores", "torch", "threads"}`` (and ``"gpu"``, ``None`` without one, when asked): the CPU
-    model from ``/proc/cpuinfo`` where there is one; torch's version and thread count without importing it when it
-    is not installed."""
+    """``{"arch", "cpu", "cores", "torch", "torch_release", "threads"}`` (and ``"gpu"``, ``None`` without one, when
+    asked): the CPU model from ``/proc/cpuinfo`` where there is one; torch's ``__version__`` (with its build tag,
+    e.g. ``+cu130``) and its package release (without it), and its thread count."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -26,10 +26,13 @@ def machine_facts(gpu: bool = False) -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     facts: dict[str, Any] = {"arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), "torch": "not installed",
-                             "threads": None}
+                             "torch_release": "not installed", "threads": None}
     try:
+        from importlib.metadata import version
+
+        facts["torch_release"] = version("torch")
         import torch
-    except ImportError:  # a report without torch installed still names the machine
+    except Exception:  # noqa: BLE001 - a report without torch installed still names the machine
         return facts | ({"gpu": None} if gpu else {})
     facts.update(torch=torch.__version__, threads=torch.get_num_threads())
     if gpu:

@@ -36,6 +36,7 @@ from typing import Literal
 from cream_pl.data.errors import WSOLDataError  # re-exported here, its home before data.errors
 
 __all__ = [
+    "data_sha1",
     "IMAGE_IDS",
     "CLASS_LABELS",
     "IMAGE_SIZES",
@@ -591,3 +592,16 @@ def check_split(
                     except ImageFileError as err:
                         problems.add(meta.image_ids_path, s.line, f"{err} {where}", s.image_id)
     return [str(e) for _, e in problems.items]
+
+
+def data_sha1(data: Path) -> str:
+    """A dataset's identity: its generator config (a synthetic root), else its metadata files, hashed with their
+    paths relative to the root (never where the root is)."""
+    import hashlib
+
+    data, h = Path(data), hashlib.sha1()
+    info = data / "synth_config.json"
+    files = [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt"))
+    for f in files:
+        h.update(f.relative_to(data).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()

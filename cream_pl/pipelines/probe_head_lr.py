@@ -29,7 +29,7 @@ from typing import Any
 from cream_pl.core.options import OneLineArgumentParser
 from cream_pl.pipelines.entry import pipeline_main
 
-__all__ = ["curve_summary", "loss_curve", "main", "markdown", "probe"]
+__all__ = ["curve_summary", "loss_curve", "main", "markdown", "probe", "rewrite_methods_readme"]
 
 MULTIPLIERS = (1.0, 3.0, 10.0)
 
@@ -58,6 +58,11 @@ def loss_curve(recipe: Path, multiplier: float, data: Path, steps: int | None = 
         cli = build_from_recipe(recipe, overrides, work)
         cli.trainer.callbacks.append(_Losses())
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if not losses:
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{recipe}: trained no step on {data} (its train split, batch size and limit_train_batches "
+                             "leave no batch)")
     return losses
 
 
@@ -88,37 +93,89 @@ def _inputs(recipe: Path, multiplier: float, data: Path, steps: int | None) -> d
 def probe(recipes: Sequence[Path], data: Path, out: Path, multipliers: Sequence[float] = MULTIPLIERS,
           steps: int | None = None, log: Any = print) -> dict[str, Any]:
     """Every (recipe, multiplier) curve into ``out`` (JSON, rewritten atomically after each curve)."""
+    import time
+
+    from cream_pl.reporting.demo_methods_report import read_probe_curves
     from cream_pl.reporting.tables import write_json_atomic
 
-    held = json.loads(out.read_text()).get("curves", {}) if out.is_file() else {}
-    curves: dict[str, dict[str, Any]] = {}
+    curves: dict[str, dict[str, Any]] = dict(read_probe_curves(out))  # every finished curve stays, asked for now or not
     for recipe in recipes:
         for m in multipliers:
             key, today = f"{Path(recipe).stem}@{m:g}x", _inputs(recipe, m, data, steps)
-            if held.get(key, {}).get("inputs") == today:
+            if curves.get(key, {}).get("inputs") == today:
                 log(f"{key}: using {out}")
-                curves[key] = held[key]
                 continue
             log(f"{key}: training ({'every step of the recipe' if steps is None else f'{steps} steps'})")
+            start = time.time()
             losses = loss_curve(Path(recipe), m, data, steps)
-            curves[key] = {"recipe": f"experiments/{Path(recipe).name}", "multiplier": float(m), "inputs": today,
-                           "losses": losses, **curve_summary(losses)}
+            curves[key] = {"recipe": _shown(Path(recipe)), "multiplier": float(m), "inputs": today,
+                           "losses": losses, "wall_s": time.time() - start, **curve_summary(losses)}
             write_json_atomic({"probe": __doc__.split("\n\n")[0], "curves": curves}, out)
     result = {"probe": __doc__.split("\n\n")[0], "curves": curves}
     write_json_atomic(result, out)
     return result
 
 
+def _shown(path: Path) -> str:
+    """A recipe's path as the results name it: relative to the working folder where it lies below it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def rewrite_methods_readme(results: Path, declaration: Path = Path("experiments/demos/demo_methods.yaml")) -> Path:
+    """Rewrite a demo-methods results folder's ``README.md`` from its ``metrics.json`` and ``probe_head_lr.json``
+    (nothing is trained or tested): the runner's report, with the differences and training grids put back in the
+    declaration's order (``metrics.json`` keeps its keys sorted) and the command line rebuilt from its benchmark."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import command_line
+    from cream_pl.reporting.demo_methods_report import in_order, read_probe, render_markdown
+    from cream_pl.reporting.tables import write_markdown_atomic
+
+    metrics = Path(results) / "metrics.json"
+    if not metrics.is_file():
+        raise UserValueError(f"{metrics}: not found (make demo-methods writes the results)")
+    exp = load_experiment(declaration)
+    try:
+        payload = json.loads(metrics.read_text(encoding="utf-8"))
+        b = payload["benchmark"]
+        if not (isinstance(payload["methods"], dict) and isinstance(payload["differences"], dict)):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise UserValueError(f"{metrics}: not a demo-methods metrics.json (JSON with benchmark, methods and "
+                             "differences)") from None
+    payload["differences"] = in_order(payload["differences"], [f"{d.a}-{d.b}" for d in exp.differences])
+    for d in exp.differences:
+        if f"{d.a}-{d.b}" in payload["differences"]:
+            payload["differences"][f"{d.a}-{d.b}"] = in_order(payload["differences"][f"{d.a}-{d.b}"], d.metrics)
+    for run in exp.runs:
+        h = (payload.get("head_lr_multiplier") or {}).get(run.key)
+        if h and run.choose is not None:
+            h["candidates"] = in_order(h["candidates"], [f"{v:g}" for v in run.choose.values])
+    runs = [(r.key, r.name, Path(r.recipe).stem) for r in exp.runs if r.key in payload["methods"]]
+    command = command_line(exp, fast=bool(b.get("fast")), data=None if b.get("preset") else b.get("data"),
+                           seeds=[b["train_seed"]] if b.get("train_seed", 0) != 0 else None)
+    probe_file = read_probe(Path(results), b.get("data"))
+    return write_markdown_atomic(render_markdown(payload, runs, command, probe_file), Path(results) / "README.md")
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     """One table row per (recipe, multiplier)."""
+    def num(v: Any, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) and math.isfinite(v) else "—"
+
     lines = ["| recipe | head lr | steps | loss at step 1 | peak (step) | lowest | mean of the last 10 steps | "
-             "first NaN / inf step |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "first NaN / inf step | wall time (s) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in result["curves"].values():
         tail = c["losses"][-10:]
-        lines.append(f"| `{c['recipe']}` | {c['multiplier']:g}x | {c['steps']} | {c['first']:.3g} | {c['peak']:.4g} "
-                     f"({c['peak_step']}) | {c['min']:.3g} | {sum(tail) / max(len(tail), 1):.3g} | "
-                     f"{c['first_nonfinite_step'] or '—'} |")
-    return "\n".join(lines) + "\n\nEvery step's loss: the JSON file beside this one.\n"
+        lines.append(f"| `{c['recipe']}` | {c['multiplier']:g}x | {c['steps']} | {num(c['first'], '.3g')} | "
+                     f"{num(c['peak'], '.4g')} ({c['peak_step'] or '—'}) | {num(c['min'], '.3g')} | "
+                     f"{num(sum(tail) / len(tail) if tail else None, '.3g')} | {c['first_nonfinite_step'] or '—'} | "
+                     f"{num(c.get('wall_s'), '.0f')} |")
+    total = sum(c.get("wall_s", 0.0) for c in result["curves"].values())
+    return "\n".join(lines) + f"\n\nTraining time, all curves: {total / 60:.1f} min. Every step's loss: the JSON file beside this one.\n"
 
 
 @pipeline_main("python -m cream_pl.pipelines.probe_head_lr")
@@ -132,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "whole training)")
     parser.add_argument("--data", default="data/synth", help="the benchmark's root (default: data/synth, make demo's)")
     parser.add_argument("--out", required=True, help="JSON results (a .md table is written beside it)")
+    parser.add_argument("--readme", default=None, metavar="RESULTS",
+                        help="then rewrite RESULTS/README.md, a make demo-methods results folder, from its metrics.json "
+                        "and this probe (a rerun with nothing to train only rewrites it)")
+    parser.add_argument("--declaration", default="experiments/demos/demo_methods.yaml",
+                        help="the declaration behind --readme's results (its runs, differences and training grids)")
     args = parser.parse_args(argv)
     from cream_pl.core.io import check_output_dir
     from cream_pl.pipelines.entry import check_dataset_root
@@ -144,15 +206,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(not (m > 0 and math.isfinite(m)) for m in args.multipliers):
         parser.error(f"--multipliers {args.multipliers}: each must be a positive number")
     out = Path(args.out)
+    if out.suffix != ".json":
+        parser.error(f"--out {out}: a .json file (the table is written beside it as .md)")
     check_output_dir(out.parent)
     if not (Path(args.data) / "metadata").is_dir():
         parser.error(f"{args.data}: no dataset there (make data-synth writes make demo's embedded benchmark)")
     data = check_dataset_root(args.data, files=False)
+    if args.readme is not None and not (Path(args.readme) / "metrics.json").is_file():
+        parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results folder)")
+    if args.readme is not None:
+        from cream_pl.pipelines.experiment import load_experiment
+
+        load_experiment(args.declaration)  # a bad declaration is one line now, not after the training
     from cream_pl.reporting.tables import write_markdown_atomic
 
     result = probe([Path(r) for r in args.recipes], data, out, args.multipliers, args.steps)
     write_markdown_atomic(markdown(result), out.with_suffix(".md"))
     print(markdown(result), end="")
+    if args.readme is not None:
+        print(f"{rewrite_methods_readme(Path(args.readme), Path(args.declaration))}: rewritten from its metrics.json "
+              "and this probe")
     return 0
 
 

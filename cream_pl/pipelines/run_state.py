@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cream_pl.data.metadata import data_sha1  # its home is the data layer; re-exported for the runner
+
 __all__ = ["StageTimer", "callback_index", "data_sha1", "ensure_synthetic_dataset", "path_free", "start_over_if_stale",
            "synthetic_dataset_is_current"]
 
@@ -52,19 +54,6 @@ def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
         return v
 
     return one(value)
-
-
-def data_sha1(data: Path) -> str:
-    """A dataset's identity: its generator config (a synthetic root), else its metadata files, hashed with their
-    paths relative to the root (never where the root is)."""
-    import hashlib
-
-    data, h = Path(data), hashlib.sha1()
-    info = data / "synth_config.json"
-    files = [info] if info.is_file() else sorted((data / "metadata").rglob("*.txt"))
-    for f in files:
-        h.update(f.relative_to(data).as_posix().encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
 
 
 def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[[str], None] = print,

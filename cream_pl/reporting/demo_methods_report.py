@@ -190,6 +190,9 @@ def head_lr_probe_lines(probe: Mapping[str, Any] | None, payload: Mapping[str, A
             parts.append(f"{name} " + "; ".join(_curve_text(c) for c in curves))
     probed = ("" if not parts else " The training loss of every step of each recipe at each rate (`make probe-head-lr`, "
               "[`probe_head_lr.md`](probe_head_lr.md); the recipes as the runs train them): " + ". ".join(parts) + ".")
+    if probe.get("stale"):
+        probed += (f" Left out: {', '.join(probe['stale'])}, trained from another recipe or dataset than these runs' "
+                   "(`make probe-head-lr` trains them again).")
     grid = sorted({float(m) for k, _, _ in chosen for m in payload["head_lr_multiplier"][k].get("candidates", {})})
     return [why + probed + " wsolevaluation's protocol chooses every method's training hyperparameters on val; here "
             f"only these {len(chosen)} get a grid ({', '.join(f'{m:g}x' for m in grid)}), and their recipes carry val's "
@@ -400,68 +403,58 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     payload = build_payload(exp, result)
     runs = [(r.key, r.name, Path(r.recipe).stem) for r in exp.runs if r.key in result.outcomes[min(result.rows)]]
     write_json_atomic(payload, out / "metrics.json")
-    write_markdown_atomic(render_markdown(payload, runs, result.command, read_probe(out)), out / "README.md")
+    write_markdown_atomic(render_markdown(payload, runs, result.command, read_probe(out, result.data)), out / "README.md")
     print(f"[{exp.name}] done in {payload['timing']['this_invocation_s'] / 60:.1f} min (all stages "
           f"{payload['timing']['total_s'] / 60:.1f} min): {out / 'README.md'}", flush=True)
     return payload
 
 
-def read_probe(results: Path) -> dict[str, Any] | None:
-    """``<results>/probe_head_lr.json`` (:mod:`cream_pl.pipelines.probe_head_lr`), or ``None`` where it has not run."""
+def read_probe_curves(path: Path) -> dict[str, Any]:
+    """The curves of a probe results file (none where there is no file); a file that is not one is one line."""
     import json
 
+    from cream_pl.core.errors import UserValueError
+
+    if not Path(path).is_file():
+        return {}
+    try:
+        curves = json.loads(Path(path).read_text(encoding="utf-8"))["curves"]
+        if not isinstance(curves, dict) or not all(isinstance(c, dict) and "losses" in c for c in curves.values()):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise UserValueError(f"{path}: not a probe_head_lr results file (JSON with a 'curves' mapping)") from None
+    return curves
+
+
+def read_probe(results: Path, data: Path | str | None = None) -> dict[str, Any] | None:
+    """``<results>/probe_head_lr.json`` (:mod:`cream_pl.pipelines.probe_head_lr`), or ``None`` where it has not run.
+
+    A curve whose recipe (as it is here) or dataset (``data``, where it is here) is not the one it was trained from
+    is left out, named under ``"stale"``: the report never states a probe of other inputs.
+    """
+    import hashlib
+
+    from cream_pl.data.metadata import data_sha1
+
     path = Path(results) / PROBE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    today = {"data_sha1": data_sha1(Path(data))} if data is not None and (Path(data) / "metadata").is_dir() else {}
+    curves, stale = {}, []
+    for key, c in read_probe_curves(path).items():
+        recipe = Path(c.get("recipe", ""))
+        now = dict(today, **({"recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest()} if recipe.is_file() else {}))
+        if all(c.get("inputs", {}).get(k) == v for k, v in now.items()):
+            curves[key] = c
+        else:
+            stale.append(key)
+    return {"curves": curves, "stale": stale}
 
 
-def _in_order(d: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def in_order(d: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     """``d`` with ``keys`` first, in that order, then its other keys.
 
-    >>> _in_order({"b": 1, "a": 2, "c": 3}, ["c", "a"])
+    >>> in_order({"b": 1, "a": 2, "c": 3}, ["c", "a"])
     {'c': 3, 'a': 2, 'b': 1}
     """
     return {k: d[k] for k in keys if k in d} | {k: v for k, v in d.items() if k not in keys}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cream_pl.reporting.demo_methods_report``: rewrite a demo-methods results folder's README.md from
-    its ``metrics.json`` and ``probe_head_lr.json`` (after ``make probe-head-lr``; nothing is trained or tested)."""
-    import json
-
-    import yaml
-
-    from cream_pl.core.options import OneLineArgumentParser
-    from cream_pl.reporting.tables import write_markdown_atomic
-
-    parser = OneLineArgumentParser(prog="python -m cream_pl.reporting.demo_methods_report", description=main.__doc__)
-    parser.add_argument("--results", type=Path, default=Path("results/embedded_methods"))
-    parser.add_argument("--declaration", type=Path, default=Path("experiments/demos/demo_methods.yaml"),
-                        help="the declaration that produced the results (its runs' names and recipes)")
-    args = parser.parse_args(argv)
-    for path in (args.results / "metrics.json", args.declaration):
-        if not path.is_file():
-            parser.error(f"{path}: not found (make demo-methods writes the results)")
-    payload = json.loads((args.results / "metrics.json").read_text())
-    declared = yaml.safe_load(args.declaration.read_text()) or {}
-    # metrics.json's keys are sorted: the differences and the training grids go back to the declaration's order
-    order = [(f"{d['a']}-{d['b']}", d["metrics"]) for d in declared.get("differences", [])]
-    payload["differences"] = _in_order(payload["differences"], [p for p, _ in order])
-    for pair, metrics in order:
-        if pair in payload["differences"]:
-            payload["differences"][pair] = _in_order(payload["differences"][pair], metrics)
-    for run in declared.get("runs", []):
-        h = (payload.get("head_lr_multiplier") or {}).get(run.get("key"))
-        if h and run.get("choose"):
-            h["candidates"] = _in_order(h["candidates"], [f"{v:g}" for v in run["choose"]["values"]])
-    runs = [(r["key"], r.get("name", r["key"]), Path(r["recipe"]).stem) for r in declared.get("runs", [])
-            if isinstance(r, dict) and r.get("key") in payload.get("methods", {})]
-    command = f"python -m cream_pl.pipelines.runner {args.declaration.as_posix()}"
-    write_markdown_atomic(render_markdown(payload, runs, command, read_probe(args.results)), args.results / "README.md")
-    print(f"{args.results / 'README.md'}: rewritten from {args.results / 'metrics.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

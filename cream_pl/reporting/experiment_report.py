@@ -223,7 +223,8 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
             f"{len(diffs)} numbers differ; {kept} of {len(verdicts)} stated differences keep their verdict")
     from cream_pl.core.machine import machine_facts
 
-    machine = machine_facts()
+    f = machine_facts()
+    machine = {"cpu": f["cpu"], "cores": f["cores"], "torch": f["torch_release"]}
     write_json_atomic({"reference": str(reference), "command": command, "numbers_differing": len(diffs),
                        "first_numbers_differing": diffs[:50], "verdicts": verdicts, "verdicts_kept": kept,
                        "machine": machine}, out / "comparison.json")
