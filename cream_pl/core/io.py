@@ -32,6 +32,7 @@ from typing import IO
 from cream_pl.core.errors import UserValueError
 
 __all__ = [
+    "file_sha1",
     "current_umask",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -176,3 +177,10 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--out") -> Path
     else:
         _check_writable_base(path, what)
     return path
+
+
+def file_sha1(path: str | os.PathLike[str]) -> str:
+    """The SHA-1 of a file's bytes (a recipe's identity in a fingerprint: its text, never where it is)."""
+    import hashlib
+
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -84,9 +83,10 @@ def curve_summary(losses: Sequence[float]) -> dict[str, Any]:
 
 
 def _inputs(recipe: Path, multiplier: float, data: Path, steps: int | None) -> dict[str, Any]:
-    from cream_pl.pipelines.run_state import data_sha1
+    from cream_pl.core.io import file_sha1
+    from cream_pl.data.metadata import data_sha1
 
-    return {"recipe_sha1": hashlib.sha1(Path(recipe).read_bytes()).hexdigest(), "data_sha1": data_sha1(data),
+    return {"recipe_sha1": file_sha1(recipe), "data_sha1": data_sha1(data),
             "multiplier": float(multiplier), "steps": steps}
 
 
@@ -212,17 +212,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (Path(args.data) / "metadata").is_dir():
         parser.error(f"{args.data}: no dataset there (make data-synth writes make demo's embedded benchmark)")
     data = check_dataset_root(args.data, files=False)
-    if args.readme is not None and not (Path(args.readme) / "metrics.json").is_file():
-        parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results folder)")
     if args.readme is not None:
         from cream_pl.pipelines.experiment import load_experiment
+
+        if not (Path(args.readme) / "metrics.json").is_file():
+            parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results "
+                         "folder)")
 
         load_experiment(args.declaration)  # a bad declaration is one line now, not after the training
     from cream_pl.reporting.tables import write_markdown_atomic
 
-    result = probe([Path(r) for r in args.recipes], data, out, args.multipliers, args.steps)
-    write_markdown_atomic(markdown(result), out.with_suffix(".md"))
-    print(markdown(result), end="")
+    table = markdown(probe([Path(r) for r in args.recipes], data, out, args.multipliers, args.steps))
+    write_markdown_atomic(table, out.with_suffix(".md"))
+    print(table, end="")
     if args.readme is not None:
         print(f"{rewrite_methods_readme(Path(args.readme), Path(args.declaration))}: rewritten from its metrics.json "
               "and this probe")

@@ -158,9 +158,9 @@ class _Runner:
         return resolved, kept
 
     def fingerprint(self, recipe: Path, kept: Mapping[str, Any]) -> dict[str, Any]:
-        import hashlib
+        from cream_pl.core.io import file_sha1
 
-        return {"data_sha1": self.data_sha1, "recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest(),
+        return {"data_sha1": self.data_sha1, "recipe_sha1": file_sha1(recipe),
                 "overrides": json.loads(json.dumps(dict(kept), sort_keys=True)), "version": self.exp.version}
 
     def legacy(self, today: dict[str, Any], seed: int) -> Callable[[dict[str, Any]], Any]:

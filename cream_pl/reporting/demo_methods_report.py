@@ -432,8 +432,7 @@ def read_probe(results: Path, data: Path | str | None = None) -> dict[str, Any] 
     A curve whose recipe (as it is here) or dataset (``data``, where it is here) is not the one it was trained from
     is left out, named under ``"stale"``: the report never states a probe of other inputs.
     """
-    import hashlib
-
+    from cream_pl.core.io import file_sha1
     from cream_pl.data.metadata import data_sha1
 
     path = Path(results) / PROBE_FILE
@@ -443,7 +442,7 @@ def read_probe(results: Path, data: Path | str | None = None) -> dict[str, Any] 
     curves, stale = {}, []
     for key, c in read_probe_curves(path).items():
         recipe = Path(c.get("recipe", ""))
-        now = dict(today, **({"recipe_sha1": hashlib.sha1(recipe.read_bytes()).hexdigest()} if recipe.is_file() else {}))
+        now = dict(today, **({"recipe_sha1": file_sha1(recipe)} if recipe.is_file() else {}))
         if all(c.get("inputs", {}).get(k) == v for k, v in now.items()):
             curves[key] = c
         else:

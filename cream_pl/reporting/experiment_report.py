@@ -215,14 +215,13 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
     """``<out>/comparison.{json,md}``: how many numbers differ (to 1e-9) and every stated difference beside the
     reference's, with whether its verdict holds; returns the one-line summary and the numbers that differ
     (:func:`compare_numbers`)."""
+    from cream_pl.core.machine import machine_facts
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     diffs, verdicts = compare_numbers(new, ref), compare_verdicts(new, ref)
     kept = sum(v["same_verdict"] for v in verdicts)
     line = ("every number equal to 1e-9 (times and machine aside)" if not diffs else
             f"{len(diffs)} numbers differ; {kept} of {len(verdicts)} stated differences keep their verdict")
-    from cream_pl.core.machine import machine_facts
-
     f = machine_facts()
     machine = {"cpu": f["cpu"], "cores": f["cores"], "torch": f["torch_release"]}
     write_json_atomic({"reference": str(reference), "command": command, "numbers_differing": len(diffs),
