@@ -41,3 +41,17 @@ def test_sweep_argument_is_checked_and_its_table_names_every_value(capsys) -> No
     assert "| 0 | 57.40" in md and "cam_gt_known, cls_acc, center_below_cam |" in md
     # the command that made it, with the values swept (it runs as written)
     assert "`python -m cream_pl.pipelines.calibrate_preset --preset cub --sweep body_head_tint=0,0.15`" in md
+
+
+def test_an_unknown_preset_is_one_line_before_anything_runs(tmp_path, capsys) -> None:
+    import pytest
+
+    from cream_pl.pipelines.calibrate_preset import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--sweep", "body_head_tint=0.1", "--preset", "nope", "--out", str(tmp_path / "o"),
+              "--work", str(tmp_path / "w")])
+    text = capsys.readouterr().err.strip()
+    assert err.value.code == 2 and len(text.splitlines()) == 1
+    assert "--preset: unknown preset 'nope'; known: ['cub', 'hard']" in text
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()

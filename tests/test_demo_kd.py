@@ -235,3 +235,28 @@ def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsy
     log = capsys.readouterr().out
     assert f"[demo-kd] {changed} (seed 0): its inputs changed" in log
     assert "[demo-kd] kd_ci_cam (seed 0): its inputs changed" in log and "[demo-kd] cream: fit done, reusing" in log
+
+
+def test_the_committed_readme_says_what_the_report_renders_from_its_metrics(monkeypatch):
+    """results/embedded_confounded/README.md holds every line the report renders from that folder's metrics.json (the
+    same lines; metrics.json keeps its keys sorted, so rows, differences and stages may stand in another order)."""
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import command_line
+    from cream_pl.reporting.demo_kd_report import render_markdown
+
+    monkeypatch.chdir(REPO)
+    folder = REPO / "results" / "embedded_confounded"
+    results = json.loads((folder / "metrics.json").read_text())
+    # results made before the runner kept its command line in metrics.json: the declaration's, as the runner builds it
+    results["meta"].setdefault("command", command_line(load_experiment("experiments/demos/demo_kd.yaml")))
+    rendered = render_markdown(results, results["summary"], results["cannot_show"]).splitlines()
+    committed = (folder / "README.md").read_text().splitlines()
+
+    def stages_sorted(line: str) -> str:  # the stage list "(data 26 s, fit cream 177 s, ...)" in any order
+        head, sep, rest = line.partition(" min of measured stage time (")
+        if not sep:
+            return line
+        stages, _, tail = rest.partition(");")
+        return f"{head}{sep}{', '.join(sorted(stages.split(', ')))});{tail}"
+
+    assert sorted(map(stages_sorted, committed)) == sorted(map(stages_sorted, rendered))

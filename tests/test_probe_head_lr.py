@@ -27,7 +27,7 @@ def test_the_probe_trains_each_rate_keeps_every_step_and_resumes(tiny, tmp_path,
     from cream_pl.pipelines.probe_head_lr import curve_summary, markdown, probe
 
     out, said = tmp_path / "probe.json", []
-    result = probe([ACOL], tiny, out, multipliers=(1.0, 10.0), steps=2, log=said.append)
+    result = probe([(ACOL, (1.0, 10.0))], tiny, out, steps=2, log=said.append)
     curves = result["curves"]
     assert list(curves) == ["embedded_acol_cream@1x", "embedded_acol_cream@10x"]
     for key, m in (("embedded_acol_cream@1x", 1.0), ("embedded_acol_cream@10x", 10.0)):
@@ -41,11 +41,11 @@ def test_the_probe_trains_each_rate_keeps_every_step_and_resumes(tiny, tmp_path,
     assert "| `experiments/embedded_acol_cream.yaml` | 10x |" in markdown(result)
     # a rerun with the same inputs trains nothing; another step limit trains again
     said.clear()
-    again = probe([ACOL], tiny, out, multipliers=(1.0, 10.0), steps=2, log=said.append)
+    again = probe([(ACOL, (1.0, 10.0))], tiny, out, steps=2, log=said.append)
     assert len(said) == 2 and all("using" in line for line in said)
     assert again["curves"] == json.loads(out.read_text())["curves"]
     said.clear()
-    probe([ACOL], tiny, out, multipliers=(10.0,), steps=1, log=said.append)
+    probe([(ACOL, (10.0,))], tiny, out, steps=1, log=said.append)
     assert said == ["embedded_acol_cream@10x: training (1 steps)"]
     kept = json.loads(out.read_text())["curves"]
     assert len(kept["embedded_acol_cream@10x"]["losses"]) == 1
@@ -56,11 +56,16 @@ def test_the_probe_trains_each_rate_keeps_every_step_and_resumes(tiny, tmp_path,
 def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
     from cream_pl.pipelines.probe_head_lr import main
 
+    acol = ["--recipes", str(ACOL), "--multipliers", "1"]
+    no_choice = tmp_path / "no_choice.yaml"  # a declaration whose runs choose nothing
+    no_choice.write_text("name: x\nout: o\nwork: w\nruns: [{key: cam, recipe: embedded_cream}]\n")
     cases = [(["--recipes", str(tmp_path / "none.yaml"), "--data", str(tiny)], "none.yaml: not found"),
-             (["--recipes", str(ACOL), "--data", str(tmp_path / "nodata")], "nodata: no dataset there"),
+             ([*acol, "--data", str(tmp_path / "nodata")], "nodata: no dataset there"),
              (["--recipes", str(ACOL), "--data", str(tiny), "--multipliers", "0"], "each must be a positive number"),
-             (["--recipes", str(ACOL), "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more"),
-             (["--recipes", str(ACOL), "--data", str(tiny), "--out", str(tmp_path / "p.md")], "p.md: a .json file")]
+             (["--recipes", str(ACOL), "--data", str(tiny)], "--recipes: name the multipliers too"),
+             ([*acol, "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more"),
+             ([*acol, "--data", str(tiny), "--out", str(tmp_path / "p.md")], "p.md: a .json file"),
+             (["--data", str(tiny), "--declaration", str(no_choice)], "no_choice.yaml: no run chooses head_lr_multiplier")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as err:
             main([*argv, "--out", str(tmp_path / "p.json")] if "--out" not in argv else argv)
@@ -69,9 +74,12 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
     assert not (tmp_path / "p.json").exists()
     broken = tmp_path / "broken.json"
     broken.write_text('{"curves": [1, 2')  # an earlier results file cut short: refused before any training
-    assert main(["--recipes", str(ACOL), "--data", str(tiny), "--out", str(broken)]) == 2
+    assert main([*acol, "--data", str(tiny), "--out", str(broken)]) == 2
     text = capsys.readouterr().err.strip()
     assert "broken.json: not a probe_head_lr results file" in text and len(text.splitlines()) == 1
+    assert main(["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "p.json")]) == 2
+    text = capsys.readouterr().err.strip()
+    assert "none.yaml: experiment declaration not found" in text and len(text.splitlines()) == 1
 
 
 def _probe_file(path: Path, stale_spg: bool = False) -> dict:
@@ -128,7 +136,7 @@ def test_the_methods_readme_states_the_probe_from_its_file_and_says_when_it_did_
     assert "SPG at 10x" not in text and "Left out: embedded_spg_cream@10x, trained from another recipe" in text
     # the command's --readme is checked before any training: one line
     with pytest.raises(SystemExit):
-        main(["--recipes", str(ACOL), "--data", str(tiny), "--out", str(tmp_path / "p.json"),
+        main(["--recipes", str(ACOL), "--multipliers", "1", "--data", str(tiny), "--out", str(tmp_path / "p.json"),
               "--readme", str(tmp_path / "nothing")])
     assert "nothing/metrics.json: not found" in capsys.readouterr().err
     (results / "metrics.json").write_text("{}")

@@ -67,6 +67,25 @@ def test_stage_timer_keeps_the_time_of_the_invocation_that_did_the_work(tmp_path
     assert set(json.loads((tmp_path / "load.json").read_text())) == {"a_s", "b_s"}
 
 
+def test_stage_timer_names_the_machine_a_stage_ran_on_and_never_guesses_it(tmp_path: Path) -> None:
+    import torch
+
+    from cream_pl.core.machine import machine_line
+
+    t = StageTimer(tmp_path / "timing.json")
+    t.record("fit_s", 5.0, ran=True)
+    t.record("old_s", 2.0, ran=False, legacy=True)  # a time read from an older work folder: its machine unknown
+    here = json.loads((tmp_path / "machine.json").read_text())
+    assert here == {"fit_s": machine_line()} and f", {torch.get_num_threads()} threads" in here["fit_s"]
+    (tmp_path / "machine.json").write_text(json.dumps({"fit_s": "another machine"}))
+    again = StageTimer(tmp_path / "timing.json")
+    again.record("fit_s", 0.1, ran=False)  # found done: keeps the machine that did the work
+    assert json.loads((tmp_path / "machine.json").read_text()) == {"fit_s": "another machine"}
+    again.clear()
+    again.record("fit_s", 4.0, ran=True)
+    assert json.loads((tmp_path / "machine.json").read_text()) == {"fit_s": machine_line()}
+
+
 def test_callback_index_finds_a_recipe_callback_by_class_name(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"

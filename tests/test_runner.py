@@ -310,6 +310,10 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert "| CREAM (val-selected) |" in md and "| center baseline |" in md and "paired bootstrap 95 % CI" in md
     assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4] and res["cream"] == saved["cream"]
     assert set(saved["timing"]) >= {"data_s", "classifier_s", "evaluation_s", "regressor_s", "total_s"}
+    from cream_pl.core.machine import machine_line  # the machine every stage ran on, beside the results
+
+    machines = json.loads((out / "machine.json").read_text())
+    assert list(machines) == [machine_line()] and {"fit_s", "test_s", "data_s"} <= set(machines[machine_line()])
     capsys.readouterr()
     stage_files = [work / n for n in ("model.ckpt", "test.json", "per_image_test.npz", "diagnostics.json",
                                       "pseudo_boxes_cream_selected.json", "regressor/candidates.json",
@@ -327,6 +331,7 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert "loading" in log and "training" not in log
     assert [p.stat().st_mtime_ns for p in stage_files] == mtimes  # nothing was recomputed
     assert compare_numbers(json.loads((again / "metrics.json").read_text()), saved) == []
+    assert json.loads((again / "machine.json").read_text()) == machines  # found done: the machines that did the work
     assert (again / "metrics.md").read_text().split("## What")[0] == md.split("## What")[0]
     from cream_pl.pipelines.runner import main  # the command line's --compare on the same finished runs
 

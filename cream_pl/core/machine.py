@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "machine_text"]
+__all__ = ["machine_facts", "machine_line", "machine_text"]
 
 
 def machine_facts(gpu: bool = False) -> dict[str, Any]:
@@ -44,3 +44,10 @@ def machine_text(gpu: bool = True) -> str:
     """``x86_64, 2 CPU cores, torch 2.x[, <GPU name> | no GPU]``: the bench files' ``machine`` line."""
     f = machine_facts(gpu=gpu)
     return f"{f['arch']}, {f['cores']} CPU cores, torch {f['torch']}" + (f", {f['gpu'] or 'no GPU'}" if gpu else "")
+
+
+def machine_line() -> str:
+    """``<CPU model> (<arch>), <n> cores, torch <version>, <n> threads``: what a training or test stage ran on (the CPU
+    model and the thread count both change the float kernels, so a number's machine is named with them)."""
+    f = machine_facts()
+    return f"{f['cpu']} ({f['arch']}), {f['cores']} cores, torch {f['torch']}, {f['threads']} threads"

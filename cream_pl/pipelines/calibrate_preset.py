@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.options import OneLineArgumentParser
-from cream_pl.pipelines.entry import pipeline_main, preflight
+from cream_pl.pipelines.entry import pipeline_main, preflight, preset_name
 
 __all__ = ["main", "run_sweep"]
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, metavar="KEY=V1,V2,...",
                         help="one SynthConfig field and its values; writes sweep.json / sweep.md")
-    parser.add_argument("--preset", default=None, help="the synthetic preset to calibrate instead of the "
+    parser.add_argument("--preset", default=None, type=preset_name, help="the synthetic preset to calibrate instead of the "
                         "declaration's (cub, hard)")
     parser.add_argument("--declaration", type=Path, default=DECLARATION, help="the calibration declaration")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: the declaration's)")
@@ -92,14 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dataclasses import replace
 
-    from cream_pl.data.synth import PRESETS
     from cream_pl.pipelines.experiment import load_experiment
     from cream_pl.pipelines.runner import data_variant, default_places
 
     key, values = _parse_sweep(args.sweep)
     exp = load_experiment(args.declaration)
-    if args.preset is not None and args.preset not in PRESETS:
-        parser.error(f"--preset: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
     # another preset's sweep has folders of its own: it never touches the declared preset's
     own_out, own_work = default_places(exp, preset=data_variant(exp, args.preset, None)[0])
     if args.preset is not None:

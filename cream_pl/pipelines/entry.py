@@ -129,6 +129,15 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
     return root
 
 
+def preset_name(text: str) -> str:
+    """``type=`` of a ``--preset`` option: one of the synthetic generator's presets (``cub``, ``hard``)."""
+    from cream_pl.data.synth import PRESETS
+
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; known: {sorted(PRESETS)}")
+    return text
+
+
 def preflight(
     *,
     outputs: Iterable[tuple[Path | str | None, str]] = (),

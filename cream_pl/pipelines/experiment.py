@@ -229,6 +229,21 @@ def read_yaml(path: Path) -> Any:
         raise UserValueError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
+RECIPES = Path(__file__).resolve().parents[2] / "experiments"
+"""Where a run's ``recipe`` stem names a file (``embedded_cream`` -> ``experiments/embedded_cream.yaml``)."""
+
+
+def recipe_path(name: str, source: str) -> Path:
+    """A run's recipe file: ``name`` itself where it ends in ``.yaml``, else ``experiments/<name>.yaml``; a missing
+    one is one line naming the declaration (``source``)."""
+    path = Path(name) if name.endswith(".yaml") else RECIPES / f"{name}.yaml"
+    if not path.is_file():
+        from cream_pl.core.errors import UserFileNotFoundError
+
+        raise UserFileNotFoundError(f"{path}: recipe not found ({source})")
+    return path
+
+
 def load_experiment(path: Path | str) -> Experiment:
     """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file and key."""
     path = Path(path)

@@ -10,9 +10,14 @@ beside that choice. Nothing here selects or tunes.
 The results file keeps every finished curve with the inputs it was trained from (the recipe's text,
 the dataset's identity, the multiplier and the step limit): a rerun skips the curves it holds.
 
+By default the recipes and multipliers are those of the runs in ``make demo-methods``' declaration
+that choose ``head_lr_multiplier`` on val (:func:`declared_plan`), so the probe and the choice it
+explains cannot drift apart.
+
 Example:
+    $ python -m cream_pl.pipelines.probe_head_lr --out results/embedded_methods/probe_head_lr.json
     $ python -m cream_pl.pipelines.probe_head_lr --recipes experiments/embedded_acol_cream.yaml \\
-          experiments/embedded_spg_cream.yaml --out results/embedded_methods/probe_head_lr.json
+          --multipliers 1 10 --out /tmp/probe.json
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from typing import Any
 from cream_pl.core.options import OneLineArgumentParser
 from cream_pl.pipelines.entry import pipeline_main
 
-__all__ = ["curve_summary", "loss_curve", "main", "markdown", "probe", "rewrite_methods_readme"]
+__all__ = ["HEAD_LR_KEY", "curve_summary", "declared_plan", "loss_curve", "main", "markdown", "probe",
+           "rewrite_methods_readme"]
 
-MULTIPLIERS = (1.0, 3.0, 10.0)
+HEAD_LR_KEY = "model.init_args.head_lr_multiplier"
+DECLARATION = Path("experiments/demos/demo_methods.yaml")
 
 
 def loss_curve(recipe: Path, multiplier: float, data: Path, steps: int | None = None) -> list[float]:
@@ -46,7 +53,7 @@ def loss_curve(recipe: Path, multiplier: float, data: Path, steps: int | None = 
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             losses.append(float(loss))
 
-    overrides: dict[str, Any] = {"model.init_args.head_lr_multiplier": float(multiplier), "data.init_args.data_root": str(data),
+    overrides: dict[str, Any] = {HEAD_LR_KEY: float(multiplier), "data.init_args.data_root": str(data),
                                  "trainer.logger": False, "trainer.callbacks": [], "trainer.enable_checkpointing": False,
                                  "trainer.limit_val_batches": 0, "trainer.enable_progress_bar": False,
                                  "trainer.enable_model_summary": False}
@@ -90,16 +97,30 @@ def _inputs(recipe: Path, multiplier: float, data: Path, steps: int | None) -> d
             "multiplier": float(multiplier), "steps": steps}
 
 
-def probe(recipes: Sequence[Path], data: Path, out: Path, multipliers: Sequence[float] = MULTIPLIERS,
-          steps: int | None = None, log: Any = print) -> dict[str, Any]:
-    """Every (recipe, multiplier) curve into ``out`` (JSON, rewritten atomically after each curve)."""
+def declared_plan(exp: Any) -> list[tuple[Path, tuple[float, ...]]]:
+    """``(recipe, multipliers)`` of each of ``exp``'s runs that chooses the head learning-rate multiplier on val.
+
+    >>> from cream_pl.pipelines.experiment import load_experiment
+    >>> [(p.name, m) for p, m in declared_plan(load_experiment(DECLARATION))]
+    [('embedded_acol_cream.yaml', (1.0, 3.0, 10.0)), ('embedded_spg_cream.yaml', (1.0, 3.0, 10.0))]
+    """
+    from cream_pl.pipelines.experiment import recipe_path
+
+    return [(recipe_path(r.recipe, exp.source), tuple(float(v) for v in r.choose.values))
+            for r in exp.runs if r.choose is not None and r.choose.key == HEAD_LR_KEY]
+
+
+def probe(plan: Sequence[tuple[Path, Sequence[float]]], data: Path, out: Path, steps: int | None = None,
+          log: Any = print) -> dict[str, Any]:
+    """Every curve of ``plan`` (each recipe at each of its multipliers) into ``out`` (JSON, rewritten atomically
+    after each curve)."""
     import time
 
     from cream_pl.reporting.demo_methods_report import read_probe_curves
     from cream_pl.reporting.tables import write_json_atomic
 
     curves: dict[str, dict[str, Any]] = dict(read_probe_curves(out))  # every finished curve stays, asked for now or not
-    for recipe in recipes:
+    for recipe, multipliers in plan:
         for m in multipliers:
             key, today = f"{Path(recipe).stem}@{m:g}x", _inputs(recipe, m, data, steps)
             if curves.get(key, {}).get("inputs") == today:
@@ -124,7 +145,7 @@ def _shown(path: Path) -> str:
         return path.as_posix()
 
 
-def rewrite_methods_readme(results: Path, declaration: Path = Path("experiments/demos/demo_methods.yaml")) -> Path:
+def rewrite_methods_readme(results: Path, declaration: Path = DECLARATION) -> Path:
     """Rewrite a demo-methods results folder's ``README.md`` from its ``metrics.json`` and ``probe_head_lr.json``
     (nothing is trained or tested): the runner's report, with the differences and training grids put back in the
     declaration's order (``metrics.json`` keeps its keys sorted) and the command line rebuilt from its benchmark."""
@@ -182,9 +203,10 @@ def markdown(result: Mapping[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.probe_head_lr",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipes", nargs="+", required=True, help="recipe YAMLs (experiments/*.yaml)")
-    parser.add_argument("--multipliers", nargs="+", type=float, default=list(MULTIPLIERS),
-                        help="head learning-rate multipliers (default: demo-methods' grid, 1 3 10)")
+    parser.add_argument("--recipes", nargs="+", default=None, help="recipe YAMLs (experiments/*.yaml), with "
+                        "--multipliers (default: the declaration's runs that choose head_lr_multiplier, at its grid)")
+    parser.add_argument("--multipliers", nargs="+", type=float, default=None,
+                        help="head learning-rate multipliers (default: the declaration's grid)")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the recipe's "
                         "whole training)")
     parser.add_argument("--data", default="data/synth", help="the benchmark's root (default: data/synth, make demo's)")
@@ -192,18 +214,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readme", default=None, metavar="RESULTS",
                         help="then rewrite RESULTS/README.md, a make demo-methods results folder, from its metrics.json "
                         "and this probe (a rerun with nothing to train only rewrites it)")
-    parser.add_argument("--declaration", default="experiments/demos/demo_methods.yaml",
-                        help="the declaration behind --readme's results (its runs, differences and training grids)")
+    parser.add_argument("--declaration", default=str(DECLARATION),
+                        help="make demo-methods' declaration: the default recipes and multipliers, and the runs, "
+                        "differences and training grids behind --readme's results")
     args = parser.parse_args(argv)
     from cream_pl.core.io import check_output_dir
     from cream_pl.pipelines.entry import check_dataset_root
+    from cream_pl.pipelines.experiment import load_experiment
 
-    for recipe in args.recipes:
+    for recipe in args.recipes or ():
         if not Path(recipe).is_file():
             parser.error(f"{recipe}: not found (a recipe YAML, e.g. experiments/embedded_acol_cream.yaml)")
+    if args.recipes and args.multipliers is None:
+        parser.error("--recipes: name the multipliers too (--multipliers 1 3 10)")
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps {args.steps}: must be 1 or more")
-    if any(not (m > 0 and math.isfinite(m)) for m in args.multipliers):
+    if any(not (m > 0 and math.isfinite(m)) for m in args.multipliers or ()):
         parser.error(f"--multipliers {args.multipliers}: each must be a positive number")
     out = Path(args.out)
     if out.suffix != ".json":
@@ -212,17 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (Path(args.data) / "metadata").is_dir():
         parser.error(f"{args.data}: no dataset there (make data-synth writes make demo's embedded benchmark)")
     data = check_dataset_root(args.data, files=False)
-    if args.readme is not None:
-        from cream_pl.pipelines.experiment import load_experiment
-
-        if not (Path(args.readme) / "metrics.json").is_file():
-            parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results "
-                         "folder)")
-
-        load_experiment(args.declaration)  # a bad declaration is one line now, not after the training
+    if args.readme is not None and not (Path(args.readme) / "metrics.json").is_file():
+        parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results "
+                     "folder)")
+    # the declaration is read (a bad one is one line) before any training, where a default or --readme needs it
+    exp = load_experiment(args.declaration) if not args.recipes or args.readme is not None else None
+    plan = ([(Path(r), tuple(args.multipliers)) for r in args.recipes] if args.recipes else
+            [(r, tuple(args.multipliers or m)) for r, m in declared_plan(exp)])
+    if not plan:
+        parser.error(f"{args.declaration}: no run chooses {HEAD_LR_KEY.rsplit('.', 1)[-1]} on val; name --recipes and "
+                     "--multipliers")
     from cream_pl.reporting.tables import write_markdown_atomic
 
-    table = markdown(probe([Path(r) for r in args.recipes], data, out, args.multipliers, args.steps))
+    table = markdown(probe(plan, data, out, args.steps))
     write_markdown_atomic(table, out.with_suffix(".md"))
     print(table, end="")
     if args.readme is not None:

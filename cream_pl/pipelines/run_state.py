@@ -90,29 +90,40 @@ class StageTimer:
     """Stage times in ``path`` (JSON); a skipped stage keeps the time of the invocation that did the work.
 
     Beside it, ``load.json`` keeps the 1-minute load average when each stage ended: above the core
-    count, other processes competed for the CPU and the time is an upper bound.
+    count, other processes competed for the CPU and the time is an upper bound. ``machine.json`` keeps
+    the machine each stage ran on (:func:`cream_pl.core.machine.machine_line`: CPU model, cores, torch,
+    threads), since a rerun on other kernels or another thread count trains another model.
     """
 
     def __init__(self, path: Path) -> None:
-        self.path, self.load_path = Path(path), Path(path).with_name("load.json")
+        self.path = Path(path)
+        self.load_path, self.machine_path = self.path.with_name("load.json"), self.path.with_name("machine.json")
         self.saved: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.load: dict[str, float] = json.loads(self.load_path.read_text()) if self.load_path.is_file() else {}
+        self.machine: dict[str, str] = json.loads(self.machine_path.read_text()) if self.machine_path.is_file() else {}
         self.skipped = False  # some stage of this invocation was found done
 
     def clear(self) -> None:
         """Forget every stored time (the work starts over)."""
         self.saved.clear()
         self.load.clear()
+        self.machine.clear()
 
-    def record(self, stage: str, seconds: float, ran: bool) -> None:
+    def record(self, stage: str, seconds: float, ran: bool, *, legacy: bool = False) -> None:
+        """Keep ``stage``'s time where it ran, or where none is kept (a stage whose files another stage of this
+        invocation wrote); ``legacy``: a time read from an older work folder, whose machine is not known."""
+        from cream_pl.core.machine import machine_line
         from cream_pl.reporting.tables import write_json_atomic
 
         self.skipped |= not ran
         if ran or stage not in self.saved:
             self.saved[stage] = float(seconds)
             self.load[stage] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            if not legacy:
+                self.machine[stage] = machine_line()
             write_json_atomic(self.saved, self.path)
             write_json_atomic(self.load, self.load_path)
+            write_json_atomic(self.machine, self.machine_path)
 
 
 def callback_index(recipe: Path, class_name: str) -> int | None:

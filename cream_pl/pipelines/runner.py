@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.options import OneLineArgumentParser, int_at_least, seed_int
-from cream_pl.pipelines.entry import pipeline_main, preflight
+from cream_pl.pipelines.entry import pipeline_main, preflight, preset_name
 from cream_pl.pipelines.run_fits import (
     MODEL_FILE,
     Outcome,
@@ -80,7 +80,6 @@ class _Runner:
         self.exp, self.out, self.work, self.data, self.owned, self.fast, self.log = exp, out, work, data, owned, fast, log
         self.variant = variant or fast  # a smoke run or another dataset: the declared runs' seed_folders are not its
         self.timers: dict[Path, Any] = {}
-        self.recipes = Path(__file__).resolve().parents[2] / "experiments"
         self.inputs: dict[str, dict[str, Any]] = {}  # each run's fingerprint (a student's names its teachers')
         self.teachers: dict[str, Any] | None = None
         self.outcomes_so_far: dict[str, Outcome] = {}  # this seed's finished runs (teachers are chosen among them)
@@ -96,12 +95,9 @@ class _Runner:
         return self.timers[path]
 
     def recipe(self, name: str) -> Path:
-        path = Path(name) if name.endswith(".yaml") else self.recipes / f"{name}.yaml"
-        if not path.is_file():
-            from cream_pl.core.errors import UserFileNotFoundError
+        from cream_pl.pipelines.experiment import recipe_path
 
-            raise UserFileNotFoundError(f"{path}: recipe not found ({self.exp.source})")
-        return path
+        return recipe_path(name, self.exp.source)
 
     def synth_config(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -320,11 +316,29 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                               teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
                               work=work, command=command)
     payload = (report or report_function(exp.report))(exp, result, out)
+    write_machines(runner.timers.values(), work, out / "machine.json")
     if readme is not None and exp.readme:
         from cream_pl.reporting.experiment_report import splice_block
 
         splice_block(exp, payload, out, Path(readme))
     return payload
+
+
+def write_machines(timers: Any, work: Path, path: Path) -> dict[str, list[str]]:
+    """``path`` (JSON): each machine (:func:`cream_pl.core.machine.machine_line`) -> the stages that ran on it, as
+    ``<run folder>/<stage>`` (the folder relative to ``work``, none for ``work`` itself); stages timed before machines
+    were recorded: ``not recorded``."""
+    from cream_pl.reporting.tables import write_json_atomic
+
+    machines: dict[str, list[str]] = {}
+    for timer in timers:
+        folder = os.path.relpath(timer.path.parent, work)
+        for stage in timer.saved:
+            machines.setdefault(timer.machine.get(stage, "not recorded"), []).append(
+                stage if folder == "." else f"{folder}/{stage}")
+    machines = {m: sorted(stages) for m, stages in machines.items()}
+    write_json_atomic(machines, path)
+    return machines
 
 
 def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = None, data: Path | str | None = None,
@@ -372,7 +386,7 @@ def _parser() -> OneLineArgumentParser:
     seeds.add_argument("--seeds", type=int_at_least(1), default=None,
                        help="run every run at training seeds 0 .. N-1 instead of its own")
     seeds.add_argument("--train-seed", type=seed_int, default=None, help="run every run at this one training seed")
-    parser.add_argument("--preset", default=None, help="the declared synthetic dataset's preset instead of the "
+    parser.add_argument("--preset", default=None, type=preset_name, help="the declared synthetic dataset's preset instead of the "
                         "declaration's (cub, hard)")
     parser.add_argument("--data-seed", type=seed_int, default=None,
                         help="the declared synthetic dataset's generator seed instead of the declaration's")
@@ -475,15 +489,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as err:
                 parser.error(f"{err} (--data)")
     if args.preset is not None or args.data_seed is not None:
-        from cream_pl.data.synth import PRESETS
-
         option = "--preset" if args.preset is not None else "--data-seed"
         if args.data is not None:
             parser.error(f"{option}: not with --data (a user's dataset is used as it is)")
         if exp.dataset.preset is None:
             parser.error(f"{option}: {exp.source} declares no synthetic dataset (dataset.preset is null)")
-        if args.preset is not None and args.preset not in PRESETS:
-            parser.error(f"--preset: unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
     least = least_seeds(exp)
     if args.train_seed is not None and least > 1:
         parser.error(f"--train-seed: {exp.source} needs at least {least} seeds (use --seeds)")
