@@ -554,7 +554,6 @@ PIPELINE_OUT_IS_A_FILE: list[tuple[str, list[str], str, str]] = [
     ("bench", ["--out", "{file}", "--quick"], "cream_pl.pipelines.bench", "run_bench"),
     ("probe_head_lr", ["--recipes", "{recipe}", "--multipliers", "1", "--out", "{file}/probe.json"],
      "cream_pl.pipelines.probe_head_lr", "probe"),
-    ("probe_head_lr", ["--out", "{file}/probe.json"], "cream_pl.pipelines.probe_head_lr", "probe"),
     ("bench_gpu", ["--out", "{file}", "--dry-run"], "cream_pl.pipelines.bench_gpu", "run_bench_gpu"),
     ("bench_gpu", ["--work", "{file}", "--dry-run"], "cream_pl.pipelines.bench_gpu", "run_bench_gpu"),
 ]

@@ -65,7 +65,8 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
              (["--recipes", str(ACOL), "--data", str(tiny)], "--recipes: name the multipliers too"),
              ([*acol, "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more"),
              ([*acol, "--data", str(tiny), "--out", str(tmp_path / "p.md")], "p.md: a .json file"),
-             (["--data", str(tiny), "--declaration", str(no_choice)], "no_choice.yaml: no run chooses head_lr_multiplier")]
+             (["--data", str(tiny), "--declaration", str(no_choice)], "no_choice.yaml: no run chooses head_lr_multiplier"),
+             (["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml")], "none.yaml: not found (--declaration")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as err:
             main([*argv, "--out", str(tmp_path / "p.json")] if "--out" not in argv else argv)
@@ -77,9 +78,42 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
     assert main([*acol, "--data", str(tiny), "--out", str(broken)]) == 2
     text = capsys.readouterr().err.strip()
     assert "broken.json: not a probe_head_lr results file" in text and len(text.splitlines()) == 1
-    assert main(["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "p.json")]) == 2
-    text = capsys.readouterr().err.strip()
-    assert "none.yaml: experiment declaration not found" in text and len(text.splitlines()) == 1
+
+
+def test_by_default_the_probe_trains_what_demo_methods_chooses_among(tiny, tmp_path, monkeypatch, capsys):
+    """Without --recipes: the declaration's runs that choose head_lr_multiplier, at their grid; a declaration whose
+    choosing run would train otherwise than its recipe, or probe one recipe twice, is one line before any training."""
+    import cream_pl.pipelines.probe_head_lr as probe_module
+    from cream_pl.pipelines.experiment import load_experiment
+
+    monkeypatch.chdir(REPO)  # the default declaration, relative to the repository's root as make runs it
+    asked = {}
+
+    def fake_probe(plan, data, out, steps=None, log=print):
+        asked.update(plan=[(Path(r).name, tuple(m)) for r, m in plan], data=data)
+        return {"curves": {}}
+
+    monkeypatch.setattr(probe_module, "probe", fake_probe)
+    assert probe_module.main(["--data", str(tiny), "--out", str(tmp_path / "p.json")]) == 0
+    declared = load_experiment(REPO / "experiments" / "demos" / "demo_methods.yaml")
+    chooses = [r for r in declared.runs if r.choose is not None and r.choose.key.endswith("head_lr_multiplier")]
+    assert asked["plan"] == [(f"{r.recipe}.yaml", tuple(r.choose.values)) for r in chooses]
+    assert [r.key for r in chooses] == ["acol", "spg"] and asked["data"] == tiny.resolve()
+    assert probe_module.main(["--data", str(tiny), "--out", str(tmp_path / "p.json"), "--multipliers", "2"]) == 0
+    assert asked["plan"] == [(f"{r.recipe}.yaml", (2.0,)) for r in chooses]
+    base = (REPO / "experiments" / "demos" / "demo_methods.yaml").read_text()
+    spg = "    recipe: embedded_spg_cream\n"
+    for edited, message in ((spg + "    overrides: {model.init_args.lr: 0.5}\n", "run 'spg' overrides model.init_args.lr, "
+                             "which its training reads"),
+                            ("    recipe: embedded_acol_cream\n", "run 'spg' probes embedded_acol_cream a second time")):
+        assert base.count(spg) == 1
+        edited = base.replace(spg, edited)
+        assert edited != base
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(edited)
+        assert probe_module.main(["--data", str(tiny), "--out", str(tmp_path / "p.json"), "--declaration", str(bad)]) == 2
+        text = capsys.readouterr().err.strip()
+        assert message in text and len(text.splitlines()) == 1, text
 
 
 def _probe_file(path: Path, stale_spg: bool = False) -> dict:

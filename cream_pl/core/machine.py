@@ -16,9 +16,10 @@ __all__ = ["machine_facts", "machine_line", "machine_text"]
 
 
 def machine_facts(gpu: bool = False) -> dict[str, Any]:
-    """``{"arch", "cpu", "cores", "torch", "torch_release", "threads"}`` (and ``"gpu"``, ``None`` without one, when
-    asked): the CPU model from ``/proc/cpuinfo`` where there is one; torch's ``__version__`` (with its build tag,
-    e.g. ``+cu130``) and its package release (without it), and its thread count."""
+    """``{"arch", "cpu", "cores", "torch", "torch_release", "threads", "kernels"}`` (and ``"gpu"``, ``None`` without
+    one, when asked): the CPU model from ``/proc/cpuinfo`` where there is one; torch's ``__version__`` (with its
+    build tag, e.g. ``+cu130``) and its package release (without it), its thread count, and the CPU kernels it
+    dispatches to (``AVX512``, ``AVX2`` under ``ATEN_CPU_CAPABILITY=avx2``, ...)."""
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -26,7 +27,7 @@ def machine_facts(gpu: bool = False) -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     facts: dict[str, Any] = {"arch": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), "torch": "not installed",
-                             "torch_release": "not installed", "threads": None}
+                             "torch_release": "not installed", "threads": None, "kernels": None}
     try:
         from importlib.metadata import version
 
@@ -34,7 +35,7 @@ def machine_facts(gpu: bool = False) -> dict[str, Any]:
         import torch
     except Exception:  # noqa: BLE001 - a report without torch installed still names the machine
         return facts | ({"gpu": None} if gpu else {})
-    facts.update(torch=torch.__version__, threads=torch.get_num_threads())
+    facts.update(torch=torch.__version__, threads=torch.get_num_threads(), kernels=torch.backends.cpu.get_cpu_capability())
     if gpu:
         facts["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return facts
@@ -47,7 +48,8 @@ def machine_text(gpu: bool = True) -> str:
 
 
 def machine_line() -> str:
-    """``<CPU model> (<arch>), <n> cores, torch <version>, <n> threads``: what a training or test stage ran on (the CPU
-    model and the thread count both change the float kernels, so a number's machine is named with them)."""
+    """``<CPU model> (<arch>), <n> cores, torch <version>, <n> threads, <kernels> kernels``: what a training or test
+    stage ran on (the CPU, its kernels and the thread count all change the float arithmetic, so a number's machine
+    is named with them)."""
     f = machine_facts()
-    return f"{f['cpu']} ({f['arch']}), {f['cores']} cores, torch {f['torch']}, {f['threads']} threads"
+    return f"{f['cpu']} ({f['arch']}), {f['cores']} cores, torch {f['torch']}, {f['threads']} threads, {f['kernels']} kernels"

@@ -11,8 +11,8 @@ The results file keeps every finished curve with the inputs it was trained from 
 the dataset's identity, the multiplier and the step limit): a rerun skips the curves it holds.
 
 By default the recipes and multipliers are those of the runs in ``make demo-methods``' declaration
-that choose ``head_lr_multiplier`` on val (:func:`declared_plan`), so the probe and the choice it
-explains cannot drift apart.
+that choose ``head_lr_multiplier`` on val (:func:`declared_plan`): the probe's recipes and rates are
+the choice's own, read from one place.
 
 Example:
     $ python -m cream_pl.pipelines.probe_head_lr --out results/embedded_methods/probe_head_lr.json
@@ -97,17 +97,40 @@ def _inputs(recipe: Path, multiplier: float, data: Path, steps: int | None) -> d
             "multiplier": float(multiplier), "steps": steps}
 
 
+INFERENCE_KEYS = frozenset({"cream_search", "cream_search_epochs", "ablation_iterations", "ablation_lambdas",
+                            "record_per_image"})
+"""The model arguments a demo-methods run may override that act at val / test time only: the probe (no val, no
+test) trains the same steps with or without them."""
+
+
 def declared_plan(exp: Any) -> list[tuple[Path, tuple[float, ...]]]:
     """``(recipe, multipliers)`` of each of ``exp``'s runs that chooses the head learning-rate multiplier on val.
+
+    The probe trains a recipe as its file says: a choosing run whose overrides change its training (a ``model`` or
+    ``data`` key other than :data:`INFERENCE_KEYS`), or two choosing runs of one recipe, are refused in one line.
 
     >>> from cream_pl.pipelines.experiment import load_experiment
     >>> [(p.name, m) for p, m in declared_plan(load_experiment(DECLARATION))]
     [('embedded_acol_cream.yaml', (1.0, 3.0, 10.0)), ('embedded_spg_cream.yaml', (1.0, 3.0, 10.0))]
     """
+    from cream_pl.core.errors import UserValueError
     from cream_pl.pipelines.experiment import recipe_path
 
-    return [(recipe_path(r.recipe, exp.source), tuple(float(v) for v in r.choose.values))
-            for r in exp.runs if r.choose is not None and r.choose.key == HEAD_LR_KEY]
+    plan: dict[Path, tuple[float, ...]] = {}
+    for r in exp.runs:
+        if r.choose is None or r.choose.key != HEAD_LR_KEY:
+            continue
+        training = [k for k in r.overrides if k.startswith(("model.", "data."))
+                    and k.rsplit(".", 1)[-1] not in INFERENCE_KEYS]
+        if training:
+            raise UserValueError(f"{exp.source}: run {r.key!r} overrides {training[0]}, which its training reads; the "
+                                 "probe trains the recipe as its file says (put the setting in the recipe)")
+        recipe = recipe_path(r.recipe, exp.source)
+        if recipe in plan:
+            raise UserValueError(f"{exp.source}: run {r.key!r} probes {r.recipe} a second time (one curve per recipe "
+                                 "and rate)")
+        plan[recipe] = tuple(float(v) for v in r.choose.values)
+    return list(plan.items())
 
 
 def probe(plan: Sequence[tuple[Path, Sequence[float]]], data: Path, out: Path, steps: int | None = None,
@@ -215,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="then rewrite RESULTS/README.md, a make demo-methods results folder, from its metrics.json "
                         "and this probe (a rerun with nothing to train only rewrites it)")
     parser.add_argument("--declaration", default=str(DECLARATION),
-                        help="make demo-methods' declaration: the default recipes and multipliers, and the runs, "
-                        "differences and training grids behind --readme's results")
+                        help="make demo-methods' declaration: the recipes and multipliers when --recipes is not given, "
+                        "and the runs, differences and training grids behind --readme's results")
     args = parser.parse_args(argv)
     from cream_pl.core.io import check_output_dir
     from cream_pl.pipelines.entry import check_dataset_root
@@ -242,7 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results "
                      "folder)")
     # the declaration is read (a bad one is one line) before any training, where a default or --readme needs it
-    exp = load_experiment(args.declaration) if not args.recipes or args.readme is not None else None
+    needs_declaration = not args.recipes or args.readme is not None
+    if needs_declaration and not Path(args.declaration).is_file():
+        parser.error(f"{args.declaration}: not found (--declaration; the default is relative to the repository's root, "
+                     "where make runs)")
+    exp = load_experiment(args.declaration) if needs_declaration else None
     plan = ([(Path(r), tuple(args.multipliers)) for r in args.recipes] if args.recipes else
             [(r, tuple(args.multipliers or m)) for r, m in declared_plan(exp)])
     if not plan:

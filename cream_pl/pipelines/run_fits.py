@@ -98,7 +98,7 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     stored = json.loads(test_path.read_text()) if test_path.is_file() else None
     for name in ("fit_s", "test_s"):  # a run folder of demo-methods before the runner kept its times in test.json
         if stored and name in stored.get("timing", {}):
-            timer.record(name, stored["timing"][name], False, legacy=True)
+            timer.record(name, stored["timing"][name], False)
     timer.record("fit_s", time.time() - t, ran)
     t, ran = time.time(), not (stored is not None and rec_path.is_file())
     if ran:

@@ -5,8 +5,8 @@ content hash, the recipe's text hash, the overrides, the seed and the demo's ver
 files are is not an input: :func:`path_free` writes every path under a named root (the data, the
 work folder) as ``<name>/relative``, so moving a data or work folder reuses what is there.
 :func:`start_over_if_stale` compares a run folder's ``inputs.json`` with today's inputs and clears
-the folder when they differ; :class:`StageTimer` keeps each stage's time (and the machine's load
-when it ended) across resumed invocations; :func:`ensure_synthetic_dataset` is every demo's data stage.
+the folder when they differ; :class:`StageTimer` keeps each stage's time (with the machine's load
+when it ended, and the machine it ran on) across resumed invocations; :func:`ensure_synthetic_dataset` is every demo's data stage.
 
 Example:
     >>> path_free({"data.root": "/d/synth/", "ckpt": "/w/runs/a/last.ckpt", "lr": 0.1, "opt": "adamw"},
@@ -109,9 +109,9 @@ class StageTimer:
         self.load.clear()
         self.machine.clear()
 
-    def record(self, stage: str, seconds: float, ran: bool, *, legacy: bool = False) -> None:
-        """Keep ``stage``'s time where it ran, or where none is kept (a stage whose files another stage of this
-        invocation wrote); ``legacy``: a time read from an older work folder, whose machine is not known."""
+    def record(self, stage: str, seconds: float, ran: bool) -> None:
+        """Keep ``stage``'s time where it ran, or where none is kept yet (a stage found done); the machine only where
+        it ran here (a stage found done keeps the machine that did it, or none where that was not recorded)."""
         from cream_pl.core.machine import machine_line
         from cream_pl.reporting.tables import write_json_atomic
 
@@ -119,7 +119,7 @@ class StageTimer:
         if ran or stage not in self.saved:
             self.saved[stage] = float(seconds)
             self.load[stage] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            if not legacy:
+            if ran:
                 self.machine[stage] = machine_line()
             write_json_atomic(self.saved, self.path)
             write_json_atomic(self.load, self.load_path)

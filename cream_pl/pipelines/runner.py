@@ -9,7 +9,8 @@ It executes any declaration (:mod:`cream_pl.pipelines.experiment`):
    folder of other inputs over; the fit (``model.ckpt``), the test (``test.json`` and the per-image
    records ``per_image_test.npz``) and every declared stage (:mod:`cream_pl.pipelines.run_stages`)
    write atomically and are skipped when done, so an interrupted experiment resumes by stage; each
-   stage's time is kept in the folder's ``timing.json``. A run with ``choose`` trains each value of
+   stage's time is kept in the folder's ``timing.json`` and the machine it ran on in ``machine.json``
+   (gathered into ``<out>/machines.json``: CPU, kernels, threads, torch). A run with ``choose`` trains each value of
    its training hyperparameter and val alone picks the one whose rows are reported;
 3. **differences**: every declared ``a − b`` with a paired bootstrap 95 % interval over the test
    images, per seed (1000 resamples, seed 0);
@@ -316,7 +317,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                               teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
                               work=work, command=command)
     payload = (report or report_function(exp.report))(exp, result, out)
-    write_machines(runner.timers.values(), work, out / "machine.json")
+    write_machines(runner.timers.values(), work, out / "machines.json")
     if readme is not None and exp.readme:
         from cream_pl.reporting.experiment_report import splice_block
 
@@ -326,13 +327,13 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
 
 def write_machines(timers: Any, work: Path, path: Path) -> dict[str, list[str]]:
     """``path`` (JSON): each machine (:func:`cream_pl.core.machine.machine_line`) -> the stages that ran on it, as
-    ``<run folder>/<stage>`` (the folder relative to ``work``, none for ``work`` itself); stages timed before machines
-    were recorded: ``not recorded``."""
+    ``<run folder>/<stage>`` (the folder relative to ``work``, none for ``work`` itself); a stage found done whose
+    machine was not recorded (its files made by another stage, or before machines were kept): ``not recorded``."""
     from cream_pl.reporting.tables import write_json_atomic
 
     machines: dict[str, list[str]] = {}
     for timer in timers:
-        folder = os.path.relpath(timer.path.parent, work)
+        folder = os.path.relpath(timer.path.parent, Path(work).resolve())
         for stage in timer.saved:
             machines.setdefault(timer.machine.get(stage, "not recorded"), []).append(
                 stage if folder == "." else f"{folder}/{stage}")

@@ -503,11 +503,12 @@ def _size_text(results: Mapping[str, Any]) -> str:
     """The budget beside the time this run took (its last full invocation's wall time, else its stage times)."""
     meta = results["meta"]
     took = (meta.get("full_run_wall_s") or meta["total_s"]) / 60
-    crops = " / ".join(f"{c}-px" for c in sorted({r["crop_size"] for r in results["runs"].values() if r.get("crop_size")}))
-    verdict = "within it" if took <= BUDGET_MIN else "over it: the stage times above say where it went"
-    return (f"Size: every run's epochs and the {crops} training crops are chosen to keep the whole `make demo-kd` within "
-            f"{BUDGET_MIN} min on 2 CPU cores; this one took {took:.1f} min on {meta.get('cpu_count')} cores, {verdict}; "
-            f"the test split is the preset's full {results['benchmark']['num_test']} images.")
+    crops = sorted({r["crop_size"] for r in results["runs"].values() if r.get("crop_size")})
+    what = "every run's epochs" + (f" and the {' / '.join(f'{c}-px' for c in crops)} training crops" if crops else "")
+    verdict = "within it" if took <= BUDGET_MIN else "over it (the stage times above say where the time went)"
+    return (f"Size: {what} are chosen to keep the whole `make demo-kd` within {BUDGET_MIN} min on 2 CPU cores; this run "
+            f"took {took:.1f} min, {verdict}; the test split is the preset's full {results['benchmark']['num_test']} "
+            "images.")
 
 
 def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: Sequence[str]) -> str:
