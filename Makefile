@@ -10,7 +10,7 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-full lint demo demo-seeds demo-kernels readme-results demo-kd demo-methods probe-head-lr calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
+.PHONY: help install test test-fast test-full lint demo demo-seeds demo-threads demo-kernels readme-results demo-kd demo-methods probe-head-lr calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,11 @@ readme-results: install ## Regenerate the README's results block from results/em
 
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
 	$(RUN) experiments/demos/demo_seeds.yaml $(if $(SEEDS),--seeds $(SEEDS))
+
+demo-threads: install ## make demo's classifier (no CREAM_reg) at two torch threads and at one on this machine, same data, recipe and seed, the second compared number by number with the first: how far the thread count moves results -> results/embedded_threads/ (12 min of stages on 2 cores: timing.total_s of the two metrics.json, 5.1 + 6.9)
+	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 2 --out results/embedded_threads/two_threads --work outputs/demo_threads/two_threads
+	rm -f results/embedded_threads/one_thread/comparison.md
+	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 1 --out results/embedded_threads/one_thread --work outputs/demo_threads/one_thread --compare results/embedded_threads/two_threads/metrics.json || test -f results/embedded_threads/one_thread/comparison.md
 
 demo-kernels: install ## make demo's rows once more under an AVX2 machine's CPU kernels (same data, recipe, seed): how far numbers move across machines -> results/embedded_kernels/
 	$(PY) -m cream_pl.pipelines.demo_kernels --reference results/embedded --out results/embedded_kernels $(if $(SKIP_REGRESSOR),--skip-regressor)

@@ -32,4 +32,22 @@ def test_the_comparison_names_the_machine_as_before(tmp_path):
     machine = json.loads((tmp_path / "comparison.json").read_text())["machine"]
     assert set(machine) == {"cpu", "cores", "torch"} and machine["torch"] == version("torch")
     assert machine["cores"] == os.cpu_count()
-    assert f"{machine['cores']} cores, torch {version('torch')}." in (tmp_path / "comparison.md").read_text()
+    from cream_pl.core.machine import machine_line  # the markdown names threads and kernels too
+
+    assert f"This report's machine: {machine_line()} (each stage's: `machines.json`)." in (
+        tmp_path / "comparison.md").read_text()
+
+
+def test_the_machine_line_names_the_threads_and_kernels_torch_runs_with():
+    import torch
+
+    from cream_pl.core.machine import machine_line
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert machine_line().endswith(f", 1 thread, {torch.backends.cpu.get_cpu_capability()} kernels")
+        torch.set_num_threads(2)
+        assert ", 2 threads, " in machine_line()
+    finally:
+        torch.set_num_threads(before)

@@ -178,6 +178,8 @@ def test_moving_the_data_or_work_folder_keeps_the_fingerprint_and_a_seed_changes
     assert r2.fingerprint(recipe, r2.overrides(run, 1, tmp_path / "w2" / "cam", recipe, {})[1]) != here  # a seed
     other = r2.overrides(run, 0, tmp_path / "w2" / "cam", recipe, {"model.init_args.head_lr_multiplier": 3.0})[1]
     assert r2.fingerprint(recipe, other) != here  # a chosen training value
+    r2.threads = 1  # another thread count trains another model: never the same work
+    assert r2.fingerprint(recipe, r2.overrides(run, 0, tmp_path / "w2" / "cam", recipe, {})[1]) != here
 
 
 def test_a_callback_named_by_class_is_found_in_the_recipe_or_left_out(tmp_path):
@@ -527,3 +529,20 @@ def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
     assert set(again["per_seed"]) == {"1"} and "over_seeds" not in again
     assert f"`python -m cream_pl.pipelines.runner {decl} --fast --train-seed 1 --data-seed 1`" in (
         variant / "results_trainseed1" / "metrics.md").read_text()
+    # another thread count: a folder of its own, in the fingerprint, the command line and the machines file, and the
+    # runner's own count restored after it
+    import torch
+
+    from cream_pl.pipelines.runner import DEFAULT_THREADS
+
+    threads = 1 if DEFAULT_THREADS != 1 else 2
+    before = torch.get_num_threads()
+    assert main([str(decl), "--fast", "--threads", str(threads), "--train-seed", "0"]) == 0
+    assert torch.get_num_threads() == DEFAULT_THREADS  # the runner's own count, as before the runs
+    tvar = tmp_path / "outputs" / f"cream_hard_threads{threads}_fast"
+    assert json.loads((tvar / "cream" / "inputs.json").read_text())["threads"] == threads
+    machines = json.loads((tvar / "results_trainseed0" / "machines.json").read_text())
+    assert all(f", {threads} thread{'s' if threads > 1 else ''}, " in m for m in machines if m != "not recorded")
+    assert any("cream/fit_s" in stages for stages in machines.values())
+    assert f" --fast --seeds 1 --threads {threads}`" in (tvar / "results_trainseed0" / "metrics.md").read_text()
+    torch.set_num_threads(before)

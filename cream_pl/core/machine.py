@@ -52,4 +52,5 @@ def machine_line() -> str:
     stage ran on (the CPU, its kernels and the thread count all change the float arithmetic, so a number's machine
     is named with them)."""
     f = machine_facts()
-    return f"{f['cpu']} ({f['arch']}), {f['cores']} cores, torch {f['torch']}, {f['threads']} threads, {f['kernels']} kernels"
+    threads = f"{f['threads']} thread{'' if f['threads'] == 1 else 's'}"
+    return f"{f['cpu']} ({f['arch']}), {f['cores']} cores, torch {f['torch']}, {threads}, {f['kernels']} kernels"

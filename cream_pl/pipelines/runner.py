@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -83,6 +84,7 @@ class _Runner:
         self.timers: dict[Path, Any] = {}
         self.inputs: dict[str, dict[str, Any]] = {}  # each run's fingerprint (a student's names its teachers')
         self.teachers: dict[str, Any] | None = None
+        self.threads: int | None = None  # torch's CPU threads where not the default (a fingerprint input)
         self.outcomes_so_far: dict[str, Outcome] = {}  # this seed's finished runs (teachers are chosen among them)
         self._eval_dm: Any = None
 
@@ -158,7 +160,8 @@ class _Runner:
         from cream_pl.core.io import file_sha1
 
         return {"data_sha1": self.data_sha1, "recipe_sha1": file_sha1(recipe),
-                "overrides": json.loads(json.dumps(dict(kept), sort_keys=True)), "version": self.exp.version}
+                "overrides": json.loads(json.dumps(dict(kept), sort_keys=True)), "version": self.exp.version,
+                **({"threads": self.threads} if self.threads is not None else {})}
 
     def legacy(self, today: dict[str, Any], seed: int) -> Callable[[dict[str, Any]], Any]:
         """A fingerprint of the declaration's ``legacy`` layout (``{data_sha1, recipe_sha1, train_seed, fast, <version
@@ -243,13 +246,14 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                    data: Path | str | None = None, fast: bool = False, restart: bool = False,
                    seeds: Sequence[int] | None = None, only: Sequence[str] | None = None,
                    skip: Sequence[str] = (), readme: Path | str | None = None,
-                   preset: str | None = None, data_seed: int | None = None,
+                   preset: str | None = None, data_seed: int | None = None, threads: int | None = None,
                    log: Callable[[str], None] | None = None,
                    report: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Execute a declaration (see the module docstring); returns the report's payload (``metrics.json``'s content).
 
     ``data``: a user's dataset instead of the declared one (used as it is); ``preset`` / ``data_seed``: the
-    declared synthetic dataset's preset / generator seed instead of the declaration's; ``seeds``: training seeds
+    declared synthetic dataset's preset / generator seed instead of the declaration's; ``threads``: torch's CPU threads
+    instead of one per core (:func:`thread_variant`; set for the runs, then restored); ``seeds``: training seeds
     instead of each run's; ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the
     report's block into it; ``report``: a report function instead of the declaration's (a caller that gathers
     several experiments).
@@ -260,69 +264,72 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     from cream_pl.reporting.experiment_report import report_function
 
     preset, data_seed = data_variant(exp, preset, data_seed)
+    threads = thread_variant(threads)
     command = command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip, preset=preset,
-                           data_seed=data_seed)
+                           data_seed=data_seed, threads=threads)
     if preset is not None or data_seed is not None:
         ds = exp.dataset
         exp = replace(exp, dataset=replace(ds, preset=preset or ds.preset, seed=ds.seed if data_seed is None else data_seed))
     start = time.time()
     log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
     own_out, own_work = default_places(exp, fast=fast, preset=preset, data_seed=data_seed, data=data, seeds=seeds,
-                                       only=only)
+                                       only=only, threads=threads)
     work = Path(work) if work is not None else Path(own_work)
     out = Path(out) if out is not None else Path(own_out)
     owned = data is None and exp.dataset.preset is not None
     variant = fast or preset is not None or data_seed is not None or data is not None  # never touches the declared
     root = Path(data) if data is not None else (work / "data" if variant and owned  # dataset or its runs' work
                                                 else Path(exp.dataset.root.replace("{work}", str(work))))
-    runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant)
+    runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None)
+    runner.threads = threads
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    runner.stage_data()
-    runs = [r for r in exp.runs if not only or r.key in only]
-    all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
-    outcomes: dict[int, dict[str, Outcome]] = {}
-    for seed in all_seeds:
-        runner.outcomes_so_far = outcomes.setdefault(seed, {})
-        for run in runs:
-            if seed in (seeds if seeds is not None else run.seeds):
-                stages = [s for s in run.stages if s not in skip]
-                outcomes[seed][run.key] = runner.run(run, seed, stages)
-        if runner.teachers is not None:  # the teachers' own rows, beside the student's
-            extra_rows, extra_records = teacher_rows(runner, seed)
-            first = next(iter(outcomes[seed].values()))
-            first.rows.update(extra_rows)
-            first.records.update(extra_records)
-    rows, records, differences = {}, {}, {}
-    t = time.time()
-    for seed, by_run in outcomes.items():
-        rows[seed] = {k: v for o in by_run.values() for k, v in o.rows.items()}
-        records[seed] = {k: v for o in by_run.values() for k, v in o.records.items()}
-        pairs = [(d.a, d.b, d.metrics) for d in exp.differences if d.a in records[seed] and d.b in records[seed]]
-        differences[seed] = compute_differences(records[seed], pairs, n_resamples=1000, seed=0)
-    bootstrap_s = time.time() - t
-    data_s, data_ran = runner.data_s
-    timing = {"data_s": data_s, "data_ran": data_ran, "bootstrap_s": bootstrap_s}
-    for i, by_run in enumerate(outcomes.values()):  # the experiment's own stages: once, beside its first run's
-        if i == 0:
-            first = runner.timer(next(iter(by_run.values())).folder)
-            first.record("data_s", data_s, data_ran)
-            first.record("bootstrap_s", bootstrap_s, True)
-        for o in by_run.values():
-            o.timing = dict(runner.timer(o.folder).saved)
-    timing["this_invocation_s"] = time.time() - start
-    result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing,
-                              teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
-                              work=work, command=command)
-    payload = (report or report_function(exp.report))(exp, result, out)
-    write_machines(runner.timers.values(), work, out / "machines.json")
-    if readme is not None and exp.readme:
-        from cream_pl.reporting.experiment_report import splice_block
+    with torch_threads(threads):  # the runs, their stages and the report at this thread count
+        runner.stage_data()
+        runs = [r for r in exp.runs if not only or r.key in only]
+        all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
+        outcomes: dict[int, dict[str, Outcome]] = {}
+        for seed in all_seeds:
+            runner.outcomes_so_far = outcomes.setdefault(seed, {})
+            for run in runs:
+                if seed in (seeds if seeds is not None else run.seeds):
+                    stages = [s for s in run.stages if s not in skip]
+                    outcomes[seed][run.key] = runner.run(run, seed, stages)
+            if runner.teachers is not None:  # the teachers' own rows, beside the student's
+                extra_rows, extra_records = teacher_rows(runner, seed)
+                first = next(iter(outcomes[seed].values()))
+                first.rows.update(extra_rows)
+                first.records.update(extra_records)
+        rows, records, differences = {}, {}, {}
+        t = time.time()
+        for seed, by_run in outcomes.items():
+            rows[seed] = {k: v for o in by_run.values() for k, v in o.rows.items()}
+            records[seed] = {k: v for o in by_run.values() for k, v in o.records.items()}
+            pairs = [(d.a, d.b, d.metrics) for d in exp.differences if d.a in records[seed] and d.b in records[seed]]
+            differences[seed] = compute_differences(records[seed], pairs, n_resamples=1000, seed=0)
+        bootstrap_s = time.time() - t
+        data_s, data_ran = runner.data_s
+        timing = {"data_s": data_s, "data_ran": data_ran, "bootstrap_s": bootstrap_s}
+        for i, by_run in enumerate(outcomes.values()):  # the experiment's own stages: once, beside its first run's
+            if i == 0:
+                first = runner.timer(next(iter(by_run.values())).folder)
+                first.record("data_s", data_s, data_ran)
+                first.record("bootstrap_s", bootstrap_s, True)
+            for o in by_run.values():
+                o.timing = dict(runner.timer(o.folder).saved)
+        timing["this_invocation_s"] = time.time() - start
+        result = ExperimentResult(outcomes, rows, records, differences, runner.data, owned, fast, timing,
+                                  teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
+                                  work=work, command=command)
+        payload = (report or report_function(exp.report))(exp, result, out)
+        write_machines(runner.timers.values(), work, out / "machines.json")
+        if readme is not None and exp.readme:
+            from cream_pl.reporting.experiment_report import splice_block
 
-        splice_block(exp, payload, out, Path(readme))
-    return payload
+            splice_block(exp, payload, out, Path(readme))
+        return payload
 
 
 def write_machines(timers: Any, work: Path, path: Path) -> dict[str, list[str]]:
@@ -342,9 +349,32 @@ def write_machines(timers: Any, work: Path, path: Path) -> dict[str, list[str]]:
     return machines
 
 
+DEFAULT_THREADS = max(1, os.cpu_count() or 1)
+"""The runner's torch CPU threads: one per core (torch's own default can be fewer), the same on every run."""
+
+
+def thread_variant(threads: int | None) -> int | None:
+    """``threads`` as a variant of the runner's default (:data:`DEFAULT_THREADS`): ``None`` where it equals it."""
+    return None if threads is None or threads == DEFAULT_THREADS else threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Any:
+    """Run the body at ``threads`` torch CPU threads (as it is where ``None``), then restore the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = None, data: Path | str | None = None,
                  only: Sequence[str] | None = None, skip: Sequence[str] = (), preset: str | None = None,
-                 data_seed: int | None = None) -> str:
+                 data_seed: int | None = None, threads: int | None = None) -> str:
     """The runner's command line that reproduces an experiment's numbers: the declaration and every option that
     changes them (places such as ``--out`` or ``--work`` do not).
 
@@ -354,6 +384,8 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
         'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --fast --seeds 2 --skip regressor'
         >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), seeds=[3], preset="hard", data_seed=1)
         'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --train-seed 3 --preset hard --data-seed 1'
+        >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), threads=1, skip=["regressor"])
+        'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --threads 1 --skip regressor'
     """
     source, root = Path(exp.source).resolve(), Path(__file__).resolve().parents[2]
     words = ["python -m cream_pl.pipelines.runner",  # a shipped declaration as the repository names it
@@ -369,6 +401,8 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
         words.append(f"--preset {preset}")
     if data_seed is not None:
         words.append(f"--data-seed {data_seed}")
+    if threads is not None:
+        words.append(f"--threads {threads}")
     for option, values in (("--only", only), ("--skip", skip)):
         if values:
             words.append(f"{option} {' '.join(values)}")
@@ -393,6 +427,10 @@ def _parser() -> OneLineArgumentParser:
                         help="the declared synthetic dataset's generator seed instead of the declaration's")
     parser.add_argument("--only", nargs="+", default=None, help="a subset of the runs, by key")
     parser.add_argument("--skip", nargs="+", default=(), help="stages to leave out (e.g. regressor)")
+    parser.add_argument("--threads", type=int_at_least(1), default=None,
+                        help="torch's CPU threads (default: one per core; OMP_NUM_THREADS is not read). Another count "
+                        "rounds float sums otherwise and trains another model, so it is a variant: a folder of its own, "
+                        "in the fingerprint and the command line")
     parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
     parser.add_argument("--restart", action="store_true", help="remove the work folder first")
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
@@ -405,14 +443,15 @@ def _parser() -> OneLineArgumentParser:
 
 def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, data_seed: int | None = None,
                    data: Path | str | None = None, seeds: Sequence[int] | None = None,
-                   only: Sequence[str] | None = None) -> tuple[str, str]:
+                   only: Sequence[str] | None = None, threads: int | None = None) -> tuple[str, str]:
     """``(out, work)`` when the caller names neither: the declaration's, or, for a variant of its data (another
     ``preset`` or ``data_seed``, a user's ``data``) or a ``--fast`` smoke run, a folder of the variant's own beside
     the declared work folder (its dataset and results inside): a variant never touches the declared run's dataset,
     work or results. One training seed where the declaration has other or more (``--train-seed``) and a subset of
     the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
     folders of their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
-    variant's (see :func:`data_variant`).
+    variant's (see :func:`data_variant`); a run at another thread count (``threads``, :func:`thread_variant`) trains in
+    a work folder of its own, its results inside, on the declared dataset.
 
     Example:
         >>> from types import SimpleNamespace
@@ -427,9 +466,12 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
         ('results/x_trainseed1', 'outputs/x')
         >>> default_places(exp, data="/data/my_birds/"), default_places(exp, fast=True, only=["ci"])
         (('outputs/demo_my_birds/results', 'outputs/demo_my_birds'), ('outputs/demo_fast/results_only-ci', 'outputs/demo_fast'))
+        >>> default_places(exp, threads=1)
+        ('outputs/demo_threads1/results', 'outputs/demo_threads1')
     """
     tag = "".join(f"_{p}" for p in (None if data is None else Path(data).resolve().name, preset,
-                                     None if data_seed is None else f"dataseed{data_seed}", "fast" if fast else None)
+                                     None if data_seed is None else f"dataseed{data_seed}",
+                                     None if threads is None else f"threads{threads}", "fast" if fast else None)
                   if p is not None)
     out, work = (exp.out, exp.work) if not tag else (f"{exp.work}{tag}/results", f"{exp.work}{tag}")
     if seeds is not None and len(seeds) == 1 and {s for r in exp.runs for s in r.seeds} != set(seeds):
@@ -507,8 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "a declaration with a seeds report (experiments/demos/demo_seeds.yaml)")
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
     preset, data_seed = data_variant(exp, args.preset, args.data_seed)
+    threads = thread_variant(args.threads)
     own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,
-                                       seeds=seeds, only=args.only)
+                                       seeds=seeds, only=args.only, threads=threads)
     out, work = args.out or own_out, args.work or own_work
     if args.readme is not None and own_out != exp.out:
         parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
@@ -534,15 +577,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{args.compare}: not a JSON results file ({err}) (--compare)")
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(DEFAULT_THREADS)
     run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
-                   only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed)
+                   only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed,
+                   threads=threads)
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import write_comparison
 
         new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
         command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
-                               preset=preset, data_seed=data_seed)
+                               preset=preset, data_seed=data_seed, threads=threads)
         line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
               + f" ({Path(out) / 'comparison.md'})", flush=True)

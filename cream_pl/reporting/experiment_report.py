@@ -215,7 +215,7 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
     """``<out>/comparison.{json,md}``: how many numbers differ (to 1e-9) and every stated difference beside the
     reference's, with whether its verdict holds; returns the one-line summary and the numbers that differ
     (:func:`compare_numbers`)."""
-    from cream_pl.core.machine import machine_facts
+    from cream_pl.core.machine import machine_facts, machine_line
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     diffs, verdicts = compare_numbers(new, ref), compare_verdicts(new, ref)
@@ -232,8 +232,8 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
         lo, hi = d["ci95"]
         return f"{d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] {d['verdict']}"
 
-    md = [f"# Against `{reference}`", "", f"Produced by `{command} --compare {reference}`: {line}. This run's "
-          f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}.", "",
+    md = [f"# Against `{reference}`", "", f"Produced by `{command} --compare {reference}`: {line}. This report's "
+          f"machine: {machine_line()} (each stage's: `machines.json`).", "",
           "| difference | this run: a − b [95 % CI] verdict | reference | same verdict |", "| --- | --- | --- | :---: |",
           *[f"| `{v['path']}` | {cell(v['new'])} | {cell(v['reference'])} | {'yes' if v['same_verdict'] else '**no**'} |"
             for v in verdicts]]
