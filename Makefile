@@ -47,7 +47,7 @@ readme-results: install ## Regenerate the README's results block from results/em
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
 	$(RUN) experiments/demos/demo_seeds.yaml $(if $(SEEDS),--seeds $(SEEDS))
 
-demo-threads: install ## make demo's classifier (no CREAM_reg) at two torch threads and at one on this machine, same data, recipe and seed, the second compared number by number with the first: how far the thread count moves results -> results/embedded_threads/ (12 min of stages on 2 cores: timing.total_s of the two metrics.json, 5.1 + 6.9)
+demo-threads: install ## make demo's classifier (no CREAM_reg) at two torch threads and at one on this machine, same data, recipe and seed, the second compared number by number with the first: how far the thread count moves results -> results/embedded_threads/ (12 min of stages on 2 cores: timing.total_s of the two metrics.json, 4.9 + 6.9)
 	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 2 --out results/embedded_threads/two_threads --work outputs/demo_threads/two_threads
 	rm -f results/embedded_threads/one_thread/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 1 --out results/embedded_threads/one_thread --work outputs/demo_threads/one_thread --compare results/embedded_threads/two_threads/metrics.json || test -f results/embedded_threads/one_thread/comparison.md

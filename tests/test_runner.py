@@ -536,13 +536,18 @@ def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
     from cream_pl.pipelines.runner import DEFAULT_THREADS
 
     threads = 1 if DEFAULT_THREADS != 1 else 2
+    plural = "s" if threads > 1 else ""
     before = torch.get_num_threads()
-    assert main([str(decl), "--fast", "--threads", str(threads), "--train-seed", "0"]) == 0
-    assert torch.get_num_threads() == DEFAULT_THREADS  # the runner's own count, as before the runs
+    try:  # --compare against the two-seed report: numbers differ (exit 1), and the comparison names the run's threads
+        assert main([str(decl), "--fast", "--threads", str(threads), "--train-seed", "0", "--compare",
+                     str(out / "metrics.json")]) == 1
+        assert torch.get_num_threads() == DEFAULT_THREADS  # the runner's own count, as before the runs
+    finally:
+        torch.set_num_threads(before)
     tvar = tmp_path / "outputs" / f"cream_hard_threads{threads}_fast"
     assert json.loads((tvar / "cream" / "inputs.json").read_text())["threads"] == threads
     machines = json.loads((tvar / "results_trainseed0" / "machines.json").read_text())
-    assert all(f", {threads} thread{'s' if threads > 1 else ''}, " in m for m in machines if m != "not recorded")
+    assert all(f", {threads} thread{plural}, " in m for m in machines if m != "not recorded")
     assert any("cream/fit_s" in stages for stages in machines.values())
     assert f" --fast --seeds 1 --threads {threads}`" in (tvar / "results_trainseed0" / "metrics.md").read_text()
-    torch.set_num_threads(before)
+    assert f", {threads} thread{plural}, " in (tvar / "results_trainseed0" / "comparison.md").read_text()

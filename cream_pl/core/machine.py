@@ -48,7 +48,7 @@ def machine_text(gpu: bool = True) -> str:
 
 
 def machine_line() -> str:
-    """``<CPU model> (<arch>), <n> cores, torch <version>, <n> threads, <kernels> kernels``: what a training or test
+    """``<CPU model> (<arch>), <n> cores, torch <version>, <n> thread(s), <kernels> kernels``: what a training or test
     stage ran on (the CPU, its kernels and the thread count all change the float arithmetic, so a number's machine
     is named with them)."""
     f = machine_facts()

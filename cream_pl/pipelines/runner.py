@@ -5,8 +5,8 @@ It executes any declaration (:mod:`cream_pl.pipelines.experiment`):
 1. **data**: the declared synthetic preset generated into its root (atomically, kept while it matches),
    or a user's dataset used as it is;
 2. **runs**, each at each seed, in its folder under the work folder: a path-free fingerprint
-   (dataset content, recipe text, overrides that are not places, the declaration's version) starts a
-   folder of other inputs over; the fit (``model.ckpt``), the test (``test.json`` and the per-image
+   (dataset content, recipe text, overrides that are not places, the declaration's version, the thread
+   count where ``--threads`` gives one) starts a folder of other inputs over; the fit (``model.ckpt``), the test (``test.json`` and the per-image
    records ``per_image_test.npz``) and every declared stage (:mod:`cream_pl.pipelines.run_stages`)
    write atomically and are skipped when done, so an interrupted experiment resumes by stage; each
    stage's time is kept in the folder's ``timing.json`` and the machine it ran on in ``machine.json``
@@ -49,7 +49,8 @@ from cream_pl.pipelines.run_fits import (
     teacher_rows,
 )
 
-__all__ = ["ExperimentResult", "command_line", "data_variant", "default_places", "main", "run_experiment"]
+__all__ = ["DEFAULT_THREADS", "ExperimentResult", "command_line", "data_variant", "default_places", "main",
+           "run_experiment", "torch_threads", "write_machines"]
 
 LEGACY_NAMES = {"classifier.ckpt": MODEL_FILE, "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
@@ -80,11 +81,11 @@ class _Runner:
     def __init__(self, exp: Any, out: Path, work: Path, data: Path, owned: bool, fast: bool,
                  log: Callable[[str], None], variant: bool = False) -> None:
         self.exp, self.out, self.work, self.data, self.owned, self.fast, self.log = exp, out, work, data, owned, fast, log
-        self.variant = variant or fast  # a smoke run or another dataset: the declared runs' seed_folders are not its
+        self.variant = variant or fast  # a smoke run, another dataset or thread count: the declared seed_folders are not its
         self.timers: dict[Path, Any] = {}
         self.inputs: dict[str, dict[str, Any]] = {}  # each run's fingerprint (a student's names its teachers')
         self.teachers: dict[str, Any] | None = None
-        self.threads: int | None = None  # torch's CPU threads where not the default (a fingerprint input)
+        self.threads: int | None = None  # torch's CPU threads where --threads gives them (a fingerprint input)
         self.outcomes_so_far: dict[str, Outcome] = {}  # this seed's finished runs (teachers are chosen among them)
         self._eval_dm: Any = None
 
@@ -253,7 +254,8 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
 
     ``data``: a user's dataset instead of the declared one (used as it is); ``preset`` / ``data_seed``: the
     declared synthetic dataset's preset / generator seed instead of the declaration's; ``threads``: torch's CPU threads
-    instead of one per core (:func:`thread_variant`; set for the runs, then restored); ``seeds``: training seeds
+    instead of one per core (a variant: a work folder of its own, in the fingerprint and the command line; set for the
+    runs, then restored); ``seeds``: training seeds
     instead of each run's; ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the
     report's block into it; ``report``: a report function instead of the declaration's (a caller that gathers
     several experiments).
@@ -264,7 +266,6 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     from cream_pl.reporting.experiment_report import report_function
 
     preset, data_seed = data_variant(exp, preset, data_seed)
-    threads = thread_variant(threads)
     command = command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip, preset=preset,
                            data_seed=data_seed, threads=threads)
     if preset is not None or data_seed is not None:
@@ -350,12 +351,7 @@ def write_machines(timers: Any, work: Path, path: Path) -> dict[str, list[str]]:
 
 
 DEFAULT_THREADS = max(1, os.cpu_count() or 1)
-"""The runner's torch CPU threads: one per core (torch's own default can be fewer), the same on every run."""
-
-
-def thread_variant(threads: int | None) -> int | None:
-    """``threads`` as a variant of the runner's default (:data:`DEFAULT_THREADS`): ``None`` where it equals it."""
-    return None if threads is None or threads == DEFAULT_THREADS else threads
+"""The runner's torch CPU threads without ``--threads``: one per core (torch's own default can be fewer)."""
 
 
 @contextlib.contextmanager
@@ -429,8 +425,8 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--skip", nargs="+", default=(), help="stages to leave out (e.g. regressor)")
     parser.add_argument("--threads", type=int_at_least(1), default=None,
                         help="torch's CPU threads (default: one per core; OMP_NUM_THREADS is not read). Another count "
-                        "rounds float sums otherwise and trains another model, so it is a variant: a folder of its own, "
-                        "in the fingerprint and the command line")
+                        "rounds float sums otherwise and trains another model, so a given count is a variant: a work "
+                        "folder of its own, in the fingerprint and the command line")
     parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
     parser.add_argument("--restart", action="store_true", help="remove the work folder first")
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
@@ -450,8 +446,8 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
     work or results. One training seed where the declaration has other or more (``--train-seed``) and a subset of
     the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
     folders of their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
-    variant's (see :func:`data_variant`); a run at another thread count (``threads``, :func:`thread_variant`) trains in
-    a work folder of its own, its results inside, on the declared dataset.
+    variant's (see :func:`data_variant`); a run at a thread count given explicitly (``threads``) trains in a work folder
+    of its own, its results inside, on the declared dataset.
 
     Example:
         >>> from types import SimpleNamespace
@@ -549,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "a declaration with a seeds report (experiments/demos/demo_seeds.yaml)")
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
     preset, data_seed = data_variant(exp, args.preset, args.data_seed)
-    threads = thread_variant(args.threads)
+    threads = args.threads
     own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,
                                        seeds=seeds, only=args.only, threads=threads)
     out, work = args.out or own_out, args.work or own_work
@@ -587,7 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
         command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
                                preset=preset, data_seed=data_seed, threads=threads)
-        line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
+        with torch_threads(threads):  # the comparison names the machine as the runs had it
+            line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
               + f" ({Path(out) / 'comparison.md'})", flush=True)
         return 1 if diffs else 0
