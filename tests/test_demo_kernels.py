@@ -22,3 +22,10 @@ def test_a_missing_reference_is_one_line(tmp_path, capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing/metrics.json" in err[0]
+
+
+def test_an_unknown_option_is_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--skip-regresor"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "unrecognized arguments: --skip-regresor" in err[0]

@@ -141,3 +141,29 @@ def test_readme_block_is_replaced_between_its_markers_only(tmp_path: Path):
     assert main(["--readme", str(tmp_path / "README.md"), "--results", str(res)]) == 0
     text = (tmp_path / "README.md").read_text()
     assert "rows\n\nWall time of that `make demo` run: 3.0 min of stages" in text and "classifier 2.0 min" in text
+
+
+
+def test_readme_results_refuses_bad_input_in_one_line(tmp_path: Path, capsys):
+    """``make readme-results``: a missing or broken results folder or README is one line naming it, and the README is
+    left as it was."""
+    from cream_pl.reporting.demo_report import main
+
+    res, readme = tmp_path / "res", tmp_path / "README.md"
+    res.mkdir()
+    readme.write_text("intro without the block\n")
+    (res / "metrics.md").write_text("# T\n\nrows\n")
+    mine = ["--results", str(res), "--readme", str(readme)]
+    for payload, argv, want in ((None, ["--results", str(tmp_path / "none")], "none/metrics.json: not found (make demo"),
+                                (None, mine, "res/metrics.json: not found"),
+                                ("{not json", mine, "metrics.json: not a JSON results file"),
+                                ("[1, 2]", mine, "metrics.json: not a JSON results file"),
+                                ("{}", ["--results", str(res), "--readme", str(tmp_path / "NO.md")], "NO.md: not found"),
+                                ("{}", mine, "README.md: the README needs exactly one <!-- RESULTS:BEGIN -->")):
+        if payload is not None:
+            (res / "metrics.json").write_text(payload)
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and want in err[0], err
+    assert readme.read_text() == "intro without the block\n"

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cream_pl.core.options import OneLineArgumentParser
 from cream_pl.pipelines.entry import pipeline_main, preflight
 
 __all__ = ["KERNELS", "compare", "main"]
@@ -63,7 +63,7 @@ def _markdown(payload: dict) -> str:
 
 @pipeline_main("python -m cream_pl.pipelines.demo_kernels")
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.pipelines.demo_kernels", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.demo_kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", type=Path, default=Path("results/embedded"), help="make demo's results folder")
     parser.add_argument("--out", type=Path, default=Path("results/embedded_kernels"))
     parser.add_argument("--work", type=Path, default=Path("outputs/demo_kernels"))

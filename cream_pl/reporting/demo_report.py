@@ -409,13 +409,27 @@ def splice(readme: Path, payload: Any = None, results: Path = Path("results/embe
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m cream_pl.reporting.demo_report``: regenerate the README's results block from results/embedded."""
-    import argparse
+    import json
 
-    parser = argparse.ArgumentParser(prog="python -m cream_pl.reporting.demo_report", description=main.__doc__)
+    from cream_pl.core.options import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(prog="python -m cream_pl.reporting.demo_report", description=main.__doc__)
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--results", type=Path, default=Path("results/embedded"))
     args = parser.parse_args(argv)
-    splice(args.readme, None, args.results)
+    for path, what in ((args.results / "metrics.json", "make demo writes it"),
+                       (args.results / "metrics.md", "make demo writes it"), (args.readme, "--readme")):
+        if not path.is_file():
+            parser.error(f"{path}: not found ({what})")
+    try:
+        if not isinstance(json.loads((args.results / "metrics.json").read_text(encoding="utf-8")), dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as err:
+        parser.error(f"{args.results / 'metrics.json'}: not a JSON results file ({err})")
+    try:
+        splice(args.readme, None, args.results)
+    except ValueError as err:  # a README without its one results block
+        parser.error(f"{args.readme}: {err}")
     return 0
 
 
