@@ -36,6 +36,11 @@ def test_the_comparison_names_the_machine_as_before(tmp_path):
 
     assert f"This report's machine: {machine_line()} (each stage's: `machines.json`)." in (
         tmp_path / "comparison.md").read_text()
+    # where the runner recorded the machines of the run's stages, those are named, not the report's
+    (tmp_path / "machines.json").write_text(json.dumps({"CPU X, 1 thread": ["fit_s"], "not recorded": ["data_s"]}))
+    write_comparison({"a": 1.0}, {"a": 1.0}, tmp_path / "ref.json", tmp_path, "cmd")
+    assert "This run's stages ran on: CPU X, 1 thread (each stage's: `machines.json`)." in (
+        tmp_path / "comparison.md").read_text()
 
 
 def test_the_machine_line_names_the_threads_and_kernels_torch_runs_with():

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cream_pl.core.machine import machine_text
+
 __all__ = ["BenchPlan", "GPU_PLAN", "DRY_PLAN", "run_bench_gpu", "markdown", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -74,12 +76,6 @@ DRY_PLAN = BenchPlan(device="cpu", batch_size=2, crop_size=64, steps=1, warmup=1
                      val_images=2, val_eval_size=64, per_worker_images=2, num_workers=1, eval_maps=4,
                      time_limit_s=600.0)
 """``--dry-run``: every section on the CPU at toy sizes."""
-
-
-def _machine() -> str:
-    from cream_pl.core.machine import machine_text
-
-    return machine_text()
 
 
 def _free(device: str) -> None:
@@ -249,7 +245,7 @@ def run_bench_gpu(out: Path | str, plan: BenchPlan, work: Path | str | None = No
 
     recipes = dict(CUB_RECIPES if recipes is None else recipes)
     start = time.perf_counter()
-    res: dict[str, Any] = {"machine": _machine(), "dry_run": plan.device == "cpu", "plan": asdict(plan),
+    res: dict[str, Any] = {"machine": machine_text(), "dry_run": plan.device == "cpu", "plan": asdict(plan),
                            "workers_available": os.cpu_count(), "sections_s": {}, "skipped": [], "errors": {},
                            "training": {},
                            "val_epoch": {},

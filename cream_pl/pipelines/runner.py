@@ -546,9 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "a declaration with a seeds report (experiments/demos/demo_seeds.yaml)")
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
     preset, data_seed = data_variant(exp, args.preset, args.data_seed)
-    threads = args.threads
     own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,
-                                       seeds=seeds, only=args.only, threads=threads)
+                                       seeds=seeds, only=args.only, threads=args.threads)
     out, work = args.out or own_out, args.work or own_work
     if args.readme is not None and own_out != exp.out:
         parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
@@ -577,15 +576,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(DEFAULT_THREADS)
     run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
                    only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed,
-                   threads=threads)
+                   threads=args.threads)
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import write_comparison
 
         new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
         command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
-                               preset=preset, data_seed=data_seed, threads=threads)
-        with torch_threads(threads):  # the comparison names the machine as the runs had it
-            line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
+                               preset=preset, data_seed=data_seed, threads=args.threads)
+        line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
               + f" ({Path(out) / 'comparison.md'})", flush=True)
         return 1 if diffs else 0

@@ -11,6 +11,7 @@ keys are read by people and dashboards): ``demo``, ``seeds`` and ``methods``.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -232,8 +233,11 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
         lo, hi = d["ci95"]
         return f"{d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] {d['verdict']}"
 
-    md = [f"# Against `{reference}`", "", f"Produced by `{command} --compare {reference}`: {line}. This report's "
-          f"machine: {machine_line()} (each stage's: `machines.json`).", "",
+    stages = out / "machines.json"  # the runner's record of the machines this run's stages ran on
+    ran_on = [m for m in json.loads(stages.read_text()) if m != "not recorded"] if stages.is_file() else []
+    where = (f"This run's stages ran on: {'; '.join(ran_on)}" if ran_on else f"This report's machine: {machine_line()}")
+    md = [f"# Against `{reference}`", "", f"Produced by `{command} --compare {reference}`: {line}. {where} (each "
+          "stage's: `machines.json`).", "",
           "| difference | this run: a − b [95 % CI] verdict | reference | same verdict |", "| --- | --- | --- | :---: |",
           *[f"| `{v['path']}` | {cell(v['new'])} | {cell(v['reference'])} | {'yes' if v['same_verdict'] else '**no**'} |"
             for v in verdicts]]
