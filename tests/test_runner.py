@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -90,7 +92,8 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                           ([str(DEMOS / "demo_methods.yaml"), "--preset", "hard", "--readme", "R.md"],
                            "--readme: the README shows"),
                           ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments"),
-                          ([str(DEMOS / "demo.yaml"), "--seeds", "3"], "report (demo) shows one training seed")):
+                          ([str(DEMOS / "demo.yaml"), "--seeds", "3"], "report (demo) shows one training seed"),
+                          ([str(DEMOS / "demo.yaml"), "--kernels", "avx9"], "--kernels: invalid choice: 'avx9'")):
         bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
                               "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60, cwd=REPO)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
@@ -551,3 +554,34 @@ def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
     assert any("cream/fit_s" in stages for stages in machines.values())
     assert f" --fast --seeds 1 --threads {threads}`" in (tvar / "results_trainseed0" / "metrics.md").read_text()
     assert f", {threads} thread{plural}, " in (tvar / "results_trainseed0" / "comparison.md").read_text()
+    # an AVX2 machine's kernels (a process of its own: torch fixes its kernels at its first operation): a folder of its
+    # own, in the fingerprint, the command line, the machines file and the comparison
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return
+    done = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", str(decl), "--fast", "--kernels", "avx2",
+                           "--train-seed", "0", "--compare", str(out / "metrics.json")], capture_output=True, text=True,
+                          timeout=600, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    kvar = tmp_path / "outputs" / "cream_hard_avx2kernels_fast"
+    assert json.loads((kvar / "cream" / "inputs.json").read_text())["kernels"] == "avx2"
+    machines = json.loads((kvar / "results_trainseed0" / "machines.json").read_text())
+    assert machines and all(m.endswith(", AVX2 kernels") for m in machines if m != "not recorded")
+    assert " --fast --seeds 1 --kernels avx2`" in (kvar / "results_trainseed0" / "metrics.md").read_text()
+    assert ", AVX2 kernels" in (kvar / "results_trainseed0" / "comparison.md").read_text()
+
+
+def test_kernels_are_refused_in_one_line_where_torch_already_runs_others(monkeypatch):
+    import torch
+
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.core.machine import use_kernels
+
+    torch.ones(2).add_(1)  # torch's first operation here has fixed its kernels
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        pytest.skip("this machine's own kernels are AVX2: nothing to refuse")
+    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    with pytest.raises(UserValueError, match=r"^--kernels avx2: torch in this process runs \w+ kernels .*own$"):
+        use_kernels("avx2")
+    with pytest.raises(UserValueError, match="unknown kernel set 'avx9'"):
+        use_kernels("avx9")

@@ -12,7 +12,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_facts", "machine_line", "machine_text"]
+__all__ = ["KERNEL_SETS", "machine_facts", "machine_line", "machine_text", "use_kernels"]
+
+KERNEL_SETS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+"""CPU kernel sets a run can be made with instead of the machine's own (the runner's ``--kernels``): the
+environment that makes PyTorch and oneDNN dispatch to them, as a machine with only those would."""
 
 
 def machine_facts(gpu: bool = False) -> dict[str, Any]:
@@ -54,3 +58,23 @@ def machine_line() -> str:
     f = machine_facts()
     threads = f"{f['threads']} thread{'' if f['threads'] == 1 else 's'}"
     return f"{f['cpu']} ({f['arch']}), {f['cores']} cores, torch {f['torch']}, {threads}, {f['kernels']} kernels"
+
+
+def use_kernels(name: str) -> None:
+    """Make this process, and the processes it starts, compute with the kernel set ``name`` (:data:`KERNEL_SETS`).
+
+    torch chooses its kernels at its first operation, so this must come before any: a
+    :class:`~cream_pl.core.errors.UserValueError` (one line) where torch here already runs others, or where
+    this CPU lacks them.
+    """
+    from cream_pl.core.errors import UserValueError
+
+    if name not in KERNEL_SETS:
+        raise UserValueError(f"--kernels: unknown kernel set {name!r}; known: {sorted(KERNEL_SETS)}")
+    os.environ.update(KERNEL_SETS[name])
+    import torch
+
+    got = torch.backends.cpu.get_cpu_capability()
+    if got.lower() != name:
+        raise UserValueError(f"--kernels {name}: torch in this process runs {got} kernels (chosen at its first "
+                             f"operation, or this CPU has no {name.upper()}); start the runner as a process of its own")

@@ -6,7 +6,7 @@ It executes any declaration (:mod:`cream_pl.pipelines.experiment`):
    or a user's dataset used as it is;
 2. **runs**, each at each seed, in its folder under the work folder: a path-free fingerprint
    (dataset content, recipe text, overrides that are not places, the declaration's version, the thread
-   count where ``--threads`` gives one) starts a folder of other inputs over; the fit (``model.ckpt``),
+   count where ``--threads`` gives one, the CPU kernels where ``--kernels`` does) starts a folder of other inputs over; the fit (``model.ckpt``),
    the test (``test.json`` and the per-image records ``per_image_test.npz``) and every declared stage
    (:mod:`cream_pl.pipelines.run_stages`) write atomically and are skipped when done, so an interrupted
    experiment resumes by stage; each stage's time is kept in the folder's ``timing.json`` and the
@@ -87,6 +87,7 @@ class _Runner:
         self.inputs: dict[str, dict[str, Any]] = {}  # each run's fingerprint (a student's names its teachers')
         self.teachers: dict[str, Any] | None = None
         self.threads: int | None = None  # torch's CPU threads where --threads gives them (a fingerprint input)
+        self.kernels: str | None = None  # the CPU kernel set where --kernels names one (a fingerprint input)
         self.outcomes_so_far: dict[str, Outcome] = {}  # this seed's finished runs (teachers are chosen among them)
         self._eval_dm: Any = None
 
@@ -163,7 +164,8 @@ class _Runner:
 
         return {"data_sha1": self.data_sha1, "recipe_sha1": file_sha1(recipe),
                 "overrides": json.loads(json.dumps(dict(kept), sort_keys=True)), "version": self.exp.version,
-                **({"threads": self.threads} if self.threads is not None else {})}
+                **({"threads": self.threads} if self.threads is not None else {}),
+                **({"kernels": self.kernels} if self.kernels is not None else {})}
 
     def legacy(self, today: dict[str, Any], seed: int) -> Callable[[dict[str, Any]], Any]:
         """A fingerprint of the declaration's ``legacy`` layout (``{data_sha1, recipe_sha1, train_seed, fast, <version
@@ -249,14 +251,15 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                    seeds: Sequence[int] | None = None, only: Sequence[str] | None = None,
                    skip: Sequence[str] = (), readme: Path | str | None = None,
                    preset: str | None = None, data_seed: int | None = None, threads: int | None = None,
-                   log: Callable[[str], None] | None = None,
+                   kernels: str | None = None, log: Callable[[str], None] | None = None,
                    report: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Execute a declaration (see the module docstring); returns the report's payload (``metrics.json``'s content).
 
     ``data``: a user's dataset instead of the declared one (used as it is); ``preset`` / ``data_seed``: the
     declared synthetic dataset's preset / generator seed instead of the declaration's; ``threads``: torch's CPU threads
     instead of one per core (a variant: a work folder of its own, in the fingerprint and the command line; set for the
-    runs, then restored); ``seeds``: training seeds
+    runs, then restored); ``kernels``: a CPU kernel set of :data:`cream_pl.core.machine.KERNEL_SETS` instead of the
+    machine's own (a variant too; set before torch's first operation, else refused); ``seeds``: training seeds
     instead of each run's; ``only``: a subset of the runs; ``skip``: stages left out; ``readme``: splice the
     report's block into it; ``report``: a report function instead of the declaration's (a caller that gathers
     several experiments).
@@ -268,22 +271,26 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
 
     preset, data_seed = data_variant(exp, preset, data_seed)
     command = command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip, preset=preset,
-                           data_seed=data_seed, threads=threads)
+                           data_seed=data_seed, threads=threads, kernels=kernels)
     if preset is not None or data_seed is not None:
         ds = exp.dataset
         exp = replace(exp, dataset=replace(ds, preset=preset or ds.preset, seed=ds.seed if data_seed is None else data_seed))
     start = time.time()
     log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
     own_out, own_work = default_places(exp, fast=fast, preset=preset, data_seed=data_seed, data=data, seeds=seeds,
-                                       only=only, threads=threads)
+                                       only=only, threads=threads, kernels=kernels)
     work = Path(work) if work is not None else Path(own_work)
     out = Path(out) if out is not None else Path(own_out)
     owned = data is None and exp.dataset.preset is not None
     variant = fast or preset is not None or data_seed is not None or data is not None  # never touches the declared
     root = Path(data) if data is not None else (work / "data" if variant and owned  # dataset or its runs' work
                                                 else Path(exp.dataset.root.replace("{work}", str(work))))
-    runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None)
-    runner.threads = threads
+    if kernels is not None:
+        from cream_pl.core.machine import use_kernels
+
+        use_kernels(kernels)
+    runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None or kernels is not None)
+    runner.threads, runner.kernels = threads, kernels
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -371,7 +378,7 @@ def torch_threads(threads: int | None) -> Any:
 
 def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = None, data: Path | str | None = None,
                  only: Sequence[str] | None = None, skip: Sequence[str] = (), preset: str | None = None,
-                 data_seed: int | None = None, threads: int | None = None) -> str:
+                 data_seed: int | None = None, threads: int | None = None, kernels: str | None = None) -> str:
     """The runner's command line that reproduces an experiment's numbers: the declaration and every option that
     changes them (places such as ``--out`` or ``--work`` do not).
 
@@ -383,6 +390,8 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
         'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --train-seed 3 --preset hard --data-seed 1'
         >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), threads=1, skip=["regressor"])
         'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --threads 1 --skip regressor'
+        >>> command_line(SimpleNamespace(source="experiments/demos/demo.yaml"), kernels="avx2")
+        'python -m cream_pl.pipelines.runner experiments/demos/demo.yaml --kernels avx2'
     """
     source, root = Path(exp.source).resolve(), Path(__file__).resolve().parents[2]
     words = ["python -m cream_pl.pipelines.runner",  # a shipped declaration as the repository names it
@@ -400,6 +409,8 @@ def command_line(exp: Any, *, fast: bool = False, seeds: Sequence[int] | None = 
         words.append(f"--data-seed {data_seed}")
     if threads is not None:
         words.append(f"--threads {threads}")
+    if kernels is not None:
+        words.append(f"--kernels {kernels}")
     for option, values in (("--only", only), ("--skip", skip)):
         if values:
             words.append(f"{option} {' '.join(values)}")
@@ -428,6 +439,10 @@ def _parser() -> OneLineArgumentParser:
                         help="torch's CPU threads (default: one per core; OMP_NUM_THREADS is not read). Another count "
                         "rounds float sums otherwise and trains another model, so a given count is a variant: a work "
                         "folder of its own, in the fingerprint and the command line")
+    parser.add_argument("--kernels", default=None, choices=("avx2",),
+                        help="compute with these CPU kernels instead of the machine's own (avx2: an AVX2 machine's, "
+                        "via ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA). Other kernels round float sums otherwise: "
+                        "a variant, like --threads")
     parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
     parser.add_argument("--restart", action="store_true", help="remove the work folder first")
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
@@ -440,15 +455,16 @@ def _parser() -> OneLineArgumentParser:
 
 def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, data_seed: int | None = None,
                    data: Path | str | None = None, seeds: Sequence[int] | None = None,
-                   only: Sequence[str] | None = None, threads: int | None = None) -> tuple[str, str]:
+                   only: Sequence[str] | None = None, threads: int | None = None,
+                   kernels: str | None = None) -> tuple[str, str]:
     """``(out, work)`` when the caller names neither: the declaration's, or, for a variant of its data (another
     ``preset`` or ``data_seed``, a user's ``data``) or a ``--fast`` smoke run, a folder of the variant's own beside
     the declared work folder (its dataset and results inside): a variant never touches the declared run's dataset,
     work or results. One training seed where the declaration has other or more (``--train-seed``) and a subset of
     the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
     folders of their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
-    variant's (see :func:`data_variant`); a run at a thread count given explicitly (``threads``) trains in a work folder
-    of its own, its results inside, on the declared dataset.
+    variant's (see :func:`data_variant`); a run at a thread count given explicitly (``threads``) or on another kernel
+    set (``kernels``) trains in a work folder of its own, its results inside, on the declared dataset.
 
     Example:
         >>> from types import SimpleNamespace
@@ -463,12 +479,13 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
         ('results/x_trainseed1', 'outputs/x')
         >>> default_places(exp, data="/data/my_birds/"), default_places(exp, fast=True, only=["ci"])
         (('outputs/demo_my_birds/results', 'outputs/demo_my_birds'), ('outputs/demo_fast/results_only-ci', 'outputs/demo_fast'))
-        >>> default_places(exp, threads=1)
-        ('outputs/demo_threads1/results', 'outputs/demo_threads1')
+        >>> default_places(exp, threads=1), default_places(exp, kernels="avx2")
+        (('outputs/demo_threads1/results', 'outputs/demo_threads1'), ('outputs/demo_avx2kernels/results', 'outputs/demo_avx2kernels'))
     """
     tag = "".join(f"_{p}" for p in (None if data is None else Path(data).resolve().name, preset,
                                      None if data_seed is None else f"dataseed{data_seed}",
-                                     None if threads is None else f"threads{threads}", "fast" if fast else None)
+                                     None if threads is None else f"threads{threads}",
+                                     None if kernels is None else f"{kernels}kernels", "fast" if fast else None)
                   if p is not None)
     out, work = (exp.out, exp.work) if not tag else (f"{exp.work}{tag}/results", f"{exp.work}{tag}")
     if seeds is not None and len(seeds) == 1 and {s for r in exp.runs for s in r.seeds} != set(seeds):
@@ -501,6 +518,10 @@ def least_seeds(exp: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.kernels is not None:  # before torch's first operation, which fixes its kernels
+        from cream_pl.core.machine import use_kernels
+
+        use_kernels(args.kernels)
     from cream_pl.pipelines.experiment import load_experiment
 
     exp = load_experiment(args.experiment)
@@ -547,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
     preset, data_seed = data_variant(exp, args.preset, args.data_seed)
     own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,
-                                       seeds=seeds, only=args.only, threads=args.threads)
+                                       seeds=seeds, only=args.only, threads=args.threads, kernels=args.kernels)
     out, work = args.out or own_out, args.work or own_work
     if args.readme is not None and own_out != exp.out:
         parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
@@ -576,13 +597,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(DEFAULT_THREADS)
     run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
                    only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed,
-                   threads=args.threads)
+                   threads=args.threads, kernels=args.kernels)
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import write_comparison
 
         new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
         command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
-                               preset=preset, data_seed=data_seed, threads=args.threads)
+                               preset=preset, data_seed=data_seed, threads=args.threads, kernels=args.kernels)
         line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
               + f" ({Path(out) / 'comparison.md'})", flush=True)
