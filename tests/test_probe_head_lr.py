@@ -63,7 +63,7 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
              ([*acol, "--data", str(tmp_path / "nodata")], "nodata: no dataset there"),
              (["--recipes", str(ACOL), "--data", str(tiny), "--multipliers", "0"], "each must be a positive number"),
              (["--recipes", str(ACOL), "--data", str(tiny)], "--recipes: name the multipliers too"),
-             ([*acol, "--data", str(tiny), "--steps", "0"], "--steps 0: must be 1 or more"),
+             ([*acol, "--data", str(tiny), "--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"),
              ([*acol, "--data", str(tiny), "--out", str(tmp_path / "p.md")], "p.md: a .json file"),
              (["--data", str(tiny), "--declaration", str(no_choice)], "no_choice.yaml: no run chooses head_lr_multiplier"),
              (["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml")], "none.yaml: not found (--declaration")]

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cream_pl.core.options import OneLineArgumentParser
+from cream_pl.core.options import OneLineArgumentParser, positive_int
 from cream_pl.pipelines.entry import pipeline_main
 
 __all__ = ["HEAD_LR_KEY", "curve_summary", "declared_plan", "loss_curve", "main", "markdown", "probe",
@@ -168,10 +168,11 @@ def _shown(path: Path) -> str:
         return path.as_posix()
 
 
-def rewrite_methods_readme(results: Path, declaration: Path = DECLARATION) -> Path:
+def rewrite_methods_readme(results: Path, exp: Any = None) -> Path:
     """Rewrite a demo-methods results folder's ``README.md`` from its ``metrics.json`` and ``probe_head_lr.json``
     (nothing is trained or tested): the runner's report, with the differences and training grids put back in the
-    declaration's order (``metrics.json`` keeps its keys sorted) and the command line rebuilt from its benchmark."""
+    order of ``exp``, the loaded declaration (default: :data:`DECLARATION`; ``metrics.json`` keeps its keys sorted),
+    and the command line rebuilt from its benchmark."""
     from cream_pl.core.errors import UserValueError
     from cream_pl.pipelines.experiment import load_experiment
     from cream_pl.pipelines.runner import command_line
@@ -181,7 +182,7 @@ def rewrite_methods_readme(results: Path, declaration: Path = DECLARATION) -> Pa
     metrics = Path(results) / "metrics.json"
     if not metrics.is_file():
         raise UserValueError(f"{metrics}: not found (make demo-methods writes the results)")
-    exp = load_experiment(declaration)
+    exp = exp if exp is not None else load_experiment(DECLARATION)
     try:
         payload = json.loads(metrics.read_text(encoding="utf-8"))
         b = payload["benchmark"]
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--multipliers (default: the declaration's runs that choose head_lr_multiplier, at its grid)")
     parser.add_argument("--multipliers", nargs="+", type=float, default=None,
                         help="head learning-rate multipliers (default: the declaration's grid)")
-    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the recipe's "
+    parser.add_argument("--steps", type=positive_int, default=None, help="stop after this many steps (default: the recipe's "
                         "whole training)")
     parser.add_argument("--data", default="data/synth", help="the benchmark's root (default: data/synth, make demo's)")
     parser.add_argument("--out", required=True, help="JSON results (a .md table is written beside it)")
@@ -250,8 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{recipe}: not found (a recipe YAML, e.g. experiments/embedded_acol_cream.yaml)")
     if args.recipes and args.multipliers is None:
         parser.error("--recipes: name the multipliers too (--multipliers 1 3 10)")
-    if args.steps is not None and args.steps < 1:
-        parser.error(f"--steps {args.steps}: must be 1 or more")
     if any(not (m > 0 and math.isfinite(m)) for m in args.multipliers or ()):
         parser.error(f"--multipliers {args.multipliers}: each must be a positive number")
     out = Path(args.out)
@@ -281,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_markdown_atomic(table, out.with_suffix(".md"))
     print(table, end="")
     if args.readme is not None:
-        print(f"{rewrite_methods_readme(Path(args.readme), Path(args.declaration))}: rewritten from its metrics.json "
+        print(f"{rewrite_methods_readme(Path(args.readme), exp)}: rewritten from its metrics.json "
               "and this probe")
     return 0
 
