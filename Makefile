@@ -48,13 +48,13 @@ demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 re
 	$(RUN) experiments/demos/demo_seeds.yaml $(if $(SEEDS),--seeds $(SEEDS))
 
 demo-threads: install ## make demo's classifier (no CREAM_reg) at two torch threads and at one on this machine, same data, recipe and seed, the second compared number by number with the first: how far the thread count moves results -> results/embedded_threads/ (12 min of stages on 2 cores: timing.total_s of the two metrics.json, 4.9 + 6.9)
+	rm -f results/embedded_threads/two_threads/comparison.md results/embedded_threads/one_thread/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 2 --out results/embedded_threads/two_threads --work outputs/demo_threads/two_threads
-	rm -f results/embedded_threads/one_thread/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 1 --out results/embedded_threads/one_thread --work outputs/demo_threads/one_thread --compare results/embedded_threads/two_threads/metrics.json || test -f results/embedded_threads/one_thread/comparison.md
 
 demo-kernels: install ## make demo's classifier (no CREAM_reg) with this machine's CPU kernels and with an AVX2 machine's (--kernels avx2), same data, recipe, seed and threads, the second compared number by number with the first: how far other kernels move results -> results/embedded_kernels/
+	rm -f results/embedded_kernels/own_kernels/comparison.md results/embedded_kernels/avx2_kernels/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --out results/embedded_kernels/own_kernels --work outputs/demo_kernels/own_kernels
-	rm -f results/embedded_kernels/avx2_kernels/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --kernels avx2 --out results/embedded_kernels/avx2_kernels --work outputs/demo_kernels/avx2_kernels --compare results/embedded_kernels/own_kernels/metrics.json || test -f results/embedded_kernels/avx2_kernels/comparison.md
 
 demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: val Top-1 Cls / GT-known every epoch (the dilemma), teachers = best val checkpoints over (run, epoch), paired intervals on all / unusual / usual backgrounds -> results/embedded_confounded/ (~18 min)

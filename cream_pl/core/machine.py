@@ -63,18 +63,25 @@ def machine_line() -> str:
 def use_kernels(name: str) -> None:
     """Make this process, and the processes it starts, compute with the kernel set ``name`` (:data:`KERNEL_SETS`).
 
-    torch chooses its kernels at its first operation, so this must come before any: a
-    :class:`~cream_pl.core.errors.UserValueError` (one line) where torch here already runs others, or where
-    this CPU lacks them.
+    torch chooses its kernels at its first operation, so this must come before any. A
+    :class:`~cream_pl.core.errors.UserValueError` (one line, the environment left as it was) where torch here runs
+    others: this CPU lacks them, or an earlier operation in this process chose them.
     """
     from cream_pl.core.errors import UserValueError
 
     if name not in KERNEL_SETS:
         raise UserValueError(f"--kernels: unknown kernel set {name!r}; known: {sorted(KERNEL_SETS)}")
+    before = {k: os.environ.get(k) for k in KERNEL_SETS[name]}
     os.environ.update(KERNEL_SETS[name])
     import torch
 
     got = torch.backends.cpu.get_cpu_capability()
     if got.lower() != name:
-        raise UserValueError(f"--kernels {name}: torch in this process runs {got} kernels (chosen at its first "
-                             f"operation, or this CPU has no {name.upper()}); start the runner as a process of its own")
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        raise UserValueError(f"--kernels {name}: torch here runs {got} kernels: this CPU has no {name.upper()}, or "
+                             "an earlier torch operation in this process chose them (the runner's command line sets "
+                             "them before any)")

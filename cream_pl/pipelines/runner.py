@@ -6,8 +6,9 @@ It executes any declaration (:mod:`cream_pl.pipelines.experiment`):
    or a user's dataset used as it is;
 2. **runs**, each at each seed, in its folder under the work folder: a path-free fingerprint
    (dataset content, recipe text, overrides that are not places, the declaration's version, the thread
-   count where ``--threads`` gives one, the CPU kernels where ``--kernels`` does) starts a folder of other inputs over; the fit (``model.ckpt``),
-   the test (``test.json`` and the per-image records ``per_image_test.npz``) and every declared stage
+   count where ``--threads`` gives one, the CPU kernels where ``--kernels`` does) starts a folder of
+   other inputs over; the fit (``model.ckpt``), the test (``test.json`` and the per-image records
+   ``per_image_test.npz``) and every declared stage
    (:mod:`cream_pl.pipelines.run_stages`) write atomically and are skipped when done, so an interrupted
    experiment resumes by stage; each stage's time is kept in the folder's ``timing.json`` and the
    machine it ran on in ``machine.json`` (gathered into ``<out>/machines.json``: CPU, kernels, threads,
