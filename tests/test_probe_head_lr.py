@@ -189,3 +189,22 @@ def test_the_committed_methods_readme_is_what_its_files_render(tmp_path, monkeyp
     (tmp_path / "probe_head_lr.json").write_text((committed / "probe_head_lr.json").read_text())
     rewrite_methods_readme(tmp_path)
     assert (tmp_path / "README.md").read_text() == (committed / "README.md").read_text()
+
+
+def test_the_readme_blocks_are_what_the_committed_results_render(tmp_path, monkeypatch):
+    """README.md's RESULTS block is what results/embedded renders (make readme-results), and its METHODS block what
+    results/embedded_methods/metrics.json renders (in the declaration's order: metrics.json's keys are sorted)."""
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.reporting.demo_methods_report import in_order, splice_summary
+    from cream_pl.reporting.demo_report import main
+
+    monkeypatch.chdir(REPO)
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
+    assert main(["--readme", str(readme), "--results", "results/embedded"]) == 0
+    exp = load_experiment(REPO / "experiments" / "demos" / "demo_methods.yaml")
+    payload = json.loads((REPO / "results" / "embedded_methods" / "metrics.json").read_text())
+    payload["methods"] = in_order(payload["methods"], [r.key for r in exp.runs])
+    payload["differences"] = in_order(payload["differences"], [f"{d.a}-{d.b}" for d in exp.differences])
+    splice_summary(readme, payload, Path("results/embedded_methods"))
+    assert readme.read_text() == (REPO / "README.md").read_text()
