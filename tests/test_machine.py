@@ -28,19 +28,22 @@ def test_the_comparison_names_the_machine_as_before(tmp_path):
 
     from cream_pl.reporting.experiment_report import write_comparison
 
-    write_comparison({"a": 1.0}, {"a": 1.0}, tmp_path / "ref.json", tmp_path, "cmd")
+    ref = tmp_path / "reference" / "metrics.json"
+    ref.parent.mkdir()
+    write_comparison({"a": 1.0}, {"a": 1.0}, ref, tmp_path, "cmd")
     machine = json.loads((tmp_path / "comparison.json").read_text())["machine"]
     assert set(machine) == {"cpu", "cores", "torch"} and machine["torch"] == version("torch")
     assert machine["cores"] == os.cpu_count()
     from cream_pl.core.machine import machine_line  # the markdown names threads and kernels too
 
-    assert f"This report's machine: {machine_line()} (each stage's: `machines.json`)." in (
-        tmp_path / "comparison.md").read_text()
-    # where the runner recorded the machines of the run's stages, those are named, not the report's
+    assert (f"This report's machine: {machine_line()}; the reference's machines are not recorded (no `machines.json` "
+            "beside it) (each stage's: `machines.json`).") in (tmp_path / "comparison.md").read_text()
+    # where the runner recorded the machines of the run's stages (and of the reference's), those are named
     (tmp_path / "machines.json").write_text(json.dumps({"CPU X, 1 thread": ["fit_s"], "not recorded": ["data_s"]}))
-    write_comparison({"a": 1.0}, {"a": 1.0}, tmp_path / "ref.json", tmp_path, "cmd")
-    assert "This run's stages ran on: CPU X, 1 thread (each stage's: `machines.json`)." in (
-        tmp_path / "comparison.md").read_text()
+    (ref.parent / "machines.json").write_text(json.dumps({"CPU Y, 2 threads": ["fit_s"]}))
+    write_comparison({"a": 1.0}, {"a": 1.0}, ref, tmp_path, "cmd")
+    assert ("This run's stages ran on: CPU X, 1 thread; the reference's on: CPU Y, 2 threads (each stage's: "
+            "`machines.json`).") in (tmp_path / "comparison.md").read_text()
 
 
 def test_the_machine_line_names_the_threads_and_kernels_torch_runs_with():

@@ -233,9 +233,14 @@ def write_comparison(new: Mapping[str, Any], ref: Mapping[str, Any], reference: 
         lo, hi = d["ci95"]
         return f"{d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] {d['verdict']}"
 
-    stages = out / "machines.json"  # the runner's record of the machines this run's stages ran on
-    ran_on = [m for m in json.loads(stages.read_text()) if m != "not recorded"] if stages.is_file() else []
-    where = (f"This run's stages ran on: {'; '.join(ran_on)}" if ran_on else f"This report's machine: {machine_line()}")
+    def ran_on(folder: Path) -> list[str]:  # the runner's record of the machines a run's stages ran on
+        stages = folder / "machines.json"
+        return [m for m in json.loads(stages.read_text()) if m != "not recorded"] if stages.is_file() else []
+
+    here, there = ran_on(out), ran_on(Path(reference).parent)
+    where = (f"This run's stages ran on: {'; '.join(here)}" if here else f"This report's machine: {machine_line()}")
+    where += (f"; the reference's on: {'; '.join(there)}" if there else
+              "; the reference's machines are not recorded (no `machines.json` beside it)")
     md = [f"# Against `{reference}`", "", f"Produced by `{command} --compare {reference}`: {line}. {where} (each "
           "stage's: `machines.json`).", "",
           "| difference | this run: a − b [95 % CI] verdict | reference | same verdict |", "| --- | --- | --- | :---: |",
