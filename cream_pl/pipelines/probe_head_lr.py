@@ -89,12 +89,6 @@ def curve_summary(losses: Sequence[float]) -> dict[str, Any]:
             "first_nonfinite_step": bad}
 
 
-def _inputs(recipe: Path, multiplier: float, data: Path, steps: int | None) -> dict[str, Any]:
-    from cream_pl.core.io import file_sha1
-    from cream_pl.data.metadata import data_sha1
-
-    return {"recipe_sha1": file_sha1(recipe), "data_sha1": data_sha1(data),
-            "multiplier": float(multiplier), "steps": steps}
 
 
 INFERENCE_KEYS = frozenset({"cream_search", "cream_search_epochs", "ablation_iterations", "ablation_lambdas",
@@ -139,13 +133,18 @@ def probe(plan: Sequence[tuple[Path, Sequence[float]]], data: Path, out: Path, s
     after each curve)."""
     import time
 
+    from cream_pl.core.io import file_sha1
+    from cream_pl.data.metadata import data_sha1
     from cream_pl.reporting.demo_methods_report import read_probe_curves
     from cream_pl.reporting.tables import write_json_atomic
 
     curves: dict[str, dict[str, Any]] = dict(read_probe_curves(out))  # every finished curve stays, asked for now or not
+    data_id = data_sha1(data)  # hashed once: a curve's inputs are its recipe's text, the data, its rate and steps
     for recipe, multipliers in plan:
+        recipe_id = file_sha1(recipe)
         for m in multipliers:
-            key, today = f"{Path(recipe).stem}@{m:g}x", _inputs(recipe, m, data, steps)
+            key = f"{Path(recipe).stem}@{m:g}x"
+            today = {"recipe_sha1": recipe_id, "data_sha1": data_id, "multiplier": float(m), "steps": steps}
             if curves.get(key, {}).get("inputs") == today:
                 log(f"{key}: using {out}")
                 continue

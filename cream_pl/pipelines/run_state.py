@@ -92,7 +92,7 @@ class StageTimer:
     Beside it, ``load.json`` keeps the 1-minute load average when each stage ended: above the core
     count, other processes competed for the CPU and the time is an upper bound. ``machine.json`` keeps
     the machine each stage ran on (:func:`cream_pl.core.machine.machine_line`: CPU model, cores, torch,
-    threads), since a rerun on other kernels or another thread count trains another model.
+    threads, kernels), since a rerun on other kernels or another thread count trains another model.
     """
 
     def __init__(self, path: Path) -> None:

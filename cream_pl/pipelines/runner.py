@@ -271,15 +271,15 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     from cream_pl.reporting.experiment_report import report_function
 
     preset, data_seed = data_variant(exp, preset, data_seed)
-    command = command_line(exp, fast=fast, seeds=seeds, data=data, only=only, skip=skip, preset=preset,
-                           data_seed=data_seed, threads=threads, kernels=kernels)
+    options: dict[str, Any] = {"fast": fast, "seeds": seeds, "data": data, "only": only, "preset": preset,
+                               "data_seed": data_seed, "threads": threads, "kernels": kernels}  # what names a variant
+    command = command_line(exp, skip=skip, **options)
     if preset is not None or data_seed is not None:
         ds = exp.dataset
         exp = replace(exp, dataset=replace(ds, preset=preset or ds.preset, seed=ds.seed if data_seed is None else data_seed))
     start = time.time()
     log = log or (lambda msg: print(f"[{exp.name}] {msg}", flush=True))
-    own_out, own_work = default_places(exp, fast=fast, preset=preset, data_seed=data_seed, data=data, seeds=seeds,
-                                       only=only, threads=threads, kernels=kernels)
+    own_out, own_work = default_places(exp, **options)
     work = Path(work) if work is not None else Path(own_work)
     out = Path(out) if out is not None else Path(own_out)
     owned = data is None and exp.dataset.preset is not None
@@ -568,8 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "a declaration with a seeds report (experiments/demos/demo_seeds.yaml)")
     seeds = list(range(args.seeds)) if args.seeds else [args.train_seed] if args.train_seed is not None else None
     preset, data_seed = data_variant(exp, args.preset, args.data_seed)
-    own_out, own_work = default_places(exp, fast=args.fast, preset=preset, data_seed=data_seed, data=args.data,
-                                       seeds=seeds, only=args.only, threads=args.threads, kernels=args.kernels)
+    options: dict[str, Any] = {"fast": args.fast, "seeds": seeds, "data": args.data, "only": args.only,
+                               "preset": preset, "data_seed": data_seed, "threads": args.threads,
+                               "kernels": args.kernels}  # one set for the places, the runs and the command line
+    own_out, own_work = default_places(exp, **options)
     out, work = args.out or own_out, args.work or own_work
     if args.readme is not None and own_out != exp.out:
         parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
@@ -596,15 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(DEFAULT_THREADS)
-    run_experiment(exp, out=out, work=work, data=args.data, fast=args.fast, restart=args.restart, seeds=seeds,
-                   only=args.only, skip=args.skip, readme=args.readme, preset=preset, data_seed=data_seed,
-                   threads=args.threads, kernels=args.kernels)
+    run_experiment(exp, out=out, work=work, restart=args.restart, skip=args.skip, readme=args.readme, **options)
     if args.compare is not None:
         from cream_pl.reporting.experiment_report import write_comparison
 
         new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
-        command = command_line(exp, fast=args.fast, seeds=seeds, data=args.data, only=args.only, skip=args.skip,
-                               preset=preset, data_seed=data_seed, threads=args.threads, kernels=args.kernels)
+        command = command_line(exp, skip=args.skip, **options)
         line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))
               + f" ({Path(out) / 'comparison.md'})", flush=True)

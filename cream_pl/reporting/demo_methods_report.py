@@ -439,10 +439,13 @@ def read_probe(results: Path, data: Path | str | None = None) -> dict[str, Any] 
     if not path.is_file():
         return None
     today = {"data_sha1": data_sha1(Path(data))} if data is not None and (Path(data) / "metadata").is_dir() else {}
+    stored = read_probe_curves(path)
+    recipes = {c.get("recipe", "") for c in stored.values()}
+    recipe_sha1 = {r: file_sha1(r) for r in recipes if Path(r).is_file()}  # each recipe hashed once, not per rate
     curves, stale = {}, []
-    for key, c in read_probe_curves(path).items():
-        recipe = Path(c.get("recipe", ""))
-        now = dict(today, **({"recipe_sha1": file_sha1(recipe)} if recipe.is_file() else {}))
+    for key, c in stored.items():
+        r = c.get("recipe", "")
+        now = dict(today, **({"recipe_sha1": recipe_sha1[r]} if r in recipe_sha1 else {}))
         if all(c.get("inputs", {}).get(k) == v for k, v in now.items()):
             curves[key] = c
         else:
