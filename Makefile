@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP) ## Create .venv and install cream-pl with the pinned, tested versions
 	@echo "cream-pl installed in $(VENV)"
 
-test: install ## Every test: unit, multi-process DDP (torchrun, gloo), end-to-end (CPU, 10 to 11 min on 2 cores)
+test: install ## Every test: unit, multi-process DDP (torchrun, gloo), end-to-end (CPU, 10 to 12 min on 2 cores)
 	$(PY) -m pytest -q --doctest-modules cream_pl tests
 
 test-fast: install ## The fast tests only (no multi-process DDP or end-to-end runs; ~3 min)
