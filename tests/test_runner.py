@@ -65,6 +65,31 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: runs[0]: a run tested per epoch takes no stages"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, teachers: [b]}, {key: b, recipe: r, test: epochs}]\n",
      "x.yaml: runs[0].teachers: 'b' is not an earlier run with test: epochs"),
+    ("", "x.yaml: the file is empty (a declaration is a mapping of"),
+    ("- a\n", "x.yaml: expected a mapping of"),
+    ("extends: nothere.yaml\nname: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\n", "nothere.yaml not found"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cream_selected, b: camx, metrics: [gt_known]}]\n",
+     "x.yaml: differences[0].b: no run gives a row 'camx'; rows: ['cam', 'cream_selected']"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, stages: [regressor]}]\n"
+     "differences: [{a: cream_reg, b: center_baseline, metrics: [gt_known]}]\n",
+     "x.yaml: differences[0].b: no run gives a row 'center_baseline'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cream_selected, b: cam, metrics: [pxap]}]\n",
+     "x.yaml: differences[0].metrics: 'pxap' has no paired interval"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: tabel\n", "x.yaml: report: unknown 'tabel'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndataset: {preset: cubb}\n",
+     "x.yaml: dataset.preset: unknown 'cubb'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreadme: {file: R.md, block: RESULT}\n",
+     "x.yaml: readme.block: unknown 'RESULT'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1, fast]}}]\n",
+     "x.yaml: runs[0].choose.values: expected numbers"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, folder: '{name}'}]\n",
+     "x.yaml: runs[0].folder: '{name}' may hold only {key} and {seed}"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seed_folders: {first: o}}]\n",
+     "x.yaml: runs[0].seed_folders: expected seed -> folder"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndataset: {overrides: {num_trainn: 5}}\n",
+     "x.yaml: dataset.overrides: got an unexpected keyword argument 'num_trainn'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nfast: {dataset: {num_train: 0}}\n",
+     "x.yaml: fast.dataset: num_train must be >= 1, got 0"),
 ])
 def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     from cream_pl.core.errors import UserError
@@ -153,6 +178,84 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
     assert "embedded_cream.yaml: run 'a' is tested per epoch" in out.stderr and "EpochCheckpoints" in out.stderr
     assert "runs[0].recipe" in out.stderr
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ("{model.init_args.head_lr: 3}", "runs[0] (a, embedded_cream): model.init_args: Option 'head_lr' is not accepted"),
+    ("{model.init_args.lr: fast}", "runs[0] (a, embedded_cream): model.init_args.lr: Expected a <class 'float'>. Got value: fast"),
+    ("{trainer.max_epochz: 3}", "runs[0] (a, embedded_cream): Group 'trainer' does not accept option 'max_epochz'"),
+    ("{trainer.callbacks.9.init_args.dirpath: x}",
+     "runs[0] (a, embedded_cream): override 'trainer.callbacks.9.init_args.dirpath': 'trainer.callbacks.9' is not in the recipe"),
+])
+def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_path, overrides, message, capsys):
+    """Every run's config is parsed before the data stage: a typo in the last run never costs the first run's training
+    (nor clears its earlier work)."""
+    from cream_pl.pipelines.runner import main
+
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\ndataset: {{root: {tmp_path / 'd'}}}\n"
+                           f"runs: [{{key: z, recipe: embedded_cream}}, {{key: a, recipe: embedded_cream, overrides: {overrides}}}]\n")
+    assert main([str(decl)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{decl}: " + message.replace("runs[0]", "runs[1]") in err, err
+    assert not any((tmp_path / n).exists() for n in ("w", "o", "d"))  # no data, no work, no results
+
+
+def test_the_readme_block_must_be_there_before_any_work(tmp_path, capsys):
+    from cream_pl.pipelines.runner import main
+
+    readme = tmp_path / "R.md"
+    readme.write_text("# mine\n<!-- RESULTS:END -->\n<!-- RESULTS:BEGIN -->\n")
+    places = ["--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]
+    for decl, file, message in ((DEMOS / "demo_seeds.yaml", readme, "fills no README block"),
+                                (DEMOS / "demo.yaml", tmp_path / "none.md", "none.md: file not found (--readme)"),
+                                (DEMOS / "demo.yaml", readme, "R.md: needs exactly one <!-- RESULTS:BEGIN -->")):
+        with pytest.raises(SystemExit) as exit_:  # the parser's error: one line, status 2
+            main([str(decl), "--readme", str(file), *places])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_dataset_used_as_it_is_must_be_there_before_any_work(tmp_path, capsys):
+    from cream_pl.pipelines.runner import main
+
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\n"
+                           f"dataset: {{root: {tmp_path / 'mine'}, preset: null}}\nruns: [{{key: a, recipe: embedded_cream}}]\n")
+    assert main([str(decl)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{tmp_path / 'mine'}: no dataset in the benchmark format" in err, err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_run_writes_every_file_of_its_recipe_in_its_own_folder(tmp_path):
+    """The recipe's logger, checkpoints and pseudo boxes live under its default_root_dir: for each run and seed they move
+    under the run's folder (places, never in the fingerprint), except where the declaration places or drops them."""
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.run_state import recipe_places
+    from cream_pl.pipelines.runner import _Runner
+
+    recipe = REPO / "experiments" / "embedded_cream.yaml"
+    places = recipe_places(recipe)
+    assert set(places.values()) == {"{root}", "{root}/checkpoints", "{root}/pseudo_boxes_cream_selected.json"}
+    decl = _decl(tmp_path, "name: x\nout: o\nwork: w\nruns:\n  - {key: a, recipe: embedded_cream, seeds: [0, 1]}\n"
+                           "  - {key: b, recipe: embedded_cream, overrides: {trainer.default_root_dir: '{run}/c', "
+                           "trainer.callbacks.0.init_args.dirpath: '{out}/ck'}}\n"
+                           "  - {key: c, recipe: embedded_cream, overrides: {trainer.logger: false, trainer.callbacks: []}}\n")
+    exp = load_experiment(decl)
+    r = _Runner(exp, tmp_path / "o", tmp_path / "w", tmp_path / "d", False, False, print)
+    got = {}
+    for run, seed in ((exp.runs[0], 0), (exp.runs[0], 1), (exp.runs[1], 0), (exp.runs[2], 0)):
+        folder = tmp_path / "w" / f"{run.key}{seed}"
+        resolved, kept = r.overrides(run, seed, folder, recipe, {})
+        got[run.key, seed] = {k: resolved.get(k) for k in places}
+        assert not set(places) & set(kept)  # where a run writes is not what it computes
+    a0 = tmp_path / "w" / "a0"
+    assert set(got["a", 0].values()) == {str(a0), str(a0 / "checkpoints"), str(a0 / "pseudo_boxes_cream_selected.json")}
+    assert not set(got["a", 0].values()) & set(got["a", 1].values())  # two seeds never share a file
+    b0 = tmp_path / "w" / "b0"
+    assert set(got["b", 0].values()) == {str(b0 / "c"), str(tmp_path / "o" / "ck"), str(b0 / "c" / "pseudo_boxes_cream_selected.json")}
+    assert set(got["c", 0].values()) == {None}  # dropped by the declaration: nothing added back
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints
@@ -304,6 +407,7 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert saved["pseudo_box_quality"]["source"] == "cream_selected"
     boxes = json.loads((work / "pseudo_boxes_cream_selected.json").read_text())  # written by the fit's callback
     assert boxes["info"]["source"] == "cream_selected"
+    assert any((work / "classifier" / "checkpoints").glob("*.ckpt"))  # the recipe's checkpoints, moved into the run
     assert set(saved["selected"]["cream"]) >= {"T", "kappa", "lambda", "feature_norm", "val_score", "candidates"}
     assert saved["benchmark"] == {**saved["benchmark"], "preset": "cub", "num_test": 32}
     for d in exp.differences:  # every stated difference has its interval, on the table's own numbers

@@ -40,6 +40,8 @@ def _root_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 def build_light_parser() -> argparse.ArgumentParser:
     """Every sub-command from its light parser: no torch, no Lightning (``--help``, usage errors)."""
     parser, subparsers = _root_parser()
+    for name in LIGHTNING_SUBCOMMANDS:  # main() hands these to Lightning's CLI; listed so that help and a typo name them
+        subparsers.add_parser(name, add_help=False, help=f"{name} with Lightning's CLI: --config FILE")
     for cmd in SUBCOMMANDS.values():
         cmd.add(subparsers)
     return parser

@@ -80,7 +80,9 @@ def _config_files(argv: Sequence[str]) -> list[str]:
 
 def _parse_error_line(err: BaseException, argv: Sequence[str]) -> str:
     """One line for a jsonargparse parse error, naming the ``--config`` file(s) it came from."""
-    text = " ".join(str(err).split()) or type(err).__name__
+    from cream_pl.pipelines.recipe_builder import parse_error_text
+
+    text = parse_error_text(err)
     text = text.replace("Subcommand", "subcommand", 1) if text.startswith("Subcommand") else text
     files = _config_files(argv)
     return f"{', '.join(files)}: {text}" if files else text

@@ -41,6 +41,7 @@ __all__ = [
     "paired_bootstrap_accuracy",
     "paired_bootstrap_max_box_acc",
     "paired_bootstrap_records",
+    "RECORD_METRICS",
     "verdict",
 ]
 
@@ -196,8 +197,9 @@ def paired_bootstrap_max_box_acc(
     return _summary(float(sa) - float(sb), np.asarray(diffs), na, n_resamples, confidence, seed, float(sa), float(sb))
 
 
-_RECORD_KEYS = {"gt_known": "gt_known", "top1_loc": "top1_loc", "top5_loc": "top5_loc", "cls_acc": "top1",
-                "max_box_acc_v2": "best_iou"}
+RECORD_METRICS = {"gt_known": "gt_known", "top1_loc": "top1_loc", "top5_loc": "top5_loc", "cls_acc": "top1",
+                  "max_box_acc_v2": "best_iou"}
+"""The metrics a paired interval is computed for, each with the per-image record field it reads."""
 
 
 def paired_bootstrap_records(
@@ -215,9 +217,9 @@ def paired_bootstrap_records(
             same split).
         metric: ``"max_box_acc_v2"``, ``"gt_known"``, ``"top1_loc"``, ``"top5_loc"`` or ``"cls_acc"``.
     """
-    if metric not in _RECORD_KEYS:
-        raise ValueError(f"metric must be one of {sorted(_RECORD_KEYS)}, got {metric!r}")
-    key = _RECORD_KEYS[metric]
+    if metric not in RECORD_METRICS:
+        raise ValueError(f"metric must be one of {sorted(RECORD_METRICS)}, got {metric!r}")
+    key = RECORD_METRICS[metric]
     for name, rec in (("a", a), ("b", b)):
         if key not in rec:
             raise ValueError(f"record {name} has no {key!r} (boxes missing from the split?)")

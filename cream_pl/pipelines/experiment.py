@@ -8,7 +8,10 @@ it fills. :mod:`cream_pl.pipelines.runner` does the rest: path-free fingerprints
 atomic outputs, stage times, intervals, reports.
 
 Every key is checked when the file is read: an unknown key, a missing one or a value of the wrong
-type is one line that names the file and the key (``experiments/demos/x.yaml: runs[1].recipe: ...``).
+type is one line that names the file and the key (``experiments/demos/x.yaml: runs[1].recipe: ...``),
+and so are a difference naming a row no run gives or a metric without a paired interval, an unknown
+report, README block or preset. The runner then parses every run's recipe with its overrides before
+any work (:func:`cream_pl.pipelines.runner.check_run_configs`).
 
 Overrides are Lightning-CLI dotted keys (as in ``cream-pl fit --trainer.max_epochs 3``). A string
 value may name a place: ``{run}`` (the run's folder), ``{data}`` (the dataset root) and ``{out}`` (the
@@ -38,7 +41,7 @@ Example (``experiments/demos/demo.yaml`` is a full one):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,7 +169,10 @@ def _checked(where: str, kind: str, value: Any, source: str) -> dict[str, Any]:
         return UserValueError(f"{source}: {where}{msg}")
 
     if not isinstance(value, Mapping):
-        raise fail(f": expected a mapping of {sorted(_KEYS[kind])}, got {type(value).__name__}")
+        if value is None and not where:
+            raise UserValueError(f"{source}: the file is empty (a declaration is a mapping of {sorted(_KEYS[kind])})")
+        raise UserValueError(f"{source}: {where + ': ' if where else ''}expected a mapping of {sorted(_KEYS[kind])}, "
+                             f"got {type(value).__name__}")
     unknown = sorted(set(value) - set(_KEYS[kind]))
     if unknown:
         raise fail(f"{'.' if where else ''}{unknown[0]}: unknown key; expected one of {sorted(_KEYS[kind])}")
@@ -192,6 +198,8 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     choose = None
     if "choose" in raw:
         c = _checked(f"{where}.choose", "choose", raw["choose"], source)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c["values"]):
+            raise UserValueError(f"{source}: {where}.choose.values: expected numbers, got {c['values']!r}")
         values = tuple(float(v) for v in c["values"])
         if len(values) < 2:
             raise UserValueError(f"{source}: {where}.choose.values: a choice needs at least two values, got {values}")
@@ -209,12 +217,36 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     if raw.get("test") == "epochs" and (raw.get("stages") or raw.get("choose")):
         raise UserValueError(f"{source}: {where}: a run tested per epoch takes no stages and no choose "
                              "(they work on a fitted model.ckpt)")
+    folder = raw.get("folder", "{key}")
+    try:
+        folder.format(key=raw["key"], seed=0)
+    except (KeyError, IndexError, ValueError):
+        raise UserValueError(f"{source}: {where}.folder: {folder!r} may hold only {{key}} and {{seed}}") from None
+    seed_folders = raw.get("seed_folders") or {}
+    if not all(isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str) for k, v in seed_folders.items()):
+        raise UserValueError(f"{source}: {where}.seed_folders: expected seed -> folder, got {seed_folders!r}")
     return RunDecl(key=raw["key"], recipe=raw["recipe"], name=raw.get("name", raw["key"]), seeds=tuple(seeds),
                    overrides=dict(raw.get("overrides", {})), rows=rows,
                    record=tuple(raw.get("record") or dict.fromkeys(rows.values())), stages=stages,
-                   folder=raw.get("folder", "{key}"),
-                   seed_folders={int(k): str(v) for k, v in (raw.get("seed_folders") or {}).items()}, choose=choose,
+                   folder=folder, seed_folders=dict(seed_folders), choose=choose,
                    test=raw.get("test", "model"), teachers=tuple(raw.get("teachers", ())))
+
+
+def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
+    """Each difference names rows that the runs, their stages or their teachers give, and metrics with a paired interval."""
+    from cream_pl.metrics.bootstrap import RECORD_METRICS
+    from cream_pl.pipelines.run_stages import STAGES
+
+    rows = {row for r in runs for row in (*r.rows, *(x for s in r.stages for x in STAGES[s].rows))}
+    rows |= {"cls_teacher", "loc_teacher"} if any(r.teachers for r in runs) else set()
+    for i, d in enumerate(diffs):
+        for side, row in (("a", d.a), ("b", d.b)):
+            if row not in rows:
+                raise UserValueError(f"{source}: differences[{i}].{side}: no run gives a row {row!r}; rows: {sorted(rows)}")
+        for metric in d.metrics:
+            if metric not in RECORD_METRICS:
+                raise UserValueError(f"{source}: differences[{i}].metrics: {metric!r} has no paired interval; "
+                                     f"metrics: {sorted(RECORD_METRICS)}")
 
 
 def read_yaml(path: Path) -> Any:
@@ -256,8 +288,9 @@ def load_experiment(path: Path | str) -> Experiment:
     top = _checked("", "experiment", raw, source)
     if "extends" in top:  # another declaration's keys, replaced by this one's (runs: field by field, by key)
         base_path = path.parent / top.pop("extends")
-        base = _checked("", "experiment", read_yaml(base_path) if base_path.is_file() else None,
-                        str(base_path))
+        if not base_path.is_file():
+            raise UserValueError(f"{source}: extends: {base_path} not found (a path relative to the declaration)")
+        base = _checked("", "experiment", read_yaml(base_path), str(base_path))
         mine = {r.get("key"): r for r in top.get("runs", []) if isinstance(r, Mapping)}
         runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
         top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}
@@ -277,9 +310,26 @@ def load_experiment(path: Path | str) -> Experiment:
     for i, d in enumerate(top.get("differences", [])):
         d = _checked(f"differences[{i}]", "difference", d, source)
         diffs.append(Difference(d["a"], d["b"], tuple(d["metrics"])))
+    _check_differences(diffs, runs, source)
     ds = _checked("dataset", "dataset", top.get("dataset", {}), source)
     fast = _checked("fast", "fast", top.get("fast", {}), source)
     readme = _checked("readme", "readme", top["readme"], source) if top.get("readme") is not None else {}
+    from cream_pl.data.synth import PRESETS, SynthConfig
+    from cream_pl.reporting.experiment_report import REPORTS, SPLICES
+
+    for where, value, known in (("dataset.preset", ds.get("preset", DatasetDecl.preset), PRESETS),
+                                ("report", top.get("report", "table"), REPORTS), ("readme.block", readme.get("block"), SPLICES)):
+        if value is not None and value not in known:
+            raise UserValueError(f"{source}: {where}: unknown {value!r}; known: {sorted(known)}")
+    if ds.get("preset", DatasetDecl.preset) is not None:  # the generator takes the overrides, --fast's too
+        from dataclasses import asdict
+
+        preset = asdict(PRESETS[ds.get("preset", DatasetDecl.preset)])
+        for where, extra in (("dataset.overrides", ds.get("overrides", {})), ("fast.dataset", fast.get("dataset", {}))):
+            try:
+                SynthConfig(**{**preset, **ds.get("overrides", {}), **extra})
+            except (TypeError, ValueError) as err:
+                raise UserValueError(f"{source}: {where}: {str(err).replace('SynthConfig.__init__() ', '')}") from None
     return Experiment(name=top["name"], out=top["out"], work=top["work"], runs=runs,
                       dataset=DatasetDecl(**{k: v for k, v in ds.items()}), version=top.get("version", 1),
                       fast={**DEFAULT_FAST, **fast},

@@ -28,7 +28,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from cream_pl.core.errors import user_error_message
 
-__all__ = ["CreamCLI", "build_from_recipe", "set_dotted"]
+__all__ = ["CreamCLI", "build_from_recipe", "check_recipe", "parse_error_text", "set_dotted"]
 
 
 class CreamCLI(LightningCLI):
@@ -173,6 +173,38 @@ def _is_classifier_class(class_path: str) -> bool:
     return isinstance(cls, type) and issubclass(cls, WSOLClassifier)
 
 
+_NOISE = ("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>",
+          "Problem with given class_path", "tip:")
+
+
+def parse_error_text(err: BaseException) -> str:
+    r"""jsonargparse's nested report of a config it refuses, as one short line: the key, then the reason.
+
+    Example:
+        >>> text = ('Parser key "model":\n  Does not validate against any of the Union subtypes\n  Errors:\n'
+        ...         "    - Problem with given class_path 'cream_pl.models.WSOLClassifier':\n"
+        ...         '        Parser key "lr":\n          Expected a float. Got value: abc\n'
+        ...         "    - Expected a <class 'NoneType'>\n  Given value type: <class 'dict'>")
+        >>> parse_error_text(ValueError(text))
+        'model.init_args.lr: Expected a float. Got value: abc'
+    """
+    import re
+
+    text = str(err)
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    if not keys:
+        return " ".join(text.split()) or type(err).__name__
+    nested = "Problem with given class_path" in text
+    key = keys[0] + (".init_args" if nested else "") + "".join("." + k for k in keys[1:])
+    lines = [line.strip().lstrip("-").strip() for line in text.splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(_NOISE)]
+    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
+    reason = "; ".join(dict.fromkeys(reasons)) or "not accepted"
+    if given is not None and "Got value" not in reason and not nested:
+        reason += f" (given {given})"
+    return f"{key}: {reason}"
+
+
 def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``config[a][b][c] = value`` for ``dotted = "a.b.c"``; integer keys index into lists.
 
@@ -213,19 +245,81 @@ def build_from_recipe(
     """
     import yaml
 
-    import cream_pl.data.datamodule  # noqa: F401  (register the data modules, so short class names resolve)
-    import cream_pl.models  # noqa: F401
-
-    config = yaml.safe_load(Path(recipe).read_text())
-    for key, value in (overrides or {}).items():
-        set_dotted(config, key, value)
+    config = _with_overrides(recipe, overrides)
     workdir = Path(workdir or Path(config.get("trainer", {}).get("default_root_dir", "outputs")))
     workdir.mkdir(parents=True, exist_ok=True)
     resolved = workdir / "config.yaml"
     resolved.write_text(yaml.safe_dump(config, sort_keys=False))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        return CreamCLI(
-            pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            args=["--config", str(resolved)], run=False, save_config_callback=None,
-        )
+    return _cli(CreamCLI, recipe, resolved, overrides)
+
+
+def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None, origin: str | None = None) -> None:
+    """Parse a recipe with ``overrides`` as :func:`build_from_recipe` would, building nothing: a key the classes do
+    not take or a value of the wrong type is one :class:`~cream_pl.core.errors.UserValueError` line, before any work,
+    that begins with ``origin`` (default: the recipe). A value that a class's ``__init__`` refuses shows when it is built.
+
+    Example:
+        >>> check_recipe("experiments/embedded_cream.yaml", {"model.init_args.lr": "fast"}, origin="mine.yaml: runs[0]")
+        Traceback (most recent call last):
+        cream_pl.core.errors.UserValueError: mine.yaml: runs[0]: model.init_args.lr: Expected a <class 'float'>. Got value: fast
+    """
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "config.yaml"
+        resolved.write_text(yaml.safe_dump(_with_overrides(recipe, overrides, origin), sort_keys=False))
+        _cli(_ParseOnlyCLI, recipe, resolved, overrides, origin)
+
+
+class _ParseOnlyCLI(CreamCLI):
+    """Parses the config and stops: no seed set, nothing instantiated."""
+
+    def _set_seed(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
+
+
+def _with_overrides(recipe: Path | str, overrides: Mapping[str, Any] | None, origin: str | None = None) -> dict[str, Any]:
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.experiment import read_yaml
+
+    config = read_yaml(Path(recipe))
+    if not isinstance(config, dict):
+        raise UserValueError(f"{recipe}: a recipe is a mapping (trainer, model, data), got {type(config).__name__}")
+    for key, value in (overrides or {}).items():
+        try:
+            set_dotted(config, key, value)
+        except KeyError as err:
+            raise UserValueError(f"{origin or recipe}: {err.args[0]}") from None
+        except (TypeError, ValueError, AttributeError, IndexError):
+            raise UserValueError(f"{origin or recipe}: override {key!r}: the recipe has no such place") from None
+    return config
+
+
+def _cli(cls: type[CreamCLI], recipe: Path | str, resolved: Path, overrides: Mapping[str, Any] | None,
+         origin: str | None = None) -> CreamCLI:
+    """``cls`` on the resolved config file; a config jsonargparse refuses is one line naming the recipe."""
+    from jsonargparse import ArgumentError
+
+    import cream_pl.data.datamodule  # noqa: F401  (register the data modules, so short class names resolve)
+    import cream_pl.models  # noqa: F401
+    from cream_pl.core.errors import UserValueError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            return cls(
+                pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                args=["--config", str(resolved)], run=False, save_config_callback=None,
+                parser_kwargs={"exit_on_error": False},
+            )
+    except ArgumentError as err:
+        origin = origin or f"{recipe}{' with its overrides' if overrides else ''}"
+        raise UserValueError(f"{origin}: {user_error_message(err) or parse_error_text(err)}") from None

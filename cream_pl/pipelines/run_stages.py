@@ -54,6 +54,7 @@ class Stage:
     run: Callable[[RunContext], Mapping[str, Any]]
     done: Callable[[RunContext], bool]
     timer: str | None  # the stage's key in the run's timing.json (None: not timed)
+    rows: tuple[str, ...] = ()  # the result rows it adds (a declaration's differences may name them)
 
 
 def _read(path: Path) -> Any:
@@ -374,11 +375,11 @@ def select_teachers(curves: Mapping[str, Sequence[Mapping[str, Any]]], candidate
 
 STAGES: dict[str, Stage] = {
     "split_statistics": Stage(_split_statistics, lambda ctx: False, None),
-    "center_baseline": Stage(_center_baseline, lambda ctx: False, None),
+    "center_baseline": Stage(_center_baseline, lambda ctx: False, None, ("center_baseline",)),
     "diagnostics": Stage(_diagnostics, _diagnostics_done, "diagnostics_s"),
     "figures": Stage(_figures, lambda ctx: False, "figures_s"),
     "pseudo_boxes": Stage(_pseudo_boxes, lambda ctx: _pseudo_boxes_path(ctx).is_file(), "pseudo_boxes_s"),
-    "regressor": Stage(_regressor, _regressor_done, "regressor_s"),
+    "regressor": Stage(_regressor, _regressor_done, "regressor_s", ("cream_reg", "cream_reg_psol")),
     "probe_map_extent": Stage(_probe, _probe_done, None),
 }
 """Every stage a declaration may name, by name."""

@@ -25,8 +25,8 @@ from typing import Any
 
 from cream_pl.data.metadata import data_sha1  # its home is the data layer; re-exported for the runner
 
-__all__ = ["StageTimer", "callback_index", "data_sha1", "ensure_synthetic_dataset", "path_free", "start_over_if_stale",
-           "synthetic_dataset_is_current"]
+__all__ = ["StageTimer", "callback_index", "data_sha1", "ensure_synthetic_dataset", "path_free", "recipe_places",
+           "start_over_if_stale", "synthetic_dataset_is_current"]
 
 
 def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
@@ -140,6 +140,43 @@ def callback_index(recipe: Path, class_name: str) -> int | None:
         if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith(class_name):
             return i
     return None
+
+
+def recipe_places(recipe: Path) -> dict[str, str]:
+    """Where the recipe's logger and callbacks write under its ``trainer.default_root_dir``: dotted override keys, each
+    mapped to its path with that root written ``{root}`` (so a runner can move them into a run's folder).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "r.yaml"
+        >>> _ = path.write_text("trainer: {default_root_dir: out/x, logger: {init_args: {save_dir: out/x}},"
+        ...                     " callbacks: [{init_args: {dirpath: out/x/ckpt, mode: max}}, {init_args: {dirpath: elsewhere}}]}")
+        >>> recipe_places(path)
+        {'trainer.logger.init_args.save_dir': '{root}', 'trainer.callbacks.0.init_args.dirpath': '{root}/ckpt'}
+    """
+    from cream_pl.pipelines.experiment import read_yaml
+
+    config = read_yaml(recipe)
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    root = trainer.get("default_root_dir") if isinstance(trainer, dict) else None
+    if not isinstance(root, str) or not root.strip("/"):
+        return {}
+    root = root.rstrip("/")
+    found: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}.{i}")
+        elif isinstance(node, str) and (node == root or node.startswith(root + "/")):
+            found[key] = "{root}" + node[len(root):]
+
+    for section in ("logger", "callbacks"):
+        walk(trainer.get(section), f"trainer.{section}")
+    return found
 
 
 def synthetic_dataset_is_current(root: Path, config: Mapping[str, Any], seed: int, *, owned: bool = True) -> bool:

@@ -51,14 +51,17 @@ from cream_pl.pipelines.run_fits import (
     teacher_rows,
 )
 
-__all__ = ["DEFAULT_THREADS", "ExperimentResult", "command_line", "data_variant", "default_places", "main",
+__all__ = ["DEFAULT_THREADS", "ExperimentResult", "check_run_configs", "command_line", "data_variant", "default_places", "main",
            "run_experiment", "torch_threads", "write_machines"]
 
 LEGACY_NAMES = {"classifier.ckpt": MODEL_FILE, "classifier_test.json": "test.json"}
 LEGACY_TIMES = {"classifier_s": "fit_s", "evaluation_s": "test_s"}
 """A ``make demo`` work folder of before the runner: its files and stage times under today's names."""
 DEFAULT_PLACES = {"data.init_args.data_root": "{data}", "trainer.default_root_dir": "{run}"}
-"""Where every run reads its data and writes its trainer's files, unless its declaration says otherwise."""
+"""Where every run reads its data and writes its trainer's files, unless its declaration says otherwise. Whatever the
+recipe's logger and callbacks write under the recipe's own ``default_root_dir`` (logs, checkpoints, pseudo boxes) moves
+under the run's (:func:`~cream_pl.pipelines.run_state.recipe_places`), unless the declaration places it itself: two
+runs or seeds of one recipe never share a file, and a ``--fast`` or ``--work`` run writes nothing outside its work."""
 
 
 @dataclass
@@ -137,13 +140,12 @@ class _Runner:
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(resolved, fingerprinted)``: the run's overrides with places filled in, and those that are not places."""
         from cream_pl.pipelines.experiment import PLACES
-        from cream_pl.pipelines.run_state import callback_index
+        from cream_pl.pipelines.run_state import callback_index, recipe_places
 
         raw: dict[str, Any] = {"seed_everything": seed, **DEFAULT_PLACES, **run.overrides,
                                "model.init_args.record_per_image": list(run.record),
                                **(self.exp.fast.get("overrides", {}) if self.fast else {}), **extra}
-        places = {"{run}": str(folder), "{data}": str(self.data), "{out}": str(self.out)}
-        resolved, kept = {}, {}
+        named: dict[str, Any] = {}
         for key, value in raw.items():
             if "[" in key:  # trainer.callbacks[ClassName].x: the recipe's callback of that class, if it has one
                 head, rest = key.split("[", 1)
@@ -152,7 +154,14 @@ class _Runner:
                 if index is None:
                     continue
                 key = f"{head}.{index}{tail}"
-            if isinstance(value, str) and any(p in value for p in PLACES):
+            named[key] = value
+        root = named["trainer.default_root_dir"]
+        moved = {k: v.replace("{root}", root) for k, v in recipe_places(recipe).items() if isinstance(root, str)
+                 and not any(k == d or k.startswith(d + ".") or d.startswith(k + ".") for d in named)}
+        places = {"{run}": str(folder), "{data}": str(self.data), "{out}": str(self.out)}
+        resolved, kept = {}, {}
+        for key, value in {**moved, **named}.items():
+            if key in moved or isinstance(value, str) and any(p in value for p in PLACES):
                 for p, v in places.items():
                     value = value.replace(p, v)
                 resolved[key] = value
@@ -292,13 +301,15 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         use_kernels(kernels)
     runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None or kernels is not None)
     runner.threads, runner.kernels = threads, kernels
+    runs = [r for r in exp.runs if not only or r.key in only]
+    for run in runs:  # every config the runs build, before any work
+        check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
     if restart:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):  # the runs, their stages and the report at this thread count
         runner.stage_data()
-        runs = [r for r in exp.runs if not only or r.key in only]
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
         for seed in all_seeds:
@@ -510,6 +521,18 @@ def data_variant(exp: Any, preset: str | None, data_seed: int | None) -> tuple[s
     return (None if preset == ds.preset else preset), (None if data_seed == ds.seed else data_seed)
 
 
+def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
+    """The configs ``run`` builds (its recipe with its overrides, at each value it chooses from), parsed before any
+    work: a key the classes do not take, or a value of the wrong type, is one line beginning with ``origin``."""
+    from cream_pl.pipelines.recipe_builder import check_recipe
+
+    recipe = r.recipe(run.recipe)
+    values = [None, *run.choose.values[1:]] if run.choose is not None else [None]
+    for v in values:
+        extra = {} if v is None else {run.choose.key: v}
+        check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin)
+
+
 def least_seeds(exp: Any) -> int:
     """How many training seeds the declaration's report needs (``settings: {min_seeds: N}``; 1 without it)."""
     return int(exp.settings.get("min_seeds", 1))
@@ -576,6 +599,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.readme is not None and own_out != exp.out:
         parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
                      f"{own_out} (leave out --readme)")
+    if args.readme is not None:  # its block must be there before any work, not found missing after it
+        begin, end = (f"<!-- {exp.readme.get('block')}:{m} -->" for m in ("BEGIN", "END"))
+        if not exp.readme:
+            parser.error(f"--readme: {exp.source} fills no README block (its readme: is null)")
+        if not Path(args.readme).is_file():
+            parser.error(f"{args.readme}: file not found (--readme)")
+        text = Path(args.readme).read_text(errors="replace")
+        if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+            parser.error(f"{args.readme}: needs exactly one {begin} ... {end} block, in that order (--readme)")
     if args.restart and args.work is None and work == exp.work and (seeds is not None or args.only):
         parser.error(f"--restart: {work} holds every declared run; with --train-seed/--seeds/--only name the "
                      "folder to clear with --work, or remove it yourself")
@@ -588,7 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     require_epoch_checkpoints(recipe, run.key)
             except (FileNotFoundError, ValueError) as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
-    preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data)
+    users = exp.dataset.root if args.data is None and exp.dataset.preset is None else None  # a dataset used as it is
+    preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data or users)
     reference = None
     if args.compare is not None:  # read before any work: a file that is not JSON is one line now, not after the runs
         try:
