@@ -57,7 +57,7 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: runs[0].stages: unknown stage 'figurez'"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}, {key: a, recipe: r}]\n", "x.yaml: runs: the run keys"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1]}}]\n",
-     "x.yaml: runs[0].choose.values: a choice needs at least two values"),
+     "x.yaml: runs[0].choose.values: a choice needs at least two different values"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cam, b: x}]\n",
      "x.yaml: differences[0].metrics: missing (required)"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}\n", "x.yaml, line 5: not valid YAML"),
@@ -81,15 +81,42 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreadme: {file: R.md, block: RESULT}\n",
      "x.yaml: readme.block: unknown 'RESULT'"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1, fast]}}]\n",
-     "x.yaml: runs[0].choose.values: expected numbers"),
+     "x.yaml: runs[0].choose.values: expected finite numbers"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, folder: '{name}'}]\n",
-     "x.yaml: runs[0].folder: '{name}' may hold only {key} and {seed}"),
+     "x.yaml: runs[0].folder: '{name}': a relative folder that may hold {key} and {seed}, nothing else"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seed_folders: {first: o}}]\n",
      "x.yaml: runs[0].seed_folders: expected seed -> folder"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndataset: {overrides: {num_trainn: 5}}\n",
      "x.yaml: dataset.overrides: got an unexpected keyword argument 'num_trainn'"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nfast: {dataset: {num_train: 0}}\n",
      "x.yaml: fast.dataset: num_train must be >= 1, got 0"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndataset: {overrides: {num_train: 2.5}}\n",
+     "x.yaml: dataset.overrides.num_train: expected int, got 2.5"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cam, b: cream_selected, metrics: [[gt_known]]}]\n",
+     "x.yaml: differences[0].metrics: expected a non-empty list of metric names"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cam, b: cream_selected, metrics: []}]\n",
+     "x.yaml: differences[0].metrics: expected a non-empty list"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, folder: '{seed[0]}'}]\n", "x.yaml: runs[0].folder: '{seed[0]}'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, folder: '{key.upper}'}]\n", "x.yaml: runs[0].folder: '{key.upper}'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, folder: '../{key}'}]\n", "x.yaml: runs[0].folder: '../{key}'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a/../../b, recipe: r}]\n", "x.yaml: runs[0].key: 'a/../../b': letters"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: '', recipe: r}]\n", "x.yaml: runs[0].key: '': letters"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, overrides: {1: 2}}]\n", "x.yaml: runs[0].overrides: expected string keys"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, overrides: {'trainer.callbacks[A.init_args.x': 1}}]\n",
+     "x.yaml: runs[0].overrides: 'trainer.callbacks[A.init_args.x': a callback is named as"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, stages: [{a: 1}]}]\n", "x.yaml: runs[0].stages: expected a list of names"),
+    ("name: x\nout: o\nwork: w\ndefaults: {overrides: [1]}\nruns: [{key: a, recipe: r, overrides: {b: 1}}]\n",
+     "x.yaml: defaults.overrides: expected dict, got list"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, record: [cam]}]\n",
+     "x.yaml: runs[0].record: ('cam',) leaves out the rows' map(s) ['cream_selected']"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1, 2], val: gt_knwon}}]\n",
+     "x.yaml: runs[0].choose.val: unknown 'gt_knwon'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1, 1]}}]\n",
+     "x.yaml: runs[0].choose.values: a choice needs at least two different values"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1, .nan]}}]\n",
+     "x.yaml: runs[0].choose.values: expected finite numbers"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nsettings: {min_seeds: two}\n",
+     "x.yaml: settings.min_seeds: expected an integer, got 'two'"),
 ])
 def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     from cream_pl.core.errors import UserError
@@ -200,6 +227,13 @@ def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_pa
     assert not any((tmp_path / n).exists() for n in ("w", "o", "d"))  # no data, no work, no results
 
 
+def test_a_seed_folder_may_be_named_by_a_quoted_seed(tmp_path):
+    from cream_pl.pipelines.experiment import load_experiment
+
+    exp = load_experiment(_decl(tmp_path, "name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seed_folders: {'0': f}}]\n"))
+    assert exp.runs[0].seed_folders == {0: "f"}
+
+
 def test_the_readme_block_must_be_there_before_any_work(tmp_path, capsys):
     from cream_pl.pipelines.runner import main
 
@@ -218,7 +252,16 @@ def test_the_readme_block_must_be_there_before_any_work(tmp_path, capsys):
 
 
 def test_a_dataset_used_as_it_is_must_be_there_before_any_work(tmp_path, capsys):
+    from cream_pl.data.synth import generate_synthetic_dataset
     from cream_pl.pipelines.runner import main
+
+    generate_synthetic_dataset(tmp_path / "w2" / "data", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                               min_side=48, max_side=56)  # inside the work folder ({work}/data): found there
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o2'}\nwork: {tmp_path / 'w2'}\ndataset: {{root: '{{work}}/data', "
+                           "preset: null}\nruns: [{key: a, recipe: embedded_cream, overrides: {model.init_args.lr: fast}}]\n",
+                 "inwork.yaml")
+    assert main([str(decl)]) == 2  # past the dataset check: refused at the run's config
+    assert "runs[0] (a, embedded_cream): model.init_args.lr" in capsys.readouterr().err
 
     decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\n"
                            f"dataset: {{root: {tmp_path / 'mine'}, preset: null}}\nruns: [{{key: a, recipe: embedded_cream}}]\n")
@@ -256,6 +299,14 @@ def test_a_run_writes_every_file_of_its_recipe_in_its_own_folder(tmp_path):
     b0 = tmp_path / "w" / "b0"
     assert set(got["b", 0].values()) == {str(b0 / "c"), str(tmp_path / "o" / "ck"), str(b0 / "c" / "pseudo_boxes_cream_selected.json")}
     assert set(got["c", 0].values()) == {None}  # dropped by the declaration: nothing added back
+    # a run tested per epoch keeps its epochs where the runner reads them, wherever its trainer's root is
+    kd = REPO / "experiments" / "embedded_confounded_ci_cam.yaml"
+    run = replace(exp.runs[0], test="epochs", recipe=str(kd), overrides={"trainer.default_root_dir": "{run}/fit"})
+    resolved, kept = r.overrides(run, 0, tmp_path / "w" / "e", kd, {})
+    assert {resolved["trainer.callbacks.1.init_args.dirpath"], resolved["trainer.callbacks.1.init_args.record_path"]} == {
+        str(tmp_path / "w" / "e" / "epochs"), str(tmp_path / "w" / "e" / "epochs.json")}
+    assert resolved["trainer.callbacks.0.init_args.dirpath"] == str(tmp_path / "w" / "e" / "fit" / "checkpoints")
+    assert not any("callbacks" in k for k in kept)
 
 
 # ---------------------------------------------------------------------------------------------- fingerprints

@@ -41,6 +41,8 @@ Example (``experiments/demos/demo.yaml`` is a full one):
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +142,8 @@ class Experiment:
 
 
 _DEFAULT_ROWS = {"cam": "cam", "cream_selected": "cream_selected"}
+CHOOSE_VAL = ("max_box_acc_v2", "cls_acc")
+"""The val figures of a run's own map a ``choose`` may go by (``val_method.json``, written by the runner's fit)."""
 DEFAULT_FAST: dict[str, Any] = {
     "dataset": {"num_train": 64, "num_val": 16, "num_test": 32, "num_classes": 4},
     "overrides": {"trainer.max_epochs": 1, "trainer.check_val_every_n_epoch": 1, "model.init_args.pretrained": False,
@@ -159,8 +163,9 @@ _KEYS = {
     "fast": {"dataset": dict, "overrides": dict},
     "readme": {"file": str, "block": str},
 }
+_KEYS["defaults"] = {k: v for k, v in _KEYS["run"].items() if k != "key"}
 _REQUIRED = {"experiment": ("name", "out", "work", "runs"), "run": ("key", "recipe"), "choose": ("key", "values"),
-             "difference": ("a", "b", "metrics"), "dataset": (), "fast": (), "readme": ("file", "block")}
+             "difference": ("a", "b", "metrics"), "dataset": (), "fast": (), "readme": ("file", "block"), "defaults": ()}
 
 
 def _checked(where: str, kind: str, value: Any, source: str) -> dict[str, Any]:
@@ -189,47 +194,79 @@ def _checked(where: str, kind: str, value: Any, source: str) -> dict[str, Any]:
 
 def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDecl:
     where = f"runs[{i}]"
+
+    def bad(key: str, msg: str) -> UserValueError:
+        return UserValueError(f"{source}: {where}{'.' + key if key else ''}: {msg}")
+
     raw = _checked(where, "run", {**defaults, **value} if isinstance(value, Mapping) else value, source)
     if "overrides" in defaults and "overrides" in value:  # a run's overrides add to the defaults'
         raw["overrides"] = {**defaults["overrides"], **value["overrides"]}
+    key = raw["key"]
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", key) or set(key) == {"."}:
+        raise bad("key", f"{key!r}: letters, digits, '_', '.' and '-' only (it names the run's folder)")
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise UserValueError(f"{source}: {where}.seeds: expected a non-empty list of seeds >= 0, got {seeds!r}")
+        raise bad("seeds", f"expected a non-empty list of seeds >= 0, got {seeds!r}")
+    for name in ("overrides", "rows"):
+        if any(not isinstance(k, str) for k in raw.get(name) or {}):
+            raise bad(name, f"expected string keys, got {sorted(map(repr, raw[name]))}")
+    for k in raw.get("overrides", {}):
+        if ("[" in k or "]" in k) and not re.fullmatch(r"[\w.]+\[\w+\](\.[\w.]+)?", k):
+            raise bad("overrides", f"{k!r}: a callback is named as trainer.callbacks[ClassName].init_args.<arg>")
+    for name in ("stages", "record", "teachers"):
+        if not all(isinstance(x, str) for x in raw.get(name, ())):
+            raise bad(name, f"expected a list of names, got {raw[name]!r}")
     choose = None
     if "choose" in raw:
         c = _checked(f"{where}.choose", "choose", raw["choose"], source)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c["values"]):
-            raise UserValueError(f"{source}: {where}.choose.values: expected numbers, got {c['values']!r}")
-        values = tuple(float(v) for v in c["values"])
-        if len(values) < 2:
-            raise UserValueError(f"{source}: {where}.choose.values: a choice needs at least two values, got {values}")
-        choose = Choice(c["key"], values, c.get("suffix", "_" + c["key"].rsplit(".", 1)[-1]), c.get("val", "max_box_acc_v2"))
+        values = c["values"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise bad("choose.values", f"expected finite numbers, got {values!r}")
+        if len(values) < 2 or len(set(values)) != len(values):
+            raise bad("choose.values", f"a choice needs at least two different values, got {values}")
+        if c.get("val", CHOOSE_VAL[0]) not in CHOOSE_VAL:
+            raise bad("choose.val", f"unknown {c['val']!r}; the val figures a run keeps: {list(CHOOSE_VAL)}")
+        choose = Choice(c["key"], tuple(float(v) for v in values), c.get("suffix", "_" + c["key"].rsplit(".", 1)[-1]),
+                        c.get("val", CHOOSE_VAL[0]))
     from cream_pl.pipelines.run_stages import STAGES
 
     stages = tuple(raw.get("stages", ()))
     for s in stages:
         if s not in STAGES:
-            raise UserValueError(f"{source}: {where}.stages: unknown stage {s!r}; known: {sorted(STAGES)}")
-    rows = {str(k).replace("{key}", raw["key"]): str(m)
-            for k, m in (raw["rows"] if raw.get("rows") is not None else _DEFAULT_ROWS).items()}
+            raise bad("stages", f"unknown stage {s!r}; known: {sorted(STAGES)}")
+    rows = {k.replace("{key}", key): str(m) for k, m in (raw["rows"] if raw.get("rows") is not None else _DEFAULT_ROWS).items()}
+    record = tuple(raw.get("record") or dict.fromkeys(rows.values()))
+    if set(rows.values()) - set(record):  # a row without per-image outcomes could state no difference
+        raise bad("record", f"{record} leaves out the rows' map(s) {sorted(set(rows.values()) - set(record))}")
     if raw.get("test", "model") not in ("model", "epochs"):
-        raise UserValueError(f"{source}: {where}.test: expected 'model' or 'epochs', got {raw['test']!r}")
+        raise bad("test", f"expected 'model' or 'epochs', got {raw['test']!r}")
     if raw.get("test") == "epochs" and (raw.get("stages") or raw.get("choose")):
-        raise UserValueError(f"{source}: {where}: a run tested per epoch takes no stages and no choose "
-                             "(they work on a fitted model.ckpt)")
+        raise bad("", "a run tested per epoch takes no stages and no choose (they work on a fitted model.ckpt)")
     folder = raw.get("folder", "{key}")
-    try:
-        folder.format(key=raw["key"], seed=0)
-    except (KeyError, IndexError, ValueError):
-        raise UserValueError(f"{source}: {where}.folder: {folder!r} may hold only {{key}} and {{seed}}") from None
-    seed_folders = raw.get("seed_folders") or {}
-    if not all(isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str) for k, v in seed_folders.items()):
-        raise UserValueError(f"{source}: {where}.seed_folders: expected seed -> folder, got {seed_folders!r}")
-    return RunDecl(key=raw["key"], recipe=raw["recipe"], name=raw.get("name", raw["key"]), seeds=tuple(seeds),
-                   overrides=dict(raw.get("overrides", {})), rows=rows,
-                   record=tuple(raw.get("record") or dict.fromkeys(rows.values())), stages=stages,
-                   folder=folder, seed_folders=dict(seed_folders), choose=choose,
+    fields = [f for _, f, _, _ in _fields(folder) if f is not None]
+    if any(f not in ("key", "seed") for f in fields) or ".." in Path(folder).parts \
+            or Path(folder).is_absolute():
+        raise bad("folder", f"{folder!r}: a relative folder that may hold {{key}} and {{seed}}, nothing else")
+    seed_folders = {}
+    for k, v in (raw.get("seed_folders") or {}).items():
+        if not (isinstance(k, int) or isinstance(k, str) and k.isdigit()) or isinstance(k, bool) or not isinstance(v, str):
+            raise bad("seed_folders", f"expected seed -> folder, got {raw['seed_folders']!r}")
+        seed_folders[int(k)] = v
+    return RunDecl(key=key, recipe=raw["recipe"], name=raw.get("name", key), seeds=tuple(seeds),
+                   overrides=dict(raw.get("overrides", {})), rows=rows, record=record, stages=stages,
+                   folder=folder, seed_folders=seed_folders, choose=choose,
                    test=raw.get("test", "model"), teachers=tuple(raw.get("teachers", ())))
+
+
+def _fields(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    """``string.Formatter().parse(template)``, with ``{None}`` fields for a malformed template."""
+    import string
+
+    try:
+        return [(lit, f if f is None or (not spec and not conv) else f + "!", spec, conv)
+                for lit, f, spec, conv in string.Formatter().parse(template)]
+    except ValueError:
+        return [("", "?", None, None)]
 
 
 def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
@@ -240,6 +277,9 @@ def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], sou
     rows = {row for r in runs for row in (*r.rows, *(x for s in r.stages for x in STAGES[s].rows))}
     rows |= {"cls_teacher", "loc_teacher"} if any(r.teachers for r in runs) else set()
     for i, d in enumerate(diffs):
+        if not d.metrics or not all(isinstance(m, str) for m in d.metrics):
+            raise UserValueError(f"{source}: differences[{i}].metrics: expected a non-empty list of metric names, "
+                                 f"got {list(d.metrics)!r}")
         for side, row in (("a", d.a), ("b", d.b)):
             if row not in rows:
                 raise UserValueError(f"{source}: differences[{i}].{side}: no run gives a row {row!r}; rows: {sorted(rows)}")
@@ -295,7 +335,12 @@ def load_experiment(path: Path | str) -> Experiment:
         runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
         top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}
         top = {k: v for k, v in top.items() if v is not None}
-    defaults = top.get("defaults", {})
+    defaults = _checked("defaults", "defaults", top.get("defaults", {}), source)
+    for where, value in (("defaults.overrides", defaults.get("overrides", {})),
+                         ("settings.min_seeds", top.get("settings", {}).get("min_seeds", 1))):
+        if not isinstance(value, dict if where.endswith("overrides") else int) or isinstance(value, bool):
+            raise UserValueError(f"{source}: {where}: expected {'a mapping' if where.endswith('overrides') else 'an integer'}, "
+                                 f"got {value!r}")
     runs = tuple(_run(i, r, defaults, source) for i, r in enumerate(top["runs"]))
     if not runs:
         raise UserValueError(f"{source}: runs: at least one run is needed")
@@ -326,6 +371,13 @@ def load_experiment(path: Path | str) -> Experiment:
 
         preset = asdict(PRESETS[ds.get("preset", DatasetDecl.preset)])
         for where, extra in (("dataset.overrides", ds.get("overrides", {})), ("fast.dataset", fast.get("dataset", {}))):
+            for k, v in extra.items():  # each knob of the preset's own type (an int count is no float)
+                want = type(preset.get(k))
+                want = (list, tuple) if want is tuple else want  # YAML writes a tuple as a list
+                if k in preset and preset[k] is not None and not (
+                        isinstance(v, want) and (want is bool or not isinstance(v, bool))
+                        or want is float and isinstance(v, int) and not isinstance(v, bool)):
+                    raise UserValueError(f"{source}: {where}.{k}: expected {getattr(want, '__name__', 'a list')}, got {v!r}")
             try:
                 SynthConfig(**{**preset, **ds.get("overrides", {}), **extra})
             except (TypeError, ValueError) as err:

@@ -195,11 +195,11 @@ def parse_error_text(err: BaseException) -> str:
     if not keys:
         return " ".join(text.split()) or type(err).__name__
     nested = "Problem with given class_path" in text
-    key = keys[0] + (".init_args" if nested else "") + "".join("." + k for k in keys[1:])
     lines = [line.strip().lstrip("-").strip() for line in text.splitlines()]
-    reasons = [line for line in lines if line and not line.startswith(_NOISE)]
+    reason = next((line for line in lines if line and not line.startswith(_NOISE)), "not accepted")  # the first
+    unimportable = nested and len(keys) == 1 and ("No module named" in reason or "has no attribute" in reason)
+    key = keys[0] + (".class_path" if unimportable else ".init_args" if nested else "") + "".join("." + k for k in keys[1:])
     given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
-    reason = "; ".join(dict.fromkeys(reasons)) or "not accepted"
     if given is not None and "Got value" not in reason and not nested:
         reason += f" (given {given})"
     return f"{key}: {reason}"

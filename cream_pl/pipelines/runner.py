@@ -155,6 +155,10 @@ class _Runner:
                     continue
                 key = f"{head}.{index}{tail}"
             named[key] = value
+        epochs = callback_index(recipe, "EpochCheckpoints") if run.test == "epochs" else None
+        if epochs is not None:  # where fit_epochs and the teachers read a per-epoch run's epochs, whatever else it says
+            named |= {f"trainer.callbacks.{epochs}.init_args.dirpath": "{run}/epochs",
+                      f"trainer.callbacks.{epochs}.init_args.record_path": "{run}/epochs.json"}
         root = named["trainer.default_root_dir"]
         moved = {k: v.replace("{root}", root) for k, v in recipe_places(recipe).items() if isinstance(root, str)
                  and not any(k == d or k.startswith(d + ".") or d.startswith(k + ".") for d in named)}
@@ -605,7 +609,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--readme: {exp.source} fills no README block (its readme: is null)")
         if not Path(args.readme).is_file():
             parser.error(f"{args.readme}: file not found (--readme)")
-        text = Path(args.readme).read_text(errors="replace")
+        try:
+            text = Path(args.readme).read_text()
+        except UnicodeDecodeError:
+            parser.error(f"{args.readme}: not UTF-8 text (--readme)")
         if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
             parser.error(f"{args.readme}: needs exactly one {begin} ... {end} block, in that order (--readme)")
     if args.restart and args.work is None and work == exp.work and (seeds is not None or args.only):
@@ -620,7 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     require_epoch_checkpoints(recipe, run.key)
             except (FileNotFoundError, ValueError) as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
-    users = exp.dataset.root if args.data is None and exp.dataset.preset is None else None  # a dataset used as it is
+    users = (exp.dataset.root.replace("{work}", str(work))  # a dataset used as it is
+             if args.data is None and exp.dataset.preset is None else None)
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data or users)
     reference = None
     if args.compare is not None:  # read before any work: a file that is not JSON is one line now, not after the runs
