@@ -115,6 +115,10 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: runs[0].choose.values: a choice needs at least two different values"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, choose: {key: k, values: [1, .nan]}}]\n",
      "x.yaml: runs[0].choose.values: expected finite numbers"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, overrides: {trainer.default_root_dir: '{runn}/c'}}]\n",
+     "x.yaml: runs[0].overrides.trainer.default_root_dir: {runn} is not a place; places: ['{run}', '{data}', '{out}']"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, overrides: {trainer.default_root_dir: '{work}/c'}}]\n",
+     "x.yaml: runs[0].overrides.trainer.default_root_dir: {work} is not a place"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nsettings: {min_seeds: two}\n",
      "x.yaml: settings.min_seeds: expected an integer, got 'two'"),
 ])

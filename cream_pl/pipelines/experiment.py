@@ -41,6 +41,7 @@ Example (``experiments/demos/demo.yaml`` is a full one):
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -213,6 +214,11 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     for k in raw.get("overrides", {}):
         if ("[" in k or "]" in k) and not re.fullmatch(r"[\w.]+\[\w+\](\.[\w.]+)?", k):
             raise bad("overrides", f"{k!r}: a callback is named as trainer.callbacks[ClassName].init_args.<arg>")
+    for k, v in raw.get("overrides", {}).items():  # "{runn}" would be fingerprinted as a literal folder name
+        for token in re.findall(r"\{(\w+)\}", v) if isinstance(v, str) else ():
+            near = difflib.get_close_matches(token, [p.strip("{}") for p in PLACES], n=1, cutoff=0.6)
+            if f"{{{token}}}" not in PLACES and (near or token == "work"):
+                raise bad(f"overrides.{k}", f"{{{token}}} is not a place; places: {list(PLACES)}")
     for name in ("stages", "record", "teachers"):
         if not all(isinstance(x, str) for x in raw.get(name, ())):
             raise bad(name, f"expected a list of names, got {raw[name]!r}")
