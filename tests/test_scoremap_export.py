@@ -135,3 +135,22 @@ def test_bad_out_and_methods_are_refused_before_work(tiny: tuple[Path, Path], tm
     assert len(err.splitlines()) == 1 and "nope" in err and str(ckpt) in err
     assert main([*base[:2], str(tmp_path / "missing.ckpt"), *base[3:], "--out", str(tmp_path / "m")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_a_second_export_into_the_same_folder_says_which_checkpoint_wrote_each_method(
+        tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """Exporting cam from another checkpoint into a folder that holds cam and cream maps: cream's maps stay, and the
+    manifest says they are the first checkpoint's (it named only the second before)."""
+    import shutil
+
+    root, ckpt = tiny
+    other = tmp_path / "other.ckpt"
+    shutil.copy(ckpt, other)
+    out = tmp_path / "maps"
+    base = ["export-scoremaps", "--data", str(root), "--out", str(out), "--batch-size", "6"]
+    assert main([*base, "--ckpt", str(ckpt), "--methods", "cam,cream"]) == 0
+    assert main([*base, "--ckpt", str(other), "--methods", "cam"]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["checkpoint"] == str(other) and manifest["methods"] == ["cam"]
+    assert manifest["exported"]["cam"]["checkpoint"] == str(other)
+    assert manifest["exported"]["cream"]["checkpoint"] == str(ckpt) and (out / "cream").is_dir()

@@ -75,11 +75,18 @@ def _run_synth(args: argparse.Namespace) -> int:
     from cream_pl.data.metadata import read_split
     from cream_pl.data.synth import PRESETS, generate_synthetic_dataset
 
-    given = {k: getattr(args, k) for k in ("num_classes", "num_train", "num_val", "num_test", "min_side", "max_side")
+    # the two options only shape a confounded dataset: without --confounded they would be silently ignored
+    for option, value in (("--usual-background-prob", args.usual_background_prob),
+                          ("--confounded-eval", args.confounded_eval)):
+        if value is not None and not args.confounded:
+            from cream_pl.core.errors import UserValueError
+
+            raise UserValueError(f"{option} {value} only applies with --confounded (class-correlated backgrounds); "
+                                 f"add --confounded or drop {option}")
+    given = {k: getattr(args, k) for k in ("num_classes", "num_train", "num_val", "num_test", "min_side", "max_side",
+                                           "usual_background_prob", "confounded_eval")
              if getattr(args, k) is not None}  # unset: the preset's value
-    cfg = replace(PRESETS[args.preset], **given, confounded=args.confounded,
-                  usual_background_prob=args.usual_background_prob, confounded_eval=args.confounded_eval,
-                  image_format=args.image_format)
+    cfg = replace(PRESETS[args.preset], **given, confounded=args.confounded, image_format=args.image_format)
     start = time.perf_counter()
     root = generate_synthetic_dataset(args.out, args.seed, config=cfg, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
@@ -91,10 +98,13 @@ def _run_synth(args: argparse.Namespace) -> int:
 def _run_cub(args: argparse.Namespace) -> int:
     from cream_pl.data.cub import convert_cub
 
-    s = convert_cub(args.src, args.out, val_per_class=args.val_per_class, seed=args.seed, link_images=not args.no_link)
+    s = convert_cub(args.src, args.out, val_per_class=args.val_per_class, seed=args.seed, link_images=not args.no_link,
+                    overwrite=args.overwrite)
     print(f"wrote {s.out}: {s.num_classes} classes, train {s.num_train}, val {s.num_val}, test {s.num_test} images"
           + (f"; {s.num_clipped_boxes} box(es) clipped to the image" if s.num_clipped_boxes else ""))
-    if not s.num_val:
+    if not s.num_val and (s.out / "metadata" / "val").is_dir():
+        print(f"val: kept {s.out / 'metadata' / 'val'} (not written by data cub, e.g. the benchmark's CUBV2)")
+    elif not s.num_val:
         print("no val split: the benchmark's val is CUBV2 (put its metadata in <out>/metadata/val), "
               "or rerun with --val-per-class N to hold out N train images per class")
     return _print_report(check_dataset(s.out), args.max_problems)

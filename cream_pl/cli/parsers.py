@@ -106,10 +106,10 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     synth.add_argument("--max-side", type=input_size, default=None, help="largest image width/height (preset: 320)")
     synth.add_argument("--confounded", action="store_true",
                        help="class-correlated backgrounds in train (each class has a usual photo)")
-    synth.add_argument("--usual-background-prob", type=probability, default=0.8,
-                       help="probability of the usual background in train with --confounded")
-    synth.add_argument("--confounded-eval", choices=("uniform", "unusual"), default="uniform",
-                       help="val/test backgrounds with --confounded: uniform, or never the class's usual one")
+    synth.add_argument("--usual-background-prob", type=probability, default=None,
+                       help="probability of the usual background in train with --confounded (default 0.8)")
+    synth.add_argument("--confounded-eval", choices=("uniform", "unusual"), default=None,
+                       help="val/test backgrounds with --confounded: uniform (default), or never the class's usual one")
     synth.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     synth.add_argument("--overwrite", action="store_true", help="replace a dataset already at --out")
     synth.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
@@ -123,6 +123,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                      help="move N random train images per class into a val split (default 0: no val)")
     cub.add_argument("--seed", type=seed_int, default=0, help="seed of the val draw")
     cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
+    cub.add_argument("--overwrite", action="store_true", help="replace another dataset already at --out")
     cub.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
     cub.set_defaults(func=lazy_command("cream_pl.cli.data_commands", "run_cub"))
 

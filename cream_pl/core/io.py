@@ -39,6 +39,8 @@ __all__ = [
     "atomic_copy_file",
     "check_output_dir",
     "check_output_file",
+    "read_json_file",
+    "read_yaml_file",
 ]
 
 
@@ -184,3 +186,93 @@ def file_sha1(path: str | os.PathLike[str]) -> str:
     import hashlib
 
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> object:
+    """The content of a user's JSON file; any problem reading or decoding it is one line naming the file.
+
+    Covers a missing or unreadable file, bytes that are not UTF-8, invalid JSON (with its line and
+    column, and a hint when the file ends in the middle of the JSON), JSON nested too deeply for the
+    decoder (``RecursionError``) and numbers too long to convert.
+
+    Raises:
+        UserFileNotFoundError: the file does not exist.
+        UserValueError: ``<file>[:<line>]: <problem> (<what>)``.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "deep.json"; _ = f.write_text("[" * 100000 + "]" * 100000)
+        >>> try:
+        ...     read_json_file(f, "pseudo-box file")
+        ... except ValueError as err:
+        ...     print(str(err).replace(str(f), "F"))
+        F: invalid JSON: nested too deeply (pseudo-box file)
+    """
+    import json
+
+    from cream_pl.core.errors import UserFileNotFoundError
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserFileNotFoundError(f"{path}: file not found ({what})") from None
+    except OSError as err:
+        raise UserValueError(f"{path}: cannot read the file ({what}): {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserValueError(f"{path}: byte {err.start}: not valid UTF-8 text ({what})") from None
+    if not text.strip():
+        raise UserValueError(f"{path}: empty file ({what})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        hint = " (the file ends in the middle of the JSON: truncated?)" if err.pos >= len(text.rstrip()) else ""
+        raise UserValueError(f"{path}:{err.lineno}: invalid JSON at column {err.colno}: {err.msg}{hint} ({what})"
+                             ) from None
+    except RecursionError:
+        raise UserValueError(f"{path}: invalid JSON: nested too deeply ({what})") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise UserValueError(f"{path}: invalid JSON: {' '.join(str(err).split())[:200]} ({what})") from None
+
+
+def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> object:
+    """The content of a user's YAML file (``yaml.safe_load``); a problem is one line naming the file and line.
+
+    Raises:
+        UserFileNotFoundError: the file does not exist.
+        UserValueError: ``<file>[:<line>]: <problem> (<what>)``: unreadable, not UTF-8, invalid YAML,
+            nested too deeply.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "c.yaml"; _ = f.write_text(": : [")
+        >>> try:
+        ...     read_yaml_file(f, "run config")
+        ... except ValueError as err:
+        ...     print(str(err).replace(str(f), "F"))
+        F:1: invalid YAML: expected <block end>, but found ':' (run config)
+    """
+    import yaml
+
+    from cream_pl.core.errors import UserFileNotFoundError
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserFileNotFoundError(f"{path}: file not found ({what})") from None
+    except OSError as err:
+        raise UserValueError(f"{path}: cannot read the file ({what}): {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise UserValueError(f"{path}: byte {err.start}: not valid UTF-8 text ({what})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise UserValueError(f"{path}{line}: invalid YAML: {problem} ({what})") from None
+    except RecursionError:
+        raise UserValueError(f"{path}: invalid YAML: nested too deeply ({what})") from None

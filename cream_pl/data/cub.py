@@ -4,7 +4,15 @@ Reads ``images.txt`` (``<id> <path>``), ``image_class_labels.txt`` (``<id> <clas
 ``train_test_split.txt`` (``<id> <1 = train, 0 = test>``), ``bounding_boxes.txt``
 (``<id> <x> <y> <w> <h>``, floats) and optionally ``classes.txt``, and writes
 ``<out>/metadata/{train,test}``, ``<out>/class_names.txt`` and a symlink ``<out>/images`` to
-``<src>/images``. Image sizes are read from the image headers.
+``<src>/images``. Image sizes are read from the image headers. Every line of the text files is
+checked before the first image header is read, and the output is staged and moved into place at
+the end: a bad line or image leaves ``out`` as it was.
+
+A rerun into the same ``out`` replaces what the earlier run wrote (recorded in
+``<out>/cub_convert.json``) and removes the splits it no longer writes (a val carved by an earlier
+``val_per_class``); it keeps a split it does not write and never wrote (the benchmark's CUBV2 val,
+put in ``<out>/metadata/val`` by hand), and refuses an ``out`` that holds another dataset (a
+synthetic one, metadata written by hand) unless ``overwrite``.
 
 Boxes follow wsolevaluation's CUB metadata: ``x0 = int(x)``, ``y0 = int(y)``, ``x1 = int(x + w)``,
 ``y1 = int(y + h)`` (e.g. CUB's ``60.0 27.0 325.0 304.0`` for
@@ -21,18 +29,26 @@ Example:
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
-from cream_pl.core.io import check_output_dir
+from cream_pl.core.io import atomic_write_text, check_output_dir
 from cream_pl.data.images import read_image_size
 from cream_pl.data.metadata import MetadataError, SampleRecord, write_class_names, write_split
 
 __all__ = ["CubSummary", "convert_cub", "cub_box_to_inclusive"]
+
+MARKER = "cub_convert.json"
+"""What a conversion wrote into ``out`` (its splits, source and options): the splits a rerun replaces."""
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -50,12 +66,16 @@ class CubSummary:
 def cub_box_to_inclusive(x: float, y: float, w: float, h: float, size: tuple[int, int]) -> tuple[tuple[int, ...], bool]:
     """CUB ``x, y, w, h`` to an inclusive box as in wsolevaluation; returns ``(box, clipped)``.
 
+    The values must be finite (:func:`convert_cub` refuses the others, naming the line).
+
     Example:
         >>> cub_box_to_inclusive(60.0, 27.0, 325.0, 304.0, (500, 335))
         ((60, 27, 385, 331), False)
         >>> cub_box_to_inclusive(10.0, 5.0, 90.0, 20.0, (100, 50))
         ((10, 5, 99, 25), True)
     """
+    if not all(math.isfinite(v) for v in (x, y, w, h, x + w, y + h)):
+        raise ValueError(f"box values must be finite numbers, got x={x} y={y} w={w} h={h}")
     width, height = size
     raw = (int(x), int(y), int(x + w), int(y + h))
     box = (min(max(raw[0], 0), width - 1), min(max(raw[1], 0), height - 1),
@@ -63,22 +83,166 @@ def cub_box_to_inclusive(x: float, y: float, w: float, h: float, size: tuple[int
     return box, box != raw
 
 
-def _read_table(path: Path, num_fields: int) -> dict[str, tuple[int, list[str]]]:
+def _ascii_int(value: str) -> int | None:
+    """``int(value)`` for plain ASCII digits only (``"²".isdigit()`` is true, ``int("²")`` fails)."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _read_table(path: Path, num_fields: int, key: str = "image id") -> dict[str, tuple[int, list[str]]]:
     """``id -> (line, fields)`` of a whitespace-separated CUB file."""
     if not path.is_file():
         raise MetadataError(path, None, "file not found (is --src the CUB_200_2011 directory?)")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise MetadataError(path, None, f"cannot read the file: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # BOM dropped
+    except UnicodeDecodeError as err:
+        raise MetadataError(path, raw[: err.start].count(b"\n") + 1, "not valid UTF-8 text") from None
     table: dict[str, tuple[int, list[str]]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):  # BOM dropped
+    for number, line in enumerate(text.split("\n"), start=1):  # CUB's lines end in \n (\r\n tolerated)
         if line.strip() == "":
             continue
         fields = line.split()
         if len(fields) != num_fields:
+            shown = repr(line) if len(line) <= 120 else repr(line[:120]) + "..."
             raise MetadataError(path, number, f"expected {num_fields} space-separated fields, got {len(fields)}: "
-                                f"{line!r}")
+                                f"{shown}")
         if fields[0] in table:
-            raise MetadataError(path, number, f"duplicate image id {fields[0]} (first on line {table[fields[0]][0]})")
+            raise MetadataError(path, number, f"duplicate {key} {fields[0]} (first on line {table[fields[0]][0]})")
         table[fields[0]] = (number, fields[1:])
+    if not table:
+        raise MetadataError(path, None, "empty file (no lines)")
     return table
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One image of ``images.txt``, every text field checked (the header is read later)."""
+
+    rel: str
+    label: int  # 0-based
+    split: str
+    box: tuple[float, float, float, float]
+    box_line: int
+
+
+def _check_image_path(images_txt: Path, line: int, rel: str) -> None:
+    if "," in rel:
+        raise MetadataError(images_txt, line, f"image path {rel!r} contains a comma, which the benchmark format "
+                            "cannot hold")
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        raise MetadataError(images_txt, line, f"image path {rel!r} contains a control character")
+    parts = PurePosixPath(rel).parts
+    if rel.startswith(("/", "\\")) or ".." in parts or (len(rel) > 1 and rel[1] == ":"):
+        raise MetadataError(images_txt, line, f"image path {rel!r} must be relative to images/ and stay inside it")
+
+
+def _read_rows(src: Path) -> tuple[list[_Row], list[str] | None]:
+    """Every line of the CUB text files checked, before any image is opened; returns the rows and class names."""
+    images_txt, labels_txt = src / "images.txt", src / "image_class_labels.txt"
+    splits_txt, boxes_txt, classes_txt = src / "train_test_split.txt", src / "bounding_boxes.txt", src / "classes.txt"
+    images = _read_table(images_txt, 2)
+    labels = _read_table(labels_txt, 2)
+    splits = _read_table(splits_txt, 2)
+    boxes = _read_table(boxes_txt, 5)
+    class_names: list[str] | None = None
+    if classes_txt.is_file():
+        classes = _read_table(classes_txt, 2, key="class id")
+        bad = [k for k in classes if _ascii_int(k) is None]
+        if bad:
+            raise MetadataError(classes_txt, classes[bad[0]][0], f"class id {bad[0]!r} is not an integer")
+        ids = sorted(classes, key=int)
+        if [int(k) for k in ids] != list(range(1, len(ids) + 1)):
+            raise MetadataError(classes_txt, None, "class ids must be 1..N without gaps")
+        class_names = [classes[k][1][0] for k in ids]
+    num_classes = len(class_names) if class_names is not None else None
+
+    rows: list[_Row] = []
+    path_line: dict[str, int] = {}
+    for cub_id, (line, (rel,)) in images.items():
+        _check_image_path(images_txt, line, rel)
+        if rel in path_line:
+            raise MetadataError(images_txt, line, f"duplicate image path {rel!r} (first on line {path_line[rel]})")
+        path_line[rel] = line
+        for table, name in ((labels, labels_txt.name), (splits, splits_txt.name), (boxes, boxes_txt.name)):
+            if cub_id not in table:
+                raise MetadataError(images_txt, line, f"image id {cub_id} ({rel}) has no line in {name}")
+        label_line, (raw_label,) = labels[cub_id]
+        label = _ascii_int(raw_label)
+        if label is None or label < 1 or (num_classes is not None and label > num_classes):
+            raise MetadataError(labels_txt, label_line,
+                                f"class {raw_label!r} is not an integer in [1, {num_classes or 'num_classes'}]")
+        split_line, (flag,) = splits[cub_id]
+        if flag not in ("0", "1"):
+            raise MetadataError(splits_txt, split_line, f"expected 1 (train) or 0 (test), got {flag!r}")
+        box_line, raw_box = boxes[cub_id]
+        try:
+            x, y, w, h = (float(v) for v in raw_box)
+        except ValueError:
+            raise MetadataError(boxes_txt, box_line, f"box values must be numbers: {raw_box}") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h, x + w, y + h)):
+            raise MetadataError(boxes_txt, box_line, f"box values must be finite numbers: {raw_box}")
+        if w <= 0 or h <= 0 or x < 0 or y < 0:
+            raise MetadataError(boxes_txt, box_line, f"invalid box x={x} y={y} w={w} h={h}")
+        rows.append(_Row(rel, label - 1, "train" if flag == "1" else "test", (x, y, w, h), box_line))
+    return rows, class_names
+
+
+def _load_marker(marker: Path) -> set[str]:
+    """The splits an earlier :func:`convert_cub` wrote into this ``out`` (its ``cub_convert.json``)."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        splits = info["splits"]
+        if not isinstance(splits, list) or not all(isinstance(s, str) and s in SPLITS for s in splits):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        raise UserValueError(f"{marker}: not a record of `cream-pl data cub` (unreadable or unexpected content); "
+                             "remove it and the dataset it describes, or choose another --out") from None
+    return set(splits)
+
+
+def _plan_replace(out: Path, writes_val: bool, link_images: bool, overwrite: bool) -> tuple[set[str], list[Path]]:
+    """What a conversion into ``out`` replaces: ``(own splits, other paths to remove first)``; refuses the rest.
+
+    The splits an earlier conversion wrote (listed in its ``cub_convert.json``) are replaced, or removed when
+    the new one does not write them (a val carved by an earlier ``--val-per-class``). A synthetic dataset, or
+    anything else in the places the conversion writes (metadata written by hand) is refused unless
+    ``overwrite``, which removes them (``metadata/``, ``class_names.txt``, a synthetic dataset's files); a
+    split the conversion does not write (the benchmark's CUBV2 ``val``, put there by hand) is kept.
+    """
+    meta = out / "metadata"
+    marker = out / MARKER
+    own = _load_marker(marker) if marker.is_file() else set()
+    existing = sorted(p.name for p in meta.iterdir()) if meta.is_dir() else []
+    writes = {"train", "test"} | ({"val"} if writes_val else set())
+    conflicts = [meta / s for s in existing if s not in own and s in writes]
+    if (out / "class_names.txt").exists() and not marker.is_file():
+        conflicts.append(out / "class_names.txt")
+    synth = out / "synth_config.json"
+    if overwrite:
+        remove = [meta, out / "class_names.txt", marker]
+        if synth.exists():
+            remove += [synth, out / "masks"] + ([out / "images"] if link_images else [])
+        elif link_images and (out / "images").is_symlink():
+            remove.append(out / "images")
+        return set(), [p for p in remove if p.exists() or p.is_symlink()]
+    if synth.exists():
+        raise UserValueError(f"{out} holds a synthetic dataset ({synth.name}); `data cub` would mix its splits "
+                             "with it: choose another --out")
+    if conflicts:
+        raise UserValueError(f"{out} already holds a dataset that `data cub` did not write "
+                             f"({', '.join(str(p) for p in conflicts)}); choose another --out or remove "
+                             + ("it" if len(conflicts) == 1 else "them"))
+    return own, []
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def convert_cub(
@@ -88,6 +252,7 @@ def convert_cub(
     val_per_class: int = 0,
     seed: int = 0,
     link_images: bool = True,
+    overwrite: bool = False,
 ) -> CubSummary:
     """Convert ``src`` (CUB_200_2011) into the benchmark format under ``out``.
 
@@ -97,6 +262,7 @@ def convert_cub(
         val_per_class: when > 0, move this many random train images of each class into ``val``.
         seed: seed of the val draw.
         link_images: create the ``<out>/images -> <src>/images`` symlink.
+        overwrite: replace another dataset found at ``out`` (see the module docstring).
 
     Returns:
         A :class:`CubSummary`.
@@ -109,77 +275,88 @@ def convert_cub(
         raise UserFileNotFoundError(f"{image_dir} not found (is --src the CUB_200_2011 directory?)")
     # every output problem is found before the 11788 image headers are read
     check_output_dir(out)
+    own, remove_first = _plan_replace(out, val_per_class > 0, link_images, overwrite)
     link = out / "images"
-    if link_images:
+    if link_images and link not in remove_first:
         if link.is_symlink():
             if Path(os.readlink(link)).resolve() != image_dir.resolve():
                 raise UserValueError(f"{link} already links to {os.readlink(link)}, not {image_dir.resolve()}")
         elif link.exists():
             raise UserValueError(f"{link} exists and is not a symlink; remove it or pass --no-link")
-    images = _read_table(src / "images.txt", 2)
-    labels = _read_table(src / "image_class_labels.txt", 2)
-    splits = _read_table(src / "train_test_split.txt", 2)
-    boxes = _read_table(src / "bounding_boxes.txt", 5)
-    class_names: list[str] | None = None
-    if (src / "classes.txt").is_file():
-        classes = _read_table(src / "classes.txt", 2)
-        bad = [k for k in classes if not k.isdigit()]
-        if bad:
-            raise MetadataError(src / "classes.txt", classes[bad[0]][0], f"class id {bad[0]!r} is not an integer")
-        ids = sorted(classes, key=int)
-        if [int(k) for k in ids] != list(range(1, len(ids) + 1)):
-            raise MetadataError(src / "classes.txt", None, "class ids must be 1..N without gaps")
-        class_names = [classes[k][1][0] for k in ids]
-    num_classes = len(class_names) if class_names is not None else None
+    rows, class_names = _read_rows(src)  # every text line checked before the first image header
 
-    records: dict[str, list[SampleRecord]] = {"train": [], "test": []}
-    clipped = 0
-    images_txt = src / "images.txt"
-    for cub_id, (line, (rel,)) in images.items():
-        for table, name in ((labels, "image_class_labels.txt"), (splits, "train_test_split.txt"),
-                            (boxes, "bounding_boxes.txt")):
-            if cub_id not in table:
-                raise MetadataError(images_txt, line, f"image id {cub_id} ({rel}) has no line in {name}")
-        label_line, (raw_label,) = labels[cub_id]
-        if not raw_label.isdigit() or int(raw_label) < 1 or (num_classes is not None and int(raw_label) > num_classes):
-            raise MetadataError(src / "image_class_labels.txt", label_line,
-                                f"class {raw_label!r} is not an integer in [1, {num_classes or 'num_classes'}]")
-        split_line, (flag,) = splits[cub_id]
-        if flag not in ("0", "1"):
-            raise MetadataError(src / "train_test_split.txt", split_line, f"expected 1 (train) or 0 (test), got {flag!r}")
-        box_line, raw_box = boxes[cub_id]
-        try:
-            x, y, w, h = (float(v) for v in raw_box)
-        except ValueError:
-            raise MetadataError(src / "bounding_boxes.txt", box_line, f"box values must be numbers: {raw_box}") from None
-        if w <= 0 or h <= 0 or x < 0 or y < 0:
-            raise MetadataError(src / "bounding_boxes.txt", box_line, f"invalid box x={x} y={y} w={w} h={h}")
-        size = read_image_size(image_dir / rel)
-        box, was_clipped = cub_box_to_inclusive(x, y, w, h, size)
-        clipped += was_clipped
-        split = "train" if flag == "1" else "test"
-        records[split].append(SampleRecord(rel, int(raw_label) - 1, size, (box,)))  # type: ignore[arg-type]
-
-    found = {r.label for rs in records.values() for r in rs}
-    num_classes = num_classes or max(found) + 1
-    val: list[SampleRecord] = []
+    num_classes = len(class_names) if class_names is not None else max(r.label for r in rows) + 1
+    chosen: set[str] = set()  # the val draw, before the long work too
     if val_per_class:
         rng = np.random.default_rng(seed)
-        chosen: set[str] = set()
         for c in range(num_classes):
-            pool = [r.image_id for r in records["train"] if r.label == c]
+            pool = [r.rel for r in rows if r.split == "train" and r.label == c]
             if len(pool) <= val_per_class:
-                raise ValueError(f"class {c} has only {len(pool)} train images; cannot move {val_per_class} to val")
+                name = f" ({class_names[c]})" if class_names is not None else ""
+                raise UserValueError(f"--val-per-class {val_per_class}: class {c} has only {len(pool)} train images"
+                                     f"{name}; cannot move {val_per_class} to val and keep one in train")
             chosen.update(pool[i] for i in rng.choice(len(pool), val_per_class, replace=False))
-        val = [r for r in records["train"] if r.image_id in chosen]
-        records["train"] = [r for r in records["train"] if r.image_id not in chosen]
 
-    meta_root = out / "metadata"
-    for split, rs in (("train", records["train"]), ("val", val), ("test", records["test"])):
-        if rs:
-            write_split(meta_root / split, rs)
-    if class_names is not None:
-        write_class_names(out / "class_names.txt", class_names)
+    records: dict[str, list[SampleRecord]] = {"train": [], "val": [], "test": []}
+    clipped = 0
+    for row in rows:
+        size = read_image_size(image_dir / row.rel)
+        x, y, w, h = row.box
+        if int(x) > size[0] - 1 or int(y) > size[1] - 1:
+            raise MetadataError(src / "bounding_boxes.txt", row.box_line, f"box x={x} y={y} w={w} h={h} starts "
+                                f"outside the {size[0]}x{size[1]} image {image_dir / row.rel}")
+        box, was_clipped = cub_box_to_inclusive(x, y, w, h, size)
+        clipped += was_clipped
+        split = "val" if row.rel in chosen else row.split
+        records[split].append(SampleRecord(row.rel, row.label, size, (box,)))  # type: ignore[arg-type]
+
+    written = [s for s in SPLITS if records[s]]
+    info = {"generator": "cream_pl.data.cub", "src": str(src.resolve()), "val_per_class": val_per_class,
+            "seed": seed, "link_images": link_images, "splits": written}
+    _commit(out, records, class_names, own, remove_first, info)
     if link_images and not link.is_symlink():
         link.symlink_to(image_dir.resolve(), target_is_directory=True)
-    return CubSummary(out, num_classes, len(records["train"]), len(val), len(records["test"]), clipped)
+    return CubSummary(out, num_classes, len(records["train"]), len(records["val"]), len(records["test"]), clipped)
+
+
+def _commit(out: Path, records: dict[str, list[SampleRecord]], class_names: list[str] | None, own: set[str],
+            remove_first: list[Path], info: dict) -> None:
+    """Write the splits into a staging folder of ``out``, then move them into place.
+
+    A split this conversion does not write but an earlier one did (``own``) is removed; the marker lists
+    the union while the splits are moved, then this conversion's splits.
+    """
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".cub_convert.", dir=out))
+    try:
+        for split, rs in records.items():
+            if rs:
+                write_split(stage / "metadata" / split, rs)
+        if class_names is not None:
+            write_class_names(stage / "class_names.txt", class_names)
+        # everything is written: from here on only removals and renames inside out
+        for path in remove_first:
+            _remove(path)
+        marker = out / MARKER
+        atomic_write_text(marker, json.dumps({**info, "splits": sorted(own | set(info["splits"]))}, indent=2))
+        meta = out / "metadata"
+        meta.mkdir(exist_ok=True)
+        old = stage / "old"
+        old.mkdir()
+        for split in SPLITS:
+            if (meta / split).exists() and (split in own or records[split]):
+                os.replace(meta / split, old / split)  # an earlier run's split (own: checked by _plan_replace)
+            if records[split]:
+                os.replace(stage / "metadata" / split, meta / split)
+        if class_names is not None:
+            os.replace(stage / "class_names.txt", out / "class_names.txt")
+        elif (out / "class_names.txt").exists():
+            os.replace(out / "class_names.txt", old / "class_names.txt")  # an earlier run's (classes.txt gone)
+        atomic_write_text(marker, json.dumps(info, indent=2))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # nothing of ours left behind
+        raise
+    shutil.rmtree(stage, ignore_errors=True)

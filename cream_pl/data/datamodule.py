@@ -221,6 +221,20 @@ class WSOLDataset(Dataset):
             results = list(pool.map(self.check_sample, range(len(self))))
         return [(i, r) for i, r in enumerate(results) if r is not None]
 
+    def check_files_exist(self) -> None:
+        """Every image is a non-empty regular file (a stat each, no decoding): the first that is not ends the run
+        before its first step, not when its batch comes up.
+
+        Raises:
+            ImageFileError: naming the file and its ``image_ids.txt`` line.
+        """
+        for s in self.samples:
+            path = self.image_root / s.image_id
+            problem = ("file not found" if not path.exists() else "not a regular file" if not path.is_file()
+                       else "empty file (0 bytes)" if path.stat().st_size == 0 else None)
+            if problem is not None:
+                raise ImageFileError(path, f"{problem} ({self._where(s)})")
+
     def files(self) -> list[Path]:
         """Every file this split reads: its metadata files, images and masks."""
         split_dir = self.metadata.split_dir
@@ -441,7 +455,9 @@ class WSOLDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read the splits a stage needs and check the val / test images (read-only: safe on every DDP process)."""
         if stage in ("fit", None):
-            self.train_dataset()
+            train = self.train_dataset()
+            if self.on_bad_sample == "error" and not self.validate_images:  # (validate_images decoded them all)
+                train.check_files_exist()
         if stage in ("fit", "validate", None):
             if self.has_split("val"):
                 self.check_images_once(self.eval_dataset("val"))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cream_pl.core.io import atomic_write_text
 from cream_pl.data.errors import WSOLDataError  # re-exported here, its home before data.errors
 
 __all__ = [
@@ -495,11 +496,11 @@ def write_split(split_dir: Path | str, samples: Sequence[SampleRecord]) -> None:
         if with_boxes else mask_lines,
     }
     split_dir.mkdir(parents=True, exist_ok=True)
-    for name, lines in files.items():
-        (split_dir / name).write_text("\n".join(lines), encoding="utf-8", newline="")
+    for name, lines in files.items():  # each file whole or not at all
+        atomic_write_text(split_dir / name, "\n".join(lines))
     masks_file = split_dir / LOCALIZATION_MASKS
     if with_boxes and with_masks:
-        masks_file.write_text("\n".join(mask_lines), encoding="utf-8", newline="")
+        atomic_write_text(masks_file, "\n".join(mask_lines))
     elif masks_file.exists():
         masks_file.unlink()
 
@@ -523,7 +524,7 @@ def write_class_names(path: Path | str, names: Sequence[str]) -> None:
     for n in names:
         if n.strip() == "" or "\n" in n or "\r" in n:
             raise ValueError(f"invalid class name {n!r}")
-    Path(path).write_text("\n".join(names), encoding="utf-8", newline="")
+    atomic_write_text(path, "\n".join(names))
 
 
 # ---------------------------------------------------------------------------------------------- checking
@@ -543,7 +544,8 @@ def check_split(
         split_dir: ``<metadata_root>/<split>``.
         num_classes: when given, labels must lie in ``[0, num_classes)``.
         image_root: when given, every image must exist, decode, and have the size in ``image_sizes.txt``.
-        mask_root: when given, every mask and ignore PNG must exist and decode.
+        mask_root: when given, every mask and ignore PNG must exist, decode and have its image's size (the
+            decoded image's with ``image_root``, else ``image_sizes.txt``'s), as fit's loader requires.
         strict: also report deviations from the letter of the format that the reference reader
             tolerates (a trailing newline, a ``./`` prefix, a first mask line without an ignore
             path). ``\\r\\n`` line endings and a UTF-8 byte order mark are accepted in both modes,
@@ -575,6 +577,7 @@ def check_split(
 
         for s in meta.samples:
             where = f"(image id {s.image_id!r}, {meta.image_ids_path} line {s.line})"
+            size = s.size  # (width, height): the decoded image's when the images are checked, else the metadata's
             if image_root is not None:
                 try:
                     img = load_image_rgb(Path(image_root) / s.image_id)
@@ -582,15 +585,22 @@ def check_split(
                     if s.size is not None and (w, h) != s.size:
                         problems.add(split_dir / IMAGE_SIZES, None, f"image {Path(image_root) / s.image_id} is "
                                      f"{w}x{h} but {IMAGE_SIZES} says {s.size[0]}x{s.size[1]} {where}", s.image_id)
+                    size = (w, h)
                 except ImageFileError as err:
                     problems.add(meta.image_ids_path, s.line, str(err), s.image_id)
             if mask_root is not None and s.masks is not None:
                 paths = list(s.masks.mask_paths) + ([s.masks.ignore_path] if s.masks.ignore_path else [])
                 for p in paths:
                     try:
-                        load_mask_gray(Path(mask_root) / p)
+                        mask = load_mask_gray(Path(mask_root) / p)
                     except ImageFileError as err:
                         problems.add(meta.image_ids_path, s.line, f"{err} {where}", s.image_id)
+                        continue
+                    # the protocol's masks are the image's pixels (fit's loader refuses any other size): a mask
+                    # of another size would be squashed onto the image by the 224 x 224 resize of the evaluation
+                    if size is not None and mask.shape[:2] != (size[1], size[0]):
+                        problems.add(meta.image_ids_path, s.line, f"{Path(mask_root) / p}: mask is {mask.shape[1]}x"
+                                     f"{mask.shape[0]} but its image is {size[0]}x{size[1]} {where}", s.image_id)
     return [str(e) for _, e in problems.items]
 
 

@@ -134,6 +134,10 @@ def _load_json(path: Path) -> Any:
     except json.JSONDecodeError as err:
         hint = " (the file ends in the middle of the JSON: truncated?)" if err.pos >= len(text.rstrip()) else ""
         raise PseudoBoxFileError(path, [f"line {err.lineno} column {err.colno}: invalid JSON: {err.msg}{hint}"]) from None
+    except RecursionError:
+        raise PseudoBoxFileError(path, ["invalid JSON: nested too deeply"]) from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise PseudoBoxFileError(path, [f"invalid JSON: {' '.join(str(err).split())[:200]}"]) from None
 
 
 def read_pseudo_boxes(

@@ -57,7 +57,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from cream_pl.core.io import check_output_dir
+from cream_pl.core.io import atomic_write_text, check_output_dir
 from cream_pl.data.metadata import MaskRecord, SampleRecord, write_class_names, write_split
 
 __all__ = [
@@ -192,7 +192,13 @@ class SynthConfig:
             raise ValueError(f"confounded_eval must be 'uniform' or 'unusual', got {self.confounded_eval!r}")
         if self.image_format not in ("jpg", "png"):
             raise ValueError(f"image_format must be 'jpg' or 'png', got {self.image_format!r}")
+        if not self.confounded:  # they only shape a confounded dataset: never silently ignored
+            for name in ("usual_background_prob", "confounded_eval"):
+                if getattr(self, name) != _FIELD_DEFAULTS[name]:
+                    raise ValueError(f"{name}={getattr(self, name)!r} only applies with confounded=True")
 
+
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(SynthConfig)}
 
 PRESETS: dict[str, SynthConfig] = {
     # Today's embedded benchmark, adversarial in ways CUB is not: headless distractor bodies and lone
@@ -699,11 +705,11 @@ def generate_synthetic_dataset(
                                         MaskRecord(tuple(mask_paths), ignore_path)))
             background_lines.append(f"{image_id},{sample.photo},{int(sample.usual)}")
         write_split(root / "metadata" / split, records)
-        (root / "metadata" / split / "backgrounds.txt").write_text("\n".join(background_lines), encoding="utf-8")
+        atomic_write_text(root / "metadata" / split / "backgrounds.txt", "\n".join(background_lines))
     write_class_names(root / "class_names.txt", names)
     info = {"generator": "cream_pl.data.synth", "version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg),
             "classes": [{"index": k, "name": n, "head_colour": c, "head_shape": s}
                         for k, (n, (c, s)) in enumerate(zip(names, specs))],
             "background_photos": list(BACKGROUND_PHOTOS if cfg.backgrounds is None else cfg.backgrounds)}
-    (root / "synth_config.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+    atomic_write_text(root / "synth_config.json", json.dumps(info, indent=2, sort_keys=True))
     return root

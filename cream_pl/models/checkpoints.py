@@ -47,6 +47,17 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
                              f"{type(err).__name__}: {first})") from None
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise UserValueError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    weights, hparams = ckpt["state_dict"], ckpt.get("hyper_parameters")
+    if not isinstance(weights, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in weights.items()):
+        raise UserValueError(f"{path}: not a Lightning checkpoint (its 'state_dict' is not a mapping of tensors)")
+    if hparams is not None and not isinstance(hparams, Mapping):
+        raise UserValueError(f"{path}: not a Lightning checkpoint (its 'hyper_parameters' is a "
+                             f"{type(hparams).__name__}, not a mapping)")
+    bad = next((k for k, v in weights.items() if k.endswith((".weight", ".bias")) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)  # learned parameters (a buffer may hold a NaN "unset")
+    if bad is not None:  # a diverged training: its maps and scores would be NaN, its boxes the whole image
+        raise UserValueError(f"{path}: weight {bad!r} holds NaN or infinite values (did the training diverge?)")
     return dict(ckpt)
 
 
@@ -196,9 +207,8 @@ def load_classifier(path: Path | str, **overrides: Any) -> Any:
     kwargs = {"pretrained": False, **overrides}
     try:
         model = cls.load_from_checkpoint(str(path), map_location="cpu", weights_only=False, **kwargs)
-    except (RuntimeError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserValueError(f"{path}: cannot load as {name.rsplit('.', 1)[-1]}: {first}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # its weights or hyperparameters do not fit
+        raise UserValueError(f"{path}: cannot load as {name.rsplit('.', 1)[-1]}: {_first(err)}") from None
     model.eval()
     return model
 
@@ -221,7 +231,12 @@ def load_regressor(path: Path | str) -> Any:
     try:
         model = BoxRegressor.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserValueError(f"{path}: cannot load as BoxRegressor: {first}") from None
+        raise UserValueError(f"{path}: cannot load as BoxRegressor: {_first(err)}") from None
     model.eval()
     return model
+
+
+def _first(err: BaseException) -> str:
+    """An error's message on one line, short: torch's "Error(s) in loading state_dict for X:" keeps its first reason."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -23,7 +23,7 @@ from typing import Any
 from cream_pl.core.options import OneLineArgumentParser
 from cream_pl.pipelines.entry import pipeline_main, preflight, preset_name
 
-__all__ = ["main", "run_sweep"]
+__all__ = ["check_sweep_values", "main", "run_sweep"]
 
 DECLARATION = Path(__file__).resolve().parents[2] / "experiments" / "demos" / "calibrate_cub.yaml"
 
@@ -42,6 +42,40 @@ def _parse_sweep(text: str) -> tuple[str, list[Any]]:
         return key, [json.loads(v) for v in values.split(",")]
     except json.JSONDecodeError as err:
         raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep {text!r}: {err}") from None
+
+
+def check_sweep_values(exp: Any, key: str, values: Sequence[Any]) -> None:
+    """Every swept value must give a valid generator configuration (the preset, the declaration's overrides and
+    ``key: value``), of the preset's own type for ``key``; checked before any data or run folder exists.
+
+    Raises:
+        UserValueError: ``--sweep KEY=VALUE: <the generator's reason>``, the first bad value.
+    """
+    import math
+    from dataclasses import asdict
+
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.data.synth import PRESETS, SynthConfig
+
+    if exp.dataset.preset is None:
+        raise UserValueError(f"{exp.source}: dataset.preset is null (a user's dataset): there is no generator "
+                             "knob to --sweep")
+    preset = asdict(PRESETS[exp.dataset.preset])
+    want = type(preset[key]) if preset[key] is not None else None
+    want = (list, tuple) if want is tuple else want  # JSON writes a tuple as a list
+    for value in values:
+        shown = f"--sweep {key}={json.dumps(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserValueError(f"{shown}: not a finite number")
+        if want is not None and not (isinstance(value, want) and (want is bool or not isinstance(value, bool))
+                                     or want is float and isinstance(value, int) and not isinstance(value, bool)):
+            raise UserValueError(f"{shown}: expected {getattr(want, '__name__', 'a list')} like the preset's "
+                                 f"{json.dumps(preset[key])}")
+        config = {**preset, **exp.dataset.overrides, key: value}
+        try:
+            SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        except (TypeError, ValueError) as err:
+            raise UserValueError(f"{shown}: {' '.join(str(err).split())}") from None
 
 
 def run_sweep(exp: Any, key: str, values: Sequence[Any], out: Path, work: Path) -> dict[str, Any]:
@@ -92,15 +126,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dataclasses import replace
 
+    from cream_pl.core.errors import UserValueError
     from cream_pl.pipelines.experiment import load_experiment
     from cream_pl.pipelines.runner import data_variant, default_places
 
-    key, values = _parse_sweep(args.sweep)
+    try:
+        key, values = _parse_sweep(args.sweep)
+    except SystemExit as err:  # one line, exit status 2, like every other bad option
+        raise UserValueError(str(err.code).split(": error: ", 1)[-1]) from None
     exp = load_experiment(args.declaration)
     # another preset's sweep has folders of its own: it never touches the declared preset's
     own_out, own_work = default_places(exp, preset=data_variant(exp, args.preset, None)[0])
     if args.preset is not None:
         exp = replace(exp, dataset=replace(exp.dataset, preset=args.preset))
+    check_sweep_values(exp, key, values)  # every value, before any data, run or folder
     out, work = args.out or Path(own_out), args.work or Path(own_work)
     preflight(outputs=[(out, "--out"), (work, "--work")])  # before any data or training
     run_sweep(exp, key, values, out, work)

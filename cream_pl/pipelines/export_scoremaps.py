@@ -7,7 +7,9 @@ min-max; a constant or NaN map becomes zeros) and written to ``<out>/<method>/<i
 a 224x224 float64 array, exactly what the benchmark's ``inference.py`` writes. The image id keeps
 its folders (``<out>/cam/001.Black_footed_Albatross/x.jpg.npy``), so both ``cream-pl evaluate
 --scoremaps <out>/cam`` and wsolevaluation's ``evaluation.py --scoremap_root <out>/cam`` read
-them. Every file is written atomically; ``<out>/scoremaps.json`` records what was exported.
+them. Every file is written atomically; ``<out>/scoremaps.json`` records what was exported, and under
+``exported`` which checkpoint, data and split wrote each method folder (an earlier export's other methods
+stay, named with their own checkpoint).
 
 Example:
     $ cream-pl export-scoremaps --ckpt last.ckpt --data data/synth --split test --methods cam,cream --out maps
@@ -132,18 +134,29 @@ def export_scoremaps(
                 for image_id, scoremap in zip(batch["image_id"], scoremaps):
                     save_npy_atomic(scoremap, scoremap_path(out, name, image_id))
             count += len(batch["image_id"])
+    this = {"checkpoint": str(ckpt), "data_root": str(data_root), "split": split, "num_images": count}
     manifest = {
-        "checkpoint": str(ckpt),
-        "data_root": str(data_root),
-        "split": split,
+        **this,
         "methods": names,
-        "num_images": count,
         "size": size,
         "dtype": "float64",
         "layout": "<out>/<method>/<image_id>.npy",
+        # every method folder under <out> and what wrote it: an earlier export's other methods stay, and say so
+        "exported": {**_exported_before(out), **{name: this for name in names}},
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _exported_before(out: Path) -> dict[str, Any]:
+    """``exported`` of an earlier export's manifest in ``out`` (its ``methods``, for a manifest of before that key)."""
+    try:
+        old = json.loads((out / MANIFEST).read_text())
+        if "exported" in old:
+            return {str(k): dict(v) for k, v in old["exported"].items()}
+        return {str(m): {k: old[k] for k in ("checkpoint", "data_root", "split", "num_images")} for m in old["methods"]}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError, RecursionError):
+        return {}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -15,8 +15,9 @@ Outputs (written atomically):
 - ``<out>/overlays/<stem>.png``: the image, the heatmap of the predicted class and the box.
 
 A rerun into the same ``--out`` replaces the previous run's results: ``predictions.json`` is
-rewritten and ``<out>/overlays/`` keeps only this run's overlays (any other ``*.png`` there, left
-by the previous run, is removed). ``<out>/overlays/`` belongs to ``localize``.
+rewritten and the overlays the previous run wrote (those its ``predictions.json`` lists) that this
+run did not rewrite are removed; any other file in ``<out>/overlays/`` is left alone. Overlays are
+never read as input images, even when an input folder holds ``--out``.
 
 A missing or corrupt file is reported on stderr and in ``"failed"``; the other files go on. The
 command exits with 1 if any file failed, 0 otherwise, 2 on usage errors.
@@ -301,10 +302,10 @@ def localize(
     if reg is not None:
         reg.eval().to(dev)
 
-    files = expand_image_paths(paths)
+    overlay_dir = out_dir / "overlays"  # this tool's own output is never an input (localize dir --out dir, twice)
+    files = [f for f in expand_image_paths(paths) if overlay_dir.resolve() not in f.resolve().parents]
     if not files:
         raise ValueError("no image files to localize (empty input, or folders without image files)")
-    overlay_dir = out_dir / "overlays"
     images_json: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
@@ -373,14 +374,27 @@ def localize(
         "annotations": annotations,
         "failed": failed,
     }
+    before = _previous_overlays(out_dir)
     write_json_atomic(result, out_dir / "predictions.json")
-    # <out>/overlays/ holds this run's overlays only: those a previous run into the same --out left
-    # behind (other images, or images that failed this time) are removed once this run's are written
-    written = {out_dir / img["overlay"] for img in images_json}
-    for stale in overlay_dir.glob("*.png") if overlay_dir.is_dir() else ():
-        if stale not in written:
-            stale.unlink(missing_ok=True)
+    # the overlays a previous run into the same --out wrote (other images, or images that failed this time) go once
+    # this run's are written; a file localize did not write stays
+    written = {(out_dir / img["overlay"]).resolve() for img in images_json}
+    for stale in before - written:
+        stale.unlink(missing_ok=True)
     return result
+
+
+def _previous_overlays(out_dir: Path) -> set[Path]:
+    """The overlays that ``<out>/predictions.json`` of an earlier run lists (none when it is missing or unreadable)."""
+    import json
+
+    try:
+        images = json.loads((out_dir / "predictions.json").read_text()).get("images", [])
+        paths = {(out_dir / str(img["overlay"])).resolve() for img in images if img.get("overlay")}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError, RecursionError):
+        return set()
+    overlays = (out_dir / "overlays").resolve()
+    return {p for p in paths if p.parent == overlays and p.suffix == ".png"}  # never a file outside overlays/
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +27,7 @@ import numpy as np
 from cream_pl.core.options import OneLineArgumentParser
 from cream_pl.pipelines.entry import pipeline_main
 
-__all__ = ["box_errors", "main", "probe_run"]
+__all__ = ["box_errors", "check_run", "main", "probe_run"]
 
 MAPS = ("cam", "cream_selected")
 
@@ -53,24 +53,108 @@ def box_errors(pred: np.ndarray, gts: np.ndarray) -> tuple[float, float]:
     return best
 
 
-def probe_run(run_dir: Path, data: Path | None = None, batch_size: int = 32) -> dict[str, Any]:
-    """The probe's figures of one run, per map (see the module docstring)."""
+def _test_thresholds(path: Path) -> tuple[dict[str, float], Any]:
+    """τ* of each map of :data:`MAPS` in a run's ``test.json`` (``methods.<map>.loc_threshold``), and its
+    ``wsol_method``; anything else is one line naming the file."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.core.io import read_json_file
+
+    tested = read_json_file(path, "a demo-methods run's test results")
+    if not isinstance(tested, dict) or not isinstance(tested.get("methods"), dict):
+        raise UserValueError(f"{path}: no 'methods' object (a finished make demo-methods run's test.json)")
+    taus = {}
+    for m in MAPS:
+        entry = tested["methods"].get(m)
+        tau = entry.get("loc_threshold") if isinstance(entry, dict) else None
+        if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and 0 <= tau <= 1):
+            raise UserValueError(f"{path}: methods.{m}.loc_threshold: expected the val-chosen threshold in [0, 1], "
+                                 f"got {tau!r}" + ("" if isinstance(entry, dict) else f" (no {m!r} results)"))
+        taus[m] = float(tau)
+    return taus, tested.get("wsol_method")
+
+
+def _data_args(path: Path, data: Path | None) -> dict[str, Any]:
+    """The data module's arguments in a run's ``config.yaml`` (``data.init_args``): root, eval size, mean, std."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.core.io import read_yaml_file
+
+    config = read_yaml_file(path, "a demo-methods run's config")
+    args = config.get("data", {}).get("init_args") if isinstance(config, dict) and isinstance(
+        config.get("data"), dict) else None
+    if not isinstance(args, dict):
+        raise UserValueError(f"{path}: no data.init_args mapping (a finished make demo-methods run's config.yaml)")
+
+    def numbers(key: str) -> tuple[float, ...]:
+        v = args.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise UserValueError(f"{path}: data.init_args.{key}: expected 3 numbers, got {v!r}")
+        return tuple(float(x) for x in v)
+
+    root = args.get("data_root")
+    if data is None and not (isinstance(root, str) and root):
+        raise UserValueError(f"{path}: data.init_args.data_root: expected the dataset's folder, got {root!r} "
+                             "(or pass --data)")
+    size = args.get("eval_size", 224)
+    if not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise UserValueError(f"{path}: data.init_args.eval_size: expected a positive integer, got {size!r}")
+    return {"data_root": Path(data) if data is not None else Path(root), "eval_size": size,
+            "mean": numbers("mean"), "std": numbers("std")}
+
+
+def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
+    """Everything a run's probe reads, checked before any probing: ``test.json``'s thresholds, ``config.yaml``'s
+    data arguments, the dataset's test split, and ``model.ckpt`` a classifier with both maps of :data:`MAPS`.
+
+    Returns:
+        ``taus``, ``wsol_method`` and the data module's arguments (``data_root``, ``eval_size``, ``mean``, ``std``).
+
+    Raises:
+        UserFileNotFoundError, UserValueError: one line naming the file (and the key) at fault.
+    """
+    from cream_pl.core.errors import UserFileNotFoundError, UserValueError
+    from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.pipelines.entry import check_dataset_root
+
+    run_dir = Path(run_dir)
+    for name in ("model.ckpt", "test.json", "config.yaml"):
+        if not (run_dir / name).is_file():
+            raise UserFileNotFoundError(f"{run_dir / name}: not found (a finished make demo-methods run folder)")
+    taus, method = _test_thresholds(run_dir / "test.json")
+    args = _data_args(run_dir / "config.yaml", data)
+    where = "--data" if data is not None else f"{run_dir / 'config.yaml'}: data.init_args.data_root"
+    if not (args["data_root"] / "metadata" / "test").is_dir():
+        raise UserFileNotFoundError(f"{args['data_root'] / 'metadata' / 'test'}: no test split ({where})")
+    check_dataset_root(args["data_root"])
+    ckpt = run_dir / "model.ckpt"
+    model = load_classifier(ckpt)  # a missing, truncated or foreign file: one line naming it
+    names = list(getattr(model, "method_names", []))
+    for m in MAPS:
+        if m not in names or (m == "cream_selected" and getattr(model, "selected_cream", None) is None):
+            what = ("no val-selected CREAM hyperparameters (no validation run with cream_search)"
+                    if m == "cream_selected" else f"no {m!r} maps (methods: {names})")
+            raise UserValueError(f"{ckpt}: the classifier has {what}; the probe compares its "
+                                 f"{' and '.join(MAPS)} maps")
+    return {"taus": taus, "wsol_method": method, **args}
+
+
+def probe_run(run_dir: Path, data: Path | None = None, batch_size: int = 32,
+              checked: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The probe's figures of one run, per map (see the module docstring); ``checked``: its :func:`check_run`."""
     import torch
-    import yaml
 
     from cream_pl.data import WSOLDataModule, wsol_collate
     from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
-    from cream_pl.models import WSOLClassifier
+    from cream_pl.models.checkpoints import load_classifier
 
     run_dir = Path(run_dir)
-    tested = json.loads((run_dir / "test.json").read_text())
-    args = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {})["data"]["init_args"]
-    dm = WSOLDataModule(str(data or args["data_root"]), batch_size=batch_size, eval_size=int(args.get("eval_size", 224)),
-                        mean=tuple(args["mean"]), std=tuple(args["std"]))
+    run = checked if checked is not None else check_run(run_dir, data)
+    dm = WSOLDataModule(str(run["data_root"]), batch_size=batch_size, eval_size=run["eval_size"],
+                        mean=run["mean"], std=run["std"])
     dm.setup("test")
     ds = dm.eval_dataset("test")
-    model = WSOLClassifier.load_from_checkpoint(run_dir / "model.ckpt", map_location="cpu", pretrained=False).eval()
-    taus = {m: float(tested["methods"][m]["loc_threshold"]) for m in MAPS}
+    model = load_classifier(run_dir / "model.ckpt")
+    taus = run["taus"]
     rows: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MAPS}
     with torch.no_grad():
         for start in range(0, len(ds), batch_size):
@@ -86,7 +170,7 @@ def probe_run(run_dir: Path, data: Path | None = None, batch_size: int = 32) -> 
                     for x0, y0, x1, y1 in gts.astype(int):
                         inside[y0:y1 + 1, x0:x1 + 1] = True
                     rows[m].append((iou, ratio, float(scoremap[inside].mean()), float(scoremap[~inside].mean())))
-    out: dict[str, Any] = {"run": run_dir.name, "wsol_method": tested.get("wsol_method"), "num_images": len(ds)}
+    out: dict[str, Any] = {"run": run_dir.name, "wsol_method": run["wsol_method"], "num_images": len(ds)}
     for m in MAPS:
         a = np.array(rows[m])
         miss = a[:, 0] < 0.5
@@ -123,10 +207,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("model.ckpt", "test.json", "config.yaml"):
             if not (Path(run) / name).is_file():
                 parser.error(f"{Path(run) / name}: not found (a finished make demo-methods run folder)")
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.core.io import check_output_file
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
-    results = [probe_run(Path(r), Path(args.data) if args.data else None) for r in args.runs]
     out = Path(args.out)
+    if out.suffix == ".md":
+        raise UserValueError(f"{out}: --out is the JSON results; the .md table is written beside it")
+    check_output_file(out, "--out")  # before any probing
+    check_output_file(out.with_suffix(".md"), "--out (its .md table)")
+    data = Path(args.data) if args.data else None
+    checked = [check_run(Path(r), data) for r in args.runs]  # every run's files, before any probing
+    results = [probe_run(Path(r), data, checked=c) for r, c in zip(args.runs, checked)]
     write_json_atomic({"probe": __doc__.split("\n\n")[0], "runs": results}, out)
     write_markdown_atomic(markdown(results), out.with_suffix(".md"))
     print(markdown(results), end="")

@@ -115,7 +115,11 @@ class FrozenFeatureDataModule(pl.LightningDataModule):
             self.eval_dm.trainer = self.trainer
         self.eval_dm.setup(stage)
         if self.train_base is None:
-            records = load_dataset_pseudo_boxes(self.pseudo_boxes, self.data_root, self.train_split)
+            try:
+                records = load_dataset_pseudo_boxes(self.pseudo_boxes, self.data_root, self.train_split)
+            except RecursionError:  # JSON nested deeper than the decoder recurses: a user's file, not a bug
+                raise UserValueError(f"{self.pseudo_boxes}: invalid JSON: nested too deeply (pseudo-box file)"
+                                     ) from None
             self.train_base = PseudoBoxDataset(records, self.data_root / "images",
                                                build_box_eval_transform(self.eval_size, self.mean, self.std))
         if self._world_key != self._world():  # another world: caches of other positions

@@ -69,6 +69,10 @@ class PseudoBoxesAtFitEnd(pl.Callback):
             from cream_pl.core.io import check_output_file
 
             check_output_file(self.out_path, "PseudoBoxesAtFitEnd.out_path")
+            if self.out_path.is_file():  # a file of ours is replaced (or kept) at the end; any other is refused now
+                from cream_pl.pseudo_boxes.generate import read_pseudo_box_info
+
+                read_pseudo_box_info(self.out_path, "delete it or choose another PseudoBoxesAtFitEnd.out_path")
 
     def _threshold(self, pl_module: pl.LightningModule) -> float:
         if self.threshold is not None:

@@ -46,8 +46,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
-from cream_pl.core.errors import UserValueError
-from cream_pl.core.io import atomic_write_text
+from cream_pl.core.errors import UserError, UserValueError
+from cream_pl.core.io import atomic_write_text, read_json_file
 from cream_pl.core.names import MAP_METHODS
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "model_fingerprint",
     "checkpoint_normalisation",
     "quality_path",
+    "read_pseudo_box_info",
 ]
 
 Source = Literal["cream", "cam", "cream_selected"]
@@ -257,17 +258,56 @@ class PseudoBoxWriter(BasePredictionWriter):
             self._check_manifest(want)
         else:
             atomic_write_text(manifest_path, _dump(want))
-        return [k for k in range(self.num_chunks()) if not self.chunk_path(k).is_file()]
+        pending = []
+        for k in range(self.num_chunks()):
+            path = self.chunk_path(k)
+            if not path.is_file():
+                pending.append(k)
+                continue
+            problem = self.shard_problem(k)[1]
+            if problem is not None:  # not ours as written (atomic writes): recomputed, never merged as it is
+                from pytorch_lightning.utilities import rank_zero_info
+
+                rank_zero_info(f"pseudo boxes: {path}: {problem}; recomputing this chunk")
+                path.unlink(missing_ok=True)
+                pending.append(k)
+        return pending
+
+    def _read_shard(self, k: int) -> list[Any]:
+        """The records of chunk ``k``'s shard; a shard that cannot be read or is not a list raises ``UserValueError``."""
+        recs = read_json_file(self.chunk_path(k), "pseudo-box chunk shard")
+        if not isinstance(recs, list):
+            raise UserValueError(f"{self.chunk_path(k)}: not a list of pseudo-box records")
+        return recs
+
+    def shard_problem(self, k: int) -> tuple[list[dict[str, Any]], str | None]:
+        """The records of chunk ``k``'s shard and why it is not the shard this run writes (unreadable, other
+        indices or image ids, records without their fields), or ``None`` when it is sound."""
+        try:
+            recs = self._read_shard(k)
+        except UserError as err:
+            return [], _reason(err, self.chunk_path(k), "pseudo-box chunk shard")
+        want = list(self.chunk_indices(k))
+        if len(recs) != len(want):
+            return recs, f"holds {len(recs)} records, chunk {k} has {len(want)} images"
+        for i, rec in zip(want, recs):
+            problem = _record_problem(rec, i, len(self.categories), self.gt_boxes is not None)
+            if problem is None and self.expected_image_ids is not None and rec["image_id"] != self.expected_image_ids[i]:
+                problem = f"image id {rec['image_id']!r}, the split's is {self.expected_image_ids[i]!r}"
+            if problem is not None:
+                return recs, f"record of index {i}: {problem}"
+        return recs, None
 
     def _check_manifest(self, want: Mapping[str, Any], known_only: bool = False) -> None:
         """Refuse shards of another run (``known_only``: compare only the settings known before planning)."""
         manifest_path = self.shard_dir / MANIFEST
         try:
-            have = json.loads(manifest_path.read_text(encoding="utf-8"))
+            have = read_json_file(manifest_path, "shard manifest")
             if not isinstance(have, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError, OSError) as err:
-            raise UserValueError(f"{manifest_path}: unreadable shard manifest ({err}); delete {self.shard_dir} "
+                raise UserValueError(f"{manifest_path}: not a JSON object")
+        except UserError as err:
+            reason = _reason(err, manifest_path, "shard manifest")
+            raise UserValueError(f"{manifest_path}: unreadable shard manifest ({reason}); delete {self.shard_dir} "
                                  "or pass --overwrite (overwrite=True)") from None
         keys = set(want) | set(have)
         if known_only:
@@ -290,13 +330,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         if self.overwrite:
             return
         if self.out_path.exists():
-            try:
-                info = json.loads(self.out_path.read_text(encoding="utf-8")).get("info")
-                if not isinstance(info, dict):
-                    raise ValueError("no 'info' object")
-            except (ValueError, UnicodeDecodeError, OSError, AttributeError) as err:
-                raise UserValueError(f"{self.out_path}: exists and is not a cream-pl pseudo-box file ({err}); "
-                                     "pass --overwrite to replace it, or choose another --out") from None
+            info = read_pseudo_box_info(self.out_path, "pass --overwrite to replace it, or choose another --out")
             diff = [k for k, v in self._info().items() if info.get(k) != v]
             if diff:
                 details = "; ".join(f"{k}: file has {info.get(k)!r}, this run has {self._info()[k]!r}"
@@ -338,12 +372,12 @@ class PseudoBoxWriter(BasePredictionWriter):
         if rank == 0:
             try:
                 result = self.scan()
-            except ValueError as err:
-                result = str(err)
+            except ValueError as err:  # every rank raises it (a user error stays one: one line, exit status 2)
+                result = (isinstance(err, UserError), str(err))
         if trainer is not None and world > 1:
             result = trainer.strategy.broadcast(result, src=0)
-        if isinstance(result, str):
-            raise ValueError(result)
+        if isinstance(result, tuple):
+            raise (UserValueError if result[0] else ValueError)(result[1])
         self.pending_chunks = list(result)
         self.my_chunks = self.pending_chunks[rank::world]
         self._my_chunk_set = set(self.my_chunks)
@@ -424,7 +458,11 @@ class PseudoBoxWriter(BasePredictionWriter):
     def merge(self) -> Path:
         """Merge every shard, sorted by index, into the COCO file (and the quality file); atomic writes."""
         # The manifest is the record of the run (in the main process of ddp_spawn, the workers planned it).
-        manifest = json.loads((self.shard_dir / MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_json_file(self.shard_dir / MANIFEST, "shard manifest")
+        if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), int)
+                                                     for k in ("num_images", "chunk_size")):
+            raise UserValueError(f"{self.shard_dir / MANIFEST}: not a shard manifest of cream-pl; delete "
+                                 f"{self.shard_dir} or pass --overwrite (overwrite=True)")
         self.num_images, self.chunk_size = manifest["num_images"], manifest["chunk_size"]
         fingerprint = {k[len("fingerprint_"):]: v for k, v in manifest.items() if k.startswith("fingerprint_")}
         missing = [k for k in range(self.num_chunks()) if not self.chunk_path(k).is_file()]
@@ -433,9 +471,10 @@ class PseudoBoxWriter(BasePredictionWriter):
                                f"(e.g. {self.chunk_path(missing[0]).name})")
         records: list[dict[str, Any]] = []
         for k in range(self.num_chunks()):
-            recs = json.loads(self.chunk_path(k).read_text(encoding="utf-8"))
-            if [r["index"] for r in recs] != list(self.chunk_indices(k)):
-                raise RuntimeError(f"{self.chunk_path(k)}: shard does not hold indices {self.chunk_indices(k)}")
+            recs, problem = self.shard_problem(k)
+            if problem is not None:  # changed after this run's scan: the next run recomputes it
+                raise UserValueError(f"{self.chunk_path(k)}: {problem}; run the same command again to recompute "
+                                     "this chunk")
             records.extend(recs)
         coco = {
             "info": {
@@ -487,10 +526,72 @@ class PseudoBoxWriter(BasePredictionWriter):
         if self.overwrite or not self.out_path.is_file() or self.shard_dir.is_dir():
             return False
         try:
-            info = json.loads(self.out_path.read_text(encoding="utf-8")).get("info", {})
-        except (OSError, ValueError, AttributeError):
+            info = read_pseudo_box_info(self.out_path)
+        except UserError:  # not ours: check_before_run refuses it in one line
             return False
         return all(info.get(k) == v for k, v in self._info().items())
+
+
+def read_pseudo_box_info(path: Path | str, hint: str = "choose another output file") -> dict[str, Any]:
+    """The ``info`` object of a pseudo-box file written by cream-pl (its run's source, τ, model, split).
+
+    Raises:
+        UserValueError: one line naming ``path`` when it is not such a file (invalid JSON, too deeply
+            nested, not a COCO object, no ``info`` object), ending with ``hint``.
+    """
+    path = Path(path)
+    try:
+        data = read_json_file(path, "pseudo-box file")
+        reason = None
+    except UserError as err:
+        data, reason = None, _reason(err, path, "pseudo-box file")
+    if reason is None:
+        info = data.get("info") if isinstance(data, dict) else None
+        if isinstance(info, dict) and "source" in info and "threshold" in info:
+            return info
+        reason = "no 'info' object of a pseudo-box run" if isinstance(data, dict) else \
+            f"a JSON {type(data).__name__}, not a COCO object"
+    raise UserValueError(f"{path}: exists and is not a cream-pl pseudo-box file ({reason}); {hint}")
+
+
+def _reason(err: BaseException, path: Path, what: str) -> str:
+    """The message of a :func:`read_json_file` error without its file name and ``(what)`` (said around it)."""
+    text = str(err).removesuffix(f" ({what})")
+    if not text.startswith(f"{path}:"):
+        return text
+    line, sep, rest = text[len(f"{path}:"):].partition(": ")
+    return f"line {line}: {rest}" if sep and line.isdigit() else text[len(f"{path}:"):].lstrip()
+
+
+def _record_problem(rec: Any, index: int, num_classes: int, with_iou: bool) -> str | None:
+    """Why ``rec`` is not a pseudo-box record of dataset index ``index`` as the writer writes it, or ``None``."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    if rec.get("index") != index or isinstance(rec.get("index"), bool):
+        return f"index {rec.get('index')!r}, expected {index}"
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = {
+        "image_id": lambda v: isinstance(v, str) and v != "",
+        "width": lambda v: integer(v) and v > 0,
+        "height": lambda v: integer(v) and v > 0,
+        "label": lambda v: integer(v) and 0 <= v < num_classes,
+        "bbox": lambda v: isinstance(v, list) and len(v) == 4 and all(number(x) for x in v),
+        "box_grid": lambda v: isinstance(v, list) and len(v) == 4 and all(integer(x) for x in v),
+        "score": number,
+        **({"iou": number} if with_iou else {}),
+    }
+    for key, ok in checks.items():
+        if key not in rec:
+            return f"no {key!r}"
+        if not ok(rec[key]):
+            return f"{key} {rec[key]!r} is not valid"
+    return None
 
 
 def quality_path(out_path: Path | str) -> Path:

@@ -1,0 +1,153 @@
+"""Hostile inputs found after issue 23's sweep: checkpoints with a wrong structure or diverged weights, a missing
+train image, and the outputs a rerun of ``localize`` may touch. Real files, real commands, one line each."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from cream_pl.cli import main
+from cream_pl.data import generate_synthetic_dataset
+from cream_pl.models import WSOLClassifier
+from cream_pl.models.checkpoints import CLASS_KEY
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREAM_PL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("d") / "d", seed=0, num_classes=2, num_train=4,
+                                      num_val=3, num_test=3, min_side=48, max_side=56, image_format="png")
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    torch.manual_seed(0)
+    model = WSOLClassifier(num_classes=2, pretrained=False, eval_size=SIZE, num_media_images=0)
+    return {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": pl.__version__, CLASS_KEY: "cream_pl.models.classifier.WSOLClassifier"}
+
+
+def _one_line(rc: int, err: str, *named: object) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for thing in named:
+        assert str(thing) in err, (thing, err)
+
+
+def _broken(good: dict, how: str) -> dict:
+    ckpt = copy.deepcopy(good)
+    if how == "state_dict a string":
+        ckpt["state_dict"] = "x"
+    elif how == "hyper_parameters a string":
+        ckpt["hyper_parameters"] = "x"
+    elif how == "diverged head":
+        ckpt["state_dict"]["classifier.weight"] = torch.full_like(ckpt["state_dict"]["classifier.weight"], float("nan"))
+    elif how == "unknown backbone":
+        ckpt["hyper_parameters"]["backbone"] = "banana"
+    elif how == "head of another shape":
+        ckpt["state_dict"]["classifier.weight"] = torch.zeros(7, ckpt["state_dict"]["classifier.weight"].shape[1])
+    return ckpt
+
+
+CASES = [("state_dict a string", "its 'state_dict' is not a mapping of tensors"),
+         ("hyper_parameters a string", "its 'hyper_parameters' is a str"),
+         ("diverged head", "weight 'classifier.weight' holds NaN or infinite values"),
+         ("unknown backbone", "Unknown backbone 'banana'"),
+         ("head of another shape", "size mismatch for classifier.weight")]
+
+
+@pytest.mark.parametrize("how, words", CASES, ids=[c for c, _ in CASES])
+def test_a_checkpoint_of_the_wrong_structure_or_diverged_is_one_line(how, words, good, data, tmp_path, capsys):
+    """Before: a traceback (``'str' object has no attribute 'keys'``, ``Unknown backbone``), or, for NaN weights,
+    exit 0 with ``"score": NaN`` (not JSON) and a whole-image box."""
+    ckpt = tmp_path / "c.ckpt"
+    torch.save(_broken(good, how), ckpt)
+    image = next((data / "images" / "test").rglob("*.png"))
+    for argv in (["localize", str(image), "--ckpt", str(ckpt), "--out", str(tmp_path / "loc")],
+                 ["export-scoremaps", "--ckpt", str(ckpt), "--data", str(data), "--out", str(tmp_path / "maps")]):
+        rc = main(argv)  # export-scoremaps checks the class count against the data first
+        _one_line(rc, capsys.readouterr().err, ckpt,
+                  "a 7-class classifier" if how == "head of another shape" and argv[0] == "export-scoremaps" else words)
+    assert not (tmp_path / "loc" / "predictions.json").exists() and not any((tmp_path / "maps").rglob("*.npy"))
+
+
+def test_a_fit_checks_that_every_train_image_is_there_before_its_first_step(data, tmp_path, capsys):
+    """Before: the run trained until the batch holding the missing image came up."""
+    import shutil
+
+    root = Path(shutil.copytree(data, tmp_path / "d"))
+    ids = (root / "metadata" / "train" / "image_ids.txt").read_text().split()
+    (root / "images" / ids[-1]).unlink()
+    cfg = {"seed_everything": 0,
+           "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
+                       "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+                       "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run")},
+           "model": {"class_path": "cream_pl.models.WSOLClassifier",
+                     "init_args": {"pretrained": False, "eval_size": SIZE, "num_media_images": 0}},
+           "data": {"class_path": "cream_pl.data.WSOLDataModule",
+                    "init_args": {"data_root": str(root), "batch_size": 1, "num_workers": 0, "resize_size": 40,
+                                  "crop_size": SIZE, "eval_size": SIZE, "check_eval_images": False}}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    stepped = []
+    from pytorch_lightning import Callback
+
+    class Count(Callback):
+        def on_train_batch_end(self, *args, **kwargs):
+            stepped.append(1)
+
+    import cream_pl.pipelines.recipe_builder as rb
+
+    real = rb.CreamCLI._instantiate_trainer
+    rb.CreamCLI._instantiate_trainer = lambda self, config, callbacks: real(self, config, [*callbacks, Count()])
+    try:
+        with pytest.raises(SystemExit) as exit_:  # Lightning's commands end a user error with SystemExit(2)
+            main(["fit", "--config", str(path)])
+        rc = exit_.value.code
+    finally:
+        rb.CreamCLI._instantiate_trainer = real
+    _one_line(rc, capsys.readouterr().err, ids[-1], "file not found", "image_ids.txt line 4")
+    assert stepped == []  # not one step trained
+
+
+def test_a_localize_rerun_removes_only_its_own_earlier_overlays_and_never_reads_them(good, data, tmp_path):
+    """Before: every *.png in <out>/overlays/ that the run did not write was deleted (a user's file too), and
+    ``localize dir --out dir`` twice localized the first run's overlays as photos."""
+    ckpt = tmp_path / "c.ckpt"
+    torch.save(good, ckpt)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(sorted((data / "images" / "test").rglob("*.png"))[:2]):
+        cv2.imwrite(str(photos / f"p{i}.png"), cv2.imread(str(image)))
+    assert main(["localize", str(photos), "--ckpt", str(ckpt), "--out", str(photos)]) == 0
+    mine = photos / "overlays" / "holiday.png"
+    cv2.imwrite(str(mine), np.zeros((8, 8, 3), np.uint8))
+    (photos / "p1.png").unlink()  # the second run sees p0 only: p1's overlay is the first run's, and goes
+    assert main(["localize", str(photos), "--ckpt", str(ckpt), "--out", str(photos)]) == 0
+    result = json.loads((photos / "predictions.json").read_text())
+    assert [Path(im["file_name"]).name for im in result["images"]] == ["p0.png"]  # no overlay read as a photo
+    assert mine.is_file() and (photos / "overlays" / "p0.png").is_file()
+    assert not (photos / "overlays" / "p1.png").exists()
+
+
+def test_train_regressor_on_a_pseudo_box_file_nested_too_deeply_is_one_line(data, tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200000 + "]" * 200000)  # json's decoder: RecursionError (a traceback before)
+    rc = main(["train-regressor", "--pseudo-boxes", str(deep), "--data", str(data), "--out", str(tmp_path / "reg")])
+    _one_line(rc, capsys.readouterr().err, deep, "nested too deeply")

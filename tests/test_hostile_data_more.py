@@ -1,0 +1,280 @@
+"""Hostile inputs to ``cream-pl data cub|synth|check``, second audit.
+
+As in :mod:`tests.test_hostile_inputs`: real files (images written with OpenCV), real CLI calls
+(``main([...])`` with ``capfd``); every bad input must end in one line on stderr naming the file
+(and its line), exit status 2 (``data check``: 1, it reports problems), no traceback, and nothing
+written before the input was checked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cream_pl.cli import main as cli_main
+from cream_pl.data import generate_synthetic_dataset
+from cream_pl.data.cub import convert_cub
+from cream_pl.data.metadata import read_split
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+# the 6-image CUB tree of the audit: 2 classes x 3 images (2 train + 1 test each), 60x50 images
+ROWS = [("001.A/a1.jpg", 1, 1), ("001.A/a2.jpg", 1, 1), ("001.A/a3.jpg", 1, 0),
+        ("002.B/b1.jpg", 2, 1), ("002.B/b2.jpg", 2, 1), ("002.B/b3.jpg", 2, 0)]
+
+
+def make_cub(root: Path) -> Path:
+    cub = root / "CUB_200_2011"
+    for rel, _, _ in ROWS:
+        (cub / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(cub / "images" / rel), np.full((50, 60, 3), 100, np.uint8))
+    (cub / "images.txt").write_text("".join(f"{i} {r[0]}\n" for i, r in enumerate(ROWS, 1)))
+    (cub / "image_class_labels.txt").write_text("".join(f"{i} {r[1]}\n" for i, r in enumerate(ROWS, 1)))
+    (cub / "train_test_split.txt").write_text("".join(f"{i} {r[2]}\n" for i, r in enumerate(ROWS, 1)))
+    (cub / "bounding_boxes.txt").write_text("".join(f"{i} 5.0 5.0 20.0 20.0\n" for i in range(1, len(ROWS) + 1)))
+    (cub / "classes.txt").write_text("1 001.A\n2 002.B\n")
+    return cub
+
+
+def _replace_line(path: Path, number: int, content: bytes | str) -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines[number - 1] = content if isinstance(content, bytes) else content.encode()
+    path.write_bytes(b"\n".join(lines))
+
+
+def _cli(argv: Sequence[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capfd.readouterr()
+    rc = cli_main(list(argv))
+    out = capfd.readouterr()
+    return int(rc or 0), out.out, out.err
+
+
+def assert_one_line(rc: int, out: str, err: str, *named: object, status: int = 2) -> str:
+    """Exit ``status``, exactly one line (on stderr), no traceback, every ``named`` thing in it."""
+    text = out + err
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert rc == status, text
+    assert "Traceback" not in text, text
+    assert len(lines) == 1 and lines[0] in err, f"{len(lines)} lines:\n{text}"
+    for thing in named:
+        assert str(thing) in lines[0], f"{thing} not named in:\n{text}"
+    return lines[0]
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------- 1: boxes
+
+
+@pytest.mark.parametrize("box", ["5.0 5.0 inf 20.0", "5.0 5.0 nan 20.0", "nan 5.0 20.0 20.0", "5.0 -inf 20.0 20.0",
+                                 "1e308 5.0 1e308 20.0", "500.0 5.0 20.0 20.0"])
+def test_cub_non_finite_or_outside_box_names_the_file_and_line(box, tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    _replace_line(cub / "bounding_boxes.txt", 4, f"4 {box}")
+    out = tmp_path / "out"
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    line = assert_one_line(rc, o, e, f"{cub / 'bounding_boxes.txt'}:4:")
+    assert "convert" not in line  # not Python's "cannot convert float ... to integer"
+    assert _files(out) == []
+
+
+# ---------------------------------------------------------------------------------------------- 2: the tables
+
+
+@pytest.mark.parametrize("name, number, content", [
+    ("images.txt", 2, b"2 001.A/\xe92.jpg"),
+    ("classes.txt", 2, b"2 \xe9"),
+    ("image_class_labels.txt", 3, b"3 \xe9"),
+    ("train_test_split.txt", 5, b"5 \xff"),
+    ("bounding_boxes.txt", 6, b"6 5.0 \xe9 20.0 20.0"),
+])
+def test_cub_latin1_byte_names_the_file_and_line(name, number, content, tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    _replace_line(cub / name, number, content)
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out")], capfd)
+    line = assert_one_line(rc, o, e, f"{cub / name}:{number}:", "UTF-8")
+    assert "codec" not in line
+    assert _files(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name, number, content", [
+    ("image_class_labels.txt", 1, "1 \u00b2"),  # str.isdigit() but not int()
+    ("image_class_labels.txt", 4, "4 \u0662"),  # an Arabic-Indic 2: int() reads it, CUB never has it
+    ("classes.txt", 1, "\u00b9 001.A"),
+])
+def test_cub_non_ascii_digit_names_the_file_and_line(name, number, content, tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    _replace_line(cub / name, number, content)
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out")], capfd)
+    line = assert_one_line(rc, o, e, f"{cub / name}:{number}:")
+    assert "invalid literal" not in line
+
+
+@pytest.mark.parametrize("name", ["images.txt", "classes.txt"])
+def test_cub_empty_table_names_it(name, tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    (cub / name).write_text("")
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out")], capfd)
+    line = assert_one_line(rc, o, e, cub / name, "empty")
+    assert "class_names.txt" not in line and "Errno" not in line
+    assert _files(tmp_path / "out") == []
+
+
+def test_cub_duplicate_image_path_names_the_file_and_line(tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    _replace_line(cub / "images.txt", 2, "2 001.A/a1.jpg")
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out")], capfd)
+    assert_one_line(rc, o, e, f"{cub / 'images.txt'}:2:", "001.A/a1.jpg", "line 1")
+    assert _files(tmp_path / "out") == []
+
+
+def test_duplicate_class_id_is_not_called_an_image_id(tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    (cub / "classes.txt").write_text("1 001.A\n1 002.B\n")
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out")], capfd)
+    line = assert_one_line(rc, o, e, f"{cub / 'classes.txt'}:2:", "duplicate class id")
+    assert "image id" not in line
+
+
+@pytest.mark.parametrize("path", ["001.A/a,3.jpg", "../../../etc/passwd", "/etc/passwd"])
+def test_cub_bad_image_path_is_refused_before_anything_is_written(path, tmp_path, capfd, monkeypatch):
+    import cream_pl.data.cub as cub_module
+
+    cub = make_cub(tmp_path)
+    if "," in path:
+        shutil.copy(cub / "images/001.A/a3.jpg", cub / "images" / path)
+    _replace_line(cub / "images.txt", 3, f"3 {path}")
+    headers: list[Path] = []
+    real = cub_module.read_image_size
+    monkeypatch.setattr(cub_module, "read_image_size", lambda p: (headers.append(p), real(p))[1])
+    out = tmp_path / "out"
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    assert_one_line(rc, o, e, f"{cub / 'images.txt'}:3:", path)
+    assert _files(out) == []  # no metadata/train before the bad line was found
+    assert headers == []  # found before the image headers are read
+
+
+def test_cub_val_per_class_too_large_names_the_option(tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out"), "--val-per-class", "5"], capfd)
+    assert_one_line(rc, o, e, "--val-per-class", "has only 2 train images")
+    assert _files(tmp_path / "out") == []
+
+
+# ---------------------------------------------------------------------------------------------- 3: reruns
+
+
+def test_cub_rerun_without_val_removes_the_carved_val(tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    out = tmp_path / "out"
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out), "--val-per-class", "1"], capfd)
+    assert rc == 0, e
+    assert len(read_split(out / "metadata/val")) == 2 and len(read_split(out / "metadata/train")) == 2
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    assert rc == 0, e
+    assert not (out / "metadata/val").exists()  # its images are train images again
+    assert "val: ok" not in o and "no val split" in o
+    assert len(read_split(out / "metadata/train")) == 4
+    assert sorted(p.name for p in (out / "metadata").iterdir()) == ["test", "train"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_cub_rerun_keeps_a_val_split_it_did_not_write(tmp_path, capfd):
+    """The benchmark's val (CUBV2) is put in <out>/metadata/val by hand: a rerun keeps it, never mixes it."""
+    cub = make_cub(tmp_path)
+    out = tmp_path / "out"
+    assert _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)[0] == 0
+    shutil.copytree(out / "metadata/test", out / "metadata/val")  # stands for CUBV2's metadata
+    before = {p.name: p.read_bytes() for p in (out / "metadata/val").iterdir()}
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    assert rc == 0, e
+    assert {p.name: p.read_bytes() for p in (out / "metadata/val").iterdir()} == before
+    assert "no val split" not in o and "val: ok" in o
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out), "--val-per-class", "1"], capfd)
+    assert_one_line(rc, o, e, out / "metadata" / "val")
+    assert {p.name: p.read_bytes() for p in (out / "metadata/val").iterdir()} == before
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_cub_refuses_an_out_that_holds_a_synthetic_dataset(link, tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    out = generate_synthetic_dataset(tmp_path / "synth", seed=0, num_classes=2, num_train=4, num_val=3, num_test=3,
+                                     min_side=64, max_side=72, image_format="png")
+    before = {f: (out / f).read_bytes() for f in _files(out) if (out / f).is_file()}
+    argv = ["data", "cub", "--src", str(cub), "--out", str(out)] + ([] if link else ["--no-link"])
+    rc, o, e = _cli(argv, capfd)
+    assert_one_line(rc, o, e, out)
+    assert {f: (out / f).read_bytes() for f in _files(out) if (out / f).is_file()} == before
+
+
+def test_cub_refuses_an_out_with_metadata_it_did_not_write(tmp_path, capfd):
+    cub = make_cub(tmp_path)
+    out = tmp_path / "out"
+    (out / "metadata" / "train").mkdir(parents=True)
+    (out / "metadata" / "train" / "image_ids.txt").write_text("mine.png")
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    assert_one_line(rc, o, e, out / "metadata" / "train")
+    assert (out / "metadata" / "train" / "image_ids.txt").read_text() == "mine.png"
+    assert _files(out) == ["metadata", "metadata/train", "metadata/train/image_ids.txt"]
+
+
+def test_convert_cub_overwrite_replaces_a_synthetic_dataset(tmp_path):
+    cub = make_cub(tmp_path)
+    out = generate_synthetic_dataset(tmp_path / "synth", seed=0, num_classes=2, num_train=4, num_val=3, num_test=3,
+                                     min_side=64, max_side=72, image_format="png")
+    shutil.rmtree(out / "images")  # the images link needs the place
+    summary = convert_cub(cub, out, overwrite=True)
+    assert (summary.num_train, summary.num_val, summary.num_test) == (4, 0, 2)
+    assert sorted(p.name for p in (out / "metadata").iterdir()) == ["test", "train"]
+    assert not (out / "synth_config.json").exists() and not (out / "masks").exists()
+
+
+# ---------------------------------------------------------------------------------------------- 4: synth
+
+
+@pytest.mark.parametrize("extra, option", [
+    (["--usual-background-prob", "0.5"], "--usual-background-prob"),
+    (["--confounded-eval", "unusual"], "--confounded-eval"),
+])
+def test_synth_confounded_options_without_confounded_are_refused(extra, option, tmp_path, capfd):
+    out = tmp_path / "d"
+    argv = ["data", "synth", "--out", str(out), "--num-classes", "2", "--num-train", "4", "--num-val", "3",
+            "--num-test", "3", "--min-side", "64", "--max-side", "72", "--image-format", "png"]
+    rc, o, e = _cli(argv + extra, capfd)
+    assert_one_line(rc, o, e, option, "--confounded")
+    assert not out.exists()
+    rc, o, e = _cli(argv + extra + ["--confounded"], capfd)
+    assert rc == 0, e
+
+
+# ---------------------------------------------------------------------------------------------- 5: data check
+
+
+@pytest.fixture(scope="module")
+def data2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("more") / "d", seed=0, num_classes=2, num_train=4,
+                                      num_val=3, num_test=3, min_side=64, max_side=72, image_format="png")
+
+
+@pytest.mark.parametrize("which", ["mask", "ignore"])
+def test_data_check_files_reports_a_mask_of_another_size(which, data2, tmp_path, capfd):
+    root = Path(shutil.copytree(data2, tmp_path / "d"))
+    sample = read_split(root / "metadata/test").samples[0]
+    assert sample.masks is not None and sample.masks.ignore_path is not None
+    rel = sample.masks.mask_paths[0] if which == "mask" else sample.masks.ignore_path
+    assert cv2.imwrite(str(root / "masks" / rel), np.full((30, 30), 255 if which == "mask" else 0, np.uint8))
+    rc, o, e = _cli(["data", "check", str(root), "--files", "--split", "test"], capfd)
+    assert rc == 1 and "Traceback" not in o + e
+    lines = [ln for ln in e.splitlines() if ln.strip()]
+    assert len(lines) == 2 and lines[0] == "test: 1 problem(s)", e
+    w, h = sample.size
+    assert str(root / "masks" / rel) in lines[1] and "30x30" in lines[1] and f"{w}x{h}" in lines[1]
+    assert _cli(["data", "check", str(data2), "--files"], capfd)[0] == 0
