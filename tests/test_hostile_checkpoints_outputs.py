@@ -14,6 +14,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from hostile_helpers import isolated_cache  # noqa: F401  (an autouse fixture)
 
 from cream_pl.cli import main
 from cream_pl.data import generate_synthetic_dataset
@@ -22,11 +23,6 @@ from cream_pl.models.checkpoints import CLASS_KEY
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 SIZE = 32
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CREAM_PL_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

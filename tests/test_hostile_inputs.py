@@ -30,6 +30,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from hostile_helpers import assert_one_line, isolated_cache  # noqa: F401  (an autouse fixture)
+from hostile_helpers import call as _call
 from PIL import Image
 
 from cream_pl.cli import main as cli_main
@@ -46,11 +48,6 @@ SIZE = 32
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CREAM_PL_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _synth(root: Path, num_classes: int) -> Path:
@@ -123,21 +120,6 @@ def _ids(root: Path, split: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def _call(fn: Callable[[Sequence[str]], int | None], argv: Sequence[str], capfd: pytest.CaptureFixture[str]
-          ) -> tuple[int, str]:
-    """``fn(argv)``'s exit status and everything it wrote (stdout + stderr, C-level writes included)."""
-    capfd.readouterr()
-    try:
-        rc = fn(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-        rc = code if isinstance(code, int) else (0 if code is None else 1)
-        if isinstance(code, str):
-            print(code, file=sys.stderr)
-    out = capfd.readouterr()
-    return int(rc or 0), out.out + out.err
-
-
 def _cli(argv: Sequence[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return _call(cli_main, argv, capfd)
 
@@ -153,17 +135,6 @@ def _subprocess(argv: Sequence[str], timeout: int = 180) -> tuple[int, str]:
     proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(REPO))
     return proc.returncode, proc.stdout + proc.stderr
-
-
-def assert_one_line(rc: int, text: str, *named: object) -> str:
-    """Exit status != 0, at most two lines, no traceback, every ``named`` thing in the output."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    assert rc != 0, text
-    assert "Traceback" not in text, text
-    assert 1 <= len(lines) <= 2, f"{len(lines)} lines:\n{text}"
-    for thing in named:
-        assert str(thing) in text, f"{thing} not named in:\n{text}"
-    return lines[-1]
 
 
 def _lightning_config(tmp_path: Path, root: Path) -> Path:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from hostile_helpers import assert_one_line as _assert_one_line
+from hostile_helpers import call as _call
+from hostile_helpers import isolated_cache  # noqa: F401  (an autouse fixture)
 
 from cream_pl.cli import main as cli_main
 from cream_pl.data import generate_synthetic_dataset
@@ -27,11 +29,6 @@ from cream_pl.models.checkpoints import CLASS_KEY
 os.environ.setdefault("WANDB_MODE", "disabled")
 SIZE = 32
 DEEP = "[" * 200_000 + "]" * 200_000  # deeper than Python's JSON decoder recurses
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CREAM_PL_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -70,34 +67,13 @@ def c2_selected(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _save(model, tmp_path_factory.mktemp("ck") / "c2_selected.ckpt")
 
 
-def _call(fn: Callable[[Sequence[str]], int | None], argv: Sequence[str], capfd: pytest.CaptureFixture[str]
-          ) -> tuple[int, str]:
-    """``fn(argv)``'s exit status and everything it wrote (stdout + stderr, C-level writes included)."""
-    capfd.readouterr()
-    try:
-        rc = fn(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-        rc = code if isinstance(code, int) else (0 if code is None else 1)
-        if isinstance(code, str):
-            print(code, file=sys.stderr)
-    out = capfd.readouterr()
-    return int(rc or 0), out.out + out.err
-
-
 def _cli(argv: Sequence[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return _call(cli_main, argv, capfd)
 
 
 def assert_one_line(rc: int, text: str, *named: object) -> str:
     """Exit status 2, one line, no traceback, every ``named`` thing in it."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    assert rc == 2, text[-3000:]
-    assert "Traceback" not in text, text[-3000:]
-    assert len(lines) == 1, f"{len(lines)} lines:\n{text[-3000:]}"
-    for thing in named:
-        assert str(thing) in text, f"{thing} not named in:\n{text}"
-    return lines[0]
+    return _assert_one_line(rc, text, *named, exact=True)
 
 
 def _no_work(*args: Any, **kwargs: Any) -> Any:

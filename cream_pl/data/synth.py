@@ -47,12 +47,13 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -68,6 +69,7 @@ __all__ = [
     "BACKGROUND_PHOTOS",
     "class_specs",
     "generate_synthetic_dataset",
+    "preset_config",
 ]
 
 GENERATOR_VERSION = 1
@@ -223,6 +225,39 @@ PRESETS: dict[str, SynthConfig] = {
                        backgrounds=("grass", "gravel", "brick", "moon", "hubble_deep_field", "immunohistochemistry")),
 }
 """Named generator configurations (``cream-pl data synth --preset NAME``)."""
+
+
+def preset_config(preset: str, overrides: Mapping[str, Any]) -> SynthConfig:
+    """``PRESETS[preset]`` with ``overrides`` (as JSON or YAML gives them: lists for tuples), each of the preset's own
+    type (a count is no float) and finite, checked by :class:`SynthConfig` as a whole.
+
+    Raises:
+        ValueError: ``"<knob>: <reason>"`` for the first bad knob (an unknown one included).
+
+    Example:
+        >>> preset_config("cub", {"num_train": 48, "object_area": [0.1, 0.5]}).object_area
+        (0.1, 0.5)
+        >>> preset_config("cub", {"num_train": 2.5})
+        Traceback (most recent call last):
+        ValueError: num_train: expected int like the preset's 2400, got 2.5
+    """
+    base = asdict(PRESETS[preset])
+    for key, value in overrides.items():
+        if key not in base:
+            raise ValueError(f"{key}: not a generator knob; knobs: {sorted(base)}")
+        want = type(base[key])
+        want = (list, tuple) if want is tuple else want
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}: not a finite number, got {value!r}")
+        if base[key] is not None and not (isinstance(value, want) and (want is bool or not isinstance(value, bool))
+                                          or want is float and isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"{key}: expected {getattr(want, '__name__', 'a list')} like the preset's {base[key]!r}, "
+                             f"got {value!r}")
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in {**base, **overrides}.items()}
+    try:
+        return SynthConfig(**merged)
+    except (TypeError, ValueError) as err:
+        raise ValueError(" ".join(str(err).split())) from None
 
 
 def class_specs(num_classes: int) -> list[tuple[str, str]]:

@@ -46,36 +46,22 @@ def _parse_sweep(text: str) -> tuple[str, list[Any]]:
 
 def check_sweep_values(exp: Any, key: str, values: Sequence[Any]) -> None:
     """Every swept value must give a valid generator configuration (the preset, the declaration's overrides and
-    ``key: value``), of the preset's own type for ``key``; checked before any data or run folder exists.
+    ``key: value``, :func:`cream_pl.data.synth.preset_config`); checked before any data or run folder exists.
 
     Raises:
         UserValueError: ``--sweep KEY=VALUE: <the generator's reason>``, the first bad value.
     """
-    import math
-    from dataclasses import asdict
-
     from cream_pl.core.errors import UserValueError
-    from cream_pl.data.synth import PRESETS, SynthConfig
+    from cream_pl.data.synth import preset_config
 
     if exp.dataset.preset is None:
         raise UserValueError(f"{exp.source}: dataset.preset is null (a user's dataset): there is no generator "
                              "knob to --sweep")
-    preset = asdict(PRESETS[exp.dataset.preset])
-    want = type(preset[key]) if preset[key] is not None else None
-    want = (list, tuple) if want is tuple else want  # JSON writes a tuple as a list
     for value in values:
-        shown = f"--sweep {key}={json.dumps(value)}"
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserValueError(f"{shown}: not a finite number")
-        if want is not None and not (isinstance(value, want) and (want is bool or not isinstance(value, bool))
-                                     or want is float and isinstance(value, int) and not isinstance(value, bool)):
-            raise UserValueError(f"{shown}: expected {getattr(want, '__name__', 'a list')} like the preset's "
-                                 f"{json.dumps(preset[key])}")
-        config = {**preset, **exp.dataset.overrides, key: value}
         try:
-            SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-        except (TypeError, ValueError) as err:
-            raise UserValueError(f"{shown}: {' '.join(str(err).split())}") from None
+            preset_config(exp.dataset.preset, {**exp.dataset.overrides, key: value})
+        except ValueError as err:
+            raise UserValueError(f"--sweep {key}={json.dumps(value)}: {err}") from None
 
 
 def run_sweep(exp: Any, key: str, values: Sequence[Any], out: Path, work: Path) -> dict[str, Any]:

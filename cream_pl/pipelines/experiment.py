@@ -365,7 +365,7 @@ def load_experiment(path: Path | str) -> Experiment:
     ds = _checked("dataset", "dataset", top.get("dataset", {}), source)
     fast = _checked("fast", "fast", top.get("fast", {}), source)
     readme = _checked("readme", "readme", top["readme"], source) if top.get("readme") is not None else {}
-    from cream_pl.data.synth import PRESETS, SynthConfig
+    from cream_pl.data.synth import PRESETS, preset_config
     from cream_pl.reporting.experiment_report import REPORTS, SPLICES
 
     for where, value, known in (("dataset.preset", ds.get("preset", DatasetDecl.preset), PRESETS),
@@ -373,21 +373,11 @@ def load_experiment(path: Path | str) -> Experiment:
         if value is not None and value not in known:
             raise UserValueError(f"{source}: {where}: unknown {value!r}; known: {sorted(known)}")
     if ds.get("preset", DatasetDecl.preset) is not None:  # the generator takes the overrides, --fast's too
-        from dataclasses import asdict
-
-        preset = asdict(PRESETS[ds.get("preset", DatasetDecl.preset)])
-        for where, extra in (("dataset.overrides", ds.get("overrides", {})), ("fast.dataset", fast.get("dataset", {}))):
-            for k, v in extra.items():  # each knob of the preset's own type (an int count is no float)
-                want = type(preset.get(k))
-                want = (list, tuple) if want is tuple else want  # YAML writes a tuple as a list
-                if k in preset and preset[k] is not None and not (
-                        isinstance(v, want) and (want is bool or not isinstance(v, bool))
-                        or want is float and isinstance(v, int) and not isinstance(v, bool)):
-                    raise UserValueError(f"{source}: {where}.{k}: expected {getattr(want, '__name__', 'a list')}, got {v!r}")
+        for where, extra in (("dataset.overrides", {}), ("fast.dataset", fast.get("dataset", {}))):
             try:
-                SynthConfig(**{**preset, **ds.get("overrides", {}), **extra})
-            except (TypeError, ValueError) as err:
-                raise UserValueError(f"{source}: {where}: {str(err).replace('SynthConfig.__init__() ', '')}") from None
+                preset_config(ds.get("preset", DatasetDecl.preset), {**ds.get("overrides", {}), **extra})
+            except ValueError as err:
+                raise UserValueError(f"{source}: {where}: {err}") from None
     return Experiment(name=top["name"], out=top["out"], work=top["work"], runs=runs,
                       dataset=DatasetDecl(**{k: v for k, v in ds.items()}), version=top.get("version", 1),
                       fast={**DEFAULT_FAST, **fast},
