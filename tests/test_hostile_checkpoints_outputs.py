@@ -147,3 +147,28 @@ def test_train_regressor_on_a_pseudo_box_file_nested_too_deeply_is_one_line(data
     deep.write_text("[" * 200000 + "]" * 200000)  # json's decoder: RecursionError (a traceback before)
     rc = main(["train-regressor", "--pseudo-boxes", str(deep), "--data", str(data), "--out", str(tmp_path / "reg")])
     _one_line(rc, capsys.readouterr().err, deep, "nested too deeply")
+
+
+def test_fit_end_pseudo_boxes_without_a_val_split_are_refused_before_training(data, tmp_path, capsys):
+    """Before: the fit trained, wrote its checkpoints, then ended with "the fit ran no validation"."""
+    import shutil
+
+    root = Path(shutil.copytree(data, tmp_path / "d"))
+    shutil.rmtree(root / "metadata" / "val")
+    cfg = {"seed_everything": 0,
+           "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
+                       "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+                       "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run"),
+                       "callbacks": [{"class_path": "cream_pl.pseudo_boxes.fit_end.PseudoBoxesAtFitEnd",
+                                      "init_args": {"out_path": str(tmp_path / "boxes.json"), "source": "cam"}}]},
+           "model": {"class_path": "cream_pl.models.WSOLClassifier",
+                     "init_args": {"pretrained": False, "eval_size": SIZE, "num_media_images": 0}},
+           "data": {"class_path": "cream_pl.data.WSOLDataModule",
+                    "init_args": {"data_root": str(root), "batch_size": 2, "num_workers": 0, "resize_size": 40,
+                                  "crop_size": SIZE, "eval_size": SIZE}}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(path)])
+    _one_line(exit_.value.code, capsys.readouterr().err, root / "metadata" / "val", "no val τ*")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.ckpt"))
