@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -235,6 +236,41 @@ def test_convert_cub_overwrite_replaces_a_synthetic_dataset(tmp_path):
     assert (summary.num_train, summary.num_val, summary.num_test) == (4, 0, 2)
     assert sorted(p.name for p in (out / "metadata").iterdir()) == ["test", "train"]
     assert not (out / "synth_config.json").exists() and not (out / "masks").exists()
+
+
+def test_cub_overwrite_keeps_a_val_it_does_not_write_and_a_hand_replaced_val_is_not_its_own(tmp_path, capfd):
+    """--overwrite replaces what the conversion writes, never the CUBV2 val put in by hand; and a val it carved that
+    was replaced by hand since (its image_ids.txt changed) is kept by a plain rerun instead of removed."""
+    cub = make_cub(tmp_path)
+    out = tmp_path / "out"
+    assert _cli(["data", "cub", "--src", str(cub), "--out", str(out), "--val-per-class", "1"], capfd)[0] == 0
+    shutil.rmtree(out / "metadata/val")
+    shutil.copytree(out / "metadata/test", out / "metadata/val")  # stands for CUBV2's metadata
+    hand = (out / "metadata/val/image_ids.txt").read_bytes()
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    assert rc == 0, e
+    assert (out / "metadata/val/image_ids.txt").read_bytes() == hand
+    (out / "cub_convert.json").unlink()  # as a `data cub` of before the record left it
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+    assert_one_line(rc, o, e, out / "metadata" / "train", "--overwrite")
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out), "--overwrite"], capfd)
+    assert rc == 0, e
+    assert (out / "metadata/val/image_ids.txt").read_bytes() == hand and len(read_split(out / "metadata/train")) == 4
+
+
+def test_cub_writes_into_a_metadata_folder_that_links_elsewhere(tmp_path, capfd):
+    """The splits are staged beside them (inside metadata/), so a metadata/ on another filesystem still works."""
+    cub = make_cub(tmp_path)
+    out, elsewhere = tmp_path / "out", Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    target = Path(tempfile.mkdtemp(dir=elsewhere))
+    try:
+        out.mkdir()
+        (out / "metadata").symlink_to(target, target_is_directory=True)
+        rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
+        assert rc == 0, e
+        assert sorted(p.name for p in target.iterdir()) == ["test", "train"]  # no staging folder left
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------- 4: synth

@@ -43,7 +43,7 @@ def check_dataset(
         return {"": [f"{meta_root}: metadata directory not found"]}
     if num_classes is None and (root / "class_names.txt").is_file():
         num_classes = len(read_class_names(root / "class_names.txt"))
-    names = splits or sorted(p.name for p in meta_root.iterdir() if p.is_dir())
+    names = splits or sorted(p.name for p in meta_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         return {"": [f"{meta_root}: no split directories"]}
     return {

@@ -101,7 +101,7 @@ def _read_table(path: Path, num_fields: int, key: str = "image id") -> dict[str,
     except UnicodeDecodeError as err:
         raise MetadataError(path, raw[: err.start].count(b"\n") + 1, "not valid UTF-8 text") from None
     table: dict[str, tuple[int, list[str]]] = {}
-    for number, line in enumerate(text.split("\n"), start=1):  # CUB's lines end in \n (\r\n tolerated)
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip() == "":
             continue
         fields = line.split()
@@ -191,26 +191,38 @@ def _read_rows(src: Path) -> tuple[list[_Row], list[str] | None]:
 
 
 def _load_marker(marker: Path) -> set[str]:
-    """The splits an earlier :func:`convert_cub` wrote into this ``out`` (its ``cub_convert.json``)."""
+    """The splits an earlier :func:`convert_cub` wrote into this ``out`` (its ``cub_convert.json``) and that are still
+    as it wrote them (a split replaced by hand since, e.g. the benchmark's CUBV2 val, is not its own any more)."""
     try:
         info = json.loads(marker.read_text(encoding="utf-8"))
-        splits = info["splits"]
-        if not isinstance(splits, list) or not all(isinstance(s, str) and s in SPLITS for s in splits):
+        splits, sha1 = info["splits"], info.get("image_ids_sha1", {})
+        if not isinstance(splits, list) or not all(isinstance(s, str) and s in SPLITS for s in splits) \
+                or not isinstance(sha1, dict):
             raise TypeError
     except (OSError, ValueError, TypeError, KeyError, RecursionError):
         raise UserValueError(f"{marker}: not a record of `cream-pl data cub` (unreadable or unexpected content); "
                              "remove it and the dataset it describes, or choose another --out") from None
-    return set(splits)
+    meta = marker.parent / "metadata"
+    return {s for s in splits if s not in sha1 or _ids_sha1(meta / s) == sha1[s]}
+
+
+def _ids_sha1(split_dir: Path) -> str | None:
+    """The split's ``image_ids.txt`` hash (``None`` without one): what a rerun recognises as its own."""
+    from cream_pl.core.io import file_sha1
+
+    path = split_dir / "image_ids.txt"
+    return file_sha1(path) if path.is_file() else None
 
 
 def _plan_replace(out: Path, writes_val: bool, link_images: bool, overwrite: bool) -> tuple[set[str], list[Path]]:
     """What a conversion into ``out`` replaces: ``(own splits, other paths to remove first)``; refuses the rest.
 
-    The splits an earlier conversion wrote (listed in its ``cub_convert.json``) are replaced, or removed when
-    the new one does not write them (a val carved by an earlier ``--val-per-class``). A synthetic dataset, or
-    anything else in the places the conversion writes (metadata written by hand) is refused unless
-    ``overwrite``, which removes them (``metadata/``, ``class_names.txt``, a synthetic dataset's files); a
-    split the conversion does not write (the benchmark's CUBV2 ``val``, put there by hand) is kept.
+    The splits an earlier conversion wrote (listed in its ``cub_convert.json``, unchanged since) are replaced,
+    or removed when the new one does not write them (a val carved by an earlier ``--val-per-class``). A
+    synthetic dataset, or anything else in the places the conversion writes (metadata written by hand, or by
+    a ``data cub`` of before the record) is refused unless ``overwrite``, which removes them (a synthetic
+    dataset whole); a split the conversion does not write (the benchmark's CUBV2 ``val``, put there by hand) is
+    kept.
     """
     meta = out / "metadata"
     marker = out / MARKER
@@ -222,19 +234,19 @@ def _plan_replace(out: Path, writes_val: bool, link_images: bool, overwrite: boo
         conflicts.append(out / "class_names.txt")
     synth = out / "synth_config.json"
     if overwrite:
-        remove = [meta, out / "class_names.txt", marker]
-        if synth.exists():
-            remove += [synth, out / "masks"] + ([out / "images"] if link_images else [])
-        elif link_images and (out / "images").is_symlink():
-            remove.append(out / "images")
-        return set(), [p for p in remove if p.exists() or p.is_symlink()]
+        if synth.exists():  # a synthetic dataset goes whole: its val is no CUB split
+            remove = [meta, out / "class_names.txt", synth, out / "masks"] + ([out / "images"] if link_images else [])
+        else:
+            remove = [*conflicts] + ([out / "images"] if link_images and (out / "images").is_symlink() else [])
+        return own, [p for p in remove if p.exists() or p.is_symlink()]
     if synth.exists():
         raise UserValueError(f"{out} holds a synthetic dataset ({synth.name}); `data cub` would mix its splits "
-                             "with it: choose another --out")
+                             "with it: choose another --out, or pass --overwrite to replace it")
     if conflicts:
-        raise UserValueError(f"{out} already holds a dataset that `data cub` did not write "
-                             f"({', '.join(str(p) for p in conflicts)}); choose another --out or remove "
-                             + ("it" if len(conflicts) == 1 else "them"))
+        raise UserValueError(f"{out} already holds a dataset that this `data cub` did not write (or a split changed "
+                             f"since): {', '.join(str(p) for p in conflicts)}; choose another --out, or pass "
+                             "--overwrite to replace "
+                             + ("it" if len(conflicts) == 1 else "them") + " (a split it does not write stays)")
     return own, []
 
 
@@ -321,42 +333,45 @@ def convert_cub(
 
 def _commit(out: Path, records: dict[str, list[SampleRecord]], class_names: list[str] | None, own: set[str],
             remove_first: list[Path], info: dict) -> None:
-    """Write the splits into a staging folder of ``out``, then move them into place.
+    """Write the splits into a staging folder beside them (``<out>/metadata/.cub_convert.*``: the renames that put
+    them in place stay on one filesystem, wherever ``metadata/`` lives), then move them into place.
 
     A split this conversion does not write but an earlier one did (``own``) is removed; the marker lists
-    the union while the splits are moved, then this conversion's splits.
+    the union while the splits are moved, then this conversion's splits with their ``image_ids.txt`` hashes.
     """
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".cub_convert.", dir=out))
+    meta = out / "metadata"
+    made_meta = not meta.exists()
+    meta.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".cub_convert.", dir=meta))
     try:
         for split, rs in records.items():
             if rs:
-                write_split(stage / "metadata" / split, rs)
-        if class_names is not None:
-            write_class_names(stage / "class_names.txt", class_names)
-        # everything is written: from here on only removals and renames inside out
+                write_split(stage / split, rs)
+        # everything is written: from here on only removals and renames
         for path in remove_first:
-            _remove(path)
+            for p in ([c for c in meta.iterdir() if c != stage] if path == meta else [path]):  # the stage stays
+                _remove(p)
         marker = out / MARKER
         atomic_write_text(marker, json.dumps({**info, "splits": sorted(own | set(info["splits"]))}, indent=2))
-        meta = out / "metadata"
-        meta.mkdir(exist_ok=True)
         old = stage / "old"
         old.mkdir()
         for split in SPLITS:
             if (meta / split).exists() and (split in own or records[split]):
                 os.replace(meta / split, old / split)  # an earlier run's split (own: checked by _plan_replace)
             if records[split]:
-                os.replace(stage / "metadata" / split, meta / split)
+                os.replace(stage / split, meta / split)
         if class_names is not None:
-            os.replace(stage / "class_names.txt", out / "class_names.txt")
+            write_class_names(out / "class_names.txt", class_names)
         elif (out / "class_names.txt").exists():
-            os.replace(out / "class_names.txt", old / "class_names.txt")  # an earlier run's (classes.txt gone)
-        atomic_write_text(marker, json.dumps(info, indent=2))
+            (out / "class_names.txt").unlink()  # an earlier run's (its classes.txt is gone)
+        sha1 = {s: _ids_sha1(meta / s) for s in info["splits"]}
+        atomic_write_text(marker, json.dumps({**info, "image_ids_sha1": sha1}, indent=2))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        if created and not any(out.iterdir()):
+        if made_meta and meta.is_dir() and not any(meta.iterdir()):
+            meta.rmdir()
+        if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing of ours left behind
         raise
     shutil.rmtree(stage, ignore_errors=True)

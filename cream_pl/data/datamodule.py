@@ -228,10 +228,16 @@ class WSOLDataset(Dataset):
         Raises:
             ImageFileError: naming the file and its ``image_ids.txt`` line.
         """
+        import stat
+
         for s in self.samples:
             path = self.image_root / s.image_id
-            problem = ("file not found" if not path.exists() else "not a regular file" if not path.is_file()
-                       else "empty file (0 bytes)" if path.stat().st_size == 0 else None)
+            try:
+                st = path.stat()  # one call per image (a network filesystem pays per call)
+            except FileNotFoundError:
+                raise ImageFileError(path, f"file not found ({self._where(s)})") from None
+            problem = "not a regular file" if not stat.S_ISREG(st.st_mode) else "empty file (0 bytes)" \
+                if st.st_size == 0 else None
             if problem is not None:
                 raise ImageFileError(path, f"{problem} ({self._where(s)})")
 
@@ -400,7 +406,7 @@ class WSOLDataModule(pl.LightningDataModule):
 
     def _infer_num_classes(self) -> int:
         top = -1
-        for split_dir in sorted(p for p in self.metadata_root.iterdir() if p.is_dir()):
+        for split_dir in sorted(p for p in self.metadata_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if (split_dir / "class_labels.txt").is_file():
                 meta = read_split(split_dir, on_bad_sample=self.on_bad_sample)
                 top = max([top] + [s.label for s in meta.samples])

@@ -105,7 +105,7 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
     num_classes = None
     if (root / "class_names.txt").is_file():
         num_classes = len(read_class_names(root / "class_names.txt"))
-    splits = sorted(p for p in meta_root.iterdir() if p.is_dir())
+    splits = sorted(p for p in meta_root.iterdir() if p.is_dir() and not p.name.startswith("."))  # not a staging dir
     if not splits:
         raise UserValueError(f"{meta_root}: no split folders")
 
@@ -124,7 +124,7 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
         for s in splits:
             for sample in read_split(s).samples:
                 images.append(root / "images" / sample.image_id)
-        stamp = files_stamp(images, salt=f"cream-pl pipeline data check v1|{root.resolve()}")
+        stamp = files_stamp(images, salt=f"cream-pl pipeline data check v2|{root.resolve()}")
         check_once(stamp, lambda: first_problem(True))
     return root
 
