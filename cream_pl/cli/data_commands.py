@@ -35,7 +35,7 @@ def check_dataset(
         strict: report deviations from the letter of the format too (see ``check_split``).
         num_classes: label range; default the lines of ``class_names.txt`` when present.
     """
-    from cream_pl.data.metadata import check_split, read_class_names
+    from cream_pl.data.metadata import check_split, read_class_names, split_dirs
 
     root = Path(root)
     meta_root = root / "metadata"
@@ -43,7 +43,7 @@ def check_dataset(
         return {"": [f"{meta_root}: metadata directory not found"]}
     if num_classes is None and (root / "class_names.txt").is_file():
         num_classes = len(read_class_names(root / "class_names.txt"))
-    names = splits or sorted(p.name for p in meta_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = splits or [p.name for p in split_dirs(meta_root)]
     if not names:
         return {"": [f"{meta_root}: no split directories"]}
     return {

@@ -68,6 +68,7 @@ from cream_pl.data.metadata import (
     SplitMetadata,
     read_class_names,
     read_split,
+    split_dirs,
 )
 from cream_pl.data.transforms import (
     IMAGENET_MEAN,
@@ -406,7 +407,7 @@ class WSOLDataModule(pl.LightningDataModule):
 
     def _infer_num_classes(self) -> int:
         top = -1
-        for split_dir in sorted(p for p in self.metadata_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for split_dir in split_dirs(self.metadata_root):
             if (split_dir / "class_labels.txt").is_file():
                 meta = read_split(split_dir, on_bad_sample=self.on_bad_sample)
                 top = max([top] + [s.label for s in meta.samples])

@@ -50,6 +50,7 @@ __all__ = [
     "SampleRecord",
     "SplitMetadata",
     "read_split",
+    "split_dirs",
     "write_split",
     "check_split",
     "read_class_names",
@@ -195,6 +196,11 @@ def _parse_int(value: str) -> int | None:
     if v.startswith("-"):
         return -int(v[1:]) if v[1:].isdigit() else None
     return int(v) if v.isdigit() else None
+
+
+def split_dirs(metadata_root: Path | str) -> list[Path]:
+    """The split folders under ``metadata_root``, sorted; a hidden folder (a converter's staging folder) is none."""
+    return sorted(p for p in Path(metadata_root).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def read_split(

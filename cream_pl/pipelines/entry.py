@@ -96,7 +96,7 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
         UserValueError: ``<file>:<line>: <problem>`` (and how many more problems there are).
     """
     from cream_pl.data.images import check_once, files_stamp
-    from cream_pl.data.metadata import check_split, read_class_names, read_split
+    from cream_pl.data.metadata import check_split, read_class_names, read_split, split_dirs
 
     root = Path(root)
     meta_root = root / "metadata"
@@ -105,7 +105,7 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
     num_classes = None
     if (root / "class_names.txt").is_file():
         num_classes = len(read_class_names(root / "class_names.txt"))
-    splits = sorted(p for p in meta_root.iterdir() if p.is_dir() and not p.name.startswith("."))  # not a staging dir
+    splits = split_dirs(meta_root)
     if not splits:
         raise UserValueError(f"{meta_root}: no split folders")
 

@@ -211,11 +211,10 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     for name in ("overrides", "rows"):
         if any(not isinstance(k, str) for k in raw.get(name) or {}):
             raise bad(name, f"expected string keys, got {sorted(map(repr, raw[name]))}")
-    for k in raw.get("overrides", {}):
+    for k, v in raw.get("overrides", {}).items():
         if ("[" in k or "]" in k) and not re.fullmatch(r"[\w.]+\[\w+\](\.[\w.]+)?", k):
             raise bad("overrides", f"{k!r}: a callback is named as trainer.callbacks[ClassName].init_args.<arg>")
-    for k, v in raw.get("overrides", {}).items():  # "{runn}" would be fingerprinted as a literal folder name
-        for token in re.findall(r"\{(\w+)\}", v) if isinstance(v, str) else ():
+        for token in re.findall(r"\{(\w+)\}", v) if isinstance(v, str) else ():  # "{runn}": a literal folder name
             near = difflib.get_close_matches(token, [p.strip("{}") for p in PLACES], n=1, cutoff=0.6)
             if f"{{{token}}}" not in PLACES and (near or token == "work"):
                 raise bad(f"overrides.{k}", f"{{{token}}} is not a place; places: {list(PLACES)}")
@@ -249,9 +248,7 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     if raw.get("test") == "epochs" and (raw.get("stages") or raw.get("choose")):
         raise bad("", "a run tested per epoch takes no stages and no choose (they work on a fitted model.ckpt)")
     folder = raw.get("folder", "{key}")
-    fields = [f for _, f, _, _ in _fields(folder) if f is not None]
-    if any(f not in ("key", "seed") for f in fields) or ".." in Path(folder).parts \
-            or Path(folder).is_absolute():
+    if not _only_key_and_seed(folder) or ".." in Path(folder).parts or Path(folder).is_absolute():
         raise bad("folder", f"{folder!r}: a relative folder that may hold {{key}} and {{seed}}, nothing else")
     seed_folders = {}
     for k, v in (raw.get("seed_folders") or {}).items():
@@ -264,15 +261,15 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
                    test=raw.get("test", "model"), teachers=tuple(raw.get("teachers", ())))
 
 
-def _fields(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
-    """``string.Formatter().parse(template)``, with ``{None}`` fields for a malformed template."""
+def _only_key_and_seed(template: str) -> bool:
+    """Whether ``template``'s only fields are a plain ``{key}`` or ``{seed}`` (no attribute, index, spec or conversion)."""
     import string
 
     try:
-        return [(lit, f if f is None or (not spec and not conv) else f + "!", spec, conv)
-                for lit, f, spec, conv in string.Formatter().parse(template)]
-    except ValueError:
-        return [("", "?", None, None)]
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:  # an unmatched brace
+        return False
+    return all(f is None or (f in ("key", "seed") and not spec and not conv) for _, f, spec, conv in parsed)
 
 
 def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
@@ -341,12 +338,10 @@ def load_experiment(path: Path | str) -> Experiment:
         runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
         top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}
         top = {k: v for k, v in top.items() if v is not None}
-    defaults = _checked("defaults", "defaults", top.get("defaults", {}), source)
-    for where, value in (("defaults.overrides", defaults.get("overrides", {})),
-                         ("settings.min_seeds", top.get("settings", {}).get("min_seeds", 1))):
-        if not isinstance(value, dict if where.endswith("overrides") else int) or isinstance(value, bool):
-            raise UserValueError(f"{source}: {where}: expected {'a mapping' if where.endswith('overrides') else 'an integer'}, "
-                                 f"got {value!r}")
+    defaults = _checked("defaults", "defaults", top.get("defaults", {}), source)  # its overrides: a dict, checked there
+    min_seeds = top.get("settings", {}).get("min_seeds", 1)
+    if not isinstance(min_seeds, int) or isinstance(min_seeds, bool):
+        raise UserValueError(f"{source}: settings.min_seeds: expected an integer, got {min_seeds!r}")
     runs = tuple(_run(i, r, defaults, source) for i, r in enumerate(top["runs"]))
     if not runs:
         raise UserValueError(f"{source}: runs: at least one run is needed")

@@ -107,7 +107,8 @@ def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
     data arguments, the dataset's test split, and ``model.ckpt`` a classifier with both maps of :data:`MAPS`.
 
     Returns:
-        ``taus``, ``wsol_method`` and the data module's arguments (``data_root``, ``eval_size``, ``mean``, ``std``).
+        ``taus``, ``wsol_method``, the data module's arguments (``data_root``, ``eval_size``, ``mean``, ``std``) and the
+        loaded ``model`` (the probe uses it: the checkpoint is read once).
 
     Raises:
         UserFileNotFoundError, UserValueError: one line naming the file (and the key) at fault.
@@ -135,7 +136,7 @@ def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
                     if m == "cream_selected" else f"no {m!r} maps (methods: {names})")
             raise UserValueError(f"{ckpt}: the classifier has {what}; the probe compares its "
                                  f"{' and '.join(MAPS)} maps")
-    return {"taus": taus, "wsol_method": method, **args}
+    return {"taus": taus, "wsol_method": method, "model": model, **args}
 
 
 def probe_run(run_dir: Path, data: Path | None = None, batch_size: int = 32,
@@ -145,7 +146,6 @@ def probe_run(run_dir: Path, data: Path | None = None, batch_size: int = 32,
 
     from cream_pl.data import WSOLDataModule, wsol_collate
     from cream_pl.metrics.functional import box_from_scoremap_at, prepare_scoremaps
-    from cream_pl.models.checkpoints import load_classifier
 
     run_dir = Path(run_dir)
     run = checked if checked is not None else check_run(run_dir, data)
@@ -153,8 +153,7 @@ def probe_run(run_dir: Path, data: Path | None = None, batch_size: int = 32,
                         mean=run["mean"], std=run["std"])
     dm.setup("test")
     ds = dm.eval_dataset("test")
-    model = load_classifier(run_dir / "model.ckpt")
-    taus = run["taus"]
+    model, taus = run["model"], run["taus"]
     rows: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MAPS}
     with torch.no_grad():
         for start in range(0, len(ds), batch_size):
@@ -203,10 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="the benchmark's root (default: the run's config.yaml)")
     parser.add_argument("--out", required=True, help="JSON results (a .md table is written beside it)")
     args = parser.parse_args(argv)
-    for run in args.runs:
-        for name in ("model.ckpt", "test.json", "config.yaml"):
-            if not (Path(run) / name).is_file():
-                parser.error(f"{Path(run) / name}: not found (a finished make demo-methods run folder)")
     from cream_pl.core.errors import UserValueError
     from cream_pl.core.io import check_output_file
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic

@@ -115,11 +115,7 @@ class FrozenFeatureDataModule(pl.LightningDataModule):
             self.eval_dm.trainer = self.trainer
         self.eval_dm.setup(stage)
         if self.train_base is None:
-            try:
-                records = load_dataset_pseudo_boxes(self.pseudo_boxes, self.data_root, self.train_split)
-            except RecursionError:  # JSON nested deeper than the decoder recurses: a user's file, not a bug
-                raise UserValueError(f"{self.pseudo_boxes}: invalid JSON: nested too deeply (pseudo-box file)"
-                                     ) from None
+            records = load_dataset_pseudo_boxes(self.pseudo_boxes, self.data_root, self.train_split)
             self.train_base = PseudoBoxDataset(records, self.data_root / "images",
                                                build_box_eval_transform(self.eval_size, self.mean, self.std))
         if self._world_key != self._world():  # another world: caches of other positions

@@ -613,7 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = Path(args.readme).read_text()
         except UnicodeDecodeError:
             parser.error(f"{args.readme}: not UTF-8 text (--readme)")
-        if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        from cream_pl.reporting.demo_report import has_block
+
+        if not has_block(text, begin, end):
             parser.error(f"{args.readme}: needs exactly one {begin} ... {end} block, in that order (--readme)")
     if args.restart and args.work is None and work == exp.work and (seeds is not None or args.only):
         parser.error(f"--restart: {work} holds every declared run; with --train-seed/--seeds/--only name the "

@@ -73,13 +73,15 @@ class PseudoBoxesAtFitEnd(pl.Callback):
                 from cream_pl.pseudo_boxes.generate import read_pseudo_box_info
 
                 read_pseudo_box_info(self.out_path, "delete it or choose another PseudoBoxesAtFitEnd.out_path")
-            dm = trainer.datamodule
-            where = ("trainer.limit_val_batches is 0" if trainer.limit_val_batches == 0 else
-                     f"{dm.metadata_root / 'val'} does not exist"
-                     if dm is not None and hasattr(dm, "has_split") and not dm.has_split("val") else None)
-            if self.threshold is None and where is not None:  # the val τ* the boxes need: missing after the training
-                raise UserValueError(f"PseudoBoxesAtFitEnd: {where}, so the fit validates nothing and there is no val "
-                                     "τ* for the pseudo boxes; give the data a val split or set threshold")
+            if self.threshold is None:  # the val τ* the boxes need would be missing after the training
+                dm, where = trainer.datamodule, None
+                if trainer.limit_val_batches == 0:
+                    where = "trainer.limit_val_batches is 0"
+                elif dm is not None and hasattr(dm, "has_split") and not dm.has_split("val"):
+                    where = f"{dm.metadata_root / 'val'} does not exist"
+                if where is not None:
+                    raise UserValueError(f"PseudoBoxesAtFitEnd: {where}, so the fit validates nothing and there is no "
+                                         "val τ* for the pseudo boxes; give the data a val split or set threshold")
 
     def _threshold(self, pl_module: pl.LightningModule) -> float:
         if self.threshold is not None:

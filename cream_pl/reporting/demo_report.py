@@ -365,6 +365,12 @@ STAGES = ("data_s", "classifier_s", "evaluation_s", "diagnostics_s", "figures_s"
 
 
 
+def has_block(readme: str, begin: str = BEGIN, end: str = END) -> bool:
+    """Whether ``readme`` holds exactly one ``begin`` ... ``end`` block, in that order (what :func:`splice_readme`
+    fills)."""
+    return readme.count(begin) == 1 and readme.count(end) == 1 and readme.index(begin) < readme.index(end)
+
+
 def splice_readme(readme: str, metrics_md: str, extra: str = "", *, begin: str = BEGIN, end: str = END,
                   root: str = "results/embedded") -> str:
     """``readme`` with the text between the ``begin`` / ``end`` markers replaced by ``metrics_md`` (its title
@@ -376,7 +382,7 @@ def splice_readme(readme: str, metrics_md: str, extra: str = "", *, begin: str =
     """
     import re
 
-    if readme.count(begin) != 1 or readme.count(end) != 1 or readme.index(begin) > readme.index(end):
+    if not has_block(readme, begin, end):
         raise ValueError(f"the README needs exactly one {begin} ... {end} block")
     body = metrics_md.strip().split("\n")
     if body and body[0].startswith("# "):
