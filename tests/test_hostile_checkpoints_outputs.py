@@ -172,3 +172,21 @@ def test_fit_end_pseudo_boxes_without_a_val_split_are_refused_before_training(da
         main(["fit", "--config", str(path)])
     _one_line(exit_.value.code, capsys.readouterr().err, root / "metadata" / "val", "no val τ*")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("module, command", [("localize", "localize"), ("export_scoremaps", "export-scoremaps")])
+def test_python_dash_m_runs_the_command_as_cream_pl_does(module, command, good, data, tmp_path, capsys):
+    """Before: ``python -m cream_pl.pipelines.localize ...`` (and export_scoremaps) exited 0 and did nothing."""
+    import importlib
+
+    main_ = importlib.import_module(f"cream_pl.pipelines.{module}").main
+    ckpt = tmp_path / "c.ckpt"
+    torch.save(good, ckpt)
+    image = next((data / "images" / "test").rglob("*.png"))
+    args = {"localize": [str(image), "--ckpt", str(ckpt), "--out", str(tmp_path / "o")],
+            "export-scoremaps": ["--ckpt", str(ckpt), "--data", str(data), "--out", str(tmp_path / "o")]}[command]
+    assert main_(args) == 0
+    assert any((tmp_path / "o").rglob("*.json"))
+    capsys.readouterr()
+    absent = [str(tmp_path / "absent.ckpt") if a == str(ckpt) else a for a in args]
+    _one_line(main_(absent), capsys.readouterr().err, f"cream-pl {command}: error", "absent.ckpt")

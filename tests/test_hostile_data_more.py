@@ -145,6 +145,15 @@ def test_duplicate_class_id_is_not_called_an_image_id(tmp_path, capfd):
     assert "image id" not in line
 
 
+def test_cub_repeated_class_name_names_the_file_and_line(tmp_path, capfd):
+    """Before: accepted; class_names.txt then named two classes alike (a pasted line in classes.txt)."""
+    cub = make_cub(tmp_path)
+    (cub / "classes.txt").write_text("1 001.A\n2 001.A\n")
+    rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(tmp_path / "out")], capfd)
+    assert_one_line(rc, o, e, f"{cub / 'classes.txt'}:2:", "'001.A' repeated", "line 1")
+    assert _files(tmp_path / "out") == []
+
+
 @pytest.mark.parametrize("path", ["001.A/a,3.jpg", "../../../etc/passwd", "/etc/passwd"])
 def test_cub_bad_image_path_is_refused_before_anything_is_written(path, tmp_path, capfd, monkeypatch):
     import cream_pl.data.cub as cub_module
@@ -314,3 +323,26 @@ def test_data_check_files_reports_a_mask_of_another_size(which, data2, tmp_path,
     w, h = sample.size
     assert str(root / "masks" / rel) in lines[1] and "30x30" in lines[1] and f"{w}x{h}" in lines[1]
     assert _cli(["data", "check", str(data2), "--files"], capfd)[0] == 0
+
+
+def test_cub_failure_between_the_renames_puts_the_earlier_split_back(tmp_path, monkeypatch):
+    """Before: a failure after the earlier test split was moved aside and before the new one was moved in removed
+    both (the staging folder held the earlier one)."""
+    import cream_pl.data.cub as cub_module
+
+    cub = make_cub(tmp_path)
+    out = tmp_path / "out"
+    convert_cub(cub, out)
+    before = {p.name: p.read_bytes() for p in (out / "metadata/test").iterdir()}
+    real = os.replace
+
+    def fail_moving_in(src, dst):
+        if Path(dst) == out / "metadata/test" and Path(src).parent.name.startswith(".cub_convert."):
+            raise OSError(28, "No space left on device")  # the new split only (the earlier one is in .../old/)
+        return real(src, dst)
+
+    monkeypatch.setattr(cub_module.os, "replace", fail_moving_in)
+    with pytest.raises(OSError, match="No space left"):
+        convert_cub(cub, out)
+    assert {p.name: p.read_bytes() for p in (out / "metadata/test").iterdir()} == before
+    assert sorted(p.name for p in (out / "metadata").iterdir()) == ["test", "train"]  # no staging folder left

@@ -60,7 +60,7 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: runs[0].choose.values: a choice needs at least two different values"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndifferences: [{a: cam, b: x}]\n",
      "x.yaml: differences[0].metrics: missing (required)"),
-    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}\n", "x.yaml, line 5: not valid YAML"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}\n", "x.yaml:5: invalid YAML: "),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, test: epochs, stages: [figures]}]\n",
      "x.yaml: runs[0]: a run tested per epoch takes no stages"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, teachers: [b]}, {key: b, recipe: r, test: epochs}]\n",
@@ -129,6 +129,17 @@ def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, tex
     with pytest.raises(UserError) as err:
         load_experiment(_decl(tmp_path, text))
     assert message in str(err.value) and "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_a_declaration_that_is_not_utf8_is_one_line(tmp_path):
+    """Before: a UnicodeDecodeError traceback."""
+    from cream_pl.core.errors import UserError
+    from cream_pl.pipelines.experiment import load_experiment
+
+    decl = tmp_path / "x.yaml"
+    decl.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"x.yaml: byte 9: not valid UTF-8 text \(experiment declaration\)$"):
+        load_experiment(decl)
 
 
 def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
@@ -356,7 +367,7 @@ def test_a_callback_named_by_class_is_found_in_the_recipe_or_left_out(tmp_path):
 
     for text, message in (("trainer: [1]\n", "trainer.callbacks is a list"), ("- 1\n", "trainer.callbacks is a list"),
                           ("trainer: {callbacks: {a: 1}}\n", "trainer.callbacks is a list"),
-                          ("trainer: {callbacks: [\n", "bad.yaml, line 2: not valid YAML")):
+                          ("trainer: {callbacks: [\n", r"bad.yaml:2: invalid YAML: .* \(recipe\)")):
         (tmp_path / "bad.yaml").write_text(text)
         with pytest.raises(UserValueError, match=message):
             callback_index(tmp_path / "bad.yaml", "EpochCheckpoints")

@@ -157,6 +157,13 @@ def _read_rows(src: Path) -> tuple[list[_Row], list[str] | None]:
         if [int(k) for k in ids] != list(range(1, len(ids) + 1)):
             raise MetadataError(classes_txt, None, "class ids must be 1..N without gaps")
         class_names = [classes[k][1][0] for k in ids]
+        first: dict[str, str] = {}
+        for k in ids:  # CUB's names carry their id ("001.Black_footed_Albatross"): a repeat is a pasted line
+            name = classes[k][1][0]
+            if name in first:
+                raise MetadataError(classes_txt, classes[k][0],
+                                    f"class name {name!r} repeated (first on line {classes[first[name]][0]})")
+            first[name] = k
     num_classes = len(class_names) if class_names is not None else None
 
     rows: list[_Row] = []
@@ -368,6 +375,9 @@ def _commit(out: Path, records: dict[str, list[SampleRecord]], class_names: list
         sha1 = {s: _ids_sha1(meta / s) for s in info["splits"]}
         atomic_write_text(marker, json.dumps({**info, "image_ids_sha1": sha1}, indent=2))
     except BaseException:
+        for split in SPLITS:  # a failure between the two renames: the earlier split goes back in place
+            if (stage / "old" / split).exists() and not (meta / split).exists():
+                os.replace(stage / "old" / split, meta / split)
         shutil.rmtree(stage, ignore_errors=True)
         if made_meta and meta.is_dir() and not any(meta.iterdir()):
             meta.rmdir()

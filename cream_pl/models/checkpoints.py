@@ -147,19 +147,21 @@ def check_checkpoint_dataset(
                              + "; use a checkpoint trained on this dataset")
 
 
-def require_method(model: Any, method: str, option: str = "--method", where: Path | str | None = None) -> None:
+def require_method(model: Any, method: str, option: str = "--method", where: Path | str | None = None,
+                   hint: str | None = None) -> None:
     """The one check that a classifier has the maps ``method`` names (``cream_selected`` needs a val search).
 
     Raises:
-        UserValueError: one line, naming the checkpoint when ``where`` is given.
+        UserValueError: one line, naming the checkpoint when ``where`` is given, ending in ``hint`` (default: the
+            ``option`` value to use instead).
     """
     at = f"{where}: " if where is not None else ""
     names = list(getattr(model, "method_names", []))
     if method == "cream_selected" and (method not in names or getattr(model, "selected_cream", None) is None):
         raise UserValueError(f"{at}the classifier has no val-selected CREAM hyperparameters (no validation run with "
-                             f"cream_search); use {option} cream")
+                             f"cream_search); {hint or f'use {option} cream'}")
     if method not in names:
-        raise UserValueError(f"{at}the classifier has no {method!r} maps (methods: {names}); use {option} cam")
+        raise UserValueError(f"{at}the classifier has no {method!r} maps (methods: {names}); {hint or f'use {option} cam'}")
 
 
 def classifier_class_name(ckpt: Mapping[str, Any]) -> str:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserValueError
+from cream_pl.core.io import read_yaml_file
 
 __all__ = ["Choice", "DatasetDecl", "Difference", "Experiment", "RunDecl", "load_experiment", "PLACES"]
 
@@ -292,18 +293,6 @@ def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], sou
                                      f"metrics: {sorted(RECORD_METRICS)}")
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content; invalid YAML is one line naming the file and the line."""
-    import yaml
-
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark is not None else ""
-        raise UserValueError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
-
-
 RECIPES = Path(__file__).resolve().parents[2] / "experiments"
 """Where a run's ``recipe`` stem names a file (``embedded_cream`` -> ``experiments/embedded_cream.yaml``)."""
 
@@ -326,14 +315,14 @@ def load_experiment(path: Path | str) -> Experiment:
         from cream_pl.core.errors import UserFileNotFoundError
 
         raise UserFileNotFoundError(f"{path}: experiment declaration not found")
-    raw = read_yaml(path)
+    raw = read_yaml_file(path, "experiment declaration")
     source = str(path)
     top = _checked("", "experiment", raw, source)
     if "extends" in top:  # another declaration's keys, replaced by this one's (runs: field by field, by key)
         base_path = path.parent / top.pop("extends")
         if not base_path.is_file():
             raise UserValueError(f"{source}: extends: {base_path} not found (a path relative to the declaration)")
-        base = _checked("", "experiment", read_yaml(base_path), str(base_path))
+        base = _checked("", "experiment", read_yaml_file(base_path, "experiment declaration"), str(base_path))
         mine = {r.get("key"): r for r in top.get("runs", []) if isinstance(r, Mapping)}
         runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
         top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}

@@ -205,3 +205,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {manifest['num_images']} maps x {len(methods)} method(s) ({', '.join(methods)}) "
           f"of split {args.split} to {args.out}/<method>/<image_id>.npy")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cream_pl.pipelines.export_scoremaps ...``: the same as ``cream-pl export-scoremaps ...``."""
+    from cream_pl.pipelines.entry import run_command
+
+    return run_command("export-scoremaps", add_parser, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

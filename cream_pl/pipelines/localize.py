@@ -436,3 +436,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"localized {n_ok} image(s) with {args.method} (threshold {res['threshold']:g}, "
           f"{res['threshold_source']}); {n_bad} failed; results in {args.out / 'predictions.json'}")
     return 1 if n_bad else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cream_pl.pipelines.localize ...``: the same as ``cream-pl localize ...``."""
+    from cream_pl.pipelines.entry import run_command
+
+    return run_command("localize", add_parser, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

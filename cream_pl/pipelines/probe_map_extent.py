@@ -113,8 +113,8 @@ def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
     Raises:
         UserFileNotFoundError, UserValueError: one line naming the file (and the key) at fault.
     """
-    from cream_pl.core.errors import UserFileNotFoundError, UserValueError
-    from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.core.errors import UserFileNotFoundError
+    from cream_pl.models.checkpoints import load_classifier, require_method
     from cream_pl.pipelines.entry import check_dataset_root
 
     run_dir = Path(run_dir)
@@ -129,13 +129,8 @@ def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
     check_dataset_root(args["data_root"])
     ckpt = run_dir / "model.ckpt"
     model = load_classifier(ckpt)  # a missing, truncated or foreign file: one line naming it
-    names = list(getattr(model, "method_names", []))
     for m in MAPS:
-        if m not in names or (m == "cream_selected" and getattr(model, "selected_cream", None) is None):
-            what = ("no val-selected CREAM hyperparameters (no validation run with cream_search)"
-                    if m == "cream_selected" else f"no {m!r} maps (methods: {names})")
-            raise UserValueError(f"{ckpt}: the classifier has {what}; the probe compares its "
-                                 f"{' and '.join(MAPS)} maps")
+        require_method(model, m, where=ckpt, hint=f"the probe compares its {' and '.join(MAPS)} maps")
     return {"taus": taus, "wsol_method": method, "model": model, **args}
 
 

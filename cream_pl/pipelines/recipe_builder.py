@@ -288,9 +288,9 @@ class _ParseOnlyCLI(CreamCLI):
 
 def _with_overrides(recipe: Path | str, overrides: Mapping[str, Any] | None, origin: str | None = None) -> dict[str, Any]:
     from cream_pl.core.errors import UserValueError
-    from cream_pl.pipelines.experiment import read_yaml
+    from cream_pl.core.io import read_yaml_file
 
-    config = read_yaml(Path(recipe))
+    config = read_yaml_file(recipe, "recipe")
     if not isinstance(config, dict):
         raise UserValueError(f"{recipe}: a recipe is a mapping (trainer, model, data), got {type(config).__name__}")
     for key, value in (overrides or {}).items():

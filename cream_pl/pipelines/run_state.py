@@ -129,9 +129,9 @@ class StageTimer:
 def callback_index(recipe: Path, class_name: str) -> int | None:
     """Index of the recipe's ``trainer.callbacks`` entry whose ``class_path`` ends with ``class_name``, or ``None``."""
     from cream_pl.core.errors import UserValueError
-    from cream_pl.pipelines.experiment import read_yaml
+    from cream_pl.core.io import read_yaml_file
 
-    config = read_yaml(recipe) or {}
+    config = read_yaml_file(recipe, "recipe") or {}
     trainer = (config.get("trainer") or {}) if isinstance(config, dict) else None
     callbacks = (trainer.get("callbacks") or []) if isinstance(trainer, dict) else None
     if not isinstance(callbacks, list):
@@ -154,9 +154,9 @@ def recipe_places(recipe: Path) -> dict[str, str]:
         >>> recipe_places(path)
         {'trainer.logger.init_args.save_dir': '{root}', 'trainer.callbacks.0.init_args.dirpath': '{root}/ckpt'}
     """
-    from cream_pl.pipelines.experiment import read_yaml
+    from cream_pl.core.io import read_yaml_file
 
-    config = read_yaml(recipe)
+    config = read_yaml_file(recipe, "recipe")
     trainer = config.get("trainer") if isinstance(config, dict) else None
     root = trainer.get("default_root_dir") if isinstance(trainer, dict) else None
     if not isinstance(root, str) or not root.strip("/"):
