@@ -42,6 +42,19 @@ def test_help_imports_no_torch_and_no_lightning(command: str) -> None:
     assert "numpy" not in names
 
 
+@pytest.mark.parametrize("module", ["pipelines.runner", "pipelines.calibrate_preset", "pipelines.probe_head_lr",
+                                    "pipelines.probe_map_extent", "pipelines.recipes", "pipelines.bench",
+                                    "pipelines.bench_gpu", "reporting.demo_report"])
+def test_the_makefiles_python_dash_m_commands_answer_help_without_torch(module: str) -> None:
+    """The modules the Makefile runs with ``python -m`` (before: ``pipelines.bench --help`` imported torch, ~2 s)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", f"cream_pl.{module}", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-500:]
+    names = {ln.rsplit("|", 1)[1].strip().split(".")[0] for ln in proc.stderr.splitlines()
+             if ln.startswith("import time:") and "|" in ln}
+    assert not names & set(HEAVY), f"python -m cream_pl.{module} --help imported {sorted(names & set(HEAVY))}"
+
+
 def _tiny_split(root: Path) -> Path:
     meta = root / "metadata" / "test"
     meta.mkdir(parents=True)

@@ -190,3 +190,23 @@ def test_python_dash_m_runs_the_command_as_cream_pl_does(module, command, good, 
     capsys.readouterr()
     absent = [str(tmp_path / "absent.ckpt") if a == str(ckpt) else a for a in args]
     _one_line(main_(absent), capsys.readouterr().err, f"cream-pl {command}: error", "absent.ckpt")
+
+
+def test_a_fit_whose_model_and_data_score_at_other_sizes_is_refused_before_its_first_step(data, tmp_path, capsys):
+    """Before: a full epoch trained, then validation ended in ``ValueError: masks must be (B, 48, 48) ...``."""
+    cfg = {"seed_everything": 0,
+           "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
+                       "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+                       "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path / "run")},
+           "model": {"class_path": "cream_pl.models.WSOLClassifier",
+                     "init_args": {"pretrained": False, "eval_size": 48, "num_media_images": 0}},
+           "data": {"class_path": "cream_pl.data.WSOLDataModule",
+                    "init_args": {"data_root": str(data), "batch_size": 1, "num_workers": 0, "resize_size": 40,
+                                  "crop_size": SIZE, "eval_size": SIZE, "check_eval_images": False}}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(path)])
+    _one_line(exit_.value.code, capsys.readouterr().err, "model.init_args.eval_size is 48",
+              f"data.init_args.eval_size is {SIZE}")
+    assert not any((tmp_path / "run").rglob("*.ckpt"))

@@ -51,7 +51,7 @@ SIZE = 32
 
 
 def _synth(root: Path, num_classes: int) -> Path:
-    return generate_synthetic_dataset(root, seed=0, num_classes=num_classes, num_train=4, num_val=3, num_test=3,
+    return generate_synthetic_dataset(root, seed=0, num_classes=num_classes, num_train=max(4, num_classes), num_val=3, num_test=3,
                                       min_side=64, max_side=72, image_format="png", overwrite=True)
 
 
@@ -309,6 +309,13 @@ def test_lightning_ckpt_path_problems_end_in_one_line(command, kind, words, data
     cfg = _lightning_config(tmp_path, data3)
     rc, text = _cli([command, "--config", str(cfg), "--ckpt_path", str(ckpts[kind])], capfd)
     assert_one_line(rc, text, ckpts[kind], words)
+
+
+def test_lightning_predict_without_a_prediction_writer_is_refused(data3, ckpts, tmp_path, capfd):
+    """Before: every map was computed, then thrown away, and the command exited 0 having written nothing."""
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["predict", "--config", str(cfg), "--ckpt_path", str(ckpts["c3"])], capfd)
+    assert_one_line(rc, text, "predict: no prediction writer among trainer.callbacks", "cream-pl localize")
 
 
 @pytest.mark.slow  # about 10 s: one real fit
@@ -675,6 +682,36 @@ def test_evaluate_refuses_a_complex_score_map(tmp_path, capfd):
     assert not (tmp_path / "s.json").exists()
 
 
+@pytest.mark.parametrize("where", ["metadata/test/image_ids.txt", "maps/a.png.npy", "masks/a_mask.png"])
+def test_evaluate_never_writes_over_one_of_its_inputs(where, tmp_path, capfd):
+    """Before: ``--out meta/image_ids.txt`` (or a score map, a mask) was replaced by the results, exit 0."""
+    meta = _mask_split(tmp_path)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 10:40] = 255
+    for name in ("a_mask.png", "b_mask.png"):
+        cv2.imwrite(str(tmp_path / "masks" / name), mask)
+    target = tmp_path / where
+    before = target.read_bytes()
+    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
+                     str(tmp_path / "masks"), "--out", str(target)], capfd)
+    assert_one_line(rc, text, target, "which the evaluation reads")
+    assert target.read_bytes() == before
+    new = tmp_path / "maps" / "scores.json"  # a new file beside the maps is fine
+    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
+                     str(tmp_path / "masks"), "--out", str(new)], capfd)
+    assert rc == 0 and json.loads(new.read_text())["num_images"] == 2
+
+
+def test_evaluate_refuses_repeated_iou_levels(tmp_path, capfd):
+    """Before: ``--iou-thresholds 50 50`` was scored (MaxBoxAccV2 then counts IoU 50 twice)."""
+    meta = _mask_split(tmp_path)
+    (meta / "localization.txt").write_text("a.png,5,5,40,30\nb.png,10,10,50,40")  # boxes
+    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out",
+                     str(tmp_path / "s.json"), "--iou-thresholds", "50", "50"], capfd)
+    assert_one_line(rc, text, "IoU levels repeat: [50, 50]")
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_localize_rerun_replaces_the_previous_runs_overlays(ckpts, tmp_path, capfd):
     a, b = _png(tmp_path / "in" / "a.png", 60, 50), _png(tmp_path / "in" / "b.png", 40, 70)
     out = tmp_path / "out"
@@ -695,7 +732,7 @@ def test_bad_paths_of_every_command(data3, ckpts, tmp_path, capfd):
     a_file.write_text("x")
     missing = tmp_path / "missing"
     cases: list[tuple[list[str], Path]] = [
-        (["data", "synth", "--out", str(a_file), "--num-train", "2"], a_file),
+        (["data", "synth", "--out", str(a_file), "--num-train", "8"], a_file),
         (["data", "cub", "--src", str(missing), "--out", str(tmp_path / "cub")], missing),
         (["data", "check", str(missing)], missing),
         (["data", "check", str(data3), "--split", "nosuch"], data3 / "metadata" / "nosuch"),

@@ -19,7 +19,7 @@ TINY = [  # the CUB recipe, shrunk to run on the CPU in seconds (every key is a 
     "--model.init_args.backbone=efficientnet_lite0", "--model.init_args.pretrained=false",
     "--model.init_args.backbone_kwargs={}", "--model.init_args.cam_curve_interval=0.05",
     "--data.init_args.batch_size=3", "--data.init_args.num_workers=0", "--data.init_args.resize_size=72",
-    "--data.init_args.crop_size=64", "--data.init_args.eval_size=64", "--trainer.max_epochs=1",
+    "--data.init_args.crop_size=64", "--data.init_args.eval_size=64", "--model.init_args.eval_size=64", "--trainer.max_epochs=1",
     "--trainer.accelerator=cpu", "--trainer.devices=1",
 ]
 

@@ -5,7 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cream_pl.pipelines.run_state import StageTimer, callback_index, path_free, start_over_if_stale
+import numpy as np
+import pytest
+
+from cream_pl.core.errors import UserValueError
+from cream_pl.pipelines.run_state import (
+    WORK_MARKER,
+    StageTimer,
+    callback_index,
+    check_work_folder,
+    path_free,
+    read_state,
+    records_ok,
+    start_over_if_stale,
+)
 
 
 def test_path_free_names_paths_by_their_root_and_leaves_everything_else(tmp_path: Path) -> None:
@@ -112,3 +125,81 @@ def test_every_per_image_record_file_has_one_layout_and_the_older_flat_one_still
     assert load_records(tmp_path / "flat.npz", flat_as="regressor")["regressor"]["gt_known"].tolist() == [True, False]
     with pytest.raises(ValueError, match="names no method"):
         load_records(tmp_path / "flat.npz")
+
+
+def test_a_folder_of_user_files_is_never_cleared_and_never_taken_for_a_work_folder(tmp_path: Path) -> None:
+    """Before: a run folder without inputs.json was cleared whole (``--work ~/thesis`` lost the thesis), and
+    ``--restart`` removed whatever folder --work named."""
+    mine = tmp_path / "mine"
+    (mine / "thesis").mkdir(parents=True)
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(UserValueError, match=r"mine: holds files the runner did not write \(notes.txt, thesis; "):
+        start_over_if_stale(mine, {"v": 1})
+    with pytest.raises(UserValueError, match=f"mine: holds files that are not a cream-pl runner's work \\(no {WORK_MARKER}"):
+        check_work_folder(mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "thesis"]
+    fresh, old = tmp_path / "fresh", tmp_path / "old"  # a new folder, and a runner's work folder of before the mark
+    (old / "seed1").mkdir(parents=True)
+    (old / "seed1" / "inputs.json").write_text("{}")
+    for work in (fresh, old):
+        check_work_folder(work)
+        assert (work / WORK_MARKER).is_file()
+    (old / "seed1" / "model.ckpt").write_text("x")  # another run's folder inside a run folder is never cleared
+    (old / "model.ckpt").write_text("x")
+    (old / "inputs.json").write_text(json.dumps({"v": 1}))
+    assert start_over_if_stale(old, {"v": 2}, log=lambda m: None)
+    assert sorted(p.name for p in old.iterdir()) == [WORK_MARKER, "inputs.json", "seed1"]
+    assert (old / "seed1" / "model.ckpt").is_file()
+
+
+@pytest.mark.parametrize("content", ["{", "[]", "null", "\xff", '{"v": NaN}'])
+def test_damaged_state_is_read_as_missing_and_its_work_is_done_again(content: str, tmp_path: Path) -> None:
+    """Before: a truncated or overwritten state file ended the run in a traceback (or its numbers were reported)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.ckpt").write_text("x")
+    (run / "inputs.json").write_bytes(content.encode("latin-1"))
+    said: list[str] = []
+    finite = lambda v: isinstance(v, dict) and np.isfinite(v["v"])  # noqa: E731
+    assert read_state(run / "inputs.json", finite, said.append) is None
+    assert said == [] if content == "null" else said[0].endswith("inputs.json: damaged (not what the runner wrote "
+                                                                   "there); doing that work again")
+    assert start_over_if_stale(run, {"v": 1}, log=said.append)  # its own folder (inputs.json is there): cleared
+    assert sorted(p.name for p in run.iterdir()) == ["inputs.json"]
+    for name in ("timing.json", "load.json", "machine.json"):
+        (tmp_path / name).write_bytes(content.encode("latin-1"))
+    said.clear()
+    timer = StageTimer(tmp_path / "timing.json", log=said.append)
+    if content == '{"v": NaN}':  # a mapping: stage times are kept as they are (only the report reads them)
+        assert list(timer.saved) == ["v"] and said == []
+    else:
+        assert timer.saved == timer.load == timer.machine == {} and len(said) == (0 if content == "null" else 3)
+
+
+def test_records_are_whole_only_with_every_map_and_field_finite(tmp_path: Path) -> None:
+    from cream_pl.reporting.evidence import save_records
+
+    good = {"cam": {"index": np.arange(3), "best_iou": np.ones((3, 4)), "gt_known": np.ones(3, bool)}}
+    path = tmp_path / "r.npz"
+    path.write_bytes(save_records(good))
+    assert records_ok(path, ["cam"], ["index", "best_iou", "gt_known"])
+    assert not records_ok(path, ["cam", "cream"], ["index"])  # a map missing
+    assert not records_ok(path, ["cam"], ["index", "top1"])  # a field missing
+    path.write_bytes(save_records({"cam": {**good["cam"], "best_iou": np.full((3, 4), np.nan)}}))
+    assert not records_ok(path, ["cam"], ["index", "best_iou"])
+    path.write_bytes(save_records({"cam": {**good["cam"], "index": np.arange(2)}}))
+    assert not records_ok(path, ["cam"], ["index", "best_iou"])  # fields of other lengths
+    path.write_bytes(save_records(good)[:100])  # truncated
+    assert not records_ok(path, ["cam"], ["index"])
+
+
+def test_the_data_stage_never_removes_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    """Before: a declared dataset root holding other files (no benchmark, no synth_config.json) was removed whole."""
+    from cream_pl.pipelines.run_state import ensure_synthetic_dataset
+
+    root = tmp_path / "synth"
+    root.mkdir()
+    (root / "photos.txt").write_text("mine")
+    with pytest.raises(UserValueError, match="synth: holds files that are not a synthetic dataset the runner wrote"):
+        ensure_synthetic_dataset(root, {"num_classes": 2}, 0, log=lambda m: None)
+    assert (root / "photos.txt").read_text() == "mine"

@@ -515,6 +515,23 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
                  "--compare", str(out / "metrics.json")]) == 0
     comparison = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert comparison["numbers_differing"] == 0 and comparison["verdicts_kept"] == len(comparison["verdicts"]) > 0
+    # damaged state (a NaN in test.json, truncated files, a list for the times): read as missing, that work done
+    # again, never reported; the same numbers come back (before: a traceback, or the NaN in metrics.json)
+    test_json = json.loads((work / "test.json").read_text())
+    test_json["methods"]["cam"]["max_box_acc_v2"] = float("nan")
+    (work / "test.json").write_text(json.dumps(test_json))
+    (work / "diagnostics.json").write_text("{")
+    (work / "timing.json").write_text("[]")
+    chosen_records = work / "regressor" / chosen / "per_image_test.npz"
+    chosen_records.write_bytes(chosen_records.read_bytes()[:200])
+    capsys.readouterr()
+    run_experiment(exp, out=tmp_path / "damaged", work=work, fast=True)
+    log = capsys.readouterr().out
+    assert "training" not in log and "Traceback" not in log
+    for name in ("test.json", "diagnostics.json", "timing.json", "regressor/candidates.json"):
+        assert f"{work / name}: damaged" in log, name
+    assert compare_numbers(json.loads((tmp_path / "damaged" / "metrics.json").read_text()), saved,
+                           skip=("timing", "meta")) == []
     # demo-seeds' report on these runs as two seeds: each seed's own make-demo results beside its run, and the spread
     r = seen["result"]
     two = replace(r, **{f: {s: getattr(r, f)[0] for s in (0, 1)} for f in ("outcomes", "rows", "records", "differences")})

@@ -273,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out)
     except OutputPathError as err:
         return _error(err)
+    out = Path(args.out)
+    for option, folder in (("--metadata", args.metadata), ("--scoremaps", args.scoremaps), ("--mask-root", args.mask_root)):
+        if folder is not None and out.is_file() and Path(folder).resolve() in out.resolve().parents:
+            return _error(f"--out {out}: an existing file inside {option} {folder}, which the evaluation reads; "
+                          "give another path")
     if args.batch_size < 1:
         return _error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.num_workers is not None and args.num_workers < 0:
@@ -292,7 +297,6 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as err:  # EvaluationError and bad settings (e.g. --interval 0)
         return _error(err)
-    out = Path(args.out)
     try:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     except OSError as err:

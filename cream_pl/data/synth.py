@@ -169,6 +169,9 @@ class SynthConfig:
         for name in ("num_train", "num_val", "num_test"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_train < self.num_classes:
+            raise ValueError(f"num_train ({self.num_train}) must be >= num_classes ({self.num_classes}): classes "
+                             f"{self.num_train} to {self.num_classes - 1} would have no train image")
         if not 32 <= self.min_side <= self.max_side:
             raise ValueError(f"need 32 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
         lo, hi = self.object_area

@@ -24,7 +24,12 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cream_pl.metrics.functional import box_accuracy_compute, box_accuracy_update, cam_thresholds
+from cream_pl.metrics.functional import (
+    box_accuracy_compute,
+    box_accuracy_update,
+    cam_thresholds,
+    check_iou_levels,
+)
 from cream_pl.metrics.scored_maps import ScoredMaps
 
 __all__ = ["BoxAccuracy", "MaxBoxAcc", "MaxBoxAccV2"]
@@ -67,12 +72,7 @@ class BoxAccuracy(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        iou_thresholds = tuple(iou_thresholds)
-        if not iou_thresholds:
-            raise ValueError("iou_thresholds must name at least one IoU level (in percent, e.g. 50)")
-        for d in iou_thresholds:
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 100:
-                raise ValueError(f"IoU levels are percentages in (0, 100], got {d!r}")
+        iou_thresholds = check_iou_levels(iou_thresholds)
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 or None, got {num_workers}")
         self.iou_thresholds = iou_thresholds

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESIZE_LENGTH",
+    "check_iou_levels",
     "prepare_scoremap",
     "prepare_scoremap_uint8",
     "prepare_scoremaps",
@@ -104,6 +105,27 @@ def _normalize_minmax(cam: np.ndarray) -> np.ndarray:
     cam -= cam.min()
     cam /= cam.max()
     return cam
+
+
+def check_iou_levels(levels: Sequence[int | float], *more: int | float) -> tuple[int | float, ...]:
+    """IoU levels in percent (``levels``, then ``more`` checked alike but not returned), as a tuple: at least one,
+    each in (0, 100], none repeated (MaxBoxAccV2 is their mean: each counts once).
+
+    >>> check_iou_levels([30, 50, 70])
+    (30, 50, 70)
+    >>> check_iou_levels([50, 50])
+    Traceback (most recent call last):
+    ValueError: IoU levels repeat: [50, 50] (MaxBoxAccV2 is their mean: each counts once)
+    """
+    levels = tuple(levels)
+    if not levels:
+        raise ValueError("iou_thresholds must name at least one IoU level (in percent, e.g. 50)")
+    for d in (*levels, *more):
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 100:
+            raise ValueError(f"IoU levels are percentages in (0, 100], got {d!r}")
+    if len(set(map(float, levels))) != len(levels):
+        raise ValueError(f"IoU levels repeat: {list(levels)} (MaxBoxAccV2 is their mean: each counts once)")
+    return levels
 
 
 def prepare_scoremap(cam: ArrayLike, size: int = RESIZE_LENGTH) -> np.ndarray:

@@ -48,6 +48,7 @@ from cream_pl.metrics.functional import (
     _largest_contour_ok,
     _to_numpy,
     cam_thresholds,
+    check_iou_levels,
     prepare_scoremap_uint8,
     pxap_bin_edges,
     threshold_levels,
@@ -78,11 +79,7 @@ class ScoringSpec:
     edges: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.iou_thresholds:
-            raise ValueError("iou_thresholds must name at least one IoU level (in percent)")
-        for d in (*self.iou_thresholds, self.v1_iou):
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 100:
-                raise ValueError(f"IoU levels are percentages in (0, 100], got {d!r}")
+        check_iou_levels(self.iou_thresholds, self.v1_iou)
         object.__setattr__(self, "iou_thresholds", tuple(float(d) for d in self.iou_thresholds))
         object.__setattr__(self, "thresholds", cam_thresholds(self.cam_interval))
         object.__setattr__(self, "edges", pxap_bin_edges(self.thresholds))

@@ -28,6 +28,7 @@ from cream_pl.metrics.component_tree import scoremap_uint8
 from cream_pl.metrics.functional import (
     RESIZE_LENGTH,
     cam_thresholds,
+    check_iou_levels,
     localized_from_uint8,
     prepare_scoremap,
     threshold_levels,
@@ -71,6 +72,9 @@ class ScoringPlan:
     v1: bool = True
     normalize: str = "auto"
     edges: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        check_iou_levels(self.iou_thresholds)
 
     @property
     def extra_v1(self) -> bool:

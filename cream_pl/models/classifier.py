@@ -846,8 +846,19 @@ class WSOLClassifier(pl.LightningModule):
 
     # ------------------------------------------------------- cream_search (val selection)
     def setup(self, stage: str) -> None:
+        self._check_eval_size()
         if stage == "fit":
             self._check_search_epochs()
+
+    def _check_eval_size(self) -> None:
+        """The maps are scored against the data's boxes and masks: refuse, before any work, a data module that builds
+        them at another size than the model's maps (before: a full epoch trained, then validation failed)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        size = dict(getattr(datamodule, "hparams", None) or {}).get("eval_size")
+        if isinstance(size, int) and size != int(self.hparams.eval_size):
+            raise UserValueError(f"model.init_args.eval_size is {self.hparams.eval_size} but data.init_args.eval_size is "
+                                 f"{size}: the maps are scored against boxes and masks at the data's size; give both "
+                                 "one value (the protocol's: 224)")
 
     def _check_search_epochs(self) -> None:
         """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so

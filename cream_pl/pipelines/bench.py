@@ -31,18 +31,19 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from cream_pl.core.machine import machine_text
-from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
+
+if TYPE_CHECKING:  # torch is imported when a measurement runs: --help stays instant
+    import torch
 
 __all__ = ["bench_cream_cost", "bench_cream_search", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
 
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn`` in seconds."""
+    import torch
     for _ in range(warmup):
         fn()
     times = []
@@ -65,9 +66,9 @@ def _classifier(device: torch.device, pretrained: bool = True):
     return model
 
 
-@torch.no_grad()
 def bench_cream_cost(batch_size: int = 32, size: int = 224, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
     """Forward + CAM vs forward + CREAM (T=2) on one batch, median of ``repeats``."""
+    import torch
     dev = torch.device(device)
     model = _classifier(dev)
     x = torch.randn(batch_size, 3, size, size, device=dev)
@@ -83,8 +84,9 @@ def bench_cream_cost(batch_size: int = 32, size: int = 224, repeats: int = 5, de
         feats, _ = model.forward_features(x)
         model.method_maps(feats, labels, ["cam", "cream"])
 
-    t_cam = _time(cam_only, repeats)
-    t_cream = _time(with_cream, repeats)
+    with torch.no_grad():
+        t_cam = _time(cam_only, repeats)
+        t_cream = _time(with_cream, repeats)
     return {"batch_size": batch_size, "size": size, "device": device, "forward_cam_s": t_cam,
             "forward_cream_s": t_cream, "overhead_percent": 100.0 * (t_cream / t_cam - 1.0),
             "cream_ms_per_image_extra": 1000.0 * (t_cream - t_cam) / batch_size, "target_percent": 5.0}
@@ -96,6 +98,7 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
     After one untimed plain run (warm-up), each side runs twice and keeps its faster run.
     """
     import pytorch_lightning as pl
+    import torch
 
     from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
     from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
@@ -142,6 +145,7 @@ def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path
     ``cub`` preset twice per side; each side keeps its faster run.
     """
     import pytorch_lightning as pl
+    import torch
     import yaml
 
     from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
@@ -200,6 +204,8 @@ EMBEDDED_FREEZE = r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"
 def _training_images_per_s(device: torch.device, backbone: str, size: int, batch_size: int, steps: int,
                            channels_last: bool, dtype: torch.dtype | None, freeze: str | None = None) -> float:
     """Training images/s (forward, CE, backward, SGD step, CREAM embedding update) on random data."""
+    import torch
+
     from cream_pl.models import WSOLClassifier
 
     model = WSOLClassifier(num_classes=200, backbone=backbone, pretrained=False, freeze_backbone=freeze,
@@ -223,6 +229,7 @@ def _training_images_per_s(device: torch.device, backbone: str, size: int, batch
 def bench_cpu_training(steps: int = 4, batch_size: int = 32, size: int = 160) -> dict[str, Any]:
     """Training images/s of the embedded recipe on the CPU (EfficientNet-Lite0, frozen stem + 8 blocks,
     160 px), default layout vs ``channels_last``."""
+    import torch
     dev = torch.device("cpu")
     out: dict[str, Any] = {"backbone": "efficientnet_lite0", "size": size, "batch_size": batch_size,
                            "threads": torch.get_num_threads()}
@@ -235,6 +242,7 @@ def bench_cpu_training(steps: int = 4, batch_size: int = 32, size: int = 160) ->
 
 def bench_gpu_training(steps: int = 20, batch_size: int = 32) -> dict[str, Any] | None:
     """Training images/s of the VGG16 recipe, fp32 vs bf16-mixed + channels_last. ``None`` without a GPU."""
+    import torch
     if not torch.cuda.is_available():
         return None
     dev = torch.device("cuda")
@@ -358,8 +366,11 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
         reference: wsolevaluation checkout for the real-map comparison (default ``$WSOLEVAL_REF``;
             skipped when unset, or with ``quick``).
     """
+    import torch
+
     from cream_pl.pipelines.bench_metrics import bench_metrics
     from cream_pl.pipelines.bench_reference import bench_against_reference, startup_times
+    from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     out = Path(out)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -424,6 +435,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         res = {"machine": machine_text(gpu=False),
                "cream_search": bench_cream_search(num_images=8 if args.quick else 64, batch_size=8 if args.quick else 32),
                "load_average_1min_at_end": os.getloadavg()[0]}
+        from cream_pl.reporting.tables import write_json_atomic
+
         write_json_atomic(res, Path(args.out) / "bench_cream_search.json")
         print(res, flush=True)
         return 0

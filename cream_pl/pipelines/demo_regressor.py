@@ -168,8 +168,29 @@ def regressor_record(per_image: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "iou_thresholds": np.array([30.0, 50.0, 70.0])}
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read_json(path: Path, check: Callable[[Any], bool] | None = None, log: bool = True) -> Any:
+    """A file of the stage's own, or ``None`` where it is missing or damaged (then its work is done again)."""
+    from cream_pl.pipelines.run_state import read_state
+
+    return read_state(path, check or (lambda v: isinstance(v, dict)), _log if log else None)
+
+
+REGRESSOR_FIELDS = ("index", "iou", "gt_known", "top1", "top1_loc")
+"""The per-image record fields of a tested candidate (``per_image_test.npz``, method ``regressor``)."""
+PERCENT_KEYS = ("val_gt_known", "gt_known", "top1_loc", "top5_loc", "cls_acc")
+
+
+def _summary_ok(summary: Any, rdir: Path, candidates: Mapping[str, Any], psol_candidate: str) -> bool:
+    """The finished stage's summary names these candidates, each figure a percentage, and the records it reads are
+    whole (no NaN, no field missing)."""
+    from cream_pl.pipelines.regressor_train import PER_IMAGE_FILE, RECORD_METHOD
+    from cream_pl.pipelines.run_state import percentages_ok, records_ok
+
+    rows = summary["candidates"]
+    return (set(rows) == set(candidates) and summary["chosen"] in rows
+            and all(percentages_ok(r, ["val_gt_known", *(k for k in PERCENT_KEYS if k in r)]) for r in rows.values())
+            and all(records_ok(rdir / n / PER_IMAGE_FILE, [RECORD_METHOD], REGRESSOR_FIELDS, flat_as=RECORD_METHOD)
+                    for n in {summary["chosen"], psol_candidate} if n in rows))
 
 
 def _design(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,10 +201,11 @@ def _design(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any
     return json.loads(json.dumps(record, sort_keys=True, default=str))
 
 
-def is_done(rdir: Path, candidates: Mapping[str, Any] = CANDIDATES) -> bool:
-    """Whether ``rdir`` holds the finished stage of exactly these candidates."""
-    summary = _read_json(rdir / DONE_FILE)
-    return summary is not None and set(summary["candidates"]) == set(candidates)
+def is_done(rdir: Path, candidates: Mapping[str, Any] = CANDIDATES, psol_candidate: str = PSOL_CANDIDATE,
+            log: bool = False) -> bool:
+    """Whether ``rdir`` holds the finished, undamaged stage of exactly these candidates (``log``: say so where it is
+    damaged)."""
+    return _read_json(rdir / DONE_FILE, lambda v: _summary_ok(v, rdir, candidates, psol_candidate), log) is not None
 
 
 def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path | None, *, mean: Sequence[float],
@@ -213,10 +235,11 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
         RECORD_METHOD,
         train_regressor,
     )
+    from cream_pl.pipelines.run_state import percentages_ok, records_ok
     from cream_pl.reporting.evidence import load_records
 
     done = rdir / DONE_FILE
-    if is_done(rdir, candidates):
+    if is_done(rdir, candidates, psol_candidate, log=True):
         _log(f"regressor: using {done}")
         summary = json.loads(done.read_text())
     else:
@@ -246,9 +269,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
                 shutil.rmtree(cdir)
             if not cdir.exists():
                 write_json_atomic(design, cdir / DESIGN_FILE)
-            path = cdir / METRICS_FILE
-            stored = json.loads(path.read_text()) if path.is_file() else {}
-            if "val/reg/gt_known" not in stored:
+            stored = _read_json(cdir / METRICS_FILE, lambda v: percentages_ok(v, ["val/reg/gt_known"])) or {}
+            if "val/reg/gt_known" not in stored or _read_json(cdir / CURVE_FILE) is None:
                 _log(f"regressor: {name} ({spec['head']} head, {spec['features']} features), train + val")
                 stored = train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
                                          stages=("fit", "validate"),
@@ -261,13 +283,16 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
         rows: dict[str, Any] = {}
         for name, spec in candidates.items():  # 3. test every candidate, for the report
             cdir = rdir / name
-            if not (cdir / PER_IMAGE_FILE).is_file():
+            tested = _read_json(cdir / METRICS_FILE, lambda v: percentages_ok(v, [k for k in v if k.startswith("test/reg/")
+                                                                                  and not k.endswith("mean_iou")]))
+            if tested is None or not records_ok(cdir / PER_IMAGE_FILE, [RECORD_METHOD], REGRESSOR_FIELDS,
+                                                flat_as=RECORD_METHOD):
                 train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
                                 stages=("test",), **_at_least_one_batch(_kwargs(common, spec), num_train))
             metrics = json.loads((cdir / METRICS_FILE).read_text())
             model = BoxRegressor.load_from_checkpoint(cdir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
             fit = _train_fit(model, dm, data, pseudo, measure=name == chosen)
-            curve = json.loads((cdir / CURVE_FILE).read_text())
+            curve = _read_json(cdir / CURVE_FILE)
             rows[name] = {**_design(spec, recipe), "label": spec["label"],
                           "val_gt_known": float(metrics["val/reg/gt_known"]),
                           **{k.split("/")[-1]: float(v) for k, v in metrics.items() if k.startswith("test/reg/")},

@@ -102,6 +102,18 @@ class CreamCLI(LightningCLI):
                                  f"weight(s) missing, {len(unexpected)} unexpected, e.g. {example!r}); was it written "
                                  "with another model or recipe?")
 
+    def before_predict(self) -> None:
+        """``cream-pl predict`` keeps what a prediction writer among the trainer's callbacks writes, and nothing else:
+        without one it is refused before any work (before: every map computed, then thrown away, exit 0)."""
+        from pytorch_lightning.callbacks import BasePredictionWriter
+
+        from cream_pl.core.errors import UserValueError
+
+        if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            raise UserValueError("predict: no prediction writer among trainer.callbacks, so every map would be computed "
+                                 "and thrown away; add one (e.g. cream_pl.pseudo_boxes.generate.PseudoBoxWriter), or "
+                                 "use cream-pl localize (image files) or cream-pl export-scoremaps (a dataset split)")
+
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a value their ``__init__`` refuses is one line naming the part."""
         from cream_pl.core.errors import UserValueError

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,10 +58,57 @@ class Outcome:
     """``(cli, model, ckpt, records)`` of a fitted model until the run's stages have used it."""
 
 
+RECORD_FIELDS = ("index", "top1", "best_iou", "gt_known", "top1_loc")
+"""The per-image record fields every recorded map of a tested run has (its paired intervals read them)."""
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _test_ok(stored: Any, run: Any, *maps: str) -> bool:
+    """A run's ``test.json`` holds every map its rows name (or ``maps``), each figure a percentage (PxAP: or none) and
+    its threshold in [0, 1]."""
+    from cream_pl.pipelines.run_state import percentages_ok
+
+    methods = stored["methods"]
+    for m in maps or set(run.rows.values()):
+        row = methods[m]
+        keys = ["max_box_acc_v2", *(k for k in ROW_KEYS if k in row and k not in ("loc_threshold", "loc_threshold_source"))]
+        tau = row.get("loc_threshold")
+        if not percentages_ok(row, keys, allow_none=["pxap"]) or (tau is not None and not 0.0 <= tau <= 1.0):
+            return False
+    return stored.get("cls_acc") is None or percentages_ok(stored, ["cls_acc"])
+
+
+def _write_val(model: Any, resolved: Mapping[str, Any], paths: Sequence[Path]) -> None:
+    """The last validation's figures: of the run's own map, of everything, of every CREAM variant (``paths``)."""
+    from cream_pl.reporting.tables import write_json_atomic
+
+    val = model.last_results.get("val", {})
+    for content, path in zip((_val_of_method(model), val,
+                              variant_val_scores(val.get("cream_search"), _variants(resolved))), paths):
+        write_json_atomic(content, path)
+
+
+def _load_fitted(r: Any, ckpt: Path) -> Any:
+    """The run's fitted classifier, or ``None`` where it has none, or a damaged one (then it trains again)."""
+    from cream_pl.models import WSOLClassifier
+
+    if not ckpt.is_file():
+        return None
+    r.log(f"{ckpt.parent.name}: loading {ckpt}")
+    try:
+        return WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
+    except Exception as err:  # a truncated or overwritten file: torch, pickle and zip errors alike
+        r.log(f"{ckpt}: damaged ({type(err).__name__}); training again")
+        return None
+
+
 def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, Any]) -> Outcome:
     from cream_pl.core.io import atomic_write_bytes
-    from cream_pl.models import WSOLClassifier
     from cream_pl.pipelines.recipe_builder import build_from_recipe
+    from cream_pl.pipelines.run_state import clear_run_folder, read_state, records_ok, run_entries
     from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 
@@ -75,14 +121,19 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     timer = r.timer(folder)
     ckpt, test_path, rec_path, val_path = (folder / n for n in (MODEL_FILE, "test.json", "per_image_test.npz",
                                                                "val_method.json"))
+    model = _load_fitted(r, ckpt)
+    t, ran = time.time(), model is None
+    if ran and run_entries(folder, r.kept_names(folder)):  # its model is gone: whatever it made is stale
+        r.log(f"{folder.name}: no usable {MODEL_FILE}; starting the run over")
+        clear_run_folder(folder, r.kept_names(folder))
+        timer.clear()
     cli = build_from_recipe(recipe, resolved, folder)
-    t, ran = time.time(), not ckpt.is_file()
+    val_files = (val_path, folder / "val.json", folder / "val_variants.json")
     if not ran:
-        r.log(f"{folder.name}: loading {ckpt}")
-        model = WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
-        if run.choose is not None and not val_path.is_file():  # a run of before the choice: its val once more
+        damaged = [p for p in val_files if p.is_file() and read_state(p, _is_dict, r.log) is None]
+        if damaged or (run.choose is not None and not val_path.is_file()):  # a run of before the choice: val again
             cli.trainer.validate(model, datamodule=cli.datamodule, verbose=False)
-            write_json_atomic(_val_of_method(model), val_path)
+            _write_val(model, resolved, val_files)
     else:
         r.log(f"{folder.name}: training ({recipe.name}, seed {seed}"
               + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
@@ -91,16 +142,16 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
         tmp = ckpt.with_name(".model.ckpt.tmp")
         cli.trainer.save_checkpoint(tmp)
         os.replace(tmp, ckpt)
-        search = model.last_results.get("val", {}).get("cream_search")
-        write_json_atomic(variant_val_scores(search, _variants(resolved)), folder / "val_variants.json")
-        write_json_atomic(_val_of_method(model), val_path)
-        write_json_atomic(model.last_results.get("val", {}), folder / "val.json")
-    stored = json.loads(test_path.read_text()) if test_path.is_file() else None
+        _write_val(model, resolved, val_files)
+    stored = None if ran else read_state(test_path, lambda v: _test_ok(v, run), r.log)  # a new fit: tested again
+    if stored is not None and not records_ok(rec_path, [m for m in run.record if m in run.rows.values()], RECORD_FIELDS):
+        r.log(f"{rec_path}: missing or damaged; testing again")
+        stored = None
     for name in ("fit_s", "test_s"):  # a run folder of demo-methods before the runner kept its times in test.json
         if stored and name in stored.get("timing", {}):
             timer.record(name, stored["timing"][name], False)
     timer.record("fit_s", time.time() - t, ran)
-    t, ran = time.time(), not (stored is not None and rec_path.is_file())
+    t, ran = time.time(), stored is None
     if ran:
         r.log(f"{folder.name}: testing")
         cli.trainer.test(model, datamodule=cli.datamodule, verbose=False)
@@ -117,12 +168,10 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     timer.record("test_s", time.time() - t, ran)
     rows = {row: method_row(stored["methods"][m], stored.get("cls_acc")) for row, m in run.rows.items()}
     recs = {row: records[m] for row, m in run.rows.items() if m in records}
-    variants = folder / "val_variants.json"
-    val = {**(json.loads(val_path.read_text()) if val_path.is_file() else {}),
-           **({"variants": json.loads(variants.read_text())} if variants.is_file() else {})}
+    variants = read_state(folder / "val_variants.json", _is_dict)
+    val = {**(read_state(val_path, _is_dict) or {}), **({"variants": variants} if variants is not None else {})}
     return Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val,
-                   val_results=json.loads((folder / "val.json").read_text()) if (folder / "val.json").is_file() else {},
-                   live=(cli, model, ckpt, records))
+                   val_results=read_state(folder / "val.json", _is_dict) or {}, live=(cli, model, ckpt, records))
 
 
 def eval_datamodule(r: Any, run: Any, seed: int, folder: Path) -> Any:
@@ -150,11 +199,14 @@ def epoch_test(r: Any, run: Any, seed: int, folder: Path, epoch: int) -> tuple[d
     from cream_pl.callbacks.epoch_checkpoints import checkpoint_name
     from cream_pl.core.io import atomic_write_bytes
     from cream_pl.models.checkpoints import load_classifier
+    from cream_pl.pipelines.run_state import read_state, records_ok
     from cream_pl.reporting.evidence import load_records, save_records
     from cream_pl.reporting.tables import write_json_atomic
 
     res_path, rec_path = folder / f"test_epoch={epoch:03d}.json", folder / f"test_epoch={epoch:03d}.npz"
-    t, ran = time.time(), not (res_path.is_file() and rec_path.is_file())
+    stored = read_state(res_path, lambda v: all(_test_ok(v, run, m) for m in v["methods"]), r.log)
+    recorded = [m for m in EPOCH_RECORDED if stored is not None and m in stored["methods"]]
+    t, ran = time.time(), not (stored is not None and records_ok(rec_path, recorded, RECORD_FIELDS))
     if ran:
         ckpt = folder / "epochs" / checkpoint_name(epoch)
         r.log(f"{run.key}: testing epoch {epoch} ({ckpt})")
@@ -172,8 +224,9 @@ def epoch_test(r: Any, run: Any, seed: int, folder: Path, epoch: int) -> tuple[d
                    "selected_cream": model.selected_cream, "checkpoint": str(ckpt)}
         atomic_write_bytes(rec_path, save_records(model.per_image["test"]))
         write_json_atomic(scalars, res_path)
+        stored = json.loads(res_path.read_text())  # as a resumed run reads it: the same key order either way
     r.timer(folder).record(f"test_epoch{epoch:03d}_s", time.time() - t, ran)
-    return json.loads(res_path.read_text()), load_records(rec_path)
+    return stored, load_records(rec_path)
 
 
 def require_epoch_checkpoints(recipe: Path, key: str) -> None:
@@ -190,6 +243,7 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     """Fit with a checkpoint and the val numbers after every epoch (unless done), then test the last epoch."""
     from cream_pl.callbacks.epoch_checkpoints import read_epoch_record
     from cream_pl.pipelines.recipe_builder import build_from_recipe
+    from cream_pl.pipelines.run_state import clear_run_folder
     from cream_pl.reporting.tables import write_json_atomic
 
     recipe = r.recipe(run.recipe)
@@ -207,9 +261,7 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
     done, record = folder / "fit_done.json", folder / "epochs.json"
     t0, ran = time.time(), not done.is_file()
     if ran:
-        for p in folder.iterdir():  # a fit killed half-way starts over
-            if p.name not in ("inputs.json", *r.kept_names(folder)):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        clear_run_folder(folder, r.kept_names(folder))  # a fit killed half-way starts over
         timer.clear()
         cli = build_from_recipe(recipe, resolved, folder)
         r.log(f"{run.key}: training {cli.trainer.max_epochs} epoch(s) with {recipe.name}, val after every epoch")

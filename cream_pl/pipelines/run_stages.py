@@ -61,6 +61,13 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _state(path: Path, ctx: RunContext | None = None) -> Any:
+    """A stage's own JSON output, or ``None`` where it is missing or damaged (logged with ``ctx``): done again."""
+    from cream_pl.pipelines.run_state import read_state
+
+    return read_state(path, lambda v: isinstance(v, dict), ctx.log if ctx is not None else None)
+
+
 # ------------------------------------------------------------------------------------------ center baseline
 def _center_baseline(ctx: RunContext) -> dict[str, Any]:
     import numpy as np
@@ -82,8 +89,7 @@ def _center_baseline(ctx: RunContext) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ diagnostics
 def _diagnostics_done(ctx: RunContext) -> bool:
-    path = ctx.folder / "diagnostics.json"
-    return path.is_file() and "responsibilities" in _read(path)
+    return "responsibilities" in (_state(ctx.folder / "diagnostics.json") or {})
 
 
 def _diagnostics(ctx: RunContext) -> dict[str, Any]:
@@ -105,7 +111,7 @@ def _diagnostics(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.reporting.tables import write_json_atomic
 
     path = ctx.folder / "diagnostics.json"
-    if _diagnostics_done(ctx):
+    if "responsibilities" in (_state(path, ctx) or {}):
         return {"diagnostics": _read(path)}
     ctx.log("diagnostics: CREAM ingredients and variants on the test split")
     model = ctx.model.eval()
@@ -234,13 +240,16 @@ def _pseudo_boxes(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes, quality_path
 
     source, path = pseudo_box_source(ctx.model), _pseudo_boxes_path(ctx)
+    if path.is_file() and _state(path, ctx) is None:  # the run's own file, damaged: written again
+        path.unlink()
+        quality_path(path).unlink(missing_ok=True)
     if not path.is_file():
         ctx.log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
         generate_pseudo_boxes(ctx.model, ctx.cli.datamodule, path, source=source, threshold=None,
                               trainer_kwargs={"accelerator": "auto", "devices": 1})
     else:
         ctx.log(f"pseudo boxes: using {path}")
-    quality = _read(quality_path(path)) if quality_path(path).is_file() else {}
+    quality = _state(quality_path(path), ctx) or {}
     if "mean_area_fraction" not in quality:  # no quality file (a train split without boxes to score against)
         coco = _read(path)
         sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
@@ -293,7 +302,7 @@ def _probe(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.pipelines.probe_map_extent import probe_run
     from cream_pl.reporting.tables import write_json_atomic
 
-    if not _probe_done(ctx):
+    if not _probe_done(ctx) or _state(_probe_path(ctx), ctx) is None:
         ctx.log(f"{ctx.folder.name}: probing where its boxes go wrong (test split, no selection)")
         write_json_atomic(probe_run(ctx.folder, ctx.data), _probe_path(ctx))
     return {"probe": _read(_probe_path(ctx))}

@@ -17,16 +17,47 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cream_pl.data.metadata import data_sha1  # its home is the data layer; re-exported for the runner
 
-__all__ = ["StageTimer", "callback_index", "data_sha1", "ensure_synthetic_dataset", "path_free", "recipe_places",
-           "start_over_if_stale", "synthetic_dataset_is_current"]
+__all__ = ["StageTimer", "WORK_MARKER", "callback_index", "check_work_folder", "clear_run_folder", "data_sha1", "ensure_synthetic_dataset",
+           "path_free", "percentages_ok", "read_state", "recipe_places", "records_ok", "run_entries", "start_over_if_stale",
+           "synthetic_dataset_is_current"]
+
+WORK_MARKER = ".cream-pl-work"
+"""The file that marks a folder as a runner's work folder (which ``--restart`` may remove whole)."""
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def check_work_folder(work: Path) -> None:
+    """Mark ``work`` as a runner's work folder: an absent or empty folder, one marked before, or one that holds a
+    run's ``inputs.json`` (two levels down at most: a work folder of before the mark); else refuse it, in one line.
+
+    Raises:
+        UserValueError: ``work`` holds files and no sign of a runner's work.
+    """
+    from cream_pl.core.io import atomic_write_text
+
+    work = Path(work)
+    if work.is_dir() and not (work / WORK_MARKER).is_file() and any(work.iterdir()):
+        runs = (work / "inputs.json", *work.glob("*/inputs.json"), *work.glob("*/*/inputs.json"))
+        if not any(p.is_file() for p in runs):
+            from cream_pl.core.errors import UserValueError
+
+            raise UserValueError(f"{work}: holds files that are not a cream-pl runner's work (no {WORK_MARKER}, no "
+                                 "inputs.json); give --work an empty or new folder")
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / WORK_MARKER).is_file():
+        atomic_write_text(work / WORK_MARKER, "a cream-pl experiment runner's work folder (--restart removes it)\n")
 
 
 def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
@@ -56,6 +87,64 @@ def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
     return one(value)
 
 
+def read_state(path: Path, check: Callable[[Any], bool] | None = None,
+               log: Callable[[str], None] | None = print, then: str = "doing that work again") -> Any:
+    """A state file the runner wrote (JSON): its content, or ``None`` where it is missing or damaged (unreadable, not
+    JSON, or refused by ``check``), so that the stage that writes it runs again; a damaged one is logged.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "test.json"; _ = f.write_text('{"methods": {"cam": {"gt_known": NaN}}}')
+        >>> read_state(f, lambda v: percentages_ok(v["methods"]["cam"], ["gt_known"]), log=None) is None
+        True
+    """
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+        ok = value is None or check is None or bool(check(value))
+    except (OSError, ValueError, RecursionError, LookupError, TypeError, AttributeError):
+        ok = False  # ValueError: not JSON, not UTF-8; LookupError / TypeError / AttributeError: another structure
+    if not ok:
+        if log is not None:
+            log(f"{path}: damaged (not what the runner wrote there); {then}")
+        return None
+    return value
+
+
+def percentages_ok(row: Any, keys: Sequence[str], allow_none: Sequence[str] = ()) -> bool:
+    """``row[key]`` is a finite number in [0, 100] for each of ``keys`` (``None`` allowed for ``allow_none``).
+
+    >>> percentages_ok({"a": 50.0, "b": None}, ["a", "b"], allow_none=["b"]), percentages_ok({"a": 250.0}, ["a"])
+    (True, False)
+    """
+    def ok(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 100.0
+
+    return isinstance(row, Mapping) and all(
+        k in row and (ok(row[k]) or (row[k] is None and k in allow_none)) for k in keys)
+
+
+def records_ok(path: Path, methods: Sequence[str], fields: Sequence[str], flat_as: str | None = None) -> bool:
+    """``path`` holds per-image records (:func:`cream_pl.reporting.evidence.load_records`) of every one of ``methods``,
+    each with ``fields`` of one length and no NaN or infinite value."""
+    import numpy as np
+
+    from cream_pl.reporting.evidence import load_records
+
+    try:
+        records = load_records(path, flat_as=flat_as)
+    except Exception:  # a truncated or foreign file: zipfile, pickle and numpy errors alike
+        return False
+    for m in methods:
+        rec = records.get(m, {})
+        if not all(f in rec for f in fields) or len({len(np.atleast_1d(rec[f])) for f in fields}) != 1:
+            return False
+        if any(a.dtype.kind in "fc" and not np.isfinite(a).all() for a in rec.values()):
+            return False
+    return True
+
+
 def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[[str], None] = print,
                         legacy: Callable[[dict[str, Any]], Any] | None = None, keep: tuple[str, ...] = (),
                         name: str | None = None) -> bool:
@@ -70,20 +159,40 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
 
     today = json.loads(json.dumps(inputs, sort_keys=True, default=str))
     path = run_dir / "inputs.json"
-    stored = json.loads(path.read_text()) if path.is_file() else None
+    stored = read_state(path, lambda v: isinstance(v, dict), log)
     if stored == today:
         return False
     if stored is not None and legacy is not None and json.loads(json.dumps(legacy(stored), default=str)) == today:
         write_json_atomic(today, path)
         return False
-    stale = [p for p in run_dir.iterdir() if p.name not in (*keep, "inputs.json")] if run_dir.is_dir() else []
+    stale = run_entries(run_dir, keep)
+    if stale and not path.exists():  # no work of the runner's: a user's files, never removed
+        from cream_pl.core.errors import UserValueError
+
+        names = ", ".join(sorted(p.name for p in stale)[:3]) + (", ..." if len(stale) > 3 else "")
+        raise UserValueError(f"{run_dir}: holds files the runner did not write ({names}; no inputs.json there); "
+                             "nothing was removed: give the run an empty or new work folder (--work)")
     if stale:
         log(f"{name or run_dir}: its inputs changed (data, recipe, overrides, seed or version); starting it over")
-    for p in stale:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    clear_run_folder(run_dir, keep)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(today, path)
     return bool(stale)
+
+
+def run_entries(run_dir: Path, keep: Sequence[str] = ()) -> list[Path]:
+    """A run folder's own work: every entry but its ``inputs.json``, the work folder's mark, ``keep`` (the data or
+    results folder, where they lie inside it) and another run's folder inside it (one holding an ``inputs.json``)."""
+    if not run_dir.is_dir():
+        return []
+    return [p for p in run_dir.iterdir() if p.name not in (*keep, "inputs.json", WORK_MARKER)
+            and not (p / "inputs.json").is_file()]
+
+
+def clear_run_folder(run_dir: Path, keep: Sequence[str] = ()) -> None:
+    """Remove a run folder's own work (:func:`run_entries`): the run starts over under the same inputs."""
+    for p in run_entries(run_dir, keep):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 class StageTimer:
@@ -95,12 +204,14 @@ class StageTimer:
     threads, kernels), since a rerun on other kernels or another thread count trains another model.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, log: Callable[[str], None] = print) -> None:
         self.path = Path(path)
         self.load_path, self.machine_path = self.path.with_name("load.json"), self.path.with_name("machine.json")
-        self.saved: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.load: dict[str, float] = json.loads(self.load_path.read_text()) if self.load_path.is_file() else {}
-        self.machine: dict[str, str] = json.loads(self.machine_path.read_text()) if self.machine_path.is_file() else {}
+        read = [read_state(p, _is_dict, log, then="its stage times start again") or {}
+                for p in (self.path, self.load_path, self.machine_path)]
+        self.saved: dict[str, float] = read[0]
+        self.load: dict[str, float] = read[1]
+        self.machine: dict[str, str] = read[2]
         self.skipped = False  # some stage of this invocation was found done
 
     def clear(self) -> None:
@@ -187,7 +298,7 @@ def synthetic_dataset_is_current(root: Path, config: Mapping[str, Any], seed: in
     info = root / "synth_config.json"
     if not owned or not info.is_file():
         return True
-    meta = json.loads(info.read_text())
+    meta = read_state(info, _is_dict) or {}  # damaged: generated again
     return meta.get("config") == json.loads(json.dumps(dict(config))) and meta.get("seed") == seed
 
 
@@ -206,6 +317,11 @@ def ensure_synthetic_dataset(root: Path, config: Mapping[str, Any], seed: int, *
     if synthetic_dataset_is_current(root, config, seed, owned=owned):
         log(f"data: using {root}")
         return False
+    if root.is_dir() and any(root.iterdir()) and not (root / "synth_config.json").is_file():
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{root}: holds files that are not a synthetic dataset the runner wrote (no "
+                             "synth_config.json, no metadata/test/); nothing was removed: move them, or give --data")
     if (root / "metadata" / "test" / "image_ids.txt").is_file():
         log(f"data: {root} holds another synthetic configuration; regenerating it")
     config = json.loads(json.dumps(dict(config)))

@@ -101,7 +101,7 @@ class _Runner:
 
         path = (folder / "timing.json").resolve()
         if path not in self.timers:
-            self.timers[path] = StageTimer(path)
+            self.timers[path] = StageTimer(path, self.log)
         return self.timers[path]
 
     def recipe(self, name: str) -> Path:
@@ -209,12 +209,14 @@ class _Runner:
             self.timer(folder).clear()
 
     def migrate(self, folder: Path) -> None:
+        from cream_pl.pipelines.run_state import read_state
+
         for old, new in LEGACY_NAMES.items():
             if (folder / old).exists() and not (folder / new).exists():
                 os.replace(folder / old, folder / new)
         timing = folder / "timing.json"
-        if timing.is_file():
-            saved = json.loads(timing.read_text())
+        saved = read_state(timing, lambda v: isinstance(v, dict), log=None)  # damaged: StageTimer says so
+        if saved is not None:
             if any(k in saved for k in LEGACY_TIMES):
                 from cream_pl.reporting.tables import write_json_atomic
 
@@ -280,6 +282,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     """
     from dataclasses import replace
 
+    from cream_pl.pipelines.run_state import check_work_folder
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.experiment_report import report_function
 
@@ -308,9 +311,10 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     runs = [r for r in exp.runs if not only or r.key in only]
     for run in runs:  # every config the runs build, before any work
         check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
+    check_work_folder(work)  # a user's folder is refused before --restart or a run could remove anything in it
     if restart:
         shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
+        check_work_folder(work)
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):  # the runs, their stages and the report at this thread count
         runner.stage_data()
@@ -460,7 +464,7 @@ def _parser() -> OneLineArgumentParser:
                         "via ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA). Other kernels round float sums otherwise: "
                         "a variant, like --threads")
     parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
-    parser.add_argument("--restart", action="store_true", help="remove the work folder first")
+    parser.add_argument("--restart", action="store_true", help="remove the work folder first (a folder that is not a runner's work is refused)")
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
     parser.add_argument("--compare", default=None, metavar="METRICS_JSON",
                         help="then compare every number of the new results file of this name with this one (times "

@@ -21,12 +21,12 @@ import math
 import numbers
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
 from cream_pl.core import io as _io
 
@@ -41,6 +41,12 @@ __all__ = [
     "metrics_table_markdown",
     "ablation_table_markdown",
 ]
+
+
+def _is_tensor(obj: Any) -> bool:
+    """Whether ``obj`` is a torch tensor (torch is never imported here: a tensor exists only once it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
 
 MISSING = "—"
 """What a table shows for a value that was not computed."""
@@ -102,7 +108,7 @@ def to_builtin(obj: Any) -> Any:
     """
     if obj is None or isinstance(obj, (bool, str)):
         return obj
-    if isinstance(obj, Tensor):
+    if _is_tensor(obj):
         return obj.detach().cpu().tolist()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -176,8 +182,8 @@ def protocol_note(key: str) -> str | None:
 def _format_value(value: Any, decimals: int) -> str:
     if value is None:
         return MISSING
-    if isinstance(value, (Tensor, np.ndarray, np.generic)):
-        n = value.numel() if isinstance(value, Tensor) else value.size
+    if _is_tensor(value) or isinstance(value, (np.ndarray, np.generic)):
+        n = value.numel() if _is_tensor(value) else value.size
         if n != 1:
             raise ValueError(f"table cells must be scalars, got an array of shape {tuple(value.shape)}")
         value = value.item()
