@@ -696,10 +696,11 @@ def test_evaluate_never_writes_over_one_of_its_inputs(where, tmp_path, capfd):
                      str(tmp_path / "masks"), "--out", str(target)], capfd)
     assert_one_line(rc, text, target, "which the evaluation reads")
     assert target.read_bytes() == before
-    new = tmp_path / "maps" / "scores.json"  # a new file beside the maps is fine
-    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
-                     str(tmp_path / "masks"), "--out", str(new)], capfd)
-    assert rc == 0 and json.loads(new.read_text())["num_images"] == 2
+    new = tmp_path / "maps" / "scores.json"  # a results file beside the maps is fine, and a rerun replaces it
+    for _ in range(2):
+        rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
+                         str(tmp_path / "masks"), "--out", str(new)], capfd)
+        assert rc == 0 and json.loads(new.read_text())["num_images"] == 2, text
 
 
 def test_evaluate_refuses_repeated_iou_levels(tmp_path, capfd):

@@ -228,6 +228,8 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
     ("{trainer.max_epochz: 3}", "runs[0] (a, embedded_cream): Group 'trainer' does not accept option 'max_epochz'"),
     ("{trainer.callbacks.9.init_args.dirpath: x}",
      "runs[0] (a, embedded_cream): override 'trainer.callbacks.9.init_args.dirpath': 'trainer.callbacks.9' is not in the recipe"),
+    ("{data.init_args.eval_size: 64}",  # before: boxes in a 64 grid scored against 224 maps (or a failed validation)
+     "runs[0] (a, embedded_cream): model.init_args.eval_size is 224 but data.init_args.eval_size is 64"),
 ])
 def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_path, overrides, message, capsys):
     """Every run's config is parsed before the data stage: a typo in the last run never costs the first run's training
@@ -330,6 +332,50 @@ def _runner(tmp_path: Path, data: Path, work: Path, exp_name: str = "demo_method
     from cream_pl.pipelines.runner import _Runner
 
     return _Runner(load_experiment(DEMOS / exp_name), tmp_path / "o", work, data, False, False, print)
+
+
+def test_restart_clears_each_run_folder_inside_the_work_folder_once_and_nothing_else(tmp_path):
+    """Before: ``--restart`` removed the whole --work folder, whatever it held (``--work .`` removed the checkout)."""
+    work, elsewhere = tmp_path / "w", tmp_path / "outputs" / "demo"
+    r = _runner(tmp_path, tmp_path / "data", work, "demo.yaml")
+    r.restart = True
+    today = {"v": 1}
+    for folder in (work / "a", elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "inputs.json").write_text(json.dumps(today))
+        (folder / "model.ckpt").write_text("x")
+    (work / "notes").mkdir()  # not a run folder: never touched
+    r.start_over(work / "a", today, "a", 0)
+    assert sorted(p.name for p in (work / "a").iterdir()) == ["inputs.json"]
+    (work / "a" / "model.ckpt").write_text("this invocation's")
+    r.start_over(work / "a", today, "a", 0)  # once per invocation: its new work is kept
+    r.start_over(elsewhere, today, "cream", 0)  # a declared seed folder outside the work folder (make demo's)
+    assert (work / "a" / "model.ckpt").read_text() == "this invocation's" and (elsewhere / "model.ckpt").is_file()
+    assert (work / "notes").is_dir()
+
+
+def test_a_fitted_model_loads_as_its_own_class_and_only_an_unreadable_file_is_damaged(tmp_path):
+    """Before this was written, every resume of a CI-CAM run read its checkpoint as a WSOLClassifier, failed, and
+    was about to be retrained each time."""
+    import pytorch_lightning as pl
+    import torch
+
+    from cream_pl.models.checkpoints import CLASS_KEY
+    from cream_pl.models.ci_cam_module import CICAMClassifier
+    from cream_pl.pipelines.run_fits import _load_fitted
+
+    said: list[str] = []
+    r = _runner(tmp_path, tmp_path / "data", tmp_path / "w")
+    r.log = said.append
+    model = CICAMClassifier(num_classes=2, pretrained=False, num_media_images=0)
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pl.__version__, CLASS_KEY: "cream_pl.models.ci_cam_module.CICAMClassifier"}, ckpt)
+    loaded = _load_fitted(r, ckpt)
+    assert type(loaded) is CICAMClassifier and loaded.training
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert _load_fitted(r, ckpt) is None and "model.ckpt: damaged" in said[-1]
+    assert _load_fitted(r, tmp_path / "absent.ckpt") is None
 
 
 def test_moving_the_data_or_work_folder_keeps_the_fingerprint_and_a_seed_changes_it(tmp_path):

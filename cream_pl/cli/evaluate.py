@@ -275,9 +275,9 @@ def run(args: argparse.Namespace) -> int:
         return _error(err)
     out = Path(args.out)
     for option, folder in (("--metadata", args.metadata), ("--scoremaps", args.scoremaps), ("--mask-root", args.mask_root)):
-        if folder is not None and out.is_file() and Path(folder).resolve() in out.resolve().parents:
+        if folder is not None and out.is_file() and out.suffix != ".json" and Path(folder).resolve() in out.resolve().parents:
             return _error(f"--out {out}: an existing file inside {option} {folder}, which the evaluation reads; "
-                          "give another path")
+                          "give another path")  # its inputs are .txt, .npy and mask images; a .json is an earlier result
     if args.batch_size < 1:
         return _error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.num_workers is not None and args.num_workers < 0:

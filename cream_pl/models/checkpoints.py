@@ -24,7 +24,7 @@ from cream_pl.models.checkpoint_keys import CLASS_KEY  # re-exported here, its h
 
 __all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
            "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
-           "require_method", "load_regressor"]
+           "require_method", "load_regressor", "UnreadableCheckpointError"]
 
 _WSOL = "cream_pl.models.classifier.WSOLClassifier"
 _CI_CAM = "cream_pl.models.ci_cam_module.CICAMClassifier"
@@ -32,8 +32,13 @@ _KD = "cream_pl.models.kd_student.KDCICAMStudent"
 _KNOWN = (_WSOL, _CI_CAM, _KD)
 
 
+class UnreadableCheckpointError(UserValueError):
+    """A file that does not read back as a Lightning checkpoint at all (truncated, overwritten, another format)."""
+
+
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
-    """The raw checkpoint dict (CPU), with a one-line error for a missing or unreadable file."""
+    """The raw checkpoint dict (CPU), with a one-line error for a missing or unreadable file
+    (:class:`UnreadableCheckpointError` where it is not a Lightning checkpoint at all)."""
     import torch
 
     path = Path(path)
@@ -43,10 +48,10 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # pickle / zip errors of a truncated or foreign file
         first = " ".join(str(err).split())[:200]
-        raise UserValueError(f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint: "
-                             f"{type(err).__name__}: {first})") from None
+        raise UnreadableCheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint: "
+                                        f"{type(err).__name__}: {first})") from None
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
-        raise UserValueError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+        raise UnreadableCheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     weights, hparams = ckpt["state_dict"], ckpt.get("hyper_parameters")
     if not isinstance(weights, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                    for k, v in weights.items()):

@@ -188,7 +188,7 @@ def _summary_ok(summary: Any, rdir: Path, candidates: Mapping[str, Any], psol_ca
 
     rows = summary["candidates"]
     return (set(rows) == set(candidates) and summary["chosen"] in rows
-            and all(percentages_ok(r, ["val_gt_known", *(k for k in PERCENT_KEYS if k in r)]) for r in rows.values())
+            and all(percentages_ok(r, ["val_gt_known", "gt_known", *(k for k in PERCENT_KEYS if k in r)]) for r in rows.values())
             and all(records_ok(rdir / n / PER_IMAGE_FILE, [RECORD_METHOD], REGRESSOR_FIELDS, flat_as=RECORD_METHOD)
                     for n in {summary["chosen"], psol_candidate} if n in rows))
 
@@ -272,6 +272,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
             stored = _read_json(cdir / METRICS_FILE, lambda v: percentages_ok(v, ["val/reg/gt_known"])) or {}
             if "val/reg/gt_known" not in stored or _read_json(cdir / CURVE_FILE) is None:
                 _log(f"regressor: {name} ({spec['head']} head, {spec['features']} features), train + val")
+                (cdir / PER_IMAGE_FILE).unlink(missing_ok=True)  # an earlier model's test: tested again below
                 stored = train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
                                          stages=("fit", "validate"),
                                          **_at_least_one_batch(_kwargs(common, spec), num_train))
@@ -283,8 +284,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
         rows: dict[str, Any] = {}
         for name, spec in candidates.items():  # 3. test every candidate, for the report
             cdir = rdir / name
-            tested = _read_json(cdir / METRICS_FILE, lambda v: percentages_ok(v, [k for k in v if k.startswith("test/reg/")
-                                                                                  and not k.endswith("mean_iou")]))
+            tested = _read_json(cdir / METRICS_FILE, lambda v: percentages_ok(v, ["test/reg/gt_known", *(
+                k for k in v if k.startswith("test/reg/") and not k.endswith("mean_iou"))]), log=False)
             if tested is None or not records_ok(cdir / PER_IMAGE_FILE, [RECORD_METHOD], REGRESSOR_FIELDS,
                                                 flat_as=RECORD_METHOD):
                 train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],

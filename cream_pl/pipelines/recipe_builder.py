@@ -111,8 +111,8 @@ class CreamCLI(LightningCLI):
 
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
             raise UserValueError("predict: no prediction writer among trainer.callbacks, so every map would be computed "
-                                 "and thrown away; add one (e.g. cream_pl.pseudo_boxes.generate.PseudoBoxWriter), or "
-                                 "use cream-pl localize (image files) or cream-pl export-scoremaps (a dataset split)")
+                                 "and thrown away; add a BasePredictionWriter callback of your own, or use cream-pl localize "
+                                 "(image files) or cream-pl export-scoremaps (a dataset split)")
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a value their ``__init__`` refuses is one line naming the part."""
@@ -279,10 +279,19 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
 
     import yaml
 
+    config = _with_overrides(recipe, overrides, origin)
     with tempfile.TemporaryDirectory() as tmp:
         resolved = Path(tmp) / "config.yaml"
-        resolved.write_text(yaml.safe_dump(_with_overrides(recipe, overrides, origin), sort_keys=False))
+        resolved.write_text(yaml.safe_dump(config, sort_keys=False))
         _cli(_ParseOnlyCLI, recipe, resolved, overrides, origin)
+    model, data = (config.get(part) if isinstance(config.get(part), dict) else {} for part in ("model", "data"))
+    if _is_classifier_class(str(model.get("class_path", ""))):  # as WSOLClassifier.setup checks it, before any work
+        sizes = [(part.get("init_args") or {}).get("eval_size", 224) for part in (model, data)]
+        if sizes[0] != sizes[1]:
+            from cream_pl.core.errors import UserValueError
+
+            raise UserValueError(f"{origin or recipe}: model.init_args.eval_size is {sizes[0]} but data.init_args."
+                                 f"eval_size is {sizes[1]}: give both one value (the protocol's: 224)")
 
 
 class _ParseOnlyCLI(CreamCLI):

@@ -92,16 +92,18 @@ def _write_val(model: Any, resolved: Mapping[str, Any], paths: Sequence[Path]) -
 
 
 def _load_fitted(r: Any, ckpt: Path) -> Any:
-    """The run's fitted classifier, or ``None`` where it has none, or a damaged one (then it trains again)."""
-    from cream_pl.models import WSOLClassifier
+    """The run's fitted classifier (as its own class, in training mode as Lightning loads it), or ``None`` where it
+    has none or one that does not read back at all (then it trains again). A checkpoint that reads but does not load
+    (diverged weights, a class this cream-pl lacks) is one line: retraining would not change it."""
+    from cream_pl.models.checkpoints import UnreadableCheckpointError, load_classifier
 
     if not ckpt.is_file():
         return None
     r.log(f"{ckpt.parent.name}: loading {ckpt}")
     try:
-        return WSOLClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
-    except Exception as err:  # a truncated or overwritten file: torch, pickle and zip errors alike
-        r.log(f"{ckpt}: damaged ({type(err).__name__}); training again")
+        return load_classifier(ckpt).train()
+    except UnreadableCheckpointError as err:
+        r.log(f"{ckpt}: damaged ({str(err).split('(', 1)[-1].rstrip(')')[:80]}); training again")
         return None
 
 

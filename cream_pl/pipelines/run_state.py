@@ -31,7 +31,7 @@ __all__ = ["StageTimer", "WORK_MARKER", "callback_index", "check_work_folder", "
            "synthetic_dataset_is_current"]
 
 WORK_MARKER = ".cream-pl-work"
-"""The file that marks a folder as a runner's work folder (which ``--restart`` may remove whole)."""
+"""The file that marks a folder as a runner's work folder."""
 
 
 def _is_dict(value: Any) -> bool:
@@ -49,7 +49,8 @@ def check_work_folder(work: Path) -> None:
 
     work = Path(work)
     if work.is_dir() and not (work / WORK_MARKER).is_file() and any(work.iterdir()):
-        runs = (work / "inputs.json", *work.glob("*/inputs.json"), *work.glob("*/*/inputs.json"))
+        runs = (work / "inputs.json", *work.glob("*/inputs.json"), *work.glob("*/*/inputs.json"),
+                *work.glob("*/synth_config.json"))  # a run's, or the data stage's (a work folder cut short after it)
         if not any(p.is_file() for p in runs):
             from cream_pl.core.errors import UserValueError
 
@@ -147,22 +148,23 @@ def records_ok(path: Path, methods: Sequence[str], fields: Sequence[str], flat_a
 
 def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[[str], None] = print,
                         legacy: Callable[[dict[str, Any]], Any] | None = None, keep: tuple[str, ...] = (),
-                        name: str | None = None) -> bool:
+                        name: str | None = None, restart: bool = False) -> bool:
     """Make ``run_dir`` hold the work of ``inputs``; returns whether it was cleared.
 
     ``run_dir/inputs.json`` equal to ``inputs`` (after a JSON round trip): nothing happens. Else, when
     ``legacy`` maps the stored inputs (an older fingerprint's layout) to ``inputs``, only ``inputs.json``
-    is rewritten in today's layout. Else every entry of ``run_dir`` but ``keep`` is removed, and
-    ``inputs.json`` is written (atomically) first, before any new work; ``name`` names the run in the log line.
+    is rewritten in today's layout. Else (and with ``restart``) every entry of ``run_dir`` but ``keep`` is removed,
+    and ``inputs.json`` is written (atomically) first, before any new work; ``name`` names the run in the log line.
+    A folder that holds entries but no ``inputs.json`` is not the runner's: refused, nothing removed.
     """
     from cream_pl.reporting.tables import write_json_atomic
 
     today = json.loads(json.dumps(inputs, sort_keys=True, default=str))
     path = run_dir / "inputs.json"
     stored = read_state(path, lambda v: isinstance(v, dict), log)
-    if stored == today:
+    if stored == today and not restart:
         return False
-    if stored is not None and legacy is not None and json.loads(json.dumps(legacy(stored), default=str)) == today:
+    if stored is not None and not restart and legacy is not None and json.loads(json.dumps(legacy(stored), default=str)) == today:
         write_json_atomic(today, path)
         return False
     stale = run_entries(run_dir, keep)
@@ -173,7 +175,8 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
         raise UserValueError(f"{run_dir}: holds files the runner did not write ({names}; no inputs.json there); "
                              "nothing was removed: give the run an empty or new work folder (--work)")
     if stale:
-        log(f"{name or run_dir}: its inputs changed (data, recipe, overrides, seed or version); starting it over")
+        log(f"{name or run_dir}: " + ("--restart" if restart else "its inputs changed (data, recipe, overrides, seed or "
+                                      "version)") + "; starting it over")
     clear_run_folder(run_dir, keep)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(today, path)
@@ -317,7 +320,8 @@ def ensure_synthetic_dataset(root: Path, config: Mapping[str, Any], seed: int, *
     if synthetic_dataset_is_current(root, config, seed, owned=owned):
         log(f"data: using {root}")
         return False
-    if root.is_dir() and any(root.iterdir()) and not (root / "synth_config.json").is_file():
+    own = {"images", "masks", "metadata", "class_names.txt", "synth_config.json"}  # the generator's (cut short: redone)
+    if root.is_dir() and any(p.name not in own for p in root.iterdir()) and not (root / "synth_config.json").is_file():
         from cream_pl.core.errors import UserValueError
 
         raise UserValueError(f"{root}: holds files that are not a synthetic dataset the runner wrote (no "

@@ -31,7 +31,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +93,8 @@ class _Runner:
         self.kernels: str | None = None  # the CPU kernel set where --kernels names one (a fingerprint input)
         self.outcomes_so_far: dict[str, Outcome] = {}  # this seed's finished runs (teachers are chosen among them)
         self._eval_dm: Any = None
+        self.restart = False  # --restart: each run folder inside the work folder starts over, once
+        self.restarted: set[Path] = set()
 
     # ---------------------------------------------------------------------------------- bookkeeping
     def timer(self, folder: Path) -> Any:
@@ -204,8 +205,12 @@ class _Runner:
         from cream_pl.pipelines.run_state import start_over_if_stale
 
         folder.mkdir(parents=True, exist_ok=True)
+        here = folder.resolve()
+        restart = self.restart and (here == self.work.resolve() or self.work.resolve() in here.parents) \
+            and here not in self.restarted  # a declared seed folder elsewhere (make demo's) is never restarted
+        self.restarted.add(here)
         if start_over_if_stale(folder, today, self.log, legacy=self.legacy(today, seed) if legacy else None,
-                               keep=self.kept_names(folder), name=f"{name} (seed {seed})"):
+                               keep=self.kept_names(folder), name=f"{name} (seed {seed})", restart=restart):
             self.timer(folder).clear()
 
     def migrate(self, folder: Path) -> None:
@@ -311,10 +316,8 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     runs = [r for r in exp.runs if not only or r.key in only]
     for run in runs:  # every config the runs build, before any work
         check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
-    check_work_folder(work)  # a user's folder is refused before --restart or a run could remove anything in it
-    if restart:
-        shutil.rmtree(work, ignore_errors=True)
-        check_work_folder(work)
+    check_work_folder(work)  # a user's folder is refused before a run could remove anything in it
+    runner.restart = restart  # each run folder of this invocation inside the work folder starts over, once
     out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):  # the runs, their stages and the report at this thread count
         runner.stage_data()
@@ -464,7 +467,9 @@ def _parser() -> OneLineArgumentParser:
                         "via ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA). Other kernels round float sums otherwise: "
                         "a variant, like --threads")
     parser.add_argument("--fast", action="store_true", help="the declaration's smoke-test size (tiny data, one epoch)")
-    parser.add_argument("--restart", action="store_true", help="remove the work folder first (a folder that is not a runner's work is refused)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start every run of this invocation over: its folders inside the work folder are cleared "
+                             "(the dataset is kept: its content hash is in every fingerprint)")
     parser.add_argument("--readme", default=None, help="splice the report's block into this README")
     parser.add_argument("--compare", default=None, metavar="METRICS_JSON",
                         help="then compare every number of the new results file of this name with this one (times "
