@@ -252,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--recipes: name the multipliers too (--multipliers 1 3 10)")
     if any(not (m > 0 and math.isfinite(m)) for m in args.multipliers or ()):
         parser.error(f"--multipliers {args.multipliers}: each must be a positive number")
+    # the declaration is read (a bad one is one line) first, before the data and any training, where a default or --readme needs it
+    needs_declaration = not args.recipes or args.readme is not None
+    if needs_declaration and not Path(args.declaration).is_file():
+        parser.error(f"{args.declaration}: not found (--declaration; the default is relative to the repository's root, "
+                     "where make runs)")
+    exp = load_experiment(args.declaration) if needs_declaration else None
     out = Path(args.out)
     if out.suffix != ".json":
         parser.error(f"--out {out}: a .json file (the table is written beside it as .md)")
@@ -262,12 +268,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.readme is not None and not (Path(args.readme) / "metrics.json").is_file():
         parser.error(f"{Path(args.readme) / 'metrics.json'}: not found (--readme names a make demo-methods results "
                      "folder)")
-    # the declaration is read (a bad one is one line) before any training, where a default or --readme needs it
-    needs_declaration = not args.recipes or args.readme is not None
-    if needs_declaration and not Path(args.declaration).is_file():
-        parser.error(f"{args.declaration}: not found (--declaration; the default is relative to the repository's root, "
-                     "where make runs)")
-    exp = load_experiment(args.declaration) if needs_declaration else None
     plan = ([(Path(r), tuple(args.multipliers)) for r in args.recipes] if args.recipes else
             [(r, tuple(args.multipliers or m)) for r, m in declared_plan(exp)])
     if not plan:

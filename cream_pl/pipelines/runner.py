@@ -610,8 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     own_out, own_work = default_places(exp, **options)
     out, work = args.out or own_out, args.work or own_work
     if args.readme is not None and own_out != exp.out:
-        parser.error(f"--readme: the README shows {exp.source}'s declared results; this variant reports into "
-                     f"{own_out} (leave out --readme)")
+        parser.error(f"--readme: the README shows {exp.source}'s declared results, and a variant (--fast, --preset, "
+                     "--data-seed, --data, --seeds, --only, --threads or --kernels) gives others (leave out --readme)")
     if args.readme is not None:  # its block must be there before any work, not found missing after it
         begin, end = (f"<!-- {exp.readme.get('block')}:{m} -->" for m in ("BEGIN", "END"))
         if not exp.readme:
