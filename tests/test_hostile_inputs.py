@@ -703,6 +703,19 @@ def test_evaluate_never_writes_over_one_of_its_inputs(where, tmp_path, capfd):
         assert rc == 0 and json.loads(new.read_text())["num_images"] == 2, text
 
 
+@pytest.mark.parametrize("kind", ["text", "folder"])
+def test_evaluate_names_a_score_map_that_is_text_or_a_folder_for_what_it_is(kind, tmp_path, capfd):
+    """Before: a text file was "pickled data" (numpy's words for any file without its header), a folder "no score map"."""
+    meta = _mask_split(tmp_path)
+    bad = tmp_path / "maps" / "a.png.npy"
+    bad.unlink()
+    bad.mkdir() if kind == "folder" else bad.write_text("0.5 0.5\n")
+    rc, text = _cli(["evaluate", "--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root",
+                     str(tmp_path / "masks"), "--out", str(tmp_path / "s.json")], capfd)
+    assert_one_line(rc, text, bad, "a folder, not a .npy file" if kind == "folder" else "not a .npy file (no NumPy header")
+    assert "pickled" not in text
+
+
 def test_evaluate_refuses_repeated_iou_levels(tmp_path, capfd):
     """Before: ``--iou-thresholds 50 50`` was scored (MaxBoxAccV2 then counts IoU 50 twice)."""
     meta = _mask_split(tmp_path)

@@ -208,6 +208,9 @@ def evaluate_scoremaps(
         raise EvaluationError(f"--scoremaps {root}: not a directory")
     jobs = _jobs(meta, root, has_boxes, Path(mask_root) if mask_root is not None else None)
     for job in jobs:  # fail fast, before any work, on the first missing map
+        if job.path.is_dir():
+            raise EvaluationError(f"{job.path}: a folder, not a .npy file (the score map of image {job.image_id!r}, "
+                                  f"{job.where})")
         if not job.path.is_file():
             raise EvaluationError(f"no score map for image {job.image_id!r} ({job.where}): expected {job.path}")
     ious = tuple(int(d) for d in iou_thresholds)

@@ -135,7 +135,14 @@ def _read_map(path: Path, image_id: str, where: str = "") -> np.ndarray:
         at = f" ({where})" if where else ""
         raise EvaluationError(f"no score map for image {image_id!r}{at}: expected {path}") from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise EvaluationError(f"cannot read {_describe(image_id, path, where)}: {err}") from None
+        why = str(err)
+        try:
+            with open(path, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":  # numpy calls any such file "pickled data"
+                    why = "not a .npy file (no NumPy header; np.save writes one)"
+        except OSError as os_err:  # a folder, a file without read permission
+            why = os_err.strerror or str(os_err)
+        raise EvaluationError(f"cannot read {_describe(image_id, path, where)}: {why}") from None
     if isinstance(raw, np.ndarray) and np.issubdtype(raw.dtype, np.complexfloating):
         raise EvaluationError(f"{_describe(image_id, path, where)} is complex-valued (dtype {raw.dtype}); "
                               "a score map must be real")
