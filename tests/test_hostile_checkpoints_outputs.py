@@ -142,6 +142,24 @@ def test_a_localize_rerun_removes_only_its_own_earlier_overlays_and_never_reads_
     assert not (photos / "overlays" / "p1.png").exists()
 
 
+def test_localize_never_writes_over_a_users_file_and_localizes_a_file_named_twice_once(good, data, tmp_path):
+    """Before: a first run into <out> replaced the user's overlays/base.png; ``localize a.png a.png folder/`` (where
+    folder/ holds a.png) localized a.png three times."""
+    ckpt = tmp_path / "c.ckpt"
+    torch.save(good, ckpt)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = photos / "p0.png"
+    cv2.imwrite(str(image), cv2.imread(str(next((data / "images" / "test").rglob("*.png")))))
+    mine = tmp_path / "out" / "overlays" / "p0.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my holiday photo")
+    assert main(["localize", str(image), str(image), str(photos), "--ckpt", str(ckpt), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [im["overlay"] for im in result["images"]] == ["overlays/p0_1.png"]
+    assert mine.read_bytes() == b"my holiday photo"
+
+
 def test_train_regressor_on_a_pseudo_box_file_nested_too_deeply_is_one_line(data, tmp_path, capsys):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 200000 + "]" * 200000)  # json's decoder: RecursionError (a traceback before)

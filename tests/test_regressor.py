@@ -246,6 +246,22 @@ def test_train_regressor_stops_at_the_plateau_and_keeps_its_curve_and_per_image_
     assert 100 * z["gt_known"].mean() == pytest.approx(metrics["test/reg/gt_known"])
 
 
+def test_a_rerun_into_the_same_out_replaces_last_ckpt(left_half_root: Path, tmp_path: Path) -> None:
+    """Before: the rerun's weights went to last-v1.ckpt beside the first run's last.ckpt, which localize --regressor
+    and the demo's candidates then read."""
+    import torch
+
+    boxes = _write_gt_coco(left_half_root)
+    last = tmp_path / "reg" / "checkpoints" / "last.ckpt"
+    weights = []
+    for seed in (0, 7):
+        train_regressor(boxes, left_half_root, tmp_path / "reg", pretrained=False, max_epochs=1, batch_size=4,
+                        input_size=64, eval_size=64, seed=seed, trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0})
+        weights.append(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the second run's model
+
+
 @pytest.mark.parametrize("case", ["unknown_image", "box_outside", "wrong_categories", "truncated"])
 def test_bad_pseudo_box_file_is_refused_before_training(left_half_root: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch, case: str) -> None:

@@ -41,7 +41,8 @@ def add_localize_parser(sub: Any) -> argparse.ArgumentParser:
         help="class, CREAM/CAM map and box for image files (COCO JSON + overlays)",
         description="Run a trained classifier on image files or folders (searched recursively) and write, per "
         "image, the top-1 class, the map of that class and a box in original pixels (the largest contour at "
-        "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Unreadable "
+        "the threshold, or a box regressor's box) to <out>/predictions.json and <out>/overlays/. Original pixels are "
+        "the pixels as stored: an EXIF orientation is not applied (nor in training). Unreadable "
         "files are listed under 'failed' and the exit status is 1. A rerun into the same --out replaces the previous "
         "run's results (stale overlays are removed).",
     )

@@ -118,6 +118,12 @@ def export_scoremaps(
         raise UserValueError(f"{ckpt}: unknown method(s) {unknown}; this checkpoint has {list(model.method_names)}")
     for name in names:
         require_method(model, name, "--methods", ckpt)
+    before = _exported_before(out)
+    for name in names:  # maps of other images in one method folder would be scored together by evaluate
+        old = before.get(name, {})
+        if old and (old.get("split") != split or Path(str(old.get("data_root"))).resolve() != Path(data_root).resolve()):
+            raise UserValueError(f"{out / name}: holds the maps of split {old.get('split')!r} of {old.get('data_root')} "
+                                 f"(an earlier export); this export's would mix with them: give another --out")
     model.to(dev)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers, "eval_size": size}
     norm = checkpoint_normalisation(checkpoint)
@@ -142,7 +148,7 @@ def export_scoremaps(
         "dtype": "float64",
         "layout": "<out>/<method>/<image_id>.npy",
         # every method folder under <out> and what wrote it: an earlier export's other methods stay, and say so
-        "exported": {**_exported_before(out), **{name: this for name in names}},
+        "exported": {**before, **{name: this for name in names}},
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -73,7 +73,7 @@ _DECIMALS = 4
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Expand folders recursively to their image files (by extension, sorted); files are kept as given.
 
-    Paths that do not exist are kept too, so that the caller reports them as failed.
+    Paths that do not exist are kept too, so that the caller reports them as failed; a file given twice is kept once.
 
     Example:
         >>> import tempfile
@@ -87,7 +87,8 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
         else:
             out.append(p)
-    return out
+    seen: set[Path] = set()  # a file named twice (itself and its folder, say) is localized once
+    return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
 def grid_box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: int,
@@ -309,7 +310,9 @@ def localize(
     images_json: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
-    used_stems: set[str] = set()
+    before = _previous_overlays(out_dir)
+    # a file in overlays/ that no earlier run listed is the user's: never written over (its name is taken)
+    used_stems = {f.stem for f in overlay_dir.glob("*.png") if f.resolve() not in before} if overlay_dir.is_dir() else set()
 
     for start in range(0, len(files), batch_size):
         batch: list[tuple[Path, np.ndarray]] = []
@@ -374,7 +377,6 @@ def localize(
         "annotations": annotations,
         "failed": failed,
     }
-    before = _previous_overlays(out_dir)
     write_json_atomic(result, out_dir / "predictions.json")
     # the overlays a previous run into the same --out wrote (other images, or images that failed this time) go once
     # this run's are written; a file localize did not write stays

@@ -213,7 +213,8 @@ def train_regressor(
                           **dict(trainer_kwargs or {})}
     if features == "classifier":  # the frozen path orders (and shards) its own training batches
         kw["use_distributed_sampler"] = False
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
+                                 enable_version_counter=False)  # a rerun replaces last.ckpt (not last-v1.ckpt beside it)
     curve = _PseudoIoUCurve()
     extra: list[pl.Callback] = [curve]
     if plateau is not None:
