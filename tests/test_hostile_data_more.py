@@ -202,7 +202,7 @@ def test_cub_rerun_keeps_a_val_split_it_did_not_write(tmp_path, capfd):
     cub = make_cub(tmp_path)
     out = tmp_path / "out"
     assert _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)[0] == 0
-    shutil.copytree(out / "metadata/test", out / "metadata/val")  # stands for CUBV2's metadata
+    shutil.copytree(out / "metadata/train", out / "metadata/val")  # stands for CUBV2's metadata (no test image)
     before = {p.name: p.read_bytes() for p in (out / "metadata/val").iterdir()}
     rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
     assert rc == 0, e
@@ -254,7 +254,7 @@ def test_cub_overwrite_keeps_a_val_it_does_not_write_and_a_hand_replaced_val_is_
     out = tmp_path / "out"
     assert _cli(["data", "cub", "--src", str(cub), "--out", str(out), "--val-per-class", "1"], capfd)[0] == 0
     shutil.rmtree(out / "metadata/val")
-    shutil.copytree(out / "metadata/test", out / "metadata/val")  # stands for CUBV2's metadata
+    shutil.copytree(out / "metadata/train", out / "metadata/val")  # stands for CUBV2's metadata (no test image)
     hand = (out / "metadata/val/image_ids.txt").read_bytes()
     rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
     assert rc == 0, e
@@ -354,3 +354,15 @@ def test_synth_with_fewer_train_images_than_classes_is_one_line(tmp_path, capfd)
                      "--num-val", "2", "--num-test", "2", "--min-side", "64", "--max-side", "64"], capfd)
     assert_one_line(rc, o, e, "num_train (3) must be >= num_classes (5)")
     assert not (tmp_path / "d").exists()
+
+
+def test_data_check_reports_a_test_image_that_train_lists_too(tmp_path, capfd):
+    """Before: "test: ok / train: ok": a test image the model trains on (leakage) went unnoticed."""
+    from cream_pl.data.metadata import write_split
+
+    root = generate_synthetic_dataset(tmp_path / "d", seed=0, num_classes=2, num_train=4, num_val=2, num_test=3,
+                                      min_side=48, max_side=56, image_format="png")
+    train, test = read_split(root / "metadata/train"), read_split(root / "metadata/test")
+    write_split(root / "metadata/test", [train.samples[0], *test.samples[1:]])
+    rc, o, e = _cli(["data", "check", str(root)], capfd)
+    assert rc == 1 and f"{root / 'metadata/test/image_ids.txt'}:1: image {train.samples[0].image_id!r} is in train too" in e

@@ -241,6 +241,8 @@ LIGHTNING_NUMBERS = [
     (["--model.init_args.lr", "nan"], "lr"),
     (["--model.init_args.cream_lambda", "5"], "model.init_args"),
     (["--model.init_args.backbone", "banana"], "banana"),
+    (["--seed_everything", "-1"], "seed_everything: -1 is outside [0, 4294967295]"),
+    (["--seed_everything", str(2**70)], "seed_everything"),
 ]
 
 
@@ -250,6 +252,31 @@ def test_lightning_numeric_options_end_in_one_line(extra, named, data3, tmp_path
     rc, text = _cli(["fit", "--config", str(cfg), *extra], capfd)
     assert_one_line(rc, text, named, "cream-pl fit: error:")
     assert not (tmp_path / "run").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("where", ["trainer.default_root_dir", "trainer.logger"])
+def test_lightning_output_folders_that_are_files_end_in_one_line(where, data3, tmp_path, capfd) -> None:
+    """Before: ``FileExistsError`` / ``NotADirectoryError`` tracebacks when the fit started."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    cfg = _lightning_config(tmp_path, data3)
+    extra = ([f"--trainer.default_root_dir={a_file}"] if where == "trainer.default_root_dir" else
+             [f"--trainer.logger={{class_path: pytorch_lightning.loggers.CSVLogger, init_args: {{save_dir: {a_file}}}}}"])
+    rc, text = _cli(["fit", "--config", str(cfg), *extra], capfd)
+    assert_one_line(rc, text, a_file, where, "must be a folder")
+    assert a_file.read_text() == "mine"
+
+
+def test_fit_never_writes_over_its_own_config_file(data3, tmp_path, capfd) -> None:
+    """Before: a config kept in its run folder (<default_root_dir>/config.yaml) was replaced by the resolved dump."""
+    run = tmp_path / "run"
+    run.mkdir()
+    mine = run / "config.yaml"
+    text = "# my notes\n" + _lightning_config(tmp_path, data3).read_text()
+    mine.write_text(text)
+    rc, out = _cli(["fit", "--config", str(mine)], capfd)
+    assert_one_line(rc, out, mine, "--config is where this fit saves its resolved config")
+    assert mine.read_text() == text
 
 
 def test_help_still_prints_usage(capfd) -> None:
@@ -331,6 +358,12 @@ def test_lightning_test_accepts_good_checkpoints(data3, ckpts, tmp_path, capfd):
     assert written, text
     assert "_class_path" in torch.load(written[-1], weights_only=False)["hyper_parameters"]
     rc, text = _cli(["validate", "--config", str(cfg), "--ckpt_path", str(written[-1])], capfd)
+    assert rc == 0 and "Traceback" not in text, text
+    # a resumed fit continues the checkpoint's run: a config asking for another model is refused (before: Lightning
+    # replaced the config's values by the checkpoint's, silently); the same config resumes
+    rc, text = _cli(["fit", "--config", str(cfg), "--ckpt_path", str(written[-1]), "--model.init_args.lr", "0.5"], capfd)
+    assert_one_line(rc, text, written[-1], "a resumed fit continues this checkpoint's run, whose model lr is 0.001")
+    rc, text = _cli(["fit", "--config", str(cfg), "--ckpt_path", str(written[-1]), "--trainer.max_epochs", "2"], capfd)
     assert rc == 0 and "Traceback" not in text, text
 
 

@@ -121,6 +121,16 @@ def test_pseudo_boxes_refuses_an_out_that_is_not_its_file(content, data2, c2, tm
     assert not out.with_name(out.name + ".shards").exists()  # refused before any work
 
 
+def test_pseudo_boxes_never_writes_over_a_users_file_named_like_its_quality_record(data2, c2, tmp_path, capfd):
+    """Before: ``--out pq.json`` replaced the user's pq.quality.json without a word."""
+    out = tmp_path / "pq.json"
+    mine = tmp_path / "pq.quality.json"
+    mine.write_text("my quality notes")
+    rc, text = _cli(_pseudo_boxes(c2, data2, out), capfd)
+    assert_one_line(rc, text, mine, "is not the quality record of pq.json", "--overwrite")
+    assert mine.read_text() == "my quality notes" and not out.exists()
+
+
 def test_fit_end_refuses_an_out_path_that_is_not_its_file_before_training(tmp_path):
     from cream_pl.core.errors import UserValueError
     from cream_pl.pseudo_boxes.fit_end import PseudoBoxesAtFitEnd

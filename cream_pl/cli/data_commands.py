@@ -35,7 +35,7 @@ def check_dataset(
         strict: report deviations from the letter of the format too (see ``check_split``).
         num_classes: label range; default the lines of ``class_names.txt`` when present.
     """
-    from cream_pl.data.metadata import check_split, read_class_names, split_dirs
+    from cream_pl.data.metadata import check_split, leaked_test_images, read_class_names, split_dirs
 
     root = Path(root)
     meta_root = root / "metadata"
@@ -46,12 +46,15 @@ def check_dataset(
     names = splits or [p.name for p in split_dirs(meta_root)]
     if not names:
         return {"": [f"{meta_root}: no split directories"]}
-    return {
+    report = {
         s: check_split(meta_root / s, num_classes=num_classes, strict=strict,
                        image_root=root / "images" if files else None, mask_root=root / "masks" if files else None)
         if (meta_root / s).is_dir() else [f"{meta_root / s}: split folder not found (--split)"]
         for s in names
     }
+    if "test" in report:
+        report["test"] += leaked_test_images(meta_root)
+    return report
 
 
 def _print_report(report: dict[str, list[str]], max_problems: int) -> int:

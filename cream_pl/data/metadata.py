@@ -38,6 +38,7 @@ from cream_pl.data.errors import WSOLDataError  # re-exported here, its home bef
 
 __all__ = [
     "data_sha1",
+    "leaked_test_images",
     "IMAGE_IDS",
     "CLASS_LABELS",
     "IMAGE_SIZES",
@@ -534,6 +535,44 @@ def write_class_names(path: Path | str, names: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- checking
+
+
+def leaked_test_images(meta_root: Path | str) -> list[str]:
+    """Test images that the ``train`` or ``val`` split lists too (the model trains on them, or they select its
+    hyperparameters): one problem per such line of ``test/image_ids.txt``, naming both files and lines.
+
+    Example:
+        >>> import tempfile
+        >>> m = Path(tempfile.mkdtemp())
+        >>> for split, ids in (("train", "a.jpg b.jpg"), ("test", "c.jpg b.jpg")):
+        ...     ids = ids.replace(" ", chr(10))
+        ...     (m / split).mkdir(); _ = (m / split / IMAGE_IDS).write_text(ids)
+        >>> [p.replace(str(m), "M") for p in leaked_test_images(m)]
+        ["M/test/image_ids.txt:2: image 'b.jpg' is in train too (M/train/image_ids.txt line 2): a test image the model has seen"]
+    """
+    meta_root = Path(meta_root)
+
+    def lines(split: str) -> dict[str, int]:
+        path = meta_root / split / IMAGE_IDS
+        if not path.is_file():
+            return {}
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        out: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            out.setdefault(line.strip(), number)
+        out.pop("", None)
+        return out
+
+    test = lines("test")
+    problems = []
+    for split in ("train", "val"):
+        other = lines(split) if test else {}
+        for image_id, number in test.items():
+            if image_id in other:
+                problems.append(f"{meta_root / 'test' / IMAGE_IDS}:{number}: image {image_id!r} is in {split} too "
+                                f"({meta_root / split / IMAGE_IDS} line {other[image_id]}): a test image the model has "
+                                "seen")
+    return problems
 
 
 def check_split(

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,11 +81,43 @@ class CreamCLI(LightningCLI):
                 require_classifier_checkpoint(checkpoint, ckpt_path)
         if "_class_path" not in (checkpoint.get("hyper_parameters") or {}):
             return None  # nothing Lightning could apply in subclass mode: the config's model, the file's weights
+        if subcommand == "fit":
+            self._check_resume_keeps_config(checkpoint, ckpt_path)
         try:
             return super()._parse_ckpt_path()
         except Exception as err:  # noqa: BLE001 - the user's file does not fit the config: one line
             first = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"{ckpt_path}: its hyperparameters do not fit the config ({first})") from None
+
+    def _check_resume_keeps_config(self, checkpoint: Mapping[str, Any], ckpt_path: str) -> None:
+        """A resumed fit continues the checkpoint's run: Lightning replaces the config's model arguments by the
+        checkpoint's. Where the config asks for others, refuse in one line (before: a resnet50 checkpoint resumed
+        under an efficientnet_lite0 config trained resnet50, silently)."""
+        import json
+
+        from cream_pl.core.errors import UserValueError
+
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        model = self.config["fit"].get("model")
+        init = getattr(model, "init_args", None)
+        if init is None:
+            return
+        mine = init.as_dict() if hasattr(init, "as_dict") else dict(init)
+
+        def same(a: Any, b: Any) -> bool:
+            return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+        linked = {"num_classes"}  # set from the data module when the model is built
+        diff = [k for k in mine if k in hparams and k not in linked and not same(mine[k], hparams[k])]
+        if str(getattr(model, "class_path", "")).rsplit(".", 1)[-1] != str(hparams["_class_path"]).rsplit(".", 1)[-1]:
+            diff.insert(0, "class_path")
+            mine, hparams = {**mine, "class_path": model.class_path}, {**hparams, "class_path": hparams["_class_path"]}
+        if diff:
+            k = diff[0]
+            more = f" (and {len(diff) - 1} more: {', '.join(diff[1:4])})" if len(diff) > 1 else ""
+            raise UserValueError(f"{ckpt_path}: a resumed fit continues this checkpoint's run, whose model {k} is "
+                                 f"{hparams[k]!r}, but the config says {mine[k]!r}{more}; give the checkpoint's "
+                                 "values, or start a new fit without --ckpt_path")
 
     def _check_ckpt_fits_model(self) -> None:
         """The checkpoint's weights must be the model's (another method's checkpoint: one line, not a dump)."""
@@ -140,10 +173,48 @@ class CreamCLI(LightningCLI):
 
         self._check_ckpt_fits_model()  # the model is built; the trainer (and its output) not yet
         try:
-            return super()._instantiate_trainer(config, [*callbacks, WSOLMediaCallback()])
+            trainer = super()._instantiate_trainer(config, [*callbacks, WSOLMediaCallback()])
         except (MisconfigurationException, ValueError, TypeError) as err:  # the config's trainer options
             text = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"trainer options: {text}") from None
+        _check_output_folders(trainer)
+        if self.subcommand == "fit":
+            self._check_config_kept(trainer)
+        return trainer
+
+    def _check_config_kept(self, trainer: pl.Trainer) -> None:
+        """A fit saves its resolved config as ``<log_dir>/config.yaml``: where that is one of its own ``--config``
+        files (a config kept in its run folder), refuse before any work (before: the user's file, comments and all,
+        was replaced by the resolved dump)."""
+        from cream_pl.core.errors import UserValueError
+
+        given = (self.config.get(self.subcommand) or {}).get("config") or []
+        saved = (Path(trainer.log_dir or trainer.default_root_dir) / "config.yaml").resolve()
+        for path in given:
+            if Path(str(getattr(path, "absolute", path))).resolve() == saved:
+                raise UserValueError(f"{saved}: --config is where this fit saves its resolved config (the trainer's "
+                                     "log folder); keep your config elsewhere, or set another trainer.default_root_dir")
+
+    def _set_seed(self) -> None:
+        """``seed_everything`` outside numpy's seeds is one line naming the key (before: numpy's traceback)."""
+        from cream_pl.core.errors import UserValueError
+
+        seed = self._get(self.config, "seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= 2**32 - 1:
+            raise UserValueError(f"seed_everything: {seed} is outside [0, 4294967295] (the seeds numpy takes)")
+        super()._set_seed()
+
+
+def _check_output_folders(trainer: pl.Trainer) -> None:
+    """The trainer's folder and its loggers' folders can be folders: a file there (or above) is one line naming the key,
+    before any work (before: ``NotADirectoryError`` / ``FileExistsError`` tracebacks at the fit's start)."""
+    from cream_pl.core.io import check_output_dir
+
+    check_output_dir(trainer.default_root_dir, "trainer.default_root_dir")
+    for logger in trainer.loggers:
+        save_dir = getattr(logger, "save_dir", None)
+        if isinstance(save_dir, (str, os.PathLike)):
+            check_output_dir(save_dir, f"trainer.logger ({type(logger).__name__}) save_dir")
 
 
 def _init_error(err: BaseException) -> BaseException | None:

@@ -329,6 +329,10 @@ class PseudoBoxWriter(BasePredictionWriter):
         """
         if self.overwrite:
             return
+        quality = quality_path(self.out_path)
+        if quality.exists() and not self._own_quality(quality):
+            raise UserValueError(f"{quality}: exists and is not the quality record of {self.out_path.name} (this run "
+                                 "writes it); move it, pass --overwrite to replace it, or choose another --out")
         if self.out_path.exists():
             info = read_pseudo_box_info(self.out_path, "pass --overwrite to replace it, or choose another --out")
             diff = [k for k, v in self._info().items() if info.get(k) != v]
@@ -512,9 +516,18 @@ class PseudoBoxWriter(BasePredictionWriter):
                 "pseudo_boxes": self.out_path.name,
             }
             atomic_write_text(quality_path(self.out_path), json.dumps(quality, indent=2) + "\n")
+        elif self._own_quality(quality_path(self.out_path)):  # an earlier run's, of other boxes: it would mislead
+            quality_path(self.out_path).unlink()
         if not self.keep_shards:
             shutil.rmtree(self.shard_dir, ignore_errors=True)
         return self.out_path
+
+    def _own_quality(self, path: Path) -> bool:
+        """Whether ``path`` is a quality record this writer wrote for its file (an earlier run's)."""
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("pseudo_boxes") == self.out_path.name
+        except (OSError, ValueError, AttributeError, RecursionError):
+            return False
 
     def _info(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "multi_contour": self.multi_contour,
