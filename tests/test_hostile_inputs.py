@@ -277,6 +277,10 @@ def test_fit_never_writes_over_its_own_config_file(data3, tmp_path, capfd) -> No
     rc, out = _cli(["fit", "--config", str(mine)], capfd)
     assert_one_line(rc, out, mine, "--config is where this fit saves its resolved config")
     assert mine.read_text() == text
+    dump = "# pytorch_lightning==2\n" + text  # an earlier fit's own dump: a rerun from it rewrites it
+    mine.write_text(dump)
+    rc, out = _cli(["fit", "--config", str(mine)], capfd)
+    assert rc == 0 and mine.read_text() != dump, out
 
 
 def test_help_still_prints_usage(capfd) -> None:
@@ -362,7 +366,7 @@ def test_lightning_test_accepts_good_checkpoints(data3, ckpts, tmp_path, capfd):
     # a resumed fit continues the checkpoint's run: a config asking for another model is refused (before: Lightning
     # replaced the config's values by the checkpoint's, silently); the same config resumes
     rc, text = _cli(["fit", "--config", str(cfg), "--ckpt_path", str(written[-1]), "--model.init_args.lr", "0.5"], capfd)
-    assert_one_line(rc, text, written[-1], "a resumed fit continues this checkpoint's run, whose model lr is 0.001")
+    assert_one_line(rc, text, written[-1], "a resumed fit continues this checkpoint's run, whose model.init_args.lr is 0.001")
     rc, text = _cli(["fit", "--config", str(cfg), "--ckpt_path", str(written[-1]), "--trainer.max_epochs", "2"], capfd)
     assert rc == 0 and "Traceback" not in text, text
 

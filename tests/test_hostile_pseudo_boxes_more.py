@@ -139,6 +139,12 @@ def test_fit_end_refuses_an_out_path_that_is_not_its_file_before_training(tmp_pa
     out.write_text('{"info": "my notes"}')
     with pytest.raises(UserValueError, match="not a cream-pl pseudo-box file"):
         PseudoBoxesAtFitEnd(out, threshold=0.3).setup(None, None, "fit")  # type: ignore[arg-type]
+    boxes, mine = tmp_path / "boxes.json", tmp_path / "boxes.quality.json"  # its quality record's name: the user's
+    mine.write_text("my quality notes")
+    with pytest.raises(UserValueError, match="boxes.quality.json: exists and is not the quality record of boxes.json"):
+        PseudoBoxesAtFitEnd(boxes, threshold=0.3).setup(None, None, "fit")  # type: ignore[arg-type]
+    mine.write_text('{"pseudo_boxes": "boxes.json"}')  # an earlier fit's own: replaced at the end, no refusal
+    PseudoBoxesAtFitEnd(boxes, threshold=0.3).setup(None, None, "fit")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- 3: bad shards

@@ -154,7 +154,8 @@ def test_a_second_export_into_the_same_folder_says_which_checkpoint_wrote_each_m
     assert manifest["checkpoint"] == str(other) and manifest["methods"] == ["cam"]
     assert manifest["exported"]["cam"]["checkpoint"] == str(other)
     assert manifest["exported"]["cream"]["checkpoint"] == str(ckpt) and (out / "cream").is_dir()
-    # cam of another split into the same folder would mix with the test maps (evaluate then scores them together)
-    rc = main([*base, "--ckpt", str(other), "--methods", "cam", "--split", "val"])
+    # another checkpoint's cam of another split would sit beside other's test maps, the manifest naming one of them
+    rc = main([*base, "--ckpt", str(ckpt), "--methods", "cam", "--split", "val"])
     assert rc == 2 and json.loads((out / MANIFEST).read_text()) == manifest
     assert len(list((out / "cam").rglob("*.npy"))) == manifest["num_images"]
+    assert main([*base, "--ckpt", str(other), "--methods", "cam", "--split", "val"]) == 0  # its own val maps: fine

@@ -548,7 +548,7 @@ def leaked_test_images(meta_root: Path | str) -> list[str]:
         ...     ids = ids.replace(" ", chr(10))
         ...     (m / split).mkdir(); _ = (m / split / IMAGE_IDS).write_text(ids)
         >>> [p.replace(str(m), "M") for p in leaked_test_images(m)]
-        ["M/test/image_ids.txt:2: image 'b.jpg' is in train too (M/train/image_ids.txt line 2): a test image the model has seen"]
+        ["M/test/image_ids.txt:2: image 'b.jpg' is in train too (M/train/image_ids.txt line 2): a test image the model trains on"]
     """
     meta_root = Path(meta_root)
 
@@ -569,9 +569,9 @@ def leaked_test_images(meta_root: Path | str) -> list[str]:
         other = lines(split) if test else {}
         for image_id, number in test.items():
             if image_id in other:
+                why = "the model trains on" if split == "train" else "that selects the hyperparameters"
                 problems.append(f"{meta_root / 'test' / IMAGE_IDS}:{number}: image {image_id!r} is in {split} too "
-                                f"({meta_root / split / IMAGE_IDS} line {other[image_id]}): a test image the model has "
-                                "seen")
+                                f"({meta_root / split / IMAGE_IDS} line {other[image_id]}): a test image {why}")
     return problems
 
 

@@ -157,7 +157,7 @@ def prepare_real_maps(work: Path | str = REPO_ROOT / "outputs" / "bench", num_te
     ckpt, ckpt_source = _find_checkpoint(work, data)
     maps = work / "maps"
     manifest = maps / "scoremaps.json"
-    fresh = manifest.is_file() and json.loads(manifest.read_text()).get("checkpoint") == str(ckpt) and \
+    fresh = manifest.is_file() and json.loads(manifest.read_text()).get("checkpoint") in (str(ckpt), str(Path(ckpt).resolve())) and \
         json.loads(manifest.read_text()).get("num_images") == num_test
     if not fresh:
         print("[bench] exporting CAM and CREAM maps with cream-pl export-scoremaps ...", flush=True)

@@ -207,8 +207,8 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", key) or set(key) == {"."}:
         raise bad("key", f"{key!r}: letters, digits, '_', '.' and '-' only (it names the run's folder)")
     seeds = raw.get("seeds", [0])
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise bad("seeds", f"expected a non-empty list of seeds >= 0, got {seeds!r}")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 2**32 - 1 for s in seeds):
+        raise bad("seeds", f"expected a non-empty list of seeds in [0, 4294967295], got {seeds!r}")
     for name in ("overrides", "rows"):
         if any(not isinstance(k, str) for k in raw.get(name) or {}):
             raise bad(name, f"expected string keys, got {sorted(map(repr, raw[name]))}")

@@ -119,11 +119,13 @@ def export_scoremaps(
     for name in names:
         require_method(model, name, "--methods", ckpt)
     before = _exported_before(out)
-    for name in names:  # maps of other images in one method folder would be scored together by evaluate
+    for name in names:  # one method folder holds one checkpoint's maps: the manifest names one checkpoint per method
         old = before.get(name, {})
-        if old and (old.get("split") != split or Path(str(old.get("data_root"))).resolve() != Path(data_root).resolve()):
-            raise UserValueError(f"{out / name}: holds the maps of split {old.get('split')!r} of {old.get('data_root')} "
-                                 f"(an earlier export); this export's would mix with them: give another --out")
+        other_images = old.get("split") != split or Path(str(old.get("data_root"))).resolve() != Path(data_root).resolve()
+        if old and other_images and Path(str(old.get("checkpoint"))).resolve() != Path(ckpt).resolve():
+            raise UserValueError(f"{out / name}: holds another checkpoint's maps ({old.get('checkpoint')}, split "
+                                 f"{old.get('split')!r} of {old.get('data_root')}) that this export would not replace; "
+                                 "give another --out")
     model.to(dev)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers, "eval_size": size}
     norm = checkpoint_normalisation(checkpoint)
@@ -140,7 +142,8 @@ def export_scoremaps(
                 for image_id, scoremap in zip(batch["image_id"], scoremaps):
                     save_npy_atomic(scoremap, scoremap_path(out, name, image_id))
             count += len(batch["image_id"])
-    this = {"checkpoint": str(ckpt), "data_root": str(data_root), "split": split, "num_images": count}
+    this = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split,
+            "num_images": count}
     manifest = {
         **this,
         "methods": names,

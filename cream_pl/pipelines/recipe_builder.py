@@ -107,15 +107,17 @@ class CreamCLI(LightningCLI):
         def same(a: Any, b: Any) -> bool:
             return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
 
-        linked = {"num_classes"}  # set from the data module when the model is built
-        diff = [k for k in mine if k in hparams and k not in linked and not same(mine[k], hparams[k])]
+        # num_classes: set from the data module; the others: bookkeeping, or places that may have moved since
+        ignored = {"num_classes", "record_per_image", "num_media_images"}
+        diff = [k for k in mine if k in hparams and k not in ignored and not k.endswith("_ckpt")
+                and not same(mine[k], hparams[k])]
         if str(getattr(model, "class_path", "")).rsplit(".", 1)[-1] != str(hparams["_class_path"]).rsplit(".", 1)[-1]:
             diff.insert(0, "class_path")
             mine, hparams = {**mine, "class_path": model.class_path}, {**hparams, "class_path": hparams["_class_path"]}
         if diff:
             k = diff[0]
             more = f" (and {len(diff) - 1} more: {', '.join(diff[1:4])})" if len(diff) > 1 else ""
-            raise UserValueError(f"{ckpt_path}: a resumed fit continues this checkpoint's run, whose model {k} is "
+            raise UserValueError(f"{ckpt_path}: a resumed fit continues this checkpoint's run, whose model.init_args.{k} is "
                                  f"{hparams[k]!r}, but the config says {mine[k]!r}{more}; give the checkpoint's "
                                  "values, or start a new fit without --ckpt_path")
 
@@ -191,9 +193,13 @@ class CreamCLI(LightningCLI):
         given = (self.config.get(self.subcommand) or {}).get("config") or []
         saved = (Path(trainer.log_dir or trainer.default_root_dir) / "config.yaml").resolve()
         for path in given:
-            if Path(str(getattr(path, "absolute", path))).resolve() == saved:
+            if Path(str(getattr(path, "absolute", path))).resolve() == saved and saved.is_file():
+                with saved.open("rb") as f:
+                    if f.read(21) == b"# pytorch_lightning==":  # an earlier fit's dump (rerun from it): rewritten
+                        continue
                 raise UserValueError(f"{saved}: --config is where this fit saves its resolved config (the trainer's "
-                                     "log folder); keep your config elsewhere, or set another trainer.default_root_dir")
+                                     "log folder); keep your config elsewhere, or set another trainer.default_root_dir "
+                                     "(or the logger's save_dir)")
 
     def _set_seed(self) -> None:
         """``seed_everything`` outside numpy's seeds is one line naming the key (before: numpy's traceback)."""

@@ -73,6 +73,12 @@ class PseudoBoxesAtFitEnd(pl.Callback):
                 from cream_pl.pseudo_boxes.generate import read_pseudo_box_info
 
                 read_pseudo_box_info(self.out_path, "delete it or choose another PseudoBoxesAtFitEnd.out_path")
+            from cream_pl.pseudo_boxes.generate import is_own_quality_record, quality_path
+
+            quality = quality_path(self.out_path)
+            if quality.exists() and not is_own_quality_record(quality, self.out_path):
+                raise UserValueError(f"{quality}: exists and is not the quality record of {self.out_path.name} (the fit "
+                                     "writes it at its end); move it or choose another PseudoBoxesAtFitEnd.out_path")
             if self.threshold is None:  # the val τ* the boxes need would be missing after the training
                 dm, where = trainer.datamodule, None
                 if trainer.limit_val_batches == 0:

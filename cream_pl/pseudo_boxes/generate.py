@@ -523,11 +523,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         return self.out_path
 
     def _own_quality(self, path: Path) -> bool:
-        """Whether ``path`` is a quality record this writer wrote for its file (an earlier run's)."""
-        try:
-            return json.loads(path.read_text(encoding="utf-8")).get("pseudo_boxes") == self.out_path.name
-        except (OSError, ValueError, AttributeError, RecursionError):
-            return False
+        return is_own_quality_record(path, self.out_path)
 
     def _info(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "multi_contour": self.multi_contour,
@@ -605,6 +601,14 @@ def _record_problem(rec: Any, index: int, num_classes: int, with_iou: bool) -> s
         if not ok(rec[key]):
             return f"{key} {rec[key]!r} is not valid"
     return None
+
+
+def is_own_quality_record(path: Path, out_path: Path | str) -> bool:
+    """Whether ``path`` is the quality record a pseudo-box writer wrote for ``out_path`` (an earlier run's)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get("pseudo_boxes") == Path(out_path).name
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def quality_path(out_path: Path | str) -> Path:

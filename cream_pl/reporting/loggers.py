@@ -76,6 +76,9 @@ class AutoWandbLogger(WandbLogger):
         if mode == "disabled":
             kwargs["log_model"] = False  # nothing to upload to
         else:
+            from cream_pl.core.io import check_output_dir
+
+            check_output_dir(save_dir, "trainer.logger save_dir")  # a file there: one line, not FileExistsError
             os.makedirs(save_dir, exist_ok=True)
         super().__init__(offline=False, project=project, save_dir=save_dir, mode=mode, **kwargs)
         self.wandb_mode = mode
