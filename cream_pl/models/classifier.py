@@ -96,7 +96,7 @@ from cream_pl.models.wsol_methods import (
     rank_generator,
 )
 
-__all__ = ["SELECTED", "WSOLClassifier"]
+__all__ = ["SELECTED", "WSOLClassifier", "check_eval_sizes"]
 
 Stage = Literal["val", "test"]
 SELECTED = "cream_selected"  # the method whose T / κ / λ / feature norm were chosen on val (cream_search)
@@ -104,6 +104,19 @@ _SCORE_METRICS = SCORE_METRICS
 _CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
 _CHOICE_VARIANT = "cream_selected_variant"  # buffer (methods with several CREAM variants): index of the chosen one
 _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
+
+
+def check_eval_sizes(model_size: int, data_size: int, where: str | None = None) -> None:
+    """The one check that a classifier's maps and its data's boxes and masks share one evaluation grid.
+
+    Raises:
+        UserValueError: one line (beginning with ``where``, the declaration's run, when given).
+    """
+    if model_size != data_size:
+        at = f"{where}: " if where else ""
+        raise UserValueError(f"{at}model.init_args.eval_size is {model_size} but data.init_args.eval_size is "
+                             f"{data_size}: the maps are scored against boxes and masks at the data's size; give both "
+                             "one value (the protocol's: 224)")
 
 
 class WSOLClassifier(pl.LightningModule):
@@ -855,10 +868,8 @@ class WSOLClassifier(pl.LightningModule):
         them at another size than the model's maps (before: a full epoch trained, then validation failed)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         size = dict(getattr(datamodule, "hparams", None) or {}).get("eval_size")
-        if isinstance(size, int) and size != int(self.hparams.eval_size):
-            raise UserValueError(f"model.init_args.eval_size is {self.hparams.eval_size} but data.init_args.eval_size is "
-                                 f"{size}: the maps are scored against boxes and masks at the data's size; give both "
-                                 "one value (the protocol's: 224)")
+        if isinstance(size, int):
+            check_eval_sizes(int(self.hparams.eval_size), size)
 
     def _check_search_epochs(self) -> None:
         """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so

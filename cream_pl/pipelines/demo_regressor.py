@@ -172,7 +172,7 @@ def _read_json(path: Path, check: Callable[[Any], bool] | None = None, log: bool
     """A file of the stage's own, or ``None`` where it is missing or damaged (then its work is done again)."""
     from cream_pl.pipelines.run_state import read_state
 
-    return read_state(path, check or (lambda v: isinstance(v, dict)), _log if log else None)
+    return read_state(path, check, _log if log else None)
 
 
 REGRESSOR_FIELDS = ("index", "iou", "gt_known", "top1", "top1_loc")
@@ -290,7 +290,8 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
                                                 flat_as=RECORD_METHOD):
                 train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
                                 stages=("test",), **_at_least_one_batch(_kwargs(common, spec), num_train))
-            metrics = json.loads((cdir / METRICS_FILE).read_text())
+                tested = json.loads((cdir / METRICS_FILE).read_text())
+            metrics = tested
             model = BoxRegressor.load_from_checkpoint(cdir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
             fit = _train_fit(model, dm, data, pseudo, measure=name == chosen)
             curve = _read_json(cdir / CURVE_FILE)

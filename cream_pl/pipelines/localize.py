@@ -87,8 +87,10 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
         else:
             out.append(p)
-    seen: set[Path] = set()  # a file named twice (itself and its folder, say) is localized once
-    return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique: dict[Path, Path] = {}  # a file named twice (itself and its folder, say) is localized once
+    for f in out:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def grid_box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: int,

@@ -109,16 +109,16 @@ class CreamCLI(LightningCLI):
 
         # num_classes: set from the data module; the others: bookkeeping, or places that may have moved since
         ignored = {"num_classes", "record_per_image", "num_media_images"}
-        diff = [k for k in mine if k in hparams and k not in ignored and not k.endswith("_ckpt")
-                and not same(mine[k], hparams[k])]
-        if str(getattr(model, "class_path", "")).rsplit(".", 1)[-1] != str(hparams["_class_path"]).rsplit(".", 1)[-1]:
-            diff.insert(0, "class_path")
-            mine, hparams = {**mine, "class_path": model.class_path}, {**hparams, "class_path": hparams["_class_path"]}
+        diff = [(f"model.init_args.{k}", hparams[k], mine[k]) for k in mine if k in hparams and k not in ignored
+                and not k.endswith("_ckpt") and not same(mine[k], hparams[k])]
+        theirs = str(hparams["_class_path"])
+        if str(getattr(model, "class_path", "")).rsplit(".", 1)[-1] != theirs.rsplit(".", 1)[-1]:
+            diff.insert(0, ("model.class_path", theirs, model.class_path))
         if diff:
-            k = diff[0]
-            more = f" (and {len(diff) - 1} more: {', '.join(diff[1:4])})" if len(diff) > 1 else ""
-            raise UserValueError(f"{ckpt_path}: a resumed fit continues this checkpoint's run, whose model.init_args.{k} is "
-                                 f"{hparams[k]!r}, but the config says {mine[k]!r}{more}; give the checkpoint's "
+            key, saved, asked = diff[0]
+            more = f" (and {len(diff) - 1} more: {', '.join(k for k, _, _ in diff[1:4])})" if len(diff) > 1 else ""
+            raise UserValueError(f"{ckpt_path}: a resumed fit continues this checkpoint's run, whose {key} is "
+                                 f"{saved!r}, but the config says {asked!r}{more}; give the checkpoint's "
                                  "values, or start a new fit without --ckpt_path")
 
     def _check_ckpt_fits_model(self) -> None:
@@ -363,12 +363,10 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
         _cli(_ParseOnlyCLI, recipe, resolved, overrides, origin)
     model, data = (config.get(part) if isinstance(config.get(part), dict) else {} for part in ("model", "data"))
     if _is_classifier_class(str(model.get("class_path", ""))):  # as WSOLClassifier.setup checks it, before any work
-        sizes = [(part.get("init_args") or {}).get("eval_size", 224) for part in (model, data)]
-        if sizes[0] != sizes[1]:
-            from cream_pl.core.errors import UserValueError
+        from cream_pl.models.classifier import check_eval_sizes
 
-            raise UserValueError(f"{origin or recipe}: model.init_args.eval_size is {sizes[0]} but data.init_args."
-                                 f"eval_size is {sizes[1]}: give both one value (the protocol's: 224)")
+        check_eval_sizes(*((part.get("init_args") or {}).get("eval_size", 224) for part in (model, data)),
+                         where=str(origin or recipe))
 
 
 class _ParseOnlyCLI(CreamCLI):

@@ -62,10 +62,6 @@ RECORD_FIELDS = ("index", "top1", "best_iou", "gt_known", "top1_loc")
 """The per-image record fields every recorded map of a tested run has (its paired intervals read them)."""
 
 
-def _is_dict(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
 def _test_ok(stored: Any, run: Any, *maps: str) -> bool:
     """A run's ``test.json`` holds every map its rows name (or ``maps``), each figure a percentage (PxAP: or none) and
     its threshold in [0, 1]."""
@@ -103,7 +99,7 @@ def _load_fitted(r: Any, ckpt: Path) -> Any:
     try:
         return load_classifier(ckpt).train()
     except UnreadableCheckpointError as err:
-        r.log(f"{ckpt}: damaged ({str(err).split('(', 1)[-1].rstrip(')')[:80]}); training again")
+        r.log(f"{ckpt}: damaged ({str(err).removeprefix(f'{ckpt}: ')}); training again")
         return None
 
 
@@ -132,7 +128,7 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     cli = build_from_recipe(recipe, resolved, folder)
     val_files = (val_path, folder / "val.json", folder / "val_variants.json")
     if not ran:
-        damaged = [p for p in val_files if p.is_file() and read_state(p, _is_dict, r.log) is None]
+        damaged = [p for p in val_files if p.is_file() and read_state(p, log=r.log) is None]
         if damaged or (run.choose is not None and not val_path.is_file()):  # a run of before the choice: val again
             cli.trainer.validate(model, datamodule=cli.datamodule, verbose=False)
             _write_val(model, resolved, val_files)
@@ -170,10 +166,10 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
     timer.record("test_s", time.time() - t, ran)
     rows = {row: method_row(stored["methods"][m], stored.get("cls_acc")) for row, m in run.rows.items()}
     recs = {row: records[m] for row, m in run.rows.items() if m in records}
-    variants = read_state(folder / "val_variants.json", _is_dict)
-    val = {**(read_state(val_path, _is_dict) or {}), **({"variants": variants} if variants is not None else {})}
+    variants = read_state(folder / "val_variants.json", log=r.log)
+    val = {**(read_state(val_path, log=r.log) or {}), **({"variants": variants} if variants is not None else {})}
     return Outcome(run.key, seed, folder, rows, recs, stored, _facts(cli, model), dict(timer.saved), val=val,
-                   val_results=read_state(folder / "val.json", _is_dict) or {}, live=(cli, model, ckpt, records))
+                   val_results=read_state(folder / "val.json", log=r.log) or {}, live=(cli, model, ckpt, records))
 
 
 def eval_datamodule(r: Any, run: Any, seed: int, folder: Path) -> Any:

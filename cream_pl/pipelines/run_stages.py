@@ -65,7 +65,7 @@ def _state(path: Path, ctx: RunContext | None = None) -> Any:
     """A stage's own JSON output, or ``None`` where it is missing or damaged (logged with ``ctx``): done again."""
     from cream_pl.pipelines.run_state import read_state
 
-    return read_state(path, lambda v: isinstance(v, dict), ctx.log if ctx is not None else None)
+    return read_state(path, log=ctx.log if ctx is not None else None)
 
 
 # ------------------------------------------------------------------------------------------ center baseline
@@ -111,8 +111,9 @@ def _diagnostics(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.reporting.tables import write_json_atomic
 
     path = ctx.folder / "diagnostics.json"
-    if "responsibilities" in (_state(path, ctx) or {}):
-        return {"diagnostics": _read(path)}
+    found = _state(path, ctx) or {}
+    if "responsibilities" in found:
+        return {"diagnostics": found}
     ctx.log("diagnostics: CREAM ingredients and variants on the test split")
     model = ctx.model.eval()
     ds = ctx.cli.datamodule.eval_dataset("test")
@@ -240,7 +241,8 @@ def _pseudo_boxes(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes, quality_path
 
     source, path = pseudo_box_source(ctx.model), _pseudo_boxes_path(ctx)
-    if path.is_file() and _state(path, ctx) is None:  # the run's own file, damaged: written again
+    coco = _state(path, ctx)
+    if coco is None and path.is_file():  # the run's own file, damaged: written again
         path.unlink()
         quality_path(path).unlink(missing_ok=True)
     if not path.is_file():
@@ -251,7 +253,7 @@ def _pseudo_boxes(ctx: RunContext) -> dict[str, Any]:
         ctx.log(f"pseudo boxes: using {path}")
     quality = _state(quality_path(path), ctx) or {}
     if "mean_area_fraction" not in quality:  # no quality file (a train split without boxes to score against)
-        coco = _read(path)
+        coco = coco if coco is not None else _read(path)
         sizes = {im["id"]: im["width"] * im["height"] for im in coco["images"]}
         area = np.array([a["bbox"][2] * a["bbox"][3] / sizes[a["image_id"]] for a in coco["annotations"]])
         quality.update(mean_area_fraction=float(area.mean()), near_full_image_fraction=float((area >= 0.9).mean()),
@@ -302,10 +304,12 @@ def _probe(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.pipelines.probe_map_extent import probe_run
     from cream_pl.reporting.tables import write_json_atomic
 
-    if not _probe_done(ctx) or _state(_probe_path(ctx), ctx) is None:
+    probe = _state(_probe_path(ctx), ctx) if _probe_done(ctx) else None
+    if probe is None:
         ctx.log(f"{ctx.folder.name}: probing where its boxes go wrong (test split, no selection)")
         write_json_atomic(probe_run(ctx.folder, ctx.data), _probe_path(ctx))
-    return {"probe": _read(_probe_path(ctx))}
+        probe = _read(_probe_path(ctx))  # as a resumed run reads it
+    return {"probe": probe}
 
 
 # ------------------------------------------------------------------------------------------ split statistics

@@ -34,10 +34,6 @@ WORK_MARKER = ".cream-pl-work"
 """The file that marks a folder as a runner's work folder."""
 
 
-def _is_dict(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
 def check_work_folder(work: Path) -> None:
     """Mark ``work`` as a runner's work folder: an absent or empty folder, one marked before, or one that holds a
     run's ``inputs.json`` (two levels down at most: a work folder of before the mark); else refuse it, in one line.
@@ -58,7 +54,7 @@ def check_work_folder(work: Path) -> None:
                                  "inputs.json); give --work an empty or new folder")
     work.mkdir(parents=True, exist_ok=True)
     if not (work / WORK_MARKER).is_file():
-        atomic_write_text(work / WORK_MARKER, "a cream-pl experiment runner's work folder (--restart removes it)\n")
+        atomic_write_text(work / WORK_MARKER, "a cream-pl experiment runner's work folder\n")
 
 
 def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
@@ -90,8 +86,9 @@ def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
 
 def read_state(path: Path, check: Callable[[Any], bool] | None = None,
                log: Callable[[str], None] | None = print, then: str = "doing that work again") -> Any:
-    """A state file the runner wrote (JSON): its content, or ``None`` where it is missing or damaged (unreadable, not
-    JSON, or refused by ``check``), so that the stage that writes it runs again; a damaged one is logged.
+    """A state file the runner wrote (a JSON object): its content, or ``None`` where it is missing or damaged
+    (unreadable, not a JSON object, or refused by ``check``), so that the stage that writes it runs again; a damaged
+    one is logged (a file holding ``null`` reads as missing).
 
     Example:
         >>> import tempfile
@@ -103,7 +100,7 @@ def read_state(path: Path, check: Callable[[Any], bool] | None = None,
         return None
     try:
         value = json.loads(path.read_bytes().decode("utf-8"))
-        ok = value is None or check is None or bool(check(value))
+        ok = value is None or (isinstance(value, dict) and (check is None or bool(check(value))))
     except (OSError, ValueError, RecursionError, LookupError, TypeError, AttributeError):
         ok = False  # ValueError: not JSON, not UTF-8; LookupError / TypeError / AttributeError: another structure
     if not ok:
@@ -161,7 +158,7 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
 
     today = json.loads(json.dumps(inputs, sort_keys=True, default=str))
     path = run_dir / "inputs.json"
-    stored = read_state(path, lambda v: isinstance(v, dict), log)
+    stored = read_state(path, log=log)
     if stored == today and not restart:
         return False
     if stored is not None and not restart and legacy is not None and json.loads(json.dumps(legacy(stored), default=str)) == today:
@@ -210,11 +207,11 @@ class StageTimer:
     def __init__(self, path: Path, log: Callable[[str], None] = print) -> None:
         self.path = Path(path)
         self.load_path, self.machine_path = self.path.with_name("load.json"), self.path.with_name("machine.json")
-        read = [read_state(p, _is_dict, log, then="its stage times start again") or {}
-                for p in (self.path, self.load_path, self.machine_path)]
-        self.saved: dict[str, float] = read[0]
-        self.load: dict[str, float] = read[1]
-        self.machine: dict[str, str] = read[2]
+        self.saved: dict[str, float]
+        self.load: dict[str, float]
+        self.machine: dict[str, str]
+        self.saved, self.load, self.machine = (read_state(p, log=log, then="its stage times start again") or {}
+                                               for p in (self.path, self.load_path, self.machine_path))
         self.skipped = False  # some stage of this invocation was found done
 
     def clear(self) -> None:
@@ -301,7 +298,7 @@ def synthetic_dataset_is_current(root: Path, config: Mapping[str, Any], seed: in
     info = root / "synth_config.json"
     if not owned or not info.is_file():
         return True
-    meta = read_state(info, _is_dict) or {}  # damaged: generated again
+    meta = read_state(info) or {}  # damaged: generated again
     return meta.get("config") == json.loads(json.dumps(dict(config))) and meta.get("seed") == seed
 
 

@@ -220,7 +220,7 @@ class _Runner:
             if (folder / old).exists() and not (folder / new).exists():
                 os.replace(folder / old, folder / new)
         timing = folder / "timing.json"
-        saved = read_state(timing, lambda v: isinstance(v, dict), log=None)  # damaged: StageTimer says so
+        saved = read_state(timing, log=None)  # damaged: StageTimer says so
         if saved is not None:
             if any(k in saved for k in LEGACY_TIMES):
                 from cream_pl.reporting.tables import write_json_atomic

@@ -330,7 +330,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         if self.overwrite:
             return
         quality = quality_path(self.out_path)
-        if quality.exists() and not self._own_quality(quality):
+        if quality.exists() and not is_own_quality_record(quality, self.out_path):
             raise UserValueError(f"{quality}: exists and is not the quality record of {self.out_path.name} (this run "
                                  "writes it); move it, pass --overwrite to replace it, or choose another --out")
         if self.out_path.exists():
@@ -516,14 +516,11 @@ class PseudoBoxWriter(BasePredictionWriter):
                 "pseudo_boxes": self.out_path.name,
             }
             atomic_write_text(quality_path(self.out_path), json.dumps(quality, indent=2) + "\n")
-        elif self._own_quality(quality_path(self.out_path)):  # an earlier run's, of other boxes: it would mislead
+        elif is_own_quality_record(quality_path(self.out_path), self.out_path):  # an earlier run's, of other boxes: it would mislead
             quality_path(self.out_path).unlink()
         if not self.keep_shards:
             shutil.rmtree(self.shard_dir, ignore_errors=True)
         return self.out_path
-
-    def _own_quality(self, path: Path) -> bool:
-        return is_own_quality_record(path, self.out_path)
 
     def _info(self) -> dict[str, Any]:
         return {"source": self.source, "threshold": self.threshold, "multi_contour": self.multi_contour,
