@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -128,9 +129,15 @@ def _describe(image_id: str, path: Path, where: str) -> str:
     return f"the score map of image {image_id!r} ({path}{', ' + where if where else ''})"
 
 
+_NPY_LOAD = threading.Lock()
+"""np.load reads a .npy header with ast.literal_eval, and CPython 3.11's ast is not thread-safe (cpython gh-106905:
+"AST constructor recursion depth mismatch" under concurrent use): the maps are read one at a time, scored in parallel."""
+
+
 def _read_map(path: Path, image_id: str, where: str = "") -> np.ndarray:
     try:
-        raw = np.load(path, allow_pickle=False)
+        with _NPY_LOAD:
+            raw = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         at = f" ({where})" if where else ""
         raise EvaluationError(f"no score map for image {image_id!r}{at}: expected {path}") from None
