@@ -42,11 +42,19 @@ def test_help_imports_no_torch_and_no_lightning(command: str) -> None:
     assert "numpy" not in names
 
 
-@pytest.mark.parametrize("module", ["pipelines.runner", "pipelines.calibrate_preset", "pipelines.probe_head_lr",
-                                    "pipelines.probe_map_extent", "pipelines.recipes", "pipelines.bench",
-                                    "pipelines.bench_gpu", "reporting.demo_report"])
-def test_the_makefiles_python_dash_m_commands_answer_help_without_torch(module: str) -> None:
-    """The modules the Makefile runs with ``python -m`` (before: ``pipelines.bench --help`` imported torch, ~2 s)."""
+PACKAGE = Path(__file__).resolve().parents[1] / "cream_pl"
+MAIN_MODULES = sorted(".".join(f.relative_to(PACKAGE).with_suffix("").parts) for f in PACKAGE.rglob("*.py")
+                      if 'if __name__ == "__main__"' in f.read_text(encoding="utf-8"))
+
+
+def test_the_python_dash_m_modules_are_found() -> None:
+    assert {"pipelines.runner", "pipelines.bench", "pipelines.localize", "pipelines.regressor_train"} <= set(MAIN_MODULES)
+
+
+@pytest.mark.parametrize("module", MAIN_MODULES)
+def test_every_python_dash_m_command_answers_help_without_torch(module: str) -> None:
+    """Every module with a ``python -m`` entry, the Makefile's included (before: ``pipelines.bench --help`` imported
+    torch, ~2 s; ``pipelines.localize`` and ``pipelines.regressor_train`` did until their entry came before the imports)."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", f"cream_pl.{module}", "--help"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-500:]

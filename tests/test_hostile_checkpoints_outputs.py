@@ -208,6 +208,11 @@ def test_python_dash_m_runs_the_command_as_cream_pl_does(module, command, good, 
     capsys.readouterr()
     absent = [str(tmp_path / "absent.ckpt") if a == str(ckpt) else a for a in args]
     _one_line(main_(absent), capsys.readouterr().err, f"cream-pl {command}: error", "absent.ckpt")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", f"cream_pl.pipelines.{module}", *absent], capture_output=True, text=True)
+    _one_line(proc.returncode, proc.stderr, f"cream-pl {command}: error", "absent.ckpt")  # the real ``python -m`` entry
 
 
 def test_a_fit_whose_model_and_data_score_at_other_sizes_is_refused_before_its_first_step(data, tmp_path, capsys):

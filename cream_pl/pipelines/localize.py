@@ -29,6 +29,14 @@ Example:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: parse (and answer --help) before torch is imported; the command
+    import sys  # runs from the imported module cream_pl.pipelines.localize, as for cream-pl localize
+
+    from cream_pl.pipelines.command_parsers import add_localize_parser
+    from cream_pl.pipelines.entry import run_command
+
+    sys.exit(run_command("localize", add_localize_parser, sys.argv[1:]))
+
 import argparse
 import math
 import sys
@@ -448,6 +456,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_command("localize", add_parser, sys.argv[1:] if argv is None else argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

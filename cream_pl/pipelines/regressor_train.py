@@ -12,6 +12,14 @@ Example:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: parse (and answer --help) before torch is imported; the command
+    import sys  # runs from the imported module cream_pl.pipelines.regressor_train, as for cream-pl train-regressor
+
+    from cream_pl.pipelines.command_parsers import add_train_regressor_parser
+    from cream_pl.pipelines.entry import run_command
+
+    sys.exit(run_command("train-regressor", add_train_regressor_parser, sys.argv[1:]))
+
 import argparse
 import json
 import sys
@@ -300,6 +308,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_command("train-regressor", add_parser, sys.argv[1:] if argv is None else argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
