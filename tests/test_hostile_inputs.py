@@ -342,6 +342,14 @@ def test_lightning_ckpt_path_problems_end_in_one_line(command, kind, words, data
     assert_one_line(rc, text, ckpts[kind], words)
 
 
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_lightning_scoring_without_a_checkpoint_is_refused(command, data3, tmp_path, capfd):
+    """Before: ``cream-pl test --config C`` without --ckpt_path scored the config's untrained model and exited 0."""
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli([command, "--config", str(cfg)], capfd)
+    assert_one_line(rc, text, f"{command}: no --ckpt_path", "untrained model")
+
+
 def test_lightning_predict_without_a_prediction_writer_is_refused(data3, ckpts, tmp_path, capfd):
     """Before: every map was computed, then thrown away, and the command exited 0 having written nothing."""
     cfg = _lightning_config(tmp_path, data3)

@@ -57,7 +57,8 @@ class CreamCLI(LightningCLI):
         truncated file and a mismatch end in one line naming the file, before any work. Then
         Lightning applies the checkpoint's hyperparameters to the config, where the checkpoint
         records its model class (``cream-pl fit`` writes it); a checkpoint without one (written
-        by a hand-built ``Trainer``) keeps the config's model and only gives the weights.
+        by a hand-built ``Trainer``) keeps the config's model and only gives the weights. ``validate``,
+        ``test`` and ``predict`` without one are refused (before: the config's untrained model was scored).
         """
         from cream_pl.core.errors import UserValueError
         from cream_pl.models.checkpoints import (
@@ -67,9 +68,12 @@ class CreamCLI(LightningCLI):
         )
 
         ckpt_path = self._ckpt_path()
+        subcommand = str(self.config.get("subcommand") or "") if self.config is not None else ""
+        if subcommand in ("validate", "test", "predict") and not self.config[subcommand].get("ckpt_path"):
+            raise UserValueError(f"{subcommand}: no --ckpt_path, so the config's untrained model would be scored; give "
+                                 "the checkpoint to score, e.g. --ckpt_path <fit's default_root_dir>/.../last.ckpt")
         if ckpt_path is None:
             return super()._parse_ckpt_path()
-        subcommand = str(self.config["subcommand"])
         self._checkpoint = checkpoint = read_checkpoint(ckpt_path)
         config = self.config[subcommand]
         data_root = _get_path(config, "data.init_args.data_root")
