@@ -342,6 +342,24 @@ def test_lightning_ckpt_path_problems_end_in_one_line(command, kind, words, data
     assert_one_line(rc, text, ckpts[kind], words)
 
 
+def test_lightning_batch_limit_one_is_one_batch(data3, tmp_path, capfd):
+    """Before: ``limit_val_batches: 1`` was parsed as 1.0, which Lightning reads as 100 % of the batches."""
+    from cream_pl.pipelines.recipe_builder import build_from_recipe
+
+    cfg = _lightning_config(tmp_path, data3)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["trainer"].update(limit_train_batches=1, limit_val_batches=1)
+    cfg.write_text(yaml.safe_dump(raw))
+    rc, text = _cli(["fit", "--config", str(cfg), "--trainer.limit_test_batches", "1.0",
+                     "--trainer.limit_predict_batches", "1", "--print_config"], capfd)
+    assert rc == 0, text
+    printed = yaml.safe_load(text[text.index("seed_everything"):])["trainer"]
+    assert [printed[f"limit_{k}_batches"] for k in ("train", "val", "test", "predict")] == [1, 1, 1.0, 1]
+    assert [type(printed[f"limit_{k}_batches"]) for k in ("train", "val", "test", "predict")] == [int, int, float, int]
+    trainer = build_from_recipe(cfg, {"trainer.limit_test_batches": 0.5}, tmp_path / "w").trainer
+    assert (trainer.limit_val_batches, type(trainer.limit_val_batches), trainer.limit_test_batches) == (1, int, 0.5)
+
+
 @pytest.mark.parametrize("command", ["validate", "test", "predict"])
 def test_lightning_scoring_without_a_checkpoint_is_refused(command, data3, tmp_path, capfd):
     """Before: ``cream-pl test --config C`` without --ckpt_path scored the config's untrained model and exited 0."""

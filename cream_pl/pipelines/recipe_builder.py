@@ -37,6 +37,7 @@ class CreamCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        _batch_limits_int_first(parser)
 
     _checkpoint: dict[str, Any] | None = None
 
@@ -213,6 +214,27 @@ class CreamCLI(LightningCLI):
         if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= 2**32 - 1:
             raise UserValueError(f"seed_everything: {seed} is outside [0, 4294967295] (the seeds numpy takes)")
         super()._set_seed()
+
+
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def _batch_limits_int_first(parser: LightningArgumentParser) -> None:
+    """``trainer.limit_*_batches: 1`` is one batch, as ``Trainer(limit_val_batches=1)`` is.
+
+    Lightning annotates them ``Optional[Union[int, float]]``, but ``typing`` caches unions by equality and hands
+    back an earlier ``Union[float, int, None]``; jsonargparse tries the union's types in order, so an int 1 became
+    the float 1.0, which Lightning reads as 100 % of the batches (before: ``limit_val_batches: 1`` validated on
+    every batch). Each action's type is rebuilt with ``int`` first (a new alias, past the cache); 1.0 stays 1.0.
+    ``tests/test_hostile_inputs.py`` pins the behaviour, so a change in either library shows there.
+    """
+    import typing
+
+    int_first = typing._UnionGenericAlias(typing.Union, (int, float, type(None)))  # type: ignore[attr-defined]
+    for action in parser._actions:
+        if action.dest.rpartition(".")[2] in BATCH_LIMITS and action.dest.startswith("trainer.") \
+                and hasattr(action, "_typehint"):
+            action._typehint = int_first
 
 
 def _check_output_folders(trainer: pl.Trainer) -> None:
