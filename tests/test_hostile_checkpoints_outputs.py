@@ -142,6 +142,39 @@ def test_a_localize_rerun_removes_only_its_own_earlier_overlays_and_never_reads_
     assert not (photos / "overlays" / "p1.png").exists()
 
 
+def test_a_localize_run_killed_before_its_predictions_leaves_overlays_the_next_run_owns(good, data, tmp_path,
+                                                                                        monkeypatch):
+    """Before: the overlays of a run killed before predictions.json counted as the user's files ever after: the
+    next run wrote p0_1.png beside the orphan p0.png, and the orphan p1.png stayed."""
+    import cream_pl.pipelines.localize as loc
+
+    ckpt = tmp_path / "c.ckpt"
+    torch.save(good, ckpt)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(sorted((data / "images" / "test").rglob("*.png"))[:2]):
+        cv2.imwrite(str(photos / f"p{i}.png"), cv2.imread(str(image)))
+    out = tmp_path / "out"
+    mine = out / "overlays" / "holiday.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"mine")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(loc, "write_json_atomic", killed)
+        with pytest.raises(KeyboardInterrupt):
+            loc.localize(ckpt, [photos], out)
+    assert sorted(f.name for f in (out / "overlays").iterdir()) == [".pending", "holiday.png", "p0.png", "p1.png"]
+    assert not (out / "predictions.json").exists()
+    assert main(["localize", str(photos / "p0.png"), "--ckpt", str(ckpt), "--out", str(out)]) == 0
+    result = json.loads((out / "predictions.json").read_text())
+    assert [im["overlay"] for im in result["images"]] == ["overlays/p0.png"]
+    assert sorted(f.name for f in (out / "overlays").iterdir()) == ["holiday.png", "p0.png"]
+    assert mine.read_bytes() == b"mine"
+
+
 def test_localize_never_writes_over_a_users_file_and_localizes_a_file_named_twice_once(good, data, tmp_path):
     """Before: a first run into <out> replaced the user's overlays/base.png; ``localize a.png a.png folder/`` (where
     folder/ holds a.png) localized a.png three times."""

@@ -16,8 +16,11 @@ Outputs (written atomically):
 
 A rerun into the same ``--out`` replaces the previous run's results: ``predictions.json`` is
 rewritten and the overlays the previous run wrote (those its ``predictions.json`` lists) that this
-run did not rewrite are removed; any other file in ``<out>/overlays/`` is left alone. Overlays are
-never read as input images, even when an input folder holds ``--out``.
+run did not rewrite are removed; any other file in ``<out>/overlays/`` is left alone. Each overlay's
+name is put in ``<out>/overlays/.pending`` before it is written, and the list goes once
+``predictions.json`` names them, so a run killed before then leaves overlays the next run knows as its own
+(rewritten under the same names, or removed). Overlays are never read as input images, even when an input
+folder holds ``--out``.
 
 A missing or corrupt file is reported on stderr and in ``"failed"``; the other files go on. The
 command exits with 1 if any file failed, 0 otherwise, 2 on usage errors.
@@ -323,6 +326,7 @@ def localize(
     before = _previous_overlays(out_dir)
     # a file in overlays/ that no earlier run listed is the user's: never written over (its name is taken)
     used_stems = {f.stem for f in overlay_dir.glob("*.png") if f.resolve() not in before} if overlay_dir.is_dir() else set()
+    overlay_dir.mkdir(parents=True, exist_ok=True)
 
     for start in range(0, len(files), batch_size):
         batch: list[tuple[Path, np.ndarray]] = []
@@ -359,6 +363,8 @@ def localize(
             c, s = int(pred[i]), float(score[i])
             stem = _unique_stem(path.stem, used_stems)
             overlay_path = overlay_dir / f"{stem}.png"
+            with open(overlay_dir / PENDING, "a", encoding="utf-8") as pending:  # before the file exists
+                pending.write(f"{overlay_path.name}\n")
             _write_png(_overlay(img, maps[i], bbox, f"{names[c]} {s:.2f}"), overlay_path)
             images_json.append({"id": image_id, "file_name": str(path), "width": w, "height": h,
                                 "overlay": str(overlay_path.relative_to(out_dir))})
@@ -393,19 +399,29 @@ def localize(
     written = {(out_dir / img["overlay"]).resolve() for img in images_json}
     for stale in before - written:
         stale.unlink(missing_ok=True)
+    (overlay_dir / PENDING).unlink(missing_ok=True)
     return result
 
 
+PENDING = ".pending"
+"""``<out>/overlays/.pending``: the overlays a run has begun to write and its ``predictions.json`` does not list yet."""
+
+
 def _previous_overlays(out_dir: Path) -> set[Path]:
-    """The overlays that ``<out>/predictions.json`` of an earlier run lists (none when it is missing or unreadable)."""
+    """The overlays earlier runs wrote: those ``<out>/predictions.json`` lists (none when it is missing or
+    unreadable) and those a killed run had begun (``overlays/.pending``)."""
     import json
 
+    overlays = (out_dir / "overlays").resolve()
+    try:
+        paths = {overlays / name for name in (overlays / PENDING).read_text(encoding="utf-8").splitlines() if name}
+    except (OSError, ValueError):
+        paths = set()
     try:
         images = json.loads((out_dir / "predictions.json").read_text()).get("images", [])
-        paths = {(out_dir / str(img["overlay"])).resolve() for img in images if img.get("overlay")}
+        paths |= {(out_dir / str(img["overlay"])).resolve() for img in images if img.get("overlay")}
     except (OSError, ValueError, AttributeError, TypeError, KeyError, RecursionError):
-        return set()
-    overlays = (out_dir / "overlays").resolve()
+        pass
     return {p for p in paths if p.parent == overlays and p.suffix == ".png"}  # never a file outside overlays/
 
 
