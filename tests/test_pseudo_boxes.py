@@ -272,7 +272,7 @@ def test_bad_pseudo_box_file_is_refused_with_a_precise_message(data_root: Path, 
 def test_truncated_json_names_line_and_column(data_root: Path, tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(_valid_coco(data_root), indent=1)[:-30])
-    with pytest.raises(PseudoBoxFileError, match=r"line \d+ column \d+: invalid JSON: .*truncated"):
+    with pytest.raises(PseudoBoxFileError, match=r"line \d+: invalid JSON at column \d+: .*truncated"):
         read_pseudo_boxes(path, data_root / "metadata" / "train")
 
 

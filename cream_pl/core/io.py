@@ -40,6 +40,7 @@ __all__ = [
     "check_output_dir",
     "check_output_file",
     "read_json_file",
+    "JSONFileError",
     "read_yaml_file",
 ]
 
@@ -188,6 +189,20 @@ def file_sha1(path: str | os.PathLike[str]) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+class JSONFileError(UserValueError):
+    """A JSON file that cannot be read or decoded: ``<file>[:<line>]: <problem> (<what>)``.
+
+    Attributes:
+        path: the file.
+        line: the line of the problem, where there is one.
+        problem: what is wrong, without the file and ``what``.
+    """
+
+    def __init__(self, path: Path, problem: str, what: str, line: int | None = None) -> None:
+        self.path, self.problem, self.line = path, problem, line
+        super().__init__(f"{path}{f':{line}' if line is not None else ''}: {problem} ({what})")
+
+
 def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> object:
     """The content of a user's JSON file; any problem reading or decoding it is one line naming the file.
 
@@ -197,7 +212,7 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> obj
 
     Raises:
         UserFileNotFoundError: the file does not exist.
-        UserValueError: ``<file>[:<line>]: <problem> (<what>)``.
+        JSONFileError: ``<file>[:<line>]: <problem> (<what>)``.
 
     Example:
         >>> import tempfile
@@ -218,23 +233,22 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> obj
     except FileNotFoundError:
         raise UserFileNotFoundError(f"{path}: file not found ({what})") from None
     except OSError as err:
-        raise UserValueError(f"{path}: cannot read the file ({what}): {err.strerror or err}") from None
+        raise JSONFileError(path, f"cannot read the file: {err.strerror or err}", what) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise UserValueError(f"{path}: byte {err.start}: not valid UTF-8 text ({what})") from None
+        raise JSONFileError(path, f"byte {err.start}: not valid UTF-8 text", what) from None
     if not text.strip():
-        raise UserValueError(f"{path}: empty file ({what})")
+        raise JSONFileError(path, "empty file", what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         hint = " (the file ends in the middle of the JSON: truncated?)" if err.pos >= len(text.rstrip()) else ""
-        raise UserValueError(f"{path}:{err.lineno}: invalid JSON at column {err.colno}: {err.msg}{hint} ({what})"
-                             ) from None
+        raise JSONFileError(path, f"invalid JSON at column {err.colno}: {err.msg}{hint}", what, err.lineno) from None
     except RecursionError:
-        raise UserValueError(f"{path}: invalid JSON: nested too deeply ({what})") from None
+        raise JSONFileError(path, "invalid JSON: nested too deeply", what) from None
     except ValueError as err:  # e.g. an integer of more digits than Python converts
-        raise UserValueError(f"{path}: invalid JSON: {' '.join(str(err).split())[:200]} ({what})") from None
+        raise JSONFileError(path, f"invalid JSON: {' '.join(str(err).split())[:200]}", what) from None
 
 
 def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> object:

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,27 +116,16 @@ def _is_number(v: Any) -> bool:
 
 
 def _load_json(path: Path) -> Any:
+    """The file's JSON (:func:`cream_pl.core.io.read_json_file`); a problem is a :class:`PseudoBoxFileError`."""
+    from cream_pl.core.errors import UserFileNotFoundError
+    from cream_pl.core.io import JSONFileError, read_json_file
+
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        return read_json_file(path, "pseudo-box file")
+    except UserFileNotFoundError:
         raise PseudoBoxFileError(path, ["file not found"]) from None
-    except OSError as err:
-        raise PseudoBoxFileError(path, [f"cannot read the file: {err}"]) from None
-    if not raw.strip():
-        raise PseudoBoxFileError(path, ["empty file (expected COCO JSON)"])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PseudoBoxFileError(path, [f"byte {err.start}: not valid UTF-8 text"]) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        hint = " (the file ends in the middle of the JSON: truncated?)" if err.pos >= len(text.rstrip()) else ""
-        raise PseudoBoxFileError(path, [f"line {err.lineno} column {err.colno}: invalid JSON: {err.msg}{hint}"]) from None
-    except RecursionError:
-        raise PseudoBoxFileError(path, ["invalid JSON: nested too deeply"]) from None
-    except ValueError as err:  # e.g. an integer of more digits than Python converts
-        raise PseudoBoxFileError(path, [f"invalid JSON: {' '.join(str(err).split())[:200]}"]) from None
+    except JSONFileError as err:
+        raise PseudoBoxFileError(path, [f"line {err.line}: {err.problem}" if err.line else err.problem]) from None
 
 
 def read_pseudo_boxes(
