@@ -38,8 +38,8 @@ lint: install ## ruff
 data-synth: install ## Write the embedded synthetic WSOL benchmark (CUB-like preset) to data/synth
 	$(CLI) data synth --out data/synth --seed 0 --preset cub
 
-demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir>: any benchmark-format dataset)
-	$(RUN) experiments/demos/demo.yaml $(if $(DATA),--data $(DATA) --work outputs/demo_$(notdir $(abspath $(DATA))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
+demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir> WORK=<dir>: any benchmark-format dataset)
+	$(RUN) experiments/demos/demo.yaml $(if $(DATA),--data $(DATA) --work $(or $(WORK),outputs/demo_$(notdir $(abspath $(DATA)))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
 
 readme-results: install ## Regenerate the README's results block from results/embedded/metrics.{md,json}
 	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded

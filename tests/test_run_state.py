@@ -13,10 +13,13 @@ from cream_pl.pipelines.run_state import (
     WORK_MARKER,
     StageTimer,
     callback_index,
+    check_work_dataset,
     check_work_folder,
+    data_sha1,
     path_free,
     read_state,
     records_ok,
+    run_entries,
     start_over_if_stale,
 )
 
@@ -203,3 +206,40 @@ def test_the_data_stage_never_removes_a_folder_it_did_not_write(tmp_path: Path) 
     with pytest.raises(UserValueError, match="synth: holds files that are not a synthetic dataset the runner wrote"):
         ensure_synthetic_dataset(root, {"num_classes": 2}, 0, log=lambda m: None)
     assert (root / "photos.txt").read_text() == "mine"
+
+
+def test_a_work_folder_keeps_its_dataset_and_refuses_another_one(tmp_path: Path) -> None:
+    """Before: ``make demo DATA=a/tiny`` then ``DATA=b/tiny`` shared ``outputs/demo_tiny``, and the second cleared the
+    first one's finished run. A moved or regenerated dataset is still the work folder's own."""
+    work = tmp_path / "work"
+    check_work_folder(work)
+    check_work_dataset(work, tmp_path / "a" / "tiny", "sha-a")
+    (work / "inputs.json").write_text("{}")
+    check_work_dataset(work, tmp_path / "a" / "tiny", "sha-a2")  # regenerated in place: its runs start over
+    check_work_dataset(work, tmp_path / "moved", "sha-a2")  # the same content elsewhere: kept
+    with pytest.raises(UserValueError, match=r"holds the runs of another dataset \(.*moved\), not of .*b/tiny; "
+                                             r"nothing was removed"):
+        check_work_dataset(work, tmp_path / "b" / "tiny", "sha-b")
+    assert run_entries(work) == []  # the folder's mark and dataset are no run's work
+    check_work_dataset(work, tmp_path / "b" / "tiny", "sha-b", restart=True)  # asked for: its runs start over
+    stored = json.loads((work / ".cream-pl-dataset.json").read_text())
+    assert stored == {"root": str((tmp_path / "b" / "tiny").resolve()), "data_sha1": "sha-b"}
+
+
+def test_the_runner_refuses_another_datasets_work_folder_before_any_work(tmp_path: Path, capsys) -> None:
+    from cream_pl.data import generate_synthetic_dataset
+    from cream_pl.pipelines.runner import main
+
+    demo = Path(__file__).resolve().parents[1] / "experiments" / "demos" / "demo.yaml"
+    size = dict(num_classes=2, num_train=2, num_val=2, num_test=2, min_side=48, max_side=64, image_format="png")
+    a = generate_synthetic_dataset(tmp_path / "a" / "tiny", seed=1, **size)
+    b = generate_synthetic_dataset(tmp_path / "b" / "tiny", seed=2, **size)
+    work = tmp_path / "outputs" / "demo_tiny"
+    check_work_folder(work)
+    check_work_dataset(work, a, data_sha1(a))  # a's finished run
+    (work / "inputs.json").write_text("{}")
+    (work / "model.ckpt").write_text("a's model")
+    assert main([str(demo), "--data", str(b), "--work", str(work), "--out", str(tmp_path / "results" / "tiny")]) == 2
+    err = capsys.readouterr().err
+    assert f"{work}: holds the runs of another dataset ({a.resolve()}), not of {b}" in err and err.count("\n") == 1
+    assert (work / "model.ckpt").read_text() == "a's model" and not (tmp_path / "results").exists()

@@ -26,7 +26,7 @@ from typing import Any
 
 from cream_pl.data.metadata import data_sha1  # its home is the data layer; re-exported for the runner
 
-__all__ = ["StageTimer", "WORK_MARKER", "callback_index", "check_work_folder", "clear_run_folder", "data_sha1", "ensure_synthetic_dataset",
+__all__ = ["StageTimer", "WORK_MARKER", "callback_index", "check_work_dataset", "check_work_folder", "clear_run_folder", "data_sha1", "ensure_synthetic_dataset",
            "path_free", "percentages_ok", "read_state", "recipe_places", "records_ok", "run_entries", "start_over_if_stale",
            "synthetic_dataset_is_current"]
 
@@ -55,6 +55,35 @@ def check_work_folder(work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     if not (work / WORK_MARKER).is_file():
         atomic_write_text(work / WORK_MARKER, "a cream-pl experiment runner's work folder\n")
+
+
+WORK_DATASET = ".cream-pl-dataset.json"
+"""``<work>/.cream-pl-dataset.json``: the dataset a work folder's runs were made on (its resolved root and content hash)."""
+
+
+def check_work_dataset(work: Path, root: Path, sha1: str, restart: bool = False) -> None:
+    """Tie ``work`` to the dataset at ``root`` (content hash ``sha1``), or refuse another dataset in one line.
+
+    The same root with other content (a regenerated dataset) and the same content at another root (a moved one)
+    are the work folder's dataset: its runs start over, or are kept, by their fingerprints. Another root with other
+    content is another dataset, whose runs would clear this one's finished work (two ``make demo DATA=`` roots of
+    one folder name shared ``outputs/demo_<name>``): refused, nothing removed, unless ``restart``.
+
+    Raises:
+        UserValueError: ``work`` holds the runs of another dataset.
+    """
+    from cream_pl.reporting.tables import write_json_atomic
+
+    here = str(Path(root).resolve())
+    stored = read_state(work / WORK_DATASET, log=None)
+    if stored is not None and not restart and stored.get("root") != here and stored.get("data_sha1") != sha1:
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{work}: holds the runs of another dataset ({stored.get('root')}), not of {root}; "
+                             "nothing was removed: give this dataset another work folder (--work; make demo: WORK=), "
+                             "or --restart to start this one over on it")
+    if stored != {"root": here, "data_sha1": sha1}:
+        write_json_atomic({"root": here, "data_sha1": sha1}, work / WORK_DATASET)
 
 
 def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:
@@ -181,11 +210,11 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
 
 
 def run_entries(run_dir: Path, keep: Sequence[str] = ()) -> list[Path]:
-    """A run folder's own work: every entry but its ``inputs.json``, the work folder's mark, ``keep`` (the data or
+    """A run folder's own work: every entry but its ``inputs.json``, the work folder's mark and dataset, ``keep`` (the data or
     results folder, where they lie inside it) and another run's folder inside it (one holding an ``inputs.json``)."""
     if not run_dir.is_dir():
         return []
-    return [p for p in run_dir.iterdir() if p.name not in (*keep, "inputs.json", WORK_MARKER)
+    return [p for p in run_dir.iterdir() if p.name not in (*keep, "inputs.json", WORK_MARKER, WORK_DATASET)
             and not (p / "inputs.json").is_file()]
 
 

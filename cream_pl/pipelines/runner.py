@@ -287,7 +287,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     """
     from dataclasses import replace
 
-    from cream_pl.pipelines.run_state import check_work_folder
+    from cream_pl.pipelines.run_state import check_work_dataset, check_work_folder
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.experiment_report import report_function
 
@@ -318,9 +318,10 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
     check_work_folder(work)  # a user's folder is refused before a run could remove anything in it
     runner.restart = restart  # each run folder of this invocation inside the work folder starts over, once
-    out.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):  # the runs, their stages and the report at this thread count
         runner.stage_data()
+        check_work_dataset(work, root, runner.data_sha1, restart)  # another dataset's runs are never cleared
+        out.mkdir(parents=True, exist_ok=True)
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
         for seed in all_seeds:
