@@ -153,3 +153,24 @@ def test_gpu_steps_come_only_from_a_real_gpu_run(tmp_path) -> None:
         "resnet50": {"fp32": {"images_per_s": 700.0}, "bf16_channels_last": {"images_per_s": 1500.0}}}}))
     assert gpu_steps(gpu) == {"machine": "H200", "file": str(gpu),
                               "steps": {"resnet50 fp32": 700.0, "resnet50 bf16_channels_last": 1500.0}}
+
+
+@pytest.mark.parametrize("module, option", [("bench", None), ("bench_reference", "--ref")])
+def test_a_folder_that_is_not_the_reference_checkout_is_one_line_before_any_measurement(module, option, tmp_path):
+    """Before: ``make bench WSOLEVAL_REF=<not a checkout>`` measured for minutes, then ended in a traceback and wrote
+    neither bench.json nor bench.md; a folder with only an evaluation.py ran a minute, then a 40-line traceback."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "evaluation.py").write_text("")
+    for ref, words in ((tmp_path / "absent", "not a folder"),
+                       (tmp_path / "fake", "not a wsolevaluation checkout (no data_loaders.py, config.py, util.py")):
+        argv = ["--out", str(tmp_path / "o")] if option is None else [option, str(ref)]
+        env = {**os.environ, "WSOLEVAL_REF": str(ref)}
+        proc = subprocess.run([sys.executable, "-m", f"cream_pl.pipelines.{module}", *argv], capture_output=True,
+                              text=True, env=env, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and words in lines[0] and str(ref) in lines[0], proc.stderr
+        assert "[bench]" not in proc.stdout  # no measurement began

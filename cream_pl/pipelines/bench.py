@@ -373,6 +373,11 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     out = Path(out)
+    reference = reference if reference is not None else os.environ.get("WSOLEVAL_REF")
+    if reference and not quick:  # a bad checkout is one line before the measurements, not a traceback after them
+        from cream_pl.pipelines.bench_reference import check_reference_checkout
+
+        check_reference_checkout(reference, "WSOLEVAL_REF" if reference == os.environ.get("WSOLEVAL_REF") else "--reference")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     res: dict[str, Any] = {
         "machine": machine_text(),
@@ -401,7 +406,6 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
     res["gpu_training"] = bench_gpu_training()
     print("[bench] start-up of the cream-pl command ...", flush=True)
     res["startup"] = startup_times(repeats=1 if quick else 3)
-    reference = reference if reference is not None else os.environ.get("WSOLEVAL_REF")
     res["reference"] = None
     if reference and not quick:
         print(f"[bench] cream-pl evaluate vs wsolevaluation ({reference}) on real maps ...", flush=True)

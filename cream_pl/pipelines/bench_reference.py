@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["prepare_real_maps", "reference_commit", "run_reference", "run_cream_evaluate", "bench_against_reference",
+__all__ = ["check_reference_checkout", "prepare_real_maps", "reference_commit", "run_reference", "run_cream_evaluate", "bench_against_reference",
            "pxap_floor", "startup_times"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -200,6 +200,29 @@ def _median_run(fn: Any, repeats: int) -> tuple[float, Any]:
     return times[len(times) // 2], runs[-1][1]
 
 
+REFERENCE_FILES = ("evaluation.py", "data_loaders.py", "config.py", "util.py")
+"""The files of a wsolevaluation checkout that its ``evaluation.py`` and the driver import."""
+
+
+def check_reference_checkout(ref: Path | str, what: str = "WSOLEVAL_REF") -> Path:
+    """``ref`` resolved, when it is a wsolevaluation checkout; else one line, before any measurement.
+
+    Raises:
+        UserFileNotFoundError: ``ref`` is not a folder.
+        UserValueError: it lacks a file of :data:`REFERENCE_FILES`.
+    """
+    from cream_pl.core.errors import UserFileNotFoundError, UserValueError
+
+    path = Path(ref).expanduser().resolve()
+    howto = "git clone https://github.com/clovaai/wsolevaluation"
+    if not path.is_dir():
+        raise UserFileNotFoundError(f"{what}={ref}: not a folder ({howto})")
+    missing = [f for f in REFERENCE_FILES if not (path / f).is_file()]
+    if missing:
+        raise UserValueError(f"{what}={ref}: not a wsolevaluation checkout (no {', '.join(missing)} there; {howto})")
+    return path
+
+
 def bench_against_reference(ref: Path | str, work: Path | str = REPO_ROOT / "outputs" / "bench",
                             repeats: int = 3, method: str = "cream") -> dict[str, Any]:
     """Box (MaxBoxAccV2, interval 0.001, all contours) and PxAP: the reference vs ``cream-pl evaluate``.
@@ -207,10 +230,7 @@ def bench_against_reference(ref: Path | str, work: Path | str = REPO_ROOT / "out
     The reference runs once per metric; ``cream-pl evaluate`` runs once untimed (warm page cache and
     numba's on-disk kernel cache, as for any later run) and then ``repeats`` times, median kept.
     """
-    ref, work = Path(ref).resolve(), Path(work).resolve()
-    if not (ref / "evaluation.py").is_file():
-        raise FileNotFoundError(f"WSOLEVAL_REF={ref}: no evaluation.py there (git clone "
-                                "https://github.com/clovaai/wsolevaluation)")
+    ref, work = check_reference_checkout(ref), Path(work).resolve()
     real = prepare_real_maps(work)
     maps = Path(real["maps"]) / method
     tmp = Path(work) / "scores"
@@ -253,6 +273,12 @@ def bench_against_reference(ref: Path | str, work: Path | str = REPO_ROOT / "out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cream_pl.pipelines.entry import pipeline_main
+
+    return pipeline_main("python -m cream_pl.pipelines.bench_reference")(_main)(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     from cream_pl.core.options import OneLineArgumentParser, positive_int
 
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench_reference", description=__doc__.split("\n\n")[0])
@@ -262,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.ref:
         parser.error("set WSOLEVAL_REF or --ref (git clone https://github.com/clovaai/wsolevaluation)")
+    check_reference_checkout(args.ref, "--ref")  # before any measurement
     print(json.dumps({"startup": startup_times(), **bench_against_reference(args.ref, args.work, args.repeats)},
                      indent=2, default=str))
     return 0
