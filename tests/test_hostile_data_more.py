@@ -197,12 +197,21 @@ def test_cub_rerun_without_val_removes_the_carved_val(tmp_path, capfd):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
+def _cubv2_standin(out: Path) -> None:
+    """A val split put in by hand, standing for CUBV2's metadata: train's lines under new image ids (CUBV2's images
+    are new ones, so neither train nor test lists them)."""
+    (out / "metadata/val").mkdir()
+    for f in (out / "metadata/train").iterdir():
+        lines = [ln.split(",", 1) for ln in f.read_text().splitlines()]
+        (out / "metadata/val" / f.name).write_text("\n".join(",".join(["v2_" + ln[0], *ln[1:]]) for ln in lines))
+
+
 def test_cub_rerun_keeps_a_val_split_it_did_not_write(tmp_path, capfd):
     """The benchmark's val (CUBV2) is put in <out>/metadata/val by hand: a rerun keeps it, never mixes it."""
     cub = make_cub(tmp_path)
     out = tmp_path / "out"
     assert _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)[0] == 0
-    shutil.copytree(out / "metadata/train", out / "metadata/val")  # stands for CUBV2's metadata (no test image)
+    _cubv2_standin(out)
     before = {p.name: p.read_bytes() for p in (out / "metadata/val").iterdir()}
     rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
     assert rc == 0, e
@@ -254,7 +263,7 @@ def test_cub_overwrite_keeps_a_val_it_does_not_write_and_a_hand_replaced_val_is_
     out = tmp_path / "out"
     assert _cli(["data", "cub", "--src", str(cub), "--out", str(out), "--val-per-class", "1"], capfd)[0] == 0
     shutil.rmtree(out / "metadata/val")
-    shutil.copytree(out / "metadata/train", out / "metadata/val")  # stands for CUBV2's metadata (no test image)
+    _cubv2_standin(out)
     hand = (out / "metadata/val/image_ids.txt").read_bytes()
     rc, o, e = _cli(["data", "cub", "--src", str(cub), "--out", str(out)], capfd)
     assert rc == 0, e
@@ -366,3 +375,17 @@ def test_data_check_reports_a_test_image_that_train_lists_too(tmp_path, capfd):
     write_split(root / "metadata/test", [train.samples[0], *test.samples[1:]])
     rc, o, e = _cli(["data", "check", str(root)], capfd)
     assert rc == 1 and f"{root / 'metadata/test/image_ids.txt'}:1: image {train.samples[0].image_id!r} is in train too" in e
+
+
+def test_data_check_reports_a_val_image_that_train_lists_too(tmp_path, capfd):
+    """Before: "val: ok": hyperparameters chosen on val would have been chosen on training images."""
+    from cream_pl.data.metadata import write_split
+
+    root = generate_synthetic_dataset(tmp_path / "d", seed=0, num_classes=2, num_train=4, num_val=2, num_test=3,
+                                      min_side=48, max_side=56, image_format="png")
+    train, val = read_split(root / "metadata/train"), read_split(root / "metadata/val")
+    write_split(root / "metadata/val", [*val.samples[:1], train.samples[2]])
+    rc, o, e = _cli(["data", "check", str(root)], capfd)
+    assert rc == 1 and "val: 1 problem(s)" in e and "test: ok" in o
+    assert f"{root / 'metadata/val/image_ids.txt'}:2: image {train.samples[2].image_id!r} is in train too" in e
+    assert "so the hyperparameters would be chosen on training images" in e

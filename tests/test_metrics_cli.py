@@ -90,6 +90,21 @@ def test_pxap_with_mask_root(tmp_path: Path) -> None:
     assert result["pxap"] == 100.0
 
 
+def test_masks_without_a_background_pixel_are_one_line_not_pxap_100(tmp_path: Path, capsys) -> None:
+    """Before: masks whose background was not 0 (every pixel foreground) scored ``pxap=100.0000``, exit 0."""
+    meta = write_split(tmp_path, masks=True)
+    for name in ("x", "y"):
+        path = tmp_path / "masks" / f"{name}.png"
+        cv2.imwrite(str(path), np.maximum(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), 2))  # background 2, not 0
+        save_map(tmp_path, "a/x.jpg" if name == "x" else "b/y.png", np.random.default_rng(0).random((224, 224)))
+    out = tmp_path / "o.json"
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root", str(tmp_path / "masks"),
+            "--out", str(out)]
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err
+    assert "no background (GT-negative) pixel" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_mask_only_split_needs_mask_root(tmp_path: Path) -> None:
     meta = write_split(tmp_path, boxes=False, masks=True)
     with pytest.raises(EvaluationError, match="--mask-root"):

@@ -35,7 +35,7 @@ def check_dataset(
         strict: report deviations from the letter of the format too (see ``check_split``).
         num_classes: label range; default the lines of ``class_names.txt`` when present.
     """
-    from cream_pl.data.metadata import check_split, leaked_test_images, read_class_names, split_dirs
+    from cream_pl.data.metadata import check_split, leaked_images, read_class_names, split_dirs
 
     root = Path(root)
     meta_root = root / "metadata"
@@ -52,8 +52,9 @@ def check_dataset(
         if (meta_root / s).is_dir() else [f"{meta_root / s}: split folder not found (--split)"]
         for s in names
     }
-    if "test" in report:
-        report["test"] += leaked_test_images(meta_root)
+    for split, leaks in leaked_images(meta_root).items():
+        if split in report:
+            report[split] += leaks
     return report
 
 

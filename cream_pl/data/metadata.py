@@ -38,7 +38,7 @@ from cream_pl.data.errors import WSOLDataError  # re-exported here, its home bef
 
 __all__ = [
     "data_sha1",
-    "leaked_test_images",
+    "leaked_images",
     "IMAGE_IDS",
     "CLASS_LABELS",
     "IMAGE_SIZES",
@@ -537,18 +537,22 @@ def write_class_names(path: Path | str, names: Sequence[str]) -> None:
 # ---------------------------------------------------------------------------------------------- checking
 
 
-def leaked_test_images(meta_root: Path | str) -> list[str]:
-    """Test images that the ``train`` or ``val`` split lists too (the model trains on them, or they select its
-    hyperparameters): one problem per such line of ``test/image_ids.txt``, naming both files and lines.
+def leaked_images(meta_root: Path | str) -> dict[str, list[str]]:
+    """Evaluation images that an earlier split lists too, by split: a test image in ``train`` (the model trains on
+    it) or ``val`` (it selects the hyperparameters), a val image in ``train`` (hyperparameters chosen on training
+    images). One problem per such line of ``<split>/image_ids.txt``, naming both files and lines.
 
     Example:
         >>> import tempfile
         >>> m = Path(tempfile.mkdtemp())
-        >>> for split, ids in (("train", "a.jpg b.jpg"), ("test", "c.jpg b.jpg")):
+        >>> for split, ids in (("train", "a.jpg b.jpg"), ("val", "a.jpg"), ("test", "c.jpg b.jpg")):
         ...     ids = ids.replace(" ", chr(10))
         ...     (m / split).mkdir(); _ = (m / split / IMAGE_IDS).write_text(ids)
-        >>> [p.replace(str(m), "M") for p in leaked_test_images(m)]
-        ["M/test/image_ids.txt:2: image 'b.jpg' is in train too (M/train/image_ids.txt line 2): a test image the model trains on"]
+        >>> {k: [p.replace(str(m), "M") for p in v] for k, v in leaked_images(m).items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'val': ["M/val/image_ids.txt:1: image 'a.jpg' is in train too (M/train/image_ids.txt line 1): a val image
+                  the model trains on, so the hyperparameters would be chosen on training images"],
+         'test': ["M/test/image_ids.txt:2: image 'b.jpg' is in train too (M/train/image_ids.txt line 2): a test image
+                   the model trains on"]}
     """
     meta_root = Path(meta_root)
 
@@ -563,15 +567,16 @@ def leaked_test_images(meta_root: Path | str) -> list[str]:
         out.pop("", None)
         return out
 
-    test = lines("test")
-    problems = []
-    for split in ("train", "val"):
-        other = lines(split) if test else {}
-        for image_id, number in test.items():
-            if image_id in other:
-                why = "the model trains on" if split == "train" else "that selects the hyperparameters"
-                problems.append(f"{meta_root / 'test' / IMAGE_IDS}:{number}: image {image_id!r} is in {split} too "
-                                f"({meta_root / split / IMAGE_IDS} line {other[image_id]}): a test image {why}")
+    ids = {split: lines(split) for split in ("train", "val", "test")}
+    why = {("val", "train"): "a val image the model trains on, so the hyperparameters would be chosen on training images",
+           ("test", "train"): "a test image the model trains on", ("test", "val"): "a test image that selects the hyperparameters"}
+    problems: dict[str, list[str]] = {}
+    for (split, earlier), text in why.items():
+        for image_id, number in ids[split].items():
+            if image_id in ids[earlier]:
+                problems.setdefault(split, []).append(
+                    f"{meta_root / split / IMAGE_IDS}:{number}: image {image_id!r} is in {earlier} too "
+                    f"({meta_root / earlier / IMAGE_IDS} line {ids[earlier][image_id]}): {text}")
     return problems
 
 

@@ -819,6 +819,9 @@ def _pr_arrays(true_hist: ArrayLike, false_hist: ArrayLike) -> tuple[np.ndarray,
     fp = f[::-1].cumsum()
     if ((tp + fn) <= 0).all():
         raise RuntimeError("PxAP: no foreground (GT-positive) pixel in the evaluated masks")
+    if f.sum() <= 0:  # every precision would be 1: PxAP 100 whatever the maps
+        raise RuntimeError("PxAP: no background (GT-negative) pixel in the evaluated masks (all foreground or ignored: "
+                           "inverted masks, or a background value other than 0?)")
     if ((tp + fp) <= 0).all():
         raise RuntimeError("PxAP: no pixel was predicted positive (empty histograms)")
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -98,7 +98,7 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
     from cream_pl.data.images import check_once, files_stamp
     from cream_pl.data.metadata import (
         check_split,
-        leaked_test_images,
+        leaked_images,
         read_class_names,
         read_split,
         split_dirs,
@@ -118,7 +118,7 @@ def check_dataset_root(root: Path | str, *, files: bool = True) -> Path:
     def first_problem(check_files: bool) -> None:
         problems = [p for s in splits for p in check_split(
             s, num_classes=num_classes, strict=False, image_root=root / "images" if check_files else None,
-            mask_root=root / "masks" if check_files else None)] + leaked_test_images(meta_root)
+            mask_root=root / "masks" if check_files else None)] + [p for ps in leaked_images(meta_root).values() for p in ps]
         if problems:
             more = f" (and {len(problems) - 1} more problem(s): cream-pl data check --files {root})" \
                 if len(problems) > 1 else ""
