@@ -75,3 +75,21 @@ def test_recipes_test_the_last_checkpoint_not_one_chosen_on_a_method_metric(reci
         assert (cb.get("init_args") or {}).get("monitor") is None, f"{recipe.name}: a monitored checkpoint"
     assert any((cb.get("init_args") or {}).get("save_last") for cb in checkpoints)  # last.ckpt: the tested one
     assert "Checkpoint rule" in text and "LAST epoch" in text  # the recipe says which rule produced its rows
+
+
+@pytest.mark.parametrize("heads, bad", [("objectness,spatial-mlp", "spatial-mlp"), ("bogus", "bogus"), (",", "','")])
+def test_a_misspelt_box_head_is_one_line_before_any_work(heads: str, bad: str, tmp_path: Path, capsys) -> None:
+    """Before: ``make train-regressor HEADS=objectness,spatial-mlp`` dropped the misspelt head without a word."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train-regressor", "--data", str(tmp_path / "cub"), "--work", str(tmp_path / "w"), "--heads", heads])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"argument --heads: {bad}: not a box head (choose among objectness, psol, spatial_mlp)" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_parsers_box_heads_are_the_registered_ones() -> None:
+    from cream_pl.core.names import BOX_HEADS
+    from cream_pl.models.box_heads import list_box_heads
+
+    assert sorted(BOX_HEADS) == list_box_heads()

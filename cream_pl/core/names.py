@@ -12,11 +12,15 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["MAP_METHODS", "DEFAULT_LOCALIZE_THRESHOLD", "SUBCOMMAND_NAMES"]
+__all__ = ["BOX_HEADS", "MAP_METHODS", "DEFAULT_LOCALIZE_THRESHOLD", "SUBCOMMAND_NAMES"]
 
 MAP_METHODS: tuple[str, ...] = ("cream", "cam", "cream_selected")
 """Score maps of a classifier that pseudo boxes and ``localize`` accept; ``cream_selected`` is CREAM
 at the T / κ / λ / feature norm chosen on val (``WSOLClassifier(cream_search=...)``)."""
+
+BOX_HEADS: tuple[str, ...] = ("objectness", "psol", "spatial_mlp")
+"""The box heads of CREAM_reg's regressor, for the parsers (``train-regressor --head``, ``recipes --heads``): the
+names :func:`cream_pl.models.box_heads.list_box_heads` gives (a test keeps the two equal)."""
 
 DEFAULT_LOCALIZE_THRESHOLD = 0.2
 """τ when none is given and the checkpoint has no validation τ* (the CAM threshold of the CREAM paper)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.lazy_exports import lazy_command
-from cream_pl.core.names import DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
+from cream_pl.core.names import BOX_HEADS, DEFAULT_LOCALIZE_THRESHOLD, MAP_METHODS
 from cream_pl.core.options import (
     device_name,
     input_size,
@@ -70,7 +70,7 @@ def add_train_regressor_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")
     p.add_argument("--classifier-ckpt", type=Path, default=None, help="classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM) for Top-1/Top-5 Loc")
-    p.add_argument("--head", default="psol", choices=("objectness", "psol", "spatial_mlp"),
+    p.add_argument("--head", default="psol", choices=BOX_HEADS,
                    help="box head: psol (GAP + MLP, the paper's), spatial_mlp (position kept), objectness (a map's "
                    "weighted moments); see cream_pl.models.box_heads")
     p.add_argument("--features", default="finetune", choices=("finetune", "classifier"),

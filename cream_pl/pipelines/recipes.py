@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from cream_pl.core.names import BOX_HEADS
 from cream_pl.core.options import OneLineArgumentParser, input_size, nonneg_int, positive_int
 from cream_pl.pipelines.entry import pipeline_main, preflight
 
@@ -96,6 +97,19 @@ def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> 
                                                   threshold=None, input_size=input_size)
     print_pseudo_box_summary(out, source, threshold)
     return 0
+
+
+def _box_heads(value: str) -> list[str]:
+    """``--heads a,b``: box head names, each one of :data:`~cream_pl.core.names.BOX_HEADS` (before: a misspelt one
+    was dropped without a word, and the long run went on without it)."""
+    import argparse
+
+    heads = [h.strip() for h in value.split(",") if h.strip()]
+    unknown = [h for h in heads if h not in BOX_HEADS]
+    if unknown or not heads:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or repr(value)}: not a box head (choose among "
+                                         f"{', '.join(BOX_HEADS)})")
+    return heads
 
 
 def regressor_candidates(design: str, backbone: str, epochs: int, batch_size: int, pretrained: bool = True,
@@ -182,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--design", choices=("psol", "frozen", "both"), default="both",
         help="psol: the paper's regressor (fine-tuned backbone, GAP + MLP); frozen: box heads on the classifier's "
         "frozen features; both: those and the objectness head on a fine-tuned backbone; always chosen on val")
-    sub.choices["train-regressor"].add_argument("--heads", default=None,
-                                                help="comma-separated box heads to keep among the designs (default: all)")
+    sub.choices["train-regressor"].add_argument("--heads", default=None, type=_box_heads,
+                                                help="comma-separated box heads to keep among the designs, of "
+                                                f"{', '.join(BOX_HEADS)} (default: all)")
     args, extra = parser.parse_known_args(argv)
     # before any conversion or training: the work folder, and the dataset when it is there already
     preflight(inputs=[(args.recipe, "--recipe")] if args.stage == "train-cub" else [],
@@ -195,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "pseudo-boxes":
         return pseudo_boxes(args.data, args.work, args.source, args.input_size)
     return train_regressor_stage(args.data, args.work, args.source, args.backbone, args.epochs, args.batch_size,
-                                 design=args.design, heads=args.heads.split(",") if args.heads else None)
+                                 design=args.design, heads=args.heads)
 
 
 if __name__ == "__main__":
