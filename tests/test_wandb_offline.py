@@ -85,3 +85,20 @@ def test_offline_run_holds_overlays_and_curves(tiny_data, wandb_env, monkeypatch
     assert boxes  # the interactive GT / predicted boxes of the overlays
     assert any(p.startswith("table/val/media/box_acc_curve_table_") for p in tables), tables  # the BoxAcc curve
     assert os.environ["WANDB_MODE"] == "offline"
+
+
+@pytest.mark.parametrize("mode", ["disabled", "offline"])
+def test_values_wb_refuses_are_one_line_naming_the_logger(mode, tiny_data, wandb_env, monkeypatch):
+    """Before: a project name with '/' (``entity/project``) or a tag over 64 characters ended the fit's setup in a
+    60-line traceback from wandb; an unknown WANDB_MODE in a pydantic one."""
+    from cream_pl.core.errors import UserValueError
+
+    monkeypatch.setenv("WANDB_MODE", mode)
+    for kwargs, words in (({"project": "me/cream"}, "Invalid project name 'me/cream'"),
+                          ({"tags": ["x" * 70]}, "Tags must be between 1 and 64 characters")):
+        logger = AutoWandbLogger(save_dir=str(wandb_env / "logs"), **kwargs)
+        with pytest.raises(UserValueError, match=r"^trainer.logger \(AutoWandbLogger\): W&B refused the run: .*" + words):
+            _ = logger.experiment
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(UserValueError, match="WANDB_MODE=bogus: not a W&B mode"):
+        AutoWandbLogger(save_dir=str(wandb_env / "logs"))

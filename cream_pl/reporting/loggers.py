@@ -45,7 +45,12 @@ def resolve_wandb_mode(offline: bool | None = None, mode: str | None = None) -> 
         if mode not in _MODES:
             raise ValueError(f"W&B mode must be one of {sorted(_MODES)}, got {mode!r}")
         return _MODES[mode]
-    env = _MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    raw = os.environ.get("WANDB_MODE", "").strip().lower()
+    env = _MODES.get(raw)
+    if raw and env is None:  # before: wandb refused it at the trainer's setup, in a 60-line traceback
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"WANDB_MODE={os.environ['WANDB_MODE']}: not a W&B mode (one of {', '.join(sorted(_MODES))})")
     if env == "disabled":
         return "disabled"
     if offline is not None:
@@ -88,6 +93,20 @@ class AutoWandbLogger(WandbLogger):
             # wandb.init creates its `dir` even for a disabled run; save_dir still reports the
             # configured folder (checkpoint paths do not depend on the mode)
             self._wandb_init.pop("dir", None)
+
+    @property  # type: ignore[override]
+    def experiment(self) -> Any:
+        """The W&B run, started on first use; a value W&B refuses (a project name with ``/``, a tag over 64
+        characters) is one line naming the logger, not a traceback from the trainer's setup."""
+        try:
+            return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        except Exception as err:
+            if not type(err).__module__.startswith(("wandb", "pydantic")):
+                raise
+            from cream_pl.core.errors import UserValueError
+
+            text = " ".join(str(err).split())[:300] or type(err).__name__
+            raise UserValueError(f"trainer.logger ({type(self).__name__}): W&B refused the run: {text}") from None
 
     @property
     def disabled(self) -> bool:
