@@ -102,3 +102,35 @@ def test_values_wb_refuses_are_one_line_naming_the_logger(mode, tiny_data, wandb
     monkeypatch.setenv("WANDB_MODE", "bogus")
     with pytest.raises(UserValueError, match="WANDB_MODE=bogus: not a W&B mode"):
         AutoWandbLogger(save_dir=str(wandb_env / "logs"))
+
+
+def test_each_fit_under_a_wb_logger_keeps_its_own_config(tiny_data, wandb_env, monkeypatch):
+    """Before: every fit under configs/logger/wandb.yaml wrote <save_dir>/config.yaml over the last one's."""
+    import yaml
+
+    from cream_pl.cli import main
+
+    cfg = {"seed_everything": 0,
+           "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "limit_train_batches": 1,
+                       "limit_val_batches": 1, "num_sanity_val_steps": 0, "enable_checkpointing": False,
+                       "enable_progress_bar": False, "enable_model_summary": False,
+                       "default_root_dir": str(wandb_env / "run"),
+                       "logger": {"class_path": "cream_pl.reporting.loggers.AutoWandbLogger",
+                                  "init_args": {"save_dir": str(wandb_env / "logs")}}},
+           "model": {"class_path": "cream_pl.models.WSOLClassifier",
+                     "init_args": {"pretrained": False, "eval_size": SIZE, "num_media_images": 0}},
+           "data": {"class_path": "cream_pl.data.WSOLDataModule",
+                    "init_args": {"data_root": str(tiny_data), "batch_size": 6, "num_workers": 0, "resize_size": 72,
+                                  "crop_size": SIZE, "eval_size": SIZE}}}
+    path = wandb_env / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for lr in ("0.01", "0.5"):
+        assert main(["fit", "--config", str(path), "--model.init_args.lr", lr]) in (0, None)
+        wandb.finish()
+    saved = sorted((wandb_env / "logs").rglob("config.yaml"))
+    assert len(saved) == 2 and all(p.parent.name == "files" for p in saved)
+    assert sorted(yaml.safe_load(p.read_text())["model"]["init_args"]["lr"] for p in saved) == [0.01, 0.5]
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert main(["fit", "--config", str(path), "--trainer.logger.init_args.save_dir", str(wandb_env / "off")]) in (0, None)
+    assert not (wandb_env / "off").exists()  # a disabled run writes nothing, its config included

@@ -193,9 +193,13 @@ class CreamCLI(LightningCLI):
         """A fit saves its resolved config as ``<log_dir>/config.yaml``: where that is one of its own ``--config``
         files (a config kept in its run folder), refuse before any work (before: the user's file, comments and all,
         was replaced by the resolved dump)."""
+        from pytorch_lightning.loggers import WandbLogger
+
         from cream_pl.core.errors import UserValueError
 
         given = (self.config.get(self.subcommand) or {}).get("config") or []
+        if isinstance(trainer.logger, WandbLogger):
+            return  # saved in the W&B run's own new folder, or not at all (RunConfigCallback)
         saved = (Path(trainer.log_dir or trainer.default_root_dir) / "config.yaml").resolve()
         for path in given:
             if Path(str(getattr(path, "absolute", path))).resolve() == saved and saved.is_file():

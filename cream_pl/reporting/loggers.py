@@ -11,9 +11,10 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
+from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
-__all__ = ["AutoWandbLogger", "resolve_wandb_mode", "wandb_logged_in"]
+__all__ = ["AutoWandbLogger", "RunConfigCallback", "resolve_wandb_mode", "wandb_logged_in"]
 
 
 def wandb_logged_in() -> bool:
@@ -112,3 +113,26 @@ class AutoWandbLogger(WandbLogger):
     def disabled(self) -> bool:
         """True when W&B is off (``WANDB_MODE=disabled`` or ``mode="disabled"``)."""
         return self.wandb_mode == "disabled"
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Lightning's ``config.yaml`` of a ``cream-pl fit``, kept for every run.
+
+    Lightning writes it to the trainer's ``log_dir``: a run folder of its own under the CSV and
+    TensorBoard loggers (``version_N/``), but the ``save_dir`` itself under a W&B logger, so each fit
+    replaced the last one's. Under a W&B logger it goes to the run's own folder instead,
+    ``<save_dir>/wandb/<run>/files/config.yaml`` (uploaded with the run, ``wandb sync`` included);
+    under a disabled W&B logger nothing is written, as for the rest of the run.
+    """
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, WandbLogger):
+            return super().setup(trainer, pl_module, stage)
+        if self.already_saved:
+            return None
+        if trainer.is_global_zero and not getattr(logger, "disabled", False):
+            path = os.path.join(logger.experiment.dir, self.config_filename)
+            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        self.already_saved = trainer.strategy.broadcast(True)
+        return None
