@@ -261,6 +261,17 @@ def test_probe_map_extent_checks_out_before_probing(where, data2, c2_selected, t
     assert a_file.read_text() == "x"
 
 
+def test_probe_map_extent_on_a_dataset_of_other_classes_is_one_line(data2, c2_selected, tmp_path, capfd):
+    """Before: ``--data`` with more classes than the checkpoint ended in an IndexError traceback from the CAM."""
+    other = generate_synthetic_dataset(tmp_path / "d4", seed=0, num_classes=4, num_train=4, num_val=4, num_test=4,
+                                       min_side=SIZE, max_side=SIZE + 8, image_format="png")
+    run = _run_folder(tmp_path / "run", c2_selected, data2)
+    out = tmp_path / "p.json"
+    rc, text = _call(_probe_main, ["--runs", str(run), "--data", str(other), "--out", str(out)], capfd)
+    assert_one_line(rc, text, run / "model.ckpt", other / "class_names.txt")
+    assert not out.exists()
+
+
 def test_probe_map_extent_good_run_still_probes(data2, c2_selected, tmp_path, capfd):
     run = _run_folder(tmp_path / "run", c2_selected, data2)
     out = tmp_path / "res" / "probe.json"

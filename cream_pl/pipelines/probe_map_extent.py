@@ -114,7 +114,7 @@ def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
         UserFileNotFoundError, UserValueError: one line naming the file (and the key) at fault.
     """
     from cream_pl.core.errors import UserFileNotFoundError
-    from cream_pl.models.checkpoints import load_classifier, require_method
+    from cream_pl.models.checkpoints import check_checkpoint_dataset, load_classifier, require_method
     from cream_pl.pipelines.entry import check_dataset_root
 
     run_dir = Path(run_dir)
@@ -129,6 +129,7 @@ def check_run(run_dir: Path, data: Path | None = None) -> dict[str, Any]:
     check_dataset_root(args["data_root"])
     ckpt = run_dir / "model.ckpt"
     model = load_classifier(ckpt)  # a missing, truncated or foreign file: one line naming it
+    check_checkpoint_dataset(ckpt, args["data_root"], splits=("test",))  # its classes are the dataset's
     for m in MAPS:
         require_method(model, m, where=ckpt, hint=f"the probe compares its {' and '.join(MAPS)} maps")
     return {"taus": taus, "wsol_method": method, "model": model, **args}
