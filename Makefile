@@ -86,7 +86,7 @@ bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone 
 	$(PY) -m cream_pl.pipelines.bench --out results
 
 bench-gpu: install ## GPU profile of the CUB recipes (fp32 vs bf16 + channels_last, loader vs step, val with / without cream_search, evaluate) -> results/bench_gpu.{json,md}, under 8 min on one GPU; DRY=1: CPU dry run at toy sizes into a temp folder
-	$(PY) -m cream_pl.pipelines.bench_gpu $(if $(DRY),--dry-run,--out results)
+	$(PY) -m cream_pl.pipelines.bench_gpu $(if $(filter-out 0 no false,$(DRY)),--dry-run,--out results)
 
 clean: ## Remove caches and run outputs (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache outputs lightning_logs wandb

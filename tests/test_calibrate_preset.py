@@ -31,6 +31,8 @@ def test_sweep_argument_is_checked_and_its_table_names_every_value(capsys) -> No
     for bad in ("no_such_knob=1", "body_head_tint=", "body_head_tint=0,x"):
         with pytest.raises(SystemExit, match="--sweep"):
             _parse_sweep(bad)
+    with pytest.raises(SystemExit, match=r"'x' is not a value \(a number, true/false, or a quoted string\)$"):
+        _parse_sweep("body_head_tint=0,x")  # before: json's "Expecting value: line 1 column 1 (char 0)"
     row = {"value": 0.15, "cam": {"test": {"max_box_acc_v2": 57.4, "max_box_acc_iou30": 86.7, "max_box_acc_iou50": 63.5,
                                            "max_box_acc_iou70": 22.0, "gt_known": 61.5, "cls_acc": 95.2}},
            "center_baseline": {"max_box_acc_v2": 50.0},

@@ -160,6 +160,7 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                            "--readme: the README shows"),
                           ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments"),
                           ([str(DEMOS / "demo.yaml"), "--seeds", "3"], "report (demo) shows one training seed"),
+                          ([str(DEMOS / "demo_seeds.yaml"), "--seeds", "9" * 20], "--seeds: must be an integer in [1, 100]"),
                           ([str(DEMOS / "demo.yaml"), "--kernels", "avx9"], "--kernels: invalid choice: 'avx9'")):
         bad = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", *argv, "--out", str(tmp_path / "o"),
                               "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60, cwd=REPO)

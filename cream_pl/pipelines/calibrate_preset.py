@@ -38,10 +38,14 @@ def _parse_sweep(text: str) -> tuple[str, list[Any]]:
     if key not in names or not values:
         raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep wants KEY=V1,V2,... with KEY a "
                          f"SynthConfig field ({', '.join(sorted(names))}), got {text!r}")
-    try:
-        return key, [json.loads(v) for v in values.split(",")]
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep {text!r}: {err}") from None
+    parsed = []
+    for v in values.split(","):
+        try:
+            parsed.append(json.loads(v))
+        except json.JSONDecodeError:
+            raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep {text!r}: {v!r} is not a "
+                             "value (a number, true/false, or a quoted string)") from None
+    return key, parsed
 
 
 def check_sweep_values(exp: Any, key: str, values: Sequence[Any]) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cream_pl.core.options import OneLineArgumentParser, int_at_least, seed_int
+from cream_pl.core.options import OneLineArgumentParser, int_at_least, int_in_range, seed_int
 from cream_pl.pipelines.entry import pipeline_main, preflight, preset_name
 from cream_pl.pipelines.run_fits import (
     MODEL_FILE,
@@ -61,6 +61,9 @@ DEFAULT_PLACES = {"data.init_args.data_root": "{data}", "trainer.default_root_di
 recipe's logger and callbacks write under the recipe's own ``default_root_dir`` (logs, checkpoints, pseudo boxes) moves
 under the run's (:func:`~cream_pl.pipelines.run_state.recipe_places`), unless the declaration places it itself: two
 runs or seeds of one recipe never share a file, and a ``--fast`` or ``--work`` run writes nothing outside its work."""
+
+MAX_SEEDS = 100
+"""The most training seeds ``--seeds N`` runs (before: a huge N ended in an OverflowError traceback)."""
 
 
 @dataclass
@@ -450,8 +453,8 @@ def _parser() -> OneLineArgumentParser:
                         "variant's own)")
     parser.add_argument("--data", default=None, help="a dataset in the benchmark format instead of the declared one")
     seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=int_at_least(1), default=None,
-                       help="run every run at training seeds 0 .. N-1 instead of its own")
+    seeds.add_argument("--seeds", type=int_in_range(1, MAX_SEEDS, "seed count"), default=None,
+                       help=f"run every run at training seeds 0 .. N-1 instead of its own (N <= {MAX_SEEDS})")
     seeds.add_argument("--train-seed", type=seed_int, default=None, help="run every run at this one training seed")
     parser.add_argument("--preset", default=None, type=preset_name, help="the declared synthetic dataset's preset instead of the "
                         "declaration's (cub, hard)")
