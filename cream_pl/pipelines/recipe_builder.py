@@ -229,12 +229,13 @@ def _batch_limits_int_first(parser: LightningArgumentParser) -> None:
     Lightning annotates them ``Optional[Union[int, float]]``, but ``typing`` caches unions by equality and hands
     back an earlier ``Union[float, int, None]``; jsonargparse tries the union's types in order, so an int 1 became
     the float 1.0, which Lightning reads as 100 % of the batches (before: ``limit_val_batches: 1`` validated on
-    every batch). Each action's type is rebuilt with ``int`` first (a new alias, past the cache); 1.0 stays 1.0.
+    every batch). Each action's type is rebuilt with ``int`` first (a flat union, another cache key); 1.0 stays 1.0.
     ``tests/test_hostile_inputs.py`` pins the behaviour, so a change in either library shows there.
     """
     import typing
 
-    int_first = typing._UnionGenericAlias(typing.Union, (int, float, type(None)))  # type: ignore[attr-defined]
+    # flat, so not the cached Union[float, int] that Optional[Union[int, float]] holds
+    int_first = typing.Union[int, float, None]  # noqa: UP007
     for action in parser._actions:
         if action.dest.rpartition(".")[2] in BATCH_LIMITS and action.dest.startswith("trainer.") \
                 and hasattr(action, "_typehint"):
