@@ -105,16 +105,16 @@ def test_values_wb_refuses_are_one_line_naming_the_logger(mode, tiny_data, wandb
 
 
 def test_each_fit_under_a_wb_logger_keeps_its_own_config(tiny_data, wandb_env, monkeypatch):
-    """Before: every fit under configs/logger/wandb.yaml wrote <save_dir>/config.yaml over the last one's."""
+    """Before: every fit under configs/logger/wandb.yaml wrote <save_dir>/config.yaml over the last one's. Each is kept
+    beside its run's checkpoints, a disabled run's too, and never in the W&B run's files/, where W&B writes its own."""
     import yaml
 
     from cream_pl.cli import main
 
     cfg = {"seed_everything": 0,
            "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "limit_train_batches": 1,
-                       "limit_val_batches": 1, "num_sanity_val_steps": 0, "enable_checkpointing": False,
-                       "enable_progress_bar": False, "enable_model_summary": False,
-                       "default_root_dir": str(wandb_env / "run"),
+                       "limit_val_batches": 1, "num_sanity_val_steps": 0, "enable_progress_bar": False,
+                       "enable_model_summary": False, "default_root_dir": str(wandb_env / "run"),
                        "logger": {"class_path": "cream_pl.reporting.loggers.AutoWandbLogger",
                                   "init_args": {"save_dir": str(wandb_env / "logs")}}},
            "model": {"class_path": "cream_pl.models.WSOLClassifier",
@@ -124,13 +124,11 @@ def test_each_fit_under_a_wb_logger_keeps_its_own_config(tiny_data, wandb_env, m
                                   "crop_size": SIZE, "eval_size": SIZE}}}
     path = wandb_env / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for lr in ("0.01", "0.5"):
+    for mode, lr in (("offline", "0.01"), ("offline", "0.5"), ("disabled", "0.2")):
+        monkeypatch.setenv("WANDB_MODE", mode)
         assert main(["fit", "--config", str(path), "--model.init_args.lr", lr]) in (0, None)
         wandb.finish()
     saved = sorted((wandb_env / "logs").rglob("config.yaml"))
-    assert len(saved) == 2 and all(p.parent.name == "files" for p in saved)
-    assert sorted(yaml.safe_load(p.read_text())["model"]["init_args"]["lr"] for p in saved) == [0.01, 0.5]
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert main(["fit", "--config", str(path), "--trainer.logger.init_args.save_dir", str(wandb_env / "off")]) in (0, None)
-    assert not (wandb_env / "off").exists()  # a disabled run writes nothing, its config included
+    mine = [p for p in saved if p.parent.name != "files"]  # W&B's own config.yaml of each offline run aside
+    assert len(mine) == 3 and all(any(p.parent.rglob("*.ckpt")) for p in mine)
+    assert sorted(yaml.safe_load(p.read_text())["model"]["init_args"]["lr"] for p in mine) == [0.01, 0.2, 0.5]

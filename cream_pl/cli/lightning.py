@@ -38,7 +38,6 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
 
     import cream_pl.data.datamodule  # noqa: F401  (register the data modules, so short class names resolve)
     import cream_pl.models  # noqa: F401
-    from cream_pl.reporting.loggers import RunConfigCallback
 
     argv = list(argv)
     command = argv[0] if argv else "fit"
@@ -52,7 +51,6 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 args=argv,
-                save_config_callback=RunConfigCallback,  # one config.yaml per run, under a W&B logger too
                 save_config_kwargs={"overwrite": True},
                 auto_configure_optimizers=False,
                 parser_kwargs={**no_exit, **{name: dict(no_exit) for name in ("fit", "validate", "test", "predict")}},

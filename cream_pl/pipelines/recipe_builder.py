@@ -35,6 +35,12 @@ __all__ = ["CreamCLI", "build_from_recipe", "check_recipe", "parse_error_text", 
 class CreamCLI(LightningCLI):
     """LightningCLI with the data module's class count linked into the model and W&B val media on every trainer."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from cream_pl.reporting.loggers import RunConfigCallback
+
+        kwargs.setdefault("save_config_callback", RunConfigCallback)  # one config.yaml per run, under W&B too
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         _batch_limits_int_first(parser)

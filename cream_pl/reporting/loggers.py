@@ -66,7 +66,8 @@ class AutoWandbLogger(WandbLogger):
 
     Runs are stored under ``save_dir/wandb`` and can be uploaded later with ``wandb sync``.
     ``WANDB_MODE=disabled`` (as in the tests) turns W&B off entirely: the run is a disabled
-    W&B run, and nothing is written (no ``save_dir``, no ``wandb/`` run directory). The mode goes
+    W&B run, and the logger writes nothing (no ``wandb/`` run directory; checkpoints and the
+    fit's config still go under ``save_dir``). The mode goes
     to ``wandb.init`` directly, so, unlike ``WandbLogger(offline=True)``, the logger never rewrites
     the ``WANDB_MODE`` variable of the process.
 
@@ -120,9 +121,9 @@ class RunConfigCallback(SaveConfigCallback):
 
     Lightning writes it to the trainer's ``log_dir``: a run folder of its own under the CSV and
     TensorBoard loggers (``version_N/``), but the ``save_dir`` itself under a W&B logger, so each fit
-    replaced the last one's. Under a W&B logger it goes to the run's own folder instead,
-    ``<save_dir>/wandb/<run>/files/config.yaml`` (uploaded with the run, ``wandb sync`` included);
-    under a disabled W&B logger nothing is written, as for the rest of the run.
+    replaced the last one's. Under a W&B logger it goes beside the run's checkpoints instead,
+    ``<save_dir>/<project>/<run id>/config.yaml`` (where Lightning's ``ModelCheckpoint`` puts them),
+    a disabled W&B run included. Not in the W&B run's ``files/``: W&B writes its own ``config.yaml`` there.
     """
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -131,8 +132,11 @@ class RunConfigCallback(SaveConfigCallback):
             return super().setup(trainer, pl_module, stage)
         if self.already_saved:
             return None
-        if trainer.is_global_zero and not getattr(logger, "disabled", False):
-            path = os.path.join(logger.experiment.dir, self.config_filename)
-            self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        if trainer.is_global_zero:
+            version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+            folder = os.path.join(str(logger.save_dir), str(logger.name), version)  # as ModelCheckpoint's dirpath
+            os.makedirs(folder, exist_ok=True)
+            self.parser.save(self.config, os.path.join(folder, self.config_filename), skip_none=False, overwrite=True,
+                             multifile=self.multifile)
         self.already_saved = trainer.strategy.broadcast(True)
         return None
