@@ -29,7 +29,8 @@ def wandb_logged_in() -> bool:
         return False
 
 
-_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+_MODES = {"online": "online", "run": "online", "shared": "online", "offline": "offline", "dryrun": "offline",
+          "disabled": "disabled"}
 
 
 def resolve_wandb_mode(offline: bool | None = None, mode: str | None = None) -> str:
