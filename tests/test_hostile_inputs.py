@@ -365,7 +365,16 @@ def test_lightning_scoring_without_a_checkpoint_is_refused(command, data3, tmp_p
     """Before: ``cream-pl test --config C`` without --ckpt_path scored the config's untrained model and exited 0."""
     cfg = _lightning_config(tmp_path, data3)
     rc, text = _cli([command, "--config", str(cfg)], capfd)
-    assert_one_line(rc, text, f"{command}: no --ckpt_path", "untrained model")
+    assert_one_line(rc, text, f"{command}: no --ckpt_path", "untrained model", "--ckpt_path pretrained")
+    if command != "predict":  # (predict without a writer is refused first)
+        rc, text = _cli([command, "--config", str(cfg), "--ckpt_path", "last"], capfd)  # before: warned, then scored
+        assert_one_line(rc, text, f"{command}: --ckpt_path last: no last checkpoint", "untrained model")
+
+
+def test_lightning_scoring_the_model_as_built_is_asked_for_by_name(data3, tmp_path, capfd):
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["validate", "--config", str(cfg), "--ckpt_path", "pretrained"], capfd)
+    assert rc == 0 and "Traceback" not in text and "val/cam/max_box_acc_v2" in text, text
 
 
 def test_lightning_predict_without_a_prediction_writer_is_refused(data3, ckpts, tmp_path, capfd):

@@ -31,6 +31,11 @@ from cream_pl.core.errors import user_error_message
 
 __all__ = ["CreamCLI", "build_from_recipe", "check_recipe", "parse_error_text", "set_dotted"]
 
+SCORING = ("validate", "test", "predict")
+"""The Lightning commands that score a checkpoint: refused without one (``--ckpt_path``)."""
+PRETRAINED = "pretrained"
+"""``--ckpt_path pretrained``: score the model as the config builds it (its pretrained weights), on purpose."""
+
 
 class CreamCLI(LightningCLI):
     """LightningCLI with the data module's class count linked into the model and W&B val media on every trainer."""
@@ -74,11 +79,16 @@ class CreamCLI(LightningCLI):
             require_classifier_checkpoint,
         )
 
-        ckpt_path = self._ckpt_path()
         subcommand = str(self.config.get("subcommand") or "") if self.config is not None else ""
-        if subcommand in ("validate", "test", "predict") and not self.config[subcommand].get("ckpt_path"):
-            raise UserValueError(f"{subcommand}: no --ckpt_path, so the config's untrained model would be scored; give "
-                                 "the checkpoint to score, e.g. --ckpt_path <fit's default_root_dir>/.../last.ckpt")
+        if subcommand in SCORING:
+            given = self.config[subcommand].get("ckpt_path")
+            if str(given) == PRETRAINED:  # asked for: the config's model as built (e.g. ImageNet's head on ILSVRC)
+                self.config[subcommand]["ckpt_path"] = None
+            elif not given:
+                raise UserValueError(f"{subcommand}: no --ckpt_path, so the config's untrained model would be scored; "
+                                     "give the checkpoint to score, e.g. --ckpt_path <fit's default_root_dir>/.../last.ckpt "
+                                     f"(--ckpt_path {PRETRAINED}: the model as the config builds it)")
+        ckpt_path = self._ckpt_path()
         if ckpt_path is None:
             return super()._parse_ckpt_path()
         self._checkpoint = checkpoint = read_checkpoint(ckpt_path)
@@ -99,6 +109,26 @@ class CreamCLI(LightningCLI):
         except Exception as err:  # noqa: BLE001 - the user's file does not fit the config: one line
             first = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"{ckpt_path}: its hyperparameters do not fit the config ({first})") from None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """``validate|test|predict --ckpt_path last`` where no last checkpoint is found is one line (before: Lightning
+        warned and scored the untrained model), and so is ``--ckpt_path best`` without a best checkpoint."""
+        if subcommand not in SCORING:
+            return super()._run_subcommand(subcommand)
+        from cream_pl.core.errors import UserValueError
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=r'.*ckpt_path="last"\) is set, but there is no last checkpoint')
+            try:
+                return super()._run_subcommand(subcommand)
+            except UserWarning:
+                raise UserValueError(f"{subcommand}: --ckpt_path last: no last checkpoint where the config's "
+                                     "ModelCheckpoint writes them, so the untrained model would be scored; give the "
+                                     "checkpoint's path") from None
+            except ValueError as err:
+                if 'ckpt_path="best")` is set' not in str(err):
+                    raise
+                raise UserValueError(f"{subcommand}: --ckpt_path best: {' '.join(str(err).split())}") from None
 
     def _check_resume_keeps_config(self, checkpoint: Mapping[str, Any], ckpt_path: str) -> None:
         """A resumed fit continues the checkpoint's run: Lightning replaces the config's model arguments by the
