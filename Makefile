@@ -39,7 +39,7 @@ data-synth: install ## Write the embedded synthetic WSOL benchmark (CUB-like pre
 	$(CLI) data synth --out data/synth --seed 0 --preset cub
 
 demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir> WORK=<dir>: any benchmark-format dataset)
-	$(RUN) experiments/demos/demo.yaml $(if $(DATA),--data $(DATA) --work $(or $(WORK),outputs/demo_$(notdir $(abspath $(DATA)))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),--out $(or $(OUT),results/embedded))
+	$(RUN) experiments/demos/demo.yaml $(if $(DATA),--data $(DATA) --work $(or $(WORK),outputs/demo_$(notdir $(abspath $(DATA)))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),$(if $(WORK),--work $(WORK) )--out $(or $(OUT),results/embedded))
 
 readme-results: install ## Regenerate the README's results block from results/embedded/metrics.{md,json}
 	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded
@@ -86,7 +86,7 @@ bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone 
 	$(PY) -m cream_pl.pipelines.bench --out results
 
 bench-gpu: install ## GPU profile of the CUB recipes (fp32 vs bf16 + channels_last, loader vs step, val with / without cream_search, evaluate) -> results/bench_gpu.{json,md}, under 8 min on one GPU; DRY=1: CPU dry run at toy sizes into a temp folder
-	$(PY) -m cream_pl.pipelines.bench_gpu $(if $(filter-out 0 no false,$(DRY)),--dry-run,--out results)
+	$(PY) -m cream_pl.pipelines.bench_gpu $(if $(filter-out 0 no false No False NO FALSE,$(DRY)),--dry-run,--out results)
 
 clean: ## Remove caches and run outputs (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache outputs lightning_logs wandb

@@ -61,29 +61,39 @@ WORK_DATASET = ".cream-pl-dataset.json"
 """``<work>/.cream-pl-dataset.json``: the dataset a work folder's runs were made on (its resolved root and content hash)."""
 
 
-def check_work_dataset(work: Path, root: Path, sha1: str, restart: bool = False) -> None:
-    """Tie ``work`` to the dataset at ``root`` (content hash ``sha1``), or refuse another dataset in one line.
+def check_work_dataset(work: Path, root: Path, sha1: str | None, restart: bool = False,
+                       experiment: str | None = None) -> None:
+    """Tie ``work`` to one experiment and its dataset at ``root`` (content hash ``sha1``, ``None`` while a dataset the
+    runner generates is not written yet), or refuse another one in one line, before the data stage.
 
     The same root with other content (a regenerated dataset) and the same content at another root (a moved one)
     are the work folder's dataset: its runs start over, or are kept, by their fingerprints. Another root with other
     content is another dataset, whose runs would clear this one's finished work (two ``make demo DATA=`` roots of
-    one folder name shared ``outputs/demo_<name>``): refused, nothing removed, unless ``restart``.
+    one folder name shared ``outputs/demo_<name>``); another declaration's runs would regenerate the dataset it keeps
+    inside the work folder. Both are refused, nothing removed, unless ``restart``.
 
     Raises:
-        UserValueError: ``work`` holds the runs of another dataset.
+        UserValueError: ``work`` holds the runs of another experiment or dataset.
     """
     from cream_pl.reporting.tables import write_json_atomic
 
     here = str(Path(root).resolve())
-    stored = read_state(work / WORK_DATASET, log=None)
-    if stored is not None and not restart and stored.get("root") != here and stored.get("data_sha1") != sha1:
-        from cream_pl.core.errors import UserValueError
+    stored = read_state(work / WORK_DATASET, log=None) or {}
+    theirs = stored.get("experiment")
+    if not restart and experiment is not None and theirs not in (None, experiment):
+        what = f"experiment {theirs!r}, not {experiment!r}"
+    elif not restart and sha1 is not None and stored and stored.get("root") != here and stored.get("data_sha1") != sha1:
+        what = f"another dataset ({stored.get('root')}), not of {root}"
+    else:
+        record = {"experiment": experiment or theirs, "root": here,
+                  "data_sha1": sha1 if sha1 is not None else stored.get("data_sha1")}
+        if stored != record:
+            write_json_atomic(record, work / WORK_DATASET)
+        return
+    from cream_pl.core.errors import UserValueError
 
-        raise UserValueError(f"{work}: holds the runs of another dataset ({stored.get('root')}), not of {root}; "
-                             "nothing was removed: give this dataset another work folder (--work; make demo: WORK=), "
-                             "or --restart to start this one over on it")
-    if stored != {"root": here, "data_sha1": sha1}:
-        write_json_atomic({"root": here, "data_sha1": sha1}, work / WORK_DATASET)
+    raise UserValueError(f"{work}: holds the runs of {what}; nothing was removed: give this one another work folder "
+                         "(--work; make demo: WORK=), or --restart to start this one over there")
 
 
 def path_free(value: Any, roots: Mapping[str, str | os.PathLike[str]]) -> Any:

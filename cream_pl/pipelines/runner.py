@@ -322,8 +322,10 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     check_work_folder(work)  # a user's folder is refused before a run could remove anything in it
     runner.restart = restart  # each run folder of this invocation inside the work folder starts over, once
     with torch_threads(threads):  # the runs, their stages and the report at this thread count
+        # another experiment's or dataset's runs are never cleared, nor a dataset kept in their work regenerated
+        check_work_dataset(work, root, None if owned else runner.data_sha1, restart, exp.name)
         runner.stage_data()
-        check_work_dataset(work, root, runner.data_sha1, restart)  # another dataset's runs are never cleared
+        check_work_dataset(work, root, runner.data_sha1, restart, exp.name)  # the dataset as it is now
         out.mkdir(parents=True, exist_ok=True)
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
