@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from cream_pl.core.errors import UserRuntimeError
 from cream_pl.metrics.component_tree import level_ious, level_ious_largest, level_rects, minmax_uint8
 from cream_pl.metrics.pixel_histogram import mask_histograms
 
@@ -817,11 +818,11 @@ def _pr_arrays(true_hist: ArrayLike, false_hist: ArrayLike) -> tuple[np.ndarray,
     tp = t[::-1].cumsum()
     fn = t.sum() - tp
     fp = f[::-1].cumsum()
-    if ((tp + fn) <= 0).all():
-        raise RuntimeError("PxAP: no foreground (GT-positive) pixel in the evaluated masks")
+    if ((tp + fn) <= 0).all():  # the masks' fault (UserRuntimeError): one line from every command
+        raise UserRuntimeError("PxAP: no foreground (GT-positive) pixel in the evaluated masks")
     if f.sum() <= 0:  # every precision would be 1: PxAP 100 whatever the maps
-        raise RuntimeError("PxAP: no background (GT-negative) pixel in the evaluated masks (all foreground or ignored: "
-                           "inverted masks, or a background value other than 0?)")
+        raise UserRuntimeError("PxAP: no background (GT-negative) pixel in the evaluated masks (all foreground or "
+                               "ignored: inverted masks, or a background value other than 0?)")
     if ((tp + fp) <= 0).all():
         raise RuntimeError("PxAP: no pixel was predicted positive (empty histograms)")
     with np.errstate(divide="ignore", invalid="ignore"):
