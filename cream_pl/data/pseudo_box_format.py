@@ -125,7 +125,8 @@ def _load_json(path: Path) -> Any:
     except UserFileNotFoundError:
         raise PseudoBoxFileError(path, ["file not found"]) from None
     except JSONFileError as err:
-        raise PseudoBoxFileError(path, [f"line {err.line}: {err.problem}" if err.line else err.problem]) from None
+        problem = "empty file (expected COCO JSON)" if err.problem == "empty file" else err.problem
+        raise PseudoBoxFileError(path, [f"line {err.line}: {problem}" if err.line else problem]) from None
 
 
 def read_pseudo_boxes(

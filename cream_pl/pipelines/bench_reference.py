@@ -282,14 +282,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from cream_pl.core.options import OneLineArgumentParser, positive_int
 
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench_reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ref", default=os.environ.get("WSOLEVAL_REF"), help="wsolevaluation checkout")
+    parser.add_argument("--ref", default=None, help="wsolevaluation checkout (default: $WSOLEVAL_REF)")
     parser.add_argument("--work", default=str(REPO_ROOT / "outputs" / "bench"))
     parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args(argv)
-    if not args.ref:
+    ref = args.ref or os.environ.get("WSOLEVAL_REF")
+    if not ref:
         parser.error("set WSOLEVAL_REF or --ref (git clone https://github.com/clovaai/wsolevaluation)")
-    check_reference_checkout(args.ref, "--ref")  # before any measurement
-    print(json.dumps({"startup": startup_times(), **bench_against_reference(args.ref, args.work, args.repeats)},
+    check_reference_checkout(ref, "--ref" if args.ref else "WSOLEVAL_REF")  # before any measurement
+    print(json.dumps({"startup": startup_times(), **bench_against_reference(ref, args.work, args.repeats)},
                      indent=2, default=str))
     return 0
 
