@@ -9,6 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from cream_pl.core.errors import UserError
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.models.cam import all_class_activation_maps, normalize_maps
 from cream_pl.models.ci_cam import combinational_cam, spatial_standardize, update_context_pool
@@ -109,10 +110,17 @@ def test_bad_arguments_raise(kwargs, match):
         _model(**kwargs)
 
 
-def test_training_crop_that_does_not_match_the_pool_is_a_clear_error(tiny_data, tmp_path):
+def test_training_crop_that_does_not_match_the_pool_is_a_clear_error_before_training(tiny_data, tmp_path, monkeypatch):
     model = _model(train_crop_size=96)  # pool 6x6, but the data module crops 64 px (4x4 features)
-    with pytest.raises(ValueError, match="set train_crop_size"):
+    steps: list[int] = []
+    monkeypatch.setattr(type(model), "training_step", lambda self, batch, i: steps.append(i))
+    with pytest.raises(UserError, match=r"data crop_size 64: training features are \(4, 4\) but the causal context "
+                                        r"pool is \(6, 6\): set train_crop_size \(now 96\)"):
         _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, _dm(tiny_data))
+    assert steps == []  # refused at setup, before any step
+    pool = _model(train_crop_size=96, pool_size=(4, 4))  # an explicit pool of the crop feature size trains
+    _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(pool, _dm(tiny_data))
+    assert pool.global_step == 1
 
 
 def test_intervention_and_non_local_train_in_the_new_lr_group_with_the_schedule():

@@ -240,6 +240,8 @@ LIGHTNING_NUMBERS = [
     (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
     (["--model.init_args.lr", "nan"], "lr"),
     (["--model.init_args.cream_lambda", "5"], "model.init_args"),
+    (["--model.init_args.cream_tau", "2"], "cream_tau must be in [0, 1], got 2.0"),  # was: the first step's traceback
+    (["--model.init_args.cream_kappa", "-1"], "cream_kappa must be a finite value > 0"),  # was: EM inverted silently
     (["--model.init_args.backbone", "banana"], "banana"),
     (["--seed_everything", "-1"], "seed_everything: -1 is outside [0, 4294967295]"),
     (["--seed_everything", str(2**70)], "seed_everything"),
@@ -252,6 +254,13 @@ def test_lightning_numeric_options_end_in_one_line(extra, named, data3, tmp_path
     rc, text = _cli(["fit", "--config", str(cfg), *extra], capfd)
     assert_one_line(rc, text, named, "cream-pl fit: error:")
     assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_embeddings_that_would_never_learn_are_refused_before_training(data3, tmp_path, capfd) -> None:
+    cfg = _lightning_config(tmp_path, data3)  # max_epochs 1: the embeddings' first update would be in epoch 5
+    rc, text = _cli(["fit", "--config", str(cfg), "--model.init_args.cream_update_start_epoch", "5"], capfd)
+    assert_one_line(rc, text, "cream_update_start_epoch=5 but the fit ends after epoch 1", "cream-pl fit: error:")
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
 
 
 @pytest.mark.parametrize("where", ["trainer.default_root_dir", "trainer.logger"])

@@ -10,9 +10,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import yaml
 
+from cream_pl.core.errors import UserError
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
+from cream_pl.models import WSOLClassifier
 from cream_pl.models.cam import all_class_activation_maps
+from cream_pl.models.checkpoint_keys import CLASS_KEY
 from cream_pl.models.ci_cam_module import CICAMClassifier
 from cream_pl.models.distillation import kd_student_loss, route_indices, route_samples
 from cream_pl.models.kd_student import KDCICAMStudent, load_ci_cam_teacher
@@ -194,13 +198,41 @@ def test_teacher_errors_are_explicit(setup_kd, tmp_path):
     _student(setup_kd, cls_teacher_ckpt=None, kd_routing="loc").setup("fit")  # the loc route alone is fine
     with pytest.raises(FileNotFoundError, match="localisation teacher"):
         _student(setup_kd, loc_teacher_ckpt=str(tmp_path / "missing.ckpt")).setup("fit")
-    with pytest.raises(ValueError, match="3 classes, the student has 4"):
+    with pytest.raises(UserError, match="classification teacher checkpoint has 3 classes, the student has 4"):
         _student(setup_kd, num_classes=4).setup("fit")
-    state = torch.load(setup_kd["cls"], map_location="cpu", weights_only=False)
-    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("ci_head.")}
-    torch.save(state, tmp_path / "plain.ckpt")  # what a plain CAM classifier checkpoint lacks
-    with pytest.raises(ValueError, match="not a CI-CAM"):
+    plain = WSOLClassifier(**{k: v for k, v in COMMON.items() if k != "train_crop_size"})
+    torch.save({"state_dict": plain.state_dict(), "hyper_parameters": dict(plain.hparams),
+                "pytorch-lightning_version": pl.__version__, CLASS_KEY: "cream_pl.models.classifier.WSOLClassifier"},
+               tmp_path / "plain.ckpt")  # a plain CAM classifier's checkpoint
+    with pytest.raises(UserError, match=f"^{tmp_path / 'plain.ckpt'}: the teacher checkpoint is not a CI-CAM .* "
+                                        "written by WSOLClassifier$"):
         load_ci_cam_teacher(tmp_path / "plain.ckpt")
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(setup_kd["cls"].read_bytes()[:4096])  # a copy cut short
+    with pytest.raises(UserError, match=f"^{cut}: not a readable PyTorch checkpoint"):
+        _student(setup_kd, loc_teacher_ckpt=str(cut)).setup("fit")
+
+
+def test_teacher_errors_end_the_fit_command_in_one_line(setup_kd, tmp_path, capsys):
+    """``cream-pl fit`` of a KD student with a missing teacher: one line naming the file, no traceback."""
+    from cream_pl.cli import main
+
+    missing = tmp_path / "no_teacher.ckpt"
+    cfg = {"seed_everything": 0,
+           "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "logger": False, "enable_checkpointing": False,
+                       "enable_progress_bar": False, "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path)},
+           "model": {"class_path": "cream_pl.models.kd_student.KDCICAMStudent",
+                     "init_args": {**COMMON, "cls_teacher_ckpt": str(setup_kd["cls"]), "loc_teacher_ckpt": str(missing)}},
+           "data": {"class_path": "cream_pl.data.WSOLDataModule",
+                    "init_args": {"data_root": str(setup_kd["data"]), "batch_size": 6, "resize_size": 72,
+                                  "crop_size": SIZE, "eval_size": SIZE}}}
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(tmp_path / "kd.yaml")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"cream-pl fit: error: {missing}: localisation teacher checkpoint "
+                                                   "not found"), err
 
 
 @pytest.mark.parametrize(

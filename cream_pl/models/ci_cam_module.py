@@ -41,6 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from cream_pl.core.errors import UserValueError
 from cream_pl.models.cam import all_class_activation_maps, normalize_maps
 from cream_pl.models.ci_cam import CICAMHead, CICAMOutput, NonLocalBlock, ci_cam_loss, combinational_cam
 from cream_pl.models.classifier import WSOLClassifier
@@ -105,12 +106,33 @@ class CICAMClassifier(WSOLClassifier):
         """The causal context pool ``P`` (``C x h x w`` buffer, saved in checkpoints)."""
         return self.ci_head.context_pool
 
+    def _pool_mismatch(self, size: tuple[int, ...], where: str = "") -> str:
+        return (f"{where}training features are {size} but the causal context pool is "
+                f"{tuple(self.context_pool.shape[1:])}: set train_crop_size (now {self.hparams.train_crop_size}) to the "
+                "training crop size, or pool_size to the training feature map size")
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            self._check_pool_size()
+
+    def _check_pool_size(self) -> None:
+        """Refuse, before any training, a data module whose crops give feature maps of another size than the
+        pool (before: the first training step failed with a traceback)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        crop = dict(getattr(datamodule, "hparams", None) or {}).get("crop_size")
+        if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0:
+            size = self._measure_feature_size(crop)
+            if size != tuple(self.context_pool.shape[1:]):
+                raise UserValueError(self._pool_mismatch(size, f"data crop_size {crop}: "))
+
     @torch.no_grad()
     def _measure_feature_size(self, crop: int) -> tuple[int, int]:
         was_training = self.backbone.training
         self.backbone.eval()
         try:
-            h, w = self.backbone.forward_features(torch.zeros(1, 3, crop, crop)).shape[2:]
+            device = next(self.backbone.parameters()).device
+            h, w = self.backbone.forward_features(torch.zeros(1, 3, crop, crop, device=device)).shape[2:]
         finally:
             self.backbone.train(was_training)
         return int(h), int(w)
@@ -183,11 +205,7 @@ class CICAMClassifier(WSOLClassifier):
     def _update_pool(self, feats: Tensor, labels: Tensor, logits_up: Tensor) -> None:
         """``P ← N(P + η N(S))`` from this batch; ``S`` is summed over DDP ranks (a collective: every rank calls it)."""
         if tuple(feats.shape[2:]) != tuple(self.context_pool.shape[1:]):
-            raise ValueError(
-                f"training features are {tuple(feats.shape[2:])} but the causal context pool is "
-                f"{tuple(self.context_pool.shape[1:])}: set train_crop_size (now {self.hparams.train_crop_size}) to the "
-                "training crop size, or pool_size to the training feature map size"
-            )
+            raise UserValueError(self._pool_mismatch(tuple(feats.shape[2:])))
         with float32_math(feats):  # the pool is a running average: float32 under any trainer precision
             sums = self.ci_head.pool_sums(feats.float(), self.classifier, labels, logits_up.float())
             self.ci_head.intervention.update(sums, rate=self.hparams.pool_rate, sync=True)

@@ -257,10 +257,16 @@ class WSOLClassifier(pl.LightningModule):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        if cream_update_start_epoch < 0:
+            raise ValueError(f"cream_update_start_epoch must be >= 0, got {cream_update_start_epoch}")
         if cream_iterations < 0 or any(t < 0 for t in ablation_iterations):
             raise ValueError("EM iterations must be >= 0")
         if not cream and (ablation_iterations or ablation_lambdas):
             raise ValueError("ablation_iterations / ablation_lambdas need cream=True")
+        if not 0.0 <= cream_tau <= 1.0:  # else the first training step fails (Eq. 3 thresholds a [0, 1] CAM)
+            raise ValueError(f"cream_tau must be in [0, 1], got {cream_tau}")
+        if not cream_kappa > 0 or not math.isfinite(cream_kappa):
+            raise ValueError(f"cream_kappa must be a finite value > 0 (EM concentration; paper: 8), got {cream_kappa}")
         if loc_threshold is not None and not 0.0 <= loc_threshold < 1.0:
             raise ValueError(f"loc_threshold must be in [0, 1), got {loc_threshold}")
         if cream_search is not None and not cream:
@@ -862,6 +868,7 @@ class WSOLClassifier(pl.LightningModule):
         self._check_eval_size()
         if stage == "fit":
             self._check_search_epochs()
+            self._check_update_start()
 
     def _check_eval_size(self) -> None:
         """The maps are scored against the data's boxes and masks: refuse, before any work, a data module that builds
@@ -903,6 +910,16 @@ class WSOLClassifier(pl.LightningModule):
                 f"cream_search_epochs='last' selects CREAM's hyperparameters only in the validation after the last "
                 f"epoch (max_epochs={trainer.max_epochs}), but {why}; use cream_search_epochs='all' or change the "
                 "trainer")
+
+    def _check_update_start(self) -> None:
+        """Refuse a fit whose last epoch comes before ``cream_update_start_epoch``: its embeddings would never
+        learn, so every CREAM map would come from their random start (before: scored without a word)."""
+        trainer, start = self._trainer, int(self.hparams.cream_update_start_epoch)
+        last = trainer.max_epochs if trainer is not None else None
+        if self.context is not None and start > 0 and last is not None and 0 <= last <= start:
+            raise UserValueError(f"cream_update_start_epoch={start} but the fit ends after epoch {last} "
+                                 f"(trainer.max_epochs): CREAM's context embeddings would never be updated; lower "
+                                 "cream_update_start_epoch or train longer")
 
     def _searches_this_validation(self) -> bool:
         """Whether this validation scores the ``cream_search`` grid (see ``cream_search_epochs``)."""

@@ -41,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.models.cam import all_class_activation_maps
+from cream_pl.models.checkpoints import load_classifier
 from cream_pl.models.ci_cam_module import CICAMClassifier
 from cream_pl.models.distillation import (
     KDLogitVariant,
@@ -69,22 +71,23 @@ def load_ci_cam_teacher(path: str | Path, role: str = "teacher", num_classes: in
         num_classes: if given, the teacher must have this many classes.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the checkpoint is not a CI-CAM model or has another class count.
+        UserFileNotFoundError: the file does not exist.
+        UserValueError: the file is not a readable classifier checkpoint, not a CI-CAM model's, or has
+            another class count (one line naming the file).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{role} checkpoint {path} not found; train a CI-CAM first (e.g. "
+        raise UserFileNotFoundError(
+            f"{path}: {role} checkpoint not found; train a CI-CAM first (e.g. "
             "experiments/embedded_confounded_ci_cam.yaml; make demo-kd picks per-epoch checkpoints)"
         )
-    try:
-        teacher = CICAMClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=False, pretrained=False)
-    except (RuntimeError, KeyError, TypeError) as err:
-        raise ValueError(f"{role} checkpoint {path} is not a CI-CAM (CICAMClassifier) checkpoint: {err}") from err
+    teacher = load_classifier(path)  # one line for a truncated, foreign or regressor checkpoint
+    if not isinstance(teacher, CICAMClassifier):
+        raise UserValueError(f"{path}: the {role} checkpoint is not a CI-CAM (CICAMClassifier) checkpoint: it was "
+                             f"written by {type(teacher).__name__}")
     if num_classes is not None and teacher.hparams.num_classes != num_classes:
-        raise ValueError(
-            f"{role} checkpoint {path} has {teacher.hparams.num_classes} classes, the student has {num_classes}"
+        raise UserValueError(
+            f"{path}: the {role} checkpoint has {teacher.hparams.num_classes} classes, the student has {num_classes}"
         )
     teacher.eval()
     teacher.requires_grad_(False)
@@ -153,7 +156,7 @@ class KDCICAMStudent(CICAMClassifier):
         for role in self.needed_teachers():
             path = self.hparams[f"{role}_teacher_ckpt"]
             if not path:
-                raise ValueError(
+                raise UserValueError(
                     f"kd_routing={self.hparams.kd_routing!r} needs the {names[role]}: set {role}_teacher_ckpt"
                 )
             self._teachers[role] = load_ci_cam_teacher(path, names[role], self.hparams.num_classes)
