@@ -119,6 +119,23 @@ def test_mask_loading_matches_opencv_and_checks_integrity(tmp_path: Path) -> Non
         load_mask_gray(tmp_path / "cut.png")
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_mask_drawn_only_in_its_alpha_channel_is_refused_by_name(mode: str, tmp_path: Path) -> None:
+    shape = np.zeros((12, 10), np.uint8)
+    shape[3:8, 2:6] = 255
+    channels = 4 if mode == "RGBA" else 2
+    drawn = np.zeros((12, 10, channels), np.uint8)
+    drawn[..., -1] = shape  # grey 0 everywhere: cv2.IMREAD_GRAYSCALE sees an empty mask
+    Image.fromarray(drawn, mode).save(tmp_path / "alpha.png")
+    assert not cv2.imread(str(tmp_path / "alpha.png"), cv2.IMREAD_GRAYSCALE).any()
+    with pytest.raises(ImageFileError, match=r"alpha.png: the mask's grey values are all 0 but its alpha channel"):
+        load_mask_gray(tmp_path / "alpha.png")
+    opaque = np.zeros((12, 10, channels), np.uint8)
+    opaque[..., -1] = 255  # an empty mask saved with an opaque alpha is still an empty mask
+    Image.fromarray(opaque, mode).save(tmp_path / "empty.png")
+    assert not load_mask_gray(tmp_path / "empty.png").any()
+
+
 def test_read_image_size(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((11, 13, 3), np.uint8)).save(tmp_path / "s.jpg")
     assert read_image_size(tmp_path / "s.jpg") == (13, 11)

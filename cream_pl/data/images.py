@@ -210,13 +210,30 @@ def load_mask_gray(path: Path | str) -> np.ndarray:
     """
     path = Path(path)
     mask = _whole_png_gray(path)
-    if mask is not None:
-        return mask
-    _decode_pil(path).close()  # integrity check: OpenCV silently decodes truncated files
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
-        raise ImageFileError(path, "OpenCV cannot decode this mask")
+        _decode_pil(path).close()  # integrity check: OpenCV silently decodes truncated files
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise ImageFileError(path, "OpenCV cannot decode this mask")
+    if not mask.any():
+        _refuse_alpha_only_mask(path)
     return mask
+
+
+def _refuse_alpha_only_mask(path: Path) -> None:
+    """An all-0 grey mask PNG whose alpha channel draws the shape would count as all background (the
+    benchmark reads masks as grey, ``cv2.IMREAD_GRAYSCALE``): refuse it, naming the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return
+    if not head.startswith(_PNG_SIGNATURE) or len(head) < 26 or head[25] not in (4, 6):  # grey+alpha, RGBA
+        return
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is not None and raw.ndim == 3 and raw.shape[2] in (2, 4) and raw[..., -1].min() != raw[..., -1].max():
+        raise ImageFileError(path, "the mask's grey values are all 0 but its alpha channel draws a shape; masks are "
+                                   "read as grey (cv2.IMREAD_GRAYSCALE, foreground > 0), so save it as a grey PNG")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

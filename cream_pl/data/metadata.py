@@ -192,6 +192,11 @@ def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[t
     return out
 
 
+def _bare(image_id: str) -> str:
+    """An id without surrounding whitespace or byte order marks (only to name a near miss, never to match)."""
+    return image_id.strip().strip(_BOM).strip()
+
+
 def _parse_int(value: str) -> int | None:
     v = value.strip()
     if v.startswith("-"):
@@ -264,10 +269,16 @@ def read_split(
     if not id_line and not problems.items:
         raise MetadataError(ids_path, None, "no image ids (the file is empty)")
 
+    padded = {_bare(i): (i, n) for i, n in id_line.items() if _bare(i) != i}  # ids with invisible characters
+
     def known(path: Path, number: int, image_id: str) -> bool:
         if image_id in id_line:
             return True
-        problems.add(path, number, f"image id {image_id!r} is not listed in {IMAGE_IDS}")
+        message = f"image id {image_id!r} is not listed in {IMAGE_IDS}"
+        if _bare(image_id) in padded:  # the culprit is in image_ids.txt: name its line
+            listed, line = padded[_bare(image_id)]
+            message += f"; {ids_path}:{line} has {listed!r}, with spaces or a byte order mark around the id"
+        problems.add(path, number, message)
         return False
 
     # class_labels.txt
