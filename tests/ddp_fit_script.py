@@ -103,11 +103,13 @@ def main() -> None:
         default_root_dir=args.out,
     )
     trainer.fit(model, dm)
+    losses = {"val": float(trainer.callback_metrics["val/loss"])}
     trainer.test(model, dm, verbose=False)
+    losses["test"] = float(trainer.callback_metrics["test/loss"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"fg": model.context.fg.cpu(), "bg": model.context.bg.cpu(),
-                "num_updates": int(model.context.num_updates), "results": model.last_results,
+                "num_updates": int(model.context.num_updates), "results": model.last_results, "losses": losses,
                 "world_size": trainer.world_size, "node_rank": trainer.node_rank},
                out / f"rank{trainer.global_rank}.pt")
     if os.environ.get("LOCAL_RANK") is not None and trainer.world_size > 1:

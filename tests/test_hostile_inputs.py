@@ -242,6 +242,7 @@ LIGHTNING_NUMBERS = [
     (["--model.init_args.cream_lambda", "5"], "model.init_args"),
     (["--model.init_args.cream_tau", "2"], "cream_tau must be in [0, 1], got 2.0"),  # was: the first step's traceback
     (["--model.init_args.cream_kappa", "-1"], "cream_kappa must be a finite value > 0"),  # was: EM inverted silently
+    (["--model.init_args.cam_curve_interval", "1e-9"], "interval must be in [1e-06, 1]"),  # was: a MemoryError
     (["--model.init_args.backbone", "banana"], "banana"),
     (["--seed_everything", "-1"], "seed_everything: -1 is outside [0, 4294967295]"),
     (["--seed_everything", str(2**70)], "seed_everything"),

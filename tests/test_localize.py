@@ -64,12 +64,14 @@ def test_cli_localizes_good_files_and_lists_bad_ones(tiny, tmp_path, capsys):
     root, ckpt = tiny
     folder = _input_folder(root, tmp_path)
     missing = tmp_path / "missing.jpg"
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop.name)  # a symlink to itself, named on the command line (was: a traceback)
     out = tmp_path / "out"
-    status = main(["localize", "--ckpt", str(ckpt), str(folder), str(missing), "--out", str(out),
+    status = main(["localize", "--ckpt", str(ckpt), str(folder), str(missing), str(loop), "--out", str(out),
                    "--batch-size", "2"])
     assert status == 1
     err = capsys.readouterr().err
-    assert "corrupt.png" in err and "missing.jpg" in err
+    assert "corrupt.png" in err and "missing.jpg" in err and "loop.jpg" in err and "Traceback" not in err
 
     res = json.loads((out / "predictions.json").read_text())
     assert res["method"] == "cream"
@@ -91,7 +93,7 @@ def test_cli_localizes_good_files_and_lists_bad_ones(tiny, tmp_path, capsys):
         assert overlay is not None and overlay.shape[:2] == (h, w)
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png", "b.png"]
     failed = {Path(f["file_name"]).name: f["reason"] for f in res["failed"]}
-    assert set(failed) == {"corrupt.png", "missing.jpg"}
+    assert set(failed) == {"corrupt.png", "missing.jpg", "loop.jpg"}
     assert "not found" in failed["missing.jpg"]
 
     # the class is the classifier's top-1 on the squashed image

@@ -90,6 +90,24 @@ def test_pxap_with_mask_root(tmp_path: Path) -> None:
     assert result["pxap"] == 100.0
 
 
+def test_a_mask_of_another_size_than_its_image_is_refused_like_fit_and_test(tmp_path: Path, capsys) -> None:
+    """Before: evaluate resized a 10x10 mask of a 100x50 image silently (``test`` and ``data check`` refuse it)."""
+    meta = write_split(tmp_path, masks=True)
+    for image_id in ("a/x.jpg", "b/y.png"):
+        save_map(tmp_path, image_id, np.random.default_rng(0).random((224, 224)))
+    cv2.imwrite(str(tmp_path / "masks" / "y.png"), np.full((10, 10), 255, np.uint8))
+    out = tmp_path / "o.json"
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root", str(tmp_path / "masks"),
+            "--out", str(out)]
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not out.exists(), err
+    assert f"{tmp_path / 'masks' / 'y.png'}: mask is 10x10 but the image is 100x50" in err
+    for name in ("image_sizes.txt", "localization.txt"):  # no sizes (masks only): the benchmark's plain resize
+        (meta / name).write_text("")
+    assert evaluate_scoremaps(meta, tmp_path / "maps", mask_root=tmp_path / "masks")["pxap"] > 0
+
+
 def test_masks_without_a_background_pixel_are_one_line_not_pxap_100(tmp_path: Path, capsys) -> None:
     """Before: masks whose background was not 0 (every pixel foreground) scored ``pxap=100.0000``, exit 0."""
     meta = write_split(tmp_path, masks=True)
@@ -209,9 +227,13 @@ def test_bad_interval_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFix
     meta = write_split(tmp_path)
     perfect_maps(tmp_path)
     argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(tmp_path / "o.json")]
-    with pytest.raises(SystemExit) as info:  # refused by the parser (cream_pl.core.options), before any work
-        parse([*argv, "--interval", "0"])
-    assert info.value.code == 2 and "argument --interval: must be a number in (0, 1)" in capsys.readouterr().err
+    for bad in ("0", "1e-9"):  # 1e-9: a billion thresholds, gigabytes of counts (was: a MemoryError traceback)
+        with pytest.raises(SystemExit) as info:  # refused by the parser (cream_pl.core.options), before any work
+            parse([*argv, "--interval", bad])
+        assert info.value.code == 2
+        assert f"argument --interval: must be a number in [1e-06, 1), got '{bad}'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"interval must be in \[1e-06, 1\]"):
+        evaluate_scoremaps(meta, tmp_path / "maps", interval=1e-9)  # the library call refuses it too
 
 
 def test_registered_in_the_cream_pl_command(tmp_path: Path) -> None:

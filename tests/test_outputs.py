@@ -13,6 +13,7 @@ import pytest
 from test_data_cub import make_cub
 
 from cream_pl.cli import main
+from cream_pl.core.errors import UserError
 from cream_pl.core.io import (
     atomic_copy_file,
     atomic_write_bytes,
@@ -94,6 +95,24 @@ def test_output_checks(tmp_path):
         check_output_file(tmp_path)
     with pytest.raises(ValueError, match=f"{a_file} is a file, not a folder"):
         check_output_file(a_file / "x.json")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_output_checks_try_the_write_where_permissions_say_yes(tmp_path, capsys):
+    """Under ``/proc`` (or a read-only mount) ``os.access`` says writable to root, and the write failed after the work."""
+    for bad in ("/proc/cream-pl-out", "/proc/cream-pl-out/sub"):
+        with pytest.raises(UserError, match=f"^{bad}: --out cannot be created in /proc: "):
+            check_output_dir(bad)
+    with pytest.raises(UserError, match="^/proc/cream-pl.json: --out cannot be created in /proc: "):
+        check_output_file("/proc/cream-pl.json")
+    check_output_dir(tmp_path)
+    check_output_dir(tmp_path / "new" / "dir")
+    assert [p.name for p in tmp_path.iterdir()] == []  # the checks leave nothing behind
+    ckpt = tmp_path / "cls.ckpt"
+    ckpt.write_bytes(b"never read")
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert main(["localize", "--ckpt", str(ckpt), str(tmp_path / "a.png"), "--out", "/proc/cream-pl-out"]) == 2
+    _one_error_line(capsys, "cream-pl localize: error: /proc/cream-pl-out: --out cannot be created in /proc")
 
 
 def _one_error_line(capsys, prefix: str) -> str:

@@ -145,6 +145,10 @@ def _resized_boxes(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]
     return np.trunc(b * new / np.array([w, h, w, h], dtype=np.float64)).astype(np.int64)
 
 
+def _height_width(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    return (int(size[1]), int(size[0])) if size is not None else None  # image_sizes.txt holds (width, height)
+
+
 def _jobs(meta: SplitMetadata, scoremaps: Path, with_boxes: bool, mask_root: Path | None) -> list[ImageJob]:
     ids_file = meta.split_dir / "image_ids.txt"
     jobs = []
@@ -157,6 +161,7 @@ def _jobs(meta: SplitMetadata, scoremaps: Path, with_boxes: bool, mask_root: Pat
             gt=_resized_boxes(meta.boxes[image_id], meta.image_sizes[image_id]) if with_boxes else None,
             mask_pngs=tuple(mask_root / p for p in meta.mask_paths[image_id]) if mask_root is not None else (),
             ignore_png=(mask_root / ignore) if mask_root is not None and ignore else None,
+            mask_hw=_height_width(meta.image_sizes.get(image_id)),
         ))
     return jobs
 

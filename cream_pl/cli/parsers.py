@@ -27,11 +27,11 @@ from cream_pl.core.names import MAP_METHODS
 from cream_pl.core.options import (
     input_size,
     nonneg_int,
-    open_unit_interval,
     percent_int,
     positive_int,
     probability,
     seed_int,
+    threshold_step,
     unit_interval,
 )
 from cream_pl.pipelines.command_parsers import add_localize_parser, add_train_regressor_parser
@@ -46,7 +46,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``cream-pl evaluate`` (also used by :func:`cream_pl.cli.evaluate.add_parser`)."""
     parser.add_argument("--metadata", required=True, help="split folder (image_ids.txt, localization.txt, ...)")
     parser.add_argument("--scoremaps", required=True, help="folder with one <image_id>.npy per image")
-    parser.add_argument("--interval", type=open_unit_interval, default=0.01,
+    parser.add_argument("--interval", type=threshold_step, default=0.01,
                         help="CAM threshold step (default 0.01, as the benchmark's tool)")
     parser.add_argument("--no-multi-contour", dest="multi_contour", action="store_false",
                         help="box of the largest contour only for max_box_acc_v2/max_box_acc_iou "

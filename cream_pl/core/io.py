@@ -121,7 +121,19 @@ def _check_writable_base(path: Path, what: str) -> None:
         if parent.exists():
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise UserValueError(f"{path}: {what} cannot be created: {parent} is not writable")
+            _probe_folder(parent, f"{path}: {what} cannot be created in {parent}")
             return
+
+
+def _probe_folder(folder: Path, message: str) -> None:
+    """Create and remove an empty folder in ``folder``: ``os.access`` answers yes to root on a read-only
+    file system or under ``/proc``, where the real write would fail after the work."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".cream-pl-write-check-", dir=folder))
+    except OSError as err:
+        raise UserValueError(f"{message}: {err.strerror or err}") from None
 
 
 def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
@@ -148,6 +160,7 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserValueError(f"{path}: {what} is not writable")
+        _probe_folder(path, f"{path}: {what} is not writable")
     else:
         _check_writable_base(path, what)
     return path

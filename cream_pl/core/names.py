@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["BOX_HEADS", "MAP_METHODS", "DEFAULT_LOCALIZE_THRESHOLD", "SUBCOMMAND_NAMES"]
+__all__ = ["BOX_HEADS", "MAP_METHODS", "DEFAULT_LOCALIZE_THRESHOLD", "MIN_CAM_INTERVAL", "SUBCOMMAND_NAMES"]
 
 MAP_METHODS: tuple[str, ...] = ("cream", "cam", "cream_selected")
 """Score maps of a classifier that pseudo boxes and ``localize`` accept; ``cream_selected`` is CREAM
@@ -24,6 +24,10 @@ names :func:`cream_pl.models.box_heads.list_box_heads` gives (a test keeps the t
 
 DEFAULT_LOCALIZE_THRESHOLD = 0.2
 """τ when none is given and the checkpoint has no validation τ* (the CAM threshold of the CREAM paper)."""
+
+MIN_CAM_INTERVAL = 1e-6
+"""The finest CAM threshold step accepted (a million thresholds; the benchmark uses 0.01 and 0.001): below it the
+per-threshold counts take gigabytes."""
 
 SUBCOMMAND_NAMES: tuple[str, ...] = ("data", "evaluate", "export-scoremaps", "localize", "pseudo-boxes",
                                      "train-regressor")

@@ -33,6 +33,8 @@ import re
 from collections.abc import Callable
 from typing import NoReturn
 
+from cream_pl.core.names import MIN_CAM_INTERVAL
+
 __all__ = [
     "OneLineArgumentParser",
     "MIN_INPUT_SIZE",
@@ -48,6 +50,7 @@ __all__ = [
     "positive_float",
     "unit_interval",
     "open_unit_interval",
+    "threshold_step",
     "probability",
     "device_name",
 ]
@@ -165,7 +168,10 @@ unit_interval = float_in_range(0.0, 1.0, hi_open=True, name="unit_interval")
 """A finite float in [0, 1) (map thresholds τ)."""
 
 open_unit_interval = float_in_range(0.0, 1.0, lo_open=True, hi_open=True, name="open_unit_interval")
-"""A finite float in (0, 1) (threshold steps)."""
+"""A finite float in (0, 1)."""
+
+threshold_step = float_in_range(MIN_CAM_INTERVAL, 1.0, hi_open=True, name="threshold_step")
+"""A CAM threshold step: a finite float in [1e-6, 1) (at most a million thresholds)."""
 
 probability = float_in_range(0.0, 1.0, name="probability")
 """A finite float in [0, 1]."""

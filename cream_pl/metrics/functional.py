@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from cream_pl.core.errors import UserRuntimeError
+from cream_pl.core.names import MIN_CAM_INTERVAL
 from cream_pl.metrics.component_tree import level_ious, level_ious_largest, level_rects, minmax_uint8
 from cream_pl.metrics.pixel_histogram import mask_histograms
 
@@ -213,8 +214,9 @@ def cam_thresholds(interval: float = 0.001) -> np.ndarray:
         array([0.  , 0.25, 0.5 , 0.75])
     """
     interval = float(interval)
-    if not 0.0 < interval <= 1.0:
-        raise ValueError(f"the CAM threshold interval must be in (0, 1], got {interval}")
+    if not MIN_CAM_INTERVAL <= interval <= 1.0:  # below: millions of thresholds, gigabytes of counts per image
+        raise ValueError(f"the CAM threshold interval must be in [{MIN_CAM_INTERVAL:g}, 1] (at most a million "
+                         f"thresholds; the benchmark uses 0.01 and 0.001), got {interval:g}")
     return np.arange(0, 1, interval)
 
 

@@ -106,6 +106,7 @@ class ImageJob:
     gt: np.ndarray | None = None
     mask_pngs: tuple[Path, ...] = ()
     ignore_png: Path | None = None
+    mask_hw: tuple[int, int] | None = None  # (height, width) every mask PNG must have, where the metadata says
 
 
 @dataclass
@@ -203,11 +204,12 @@ def load_scoremap(path: str | os.PathLike[str], image_id: str, normalize: str = 
     return _protocol_map(_read_map(path, image_id), path, image_id, normalize)[0]
 
 
-def load_mask(mask_pngs: Sequence[Path], ignore_png: Path | None, size: int = RESIZE_LENGTH) -> np.ndarray:
+def load_mask(mask_pngs: Sequence[Path], ignore_png: Path | None, size: int = RESIZE_LENGTH,
+              expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """GT mask as the benchmark builds it (:func:`cream_pl.metrics.gt_mask.load_gt_mask`), bad files as
     :class:`EvaluationError`: 1 foreground, 0 background, 255 ignore."""
     try:
-        return load_gt_mask(mask_pngs, ignore_png, size)
+        return load_gt_mask(mask_pngs, ignore_png, size, expected_hw)
     except (FileNotFoundError, ValueError) as err:
         raise EvaluationError(str(err)) from None
 
@@ -228,7 +230,7 @@ def _score_chunk(jobs: Sequence[ImageJob], plan: ScoringPlan) -> Totals:
             totals.correct += ok
         if plan.edges is not None:
             try:
-                mask = load_mask(job.mask_pngs, job.ignore_png)
+                mask = load_mask(job.mask_pngs, job.ignore_png, expected_hw=job.mask_hw)
             except EvaluationError as err:
                 raise EvaluationError(f"image {job.image_id!r}: {err}") from None
             mask_histograms(scoremap, mask, plan.edges, out=(totals.true_hist, totals.false_hist))  # type: ignore[arg-type]

@@ -781,8 +781,7 @@ class WSOLClassifier(pl.LightningModule):
         images, labels = batch["image"], batch["label"]
         feats, logits = self._labelled_features(images, labels)
         acc = self.val_acc if stage == "val" else self.test_acc
-        acc.update(logits, labels)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), batch_size=labels.shape[0], sync_dist=True)
+        acc.update(logits, labels)  # also the loss: summed over every rank's images, logged at the epoch's end
         # val: cream_selected's numbers are the winning candidate's (below); test uses the stored choice
         names = [n for n in self.available_methods() if not (stage == "val" and n == SELECTED)]
         maps = self.method_maps(feats.float(), labels, names)
@@ -841,6 +840,7 @@ class WSOLClassifier(pl.LightningModule):
         if acc.total.item() > 0:
             top1, top5 = acc.compute()
             results["cls_acc"], results["top5_cls_acc"] = float(top1), float(top5)
+            self.log(f"{stage}/loss", acc.mean_loss())  # the mean over images (not over ranks' means: DDP-exact)
             self.log(f"{stage}/cls_acc", top1)
             self.log(f"{stage}/top5_cls_acc", top5)
         acc.reset()
@@ -1106,7 +1106,8 @@ def _selection_fields(c: CreamCandidate, score: float) -> dict[str, Any]:
 
 
 class _TopKAccuracy(nn.Module):
-    """Top-1 / top-5 classification accuracy with sum states (DDP-safe via torchmetrics)."""
+    """Top-1 / top-5 classification accuracy and the mean cross-entropy, with sum states (DDP-safe via
+    torchmetrics: a split that the ranks share unevenly still gives the mean over its images)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -1115,6 +1116,7 @@ class _TopKAccuracy(nn.Module):
         self.correct1 = SumMetric()
         self.correct5 = SumMetric()
         self.count = SumMetric()
+        self.loss_sum = SumMetric()
 
     @property
     def total(self) -> Tensor:
@@ -1125,11 +1127,15 @@ class _TopKAccuracy(nn.Module):
         self.correct1.update((logits.argmax(1) == labels).sum().double())
         self.correct5.update((logits.topk(k, 1).indices == labels[:, None]).any(1).sum().double())
         self.count.update(torch.tensor(float(labels.shape[0]), dtype=torch.float64))
+        self.loss_sum.update(F.cross_entropy(logits.float(), labels, reduction="sum").double())
 
     def compute(self) -> tuple[Tensor, Tensor]:
         n = self.count.compute().clamp_min(1.0)
         return 100.0 * self.correct1.compute() / n, 100.0 * self.correct5.compute() / n
 
+    def mean_loss(self) -> Tensor:
+        return (self.loss_sum.compute() / self.count.compute().clamp_min(1.0)).float()
+
     def reset(self) -> None:
-        for m in (self.correct1, self.correct5, self.count):
+        for m in (self.correct1, self.correct5, self.count, self.loss_sum):
             m.reset()

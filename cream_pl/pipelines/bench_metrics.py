@@ -116,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     from cream_pl.core.options import (
         OneLineArgumentParser,
         nonneg_int,
-        open_unit_interval,
         positive_int,
         seed_int,
+        threshold_step,
     )
 
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench_metrics", description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-images", type=positive_int, default=16)
-    parser.add_argument("--interval", type=open_unit_interval, default=0.001)
+    parser.add_argument("--interval", type=threshold_step, default=0.001)
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--num-workers", type=nonneg_int, default=None)
     args = parser.parse_args(argv)

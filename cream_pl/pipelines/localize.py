@@ -42,6 +42,7 @@ if __name__ == "__main__":  # python -m: parse (and answer --help) before torch 
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -100,8 +101,14 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
             out.append(p)
     unique: dict[Path, Path] = {}  # a file named twice (itself and its folder, say) is localized once
     for f in out:
-        unique.setdefault(f.resolve(), f)
+        unique.setdefault(_real(f), f)
     return list(unique.values())
+
+
+def _real(path: Path) -> Path:
+    """``path`` with its links resolved; a symlink loop does not raise (``Path.resolve`` does): its file is
+    reported as failed when it is read."""
+    return Path(os.path.realpath(path))
 
 
 def grid_box_to_original(box: Sequence[int] | np.ndarray | Tensor, grid_size: int,
@@ -317,7 +324,7 @@ def localize(
         reg.eval().to(dev)
 
     overlay_dir = out_dir / "overlays"  # this tool's own output is never an input (localize dir --out dir, twice)
-    files = [f for f in expand_image_paths(paths) if overlay_dir.resolve() not in f.resolve().parents]
+    files = [f for f in expand_image_paths(paths) if _real(overlay_dir) not in _real(f).parents]
     if not files:
         raise ValueError("no image files to localize (empty input, or folders without image files)")
     images_json: list[dict[str, Any]] = []
@@ -325,7 +332,7 @@ def localize(
     failed: list[dict[str, str]] = []
     before = _previous_overlays(out_dir)
     # a file in overlays/ that no earlier run listed is the user's: never written over (its name is taken)
-    used_stems = {f.stem for f in overlay_dir.glob("*.png") if f.resolve() not in before} if overlay_dir.is_dir() else set()
+    used_stems = {f.stem for f in overlay_dir.glob("*.png") if _real(f) not in before} if overlay_dir.is_dir() else set()
     overlay_dir.mkdir(parents=True, exist_ok=True)
 
     for start in range(0, len(files), batch_size):
@@ -396,7 +403,7 @@ def localize(
     write_json_atomic(result, out_dir / "predictions.json")
     # the overlays a previous run into the same --out wrote (other images, or images that failed this time) go once
     # this run's are written; a file localize did not write stays
-    written = {(out_dir / img["overlay"]).resolve() for img in images_json}
+    written = {_real(out_dir / img["overlay"]) for img in images_json}
     for stale in before - written:
         stale.unlink(missing_ok=True)
     (overlay_dir / PENDING).unlink(missing_ok=True)
@@ -412,14 +419,14 @@ def _previous_overlays(out_dir: Path) -> set[Path]:
     unreadable) and those a killed run had begun (``overlays/.pending``)."""
     import json
 
-    overlays = (out_dir / "overlays").resolve()
+    overlays = _real(out_dir / "overlays")
     try:
         paths = {overlays / name for name in (overlays / PENDING).read_text(encoding="utf-8").splitlines() if name}
     except (OSError, ValueError):
         paths = set()
     try:
         images = json.loads((out_dir / "predictions.json").read_text()).get("images", [])
-        paths |= {(out_dir / str(img["overlay"])).resolve() for img in images if img.get("overlay")}
+        paths |= {_real(out_dir / str(img["overlay"])) for img in images if img.get("overlay")}
     except (OSError, ValueError, AttributeError, TypeError, KeyError, RecursionError):
         pass
     return {p for p in paths if p.parent == overlays and p.suffix == ".png"}  # never a file outside overlays/
