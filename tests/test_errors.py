@@ -199,3 +199,25 @@ def test_fit_offline_torchvision_weights_end_in_one_line(jpeg_data, tmp_path, ca
                            "'vgg16'")
     assert "vgg16-397923af.pth" in line and "--model.init_args.pretrained /path/to/" in line
     assert torch.hub.get_dir() in line  # where to copy the file
+
+
+@pytest.mark.slow  # two real DDP processes on the CPU: about 20 s
+@pytest.mark.parametrize("line", [1, 2])  # the sampler gives the two images to different ranks
+def test_ddp_fit_with_a_bad_train_image_ends_without_a_traceback(jpeg_data, tmp_path, line):
+    """One rank meets the truncated image and prints its line; the other, whose collective then fails, says
+    so in one line (before: a gloo "Connection closed by peer" traceback, and exit status 1 from rank 0)."""
+    import subprocess
+    import sys
+
+    root = _copy(jpeg_data, tmp_path)
+    bad = root / "images" / _ids(root, "train")[line - 1]
+    _truncate(bad)
+    cfg = _config(tmp_path, root)
+    argv = [str(Path(sys.executable).with_name("cream-pl")), "fit", "--config", str(cfg), "--trainer.strategy", "ddp",
+            "--trainer.devices", "2", "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if "cream-pl fit: error:" in ln]
+    assert errors and errors[0].startswith(f"cream-pl fit: error: {bad}: truncated"), proc.stderr[-3000:]
+    assert all(e == errors[0] or "another process of this distributed run stopped" in e for e in errors), errors

@@ -60,11 +60,29 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
         print(f"cream-pl {command}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:
-        message = user_error_message(err)
+        message = user_error_message(err) or _peer_stopped_message(err)
         if message is None:
             raise
         print(f"cream-pl {command}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def _peer_stopped_message(err: BaseException) -> str | None:
+    """One line for a DDP process whose collective failed because another process ended (a bad image on its
+    rank: that process printed the error line), instead of a traceback after it; ``None`` for anything else."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    torch_dist = sys.modules.get("torch.distributed")
+    dist_error = getattr(torch_dist, "DistError", None) if torch_dist is not None else None
+    text = str(err)
+    if not (any(words in text for words in _PEER_GONE)
+            or (isinstance(dist_error, type) and isinstance(err, dist_error))):
+        return None
+    return (f"rank {getattr(rank_zero_only, 'rank', 0)}: another process of this distributed run stopped (its error "
+            f"is on stderr), so this one stops too ({type(err).__name__}: {text.splitlines()[0][:160]})")
 
 
 def _config_files(argv: Sequence[str]) -> list[str]:
