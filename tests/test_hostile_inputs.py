@@ -194,6 +194,10 @@ BAD_NUMBERS = [
     (EXPORT + ["--batch-size", "0"], "--batch-size"),
     (EXPORT + ["--num-workers", "-1"], "--num-workers"),
     (EXPORT + ["--device", "banana"], "--device"),
+    (EXPORT + ["--split", "test/"], "--split"),  # was: accepted, and stored as another split's name
+    (EXPORT + ["--split", "../metadata/test"], "--split"),
+    (PSEUDO + ["--split", ".."], "--split"),
+    (["data", "check", "root", "--split", "a/b"], "--split"),
     (["data", "synth", "--out", "o", "--num-classes", "0"], "--num-classes"),
     (["data", "synth", "--out", "o", "--num-train", "-3"], "--num-train"),
     (["data", "synth", "--out", "o", "--min-side", "4"], "--min-side"),

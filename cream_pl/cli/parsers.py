@@ -31,6 +31,7 @@ from cream_pl.core.options import (
     positive_int,
     probability,
     seed_int,
+    split_name,
     threshold_step,
     unit_interval,
 )
@@ -130,7 +131,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     check = dsub.add_parser("check", help="check a dataset against the benchmark format",
                             description="Check metadata (and with --files every image and mask); exit 1 on problems.")
     check.add_argument("root", help="dataset root (with metadata/<split>/)")
-    check.add_argument("--split", action="append", help="split to check (repeatable; default all)")
+    check.add_argument("--split", type=split_name, action="append", help="split to check (repeatable; default all)")
     check.add_argument("--files", action="store_true", help="also decode every image and mask")
     check.add_argument("--lenient", action="store_true",
                        help="accept what the reference reader tolerates (trailing newline, './' prefix, ...); "
@@ -160,7 +161,7 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=unit_interval, default=None, help="fixed CAM threshold τ in [0, 1)")
     g.add_argument("--val-threshold", action="store_true",
                    help="use τ*, the best IoU-50 box-accuracy threshold on the val split (default)")
-    p.add_argument("--split", default="train", help="split to box (default: train)")
+    p.add_argument("--split", type=split_name, default="train", help="split to box (default: train)")
     p.add_argument("--input-size", type=input_size, default=224,
                    help="input resolution of the classifier (PSOL: 448); τ* is then chosen on val at this size too")
     p.add_argument("--batch-size", type=positive_int, default=32)

@@ -53,6 +53,7 @@ __all__ = [
     "threshold_step",
     "probability",
     "device_name",
+    "split_name",
 ]
 
 MIN_INPUT_SIZE = 32
@@ -177,6 +178,15 @@ probability = float_in_range(0.0, 1.0, name="probability")
 """A finite float in [0, 1]."""
 
 _DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d+)?$")
+
+
+def split_name(text: str) -> str:
+    """``type=``: a split, i.e. a folder name under ``metadata/`` (``train``, ``val``, ``test``): no path, so that
+    ``test/`` or ``../metadata/test`` is not stored as another split's name."""
+    value = str(text)
+    if not value or value in (".", "..") or "/" in value or "\\" in value:
+        raise argparse.ArgumentTypeError(f"must be a split name (a folder under metadata/, e.g. test), got {text!r}")
+    return value
 
 
 def device_name(text: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from cream_pl.core.errors import UserValueError, user_error_message
 from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
-from cream_pl.core.options import device_name, nonneg_int, positive_int
+from cream_pl.core.options import device_name, nonneg_int, positive_int, split_name
 
 __all__ = ["MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path"]
 
@@ -177,7 +177,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM, KD-CI-CAM)")
     p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
-    p.add_argument("--split", default="test", help="split to export (default: test)")
+    p.add_argument("--split", type=split_name, default="test", help="split to export (default: test)")
     p.add_argument("--methods", default="cam,cream", help="comma-separated methods (default: cam,cream)")
     p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per method)")
     p.add_argument("--batch-size", type=positive_int, default=32)
