@@ -341,6 +341,20 @@ def test_lightning_test_refuses_a_checkpoint_with_other_classes(data5, ckpts, tm
     assert_one_line(rc, text, ckpts["c3"], data5 / "class_names.txt")
 
 
+def test_lightning_test_names_the_checkpoints_eval_size_that_replaced_the_config(data3, ckpts, tmp_path, capfd):
+    """Lightning replaces the config's model arguments by the checkpoint's: before, the line blamed
+    ``model.init_args.eval_size`` even where the user had given the data's value for it."""
+    ckpt = torch.load(ckpts["c3"], weights_only=False)
+    ckpt["hyper_parameters"].update(_class_path="cream_pl.models.WSOLClassifier", eval_size=2 * SIZE)
+    path = tmp_path / "eval128.ckpt"
+    torch.save(ckpt, path)
+    cfg = _lightning_config(tmp_path, data3)
+    rc, text = _cli(["test", "--config", str(cfg), "--ckpt_path", str(path), "--model.init_args.eval_size", str(SIZE)],
+                    capfd)
+    assert_one_line(rc, text, f"{path}: the checkpoint's model.init_args.eval_size is {2 * SIZE}",
+                    f"data.init_args.eval_size is {SIZE}; give --data.init_args.eval_size {2 * SIZE}")
+
+
 # ---------------------------------------------------------------------------------------------- item 7: checkpoints
 
 

@@ -105,10 +105,16 @@ class CreamCLI(LightningCLI):
         if subcommand == "fit":
             self._check_resume_keeps_config(checkpoint, ckpt_path)
         try:
-            return super()._parse_ckpt_path()
+            super()._parse_ckpt_path()
         except Exception as err:  # noqa: BLE001 - the user's file does not fit the config: one line
             first = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"{ckpt_path}: its hyperparameters do not fit the config ({first})") from None
+        saved, data_size = checkpoint["hyper_parameters"].get("eval_size"), _get_path(config, "data.init_args.eval_size")
+        if isinstance(saved, int) and isinstance(data_size, int) and saved != data_size:  # else: setup's puzzling line
+            raise UserValueError(f"{ckpt_path}: the checkpoint's model.init_args.eval_size is {saved} (Lightning "
+                                 f"replaces the config's model arguments by the checkpoint's), but "
+                                 f"data.init_args.eval_size is {data_size}; give --data.init_args.eval_size {saved}")
+        return None
 
     def _run_subcommand(self, subcommand: str) -> None:
         """``validate|test|predict --ckpt_path last`` where no last checkpoint is found is one line (before: Lightning
