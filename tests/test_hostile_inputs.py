@@ -836,6 +836,12 @@ def test_localize_rerun_replaces_the_previous_runs_overlays(ckpts, tmp_path, cap
     assert rc == 0, text
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["b.png"]  # no stale a.png
     assert [i["overlay"] for i in json.loads((out / "predictions.json").read_text())["images"]] == ["overlays/b.png"]
+    before = (out / "predictions.json").read_bytes()
+    typo = tmp_path / "in" / "bb.png"  # a rerun whose every input fails: the results above are not lost
+    rc, text = _cli(["localize", str(typo), "--ckpt", str(ckpts["c3"]), "--out", str(out), "--device", "cpu"], capfd)
+    assert rc == 1 and "Traceback" not in text and str(typo) in text and "are kept" in text, text
+    assert (out / "predictions.json").read_bytes() == before
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["b.png"]
 
 
 # ---------------------------------------------------------------------------------------------- bad paths

@@ -23,7 +23,8 @@ name is put in ``<out>/overlays/.pending`` before it is written, and the list go
 folder holds ``--out``.
 
 A missing or corrupt file is reported on stderr and in ``"failed"``; the other files go on. The
-command exits with 1 if any file failed, 0 otherwise, 2 on usage errors.
+command exits with 1 if any file failed, 0 otherwise, 2 on usage errors. A run whose every input
+fails leaves an earlier run's ``predictions.json`` and overlays in ``--out`` as they were.
 
 Example:
     $ cream-pl localize --ckpt outputs/demo/model.ckpt photos/ --out outputs/localize
@@ -400,6 +401,9 @@ def localize(
         "annotations": annotations,
         "failed": failed,
     }
+    if not images_json and before:  # every input failed (a mistyped path, say): the earlier run's results stay
+        result["kept_previous"] = True  # overlays/.pending too: a killed run's overlays stay this tool's own
+        return result
     write_json_atomic(result, out_dir / "predictions.json")
     # the overlays a previous run into the same --out wrote (other images, or images that failed this time) go once
     # this run's are written; a file localize did not write stays
@@ -468,6 +472,10 @@ def run(args: argparse.Namespace) -> int:
             raise
         return usage(message)
     n_ok, n_bad = len(res["annotations"]), len(res["failed"])
+    if res.get("kept_previous"):
+        print(f"localized no image: all {n_bad} failed (listed above); the earlier run's results in "
+              f"{args.out / 'predictions.json'} and its overlays are kept")
+        return 1
     print(f"localized {n_ok} image(s) with {args.method} (threshold {res['threshold']:g}, "
           f"{res['threshold_source']}); {n_bad} failed; results in {args.out / 'predictions.json'}")
     return 1 if n_bad else 0
