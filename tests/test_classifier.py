@@ -194,3 +194,19 @@ def test_every_experiment_recipe_instantiates(recipe, tiny_data, tmp_path):
                                       "trainer.callbacks": []}, tmp_path)
     assert isinstance(cli.model, WSOLClassifier)
     assert cli.model.hparams.num_classes == 3
+
+
+def test_eval_loss_is_the_mean_over_images_and_nan_when_the_model_diverged():
+    """val/test loss: summed per image (DDP-exact, tests/test_ddp_exact.py); a NaN is kept, never dropped (a
+    diverged epoch must not log a small loss that a ModelCheckpoint monitoring val/loss would keep)."""
+    from cream_pl.models.classifier import _TopKAccuracy
+
+    acc = _TopKAccuracy()
+    logits, labels = torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1])
+    acc.update(logits[:4], labels[:4])  # batches of unequal size
+    acc.update(logits[4:], labels[4:])
+    torch.testing.assert_close(acc.mean_loss(), torch.nn.functional.cross_entropy(logits, labels))
+    acc.reset()
+    acc.update(torch.full((2, 3), float("nan")), torch.tensor([0, 1]))
+    acc.update(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert torch.isnan(acc.mean_loss())

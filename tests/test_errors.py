@@ -201,6 +201,24 @@ def test_fit_offline_torchvision_weights_end_in_one_line(jpeg_data, tmp_path, ca
     assert torch.hub.get_dir() in line  # where to copy the file
 
 
+def test_only_a_failed_collective_of_a_multi_process_run_is_a_stopped_peer(monkeypatch):
+    import torch.distributed as dist
+
+    from cream_pl.cli.lightning import _peer_stopped_message
+
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:29573. This is ...")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _peer_stopped_message(gloo) is None  # one process: nothing to blame on a peer, the traceback stays
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    line = _peer_stopped_message(gloo)
+    assert line is not None and "another process of this distributed run stopped" in line and "pair.cc" in line
+    for other in (ConnectionResetError("Connection reset by peer"),  # a DataLoader worker or a download
+                  BrokenPipeError("Broken pipe"), RuntimeError(""), RuntimeError("CUDA out of memory"),
+                  dist.DistNetworkError("Connection reset by peer"),  # a port in use, a peer that never joined
+                  dist.DistStoreError("Connection closed by peer")):
+        assert _peer_stopped_message(other) is None, other
+
+
 @pytest.mark.slow  # two real DDP processes on the CPU: about 20 s
 @pytest.mark.parametrize("line", [1, 2])  # the sampler gives the two images to different ranks
 def test_ddp_fit_with_a_bad_train_image_ends_without_a_traceback(jpeg_data, tmp_path, line):
@@ -220,4 +238,6 @@ def test_ddp_fit_with_a_bad_train_image_ends_without_a_traceback(jpeg_data, tmp_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [ln for ln in proc.stderr.splitlines() if "cream-pl fit: error:" in ln]
     assert errors and errors[0].startswith(f"cream-pl fit: error: {bad}: truncated"), proc.stderr[-3000:]
-    assert all(e == errors[0] or "another process of this distributed run stopped" in e for e in errors), errors
+    # the seeded sampler gives both images to rank 1: rank 0, the survivor, says why it stops too
+    assert len(errors) == 2 and errors[1].startswith("cream-pl fit: error: rank 0: another process of this "
+                                                     "distributed run stopped"), errors

@@ -264,7 +264,8 @@ def test_lightning_numeric_options_end_in_one_line(extra, named, data3, tmp_path
 def test_embeddings_that_would_never_learn_are_refused_before_training(data3, tmp_path, capfd) -> None:
     cfg = _lightning_config(tmp_path, data3)  # max_epochs 1: the embeddings' first update would be in epoch 5
     rc, text = _cli(["fit", "--config", str(cfg), "--model.init_args.cream_update_start_epoch", "5"], capfd)
-    assert_one_line(rc, text, "cream_update_start_epoch=5 but the fit ends after epoch 1", "cream-pl fit: error:")
+    assert_one_line(rc, text, "cream_update_start_epoch=5 but the fit's last epoch is 0 (epochs count from 0; "
+                    "trainer.max_epochs=1)", "cream-pl fit: error:")
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
 
 

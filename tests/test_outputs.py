@@ -98,8 +98,9 @@ def test_output_checks(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_output_checks_try_the_write_where_permissions_say_yes(tmp_path, capsys):
+def test_output_checks_try_the_write_where_permissions_say_yes(tmp_path, capsys, monkeypatch):
     """Under ``/proc`` (or a read-only mount) ``os.access`` says writable to root, and the write failed after the work."""
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # root's answer, whoever runs the test
     for bad in ("/proc/cream-pl-out", "/proc/cream-pl-out/sub"):
         with pytest.raises(UserError, match=f"^{bad}: --out cannot be created in /proc: "):
             check_output_dir(bad)
@@ -113,6 +114,20 @@ def test_output_checks_try_the_write_where_permissions_say_yes(tmp_path, capsys)
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
     assert main(["localize", "--ckpt", str(ckpt), str(tmp_path / "a.png"), "--out", "/proc/cream-pl-out"]) == 2
     _one_error_line(capsys, "cream-pl localize: error: /proc/cream-pl-out: --out cannot be created in /proc")
+
+
+def test_an_existing_output_file_needs_a_writable_folder(tmp_path, monkeypatch):
+    """The file is replaced through a temporary file in its folder: a writable file in a read-only folder failed
+    after the work (the check asked only whether the file itself was writable)."""
+    out = tmp_path / "ro" / "x.json"
+    out.parent.mkdir()
+    out.write_text("{}")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == out.parent else real(p, mode, **kw))
+    with pytest.raises(UserError, match=f"^{out}: --out cannot be replaced: {out.parent} is not writable$"):
+        check_output_file(out)
+    monkeypatch.setattr(os, "access", real)
+    assert check_output_file(out) == out and sorted(p.name for p in out.parent.iterdir()) == ["x.json"]
 
 
 def _one_error_line(capsys, prefix: str) -> str:

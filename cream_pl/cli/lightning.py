@@ -67,22 +67,40 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
         raise SystemExit(2) from None
 
 
-_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+
+
+def _world_size() -> int:
+    """Processes of this run: ``torch.distributed``'s group, else ``WORLD_SIZE`` (set by Lightning's launcher and by
+    torchrun, and still there after Lightning tore the group down)."""
+    import os
+
+    torch_dist = sys.modules.get("torch.distributed")
+    if torch_dist is not None and torch_dist.is_available() and torch_dist.is_initialized():
+        return int(torch_dist.get_world_size())
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        return 1
 
 
 def _peer_stopped_message(err: BaseException) -> str | None:
     """One line for a DDP process whose collective failed because another process ended (a bad image on its
-    rank: that process printed the error line), instead of a traceback after it; ``None`` for anything else."""
+    rank: that process printed the error line), instead of a traceback after it; ``None`` for anything else
+    (any error outside a multi-process run, a port in use, a store timeout, a peer that never joined)."""
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    torch_dist = sys.modules.get("torch.distributed")
-    dist_error = getattr(torch_dist, "DistError", None) if torch_dist is not None else None
-    text = str(err)
-    if not (any(words in text for words in _PEER_GONE)
-            or (isinstance(dist_error, type) and isinstance(err, dist_error))):
+    if _world_size() < 2:
         return None
+    torch_dist = sys.modules.get("torch.distributed")
+    backend_error = getattr(torch_dist, "DistBackendError", None) if torch_dist is not None else None
+    text = str(err)
+    collective = type(err) is RuntimeError or (isinstance(backend_error, type) and isinstance(err, backend_error))
+    if not (collective and any(words in text for words in _PEER_GONE)):
+        return None
+    first = (text.splitlines() or [""])[0][:160]
     return (f"rank {getattr(rank_zero_only, 'rank', 0)}: another process of this distributed run stopped (its error "
-            f"is on stderr), so this one stops too ({type(err).__name__}: {text.splitlines()[0][:160]})")
+            f"is on stderr), so this one stops too ({type(err).__name__}: {first})")
 
 
 def _config_files(argv: Sequence[str]) -> list[str]:

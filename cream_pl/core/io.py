@@ -187,9 +187,10 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--out") -> Path
     blocker = _blocking_ancestor(path)
     if blocker is not None:
         raise UserValueError(f"{path}: {what} cannot be created, {blocker} is a file, not a folder")
-    if path.exists():
-        if not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
-            raise UserValueError(f"{path}: {what} is not writable")
+    if path.exists():  # replaced atomically: a temporary file in its folder, then a rename
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise UserValueError(f"{path}: {what} cannot be replaced: {path.parent} is not writable")
+        _probe_folder(path.parent, f"{path}: {what} cannot be replaced in {path.parent}")
     else:
         _check_writable_base(path, what)
     return path

@@ -917,9 +917,9 @@ class WSOLClassifier(pl.LightningModule):
         trainer, start = self._trainer, int(self.hparams.cream_update_start_epoch)
         last = trainer.max_epochs if trainer is not None else None
         if self.context is not None and start > 0 and last is not None and 0 <= last <= start:
-            raise UserValueError(f"cream_update_start_epoch={start} but the fit ends after epoch {last} "
-                                 f"(trainer.max_epochs): CREAM's context embeddings would never be updated; lower "
-                                 "cream_update_start_epoch or train longer")
+            raise UserValueError(f"cream_update_start_epoch={start} but the fit's last epoch is {last - 1} (epochs "
+                                 f"count from 0; trainer.max_epochs={last}): CREAM's context embeddings would never "
+                                 "be updated; lower cream_update_start_epoch or train longer")
 
     def _searches_this_validation(self) -> bool:
         """Whether this validation scores the ``cream_search`` grid (see ``cream_search_epochs``)."""
@@ -1116,7 +1116,7 @@ class _TopKAccuracy(nn.Module):
         self.correct1 = SumMetric()
         self.correct5 = SumMetric()
         self.count = SumMetric()
-        self.loss_sum = SumMetric()
+        self.loss_sum = SumMetric(nan_strategy="disable")  # a diverged model's NaN loss stays NaN (default: dropped)
 
     @property
     def total(self) -> Tensor:

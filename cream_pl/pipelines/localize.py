@@ -401,7 +401,8 @@ def localize(
         "annotations": annotations,
         "failed": failed,
     }
-    if not images_json and before:  # every input failed (a mistyped path, say): the earlier run's results stay
+    if not images_json and before and (out_dir / "predictions.json").is_file():  # every input failed (a mistyped
+        # path, say): the earlier run's results stay
         result["kept_previous"] = True  # overlays/.pending too: a killed run's overlays stay this tool's own
         return result
     write_json_atomic(result, out_dir / "predictions.json")

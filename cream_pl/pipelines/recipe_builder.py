@@ -110,7 +110,9 @@ class CreamCLI(LightningCLI):
             first = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"{ckpt_path}: its hyperparameters do not fit the config ({first})") from None
         saved, data_size = checkpoint["hyper_parameters"].get("eval_size"), _get_path(config, "data.init_args.eval_size")
-        if isinstance(saved, int) and isinstance(data_size, int) and saved != data_size:  # else: setup's puzzling line
+        classifier = _is_classifier_class(str(checkpoint["hyper_parameters"]["_class_path"]))
+        if classifier and isinstance(saved, int) and isinstance(data_size, int) and saved != data_size:  # else: setup's
+            # line, which blamed the config's model.init_args.eval_size
             raise UserValueError(f"{ckpt_path}: the checkpoint's model.init_args.eval_size is {saved} (Lightning "
                                  f"replaces the config's model arguments by the checkpoint's), but "
                                  f"data.init_args.eval_size is {data_size}; give --data.init_args.eval_size {saved}")
