@@ -174,3 +174,12 @@ def test_a_folder_that_is_not_the_reference_checkout_is_one_line_before_any_meas
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and words in lines[0] and str(ref) in lines[0], proc.stderr
         assert "[bench]" not in proc.stdout  # no measurement began
+
+
+def test_quick_with_a_reference_is_refused_not_ignored(tmp_path, capsys) -> None:
+    from cream_pl.pipelines.bench import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--quick", "--reference", str(tmp_path), "--out", str(tmp_path / "o")])
+    text = capsys.readouterr().err.strip()
+    assert err.value.code == 2 and "--reference: not with --quick" in text and not (tmp_path / "o").exists()

@@ -57,3 +57,16 @@ def test_an_unknown_preset_is_one_line_before_anything_runs(tmp_path, capsys) ->
     assert err.value.code == 2 and len(text.splitlines()) == 1
     assert "--preset: unknown preset 'nope'; known: ['cub', 'hard']" in text
     assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_declaration_without_the_calibration_report_is_one_line_before_anything_runs(tmp_path, capsys) -> None:
+    """Before: its data was generated and its run trained, then a KeyError ('center_baseline')."""
+    from cream_pl.pipelines.calibrate_preset import main
+
+    table = tmp_path / "table.yaml"
+    table.write_text("name: t\nout: o\nwork: w\nruns: [{key: run, recipe: embedded_cream}]\n")
+    rc = main(["--sweep", "num_train=16", "--declaration", str(table), "--out", str(tmp_path / "o"),
+               "--work", str(tmp_path / "w")])
+    text = capsys.readouterr().err.strip()
+    assert rc == 2 and len(text.splitlines()) == 1 and f"{table}: report: the sweep repeats" in text, text
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()

@@ -66,7 +66,10 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
              ([*acol, "--data", str(tiny), "--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"),
              ([*acol, "--data", str(tiny), "--out", str(tmp_path / "p.md")], "p.md: a .json file"),
              (["--data", str(tiny), "--declaration", str(no_choice)], "no_choice.yaml: no run chooses head_lr_multiplier"),
-             (["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml")], "none.yaml: not found (--declaration")]
+             (["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml")], "none.yaml: not found (--declaration"),
+             # the second recipe is no recipe: before, the first one trained, then this line
+             (["--recipes", str(ACOL), str(no_choice), "--multipliers", "1", "--data", str(tiny)],
+              "no_choice.yaml (--recipes): ")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as err:
             main([*argv, "--out", str(tmp_path / "p.json")] if "--out" not in argv else argv)

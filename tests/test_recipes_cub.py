@@ -93,3 +93,13 @@ def test_the_parsers_box_heads_are_the_registered_ones() -> None:
     from cream_pl.models.box_heads import list_box_heads
 
     assert sorted(BOX_HEADS) == list_box_heads()
+
+
+@pytest.mark.parametrize("stage, missing", [("pseudo-boxes", "classifier.ckpt"),
+                                            ("train-regressor", "pseudo_boxes_cream.json")])
+def test_a_stage_before_its_inputs_exist_is_a_usage_error(stage: str, missing: str, tmp_path: Path, capsys) -> None:
+    """Exit status 2 and one line, as every other missing input (before: status 1)."""
+    (tmp_path / "w").mkdir()
+    assert main([stage, "--data", str(tmp_path / "cub"), "--work", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"error: {tmp_path / 'w' / missing} not found" in err, err

@@ -238,8 +238,9 @@ def test_a_work_folder_refuses_another_experiments_runs_before_its_data_stage(tm
                                              r"nothing was removed"):
         check_work_dataset(work, work / "data", None, experiment="demo_kd")
     assert json.loads((work / ".cream-pl-dataset.json").read_text())["data_sha1"] == "sha-cub"
-    check_work_dataset(work, work / "data", None, restart=True, experiment="demo_kd")
-    assert json.loads((work / ".cream-pl-dataset.json").read_text())["experiment"] == "demo_kd"
+    with pytest.raises(UserValueError, match=r"remove that folder yourself \(--restart starts this experiment's own"):
+        check_work_dataset(work, work / "data", None, restart=True, experiment="demo_kd")  # was: the folder taken over
+    assert json.loads((work / ".cream-pl-dataset.json").read_text())["experiment"] == "calibrate_cub"
 
 
 def test_the_runner_refuses_another_datasets_work_folder_before_any_work(tmp_path: Path, capsys) -> None:

@@ -63,8 +63,33 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}\n", "x.yaml:5: invalid YAML: "),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, test: epochs, stages: [figures]}]\n",
      "x.yaml: runs[0]: a run tested per epoch takes no stages"),
-    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, teachers: [b]}, {key: b, recipe: r, test: epochs}]\n",
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, teachers: [b]}, {key: b, recipe: r, test: epochs, rows: {}}]\n",
      "x.yaml: runs[0].teachers: 'b' is not an earlier run with test: epochs"),
+    # a second review's sweep: each was a silently dropped row, a seed run once, results in the current folder, a
+    # typo ignored, or a KeyError after the training
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}, {key: b, recipe: r}]\n",
+     "x.yaml: runs[1].rows: row 'cam' is also runs[0]'s (a); give each run's rows their own names"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, stages: [center_baseline]}, "
+     "{key: b, recipe: r, rows: {b: cam}, stages: [center_baseline]}]\n", "x.yaml: runs[1].rows: row 'center_baseline'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seeds: [0, 0]}]\n", "x.yaml: runs[0].seeds: [0, 0] repeats a seed"),
+    ("name: x\nout: ''\nwork: w\nruns: [{key: a, recipe: r}]\n", "x.yaml: out: empty (expected a folder)"),
+    ("name: ' '\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\n", "x.yaml: name: empty (expected a name)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nsettings: {min_seed: 2}\n",
+     "x.yaml: settings.min_seed: unknown key; expected one of ['min_seeds', 'missing', 'selection']"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nlegacy: {demo_version: 3, other: 1}\n",
+     "x.yaml: legacy: one '<version key>: <integer>' at most"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nsettings: {min_seeds: 2}\n",
+     "x.yaml: runs[0].seeds: settings.min_seeds is 2, got [0]"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nruns: [{key: b, recipe: r}]\n",
+     "x.yaml:5: invalid YAML: duplicate key 'runs' (first on line 4)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: methods\n", "x.yaml: report: 'methods' needs settings.selection"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: kd\n",
+     "x.yaml: report: 'kd' needs every run tested per epoch (test: epochs); runs[0] (a) is not"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: calibration\n",
+     "x.yaml: report: 'calibration' needs the stages ['split_statistics', 'center_baseline']; runs[0] (a) lacks"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: demo\n",
+     "x.yaml: report: 'demo' needs rows of the maps ['cam', 'cream', 'cream_selected'] from every run; runs[0] (a) gives "
+     "none of ['cream']"),
     ("", "x.yaml: the file is empty (a declaration is a mapping of"),
     ("- a\n", "x.yaml: expected a mapping of"),
     ("extends: nothere.yaml\nname: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\n", "nothere.yaml not found"),
@@ -145,6 +170,8 @@ def test_a_declaration_that_is_not_utf8_is_one_line(tmp_path):
 def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
+    a_list = tmp_path / "list.json"
+    a_list.write_text("[1, 2]")
     help_ = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", "--help"], capture_output=True, text=True,
                            timeout=60)
     assert help_.returncode == 0 and "--only" in help_.stdout and "--compare" in help_.stdout
@@ -156,6 +183,8 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                           ([str(DEMOS / "demo.yaml"), "--data-seed", "-1"], "--data-seed"),
                           ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found"),
                           ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file"),
+                          ([str(DEMOS / "demo.yaml"), "--compare", str(a_list)],  # before: every run, then "differ"
+                           "list.json: not a results file (a JSON object, as the report writes), got a list"),
                           ([str(DEMOS / "demo_methods.yaml"), "--preset", "hard", "--readme", "R.md"],
                            "--readme: the README shows"),
                           ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments"),
@@ -171,6 +200,7 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
 
 def test_restart_never_clears_the_declared_runs_for_a_seed_or_run_subset(tmp_path):
     decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\n"
+                           "defaults: {rows: {'{key}': cam, '{key}_s': cream_selected}}\n"
                            "runs: [{key: a, recipe: embedded_cream}, {key: b, recipe: embedded_cream}]\n")
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "model.ckpt").write_text("the declared run's")
@@ -231,6 +261,15 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
      "runs[0] (a, embedded_cream): override 'trainer.callbacks.9.init_args.dirpath': 'trainer.callbacks.9' is not in the recipe"),
     ("{data.init_args.eval_size: 64}",  # before: boxes in a 64 grid scored against 224 maps (or a failed validation)
      "runs[0] (a, embedded_cream): model.init_args.eval_size is 224 but data.init_args.eval_size is 64"),
+    # values the classes' __init__ refuse, and settings Lightning refuses at the fit start: before, the first run
+    # trained and tested, then the second one failed
+    ("{model.init_args.cream: false}",
+     "runs[0] (a, embedded_cream): model.init_args: ablation_iterations / ablation_lambdas need cream=True"),
+    ("{'trainer.callbacks[PseudoBoxesAtFitEnd].init_args.source': no_such_map}",
+     "runs[0] (a, embedded_cream): trainer.callbacks[PseudoBoxesAtFitEnd].init_args: source must be one of"),
+    ("{trainer.logger: false}", "runs[0] (a, embedded_cream): trainer.callbacks: a LearningRateMonitor needs a logger"),
+    ("{'trainer.callbacks[PseudoBoxesAtFitEn].init_args.source': cam}",  # before: left out, silently
+     "runs[0].overrides: trainer.callbacks[PseudoBoxesAtFitEn].init_args.source: 'PseudoBoxesAtFitEn' is no callback"),
 ])
 def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_path, overrides, message, capsys):
     """Every run's config is parsed before the data stage: a typo in the last run never costs the first run's training
@@ -238,11 +277,29 @@ def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_pa
     from cream_pl.pipelines.runner import main
 
     decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\ndataset: {{root: {tmp_path / 'd'}}}\n"
+                           "defaults: {rows: {'{key}': cam, '{key}_s': cream_selected}}\n"
                            f"runs: [{{key: z, recipe: embedded_cream}}, {{key: a, recipe: embedded_cream, overrides: {overrides}}}]\n")
     assert main([str(decl)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"{decl}: " + message.replace("runs[0]", "runs[1]") in err, err
     assert not any((tmp_path / n).exists() for n in ("w", "o", "d"))  # no data, no work, no results
+
+
+def test_a_base_declaration_whose_run_has_no_key_is_one_line(tmp_path):
+    """Before: a KeyError / TypeError traceback when its runs were merged by key."""
+    from cream_pl.core.errors import UserError
+    from cream_pl.pipelines.experiment import load_experiment
+
+    for run, words in (("{recipe: r}", "runs[0]: expected a mapping with a key"), ("plain", "runs[0]: expected a mapping")):
+        _decl(tmp_path, f"name: b\nout: o\nwork: w\nruns: [{run}]\n", "base.yaml")
+        with pytest.raises(UserError, match=rf"^{tmp_path / 'base.yaml'}: {re_escape(words)}"):
+            load_experiment(_decl(tmp_path, "extends: base.yaml\nname: x\nout: o\nwork: w\nruns: []\n"))
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
 
 
 def test_a_seed_folder_may_be_named_by_a_quoted_seed(tmp_path):
@@ -299,7 +356,8 @@ def test_a_run_writes_every_file_of_its_recipe_in_its_own_folder(tmp_path):
     recipe = REPO / "experiments" / "embedded_cream.yaml"
     places = recipe_places(recipe)
     assert set(places.values()) == {"{root}", "{root}/checkpoints", "{root}/pseudo_boxes_cream_selected.json"}
-    decl = _decl(tmp_path, "name: x\nout: o\nwork: w\nruns:\n  - {key: a, recipe: embedded_cream, seeds: [0, 1]}\n"
+    decl = _decl(tmp_path, "name: x\nout: o\nwork: w\ndefaults: {rows: {'{key}': cam, '{key}_s': cream_selected}}\n"
+                           "runs:\n  - {key: a, recipe: embedded_cream, seeds: [0, 1]}\n"
                            "  - {key: b, recipe: embedded_cream, overrides: {trainer.default_root_dir: '{run}/c', "
                            "trainer.callbacks.0.init_args.dirpath: '{out}/ck'}}\n"
                            "  - {key: c, recipe: embedded_cream, overrides: {trainer.logger: false, trainer.callbacks: []}}\n")

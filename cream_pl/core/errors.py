@@ -99,6 +99,14 @@ def _worker_message(exc: BaseException) -> str | None:
     return _one_line(match["msg"])
 
 
+def _lightning_misconfiguration(err: BaseException) -> bool:
+    """Lightning's ``MisconfigurationException``: a trainer, callback or logger setting the user chose that does not
+    work together (a ``LearningRateMonitor`` without a logger), raised when the fit starts: a user error too."""
+    cls = type(err)
+    return cls.__name__ == "MisconfigurationException" and cls.__module__.split(".")[0] in (
+        "lightning", "pytorch_lightning", "lightning_fabric")
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message of the :class:`UserError` behind ``exc``, or ``None`` for other errors.
 
@@ -120,7 +128,7 @@ def user_error_message(exc: BaseException) -> str | None:
         if id(err) in seen:
             continue
         seen.add(id(err))
-        if isinstance(err, UserError):
+        if isinstance(err, UserError) or _lightning_misconfiguration(err):
             return _one_line(str(err)) or type(err).__name__
         worker = _worker_message(err)
         if worker is not None:

@@ -265,6 +265,27 @@ def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> obj
         raise JSONFileError(path, f"invalid JSON: {' '.join(str(err).split())[:200]}", what) from None
 
 
+def _unique_keys_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a mapping key written twice (``safe_load`` keeps the last one silently: a
+    second ``runs:`` replaced the first). Keys a merge (``<<: *anchor``) brings in may still be overridden."""
+    import yaml
+
+    class UniqueKeysLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+            seen: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = key_node.value
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeysLoader
+
+
 def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> object:
     """The content of a user's YAML file (``yaml.safe_load``); a problem is one line naming the file and line.
 
@@ -296,7 +317,7 @@ def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> obj
     except UnicodeDecodeError as err:
         raise UserValueError(f"{path}: byte {err.start}: not valid UTF-8 text ({what})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -136,8 +136,12 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
             "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
 
 
+EMBEDDED_RECIPE = Path(__file__).resolve().parents[2] / "experiments" / "embedded_cream.yaml"
+"""The recipe the benchmark's ``cream_search`` row validates: the repository's, wherever the command runs from."""
+
+
 def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path | None = None,
-                       recipe: Path | str = "experiments/embedded_cream.yaml") -> dict[str, Any]:
+                       recipe: Path | str = EMBEDDED_RECIPE) -> dict[str, Any]:
     """Seconds per val image of a whole validation epoch, with the recipe's ``cream_search`` and without it.
 
     The recipe's model settings (backbone EfficientNet-Lite0 with ImageNet weights, a fresh head:
@@ -434,6 +438,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=("cream_search",), default=None,
                         help="run one measurement and write <out>/bench_<name>.json (bench.json is left alone)")
     args = parser.parse_args(argv)
+    if args.quick and args.reference is not None:  # before: ignored without a word
+        parser.error("--reference: not with --quick (the smoke test skips the comparison with the reference)")
     preflight(outputs=[(args.out, "--out")])  # before any measurement
     if args.only == "cream_search":
         res = {"machine": machine_text(gpu=False),

@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as err:  # one line, exit status 2, like every other bad option
         raise UserValueError(str(err.code).split(": error: ", 1)[-1]) from None
     exp = load_experiment(args.declaration)
+    if exp.report != "calibration":  # the sweep reads each value's calibration figures (center baseline, statistics)
+        raise UserValueError(f"{args.declaration}: report: the sweep repeats a calibration declaration (report: "
+                             f"calibration, like experiments/demos/calibrate_cub.yaml), got {exp.report!r}")
     # another preset's sweep has folders of its own: it never touches the declared preset's
     own_out, own_work = default_places(exp, preset=data_variant(exp, args.preset, None)[0])
     if args.preset is not None:

@@ -209,6 +209,8 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 2**32 - 1 for s in seeds):
         raise bad("seeds", f"expected a non-empty list of seeds in [0, 4294967295], got {seeds!r}")
+    if len(set(seeds)) != len(seeds):  # [0, 0] ran one seed and reported it as two
+        raise bad("seeds", f"{seeds!r} repeats a seed")
     for name in ("overrides", "rows"):
         if any(not isinstance(k, str) for k in raw.get(name) or {}):
             raise bad(name, f"expected string keys, got {sorted(map(repr, raw[name]))}")
@@ -273,6 +275,38 @@ def _only_key_and_seed(template: str) -> bool:
     return all(f is None or (f in ("key", "seed") and not spec and not conv) for _, f, spec, conv in parsed)
 
 
+_SETTINGS: dict[str, type | tuple[type, ...]] = {"min_seeds": int, "selection": str, "missing": dict}
+"""What a declaration's ``settings`` may hold (read by the runner and the reports): a typo is refused, not ignored."""
+
+
+def _check_table(where: str, value: Mapping[str, Any], known: Mapping[str, Any] | None, source: str) -> None:
+    """``settings``: known keys of their types; ``legacy``: one ``<version key>: <integer>`` (a work folder of before
+    the runner names its layout so)."""
+    for key, v in value.items():
+        want = known.get(key) if known is not None else int
+        if known is not None and want is None:
+            raise UserValueError(f"{source}: {where}.{key}: unknown key; expected one of {sorted(known)}")
+        if not isinstance(v, want) or isinstance(v, bool):  # type: ignore[arg-type]
+            kind = {int: "an integer", str: "a string", dict: "a mapping"}.get(want, str(want))  # type: ignore[call-overload]
+            raise UserValueError(f"{source}: {where}.{key}: expected {kind}, got {v!r}")
+    if known is None and len(value) > 1:
+        raise UserValueError(f"{source}: {where}: one '<version key>: <integer>' at most, got {dict(value)}")
+
+
+def _check_rows_unique(runs: Sequence[RunDecl], source: str) -> None:
+    """Each result row comes from one run (two runs' ``cam`` rows: one was silently dropped from the table)."""
+    from cream_pl.pipelines.run_stages import STAGES
+
+    owner: dict[str, int] = {}
+    for i, r in enumerate(runs):
+        for row in (*r.rows, *(x for stage in r.stages for x in STAGES[stage].rows)):
+            if row in owner:
+                raise UserValueError(f"{source}: runs[{i}].rows: row {row!r} is also runs[{owner[row]}]'s "
+                                     f"({runs[owner[row]].key}); give each run's rows their own names, e.g. "
+                                     "rows: {\"{key}\": cam, \"{key}_cream_selected\": cream_selected}")
+            owner[row] = i
+
+
 def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
     """Each difference names rows that the runs, their stages or their teachers give, and metrics with a paired interval."""
     from cream_pl.metrics.bootstrap import RECORD_METRICS
@@ -323,20 +357,26 @@ def load_experiment(path: Path | str) -> Experiment:
         if not base_path.is_file():
             raise UserValueError(f"{source}: extends: {base_path} not found (a path relative to the declaration)")
         base = _checked("", "experiment", read_yaml_file(base_path, "experiment declaration"), str(base_path))
+        for i, r in enumerate(base.get("runs", [])):  # merged by key below: each a mapping with one
+            if not isinstance(r, Mapping) or not isinstance(r.get("key"), str):
+                raise UserValueError(f"{base_path}: runs[{i}]: expected a mapping with a key (a run's name), got {r!r}")
         mine = {r.get("key"): r for r in top.get("runs", []) if isinstance(r, Mapping)}
         runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
         top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}
         top = {k: v for k, v in top.items() if v is not None}
     defaults = _checked("defaults", "defaults", top.get("defaults", {}), source)  # its overrides: a dict, checked there
-    min_seeds = top.get("settings", {}).get("min_seeds", 1)
-    if not isinstance(min_seeds, int) or isinstance(min_seeds, bool):
-        raise UserValueError(f"{source}: settings.min_seeds: expected an integer, got {min_seeds!r}")
+    for key in ("name", "out", "work"):  # out: "" wrote the results into the current folder
+        if not top[key].strip():
+            raise UserValueError(f"{source}: {key}: empty (expected {'a name' if key == 'name' else 'a folder'})")
+    _check_table("settings", top.get("settings", {}), _SETTINGS, source)
+    _check_table("legacy", top.get("legacy", {}), None, source)
     runs = tuple(_run(i, r, defaults, source) for i, r in enumerate(top["runs"]))
     if not runs:
         raise UserValueError(f"{source}: runs: at least one run is needed")
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise UserValueError(f"{source}: runs: the run keys {keys} repeat one")
+    _check_rows_unique(runs, source)
     for i, r in enumerate(runs):
         for t in r.teachers:  # teachers come from earlier per-epoch runs
             if t not in keys[:i] or runs[keys.index(t)].test != "epochs":
@@ -362,8 +402,16 @@ def load_experiment(path: Path | str) -> Experiment:
                 preset_config(ds.get("preset", DatasetDecl.preset), {**ds.get("overrides", {}), **extra})
             except ValueError as err:
                 raise UserValueError(f"{source}: {where}: {err}") from None
-    return Experiment(name=top["name"], out=top["out"], work=top["work"], runs=runs,
-                      dataset=DatasetDecl(**{k: v for k, v in ds.items()}), version=top.get("version", 1),
-                      fast={**DEFAULT_FAST, **fast},
-                      differences=tuple(diffs), report=top.get("report", "table"), readme=readme,
-                      legacy=top.get("legacy", {}), settings=top.get("settings", {}), source=source)
+    exp = Experiment(name=top["name"], out=top["out"], work=top["work"], runs=runs,
+                     dataset=DatasetDecl(**{k: v for k, v in ds.items()}), version=top.get("version", 1),
+                     fast={**DEFAULT_FAST, **fast},
+                     differences=tuple(diffs), report=top.get("report", "table"), readme=readme,
+                     legacy=top.get("legacy", {}), settings=top.get("settings", {}), source=source)
+    from cream_pl.reporting.experiment_report import check_declaration
+
+    check_declaration(exp)  # what its report reads: before any work, not a KeyError after the training
+    least = int(exp.settings.get("min_seeds", 1))
+    for i, run in enumerate(runs):
+        if len(run.seeds) < least:  # --seeds N overrides the declared seeds (checked against min_seeds there)
+            raise UserValueError(f"{source}: runs[{i}].seeds: settings.min_seeds is {least}, got {list(run.seeds)}")
+    return exp

@@ -252,6 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--recipes: name the multipliers too (--multipliers 1 3 10)")
     if any(not (m > 0 and math.isfinite(m)) for m in args.multipliers or ()):
         parser.error(f"--multipliers {args.multipliers}: each must be a positive number")
+    from cream_pl.pipelines.recipe_builder import check_recipe
+
+    for recipe in args.recipes or ():  # every recipe parses before the first one trains
+        try:
+            check_recipe(recipe, {HEAD_LR_KEY: float(args.multipliers[0])}, origin=f"{recipe} (--recipes)")
+        except ValueError as err:
+            parser.error(str(err))
     # the declaration is read (a bad one is one line) first, before the data and any training, where a default or --readme needs it
     needs_declaration = not args.recipes or args.readme is not None
     if needs_declaration and not Path(args.declaration).is_file():

@@ -409,18 +409,24 @@ def build_from_recipe(
     """
     import yaml
 
+    from cream_pl.core.io import atomic_write_text
+
     config = _with_overrides(recipe, overrides)
+    check_recipe(recipe, overrides)  # a bad override is one line before the folder's config.yaml is replaced
     workdir = Path(workdir or Path(config.get("trainer", {}).get("default_root_dir", "outputs")))
     workdir.mkdir(parents=True, exist_ok=True)
     resolved = workdir / "config.yaml"
-    resolved.write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(resolved, yaml.safe_dump(config, sort_keys=False))
     return _cli(CreamCLI, recipe, resolved, overrides)
 
 
-def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None, origin: str | None = None) -> None:
+def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None, origin: str | None = None,
+                 build: bool = False) -> None:
     """Parse a recipe with ``overrides`` as :func:`build_from_recipe` would, building nothing: a key the classes do
     not take or a value of the wrong type is one :class:`~cream_pl.core.errors.UserValueError` line, before any work,
-    that begins with ``origin`` (default: the recipe). A value that a class's ``__init__`` refuses shows when it is built.
+    that begins with ``origin`` (default: the recipe). With ``build``, the model (random init, ``pretrained=False``)
+    and the trainer's callbacks are built too, so a value their ``__init__`` refuses is one line now as well (the
+    runner checks every run so before the first one trains); else that shows when the recipe is built.
 
     Example:
         >>> check_recipe("experiments/embedded_cream.yaml", {"model.init_args.lr": "fast"}, origin="mine.yaml: runs[0]")
@@ -435,13 +441,68 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         resolved = Path(tmp) / "config.yaml"
         resolved.write_text(yaml.safe_dump(config, sort_keys=False))
-        _cli(_ParseOnlyCLI, recipe, resolved, overrides, origin)
+        cli = _cli(_ParseOnlyCLI, recipe, resolved, overrides, origin)
+    if build:
+        _build_model_and_callbacks(cli.config, str(origin or recipe))
+    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    monitors = [cb for cb in trainer.get("callbacks") or [] if isinstance(cb, dict)
+                and str(cb.get("class_path", "")).endswith("LearningRateMonitor")]
+    if monitors and "logger" in trainer and trainer["logger"] in (False, []):  # Lightning refuses it at the fit start
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{origin or recipe}: trainer.callbacks: a LearningRateMonitor needs a logger, but "
+                             "trainer.logger is false (drop the callback, or keep a logger)")
     model, data = (config.get(part) if isinstance(config.get(part), dict) else {} for part in ("model", "data"))
     if _is_classifier_class(str(model.get("class_path", ""))):  # as WSOLClassifier.setup checks it, before any work
         from cream_pl.models.classifier import check_eval_sizes
 
         check_eval_sizes(*((part.get("init_args") or {}).get("eval_size", 224) for part in (model, data)),
                          where=str(origin or recipe))
+
+
+def _build_model_and_callbacks(config: Any, where: str) -> None:
+    """Build the parsed config's model (2 classes where the data sets the count, no pretrained weights read) and
+    its trainer callbacks, then drop them; global random states are left as they were."""
+    import importlib
+    import inspect
+    import random
+
+    import numpy as np
+    import torch
+
+    from cream_pl.core.errors import UserValueError
+
+    def plain(node: Any) -> dict[str, Any]:
+        return dict(node.as_dict() if hasattr(node, "as_dict") else node or {})
+
+    parts: list[tuple[str, str, dict[str, Any]]] = []
+    model = _get_path(config, "model")
+    if model is not None and _get_path(model, "class_path"):
+        parts.append(("model.init_args", str(model.class_path), plain(_get_path(model, "init_args"))))
+    for cb in _get_path(config, "trainer.callbacks") or []:
+        if _get_path(cb, "class_path"):
+            parts.append((f"trainer.callbacks[{str(cb.class_path).rsplit('.', 1)[-1]}].init_args", str(cb.class_path),
+                          plain(_get_path(cb, "init_args"))))
+    state = (random.getstate(), np.random.get_state())
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            for what, class_path, kwargs in parts:
+                module, _, name = class_path.rpartition(".")
+                cls = getattr(importlib.import_module(module), name)
+                takes = inspect.signature(cls).parameters
+                if "pretrained" in takes:
+                    kwargs["pretrained"] = False
+                if "num_classes" in takes and kwargs.get("num_classes") is None:
+                    kwargs["num_classes"] = 2
+                try:
+                    cls(**kwargs)
+                except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+                    message = user_error_message(err) or " ".join(str(err).split())[:300] or type(err).__name__
+                    raise UserValueError(f"{where}: {what}: {message}") from None
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
 
 
 class _ParseOnlyCLI(CreamCLI):

@@ -33,7 +33,7 @@ from cream_pl.pipelines.entry import pipeline_main, preflight
 __all__ = ["main"]
 
 CUB_HELP = """\
-CUB-200-2011 was not found.
+python -m cream_pl.pipelines.recipes: error: CUB-200-2011 was not found in {cub_root} (--cub-root).
 
   1. Download CUB_200_2011.tgz (https://www.vision.caltech.edu/datasets/cub_200_2011/) and unpack it
      so that {cub_root}/images.txt and {cub_root}/images/ exist (or pass CUB_ROOT=<dir> to make).
@@ -54,7 +54,7 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     if not _has_metadata(data):
         if not (cub_root / "images.txt").is_file():
             print(CUB_HELP.format(cub_root=cub_root, data=data), file=sys.stderr)
-            return 1
+            return 2  # the user's input is missing (the how-to says where to get it)
         from cream_pl.data import convert_cub
 
         summary = convert_cub(cub_root, data, val_per_class=val_per_class)
@@ -88,8 +88,9 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
 def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> int:
     ckpt = work / "classifier.ckpt"
     if not ckpt.is_file():
-        print(f"{ckpt} not found: run `make train-cub` first", file=sys.stderr)
-        return 1
+        print(f"python -m cream_pl.pipelines.recipes: error: {ckpt} not found: run `make train-cub` first",
+              file=sys.stderr)
+        return 2
     from cream_pl.pseudo_boxes.from_checkpoint import print_pseudo_box_summary, pseudo_boxes_from_checkpoint
 
     # cream-pl pseudo-boxes --val-threshold at PSOL's 448: τ* from val maps at the same input size
@@ -149,8 +150,9 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     prints PSOL's row (``psol``, when trained) and the chosen design's (``chosen``)."""
     boxes = work / f"pseudo_boxes_{source}.json"
     if not boxes.is_file():
-        print(f"{boxes} not found: run `make pseudo-boxes` first", file=sys.stderr)
-        return 1
+        print(f"python -m cream_pl.pipelines.recipes: error: {boxes} not found: run `make pseudo-boxes` first",
+              file=sys.stderr)
+        return 2
     candidates = regressor_candidates(design, backbone, epochs, batch_size, pretrained, heads)
     if not candidates:
         print(f"--heads {','.join(heads or [])}: no design of --design {design} has such a box head", file=sys.stderr)
@@ -179,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)")
     p.add_argument("--cub-root", type=Path, default=Path("data/CUB_200_2011"))
-    p.add_argument("--recipe", type=Path, default=Path("experiments/cub_vgg16_cream.yaml"))
+    p.add_argument("--recipe", type=Path, default=Path(__file__).resolve().parents[2] / "experiments" / "cub_vgg16_cream.yaml",
+                   help="the training recipe (default: the repository's experiments/cub_vgg16_cream.yaml)")
     p.add_argument("--val-per-class", type=nonneg_int, default=5, help="val images carved from train when there is no CUBV2")
     for q in (p, sub.add_parser("pseudo-boxes", help="CREAM pseudo boxes over the CUB train split"),
               sub.add_parser("train-regressor", help="CREAM_reg regressor on the pseudo boxes")):

@@ -70,7 +70,8 @@ def check_work_dataset(work: Path, root: Path, sha1: str | None, restart: bool =
     are the work folder's dataset: its runs start over, or are kept, by their fingerprints. Another root with other
     content is another dataset, whose runs would clear this one's finished work (two ``make demo DATA=`` roots of
     one folder name shared ``outputs/demo_<name>``); another declaration's runs would regenerate the dataset it keeps
-    inside the work folder. Both are refused, nothing removed, unless ``restart``.
+    inside the work folder. Both are refused, nothing removed; ``restart`` starts this experiment's runs over on
+    another dataset, but never takes another experiment's folder (its finished runs would be locked out of it).
 
     Raises:
         UserValueError: ``work`` holds the runs of another experiment or dataset.
@@ -80,9 +81,13 @@ def check_work_dataset(work: Path, root: Path, sha1: str | None, restart: bool =
     here = str(Path(root).resolve())
     stored = read_state(work / WORK_DATASET, log=None) or {}
     theirs = stored.get("experiment")
-    if not restart and experiment is not None and theirs not in (None, experiment):
-        what = f"experiment {theirs!r}, not {experiment!r}"
-    elif not restart and sha1 is not None and stored and stored.get("root") != here and stored.get("data_sha1") != sha1:
+    if experiment is not None and theirs not in (None, experiment):
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{work}: holds the runs of experiment {theirs!r}, not {experiment!r}; nothing was "
+                             "removed: give this one another work folder (--work; make demo: WORK=), or remove that "
+                             "folder yourself (--restart starts this experiment's own runs over, never another's)")
+    if not restart and sha1 is not None and stored and stored.get("root") != here and stored.get("data_sha1") != sha1:
         what = f"another dataset ({stored.get('root')}), not of {root}"
     else:
         record = {"experiment": experiment or theirs, "root": here,

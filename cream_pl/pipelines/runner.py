@@ -549,7 +549,30 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
     values = [None, *run.choose.values[1:]] if run.choose is not None else [None]
     for v in values:
         extra = {} if v is None else {run.choose.key: v}
-        check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin)
+        check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin, build=True)
+
+
+_CREAM_PL_CALLBACKS = ("EpochCheckpoints", "PseudoBoxesAtFitEnd", "WSOLMediaCallback")
+
+
+def check_callback_name(recipe: Path, key: str, where: str) -> None:
+    """``trainer.callbacks[Name]...``: a callback the recipe has, or at least a real callback class (a recipe
+    without it leaves the override out); a typo was silently left out too."""
+    if "[" not in key:
+        return
+    from cream_pl.pipelines.run_state import callback_index
+
+    name = key.split("[", 1)[1].split("]", 1)[0]
+    if callback_index(recipe, name) is not None or name in _CREAM_PL_CALLBACKS:
+        return
+    import pytorch_lightning as pl
+
+    known = getattr(pl.callbacks, name, None)
+    if not (isinstance(known, type) and issubclass(known, pl.Callback)):
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{where}: {key}: {name!r} is no callback class (cream-pl's: "
+                             f"{list(_CREAM_PL_CALLBACKS)}, or one of pytorch_lightning.callbacks)")
 
 
 def least_seeds(exp: Any) -> int:
@@ -644,6 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     require_epoch_checkpoints(recipe, run.key)
             except (FileNotFoundError, ValueError) as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
+            for key in (*run.overrides, *(exp.fast.get("overrides", {}) if args.fast else {})):
+                check_callback_name(recipe, key, f"{exp.source}: runs[{i}].overrides")
     users = (exp.dataset.root.replace("{work}", str(work))  # a dataset used as it is
              if args.data is None and exp.dataset.preset is None else None)
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data or users)
@@ -653,14 +678,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             reference = json.loads(Path(args.compare).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             parser.error(f"{args.compare}: not a JSON results file ({err}) (--compare)")
+        if not isinstance(reference, dict):
+            parser.error(f"{args.compare}: not a results file (a JSON object, as the report writes), got a "
+                         f"{type(reference).__name__} (--compare)")
     import torch
 
     torch.set_num_threads(DEFAULT_THREADS)
     run_experiment(exp, out=out, work=work, restart=args.restart, skip=args.skip, readme=args.readme, **options)
     if args.compare is not None:
-        from cream_pl.reporting.experiment_report import write_comparison
+        from cream_pl.reporting.experiment_report import RESULTS_FILE, write_comparison
 
-        new = json.loads((Path(out) / Path(args.compare).name).read_text())  # calibration.json too
+        new = json.loads((Path(out) / RESULTS_FILE.get(exp.report, "metrics.json")).read_text())  # whatever its name
         command = command_line(exp, skip=args.skip, **options)
         line, diffs = write_comparison(new, reference, Path(args.compare), Path(out), command)
         print(f"[{exp.name}] against {args.compare}: {line}" + ("" if not diffs else ": " + "; ".join(diffs[:10]))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPORTS", "SPLICES", "aggregate_seeds", "compare_numbers", "data_check", "report_function", "splice_block", "table_report"]
+__all__ = ["REPORTS", "SPLICES", "aggregate_seeds", "check_declaration", "compare_numbers", "data_check", "report_function", "splice_block", "table_report"]
 
 REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
            "demo": "cream_pl.reporting.demo_report:report",
@@ -25,6 +25,8 @@ REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
            "calibration": "cream_pl.reporting.calibration_report:report",
            "kd": "cream_pl.reporting.demo_kd_report:report"}
 """Report name -> ``module:function`` (imported when used: ``--help`` stays instant)."""
+RESULTS_FILE = {"calibration": "calibration.json"}
+"""A report's results file in its ``out`` folder where it is not ``metrics.json`` (what ``--compare`` reads)."""
 ONE_SEED = frozenset({"demo", "methods", "calibration", "kd"})
 """The reports that show one training seed (the lowest one run): more seeds would train for nothing."""
 SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
@@ -53,6 +55,45 @@ def data_check(name: str) -> Callable[[Path], None] | None:
     what the report reads beyond the benchmark format, refused before any work."""
     module = importlib.import_module(REPORTS[name].split(":")[0]) if name in REPORTS else None
     return getattr(module, "check_data", None)
+
+
+_NEEDS: dict[str, dict[str, Any]] = {
+    "demo": {"one_run": True, "maps": ("cam", "cream", "cream_selected")},
+    "seeds": {"one_run": True, "maps": ("cam", "cream", "cream_selected"), "min_seeds": 2},
+    "methods": {"maps": ("cam", "cream_selected"), "settings": ("selection",)},
+    "calibration": {"one_run": True, "maps": ("cam",), "stages": ("split_statistics", "center_baseline")},
+    "kd": {"test": "epochs"},
+}
+"""What each demo report reads beyond a table (``table`` reads anything): one run, maps every run's rows give,
+stages, settings; checked when the declaration is read, not after its training (a ``KeyError`` there before)."""
+
+
+def check_declaration(exp: Any) -> None:
+    """Refuse, in one line naming the declaration, a declaration its report cannot read (:data:`_NEEDS`)."""
+    from cream_pl.core.errors import UserValueError
+
+    needs = _NEEDS.get(exp.report, {})
+
+    def fail(what: str) -> UserValueError:
+        return UserValueError(f"{exp.source}: report: {exp.report!r} needs {what}")
+
+    if needs.get("one_run") and len(exp.runs) != 1:
+        raise fail(f"exactly one run, got {len(exp.runs)}")
+    for i, run in enumerate(exp.runs):
+        missing = [m for m in needs.get("maps", ()) if m not in run.rows.values()]
+        if missing:
+            raise fail(f"rows of the maps {list(needs['maps'])} from every run; runs[{i}] ({run.key}) gives none of "
+                       f"{missing}")
+        stages = [s for s in needs.get("stages", ()) if s not in run.stages]
+        if stages:
+            raise fail(f"the stages {list(needs['stages'])}; runs[{i}] ({run.key}) lacks {stages}")
+        if "test" in needs and run.test != needs["test"]:
+            raise fail(f"every run tested per epoch (test: {needs['test']}); runs[{i}] ({run.key}) is not")
+    for key in needs.get("settings", ()):
+        if key not in exp.settings:
+            raise fail(f"settings.{key}")
+    if int(exp.settings.get("min_seeds", 1)) < needs.get("min_seeds", 1):
+        raise fail(f"settings.min_seeds >= {needs['min_seeds']} (a spread over seeds)")
 
 
 def splice_block(exp: Any, payload: Mapping[str, Any], out: Path, readme: Path) -> None:
