@@ -59,6 +59,7 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
     acol = ["--recipes", str(ACOL), "--multipliers", "1"]
     no_choice = tmp_path / "no_choice.yaml"  # a declaration whose runs choose nothing
     no_choice.write_text("name: x\nout: o\nwork: w\nruns: [{key: cam, recipe: embedded_cream}]\n")
+    (tmp_path / "list.yaml").write_text("- 1\n")
     cases = [(["--recipes", str(tmp_path / "none.yaml"), "--data", str(tiny)], "none.yaml: not found"),
              ([*acol, "--data", str(tmp_path / "nodata")], "nodata: no dataset there"),
              (["--recipes", str(ACOL), "--data", str(tiny), "--multipliers", "0"], "each must be a positive number"),
@@ -69,7 +70,9 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
              (["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml")], "none.yaml: not found (--declaration"),
              # the second recipe is no recipe: before, the first one trained, then this line
              (["--recipes", str(ACOL), str(no_choice), "--multipliers", "1", "--data", str(tiny)],
-              "no_choice.yaml (--recipes): ")]
+              "no_choice.yaml (--recipes): model.init_args: Option 'head_lr_multiplier' is not accepted"),
+             (["--recipes", str(ACOL), str(tmp_path / "list.yaml"), "--multipliers", "1", "--data", str(tiny)],
+              "list.yaml: a recipe is a mapping (trainer, model, data), got list")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as err:
             main([*argv, "--out", str(tmp_path / "p.json")] if "--out" not in argv else argv)

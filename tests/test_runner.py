@@ -68,9 +68,13 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
     # a second review's sweep: each was a silently dropped row, a seed run once, results in the current folder, a
     # typo ignored, or a KeyError after the training
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}, {key: b, recipe: r}]\n",
-     "x.yaml: runs[1].rows: row 'cam' is also runs[0]'s (a); give each run's rows their own names"),
+     "x.yaml: runs[1].rows: row 'cam' is also runs[0]'s (a, its rows); give each run's rows their own names"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, stages: [center_baseline]}, "
-     "{key: b, recipe: r, rows: {b: cam}, stages: [center_baseline]}]\n", "x.yaml: runs[1].rows: row 'center_baseline'"),
+     "{key: b, recipe: r, rows: {b: cam, center_baseline: cream}}]\n",
+     "x.yaml: runs[1].rows: row 'center_baseline' is also runs[0]'s (a, its stages)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: t, recipe: r, test: epochs, rows: {cls_teacher: cam}}, "
+     "{key: s, recipe: r, rows: {s: cam}, teachers: [t]}]\n",
+     "x.yaml: runs[1].teachers: row 'cls_teacher' is also runs[0]'s (t, its rows)"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seeds: [0, 0]}]\n", "x.yaml: runs[0].seeds: [0, 0] repeats a seed"),
     ("name: x\nout: ''\nwork: w\nruns: [{key: a, recipe: r}]\n", "x.yaml: out: empty (expected a folder)"),
     ("name: ' '\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\n", "x.yaml: name: empty (expected a name)"),
@@ -78,18 +82,23 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: settings.min_seed: unknown key; expected one of ['min_seeds', 'missing', 'selection']"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nlegacy: {demo_version: 3, other: 1}\n",
      "x.yaml: legacy: one '<version key>: <integer>' at most"),
-    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nsettings: {min_seeds: 2}\n",
-     "x.yaml: runs[0].seeds: settings.min_seeds is 2, got [0]"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nruns: [{key: b, recipe: r}]\n",
      "x.yaml:5: invalid YAML: duplicate key 'runs' (first on line 4)"),
-    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: methods\n", "x.yaml: report: 'methods' needs settings.selection"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, rows: {a: cam, a_cream_selected: cream_selected}}]\n"
+     "report: methods\n", "x.yaml: report: 'methods' needs settings.selection"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: kd\n",
      "x.yaml: report: 'kd' needs every run tested per epoch (test: epochs); runs[0] (a) is not"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: calibration\n",
      "x.yaml: report: 'calibration' needs the stages ['split_statistics', 'center_baseline']; runs[0] (a) lacks"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: demo\n",
-     "x.yaml: report: 'demo' needs rows of the maps ['cam', 'cream', 'cream_selected'] from every run; runs[0] (a) gives "
-     "none of ['cream']"),
+     "x.yaml: report: 'demo' needs the rows {'cam': 'cam', 'cream': 'cream', 'cream_selected': 'cream_selected'} (name: "
+     "map) from every run; runs[0] (a) lacks {'cream': 'cream'}"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, rows: {base: cam, cream: cream, cream_selected: "
+     "cream_selected}}]\nreport: demo\n", "runs[0] (a) lacks {'cam': 'cam'}"),  # the report reads the row 'cam'
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreport: methods\nsettings: {selection: val}\n",
+     "x.yaml: report: 'methods' needs the rows {'a': 'cam', 'a_cream_selected': 'cream_selected'}"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, test: epochs}]\nreport: kd\n",
+     "x.yaml: report: 'kd' needs the rows {'cam': 'cam', 'cream_selected': 'cream_selected', 'ci_cam': 'cam', "),
     ("", "x.yaml: the file is empty (a declaration is a mapping of"),
     ("- a\n", "x.yaml: expected a mapping of"),
     ("extends: nothere.yaml\nname: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\n", "nothere.yaml not found"),
@@ -172,6 +181,8 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
     bad_json.write_text("{not json")
     a_list = tmp_path / "list.json"
     a_list.write_text("[1, 2]")
+    min_two = _decl(tmp_path, "name: x\nout: o\nwork: w\nruns: [{key: a, recipe: embedded_cream}]\n"
+                              "settings: {min_seeds: 2}\n", "min_two.yaml")  # before: trained, then the report failed
     help_ = subprocess.run([sys.executable, "-m", "cream_pl.pipelines.runner", "--help"], capture_output=True, text=True,
                            timeout=60)
     assert help_.returncode == 0 and "--only" in help_.stdout and "--compare" in help_.stdout
@@ -183,6 +194,7 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                           ([str(DEMOS / "demo.yaml"), "--data-seed", "-1"], "--data-seed"),
                           ([str(tmp_path / "none.yaml")], "none.yaml: experiment declaration not found"),
                           ([str(DEMOS / "demo.yaml"), "--compare", str(bad_json)], "bad.json: not a JSON results file"),
+                          ([str(min_two)], "min_two.yaml: runs[0].seeds: [0], but it needs at least 2 seeds"),
                           ([str(DEMOS / "demo.yaml"), "--compare", str(a_list)],  # before: every run, then "differ"
                            "list.json: not a results file (a JSON object, as the report writes), got a list"),
                           ([str(DEMOS / "demo_methods.yaml"), "--preset", "hard", "--readme", "R.md"],
@@ -877,3 +889,32 @@ def test_kernels_are_refused_in_one_line_where_torch_already_runs_others():
     assert {k: os.environ.get(k) for k in before} == before  # a refusal leaves the environment as it was
     with pytest.raises(UserValueError, match="unknown kernel set 'avx9'"):
         use_kernels("avx9")
+
+
+def test_the_pre_work_build_uses_placeholders_reads_no_weights_and_keeps_random_states(monkeypatch):
+    """The runner builds each run's model once before any work: with the data's class count unknown (1000, so a
+    CI-CAM ccam_n of 5 fits), no pretrained weights (not even through CI-CAM's **kwargs), the global random states
+    as they were; a value the model refuses is one line naming the run."""
+    import random
+
+    import numpy as np
+    import torch
+    import torchvision
+
+    from cream_pl.core.errors import UserError
+    from cream_pl.pipelines.recipe_builder import check_recipe
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the check read pretrained weights")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_download)
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
+    before = (torch.random.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    recipe = REPO / "experiments" / "embedded_confounded_ci_cam.yaml"
+    check_recipe(recipe, {"model.init_args.cam_source": "ccam_sum1", "model.init_args.ccam_n": 5,
+                          "model.init_args.backbone": "vgg16", "model.init_args.freeze_backbone": None,
+                          "model.init_args.pretrained": True}, build=True)
+    assert torch.equal(torch.random.get_rng_state(), before[0]) and random.getstate() == before[1]
+    assert (np.random.get_state()[1] == before[2]).all()
+    with pytest.raises(UserError, match=r"^x.yaml: runs\[0\]: model.init_args: pool_rate"):
+        check_recipe(recipe, {"model.init_args.pool_rate": -1.0}, origin="x.yaml: runs[0]", build=True)

@@ -276,10 +276,13 @@ def _unique_keys_loader() -> type:
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
                     continue
-                key = key_node.value
+                key = self.construct_object(key_node)  # the key's value: `true`/`True` alike, `1`/`'1'` not
+                if not isinstance(key, (str, int, float, bool, type(None))):
+                    continue
+                key = (type(key) is str, key)  # 1 and 1.0 are one dict key; 1 and '1' are two
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+                        None, None, f"duplicate key {key[1]!r} (first on line {seen[key]})", key_node.start_mark)
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep=deep)
 

@@ -294,17 +294,21 @@ def _check_table(where: str, value: Mapping[str, Any], known: Mapping[str, Any] 
 
 
 def _check_rows_unique(runs: Sequence[RunDecl], source: str) -> None:
-    """Each result row comes from one run (two runs' ``cam`` rows: one was silently dropped from the table)."""
+    """Each result row comes from one run (two runs' ``cam`` rows: one was silently dropped from the table). A stage
+    both runs go through (``center_baseline``: the data's, the same for every run) may give its row twice."""
     from cream_pl.pipelines.run_stages import STAGES
 
-    owner: dict[str, int] = {}
+    owner: dict[str, tuple[int, str]] = {}  # row -> (run index, "rows" / "stages" / "teachers")
     for i, r in enumerate(runs):
-        for row in (*r.rows, *(x for stage in r.stages for x in STAGES[stage].rows)):
-            if row in owner:
-                raise UserValueError(f"{source}: runs[{i}].rows: row {row!r} is also runs[{owner[row]}]'s "
-                                     f"({runs[owner[row]].key}); give each run's rows their own names, e.g. "
+        given = [(row, "rows") for row in r.rows] + [(row, "stages") for s in r.stages for row in STAGES[s].rows]
+        given += [(row, "teachers") for row in ("cls_teacher", "loc_teacher") if r.teachers]
+        for row, where in given:
+            if row in owner and not (where == owner[row][1] == "stages"):
+                j = owner[row][0]
+                raise UserValueError(f"{source}: runs[{i}].{where}: row {row!r} is also runs[{j}]'s ({runs[j].key}, "
+                                     f"its {owner[row][1]}); give each run's rows their own names, e.g. "
                                      "rows: {\"{key}\": cam, \"{key}_cream_selected\": cream_selected}")
-            owner[row] = i
+            owner.setdefault(row, (i, where))
 
 
 def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
@@ -410,8 +414,4 @@ def load_experiment(path: Path | str) -> Experiment:
     from cream_pl.reporting.experiment_report import check_declaration
 
     check_declaration(exp)  # what its report reads: before any work, not a KeyError after the training
-    least = int(exp.settings.get("min_seeds", 1))
-    for i, run in enumerate(runs):
-        if len(run.seeds) < least:  # --seeds N overrides the declared seeds (checked against min_seeds there)
-            raise UserValueError(f"{source}: runs[{i}].seeds: settings.min_seeds is {least}, got {list(run.seeds)}")
     return exp

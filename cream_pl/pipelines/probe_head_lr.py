@@ -53,10 +53,7 @@ def loss_curve(recipe: Path, multiplier: float, data: Path, steps: int | None = 
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             losses.append(float(loss))
 
-    overrides: dict[str, Any] = {HEAD_LR_KEY: float(multiplier), "data.init_args.data_root": str(data),
-                                 "trainer.logger": False, "trainer.callbacks": [], "trainer.enable_checkpointing": False,
-                                 "trainer.limit_val_batches": 0, "trainer.enable_progress_bar": False,
-                                 "trainer.enable_model_summary": False}
+    overrides: dict[str, Any] = {**probe_overrides(multiplier), "data.init_args.data_root": str(data)}
     if steps is not None:
         overrides["trainer.max_steps"] = int(steps)
     with tempfile.TemporaryDirectory(prefix="probe_head_lr_") as work:
@@ -70,6 +67,13 @@ def loss_curve(recipe: Path, multiplier: float, data: Path, steps: int | None = 
         raise UserValueError(f"{recipe}: trained no step on {data} (its train split, batch size and limit_train_batches "
                              "leave no batch)")
     return losses
+
+
+def probe_overrides(multiplier: float) -> dict[str, Any]:
+    """What the probe changes in a recipe: the multiplier, and no logger, callbacks, checkpoints or validation."""
+    return {HEAD_LR_KEY: float(multiplier), "trainer.logger": False, "trainer.callbacks": [],
+            "trainer.enable_checkpointing": False, "trainer.limit_val_batches": 0, "trainer.enable_progress_bar": False,
+            "trainer.enable_model_summary": False}
 
 
 def curve_summary(losses: Sequence[float]) -> dict[str, Any]:
@@ -256,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for recipe in args.recipes or ():  # every recipe parses before the first one trains
         try:
-            check_recipe(recipe, {HEAD_LR_KEY: float(args.multipliers[0])}, origin=f"{recipe} (--recipes)")
+            check_recipe(recipe, probe_overrides(args.multipliers[0]), origin=f"{recipe} (--recipes)")
         except ValueError as err:
             parser.error(str(err))
     # the declaration is read (a bad one is one line) first, before the data and any training, where a default or --readme needs it

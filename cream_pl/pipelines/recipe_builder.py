@@ -461,7 +461,7 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
 
 
 def _build_model_and_callbacks(config: Any, where: str) -> None:
-    """Build the parsed config's model (2 classes where the data sets the count, no pretrained weights read) and
+    """Build the parsed config's model (1000 classes where the data sets the count, no pretrained weights read) and
     its trainer callbacks, then drop them; global random states are left as they were."""
     import importlib
     import inspect
@@ -491,10 +491,10 @@ def _build_model_and_callbacks(config: Any, where: str) -> None:
                 module, _, name = class_path.rpartition(".")
                 cls = getattr(importlib.import_module(module), name)
                 takes = inspect.signature(cls).parameters
-                if "pretrained" in takes:
+                if "pretrained" in takes or "pretrained" in kwargs:  # CI-CAM's pass it on through **kwargs
                     kwargs["pretrained"] = False
-                if "num_classes" in takes and kwargs.get("num_classes") is None:
-                    kwargs["num_classes"] = 2
+                if ("num_classes" in takes or "num_classes" in kwargs) and kwargs.get("num_classes") is None:
+                    kwargs["num_classes"] = 1000  # the data sets it; the most any benchmark has (ccam_n <= it)
                 try:
                     cls(**kwargs)
                 except (ValueError, TypeError, KeyError, FileNotFoundError) as err:

@@ -555,15 +555,15 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
 _CREAM_PL_CALLBACKS = ("EpochCheckpoints", "PseudoBoxesAtFitEnd", "WSOLMediaCallback")
 
 
-def check_callback_name(recipe: Path, key: str, where: str) -> None:
-    """``trainer.callbacks[Name]...``: a callback the recipe has, or at least a real callback class (a recipe
-    without it leaves the override out); a typo was silently left out too."""
+def check_callback_name(recipes: Sequence[Path], key: str, where: str) -> None:
+    """``trainer.callbacks[Name]...``: a callback one of the declaration's ``recipes`` has, or at least a real callback
+    class (a recipe without it leaves the override out); a typo was silently left out too."""
     if "[" not in key:
         return
     from cream_pl.pipelines.run_state import callback_index
 
     name = key.split("[", 1)[1].split("]", 1)[0]
-    if callback_index(recipe, name) is not None or name in _CREAM_PL_CALLBACKS:
+    if name in _CREAM_PL_CALLBACKS or any(callback_index(recipe, name) is not None for recipe in recipes):
         return
     import pytorch_lightning as pl
 
@@ -576,8 +576,11 @@ def check_callback_name(recipe: Path, key: str, where: str) -> None:
 
 
 def least_seeds(exp: Any) -> int:
-    """How many training seeds the declaration's report needs (``settings: {min_seeds: N}``; 1 without it)."""
-    return int(exp.settings.get("min_seeds", 1))
+    """How many training seeds the declaration needs: ``settings: {min_seeds: N}``, and its report's own minimum
+    (the seeds report's spread: 2); 1 without either."""
+    from cream_pl.reporting.experiment_report import MIN_SEEDS
+
+    return max(int(exp.settings.get("min_seeds", 1)), MIN_SEEDS.get(exp.report, 1))
 
 
 @pipeline_main("python -m cream_pl.pipelines.runner")
@@ -626,6 +629,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--train-seed: {exp.source} needs at least {least} seeds (use --seeds)")
     if args.seeds is not None and args.seeds < least:
         parser.error(f"--seeds: {exp.source} needs at least {least} seeds, got {args.seeds}")
+    if args.seeds is None and args.train_seed is None:  # the declared seeds: [0, 0] or [0] for a spread
+        short = next(((i, r) for i, r in enumerate(exp.runs) if len(r.seeds) < least), None)
+        if short is not None:
+            parser.error(f"{exp.source}: runs[{short[0]}].seeds: {list(short[1].seeds)}, but it needs at least {least} "
+                         "seeds (settings.min_seeds, or its report's spread); declare more, or give --seeds N")
     from cream_pl.reporting.experiment_report import ONE_SEED
 
     if args.seeds is not None and args.seeds > 1 and exp.report in ONE_SEED:
@@ -668,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (FileNotFoundError, ValueError) as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
             for key in (*run.overrides, *(exp.fast.get("overrides", {}) if args.fast else {})):
-                check_callback_name(recipe, key, f"{exp.source}: runs[{i}].overrides")
+                check_callback_name([runner.recipe(r.recipe) for r in exp.runs], key, f"{exp.source}: runs[{i}].overrides")
     users = (exp.dataset.root.replace("{work}", str(work))  # a dataset used as it is
              if args.data is None and exp.dataset.preset is None else None)
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data or users)

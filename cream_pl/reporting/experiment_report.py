@@ -57,15 +57,20 @@ def data_check(name: str) -> Callable[[Path], None] | None:
     return getattr(module, "check_data", None)
 
 
+_DEMO_ROWS = {"cam": "cam", "cream": "cream", "cream_selected": "cream_selected"}
 _NEEDS: dict[str, dict[str, Any]] = {
-    "demo": {"one_run": True, "maps": ("cam", "cream", "cream_selected")},
-    "seeds": {"one_run": True, "maps": ("cam", "cream", "cream_selected"), "min_seeds": 2},
-    "methods": {"maps": ("cam", "cream_selected"), "settings": ("selection",)},
-    "calibration": {"one_run": True, "maps": ("cam",), "stages": ("split_statistics", "center_baseline")},
-    "kd": {"test": "epochs"},
+    "demo": {"one_run": True, "rows": _DEMO_ROWS},
+    "seeds": {"one_run": True, "rows": _DEMO_ROWS},
+    "methods": {"rows": {"{key}": "cam", "{key}_cream_selected": "cream_selected"}, "settings": ("selection",)},
+    "calibration": {"one_run": True, "rows": {"cam": "cam"}, "stages": ("split_statistics", "center_baseline")},
+    "kd": {"test": "epochs", "all_rows": {"cam": "cam", "cream_selected": "cream_selected", "ci_cam": "cam",
+                                          "ci_cam_cream_selected": "cream_selected", "kd_ci_cam": "cam"}},
 }
-"""What each demo report reads beyond a table (``table`` reads anything): one run, maps every run's rows give,
-stages, settings; checked when the declaration is read, not after its training (a ``KeyError`` there before)."""
+"""What each demo report reads beyond a table (``table`` reads anything): one run, the rows (name: map) each run
+gives (``{key}``: the run's key) or the runs give between them (``all_rows``), stages, settings; checked when the
+declaration is read, not after its training (a ``KeyError`` there before)."""
+MIN_SEEDS = {"seeds": 2}
+"""Training seeds a report needs at least (a spread), besides a declaration's ``settings.min_seeds``."""
 
 
 def check_declaration(exp: Any) -> None:
@@ -80,20 +85,22 @@ def check_declaration(exp: Any) -> None:
     if needs.get("one_run") and len(exp.runs) != 1:
         raise fail(f"exactly one run, got {len(exp.runs)}")
     for i, run in enumerate(exp.runs):
-        missing = [m for m in needs.get("maps", ()) if m not in run.rows.values()]
+        wanted = {name.replace("{key}", run.key): m for name, m in needs.get("rows", {}).items()}
+        missing = {name: m for name, m in wanted.items() if run.rows.get(name) != m}
         if missing:
-            raise fail(f"rows of the maps {list(needs['maps'])} from every run; runs[{i}] ({run.key}) gives none of "
-                       f"{missing}")
+            raise fail(f"the rows {wanted} (name: map) from every run; runs[{i}] ({run.key}) lacks {missing}")
         stages = [s for s in needs.get("stages", ()) if s not in run.stages]
         if stages:
             raise fail(f"the stages {list(needs['stages'])}; runs[{i}] ({run.key}) lacks {stages}")
         if "test" in needs and run.test != needs["test"]:
             raise fail(f"every run tested per epoch (test: {needs['test']}); runs[{i}] ({run.key}) is not")
+    given = {name: m for run in exp.runs for name, m in run.rows.items()}
+    missing = {name: m for name, m in needs.get("all_rows", {}).items() if given.get(name) != m}
+    if missing:
+        raise fail(f"the rows {needs['all_rows']} (name: map) from its runs; none gives {missing}")
     for key in needs.get("settings", ()):
         if key not in exp.settings:
             raise fail(f"settings.{key}")
-    if int(exp.settings.get("min_seeds", 1)) < needs.get("min_seeds", 1):
-        raise fail(f"settings.min_seeds >= {needs['min_seeds']} (a spread over seeds)")
 
 
 def splice_block(exp: Any, payload: Mapping[str, Any], out: Path, readme: Path) -> None:
