@@ -10,6 +10,8 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
+# DATA, OUT and WORK pick make demo's dataset and folders; a target that would ignore them refuses them instead
+demo_only = $(foreach v,DATA OUT WORK,$(if $(filter command line,$(origin $(v))),$(error $(v)=$($(v)): only make demo takes DATA, OUT and WORK; make $(1) runs its declaration as it is (for a variant: $(RUN) experiments/demos/<its declaration>.yaml --data/--out/--work))))
 .PHONY: help install test test-fast test-full lint demo demo-seeds demo-threads demo-kernels readme-results demo-kd demo-methods probe-head-lr calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
 
 help: ## Show this help
@@ -45,26 +47,32 @@ readme-results: install ## Regenerate the README's results block from results/em
 	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded
 
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
+	@$(call demo_only,demo-seeds)
 	$(RUN) experiments/demos/demo_seeds.yaml $(if $(SEEDS),--seeds $(SEEDS))
 
 demo-threads: install ## make demo's classifier (no CREAM_reg) at two torch threads and at one on this machine, same data, recipe and seed, the second compared number by number with the first: how far the thread count moves results -> results/embedded_threads/ (12 min of stages on 2 cores: timing.total_s of the two metrics.json, 4.9 + 6.9)
+	@$(call demo_only,demo-threads)
 	rm -f results/embedded_threads/two_threads/comparison.md results/embedded_threads/one_thread/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 2 --out results/embedded_threads/two_threads --work outputs/demo_threads/two_threads
 	$(RUN) experiments/demos/demo.yaml --skip regressor --threads 1 --out results/embedded_threads/one_thread --work outputs/demo_threads/one_thread --compare results/embedded_threads/two_threads/metrics.json || test -f results/embedded_threads/one_thread/comparison.md
 
 demo-kernels: install ## make demo's classifier (no CREAM_reg) with this machine's CPU kernels and with an AVX2 machine's (--kernels avx2), same data, recipe, seed and threads, the second compared number by number with the first: how far other kernels move results -> results/embedded_kernels/ (9 min of stages on 2 cores: timing.total_s of the two metrics.json, 4.4 + 4.2)
+	@$(call demo_only,demo-kernels)
 	rm -f results/embedded_kernels/own_kernels/comparison.md results/embedded_kernels/avx2_kernels/comparison.md
 	$(RUN) experiments/demos/demo.yaml --skip regressor --out results/embedded_kernels/own_kernels --work outputs/demo_kernels/own_kernels
 	$(RUN) experiments/demos/demo.yaml --skip regressor --kernels avx2 --out results/embedded_kernels/avx2_kernels --work outputs/demo_kernels/avx2_kernels --compare results/embedded_kernels/own_kernels/metrics.json || test -f results/embedded_kernels/avx2_kernels/comparison.md
 
 demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: val Top-1 Cls / GT-known every epoch (the dilemma), teachers = best val checkpoints over (run, epoch), paired intervals on all / unusual / usual backgrounds -> results/embedded_confounded/ (~18 min)
+	@$(call demo_only,demo-kd)
 	$(RUN) experiments/demos/demo_kd.yaml
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min, then probe-head-lr ~12 min)
+	@$(call demo_only,demo-methods)
 	$(RUN) experiments/demos/demo_methods.yaml --readme README.md
 	$(MAKE) --no-print-directory probe-head-lr
 
 probe-head-lr: install ## Training loss of every step of each demo-methods run that chooses its head lr on val (ACoL, SPG at 1x/3x/10x, from its declaration) -> results/embedded_methods/probe_head_lr.{json,md}, then its README (11.5 min of training on 2 cores: probe_head_lr.md; after make demo-methods or make data-synth)
+	@$(call demo_only,probe-head-lr)
 	$(PY) -m cream_pl.pipelines.probe_head_lr --out results/embedded_methods/probe_head_lr.json --readme results/embedded_methods
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
@@ -77,9 +85,11 @@ train-regressor: install ## CREAM_reg on the CUB pseudo boxes (after pseudo-boxe
 	$(PY) -m cream_pl.pipelines.recipes train-regressor --data $(CUB_DATA) $(if $(DESIGN),--design $(DESIGN)) $(if $(HEADS),--heads $(HEADS))
 
 calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/
+	@$(call demo_only,calibrate-cub)
 	$(RUN) experiments/demos/calibrate_cub.yaml
 
 calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_head_tint) was chosen, CAM + center only -> results/calibration_cub/sweep.md
+	@$(call demo_only,calibrate-cub-sweep)
 	$(PY) -m cream_pl.pipelines.calibrate_preset --sweep body_head_tint=0.1,0.2,0.25
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison

@@ -74,6 +74,7 @@ def _tiny_split(root: Path) -> Path:
     m[10:100, 10:100] = 1.0
     (root / "maps").mkdir()
     np.save(root / "maps" / "a.jpg.npy", m)
+    (root / "images").mkdir()  # data check names a dataset without its image folder
     return meta
 
 

@@ -389,3 +389,28 @@ def test_data_check_reports_a_val_image_that_train_lists_too(tmp_path, capfd):
     assert rc == 1 and "val: 1 problem(s)" in e and "test: ok" in o
     assert f"{root / 'metadata/val/image_ids.txt'}:2: image {train.samples[2].image_id!r} is in train too" in e
     assert "so the hyperparameters would be chosen on training images" in e
+
+
+def test_data_check_names_a_missing_image_folder_and_class_names_that_disagree(tmp_path: Path, capsys) -> None:
+    """Before: ``data check`` said ok to a dataset fit cannot load (no images/ without --files, a class_names.txt of
+    another count under --num-classes, a class_names.txt that is a folder), and a wrong --split or root was a
+    dataset problem (status 1) instead of a usage error."""
+    root = generate_synthetic_dataset(tmp_path / "d", seed=0, num_classes=3, num_train=3, num_val=3, num_test=3,
+                                      min_side=48, max_side=56, image_format="png")
+    assert cli_main(["data", "check", str(root)]) == 0
+    capsys.readouterr()
+    assert cli_main(["data", "check", str(root), "--num-classes", "4"]) == 1
+    assert f"{root / 'class_names.txt'}: 3 class names, but --num-classes is 4" in capsys.readouterr().err
+    (root / "images").rename(root / "imgs")
+    assert cli_main(["data", "check", str(root)]) == 1
+    assert f"{root / 'images'}: image folder not found" in capsys.readouterr().err
+    (root / "imgs").rename(root / "images")
+    (root / "class_names.txt").unlink()
+    (root / "class_names.txt").mkdir()
+    assert cli_main(["data", "check", str(root)]) == 1
+    assert f"{root / 'class_names.txt'}: not a file" in capsys.readouterr().err
+    for argv, words in (([str(root), "--split", "bogus"], f"{root / 'metadata' / 'bogus'}: no such split (--split bogus)"),
+                        ([str(tmp_path / "absent")], f"{tmp_path / 'absent'}: not a folder")):
+        assert cli_main(["data", "check", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err

@@ -411,6 +411,12 @@ def test_lightning_predict_without_a_prediction_writer_is_refused(data3, ckpts, 
     cfg = _lightning_config(tmp_path, data3)
     rc, text = _cli(["predict", "--config", str(cfg), "--ckpt_path", str(ckpts["c3"])], capfd)
     assert_one_line(rc, text, "predict: no prediction writer among trainer.callbacks", "cream-pl localize")
+    cfg = yaml.safe_load(cfg.read_text())  # cream-pl's own writer needs its chunked loader: before, a TypeError after
+    cfg["trainer"]["callbacks"] = [{"class_path": "cream_pl.pseudo_boxes.generate.PseudoBoxWriter",  # a batch
+                                    "init_args": {"out_path": str(tmp_path / "b.json"), "categories": ["a", "b", "c"]}}]
+    (tmp_path / "pw.yaml").write_text(yaml.safe_dump(cfg))
+    rc, text = _cli(["predict", "--config", str(tmp_path / "pw.yaml"), "--ckpt_path", str(ckpts["c3"])], capfd)
+    assert_one_line(rc, text, "predict: PseudoBoxWriter writes pseudo boxes through cream-pl pseudo-boxes")
 
 
 @pytest.mark.slow  # about 10 s: one real fit

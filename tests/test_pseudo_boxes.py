@@ -219,6 +219,10 @@ def _break(coco: dict[str, Any], case: str) -> dict[str, Any] | str:
         coco["annotations"][1]["bbox"] = [-5.0, 0.0, 10.0, 10.0]
     elif case == "zero_size":
         coco["annotations"][0]["bbox"] = [5.0, 5.0, 0.0, 10.0]
+    elif case == "at_the_border":  # within the tolerance past the 448-px edge: nothing left once clipped
+        coco["annotations"][1]["bbox"] = [448.0005, 0.0, 0.0004, 10.0]
+    elif case == "tiny_width":  # positive in float64, no width in float32 (the transforms'): 10 + 1e-9 == 10
+        coco["annotations"][1]["bbox"] = [10.0, 0.0, 1e-9, 10.0]
     elif case == "missing_box":
         del coco["annotations"][4]
     elif case == "two_boxes":
@@ -246,6 +250,8 @@ BAD_CASES = {
     "box_outside": "extends past the 448x112 image (x + w = 460 > 448)",
     "negative_xy": "starts outside the 448x112 image",
     "zero_size": "non-positive width or height",
+    "at_the_border": "box [448.0005, 0.0, 0.0004, 10.0] has no area inside the 448x112 image once clipped to it",
+    "tiny_width": "box [10.0, 0.0, 1e-09, 10.0] has no area inside the 448x112 image once clipped",
     "missing_box": "1 image(s) have no box in 'annotations', e.g. 'train/000/img_004.png'",
     "two_boxes": "a second box for the image (first in annotations[0])",
     "category_count": "expected ids 0..1 (one per class of the dataset, 2 classes), got 3 categories",

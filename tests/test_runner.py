@@ -918,3 +918,21 @@ def test_the_pre_work_build_uses_placeholders_reads_no_weights_and_keeps_random_
     assert (np.random.get_state()[1] == before[2]).all()
     with pytest.raises(UserError, match=r"^x.yaml: runs\[0\]: model.init_args: pool_rate"):
         check_recipe(recipe, {"model.init_args.pool_rate": -1.0}, origin="x.yaml: runs[0]", build=True)
+
+
+def test_a_results_folder_of_another_dataset_or_the_dataset_itself_is_refused_before_any_work(tmp_path, capsys):
+    """Before: ``make demo DATA=b OUT=<a's results>`` replaced a's results without a word, and OUT=<the data root>
+    wrote metrics beside images/ and metadata/."""
+    from cream_pl.pipelines.runner import main
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"benchmark": {"data": str(tmp_path / "other")}, "cam": {}}))
+    for where, words in ((out, f"{out}: holds the results of another dataset ({tmp_path / 'other'}), not of"),
+                         (tmp_path / "d", f"{tmp_path / 'd'}: the results folder is the dataset's root")):
+        decl = _decl(tmp_path, f"name: x\nout: {where}\nwork: {tmp_path / 'w'}\ndataset: {{root: {tmp_path / 'd'}}}\n"
+                               "runs: [{key: a, recipe: embedded_cream}]\n")
+        assert main([str(decl)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "w").exists() and json.loads((out / "metrics.json").read_text())["cam"] == {}

@@ -41,12 +41,22 @@ def check_dataset(
     meta_root = root / "metadata"
     if not meta_root.is_dir():
         return {"": [f"{meta_root}: metadata directory not found"]}
-    if num_classes is None and (root / "class_names.txt").is_file():
-        num_classes = len(read_class_names(root / "class_names.txt"))
+    names_file, dataset = root / "class_names.txt", []  # problems of the dataset as a whole
+    if names_file.exists() and not names_file.is_file():
+        dataset.append(f"{names_file}: not a file (one class name per line)")
+    elif names_file.is_file():
+        listed = len(read_class_names(names_file))
+        if num_classes is None:
+            num_classes = listed
+        elif listed != num_classes:  # fit refuses the dataset so: the data module reads the file
+            dataset.append(f"{names_file}: {listed} class names, but --num-classes is {num_classes}")
+    if not (root / "images").is_dir():  # without --files too: nothing of the dataset could load
+        dataset.append(f"{root / 'images'}: image folder not found")
     names = splits or [p.name for p in split_dirs(meta_root)]
     if not names:
-        return {"": [f"{meta_root}: no split directories"]}
-    report = {
+        return {"": [*dataset, f"{meta_root}: no split directories"]}
+    report = {"" : dataset} if dataset else {}
+    report |= {
         s: check_split(meta_root / s, num_classes=num_classes, strict=strict,
                        image_root=root / "images" if files else None, mask_root=root / "masks" if files else None)
         if (meta_root / s).is_dir() else [f"{meta_root / s}: split folder not found (--split)"]
@@ -115,6 +125,16 @@ def _run_cub(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    from cream_pl.core.errors import UserValueError
+
+    root = Path(args.root)  # what the user named wrongly is a usage error (status 2), not a problem of the dataset
+    if not root.is_dir():
+        raise UserValueError(f"{root}: not a folder (a dataset root holding metadata/ and images/)")
+    meta = root / "metadata"
+    unknown = [s for s in args.split or () if not (meta / s).is_dir()]
+    if meta.is_dir() and unknown:
+        have = sorted(p.name for p in meta.iterdir() if p.is_dir())
+        raise UserValueError(f"{meta / unknown[0]}: no such split (--split {unknown[0]}); the dataset's splits: {have}")
     report = check_dataset(args.root, args.split, files=args.files, strict=not args.lenient,
                            num_classes=args.num_classes)
     return _print_report(report, args.max_problems)

@@ -286,8 +286,13 @@ def read_pseudo_boxes(
         if score is not None and not _is_number(score):
             problems.append(f"{at}: 'score' must be a finite number, got {score!r}")
             continue
-        boxes[name] = ((max(x, 0.0), max(y, 0.0), min(bw, w - max(x, 0.0)), min(bh, h - max(y, 0.0))),
-                       None if score is None else float(score))
+        x0, y0 = min(max(x, 0.0), float(w)), min(max(y, 0.0), float(h))  # clipped to the image (the tolerance)
+        x1, y1 = min(x + bw, float(w)), min(y + bh, float(h))
+        if not (np.float32(x1) > np.float32(x0) and np.float32(y1) > np.float32(y0)):  # the transforms' float32
+            problems.append(f"{at}: box {bbox} has no area inside the {w}x{h} image once clipped to it (a box at its "
+                            "border, or narrower than float32 tells apart)")
+            continue
+        boxes[name] = ((x0, y0, x1 - x0, y1 - y0), None if score is None else float(score))
     no_box = [s for s in meta.samples if s.image_id in seen_files and s.image_id not in first_ann]
     if no_box:
         s = no_box[0]

@@ -192,7 +192,12 @@ class CreamCLI(LightningCLI):
         from pytorch_lightning.callbacks import BasePredictionWriter
 
         from cream_pl.core.errors import UserValueError
+        from cream_pl.pseudo_boxes.generate import PseudoBoxWriter
 
+        if any(isinstance(cb, PseudoBoxWriter) for cb in self.trainer.callbacks):  # it needs its own chunked loader
+            raise UserValueError("predict: PseudoBoxWriter writes pseudo boxes through cream-pl pseudo-boxes (it "
+                                 "predicts the chunks not yet written, then merges them), not through predict; run "
+                                 "cream-pl pseudo-boxes --ckpt <checkpoint> --data <root> --out <boxes.json>")
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
             raise UserValueError("predict: no prediction writer among trainer.callbacks, so every map would be computed "
                                  "and thrown away; add a BasePredictionWriter callback of your own, or use cream-pl localize "

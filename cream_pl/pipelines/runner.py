@@ -316,6 +316,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         use_kernels(kernels)
     runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None or kernels is not None)
     runner.threads, runner.kernels = threads, kernels
+    check_results_folder(out, root, exp.report)
     runs = [r for r in exp.runs if not only or r.key in only]
     for run in runs:  # every config the runs build, before any work
         check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
@@ -550,6 +551,24 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
     for v in values:
         extra = {} if v is None else {run.choose.key: v}
         check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin, build=True)
+
+
+def check_results_folder(out: Path, data: Path, report: str) -> None:
+    """``out`` is not the dataset's root, and holds no other dataset's results (``make demo DATA=b OUT=<a's>``
+    replaced a's results without a word); the dataset a report names is its ``benchmark.data``."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.reporting.experiment_report import RESULTS_FILE
+
+    if out.resolve() == data.resolve():
+        raise UserValueError(f"{out}: the results folder is the dataset's root; give another (--out; make demo: OUT=)")
+    try:
+        earlier = json.loads((out / RESULTS_FILE.get(report, "metrics.json")).read_text())
+    except (OSError, ValueError):
+        return
+    theirs = earlier.get("benchmark", {}).get("data") if isinstance(earlier, dict) else None
+    if isinstance(theirs, str) and isinstance(earlier.get("benchmark"), dict) and Path(theirs).resolve() != data.resolve():
+        raise UserValueError(f"{out}: holds the results of another dataset ({theirs}), not of {data}; nothing was "
+                             "written: give this one another results folder (--out; make demo: OUT=), or remove them")
 
 
 _CREAM_PL_CALLBACKS = ("EpochCheckpoints", "PseudoBoxesAtFitEnd", "WSOLMediaCallback")
