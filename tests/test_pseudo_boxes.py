@@ -367,3 +367,15 @@ def test_threshold_recomputed_on_val_at_another_input_size(data_root: Path) -> N
     # a stored 224 τ* is not reused for pseudo boxes at another input size: val is scored again
     model = StandInClassifier(tau=0.25)
     assert choose_threshold_on_val(model, _dm(data_root), trainer_kwargs=TRAINER, recompute=True) == pytest.approx(0.37)
+
+
+@pytest.mark.parametrize("case", ["wrong_size", "unknown_file"])
+def test_a_refused_image_entry_is_reported_once(data_root: Path, tmp_path: Path, case: str) -> None:
+    """Before: its annotation was also "unknown image id k" and its image "has no entry in 'images'"."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_break(_valid_coco(data_root), case)))
+    with pytest.raises(PseudoBoxFileError) as info:
+        read_pseudo_boxes(path, data_root / "metadata" / "train", class_names=CLASS_NAMES)
+    problems = info.value.problems
+    assert len(problems) == (1 if case == "wrong_size" else 2), problems  # unknown_file: its image is then missing
+    assert not any("unknown image id" in p for p in problems), problems

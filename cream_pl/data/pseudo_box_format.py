@@ -202,6 +202,8 @@ def read_pseudo_boxes(
     # images
     images: dict[int, tuple[str, tuple[int, int]]] = {}
     seen_files: dict[str, int] = {}
+    reported_ids: set[int] = set()  # entries already refused: no follow-on line blames them again
+    reported_files: set[str] = set()
     for k, img in enumerate(data["images"]):
         at = f"images[{k}]"
         if not isinstance(img, Mapping):
@@ -214,6 +216,9 @@ def read_pseudo_boxes(
         if image_id in images:
             problems.append(f"{at}: duplicate image id {image_id}")
             continue
+        reported_ids.add(image_id)  # until the entry is accepted below
+        if isinstance(name, str) and name in by_name:
+            reported_files.add(name)
         if not isinstance(name, str):
             problems.append(f"{at}: 'file_name' must be a string, got {name!r}")
             continue
@@ -233,7 +238,8 @@ def read_pseudo_boxes(
             continue
         seen_files[name] = k
         images[image_id] = (name, (w, h))
-    missing = [s for s in meta.samples if s.image_id not in seen_files]
+        reported_ids.discard(image_id)
+    missing = [s for s in meta.samples if s.image_id not in seen_files and s.image_id not in reported_files]
     if missing:
         s = missing[0]
         problems.append(f"{len(missing)} image(s) of the split have no entry in 'images', e.g. {s.image_id!r} "
@@ -252,7 +258,8 @@ def read_pseudo_boxes(
             problems.append(f"{at}: 'image_id' must be an integer, got {image_id!r}")
             continue
         if image_id not in images:
-            problems.append(f"{at}: unknown image id {image_id} (no entry with this id in 'images')")
+            if image_id not in reported_ids:  # an entry refused above is not "unknown"
+                problems.append(f"{at}: unknown image id {image_id} (no entry with this id in 'images')")
             continue
         name, (w, h) = images[image_id]
         at = f"{at} (image {name!r})"
