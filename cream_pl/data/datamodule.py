@@ -43,7 +43,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -60,7 +59,7 @@ from cream_pl.data.images import (
     check_once,
     files_stamp,
     load_image_rgb,
-    load_mask_gray,
+    read_protocol_mask,
 )
 from cream_pl.data.metadata import (
     REQUIRED_FILES,
@@ -104,20 +103,9 @@ def protocol_mask(
         ``(size, size)`` uint8: 1 = foreground, 0 = background, 255 = ignore.
     """
 
-    def load(rel: str) -> np.ndarray:
-        gray = load_mask_gray(Path(mask_root) / rel)
-        if expected_hw is not None and gray.shape != expected_hw:
-            raise ImageFileError(Path(mask_root) / rel, f"mask is {gray.shape[1]}x{gray.shape[0]} but the image is "
-                                 f"{expected_hw[1]}x{expected_hw[0]}")
-        return cv2.resize(gray.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST) > 0.5
-
-    fg = np.zeros((size, size), bool)
-    for rel in mask_paths:
-        fg |= load(rel)
-    out = fg.astype(np.uint8)
-    if ignore_path:
-        out[load(ignore_path) & ~fg] = 255
-    return out
+    root = Path(mask_root)
+    return read_protocol_mask([root / rel for rel in mask_paths], root / ignore_path if ignore_path else None, size,
+                              expected_hw)
 
 
 class WSOLDataset(Dataset):

@@ -38,7 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from cream_pl.data.errors import WSOLDataError
 
 __all__ = ["DECODERS", "Decoder", "ImageFileError", "check_decoder", "load_image_rgb", "load_mask_gray",
-           "read_image_size", "to_uint8", "check_cache_dir", "files_stamp", "check_once"]
+           "read_protocol_mask", "read_image_size", "to_uint8", "check_cache_dir", "files_stamp", "check_once"]
 
 
 class ImageFileError(WSOLDataError):
@@ -218,6 +218,47 @@ def load_mask_gray(path: Path | str) -> np.ndarray:
     if not mask.any():
         _refuse_alpha_only_mask(path)
     return mask
+
+
+def read_protocol_mask(
+    mask_pngs: Iterable[Path | str],
+    ignore_png: Path | str | None,
+    size: int = 224,
+    expected_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Ground-truth map of one image as the benchmark builds it (``evaluation.get_mask``): the one reading behind
+    the data module's :func:`~cream_pl.data.datamodule.protocol_mask` and ``cream-pl evaluate``'s
+    :func:`~cream_pl.metrics.gt_mask.load_gt_mask`.
+
+    Each PNG is read as grey (:func:`load_mask_gray`), resized to ``size x size`` with nearest neighbour and
+    thresholded at 0.5; instance masks are united; ignore = the ignore PNG and not foreground.
+
+    Args:
+        mask_pngs: instance mask PNGs (none: an all-background map).
+        ignore_png: ignore PNG, or ``None`` / ``""``.
+        size: side of the square output.
+        expected_hw: the image's ``(height, width)`` where known: a PNG of another size is refused (the
+            benchmark would resize it silently).
+
+    Returns:
+        ``(size, size)`` uint8: 1 = foreground, 0 = background, 255 = ignore.
+    """
+    def load(path: Path | str) -> np.ndarray:
+        gray = load_mask_gray(path)
+        if expected_hw is not None and gray.shape != tuple(expected_hw):
+            raise ImageFileError(path, f"mask is {gray.shape[1]}x{gray.shape[0]} but the image is "
+                                       f"{expected_hw[1]}x{expected_hw[0]}")
+        # nearest neighbour picks the same source pixels for uint8 as for the benchmark's float32 copy, and
+        # ``float32(v) > 0.5`` is ``v >= 1`` for uint8: one byte per pixel instead of four, same mask
+        return cv2.resize(gray, (size, size), interpolation=cv2.INTER_NEAREST) >= 1
+
+    fg = np.zeros((size, size), bool)
+    for path in mask_pngs:
+        fg |= load(path)
+    out = fg.astype(np.uint8)
+    if ignore_png is not None and os.fspath(ignore_png) != "":
+        out[load(ignore_png) & ~fg] = 255
+    return out
 
 
 def _refuse_alpha_only_mask(path: Path) -> None:

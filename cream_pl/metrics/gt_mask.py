@@ -1,8 +1,8 @@
 """The benchmark's ground-truth mask of one image (``evaluation.get_mask``), numpy + OpenCV + Pillow only.
 
-Both PxAP paths build it here: the torchmetrics class's callers (:mod:`cream_pl.metrics.pxap`
-re-exports :func:`load_gt_mask`) and the torch-free ``cream-pl evaluate`` engine
-(:mod:`cream_pl.metrics.scoring`).
+The metrics' entry to it: the torchmetrics class's callers (:mod:`cream_pl.metrics.pxap` re-exports
+:func:`load_gt_mask`) and the torch-free ``cream-pl evaluate`` engine (:mod:`cream_pl.metrics.scoring`). The
+reading itself is :func:`cream_pl.data.images.read_protocol_mask`, which the data module's maps use too.
 
 Example:
     >>> import tempfile, cv2
@@ -25,20 +25,6 @@ IGNORE = 255
 _RESIZE_LENGTH = 224  # cream_pl.metrics.functional.RESIZE_LENGTH (the protocol's grid)
 
 
-def _read_mask_png(path: str, size: int, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    import cv2
-
-    from cream_pl.data.images import ImageFileError, load_mask_gray  # the one decoder: checked before OpenCV
-
-    image = load_mask_gray(path)  # ImageFileError (a ValueError) naming the file: missing, truncated, ...
-    if expected_hw is not None and image.shape != tuple(expected_hw):  # the data module's check, the same words
-        raise ImageFileError(path, f"mask is {image.shape[1]}x{image.shape[0]} but the image is "
-                                   f"{expected_hw[1]}x{expected_hw[0]}")
-    # nearest neighbour picks the same source pixels for uint8 as for the benchmark's float32 copy, and
-    # ``float32(v) > 0.5`` is ``v >= 1`` for uint8: one byte per pixel instead of four, same mask
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST) >= 1
-
-
 def load_gt_mask(
     mask_paths: Sequence[str | os.PathLike[str]],
     ignore_path: str | os.PathLike[str] | None,
@@ -56,11 +42,8 @@ def load_gt_mask(
     Returns:
         uint8 ``(size, size)``: 1 foreground, 0 background, 255 ignore.
     """
+    from cream_pl.data.images import read_protocol_mask  # the one reading, the data module's too
+
     if not mask_paths:
         raise ValueError("an image needs at least one mask PNG")
-    foreground = np.stack([_read_mask_png(os.fspath(p), size, expected_hw) for p in mask_paths]).any(axis=0)
-    if ignore_path is None or os.fspath(ignore_path) == "":
-        ignore = np.zeros_like(foreground)
-    else:
-        ignore = np.logical_and(_read_mask_png(os.fspath(ignore_path), size, expected_hw), ~foreground)
-    return foreground.astype(np.uint8) + IGNORE * ignore.astype(np.uint8)
+    return read_protocol_mask(mask_paths, ignore_path, size, expected_hw)
