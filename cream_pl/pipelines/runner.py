@@ -577,8 +577,6 @@ _CREAM_PL_CALLBACKS = ("EpochCheckpoints", "PseudoBoxesAtFitEnd", "WSOLMediaCall
 def check_callback_name(recipes: Sequence[Path], key: str, where: str) -> None:
     """``trainer.callbacks[Name]...``: a callback one of the declaration's ``recipes`` has, or at least a real callback
     class (a recipe without it leaves the override out); a typo was silently left out too."""
-    if "[" not in key:
-        return
     from cream_pl.pipelines.run_state import callback_index
 
     name = key.split("[", 1)[1].split("]", 1)[0]
@@ -686,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--restart: {work} holds every declared run; with --train-seed/--seeds/--only name the "
                      "folder to clear with --work, or remove it yourself")
     runner = _Runner(exp, Path(out), Path(work), Path("."), False, args.fast, print)
+    recipes: list[Path] | None = None  # every run's, read once where an override names a callback by class
     for i, run in enumerate(exp.runs):  # every recipe before any work
         if not args.only or run.key in args.only:
             try:
@@ -694,8 +693,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     require_epoch_checkpoints(recipe, run.key)
             except (FileNotFoundError, ValueError) as err:
                 parser.error(f"{err} (runs[{i}].recipe)")
-            for key in (*run.overrides, *(exp.fast.get("overrides", {}) if args.fast else {})):
-                check_callback_name([runner.recipe(r.recipe) for r in exp.runs], key, f"{exp.source}: runs[{i}].overrides")
+            named = [k for k in (*run.overrides, *(exp.fast.get("overrides", {}) if args.fast else {})) if "[" in k]
+            if named and recipes is None:
+                recipes = [runner.recipe(r.recipe) for r in exp.runs]
+            for key in named:
+                check_callback_name(recipes or [], key, f"{exp.source}: runs[{i}].overrides")
     users = (exp.dataset.root.replace("{work}", str(work))  # a dataset used as it is
              if args.data is None and exp.dataset.preset is None else None)
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data or users)
