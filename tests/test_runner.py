@@ -602,6 +602,7 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert "| CREAM (val-selected) |" in md and "| center baseline |" in md and "paired bootstrap 95 % CI" in md
     assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4] and res["cream"] == saved["cream"]
     assert set(saved["timing"]) >= {"data_s", "classifier_s", "evaluation_s", "regressor_s", "total_s"}
+    assert json.loads((out / ".cream-pl-results.json").read_text()) == {"experiment": "demo"}
     from cream_pl.core.machine import machine_line  # the machine every stage ran on, beside the results
 
     machines = json.loads((out / "machines.json").read_text())  # made here from nothing: every stage that ran, here
@@ -936,3 +937,26 @@ def test_a_results_folder_of_another_dataset_or_the_dataset_itself_is_refused_be
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and words in err, err
     assert not (tmp_path / "w").exists() and json.loads((out / "metrics.json").read_text())["cam"] == {}
+
+
+def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_path, capsys):
+    """Before: ``make demo OUT=results/embedded_seeds`` (the same dataset) replaced demo-seeds' metrics.json with
+    demo's, without a word. The owner is the folder's .cream-pl-results.json, written by the runner."""
+    from cream_pl.pipelines.runner import RESULTS_OWNER, check_results_folder, main, mark_results_folder
+
+    out = tmp_path / "o"
+    mark_results_folder(out, "demo-seeds")
+    assert json.loads((out / RESULTS_OWNER).read_text()) == {"experiment": "demo-seeds"}
+    (out / "metrics.json").write_text('{"seeds": [0, 1, 2]}')
+    decl = _decl(tmp_path, f"name: demo\nout: {out}\nwork: {tmp_path / 'w'}\ndataset: {{root: {tmp_path / 'd'}}}\n"
+                           "runs: [{key: a, recipe: embedded_cream}]\n")
+    assert main([str(decl)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"python -m cream_pl.pipelines.runner: error: {out}: holds the results of experiment 'demo-seeds', not 'demo'; nothing was written: "
+                           "give this one another results folder (--out; make demo: OUT=), or remove them"), err
+    assert not (tmp_path / "w").exists() and (out / "metrics.json").read_text() == '{"seeds": [0, 1, 2]}'
+    check_results_folder(out, tmp_path / "d", "seeds", "demo-seeds")  # its own experiment reports there again
+    (out / RESULTS_OWNER).write_text("{damaged")  # a damaged mark is no owner: the results file's dataset decides
+    check_results_folder(out, tmp_path / "d", "demo", "demo")
+    mark_results_folder(out, "demo")
+    assert json.loads((out / RESULTS_OWNER).read_text()) == {"experiment": "demo"}

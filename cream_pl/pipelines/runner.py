@@ -316,7 +316,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         use_kernels(kernels)
     runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None or kernels is not None)
     runner.threads, runner.kernels = threads, kernels
-    check_results_folder(out, root, exp.report)
+    check_results_folder(out, root, exp.report, exp.name)
     runs = [r for r in exp.runs if not only or r.key in only]
     for run in runs:  # every config the runs build, before any work
         check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
@@ -327,7 +327,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         check_work_dataset(work, root, None if owned else runner.data_sha1, restart, exp.name)
         runner.stage_data()
         check_work_dataset(work, root, runner.data_sha1, restart, exp.name)  # the dataset as it is now
-        out.mkdir(parents=True, exist_ok=True)
+        mark_results_folder(out, exp.name)
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
         for seed in all_seeds:
@@ -553,14 +553,24 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
         check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin, build=True)
 
 
-def check_results_folder(out: Path, data: Path, report: str) -> None:
-    """``out`` is not the dataset's root, and holds no other dataset's results (``make demo DATA=b OUT=<a's>``
-    replaced a's results without a word); the dataset a report names is its ``benchmark.data``."""
+RESULTS_OWNER = ".cream-pl-results.json"
+"""``<out>/.cream-pl-results.json``: the experiment whose report a results folder holds (``{"experiment": name}``)."""
+
+
+def check_results_folder(out: Path, data: Path, report: str, experiment: str | None = None) -> None:
+    """``out`` is not the dataset's root, and holds neither another experiment's report (its
+    :data:`RESULTS_OWNER`: ``make demo OUT=results/embedded_seeds`` replaced demo-seeds' results without a word) nor
+    another dataset's results (``make demo DATA=b OUT=<a's>``); the dataset a report names is its ``benchmark.data``."""
     from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.run_state import read_state
     from cream_pl.reporting.experiment_report import RESULTS_FILE
 
     if out.resolve() == data.resolve():
         raise UserValueError(f"{out}: the results folder is the dataset's root; give another (--out; make demo: OUT=)")
+    theirs = (read_state(out / RESULTS_OWNER, log=None) or {}).get("experiment")
+    if experiment is not None and isinstance(theirs, str) and theirs != experiment:
+        raise UserValueError(f"{out}: holds the results of experiment {theirs!r}, not {experiment!r}; nothing was "
+                             "written: give this one another results folder (--out; make demo: OUT=), or remove them")
     try:
         earlier = json.loads((out / RESULTS_FILE.get(report, "metrics.json")).read_text())
     except (OSError, ValueError):
@@ -569,6 +579,17 @@ def check_results_folder(out: Path, data: Path, report: str) -> None:
     if isinstance(theirs, str) and isinstance(earlier.get("benchmark"), dict) and Path(theirs).resolve() != data.resolve():
         raise UserValueError(f"{out}: holds the results of another dataset ({theirs}), not of {data}; nothing was "
                              "written: give this one another results folder (--out; make demo: OUT=), or remove them")
+
+
+def mark_results_folder(out: Path, experiment: str) -> None:
+    """Create ``out`` and record ``experiment`` as the owner of the report it will hold (see
+    :func:`check_results_folder`)."""
+    from cream_pl.pipelines.run_state import read_state
+    from cream_pl.reporting.tables import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    if read_state(out / RESULTS_OWNER, log=None) != {"experiment": experiment}:
+        write_json_atomic({"experiment": experiment}, out / RESULTS_OWNER)
 
 
 _CREAM_PL_CALLBACKS = ("EpochCheckpoints", "PseudoBoxesAtFitEnd", "WSOLMediaCallback")
