@@ -261,6 +261,22 @@ def test_lightning_numeric_options_end_in_one_line(extra, named, data3, tmp_path
     assert not (tmp_path / "run").exists()  # nothing trained
 
 
+def test_a_bad_value_is_named_where_it_was_given_and_its_key_once(data3, tmp_path, capfd) -> None:
+    """Before: a W&B ``tags`` string given as an option was reported against the --config files, as
+    ``trainer.logger.init_args.tags.tags`` (the logger union's two branches each repeat the nested error)."""
+    cfg = _lightning_config(tmp_path, data3)
+    logger = str(REPO / "configs" / "logger" / "wandb.yaml")
+    rc, text = _cli(["fit", "--config", str(cfg), "--config", logger, "--trainer.logger.init_args.tags", "x"], capfd)
+    assert_one_line(rc, text, "cream-pl fit: error: command line: trainer.logger.init_args.tags: Expected a <class "
+                    "'collections.abc.Sequence'>", "cream-pl fit: error:")
+    bad = tmp_path / "tags.yaml"
+    bad.write_text("trainer:\n  logger:\n    init_args:\n      tags: x\n")
+    rc, text = _cli(["fit", "--config", str(cfg), "--config", logger, "--config", str(bad)], capfd)
+    assert_one_line(rc, text, f"cream-pl fit: error: {cfg}, {logger}, {bad}: trainer.logger.init_args.tags: Expected",
+                    "cream-pl fit: error:")
+    assert "tags.tags" not in text and not (tmp_path / "run").exists()
+
+
 def test_embeddings_that_would_never_learn_are_refused_before_training(data3, tmp_path, capfd) -> None:
     cfg = _lightning_config(tmp_path, data3)  # max_epochs 1: the embeddings' first update would be in epoch 5
     rc, text = _cli(["fit", "--config", str(cfg), "--model.init_args.cream_update_start_epoch", "5"], capfd)

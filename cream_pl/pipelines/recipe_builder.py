@@ -360,6 +360,10 @@ def parse_error_text(err: BaseException) -> str:
     import re
 
     text = str(err)
+    branch = "- Problem with given class_path"  # a union's branches may repeat one nested error: read the first
+    if text.count(branch) > 1:
+        first = text.index(branch)
+        text = text[: text.index(branch, first + len(branch))]
     keys = re.findall(r'Parser key "([^"]+)"', text)
     if not keys:
         return " ".join(text.split()) or type(err).__name__
