@@ -277,6 +277,39 @@ def test_a_bad_value_is_named_where_it_was_given_and_its_key_once(data3, tmp_pat
     assert "tags.tags" not in text and not (tmp_path / "run").exists()
 
 
+CALLBACK_VALUES = [
+    ({"class_path": "pytorch_lightning.callbacks.EarlyStopping", "init_args": {"monitor": "val/loss", "mode": "up"}},
+     "trainer.callbacks[EarlyStopping]: `mode` can be min, max, got up"),  # was: no key named
+    ({"class_path": "pytorch_lightning.callbacks.Timer", "init_args": {"duration": "ab:cd"}},
+     "trainer.callbacks[Timer]: `Timer(duration='ab:cd')` is not a valid duration"),  # was: a RepresenterError traceback
+]
+
+
+@pytest.mark.parametrize("callback, named", CALLBACK_VALUES, ids=[c["class_path"].rsplit(".")[-1] for c, _ in CALLBACK_VALUES])
+def test_a_value_a_lightning_callback_refuses_names_the_callback(callback, named, data3, tmp_path, capfd) -> None:
+    cfg = _lightning_config(tmp_path, data3)
+    extra = tmp_path / "callbacks.yaml"
+    extra.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    rc, text = _cli(["fit", "--config", str(cfg), "--config", str(extra)], capfd)
+    assert_one_line(rc, text, f"cream-pl fit: error: {named}", "cream-pl fit: error:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_callback_with_an_enum_default_trains(data3, tmp_path, capfd) -> None:
+    """Lightning's ``Timer`` (its ``interval`` default is an enum) stopped every fit in the CLI's config dump, with a
+    YAML RepresenterError traceback; its config is saved with the enum's value, which reads back."""
+    cfg = _lightning_config(tmp_path, data3)
+    extra = tmp_path / "timer.yaml"
+    extra.write_text(yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "pytorch_lightning.callbacks.Timer",
+                                                                "init_args": {"duration": "00:01:00:00"}}]}}))
+    rc, text = _cli(["fit", "--config", str(cfg), "--config", str(extra), "--trainer.limit_train_batches", "1",
+                     "--trainer.limit_val_batches", "1"], capfd)
+    assert rc == 0, text[-2000:]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    timer = next(c for c in saved["trainer"]["callbacks"] if c["class_path"].endswith("Timer"))
+    assert timer["init_args"]["interval"] == "step" and timer["init_args"]["duration"] == "00:01:00:00"
+
+
 def test_embeddings_that_would_never_learn_are_refused_before_training(data3, tmp_path, capfd) -> None:
     cfg = _lightning_config(tmp_path, data3)  # max_epochs 1: the embeddings' first update would be in epoch 5
     rc, text = _cli(["fit", "--config", str(cfg), "--model.init_args.cream_update_start_epoch", "5"], capfd)

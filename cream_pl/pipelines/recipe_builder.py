@@ -37,6 +37,18 @@ PRETRAINED = "pretrained"
 """``--ckpt_path pretrained``: score the model as the config builds it (its pretrained weights), on purpose."""
 
 
+def _yaml_writes_enums() -> None:
+    """Let YAML's safe dumper write an enum as its value. Lightning's CLI dumps the whole config before it builds
+    the model, and a callback with an enum default (``Timer``'s ``interval``) stopped every such config with a
+    RepresenterError traceback; the value reads back as the same enum."""
+    import enum
+
+    import yaml
+
+    if enum.Enum not in yaml.SafeDumper.yaml_multi_representers:
+        yaml.SafeDumper.add_multi_representer(enum.Enum, lambda dumper, value: dumper.represent_data(value.value))
+
+
 class CreamCLI(LightningCLI):
     """LightningCLI with the data module's class count linked into the model and W&B val media on every trainer."""
 
@@ -44,6 +56,7 @@ class CreamCLI(LightningCLI):
         from cream_pl.reporting.loggers import RunConfigCallback
 
         kwargs.setdefault("save_config_callback", RunConfigCallback)  # one config.yaml per run, under W&B too
+        _yaml_writes_enums()
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -210,13 +223,17 @@ class CreamCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:
-            if user_error_message(err) is not None:
-                raise
+            owner = _init_owner(err)
+            known = user_error_message(err)
+            if known is not None:
+                if owner is None or _has_user_error(err):  # cream-pl's own errors say what they are about
+                    raise
+                raise UserValueError(f"{owner}: {known}") from None  # Lightning's, e.g. EarlyStopping's mode
             root = _init_error(err)
             if root is None:
                 raise
-            part = "model.init_args" if "LightningModule" in str(err) else (
-                "data.init_args" if "LightningDataModule" in str(err) else "config")
+            part = owner or ("model.init_args" if "LightningModule" in str(err) else (
+                "data.init_args" if "LightningDataModule" in str(err) else "config"))
             text = " ".join(str(root).split())[:300] or type(root).__name__
             raise UserValueError(f"{part}: {text}") from None
 
@@ -301,6 +318,41 @@ def _check_output_folders(trainer: pl.Trainer) -> None:
         save_dir = getattr(logger, "save_dir", None)
         if isinstance(save_dir, (str, os.PathLike)):
             check_output_dir(save_dir, f"trainer.logger ({type(logger).__name__}) save_dir")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions behind it (``__cause__`` / ``__context__``), each once."""
+    seen: list[BaseException] = []
+    todo = [err]
+    while todo:
+        e = todo.pop(0)
+        if all(e is not s for s in seen):
+            seen.append(e)
+            todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return seen
+
+
+def _has_user_error(err: BaseException) -> bool:
+    from cream_pl.core.errors import UserError
+
+    return any(isinstance(e, UserError) for e in _chain(err))
+
+
+def _init_owner(err: BaseException) -> str | None:
+    """The trainer part whose ``__init__`` raised behind ``err`` (``trainer.callbacks[EarlyStopping]``,
+    ``trainer.logger (CSVLogger)``), found in the tracebacks; ``None`` for anything else."""
+    from pytorch_lightning.loggers import Logger
+
+    for e in _chain(err):
+        tb = e.__traceback__
+        while tb is not None:
+            me = tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
+            if isinstance(me, pl.Callback):
+                return f"trainer.callbacks[{type(me).__name__}]"
+            if isinstance(me, Logger):
+                return f"trainer.logger ({type(me).__name__})"
+            tb = tb.tb_next
+    return None
 
 
 def _init_error(err: BaseException) -> BaseException | None:
