@@ -12,6 +12,7 @@ a few run a fresh ``python`` to also catch import-time noise.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -283,6 +284,9 @@ CALLBACK_VALUES = [
     ({"class_path": "pytorch_lightning.callbacks.Timer", "init_args": {"duration": "ab:cd"}},
      "trainer.callbacks[Timer]: `Timer(duration='ab:cd')` is not a valid duration"),  # was: a RepresenterError traceback
 ]
+if importlib.util.find_spec("rich") is None:  # was: a ModuleNotFoundError traceback
+    CALLBACK_VALUES.append(({"class_path": "pytorch_lightning.callbacks.RichProgressBar"},
+                            "trainer.callbacks[RichProgressBar]: `RichProgressBar` requires `rich`"))
 
 
 @pytest.mark.parametrize("callback, named", CALLBACK_VALUES, ids=[c["class_path"].rsplit(".")[-1] for c, _ in CALLBACK_VALUES])

@@ -356,14 +356,15 @@ def _init_owner(err: BaseException) -> str | None:
 
 
 def _init_error(err: BaseException) -> BaseException | None:
-    """The ``ValueError`` / ``KeyError`` a class's ``__init__`` raised on a config value, behind
-    jsonargparse's "Does not validate against any of the Union subtypes" wrapper; else ``None``."""
+    """The ``ValueError`` / ``KeyError`` a class's ``__init__`` raised on a config value, or the ``ImportError`` of a
+    package it needs (Lightning's ``RichProgressBar`` without ``rich``), behind jsonargparse's "Does not validate
+    against any of the Union subtypes" wrapper; else ``None``."""
     if "Does not validate against any of the Union subtypes" not in str(err):
         return None
     root: BaseException | None = err.__cause__
     while root is not None and root.__cause__ is not None:
         root = root.__cause__
-    return root if isinstance(root, (ValueError, KeyError)) and root is not err else None
+    return root if isinstance(root, (ValueError, KeyError, ImportError)) and root is not err else None
 
 
 def _get_path(config: Any, dotted: str) -> Any:
