@@ -223,6 +223,63 @@ def test_out_is_checked_before_any_work(tmp_path: Path, capsys: pytest.CaptureFi
         assert len(err.splitlines()) == 1 and words in err and "score map" not in err
 
 
+def test_a_symlinked_input_or_a_device_as_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --out naming a symlinked score map (or a symlinked image_ids.txt) replaced the link with the results,
+    and a device (/dev/null, as root) was replaced by a regular file."""
+    import os
+
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    link = tmp_path / "maps" / "a" / "x.jpg.npy"
+    kept = tmp_path / "elsewhere.npy"
+    link.rename(kept)
+    link.symlink_to(kept)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out, words in ((link, "an existing file inside --scoremaps"),
+                       (fifo, "must be a regular file path, but it is a device, pipe or socket")):
+        argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)]
+        assert run(parse(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+    assert link.is_symlink() and np.load(link).shape == (224, 224) and fifo.is_fifo()
+
+
+def test_a_map_whose_range_float64_cannot_hold_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: +-1e308 made NaN of part of the min-max map; PxAP dropped those pixels silently, and a box split
+    ended in an AttributeError traceback."""
+    meta = write_split(tmp_path, masks=True)
+    perfect_maps(tmp_path)
+    huge = np.full((224, 224), -1e308)
+    huge[20:120, 50:150] = 1e308
+    save_map(tmp_path, "a/x.jpg", huge)
+    for extra in ([], ["--mask-root", str(tmp_path / "masks")]):
+        argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(tmp_path / "o.json"), *extra]
+        assert run(parse(argv)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "'a/x.jpg'" in err and "spans more than float64 can hold" in err, err
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("name, line, words", [
+    ("image_sizes.txt", "a/x.jpg,1" + "0" * 400 + ",224", "image_sizes.txt:1: width and height must be positive integers"),
+    ("image_sizes.txt", "a/x.jpg,448²,224", "image_sizes.txt:1: width and height must be positive integers"),
+    ("class_labels.txt", "a/x.jpg,0²", "class_labels.txt:1: label '0²' is not an integer"),
+])
+def test_numbers_int_cannot_read_or_float_cannot_hold_name_their_line(name: str, line: str, words: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a side of 10**400 was an OverflowError traceback; '448²' passed isdigit, then int() failed without a
+    file or line."""
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    rest = (meta / name).read_text().splitlines()[1:]
+    (meta / name).write_text("\n".join([line, *rest]))
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(tmp_path / "o.json")]
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
 def test_bad_interval_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     meta = write_split(tmp_path)
     perfect_maps(tmp_path)

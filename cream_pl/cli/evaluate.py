@@ -282,8 +282,10 @@ def run(args: argparse.Namespace) -> int:
     except OutputPathError as err:
         return _error(err)
     out = Path(args.out)
+    places = (out.resolve(), out.absolute().parent.resolve() / out.name)  # its target, and the link itself
     for option, folder in (("--metadata", args.metadata), ("--scoremaps", args.scoremaps), ("--mask-root", args.mask_root)):
-        if folder is not None and out.is_file() and out.suffix != ".json" and Path(folder).resolve() in out.resolve().parents:
+        if folder is not None and out.is_file() and out.suffix != ".json" and any(
+                Path(folder).resolve() in place.parents for place in places):
             return _error(f"--out {out}: an existing file inside {option} {folder}, which the evaluation reads; "
                           "give another path")  # its inputs are .txt, .npy and mask images; a .json is an earlier result
     if args.batch_size < 1:

@@ -170,7 +170,7 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--out") -> Path
     """Check, before any work, that ``path`` can be written as a file.
 
     Raises:
-        UserValueError: ``path`` is an existing folder, lies under a file, or cannot be created.
+        UserValueError: ``path`` is an existing folder or device, lies under a file, or cannot be created.
 
     Example:
         >>> import tempfile
@@ -187,6 +187,8 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--out") -> Path
     blocker = _blocking_ancestor(path)
     if blocker is not None:
         raise UserValueError(f"{path}: {what} cannot be created, {blocker} is a file, not a folder")
+    if path.exists() and not path.is_file():  # a rename over /dev/null (as root) replaced the device itself
+        raise UserValueError(f"{path}: {what} must be a regular file path, but it is a device, pipe or socket")
     if path.exists():  # replaced atomically: a temporary file in its folder, then a rename
         if not os.access(path.parent, os.W_OK | os.X_OK):
             raise UserValueError(f"{path}: {what} cannot be replaced: {path.parent} is not writable")

@@ -197,11 +197,19 @@ def _bare(image_id: str) -> str:
     return image_id.strip().strip(_BOM).strip()
 
 
+INT_LIMIT = 2**31
+"""Labels, sides and box coordinates lie strictly between -2**31 and 2**31 (int32, as image libraries hold them)."""
+
+
 def _parse_int(value: str) -> int | None:
+    """A metadata integer, or ``None``: not decimal digits (``'12²'``: ``isdigit`` took it, ``int`` did not) or
+    outside ``(-INT_LIMIT, INT_LIMIT)`` (a side of ``10**400`` overflowed the float conversions)."""
     v = value.strip()
-    if v.startswith("-"):
-        return -int(v[1:]) if v[1:].isdigit() else None
-    return int(v) if v.isdigit() else None
+    digits = v[1:] if v.startswith("-") else v
+    if not digits.isdecimal() or len(digits) > 10:
+        return None
+    n = int(v)
+    return n if -INT_LIMIT < n < INT_LIMIT else None
 
 
 def split_dirs(metadata_root: Path | str) -> list[Path]:
@@ -295,7 +303,7 @@ def read_split(
             continue
         value = _parse_int(raw)
         if value is None:
-            problems.add(labels_path, number, f"label {raw!r} is not an integer", image_id)
+            problems.add(labels_path, number, f"label {raw!r} is not an integer (below 2**31)", image_id)
         elif image_id in labels:
             problems.add(labels_path, number, f"second label for image id {image_id!r} (first on line "
                          f"{label_line[image_id]})", image_id)
@@ -320,7 +328,7 @@ def read_split(
             continue
         w, h = _parse_int(fields[1]), _parse_int(fields[2])
         if w is None or h is None or w < 1 or h < 1:
-            problems.add(sizes_path, number, f"width and height must be positive integers, got {fields[1]!r}, "
+            problems.add(sizes_path, number, f"width and height must be positive integers below 2**31, got {fields[1]!r}, "
                          f"{fields[2]!r}", image_id)
         elif image_id in sizes:
             problems.add(sizes_path, number, f"second size for image id {image_id!r}", image_id)
@@ -412,7 +420,8 @@ def _parse_box(path: Path, number: int, fields: list[str], sizes: dict[str, tupl
     image_id = fields[0]
     values = [_parse_int(v) for v in fields[1:]]
     if any(v is None for v in values):
-        problems.add(path, number, f"box coordinates must be integers (inclusive pixels), got {fields[1:]}", image_id)
+        problems.add(path, number, f"box coordinates must be integers (inclusive pixels, below 2**31 in size), got "
+                     f"{fields[1:]}", image_id)
         return
     x0, y0, x1, y1 = values  # type: ignore[misc]
     if x1 < x0 or y1 < y0:

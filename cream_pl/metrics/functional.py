@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -99,11 +100,14 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _normalize_minmax(cam: np.ndarray) -> np.ndarray:
-    """The benchmark's normalisation: NaN anywhere or a constant map -> zeros, else min-max (in place)."""
+    """The benchmark's normalisation: NaN anywhere or a constant map -> zeros, else min-max (in place); a map whose
+    range float64 cannot hold (its bicubic resize may overshoot too) is refused: min-max made NaN of part of it."""
     if np.isnan(cam).any():
         return np.zeros_like(cam)
     if cam.min() == cam.max():
         return np.zeros_like(cam)
+    if not math.isfinite(float(cam.max()) - float(cam.min())):  # python floats: no overflow warning
+        raise ValueError("a score map holds an infinite value or spans more than float64 can hold")
     cam -= cam.min()
     cam /= cam.max()
     return cam
@@ -145,7 +149,7 @@ def prepare_scoremap(cam: ArrayLike, size: int = RESIZE_LENGTH) -> np.ndarray:
         float64 ``(size, size)`` array in ``[0, 1]``.
 
     Raises:
-        ValueError: if ``cam`` is not 2-D, is empty or holds an infinite value.
+        ValueError: if ``cam`` is not 2-D, is empty, holds an infinite value or spans more than float64 can hold.
 
     Example:
         >>> m = prepare_scoremap(np.arange(4.0).reshape(2, 2))

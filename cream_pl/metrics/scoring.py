@@ -182,9 +182,14 @@ def _protocol_map(
         raise EvaluationError(f"{_describe(image_id, path, where)} contains NaN")
     if np.isinf(scoremap).any():
         raise EvaluationError(f"{_describe(image_id, path, where)} contains an infinite value")
-    scoremap = prepare_scoremap(scoremap)
-    img, _ = scoremap_uint8(scoremap)
-    return scoremap, img  # type: ignore[return-value]
+    try:
+        scoremap = prepare_scoremap(scoremap)
+    except ValueError as err:  # a range float64 cannot hold (+-1e308): min-max made NaN of part of the map
+        raise EvaluationError(f"{_describe(image_id, path, where)}: {err}") from None
+    img, reason = scoremap_uint8(scoremap)
+    if img is None:
+        raise EvaluationError(f"{_describe(image_id, path, where)}: its min-max normalised map has {reason}")
+    return scoremap, img
 
 
 def load_scoremap(path: str | os.PathLike[str], image_id: str, normalize: str = "auto") -> np.ndarray:
