@@ -74,6 +74,9 @@ def test_box_metric_argument_checks() -> None:
         BoxAccuracy(iou_thresholds=(150,))
     with pytest.raises(ValueError, match="at least one"):
         BoxAccuracy(iou_thresholds=())
+    with pytest.raises(ValueError, match=r"got 0.5 \(a fraction\? IoU 0.5 is 50 here\)"):
+        MaxBoxAccV2(iou_thresholds=(0.5,))  # before: scored at IoU 0.5 %, every box a hit
+    assert MaxBoxAccV2(iou_thresholds=np.array([30, 50, 70])).iou_thresholds == (30, 50, 70)  # numpy integers
     with pytest.raises(ValueError, match="interval"):
         MaxBoxAcc(cam_curve_interval=1.5)
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):

@@ -115,7 +115,8 @@ def _normalize_minmax(cam: np.ndarray) -> np.ndarray:
 
 def check_iou_levels(levels: Sequence[int | float], *more: int | float) -> tuple[int | float, ...]:
     """IoU levels in percent (``levels``, then ``more`` checked alike but not returned), as a tuple: at least one,
-    each in (0, 100], none repeated (MaxBoxAccV2 is their mean: each counts once).
+    each in [1, 100] (below 1 % is a fraction written where a percentage goes), none repeated (MaxBoxAccV2 is their
+    mean: each counts once).
 
     >>> check_iou_levels([30, 50, 70])
     (30, 50, 70)
@@ -123,12 +124,13 @@ def check_iou_levels(levels: Sequence[int | float], *more: int | float) -> tuple
     Traceback (most recent call last):
     ValueError: IoU levels repeat: [50, 50] (MaxBoxAccV2 is their mean: each counts once)
     """
-    levels = tuple(levels)
+    levels = tuple(x.item() if isinstance(x, np.generic) else x for x in levels)  # numpy's 50 is a 50
     if not levels:
         raise ValueError("iou_thresholds must name at least one IoU level (in percent, e.g. 50)")
     for d in (*levels, *more):
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 100:
-            raise ValueError(f"IoU levels are percentages in (0, 100], got {d!r}")
+        if isinstance(d, bool) or not isinstance(d, (int, float, np.integer, np.floating)) or not 1 <= d <= 100:
+            hint = f" (a fraction? IoU {d:g} is {100 * d:g} here)" if isinstance(d, float) and 0 < d < 1 else ""
+            raise ValueError(f"IoU levels are percentages in [1, 100] (the protocol's: 30, 50, 70), got {d!r}{hint}")
     if len(set(map(float, levels))) != len(levels):
         raise ValueError(f"IoU levels repeat: {list(levels)} (MaxBoxAccV2 is their mean: each counts once)")
     return levels
