@@ -130,7 +130,8 @@ ENCODINGS = {
     "crlf": lambda text: text.replace("\n", "\r\n").encode(),
     "bom": lambda text: "\ufeff".encode() + text.encode(),
     "bom_crlf_trailing": lambda text: ("\ufeff" + text.replace("\n", "\r\n") + "\r\n").encode("utf-8"),
-}
+    "cr": lambda text: text.replace("\n", "\r").encode(),  # old Mac: the reference's text mode reads its lines; was one
+}                                                          # id holding \r (an error quoting the whole file)
 
 
 @pytest.mark.parametrize("kind", sorted(ENCODINGS))

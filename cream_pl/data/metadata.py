@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +164,8 @@ def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[t
 
     One rule for every reader and for the checker (``read_split`` in ``fit`` and ``check_split``
     in ``cream-pl data check`` alike): a UTF-8 byte order mark at the start of the file is dropped
-    and Windows line endings (``\\r\\n``) are read as ``\\n`` (the ``\\r`` never ends up in a
-    field). Only the trailing newline is reported by the strict check.
+    and Windows (``\\r\\n``) and old Mac (``\\r``) line endings end a line, as in the reference's text mode
+    (a ``\\r`` never ends up in a field). Only the trailing newline is reported by the strict check.
     """
     try:
         raw = path.read_bytes()
@@ -181,15 +182,12 @@ def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[t
         text = text[len(_BOM):]
     if text == "":
         return []
-    lines = text.split("\n")
+    lines = re.split(r"\r\n|\r|\n", text)  # the reference's text mode reads all three (old Mac files end in \r)
     if lines[-1] == "":  # one trailing newline: tolerated by the reference reader (readlines), not its format
         lines.pop()
         if strict:
             problems.add(path, len(lines), "trailing newline at the end of the file (the format has none)")
-    out = []
-    for number, line in enumerate(lines, start=1):
-        out.append((number, line[:-1] if line.endswith("\r") else line))
-    return out
+    return list(enumerate(lines, start=1))
 
 
 def _bare(image_id: str) -> str:
