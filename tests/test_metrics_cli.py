@@ -200,6 +200,7 @@ def test_boxes_are_checked_against_image_sizes(tmp_path: Path, capsys: pytest.Ca
     assert run(parse(argv)) == 2
     err = capsys.readouterr().err.strip()
     assert "image_ids.txt:2:" in err and "no size in image_sizes.txt" in err and "Traceback" not in err
+    assert "no box" not in err  # its box line is there (it was called missing too)
 
 
 def test_empty_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,6 +244,19 @@ def test_a_symlinked_input_or_a_device_as_out_is_refused(tmp_path: Path, capsys:
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and words in err, err
     assert link.is_symlink() and np.load(link).shape == (224, 224) and fifo.is_fifo()
+
+
+def test_an_npz_archive_or_a_timedelta_map_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """Before: an .npz saved under a .npy name was 'got shape None dtype None'; a timedelta64 map was scored."""
+    path = tmp_path / "maps" / "a.npy"
+    path.parent.mkdir()
+    with open(path, "wb") as f:
+        np.savez(f, a=np.zeros((224, 224)))
+    with pytest.raises(EvaluationError, match=r"is a .npz archive, not one array: save the map with np.save"):
+        load_scoremap(path, "a")
+    np.save(path, np.zeros((224, 224), "m8[s]"))
+    with pytest.raises(EvaluationError, match=r"2-D numeric array, got shape \(224, 224\) dtype timedelta64\[s\]"):
+        load_scoremap(path, "a")
 
 
 def test_a_map_whose_range_float64_cannot_hold_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -386,7 +386,8 @@ def read_split(
             missing.append(f"label in {CLASS_LABELS}")
         if has_sizes and image_id not in sizes and image_id not in problems.bad_ids:
             missing.append(f"size in {IMAGE_SIZES}")
-        if has_boxes and image_id not in boxes and image_id not in problems.bad_ids:
+        if has_boxes and image_id not in boxes and image_id not in problems.bad_ids and (
+                not has_sizes or image_id in sizes):  # without its size, its box lines were not read
             missing.append(f"box in {LOCALIZATION}")
         if has_masks and image_id not in masks and image_id not in problems.bad_ids:
             missing.append(f"mask in {LOCALIZATION if loc_kind == 'masks' else LOCALIZATION_MASKS}")

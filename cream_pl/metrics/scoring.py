@@ -154,15 +154,18 @@ def _read_map(path: Path, image_id: str, where: str = "") -> np.ndarray:
     if isinstance(raw, np.ndarray) and np.issubdtype(raw.dtype, np.complexfloating):
         raise EvaluationError(f"{_describe(image_id, path, where)} is complex-valued (dtype {raw.dtype}); "
                               "a score map must be real")
+    if not isinstance(raw, np.ndarray):  # np.load reads a .npz archive too, whatever the name
+        raise EvaluationError(f"{_describe(image_id, path, where)} is a .npz archive, not one array: save the map "
+                              "with np.save")
     if (
-        not isinstance(raw, np.ndarray)
-        or raw.ndim != 2
+        raw.ndim != 2
         or raw.size == 0
         or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_)
+        or np.issubdtype(raw.dtype, np.timedelta64)  # a number to numpy, no score
     ):
         raise EvaluationError(
             f"{_describe(image_id, path, where)} must be a non-empty 2-D numeric array, "
-            f"got shape {getattr(raw, 'shape', None)} dtype {getattr(raw, 'dtype', None)}"
+            f"got shape {raw.shape} dtype {raw.dtype}"
         )
     return raw
 
