@@ -69,6 +69,10 @@ def test_prepare_scoremap_constant_and_nan_give_zeros() -> None:
         prepare_scoremap(np.full((7, 7), np.inf))
     with pytest.raises(ValueError, match="2-D"):
         prepare_scoremap(np.zeros((2, 7, 7)))
+    with pytest.raises(ValueError, match="spans more than float64 can hold"):  # min-max made NaN of part of it
+        prepare_scoremap(np.array([[1e308, -1e308], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="real numbers, got dtype complex128"):  # its imaginary part was dropped
+        prepare_scoremap(np.ones((7, 7)) * 1j)
 
 
 def test_prepare_scoremaps_batch_keeps_kind() -> None:

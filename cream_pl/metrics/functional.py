@@ -179,8 +179,8 @@ def _resized_float64(cam: ArrayLike, size: int) -> np.ndarray:
     arr = _to_numpy(cam)
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"a CAM must be a non-empty 2-D array (H, W), got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"a CAM must hold numbers, got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"a CAM must hold real numbers, got dtype {arr.dtype}")  # complex: its imaginary part dropped
     arr = np.array(arr, dtype=np.float64)  # copy: normalisation works in place
     if np.isinf(arr).any():
         raise ValueError("a CAM holds an infinite value; the benchmark cannot score it")
