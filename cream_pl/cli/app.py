@@ -53,7 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cream-pl ARGV``: its exit status (0, 2 for a user error, 130 / 143 when Ctrl-C / SIGTERM stopped it)."""
+    from cream_pl.core.interrupts import raise_on_sigterm, stop_message
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    raise_on_sigterm()
+    try:
+        return _run(argv)
+    except BaseException as err:  # Ctrl-C, SIGTERM: one line, not a traceback (or status 0: Lightning's SIGTERM)
+        stop = stop_message(err)
+        if stop is None:
+            raise
+        command = next((a for a in argv if not a.startswith("-")), "")
+        print(f"cream-pl {command}: {stop[0]}".replace("cream-pl : ", "cream-pl: "), file=sys.stderr, flush=True)
+        return stop[1]
+
+
+def _run(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         from cream_pl.cli.lightning import run_lightning_cli
 

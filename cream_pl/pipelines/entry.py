@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError, user_error_message
+from cream_pl.core.interrupts import raise_on_sigterm, stop_message
 from cream_pl.core.io import check_output_dir
 from cream_pl.core.options import OneLineArgumentParser
 
@@ -46,19 +47,31 @@ Main = Callable[[Sequence[str] | None], int]
 
 
 def pipeline_main(prog: str) -> Callable[[Main], Main]:
-    """Decorate a pipeline's ``main(argv)``: user errors end in one line and exit status 2."""
+    """Decorate a pipeline's ``main(argv)``: user errors end in one line and exit status 2; Ctrl-C and SIGTERM in one
+    line and 130 / 143 (:mod:`cream_pl.core.interrupts`)."""
 
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
+            raise_on_sigterm()
             try:
                 return int(main(argv) or 0)
             except Exception as err:
                 message = user_error_message(err)  # also unwraps DataLoader-worker re-raises
                 if message is None:
-                    raise
+                    stop = stop_message(err)  # a DataLoader worker that SIGTERM killed first
+                    if stop is None:
+                        raise
+                    print(f"{prog}: {stop[0]}", file=sys.stderr, flush=True)
+                    return stop[1]
                 print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
                 return 2
+            except BaseException as err:  # Ctrl-C, SIGTERM: one line and 130 / 143, not a traceback or status 0
+                stop = stop_message(err)
+                if stop is None:
+                    raise
+                print(f"{prog}: {stop[0]}", file=sys.stderr, flush=True)
+                return stop[1]
 
         return wrapper
 

@@ -1,0 +1,73 @@
+"""A stopped command ends in one line and a non-zero status, like a bad input.
+
+Ctrl-C (SIGINT) outside a Lightning call printed Python's whole ``KeyboardInterrupt`` traceback, and
+SIGTERM (``kill``, ``timeout``, ``docker stop``, a scheduler) either killed the process without a word,
+or, inside a Lightning call, was taken by Lightning's own handler: training ended with status 0 (its
+``SIGTERMException`` is a ``SystemExit`` without a code), and predict and test went on to the end.
+
+:func:`raise_on_sigterm` (called by every entry point) makes SIGTERM raise :class:`Terminated` in the
+main thread, so each ``finally`` and atomic-write cleanup runs (no ``.tmp`` file is left behind) and
+Lightning tears its trainer down; Lightning chains its own handler before this one. A forked
+DataLoader worker still dies as the signal asks. :func:`stop_message` turns each way of stopping into
+the entry point's line and status: 130 for Ctrl-C, 143 for SIGTERM (128 + the signal number).
+
+Example:
+    >>> stop_message(KeyboardInterrupt())
+    ('interrupted (Ctrl-C); the work finished before it is kept', 130)
+    >>> stop_message(ValueError("x")) is None
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+__all__ = ["Terminated", "raise_on_sigterm", "stop_message"]
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the process (a ``BaseException``, like ``KeyboardInterrupt``: never caught as an error)."""
+
+
+_MAIN_PID: int | None = None
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked DataLoader worker inherited the handler: die as the signal asks
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+def raise_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in this process's main thread; a handler that someone else
+    installed is kept, and nothing changes outside the main thread (where ``signal`` cannot be used)."""
+    global _MAIN_PID
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current in (signal.SIG_DFL, None) or current is _on_sigterm:
+        _MAIN_PID = os.getpid()
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+_KEPT = "the work finished before it is kept"
+
+
+def stop_message(err: BaseException) -> tuple[str, int] | None:
+    """``(line, exit status)`` for a command stopped by Ctrl-C or SIGTERM, ``None`` for anything else.
+
+    SIGTERM shows as :class:`Terminated`, as Lightning's ``SIGTERMException`` (another process of a distributed run
+    got it), or as the ``RuntimeError`` a DataLoader raises when SIGTERM killed its worker first.
+    """
+    if isinstance(err, KeyboardInterrupt):
+        return f"interrupted (Ctrl-C); {_KEPT}", 130
+    if isinstance(err, Terminated) or type(err).__name__ == "SIGTERMException":
+        return f"terminated (SIGTERM); {_KEPT}", 143
+    if isinstance(err, RuntimeError) and "DataLoader worker" in str(err) and "killed by signal: Terminated" in str(err):
+        return f"terminated (SIGTERM); {_KEPT}", 143
+    return None
