@@ -363,6 +363,32 @@ def test_keep_shards_keeps_the_shard_folder_and_a_changed_run_recomputes(data_ro
     assert json.loads(out.read_text())["info"]["threshold"] == 0.3
 
 
+def test_a_finished_file_of_other_data_at_the_same_root_is_never_returned(data_root: Path, tmp_path: Path) -> None:
+    """Before: a dataset regenerated at the same root (other ids, labels or sizes) got the earlier dataset's finished
+    file back, its boxes of other images; the split's metadata is now in the file's fingerprint."""
+    import shutil
+
+    root = Path(shutil.copytree(data_root, tmp_path / "data"))
+    out = _generate(root, tmp_path / "boxes.json")
+    assert json.loads(out.read_text())["info"]["data_sha1"]
+    model = StandInClassifier()
+    _generate(root, out, model=model)  # the same data: the finished file is kept, nothing predicted
+    assert model.predicted_images == 0
+    labels = root / "metadata" / "train" / "class_labels.txt"
+    lines = labels.read_text().splitlines()
+    first_id, first_label = lines[0].split(",")
+    labels.write_text("\n".join([f"{first_id},{1 - int(first_label)}", *lines[1:]]))  # another label: other maps
+    before = out.read_bytes()
+    with pytest.raises(UserValueError, match="another run.*data_sha1"):
+        _generate(root, out, model=model)
+    assert model.predicted_images == 0 and out.read_bytes() == before
+    info = json.loads(before)  # a file of before the data hash is recomputed, not refused
+    del info["info"]["data_sha1"]
+    out.write_text(json.dumps(info))
+    _generate(root, out, model=model)
+    assert model.predicted_images == 10 and json.loads(out.read_text())["info"]["data_sha1"]
+
+
 def test_threshold_recomputed_on_val_at_another_input_size(data_root: Path) -> None:
     # a stored 224 τ* is not reused for pseudo boxes at another input size: val is scored again
     model = StandInClassifier(tau=0.25)

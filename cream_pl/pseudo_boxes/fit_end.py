@@ -30,7 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from cream_pl.core.errors import UserValueError
-from cream_pl.pseudo_boxes.generate import SOURCES, PseudoBoxWriter, model_fingerprint
+from cream_pl.pseudo_boxes.generate import SOURCES, PseudoBoxWriter, model_fingerprint, split_fingerprint
 
 __all__ = ["PseudoBoxesAtFitEnd"]
 
@@ -112,7 +112,7 @@ class PseudoBoxesAtFitEnd(pl.Callback):
         dataset = dm.eval_dataset(self.split)
         batch = self.batch_size or int(dm.batch_size)
         fingerprint = {"model_sha1": model_fingerprint(pl_module), "predict_split": self.split,
-                       "input_size": int(dm.hparams.get("eval_size", 224))}
+                       "input_size": int(dm.hparams.get("eval_size", 224)), "data_sha1": split_fingerprint(dm, self.split)}
         writer = PseudoBoxWriter(self.out_path, source=self.source, threshold=tau, categories=dm.class_names,
                                  chunk_size=self.chunk_size, multi_contour=self.multi_contour,
                                  fingerprint=fingerprint, keep_shards=self.keep_shards)

@@ -143,6 +143,22 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def split_fingerprint(datamodule: Any, split: str | None) -> str | None:
+    """SHA-1 of the ``split``'s metadata files (names and bytes) and, for a synthetic root, its generator config:
+    the images the boxes are of. ``None`` where the data module has no metadata folder."""
+    meta = getattr(datamodule, "metadata_root", None)
+    if meta is None or split is None:
+        return None
+    h = hashlib.sha1()
+    files = sorted((Path(meta) / split).glob("*.txt"))
+    root = getattr(datamodule, "data_root", None)
+    if root is not None and (Path(root) / "synth_config.json").is_file():
+        files.append(Path(root) / "synth_config.json")
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------- the writer
 
 
@@ -335,7 +351,8 @@ class PseudoBoxWriter(BasePredictionWriter):
                                  "writes it); move it, pass --overwrite to replace it, or choose another --out")
         if self.out_path.exists():
             info = read_pseudo_box_info(self.out_path, "pass --overwrite to replace it, or choose another --out")
-            diff = [k for k, v in self._info().items() if info.get(k) != v]
+            diff = [k for k, v in self._info().items() if info.get(k) != v
+                    and (k in info or k != "data_sha1")]  # a file of before the data hash: recomputed
             if diff:
                 details = "; ".join(f"{k}: file has {info.get(k)!r}, this run has {self._info()[k]!r}"
                                     for k in diff[:3])
@@ -745,8 +762,9 @@ def generate_pseudo_boxes(
             raise ValueError("cannot tell the class names: pass categories=")
         categories = [f"class_{c}" for c in range(int(num_classes))]
     dm_hparams = dict(getattr(datamodule, "hparams", {}))
-    fingerprint = {"model_sha1": model_fingerprint(model), "predict_split": getattr(datamodule, "predict_split", None),
-                   "input_size": dm_hparams.get("eval_size")}
+    split = getattr(datamodule, "predict_split", None)
+    fingerprint = {"model_sha1": model_fingerprint(model), "predict_split": split,
+                   "input_size": dm_hparams.get("eval_size"), "data_sha1": split_fingerprint(datamodule, split)}
     writer = PseudoBoxWriter(
         out_path, source=source, threshold=threshold, categories=categories, shard_dir=shard_dir,
         chunk_size=chunk_size, multi_contour=multi_contour, fingerprint=fingerprint, overwrite=overwrite,
