@@ -216,9 +216,10 @@ def test_the_design_is_chosen_on_val_before_any_test_image_is_read(root: Path, t
     candidates = {"frozen_lr": {"head": "objectness", "features": "classifier", "label": "learns nothing",
                                 "overrides": {"lr": 1e-12}},
                   "learns": {"head": "objectness", "features": "classifier", "label": "learns"}}
+    classifier = FrozenStandIn()
     summary, records = demo_regressor.run_regressor_stage(
         root / "train_boxes.json", root, tmp_path / "reg", None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        candidates=candidates, classifier=FrozenStandIn())
+        candidates=candidates, classifier=classifier)
     rows = summary["candidates"]
     assert rows["learns"]["val_gt_known"] > rows["frozen_lr"]["val_gt_known"]  # the constructed best
     assert summary["chosen"] == "learns" and summary["cream_reg"]["candidate"] == "learns"
@@ -229,8 +230,48 @@ def test_the_design_is_chosen_on_val_before_any_test_image_is_read(root: Path, t
     assert len(records["cream_reg"]["iou"]) == 8
     again, _ = demo_regressor.run_regressor_stage(  # resumed: read back, nothing retrained
         root / "train_boxes.json", root, tmp_path / "reg", None, mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225), candidates=candidates, classifier=FrozenStandIn())
+        std=(0.229, 0.224, 0.225), candidates=candidates, classifier=classifier)
     assert again["candidates"] == summary["candidates"]
+
+
+def test_candidates_of_other_inputs_or_a_damaged_checkpoint_are_trained_again(root: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: make train-regressor reused candidates trained from other pseudo boxes or another classifier (their
+    numbers reported for the new ones), and a truncated candidate checkpoint failed every rerun with a traceback."""
+    import shutil
+
+    monkeypatch.setattr(demo_regressor, "FROZEN_RECIPE", {**demo_regressor.FROZEN_RECIPE, "batch_size": 4,
+                                                          "max_epochs": 1})
+    candidates = {"a": {"head": "objectness", "features": "classifier", "label": "a"}}
+    boxes = Path(shutil.copy(root / "train_boxes.json", tmp_path / "boxes.json"))
+    classifier, rdir = FrozenStandIn(), tmp_path / "reg"
+
+    def run(model: nn.Module = classifier) -> dict[str, Any]:
+        return demo_regressor.run_regressor_stage(boxes, root, rdir, None, mean=(0.485, 0.456, 0.406),
+                                                  std=(0.229, 0.224, 0.225), candidates=candidates, classifier=model)[0]
+
+    run()
+    ckpt = rdir / "a" / "checkpoints" / "last.ckpt"
+    stamp = ckpt.stat().st_mtime_ns
+    run()
+    assert ckpt.stat().st_mtime_ns == stamp  # the same inputs: read back
+    capsys.readouterr()
+    other = FrozenStandIn()
+    run(other)  # another classifier (other weights)
+    assert "trained from other pseudo boxes or another classifier" in capsys.readouterr().out
+    assert ckpt.stat().st_mtime_ns != stamp
+    coco = json.loads(boxes.read_text())
+    coco["annotations"][0]["bbox"] = [0, 0, 8, 8]
+    boxes.write_text(json.dumps(coco))  # other pseudo boxes at the same path
+    stamp = ckpt.stat().st_mtime_ns
+    run(other)
+    assert ckpt.stat().st_mtime_ns != stamp
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated, and the stage's summary gone: the same inputs
+    (rdir / demo_regressor.DONE_FILE).unlink()
+    capsys.readouterr()
+    assert run(other)["chosen"] == "a" and BoxRegressor.load_from_checkpoint(ckpt) is not None
+    assert "last.ckpt: missing or unreadable; training that candidate again" in capsys.readouterr().out
 
 
 def test_a_fine_tuned_feature_source_is_a_candidate_of_the_same_val_choice(root: Path, tmp_path: Path,

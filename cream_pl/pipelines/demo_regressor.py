@@ -201,6 +201,45 @@ def _design(spec: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any
     return json.loads(json.dumps(record, sort_keys=True, default=str))
 
 
+INPUTS_FILE = "trained_from.json"
+"""``<rdir>/trained_from.json``: the SHA-1s of the pseudo-box file and the classifier the candidates were trained from."""
+
+
+def _start_over_on_other_inputs(rdir: Path, pseudo_boxes: Path, ckpt: Path | None, classifier: Any,
+                                candidates: Mapping[str, Any]) -> None:
+    """Clear the candidates trained from another pseudo-box file or classifier (``make train-regressor`` reused
+    them, their numbers of other boxes, after either changed); a folder of before this record keeps its work."""
+    from cream_pl.core.io import file_sha1
+
+    if ckpt is not None:
+        model_id = file_sha1(ckpt)
+    else:
+        from cream_pl.pseudo_boxes.generate import model_fingerprint
+
+        model_id = model_fingerprint(classifier)
+    inputs = {"pseudo_boxes_sha1": file_sha1(pseudo_boxes), "classifier_sha1": model_id}
+    stored = _read_json(rdir / INPUTS_FILE, log=False)
+    if stored is not None and stored != inputs:
+        _log("regressor: trained from other pseudo boxes or another classifier; training every candidate again")
+        (rdir / DONE_FILE).unlink(missing_ok=True)
+        for name in candidates:
+            if (rdir / name / DESIGN_FILE).is_file():  # a candidate folder this stage wrote
+                shutil.rmtree(rdir / name)
+    if stored != inputs:
+        write_json_atomic(inputs, rdir / INPUTS_FILE)
+
+
+def _checkpoint_ok(cdir: Path) -> bool:
+    """Whether a candidate's ``checkpoints/last.ckpt`` reads back (a truncated one failed every rerun's test)."""
+    path = cdir / "checkpoints" / "last.ckpt"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - missing, truncated, not a checkpoint: trained again
+        _log(f"regressor: {path}: missing or unreadable; training that candidate again")
+        return False
+    return isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict)
+
+
 def is_done(rdir: Path, candidates: Mapping[str, Any] = CANDIDATES, psol_candidate: str = PSOL_CANDIDATE,
             log: bool = False) -> bool:
     """Whether ``rdir`` holds the finished, undamaged stage of exactly these candidates (``log``: say so where it is
@@ -239,6 +278,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
     from cream_pl.reporting.evidence import load_records
 
     done = rdir / DONE_FILE
+    _start_over_on_other_inputs(rdir, pseudo_boxes, ckpt, classifier, candidates)
     if is_done(rdir, candidates, psol_candidate, log=True):
         _log(f"regressor: using {done}")
         summary = json.loads(done.read_text())
@@ -270,7 +310,7 @@ def run_regressor_stage(pseudo_boxes: Path, data: Path, rdir: Path, ckpt: Path |
             if not cdir.exists():
                 write_json_atomic(design, cdir / DESIGN_FILE)
             stored = _read_json(cdir / METRICS_FILE, lambda v: percentages_ok(v, ["val/reg/gt_known"])) or {}
-            if "val/reg/gt_known" not in stored or _read_json(cdir / CURVE_FILE) is None:
+            if "val/reg/gt_known" not in stored or _read_json(cdir / CURVE_FILE) is None or not _checkpoint_ok(cdir):
                 _log(f"regressor: {name} ({spec['head']} head, {spec['features']} features), train + val")
                 (cdir / PER_IMAGE_FILE).unlink(missing_ok=True)  # an earlier model's test: tested again below
                 stored = train_regressor(pseudo_boxes, data, cdir, head=spec["head"], features=spec["features"],
