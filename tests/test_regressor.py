@@ -262,6 +262,33 @@ def test_a_rerun_into_the_same_out_replaces_last_ckpt(left_half_root: Path, tmp_
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the second run's model
 
 
+def test_a_rerun_cut_short_keeps_the_earlier_checkpoint_beside_its_own_metrics(left_half_root: Path,
+                                                                               tmp_path: Path) -> None:
+    """Before: a rerun stopped after its fit (SIGTERM, Ctrl-C) left its own last.ckpt beside the earlier run's
+    regressor_metrics.json, per-image records and curve, read as one finished run."""
+    import torch
+
+    from cream_pl.core.interrupts import Terminated
+
+    class StopAtFitEnd(pl.Callback):
+        def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            raise Terminated()
+
+    boxes, out = _write_gt_coco(left_half_root), tmp_path / "reg"
+    kw = dict(pretrained=False, max_epochs=1, batch_size=4, input_size=64, eval_size=64,
+              trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0})
+    train_regressor(boxes, left_half_root, out, seed=0, **kw)
+    first = {p.name: p.read_bytes() for p in (out / "regressor_metrics.json", out / "checkpoints" / "last.ckpt")}
+    with pytest.raises(Terminated):
+        train_regressor(boxes, left_half_root, out, seed=7, callbacks=[StopAtFitEnd()], **kw)
+    assert {p.name: p.read_bytes() for p in (out / "regressor_metrics.json", out / "checkpoints" / "last.ckpt")} == first
+    assert (out / ".checkpoints.partial" / "last.ckpt").is_file()  # the cut run's, apart
+    metrics = train_regressor(boxes, left_half_root, out, seed=7, **kw)
+    assert not (out / ".checkpoints.partial").exists() and "test/reg/gt_known" in metrics
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() != first["last.ckpt"]
+    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
 @pytest.mark.parametrize("case", ["unknown_image", "box_outside", "wrong_categories", "truncated"])
 def test_bad_pseudo_box_file_is_refused_before_training(left_half_root: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch, case: str) -> None:

@@ -22,6 +22,8 @@ if __name__ == "__main__":  # python -m: parse (and answer --help) before torch 
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -221,8 +223,13 @@ def train_regressor(
                           **dict(trainer_kwargs or {})}
     if features == "classifier":  # the frozen path orders (and shards) its own training batches
         kw["use_distributed_sampler"] = False
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
-                                 enable_version_counter=False)  # a rerun replaces last.ckpt (not last-v1.ckpt beside it)
+    # a fit checkpoints into a staging folder, moved into checkpoints/ once it ends: one cut short (Ctrl-C, SIGTERM)
+    # leaves the earlier run's checkpoint beside its own metrics, never a new checkpoint beside the old metrics
+    staging = out_dir / ".checkpoints.partial"
+    if "fit" in stages:
+        shutil.rmtree(staging, ignore_errors=True)  # a fit cut short before
+    checkpoint = ModelCheckpoint(dirpath=staging if "fit" in stages else out_dir / "checkpoints", save_last=True,
+                                 save_top_k=0, enable_version_counter=False)  # one last.ckpt (not last-v1.ckpt)
     curve = _PseudoIoUCurve()
     extra: list[pl.Callback] = [curve]
     if plateau is not None:
@@ -236,6 +243,13 @@ def train_regressor(
     metrics: dict[str, float] = {}
     if "fit" in stages:
         trainer.fit(model, datamodule=dm)
+        if trainer.is_global_zero:  # this fit's checkpoint, and none of the earlier run's figures beside it
+            for name in (METRICS_FILE, CURVE_FILE, PER_IMAGE_FILE):
+                (out_dir / name).unlink(missing_ok=True)
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / "last.ckpt", ckpt_path)
+            shutil.rmtree(staging, ignore_errors=True)
+        trainer.strategy.barrier("regressor_checkpoint")
         if curve.values:
             metrics["train/reg/pseudo_iou"] = curve.values[-1]
     if "validate" in stages:
