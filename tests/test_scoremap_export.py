@@ -159,3 +159,39 @@ def test_a_second_export_into_the_same_folder_says_which_checkpoint_wrote_each_m
     assert rc == 2 and json.loads((out / MANIFEST).read_text()) == manifest
     assert len(list((out / "cam").rglob("*.npy"))) == manifest["num_images"]
     assert main([*base, "--ckpt", str(other), "--methods", "cam", "--split", "val"]) == 0  # its own val maps: fine
+
+
+def test_an_export_cut_short_is_refused_by_evaluate_until_it_finishes(tiny: tuple[Path, Path], tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Before: an export stopped half-way (Ctrl-C, SIGTERM) left a method folder of two checkpoints' maps under a
+    manifest naming the first, and evaluate scored them together without a word."""
+    import shutil
+
+    from cream_pl.core.interrupts import Terminated
+    from cream_pl.pipelines import export_scoremaps as module
+
+    root, ckpt = tiny
+    other = tmp_path / "other.ckpt"
+    shutil.copy(ckpt, other)
+    out = tmp_path / "maps"
+    base = ["export-scoremaps", "--data", str(root), "--out", str(out), "--batch-size", "2", "--methods", "cam"]
+    assert main([*base, "--ckpt", str(ckpt)]) == 0
+    real, written = module.save_npy_atomic, []
+
+    def stop_after_two(array, path):  # the second checkpoint's export stops after two of six maps
+        if len(written) == 2:
+            raise Terminated()
+        written.append(path)
+        real(array, path)
+
+    monkeypatch.setattr(module, "save_npy_atomic", stop_after_two)
+    assert main([*base, "--ckpt", str(other)]) == 143
+    monkeypatch.setattr(module, "save_npy_atomic", real)
+    evaluate = ["evaluate", "--metadata", str(root / "metadata" / "test"), "--scoremaps", str(out / "cam"),
+                "--out", str(tmp_path / "s.json")]
+    capsys.readouterr()
+    assert main(evaluate) == 2 and not (tmp_path / "s.json").exists()
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("never finished (the maps may mix two checkpoints); run it again before scoring the folder")
+    assert f"checkpoint {other}" in err and len(err.splitlines()) == 1
+    assert main([*base, "--ckpt", str(other)]) == 0 and main(evaluate) == 0  # the rerun finishes it

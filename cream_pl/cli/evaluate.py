@@ -211,6 +211,11 @@ def evaluate_scoremaps(
         )
     if not root.is_dir():
         raise EvaluationError(f"--scoremaps {root}: not a directory")
+    from cream_pl.pipelines.export_scoremaps import unfinished_export
+
+    unfinished = unfinished_export(root)
+    if unfinished is not None:
+        raise EvaluationError(f"{unfinished}; run it again before scoring the folder")
     jobs = _jobs(meta, root, has_boxes, Path(mask_root) if mask_root is not None else None)
     for job in jobs:  # fail fast, before any work, on the first missing map
         if job.path.is_dir():

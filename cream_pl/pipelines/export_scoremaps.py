@@ -31,10 +31,37 @@ from cream_pl.core.errors import UserValueError, user_error_message
 from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
 from cream_pl.core.options import device_name, nonneg_int, positive_int, split_name
 
-__all__ = ["MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path"]
+__all__ = ["INCOMPLETE", "MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path",
+           "unfinished_export"]
 
 MANIFEST = "scoremaps.json"
 """What was exported (checkpoint, split, methods, number of maps), in the output folder."""
+INCOMPLETE = "incomplete"
+"""The key of a method folder whose export has not finished, in the manifest's ``exported``."""
+
+
+def unfinished_export(maps: Path | str) -> str | None:
+    """Why ``maps`` (``<out>/<method>``) must not be scored: an export into it that did not finish, as its folder's
+    manifest says; ``None`` otherwise (a folder cream-pl did not write included).
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / MANIFEST).write_text('{"exported": {"cam": {"incomplete": true, "checkpoint": "/c.ckpt"}}}')
+        >>> unfinished_export(out / "cam").endswith("never finished (the maps may mix two checkpoints)")
+        True
+        >>> unfinished_export(out / "cream") is None
+        True
+    """
+    maps = Path(maps)
+    try:
+        entry = json.loads((maps.parent / MANIFEST).read_text())["exported"][maps.name]
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if isinstance(entry, dict) and entry.get(INCOMPLETE):
+        return (f"{maps}: the export-scoremaps run into it (checkpoint {entry.get('checkpoint')}, "
+                f"{maps.parent / MANIFEST}) never finished (the maps may mix two checkpoints)")
+    return None
 
 
 def scoremap_path(out: Path | str, method: str, image_id: str) -> Path:
@@ -132,6 +159,12 @@ def export_scoremaps(
     if norm is not None:  # the input normalisation the classifier was trained with
         kwargs["mean"], kwargs["std"] = norm
     dm = WSOLDataModule(str(data_root), predict_split=split, **kwargs)
+    place = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split}
+    # until the last map is written, the manifest says so: an export cut short (Ctrl-C, SIGTERM) leaves a folder of
+    # two checkpoints' maps, which evaluate then refuses instead of scoring them together
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / MANIFEST, json.dumps({"exported": {**before, **{name: {**place, INCOMPLETE: True}
+                                                                            for name in names}}}, indent=2) + "\n")
     count = 0
     with torch.inference_mode():
         for batch in dm.predict_dataloader():
@@ -142,8 +175,7 @@ def export_scoremaps(
                 for image_id, scoremap in zip(batch["image_id"], scoremaps):
                     save_npy_atomic(scoremap, scoremap_path(out, name, image_id))
             count += len(batch["image_id"])
-    this = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split,
-            "num_images": count}
+    this = {**place, "num_images": count}
     manifest = {
         **this,
         "methods": names,
