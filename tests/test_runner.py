@@ -665,6 +665,39 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
         assert (own / "ablation_T.md").is_file() and (own / "ablation_lambda.md").is_file()
 
 
+@pytest.mark.slow  # the --fast demo, stopped once in its fit-end pseudo boxes: ~60 s
+def test_a_run_stopped_in_its_fit_end_pseudo_boxes_keeps_its_fitted_model(tmp_path: Path, monkeypatch, capsys):
+    """Before: a run stopped after its last epoch, while the fit-end callback boxed the train split (Ctrl-C,
+    SIGTERM), had no model.ckpt yet; the rerun said 'no usable model.ckpt', removed the finished fit and trained again."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from cream_pl.core.interrupts import Terminated
+    from cream_pl.pipelines.experiment import load_experiment
+    from cream_pl.pipelines.runner import run_experiment
+    from cream_pl.pseudo_boxes.fit_end import PseudoBoxesAtFitEnd
+
+    exp = load_experiment(DEMOS / "demo.yaml")
+    out, work = tmp_path / "results", tmp_path / "work"
+    real = PseudoBoxesAtFitEnd._predict
+
+    def stop(self, *args, **kwargs):
+        raise Terminated()
+
+    monkeypatch.setattr(PseudoBoxesAtFitEnd, "_predict", stop)
+    with pytest.raises(Terminated):
+        run_experiment(exp, out=out, work=work, fast=True, skip=("regressor",))
+    assert (work / "model.ckpt").is_file() and (work / "val_method.json").is_file()
+    assert not (work / "pseudo_boxes_cream_selected.json").exists()
+    monkeypatch.setattr(PseudoBoxesAtFitEnd, "_predict", real)
+    capsys.readouterr()
+    run_experiment(exp, out=out, work=work, fast=True, skip=("regressor",))
+    log = capsys.readouterr().out
+    assert f"loading {work / 'model.ckpt'}" in log and "training (" not in log and "starting the run over" not in log
+    assert "pseudo boxes: cream_selected maps over the train split" in log, log  # the stage boxes it instead
+    boxes = json.loads((work / "pseudo_boxes_cream_selected.json").read_text())
+    assert boxes["info"]["source"] == "cream_selected" and len(boxes["annotations"]) == len(boxes["images"]) > 0
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["cream_selected"]["max_box_acc_v2"] <= 100.0
+
+
 @pytest.mark.slow  # the --fast demo on a second dataset: ~40 s
 def test_demo_runs_on_any_benchmark_format_dataset(tmp_path: Path) -> None:
     import numpy as np

@@ -87,6 +87,28 @@ def _write_val(model: Any, resolved: Mapping[str, Any], paths: Sequence[Path]) -
         write_json_atomic(content, path)
 
 
+def _save_model(trainer: Any, ckpt: Path) -> None:
+    tmp = ckpt.with_name(".model.ckpt.tmp")
+    trainer.save_checkpoint(tmp)
+    if trainer.is_global_zero:
+        os.replace(tmp, ckpt)
+
+
+def _keep_fitted_model(ckpt: Path, write_val: Any) -> Any:
+    """A callback that keeps the fitted model (``model.ckpt``) and its val figures once the last epoch is done,
+    before the fit-end callbacks (the train split's pseudo boxes, minutes) run: a run stopped there (Ctrl-C,
+    SIGTERM) resumes from them instead of training again."""
+    import pytorch_lightning as pl
+
+    class KeepFittedModel(pl.Callback):
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            _save_model(trainer, ckpt)
+            if trainer.is_global_zero:
+                write_val(pl_module)
+
+    return KeepFittedModel()
+
+
 def _load_fitted(r: Any, ckpt: Path) -> Any:
     """The run's fitted classifier (as its own class, in training mode as Lightning loads it), or ``None`` where it
     has none or one that does not read back at all (then it trains again). A checkpoint that reads but does not load
@@ -136,10 +158,9 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
         r.log(f"{folder.name}: training ({recipe.name}, seed {seed}"
               + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
         model = cli.model
+        cli.trainer.callbacks.append(_keep_fitted_model(ckpt, lambda m: _write_val(m, resolved, val_files)))
         cli.trainer.fit(model, datamodule=cli.datamodule)
-        tmp = ckpt.with_name(".model.ckpt.tmp")
-        cli.trainer.save_checkpoint(tmp)
-        os.replace(tmp, ckpt)
+        _save_model(cli.trainer, ckpt)
         _write_val(model, resolved, val_files)
     stored = None if ran else read_state(test_path, lambda v: _test_ok(v, run), r.log)  # a new fit: tested again
     if stored is not None and not records_ok(rec_path, [m for m in run.record if m in run.rows.values()], RECORD_FIELDS):

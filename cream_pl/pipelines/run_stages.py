@@ -246,9 +246,18 @@ def _pseudo_boxes(ctx: RunContext) -> dict[str, Any]:
         path.unlink()
         quality_path(path).unlink(missing_ok=True)
     if not path.is_file():
+        from cream_pl.core.errors import UserValueError
+
         ctx.log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
-        generate_pseudo_boxes(ctx.model, ctx.cli.datamodule, path, source=source, threshold=None,
-                              trainer_kwargs={"accelerator": "auto", "devices": 1})
+        try:
+            generate_pseudo_boxes(ctx.model, ctx.cli.datamodule, path, source=source, threshold=None,
+                                  trainer_kwargs={"accelerator": "auto", "devices": 1})
+        except UserValueError as err:  # the shards of the fit-end writer, cut short, in other chunks: the run's own
+            if "holds shards of a different pseudo-box run" not in str(err):
+                raise
+            ctx.log(f"pseudo boxes: {path}.shards: another writer's chunks; predicting them again")
+            generate_pseudo_boxes(ctx.model, ctx.cli.datamodule, path, source=source, threshold=None,
+                                  trainer_kwargs={"accelerator": "auto", "devices": 1}, overwrite=True)
     else:
         ctx.log(f"pseudo boxes: using {path}")
     quality = _state(quality_path(path), ctx) or {}
