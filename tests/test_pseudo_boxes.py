@@ -160,6 +160,12 @@ def test_resume_refuses_shards_of_another_run(data_root: Path, tmp_path: Path) -
     model = StandInClassifier()
     _generate(data_root, out, model=model, threshold=0.3, overwrite=True)
     assert model.predicted_images == 10
+    # an --overwrite run cut short resumes its own chunks on the same --overwrite command (it removed them all)
+    with pytest.raises(RuntimeError, match="simulated"):
+        _generate(data_root, out, threshold=0.2, overwrite=True, callbacks=[_StopAfter(3)])
+    model = StandInClassifier()
+    _generate(data_root, out, model=model, threshold=0.2, overwrite=True)
+    assert model.predicted_images == 6 and json.loads(out.read_text())["info"]["threshold"] == 0.2
 
 
 def test_chunk_size_must_be_a_multiple_of_the_batch_size(data_root: Path, tmp_path: Path) -> None:

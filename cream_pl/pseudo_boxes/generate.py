@@ -264,8 +264,8 @@ class PseudoBoxWriter(BasePredictionWriter):
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         manifest_path = self.shard_dir / MANIFEST
         want = self.manifest()
-        if self.overwrite:
-            for p in self.shard_dir.glob("chunk_*.json"):
+        if self.overwrite and not self._own_manifest(want):  # this run's own chunks (an --overwrite run cut short)
+            for p in self.shard_dir.glob("chunk_*.json"):  # are resumed; another run's are removed
                 p.unlink()
             manifest_path.unlink(missing_ok=True)
         for p in self.shard_dir.glob(".chunk_*.tmp"):  # debris of an interrupted atomic write
@@ -313,6 +313,13 @@ class PseudoBoxWriter(BasePredictionWriter):
             if problem is not None:
                 return recs, f"record of index {i}: {problem}"
         return recs, None
+
+    def _own_manifest(self, want: Mapping[str, Any]) -> bool:
+        """Whether the shard folder's manifest is exactly this run's (``want``)."""
+        try:
+            return read_json_file(self.shard_dir / MANIFEST, "shard manifest") == dict(want)
+        except UserError:
+            return False
 
     def _check_manifest(self, want: Mapping[str, Any], known_only: bool = False) -> None:
         """Refuse shards of another run (``known_only``: compare only the settings known before planning)."""
