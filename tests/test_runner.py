@@ -602,7 +602,10 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert "| CREAM (val-selected) |" in md and "| center baseline |" in md and "paired bootstrap 95 % CI" in md
     assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4] and res["cream"] == saved["cream"]
     assert set(saved["timing"]) >= {"data_s", "classifier_s", "evaluation_s", "regressor_s", "total_s"}
-    assert json.loads((out / ".cream-pl-results.json").read_text()) == {"experiment": "demo"}
+    from cream_pl.pipelines.run_state import data_sha1
+
+    assert json.loads((out / ".cream-pl-results.json").read_text()) == {"experiment": "demo",
+                                                                         "data_sha1": data_sha1(work / "data")}
     from cream_pl.core.machine import machine_line  # the machine every stage ran on, beside the results
 
     machines = json.loads((out / "machines.json").read_text())  # made here from nothing: every stage that ran, here
@@ -975,6 +978,7 @@ def test_a_results_folder_of_another_dataset_or_the_dataset_itself_is_refused_be
 def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_path, capsys):
     """Before: ``make demo OUT=results/embedded_seeds`` (the same dataset) replaced demo-seeds' metrics.json with
     demo's, without a word. The owner is the folder's .cream-pl-results.json, written by the runner."""
+    from cream_pl.core.errors import UserValueError
     from cream_pl.pipelines.runner import RESULTS_OWNER, check_results_folder, main, mark_results_folder
 
     out = tmp_path / "o"
@@ -993,3 +997,13 @@ def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_p
     check_results_folder(out, tmp_path / "d", "demo", "demo")
     mark_results_folder(out, "demo")
     assert json.loads((out / RESULTS_OWNER).read_text()) == {"experiment": "demo"}
+    # with its dataset's content hash, the content decides: the same data moved (or named by another relative path)
+    # is the same dataset; other content is refused, whatever the path
+    (out / "metrics.json").write_text(json.dumps({"benchmark": {"data": str(tmp_path / "before_the_move")}}))
+    with pytest.raises(UserValueError, match="holds the results of another dataset"):
+        check_results_folder(out, tmp_path / "d", "demo", "demo")  # no hash yet: the path decides
+    mark_results_folder(out, "demo", "abc")
+    check_results_folder(out, tmp_path / "d", "demo", "demo", "abc")
+    check_results_folder(out, tmp_path / "d", "demo", "demo", None)  # a dataset not generated yet: checked after
+    with pytest.raises(UserValueError, match=f"^{out}: holds the results of another dataset \\(other content than "):
+        check_results_folder(out, tmp_path / "d", "demo", "demo", "def")

@@ -316,7 +316,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         use_kernels(kernels)
     runner = _Runner(exp, out, work, root, owned, fast, log, variant=variant or threads is not None or kernels is not None)
     runner.threads, runner.kernels = threads, kernels
-    check_results_folder(out, root, exp.report, exp.name)
+    check_results_folder(out, root, exp.report, exp.name, None if owned else runner.data_sha1)
     runs = [r for r in exp.runs if not only or r.key in only]
     for run in runs:  # every config the runs build, before any work
         check_run_configs(runner, run, f"{exp.source}: runs[{exp.runs.index(run)}] ({run.key}, {run.recipe})")
@@ -327,7 +327,8 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         check_work_dataset(work, root, None if owned else runner.data_sha1, restart, exp.name)
         runner.stage_data()
         check_work_dataset(work, root, runner.data_sha1, restart, exp.name)  # the dataset as it is now
-        mark_results_folder(out, exp.name)
+        check_results_folder(out, root, exp.report, exp.name, runner.data_sha1)  # a generated dataset, now
+        mark_results_folder(out, exp.name, runner.data_sha1)
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
         for seed in all_seeds:
@@ -554,42 +555,51 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
 
 
 RESULTS_OWNER = ".cream-pl-results.json"
-"""``<out>/.cream-pl-results.json``: the experiment whose report a results folder holds (``{"experiment": name}``)."""
+"""``<out>/.cream-pl-results.json``: the experiment whose report a results folder holds, and the content hash of its
+dataset (``{"experiment": name, "data_sha1": sha1}``)."""
 
 
-def check_results_folder(out: Path, data: Path, report: str, experiment: str | None = None) -> None:
+def check_results_folder(out: Path, data: Path, report: str, experiment: str | None = None,
+                         sha1: str | None = None) -> None:
     """``out`` is not the dataset's root, and holds neither another experiment's report (its
     :data:`RESULTS_OWNER`: ``make demo OUT=results/embedded_seeds`` replaced demo-seeds' results without a word) nor
-    another dataset's results (``make demo DATA=b OUT=<a's>``); the dataset a report names is its ``benchmark.data``."""
+    another dataset's results (``make demo DATA=b OUT=<a's>``). The dataset is the owner's content hash against
+    ``sha1`` (the same data moved is the same dataset; ``None`` before a dataset the runner generates exists: checked
+    again after the data stage), else, for results of before the hash, the ``benchmark.data`` path a report names."""
     from cream_pl.core.errors import UserValueError
     from cream_pl.pipelines.run_state import read_state
     from cream_pl.reporting.experiment_report import RESULTS_FILE
 
     if out.resolve() == data.resolve():
         raise UserValueError(f"{out}: the results folder is the dataset's root; give another (--out; make demo: OUT=)")
-    theirs = (read_state(out / RESULTS_OWNER, log=None) or {}).get("experiment")
+    owner = read_state(out / RESULTS_OWNER, log=None) or {}
+    theirs = owner.get("experiment")
+    again = "nothing was written: give this one another results folder (--out; make demo: OUT=), or remove them"
     if experiment is not None and isinstance(theirs, str) and theirs != experiment:
-        raise UserValueError(f"{out}: holds the results of experiment {theirs!r}, not {experiment!r}; nothing was "
-                             "written: give this one another results folder (--out; make demo: OUT=), or remove them")
+        raise UserValueError(f"{out}: holds the results of experiment {theirs!r}, not {experiment!r}; {again}")
+    if isinstance(owner.get("data_sha1"), str):
+        if sha1 is not None and owner["data_sha1"] != sha1:
+            raise UserValueError(f"{out}: holds the results of another dataset (other content than {data}); {again}")
+        return
     try:
         earlier = json.loads((out / RESULTS_FILE.get(report, "metrics.json")).read_text())
     except (OSError, ValueError):
         return
     theirs = earlier.get("benchmark", {}).get("data") if isinstance(earlier, dict) else None
     if isinstance(theirs, str) and isinstance(earlier.get("benchmark"), dict) and Path(theirs).resolve() != data.resolve():
-        raise UserValueError(f"{out}: holds the results of another dataset ({theirs}), not of {data}; nothing was "
-                             "written: give this one another results folder (--out; make demo: OUT=), or remove them")
+        raise UserValueError(f"{out}: holds the results of another dataset ({theirs}), not of {data}; {again}")
 
 
-def mark_results_folder(out: Path, experiment: str) -> None:
-    """Create ``out`` and record ``experiment`` as the owner of the report it will hold (see
-    :func:`check_results_folder`)."""
+def mark_results_folder(out: Path, experiment: str, sha1: str | None = None) -> None:
+    """Create ``out`` and record ``experiment`` and its dataset's content hash ``sha1`` as the owner of the report it
+    will hold (see :func:`check_results_folder`)."""
     from cream_pl.pipelines.run_state import read_state
     from cream_pl.reporting.tables import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    if read_state(out / RESULTS_OWNER, log=None) != {"experiment": experiment}:
-        write_json_atomic({"experiment": experiment}, out / RESULTS_OWNER)
+    owner = {"experiment": experiment, **({"data_sha1": sha1} if sha1 is not None else {})}
+    if read_state(out / RESULTS_OWNER, log=None) != owner:
+        write_json_atomic(owner, out / RESULTS_OWNER)
 
 
 _CREAM_PL_CALLBACKS = ("EpochCheckpoints", "PseudoBoxesAtFitEnd", "WSOLMediaCallback")
