@@ -604,6 +604,7 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     assert set(saved["timing"]) >= {"data_s", "classifier_s", "evaluation_s", "regressor_s", "total_s"}
     from cream_pl.pipelines.run_state import data_sha1
 
+    assert not (out / ".figures.partial").exists()  # published with the report
     assert json.loads((out / ".cream-pl-results.json").read_text()) == {"experiment": "demo",
                                                                          "data_sha1": data_sha1(work / "data")}
     from cream_pl.core.machine import machine_line  # the machine every stage ran on, beside the results
@@ -973,6 +974,23 @@ def test_a_results_folder_of_another_dataset_or_the_dataset_itself_is_refused_be
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and words in err, err
     assert not (tmp_path / "w").exists() and json.loads((out / "metrics.json").read_text())["cam"] == {}
+
+
+def test_figures_are_published_with_the_report_and_a_cut_runs_are_dropped(tmp_path):
+    """Before: the figures stage wrote into the results folder; a run stopped before its report left new figures
+    beside the earlier report."""
+    from cream_pl.pipelines.run_stages import FIGURES_STAGING, publish_figures
+
+    out = tmp_path / "results"
+    (out / FIGURES_STAGING).mkdir(parents=True)
+    (out / "overlays.png").write_bytes(b"earlier")
+    (out / FIGURES_STAGING / "overlays.png").write_bytes(b"cut short")
+    publish_figures(out, stage=False)  # the next run starts: the cut run's figures never reach the folder
+    assert (out / "overlays.png").read_bytes() == b"earlier" and not (out / FIGURES_STAGING).exists()
+    (out / FIGURES_STAGING).mkdir()
+    (out / FIGURES_STAGING / "overlays.png").write_bytes(b"this run")
+    publish_figures(out, stage=True)  # its report is written
+    assert (out / "overlays.png").read_bytes() == b"this run" and not (out / FIGURES_STAGING).exists()
 
 
 def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_path, capsys):

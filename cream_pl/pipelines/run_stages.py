@@ -180,6 +180,24 @@ def _responsibilities(model: Any, feats: Any, labels: Any, boxes: list[Any]) -> 
 
 
 # ------------------------------------------------------------------------------------------ figures
+FIGURES_STAGING = ".figures.partial"
+"""``<out>/.figures.partial``: the figures stage's files until the report is written (:func:`publish_figures`): a
+run stopped in between left new figures beside the earlier report."""
+
+
+def publish_figures(out: Path, stage: bool) -> None:
+    """Move the staged figures into ``out`` (``stage``: once the report is written), or drop them (a leftover of a
+    run cut short, before this run's stages)."""
+    import os
+    import shutil
+
+    staged = out / FIGURES_STAGING
+    if stage and staged.is_dir():
+        for f in sorted(staged.iterdir()):
+            os.replace(f, out / f.name)
+    shutil.rmtree(staged, ignore_errors=True)
+
+
 def _figures(ctx: RunContext) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -189,7 +207,7 @@ def _figures(ctx: RunContext) -> dict[str, Any]:
     from cream_pl.reporting.demo_report import ABLATION_LAMBDA, ABLATION_T
     from cream_pl.reporting.viz import denormalize_image, overlay_grid, plot_ablation, plot_box_acc_curves
 
-    out, model, methods = ctx.out, ctx.model, ctx.test["methods"]
+    out, model, methods = ctx.out / FIGURES_STAGING, ctx.model, ctx.test["methods"]  # published with the report
     out.mkdir(parents=True, exist_ok=True)
     curves = {name: (np.asarray(methods[name]["curves"]["thresholds"]), np.asarray(methods[name]["curves"]["box_acc"]))
               for name in ("cam", "cream") if name in methods}

@@ -290,6 +290,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
     """
     from dataclasses import replace
 
+    from cream_pl.pipelines.run_stages import publish_figures
     from cream_pl.pipelines.run_state import check_work_dataset, check_work_folder
     from cream_pl.reporting.evidence import compute_differences
     from cream_pl.reporting.experiment_report import report_function
@@ -329,6 +330,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         check_work_dataset(work, root, runner.data_sha1, restart, exp.name)  # the dataset as it is now
         check_results_folder(out, root, exp.report, exp.name, runner.data_sha1)  # a generated dataset, now
         mark_results_folder(out, exp.name, runner.data_sha1)
+        publish_figures(out, stage=False)  # figures a run cut short staged: never published with this report
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
         for seed in all_seeds:
@@ -364,6 +366,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                                   teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
                                   work=work, command=command)
         payload = (report or report_function(exp.report))(exp, result, out)
+        publish_figures(out, stage=True)
         write_machines(runner.timers.values(), work, out / "machines.json")
         if readme is not None and exp.readme:
             from cream_pl.reporting.experiment_report import splice_block
