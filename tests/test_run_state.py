@@ -167,8 +167,12 @@ def test_damaged_state_is_read_as_missing_and_its_work_is_done_again(content: st
     assert read_state(run / "inputs.json", finite, said.append) is None
     assert said == [] if content == "null" else said[0].endswith("inputs.json: damaged (not what the runner wrote "
                                                                    "there); doing that work again")
+    said.clear()
     assert start_over_if_stale(run, {"v": 1}, log=said.append)  # its own folder (inputs.json is there): cleared
     assert sorted(p.name for p in run.iterdir()) == ["inputs.json"]
+    if content not in ("null", '{"v": NaN}'):  # said so (before: "its inputs changed", which they had not)
+        assert said == [f"{run}: {run / 'inputs.json'} is damaged, so what its work was made from is unknown; "
+                        "starting it over"], said
     for name in ("timing.json", "load.json", "machine.json"):
         (tmp_path / name).write_bytes(content.encode("latin-1"))
     said.clear()

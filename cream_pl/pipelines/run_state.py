@@ -202,7 +202,7 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
 
     today = json.loads(json.dumps(inputs, sort_keys=True, default=str))
     path = run_dir / "inputs.json"
-    stored = read_state(path, log=log)
+    stored = read_state(path, log=None)
     if stored == today and not restart:
         return False
     if stored is not None and not restart and legacy is not None and json.loads(json.dumps(legacy(stored), default=str)) == today:
@@ -216,8 +216,9 @@ def start_over_if_stale(run_dir: Path, inputs: Mapping[str, Any], log: Callable[
         raise UserValueError(f"{run_dir}: holds files the runner did not write ({names}; no inputs.json there); "
                              "nothing was removed: give the run an empty or new work folder (--work)")
     if stale:
-        log(f"{name or run_dir}: " + ("--restart" if restart else "its inputs changed (data, recipe, overrides, seed or "
-                                      "version)") + "; starting it over")
+        why = ("--restart" if restart else f"{path} is damaged, so what its work was made from is unknown"
+               if stored is None else "its inputs changed (data, recipe, overrides, seed or version)")
+        log(f"{name or run_dir}: {why}; starting it over")
     clear_run_folder(run_dir, keep)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(today, path)
