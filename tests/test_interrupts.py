@@ -42,7 +42,32 @@ def test_stop_messages() -> None:
     assert stop_message(KeyboardInterrupt())[1] == 130 and stop_message(Terminated())[1] == 143
     assert stop_message(RuntimeError("DataLoader worker (pid 3) is killed by signal: Terminated. "))[1] == 143
     assert stop_message(RuntimeError("DataLoader worker (pid 3) is killed by signal: Killed. ")) is None
-    assert stop_message(SystemExit(1)) is None  # Lightning's own Ctrl-C ending, argparse: their status stands
+    assert stop_message(SystemExit(1)) is None  # argparse, or a command's own status: it stands
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what Lightning does after its graceful shutdown
+    except SystemExit as err:
+        assert stop_message(err) == ("interrupted (Ctrl-C); the work finished before it is kept", 130)
+
+
+def test_an_entry_point_called_in_process_gives_its_caller_back_its_sigterm_handler(tmp_path: Path) -> None:
+    """Before: the handler stayed after cream-pl's main returned, so SIGTERM to the embedding process (pytest under
+    ``timeout``, a notebook) raised Terminated in whatever ran next instead of ending it."""
+    from cream_pl.cli.app import main
+    from cream_pl.core.interrupts import sigterm_raises
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["data", "synth", "--out", str(tmp_path / "d"), "--num-train", "8", "--num-val", "2", "--num-test", "2",
+                 "--num-classes", "2"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    with sigterm_raises():
+        assert signal.getsignal(signal.SIGTERM) is not before
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 @pytest.mark.parametrize("signum, status, words", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),

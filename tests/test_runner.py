@@ -605,8 +605,8 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
     from cream_pl.pipelines.run_state import data_sha1
 
     assert not (out / ".figures.partial").exists()  # published with the report
-    assert json.loads((out / ".cream-pl-results.json").read_text()) == {"experiment": "demo",
-                                                                         "data_sha1": data_sha1(work / "data")}
+    assert json.loads((out / ".cream-pl-results.json").read_text()) == {
+        "experiment": "demo", "data_sha1": data_sha1(work / "data"), "root": str((work / "data").resolve())}
     from cream_pl.core.machine import machine_line  # the machine every stage ran on, beside the results
 
     machines = json.loads((out / "machines.json").read_text())  # made here from nothing: every stage that ran, here
@@ -1020,8 +1020,12 @@ def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_p
     (out / "metrics.json").write_text(json.dumps({"benchmark": {"data": str(tmp_path / "before_the_move")}}))
     with pytest.raises(UserValueError, match="holds the results of another dataset"):
         check_results_folder(out, tmp_path / "d", "demo", "demo")  # no hash yet: the path decides
-    mark_results_folder(out, "demo", "abc")
-    check_results_folder(out, tmp_path / "d", "demo", "demo", "abc")
-    check_results_folder(out, tmp_path / "d", "demo", "demo", None)  # a dataset not generated yet: checked after
-    with pytest.raises(UserValueError, match=f"^{out}: holds the results of another dataset \\(other content than "):
-        check_results_folder(out, tmp_path / "d", "demo", "demo", "def")
+    mark_results_folder(out, "demo", "abc", tmp_path / "d")
+    check_results_folder(out, tmp_path / "moved", "demo", "demo", "abc")  # the same content elsewhere
+    check_results_folder(out, tmp_path / "d", "demo", "demo", "def")  # the same root, edited (its runs start over)
+    check_results_folder(out, tmp_path / "e", "demo", "demo", None)  # a dataset not generated yet: checked after
+    with pytest.raises(UserValueError, match=f"^{out}: holds the results of another dataset \\({tmp_path / 'd'}\\), "
+                                             f"not of {tmp_path / 'e'}; nothing was written"):
+        check_results_folder(out, tmp_path / "e", "demo", "demo", "def")
+    (out / "metrics.json").unlink()  # a folder a run marked but never reported into: any experiment may use it
+    check_results_folder(out, tmp_path / "e", "demo", "demo-seeds", "def")

@@ -54,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cream-pl ARGV``: its exit status (0, 2 for a user error, 130 / 143 when Ctrl-C / SIGTERM stopped it)."""
-    from cream_pl.core.interrupts import raise_on_sigterm, stop_message
+    from cream_pl.core.interrupts import sigterm_raises, stop_message
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    raise_on_sigterm()
     try:
-        return _run(argv)
+        with sigterm_raises():
+            return _run(argv)
     except BaseException as err:  # Ctrl-C, SIGTERM: one line, not a traceback (or status 0: Lightning's SIGTERM)
         stop = stop_message(err)
         if stop is None:

@@ -5,10 +5,11 @@ SIGTERM (``kill``, ``timeout``, ``docker stop``, a scheduler) either killed the 
 or, inside a Lightning call, was taken by Lightning's own handler: training ended with status 0 (its
 ``SIGTERMException`` is a ``SystemExit`` without a code), and predict and test went on to the end.
 
-:func:`raise_on_sigterm` (called by every entry point) makes SIGTERM raise :class:`Terminated` in the
+:func:`sigterm_raises` (around every entry point) makes SIGTERM raise :class:`Terminated` in the
 main thread, so each ``finally`` and atomic-write cleanup runs (no ``.tmp`` file is left behind) and
 Lightning tears its trainer down; Lightning chains its own handler before this one. A forked
-DataLoader worker still dies as the signal asks. :func:`stop_message` turns each way of stopping into
+DataLoader worker still dies as the signal asks, and in a run of several processes Lightning's own stop (every
+rank at a batch boundary) is left to work. :func:`stop_message` turns each way of stopping into
 the entry point's line and status: 130 for Ctrl-C, 143 for SIGTERM (128 + the signal number).
 
 Example:
@@ -20,12 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Terminated", "raise_on_sigterm", "stop_message"]
+__all__ = ["Terminated", "sigterm_raises", "stop_message"]
 
 
 class Terminated(BaseException):
@@ -35,24 +38,47 @@ class Terminated(BaseException):
 _MAIN_PID: int | None = None
 
 
+def _multi_process_run() -> bool:
+    """Whether a distributed group of several processes is up (a DDP trainer at work)."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    try:
+        return bool(dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+    except Exception:  # noqa: BLE001 - a group being torn down: not one to wait for
+        return False
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
-    if os.getpid() != _MAIN_PID:  # a forked DataLoader worker inherited the handler: die as the signal asks
+    if os.getpid() != _MAIN_PID:  # a forked process inherited the handler: die as the signal asks
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
+    if _multi_process_run():  # Lightning's own handler (chained before this one) stops every rank at a batch
+        return  # boundary with its SIGTERMException; leaving mid-collective would hang the others
     raise Terminated()
 
 
-def raise_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in this process's main thread; a handler that someone else
-    installed is kept, and nothing changes outside the main thread (where ``signal`` cannot be used)."""
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` in this process's main thread; the handler before it
+    comes back after (an embedding process, pytest, a notebook, keeps its own). Nothing changes where another
+    handler is installed, or outside the main thread (where ``signal`` cannot be used)."""
     global _MAIN_PID
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    current = signal.getsignal(signal.SIGTERM)
-    if current in (signal.SIG_DFL, None) or current is _on_sigterm:
-        _MAIN_PID = os.getpid()
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    if before not in (signal.SIG_DFL, None):  # someone else's, or ours (an entry point inside another)
+        yield
+        return
+    pid, _MAIN_PID = _MAIN_PID, os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        _MAIN_PID = pid
 
 
 _KEPT = "the work finished before it is kept"
@@ -64,8 +90,8 @@ def stop_message(err: BaseException) -> tuple[str, int] | None:
     SIGTERM shows as :class:`Terminated`, as Lightning's ``SIGTERMException`` (another process of a distributed run
     got it), or as the ``RuntimeError`` a DataLoader raises when SIGTERM killed its worker first.
     """
-    if isinstance(err, KeyboardInterrupt):
-        return f"interrupted (Ctrl-C); {_KEPT}", 130
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)):
+        return f"interrupted (Ctrl-C); {_KEPT}", 130  # the second: Lightning's sys.exit(1) after its graceful shutdown
     if isinstance(err, Terminated) or type(err).__name__ == "SIGTERMException":
         return f"terminated (SIGTERM); {_KEPT}", 143
     if isinstance(err, RuntimeError) and "DataLoader worker" in str(err) and "killed by signal: Terminated" in str(err):

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError, user_error_message
-from cream_pl.core.interrupts import raise_on_sigterm, stop_message
+from cream_pl.core.interrupts import sigterm_raises, stop_message
 from cream_pl.core.io import check_output_dir
 from cream_pl.core.options import OneLineArgumentParser
 
@@ -53,9 +53,9 @@ def pipeline_main(prog: str) -> Callable[[Main], Main]:
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
-            raise_on_sigterm()
             try:
-                return int(main(argv) or 0)
+                with sigterm_raises():
+                    return int(main(argv) or 0)
             except Exception as err:
                 message = user_error_message(err)  # also unwraps DataLoader-worker re-raises
                 if message is None:

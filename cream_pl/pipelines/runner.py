@@ -329,7 +329,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         runner.stage_data()
         check_work_dataset(work, root, runner.data_sha1, restart, exp.name)  # the dataset as it is now
         check_results_folder(out, root, exp.report, exp.name, runner.data_sha1)  # a generated dataset, now
-        mark_results_folder(out, exp.name, runner.data_sha1)
+        mark_results_folder(out, exp.name, runner.data_sha1, root)
         publish_figures(out, stage=False)  # figures a run cut short staged: never published with this report
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
@@ -566,9 +566,10 @@ def check_results_folder(out: Path, data: Path, report: str, experiment: str | N
                          sha1: str | None = None) -> None:
     """``out`` is not the dataset's root, and holds neither another experiment's report (its
     :data:`RESULTS_OWNER`: ``make demo OUT=results/embedded_seeds`` replaced demo-seeds' results without a word) nor
-    another dataset's results (``make demo DATA=b OUT=<a's>``). The dataset is the owner's content hash against
-    ``sha1`` (the same data moved is the same dataset; ``None`` before a dataset the runner generates exists: checked
-    again after the data stage), else, for results of before the hash, the ``benchmark.data`` path a report names."""
+    another dataset's results (``make demo DATA=b OUT=<a's>``). Another dataset is another root with other content,
+    as for the work folder (the same data moved, or edited in place, is the same dataset; ``sha1`` is ``None`` before
+    a dataset the runner generates exists: checked again after the data stage); for results of before the owner's
+    hash, the ``benchmark.data`` path a report names. A folder without a report is never refused."""
     from cream_pl.core.errors import UserValueError
     from cream_pl.pipelines.run_state import read_state
     from cream_pl.reporting.experiment_report import RESULTS_FILE
@@ -576,13 +577,17 @@ def check_results_folder(out: Path, data: Path, report: str, experiment: str | N
     if out.resolve() == data.resolve():
         raise UserValueError(f"{out}: the results folder is the dataset's root; give another (--out; make demo: OUT=)")
     owner = read_state(out / RESULTS_OWNER, log=None) or {}
+    if not (out / RESULTS_FILE.get(report, "metrics.json")).is_file() and not (out / "metrics.json").is_file():
+        return  # no report there (a run stopped before its report marked it): nothing to lose
     theirs = owner.get("experiment")
     again = "nothing was written: give this one another results folder (--out; make demo: OUT=), or remove them"
     if experiment is not None and isinstance(theirs, str) and theirs != experiment:
         raise UserValueError(f"{out}: holds the results of experiment {theirs!r}, not {experiment!r}; {again}")
-    if isinstance(owner.get("data_sha1"), str):
-        if sha1 is not None and owner["data_sha1"] != sha1:
-            raise UserValueError(f"{out}: holds the results of another dataset (other content than {data}); {again}")
+    if isinstance(owner.get("data_sha1"), str):  # as the work folder's check: another root *and* other content
+        here = str(data.resolve())
+        if sha1 is not None and owner["data_sha1"] != sha1 and owner.get("root") not in (None, here):
+            raise UserValueError(f"{out}: holds the results of another dataset ({owner.get('root')}), not of "
+                                 f"{data}; {again}")
         return
     try:
         earlier = json.loads((out / RESULTS_FILE.get(report, "metrics.json")).read_text())
@@ -593,14 +598,15 @@ def check_results_folder(out: Path, data: Path, report: str, experiment: str | N
         raise UserValueError(f"{out}: holds the results of another dataset ({theirs}), not of {data}; {again}")
 
 
-def mark_results_folder(out: Path, experiment: str, sha1: str | None = None) -> None:
-    """Create ``out`` and record ``experiment`` and its dataset's content hash ``sha1`` as the owner of the report it
-    will hold (see :func:`check_results_folder`)."""
+def mark_results_folder(out: Path, experiment: str, sha1: str | None = None, root: Path | None = None) -> None:
+    """Create ``out`` and record ``experiment`` and its dataset (``root``, content hash ``sha1``) as the owner of the
+    report it will hold (see :func:`check_results_folder`)."""
     from cream_pl.pipelines.run_state import read_state
     from cream_pl.reporting.tables import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    owner = {"experiment": experiment, **({"data_sha1": sha1} if sha1 is not None else {})}
+    owner = {"experiment": experiment, **({"data_sha1": sha1, "root": str(root.resolve())}
+                                          if sha1 is not None and root is not None else {})}
     if read_state(out / RESULTS_OWNER, log=None) != owner:
         write_json_atomic(owner, out / RESULTS_OWNER)
 
