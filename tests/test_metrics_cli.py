@@ -10,7 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from cream_pl.cli.evaluate import EvaluationError, add_parser, evaluate_scoremaps, load_scoremap, run
+from cream_pl.cli.evaluate import (
+    EvaluationError,
+    add_parser,
+    evaluate_scoremaps,
+    load_scoremap,
+    read_split_metadata,
+    run,
+)
 
 
 def write_split(root: Path, boxes: bool = True, masks: bool = False) -> Path:
@@ -292,6 +299,13 @@ def test_numbers_int_cannot_read_or_float_cannot_hold_name_their_line(name: str,
     assert run(parse(argv)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_zero_padded_numbers_are_numbers(tmp_path: Path) -> None:
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    (meta / "image_sizes.txt").write_text("a/x.jpg,0000000000448,224\nb/y.png,100,050")
+    assert read_split_metadata(meta).image_sizes == {"a/x.jpg": (448, 224), "b/y.png": (100, 50)}
 
 
 def test_bad_interval_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

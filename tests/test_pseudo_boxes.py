@@ -166,6 +166,10 @@ def test_resume_refuses_shards_of_another_run(data_root: Path, tmp_path: Path) -
     model = StandInClassifier()
     _generate(data_root, out, model=model, threshold=0.2, overwrite=True)
     assert model.predicted_images == 6 and json.loads(out.read_text())["info"]["threshold"] == 0.2
+    _generate(data_root, out, threshold=0.2, overwrite=True, keep_shards=True)  # finished, its chunks kept
+    model = StandInClassifier()
+    _generate(data_root, out, model=model, threshold=0.2, overwrite=True)  # --overwrite: a finished run's are redone
+    assert model.predicted_images == 10
 
 
 def test_chunk_size_must_be_a_multiple_of_the_batch_size(data_root: Path, tmp_path: Path) -> None:

@@ -690,6 +690,8 @@ def test_a_run_stopped_in_its_fit_end_pseudo_boxes_keeps_its_fitted_model(tmp_pa
     with pytest.raises(Terminated):
         run_experiment(exp, out=out, work=work, fast=True, skip=("regressor",))
     assert (work / "model.ckpt").is_file() and (work / "val_method.json").is_file()
+    fit_s = json.loads((work / "timing.json").read_text())["fit_s"]  # kept with the model: the resumed run's
+    assert fit_s > 1.0                                                  # loading is no fit time
     assert not (work / "pseudo_boxes_cream_selected.json").exists()
     monkeypatch.setattr(PseudoBoxesAtFitEnd, "_predict", real)
     capsys.readouterr()
@@ -700,6 +702,7 @@ def test_a_run_stopped_in_its_fit_end_pseudo_boxes_keeps_its_fitted_model(tmp_pa
     boxes = json.loads((work / "pseudo_boxes_cream_selected.json").read_text())
     assert boxes["info"]["source"] == "cream_selected" and len(boxes["annotations"]) == len(boxes["images"]) > 0
     assert 0.0 <= json.loads((out / "metrics.json").read_text())["cream_selected"]["max_box_acc_v2"] <= 100.0
+    assert json.loads((work / "timing.json").read_text())["fit_s"] == fit_s
 
 
 @pytest.mark.slow  # the --fast demo on a second dataset: ~40 s

@@ -122,7 +122,8 @@ def _parse_error_line(err: BaseException, argv: Sequence[str]) -> str:
     text = text.replace("Subcommand", "subcommand", 1) if text.startswith("Subcommand") else text
     key = text.split(":", 1)[0]
     given = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config" and not a.startswith("--config=")]
-    if any(key == a[2:] or key.startswith(a[2:] + ".") or a[2:].startswith(key + ".") for a in given):
+    if any(key == a[2:] or a[2:].startswith(key + ".") or (  # not a class option's: its init_args are the file's
+            key.startswith(a[2:] + ".") and not key[len(a) - 1:].startswith("init_args")) for a in given):
         return f"command line: {text}"  # the value came from an option, not from a --config file
     files = _config_files(argv)
     return f"{', '.join(files)}: {text}" if files else text

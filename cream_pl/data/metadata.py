@@ -204,7 +204,7 @@ def _parse_int(value: str) -> int | None:
     outside ``(-INT_LIMIT, INT_LIMIT)`` (a side of ``10**400`` overflowed the float conversions)."""
     v = value.strip()
     digits = v[1:] if v.startswith("-") else v
-    if not digits.isdecimal() or len(digits) > 10:
+    if not digits.isdecimal() or len(digits.lstrip("0")) > 10:  # zero-padded ids are fine
         return None
     n = int(v)
     return n if -INT_LIMIT < n < INT_LIMIT else None

@@ -162,12 +162,13 @@ def export_scoremaps(
     place = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split}
     # until the last map is written, the manifest says so: an export cut short (Ctrl-C, SIGTERM) leaves a folder of
     # two checkpoints' maps, which evaluate then refuses instead of scoring them together
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / MANIFEST, json.dumps({"exported": {**before, **{name: {**place, INCOMPLETE: True}
-                                                                            for name in names}}}, indent=2) + "\n")
     count = 0
     with torch.inference_mode():
         for batch in dm.predict_dataloader():
+            if count == 0:  # just before the first map: an export that fails earlier leaves the folder as it was
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(out / MANIFEST, json.dumps({"exported": {**before, **{
+                    name: {**place, INCOMPLETE: True} for name in names}}}, indent=2) + "\n")
             feats, _ = model.forward_features(batch["image"].to(dev))
             maps = model.method_maps(feats.float(), batch["label"].to(dev), names)
             for name in names:

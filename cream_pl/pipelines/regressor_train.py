@@ -247,7 +247,8 @@ def train_regressor(
             for name in (METRICS_FILE, CURVE_FILE, PER_IMAGE_FILE):
                 (out_dir / name).unlink(missing_ok=True)
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / "last.ckpt", ckpt_path)
+            if (staging / "last.ckpt").is_file():  # none after a fit of no step (max_epochs 0)
+                os.replace(staging / "last.ckpt", ckpt_path)
             shutil.rmtree(staging, ignore_errors=True)
         trainer.strategy.barrier("regressor_checkpoint")
         if curve.values:

@@ -94,17 +94,17 @@ def _save_model(trainer: Any, ckpt: Path) -> None:
         os.replace(tmp, ckpt)
 
 
-def _keep_fitted_model(ckpt: Path, write_val: Any) -> Any:
-    """A callback that keeps the fitted model (``model.ckpt``) and its val figures once the last epoch is done,
-    before the fit-end callbacks (the train split's pseudo boxes, minutes) run: a run stopped there (Ctrl-C,
-    SIGTERM) resumes from them instead of training again."""
+def _keep_fitted_model(ckpt: Path, fitted: Any) -> Any:
+    """A callback that keeps the fitted model (``model.ckpt``) and, through ``fitted``, its val figures and fit time
+    once the last epoch is done, before the fit-end callbacks (the train split's pseudo boxes, minutes) run: a run
+    stopped there (Ctrl-C, SIGTERM) resumes from them instead of training again."""
     import pytorch_lightning as pl
 
     class KeepFittedModel(pl.Callback):
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             _save_model(trainer, ckpt)
             if trainer.is_global_zero:
-                write_val(pl_module)
+                fitted(pl_module)
 
     return KeepFittedModel()
 
@@ -158,7 +158,11 @@ def fit_and_test(r: Any, run: Any, seed: int, folder: Path, extra: Mapping[str, 
         r.log(f"{folder.name}: training ({recipe.name}, seed {seed}"
               + "".join(f", {k.rsplit('.', 1)[-1]} {v}" for k, v in extra.items()) + ")")
         model = cli.model
-        cli.trainer.callbacks.append(_keep_fitted_model(ckpt, lambda m: _write_val(m, resolved, val_files)))
+        def fitted(m: Any) -> None:  # its val figures and time, kept with the model at the fit's end
+            _write_val(m, resolved, val_files)
+            timer.record("fit_s", time.time() - t, True)
+
+        cli.trainer.callbacks.append(_keep_fitted_model(ckpt, fitted))
         cli.trainer.fit(model, datamodule=cli.datamodule)
         _save_model(cli.trainer, ckpt)
         _write_val(model, resolved, val_files)

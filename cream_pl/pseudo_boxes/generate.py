@@ -315,11 +315,18 @@ class PseudoBoxWriter(BasePredictionWriter):
         return recs, None
 
     def _own_manifest(self, want: Mapping[str, Any]) -> bool:
-        """Whether the shard folder's manifest is exactly this run's (``want``)."""
+        """Whether the shard folder holds the chunks of this run cut short: its manifest is exactly this run's
+        (``want``) and no finished file of this run is there (``--keep-shards`` kept a finished run's chunks, which
+        ``--overwrite`` asks to predict again)."""
         try:
-            return read_json_file(self.shard_dir / MANIFEST, "shard manifest") == dict(want)
+            if read_json_file(self.shard_dir / MANIFEST, "shard manifest") != dict(want):
+                return False
+            if not self.out_path.is_file():
+                return True
+            info = read_pseudo_box_info(self.out_path)
         except UserError:
-            return False
+            return not self.out_path.is_file()
+        return any(info.get(k) != v for k, v in self._info().items())
 
     def _check_manifest(self, want: Mapping[str, Any], known_only: bool = False) -> None:
         """Refuse shards of another run (``known_only``: compare only the settings known before planning)."""
