@@ -70,6 +70,31 @@ def test_an_entry_point_called_in_process_gives_its_caller_back_its_sigterm_hand
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_multi_process_run_leaves_sigterm_to_lightning_only_where_its_loops_look(monkeypatch) -> None:
+    """Lightning's fit/validate/test loops stop every rank at a batch boundary; its predict loop never looks, and
+    outside a trainer call nothing would: there SIGTERM raises (before: a multi-process run ignored it)."""
+    from types import SimpleNamespace
+
+    from cream_pl.core import interrupts
+
+    class Connector:
+        def __init__(self, fn: str) -> None:
+            self.trainer = SimpleNamespace(state=SimpleNamespace(fn=SimpleNamespace(value=fn)))
+
+        def notify(self, signum, frame) -> None:
+            pass
+
+    monkeypatch.setattr(interrupts, "_multi_process_run", lambda: True)
+    for fn, leaves in (("fit", True), ("test", True), ("predict", False)):
+        compose = SimpleNamespace(signal_handlers=[Connector(fn).notify, interrupts._on_sigterm])
+        monkeypatch.setattr(signal, "getsignal", lambda signum, c=compose: c)
+        assert interrupts._lightning_stops_every_rank() is leaves, fn
+    monkeypatch.setattr(signal, "getsignal", lambda signum: interrupts._on_sigterm)  # no trainer at work
+    assert interrupts._lightning_stops_every_rank() is False
+    monkeypatch.setattr(interrupts, "_multi_process_run", lambda: False)
+    assert interrupts._lightning_stops_every_rank() is False
+
+
 @pytest.mark.parametrize("signum, status, words", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
                                                    (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_a_stopped_data_synth_is_one_line(tmp_path: Path, signum: int, status: int, words: str) -> None:

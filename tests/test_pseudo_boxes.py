@@ -170,6 +170,12 @@ def test_resume_refuses_shards_of_another_run(data_root: Path, tmp_path: Path) -
     model = StandInClassifier()
     _generate(data_root, out, model=model, threshold=0.2, overwrite=True)  # --overwrite: a finished run's are redone
     assert model.predicted_images == 10
+    with pytest.raises(RuntimeError, match="simulated"):  # a cut run whose manifest is then damaged: --overwrite
+        _generate(data_root, out, threshold=0.1, overwrite=True, callbacks=[_StopAfter(3)])  # starts it over
+    (out.parent / "boxes.json.shards" / "manifest.json").write_text("{")
+    model = StandInClassifier()
+    _generate(data_root, out, model=model, threshold=0.1, overwrite=True)
+    assert model.predicted_images == 10 and json.loads(out.read_text())["info"]["threshold"] == 0.1
 
 
 def test_chunk_size_must_be_a_multiple_of_the_batch_size(data_root: Path, tmp_path: Path) -> None:

@@ -1032,3 +1032,7 @@ def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_p
         check_results_folder(out, tmp_path / "e", "demo", "demo", "def")
     (out / "metrics.json").unlink()  # a folder a run marked but never reported into: any experiment may use it
     check_results_folder(out, tmp_path / "e", "demo", "demo-seeds", "def")
+    (out / "calibration.json").write_text("{}")  # another report's file: its owner still counts
+    mark_results_folder(out, "calibrate-cub")
+    with pytest.raises(UserValueError, match="holds the results of experiment 'calibrate-cub', not 'demo'"):
+        check_results_folder(out, tmp_path / "e", "demo", "demo")

@@ -54,9 +54,23 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    if _multi_process_run():  # Lightning's own handler (chained before this one) stops every rank at a batch
-        return  # boundary with its SIGTERMException; leaving mid-collective would hang the others
+    if _lightning_stops_every_rank():  # its SIGTERMException at a batch boundary, on every rank: leaving
+        return  # mid-collective would hang the others
     raise Terminated()
+
+
+def _lightning_stops_every_rank() -> bool:
+    """Whether Lightning's SIGTERM handler (chained before this one) is installed by a trainer that is fitting,
+    validating or testing in a run of several processes: those loops stop every rank at a batch boundary. Its
+    predict loop never looks, and outside a trainer call nothing would stop the process."""
+    if not _multi_process_run():
+        return False
+    for handler in getattr(signal.getsignal(signal.SIGTERM), "signal_handlers", ()):
+        trainer = getattr(getattr(handler, "__self__", None), "trainer", None)
+        fn = getattr(getattr(trainer, "state", None), "fn", None)
+        if getattr(fn, "value", None) in ("fit", "validate", "test"):
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -69,7 +83,7 @@ def sigterm_raises() -> Iterator[None]:
         yield
         return
     before = signal.getsignal(signal.SIGTERM)
-    if before not in (signal.SIG_DFL, None):  # someone else's, or ours (an entry point inside another)
+    if before is not signal.SIG_DFL:  # someone else's (or one installed outside Python), or ours (nested)
         yield
         return
     pid, _MAIN_PID = _MAIN_PID, os.getpid()
@@ -77,7 +91,7 @@ def sigterm_raises() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, before)  # a SIGTERM now ends the process by the default action
         _MAIN_PID = pid
 
 
@@ -90,7 +104,8 @@ def stop_message(err: BaseException) -> tuple[str, int] | None:
     SIGTERM shows as :class:`Terminated`, as Lightning's ``SIGTERMException`` (another process of a distributed run
     got it), or as the ``RuntimeError`` a DataLoader raises when SIGTERM killed its worker first.
     """
-    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)):
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code == 1
+                                              and isinstance(err.__context__, KeyboardInterrupt)):
         return f"interrupted (Ctrl-C); {_KEPT}", 130  # the second: Lightning's sys.exit(1) after its graceful shutdown
     if isinstance(err, Terminated) or type(err).__name__ == "SIGTERMException":
         return f"terminated (SIGTERM); {_KEPT}", 143

@@ -203,10 +203,14 @@ def _parse_int(value: str) -> int | None:
     """A metadata integer, or ``None``: not decimal digits (``'12²'``: ``isdigit`` took it, ``int`` did not) or
     outside ``(-INT_LIMIT, INT_LIMIT)`` (a side of ``10**400`` overflowed the float conversions)."""
     v = value.strip()
-    digits = v[1:] if v.startswith("-") else v
-    if not digits.isdecimal() or len(digits.lstrip("0")) > 10:  # zero-padded ids are fine
+    negative = v.startswith("-")
+    raw = v[1:] if negative else v
+    if not raw.isdecimal():  # "" and "-" too
         return None
-    n = int(v)
+    digits = raw.lstrip("0") or "0"  # zero-padded numbers are numbers, however long the padding
+    if len(digits) > 10:
+        return None
+    n = -int(digits) if negative else int(digits)
     return n if -INT_LIMIT < n < INT_LIMIT else None
 
 

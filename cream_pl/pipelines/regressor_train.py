@@ -247,8 +247,10 @@ def train_regressor(
             for name in (METRICS_FILE, CURVE_FILE, PER_IMAGE_FILE):
                 (out_dir / name).unlink(missing_ok=True)
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            if (staging / "last.ckpt").is_file():  # none after a fit of no step (max_epochs 0)
+            if (staging / "last.ckpt").is_file():
                 os.replace(staging / "last.ckpt", ckpt_path)
+            else:  # a fit of no step (max_epochs 0) saved none: no earlier model beside this run's figures
+                ckpt_path.unlink(missing_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
         trainer.strategy.barrier("regressor_checkpoint")
         if curve.values:

@@ -577,8 +577,8 @@ def check_results_folder(out: Path, data: Path, report: str, experiment: str | N
     if out.resolve() == data.resolve():
         raise UserValueError(f"{out}: the results folder is the dataset's root; give another (--out; make demo: OUT=)")
     owner = read_state(out / RESULTS_OWNER, log=None) or {}
-    if not (out / RESULTS_FILE.get(report, "metrics.json")).is_file() and not (out / "metrics.json").is_file():
-        return  # no report there (a run stopped before its report marked it): nothing to lose
+    if not any((out / name).is_file() for name in {*RESULTS_FILE.values(), "metrics.json"}):
+        return  # no report of any experiment there (a run stopped before its report marked it): nothing to lose
     theirs = owner.get("experiment")
     again = "nothing was written: give this one another results folder (--out; make demo: OUT=), or remove them"
     if experiment is not None and isinstance(theirs, str) and theirs != experiment:

@@ -324,8 +324,8 @@ class PseudoBoxWriter(BasePredictionWriter):
             if not self.out_path.is_file():
                 return True
             info = read_pseudo_box_info(self.out_path)
-        except UserError:
-            return not self.out_path.is_file()
+        except UserError:  # no readable manifest (a cut run writes it first), or a foreign file at --out
+            return False
         return any(info.get(k) != v for k, v in self._info().items())
 
     def _check_manifest(self, want: Mapping[str, Any], known_only: bool = False) -> None:
