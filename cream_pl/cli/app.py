@@ -54,19 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cream-pl ARGV``: its exit status (0, 2 for a user error, 130 / 143 when Ctrl-C / SIGTERM stopped it)."""
-    from cream_pl.core.interrupts import sigterm_raises, stop_message
+    from cream_pl.core.interrupts import report_stop, sigterm_raises
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with sigterm_raises():
             return _run(argv)
     except BaseException as err:  # Ctrl-C, SIGTERM: one line, not a traceback (or status 0: Lightning's SIGTERM)
-        stop = stop_message(err)
-        if stop is None:
+        command = next((a for a in argv if not a.startswith("-")), None)
+        status = report_stop(err, "cream-pl" if command is None else f"cream-pl {command}")
+        if status is None:
             raise
-        command = next((a for a in argv if not a.startswith("-")), "")
-        print(f"cream-pl {command}: {stop[0]}".replace("cream-pl : ", "cream-pl: "), file=sys.stderr, flush=True)
-        return stop[1]
+        return status
 
 
 def _run(argv: list[str]) -> int:

@@ -121,9 +121,13 @@ def _parse_error_line(err: BaseException, argv: Sequence[str]) -> str:
     text = parse_error_text(err)
     text = text.replace("Subcommand", "subcommand", 1) if text.startswith("Subcommand") else text
     key = text.split(":", 1)[0]
-    given = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a != "--config" and not a.startswith("--config=")]
-    if any(key == a[2:] or a[2:].startswith(key + ".") or (  # not a class option's: its init_args are the file's
-            key.startswith(a[2:] + ".") and not key[len(a) - 1:].startswith("init_args")) for a in given):
+    options = [a.split("=", 1)[0][2:] for a in argv if a.startswith("--")]
+
+    def sets_key(option: str) -> bool:  # a class option (--model X) leaves its init_args to the --config files
+        below = key.startswith(option + ".") and not key[len(option) + 1:].startswith("init_args")
+        return option != "config" and (key == option or option.startswith(key + ".") or below)
+
+    if any(sets_key(option) for option in options):
         return f"command line: {text}"  # the value came from an option, not from a --config file
     files = _config_files(argv)
     return f"{', '.join(files)}: {text}" if files else text

@@ -38,6 +38,7 @@ __all__ = [
     "UserValueError",
     "UserFileNotFoundError",
     "UserRuntimeError",
+    "exception_chain",
     "user_error_message",
 ]
 
@@ -121,17 +122,33 @@ def user_error_message(exc: BaseException) -> str | None:
         >>> user_error_message(KeyError("x")) is None
         True
     """
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        err = todo.pop(0)
-        if id(err) in seen:
-            continue
-        seen.add(id(err))
+    for err in exception_chain(exc):
         if isinstance(err, UserError) or _lightning_misconfiguration(err):
             return _one_line(str(err)) or type(err).__name__
         worker = _worker_message(err)
         if worker is not None:
             return worker
-        todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
     return None
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions behind it (``__cause__``, then ``__context__``), breadth first, each once.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise KeyError("inner")
+        ...     except KeyError as inner:
+        ...         raise ValueError("outer") from inner
+        ... except ValueError as outer:
+        ...     [type(e).__name__ for e in exception_chain(outer)]
+        ['ValueError', 'KeyError']
+    """
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        err = todo.pop(0)
+        if all(err is not s for s in seen):
+            seen.append(err)
+            todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
+    return seen

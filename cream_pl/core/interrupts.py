@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Terminated", "sigterm_raises", "stop_message"]
+__all__ = ["Terminated", "report_stop", "sigterm_raises", "stop_message"]
 
 
 class Terminated(BaseException):
@@ -96,6 +96,18 @@ def sigterm_raises() -> Iterator[None]:
 
 
 _KEPT = "the work finished before it is kept"
+
+
+def report_stop(err: BaseException, prog: str) -> int | None:
+    """Say, in one line on stderr, that ``prog`` was stopped by Ctrl-C or SIGTERM, and return its exit status;
+    ``None`` (nothing said) for any other exception."""
+    import sys
+
+    stop = stop_message(err)
+    if stop is None:
+        return None
+    print(f"{prog}: {stop[0]}", file=sys.stderr, flush=True)
+    return stop[1]
 
 
 def stop_message(err: BaseException) -> tuple[str, int] | None:

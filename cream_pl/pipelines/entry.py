@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError, user_error_message
-from cream_pl.core.interrupts import sigterm_raises, stop_message
+from cream_pl.core.interrupts import report_stop, sigterm_raises
 from cream_pl.core.io import check_output_dir
 from cream_pl.core.options import OneLineArgumentParser
 
@@ -56,22 +56,15 @@ def pipeline_main(prog: str) -> Callable[[Main], Main]:
             try:
                 with sigterm_raises():
                     return int(main(argv) or 0)
-            except Exception as err:
-                message = user_error_message(err)  # also unwraps DataLoader-worker re-raises
-                if message is None:
-                    stop = stop_message(err)  # a DataLoader worker that SIGTERM killed first
-                    if stop is None:
-                        raise
-                    print(f"{prog}: {stop[0]}", file=sys.stderr, flush=True)
-                    return stop[1]
-                print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-                return 2
-            except BaseException as err:  # Ctrl-C, SIGTERM: one line and 130 / 143, not a traceback or status 0
-                stop = stop_message(err)
-                if stop is None:
+            except BaseException as err:
+                message = user_error_message(err) if isinstance(err, Exception) else None  # DataLoader workers' too
+                if message is not None:
+                    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+                    return 2
+                status = report_stop(err, prog)  # Ctrl-C, SIGTERM: one line and 130 / 143, not a traceback
+                if status is None:
                     raise
-                print(f"{prog}: {stop[0]}", file=sys.stderr, flush=True)
-                return stop[1]
+                return status
 
         return wrapper
 

@@ -320,22 +320,10 @@ def _check_output_folders(trainer: pl.Trainer) -> None:
             check_output_dir(save_dir, f"trainer.logger ({type(logger).__name__}) save_dir")
 
 
-def _chain(err: BaseException) -> list[BaseException]:
-    """``err`` and the exceptions behind it (``__cause__`` / ``__context__``), each once."""
-    seen: list[BaseException] = []
-    todo = [err]
-    while todo:
-        e = todo.pop(0)
-        if all(e is not s for s in seen):
-            seen.append(e)
-            todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
-    return seen
-
-
 def _has_user_error(err: BaseException) -> bool:
-    from cream_pl.core.errors import UserError
+    from cream_pl.core.errors import UserError, exception_chain
 
-    return any(isinstance(e, UserError) for e in _chain(err))
+    return any(isinstance(e, UserError) for e in exception_chain(err))
 
 
 def _init_owner(err: BaseException) -> str | None:
@@ -343,7 +331,9 @@ def _init_owner(err: BaseException) -> str | None:
     ``trainer.logger (CSVLogger)``), found in the tracebacks; ``None`` for anything else."""
     from pytorch_lightning.loggers import Logger
 
-    for e in _chain(err):
+    from cream_pl.core.errors import exception_chain
+
+    for e in exception_chain(err):
         tb = e.__traceback__
         while tb is not None:
             me = tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
