@@ -988,11 +988,11 @@ def test_figures_are_published_with_the_report_and_a_cut_runs_are_dropped(tmp_pa
     (out / FIGURES_STAGING).mkdir(parents=True)
     (out / "overlays.png").write_bytes(b"earlier")
     (out / FIGURES_STAGING / "overlays.png").write_bytes(b"cut short")
-    publish_figures(out, stage=False)  # the next run starts: the cut run's figures never reach the folder
+    publish_figures(out, keep=False)  # the next run starts: the cut run's figures never reach the folder
     assert (out / "overlays.png").read_bytes() == b"earlier" and not (out / FIGURES_STAGING).exists()
     (out / FIGURES_STAGING).mkdir()
     (out / FIGURES_STAGING / "overlays.png").write_bytes(b"this run")
-    publish_figures(out, stage=True)  # its report is written
+    publish_figures(out, keep=True)  # its report is written
     assert (out / "overlays.png").read_bytes() == b"this run" and not (out / FIGURES_STAGING).exists()
 
 

@@ -185,14 +185,14 @@ FIGURES_STAGING = ".figures.partial"
 run stopped in between left new figures beside the earlier report."""
 
 
-def publish_figures(out: Path, stage: bool) -> None:
-    """Move the staged figures into ``out`` (``stage``: once the report is written), or drop them (a leftover of a
+def publish_figures(out: Path, keep: bool) -> None:
+    """Move the staged figures into ``out`` (``keep``: once the report is written), or drop them (a leftover of a
     run cut short, before this run's stages)."""
     import os
     import shutil
 
     staged = out / FIGURES_STAGING
-    if stage and staged.is_dir():
+    if keep and staged.is_dir():
         for f in sorted(staged.iterdir()):
             os.replace(f, out / f.name)
     shutil.rmtree(staged, ignore_errors=True)
@@ -264,15 +264,13 @@ def _pseudo_boxes(ctx: RunContext) -> dict[str, Any]:
         path.unlink()
         quality_path(path).unlink(missing_ok=True)
     if not path.is_file():
-        from cream_pl.core.errors import UserValueError
+        from cream_pl.pseudo_boxes.generate import OtherRunShards
 
         ctx.log(f"pseudo boxes: {source} maps over the train split (τ* from the val split)")
         try:
             generate_pseudo_boxes(ctx.model, ctx.cli.datamodule, path, source=source, threshold=None,
                                   trainer_kwargs={"accelerator": "auto", "devices": 1})
-        except UserValueError as err:  # the shards of the fit-end writer, cut short, in other chunks: the run's own
-            if "holds shards of a different pseudo-box run" not in str(err):
-                raise
+        except OtherRunShards:  # the shards of the fit-end writer, cut short, in other chunks: the run's own
             ctx.log(f"pseudo boxes: {path}.shards: another writer's chunks; predicting them again")
             generate_pseudo_boxes(ctx.model, ctx.cli.datamodule, path, source=source, threshold=None,
                                   trainer_kwargs={"accelerator": "auto", "devices": 1}, overwrite=True)

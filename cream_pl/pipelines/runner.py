@@ -330,7 +330,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
         check_work_dataset(work, root, runner.data_sha1, restart, exp.name)  # the dataset as it is now
         check_results_folder(out, root, exp.report, exp.name, runner.data_sha1)  # a generated dataset, now
         mark_results_folder(out, exp.name, runner.data_sha1, root)
-        publish_figures(out, stage=False)  # figures a run cut short staged: never published with this report
+        publish_figures(out, keep=False)  # figures a run cut short staged: never published with this report
         all_seeds = sorted({s for r in runs for s in (seeds if seeds is not None else r.seeds)})
         outcomes: dict[int, dict[str, Outcome]] = {}
         for seed in all_seeds:
@@ -366,7 +366,7 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
                                   teachers=runner.teachers, skipped=any(t.skipped for t in runner.timers.values()),
                                   work=work, command=command)
         payload = (report or report_function(exp.report))(exp, result, out)
-        publish_figures(out, stage=True)
+        publish_figures(out, keep=True)
         write_machines(runner.timers.values(), work, out / "machines.json")
         if readme is not None and exp.readme:
             from cream_pl.reporting.experiment_report import splice_block
@@ -558,8 +558,8 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
 
 
 RESULTS_OWNER = ".cream-pl-results.json"
-"""``<out>/.cream-pl-results.json``: the experiment whose report a results folder holds, and the content hash of its
-dataset (``{"experiment": name, "data_sha1": sha1}``)."""
+"""``<out>/.cream-pl-results.json``: the experiment whose report a results folder holds, and its dataset's root and
+content hash (``{"experiment": name, "data_sha1": sha1, "root": resolved root}``)."""
 
 
 def check_results_folder(out: Path, data: Path, report: str, experiment: str | None = None,

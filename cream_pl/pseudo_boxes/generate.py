@@ -51,6 +51,7 @@ from cream_pl.core.io import atomic_write_text, read_json_file
 from cream_pl.core.names import MAP_METHODS
 
 __all__ = [
+    "OtherRunShards",
     "PseudoBoxWriter",
     "box_to_original",
     "pseudo_box_quality",
@@ -67,6 +68,11 @@ Source = Literal["cream", "cam", "cream_selected"]
 SOURCES: tuple[str, ...] = MAP_METHODS
 MANIFEST = "manifest.json"
 _FORMAT_VERSION = 1
+
+
+class OtherRunShards(UserValueError):
+    """A shard folder that holds another pseudo-box run's chunks (other settings, another model or other data)."""
+
 _DECIMALS = 4
 
 
@@ -345,7 +351,7 @@ class PseudoBoxWriter(BasePredictionWriter):
         diff = sorted(k for k in keys if want.get(k) != have.get(k))
         if diff:
             details = "; ".join(f"{k}: shards have {have.get(k)!r}, this run has {want.get(k)!r}" for k in diff[:3])
-            raise UserValueError(f"{self.shard_dir} holds shards of a different pseudo-box run ({details}). Delete the "
+            raise OtherRunShards(f"{self.shard_dir} holds shards of a different pseudo-box run ({details}). Delete the "
                                  "folder, choose another --out, or pass --overwrite (overwrite=True).")
 
     def check_before_run(self) -> None:
