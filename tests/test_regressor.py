@@ -26,7 +26,7 @@ from cream_pl.data.pseudo_box_format import (
 from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.backbones.efficientnet_lite0 import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from cream_pl.models.regressor import BoxRegressor, localization_hits, predicted_boxes_inclusive
-from cream_pl.pipelines.regressor_train import METRICS_FILE, train_regressor
+from cream_pl.pipelines.regressor_train import CURVE_FILE, METRICS_FILE, train_regressor
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -287,6 +287,78 @@ def test_a_rerun_cut_short_keeps_the_earlier_checkpoint_beside_its_own_metrics(l
     assert not (out / ".checkpoints.partial").exists() and "test/reg/gt_known" in metrics
     assert (out / "checkpoints" / "last.ckpt").read_bytes() != first["last.ckpt"]
     assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("features", ["finetune", "classifier"])
+def test_a_cut_fit_resumes_from_its_last_epoch_to_the_uncut_fits_weights(left_half_root: Path, tmp_path: Path,
+                                                                          features: str) -> None:
+    """Before: a rerun after Ctrl-C or SIGTERM trained every epoch again (hours on ILSVRC). Now the same inputs resume
+    from the cut fit's last epoch, with the random generators of that moment, and end where the uncut fit ends."""
+    import torch
+
+    from cream_pl.core.interrupts import Terminated
+    from cream_pl.models.classifier import WSOLClassifier
+
+    class StopAtSecondEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == 1:
+                raise Terminated()
+
+    class Epochs(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self.seen.append(trainer.current_epoch)
+
+    boxes = _write_gt_coco(left_half_root)
+    torch.manual_seed(0)
+    classifier = WSOLClassifier(num_classes=2, pretrained=False, cream=False) if features == "classifier" else None
+    kw: dict[str, Any] = dict(pretrained=False, max_epochs=2, batch_size=4, input_size=64, eval_size=64, seed=3,
+                              features=features, classifier_ckpt=classifier,
+                              trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0})
+    train_regressor(boxes, left_half_root, tmp_path / "uncut", **kw)
+    uncut = torch.load(tmp_path / "uncut" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    out = tmp_path / "cut"
+    with pytest.raises(Terminated):
+        train_regressor(boxes, left_half_root, out, callbacks=[StopAtSecondEpoch()], **kw)
+    assert (out / ".checkpoints.partial" / "last.ckpt").is_file() and not (out / "checkpoints").exists()
+    epochs = Epochs()
+    metrics = train_regressor(boxes, left_half_root, out, callbacks=[epochs], **kw)
+    assert epochs.seen == [1]  # the first epoch was not trained again
+    resumed = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert uncut["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in uncut["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert json.loads((out / CURVE_FILE).read_text()) == json.loads((tmp_path / "uncut" / CURVE_FILE).read_text())
+    assert metrics == json.loads((tmp_path / "uncut" / METRICS_FILE).read_text())
+    assert not (out / ".checkpoints.partial").exists()
+
+
+def test_a_cut_fit_of_other_inputs_starts_over(left_half_root: Path, tmp_path: Path) -> None:
+    from cream_pl.core.interrupts import Terminated
+
+    class StopAtSecondEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == 1:
+                raise Terminated()
+
+    class Epochs(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self.seen.append(trainer.current_epoch)
+
+    boxes, out = _write_gt_coco(left_half_root), tmp_path / "reg"
+    kw: dict[str, Any] = dict(pretrained=False, max_epochs=2, batch_size=4, input_size=64, eval_size=64,
+                              trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0})
+    with pytest.raises(Terminated):
+        train_regressor(boxes, left_half_root, out, seed=0, callbacks=[StopAtSecondEpoch()], **kw)
+    epochs = Epochs()
+    train_regressor(boxes, left_half_root, out, seed=1, callbacks=[epochs], **kw)  # another seed: another fit
+    assert epochs.seen == [0, 1]
+    assert json.loads((out / CURVE_FILE).read_text())["epochs"] == 2
 
 
 @pytest.mark.parametrize("case", ["unknown_image", "box_outside", "wrong_categories", "truncated"])

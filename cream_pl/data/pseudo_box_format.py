@@ -50,7 +50,9 @@ from cream_pl.data.transforms import (
     IMAGENET_STD,
     build_box_eval_transform,
     build_box_train_transform,
+    random_state,
     reseed_for_worker,
+    restore_random_state,
 )
 
 __all__ = [
@@ -479,6 +481,15 @@ class PseudoBoxDataModule(pl.LightningDataModule):
         self._eval_dm = eval_datamodule
         self._eval_kwargs = dict(eval_kwargs or {})
         self.train_dataset: PseudoBoxDataset | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training crops' generators (in a checkpoint: a resumed fit draws the crops the uncut one drew; exactly
+        so without loader workers, whose copies of the transform this process cannot see)."""
+        return {"transform_random_state": random_state(self.transform)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "transform_random_state" in state_dict:
+            restore_random_state(self.transform, state_dict["transform_random_state"])
 
     @property
     def eval_datamodule(self) -> pl.LightningDataModule:

@@ -42,6 +42,8 @@ __all__ = [
     "build_train_transform",
     "build_eval_transform",
     "build_box_train_transform",
+    "random_state",
+    "restore_random_state",
     "RandomResizedBoxCrop",
     "build_box_eval_transform",
     "reseed_for_worker",
@@ -227,6 +229,39 @@ def build_box_eval_transform(size: int = 224, mean: Stats = IMAGENET_MEAN, std: 
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     return A.Compose([_resize(size), *_finish(mean, std)], bbox_params=_box_params())
+
+
+def _random_parts(transform: Any) -> list[Any]:
+    """``transform`` and every transform inside it, depth first: each holds its own generators."""
+    parts = [transform]
+    for child in getattr(transform, "transforms", []):
+        parts += _random_parts(child)
+    return parts
+
+
+def random_state(transform: A.BaseCompose) -> list[list[Any]]:
+    """The generators' states of ``transform`` and of every transform inside it (NumPy's bit generator, Python's
+    ``random``), as plain values: what a fit resumed from a checkpoint puts back with :func:`restore_random_state`.
+
+    Example:
+        >>> t = build_box_train_transform(32); t.set_random_seed(0)
+        >>> state = random_state(t); _ = t.py_random.random()
+        >>> restore_random_state(t, state); random_state(t) == state
+        True
+    """
+    return [[t.random_generator.bit_generator.state, t.py_random.getstate()] for t in _random_parts(transform)]
+
+
+def restore_random_state(transform: A.BaseCompose, state: list[list[Any]]) -> None:
+    """Put back what :func:`random_state` returned, in place (a data set holding ``transform`` sees it), and keep
+    :func:`reseed_for_worker` from reseeding it in this process."""
+    parts = _random_parts(transform)
+    if len(parts) != len(state):
+        raise ValueError(f"a random state of {len(state)} transforms cannot be put back into {len(parts)}")
+    for t, (numpy_state, python_state) in zip(parts, state):
+        t.random_generator.bit_generator.state = numpy_state
+        t.py_random.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in python_state))
+    transform._cream_seed_key = (os.getpid(), torch.initial_seed())  # type: ignore[attr-defined]
 
 
 def reseed_for_worker(transform: A.Compose) -> None:

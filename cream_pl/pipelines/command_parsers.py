@@ -65,7 +65,8 @@ def add_train_regressor_parser(sub: Any) -> argparse.ArgumentParser:
     """``cream-pl train-regressor`` (run by :mod:`cream_pl.pipelines.regressor_train`)."""
     p = sub.add_parser("train-regressor", help="CREAM_reg: train the box regressor on pseudo boxes",
                        description="Train a box regressor on a pseudo-box COCO file and report Top-1 / Top-5 / "
-                       "GT-known Loc on the test split (class from --classifier-ckpt).")
+                       "GT-known Loc on the test split (class from --classifier-ckpt). Resumable: rerun the same command "
+                       "after an interruption and the fit goes on from its last finished epoch.")
     p.add_argument("--pseudo-boxes", required=True, type=Path, help="COCO pseudo-box file (cream-pl pseudo-boxes)")
     p.add_argument("--data", required=True, type=Path, help="dataset root")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints, regressor_metrics.json)")

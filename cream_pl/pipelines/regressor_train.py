@@ -47,8 +47,13 @@ RECORD_METHOD = "regressor"
 :func:`cream_pl.reporting.evidence.save_records`, the one record layout of every demo)."""
 
 
+FIT_INPUTS = "inputs.json"
+"""What a fit in ``.checkpoints.partial/`` was started from: a cut fit of the same inputs resumes from its last epoch."""
+
+
 class _PseudoIoUCurve(pl.Callback):
-    """Keeps each epoch's mean train IoU of the regressor to its own pseudo boxes."""
+    """Keeps each epoch's mean train IoU of the regressor to its own pseudo boxes (in the checkpoint too, so that a
+    resumed fit's curve holds every epoch)."""
 
     def __init__(self) -> None:
         self.values: list[float] = []
@@ -57,6 +62,81 @@ class _PseudoIoUCurve(pl.Callback):
         value = trainer.callback_metrics.get("train/reg/pseudo_iou")
         if value is not None:
             self.values.append(float(value))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.values = [float(v) for v in state_dict.get("values", [])]
+
+
+class _RandomStates(pl.Callback):
+    """Saves the random generators' states with each checkpoint and puts them back when a fit resumes from one, at
+    its start (before its first loader draws its seeds): the resumed epochs see the order the uncut fit saw."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        name, keys, pos, has_gauss, gauss = np.random.get_state()  # plain values: a checkpoint reads weights_only
+        state = {"python": random.getstate(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = state_dict
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        state, self._loaded = self._loaded, None
+        if state is None:
+            return
+        random.setstate(state["python"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fit_inputs(pseudo_boxes_json: Path | str, data_root: Path | str, classifier: str | nn.Module | None,
+                pretrained: bool | str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a regressor fit is of, without any path: the pseudo boxes' and the dataset's content, the classifier's
+    weights, the pretrained weights file's content and every setting. JSON-ready; a setting JSON cannot hold is
+    written by its ``repr`` (an object's differs from run to run, so such a fit never resumes)."""
+    from cream_pl.core.io import file_sha1
+    from cream_pl.data.metadata import data_sha1
+
+    if isinstance(classifier, nn.Module):
+        from cream_pl.pseudo_boxes.generate import model_fingerprint
+
+        classifier_id: str | None = model_fingerprint(classifier)
+    else:
+        classifier_id = None if classifier is None else file_sha1(classifier)
+    weights = file_sha1(pretrained) if isinstance(pretrained, str) and Path(pretrained).is_file() else pretrained
+    return json.loads(json.dumps({"pseudo_boxes": file_sha1(pseudo_boxes_json), "data": data_sha1(Path(data_root)),
+                                  "classifier": classifier_id, "pretrained": weights, **settings}, default=repr))
+
+
+def _cut_fit(staging: Path, inputs: Mapping[str, Any]) -> Path | None:
+    """The last checkpoint of a fit of these ``inputs`` that was cut short, or ``None``."""
+    last = staging / "last.ckpt"
+    try:
+        same = json.loads((staging / FIT_INPUTS).read_text()) == inputs
+    except (OSError, ValueError, RecursionError):
+        return None
+    return last if same and last.is_file() else None
 
 
 def psol_recipe(batch_size: int) -> dict[str, Any]:
@@ -224,14 +304,38 @@ def train_regressor(
     if features == "classifier":  # the frozen path orders (and shards) its own training batches
         kw["use_distributed_sampler"] = False
     # a fit checkpoints into a staging folder, moved into checkpoints/ once it ends: one cut short (Ctrl-C, SIGTERM)
-    # leaves the earlier run's checkpoint beside its own metrics, never a new checkpoint beside the old metrics
+    # leaves the earlier run's checkpoint beside its own metrics, never a new checkpoint beside the old metrics, and
+    # a rerun of the same inputs resumes from the cut fit's last epoch
     staging = out_dir / ".checkpoints.partial"
+    resume_from: Path | None = None
     if "fit" in stages:
-        shutil.rmtree(staging, ignore_errors=True)  # a fit cut short before
+        from pytorch_lightning.utilities import rank_zero_only
+
+        inputs = _fit_inputs(pseudo_boxes_json, data_root, classifier_module if classifier_path is None else
+                             classifier_path, pretrained, {
+                                 "backbone": backbone, "max_epochs": max_epochs, "batch_size": batch_size,
+                                 "head": head, "head_kwargs": dict(head_kwargs or {}), "features": features,
+                                 "lr": lr, "optimizer": optimizer, "loss": loss, "loss_weight": loss_weight,
+                                 "input_size": input_size, "eval_size": eval_size, "erosion_rate": erosion_rate,
+                                 "crop": crop, "num_workers": num_workers, "seed": seed, "train_split": train_split,
+                                 "mean": mean, "std": std, "regressor_kwargs": dict(regressor_kwargs or {}),
+                                 "trainer_kwargs": dict(trainer_kwargs or {}), "plateau": plateau})
+        resume_from = _cut_fit(staging, inputs)
+        if rank_zero_only.rank == 0:  # the launched ranks find what rank 0 decided
+            from cream_pl.core.io import atomic_write_text
+
+            if resume_from is None:
+                shutil.rmtree(staging, ignore_errors=True)  # a fit cut short before, of other inputs
+                staging.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(staging / FIT_INPUTS, json.dumps(inputs, indent=2) + "\n")
+            else:
+                print(f"{out_dir}: resuming the regressor fit cut short at {resume_from}", file=sys.stderr)
+    # one last.ckpt (not last-v1.ckpt), rewritten after every epoch: Lightning writes it only beside a top-k one,
+    # which the staging folder's removal takes away
     checkpoint = ModelCheckpoint(dirpath=staging if "fit" in stages else out_dir / "checkpoints", save_last=True,
-                                 save_top_k=0, enable_version_counter=False)  # one last.ckpt (not last-v1.ckpt)
+                                 save_top_k=1 if "fit" in stages else 0, filename="epoch", enable_version_counter=False)
     curve = _PseudoIoUCurve()
-    extra: list[pl.Callback] = [curve]
+    extra: list[pl.Callback] = [curve, _RandomStates()]
     if plateau is not None:
         from pytorch_lightning.callbacks import EarlyStopping
 
@@ -242,7 +346,7 @@ def train_regressor(
     trainer = pl.Trainer(**kw)
     metrics: dict[str, float] = {}
     if "fit" in stages:
-        trainer.fit(model, datamodule=dm)
+        trainer.fit(model, datamodule=dm, ckpt_path=resume_from)
         if trainer.is_global_zero:  # this fit's checkpoint, and none of the earlier run's figures beside it
             for name in (METRICS_FILE, CURVE_FILE, PER_IMAGE_FILE):
                 (out_dir / name).unlink(missing_ok=True)
