@@ -45,6 +45,13 @@ def test_reads_boxes_labels_sizes(tmp_path: Path) -> None:
     assert meta.skipped == []
 
 
+def test_signed_numbers_read_as_the_references_int_reads_them(tmp_path: Path) -> None:
+    """Before: a label '+0' was refused as not an integer, which the reference's ``int`` reads as 0."""
+    meta = read_split(make_split(tmp_path, class_labels__txt="c/a.png,+0\nc/b.png,+2",
+                                 image_sizes__txt="c/a.png,+20,10\nc/b.png,30,+40"), num_classes=3)
+    assert [s.label for s in meta.samples] == [0, 2] and [s.size for s in meta.samples] == [(20, 10), (30, 40)]
+
+
 def test_reads_openimages_mask_lines(tmp_path: Path) -> None:
     d = make_split(
         tmp_path,
@@ -168,6 +175,9 @@ BAD_CASES = {
     "float_box": ({"localization__txt": "c/a.png,0,0,19.5,9\nc/b.png,1,2,3,4"}, "localization.txt", 1, "integers"),
     "empty_line_in_ids": ({"image_ids__txt": "c/a.png\n\nc/b.png"}, "image_ids.txt", 2, "empty line"),
     "duplicate_id": ({"image_ids__txt": "c/a.png\nc/b.png\nc/a.png"}, "image_ids.txt", 3, "duplicate"),
+    # before: read from outside the root, and export-scoremaps wrote <id>.npy beside an absolute id's image
+    "absolute_id": ({"image_ids__txt": "c/a.png\n/c/b.png"}, "image_ids.txt", 2, "stays inside it"),
+    "climbing_id": ({"image_ids__txt": "c/a.png\nc/../../b.png"}, "image_ids.txt", 2, "stays inside it"),
     "unknown_id_in_labels": ({"class_labels__txt": "c/a.png,0\nc/b.png,2\nc/z.png,1"}, "class_labels.txt", 3,
                              "not listed"),
     "missing_label": ({"class_labels__txt": "c/a.png,0"}, "image_ids.txt", 2, "has no label in class_labels.txt"),

@@ -399,6 +399,54 @@ def test_lightning_test_refuses_a_checkpoint_with_other_classes(data5, ckpts, tm
     assert_one_line(rc, text, ckpts["c3"], data5 / "class_names.txt")
 
 
+def _two_labels_without_names(data3: Path, dst: Path) -> Path:
+    """data3 as a wsolevaluation layout has it (no class_names.txt), its labels folded to 0 and 1."""
+    import shutil
+
+    shutil.copytree(data3, dst)
+    (dst / "class_names.txt").unlink()
+    for labels in (dst / "metadata").glob("*/class_labels.txt"):
+        lines = [line.rsplit(",", 1) for line in labels.read_text().splitlines()]
+        labels.write_text("".join(f"{i},{min(int(c), 1)}\n" for i, c in lines))
+    return dst
+
+
+def test_lightning_test_refuses_a_checkpoint_of_more_classes_than_the_labels_count(data3, ckpts, tmp_path, capfd):
+    """Without class_names.txt the count is one more than the largest label; before: a state-dict traceback."""
+    root = _two_labels_without_names(data3, tmp_path / "d2")
+    rc, text = _cli(["test", "--config", str(_lightning_config(tmp_path, root)), "--ckpt_path", str(ckpts["c3"])],
+                    capfd)
+    assert_one_line(rc, text, f"{ckpts['c3']}: a model of 3 classes, but the data module counts 2")
+
+
+def test_two_alike_model_checkpoints_are_one_line(data3, tmp_path, capfd):
+    """``--trainer.callbacks+=ModelCheckpoint`` beside the config's own: before, Lightning's traceback."""
+    raw = yaml.safe_load(_lightning_config(tmp_path, data3).read_text())
+    raw["trainer"].pop("enable_checkpointing")
+    raw["trainer"]["callbacks"] = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                    "init_args": {"dirpath": str(tmp_path / d), "save_last": True}} for d in "ab"]
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    rc, text = _cli(["fit", "--config", str(cfg)], capfd)
+    assert_one_line(rc, text, "trainer.callbacks: Found more than one stateful callback of type `ModelCheckpoint`",
+                    "different monitor or every_n_epochs values")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_another_folder_under_metadata_does_not_change_the_class_count(data3, tmp_path):
+    """Before: a backup split with higher labels made an 8-class head of a 2-class dataset, silently."""
+    import shutil
+
+    from cream_pl.data.datamodule import WSOLDataModule
+
+    root = _two_labels_without_names(data3, tmp_path / "d2")
+    backup = shutil.copytree(root / "metadata" / "test", root / "metadata" / "test_backup")
+    labels = backup / "class_labels.txt"
+    labels.write_text(labels.read_text().replace(",1\n", ",7\n"))
+    assert WSOLDataModule(str(root)).num_classes == 2
+    assert WSOLDataModule(str(root), predict_split="test_backup").num_classes == 8  # a split it serves counts
+
+
 def test_lightning_test_names_the_checkpoints_eval_size_that_replaced_the_config(data3, ckpts, tmp_path, capfd):
     """Lightning replaces the config's model arguments by the checkpoint's: before, the line blamed
     ``model.init_args.eval_size`` even where the user had given the data's value for it."""

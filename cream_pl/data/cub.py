@@ -35,14 +35,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.core.io import atomic_write_text, check_output_dir
 from cream_pl.data.images import read_image_size
-from cream_pl.data.metadata import MetadataError, SampleRecord, write_class_names, write_split
+from cream_pl.data.metadata import MetadataError, SampleRecord, leaves_root, write_class_names, write_split
 
 __all__ = ["CubSummary", "convert_cub", "cub_box_to_inclusive"]
 
@@ -134,8 +134,7 @@ def _check_image_path(images_txt: Path, line: int, rel: str) -> None:
                             "cannot hold")
     if any(ord(c) < 32 or ord(c) == 127 for c in rel):
         raise MetadataError(images_txt, line, f"image path {rel!r} contains a control character")
-    parts = PurePosixPath(rel).parts
-    if rel.startswith(("/", "\\")) or ".." in parts or (len(rel) > 1 and rel[1] == ":"):
+    if leaves_root(rel):
         raise MetadataError(images_txt, line, f"image path {rel!r} must be relative to images/ and stay inside it")
 
 

@@ -67,7 +67,6 @@ from cream_pl.data.metadata import (
     SplitMetadata,
     read_class_names,
     read_split,
-    split_dirs,
 )
 from cream_pl.data.transforms import (
     IMAGENET_MEAN,
@@ -394,8 +393,11 @@ class WSOLDataModule(pl.LightningDataModule):
         return self._num_classes
 
     def _infer_num_classes(self) -> int:
+        """One more than the largest label of the splits this module serves (another folder under ``metadata/``, a
+        backup say, is not the dataset's: it made an 8-class head of a 2-class dataset)."""
         top = -1
-        for split_dir in split_dirs(self.metadata_root):
+        for name in dict.fromkeys(("train", "val", "test", self.predict_split)):
+            split_dir = self.metadata_root / name
             if (split_dir / "class_labels.txt").is_file():
                 meta = read_split(split_dir, on_bad_sample=self.on_bad_sample)
                 top = max([top] + [s.label for s in meta.samples])

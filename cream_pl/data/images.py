@@ -238,16 +238,24 @@ def read_protocol_mask(
         ignore_png: ignore PNG, or ``None`` / ``""``.
         size: side of the square output.
         expected_hw: the image's ``(height, width)`` where known: a PNG of another size is refused (the
-            benchmark would resize it silently).
+            benchmark would resize it silently). Where it is not known (OpenImages lists no sizes), the PNGs of one
+            image must still be of one size.
 
     Returns:
         ``(size, size)`` uint8: 1 = foreground, 0 = background, 255 = ignore.
     """
+    first: list[tuple[Path | str, tuple[int, ...]]] = []
+
     def load(path: Path | str) -> np.ndarray:
         gray = load_mask_gray(path)
         if expected_hw is not None and gray.shape != tuple(expected_hw):
             raise ImageFileError(path, f"mask is {gray.shape[1]}x{gray.shape[0]} but the image is "
                                        f"{expected_hw[1]}x{expected_hw[0]}")
+        if first and gray.shape != first[0][1]:  # before: scored, each PNG stretched to the grid on its own
+            (h, w) = first[0][1]
+            raise ImageFileError(path, f"mask is {gray.shape[1]}x{gray.shape[0]} but {first[0][0]}, a mask of the "
+                                       f"same image, is {w}x{h}")
+        first[:] = first or [(path, gray.shape)]
         # nearest neighbour picks the same source pixels for uint8 as for the benchmark's float32 copy, and
         # ``float32(v) > 0.5`` is ``v >= 1`` for uint8: one byte per pixel instead of four, same mask
         return cv2.resize(gray, (size, size), interpolation=cv2.INTER_NEAREST) >= 1

@@ -40,6 +40,7 @@ from cream_pl.data.errors import WSOLDataError  # re-exported here, its home bef
 __all__ = [
     "data_sha1",
     "leaked_images",
+    "leaves_root",
     "IMAGE_IDS",
     "CLASS_LABELS",
     "IMAGE_SIZES",
@@ -190,6 +191,18 @@ def _read_lines(path: Path, problems: _Problems, strict: bool = False) -> list[t
     return list(enumerate(lines, start=1))
 
 
+def leaves_root(relative: str) -> bool:
+    r"""Whether an image id (or any path meant to be relative) names a place outside the folder it is joined to: an
+    absolute path, a drive letter, or a ``..`` part.
+
+    Example:
+        >>> [leaves_root(p) for p in ("a/b.jpg", "/a.jpg", "a/../../b.jpg", "C:x.jpg", "..\\b.jpg", "a..b.jpg")]
+        [False, True, True, True, True, False]
+    """
+    parts = relative.replace("\\", "/").split("/")
+    return relative.startswith(("/", "\\")) or ".." in parts or (len(relative) > 1 and relative[1] == ":")
+
+
 def _bare(image_id: str) -> str:
     """An id without surrounding whitespace or byte order marks (only to name a near miss, never to match)."""
     return image_id.strip().strip(_BOM).strip()
@@ -201,10 +214,16 @@ INT_LIMIT = 2**31
 
 def _parse_int(value: str) -> int | None:
     """A metadata integer, or ``None``: not decimal digits (``'12²'``: ``isdigit`` took it, ``int`` did not) or
-    outside ``(-INT_LIMIT, INT_LIMIT)`` (a side of ``10**400`` overflowed the float conversions)."""
+    outside ``(-INT_LIMIT, INT_LIMIT)`` (a side of ``10**400`` overflowed the float conversions). A sign is read as
+    the reference's ``int`` reads it (``'+0'`` is 0).
+
+    Example:
+        >>> [_parse_int(v) for v in ("+0", "-3", " 007 ", "+-1", "+", "1_0", "2147483648")]
+        [0, -3, 7, None, None, None, None]
+    """
     v = value.strip()
     negative = v.startswith("-")
-    raw = v[1:] if negative else v
+    raw = v[1:] if v.startswith(("+", "-")) else v
     if not raw.isdecimal():  # "" and "-" too
         return None
     digits = raw.lstrip("0") or "0"  # zero-padded numbers are numbers, however long the padding
@@ -272,6 +291,9 @@ def read_split(
             problems.add(ids_path, number, f"image id {line!r} contains a comma, which the format cannot hold", line)
         elif line in id_line:
             problems.add(ids_path, number, f"duplicate image id {line!r} (first on line {id_line[line]})", line)
+        elif leaves_root(line):  # read from (and maps written to) a place outside the image root and the map folder
+            problems.add(ids_path, number, f"image id {line!r} must be a path relative to the image root that stays "
+                         "inside it (no leading '/', drive letter or '..')", line)
         else:
             if _strict and line.startswith("./"):
                 problems.add(ids_path, number, f"image id {line!r} starts with './' (the format has none)", line)

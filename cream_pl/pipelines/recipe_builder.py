@@ -198,6 +198,19 @@ class CreamCLI(LightningCLI):
             raise UserValueError(f"{ckpt_path}: does not fit the config's {type(self.model).__name__} ({len(missing)} "
                                  f"weight(s) missing, {len(unexpected)} unexpected, e.g. {example!r}); was it written "
                                  "with another model or recipe?")
+        shapes = [(k, tuple(checkpoint["state_dict"][k].shape), tuple(v.shape)) for k, v in self.model.state_dict().items()
+                  if hasattr(checkpoint["state_dict"][k], "shape") and tuple(checkpoint["state_dict"][k].shape) != tuple(v.shape)]
+        if not shapes:
+            return
+        saved = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
+        mine = getattr(getattr(self.model, "hparams", None), "num_classes", None)
+        if isinstance(saved, int) and isinstance(mine, int) and saved != mine:  # before: a state-dict traceback
+            raise UserValueError(f"{ckpt_path}: a model of {saved} classes, but the data module counts {mine} (the "
+                                 "lines of <data_root>/class_names.txt, else one more than the largest label of its "
+                                 "train/val/test splits); is it this dataset's checkpoint?")
+        key, theirs, asked = shapes[0]
+        raise UserValueError(f"{ckpt_path}: its {key} has shape {list(theirs)} but the config's "
+                             f"{type(self.model).__name__} makes {list(asked)}; was it written with another recipe?")
 
     def before_predict(self) -> None:
         """``cream-pl predict`` keeps what a prediction writer among the trainer's callbacks writes, and nothing else:
@@ -250,6 +263,12 @@ class CreamCLI(LightningCLI):
         except (MisconfigurationException, ValueError, TypeError) as err:  # the config's trainer options
             text = " ".join(str(err).split())[:300] or type(err).__name__
             raise UserValueError(f"trainer options: {text}") from None
+        except RuntimeError as err:  # two callbacks of one state key (two alike ModelCheckpoints): Lightning's check
+            if "more than one stateful callback" not in str(err):
+                raise
+            text = " ".join(str(err).split()).split(" In the current configuration")[0]
+            raise UserValueError(f"trainer.callbacks: {text} (two of them would save the same state: give them "
+                                 "different monitor or every_n_epochs values, or keep one)") from None
         _check_output_folders(trainer)
         if self.subcommand == "fit":
             self._check_config_kept(trainer)
