@@ -334,6 +334,25 @@ def test_data_check_files_reports_a_mask_of_another_size(which, data2, tmp_path,
     assert _cli(["data", "check", str(data2), "--files"], capfd)[0] == 0
 
 
+def test_data_check_and_export_read_images_and_masks_kept_in_one_folder(data2, tmp_path, capfd):
+    """wsolevaluation's OpenImages keeps images and masks in one ``OpenImages/`` folder. Before: ``data check`` knew
+    only ``<root>/images`` and ``<root>/masks`` (a "file not found" line per image), and so did export-scoremaps."""
+    root = tmp_path / "oi"
+    shutil.copytree(data2 / "metadata", root / "metadata")
+    together = tmp_path / "OpenImages"
+    shutil.copytree(data2 / "images", together)
+    shutil.copytree(data2 / "masks", together, dirs_exist_ok=True)
+    rc, _, e = _cli(["data", "check", str(root), "--files", "--split", "test"], capfd)
+    assert rc == 1 and f"{root / 'images'}: image folder not found (--image-root" in e
+    rc, o, e = _cli(["data", "check", str(root), "--files", "--image-root", str(together), "--mask-root",
+                     str(together)], capfd)
+    assert rc == 0 and "Traceback" not in e and "test: ok" in o, e
+    shutil.rmtree(together / read_split(root / "metadata/test").samples[0].image_id.split("/")[0])
+    rc, _, e = _cli(["data", "check", str(root), "--files", "--split", "test", "--image-root", str(together),
+                     "--mask-root", str(together)], capfd)
+    assert rc == 1 and str(together) in e  # the images it reads are those of --image-root
+
+
 def test_cub_failure_between_the_renames_puts_the_earlier_split_back(tmp_path, monkeypatch):
     """Before: a failure after the earlier test split was moved aside and before the new one was moved in removed
     both (the staging folder held the earlier one)."""

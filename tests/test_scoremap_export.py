@@ -195,3 +195,25 @@ def test_an_export_cut_short_is_refused_by_evaluate_until_it_finishes(tiny: tupl
     assert err.endswith("never finished (the maps may mix two checkpoints); run it again before scoring the folder")
     assert f"checkpoint {other}" in err and len(err.splitlines()) == 1
     assert main([*base, "--ckpt", str(other)]) == 0 and main(evaluate) == 0  # the rerun finishes it
+
+
+def test_image_root_reads_images_kept_elsewhere_to_the_same_maps(tiny: tuple[Path, Path], exported: Path,
+                                                                  tmp_path: Path) -> None:
+    """A dataset whose images are not under <data>/images (wsolevaluation's layouts): --image-root."""
+    import shutil
+
+    root, ckpt = tiny
+    data = tmp_path / "data"
+    shutil.copytree(root / "metadata", data / "metadata")
+    shutil.copy(root / "class_names.txt", data / "class_names.txt")
+    images = Path(shutil.copytree(root / "images", tmp_path / "kept_elsewhere"))
+    shutil.copytree(root / "masks", images, dirs_exist_ok=True)  # OpenImages: masks beside the images
+    out = tmp_path / "maps"
+    argv = ["export-scoremaps", "--ckpt", str(ckpt), "--data", str(data), "--split", "test", "--methods", "cam",
+            "--out", str(out), "--batch-size", "4"]
+    assert main(argv) == 2  # no <data>/images
+    assert main([*argv, "--image-root", str(images), "--mask-root", str(images)]) == 0
+    ids = (root / "metadata" / "test" / "image_ids.txt").read_text().split("\n")
+    for image_id in ids:
+        assert np.array_equal(np.load(scoremap_path(out, "cam", image_id)), np.load(scoremap_path(exported, "cam",
+                                                                                                   image_id)))

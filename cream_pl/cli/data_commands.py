@@ -25,6 +25,8 @@ def check_dataset(
     files: bool = False,
     strict: bool = True,
     num_classes: int | None = None,
+    image_root: Path | str | None = None,
+    mask_root: Path | str | None = None,
 ) -> dict[str, list[str]]:
     """Check every split (or ``splits``) of a dataset root; returns ``{split: problems}``.
 
@@ -34,11 +36,15 @@ def check_dataset(
         files: also decode every image and mask and compare image sizes.
         strict: report deviations from the letter of the format too (see ``check_split``).
         num_classes: label range; default the lines of ``class_names.txt`` when present.
+        image_root / mask_root: where the image ids and mask paths are relative to (default ``<root>/images`` and
+            ``<root>/masks``; the wsolevaluation OpenImages layout keeps both in one ``OpenImages/`` folder).
     """
     from cream_pl.data.metadata import check_split, leaked_images, read_class_names, split_dirs
 
     root = Path(root)
     meta_root = root / "metadata"
+    images = Path(image_root) if image_root is not None else root / "images"
+    masks = Path(mask_root) if mask_root is not None else root / "masks"
     if not meta_root.is_dir():
         return {"": [f"{meta_root}: metadata directory not found"]}
     names_file, dataset = root / "class_names.txt", []  # problems of the dataset as a whole
@@ -50,15 +56,16 @@ def check_dataset(
             num_classes = listed
         elif listed != num_classes:  # fit refuses the dataset so: the data module reads the file
             dataset.append(f"{names_file}: {listed} class names, but --num-classes is {num_classes}")
-    if not (root / "images").is_dir():  # without --files too: nothing of the dataset could load
-        dataset.append(f"{root / 'images'}: image folder not found")
+    if not images.is_dir():  # without --files too: nothing of the dataset could load
+        dataset.append(f"{images}: image folder not found" + ("" if image_root is not None else
+                                                                 " (--image-root: where the images are kept)"))
     names = splits or [p.name for p in split_dirs(meta_root)]
     if not names:
         return {"": [*dataset, f"{meta_root}: no split directories"]}
     report = {"" : dataset} if dataset else {}
     report |= {
         s: check_split(meta_root / s, num_classes=num_classes, strict=strict,
-                       image_root=root / "images" if files else None, mask_root=root / "masks" if files else None)
+                       image_root=images if files else None, mask_root=masks if files else None)
         if (meta_root / s).is_dir() else [f"{meta_root / s}: split folder not found (--split)"]
         for s in names
     }
@@ -136,7 +143,7 @@ def _run_check(args: argparse.Namespace) -> int:
         have = sorted(p.name for p in meta.iterdir() if p.is_dir())
         raise UserValueError(f"{meta / unknown[0]}: no such split (--split {unknown[0]}); the dataset's splits: {have}")
     report = check_dataset(args.root, args.split, files=args.files, strict=not args.lenient,
-                           num_classes=args.num_classes)
+                           num_classes=args.num_classes, image_root=args.image_root, mask_root=args.mask_root)
     return _print_report(report, args.max_problems)
 
 

@@ -137,6 +137,11 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                        help="accept what the reference reader tolerates (trailing newline, './' prefix, ...); "
                        "\\r\\n line endings and a UTF-8 byte order mark are always accepted, as by fit")
     check.add_argument("--num-classes", type=positive_int, default=None, help="label range (default: class_names.txt)")
+    check.add_argument("--image-root", type=Path, default=None,
+                       help="folder the image ids are relative to (default: <root>/images)")
+    check.add_argument("--mask-root", type=Path, default=None,
+                       help="folder the mask paths are relative to (default: <root>/masks; wsolevaluation's "
+                       "OpenImages keeps images and masks in one OpenImages/ folder)")
     check.add_argument("--max-problems", type=nonneg_int, default=20, help="problems printed per split")
     check.set_defaults(func=lazy_command("cream_pl.cli.data_commands", "run_check"))
     return parser

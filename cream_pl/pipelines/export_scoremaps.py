@@ -99,6 +99,8 @@ def export_scoremaps(
     num_workers: int = 0,
     device: str | None = None,
     size: int = 224,
+    image_root: Path | str | None = None,
+    mask_root: Path | str | None = None,
 ) -> dict[str, Any]:
     """Write ``<out>/<method>/<image_id>.npy`` for every image of ``split`` and every method.
 
@@ -111,6 +113,8 @@ def export_scoremaps(
         batch_size, num_workers: data loading.
         device: torch device (default: CUDA when available, else CPU).
         size: side of the saved maps (224 in the protocol).
+        image_root / mask_root: where the image ids and mask paths are relative to (default ``<data_root>/images``
+            and ``<data_root>/masks``).
 
     Returns:
         The manifest written to ``<out>/scoremaps.json``.
@@ -158,6 +162,9 @@ def export_scoremaps(
     norm = checkpoint_normalisation(checkpoint)
     if norm is not None:  # the input normalisation the classifier was trained with
         kwargs["mean"], kwargs["std"] = norm
+    for key, value in (("image_root", image_root), ("mask_root", mask_root)):
+        if value is not None:
+            kwargs[key] = str(value)
     dm = WSOLDataModule(str(data_root), predict_split=split, **kwargs)
     place = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split}
     # until the last map is written, the manifest says so: an export cut short (Ctrl-C, SIGTERM) leaves a folder of
@@ -210,6 +217,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--ckpt", required=True, type=Path, help="classifier checkpoint (CAM/CREAM, CI-CAM, KD-CI-CAM)")
     p.add_argument("--data", required=True, type=Path, help="dataset root (images/, metadata/)")
+    p.add_argument("--image-root", type=Path, default=None,
+                   help="folder the image ids are relative to (default: <data>/images)")
+    p.add_argument("--mask-root", type=Path, default=None,
+                   help="folder the mask paths are relative to (default: <data>/masks)")
     p.add_argument("--split", type=split_name, default="test", help="split to export (default: test)")
     p.add_argument("--methods", default="cam,cream", help="comma-separated methods (default: cam,cream)")
     p.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per method)")
@@ -238,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
         return error(f"--ckpt {args.ckpt}: checkpoint not found")
     try:
         manifest = export_scoremaps(args.ckpt, args.data, args.out, split=args.split, methods=methods,
-                                    batch_size=args.batch_size, num_workers=args.num_workers, device=args.device)
+                                    batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
+                                    image_root=args.image_root, mask_root=args.mask_root)
     except Exception as err:  # a user error (bad image, checkpoint, dataset): one line; others keep their traceback
         message = user_error_message(err)
         if message is None:
