@@ -197,6 +197,41 @@ def test_an_export_cut_short_is_refused_by_evaluate_until_it_finishes(tiny: tupl
     assert main([*base, "--ckpt", str(other)]) == 0 and main(evaluate) == 0  # the rerun finishes it
 
 
+def test_the_same_export_again_goes_on_where_it_was_cut(tiny: tuple[Path, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Before: a rerun after Ctrl-C or SIGTERM computed every map again (ILSVRC: 50,000 images per method)."""
+    from cream_pl.core.interrupts import Terminated
+    from cream_pl.pipelines import export_scoremaps as module
+
+    root, ckpt = tiny
+    base = ["export-scoremaps", "--ckpt", str(ckpt), "--data", str(root), "--batch-size", "2", "--methods", "cam,cream"]
+    assert main([*base, "--out", str(tmp_path / "uncut")]) == 0
+    real, written = module.save_npy_atomic, []
+
+    def stop_in_the_second_batch(array, path):
+        if len(written) == 5:  # both methods' maps of the first batch (4), then one of the second
+            raise Terminated()
+        written.append(path)
+        real(array, path)
+
+    out = tmp_path / "maps"
+    monkeypatch.setattr(module, "save_npy_atomic", stop_in_the_second_batch)
+    assert main([*base, "--out", str(out)]) == 143
+    monkeypatch.setattr(module, "save_npy_atomic", real)
+    capsys.readouterr()
+    assert main([*base, "--out", str(out)]) == 0
+    assert f"{out}: resuming the export cut short after 2 of 6 images" in capsys.readouterr().err
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["num_images"] == 6 and not any(e.get("incomplete") for e in manifest["exported"].values())
+    ids = (root / "metadata" / "test" / "image_ids.txt").read_text().split("\n")
+    for method in ("cam", "cream"):
+        for image_id in ids:
+            assert np.array_equal(np.load(scoremap_path(out, method, image_id)),
+                                  np.load(scoremap_path(tmp_path / "uncut", method, image_id)))
+    capsys.readouterr()
+    assert main([*base, "--out", str(out)]) == 0 and "resuming" not in capsys.readouterr().err  # finished: anew
+
+
 def test_image_root_reads_images_kept_elsewhere_to_the_same_maps(tiny: tuple[Path, Path], exported: Path,
                                                                   tmp_path: Path) -> None:
     """A dataset whose images are not under <data>/images (wsolevaluation's layouts): --image-root."""

@@ -9,7 +9,8 @@ its folders (``<out>/cam/001.Black_footed_Albatross/x.jpg.npy``), so both ``crea
 --scoremaps <out>/cam`` and wsolevaluation's ``evaluation.py --scoremap_root <out>/cam`` read
 them. Every file is written atomically; ``<out>/scoremaps.json`` records what was exported, and under
 ``exported`` which checkpoint, data and split wrote each method folder (an earlier export's other methods
-stay, named with their own checkpoint).
+stay, named with their own checkpoint). Resumable: the same export again after an interruption goes on from
+the last image it finished.
 
 Example:
     $ cream-pl export-scoremaps --ckpt last.ckpt --data data/synth --split test --methods cam,cream --out maps
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,15 @@ from cream_pl.core.errors import UserValueError, user_error_message
 from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
 from cream_pl.core.options import device_name, nonneg_int, positive_int, split_name
 
-__all__ = ["INCOMPLETE", "MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path",
+__all__ = ["DONE", "INCOMPLETE", "MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path",
            "unfinished_export"]
 
 MANIFEST = "scoremaps.json"
 """What was exported (checkpoint, split, methods, number of maps), in the output folder."""
 INCOMPLETE = "incomplete"
 """The key of a method folder whose export has not finished, in the manifest's ``exported``."""
+DONE = "done"
+"""Beside :data:`INCOMPLETE`: how many images (in metadata order) the unfinished export had written."""
 
 
 def unfinished_export(maps: Path | str) -> str | None:
@@ -123,8 +126,11 @@ def export_scoremaps(
         ValueError: an unknown method, a bad split, an unreadable checkpoint (one line).
     """
     import torch
+    from torch.utils.data import DataLoader, Subset
 
+    from cream_pl.core.io import file_sha1
     from cream_pl.data.datamodule import WSOLDataModule
+    from cream_pl.data.metadata import data_sha1
     from cream_pl.metrics.functional import prepare_scoremaps
     from cream_pl.models.checkpoints import (
         check_checkpoint_dataset,
@@ -168,16 +174,26 @@ def export_scoremaps(
     dm = WSOLDataModule(str(data_root), predict_split=split, **kwargs)
     place = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split}
     # until the last map is written, the manifest says so: an export cut short (Ctrl-C, SIGTERM) leaves a folder of
-    # two checkpoints' maps, which evaluate then refuses instead of scoring them together
-    count = 0
+    # two checkpoints' maps, which evaluate then refuses instead of scoring them together; it also says how many
+    # images (in metadata order) are done, so that the same export again goes on from there
+    cut = {"checkpoint_sha1": file_sha1(ckpt), "data_sha1": data_sha1(Path(data_root)), "size": size}
+    loader = dm.predict_dataloader()
+    total = len(loader.dataset)
+    count = _done_before(before, names, {**place, **cut})
+    if count:
+        print(f"{out}: resuming the export cut short after {count} of {total} images", file=sys.stderr)
+        loader = DataLoader(Subset(loader.dataset, range(count, total)), batch_size=loader.batch_size, shuffle=False,
+                            num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+    first = True
     with torch.inference_mode():
-        for batch in dm.predict_dataloader():
-            if count == 0:  # just before the first map: an export that fails earlier leaves the folder as it was
+        for batch in loader:
+            if first:  # just before the first map: an export that fails earlier leaves the folder as it was
                 out.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(out / MANIFEST, json.dumps({"exported": {**before, **{
-                    name: {**place, INCOMPLETE: True} for name in names}}}, indent=2) + "\n")
+                first = False
             feats, _ = model.forward_features(batch["image"].to(dev))
             maps = model.method_maps(feats.float(), batch["label"].to(dev), names)
+            atomic_write_text(out / MANIFEST, json.dumps({"exported": {**before, **{  # before this batch's maps
+                name: {**place, **cut, INCOMPLETE: True, DONE: count} for name in names}}}, indent=2) + "\n")
             for name in names:
                 scoremaps = prepare_scoremaps(maps[name].detach().cpu(), size=size).numpy()
                 for image_id, scoremap in zip(batch["image_id"], scoremaps):
@@ -195,6 +211,28 @@ def export_scoremaps(
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _done_before(before: Mapping[str, Any], names: Sequence[str], this: Mapping[str, Any]) -> int:
+    """How many images (in metadata order) an export of these ``names`` cut short had written, where it was this
+    export (checkpoint, data and split, by content too, and map size); 0 otherwise.
+
+    Example:
+        >>> this = {"checkpoint": "/c.ckpt", "checkpoint_sha1": "ab", "split": "test"}
+        >>> cut = {"cam": {**this, INCOMPLETE: True, DONE: 64}, "cream": {**this, INCOMPLETE: True, DONE: 64}}
+        >>> _done_before(cut, ["cam", "cream"], this), _done_before(cut, ["cam"], {**this, "checkpoint_sha1": "cd"})
+        (64, 0)
+        >>> _done_before({"cam": {**this, DONE: 64}}, ["cam"], this)  # a finished export: done anew
+        0
+    """
+    done = set()
+    for name in names:
+        entry = before.get(name)
+        if not isinstance(entry, dict) or not entry.get(INCOMPLETE) or any(entry.get(k) != v for k, v in this.items()):
+            return 0
+        done.add(entry.get(DONE))
+    (count,) = done if len(done) == 1 else (0,)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
 def _exported_before(out: Path) -> dict[str, Any]:
