@@ -433,6 +433,37 @@ def test_two_alike_model_checkpoints_are_one_line(data3, tmp_path, capfd):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_second_fit_into_a_checkpoint_folder_of_an_earlier_fit_is_one_line(data3, tmp_path, capfd):
+    """Before: the second fit wrote last-v1.ckpt beside the first's last.ckpt (which test --ckpt_path then scored),
+    and its fit-end pseudo boxes replaced the first model's."""
+    raw = yaml.safe_load(_lightning_config(tmp_path, data3).read_text())
+    raw["trainer"].pop("enable_checkpointing")
+    raw["trainer"].update(limit_train_batches=1, limit_val_batches=1)
+    ckpts = tmp_path / "ckpts"
+    raw["trainer"]["callbacks"] = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                    "init_args": {"dirpath": str(ckpts), "save_last": True}}]
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    rc, text = _cli(["fit", "--config", str(cfg)], capfd)
+    assert rc == 0, text[-2000:]
+    first = {p.name: p.read_bytes() for p in ckpts.iterdir()}
+    rc, text = _cli(["fit", "--config", str(cfg)], capfd)
+    assert_one_line(rc, text, f"{ckpts}: holds an earlier fit's checkpoints", f"--ckpt_path {ckpts / 'last.ckpt'}")
+    assert {p.name: p.read_bytes() for p in ckpts.iterdir()} == first
+    rc, text = _cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", str(ckpts / "last.ckpt")],
+                    capfd)  # the resume it names goes on
+    assert rc == 0 and "last-v1.ckpt" not in {p.name for p in ckpts.iterdir()}, text[-2000:]
+
+
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_a_missing_config_file_is_named_as_missing(command, tmp_path, capfd):
+    """Before: "<file>: config: not accepted", as if the file's content were at fault."""
+    rc, text = _cli([command, "--config", str(tmp_path / "embedded_crem.yaml")], capfd)
+    assert_one_line(rc, text, f"{tmp_path / 'embedded_crem.yaml'}: file not found (--config)", exact=True)
+    rc, text = _cli([command, "--config", str(tmp_path)], capfd)
+    assert_one_line(rc, text, f"{tmp_path}: a folder, not a config file (--config)", exact=True)
+
+
 def test_another_folder_under_metadata_does_not_change_the_class_count(data3, tmp_path):
     """Before: a backup split with higher labels made an 8-class head of a 2-class dataset, silently."""
     import shutil
@@ -553,6 +584,20 @@ def test_train_regressor_bad_classifier_ckpt_ends_in_one_line(kind, words, data3
     rc, text = _cli(["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--data", str(data3),
                      "--out", str(tmp_path / "reg"), "--classifier-ckpt", str(ckpts[kind]), "--no-pretrained"], capfd)
     assert_one_line(rc, text, ckpts[kind], words)
+
+
+def test_train_regressor_into_a_trained_regressor_needs_overwrite(data3, ckpts, tmp_path, capfd):
+    """Before: the new fit replaced the trained regressor, its metrics and curve without a word."""
+    trained = tmp_path / "reg" / "checkpoints" / "last.ckpt"
+    trained.parent.mkdir(parents=True)
+    trained.write_bytes(ckpts["regressor"].read_bytes())
+    argv = ["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--data", str(data3), "--out",
+            str(tmp_path / "reg"), "--no-pretrained"]
+    rc, text = _cli(argv, capfd)
+    assert_one_line(rc, text, f"{trained}: --out holds a trained regressor", "--overwrite")
+    assert trained.read_bytes() == ckpts["regressor"].read_bytes()
+    rc, text = _cli([*argv, "--overwrite"], capfd)  # goes on to its inputs: here a missing pseudo-box file
+    assert_one_line(rc, text, tmp_path / "p.json")
 
 
 @pytest.mark.parametrize("command", ["localize", "export-scoremaps", "pseudo-boxes"])

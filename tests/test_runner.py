@@ -751,6 +751,23 @@ def test_demo_refuses_a_dataset_without_test_boxes_in_one_line(tmp_path: Path, c
     assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
 
 
+def test_a_dataset_without_a_val_split_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    """Before: the runs trained, then ended in a traceback (no CREAM choice: the val search never ran)."""
+    import shutil
+
+    from cream_pl.data import generate_synthetic_dataset
+    from cream_pl.pipelines.runner import main
+
+    root = generate_synthetic_dataset(tmp_path / "d", seed=1, num_classes=2, num_train=2, num_val=2, num_test=2,
+                                      min_side=48, max_side=64, image_format="png")
+    shutil.rmtree(root / "metadata" / "val")
+    assert main([str(DEMOS / "demo.yaml"), "--data", str(root), "--out", str(tmp_path / "res"), "--work",
+                 str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'metadata' / 'val'}: no such split" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "res").exists()
+
+
 def test_a_dataset_the_report_cannot_read_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
     from cream_pl.data import generate_synthetic_dataset
     from cream_pl.pipelines.runner import main

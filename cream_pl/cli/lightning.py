@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytorch_lightning as pl
 
@@ -41,6 +42,12 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
 
     argv = list(argv)
     command = argv[0] if argv else "fit"
+    for path in _config_files(argv):  # before: "<file>: config: not accepted", as if the file's content were wrong
+        inline = path.lstrip().startswith(("{", "[")) or "\n" in path or ": " in path  # YAML given in the option
+        if not inline and not Path(path).is_file():
+            print(f"cream-pl {command}: error: {path}: " + ("a folder, not a config file" if Path(path).is_dir()
+                                                           else "file not found") + " (--config)", file=sys.stderr)
+            raise SystemExit(2)
     no_exit = {"exit_on_error": False}  # parse errors raise: one line here, not the usage block first
     try:
         with warnings.catch_warnings():  # main() passes sys.argv[1:] as args on purpose

@@ -94,6 +94,8 @@ def add_train_regressor_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train anew where --out holds a trained regressor (refused without it)")
     p.add_argument("--psol", action="store_true",
                    help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
                         "overrides --lr, --optimizer, --loss-weight")

@@ -272,6 +272,8 @@ class CreamCLI(LightningCLI):
         _check_output_folders(trainer)
         if self.subcommand == "fit":
             self._check_config_kept(trainer)
+            if self._ckpt_path() is None:
+                _check_no_earlier_checkpoints(trainer)
         return trainer
 
     def _check_config_kept(self, trainer: pl.Trainer) -> None:
@@ -337,6 +339,26 @@ def _check_output_folders(trainer: pl.Trainer) -> None:
         save_dir = getattr(logger, "save_dir", None)
         if isinstance(save_dir, (str, os.PathLike)):
             check_output_dir(save_dir, f"trainer.logger ({type(logger).__name__}) save_dir")
+
+
+def _check_no_earlier_checkpoints(trainer: pl.Trainer) -> None:
+    """A new fit (no ``--ckpt_path``) whose ``ModelCheckpoint`` folder holds an earlier fit's checkpoints is one line,
+    before any work. Before: Lightning wrote the new model as ``last-v1.ckpt`` beside the earlier ``last.ckpt``,
+    which ``test --ckpt_path .../last.ckpt`` then scored, while the fit-end pseudo boxes were the new model's."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from cream_pl.core.errors import UserValueError
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None and Path(cb.dirpath).is_dir():
+            earlier = sorted(p.name for p in Path(cb.dirpath).glob("*.ckpt"))
+            if earlier:
+                last = Path(cb.dirpath) / ("last.ckpt" if "last.ckpt" in earlier else earlier[-1])
+                raise UserValueError(f"{cb.dirpath}: holds an earlier fit's checkpoints ({', '.join(earlier[:3])}"
+                                     f"{', ...' if len(earlier) > 3 else ''}), beside which this fit would write its "
+                                     f"own; resume that fit with --ckpt_path {last}, or move the folder away, or "
+                                     "give this fit another folder (trainer.default_root_dir, or the "
+                                     "ModelCheckpoint's dirpath)")
 
 
 def _has_user_error(err: BaseException) -> bool:

@@ -346,7 +346,11 @@ def train_regressor(
     trainer = pl.Trainer(**kw)
     metrics: dict[str, float] = {}
     if "fit" in stages:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume_from)
+        import warnings
+
+        with warnings.catch_warnings():  # the staging folder is this fit's own: its inputs.json, a cut fit's epochs
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(model, datamodule=dm, ckpt_path=resume_from)
         if trainer.is_global_zero:  # this fit's checkpoint, and none of the earlier run's figures beside it
             for name in (METRICS_FILE, CURVE_FILE, PER_IMAGE_FILE):
                 (out_dir / name).unlink(missing_ok=True)
@@ -397,6 +401,12 @@ def run(args: argparse.Namespace) -> int:
     from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
+    trained = Path(args.out) / "checkpoints" / "last.ckpt"
+    if trained.is_file() and not args.overwrite:  # before: replaced by the new fit without a word
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"{trained}: --out holds a trained regressor (with its {METRICS_FILE}); give another "
+                             "--out, or --overwrite to train anew")
     if args.classifier_ckpt is not None:  # a readable classifier checkpoint whose classes fit the dataset
         from cream_pl.models.checkpoints import check_checkpoint_dataset
 

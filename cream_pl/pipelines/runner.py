@@ -372,6 +372,8 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
             from cream_pl.reporting.experiment_report import splice_block
 
             splice_block(exp, payload, out, Path(readme))
+        log(f"results in {out}" + (f" (README block spliced into {readme})" if readme is not None and exp.readme
+                                   else ""))
         return payload
 
 
@@ -741,6 +743,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     users = (exp.dataset.root.replace("{work}", str(work))  # a dataset used as it is
              if args.data is None and exp.dataset.preset is None else None)
     preflight(outputs=[(out, "--out"), (work, "--work")], inputs=[(args.compare, "--compare")], data=args.data or users)
+    if args.data or users:  # every run selects on val and reports on test (before: trained, then a traceback)
+        meta = Path(args.data or users) / "metadata"
+        for split in ("train", "val", "test"):
+            if not (meta / split).is_dir():
+                from cream_pl.core.errors import UserValueError
+
+                raise UserValueError(f"{meta / split}: no such split; an experiment trains on train, chooses τ* and "
+                                     "CREAM's settings on val (the protocol's fully supervised split) and reports on "
+                                     "test (a CUB conversion: cream-pl data cub --val-per-class N)")
     reference = None
     if args.compare is not None:  # read before any work: a file that is not JSON is one line now, not after the runs
         try:
