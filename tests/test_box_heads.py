@@ -359,6 +359,23 @@ def test_localize_boxes_with_the_frozen_head_from_the_classifier_pass(root: Path
         wrong.ensure_classifier()
 
 
+def test_a_frozen_head_refuses_a_classifier_of_the_same_backbone_and_other_weights(root: Path, tmp_path: Path) -> None:
+    """Before: ``localize --regressor`` checked the feature width only, and boxed with another classifier of the same
+    backbone without a word (the head reads features it was never trained on)."""
+    classifier = FrozenStandIn()
+    classifier.backbone.register_buffer("gain", torch.ones(1))  # weights that tell two classifiers apart
+    _fit(root, tmp_path, _dm(root, classifier), classifier)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    reg = BoxRegressor.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False)
+    other = FrozenStandIn()
+    other.backbone.register_buffer("gain", torch.full((1,), 2.0))
+    reg.set_classifier(other)
+    with pytest.raises(UserValueError, match="backbone weights are not those this regressor's head was trained on"):
+        reg.ensure_classifier()
+    reg.set_classifier(classifier)
+    reg.ensure_classifier()  # its own classifier
+
+
 def test_regressor_json_metrics_keep_val_when_tested_later(root: Path, tmp_path: Path) -> None:
     classifier = FrozenStandIn()
     dm = _dm(root, classifier, cache="on")

@@ -22,7 +22,7 @@ from typing import Any
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.models.checkpoint_keys import CLASS_KEY  # re-exported here, its home before checkpoint_keys
 
-__all__ = ["CLASS_KEY", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
+__all__ = ["CLASS_KEY", "model_fingerprint", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
            "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
            "require_method", "load_regressor", "UnreadableCheckpointError"]
 
@@ -167,6 +167,20 @@ def require_method(model: Any, method: str, option: str = "--method", where: Pat
                              f"cream_search); {hint or f'use {option} cream'}")
     if method not in names:
         raise UserValueError(f"{at}the classifier has no {method!r} maps (methods: {names}); {hint or f'use {option} cam'}")
+
+
+def model_fingerprint(model: Any) -> str:
+    """SHA-1 of a module's state dict (names, shapes, dtypes, values): tells runs of different weights apart."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha1()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def classifier_class_name(ckpt: Mapping[str, Any]) -> str:

@@ -44,7 +44,7 @@ from cream_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cream_pl.models.backbones import create_backbone
 from cream_pl.models.box_heads import create_box_head
 
-__all__ = ["BoxRegressor", "FEATURE_SOURCES", "LOSSES", "predicted_boxes_inclusive", "localization_hits",
+__all__ = ["BoxRegressor", "FEATURE_SOURCES", "FROZEN_BACKBONE_KEY", "LOSSES", "predicted_boxes_inclusive", "localization_hits",
            "relative_box_iou", "box_loss"]
 
 _STAGES = ("val", "test")
@@ -53,6 +53,9 @@ FEATURE_SOURCES = ("finetune", "classifier")
 """Where the head's features come from: a separate fine-tuned backbone (PSOL) or the frozen classifier's."""
 LOSSES = ("mse", "l1_iou")
 """``mse``: PSOL's ``MSE`` on ``(x, y, w, h)``; ``l1_iou``: ``L1 + (1 - IoU)`` (scale-free, what a box is scored by)."""
+FROZEN_BACKBONE_KEY = "frozen_classifier_backbone_sha1"
+"""A frozen-feature regressor's checkpoint key: the SHA-1 of the classifier backbone's weights its head was trained on
+(a classifier of the same backbone and other weights is refused, not boxed with)."""
 
 
 def predicted_boxes_inclusive(pred: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -256,6 +259,25 @@ class BoxRegressor(pl.LightningModule):
             for p in classifier.parameters():
                 p.requires_grad_(False)
         object.__setattr__(self, "_classifier", classifier)  # bypass nn.Module registration
+        object.__setattr__(self, "_classifier_sha1", None)  # its backbone's weights, once asked for
+
+    def _frozen_backbone_sha1(self) -> str | None:
+        """SHA-1 of the attached classifier's backbone weights: what a frozen-feature head was trained on."""
+        backbone = getattr(self._classifier, "backbone", None)
+        if backbone is None:
+            return None
+        if getattr(self, "_classifier_sha1", None) is None:
+            from cream_pl.models.checkpoints import model_fingerprint
+
+            object.__setattr__(self, "_classifier_sha1", model_fingerprint(backbone))
+        return self._classifier_sha1
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.frozen_features and self._classifier is not None:
+            checkpoint[FROZEN_BACKBONE_KEY] = self._frozen_backbone_sha1()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        object.__setattr__(self, "_trained_on", checkpoint.get(FROZEN_BACKBONE_KEY))
 
     @property
     def classifier(self) -> nn.Module | None:
@@ -282,6 +304,11 @@ class BoxRegressor(pl.LightningModule):
                 raise UserValueError(f"the classifier's backbone has {channels} feature channels but this regressor's "
                                      f"head was built for {self.hparams.feature_channels}: not the classifier it was "
                                      "trained on")
+            trained_on = getattr(self, "_trained_on", None)
+            if trained_on is not None and trained_on != self._frozen_backbone_sha1():  # before: boxed, silently
+                raise UserValueError("the classifier's backbone weights are not those this regressor's head was "
+                                     f"trained on (its checkpoint names {self.hparams.classifier_ckpt}): not the "
+                                     "classifier it was trained on")
 
     def setup(self, stage: str) -> None:
         self.ensure_classifier()

@@ -49,6 +49,7 @@ from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
 from cream_pl.core.errors import UserError, UserValueError
 from cream_pl.core.io import atomic_write_text, read_json_file
 from cream_pl.core.names import MAP_METHODS
+from cream_pl.models.checkpoints import model_fingerprint  # re-exported (it moved to models.checkpoints)
 
 __all__ = [
     "OtherRunShards",
@@ -137,16 +138,6 @@ def pseudo_box_quality(pred_xywh: Tensor | Sequence[Sequence[float]],
         "mean_iou": float(ious.mean()),
         "num_images": len(pred),
     }
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-1 of a module's state dict (names, shapes, dtypes, values): tells runs of different weights apart."""
-    h = hashlib.sha1()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def split_fingerprint(datamodule: Any, split: str | None) -> str | None:
