@@ -234,3 +234,19 @@ def test_body_head_tint_moves_the_body_colour_toward_the_head_and_nothing_else(t
     assert all(closer)
     with pytest.raises(ValueError, match="body_head_tint"):
         dataclasses.replace(PRESETS["cub"], body_head_tint=1.5)
+
+
+def test_the_synth_help_states_each_presets_sizes() -> None:
+    """Before: --num-train's help said 480 (the hard preset's) where the default cub preset has 2400."""
+    from cream_pl.cli import build_parser
+    from cream_pl.data.synth import PRESETS
+
+    parser = build_parser()
+    data = next(a for a in parser._subparsers._group_actions[0].choices["data"]._actions if a.dest == "data_command")
+    helps = {a.dest: a.help for a in data.choices["synth"]._actions}
+    for key in ("num_classes", "num_train", "num_val", "num_test"):
+        values = {name: getattr(preset, key) for name, preset in PRESETS.items()}
+        if len(set(values.values())) == 1:
+            assert f"({next(iter(values.values()))})" in helps[key], helps[key]
+        else:
+            assert all(f"{name} {value}" in helps[key] for name, value in values.items()), helps[key]

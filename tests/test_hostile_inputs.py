@@ -287,6 +287,9 @@ CALLBACK_VALUES = [
      "trainer.callbacks[EarlyStopping]: `mode` can be min, max, got up"),  # was: no key named
     ({"class_path": "pytorch_lightning.callbacks.Timer", "init_args": {"duration": "ab:cd"}},
      "trainer.callbacks[Timer]: `Timer(duration='ab:cd')` is not a valid duration"),  # was: a RepresenterError traceback
+    ({"class_path": "cream_pl.pseudo_boxes.fit_end.PseudoBoxesAtFitEnd",
+      "init_args": {"out_path": "boxes.json", "source": "cream_selcted"}},
+     "trainer.callbacks[PseudoBoxesAtFitEnd]: source must be one of"),  # was: no callback named
 ]
 if importlib.util.find_spec("rich") is None:  # was: a ModuleNotFoundError traceback
     CALLBACK_VALUES.append(({"class_path": "pytorch_lightning.callbacks.RichProgressBar"},

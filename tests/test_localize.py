@@ -165,7 +165,7 @@ def test_expand_image_paths_recurses_and_sorts(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in got] == ["a/y.jpeg", "b/a.JPG", "z.png", "b/c.txt"]
 
 
-def test_regressor_box_replaces_the_map_box(tiny, tmp_path):
+def test_regressor_box_replaces_the_map_box(tiny, tmp_path, capsys):
     root, ckpt = tiny
     reg = BoxRegressor(pretrained=False, hidden_dim=8)
     last = reg.head[2]
@@ -185,6 +185,7 @@ def test_regressor_box_replaces_the_map_box(tiny, tmp_path):
     status = main(["localize", "--ckpt", str(ckpt), "--regressor", str(reg_ckpt), str(folder),
                    "--out", str(tmp_path / "out")])
     assert status == 0
+    assert f"with boxes of the regressor {reg_ckpt}, maps of " in capsys.readouterr().out  # not a τ it did not use
     res = json.loads((tmp_path / "out" / "predictions.json").read_text())
     plain = localize(ckpt, [folder], tmp_path / "plain")
     assert res["info"]["box_source"] == "regressor"

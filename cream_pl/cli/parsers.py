@@ -100,7 +100,7 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
                        "hard: the earlier adversarial design (distractors that copy object parts, clutter, second "
                        "objects); see cream_pl.data.synth.PRESETS")
     synth.add_argument("--num-classes", type=positive_int, default=None, help="default: the preset's (8)")
-    synth.add_argument("--num-train", type=positive_int, default=None, help="default: the preset's (480)")
+    synth.add_argument("--num-train", type=positive_int, default=None, help="default: the preset's (hard 480, cub 2400)")
     synth.add_argument("--num-val", type=positive_int, default=None, help="default: the preset's (hard 80, cub 200)")
     synth.add_argument("--num-test", type=positive_int, default=None, help="default: the preset's (hard 160, cub 1000)")
     synth.add_argument("--min-side", type=input_size, default=None, help="smallest image width/height (preset: 224)")
@@ -147,6 +147,16 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (more loader workers than that only queue; Lightning warns of them)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     """``cream-pl pseudo-boxes`` (run by :mod:`cream_pl.cli.pseudo_boxes_command`)."""
     p = sub.add_parser(
@@ -170,7 +180,9 @@ def _add_pseudo_boxes(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=input_size, default=224,
                    help="input resolution of the classifier (PSOL: 448); τ* is then chosen on val at this size too")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--num-workers", type=nonneg_int, default=4)
+    p.add_argument("--num-workers", type=nonneg_int, default=min(4, _cpus()),
+                   help="data-loading processes (default: 4, or this machine's CPUs where fewer; the boxes do not "
+                   "depend on it)")
     p.add_argument("--chunk-size", type=positive_int, default=None, help="images per resumable shard (default: 16 batches)")
     p.add_argument("--multi-contour", action="store_true", help="union box of all contours (default: largest)")
     p.add_argument("--accelerator", default="auto")

@@ -477,8 +477,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"localized no image: all {n_bad} failed (listed above); the earlier run's results in "
               f"{args.out / 'predictions.json'} and its overlays are kept")
         return 1
-    print(f"localized {n_ok} image(s) with {args.method} (threshold {res['threshold']:g}, "
-          f"{res['threshold_source']}); {n_bad} failed; results in {args.out / 'predictions.json'}")
+    boxes = (f"boxes of the regressor {args.regressor}, maps of {args.method}" if args.regressor is not None else
+             f"{args.method} (threshold {res['threshold']:g}, {res['threshold_source']})")  # the regressor's: no τ
+    print(f"localized {n_ok} image(s) with {boxes}; {n_bad} failed; results in {args.out / 'predictions.json'}")
     return 1 if n_bad else 0
 
 

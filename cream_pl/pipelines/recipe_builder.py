@@ -239,9 +239,10 @@ class CreamCLI(LightningCLI):
             owner = _init_owner(err)
             known = user_error_message(err)
             if known is not None:
-                if owner is None or _has_user_error(err):  # cream-pl's own errors say what they are about
+                if owner is None or known.startswith(owner):  # the model's or data's own errors say what they are about
                     raise
-                raise UserValueError(f"{owner}: {known}") from None  # Lightning's, e.g. EarlyStopping's mode
+                # a callback's or logger's (Lightning's EarlyStopping mode, PseudoBoxesAtFitEnd's source): which one
+                raise UserValueError(f"{owner}: {known}") from None
             root = _init_error(err)
             if root is None:
                 raise
@@ -359,12 +360,6 @@ def _check_no_earlier_checkpoints(trainer: pl.Trainer) -> None:
                                      f"own; resume that fit with --ckpt_path {last}, or move the folder away, or "
                                      "give this fit another folder (trainer.default_root_dir, or the "
                                      "ModelCheckpoint's dirpath)")
-
-
-def _has_user_error(err: BaseException) -> bool:
-    from cream_pl.core.errors import UserError, exception_chain
-
-    return any(isinstance(e, UserError) for e in exception_chain(err))
 
 
 def _init_owner(err: BaseException) -> str | None:
