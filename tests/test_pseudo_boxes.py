@@ -328,7 +328,8 @@ def test_real_classifier_predict_step_feeds_the_writer(data_root: Path, tmp_path
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_with_a_real_classifier_checkpoint(data_root: Path, tmp_path: Path) -> None:
+def test_cli_end_to_end_with_a_real_classifier_checkpoint(data_root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from cream_pl.cli import main
     from cream_pl.models.classifier import WSOLClassifier
 
@@ -353,6 +354,17 @@ def test_cli_end_to_end_with_a_real_classifier_checkpoint(data_root: Path, tmp_p
     read_pseudo_boxes(out, data_root / "metadata" / "train", class_names=CLASS_NAMES)
     assert main([*argv, "--source", "cam", "--threshold", "0.2", "--overwrite"]) == 0
     assert json.loads(out.read_text())["info"]["source"] == "cam"
+    import cream_pl.pseudo_boxes.from_checkpoint as from_checkpoint
+
+    def no_val_pass(*args: Any, **kwargs: Any) -> float:
+        raise AssertionError("the val pass ran before the output was checked")
+
+    with monkeypatch.context() as m:  # another input size: before, refused only after its val pass (minutes at 448)
+        m.setattr(from_checkpoint, "choose_threshold_on_val", no_val_pass)
+        capsys.readouterr()
+        assert main([*argv, "--source", "cam", "--input-size", "96"]) == 2
+        assert "holds the pseudo boxes of another run (input_size: file has 224, this run has 96)" in \
+            capsys.readouterr().err
     from cream_pl.pipelines.regressor_train import main as train_regressor_main
 
     reg = tmp_path / "reg"
