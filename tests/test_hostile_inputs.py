@@ -276,6 +276,8 @@ def test_a_bad_value_is_named_where_it_was_given_and_its_key_once(data3, tmp_pat
     assert_one_line(rc, text, f"cream-pl fit: error: {cfg}, {logger}, {bad}: trainer.logger.init_args.tags: Expected",
                     "cream-pl fit: error:")
     assert "tags.tags" not in text and not (tmp_path / "run").exists()
+    rc, text = _cli(["fit", "--config", str(cfg), "--model.lr", "abc"], capfd)  # jsonargparse's shorthand
+    assert_one_line(rc, text, "cream-pl fit: error: command line: model.init_args.lr", "cream-pl fit: error:")
     bad.write_text("model:\n  init_args:\n    lr: abc\n")  # a class given as an option: its init_args are the file's
     rc, text = _cli(["fit", "--config", str(cfg), "--config", str(bad), "--model", "cream_pl.models.WSOLClassifier"],
                     capfd)

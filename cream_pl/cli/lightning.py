@@ -130,9 +130,13 @@ def _parse_error_line(err: BaseException, argv: Sequence[str]) -> str:
     key = text.split(":", 1)[0]
     options = [a.split("=", 1)[0][2:] for a in argv if a.startswith("--")]
 
+    def bare(dotted: str) -> str:  # --model.lr is jsonargparse's shorthand of --model.init_args.lr
+        return ".".join(part for part in dotted.split(".") if part != "init_args")
+
     def sets_key(option: str) -> bool:  # a class option (--model X) leaves its init_args to the --config files
         below = key.startswith(option + ".") and not key[len(option) + 1:].startswith("init_args")
-        return option != "config" and (key == option or option.startswith(key + ".") or below)
+        shorthand = "." in option and bare(option) == bare(key)
+        return option != "config" and (key == option or option.startswith(key + ".") or below or shorthand)
 
     if any(sets_key(option) for option in options):
         return f"command line: {text}"  # the value came from an option, not from a --config file
