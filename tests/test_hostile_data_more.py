@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from cream_pl.cli import main as cli_main
 from cream_pl.data import generate_synthetic_dataset
@@ -332,6 +333,24 @@ def test_data_check_files_reports_a_mask_of_another_size(which, data2, tmp_path,
     w, h = sample.size
     assert str(root / "masks" / rel) in lines[1] and "30x30" in lines[1] and f"{w}x{h}" in lines[1]
     assert _cli(["data", "check", str(data2), "--files"], capfd)[0] == 0
+
+
+def test_a_mask_of_its_images_shape_at_another_resolution_is_read_alike(data2, tmp_path, capfd):
+    """The protocol resizes each mask PNG to the grid on its own (OpenImages' masks are not at their images'
+    resolution). Before: refused by data check, fit and test for not being the image's size."""
+    from cream_pl.data.datamodule import WSOLDataModule
+
+    root = Path(shutil.copytree(data2, tmp_path / "d"))
+    dm = WSOLDataModule(str(root), eval_size=64)
+    before = [dm.eval_dataset("test")[i]["mask"] for i in range(3)]  # checked against the decoded image's size
+    for sample in read_split(root / "metadata/test").samples:
+        for rel in (*sample.masks.mask_paths, sample.masks.ignore_path):
+            mask = cv2.imread(str(root / "masks" / rel), cv2.IMREAD_GRAYSCALE)
+            h, w = mask.shape
+            assert cv2.imwrite(str(root / "masks" / rel), cv2.resize(mask, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST))
+    assert _cli(["data", "check", str(root), "--files", "--split", "test"], capfd)[0] == 0
+    after = [WSOLDataModule(str(root), eval_size=64).eval_dataset("test")[i]["mask"] for i in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))  # twice the resolution, the same protocol mask
 
 
 def test_data_check_and_export_read_images_and_masks_kept_in_one_folder(data2, tmp_path, capfd):

@@ -458,6 +458,8 @@ def test_a_second_fit_into_a_checkpoint_folder_of_an_earlier_fit_is_one_line(dat
     rc, text = _cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", str(ckpts / "last.ckpt")],
                     capfd)  # the resume it names goes on
     assert rc == 0 and "last-v1.ckpt" not in {p.name for p in ckpts.iterdir()}, text[-2000:]
+    rc, text = _cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "3", "--ckpt_path", "last"], capfd)
+    assert rc == 0 and "last-v1.ckpt" not in {p.name for p in ckpts.iterdir()}, text[-2000:]  # Lightning's own
 
 
 @pytest.mark.parametrize("command", ["fit", "test"])

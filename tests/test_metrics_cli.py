@@ -115,26 +115,33 @@ def test_a_mask_of_another_size_than_its_image_is_refused_like_fit_and_test(tmp_
     assert evaluate_scoremaps(meta, tmp_path / "maps", mask_root=tmp_path / "masks")["pxap"] > 0
 
 
-def test_masks_of_one_image_in_two_sizes_are_refused_where_no_size_is_listed(tmp_path: Path, capsys) -> None:
-    """OpenImages lists no image sizes. Before: an instance mask and the ignore mask of one image in two sizes were
-    each stretched to the grid and scored (``test``, which knows the image, refuses them)."""
+def test_masks_of_one_image_in_two_shapes_are_refused_where_no_size_is_listed(tmp_path: Path, capsys) -> None:
+    """OpenImages lists no image sizes. Before: an instance mask and the ignore mask of one image in two shapes were
+    each stretched to the grid and scored (``test``, which knows the image, refuses them). One shape at two
+    resolutions is what the reference's per-PNG resize scores alike: it is read."""
     meta = write_split(tmp_path, masks=True)
     for name in ("image_sizes.txt", "localization.txt"):
         (meta / name).write_text("")
     for image_id in ("a/x.jpg", "b/y.png"):
         save_map(tmp_path, image_id, np.random.default_rng(0).random((224, 224)))
-    cv2.imwrite(str(tmp_path / "masks" / "y_ignore.png"), np.zeros((25, 50), np.uint8))
+    ignore = np.zeros((50, 100), np.uint8)
+    ignore[:, 90:] = 255  # a strip on the right, outside the top-half object
+    cv2.imwrite(str(tmp_path / "masks" / "y_ignore.png"), ignore)
     (meta / "localization_masks.txt").write_text("a/x.jpg,x.png,\nb/y.png,y.png,y_ignore.png")
     out = tmp_path / "o.json"
     argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--mask-root", str(tmp_path / "masks"),
             "--out", str(out)]
+    assert run(parse(argv)) == 0
+    full = json.loads(out.read_text())["pxap"]
+    cv2.imwrite(str(tmp_path / "masks" / "y_ignore.png"), cv2.resize(ignore, (50, 25), interpolation=cv2.INTER_NEAREST))
+    assert run(parse(argv)) == 0 and json.loads(out.read_text())["pxap"] == full  # half the resolution: alike
+    out.unlink()
+    cv2.imwrite(str(tmp_path / "masks" / "y_ignore.png"), np.zeros((50, 50), np.uint8))  # another shape
     assert run(parse(argv)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and not out.exists(), err
-    assert f"{tmp_path / 'masks' / 'y_ignore.png'}: mask is 50x25 but {tmp_path / 'masks' / 'y.png'}, a mask of the " \
+    assert f"{tmp_path / 'masks' / 'y_ignore.png'}: mask is 50x50 but {tmp_path / 'masks' / 'y.png'}, a mask of the " \
            "same image, is 100x50" in err
-    cv2.imwrite(str(tmp_path / "masks" / "y_ignore.png"), np.zeros((50, 100), np.uint8))  # one size: scored
-    assert run(parse(argv)) == 0 and out.is_file()
 
 
 def test_masks_without_a_background_pixel_are_one_line_not_pxap_100(tmp_path: Path, capsys) -> None:

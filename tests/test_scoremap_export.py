@@ -230,6 +230,16 @@ def test_the_same_export_again_goes_on_where_it_was_cut(tiny: tuple[Path, Path],
                                   np.load(scoremap_path(tmp_path / "uncut", method, image_id)))
     capsys.readouterr()
     assert main([*base, "--out", str(out)]) == 0 and "resuming" not in capsys.readouterr().err  # finished: anew
+    written.clear()
+    monkeypatch.setattr(module, "save_npy_atomic", stop_in_the_second_batch)
+    assert main([*base, "--out", str(out)]) == 143
+    monkeypatch.setattr(module, "save_npy_atomic", real)
+    import shutil
+
+    elsewhere = shutil.copytree(root / "images", tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main([*base, "--out", str(out), "--image-root", str(elsewhere)]) == 0  # other images: never resumed
+    assert "resuming" not in capsys.readouterr().err
 
 
 def test_image_root_reads_images_kept_elsewhere_to_the_same_maps(tiny: tuple[Path, Path], exported: Path,

@@ -96,7 +96,7 @@ def protocol_mask(
         mask_paths: instance mask PNGs.
         ignore_path: ignore PNG, or ``None``.
         size: side of the square output.
-        expected_hw: when given, every PNG must be ``(height, width)``.
+        expected_hw: when given, every PNG must be of that ``(height, width)`` frame (:func:`~cream_pl.data.images.same_frame`).
 
     Returns:
         ``(size, size)`` uint8: 1 = foreground, 0 = background, 255 = ignore.

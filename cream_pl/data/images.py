@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from cream_pl.data.errors import WSOLDataError
 
 __all__ = ["DECODERS", "Decoder", "ImageFileError", "check_decoder", "load_image_rgb", "load_mask_gray",
-           "read_protocol_mask", "read_image_size", "to_uint8", "check_cache_dir", "files_stamp", "check_once"]
+           "read_protocol_mask", "read_image_size", "same_frame", "to_uint8", "check_cache_dir", "files_stamp", "check_once"]
 
 
 class ImageFileError(WSOLDataError):
@@ -220,6 +220,19 @@ def load_mask_gray(path: Path | str) -> np.ndarray:
     return mask
 
 
+def same_frame(hw: Sequence[int], other_hw: Sequence[int]) -> bool:
+    """Whether two ``(height, width)`` sizes can be one picture at two resolutions: equal, or of one aspect up to the
+    rounding of a resize (half a pixel per side). The protocol resizes every mask PNG to the 224 grid on its own, so a
+    mask stored at another resolution than its image (OpenImages' are) scores alike; one of another shape cannot.
+
+    Example:
+        >>> same_frame((30, 40), (60, 80)), same_frame((683, 1024), (1067, 1600)), same_frame((10, 10), (50, 100))
+        (True, True, False)
+    """
+    (h, w), (h2, w2) = hw, other_hw
+    return abs(w * h2 - w2 * h) <= (max(w, w2) + max(h, h2)) / 2
+
+
 def read_protocol_mask(
     mask_pngs: Iterable[Path | str],
     ignore_png: Path | str | None,
@@ -237,9 +250,10 @@ def read_protocol_mask(
         mask_pngs: instance mask PNGs (none: an all-background map).
         ignore_png: ignore PNG, or ``None`` / ``""``.
         size: side of the square output.
-        expected_hw: the image's ``(height, width)`` where known: a PNG of another size is refused (the
-            benchmark would resize it silently). Where it is not known (OpenImages lists no sizes), the PNGs of one
-            image must still be of one size.
+        expected_hw: the image's ``(height, width)`` where known: a PNG of another shape is refused (the
+            benchmark would stretch it onto the image silently); one of the image's shape at another resolution is
+            read as the benchmark reads it (see :func:`same_frame`). Where the size is not known (OpenImages lists
+            none), the PNGs of one image must still be of one shape.
 
     Returns:
         ``(size, size)`` uint8: 1 = foreground, 0 = background, 255 = ignore.
@@ -248,14 +262,14 @@ def read_protocol_mask(
 
     def load(path: Path | str) -> np.ndarray:
         gray = load_mask_gray(path)
-        if expected_hw is not None and gray.shape != tuple(expected_hw):
+        if expected_hw is not None and not same_frame(gray.shape[:2], expected_hw):
             raise ImageFileError(path, f"mask is {gray.shape[1]}x{gray.shape[0]} but the image is "
                                        f"{expected_hw[1]}x{expected_hw[0]}")
-        if first and gray.shape != first[0][1]:  # before: scored, each PNG stretched to the grid on its own
+        if first and not same_frame(gray.shape[:2], first[0][1]):  # before: scored, each stretched on its own
             (h, w) = first[0][1]
             raise ImageFileError(path, f"mask is {gray.shape[1]}x{gray.shape[0]} but {first[0][0]}, a mask of the "
                                        f"same image, is {w}x{h}")
-        first[:] = first or [(path, gray.shape)]
+        first[:] = first or [(path, gray.shape[:2])]
         # nearest neighbour picks the same source pixels for uint8 as for the benchmark's float32 copy, and
         # ``float32(v) > 0.5`` is ``v >= 1`` for uint8: one byte per pixel instead of four, same mask
         return cv2.resize(gray, (size, size), interpolation=cv2.INTER_NEAREST) >= 1

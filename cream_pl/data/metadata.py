@@ -668,7 +668,7 @@ def check_split(
                 problems.add(split_dir / mask_file, None, f"image id {s.image_id!r} has no ignore mask path on its "
                              "first mask line (the reference reader needs one)", s.image_id)
     if image_root is not None or mask_root is not None:
-        from cream_pl.data.images import ImageFileError, load_image_rgb, load_mask_gray
+        from cream_pl.data.images import ImageFileError, load_image_rgb, load_mask_gray, same_frame
 
         for s in meta.samples:
             where = f"(image id {s.image_id!r}, {meta.image_ids_path} line {s.line})"
@@ -691,9 +691,9 @@ def check_split(
                     except ImageFileError as err:
                         problems.add(meta.image_ids_path, s.line, f"{err} {where}", s.image_id)
                         continue
-                    # the protocol's masks are the image's pixels (fit's loader refuses any other size): a mask
-                    # of another size would be squashed onto the image by the 224 x 224 resize of the evaluation
-                    if size is not None and mask.shape[:2] != (size[1], size[0]):
+                    # a mask of another shape than its image would be stretched onto it by the 224 x 224 resize of
+                    # the evaluation (one of its shape at another resolution scores alike: fit's loader takes it)
+                    if size is not None and not same_frame(mask.shape[:2], (size[1], size[0])):
                         problems.add(meta.image_ids_path, s.line, f"{Path(mask_root) / p}: mask is {mask.shape[1]}x"
                                      f"{mask.shape[0]} but its image is {size[0]}x{size[1]} {where}", s.image_id)
     return [str(e) for _, e in problems.items]

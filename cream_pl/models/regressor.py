@@ -306,9 +306,10 @@ class BoxRegressor(pl.LightningModule):
                                      "trained on")
             trained_on = getattr(self, "_trained_on", None)
             if trained_on is not None and trained_on != self._frozen_backbone_sha1():  # before: boxed, silently
+                named = self.hparams.classifier_ckpt
                 raise UserValueError("the classifier's backbone weights are not those this regressor's head was "
-                                     f"trained on (its checkpoint names {self.hparams.classifier_ckpt}): not the "
-                                     "classifier it was trained on")
+                                     "trained on" + (f" (its checkpoint names {named})" if named else "") +
+                                     ": not the classifier it was trained on")
 
     def setup(self, stage: str) -> None:
         self.ensure_classifier()

@@ -172,7 +172,8 @@ def export_scoremaps(
         if value is not None:
             kwargs[key] = str(value)
     dm = WSOLDataModule(str(data_root), predict_split=split, **kwargs)
-    place = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split}
+    place = {"checkpoint": str(Path(ckpt).resolve()), "data_root": str(Path(data_root).resolve()), "split": split,
+             "image_root": str(dm.image_root.resolve())}  # a resume from other images would mix two sets of maps
     # until the last map is written, the manifest says so: an export cut short (Ctrl-C, SIGTERM) leaves a folder of
     # two checkpoints' maps, which evaluate then refuses instead of scoring them together; it also says how many
     # images (in metadata order) are done, so that the same export again goes on from there

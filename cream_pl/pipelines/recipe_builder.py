@@ -273,7 +273,7 @@ class CreamCLI(LightningCLI):
         _check_output_folders(trainer)
         if self.subcommand == "fit":
             self._check_config_kept(trainer)
-            if self._ckpt_path() is None:
+            if not self.config["fit"].get("ckpt_path"):  # a resume (a path, last, hpc, ...) goes on
                 _check_no_earlier_checkpoints(trainer)
         return trainer
 
@@ -350,11 +350,16 @@ def _check_no_earlier_checkpoints(trainer: pl.Trainer) -> None:
 
     from cream_pl.core.errors import UserValueError
 
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        return  # torchrun --max-restarts starting the same command again: its restart, not a new fit
+    if list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")):
+        return  # a SLURM requeue: Lightning resumes it from its hpc checkpoint
     for cb in trainer.callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None and Path(cb.dirpath).is_dir():
-            earlier = sorted(p.name for p in Path(cb.dirpath).glob("*.ckpt"))
+            files = sorted(Path(cb.dirpath).glob("*.ckpt"), key=lambda f: f.stat().st_mtime)
+            earlier = sorted(f.name for f in files)
             if earlier:
-                last = Path(cb.dirpath) / ("last.ckpt" if "last.ckpt" in earlier else earlier[-1])
+                last = Path(cb.dirpath) / ("last.ckpt" if "last.ckpt" in earlier else files[-1].name)  # the newest
                 raise UserValueError(f"{cb.dirpath}: holds an earlier fit's checkpoints ({', '.join(earlier[:3])}"
                                      f"{', ...' if len(earlier) > 3 else ''}), beside which this fit would write its "
                                      f"own; resume that fit with --ckpt_path {last}, or move the folder away, or "

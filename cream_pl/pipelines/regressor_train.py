@@ -321,19 +321,12 @@ def train_regressor(
                                  "mean": mean, "std": std, "regressor_kwargs": dict(regressor_kwargs or {}),
                                  "trainer_kwargs": dict(trainer_kwargs or {}), "plateau": plateau})
         resume_from = _cut_fit(staging, inputs)
-        if rank_zero_only.rank == 0:  # the launched ranks find what rank 0 decided
-            from cream_pl.core.io import atomic_write_text
-
-            if resume_from is None:
-                shutil.rmtree(staging, ignore_errors=True)  # a fit cut short before, of other inputs
-                staging.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(staging / FIT_INPUTS, json.dumps(inputs, indent=2) + "\n")
-            else:
-                print(f"{out_dir}: resuming the regressor fit cut short at {resume_from}", file=sys.stderr)
-    # one last.ckpt (not last-v1.ckpt), rewritten after every epoch: Lightning writes it only beside a top-k one,
-    # which the staging folder's removal takes away
-    checkpoint = ModelCheckpoint(dirpath=staging if "fit" in stages else out_dir / "checkpoints", save_last=True,
-                                 save_top_k=1 if "fit" in stages else 0, filename="epoch", enable_version_counter=False)
+    # a fit: its one "top-1" checkpoint without a monitor is the latest epoch's, named last.ckpt and rewritten after
+    # every epoch (save_last would write it only at the end, or beside a second copy); not last-v1.ckpt
+    checkpoint = (ModelCheckpoint(dirpath=staging, filename="last", save_top_k=1, enable_version_counter=False,
+                                  save_on_train_epoch_end=True)  # with or without a validation (its epoch end)
+                  if "fit" in stages else ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True,
+                                                          save_top_k=0, enable_version_counter=False))
     curve = _PseudoIoUCurve()
     extra: list[pl.Callback] = [curve, _RandomStates()]
     if plateau is not None:
@@ -348,6 +341,15 @@ def train_regressor(
     if "fit" in stages:
         import warnings
 
+        if rank_zero_only.rank == 0:  # the launched ranks (at fit) find what rank 0 decided
+            from cream_pl.core.io import atomic_write_text
+
+            if resume_from is None:
+                shutil.rmtree(staging, ignore_errors=True)  # a fit cut short before, of other inputs
+                staging.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(staging / FIT_INPUTS, json.dumps(inputs, indent=2) + "\n")
+            else:
+                print(f"{out_dir}: resuming the regressor fit cut short at {resume_from}", file=sys.stderr)
         with warnings.catch_warnings():  # the staging folder is this fit's own: its inputs.json, a cut fit's epochs
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             trainer.fit(model, datamodule=dm, ckpt_path=resume_from)
@@ -405,8 +407,8 @@ def run(args: argparse.Namespace) -> int:
     if trained.is_file() and not args.overwrite:  # before: replaced by the new fit without a word
         from cream_pl.core.errors import UserValueError
 
-        raise UserValueError(f"{trained}: --out holds a trained regressor (with its {METRICS_FILE}); give another "
-                             "--out, or --overwrite to train anew")
+        raise UserValueError(f"{trained}: --out holds a trained regressor; give another --out, or --overwrite to "
+                             "train anew")
     if args.classifier_ckpt is not None:  # a readable classifier checkpoint whose classes fit the dataset
         from cream_pl.models.checkpoints import check_checkpoint_dataset
 
