@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -241,3 +242,19 @@ def test_ddp_fit_with_a_bad_train_image_ends_without_a_traceback(jpeg_data, tmp_
     # the seeded sampler gives both images to rank 1: rank 0, the survivor, says why it stops too
     assert len(errors) == 2 and errors[1].startswith("cream-pl fit: error: rank 0: another process of this "
                                                      "distributed run stopped"), errors
+
+
+def test_an_error_line_after_a_live_progress_bar_starts_a_line_of_its_own(capsys) -> None:
+    """Before: ``cream-pl fit: error: ...`` was glued to the end of Lightning's progress bar on stderr."""
+    from tqdm import tqdm
+
+    from cream_pl.core.errors import end_progress_bars
+
+    end_progress_bars()
+    assert capsys.readouterr().err == ""  # no bar: no empty line
+    bar = tqdm(total=3, file=sys.stderr)
+    bar.update(1)
+    capsys.readouterr()
+    end_progress_bars()
+    assert capsys.readouterr().err == "\n"
+    bar.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from cream_pl.core.errors import user_error_message
+from cream_pl.core.errors import end_progress_bars, user_error_message
 from cream_pl.pipelines.recipe_builder import CreamCLI, build_from_recipe, set_dotted  # re-exported
 
 __all__ = ["CreamCLI", "run_lightning_cli", "build_from_recipe", "set_dotted"]
@@ -70,6 +70,7 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
         message = user_error_message(err) or _peer_stopped_message(err)
         if message is None:
             raise
+        end_progress_bars()
         print(f"cream-pl {command}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -103,9 +103,12 @@ def report_stop(err: BaseException, prog: str) -> int | None:
     ``None`` (nothing said) for any other exception."""
     import sys
 
+    from cream_pl.core.errors import end_progress_bars
+
     stop = stop_message(err)
     if stop is None:
         return None
+    end_progress_bars()
     print(f"{prog}: {stop[0]}", file=sys.stderr, flush=True)
     return stop[1]
 
