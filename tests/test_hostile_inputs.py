@@ -471,6 +471,33 @@ def test_a_missing_config_file_is_named_as_missing(command, tmp_path, capfd):
     assert_one_line(rc, text, f"{tmp_path}: a folder, not a config file (--config)", exact=True)
 
 
+def test_a_monitor_of_a_method_the_model_lacks_is_one_line_before_training(data3, tmp_path, capfd):
+    """configs/trainer/default.yaml monitors val/cream/... and configs/model/cam.yaml has no CREAM. Before: the first
+    epoch trained, then the fit stopped without any checkpoint ("could not find the monitored key")."""
+    raw = yaml.safe_load(_lightning_config(tmp_path, data3).read_text())
+    raw["trainer"].pop("enable_checkpointing")
+    raw["model"]["init_args"]["cream"] = False
+    raw["trainer"]["callbacks"] = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                                    "init_args": {"monitor": "val/cream/max_box_acc_v2", "mode": "max"}}]
+    cfg = tmp_path / "cam.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    rc, text = _cli(["fit", "--config", str(cfg)], capfd)
+    assert_one_line(rc, text, "trainer.callbacks[ModelCheckpoint].monitor: 'val/cream/max_box_acc_v2' is never logged",
+                    "e.g. val/cam/max_box_acc_v2")
+    assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_a_learning_rate_monitor_without_a_logger_is_one_line_naming_it(data3, tmp_path, capfd):
+    """configs/trainer/default.yaml with configs/logger/none.yaml. Before: Lightning's line, naming no callback."""
+    raw = yaml.safe_load(_lightning_config(tmp_path, data3).read_text())
+    raw["trainer"]["callbacks"] = [{"class_path": "pytorch_lightning.callbacks.LearningRateMonitor"}]
+    cfg = tmp_path / "lr.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    rc, text = _cli(["fit", "--config", str(cfg)], capfd)
+    assert_one_line(rc, text, "trainer.callbacks[LearningRateMonitor]: needs a logger, but trainer.logger is false")
+    assert not (tmp_path / "run").exists()
+
+
 def test_another_folder_under_metadata_does_not_change_the_class_count(data3, tmp_path):
     """Before: a backup split with higher labels made an 8-class head of a 2-class dataset, silently."""
     import shutil

@@ -198,6 +198,8 @@ def test_teacher_errors_are_explicit(setup_kd, tmp_path):
     _student(setup_kd, cls_teacher_ckpt=None, kd_routing="loc").setup("fit")  # the loc route alone is fine
     with pytest.raises(FileNotFoundError, match="localisation teacher"):
         _student(setup_kd, loc_teacher_ckpt=str(tmp_path / "missing.ckpt")).setup("fit")
+    with pytest.raises(UserError, match=f"^{tmp_path}: a folder, not the localisation teacher checkpoint"):
+        _student(setup_kd, loc_teacher_ckpt=str(tmp_path)).setup("fit")  # before: "not found"
     with pytest.raises(UserError, match="classification teacher checkpoint has 3 classes, the student has 4"):
         _student(setup_kd, num_classes=4).setup("fit")
     plain = WSOLClassifier(**{k: v for k, v in COMMON.items() if k != "train_crop_size"})
@@ -213,6 +215,28 @@ def test_teacher_errors_are_explicit(setup_kd, tmp_path):
         _student(setup_kd, loc_teacher_ckpt=str(cut)).setup("fit")
 
 
+def test_teachers_of_other_data_or_other_normalisation_are_refused(setup_kd, tmp_path):
+    """Before: only the class count was compared; a teacher of another dataset (the plain one for a confounded
+    student), or one fed images normalised otherwise than in its training, distilled without a word."""
+    import shutil
+
+    student = _student(setup_kd)
+    student.load_teachers()
+    student._check_teacher_data(_dm(setup_kd["data"]))  # the teachers' own data and normalisation
+    moved = shutil.copytree(setup_kd["data"], tmp_path / "moved")
+    student._check_teacher_data(_dm(moved))  # the same dataset elsewhere: its metadata decide
+    half = WSOLDataModule(str(setup_kd["data"]), batch_size=6, resize_size=72, crop_size=SIZE, eval_size=SIZE,
+                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    with pytest.raises(UserError, match=r"classification teacher was trained on images normalised with mean "
+                                        r"\[0.485, 0.456, 0.406\].*set data.init_args.mean / std to the teacher's"):
+        student._check_teacher_data(half)
+    other = generate_synthetic_dataset(tmp_path / "other", seed=4, num_classes=3, num_train=12, num_val=6, num_test=6,
+                                       min_side=72, max_side=96, image_format="png")
+    with pytest.raises(UserError, match=f"classification teacher was trained on .*, other data than the student's "
+                                        f"{other}"):
+        student._check_teacher_data(_dm(other))
+
+
 def test_teacher_errors_end_the_fit_command_in_one_line(setup_kd, tmp_path, capsys):
     """``cream-pl fit`` of a KD student with a missing teacher: one line naming the file, no traceback."""
     from cream_pl.cli import main
@@ -220,7 +244,8 @@ def test_teacher_errors_end_the_fit_command_in_one_line(setup_kd, tmp_path, caps
     missing = tmp_path / "no_teacher.ckpt"
     cfg = {"seed_everything": 0,
            "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "logger": False, "enable_checkpointing": False,
-                       "enable_progress_bar": False, "num_sanity_val_steps": 0, "default_root_dir": str(tmp_path)},
+                       "enable_progress_bar": False, "num_sanity_val_steps": 0,
+                       "default_root_dir": str(tmp_path / "run")},
            "model": {"class_path": "cream_pl.models.kd_student.KDCICAMStudent",
                      "init_args": {**COMMON, "cls_teacher_ckpt": str(setup_kd["cls"]), "loc_teacher_ckpt": str(missing)}},
            "data": {"class_path": "cream_pl.data.WSOLDataModule",
@@ -233,6 +258,7 @@ def test_teacher_errors_end_the_fit_command_in_one_line(setup_kd, tmp_path, caps
     assert exit_.value.code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith(f"cream-pl fit: error: {missing}: localisation teacher checkpoint "
                                                    "not found"), err
+    assert not (tmp_path / "run").exists()  # refused before the fit's logger and config.yaml (before: left behind)
 
 
 @pytest.mark.parametrize(

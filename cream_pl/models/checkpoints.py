@@ -22,7 +22,7 @@ from typing import Any
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.models.checkpoint_keys import CLASS_KEY  # re-exported here, its home before checkpoint_keys
 
-__all__ = ["CLASS_KEY", "model_fingerprint", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
+__all__ = ["CLASS_KEY", "checkpoint_normalisation", "model_fingerprint", "classifier_class_name", "load_classifier", "read_checkpoint", "checkpoint_kind",
            "checkpoint_num_classes", "dataset_num_classes", "require_classifier_checkpoint", "check_checkpoint_dataset",
            "require_method", "load_regressor", "UnreadableCheckpointError"]
 
@@ -181,6 +181,25 @@ def model_fingerprint(model: Any) -> str:
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def checkpoint_normalisation(
+    ckpt: Path | str | Mapping[str, Any],
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The input ``(mean, std)`` a classifier was trained with, from its checkpoint's data-module hyperparameters.
+
+    Args:
+        ckpt: the checkpoint file, or its already-read dict (saves reading the file again).
+
+    Returns ``None`` when the checkpoint does not record them (then the data contract's default,
+    ImageNet mean / std, applies).
+    """
+    if not isinstance(ckpt, Mapping):
+        ckpt = read_checkpoint(ckpt)  # a missing or truncated file: one line naming it
+    hp = ckpt.get("datamodule_hyper_parameters") or {}
+    if hp.get("mean") is None or hp.get("std") is None:
+        return None
+    return tuple(float(v) for v in hp["mean"]), tuple(float(v) for v in hp["std"])
 
 
 def classifier_class_name(ckpt: Mapping[str, Any]) -> str:

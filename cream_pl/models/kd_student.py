@@ -76,6 +76,8 @@ def load_ci_cam_teacher(path: str | Path, role: str = "teacher", num_classes: in
             another class count (one line naming the file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserValueError(f"{path}: a folder, not the {role} checkpoint (name its .ckpt file)")
     if not path.is_file():
         raise UserFileNotFoundError(
             f"{path}: {role} checkpoint not found; train a CI-CAM first (e.g. "
@@ -170,6 +172,36 @@ class KDCICAMStudent(CICAMClassifier):
         super().setup(stage)
         if stage == "fit" and set(self._teachers) != set(self.needed_teachers()):
             self.load_teachers()
+            self._check_teacher_data(getattr(self._trainer, "datamodule", None))  # _trainer: None when not attached
+
+    def _check_teacher_data(self, datamodule: Any) -> None:
+        """Each teacher must see the images it was trained on, normalised as then: another dataset (by its
+        metadata's content, where the teacher's recorded root still exists) or another mean / std is one line.
+        Before: a teacher of the confounded dataset, or one trained at mean 0.498 fed ImageNet-normalised images,
+        distilled without a word."""
+        from cream_pl.data.metadata import data_sha1
+        from cream_pl.models.checkpoints import checkpoint_normalisation, read_checkpoint
+
+        if datamodule is None or not hasattr(datamodule, "mean"):
+            return
+        names = {"cls": "classification teacher", "loc": "localisation teacher"}
+        mine = tuple(float(v) for v in datamodule.mean), tuple(float(v) for v in datamodule.std)
+        for role in self._teachers:
+            path = self.hparams[f"{role}_teacher_ckpt"]
+            checkpoint = read_checkpoint(path)
+            theirs = checkpoint_normalisation(checkpoint)
+            if theirs is not None and not np.allclose(np.concatenate(theirs), np.concatenate(mine), atol=1e-6):
+                raise UserValueError(f"{path}: the {names[role]} was trained on images normalised with mean "
+                                     f"{list(theirs[0])} / std {list(theirs[1])}, but the student's data gives mean "
+                                     f"{list(mine[0])} / std {list(mine[1])}; set data.init_args.mean / std to the "
+                                     "teacher's")
+            root = (checkpoint.get("datamodule_hyper_parameters") or {}).get("data_root")
+            own = getattr(datamodule, "data_root", None)
+            if root and own is not None and Path(root).is_dir() and Path(root).resolve() != Path(own).resolve() \
+                    and data_sha1(Path(root)) != data_sha1(Path(own)):
+                raise UserValueError(f"{path}: the {names[role]} was trained on {root}, other data than the student's "
+                                     f"{own} (their metadata differ); KD-CI-CAM's teachers are CI-CAM trainings on the "
+                                     "student's dataset")
 
     def on_fit_start(self) -> None:
         for teacher in self._teachers.values():

@@ -212,6 +212,14 @@ class CreamCLI(LightningCLI):
         raise UserValueError(f"{ckpt_path}: its {key} has shape {list(theirs)} but the config's "
                              f"{type(self.model).__name__} makes {list(asked)}; was it written with another recipe?")
 
+    def before_fit(self) -> None:
+        """A KD student's teachers are loaded and checked against the data before the fit starts its logger (before:
+        a refused teacher left an empty W&B run and a config.yaml behind)."""
+        load = getattr(self.model, "load_teachers", None)
+        if callable(load):
+            load()
+            self.model._check_teacher_data(self.datamodule)
+
     def before_predict(self) -> None:
         """``cream-pl predict`` keeps what a prediction writer among the trainer's callbacks writes, and nothing else:
         without one it is refused before any work (before: every map computed, then thrown away, exit 0)."""
@@ -275,6 +283,7 @@ class CreamCLI(LightningCLI):
             self._check_config_kept(trainer)
             if not self.config["fit"].get("ckpt_path"):  # a resume (a path, last, hpc, ...) goes on
                 _check_no_earlier_checkpoints(trainer)
+            _check_monitors(trainer, self.model)
         return trainer
 
     def _check_config_kept(self, trainer: pl.Trainer) -> None:
@@ -342,6 +351,29 @@ def _check_output_folders(trainer: pl.Trainer) -> None:
             check_output_dir(save_dir, f"trainer.logger ({type(logger).__name__}) save_dir")
 
 
+def _check_monitors(trainer: pl.Trainer, model: Any) -> None:
+    """A callback that monitors ``val/<method>/<metric>`` of a method the model does not have is one line, before any
+    work. Before: ``configs/trainer/default.yaml``'s ``val/cream/...`` with ``configs/model/cam.yaml`` trained the
+    first epoch, then stopped without a checkpoint ("could not find the monitored key")."""
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    from cream_pl.core.errors import UserValueError
+
+    if not trainer.loggers and any(isinstance(cb, LearningRateMonitor) for cb in trainer.callbacks):
+        raise UserValueError("trainer.callbacks[LearningRateMonitor]: needs a logger, but trainer.logger is false "
+                             "(configs/trainer/default.yaml has one: drop it, or keep a logger)")  # else at the start
+    names = list(getattr(model, "method_names", None) or [])
+    if not names:
+        return  # a model that does not log per-method metrics (the box regressor): Lightning's own check
+    for cb in trainer.callbacks:
+        monitor = getattr(cb, "monitor", None)
+        parts = monitor.split("/") if isinstance(monitor, str) else []
+        if len(parts) == 3 and parts[0] in ("val", "train") and parts[1] not in (*names, "cream_search"):
+            raise UserValueError(f"trainer.callbacks[{type(cb).__name__}].monitor: {monitor!r} is never logged: this "
+                                 f"model's methods are {names} (e.g. {parts[0]}/{names[-1]}/{parts[2]}); a model "
+                                 "without CREAM logs no val/cream/... (monitor another key, or set model.init_args.cream)")
+
+
 def _check_no_earlier_checkpoints(trainer: pl.Trainer) -> None:
     """A new fit (no ``--ckpt_path``) whose ``ModelCheckpoint`` folder holds an earlier fit's checkpoints is one line,
     before any work. Before: Lightning wrote the new model as ``last-v1.ckpt`` beside the earlier ``last.ckpt``,
@@ -380,6 +412,8 @@ def _init_owner(err: BaseException) -> str | None:
             me = tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
             if isinstance(me, pl.Callback):
                 return f"trainer.callbacks[{type(me).__name__}]"
+            if isinstance(me, pl.LightningDataModule):  # its data_root, batch_size, ...: the data config's
+                return "data.init_args"
             if isinstance(me, Logger):
                 return f"trainer.logger ({type(me).__name__})"
             tb = tb.tb_next

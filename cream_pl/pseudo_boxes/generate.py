@@ -49,7 +49,10 @@ from cream_pl.core.boxes import BoxFormat, box_iou_inclusive, convert_boxes
 from cream_pl.core.errors import UserError, UserValueError
 from cream_pl.core.io import atomic_write_text, read_json_file
 from cream_pl.core.names import MAP_METHODS
-from cream_pl.models.checkpoints import model_fingerprint  # re-exported (it moved to models.checkpoints)
+from cream_pl.models.checkpoints import (  # re-exported (they moved to models.checkpoints)
+    checkpoint_normalisation,
+    model_fingerprint,
+)
 
 __all__ = [
     "OtherRunShards",
@@ -799,24 +802,3 @@ def generate_pseudo_boxes(
         writer.merge()
     trainer.strategy.barrier("pseudo_boxes_merged")
     return out_path
-
-
-def checkpoint_normalisation(
-    ckpt: Path | str | Mapping[str, Any],
-) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The input ``(mean, std)`` a classifier was trained with, from its checkpoint's data-module hyperparameters.
-
-    Args:
-        ckpt: the checkpoint file, or its already-read dict (saves reading the file again).
-
-    Returns ``None`` when the checkpoint does not record them (then the data contract's default,
-    ImageNet mean / std, applies).
-    """
-    if not isinstance(ckpt, Mapping):
-        from cream_pl.models.checkpoints import read_checkpoint
-
-        ckpt = read_checkpoint(ckpt)  # a missing or truncated file: one line naming it
-    hp = ckpt.get("datamodule_hyper_parameters") or {}
-    if hp.get("mean") is None or hp.get("std") is None:
-        return None
-    return tuple(float(v) for v in hp["mean"]), tuple(float(v) for v in hp["std"])
