@@ -498,6 +498,21 @@ def test_a_learning_rate_monitor_without_a_logger_is_one_line_naming_it(data3, t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_model_refusal_comes_before_the_trainer_writes_anything(command, data3, ckpts, tmp_path, capfd):
+    """The model's checks (here: maps at another size than the data's boxes) run before the trainer starts its
+    logger and saves its config. Before: they ran in the model's setup, after config.yaml (and a W&B run) were
+    written into the run folder."""
+    raw = yaml.safe_load(_lightning_config(tmp_path, data3).read_text())
+    raw["data"]["init_args"]["eval_size"] = 2 * SIZE
+    cfg = tmp_path / "sizes.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    extra = ["--ckpt_path", "pretrained"] if command == "validate" else []
+    rc, text = _cli([command, "--config", str(cfg), *extra], capfd)
+    assert_one_line(rc, text, f"eval_size is {SIZE}", f"eval_size is {2 * SIZE}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_another_folder_under_metadata_does_not_change_the_class_count(data3, tmp_path):
     """Before: a backup split with higher labels made an 8-class head of a 2-class dataset, silently."""
     import shutil

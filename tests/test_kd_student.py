@@ -222,19 +222,19 @@ def test_teachers_of_other_data_or_other_normalisation_are_refused(setup_kd, tmp
 
     student = _student(setup_kd)
     student.load_teachers()
-    student._check_teacher_data(_dm(setup_kd["data"]))  # the teachers' own data and normalisation
+    student.check_teacher_data(_dm(setup_kd["data"]))  # the teachers' own data and normalisation
     moved = shutil.copytree(setup_kd["data"], tmp_path / "moved")
-    student._check_teacher_data(_dm(moved))  # the same dataset elsewhere: its metadata decide
+    student.check_teacher_data(_dm(moved))  # the same dataset elsewhere: its metadata decide
     half = WSOLDataModule(str(setup_kd["data"]), batch_size=6, resize_size=72, crop_size=SIZE, eval_size=SIZE,
                           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     with pytest.raises(UserError, match=r"classification teacher was trained on images normalised with mean "
                                         r"\[0.485, 0.456, 0.406\].*set data.init_args.mean / std to the teacher's"):
-        student._check_teacher_data(half)
+        student.check_teacher_data(half)
     other = generate_synthetic_dataset(tmp_path / "other", seed=4, num_classes=3, num_train=12, num_val=6, num_test=6,
                                        min_side=72, max_side=96, image_format="png")
     with pytest.raises(UserError, match=f"classification teacher was trained on .*, other data than the student's "
                                         f"{other}"):
-        student._check_teacher_data(_dm(other))
+        student.check_teacher_data(_dm(other))
 
 
 def test_teacher_errors_end_the_fit_command_in_one_line(setup_kd, tmp_path, capsys):

@@ -111,15 +111,14 @@ class CICAMClassifier(WSOLClassifier):
                 f"{tuple(self.context_pool.shape[1:])}: set train_crop_size (now {self.hparams.train_crop_size}) to the "
                 "training crop size, or pool_size to the training feature map size")
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
+    def preflight(self, stage: str, trainer: Any, datamodule: Any) -> None:
+        super().preflight(stage, trainer, datamodule)
         if stage == "fit":
-            self._check_pool_size()
+            self._check_pool_size(datamodule)
 
-    def _check_pool_size(self) -> None:
+    def _check_pool_size(self, datamodule: Any) -> None:
         """Refuse, before any training, a data module whose crops give feature maps of another size than the
         pool (before: the first training step failed with a traceback)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         crop = dict(getattr(datamodule, "hparams", None) or {}).get("crop_size")
         if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0:
             size = self._measure_feature_size(crop)

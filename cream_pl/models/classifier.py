@@ -865,20 +865,26 @@ class WSOLClassifier(pl.LightningModule):
 
     # ------------------------------------------------------- cream_search (val selection)
     def setup(self, stage: str) -> None:
-        self._check_eval_size()
-        if stage == "fit":
-            self._check_search_epochs()
-            self._check_update_start()
+        trainer = self._trainer
+        self.preflight(stage, trainer, getattr(trainer, "datamodule", None) if trainer is not None else None)
 
-    def _check_eval_size(self) -> None:
+    def preflight(self, stage: str, trainer: Any, datamodule: Any) -> None:
+        """Refuse, in one line, a trainer or data module this model cannot run ``stage`` (``fit``, ``validate``,
+        ``test``) with. ``setup`` calls it; ``cream-pl`` calls it earlier too, before the trainer starts its logger
+        and saves its config (a refusal in ``setup`` left an empty W&B run and a ``config.yaml`` behind)."""
+        self._check_eval_size(datamodule)
+        if stage == "fit" and trainer is not None:
+            self._check_search_epochs(trainer)
+            self._check_update_start(trainer)
+
+    def _check_eval_size(self, datamodule: Any) -> None:
         """The maps are scored against the data's boxes and masks: refuse, before any work, a data module that builds
         them at another size than the model's maps (before: a full epoch trained, then validation failed)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         size = dict(getattr(datamodule, "hparams", None) or {}).get("eval_size")
         if isinstance(size, int):
             check_eval_sizes(int(self.hparams.eval_size), size)
 
-    def _check_search_epochs(self) -> None:
+    def _check_search_epochs(self, trainer: Any) -> None:
         """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so
         refuse, before any training, a fit whose tested checkpoint may come from another epoch (a
         monitored ``ModelCheckpoint``: the best val epoch) or that may end without that validation
@@ -886,9 +892,6 @@ class WSOLClassifier(pl.LightningModule):
         its ``cream_selected`` would silently be missing at test.
         """
         if not self.cream_candidates or self.hparams.get("cream_search_epochs", "all") != "last":
-            return
-        trainer = self._trainer
-        if trainer is None:
             return
         why = None
         monitored = [cb.monitor for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) is not None]
@@ -911,11 +914,11 @@ class WSOLClassifier(pl.LightningModule):
                 f"epoch (max_epochs={trainer.max_epochs}), but {why}; use cream_search_epochs='all' or change the "
                 "trainer")
 
-    def _check_update_start(self) -> None:
+    def _check_update_start(self, trainer: Any) -> None:
         """Refuse a fit whose last epoch comes before ``cream_update_start_epoch``: its embeddings would never
         learn, so every CREAM map would come from their random start (before: scored without a word)."""
-        trainer, start = self._trainer, int(self.hparams.cream_update_start_epoch)
-        last = trainer.max_epochs if trainer is not None else None
+        start = int(self.hparams.cream_update_start_epoch)
+        last = trainer.max_epochs
         if self.context is not None and start > 0 and last is not None and 0 <= last <= start:
             raise UserValueError(f"cream_update_start_epoch={start} but the fit's last epoch is {last - 1} (epochs "
                                  f"count from 0; trainer.max_epochs={last}): CREAM's context embeddings would never "

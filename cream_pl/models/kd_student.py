@@ -168,13 +168,13 @@ class KDCICAMStudent(CICAMClassifier):
         """The loaded teachers by role (``"cls"``, ``"loc"``); empty before ``setup("fit")``."""
         return dict(self._teachers)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
+    def preflight(self, stage: str, trainer: Any, datamodule: Any) -> None:
+        super().preflight(stage, trainer, datamodule)
         if stage == "fit" and set(self._teachers) != set(self.needed_teachers()):
             self.load_teachers()
-            self._check_teacher_data(getattr(self._trainer, "datamodule", None))  # _trainer: None when not attached
+            self.check_teacher_data(datamodule)
 
-    def _check_teacher_data(self, datamodule: Any) -> None:
+    def check_teacher_data(self, datamodule: Any) -> None:
         """Each teacher must see the images it was trained on, normalised as then: another dataset (by its
         metadata's content, where the teacher's recorded root still exists) or another mean / std is one line.
         Before: a teacher of the confounded dataset, or one trained at mean 0.498 fed ImageNet-normalised images,

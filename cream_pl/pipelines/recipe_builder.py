@@ -212,13 +212,21 @@ class CreamCLI(LightningCLI):
         raise UserValueError(f"{ckpt_path}: its {key} has shape {list(theirs)} but the config's "
                              f"{type(self.model).__name__} makes {list(asked)}; was it written with another recipe?")
 
+    def _preflight(self, stage: str) -> None:
+        """The model's own checks of the trainer and data (a KD student's teachers included), before the trainer starts
+        its logger and saves its config: a refusal in the model's ``setup`` left an empty W&B run and a config.yaml."""
+        preflight = getattr(self.model, "preflight", None)
+        if callable(preflight):
+            preflight(stage, self.trainer, self.datamodule)
+
     def before_fit(self) -> None:
-        """A KD student's teachers are loaded and checked against the data before the fit starts its logger (before:
-        a refused teacher left an empty W&B run and a config.yaml behind)."""
-        load = getattr(self.model, "load_teachers", None)
-        if callable(load):
-            load()
-            self.model._check_teacher_data(self.datamodule)
+        self._preflight("fit")
+
+    def before_validate(self) -> None:
+        self._preflight("validate")
+
+    def before_test(self) -> None:
+        self._preflight("test")
 
     def before_predict(self) -> None:
         """``cream-pl predict`` keeps what a prediction writer among the trainer's callbacks writes, and nothing else:
