@@ -289,6 +289,26 @@ def test_a_rerun_cut_short_keeps_the_earlier_checkpoint_beside_its_own_metrics(l
     assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
+class _StopAtSecondEpoch(pl.Callback):
+    """Stops a fit as SIGTERM would, once its first epoch (and that epoch's checkpoint) is done."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from cream_pl.core.interrupts import Terminated
+
+        if trainer.current_epoch == 1:
+            raise Terminated()
+
+
+class _Epochs(pl.Callback):
+    """The epochs a fit trains."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seen.append(trainer.current_epoch)
+
+
 @pytest.mark.parametrize("features", ["finetune", "classifier"])
 def test_a_cut_fit_resumes_from_its_last_epoch_to_the_uncut_fits_weights(left_half_root: Path, tmp_path: Path,
                                                                           features: str) -> None:
@@ -298,18 +318,6 @@ def test_a_cut_fit_resumes_from_its_last_epoch_to_the_uncut_fits_weights(left_ha
 
     from cream_pl.core.interrupts import Terminated
     from cream_pl.models.classifier import WSOLClassifier
-
-    class StopAtSecondEpoch(pl.Callback):
-        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.current_epoch == 1:
-                raise Terminated()
-
-    class Epochs(pl.Callback):
-        def __init__(self) -> None:
-            self.seen: list[int] = []
-
-        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.seen.append(trainer.current_epoch)
 
     boxes = _write_gt_coco(left_half_root)
     torch.manual_seed(0)
@@ -321,9 +329,9 @@ def test_a_cut_fit_resumes_from_its_last_epoch_to_the_uncut_fits_weights(left_ha
     uncut = torch.load(tmp_path / "uncut" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     out = tmp_path / "cut"
     with pytest.raises(Terminated):
-        train_regressor(boxes, left_half_root, out, callbacks=[StopAtSecondEpoch()], **kw)
+        train_regressor(boxes, left_half_root, out, callbacks=[_StopAtSecondEpoch()], **kw)
     assert (out / ".checkpoints.partial" / "last.ckpt").is_file() and not (out / "checkpoints").exists()
-    epochs = Epochs()
+    epochs = _Epochs()
     metrics = train_regressor(boxes, left_half_root, out, callbacks=[epochs], **kw)
     assert epochs.seen == [1]  # the first epoch was not trained again
     resumed = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -338,24 +346,12 @@ def test_a_cut_fit_resumes_from_its_last_epoch_to_the_uncut_fits_weights(left_ha
 def test_a_cut_fit_of_other_inputs_starts_over(left_half_root: Path, tmp_path: Path) -> None:
     from cream_pl.core.interrupts import Terminated
 
-    class StopAtSecondEpoch(pl.Callback):
-        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.current_epoch == 1:
-                raise Terminated()
-
-    class Epochs(pl.Callback):
-        def __init__(self) -> None:
-            self.seen: list[int] = []
-
-        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.seen.append(trainer.current_epoch)
-
     boxes, out = _write_gt_coco(left_half_root), tmp_path / "reg"
     kw: dict[str, Any] = dict(pretrained=False, max_epochs=2, batch_size=4, input_size=64, eval_size=64,
                               trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0})
     with pytest.raises(Terminated):
-        train_regressor(boxes, left_half_root, out, seed=0, callbacks=[StopAtSecondEpoch()], **kw)
-    epochs = Epochs()
+        train_regressor(boxes, left_half_root, out, seed=0, callbacks=[_StopAtSecondEpoch()], **kw)
+    epochs = _Epochs()
     train_regressor(boxes, left_half_root, out, seed=1, callbacks=[epochs], **kw)  # another seed: another fit
     assert epochs.seen == [0, 1]
     assert json.loads((out / CURVE_FILE).read_text())["epochs"] == 2

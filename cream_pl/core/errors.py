@@ -135,8 +135,6 @@ def user_error_message(exc: BaseException) -> str | None:
 def end_progress_bars() -> None:
     """Start a fresh line on stderr where a progress bar (tqdm: Lightning's) is still drawn on it, so that an error or
     stop line that follows is a line of its own (before: glued to the end of the bar)."""
-    import sys
-
     tqdm = sys.modules.get("tqdm.std")
     bars = getattr(getattr(tqdm, "tqdm", None), "_instances", None)
     if bars and any(not getattr(bar, "disable", True) for bar in list(bars)):

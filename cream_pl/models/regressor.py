@@ -226,6 +226,8 @@ class BoxRegressor(pl.LightningModule):
             self.head = create_box_head(head, self.backbone.num_features, **head_kw)
         self.metrics = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in _STAGES for m in _METRICS})
         self._classifier: nn.Module | None = None
+        self._classifier_sha1: str | None = None  # its backbone's weights, once asked for
+        self._trained_on: str | None = None  # a loaded frozen-feature checkpoint's FROZEN_BACKBONE_KEY
         #: per-image outcomes of the last test epoch (``index``, ``iou``, ``gt_known``, ``top1``, ``top1_loc``),
         #: for paired intervals against another method on the same images (gathered from every DDP rank)
         self.per_image: dict[str, dict[str, Any]] = {}
@@ -259,17 +261,17 @@ class BoxRegressor(pl.LightningModule):
             for p in classifier.parameters():
                 p.requires_grad_(False)
         object.__setattr__(self, "_classifier", classifier)  # bypass nn.Module registration
-        object.__setattr__(self, "_classifier_sha1", None)  # its backbone's weights, once asked for
+        self._classifier_sha1 = None
 
     def _frozen_backbone_sha1(self) -> str | None:
         """SHA-1 of the attached classifier's backbone weights: what a frozen-feature head was trained on."""
         backbone = getattr(self._classifier, "backbone", None)
         if backbone is None:
             return None
-        if getattr(self, "_classifier_sha1", None) is None:
+        if self._classifier_sha1 is None:
             from cream_pl.models.checkpoints import model_fingerprint
 
-            object.__setattr__(self, "_classifier_sha1", model_fingerprint(backbone))
+            self._classifier_sha1 = model_fingerprint(backbone)
         return self._classifier_sha1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -277,7 +279,7 @@ class BoxRegressor(pl.LightningModule):
             checkpoint[FROZEN_BACKBONE_KEY] = self._frozen_backbone_sha1()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        object.__setattr__(self, "_trained_on", checkpoint.get(FROZEN_BACKBONE_KEY))
+        self._trained_on = checkpoint.get(FROZEN_BACKBONE_KEY)
 
     @property
     def classifier(self) -> nn.Module | None:
@@ -304,8 +306,7 @@ class BoxRegressor(pl.LightningModule):
                 raise UserValueError(f"the classifier's backbone has {channels} feature channels but this regressor's "
                                      f"head was built for {self.hparams.feature_channels}: not the classifier it was "
                                      "trained on")
-            trained_on = getattr(self, "_trained_on", None)
-            if trained_on is not None and trained_on != self._frozen_backbone_sha1():  # before: boxed, silently
+            if self._trained_on is not None and self._trained_on != self._frozen_backbone_sha1():  # before: silently
                 named = self.hparams.classifier_ckpt
                 raise UserValueError("the classifier's backbone weights are not those this regressor's head was "
                                      "trained on" + (f" (its checkpoint names {named})" if named else "") +

@@ -214,7 +214,7 @@ def _start_over_on_other_inputs(rdir: Path, pseudo_boxes: Path, ckpt: Path | Non
     if ckpt is not None:
         model_id = file_sha1(ckpt)
     else:
-        from cream_pl.pseudo_boxes.generate import model_fingerprint
+        from cream_pl.models.checkpoints import model_fingerprint
 
         model_id = model_fingerprint(classifier)
     inputs = {"pseudo_boxes_sha1": file_sha1(pseudo_boxes), "classifier_sha1": model_id}

@@ -134,12 +134,12 @@ def export_scoremaps(
     from cream_pl.metrics.functional import prepare_scoremaps
     from cream_pl.models.checkpoints import (
         check_checkpoint_dataset,
+        checkpoint_normalisation,
         load_classifier,
         read_checkpoint,
         require_method,
     )
     from cream_pl.models.devices import resolve_device
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     out = Path(out)
     check_output_dir(out)

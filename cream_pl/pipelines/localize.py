@@ -171,8 +171,7 @@ def checkpoint_class_names(checkpoint: dict[str, Any], ckpt_path: str | Path | N
 
 def _load_classifier(ckpt: str | Path) -> tuple[Any, tuple[Any, Any] | None, list[str] | None]:
     """Classifier, its training normalisation and class names (see :func:`checkpoint_class_names`)."""
-    from cream_pl.models.checkpoints import load_classifier, read_checkpoint
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
+    from cream_pl.models.checkpoints import checkpoint_normalisation, load_classifier, read_checkpoint
 
     model = load_classifier(ckpt)  # CAM/CREAM, CI-CAM or KD-CI-CAM: the class that wrote it
     checkpoint = read_checkpoint(ckpt)  # read once for the normalisation and the class names

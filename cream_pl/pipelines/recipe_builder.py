@@ -198,8 +198,9 @@ class CreamCLI(LightningCLI):
             raise UserValueError(f"{ckpt_path}: does not fit the config's {type(self.model).__name__} ({len(missing)} "
                                  f"weight(s) missing, {len(unexpected)} unexpected, e.g. {example!r}); was it written "
                                  "with another model or recipe?")
-        shapes = [(k, tuple(checkpoint["state_dict"][k].shape), tuple(v.shape)) for k, v in self.model.state_dict().items()
-                  if hasattr(checkpoint["state_dict"][k], "shape") and tuple(checkpoint["state_dict"][k].shape) != tuple(v.shape)]
+        saved_shapes = {k: tuple(t.shape) for k, t in checkpoint["state_dict"].items() if hasattr(t, "shape")}
+        shapes = [(k, saved_shapes[k], tuple(v.shape)) for k, v in self.model.state_dict().items()
+                  if k in saved_shapes and saved_shapes[k] != tuple(v.shape)]
         if not shapes:
             return
         saved = (checkpoint.get("hyper_parameters") or {}).get("num_classes")

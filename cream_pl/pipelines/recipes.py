@@ -157,9 +157,12 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
     if not candidates:
         print(f"--heads {','.join(heads or [])}: no design of --design {design} has such a box head", file=sys.stderr)
         return 2
-    from cream_pl.models.checkpoints import check_checkpoint_dataset, load_classifier
+    from cream_pl.models.checkpoints import (
+        check_checkpoint_dataset,
+        checkpoint_normalisation,
+        load_classifier,
+    )
     from cream_pl.pipelines.demo_regressor import run_regressor_stage
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
 
     check_checkpoint_dataset(work / "classifier.ckpt", data, splits=("test",))  # before any training
     trainer = {"accelerator": "auto", "devices": "auto", **(trainer_kwargs or {})}

@@ -119,7 +119,7 @@ def _fit_inputs(pseudo_boxes_json: Path | str, data_root: Path | str, classifier
     from cream_pl.data.metadata import data_sha1
 
     if isinstance(classifier, nn.Module):
-        from cream_pl.pseudo_boxes.generate import model_fingerprint
+        from cream_pl.models.checkpoints import model_fingerprint
 
         classifier_id: str | None = model_fingerprint(classifier)
     else:
@@ -400,7 +400,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cream_pl.core.io import check_output_dir
-    from cream_pl.pseudo_boxes.generate import checkpoint_normalisation
+    from cream_pl.models.checkpoints import checkpoint_normalisation
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
     trained = Path(args.out) / "checkpoints" / "last.ckpt"

@@ -19,12 +19,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cream_pl.models.checkpoints import checkpoint_normalisation
 from cream_pl.pseudo_boxes.generate import (
     Source,
-    checkpoint_normalisation,
     choose_threshold_on_val,
     generate_pseudo_boxes,
     quality_path,
+    refuse_another_runs_file,
 )
 
 __all__ = ["pseudo_boxes_from_checkpoint", "print_pseudo_box_summary"]
@@ -98,10 +99,10 @@ def pseudo_boxes_from_checkpoint(
     norm = checkpoint_normalisation(checkpoint)
     if norm is not None:  # feed the classifier what it was trained on
         common["mean"], common["std"] = norm
-    if not overwrite and Path(out).is_file():  # another run's file: refused before the val pass (minutes at 448)
-        _refuse_another_runs_file(Path(out), {"source": source, "multi_contour": multi_contour, "predict_split": split,
-                                              "input_size": input_size,
-                                              **({"threshold": threshold} if threshold is not None else {})})
+    if not overwrite and Path(out).is_file():  # another run's file: refused before the val pass (minutes at 448);
+        known = {"source": source, "multi_contour": multi_contour, "predict_split": split,  # τ* and the model after it
+                 "input_size": input_size, **({"threshold": threshold} if threshold is not None else {})}
+        refuse_another_runs_file(Path(out), known, absent_ok=known)
     validated_size = int(model.hparams.get("eval_size", 224))
     # PSOL boxes at 448: the maps (and val's boxes) live in the input's grid, and τ* is chosen on val
     # maps of that same input size, not taken from the classifier's 224 validation
@@ -116,20 +117,6 @@ def pseudo_boxes_from_checkpoint(
         chunk_size=chunk_size, multi_contour=multi_contour, overwrite=overwrite, keep_shards=keep_shards,
     )
     return written, threshold
-
-
-def _refuse_another_runs_file(out: Path, known: dict[str, Any]) -> None:
-    """The settings of this run known before its val pass that ``out``'s pseudo boxes were not written with: one line
-    (the writer's own check, after the pass, also compares τ* and the model)."""
-    from cream_pl.core.errors import UserValueError
-    from cream_pl.pseudo_boxes.generate import read_pseudo_box_info
-
-    info = read_pseudo_box_info(out, "pass --overwrite to replace it, or choose another --out")
-    diff = [(k, info.get(k), v) for k, v in known.items() if k in info and info[k] != v]
-    if diff:
-        details = "; ".join(f"{k}: file has {a!r}, this run has {b!r}" for k, a, b in diff[:3])
-        raise UserValueError(f"{out}: holds the pseudo boxes of another run ({details}); pass --overwrite to replace "
-                             "it, or choose another --out")
 
 
 def print_pseudo_box_summary(out: Path, source: str, threshold: float) -> None:

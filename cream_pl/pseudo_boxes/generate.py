@@ -34,7 +34,7 @@ import json
 import math
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +56,7 @@ from cream_pl.models.checkpoints import (  # re-exported (they moved to models.c
 
 __all__ = [
     "OtherRunShards",
+    "refuse_another_runs_file",
     "PseudoBoxWriter",
     "box_to_original",
     "pseudo_box_quality",
@@ -72,12 +73,11 @@ Source = Literal["cream", "cam", "cream_selected"]
 SOURCES: tuple[str, ...] = MAP_METHODS
 MANIFEST = "manifest.json"
 _FORMAT_VERSION = 1
+_DECIMALS = 4
 
 
 class OtherRunShards(UserValueError):
     """A shard folder that holds another pseudo-box run's chunks (other settings, another model or other data)."""
-
-_DECIMALS = 4
 
 
 # ---------------------------------------------------------------------------------------------- pure functions
@@ -363,15 +363,8 @@ class PseudoBoxWriter(BasePredictionWriter):
         if quality.exists() and not is_own_quality_record(quality, self.out_path):
             raise UserValueError(f"{quality}: exists and is not the quality record of {self.out_path.name} (this run "
                                  "writes it); move it, pass --overwrite to replace it, or choose another --out")
-        if self.out_path.exists():
-            info = read_pseudo_box_info(self.out_path, "pass --overwrite to replace it, or choose another --out")
-            diff = [k for k, v in self._info().items() if info.get(k) != v
-                    and (k in info or k != "data_sha1")]  # a file of before the data hash: recomputed
-            if diff:
-                details = "; ".join(f"{k}: file has {info.get(k)!r}, this run has {self._info()[k]!r}"
-                                    for k in diff[:3])
-                raise UserValueError(f"{self.out_path}: holds the pseudo boxes of another run ({details}); pass "
-                                     "--overwrite to replace it, or choose another --out")
+        if self.out_path.exists():  # a file of before the data hash lacks it: recomputed
+            refuse_another_runs_file(self.out_path, self._info(), absent_ok=("data_sha1",))
         if (self.shard_dir / MANIFEST).is_file():
             self._check_manifest(self.manifest(), known_only=True)
 
@@ -567,6 +560,21 @@ class PseudoBoxWriter(BasePredictionWriter):
         except UserError:  # not ours: check_before_run refuses it in one line
             return False
         return all(info.get(k) == v for k, v in self._info().items())
+
+
+def refuse_another_runs_file(out_path: Path, wanted: Mapping[str, Any], absent_ok: Collection[str] = ()) -> None:
+    """One line where ``out_path`` holds the pseudo boxes of a run of other settings than ``wanted`` (a setting in
+    ``absent_ok`` the file may lack); also where it is no pseudo-box file of cream-pl.
+
+    Raises:
+        UserValueError: ``<out_path>: holds the pseudo boxes of another run (<first differences>); ...``.
+    """
+    info = read_pseudo_box_info(out_path, "pass --overwrite to replace it, or choose another --out")
+    diff = [k for k, v in wanted.items() if info.get(k) != v and (k in info or k not in absent_ok)]
+    if diff:
+        details = "; ".join(f"{k}: file has {info.get(k)!r}, this run has {wanted[k]!r}" for k in diff[:3])
+        raise UserValueError(f"{out_path}: holds the pseudo boxes of another run ({details}); pass --overwrite to "
+                             "replace it, or choose another --out")
 
 
 def read_pseudo_box_info(path: Path | str, hint: str = "choose another output file") -> dict[str, Any]:
