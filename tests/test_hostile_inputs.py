@@ -282,6 +282,20 @@ def test_a_bad_value_is_named_where_it_was_given_and_its_key_once(data3, tmp_pat
     rc, text = _cli(["fit", "--config", str(cfg), "--config", str(bad), "--model", "cream_pl.models.WSOLClassifier"],
                     capfd)
     assert_one_line(rc, text, f"cream-pl fit: error: {cfg}, {bad}: model.init_args.lr", "cream-pl fit: error:")
+    # an option the class refuses: jsonargparse names the class's init_args, the option is the command line's
+    # (before: blamed on the --config files, also when they had no data component at all)
+    rc, text = _cli(["fit", "--config", str(cfg), "--data.init_args.banana", "3"], capfd)
+    assert_one_line(rc, text, "cream-pl fit: error: command line: data.init_args: Option 'banana' is not accepted",
+                    "cream-pl fit: error:")
+    no_data = tmp_path / "no_data.yaml"
+    no_data.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(cfg.read_text()).items() if k != "data"}))
+    rc, text = _cli(["fit", "--config", str(no_data), "--data.data_root", "d"], capfd)
+    assert_one_line(rc, text, "cream-pl fit: error: command line: data.init_args: Option 'data_root'",
+                    "cream-pl fit: error:")
+    bad.write_text("data:\n  init_args:\n    banana: 3\n")
+    rc, text = _cli(["fit", "--config", str(cfg), "--config", str(bad)], capfd)
+    assert_one_line(rc, text, f"cream-pl fit: error: {cfg}, {bad}: data.init_args: Option 'banana'",
+                    "cream-pl fit: error:")
 
 
 CALLBACK_VALUES = [

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -129,6 +130,9 @@ def _parse_error_line(err: BaseException, argv: Sequence[str]) -> str:
     text = parse_error_text(err)
     text = text.replace("Subcommand", "subcommand", 1) if text.startswith("Subcommand") else text
     key = text.split(":", 1)[0]
+    refused = re.search(r"Option '([^']+)' is not accepted", text)  # the key is the class's, the option below it
+    if refused:
+        key = f"{key}.{refused.group(1)}"
     options = [a.split("=", 1)[0][2:] for a in argv if a.startswith("--")]
 
     def bare(dotted: str) -> str:  # --model.lr is jsonargparse's shorthand of --model.init_args.lr
