@@ -62,6 +62,46 @@ def test_every_atomic_writer_honours_the_umask(tmp_path, umask):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
 
 
+def test_a_killed_writers_temporary_file_goes_with_the_next_process_writing_there(tmp_path):
+    """SIGKILL runs no ``finally``: the half-written temporary file of an atomic write stays. The next process
+    that writes into that folder removes it; a live writer's file in the same folder is left alone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fifo = tmp_path / "slow_source"
+    os.mkfifo(fifo)
+    code = ("import sys; from cream_pl.core.io import atomic_copy_file; "
+            "atomic_copy_file(sys.argv[1], sys.argv[2])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(fifo), str(tmp_path / name)])
+             for name in ("killed.bin", "live.bin")]
+    writers = []
+    try:
+        with open(fifo, "wb") as feed:  # both writers read the FIFO: each holds its temporary file open
+            feed.write(b"x" * 100)
+            feed.flush()
+            deadline = time.monotonic() + 60
+            while len(writers) < 2 and time.monotonic() < deadline:
+                writers = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+                time.sleep(0.05)
+            assert len(writers) == 2, writers
+            killed = next(p for p in procs if any(f"-{p.pid}." in w for w in writers))
+            live = next(p for p in procs if p is not killed)
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(30)
+            debris = [w for w in writers if f"-{killed.pid}." in w]
+            assert (tmp_path / debris[0]).exists()  # what SIGKILL leaves
+            subprocess.run([sys.executable, "-c", "import sys; from cream_pl.core.io import atomic_write_text; "
+                            "atomic_write_text(sys.argv[1], 'x')", str(tmp_path / "next.txt")], check=True)
+            left = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+            assert left == [w for w in writers if f"-{live.pid}." in w]  # the killed writer's went, the live one's stays
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(30)
+
+
 def test_replacing_a_file_keeps_its_mode_like_open(tmp_path):
     path = tmp_path / "shared.json"
     path.write_text("old")

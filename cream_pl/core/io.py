@@ -4,7 +4,9 @@ Atomic writes go to a temporary file in the destination folder, are flushed and 
 then ``os.replace``-d over the destination: readers see the old file or the whole new one, never
 half a file. ``tempfile.mkstemp`` creates its file with mode 0600; the file is given the mode a
 plain ``open(path, "w")`` would have given it (that of the file it replaces, else
-``0o666 & ~umask``) before the replace.
+``0o666 & ~umask``) before the replace. A writer killed where no ``finally`` runs (SIGKILL, a power cut)
+leaves its temporary file; its name carries the host and the process id, and the first write of a later process
+into that folder removes it (:func:`remove_dead_writers_debris`).
 
 The output checks run before any work starts, so that a bad ``--out`` fails in one line at once
 instead of after the work (:func:`check_output_dir`, :func:`check_output_file`).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable
@@ -37,6 +40,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_copy_file",
+    "remove_dead_writers_debris",
     "check_output_dir",
     "check_output_file",
     "read_json_file",
@@ -70,11 +74,70 @@ def _final_mode(path: Path) -> int:
         return 0o666 & ~current_umask()
 
 
+_HOST = socket.gethostname().replace(os.sep, "_")
+_SWEPT: set[Path] = set()
+"""The folders whose killed writers' temporary files this process has removed (once per folder: an export writes
+thousands of maps into one)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's process (alive), or not a pid
+        return pid > 0
+    return True
+
+
+def _tmp_prefix(name: str) -> str:
+    """The temporary file's name starts ``.<name>.<host>-<pid>.``: a later writer can tell a killed one's debris."""
+    return f".{name}.{_HOST}-{os.getpid()}."
+
+
+def remove_dead_writers_debris(folder: Path) -> list[Path]:
+    """Remove the temporary files that writers on this host left in ``folder`` when they were killed (SIGKILL, a
+    power cut: no ``finally`` ran); a live writer's file, another host's and any other file stay. Returns them.
+
+    Example:
+        >>> import subprocess, sys, tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+        >>> _ = (d / f".a.json.{_HOST}-{int(dead.stdout)}.x1y2.tmp").write_text("half")  # a killed writer's
+        >>> _ = (d / f".a.json.{_HOST}-{os.getpid()}.z3.tmp").write_text("half")  # a live one's
+        >>> _ = (d / ".a.json.otherhost-1.q.tmp").write_text("half")
+        >>> [p.name.split(".")[-2] for p in remove_dead_writers_debris(d)], len(list(d.iterdir()))
+        (['x1y2'], 2)
+    """
+    removed = []
+    marker = f".{_HOST}-"
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp") and marker in name):
+            continue
+        pid = name[name.rindex(marker) + len(marker):].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
 def _atomic(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.path.abspath(path.parent))
+    if folder not in _SWEPT:
+        _SWEPT.add(folder)
+        remove_dead_writers_debris(folder)
     mode = _final_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             fill(f)
