@@ -12,6 +12,8 @@ CUB_DATA ?= data/cub
 .DEFAULT_GOAL := help
 # DATA, OUT and WORK pick make demo's dataset and folders; a target that would ignore them refuses them instead
 demo_only = $(foreach v,DATA OUT WORK,$(if $(filter command line,$(origin $(v))),$(error $(v)=$($(v)): only make demo takes DATA, OUT and WORK; make $(1) runs its declaration as it is (for a variant: $(RUN) experiments/demos/<its declaration>.yaml --data/--out/--work))))
+# a path make would cut at its spaces (DATA="my data" gives --data my data) is refused before anything runs
+$(foreach v,DATA OUT WORK CUB_ROOT CUB_DATA,$(if $(word 2,$($(v))),$(error $(v)="$($(v))": make splits paths at spaces; give one without (a symlink: ln -s "$($(v))" <path without spaces>))))
 .PHONY: help install test test-fast test-full lint demo demo-seeds demo-threads demo-kernels readme-results demo-kd demo-methods probe-head-lr calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
 
 help: ## Show this help
