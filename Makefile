@@ -10,8 +10,21 @@ CUB_ROOT ?= data/CUB_200_2011
 CUB_DATA ?= data/cub
 
 .DEFAULT_GOAL := help
-# DATA, OUT and WORK pick make demo's dataset and folders; a target that would ignore them refuses them instead
-demo_only = $(foreach v,DATA OUT WORK,$(if $(filter command line,$(origin $(v))),$(error $(v)=$($(v)): only make demo takes DATA, OUT and WORK; make $(1) runs its declaration as it is (for a variant: $(RUN) experiments/demos/<its declaration>.yaml --data/--out/--work))))
+# DATA, OUT and WORK pick make demo's dataset and folders, from the command line only (an HPC site's $WORK in the
+# environment is not make demo's work folder); any other target would ignore them, so it refuses them, and says how
+# to run it on another folder
+$(foreach v,DATA OUT WORK,$(if $(filter environment,$(origin $(v))),$(eval $(v) :=)))
+variant_runner = $(RUN) experiments/demos/<its declaration>.yaml --data/--out/--work
+variant_probe-head-lr = $(PY) -m cream_pl.pipelines.probe_head_lr --data/--out
+variant_calibrate-cub-sweep = $(PY) -m cream_pl.pipelines.calibrate_preset --out/--work
+variant_bench = $(PY) -m cream_pl.pipelines.bench --out
+variant_bench-gpu = $(PY) -m cream_pl.pipelines.bench_gpu --out/--work
+variant_data-synth = $(CLI) data synth --out
+variant_readme-results = $(PY) -m cream_pl.reporting.demo_report --readme README.md --results
+variant_train-cub = make train-cub CUB_ROOT=<CUB_200_2011 folder> CUB_DATA=<converted dataset>
+variant_pseudo-boxes = make pseudo-boxes CUB_DATA=<converted dataset>
+variant_train-regressor = make train-regressor CUB_DATA=<converted dataset>
+demo_only = $(foreach v,DATA OUT WORK,$(if $(filter command line,$(origin $(v))),$(error $(v)=$($(v)): only make demo takes DATA, OUT and WORK; make $(1) would ignore it (for a variant: $(or $(variant_$(1)),$(variant_runner))))))
 # a path make would cut at its spaces (DATA="my data" gives --data my data) is refused before anything runs
 $(foreach v,DATA OUT WORK CUB_ROOT CUB_DATA,$(if $(word 2,$($(v))),$(error $(v)="$($(v))": make splits paths at spaces; give one without (a symlink: ln -s "$($(v))" <path without spaces>))))
 .PHONY: help install test test-fast test-full lint demo demo-seeds demo-threads demo-kernels readme-results demo-kd demo-methods probe-head-lr calibrate-cub calibrate-cub-sweep train-cub pseudo-boxes train-regressor bench bench-gpu data-synth clean
@@ -40,12 +53,14 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check cream_pl tests
 
 data-synth: install ## Write the embedded synthetic WSOL benchmark (CUB-like preset) to data/synth
+	@$(call demo_only,data-synth)
 	$(CLI) data synth --out data/synth --seed 0 --preset cub
 
 demo: install ## Whole pipeline on the embedded benchmark -> results/embedded/ (DATA=<root> OUT=<dir> WORK=<dir>: any benchmark-format dataset)
 	$(RUN) experiments/demos/demo.yaml $(if $(DATA),--data $(DATA) --work $(or $(WORK),outputs/demo_$(notdir $(abspath $(DATA)))) --out $(or $(OUT),results/$(notdir $(abspath $(DATA)))),$(if $(WORK),--work $(WORK) )--out $(or $(OUT),results/embedded))
 
 readme-results: install ## Regenerate the README's results block from results/embedded/metrics.{md,json}
+	@$(call demo_only,readme-results)
 	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded
 
 demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
@@ -78,12 +93,15 @@ probe-head-lr: install ## Training loss of every step of each demo-methods run t
 	$(PY) -m cream_pl.pipelines.probe_head_lr --out results/embedded_methods/probe_head_lr.json --readme results/embedded_methods
 
 train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
+	@$(call demo_only,train-cub)
 	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)
 
 pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after train-cub)
+	@$(call demo_only,pseudo-boxes)
 	$(PY) -m cream_pl.pipelines.recipes pseudo-boxes --data $(CUB_DATA)
 
 train-regressor: install ## CREAM_reg on the CUB pseudo boxes (after pseudo-boxes): one design chosen on val among PSOL's row (always reported), frozen-feature heads and a fine-tuned objectness head (DESIGN=psol|frozen|both, HEADS=objectness,spatial_mlp,psol)
+	@$(call demo_only,train-regressor)
 	$(PY) -m cream_pl.pipelines.recipes train-regressor --data $(CUB_DATA) $(if $(DESIGN),--design $(DESIGN)) $(if $(HEADS),--heads $(HEADS))
 
 calibrate-cub: install ## Where CAM and the center baseline land on the CUB-like synth preset -> results/calibration_cub/
@@ -95,9 +113,12 @@ calibrate-cub-sweep: install ## How the cub preset's one calibrated knob (body_h
 	$(PY) -m cream_pl.pipelines.calibrate_preset --sweep body_head_tint=0.1,0.2,0.25
 
 bench: install ## Speed figures -> results/bench.{json,md}; WSOLEVAL_REF=<clone of clovaai/wsolevaluation> adds the reference comparison
+	@$(call demo_only,bench)
+	@$(if $(filter command line,$(origin DRY)),$(error DRY=$(DRY): make bench-gpu takes DRY; make bench would run in full (its smoke run: $(PY) -m cream_pl.pipelines.bench --quick --out <folder>)))
 	$(PY) -m cream_pl.pipelines.bench --out results
 
 bench-gpu: install ## GPU profile of the CUB recipes (fp32 vs bf16 + channels_last, loader vs step, val with / without cream_search, evaluate) -> results/bench_gpu.{json,md}, under 8 min on one GPU; DRY=1: CPU dry run at toy sizes into a temp folder
+	@$(call demo_only,bench-gpu)
 	$(PY) -m cream_pl.pipelines.bench_gpu $(if $(filter-out 0 no false No False NO FALSE,$(DRY)),--dry-run,--out results)
 
 clean: ## Remove caches and run outputs (keeps .venv and results/)
