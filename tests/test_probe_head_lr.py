@@ -84,6 +84,20 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
     assert main([*acol, "--data", str(tiny), "--out", str(broken)]) == 2
     text = capsys.readouterr().err.strip()
     assert "broken.json: not a probe_head_lr results file" in text and len(text.splitlines()) == 1
+    # each file the probe writes is checked before it trains (before: a folder there was a traceback after training)
+    folders = tmp_path / "folders"
+    (folders / "as_dir.json").mkdir(parents=True)
+    (folders / "md.md").mkdir()
+    (folders / "readme" / "README.md").mkdir(parents=True)
+    (folders / "readme" / "metrics.json").write_text("{}")
+    for argv, message in [(["--out", str(folders / "as_dir.json")], "as_dir.json: --out must be a file path"),
+                          (["--out", str(folders / "md.json")], "md.md: --out's .md table must be a file path"),
+                          (["--out", str(folders / "r.json"), "--readme", str(folders / "readme")],
+                           "README.md: --readme must be a file path")]:
+        assert main([*acol, "--data", str(tiny), *argv]) == 2
+        text = capsys.readouterr().err.strip()
+        assert message in text and len(text.splitlines()) == 1, text
+    assert sorted(p.name for p in folders.iterdir()) == ["as_dir.json", "md.md", "readme"]  # nothing written
 
 
 def test_by_default_the_probe_trains_what_demo_methods_chooses_among(tiny, tmp_path, monkeypatch, capsys):

@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="make demo-methods' declaration: the recipes and multipliers when --recipes is not given, "
                         "and the runs, differences and training grids behind --readme's results")
     args = parser.parse_args(argv)
-    from cream_pl.core.io import check_output_dir
+    from cream_pl.core.io import check_output_file
     from cream_pl.pipelines.entry import check_dataset_root
     from cream_pl.pipelines.experiment import load_experiment
 
@@ -272,7 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.suffix != ".json":
         parser.error(f"--out {out}: a .json file (the table is written beside it as .md)")
-    check_output_dir(out.parent)
+    check_output_file(out)  # the three files this run writes, before it trains (before: the JSON's folder only)
+    check_output_file(out.with_suffix(".md"), "--out's .md table")
+    if args.readme is not None:
+        check_output_file(Path(args.readme) / "README.md", "--readme")
     if not (Path(args.data) / "metadata").is_dir():
         parser.error(f"{args.data}: no dataset there (make data-synth writes make demo's embedded benchmark)")
     data = check_dataset_root(args.data, files=False)
