@@ -135,6 +135,38 @@ def test_refuses_to_overwrite_without_flag(small: Path) -> None:
         generate_synthetic_dataset(small, seed=3, **SMALL)
 
 
+def test_overwrite_never_removes_a_users_folders_and_a_cut_generation_is_its_own(tmp_path: Path, monkeypatch) -> None:
+    """Before: ``--overwrite`` removed any ``images/`` or ``masks/`` at ``--out`` (a user's photos with them)."""
+    user = tmp_path / "user"
+    (user / "images").mkdir(parents=True)
+    (user / "images" / "my_photo.jpg").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="holds images but no synth_config.json of this generator"):
+        generate_synthetic_dataset(user, seed=3, overwrite=True, **SMALL)
+    assert (user / "images" / "my_photo.jpg").read_bytes() == b"precious"
+    # a generation killed half-way (no synth_config.json yet) is the generator's: replaced with --overwrite
+    cut = tmp_path / "cut"
+    calls = []
+
+    def killed(path, image, params):  # the third image's write is where the process dies
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(path, image, params)
+
+    import cream_pl.data.synth as synth
+
+    real = synth._encode
+    monkeypatch.setattr(synth, "_encode", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_dataset(cut, seed=3, **SMALL)
+    monkeypatch.setattr(synth, "_encode", real)
+    assert (cut / "images").is_dir() and not (cut / "synth_config.json").exists()
+    with pytest.raises(FileExistsError, match="already holds a synthetic dataset"):
+        generate_synthetic_dataset(cut, seed=3, **SMALL)
+    generate_synthetic_dataset(cut, seed=3, overwrite=True, **SMALL)
+    assert (cut / "synth_config.json").is_file() and not (cut / ".synth_writing").exists()
+
+
 def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
     args = ["data", "synth", "--out", str(out), "--seed", "5", "--num-classes", "2", "--num-train", "2",
@@ -152,9 +184,15 @@ def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert {k: written[k] for k in ("body_head_tint", "centre_sd", "distractor_body_prob")} == {
         k: cub[k] for k in ("body_head_tint", "centre_sd", "distractor_body_prob")}  # the default preset is cub
     capsys.readouterr()
-    assert main(args) == 2  # a second run needs --overwrite
-    assert "already holds a dataset" in capsys.readouterr().err
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main(args) == 0  # the same dataset again (make data-synth twice): nothing is written
+    assert f"already holds {out} (2 classes" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert main([*args[:-1], "jpg"]) == 2  # another dataset needs --overwrite (before: the same one did too)
+    assert "already holds a synthetic dataset; add --overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+    assert main(["data", "synth", "--out", ""]) == 2  # before: a dataset written into the working folder
+    assert "argument --out: an empty value" in capsys.readouterr().err
     assert main(["data", "check", str(out), "--files"]) == 0
     image_id = (out / "metadata/test/image_ids.txt").read_text().split("\n")[1]
     (out / "images" / image_id).write_bytes(b"")

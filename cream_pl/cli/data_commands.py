@@ -94,7 +94,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from cream_pl.data.metadata import read_split
-    from cream_pl.data.synth import PRESETS, generate_synthetic_dataset
+    from cream_pl.data.synth import PRESETS, generate_synthetic_dataset, holds_dataset
 
     # the two options only shape a confounded dataset: without --confounded they would be silently ignored
     for option, value in (("--usual-background-prob", args.usual_background_prob),
@@ -109,10 +109,14 @@ def _run_synth(args: argparse.Namespace) -> int:
              if getattr(args, k) is not None}  # unset: the preset's value
     cfg = replace(PRESETS[args.preset], **given, confounded=args.confounded, image_format=args.image_format)
     start = time.perf_counter()
-    root = generate_synthetic_dataset(args.out, args.seed, config=cfg, overwrite=args.overwrite)
+    if not args.overwrite and holds_dataset(args.out, args.seed, cfg):  # make data-synth again: nothing to do
+        root, done = Path(args.out), "already holds"
+    else:
+        root, done = generate_synthetic_dataset(args.out, args.seed, config=cfg, overwrite=args.overwrite), "wrote"
     elapsed = time.perf_counter() - start
     counts = ", ".join(f"{s} {len(read_split(root / 'metadata' / s))}" for s in ("train", "val", "test"))
-    print(f"wrote {root} ({cfg.num_classes} classes; {counts} images) in {elapsed:.1f} s")
+    print(f"{done} {root} ({cfg.num_classes} classes; {counts} images; seed {args.seed}, preset {args.preset}) in "
+          f"{elapsed:.1f} s")
     return _print_report(check_dataset(root), args.max_problems)
 
 

@@ -31,7 +31,7 @@ import argparse
 import math
 import re
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cream_pl.core.names import MIN_CAM_INTERVAL
 
@@ -73,6 +73,15 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         text = " ".join(str(message).split())
         self.exit(2, f"{self.prog}: error: {text}\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        """An empty value (``--out ""``, or ``--out $OUT`` with ``OUT`` unset) is refused: as a path it is the current
+        folder, which no option here means (before: ``data synth --out ""`` wrote a dataset into the working folder)."""
+        sub_command = isinstance(action, argparse._SubParsersAction)  # its strings are the sub-command's to check
+        if not sub_command and any(isinstance(a, str) and not a.strip() for a in arg_strings):
+            name = "/".join(action.option_strings) or action.dest
+            self.error(f"argument {name}: an empty value (an unset shell variable?); give one")
+        return super()._get_values(action, arg_strings)
 
 
 def _typed(name: str, check: Callable[[str], object]) -> Callable[[str], object]:

@@ -69,6 +69,8 @@ __all__ = [
     "BACKGROUND_PHOTOS",
     "class_specs",
     "generate_synthetic_dataset",
+    "generator_wrote",
+    "holds_dataset",
     "preset_config",
 ]
 
@@ -690,7 +692,9 @@ def generate_synthetic_dataset(
             ``class_names.txt``, ``synth_config.json``).
         seed: base seed; the same seed and configuration give byte-identical files.
         config: a :class:`SynthConfig`; keyword ``overrides`` replace its fields.
-        overwrite: replace a dataset already at ``out`` (only the generator's own files are removed).
+        overwrite: replace a dataset this generator wrote at ``out`` (:func:`generator_wrote`): its ``images/``,
+            ``masks/``, ``metadata/``, ``class_names.txt`` and ``synth_config.json`` are removed first. Those names
+            at ``out`` without the generator's ``synth_config.json`` are a user's: refused, never removed.
 
     Returns:
         ``Path(out)``.
@@ -706,15 +710,22 @@ def generate_synthetic_dataset(
         cfg = SynthConfig(**{**asdict(cfg), **overrides})  # type: ignore[arg-type]
     root = check_output_dir(out)  # a file in the way fails here, in one line, before any image is drawn
     owned = [root / "images", root / "masks", root / "metadata", root / "class_names.txt", root / "synth_config.json"]
-    if any(p.exists() for p in owned):
+    present = [p for p in owned if p.exists() or p.is_symlink()]
+    if present:
+        if not generator_wrote(root):  # a user's folders: never removed, --overwrite or not
+            raise FileExistsError(f"{root}: holds {', '.join(p.name for p in present)} but no {SYNTH_CONFIG} of this "
+                                  "generator: a user's files, not a dataset it wrote; nothing was removed: give another "
+                                  "--out, or move them")
         if not overwrite:
-            raise FileExistsError(f"{root} already holds a dataset; pass overwrite=True (--overwrite) to replace it")
-        for p in owned:
+            raise FileExistsError(f"{root} already holds a synthetic dataset; add --overwrite (overwrite=True) to "
+                                  "replace it")
+        for p in present:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
+            else:
                 p.unlink()
     root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / WRITING, "")  # this generator's, until synth_config.json closes the dataset
 
     specs = class_specs(cfg.num_classes)
     names = [f"{c}_{s}" for c, s in specs]
@@ -745,9 +756,53 @@ def generate_synthetic_dataset(
         write_split(root / "metadata" / split, records)
         atomic_write_text(root / "metadata" / split / "backgrounds.txt", "\n".join(background_lines))
     write_class_names(root / "class_names.txt", names)
-    info = {"generator": "cream_pl.data.synth", "version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg),
+    atomic_write_text(root / SYNTH_CONFIG, json.dumps(dataset_info(seed, cfg), indent=2, sort_keys=True))
+    (root / WRITING).unlink(missing_ok=True)
+    return root
+
+
+def dataset_info(seed: int, cfg: SynthConfig) -> dict[str, object]:
+    """What ``synth_config.json`` records of the dataset ``seed`` and ``cfg`` give (the same: the same files)."""
+    specs = class_specs(cfg.num_classes)
+    names = [f"{c}_{s}" for c, s in specs]
+    return {"generator": "cream_pl.data.synth", "version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg),
             "classes": [{"index": k, "name": n, "head_colour": c, "head_shape": s}
                         for k, (n, (c, s)) in enumerate(zip(names, specs))],
             "background_photos": list(BACKGROUND_PHOTOS if cfg.backgrounds is None else cfg.backgrounds)}
-    atomic_write_text(root / "synth_config.json", json.dumps(info, indent=2, sort_keys=True))
-    return root
+
+
+def holds_dataset(root: Path | str, seed: int, cfg: SynthConfig) -> bool:
+    """Whether ``root`` holds the finished dataset of ``seed`` and ``cfg`` (its ``synth_config.json`` records them)."""
+    root = Path(root)
+    if (root / WRITING).exists():
+        return False
+    try:
+        info = json.loads((root / SYNTH_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return info == json.loads(json.dumps(dataset_info(seed, cfg)))
+
+
+SYNTH_CONFIG = "synth_config.json"
+WRITING = ".synth_writing"
+"""``<out>/.synth_writing``: a generation has begun and not finished (killed): its files are the generator's."""
+
+
+def generator_wrote(root: Path | str) -> bool:
+    """Whether the dataset files at ``root`` are this generator's: its ``synth_config.json`` says so, or a generation
+    was cut short there (``.synth_writing``). Only those are removed by ``overwrite``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> generator_wrote(d), (d / SYNTH_CONFIG).write_text('{"generator": "cream_pl.data.synth"}') > 0, generator_wrote(d)
+        (False, True, True)
+    """
+    root = Path(root)
+    if (root / WRITING).is_file():
+        return True
+    try:
+        info = json.loads((root / SYNTH_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("generator") == "cream_pl.data.synth"
