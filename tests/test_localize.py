@@ -122,6 +122,64 @@ def test_usage_errors_exit_2(tiny, tmp_path, capsys):
     assert not (tmp_path / "o" / "predictions.json").exists()
 
 
+def test_earlier_runs_overlays_in_an_input_folder_are_no_input(tiny, tmp_path, capsys):
+    """Before: ``localize P --out P/run1``, then ``--out P/run2``, ... localized 2, 4, 8 images: each run's heatmap
+    overlays were read as photos by the next. A run killed before its predictions.json (``.pending``) counts too."""
+    root, ckpt = tiny
+    photos = tmp_path / "P"
+    photos.mkdir()
+    for i, p in enumerate(_test_images(root, 2)):
+        shutil.copy(p, photos / f"{i}.png")
+    for run in ("run1", "run2", "run3"):
+        assert main(["localize", "--ckpt", str(ckpt), str(photos), "--out", str(photos / run)]) == 0
+        res = json.loads((photos / run / "predictions.json").read_text())
+        assert sorted(Path(i["file_name"]).name for i in res["images"]) == ["0.png", "1.png"], run
+    killed = photos / "killed" / "overlays"
+    killed.mkdir(parents=True)
+    shutil.copy(photos / "run1" / "overlays" / "0.png", killed / "0.png")
+    (killed / ".pending").write_text("0.png\n")
+    user = photos / "mine" / "overlays"  # a user's folder named overlays, with no localize run beside it: photos
+    user.mkdir(parents=True)
+    shutil.copy(photos / "0.png", user / "u.png")
+    assert main(["localize", "--ckpt", str(ckpt), str(photos), "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    assert sorted(Path(i["file_name"]).relative_to(photos).as_posix() for i in res["images"]) == [
+        "0.png", "1.png", "mine/overlays/u.png"]
+    # named on the command line, an earlier run's overlay is the user's choice
+    assert main(["localize", "--ckpt", str(ckpt), str(photos / "run1" / "overlays" / "0.png"), "--out",
+                 str(tmp_path / "o2")]) == 0
+    # a folder of overlays only: the message names it and says why nothing was found
+    capsys.readouterr()
+    assert main(["localize", "--ckpt", str(ckpt), str(photos / "run1"), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"no image files to localize in {photos / 'run1'}" in err and "overlays are skipped" in err
+
+
+def test_checkpoint_folders_and_a_threshold_the_regressor_ignores_are_one_line(tiny, tmp_path, capsys):
+    root, ckpt = tiny
+    image = str(_test_images(root, 1)[0])
+    folder = tmp_path / "dir.ckpt"
+    folder.mkdir()
+    for argv, said in [(["--ckpt", str(folder)], f"{folder}: --ckpt is a folder, not a classifier checkpoint file"),
+                       (["--ckpt", str(ckpt), "--regressor", str(folder)],
+                        f"{folder}: --regressor is a folder, not a regressor checkpoint file"),
+                       (["--ckpt", str(ckpt), "--regressor", str(ckpt), "--threshold", "0.9"],
+                        "--threshold 0.9: the regressor's boxes take no map threshold")]:  # before: recorded as used
+        assert main(["localize", image, "--out", str(tmp_path / "o"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and len(err.splitlines()) == 1, err
+    from cream_pl.models.checkpoints import read_checkpoint
+
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ValueError) as err:
+        read_checkpoint(truncated)
+    assert str(err.value).endswith("failed finding central directory)")  # torch's first sentence, not cut mid-way
+    with pytest.raises(ValueError, match="a folder, not a checkpoint file"):
+        read_checkpoint(folder)
+    assert not (tmp_path / "o").exists()
+
+
 class _KnownMapClassifier(WSOLClassifier):
     """Always class 1, with a map that is 1 exactly on grid rows 16..31 and columns 8..39."""
 

@@ -42,12 +42,14 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise UserValueError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise UserFileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # pickle / zip errors of a truncated or foreign file
-        first = " ".join(str(err).split())[:200]
+        first = " ".join(str(err).split()).split(". ")[0][:200]  # torch's first sentence (then its advice)
         raise UnreadableCheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a checkpoint: "
                                         f"{type(err).__name__}: {first})") from None
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:

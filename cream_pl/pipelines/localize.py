@@ -20,7 +20,7 @@ run did not rewrite are removed; any other file in ``<out>/overlays/`` is left a
 name is put in ``<out>/overlays/.pending`` before it is written, and the list goes once
 ``predictions.json`` names them, so a run killed before then leaves overlays the next run knows as its own
 (rewritten under the same names, or removed). Overlays are never read as input images, even when an input
-folder holds ``--out``.
+folder holds ``--out`` or an earlier run's ``--out`` (an ``overlays/`` beside this tool's ``predictions.json``).
 
 A missing or corrupt file is reported on stderr and in ``"failed"``; the other files go on. The
 command exits with 1 if any file failed, 0 otherwise, 2 on usage errors. A run whose every input
@@ -42,6 +42,7 @@ if __name__ == "__main__":  # python -m: parse (and answer --help) before torch 
     sys.exit(run_command("localize", add_localize_parser, sys.argv[1:]))
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -97,13 +98,37 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            skip = _overlay_folders(p)  # earlier localize runs' overlays are no photos (before: localized, run after run)
+            out.extend(f for f in found if not any(d in f.parents for d in skip))
         else:
             out.append(p)
     unique: dict[Path, Path] = {}  # a file named twice (itself and its folder, say) is localized once
     for f in out:
         unique.setdefault(_real(f), f)
     return list(unique.values())
+
+
+def _overlay_folders(folder: Path) -> set[Path]:
+    """The ``overlays/`` folders of localize runs under ``folder``: beside a ``predictions.json`` of this tool, or
+    holding a killed run's ``.pending`` list.
+
+    Example:
+        >>> import json, tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "run" / "overlays").mkdir(parents=True); (d / "x" / "overlays").mkdir(parents=True)
+        >>> _ = (d / "run" / "predictions.json").write_text(json.dumps({"info": {"description": DESCRIPTION}}))
+        >>> sorted(str(p.relative_to(d)) for p in _overlay_folders(d))
+        ['run/overlays']
+    """
+    found = {f.parent for f in folder.rglob(PENDING) if f.parent.name == "overlays"}
+    for f in folder.rglob("predictions.json"):
+        try:
+            info = json.loads(f.read_text(encoding="utf-8")).get("info", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(info, dict) and info.get("description") == DESCRIPTION:
+            found.add(f.parent / "overlays")
+    return found
 
 
 def _real(path: Path) -> Path:
@@ -324,9 +349,12 @@ def localize(
         reg.eval().to(dev)
 
     overlay_dir = out_dir / "overlays"  # this tool's own output is never an input (localize dir --out dir, twice)
+    paths = list(paths)
     files = [f for f in expand_image_paths(paths) if _real(overlay_dir) not in _real(f).parents]
     if not files:
-        raise ValueError("no image files to localize (empty input, or folders without image files)")
+        given = ", ".join(map(str, paths[:3])) + (", ..." if len(paths) > 3 else "")
+        raise ValueError(f"no image files to localize in {given} (folders without image files by extension: "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}; localize runs' overlays are skipped)")
     images_json: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
@@ -385,7 +413,7 @@ def localize(
 
     result: dict[str, Any] = {
         "info": {
-            "description": "cream-pl localize predictions",
+            "description": DESCRIPTION,
             "checkpoint": ckpt_path,
             "regressor": None if regressor is None or isinstance(regressor, torch.nn.Module) else str(regressor),
             "box_source": "regressor" if reg is not None else f"{method} map, largest contour",
@@ -414,6 +442,8 @@ def localize(
     return result
 
 
+DESCRIPTION = "cream-pl localize predictions"
+"""``info.description`` of this tool's ``predictions.json``: how a later run knows its overlays are no input."""
 PENDING = ".pending"
 """``<out>/overlays/.pending``: the overlays a run has begun to write and its ``predictions.json`` does not list yet."""
 
@@ -455,12 +485,16 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.inputs:
         return usage("no input images or folders given")
-    if not args.ckpt.is_file():
-        return usage(f"classifier checkpoint not found: {args.ckpt}")
-    if args.regressor is not None and not args.regressor.is_file():
-        return usage(f"regressor checkpoint not found: {args.regressor}")
+    for option, path, what in (("--ckpt", args.ckpt, "classifier"), ("--regressor", args.regressor, "regressor")):
+        if path is not None and path.is_dir():
+            return usage(f"{path}: {option} is a folder, not a {what} checkpoint file")
+        if path is not None and not path.is_file():
+            return usage(f"{what} checkpoint not found: {path}")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         return usage(f"--threshold must be in [0, 1), got {args.threshold}")
+    if args.threshold is not None and args.regressor is not None:  # before: recorded as the boxes' threshold
+        return usage(f"--threshold {args.threshold:g}: the regressor's boxes take no map threshold; drop --threshold "
+                     "or --regressor")
     if args.batch_size < 1:
         return usage(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
