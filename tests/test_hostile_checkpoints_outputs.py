@@ -223,6 +223,18 @@ def test_fit_end_pseudo_boxes_without_a_val_split_are_refused_before_training(da
         main(["fit", "--config", str(path)])
     _one_line(exit_.value.code, capsys.readouterr().err, root / "metadata" / "val", "no val τ*")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("*.ckpt"))
+    # boxes from the val-selected maps of a model without cream_search (a recipe with --model.init_args.cream_search
+    # null): before, the fit trained and saved its config, then "the model has no 'cream_selected' maps"
+    cfg["data"]["init_args"]["data_root"] = str(data)
+    cfg["trainer"]["callbacks"][0]["init_args"]["source"] = "cream_selected"
+    cfg["trainer"]["logger"] = {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                                "init_args": {"save_dir": str(tmp_path / "run")}}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(path)])
+    _one_line(exit_.value.code, capsys.readouterr().err, "PseudoBoxesAtFitEnd: source 'cream_selected'",
+              "cream_selected needs the model's cream_search")
+    assert not (tmp_path / "run").exists() or not [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("module, command", [("localize", "localize"), ("export_scoremaps", "export-scoremaps")])

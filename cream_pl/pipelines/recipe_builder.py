@@ -214,11 +214,16 @@ class CreamCLI(LightningCLI):
                              f"{type(self.model).__name__} makes {list(asked)}; was it written with another recipe?")
 
     def _preflight(self, stage: str) -> None:
-        """The model's own checks of the trainer and data (a KD student's teachers included), before the trainer starts
-        its logger and saves its config: a refusal in the model's ``setup`` left an empty W&B run and a config.yaml."""
+        """The model's own checks of the trainer and data (a KD student's teachers included), and its callbacks', before
+        the trainer starts its logger and saves its config: a refusal in ``setup`` left an empty W&B run and a
+        config.yaml."""
         preflight = getattr(self.model, "preflight", None)
         if callable(preflight):
             preflight(stage, self.trainer, self.datamodule)
+        for callback in self.trainer.callbacks:  # a callback's needs (PseudoBoxesAtFitEnd's maps and val τ*) too
+            check = getattr(callback, "preflight", None)
+            if callable(check):
+                check(stage, self.trainer, self.model, self.datamodule)
 
     def before_fit(self) -> None:
         self._preflight("fit")

@@ -65,6 +65,17 @@ class PseudoBoxesAtFitEnd(pl.Callback):
         self.written: Path | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.preflight(stage, trainer, pl_module, getattr(trainer, "datamodule", None))
+
+    def preflight(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                  datamodule: pl.LightningDataModule | None) -> None:
+        """What the boxes at the fit's end need, checked before the training (``cream-pl fit`` calls it before the
+        logger starts; ``setup`` again for a plain Trainer)."""
+        names = getattr(pl_module, "method_names", None)
+        if stage == "fit" and isinstance(names, list) and self.source not in names:  # before: found after the training
+            hint = " (cream_selected needs the model's cream_search)" if self.source == "cream_selected" else ""
+            raise UserValueError(f"PseudoBoxesAtFitEnd: source {self.source!r}, but the model makes no such maps{hint}; "
+                                 f"its methods: {names}")
         if stage == "fit":  # a bad output path fails before the training, not after it
             from cream_pl.core.io import check_output_file
 
@@ -80,7 +91,7 @@ class PseudoBoxesAtFitEnd(pl.Callback):
                 raise UserValueError(f"{quality}: exists and is not the quality record of {self.out_path.name} (the fit "
                                      "writes it at its end); move it or choose another PseudoBoxesAtFitEnd.out_path")
             if self.threshold is None:  # the val τ* the boxes need would be missing after the training
-                dm, where = trainer.datamodule, None
+                dm, where = datamodule, None
                 if trainer.limit_val_batches == 0:
                     where = "trainer.limit_val_batches is 0"
                 elif dm is not None and hasattr(dm, "has_split") and not dm.has_split("val"):
