@@ -193,6 +193,14 @@ def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main([*args, "--overwrite"]) == 0
     assert main(["data", "synth", "--out", ""]) == 2  # before: a dataset written into the working folder
     assert "argument --out: an empty value" in capsys.readouterr().err
+    # the generator's refusals name the options the user gave, not its fields (before: "num_classes must be ...")
+    for argv, said in [(["--num-classes", "1"], "--num-classes must be in [2, 36], got 1"),
+                       (["--min-side", "1000"], "need 32 <= --min-side <= --max-side, got 1000, 320 (--max-side: "
+                                                "preset cub's)")]:
+        assert main(["data", "synth", "--out", str(tmp_path / "bad"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"cream-pl data synth: error: {said}", err
+    assert not (tmp_path / "bad").exists()
     assert main(["data", "check", str(out), "--files"]) == 0
     image_id = (out / "metadata/test/image_ids.txt").read_text().split("\n")[1]
     (out / "images" / image_id).write_bytes(b"")

@@ -104,10 +104,21 @@ def _run_synth(args: argparse.Namespace) -> int:
 
             raise UserValueError(f"{option} {value} only applies with --confounded (class-correlated backgrounds); "
                                  f"add --confounded or drop {option}")
-    given = {k: getattr(args, k) for k in ("num_classes", "num_train", "num_val", "num_test", "min_side", "max_side",
-                                           "usual_background_prob", "confounded_eval")
-             if getattr(args, k) is not None}  # unset: the preset's value
-    cfg = replace(PRESETS[args.preset], **given, confounded=args.confounded, image_format=args.image_format)
+    options = ("num_classes", "num_train", "num_val", "num_test", "min_side", "max_side", "usual_background_prob",
+               "confounded_eval")
+    given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}  # unset: the preset's value
+    try:
+        cfg = replace(PRESETS[args.preset], **given, confounded=args.confounded, image_format=args.image_format)
+    except ValueError as err:  # the generator names its fields: the user gave options (num_classes: --num-classes)
+        import re
+
+        from cream_pl.core.errors import UserValueError
+
+        named = set(re.findall(r"\b(" + "|".join(options) + r")\b", str(err)))
+        text = re.sub(r"\b(" + "|".join(options) + r")\b", lambda m: "--" + m.group(1).replace("_", "-"), str(err))
+        unset = sorted(named - set(given))
+        raise UserValueError(text + (f" ({', '.join('--' + k.replace('_', '-') for k in unset)}: preset "
+                                     f"{args.preset}'s)" if unset else "")) from None
     start = time.perf_counter()
     if not args.overwrite and holds_dataset(args.out, args.seed, cfg):  # make data-synth again: nothing to do
         root, done = Path(args.out), "already holds"
