@@ -298,6 +298,7 @@ def test_probe_map_extent_good_run_still_probes(data2, c2_selected, tmp_path, ca
     ('confounded_eval="../x"', "confounded_eval"),
     ("body_head_tint=abc", "--sweep"),
     ("no_such_knob=1", "--sweep"),
+    ("body_head_tint=0.1,0.2,0.10", "0.10 is listed twice"),  # before: both trained into one folder
 ])
 def test_every_swept_value_is_checked_before_any_work(sweep, words, tmp_path, capfd, monkeypatch):
     import cream_pl.pipelines.calibrate_preset as calibrate

@@ -45,6 +45,9 @@ def _parse_sweep(text: str) -> tuple[str, list[Any]]:
         except json.JSONDecodeError:
             raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep {text!r}: {v!r} is not a "
                              "value (a number, true/false, or a quoted string)") from None
+        if any(json.dumps(parsed[-1]) == json.dumps(p) for p in parsed[:-1]):  # 0.1 and 0.10: one folder, one row
+            raise SystemExit(f"python -m cream_pl.pipelines.calibrate_preset: error: --sweep {text!r}: {v} is listed "
+                             "twice")
     return key, parsed
 
 
