@@ -216,11 +216,13 @@ def test_map_box_maps_to_original_coordinates(tmp_path):
 
 
 def test_expand_image_paths_recurses_and_sorts(tmp_path):
-    for rel in ("z.png", "b/a.JPG", "b/c.txt", "a/y.jpeg"):
+    for rel in ("z.png", "b/a.JPG", "b/c.txt", "a/y.jpeg", "a/x.jfif", "a/w.JPE"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch()
+    (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # dangling: kept, to be reported as failed
     got = expand_image_paths([tmp_path, tmp_path / "b" / "c.txt"])
-    assert [p.relative_to(tmp_path).as_posix() for p in got] == ["a/y.jpeg", "b/a.JPG", "z.png", "b/c.txt"]
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == ["a/gone.png", "a/w.JPE", "a/x.jfif", "a/y.jpeg",
+                                                                 "b/a.JPG", "z.png", "b/c.txt"]
 
 
 def test_regressor_box_replaces_the_map_box(tiny, tmp_path, capsys):

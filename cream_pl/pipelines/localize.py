@@ -69,7 +69,7 @@ __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_THRESHOLD", "expand_image_paths", "grid_
            "checkpoint_class_names", "add_parser", "run"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 """File endings (lower case) picked up when a folder is expanded."""
 
@@ -98,7 +98,8 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(f for f in p.rglob("*")  # a dangling link too: reported as failed (before: left out)
+                           if (f.is_file() or f.is_symlink()) and f.suffix.lower() in IMAGE_EXTENSIONS)
             skip = _overlay_folders(p)  # earlier localize runs' overlays are no photos (before: localized, run after run)
             out.extend(f for f in found if not any(d in f.parents for d in skip))
         else:
