@@ -12,8 +12,8 @@ from cream_pl.pipelines.bench import REFERENCE_HOWTO, _markdown
 def _result(reference: dict | None) -> dict:
     return {
         "machine": "test machine",
-        "cream_cost": {"overhead_percent": 1.0},
-        "metrics": {"num_workers": 2, "speedup": 12.0, "speedup_serial": 8.0},
+        "cream_cost": {"overhead_percent": 1.0, "batch_size": 32, "size": 224},
+        "metrics": {"num_workers": 2, "speedup": 12.0, "speedup_serial": 8.0, "interval": 0.001},
         "pseudo_boxes": {"ratio": 0.95},
         "data_loading": {"images_per_s": 400.0},
         "startup": {"cream-pl --help": 0.08, "cream-pl evaluate --help": 0.07, "cream-pl localize --help": 0.09},
@@ -78,6 +78,7 @@ def test_the_speed_bench_scores_make_demos_own_checkpoint_when_there_is_one(tmp_
     demo.write_bytes(b"x")
     ckpt, what = bench_reference._find_checkpoint(tmp_path / "work", tmp_path / "data")
     assert ckpt == demo and "make demo's classifier" in what
+    (tmp_path / "mine.ckpt").write_bytes(b"x")
     monkeypatch.setenv("CREAM_BENCH_CKPT", str(tmp_path / "mine.ckpt"))
     assert bench_reference._find_checkpoint(tmp_path / "work", tmp_path / "data")[0] == tmp_path / "mine.ckpt"
 
@@ -89,11 +90,13 @@ def test_bench_writes_json_and_markdown(tmp_path, monkeypatch):
 
     res = run_bench(tmp_path, quick=True)
     data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["quick"] is True and "incomplete" not in data and not (tmp_path / "bench.partial.json").exists()
     assert data["metrics"]["identical"] is True
     assert data["pseudo_boxes"]["ratio"] > 0 and data["data_loading"]["images_per_s"] > 0
     assert res["cream_cost"]["forward_cream_s"] > 0
     md = (tmp_path / "bench.md").read_text()
-    assert "CREAM map cost vs CAM" in md and "per-threshold loop" in md
+    assert "CREAM map cost vs CAM (forward + maps, batch 8, 224 px)" in md and "per-threshold loop" in md
+    assert "QUICK RUN" in md and "Produced by `make bench`" not in md
     assert data["cpu_training"]["contiguous_images_per_s"] > 0 and data["cpu_training"]["speedup"] > 0
     assert "channels_last vs default layout" in md
     cs = data["cream_search"]
@@ -183,3 +186,228 @@ def test_quick_with_a_reference_is_refused_not_ignored(tmp_path, capsys) -> None
         main(["--quick", "--reference", str(tmp_path), "--out", str(tmp_path / "o")])
     text = capsys.readouterr().err.strip()
     assert err.value.code == 2 and "--reference: not with --quick" in text and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------- control flow of run_bench
+
+
+def _one_line_error(capfd, *words) -> str:
+    err = capfd.readouterr().err.strip()
+    lines = err.splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), err
+    return lines[0]
+
+
+@pytest.fixture
+def measured(monkeypatch) -> list[str]:
+    """Every measurement of ``run_bench`` replaced by canned figures of the sizes it is asked for (this is about the
+    control flow, not the speed); returns the names of the stages that ran, in order."""
+    import cream_pl.pipelines.bench as bench
+    import cream_pl.pipelines.bench_loading as bench_loading
+    import cream_pl.pipelines.bench_metrics as bench_metrics
+    import cream_pl.pipelines.bench_reference as bench_reference
+
+    ran: list[str] = []
+
+    def canned(name, figures):
+        def measure(*args, **kwargs):
+            ran.append(name)
+            return figures(*args, **kwargs) if callable(figures) else figures
+        return measure
+
+    monkeypatch.setattr(bench, "machine_text", lambda gpu=True: "test machine")
+    monkeypatch.setattr(bench, "bench_cream_cost", canned("cream_cost", lambda batch_size=32, size=224, **kw: {
+        "overhead_percent": 1.0, "batch_size": batch_size, "size": size}))
+    monkeypatch.setattr(bench_metrics, "bench_metrics", canned("metrics", lambda num_images=16, interval=0.001, **kw: {
+        "num_workers": 2, "speedup": 12.0, "speedup_serial": 8.0, "interval": interval}))
+    monkeypatch.setattr(bench, "bench_pseudo_boxes", canned("pseudo_boxes", {"ratio": 0.95}))
+    monkeypatch.setattr(bench, "bench_data_loading", canned("data_loading", {"images_per_s": 400.0}))
+    monkeypatch.setattr(bench_loading, "bench_cub_loading", canned("loading_cub", lambda *a, **kw: _loading_cub()))
+    monkeypatch.setattr(bench, "bench_cream_search", canned("cream_search", {
+        "candidates": 90, "threads": 2, "s_per_image_without": 0.2, "s_per_image_with": 0.25, "added_s_per_image": 0.05}))
+    monkeypatch.setattr(bench, "bench_cpu_training", canned("cpu_training", {
+        "size": 160, "batch_size": 8, "threads": 2, "contiguous_images_per_s": 10.0, "channels_last_images_per_s": 12.0,
+        "speedup": 1.2}))
+    monkeypatch.setattr(bench, "bench_gpu_training", canned("gpu_training", None))
+    monkeypatch.setattr(bench_reference, "startup_times", canned("startup", {"cream-pl --help": 0.08}))
+    monkeypatch.setattr(bench_reference, "bench_against_reference", canned("reference", {}))
+    return ran
+
+
+def test_quick_without_out_writes_a_temporary_folder_marked_quick_not_results(tmp_path, monkeypatch, measured) -> None:
+    """Before: ``--quick`` wrote into the default ``results``, replacing the committed bench.json / bench.md, and its
+    bench.md read "Produced by `make bench`" with a "batch 32" row while bench.json said batch_size 8."""
+    import tempfile
+
+    from cream_pl.pipelines.bench import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    assert main(["--quick"]) == 0
+    assert not (tmp_path / "results").exists()
+    folder, = (tmp_path / "tmp").iterdir()  # the run's own work folder is gone, its results folder stays
+    data = json.loads((folder / "bench.json").read_text())
+    assert data["quick"] is True and data["cream_cost"]["batch_size"] == 8 and "incomplete" not in data
+    md = (folder / "bench.md").read_text()
+    assert md.startswith("# cream-pl benchmarks — QUICK RUN (test machine)") and "bench --quick`): small sizes" in md
+    assert "A quick run skips the comparison with the reference tool." in md and "then `make bench`" not in md
+    assert "Produced by `make bench`" not in md and "(forward + maps, batch 8, 224 px)" in md
+    assert measured[0] == "cream_cost" and measured[-1] == "startup" and not (folder / "bench.partial.json").exists()
+
+
+@pytest.mark.parametrize("only", [None, "cream_search"])
+def test_quick_refuses_to_replace_a_full_runs_files(only, tmp_path, capfd, measured) -> None:
+    from cream_pl.pipelines.bench import main
+
+    name = "bench_cream_search.json" if only else "bench.json"
+    full = tmp_path / "results" / name
+    full.parent.mkdir()
+    for text in ('{"machine": "m", "cream_cost": {}}', '{"quick": false}', "{not json"):  # no "quick": a full run's
+        full.write_text(text)
+        assert main(["--quick", "--out", str(full.parent), *(["--only", only] if only else [])]) == 2
+        _one_line_error(capfd, str(full), "--quick does not replace them")
+        assert full.read_text() == text and measured == []
+    full.write_text('{"quick": true}')  # an earlier quick run's files may be replaced
+    if only is None:
+        assert main(["--quick", "--out", str(full.parent)]) == 0 and json.loads(full.read_text())["quick"] is True
+
+
+def test_markdown_rows_name_the_measured_sizes() -> None:
+    res = _result(None)
+    res["cream_cost"].update(batch_size=8, size=160)
+    res["metrics"]["interval"] = 0.01
+    md = _markdown(res)
+    assert "(forward + maps, batch 8, 160 px)" in md and "MaxBoxAccV2 update, interval 0.01)" in md
+    assert "Produced by `make bench`" in md and "QUICK RUN" not in md  # a full run's files say so
+
+
+def test_a_late_failure_keeps_the_finished_measurements(tmp_path, capsys, monkeypatch, measured) -> None:
+    """Before: bench.json was written only after the last stage, so a failure there lost every measurement."""
+    import cream_pl.pipelines.bench_reference as bench_reference
+    from cream_pl.pipelines.bench import run_bench
+
+    def broken(repeats=3):
+        raise OSError("start-up failed")
+
+    monkeypatch.setattr(bench_reference, "startup_times", broken)
+    (tmp_path / "bench.json").write_text('{"earlier": "results"}')
+    with pytest.raises(OSError, match="start-up failed"):
+        run_bench(tmp_path)
+    partial = json.loads((tmp_path / "bench.partial.json").read_text())
+    assert partial["incomplete"] is True and partial["stages_left"] == ["start-up of the cream-pl command"]
+    assert partial["quick"] is False and partial["cream_cost"]["batch_size"] == 32 and partial["cpu_training"]["speedup"]
+    assert (tmp_path / "bench.json").read_text() == '{"earlier": "results"}'  # a failed run replaces nothing
+    assert f"the 8 finished stage(s) are in {tmp_path / 'bench.partial.json'}" in capsys.readouterr().out
+    monkeypatch.setattr(bench_reference, "startup_times", lambda repeats=3: {"cream-pl --help": 0.1})
+    run_bench(tmp_path)
+    assert not (tmp_path / "bench.partial.json").exists() and "incomplete" not in json.loads(
+        (tmp_path / "bench.json").read_text())
+
+
+def test_a_damaged_bench_gpu_json_is_one_line_before_any_measurement(tmp_path, capfd, measured) -> None:
+    """Before: a JSONDecodeError traceback from ``gpu_steps`` after five stages of measurements."""
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.bench import main
+    from cream_pl.pipelines.bench_loading import gpu_steps
+
+    gpu = tmp_path / "bench_gpu.json"
+    for text in ('{"training": {"vgg16": ', '{"machine": "H200", "training": {"vgg16": {"fp32": 3}}}', "[1, 2]"):
+        gpu.write_text(text)
+        with pytest.raises(UserValueError, match="not a readable `make bench-gpu` result"):
+            gpu_steps(gpu)
+    gpu.write_text('{"training": {"vgg16": ')
+    assert main(["--out", str(tmp_path)]) == 2
+    _one_line_error(capfd, f"{gpu}: not a readable `make bench-gpu` result (JSONDecodeError")
+    assert measured == [] and not (tmp_path / "bench.partial.json").exists()
+
+
+def test_cub_loading_reads_the_gpu_file_before_writing_any_image(tmp_path) -> None:
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.pipelines.bench_loading import bench_cub_loading
+
+    (tmp_path / "bench_gpu.json").write_text('{"training": ')
+    with pytest.raises(UserValueError, match="bench_gpu.json: not a readable"):
+        bench_cub_loading(tmp_path / "w", num_images=2, gpu_results=tmp_path / "bench_gpu.json")
+    assert not (tmp_path / "w").exists()
+
+
+def _fake_checkout(root):
+    from cream_pl.pipelines.bench_reference import REFERENCE_FILES
+
+    root.mkdir()
+    for name in REFERENCE_FILES:  # passes the checkout check; its evaluation.py cannot run
+        (root / name).write_text("")
+    return root
+
+
+@pytest.mark.parametrize("variable", ["CREAM_BENCH_WORK", "CREAM_BENCH_CKPT"])
+def test_the_reference_comparisons_environment_is_checked_before_any_measurement(variable, tmp_path, capfd, monkeypatch,
+                                                                                  measured) -> None:
+    """Before: a ``CREAM_BENCH_WORK`` under a file was refused after every measurement, as ``--out``; a missing
+    ``CREAM_BENCH_CKPT`` spent 20 s writing images, then a RuntimeError traceback of ``export-scoremaps``."""
+    from cream_pl.pipelines import bench, bench_reference
+
+    ref = _fake_checkout(tmp_path / "ref")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    monkeypatch.setenv("WSOLEVAL_REF", str(ref))
+    bad = {"CREAM_BENCH_WORK": (a_file / "sub", f"{a_file / 'sub'}: CREAM_BENCH_WORK must be a folder"),
+           "CREAM_BENCH_CKPT": (tmp_path / "none.ckpt", f"CREAM_BENCH_CKPT={tmp_path / 'none.ckpt'}: no such file")}
+    value, words = bad[variable]
+    monkeypatch.setenv(variable, str(value))
+    assert bench.main(["--out", str(tmp_path / "out")]) == 2
+    assert "--out" not in _one_line_error(capfd, words)
+    if variable == "CREAM_BENCH_CKPT":  # bench_reference's work folder is its --work
+        assert bench_reference.main(["--work", str(tmp_path / "w")]) == 2
+        _one_line_error(capfd, words)
+    assert measured == []
+    monkeypatch.delenv(variable)
+    assert bench_reference.main(["--work", str(a_file / "sub")]) == 2
+    _one_line_error(capfd, f"{a_file / 'sub'}: --work must be a folder")
+    monkeypatch.setenv("CREAM_BENCH_CKPT", str(tmp_path))
+    assert bench_reference.main([]) == 2
+    _one_line_error(capfd, "CREAM_BENCH_CKPT=", "a folder, not a checkpoint file")
+    assert measured == []
+
+
+def test_a_failed_process_is_one_user_error_with_its_name_and_last_line(tmp_path) -> None:
+    """Before: a RuntimeError (a traceback at the top) whose text cut the command after its first three words,
+    the reference's whole driver script included."""
+    import sys
+
+    from cream_pl.core.errors import UserError, user_error_message
+    from cream_pl.pipelines.bench_reference import _timed, run_reference
+
+    with pytest.raises(UserError) as err:
+        _timed([sys.executable, "-c", "import sys; print('noise', file=sys.stderr); sys.exit('last words')"])
+    assert str(err.value).endswith("-c failed (exit status 1): last words") and user_error_message(err.value)
+    ref = _fake_checkout(tmp_path / "ref")
+    with pytest.raises(UserError) as err:
+        run_reference(ref, tmp_path / "metadata", tmp_path / "maps")
+    text = user_error_message(err.value)
+    assert text.startswith(f"wsolevaluation's evaluation.py (box, {ref}) failed (exit status 1): ImportError: ")
+    assert "configure_metadata" in text and "\n" not in text and "np.float" not in text
+
+
+@pytest.mark.parametrize("measure", ["bench_cream_search", "bench_pseudo_boxes", "bench_data_loading"])
+def test_a_measurement_without_a_work_folder_leaves_no_temporary_folder(measure, tmp_path, monkeypatch) -> None:
+    """Before: each run left a ``/tmp/cream_bench_*`` folder (``mkdtemp``, never removed)."""
+    import tempfile
+
+    import cream_pl.data
+    import cream_pl.pipelines.bench as bench
+
+    class Generated(Exception):
+        pass
+
+    def generate(root, *args, **kwargs):
+        assert str(root).startswith(str(tmp_path / "tmp"))  # it works in a temporary folder
+        raise Generated
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(cream_pl.data, "generate_synthetic_dataset", generate)
+    with pytest.raises(Generated):
+        getattr(bench, measure)(num_images=2, batch_size=2)
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("cream_bench")] == []

@@ -150,6 +150,22 @@ def test_without_a_gpu_the_real_run_says_how_to_dry_run(tmp_path: Path, capfd, m
     assert not (tmp_path / "out" / "bench_gpu.json").exists()
 
 
+def test_a_refused_work_folder_leaves_no_temporary_folder(tmp_path: Path, capfd, monkeypatch) -> None:
+    """Before: the dry run's temporary --out folder was made before --work was checked, and stayed, empty."""
+    import tempfile
+
+    from cream_pl.pipelines.bench_gpu import main
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(["--dry-run", "--work", str(a_file)]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{a_file}: --work must be a folder" in err
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("cream_bench")] == []
+
+
 @pytest.mark.parametrize("argv, option", [(["--val-images", "0"], "--val-images"), (["--num-workers", "-1"], "--num-workers"),
                                           (["--time-limit-s", "nan"], "--time-limit-s")])
 def test_bad_options_fail_in_one_line(argv, option, capfd) -> None:

@@ -19,17 +19,24 @@
   0.001, all contours) and PxAP (target >= 10x, identical numbers); see
   :mod:`cream_pl.pipelines.bench_reference`.
 
+Every input is checked before the first measurement; the finished measurements are kept in
+``<out>/bench.partial.json`` while it runs (a late failure loses none), which becomes ``bench.json``
+at the end. ``--quick`` (small sizes, a smoke test) writes to a new temporary folder unless given
+``--out``, is marked as such in both files, and never replaces a full run's files.
+
 Example:
     $ WSOLEVAL_REF=../wsolevaluation python -m cream_pl.pipelines.bench --out results
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +45,11 @@ from cream_pl.core.machine import machine_text
 if TYPE_CHECKING:  # torch is imported when a measurement runs: --help stays instant
     import torch
 
-__all__ = ["bench_cream_cost", "bench_cream_search", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training", "bench_gpu_training", "run_bench", "main"]
+__all__ = ["bench_cream_cost", "bench_cream_search", "bench_pseudo_boxes", "bench_data_loading", "bench_cpu_training",
+           "bench_gpu_training", "refuse_to_replace_full_results", "run_bench", "main"]
+
+PARTIAL_FILE = "bench.partial.json"
+"""The finished measurements of a run in progress (in ``--out``; ``bench.json`` replaces it at the end)."""
 
 
 def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -59,6 +70,16 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
+@contextlib.contextmanager
+def _work_folder(workdir: Path | None) -> Iterator[Path]:
+    """``workdir``, else a temporary folder removed at the end of the block."""
+    if workdir is not None:
+        yield Path(workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="cream_bench_") as tmp:
+        yield Path(tmp)
+
+
 def _classifier(device: torch.device, pretrained: bool = True):
     from cream_pl.models import WSOLClassifier
 
@@ -66,9 +87,10 @@ def _classifier(device: torch.device, pretrained: bool = True):
     return model
 
 
-def bench_cream_cost(batch_size: int = 32, size: int = 224, repeats: int = 5, device: str = "cpu") -> dict[str, Any]:
-    """Forward + CAM vs forward + CREAM (T=2) on one batch, median of ``repeats``."""
+def bench_cream_cost(batch_size: int = 32, size: int = 224, repeats: int = 5, device: str | None = None) -> dict[str, Any]:
+    """Forward + CAM vs forward + CREAM (T=2) on one batch, median of ``repeats`` (``device``: default the GPU if any)."""
     import torch
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     model = _classifier(dev)
     x = torch.randn(batch_size, 3, size, size, device=dev)
@@ -103,37 +125,37 @@ def bench_pseudo_boxes(num_images: int = 64, batch_size: int = 32, workdir: Path
     from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
     from cream_pl.pseudo_boxes.generate import generate_pseudo_boxes
 
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
-    root = tmp / "synth"
-    if not (root / "metadata").is_dir():
-        generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=num_images, num_val=8, num_test=8)
-    mean, std = (0.498,) * 3, (0.502,) * 3
-    dm = WSOLDataModule(str(root), batch_size=batch_size, mean=mean, std=std)
-    model = _classifier(torch.device("cpu"))
+    with _work_folder(workdir) as tmp:
+        root = tmp / "synth"
+        if not (root / "metadata").is_dir():
+            generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=num_images, num_val=8, num_test=8)
+        mean, std = (0.498,) * 3, (0.502,) * 3
+        dm = WSOLDataModule(str(root), batch_size=batch_size, mean=mean, std=std)
+        model = _classifier(torch.device("cpu"))
 
-    class _Plain(pl.LightningModule):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
+        class _Plain(pl.LightningModule):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
 
-        def predict_step(self, batch, batch_idx):
-            return self.inner(batch["image"]).argmax(1)
+            def predict_step(self, batch, batch_idx):
+                return self.inner(batch["image"]).argmax(1)
 
-    kw = dict(accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
-    plain = _Plain(model)
+        kw = dict(accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+        plain = _Plain(model)
 
-    def run_plain() -> None:
-        pl.Trainer(**kw).predict(plain, datamodule=dm, return_predictions=False)
+        def run_plain() -> None:
+            pl.Trainer(**kw).predict(plain, datamodule=dm, return_predictions=False)
 
-    def run_boxes() -> None:
-        generate_pseudo_boxes(model, dm, tmp / "boxes.json", source="cream", threshold=0.2, trainer_kwargs=kw,
-                              overwrite=True)
+        def run_boxes() -> None:
+            generate_pseudo_boxes(model, dm, tmp / "boxes.json", source="cream", threshold=0.2, trainer_kwargs=kw,
+                                  overwrite=True)
 
-    run_plain()  # warm-up: page cache, first-call allocations and kernels, for both runs alike
-    t_plain = min(_time(run_plain, repeats=1, warmup=0) for _ in range(2))
-    t_boxes = min(_time(run_boxes, repeats=1, warmup=0) for _ in range(2))
-    return {"num_images": num_images, "plain_images_per_s": num_images / t_plain,
-            "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
+        run_plain()  # warm-up: page cache, first-call allocations and kernels, for both runs alike
+        t_plain = min(_time(run_plain, repeats=1, warmup=0) for _ in range(2))
+        t_boxes = min(_time(run_boxes, repeats=1, warmup=0) for _ in range(2))
+        return {"num_images": num_images, "plain_images_per_s": num_images / t_plain,
+                "pseudo_box_images_per_s": num_images / t_boxes, "ratio": t_plain / t_boxes, "target_ratio": 0.9}
 
 
 EMBEDDED_RECIPE = Path(__file__).resolve().parents[2] / "experiments" / "embedded_cream.yaml"
@@ -159,29 +181,29 @@ def bench_cream_search(num_images: int = 64, batch_size: int = 32, workdir: Path
     space = args.get("cream_search")
     if not space:
         raise ValueError(f"{recipe} sets no cream_search")
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
     from cream_pl.data.synth import PRESETS
 
-    root = tmp / "synth_search"
-    if not (root / "metadata").is_dir():
-        generate_synthetic_dataset(root, seed=0, config=PRESETS["cub"], num_train=8, num_val=num_images, num_test=8)
-    dm = WSOLDataModule(str(root), batch_size=batch_size, mean=(0.498,) * 3, std=(0.502,) * 3)
-    keep = ("cream_lambda", "cream_kappa", "cream_iterations", "cream_feature_norm", "ablation_lambdas",
-            "cam_curve_interval", "channels_last")
-    base = {k: args[k] for k in keep if k in args}
-    kw = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
-    per_image = {}
-    for name, search in (("without", None), ("with", space)):
-        model = WSOLClassifier(num_classes=PRESETS["cub"].num_classes, pretrained=True, cream=True, cream_search=search,
-                               backbone=args.get("backbone", "efficientnet_lite0"), **base)
-        runs = [_time(lambda m=model: pl.Trainer(**kw).validate(m, datamodule=dm, verbose=False), repeats=1, warmup=0)
-                for _ in range(2)]
-        per_image[name] = min(runs) / num_images
-    n_cand = len(WSOLClassifier(num_classes=PRESETS["cub"].num_classes, pretrained=False, cream=True, cream_search=space,
-                                **base).cream_candidates)
-    return {"num_images": num_images, "candidates": n_cand, "threads": torch.get_num_threads(),
-            "s_per_image_without": per_image["without"], "s_per_image_with": per_image["with"],
-            "added_s_per_image": per_image["with"] - per_image["without"], "recipe": str(recipe)}
+    with _work_folder(workdir) as tmp:
+        root = tmp / "synth_search"
+        if not (root / "metadata").is_dir():
+            generate_synthetic_dataset(root, seed=0, config=PRESETS["cub"], num_train=8, num_val=num_images, num_test=8)
+        dm = WSOLDataModule(str(root), batch_size=batch_size, mean=(0.498,) * 3, std=(0.502,) * 3)
+        keep = ("cream_lambda", "cream_kappa", "cream_iterations", "cream_feature_norm", "ablation_lambdas",
+                "cam_curve_interval", "channels_last")
+        base = {k: args[k] for k in keep if k in args}
+        kw = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+        per_image = {}
+        for name, search in (("without", None), ("with", space)):
+            model = WSOLClassifier(num_classes=PRESETS["cub"].num_classes, pretrained=True, cream=True, cream_search=search,
+                                   backbone=args.get("backbone", "efficientnet_lite0"), **base)
+            runs = [_time(lambda m=model: pl.Trainer(**kw).validate(m, datamodule=dm, verbose=False), repeats=1, warmup=0)
+                    for _ in range(2)]
+            per_image[name] = min(runs) / num_images
+        n_cand = len(WSOLClassifier(num_classes=PRESETS["cub"].num_classes, pretrained=False, cream=True, cream_search=space,
+                                    **base).cream_candidates)
+        return {"num_images": num_images, "candidates": n_cand, "threads": torch.get_num_threads(),
+                "s_per_image_without": per_image["without"], "s_per_image_with": per_image["with"],
+                "added_s_per_image": per_image["with"] - per_image["without"], "recipe": str(recipe)}
 
 
 def bench_data_loading(num_images: int = 96, batch_size: int = 32, num_workers: int = 2,
@@ -189,16 +211,16 @@ def bench_data_loading(num_images: int = 96, batch_size: int = 32, num_workers: 
     """Images/s of one epoch of the embedded train loader (decode + resize 256 + crop 224 + flip + normalise)."""
     from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="cream_bench_"))
-    root = tmp / "synth_loading"
-    if not (root / "metadata").is_dir():
-        generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=num_images, num_val=8, num_test=8)
-    dm = WSOLDataModule(str(root), batch_size=batch_size, num_workers=num_workers)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    t = time.perf_counter()
-    n = sum(batch["image"].shape[0] for batch in loader)
-    return {"images_per_s": n / (time.perf_counter() - t), "num_workers": num_workers, "num_images": n}
+    with _work_folder(workdir) as tmp:
+        root = tmp / "synth_loading"
+        if not (root / "metadata").is_dir():
+            generate_synthetic_dataset(root, seed=0, num_classes=4, num_train=num_images, num_val=8, num_test=8)
+        dm = WSOLDataModule(str(root), batch_size=batch_size, num_workers=num_workers)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        t = time.perf_counter()
+        n = sum(batch["image"].shape[0] for batch in loader)
+        return {"images_per_s": n / (time.perf_counter() - t), "num_workers": num_workers, "num_images": n}
 
 
 EMBEDDED_FREEZE = r"^(_conv_stem|_bn0|_blocks\.[0-7]\.)"
@@ -295,6 +317,8 @@ def _reference_rows(res: dict[str, Any]) -> list[tuple[str, str, str, bool | Non
 
 def _reference_notes(res: dict[str, Any]) -> list[str]:
     r = res.get("reference")
+    if not r and res.get("quick"):
+        return ["", "A quick run skips the comparison with the reference tool."]
     if not r:
         return ["", f"The comparison with the reference tool on real maps was not run: {REFERENCE_HOWTO}."]
     b = r["box"]
@@ -314,9 +338,9 @@ def _markdown(res: dict[str, Any]) -> str:
     m1 = res.get("metrics_v1")
     workers = f"{m['num_workers']} threads"
     rows = [
-        ("CREAM map cost vs CAM (forward + maps, batch 32, 224 px)", f"{c['overhead_percent']:+.1f} %", "≤ +5 %",
-         c["overhead_percent"] <= 5.0),
-        (f"Box metric (MaxBoxAccV2 update, interval 0.001) vs per-threshold loop, {workers}", f"{m['speedup']:.1f}×",
+        (f"CREAM map cost vs CAM (forward + maps, batch {c['batch_size']}, {c['size']} px)",
+         f"{c['overhead_percent']:+.1f} %", "≤ +5 %", c["overhead_percent"] <= 5.0),
+        (f"Box metric (MaxBoxAccV2 update, interval {m['interval']:g}) vs per-threshold loop, {workers}", f"{m['speedup']:.1f}×",
          "≥ 10×", m["speedup"] >= 10.0),
         ("… same, one thread", f"{m['speedup_serial']:.1f}×", "—", None),
     ]
@@ -350,8 +374,14 @@ def _markdown(res: dict[str, Any]) -> str:
     if g:
         rows.append(("VGG16 training, bf16-mixed + channels_last vs fp32", f"{g['speedup']:.2f}×", "≥ 1.5×", g["speedup"] >= 1.5))
     rows += _reference_rows(res)
-    lines = [f"# cream-pl benchmarks ({res['machine']})", "", "Produced by `make bench` (`python -m cream_pl.pipelines.bench`).", "",
-             "| measurement | result | target | met |", "| --- | ---: | ---: | :---: |"]
+    if res.get("quick"):
+        lines = [f"# cream-pl benchmarks — QUICK RUN ({res['machine']})", "",
+                 "A quick run (`python -m cream_pl.pipelines.bench --quick`): small sizes, a smoke test; these are not "
+                 "the figures of `make bench`.", ""]
+    else:
+        lines = [f"# cream-pl benchmarks ({res['machine']})", "",
+                 "Produced by `make bench` (`python -m cream_pl.pipelines.bench`).", ""]
+    lines += ["| measurement | result | target | met |", "| --- | ---: | ---: | :---: |"]
     for name, value, target, met in rows:
         lines.append(f"| {name} | {value} | {target} | {'—' if met is None else ('yes' if met else 'no')} |")
     if not g:
@@ -361,62 +391,105 @@ def _markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def refuse_to_replace_full_results(path: Path | str) -> None:
+    """Before a quick run writes ``path`` (``bench.json``, ``bench_cream_search.json``): one line if a full run's
+    results (or any file not marked ``"quick": true``) are there.
+
+    Raises:
+        UserValueError: ``path`` exists and is no quick run's result.
+    """
+    from cream_pl.core.errors import UserValueError
+
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        quick = json.loads(path.read_text(encoding="utf-8")).get("quick") is True
+    except (OSError, ValueError, AttributeError):
+        quick = False
+    if not quick:
+        raise UserValueError(f"{path}: the results of a full run are there, and --quick does not replace them (give "
+                             "--quick another --out, or none: a new temporary folder)")
+
+
+def _reference_work_folder() -> tuple[str, str]:
+    """The reference comparison's work folder and its name in messages (``$CREAM_BENCH_WORK`` or the default)."""
+    env = os.environ.get("CREAM_BENCH_WORK")
+    return (env, "CREAM_BENCH_WORK") if env else ("outputs/bench", "the default work folder (CREAM_BENCH_WORK)")
+
+
 def run_bench(out: Path | str = "results", quick: bool = False, reference: str | None = None) -> dict[str, Any]:
     """Run every measurement and write ``bench.json`` / ``bench.md`` to ``out``.
 
+    Every input is checked first (``out``, the reference checkout, ``$CREAM_BENCH_WORK``,
+    ``$CREAM_BENCH_CKPT``, ``<out>/bench_gpu.json``). After each stage the finished measurements are
+    written to ``<out>/bench.partial.json`` (``"incomplete": true``), removed once ``bench.json`` is.
+
     Args:
         out: output folder.
-        quick: small sizes (smoke test).
+        quick: small sizes (smoke test); marked ``"quick": true``, and refused where a full run's
+            ``bench.json`` is.
         reference: wsolevaluation checkout for the real-map comparison (default ``$WSOLEVAL_REF``;
             skipped when unset, or with ``quick``).
     """
-    import torch
-
+    from cream_pl.core.io import check_output_dir
+    from cream_pl.pipelines.bench_loading import bench_cub_loading, gpu_steps
     from cream_pl.pipelines.bench_metrics import bench_metrics
-    from cream_pl.pipelines.bench_reference import bench_against_reference, startup_times
+    from cream_pl.pipelines.bench_reference import bench_against_reference, check_bench_inputs, startup_times
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
 
     out = Path(out)
+    check_output_dir(out, "--out")  # every check before the first measurement, not a traceback after them
+    if quick:
+        refuse_to_replace_full_results(out / "bench.json")
     reference = reference if reference is not None else os.environ.get("WSOLEVAL_REF")
-    if reference and not quick:  # a bad checkout is one line before the measurements, not a traceback after them
-        from cream_pl.pipelines.bench_reference import check_reference_checkout
+    reference = None if quick else reference
+    work, work_option = _reference_work_folder()
+    if reference:
+        check_bench_inputs(reference, "WSOLEVAL_REF" if reference == os.environ.get("WSOLEVAL_REF") else "--reference",
+                           work, work_option)
+    gpu_results = out / "bench_gpu.json"
+    gpu_steps(gpu_results)  # optional, but a damaged one is refused now
 
-        check_reference_checkout(reference, "WSOLEVAL_REF" if reference == os.environ.get("WSOLEVAL_REF") else "--reference")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    res: dict[str, Any] = {
-        "machine": machine_text(),
-    }
-    print("[bench] CREAM vs CAM map cost ...", flush=True)
-    res["cream_cost"] = bench_cream_cost(batch_size=8 if quick else 32, repeats=2 if quick else 5, device=device)
-    print("[bench] box metric vs per-threshold loop ...", flush=True)
-    res["metrics"] = bench_metrics(num_images=4 if quick else 32, interval=0.001)
-    res["metrics_v1"] = bench_metrics(num_images=4 if quick else 32, interval=0.001, multi_contour=False)
+    batch = 8 if quick else 32  # of the model stages
+    stages: list[tuple[str, Callable[[Path], dict[str, Any]]]] = [
+        ("CREAM vs CAM map cost", lambda tmp: {"cream_cost": bench_cream_cost(batch_size=batch, repeats=2 if quick else 5)}),
+        ("box metric vs per-threshold loop", lambda tmp: {
+            "metrics": bench_metrics(num_images=4 if quick else 32, interval=0.001),
+            "metrics_v1": bench_metrics(num_images=4 if quick else 32, interval=0.001, multi_contour=False)}),
+        ("pseudo-box throughput", lambda tmp: {"pseudo_boxes": bench_pseudo_boxes(
+            num_images=16 if quick else 64, batch_size=batch, workdir=tmp)}),
+        ("data loading", lambda tmp: {"data_loading": bench_data_loading(num_images=16 if quick else 96, workdir=tmp)}),
+        ("loading at CUB size vs the CUB recipes' CPU training step", lambda tmp: {"loading_cub": bench_cub_loading(
+            tmp, num_images=8 if quick else 64, batch_size=2 if quick else 32, gpu_results=gpu_results)}),
+        ("cream_search cost on the val split", lambda tmp: {"cream_search": bench_cream_search(
+            num_images=8 if quick else 64, batch_size=batch, workdir=tmp)}),
+        ("CPU training, default layout vs channels_last", lambda tmp: {"cpu_training": bench_cpu_training(
+            steps=1 if quick else 4, batch_size=batch)}),
+        ("VGG16 training on a GPU, fp32 vs bf16-mixed (none without a GPU)",
+         lambda tmp: {"gpu_training": bench_gpu_training()}),
+        ("start-up of the cream-pl command", lambda tmp: {"startup": startup_times(repeats=1 if quick else 3)}),
+    ]
+    if reference:
+        stages.append((f"cream-pl evaluate vs wsolevaluation ({reference}) on real maps", lambda tmp: {
+            "reference": bench_against_reference(reference, work=work, work_option=work_option)}))
+    res: dict[str, Any] = {"machine": machine_text(), "quick": quick, "reference": None}
+    partial = out / PARTIAL_FILE
     with tempfile.TemporaryDirectory(prefix="cream_bench_") as tmp:
-        print("[bench] pseudo-box throughput ...", flush=True)
-        res["pseudo_boxes"] = bench_pseudo_boxes(num_images=16 if quick else 64, batch_size=8 if quick else 32,
-                                                 workdir=Path(tmp))
-        print("[bench] data loading ...", flush=True)
-        res["data_loading"] = bench_data_loading(num_images=16 if quick else 96, workdir=Path(tmp))
-        print("[bench] loading at CUB size vs the CUB recipes' CPU training step ...", flush=True)
-        from cream_pl.pipelines.bench_loading import bench_cub_loading
-
-        res["loading_cub"] = bench_cub_loading(Path(tmp), num_images=8 if quick else 64, batch_size=2 if quick else 32,
-                                               gpu_results=out / "bench_gpu.json")
-        print("[bench] cream_search cost on the val split ...", flush=True)
-        res["cream_search"] = bench_cream_search(num_images=8 if quick else 64, batch_size=8 if quick else 32,
-                                                 workdir=Path(tmp))
-    print("[bench] CPU training, default layout vs channels_last ...", flush=True)
-    res["cpu_training"] = bench_cpu_training(steps=1 if quick else 4, batch_size=8 if quick else 32)
-    res["gpu_training"] = bench_gpu_training()
-    print("[bench] start-up of the cream-pl command ...", flush=True)
-    res["startup"] = startup_times(repeats=1 if quick else 3)
-    res["reference"] = None
-    if reference and not quick:
-        print(f"[bench] cream-pl evaluate vs wsolevaluation ({reference}) on real maps ...", flush=True)
-        res["reference"] = bench_against_reference(reference, work=os.environ.get("CREAM_BENCH_WORK", "outputs/bench"))
+        for done, (what, measure) in enumerate(stages):
+            print(f"[bench] {what} ...", flush=True)
+            try:
+                res.update(measure(Path(tmp)))
+            except BaseException:
+                if done:
+                    print(f"[bench] stopped in '{what}': the {done} finished stage(s) are in {partial}", flush=True)
+                raise
+            write_json_atomic({**res, "incomplete": True, "stages_left": [w for w, _ in stages[done + 1:]]}, partial)
     write_json_atomic(res, out / "bench.json")
     write_markdown_atomic(_markdown(res), out / "bench.md")
+    partial.unlink(missing_ok=True)
     print(_markdown(res), flush=True)
+    print(f"[bench] wrote {out / 'bench.json'} and {out / 'bench.md'}{' (quick run)' if quick else ''}", flush=True)
     return res
 
 
@@ -431,8 +504,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from cream_pl.pipelines.entry import preflight
 
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results", help="folder for bench.json and bench.md")
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--out", default=None,
+                        help="folder for bench.json and bench.md (default: results; with --quick a new temporary "
+                             "folder: a quick run never replaces a full run's files)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test), marked as such in the files")
     parser.add_argument("--reference", default=None,
                         help="wsolevaluation checkout for the real-map comparison (default: $WSOLEVAL_REF)")
     parser.add_argument("--only", choices=("cream_search",), default=None,
@@ -440,17 +515,22 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick and args.reference is not None:  # before: ignored without a word
         parser.error("--reference: not with --quick (the smoke test skips the comparison with the reference)")
-    preflight(outputs=[(args.out, "--out")])  # before any measurement
+    out = args.out if args.out is not None else (None if args.quick else "results")
+    preflight(outputs=[(out, "--out")])  # before any measurement
+    if args.quick and out is not None:
+        refuse_to_replace_full_results(Path(out) / ("bench_cream_search.json" if args.only else "bench.json"))
+    out = out if out is not None else tempfile.mkdtemp(prefix="cream_bench_quick_")
     if args.only == "cream_search":
-        res = {"machine": machine_text(gpu=False),
+        res = {"machine": machine_text(gpu=False), "quick": args.quick,
                "cream_search": bench_cream_search(num_images=8 if args.quick else 64, batch_size=8 if args.quick else 32),
                "load_average_1min_at_end": os.getloadavg()[0]}
         from cream_pl.reporting.tables import write_json_atomic
 
-        write_json_atomic(res, Path(args.out) / "bench_cream_search.json")
+        write_json_atomic(res, Path(out) / "bench_cream_search.json")
         print(res, flush=True)
+        print(f"[bench] wrote {Path(out) / 'bench_cream_search.json'}", flush=True)
         return 0
-    run_bench(args.out, args.quick, args.reference)
+    run_bench(out, args.quick, args.reference)
     return 0
 
 

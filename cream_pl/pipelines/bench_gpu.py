@@ -402,8 +402,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         plan = replace(plan, val_images=args.val_images)
     if args.time_limit_s is not None:
         plan = replace(plan, time_limit_s=args.time_limit_s)
-    out = args.out or (tempfile.mkdtemp(prefix="cream_bench_gpu_dry_") if args.dry_run else "results")
-    preflight(outputs=[(out, "--out"), (args.work, "--work")])
+    out = args.out if args.out is not None else (None if args.dry_run else "results")
+    preflight(outputs=[(out, "--out"), (args.work, "--work")])  # before the dry run's temporary folder is made
+    out = out if out is not None else tempfile.mkdtemp(prefix="cream_bench_gpu_dry_")
     run_bench_gpu(out, plan, work=args.work)
     print(f"[bench-gpu] wrote {Path(out) / 'bench_gpu.json'} and bench_gpu.md", flush=True)
     return 0

@@ -203,17 +203,27 @@ def workers_needed(step_images_per_s: float, per_worker_images_per_s: float) -> 
 
 
 def gpu_steps(path: Path | str | None) -> dict[str, Any] | None:
-    """The training steps of a ``make bench-gpu`` JSON (``None``: no file, a dry run, or no training figures)."""
+    """The training steps of a ``make bench-gpu`` JSON (``None``: no file, a dry run, or no training figures).
+
+    Raises:
+        UserValueError: the file is there but is no readable ``make bench-gpu`` result (one line naming it).
+    """
     import json
+
+    from cream_pl.core.errors import UserValueError
 
     if path is None or not Path(path).is_file():
         return None
-    gpu = json.loads(Path(path).read_text())
-    if gpu.get("dry_run") or not gpu.get("training"):
-        return None
-    return {"machine": gpu["machine"], "file": str(path), "steps": {
-        f"{b} {c}": tr[c]["images_per_s"] for b, tr in gpu["training"].items()
-        for c in ("fp32", "bf16_channels_last") if c in tr}}
+    try:
+        gpu = json.loads(Path(path).read_text(encoding="utf-8"))
+        if gpu.get("dry_run") or not gpu.get("training"):
+            return None
+        steps = {f"{b} {c}": float(tr[c]["images_per_s"]) for b, tr in gpu["training"].items()
+                 for c in ("fp32", "bf16_channels_last") if c in tr}
+        return {"machine": str(gpu["machine"]), "file": str(path), "steps": steps}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise UserValueError(f"{path}: not a readable `make bench-gpu` result ({type(err).__name__}: {err}); rerun "
+                             "`make bench-gpu` or remove the file") from err
 
 
 def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: int = 32, size: int = 224,
@@ -225,7 +235,7 @@ def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: 
     timed steps after ``warmup`` untimed ones: on a 2-core CPU one step of batch 32 takes about a
     minute (ResNet50 with its large feature map), so the default is one step and no warm-up (the
     first step's one-time set-up is small next to that minute). With ``gpu_results`` (a ``make bench-gpu`` JSON, not a dry
-    run) the workers a GPU needs are derived from its steps.
+    run) the workers a GPU needs are derived from its steps; that file is read first, before any measurement.
     """
     import torch
 
@@ -237,6 +247,7 @@ def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: 
         training_images_per_s,
     )
 
+    gpu = gpu_steps(gpu_results)  # a damaged file is one line now, not a traceback after the measurements
     root = write_cub_sized_jpegs(Path(workdir) / "cub_sized", num_train=num_images)
     out: dict[str, Any] = {"per_worker": {d: per_worker_loading(root, d) for d in DECODERS}, "cpu_step": {},
                            "threads": torch.get_num_threads()}
@@ -246,7 +257,7 @@ def bench_cub_loading(workdir: Path | str, *, num_images: int = 64, batch_size: 
             model, "cpu", batch_size=batch_size, size=size, steps=steps, warmup=warmup, repeats=1,
             deterministic=recipe_section(recipe, "trainer").get("deterministic"))
         del model
-    out["gpu"] = gpu_steps(gpu_results)
+    out["gpu"] = gpu
     return out
 
 

@@ -33,8 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_reference_checkout", "prepare_real_maps", "reference_commit", "run_reference", "run_cream_evaluate", "bench_against_reference",
-           "pxap_floor", "startup_times"]
+from cream_pl.core.errors import UserRuntimeError
+
+__all__ = ["BenchCommandError", "check_reference_checkout", "bench_checkpoint", "check_bench_inputs", "prepare_real_maps",
+           "reference_commit", "run_reference", "run_cream_evaluate", "bench_against_reference", "pxap_floor", "startup_times"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUM_TEST = 800
@@ -85,7 +87,7 @@ mask_histograms(scoremap, mask, np.linspace(0.0, 1.0, 11))
 def pxap_floor(scoremap: Path, mask_png: Path, repeats: int = 3) -> float:
     """Median wall time of a fresh process that does only the fixed part of a PxAP evaluation (see above)."""
     cmd = [sys.executable, "-c", _FLOOR_DRIVER, str(scoremap), str(mask_png)]
-    times = sorted(_timed(cmd)[0] for _ in range(repeats))
+    times = sorted(_timed(cmd, name="the fixed part of a PxAP evaluation (python -c <driver>)")[0] for _ in range(repeats))
     return times[len(times) // 2]
 
 
@@ -99,13 +101,34 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _timed(cmd: Sequence[str], cwd: Path | None = None) -> tuple[float, str]:
+class BenchCommandError(UserRuntimeError):
+    """A process the bench runs failed: one line with its name and its last line of error output."""
+
+
+def _command_name(cmd: Sequence[str]) -> str:
+    """``cream-pl <sub-command>`` for the command line, else the program and its first argument."""
+    args = [str(a) for a in cmd]
+    if Path(args[0]).name == "cream-pl":
+        return " ".join(["cream-pl", *args[1:2]])
+    if args[1:3] == ["-m", "cream_pl.cli"]:
+        return " ".join(["cream-pl", *args[3:4]])
+    return " ".join([Path(args[0]).name, *args[1:2]])
+
+
+def _timed(cmd: Sequence[str], cwd: Path | None = None, name: str | None = None) -> tuple[float, str]:
+    """Wall time and stdout of ``cmd`` as a fresh process.
+
+    Raises:
+        BenchCommandError: it failed; the message names it (``name``, default from ``cmd``) and its last line of
+            stderr (else stdout), e.g. ``cream-pl export-scoremaps failed (exit status 2): ... checkpoint not found``.
+    """
     start = time.perf_counter()
     proc = subprocess.run(list(cmd), cwd=cwd, env=_env(), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} ... failed ({proc.returncode}): {' | '.join(tail)}")
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
+        last = lines[-1][:500] if lines else "no output"
+        raise BenchCommandError(f"{name or _command_name(cmd)} failed (exit status {proc.returncode}): {last}")
     return elapsed, proc.stdout
 
 
@@ -127,10 +150,29 @@ def reference_commit(ref: Path) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
 
 
-def _find_checkpoint(work: Path, data: Path) -> tuple[Path, str]:
+def bench_checkpoint() -> Path | None:
+    """``$CREAM_BENCH_CKPT`` (the classifier whose maps the comparison scores) when set, else ``None``.
+
+    Raises:
+        UserFileNotFoundError: it is set but names no file (one line, before any measurement).
+    """
+    from cream_pl.core.errors import UserFileNotFoundError
+
     env = os.environ.get("CREAM_BENCH_CKPT")
-    if env:
-        return Path(env), f"$CREAM_BENCH_CKPT ({env})"
+    if not env:
+        return None
+    path = Path(env).expanduser()
+    if not path.is_file():
+        what = "a folder, not a checkpoint file" if path.is_dir() else "no such file"
+        raise UserFileNotFoundError(f"CREAM_BENCH_CKPT={env}: {what} (a cream-pl checkpoint; unset it to use make "
+                                    "demo's or a 1-epoch fit)")
+    return path
+
+
+def _find_checkpoint(work: Path, data: Path) -> tuple[Path, str]:
+    env = bench_checkpoint()
+    if env is not None:
+        return env, f"$CREAM_BENCH_CKPT ({os.environ['CREAM_BENCH_CKPT']})"
     from cream_pl.pipelines.run_fits import MODEL_FILE
 
     demo = REPO_ROOT / "outputs" / "demo" / MODEL_FILE
@@ -180,7 +222,7 @@ def run_reference(ref: Path, metadata: Path, scoremaps: Path, kind: str = "box",
     """Wall time of a fresh interpreter running the reference's evaluator, and what ``compute()`` returned."""
     cmd = [sys.executable, "-c", _REFERENCE_DRIVER, str(ref), str(metadata), f"{scoremaps}{os.sep}", kind,
            str(mask_root or ""), str(interval)]
-    elapsed, stdout = _timed(cmd)
+    elapsed, stdout = _timed(cmd, name=f"wsolevaluation's evaluation.py ({kind}, {ref})")
     line = [x for x in stdout.splitlines() if x.startswith("RESULT ")][-1]
     return elapsed, json.loads(line[len("RESULT "):])
 
@@ -223,14 +265,30 @@ def check_reference_checkout(ref: Path | str, what: str = "WSOLEVAL_REF") -> Pat
     return path
 
 
+def check_bench_inputs(ref: Path | str, ref_option: str, work: Path | str, work_option: str) -> Path:
+    """The checks of :func:`bench_against_reference`'s inputs, before any measurement: the checkout (named
+    ``ref_option``), the work folder (named ``work_option``) and ``$CREAM_BENCH_CKPT``; returns the checkout resolved.
+
+    Raises:
+        UserError: the first problem, one line.
+    """
+    from cream_pl.core.io import check_output_dir
+
+    path = check_reference_checkout(ref, ref_option)
+    check_output_dir(work, work_option)
+    bench_checkpoint()
+    return path
+
+
 def bench_against_reference(ref: Path | str, work: Path | str = REPO_ROOT / "outputs" / "bench",
-                            repeats: int = 3, method: str = "cream") -> dict[str, Any]:
+                            repeats: int = 3, method: str = "cream", work_option: str = "--work") -> dict[str, Any]:
     """Box (MaxBoxAccV2, interval 0.001, all contours) and PxAP: the reference vs ``cream-pl evaluate``.
 
     The reference runs once per metric; ``cream-pl evaluate`` runs once untimed (warm page cache and
     numba's on-disk kernel cache, as for any later run) and then ``repeats`` times, median kept.
+    ``work_option`` names ``work`` in the message when it cannot be a folder.
     """
-    ref, work = check_reference_checkout(ref), Path(work).resolve()
+    ref, work = check_bench_inputs(ref, "WSOLEVAL_REF", work, work_option), Path(work).resolve()
     real = prepare_real_maps(work)
     maps = Path(real["maps"]) / method
     tmp = Path(work) / "scores"
@@ -289,7 +347,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     ref = args.ref or os.environ.get("WSOLEVAL_REF")
     if not ref:
         parser.error("set WSOLEVAL_REF or --ref (git clone https://github.com/clovaai/wsolevaluation)")
-    check_reference_checkout(ref, "--ref" if args.ref else "WSOLEVAL_REF")  # before any measurement
+    check_bench_inputs(ref, "--ref" if args.ref else "WSOLEVAL_REF", args.work, "--work")  # before any measurement
     print(json.dumps({"startup": startup_times(), **bench_against_reference(ref, args.work, args.repeats)},
                      indent=2, default=str))
     return 0
