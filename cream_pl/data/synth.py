@@ -773,14 +773,15 @@ def dataset_info(seed: int, cfg: SynthConfig) -> dict[str, object]:
 
 def holds_dataset(root: Path | str, seed: int, cfg: SynthConfig) -> bool:
     """Whether ``root`` holds the finished dataset of ``seed`` and ``cfg`` (its ``synth_config.json`` records them)."""
-    root = Path(root)
-    if (root / WRITING).exists():
-        return False
+    return not (Path(root) / WRITING).exists() and _recorded(root) == json.loads(json.dumps(dataset_info(seed, cfg)))
+
+
+def _recorded(root: Path | str) -> object:
+    """The contents of ``root``'s ``synth_config.json`` (``None``: none, or unreadable)."""
     try:
-        info = json.loads((root / SYNTH_CONFIG).read_text(encoding="utf-8"))
+        return json.loads((Path(root) / SYNTH_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return info == json.loads(json.dumps(dataset_info(seed, cfg)))
+        return None
 
 
 SYNTH_CONFIG = "synth_config.json"
@@ -798,11 +799,5 @@ def generator_wrote(root: Path | str) -> bool:
         >>> generator_wrote(d), (d / SYNTH_CONFIG).write_text('{"generator": "cream_pl.data.synth"}') > 0, generator_wrote(d)
         (False, True, True)
     """
-    root = Path(root)
-    if (root / WRITING).is_file():
-        return True
-    try:
-        info = json.loads((root / SYNTH_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("generator") == "cream_pl.data.synth"
+    info = _recorded(root)
+    return (Path(root) / WRITING).is_file() or (isinstance(info, dict) and info.get("generator") == "cream_pl.data.synth")
