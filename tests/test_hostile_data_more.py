@@ -399,7 +399,7 @@ def test_synth_with_fewer_train_images_than_classes_is_one_line(tmp_path, capfd)
     """Before: exit 0; classes 3 and 4 had no image in any split, and ``data check`` said ok."""
     rc, o, e = _cli(["data", "synth", "--out", str(tmp_path / "d"), "--num-classes", "5", "--num-train", "3",
                      "--num-val", "2", "--num-test", "2", "--min-side", "64", "--max-side", "64"], capfd)
-    assert_one_line(rc, o, e, "num_train (3) must be >= num_classes (5)")
+    assert_one_line(rc, o, e, "--num-train (3) must be >= --num-classes (5)")
     assert not (tmp_path / "d").exists()
 
 
