@@ -135,6 +135,10 @@ def test_output_checks(tmp_path):
         check_output_file(tmp_path)
     with pytest.raises(ValueError, match=f"{a_file} is a file, not a folder"):
         check_output_file(a_file / "x.json")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="must be a folder, but it is a device, pipe or socket"):  # was "a file"
+        check_output_dir(fifo)
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")

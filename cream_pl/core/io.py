@@ -216,7 +216,8 @@ def check_output_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserValueError(f"{path}: {what} must be a folder, but it is an existing file")
+        kind = "an existing file" if path.is_file() else "a device, pipe or socket"  # /dev/null was "a file"
+        raise UserValueError(f"{path}: {what} must be a folder, but it is {kind}")
     blocker = _blocking_ancestor(path)
     if blocker is not None:
         raise UserValueError(f"{path}: {what} must be a folder, but {blocker} is a file")
