@@ -62,6 +62,10 @@ def resolve_wandb_mode(offline: bool | None = None, mode: str | None = None) -> 
     return "online" if wandb_logged_in() else "offline"
 
 
+_NOT_IN_NAMES = "/\\#?%:"
+"""Characters W&B refuses in a project or entity name."""
+
+
 class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` whose ``offline`` defaults to "not logged in".
 
@@ -80,6 +84,14 @@ class AutoWandbLogger(WandbLogger):
     """
 
     def __init__(self, offline: bool | None = None, project: str = "cream-pl", save_dir: str = "outputs", **kwargs: Any) -> None:
+        from cream_pl.core.errors import UserValueError
+
+        for key, value in (("project", project), ("entity", kwargs.get("entity"))):  # offline, W&B takes any; its
+            if key == "entity" and value is None:  # server refuses them at `wandb sync`, after the whole fit
+                continue
+            if not isinstance(value, str) or not value.strip() or any(c in value for c in _NOT_IN_NAMES):
+                raise UserValueError(f"{key}: {value!r} is no W&B {key} name (empty, or with "
+                                     f"one of {' '.join(_NOT_IN_NAMES)}); W&B would refuse it when the run is synced")
         mode = resolve_wandb_mode(offline, kwargs.pop("mode", None))
         if mode == "disabled":
             kwargs["log_model"] = False  # nothing to upload to
