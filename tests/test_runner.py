@@ -155,6 +155,24 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: runs[0].overrides.trainer.default_root_dir: {work} is not a place"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nsettings: {min_seeds: two}\n",
      "x.yaml: settings.min_seeds: expected an integer, got 'two'"),
+    # found by the ninth session's sweep: each trained first, then was silently wrong or lost work
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seeds: [0, 1], rows: {a: cam}},"
+     " {key: b, recipe: r, rows: {b: cam}}]\ndifferences: [{a: a, b: b, metrics: [gt_known]}]\n",
+     "x.yaml: differences[0]: a has seeds [0, 1] but b [0]; a paired difference needs the same seeds"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, overrides: {data.init_args.data_root: /d}}]\n",
+     "x.yaml: runs[0].overrides: data.init_args.data_root: the runs' data is the declaration's dataset"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, overrides: {data.data_root: /d}}]\n",
+     "x.yaml: runs[0].overrides: data.data_root: the runs' data"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, folder: shared, rows: {a: cam}},"
+     " {key: b, recipe: r, folder: shared, rows: {b: cam}}]\n",
+     "x.yaml: runs[1].folder: 'shared' (seed 0) is also runs[0]'s (a, seed 0)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, rows: {a: cam}}, {key: a_seed1, recipe: r, "
+     "rows: {b: cam}}, {key: c, recipe: r, seeds: [0, 1], folder: a, rows: {c: cam}}]\n",
+     "x.yaml: runs[2].folder: 'a' (seed 0) is also runs[0]'s (a, seed 0)"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\ndataset: {seed: -3}\n",
+     "x.yaml: dataset.seed: expected an integer >= 0, got -3"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreadme: {file: R.md, block: METHODS}\n",
+     "x.yaml: readme.block: METHODS is filled from the results of report methods, not 'table'"),
 ])
 def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     from cream_pl.core.errors import UserError
@@ -282,6 +300,13 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
     ("{trainer.logger: false}", "runs[0] (a, embedded_cream): trainer.callbacks: a LearningRateMonitor needs a logger"),
     ("{'trainer.callbacks[PseudoBoxesAtFitEn].init_args.source': cam}",  # before: left out, silently
      "runs[0].overrides: trainer.callbacks[PseudoBoxesAtFitEn].init_args.source: 'PseudoBoxesAtFitEn' is no callback"),
+    # before: a traceback once the first run had trained (an optimizer's lr, a fit that never validates)
+    ("{model.init_args.lr: -1.0}", "runs[0] (a, embedded_cream): model.init_args: lr must be a finite value > 0"),
+    ("{trainer.limit_val_batches: 0}", "runs[0] (a, embedded_cream): trainer.limit_val_batches is 0, so the fit never "
+                                       "validates and cream_search selects no cream_selected maps"),
+    ("{trainer.max_epochs: 0}", "runs[0] (a, embedded_cream): trainer.max_epochs is 0"),
+    ("{model.init_args.cream_search: null}",
+     "runs[0] (a, embedded_cream): model.init_args: record_per_image names unknown method(s) ['cream_selected']"),
 ])
 def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_path, overrides, message, capsys):
     """Every run's config is parsed before the data stage: a typo in the last run never costs the first run's training

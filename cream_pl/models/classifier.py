@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -104,6 +104,26 @@ _SCORE_METRICS = SCORE_METRICS
 _CHOICE = "cream_selected_values"  # buffer: the chosen values (cream_search.CHOICE_FIELDS), NaN until val selects
 _CHOICE_VARIANT = "cream_selected_variant"  # buffer (methods with several CREAM variants): index of the chosen one
 _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoints: an index into the grid
+
+
+def check_search_validates(searches: bool, trainer: Mapping[str, Any], where: str = "") -> None:
+    """A model with ``cream_search`` selects its ``cream_selected`` maps in validation: refuse, before any work, a
+    trainer (its values, or its config section) that never validates (before: the fit ran, then its test had no
+    ``cream_selected`` map).
+
+    Example:
+        >>> check_search_validates(True, {"limit_val_batches": 0}, where="r.yaml")
+        Traceback (most recent call last):
+        cream_pl.core.errors.UserValueError: r.yaml: trainer.limit_val_batches is 0, so the fit never validates and cream_search selects no cream_selected maps; drop cream_search or let the fit validate
+    """
+    if not searches:
+        return
+    for key in ("max_epochs", "limit_train_batches", "limit_val_batches"):
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+            raise UserValueError(f"{where + ': ' if where else ''}trainer.{key} is 0, so the fit never validates and "
+                                 "cream_search selects no cream_selected maps; drop cream_search or let the fit "
+                                 "validate")
 
 
 def check_eval_sizes(model_size: int, data_size: int, where: str | None = None) -> None:
@@ -257,6 +277,15 @@ class WSOLClassifier(pl.LightningModule):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        for name, value, ok, want in (  # torch refuses them only when the fit starts (a traceback after the set-up)
+                ("lr", lr, lr > 0, "> 0"), ("head_lr_multiplier", head_lr_multiplier, head_lr_multiplier > 0, "> 0"),
+                ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
+                ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+                ("lr_gamma", lr_gamma, lr_gamma > 0, "> 0")):
+            if not (math.isfinite(value) and ok):
+                raise ValueError(f"{name} must be a finite value {want}, got {value}")
+        if lr_step_epochs < 0:
+            raise ValueError(f"lr_step_epochs must be >= 0 (0: no step decay), got {lr_step_epochs}")
         if cream_update_start_epoch < 0:
             raise ValueError(f"cream_update_start_epoch must be >= 0, got {cream_update_start_epoch}")
         if cream_iterations < 0 or any(t < 0 for t in ablation_iterations):
@@ -874,6 +903,7 @@ class WSOLClassifier(pl.LightningModule):
         and saves its config (a refusal in ``setup`` left an empty W&B run and a ``config.yaml`` behind)."""
         self._check_eval_size(datamodule)
         if stage == "fit" and trainer is not None:
+            self._check_search_validates(trainer)
             self._check_search_epochs(trainer)
             self._check_update_start(trainer)
 
@@ -883,6 +913,11 @@ class WSOLClassifier(pl.LightningModule):
         size = dict(getattr(datamodule, "hparams", None) or {}).get("eval_size")
         if isinstance(size, int):
             check_eval_sizes(int(self.hparams.eval_size), size)
+
+    def _check_search_validates(self, trainer: Any) -> None:
+        check_search_validates(bool(self.cream_candidates), {
+            "max_epochs": trainer.max_epochs, "limit_train_batches": trainer.limit_train_batches,
+            "limit_val_batches": trainer.limit_val_batches})
 
     def _check_search_epochs(self, trainer: Any) -> None:
         """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so

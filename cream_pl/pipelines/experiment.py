@@ -114,6 +114,14 @@ class RunDecl:
     run trains, passed as ``model.init_args.{cls,loc}_teacher_ckpt``); their test adds the ``cls_teacher`` and
     ``loc_teacher`` rows."""
 
+    def folder_name(self, seed: int) -> str:
+        """This run's folder for ``seed``, under the work folder (``folder`` filled in; ``_seed<n>`` added for a seed
+        other than the first where ``folder`` has no ``{seed}``)."""
+        name = self.folder.format(key=self.key, seed=seed)
+        if "{seed}" not in self.folder and seed != self.seeds[0]:
+            name = f"seed{seed}" if self.folder == "." else f"{name}_seed{seed}"
+        return name
+
 
 @dataclass(frozen=True)
 class Difference:
@@ -258,6 +266,10 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
         if not (isinstance(k, int) or isinstance(k, str) and k.isdigit()) or isinstance(k, bool) or not isinstance(v, str):
             raise bad("seed_folders", f"expected seed -> folder, got {raw['seed_folders']!r}")
         seed_folders[int(k)] = v
+    for k in raw.get("overrides", {}):
+        if ".".join(p for p in str(k).split(".") if p != "init_args") == "data.data_root":  # before: trained on it,
+            raise bad("overrides", f"{k}: the runs' data is the declaration's dataset (dataset.root or preset; a "  # reported
+                      "variant: --data), not a run's override")  # the declared one, never restarted on its edits
     return RunDecl(key=key, recipe=raw["recipe"], name=raw.get("name", key), seeds=tuple(seeds),
                    overrides=dict(raw.get("overrides", {})), rows=rows, record=record, stages=stages,
                    folder=folder, seed_folders=seed_folders, choose=choose,
@@ -338,7 +350,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "experiments"
 def recipe_path(name: str, source: str) -> Path:
     """A run's recipe file: ``name`` itself where it ends in ``.yaml``, else ``experiments/<name>.yaml``; a missing
     one is one line naming the declaration (``source``)."""
-    path = Path(name) if name.endswith(".yaml") else RECIPES / f"{name}.yaml"
+    path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPES / f"{name}.yaml"
     if not path.is_file():
         from cream_pl.core.errors import UserFileNotFoundError
 
@@ -346,9 +358,41 @@ def recipe_path(name: str, source: str) -> Path:
     return path
 
 
+def _check_folders_unique(runs: Sequence[RunDecl], source: str) -> None:
+    """Each (run, seed) has its own work folder (two runs in one folder each found the other's inputs there, and
+    started over on every invocation, each removing the other's model)."""
+    owner: dict[str, tuple[int, int]] = {}
+    for i, r in enumerate(runs):
+        for seed in r.seeds:
+            name = r.seed_folders.get(seed) or str(Path(r.folder_name(seed)))
+            if name in owner and owner[name] != (i, seed):
+                j, other = owner[name]
+                raise UserValueError(f"{source}: runs[{i}].folder: {name!r} (seed {seed}) is also runs[{j}]'s "
+                                     f"({runs[j].key}, seed {other}); give each run its own folder, e.g. '{{key}}'")
+            owner[name] = (i, seed)
+
+
+def _check_difference_seeds(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
+    """The two rows of a difference come from runs of the same seeds (before: the seeds only one of them has were
+    left out of that difference, and its over-seeds line was dropped, without a word)."""
+    from cream_pl.pipelines.run_stages import STAGES
+
+    seeds: dict[str, tuple[int, ...]] = {}
+    for r in runs:
+        for row in (*r.rows, *(x for s in r.stages for x in STAGES[s].rows),
+                    *(("cls_teacher", "loc_teacher") if r.teachers else ())):
+            seeds.setdefault(row, tuple(sorted(r.seeds)))
+    for i, d in enumerate(diffs):
+        if d.a in seeds and d.b in seeds and seeds[d.a] != seeds[d.b]:
+            raise UserValueError(f"{source}: differences[{i}]: {d.a} has seeds {list(seeds[d.a])} but {d.b} "
+                                 f"{list(seeds[d.b])}; a paired difference needs the same seeds on both sides")
+
+
 def load_experiment(path: Path | str) -> Experiment:
     """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file and key."""
     path = Path(path)
+    if path.is_dir():
+        raise UserValueError(f"{path}: a folder; an experiment declaration is a YAML file")
     if not path.is_file():
         from cream_pl.core.errors import UserFileNotFoundError
 
@@ -381,6 +425,7 @@ def load_experiment(path: Path | str) -> Experiment:
     if len(set(keys)) != len(keys):
         raise UserValueError(f"{source}: runs: the run keys {keys} repeat one")
     _check_rows_unique(runs, source)
+    _check_folders_unique(runs, source)
     for i, r in enumerate(runs):
         for t in r.teachers:  # teachers come from earlier per-epoch runs
             if t not in keys[:i] or runs[keys.index(t)].test != "epochs":
@@ -390,7 +435,10 @@ def load_experiment(path: Path | str) -> Experiment:
         d = _checked(f"differences[{i}]", "difference", d, source)
         diffs.append(Difference(d["a"], d["b"], tuple(d["metrics"])))
     _check_differences(diffs, runs, source)
+    _check_difference_seeds(diffs, runs, source)
     ds = _checked("dataset", "dataset", top.get("dataset", {}), source)
+    if isinstance(ds.get("seed"), bool) or ds.get("seed", 0) < 0:  # before: found when the data stage generated it
+        raise UserValueError(f"{source}: dataset.seed: expected an integer >= 0, got {ds['seed']!r}")
     fast = _checked("fast", "fast", top.get("fast", {}), source)
     readme = _checked("readme", "readme", top["readme"], source) if top.get("readme") is not None else {}
     from cream_pl.data.synth import PRESETS, preset_config

@@ -595,10 +595,12 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
                              "trainer.logger is false (drop the callback, or keep a logger)")
     model, data = (config.get(part) if isinstance(config.get(part), dict) else {} for part in ("model", "data"))
     if _is_classifier_class(str(model.get("class_path", ""))):  # as WSOLClassifier.setup checks it, before any work
-        from cream_pl.models.classifier import check_eval_sizes
+        from cream_pl.models.classifier import check_eval_sizes, check_search_validates
 
         check_eval_sizes(*((part.get("init_args") or {}).get("eval_size", 224) for part in (model, data)),
                          where=str(origin or recipe))
+        check_search_validates(bool((model.get("init_args") or {}).get("cream_search")), trainer,
+                               where=str(origin or recipe))
 
 
 def _build_model_and_callbacks(config: Any, where: str) -> None:

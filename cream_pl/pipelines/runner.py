@@ -234,10 +234,7 @@ class _Runner:
         from cream_pl.pipelines.run_stages import STAGES, RunContext
 
         base = None if self.variant else run.seed_folders.get(seed)  # a variant never touches a declared run's work
-        name = run.folder.format(key=run.key, seed=seed)
-        if "{seed}" not in run.folder and seed != run.seeds[0]:
-            name = f"seed{seed}" if run.folder == "." else f"{name}_seed{seed}"
-        folder = Path(base) if base is not None else self.work / name
+        folder = Path(base) if base is not None else self.work / run.folder_name(seed)
         if run.test == "epochs":
             return fit_epochs(self, run, seed, folder)
         if run.choose is None:

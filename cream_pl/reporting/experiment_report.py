@@ -33,6 +33,8 @@ SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
            "METHODS": "cream_pl.reporting.demo_methods_report:splice_summary",
            "TABLE": "cream_pl.reporting.experiment_report:splice_table"}
 """README block (its ``<!-- NAME:BEGIN -->`` / ``END`` markers) -> the function that fills it."""
+SPLICE_REPORTS = {"RESULTS": ("demo",), "METHODS": ("methods",)}
+"""The reports whose results a README block reads (``TABLE``: any report's ``metrics.md``)."""
 METRICS = ("max_box_acc_v2", "gt_known", "top1_loc", "pxap", "cls_acc")
 
 
@@ -98,6 +100,10 @@ def check_declaration(exp: Any) -> None:
     missing = {name: m for name, m in needs.get("all_rows", {}).items() if given.get(name) != m}
     if missing:
         raise fail(f"the rows {needs['all_rows']} (name: map) from its runs; none gives {missing}")
+    block = (exp.readme or {}).get("block")
+    if block in SPLICE_REPORTS and exp.report not in SPLICE_REPORTS[block]:  # before: a KeyError after the training
+        raise UserValueError(f"{exp.source}: readme.block: {block} is filled from the results of report "
+                             f"{' or '.join(SPLICE_REPORTS[block])}, not {exp.report!r}; use block TABLE (any report)")
     for key in needs.get("settings", ()):
         if key not in exp.settings:
             raise fail(f"settings.{key}")
