@@ -244,7 +244,7 @@ LIGHTNING_NUMBERS = [
     (["--trainer.max_epochs", "-5"], "max_epochs"),
     (["--trainer.max_epochs", "abc"], "trainer.max_epochs"),
     (["--model.init_args.lr", "nan"], "lr"),
-    (["--model.init_args.lr", "-1"], "lr must be a finite value > 0, got -1.0"),  # was: torch's traceback at fit start
+    (["--model.init_args.lr", "-1"], "lr must be a finite value >= 0, got -1.0"),  # was: torch's traceback at fit start
     (["--model.init_args.momentum", "1.5"], "momentum must be a finite value in [0, 1), got 1.5"),
     (["--model.init_args.cream_lambda", "5"], "model.init_args"),
     (["--model.init_args.cream_tau", "2"], "cream_tau must be in [0, 1], got 2.0"),  # was: the first step's traceback

@@ -301,7 +301,7 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
     ("{'trainer.callbacks[PseudoBoxesAtFitEn].init_args.source': cam}",  # before: left out, silently
      "runs[0].overrides: trainer.callbacks[PseudoBoxesAtFitEn].init_args.source: 'PseudoBoxesAtFitEn' is no callback"),
     # before: a traceback once the first run had trained (an optimizer's lr, a fit that never validates)
-    ("{model.init_args.lr: -1.0}", "runs[0] (a, embedded_cream): model.init_args: lr must be a finite value > 0"),
+    ("{model.init_args.lr: -1.0}", "runs[0] (a, embedded_cream): model.init_args: lr must be a finite value >= 0"),
     ("{trainer.limit_val_batches: 0}", "runs[0] (a, embedded_cream): trainer.limit_val_batches is 0, so the fit never "
                                        "validates and cream_search selects no cream_selected maps"),
     ("{trainer.max_epochs: 0}", "runs[0] (a, embedded_cream): trainer.max_epochs is 0"),

@@ -107,9 +107,10 @@ _LEGACY_CHOICE = ("cream_selection", "cream_selection_score")  # older checkpoin
 
 
 def check_search_validates(searches: bool, trainer: Mapping[str, Any], where: str = "") -> None:
-    """A model with ``cream_search`` selects its ``cream_selected`` maps in validation: refuse, before any work, a
-    trainer (its values, or its config section) that never validates (before: the fit ran, then its test had no
-    ``cream_selected`` map).
+    """A model with ``cream_search`` selects its ``cream_selected`` maps in validation: where those maps are needed
+    (a runner's row or record), refuse, before any work, a trainer config section that never validates (before: the
+    fit ran, then its test had no ``cream_selected`` map). A fit that validates nothing on purpose (a training-only
+    probe) is not checked.
 
     Example:
         >>> check_search_validates(True, {"limit_val_batches": 0}, where="r.yaml")
@@ -278,7 +279,8 @@ class WSOLClassifier(pl.LightningModule):
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         for name, value, ok, want in (  # torch refuses them only when the fit starts (a traceback after the set-up)
-                ("lr", lr, lr > 0, "> 0"), ("head_lr_multiplier", head_lr_multiplier, head_lr_multiplier > 0, "> 0"),
+                ("lr", lr, lr >= 0, ">= 0"),  # 0: frozen weights (as torch allows)
+                ("head_lr_multiplier", head_lr_multiplier, head_lr_multiplier >= 0, ">= 0"),
                 ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
                 ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
                 ("lr_gamma", lr_gamma, lr_gamma > 0, "> 0")):
@@ -903,7 +905,6 @@ class WSOLClassifier(pl.LightningModule):
         and saves its config (a refusal in ``setup`` left an empty W&B run and a ``config.yaml`` behind)."""
         self._check_eval_size(datamodule)
         if stage == "fit" and trainer is not None:
-            self._check_search_validates(trainer)
             self._check_search_epochs(trainer)
             self._check_update_start(trainer)
 
@@ -913,11 +914,6 @@ class WSOLClassifier(pl.LightningModule):
         size = dict(getattr(datamodule, "hparams", None) or {}).get("eval_size")
         if isinstance(size, int):
             check_eval_sizes(int(self.hparams.eval_size), size)
-
-    def _check_search_validates(self, trainer: Any) -> None:
-        check_search_validates(bool(self.cream_candidates), {
-            "max_epochs": trainer.max_epochs, "limit_train_batches": trainer.limit_train_batches,
-            "limit_val_batches": trainer.limit_val_batches})
 
     def _check_search_epochs(self, trainer: Any) -> None:
         """``cream_search_epochs="last"`` selects in the validation after epoch ``max_epochs - 1`` only, so

@@ -562,12 +562,13 @@ def build_from_recipe(
 
 
 def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None, origin: str | None = None,
-                 build: bool = False) -> None:
+                 build: bool = False, selects: bool = False) -> None:
     """Parse a recipe with ``overrides`` as :func:`build_from_recipe` would, building nothing: a key the classes do
     not take or a value of the wrong type is one :class:`~cream_pl.core.errors.UserValueError` line, before any work,
     that begins with ``origin`` (default: the recipe). With ``build``, the model (random init, ``pretrained=False``)
     and the trainer's callbacks are built too, so a value their ``__init__`` refuses is one line now as well (the
-    runner checks every run so before the first one trains); else that shows when the recipe is built.
+    runner checks every run so before the first one trains); else that shows when the recipe is built. With
+    ``selects`` (the run's results need ``cream_selected``), a ``cream_search`` fit that never validates is refused.
 
     Example:
         >>> check_recipe("experiments/embedded_cream.yaml", {"model.init_args.lr": "fast"}, origin="mine.yaml: runs[0]")
@@ -599,7 +600,7 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
 
         check_eval_sizes(*((part.get("init_args") or {}).get("eval_size", 224) for part in (model, data)),
                          where=str(origin or recipe))
-        check_search_validates(bool((model.get("init_args") or {}).get("cream_search")), trainer,
+        check_search_validates(selects and bool((model.get("init_args") or {}).get("cream_search")), trainer,
                                where=str(origin or recipe))
 
 

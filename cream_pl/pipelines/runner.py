@@ -553,7 +553,8 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
     values = [None, *run.choose.values[1:]] if run.choose is not None else [None]
     for v in values:
         extra = {} if v is None else {run.choose.key: v}
-        check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin, build=True)
+        check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin, build=True,
+                     selects="cream_selected" in run.record)
 
 
 RESULTS_OWNER = ".cream-pl-results.json"
