@@ -173,6 +173,11 @@ def test_demo_seeds_extends_demo_and_only_changes_what_it_says():
      "x.yaml: dataset.seed: expected an integer >= 0, got -3"),
     ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\nreadme: {file: R.md, block: METHODS}\n",
      "x.yaml: readme.block: METHODS is filled from the results of report methods, not 'table'"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r}]\n"
+     "differences: [{a: cream_selected, b: cream_selected, metrics: [gt_known]}]\n",
+     "x.yaml: differences[0]: a and b are both 'cream_selected'; a difference needs two rows"),
+    ("name: x\nout: o\nwork: w\nruns: [{key: a, recipe: r, seeds: [0, 1], seed_folders: {7: elsewhere}}]\n",
+     "x.yaml: runs[0].seed_folders: seed 7 is not one of the run's seeds [0, 1]"),
 ])
 def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, text, message):
     from cream_pl.core.errors import UserError
@@ -1011,8 +1016,10 @@ def test_a_results_folder_of_another_dataset_or_the_dataset_itself_is_refused_be
     out = tmp_path / "o"
     out.mkdir()
     (out / "metrics.json").write_text(json.dumps({"benchmark": {"data": str(tmp_path / "other")}, "cam": {}}))
+    (tmp_path / "other_data" / "metadata").mkdir(parents=True)  # a dataset that is not this run's
     for where, words in ((out, f"{out}: holds the results of another dataset ({tmp_path / 'other'}), not of"),
-                         (tmp_path / "d", f"{tmp_path / 'd'}: the results folder is the dataset's root")):
+                         (tmp_path / "d", f"{tmp_path / 'd'}: the results folder is the dataset's root"),
+                         (tmp_path / "other_data", f"{tmp_path / 'other_data'}: holds a dataset (metadata/)")):
         decl = _decl(tmp_path, f"name: x\nout: {where}\nwork: {tmp_path / 'w'}\ndataset: {{root: {tmp_path / 'd'}}}\n"
                                "runs: [{key: a, recipe: embedded_cream}]\n")
         assert main([str(decl)]) == 2

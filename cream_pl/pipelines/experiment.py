@@ -265,6 +265,8 @@ def _run(i: int, value: Any, defaults: Mapping[str, Any], source: str) -> RunDec
     for k, v in (raw.get("seed_folders") or {}).items():
         if not (isinstance(k, int) or isinstance(k, str) and k.isdigit()) or isinstance(k, bool) or not isinstance(v, str):
             raise bad("seed_folders", f"expected seed -> folder, got {raw['seed_folders']!r}")
+        if int(k) not in seeds:  # before: accepted, and never used (or used by a --seeds variant, outside --work)
+            raise bad("seed_folders", f"seed {k} is not one of the run's seeds {list(seeds)}")
         seed_folders[int(k)] = v
     for k in raw.get("overrides", {}):
         if ".".join(p for p in str(k).split(".") if p != "init_args") == "data.data_root":  # before: trained on it,
@@ -337,6 +339,8 @@ def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], sou
         for side, row in (("a", d.a), ("b", d.b)):
             if row not in rows:
                 raise UserValueError(f"{source}: differences[{i}].{side}: no run gives a row {row!r}; rows: {sorted(rows)}")
+        if d.a == d.b:  # before: always "+0.00, no significant difference"
+            raise UserValueError(f"{source}: differences[{i}]: a and b are both {d.a!r}; a difference needs two rows")
         for metric in d.metrics:
             if metric not in RECORD_METRICS:
                 raise UserValueError(f"{source}: differences[{i}].metrics: {metric!r} has no paired interval; "

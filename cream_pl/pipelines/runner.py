@@ -576,6 +576,9 @@ def check_results_folder(out: Path, data: Path, report: str, experiment: str | N
 
     if out.resolve() == data.resolve():
         raise UserValueError(f"{out}: the results folder is the dataset's root; give another (--out; make demo: OUT=)")
+    if (out / "metadata").is_dir():  # another dataset's root (before: metrics written beside its images/)
+        raise UserValueError(f"{out}: holds a dataset (metadata/); the results folder must be another (--out; make "
+                             "demo: OUT=)")
     owner = read_state(out / RESULTS_OWNER, log=None) or {}
     if not any((out / name).is_file() for name in {*RESULTS_FILE.values(), "metrics.json"}):
         return  # no report of any experiment there (a run stopped before its report marked it): nothing to lose
