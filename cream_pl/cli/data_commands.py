@@ -114,9 +114,9 @@ def _run_synth(args: argparse.Namespace) -> int:
 
         from cream_pl.core.errors import UserValueError
 
-        named = set(re.findall(r"\b(" + "|".join(options) + r")\b", str(err)))
-        text = re.sub(r"\b(" + "|".join(options) + r")\b", lambda m: "--" + m.group(1).replace("_", "-"), str(err))
-        unset = sorted(named - set(given))
+        fields = re.compile(r"\b(" + "|".join(options) + r")\b")
+        text = fields.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(err))
+        unset = sorted(set(fields.findall(str(err))) - set(given))
         raise UserValueError(text + (f" ({', '.join('--' + k.replace('_', '-') for k in unset)}: preset "
                                      f"{args.preset}'s)" if unset else "")) from None
     start = time.perf_counter()

@@ -114,6 +114,14 @@ class RunDecl:
     run trains, passed as ``model.init_args.{cls,loc}_teacher_ckpt``); their test adds the ``cls_teacher`` and
     ``loc_teacher`` rows."""
 
+    def given_rows(self) -> list[tuple[str, str]]:
+        """The result rows this run gives, each with where it comes from: ``rows``, ``stages`` (a stage's rows) or
+        ``teachers`` (``cls_teacher`` / ``loc_teacher``)."""
+        from cream_pl.pipelines.run_stages import STAGES
+
+        return ([(row, "rows") for row in self.rows] + [(row, "stages") for s in self.stages for row in STAGES[s].rows]
+                + [(row, "teachers") for row in ("cls_teacher", "loc_teacher") if self.teachers])
+
     def folder_name(self, seed: int) -> str:
         """This run's folder for ``seed``, under the work folder (``folder`` filled in; ``_seed<n>`` added for a seed
         other than the first where ``folder`` has no ``{seed}``)."""
@@ -310,13 +318,9 @@ def _check_table(where: str, value: Mapping[str, Any], known: Mapping[str, Any] 
 def _check_rows_unique(runs: Sequence[RunDecl], source: str) -> None:
     """Each result row comes from one run (two runs' ``cam`` rows: one was silently dropped from the table). A stage
     both runs go through (``center_baseline``: the data's, the same for every run) may give its row twice."""
-    from cream_pl.pipelines.run_stages import STAGES
-
     owner: dict[str, tuple[int, str]] = {}  # row -> (run index, "rows" / "stages" / "teachers")
     for i, r in enumerate(runs):
-        given = [(row, "rows") for row in r.rows] + [(row, "stages") for s in r.stages for row in STAGES[s].rows]
-        given += [(row, "teachers") for row in ("cls_teacher", "loc_teacher") if r.teachers]
-        for row, where in given:
+        for row, where in r.given_rows():
             if row in owner and not (where == owner[row][1] == "stages"):
                 j = owner[row][0]
                 raise UserValueError(f"{source}: runs[{i}].{where}: row {row!r} is also runs[{j}]'s ({runs[j].key}, "
@@ -328,10 +332,8 @@ def _check_rows_unique(runs: Sequence[RunDecl], source: str) -> None:
 def _check_differences(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
     """Each difference names rows that the runs, their stages or their teachers give, and metrics with a paired interval."""
     from cream_pl.metrics.bootstrap import RECORD_METRICS
-    from cream_pl.pipelines.run_stages import STAGES
 
-    rows = {row for r in runs for row in (*r.rows, *(x for s in r.stages for x in STAGES[s].rows))}
-    rows |= {"cls_teacher", "loc_teacher"} if any(r.teachers for r in runs) else set()
+    rows = {row for r in runs for row, _ in r.given_rows()}
     for i, d in enumerate(diffs):
         if not d.metrics or not all(isinstance(m, str) for m in d.metrics):
             raise UserValueError(f"{source}: differences[{i}].metrics: expected a non-empty list of metric names, "
@@ -379,12 +381,9 @@ def _check_folders_unique(runs: Sequence[RunDecl], source: str) -> None:
 def _check_difference_seeds(diffs: Sequence[Difference], runs: Sequence[RunDecl], source: str) -> None:
     """The two rows of a difference come from runs of the same seeds (before: the seeds only one of them has were
     left out of that difference, and its over-seeds line was dropped, without a word)."""
-    from cream_pl.pipelines.run_stages import STAGES
-
     seeds: dict[str, tuple[int, ...]] = {}
     for r in runs:
-        for row in (*r.rows, *(x for s in r.stages for x in STAGES[s].rows),
-                    *(("cls_teacher", "loc_teacher") if r.teachers else ())):
+        for row, _ in r.given_rows():
             seeds.setdefault(row, tuple(sorted(r.seeds)))
     for i, d in enumerate(diffs):
         if d.a in seeds and d.b in seeds and seeds[d.a] != seeds[d.b]:

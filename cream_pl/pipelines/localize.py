@@ -98,9 +98,10 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*")  # a dangling link too: reported as failed (before: left out)
+            entries = list(p.rglob("*"))  # one walk of the folder, for its images and localize runs' outputs
+            found = sorted(f for f in entries  # a dangling link too: reported as failed (before: left out)
                            if (f.is_file() or f.is_symlink()) and f.suffix.lower() in IMAGE_EXTENSIONS)
-            skip = _overlay_folders(p)  # earlier localize runs' overlays are no photos (before: localized, run after run)
+            skip = _overlay_folders(entries)  # earlier localize runs' overlays are no photos (before: localized)
             out.extend(f for f in found if not any(d in f.parents for d in skip))
         else:
             out.append(p)
@@ -110,19 +111,20 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def _overlay_folders(folder: Path) -> set[Path]:
-    """The ``overlays/`` folders of localize runs under ``folder``: beside a ``predictions.json`` of this tool, or
-    holding a killed run's ``.pending`` list.
+def _overlay_folders(entries: Iterable[Path]) -> set[Path]:
+    """The ``overlays/`` folders of localize runs among a folder's ``entries`` (all its files): beside a
+    ``predictions.json`` of this tool, or holding a killed run's ``.pending`` list.
 
     Example:
         >>> import json, tempfile
         >>> d = Path(tempfile.mkdtemp()); (d / "run" / "overlays").mkdir(parents=True); (d / "x" / "overlays").mkdir(parents=True)
         >>> _ = (d / "run" / "predictions.json").write_text(json.dumps({"info": {"description": DESCRIPTION}}))
-        >>> sorted(str(p.relative_to(d)) for p in _overlay_folders(d))
+        >>> sorted(str(p.relative_to(d)) for p in _overlay_folders(d.rglob("*")))
         ['run/overlays']
     """
-    found = {f.parent for f in folder.rglob(PENDING) if f.parent.name == "overlays"}
-    for f in folder.rglob("predictions.json"):
+    entries = list(entries)
+    found = {f.parent for f in entries if f.name == PENDING and f.parent.name == "overlays"}
+    for f in (f for f in entries if f.name == "predictions.json"):
         try:
             info = json.loads(f.read_text(encoding="utf-8")).get("info", {})
         except (OSError, ValueError, AttributeError):
