@@ -63,7 +63,7 @@ readme-results: install ## Regenerate the README's results block from results/em
 	@$(call demo_only,readme-results)
 	$(PY) -m cream_pl.reporting.demo_report --readme README.md --results results/embedded
 
-demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/
+demo-seeds: install ## make demo over SEEDS training seeds (default 3; seed 0 reuses make demo's run) -> results/embedded_seeds/ (other SEEDS: results/embedded_seeds_<SEEDS>seeds/)
 	@$(call demo_only,demo-seeds)
 	$(RUN) experiments/demos/demo_seeds.yaml $(if $(SEEDS),--seeds $(SEEDS))
 
@@ -85,7 +85,7 @@ demo-kd: install ## KD-CI-CAM's two claims on the confounded CUB-like preset: va
 
 demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without CREAM (val-selected), paired intervals (ACoL and SPG: head lr chosen on val) -> results/embedded_methods/ (~30 min, then probe-head-lr ~12 min)
 	@$(call demo_only,demo-methods)
-	$(RUN) experiments/demos/demo_methods.yaml --readme README.md
+	$(RUN) experiments/demos/demo_methods.yaml --readme
 	$(MAKE) --no-print-directory probe-head-lr
 
 probe-head-lr: install ## Training loss of every step of each demo-methods run that chooses its head lr on val (ACoL, SPG at 1x/3x/10x, from its declaration) -> results/embedded_methods/probe_head_lr.{json,md}, then its README (11.5 min of training on 2 cores: probe_head_lr.md; after make demo-methods or make data-synth)

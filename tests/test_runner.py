@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -185,7 +186,43 @@ def test_a_bad_declaration_is_one_line_naming_the_file_and_the_key(tmp_path, tex
 
     with pytest.raises(UserError) as err:
         load_experiment(_decl(tmp_path, text))
-    assert message in str(err.value) and "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+    unlined = re.sub(r"x\.yaml:\d+: ", "x.yaml: ", str(err.value))  # the line: see the test below
+    assert message in (str(err.value) if re.search(r"yaml:\d", message) else unlined) and "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_a_bad_declaration_names_the_line_of_its_key(tmp_path):
+    """The line of the key at fault (the key itself; a missing one: its mapping's), found by its key in a file that
+    extends another (the merged list's run index is not the file's); a run the base alone gives: no line."""
+    from cream_pl.core.errors import UserError
+    from cream_pl.pipelines.experiment import load_experiment
+
+    head = "name: x\nout: o\nwork: w\nruns:\n"
+    cases = [(head + "  - key: a\n    recipe: r\n  - key: b\n    recipe: r\n    seeds: [0, 0]\n",
+              "x.yaml:9: runs[1].seeds: [0, 0] repeats a seed"),
+             (head + "  - key: a\n    recipe: r\n  - key: b\n    seeds: [1]\n", "x.yaml:7: runs[1].recipe: missing"),
+             (head + "  - key: a\n    recipe: r\n    overrides:\n      model.init_args.lr: '{runn}'\n",
+              "x.yaml:8: runs[0].overrides.model.init_args.lr: {runn} is not a place"),
+             (head + "  - {key: a, recipe: r}\ndataset:\n  preset: cub\n  seed: -1\n", "x.yaml:8: dataset.seed:"),
+             (head + "  - {key: a, recipe: r}\ndifferences:\n  - {a: cam, b: camx, metrics: [gt_known]}\n",
+              "x.yaml:7: differences[0].b: no run gives a row 'camx'")]
+    for text, message in cases:
+        with pytest.raises(UserError) as err:
+            load_experiment(_decl(tmp_path, text))
+        assert message in str(err.value), (message, str(err.value))
+    _decl(tmp_path, head + "  - {key: a, recipe: r}\n  - {key: b, recipe: r}\n", "base.yaml")
+    top = "extends: base.yaml\nname: y\nout: o2\nwork: w2\n"
+    child = _decl(tmp_path, top + "runs:\n  - key: c\n    recipe: r\n  - key: b\n    seeds: [2, 2]\n",
+                  "child.yaml")
+    with pytest.raises(UserError, match=r"child\.yaml:9: runs\[1\]\.seeds: \[2, 2\] repeats a seed"):
+        load_experiment(child)  # b is the merged list's runs[1], this file's runs[1] too, by its key
+    child.write_text(top + "runs:\n  - key: b\n    seeds: [2, 2]\n")
+    with pytest.raises(UserError, match=r"child\.yaml:7: runs\[1\]\.seeds"):
+        load_experiment(child)  # merged runs[1] (b) is this file's runs[0]
+    _decl(tmp_path, head + "  - {key: a, recipe: r, seeds: [3, 3]}\n", "base.yaml")
+    child.write_text(top + "runs:\n  - key: b\n    recipe: r\n")
+    with pytest.raises(UserError) as err:
+        load_experiment(child)  # the base's run alone: its keys are not in this file
+    assert str(err.value).startswith(f"{child}: runs[0].seeds:"), str(err.value)
 
 
 def test_a_declaration_that_is_not_utf8_is_one_line(tmp_path):
@@ -312,6 +349,9 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
     ("{trainer.max_epochs: 0}", "runs[0] (a, embedded_cream): trainer.max_epochs is 0"),
     ("{model.init_args.cream_search: null}",
      "runs[0] (a, embedded_cream): model.init_args: record_per_image names unknown method(s) ['cream_selected']"),
+    # the data module's values: before, found when the fit built it, after the dataset was generated
+    ("{data.init_args.batch_size: 0}", "runs[0] (a, embedded_cream): data.init_args: batch_size must be >= 1, got 0"),
+    ("{data.init_args.crop_size: 300}", "runs[0] (a, embedded_cream): data.init_args: "),
 ])
 def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_path, overrides, message, capsys):
     """Every run's config is parsed before the data stage: a typo in the last run never costs the first run's training
@@ -855,7 +895,9 @@ def test_demo_methods_fast_writes_results_resumes_and_splices_the_readme(tmp_pat
     assert "(`python -m cream_pl.pipelines.runner experiments/demos/demo_methods.yaml --fast --only cam adl`)" in md
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n") and "| CAM | MaxBoxAccV2 |" in text
-    capsys.readouterr()
+    said = capsys.readouterr().out  # the differences --only leaves without rows are named, not dropped silently
+    left = [f"{d.a} - {d.b}" for d in exp.differences if d not in stated]
+    assert left and "differences left out" in said and all(x in said for x in left), said
     files = [work / k / n for k in ("cam", "adl") for n in ("model.ckpt", "test.json", "per_image_test.npz")]
     mtimes = [p.stat().st_mtime_ns for p in files]
     again = run_experiment(exp, out=out, work=work, fast=True, only=["cam", "adl"])
@@ -1085,3 +1127,31 @@ def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_p
     mark_results_folder(out, "calibrate-cub")
     with pytest.raises(UserValueError, match="holds the results of experiment 'calibrate-cub', not 'demo'"):
         check_results_folder(out, tmp_path / "e", "demo", "demo")
+
+
+def test_readme_alone_splices_into_the_declared_file_and_other_seeds_report_in_a_folder_of_their_own(
+        tmp_path, monkeypatch, capsys):
+    """``--readme`` alone reads the declaration's ``readme.file`` (before: the key was never read); ``--seeds N`` with
+    other seeds than declared reports beside the declared results (before: into them, replacing the declared report)."""
+    import cream_pl.pipelines.runner as runner
+
+    monkeypatch.chdir(tmp_path)
+    for text, message in (("# no block\n", "README.md: needs exactly one <!-- METHODS:BEGIN -->"),
+                          (None, "README.md: file not found (--readme)")):
+        (tmp_path / "README.md").unlink(missing_ok=True)
+        if text is not None:
+            (tmp_path / "README.md").write_text(text)
+        with pytest.raises(SystemExit) as exit_:
+            runner.main([str(DEMOS / "demo_methods.yaml"), "--readme"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    with pytest.raises(SystemExit):
+        runner.main([str(DEMOS / "demo_seeds.yaml"), "--readme"])
+    assert "demo_seeds.yaml fills no README block" in capsys.readouterr().err
+    places = []
+    monkeypatch.setattr(runner, "run_experiment", lambda exp, **kw: places.append((kw["out"], kw["seeds"])))
+    for n in ("3", "4", "2"):  # demo-seeds declares seeds 0, 1, 2
+        assert runner.main([str(DEMOS / "demo_seeds.yaml"), "--seeds", n]) == 0
+    assert places == [("results/embedded_seeds", [0, 1, 2]), ("results/embedded_seeds_4seeds", [0, 1, 2, 3]),
+                      ("results/embedded_seeds_2seeds", [0, 1])]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "outputs").exists()

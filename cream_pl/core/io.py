@@ -46,6 +46,8 @@ __all__ = [
     "read_json_file",
     "JSONFileError",
     "read_yaml_file",
+    "yaml_key_lines",
+    "line_of",
 ]
 
 
@@ -394,3 +396,57 @@ def read_yaml_file(path: str | os.PathLike[str], what: str = "YAML file") -> obj
         raise UserValueError(f"{path}{line}: invalid YAML: {problem} ({what})") from None
     except RecursionError:
         raise UserValueError(f"{path}: invalid YAML: nested too deeply ({what})") from None
+
+
+def yaml_key_lines(path: str | os.PathLike[str]) -> dict[str, int]:
+    """The line (1-based) of every key and list item of a readable YAML file, by its path as the checks name it
+    (``runs[1].seeds``, ``dataset.overrides.num_classes``); ``{}`` where the file cannot be read or parsed (the
+    reader says why). A key with dots in it (an override ``model.init_args.lr``) is one step of the path.
+
+    Example:
+        >>> import tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "e.yaml"
+        >>> _ = f.write_text("name: x\\nruns:\\n  - key: a\\n    seeds: [0, 1]\\n")
+        >>> lines = yaml_key_lines(f)
+        >>> lines["runs"], lines["runs[0]"], lines["runs[0].seeds"], lines["runs[0].seeds[1]"]
+        (2, 3, 4, 4)
+        >>> line_of("runs[0].seeds: repeats a seed", lines), line_of("runs[0].recipe: missing", lines)
+        (4, 3)
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return {}
+    lines: dict[str, int] = {}
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node | None, prefix: str) -> None:
+        if node is None or id(node) in seen:  # an alias is its anchor's node: walked once
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    name = f"{prefix}.{key.value}" if prefix else str(key.value)
+                    lines.setdefault(name, key.start_mark.line + 1)
+                    walk(value, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault(f"{prefix}[{i}]", item.start_mark.line + 1)
+                walk(item, f"{prefix}[{i}]")
+
+    walk(root, "")
+    return lines
+
+
+def line_of(where: str, lines: dict[str, int]) -> int | None:
+    """The line of the longest key path in ``lines`` that begins ``where`` (a message's ``<path>: <problem>``, or the
+    path alone) and ends at a step's boundary; ``None`` where none does (see :func:`yaml_key_lines`)."""
+    best = None
+    for name, line in lines.items():
+        if where.startswith(name) and where[len(name):len(name) + 1] in ("", ":", ".", "[") and (
+                best is None or len(name) > len(best[0])):
+            best = (name, line)
+    return None if best is None else best[1]

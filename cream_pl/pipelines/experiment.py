@@ -392,8 +392,41 @@ def _check_difference_seeds(diffs: Sequence[Difference], runs: Sequence[RunDecl]
 
 
 def load_experiment(path: Path | str) -> Experiment:
-    """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file and key."""
-    path = Path(path)
+    """Read and check a declaration; every problem is one :class:`UserValueError` line naming the file, the line
+    and the key (``x.yaml:7: runs[1].seeds: ...``)."""
+    try:
+        return _load_experiment(Path(path))
+    except UserValueError as err:
+        raise _with_line(err, Path(path)) from None
+
+
+def _with_line(err: UserValueError, path: Path) -> UserValueError:
+    """``err`` with the line of the key it names in ``path`` (``<file>: <key path>: ...`` -> ``<file>:<line>: ...``);
+    as it is where it names no key of the file. A run a base declaration (``extends:``) alone gives keeps no line,
+    and a run this file merges into one is found by its key."""
+    from cream_pl.core.io import line_of, yaml_key_lines
+
+    source, msg = str(path), str(err)
+    if not msg.startswith(source + ": "):
+        return err
+    rest = msg[len(source) + 2:]
+    lines, where = yaml_key_lines(path), rest
+    m = re.match(r"runs\[(\d+)\]", rest)
+    raw = read_yaml_file(path, "experiment declaration") if m else None
+    if m and isinstance(raw, Mapping) and "extends" in raw:  # the merged list's index -> this file's
+        base = read_yaml_file(path.parent / raw["extends"], "experiment declaration")
+        mine = [r.get("key") if isinstance(r, Mapping) else None for r in raw.get("runs") or []]
+        merged = [r.get("key") for r in (base or {}).get("runs", [])]
+        merged += [k for k in mine if k not in merged]
+        i = int(m.group(1))
+        if i >= len(merged) or merged[i] not in mine:
+            return err
+        where = f"runs[{mine.index(merged[i])}]" + rest[m.end():]
+    line = line_of(where, lines)
+    return err if line is None else UserValueError(f"{source}:{line}: {rest}")
+
+
+def _load_experiment(path: Path) -> Experiment:
     if path.is_dir():
         raise UserValueError(f"{path}: a folder; an experiment declaration is a YAML file")
     if not path.is_file():

@@ -566,7 +566,7 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
     """Parse a recipe with ``overrides`` as :func:`build_from_recipe` would, building nothing: a key the classes do
     not take or a value of the wrong type is one :class:`~cream_pl.core.errors.UserValueError` line, before any work,
     that begins with ``origin`` (default: the recipe). With ``build``, the model (random init, ``pretrained=False``)
-    and the trainer's callbacks are built too, so a value their ``__init__`` refuses is one line now as well (the
+    the trainer's callbacks and the data module (on an empty metadata folder) are built too, so a value their ``__init__`` refuses is one line now as well (the
     runner checks every run so before the first one trains); else that shows when the recipe is built. With
     ``selects`` (the run's results need ``cream_selected``), a ``cream_search`` fit that never validates is refused.
 
@@ -605,11 +605,13 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
 
 
 def _build_model_and_callbacks(config: Any, where: str) -> None:
-    """Build the parsed config's model (1000 classes where the data sets the count, no pretrained weights read) and
-    its trainer callbacks, then drop them; global random states are left as they were."""
+    """Build the parsed config's model (1000 classes where the data sets the count, no pretrained weights read), its
+    trainer callbacks and its data module (on an empty metadata folder: nothing read), then drop them; global random
+    states are left as they were."""
     import importlib
     import inspect
     import random
+    import tempfile
 
     import numpy as np
     import torch
@@ -627,8 +629,11 @@ def _build_model_and_callbacks(config: Any, where: str) -> None:
         if _get_path(cb, "class_path"):
             parts.append((f"trainer.callbacks[{str(cb.class_path).rsplit('.', 1)[-1]}].init_args", str(cb.class_path),
                           plain(_get_path(cb, "init_args"))))
+    data = _get_path(config, "data")
+    if data is not None and _get_path(data, "class_path"):  # its values (a batch size of 0, a crop larger than the
+        parts.append(("data.init_args", str(data.class_path), plain(_get_path(data, "init_args"))))  # resize), too
     state = (random.getstate(), np.random.get_state())
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), tempfile.TemporaryDirectory() as no_data:
         warnings.simplefilter("ignore")
         try:
             for what, class_path, kwargs in parts:
@@ -639,6 +644,8 @@ def _build_model_and_callbacks(config: Any, where: str) -> None:
                     kwargs["pretrained"] = False
                 if ("num_classes" in takes or "num_classes" in kwargs) and kwargs.get("num_classes") is None:
                     kwargs["num_classes"] = 1000  # the data sets it; the most any benchmark has (ccam_n <= it)
+                if what == "data.init_args" and "metadata_root" in takes:  # the dataset may not be there yet: its
+                    kwargs["metadata_root"] = no_data  # folders are checked when the data stage has made it
                 try:
                     cls(**kwargs)
                 except (ValueError, TypeError, KeyError, FileNotFoundError) as err:

@@ -348,6 +348,11 @@ def run_experiment(exp: Any, *, out: Path | str | None = None, work: Path | str 
             records[seed] = {k: v for o in by_run.values() for k, v in o.records.items()}
             pairs = [(d.a, d.b, d.metrics) for d in exp.differences if d.a in records[seed] and d.b in records[seed]]
             differences[seed] = compute_differences(records[seed], pairs, n_resamples=1000, seed=0)
+        left_out = [f"{d.a} - {d.b}" for d in exp.differences
+                    if not any(d.a in rec and d.b in rec for rec in records.values())]
+        if left_out:  # before: dropped from the report without a word
+            log("differences left out, a row of each not given by this invocation's runs and stages (--only, --skip): "
+                + ", ".join(left_out))
         bootstrap_s = time.time() - t
         data_s, data_ran = runner.data_s
         timing = {"data_s": data_s, "data_ran": data_ran, "bootstrap_s": bootstrap_s}
@@ -480,7 +485,8 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument("--restart", action="store_true",
                         help="start every run of this invocation over: its folders inside the work folder are cleared "
                              "(the dataset is kept: its content hash is in every fingerprint)")
-    parser.add_argument("--readme", default=None, help="splice the report's block into this README")
+    parser.add_argument("--readme", nargs="?", const=DECLARED_README, default=None, metavar="README",
+                        help="splice the report's block into this README (alone: the declaration's readme.file)")
     parser.add_argument("--compare", default=None, metavar="METRICS_JSON",
                         help="then compare every number of the new results file of this name with this one (times "
                         "and machine aside, to 1e-9) and every stated difference's verdict, into <out>/comparison.md; "
@@ -495,8 +501,8 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
     """``(out, work)`` when the caller names neither: the declaration's, or, for a variant of its data (another
     ``preset`` or ``data_seed``, a user's ``data``) or a ``--fast`` smoke run, a folder of the variant's own beside
     the declared work folder (its dataset and results inside): a variant never touches the declared run's dataset,
-    work or results. One training seed where the declaration has other or more (``--train-seed``) and a subset of
-    the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
+    work or results. One training seed where the declaration has other or more (``--train-seed``), seeds ``0 .. N-1``
+    where the declaration has others (``--seeds N``: ``<out>_<N>seeds``) and a subset of the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
     folders of their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
     variant's (see :func:`data_variant`); a run at a thread count given explicitly (``threads``) or on another kernel
     set (``kernels``) trains in a work folder of its own, its results inside, on the declared dataset.
@@ -508,7 +514,7 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
         >>> default_places(exp), default_places(exp, fast=True), default_places(exp, preset="hard", data_seed=1)
         (('results/embedded', 'outputs/demo'), ('outputs/demo_fast/results', 'outputs/demo_fast'), ('outputs/demo_hard_dataseed1/results', 'outputs/demo_hard_dataseed1'))
         >>> default_places(exp, seeds=[0]), default_places(exp, seeds=[3]), default_places(exp, seeds=[0, 1, 2])
-        (('results/embedded', 'outputs/demo'), ('results/embedded_trainseed3', 'outputs/demo'), ('results/embedded', 'outputs/demo'))
+        (('results/embedded', 'outputs/demo'), ('results/embedded_trainseed3', 'outputs/demo'), ('results/embedded_3seeds', 'outputs/demo'))
         >>> two = SimpleNamespace(out="results/x", work="outputs/x", runs=[SimpleNamespace(key="a", seeds=(0, 1))])
         >>> default_places(two, seeds=[1])  # one seed of two: not the declared two-seed report
         ('results/x_trainseed1', 'outputs/x')
@@ -523,8 +529,8 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
                                      None if kernels is None else f"{kernels}kernels", "fast" if fast else None)
                   if p is not None)
     out, work = (exp.out, exp.work) if not tag else (f"{exp.work}{tag}/results", f"{exp.work}{tag}")
-    if seeds is not None and len(seeds) == 1 and {s for r in exp.runs for s in r.seeds} != set(seeds):
-        out += f"_trainseed{seeds[0]}"  # a one-seed report of a declaration with other (or more) seeds
+    if seeds is not None and {s for r in exp.runs for s in r.seeds} != set(seeds):  # never the declared report
+        out += f"_trainseed{seeds[0]}" if len(seeds) == 1 else f"_{len(seeds)}seeds"  # one seed, or other seeds
     if only and set(only) != {r.key for r in exp.runs}:
         out += "_only-" + "-".join(sorted(only))
     return out, work
@@ -556,6 +562,9 @@ def check_run_configs(r: _Runner, run: Any, origin: str) -> None:
         check_recipe(recipe, r.overrides(run, 0, r.work / run.key, recipe, extra)[0], origin, build=True,
                      selects="cream_selected" in run.record)
 
+
+DECLARED_README = "<the declaration's readme.file>"
+"""``--readme`` given alone: the README the declaration names."""
 
 RESULTS_OWNER = ".cream-pl-results.json"
 """``<out>/.cream-pl-results.json``: the experiment whose report a results folder holds, and its dataset's root and
@@ -706,6 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "kernels": args.kernels}  # one set for the places, the runs and the command line
     own_out, own_work = default_places(exp, **options)
     out, work = args.out or own_out, args.work or own_work
+    if args.readme is DECLARED_README:  # the file the declaration names (before: never read)
+        args.readme = exp.readme.get("file") if exp.readme else None
+        if args.readme is None:
+            parser.error(f"--readme: {exp.source} fills no README block (its readme: is null)")
     if args.readme is not None and own_out != exp.out:
         parser.error(f"--readme: the README shows {exp.source}'s declared results, and a variant (--fast, --preset, "
                      "--data-seed, --data, --seeds, --only, --threads or --kernels) gives others (leave out --readme)")
