@@ -190,6 +190,7 @@ def test_demo_kd_end_to_end_is_resumable_and_restarts_stale_runs(tmp_path, capsy
     assert (out / "dilemma.png").stat().st_size > 0
     readme = (out / "README.md").read_text()
     assert "| KD-CI-CAM |" in readme and "## What the numbers show" in readme
+    assert saved["meta"]["eval_size"] == SIZE and f"{SIZE}×{SIZE} squash-resized test images" in readme  # was: 224 always
     # every stage time carries the load average when it ended, read back on a resumed report too
     assert set(saved["meta"]["load_average_1min"]) == set(saved["meta"]["timing"])
     assert "The 1-min load average at the end of the stages was" in readme

@@ -670,6 +670,9 @@ def test_demo_fast_writes_results_resumes_and_reproduces_itself(tmp_path, monkey
             assert x["a"] == pytest.approx(saved[d.a][m]) and x["b"] == pytest.approx(saved[d.b][m])
     md = (out / "metrics.md").read_text()
     assert "| CREAM (val-selected) |" in md and "| center baseline |" in md and "paired bootstrap 95 % CI" in md
+    # the footnotes state the run's own threshold interval (--fast: 0.01; before: the protocol's 0.001 always)
+    assert "thresholds np.arange(0, 1, 0.01), 224×224 squash" in md and "np.arange(0, 1, 0.001)" not in md
+    assert saved["protocol"]["cam_curve_interval"] == 0.01 and saved["protocol"]["eval_size"] == 224
     assert saved["ablations"]["T"]["values"] == [0, 1, 2, 3, 4] and res["cream"] == saved["cream"]
     assert set(saved["timing"]) >= {"data_s", "classifier_s", "evaluation_s", "regressor_s", "total_s"}
     from cream_pl.pipelines.run_state import data_sha1
@@ -957,6 +960,7 @@ def test_a_new_experiment_is_a_short_declaration(tmp_path, monkeypatch):
     d = saved["over_seeds"]["differences"]["cream_selected-cam"]["max_box_acc_v2"]
     assert len(d["values"]) == 2 and d["seeds_interval_above_0"] + d["seeds_interval_below_0"] <= 2
     assert "| cream_selected |" in (out / "metrics.md").read_text() or "cream_selected" in (out / "metrics.md").read_text()
+    assert "thresholds np.arange(0, 1, 0.01), 224×224" in (out / "metrics.md").read_text()  # the runs' own interval
     # a variant of the declared data (another generator seed) at one training seed: its own folders and dataset
     assert main([str(decl), "--fast", "--data-seed", "1", "--train-seed", "1"]) == 0
     variant = tmp_path / "outputs" / "cream_hard_dataseed1_fast"

@@ -303,7 +303,12 @@ def fit_epochs(r: Any, run: Any, seed: int, folder: Path) -> Outcome:
                   "selected_cream": res.get("selected_cream")}
             for row, m in run.rows.items() if m in res["methods"] and m in records}
     recs = {row: records[m] for row, m in run.rows.items() if row in rows}
-    out = Outcome(run.key, seed, folder, rows, recs, res, {}, dict(timer.saved))
+    from cream_pl.core.io import read_yaml_file
+
+    model_args = (read_yaml_file(folder / "config.yaml", "the fit's config") or {}).get("model", {}).get("init_args", {})
+    facts = {"cam_curve_interval": float(model_args.get("cam_curve_interval", 0.001)),  # what the reports state
+             "eval_size": int(model_args.get("eval_size", 224))}  # (a key the config leaves out: the class default)
+    out = Outcome(run.key, seed, folder, rows, recs, res, facts, dict(timer.saved))
     out.stages["epochs"] = {"curve": curve, "last": last}
     return out
 
@@ -353,7 +358,8 @@ def _val_of_method(model: Any) -> dict[str, float]:
 def _facts(cli: Any, model: Any) -> dict[str, Any]:
     """What the report says about a trained run besides its numbers."""
     dm, hp = cli.datamodule, model.hparams
-    return {"cam_curve_interval": float(hp.cam_curve_interval), "candidates": len(model.cream_candidates),
+    return {"cam_curve_interval": float(hp.cam_curve_interval), "eval_size": int(hp.eval_size),
+            "candidates": len(model.cream_candidates),
             "search_space": dict(hp.cream_search) if hp.get("cream_search") else None,
             "selected_cream": model.selected_cream is not None, "epochs": int(cli.trainer.max_epochs),
             "wsol_method": model.wsol.name, "wsol_method_args": model.wsol.params,

@@ -517,9 +517,10 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
     from cream_pl.reporting.tables import metrics_table_markdown
 
     meta, bench = results["meta"], results["benchmark"]
+    size = meta.get("eval_size", 224)  # a results file written before the meta kept it: the protocol's size
     notes = {
         "max_box_acc_v2": "mean over IoU δ ∈ {30, 50, 70} of the best-threshold box accuracy (each δ picks its own τ), "
-                          f"all contours, thresholds every {meta['cam_curve_interval']:g}, 224×224 squash-resized test images",
+                          f"all contours, thresholds every {meta['cam_curve_interval']:g}, <SIZE> squash-resized test images",
         "gt_known": "IoU ≥ 0.5 of the largest contour of the GT-class map at the val split's τ* (IoU-50), never searched "
                     "on test",
         "top1_loc": "GT-known Loc that also requires the top-1 class to be correct",
@@ -553,7 +554,7 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
         "",
         "## Results (test split)",
         "",
-        metrics_table_markdown(rows, COLUMNS, protocol_notes=notes),
+        metrics_table_markdown(rows, COLUMNS, protocol_notes=notes, size=size),
         "",
         "The five rows are the last epoch of their runs (the protocol's last-checkpoint rule); CREAM's inference T, κ, λ "
         f"and M-step norm are chosen on val ({sel or 'no selection'}). CI-CAM rows use the intervened (down) branch's "
@@ -608,11 +609,12 @@ def render_markdown(results: Mapping[str, Any], summary: Sequence[str], limits: 
 
 def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, float], fast: bool, command: str,
                   wall_s: float, load: Mapping[str, float] | None = None, full_wall_s: float | None = None,
-                  candidates: Sequence[str] | None = None) -> None:
+                  candidates: Sequence[str] | None = None, eval_size: int | str = 224) -> None:
     """Add the summary and meta to ``results``; write ``metrics.json``, ``README.md`` and ``dilemma.png``.
 
     ``command``: the runner's command line that produced them; ``load``: the 1-min load average when each stage of
-    ``timing`` ended; ``candidates``: the runs the teachers were chosen from (default: the teachers' own runs).
+    ``timing`` ended; ``candidates``: the runs the teachers were chosen from (default: the teachers' own runs);
+    ``eval_size``: the maps' evaluation size (the runs' ``model.init_args.eval_size``).
     """
     from cream_pl.core.machine import machine_facts
     from cream_pl.reporting.tables import write_json_atomic, write_markdown_atomic
@@ -624,7 +626,7 @@ def write_results(results: dict[str, Any], out: Path, *, timing: Mapping[str, fl
         "fast": fast, "command": command, "timing": dict(timing), "total_s": float(sum(timing.values())), "wall_s": wall_s,
         "full_run_wall_s": full_wall_s,
         "load_average_1min": dict(load or {}), "cpu_count": m["cores"],
-        "cam_curve_interval": results["cam_curve_interval"],
+        "cam_curve_interval": results["cam_curve_interval"], "eval_size": eval_size,
         "machine": f"{m['arch']} CPU, {m['cores']} cores, torch {m['torch']} ({m['threads']} threads)"}
     results["summary"] = explain(results, fast=fast, candidates=candidates)
     results["cannot_show"] = cannot_show(results)
@@ -677,10 +679,11 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                     load[new] = ended[name]
     timing["bootstrap_s"] = time.time() - t
     load["bootstrap_s"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    runs = {}
+    runs, sizes = {}, set()
     for run in exp.runs:
         if run.key in outcomes:
             config = yaml.safe_load((outcomes[run.key].folder / "config.yaml").read_text())
+            sizes.add(config["model"]["init_args"].get("eval_size", 224))
             runs[run.key] = {"recipe": f"experiments/{run.recipe}.yaml", "epochs": len(curves[run.key]),
                              "fit_s": timing.get(f"fit_{run.key}_s"), **recipe_facts(config, student=bool(run.teachers))}
     results["runs"] = runs
@@ -692,7 +695,8 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
         write_json_atomic({"wall_s": wall}, full)
     write_results(results, out, timing=timing, fast=result.fast, command=result.command, wall_s=wall, load=load,
                   full_wall_s=json.loads(full.read_text())["wall_s"] if full.is_file() else None,
-                  candidates=[t for r in exp.runs for t in r.teachers])
+                  candidates=[t for r in exp.runs for t in r.teachers],
+                  eval_size=sizes.pop() if len(sizes) == 1 else " or ".join(map(str, sorted(sizes))) + " (by run)")
     print(f"[{exp.name}] wrote {out / 'metrics.json'}, {out / 'README.md'}, {out / 'dilemma.png'}", flush=True)
     return results
 

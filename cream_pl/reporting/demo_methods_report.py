@@ -379,7 +379,7 @@ def build_payload(exp: Any, result: Any) -> dict[str, Any]:
                       "seed": exp.dataset.seed, "train_seed": seed,
                       "num_val": first["num_val"], "num_test": first["num_test"], "epochs": first["epochs"],
                       "seeds": 1, "fast": result.fast},
-        "protocol": {"split": "test", "eval_size": 224, "cam_curve_interval": first["cam_curve_interval"],
+        "protocol": {"split": "test", "eval_size": first["eval_size"], "cam_curve_interval": first["cam_curve_interval"],
                      "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
                      "gt_known/top1_loc": "largest-contour box at the val split's tau* (IoU >= 0.5)",
                      "selection": exp.settings["selection"], "search_space": search,

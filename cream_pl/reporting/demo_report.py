@@ -38,9 +38,9 @@ DISPLAY_NAMES = {"center_baseline": "center baseline", "cam": "CAM", "cream": "C
                  "cream_reg_psol": "CREAM_reg, PSOL head (GAP + MLP)"}
 PROTOCOL_NOTES = {
     "max_box_acc_v2": "mean over IoU δ ∈ {30, 50, 70} of the best-threshold box accuracy (each δ picks its own τ), "
-    "all contours (RETR_TREE, holes included), thresholds np.arange(0, 1, 0.001), 224×224 squash-resized images; for "
+    "all contours (RETR_TREE, holes included), thresholds <THRESHOLDS>, <SIZE> squash-resized images; for "
     "CREAM_reg, which outputs one box and no map, the accuracy of that box at each δ (no threshold to maximise over)",
-    "pxap": "pixel average precision over the 1002 histogram bins of wsolevaluation's MaskEvaluator (224×224 score "
+    "pxap": "pixel average precision over the 1002 histogram bins of wsolevaluation's MaskEvaluator (<SIZE> score "
     "maps, ignore pixels excluded); none for the center baseline's row here and for CREAM_reg (a box, no map)",
     **{f"max_box_acc_iou{d}": f"best-threshold box accuracy at IoU ≥ 0.{d // 10} (all contours), one of MaxBoxAccV2's "
        "three terms" for d in (30, 50, 70)},
@@ -127,7 +127,7 @@ def _explain_regressor(results: Mapping[str, Any]) -> list[str]:
             denoise = chosen["train_gt_known"] > chosen["train_pseudo_box_gt_known"]
             out.append(f"On the train images themselves (no flip), the chosen regressor is right (IoU ≥ 0.5 to the true "
                        f"box) on {chosen['train_gt_known']:.1f} %, its own pseudo boxes on "
-                       f"{chosen['train_pseudo_box_gt_known']:.1f} % (same 224 grid): it "
+                       f"{chosen['train_pseudo_box_gt_known']:.1f} % (same {results['protocol']['eval_size']} grid): it "
                        + ("denoises them: it is right more often than the boxes it learned from."
                           if denoise else "does not denoise them."))
     for pair, label in (("cream_reg-cream_selected", "CREAM_reg − CREAM (val-selected)"),
@@ -237,7 +237,8 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
         source = f"test split of `{data}` ({num_classes} classes, from its metadata)"
     md = [title, "", f"Produced by {produced_by} (`{command}`); {source}, EfficientNet-Lite0 (ImageNet) "
           f"backbone; {bench.get('seeds', 1)} training seed.", "",
-          metrics_table_markdown(rows, METHOD_COLUMNS, PROTOCOL_NOTES), ""]
+          metrics_table_markdown(rows, METHOD_COLUMNS, PROTOCOL_NOTES, interval=results["protocol"]["cam_curve_interval"],
+                                 size=results["protocol"]["eval_size"]), ""]
     if "selected" in results:
         md += ["## CREAM's inference hyperparameters, chosen on val", "",
                selection_markdown(results["selected"]["cream"]), ""]
@@ -261,7 +262,7 @@ def write_results(results: dict[str, Any], out: Path, *, data: Path, seed: int, 
 
 
 PROTOCOL = {
-    "split": "test", "eval_size": 224,
+    "split": "test",
     "max_box_acc_v2": "mean over IoU {30,50,70} of the best-threshold box accuracy, all contours",
     "max_box_acc": "V1: IoU 50, largest contour, best threshold",
     "gt_known/top1_loc/top5_loc": "largest-contour box at the fixed threshold tau* chosen on the val split (IoU >= 0.5)",
@@ -317,7 +318,8 @@ def demo_payload(exp: Any, result: Any, seed: int) -> dict[str, Any]:
                             "num_test": facts["num_test"], "num_val": facts["num_val"], "num_train": facts["num_train"],
                             "num_classes": facts["num_classes"], "data": str(result.data), "seeds": 1,
                             "train_seed": seed}
-    results["protocol"] = {**PROTOCOL, "cam_curve_interval": facts["cam_curve_interval"],
+    results["protocol"] = {"split": "test", "eval_size": facts["eval_size"], **PROTOCOL,
+                           "cam_curve_interval": facts["cam_curve_interval"],
                            "num_test_images": facts["num_test"]}
     results["timing"] = {k: round(v, 1) for k, v in timing.items()}
     return results
@@ -352,7 +354,8 @@ def regressor_candidates_markdown(results: Mapping[str, Any]) -> str:
                      f"{c.get('gt_known', float('nan')):.2f} | {c.get('top1_loc', float('nan')):.2f} | {train} | "
                      f"{'**chosen**' if name == sel.get('chosen') else ''} |")
     lines += ["", "Chosen by val GT-known Loc (ties: the first listed); the test columns are reported, never used. "
-              "\"train: right\" = IoU ≥ 0.5 to the true box on the train images (no flip), in the 224 grid; measured "
+              "\"train: right\" = IoU ≥ 0.5 to the true box on the train images (no flip), in the "
+              f"{results['protocol']['eval_size']} grid; measured "
               "from the cache for the frozen heads and for the chosen design whatever its source (\"—\": a fine-tuned "
               "candidate not chosen, whose own pass over the train split the report does not need)."]
     return "\n".join(lines)

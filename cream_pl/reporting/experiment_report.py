@@ -187,9 +187,12 @@ def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                                "per_seed": {str(s): p for s, p in per_seed.items()},
                                "timing": {k: round(v, 1) for k, v in result.timing.items() if isinstance(v, float)}}
     md = [f"# {exp.name}", "", f"Produced by `{result.command}`; data `{result.data}`.", ""]
+    protocol = {k: _by_run({o.facts[k] for by_run in result.outcomes.values() for o in by_run.values()})
+                for k in ("cam_curve_interval", "eval_size")}  # what the footnotes say: the runs' own settings
     for s, p in per_seed.items():
         rows = {names.get(k, k): v for k, v in result.rows[s].items()}
-        md += [f"## Seed {s}", "", metrics_table_markdown(rows, METHOD_COLUMNS, {}), ""]
+        md += [f"## Seed {s}", "", metrics_table_markdown(rows, METHOD_COLUMNS, {}, interval=protocol["cam_curve_interval"],
+                                                          size=protocol["eval_size"]), ""]
         if p["differences"]:
             md += [differences_markdown(p["differences"], names), ""]
     if len(per_seed) > 1:
@@ -199,6 +202,11 @@ def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     write_json_atomic(payload, out / "metrics.json")
     write_markdown_atomic("\n".join(md), out / "metrics.md")
     return payload
+
+
+def _by_run(values: set[Any]) -> Any:
+    """The one value of a setting, or the runs' values as ``"a or b (by run)"``."""
+    return next(iter(values)) if len(values) == 1 else " or ".join(f"{v:g}" for v in sorted(values)) + " (by run)"
 
 
 def splice_table(readme: Path, payload: Mapping[str, Any], out: Path) -> None:

@@ -62,35 +62,55 @@ METHOD_NAMES: dict[str, str] = {
 }
 """Display names of the methods; other keys are shown as given."""
 
-_BOX_COMMON = "all contours (RETR_TREE, holes included), thresholds np.arange(0, 1, 0.001), 224×224 squash-resized images"
-DEFAULT_PROTOCOL_NOTES: dict[str, str] = {
+_BOX_COMMON = "all contours (RETR_TREE, holes included), thresholds <THRESHOLDS>, <SIZE> squash-resized images"
+_NOTE_TEMPLATES: dict[str, str] = {
     "maxboxaccv2": (
         "mean over IoU δ ∈ {30, 50, 70} of the best-threshold box accuracy (each δ picks its own τ), "
         + _BOX_COMMON
     ),
     "maxboxacc": (
         "best-threshold box accuracy at IoU ≥ 0.5, largest contour only (V1), thresholds "
-        "np.arange(0, 1, 0.001), 224×224 squash-resized images"
+        "<THRESHOLDS>, <SIZE> squash-resized images"
     ),
     "gtknownloc": (
         "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one fixed threshold τ (not searched), "
-        "largest contour, 224×224 squash-resized images"
+        "largest contour, <SIZE> squash-resized images"
     ),
     "gtknown": (
         "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one fixed threshold τ (not searched), "
-        "largest contour, 224×224 squash-resized images"
+        "largest contour, <SIZE> squash-resized images"
     ),
     "top1loc": "GT-known Loc that also requires the top-1 predicted class to be correct",
     "top5loc": "GT-known Loc that also requires the GT class to be among the top-5 predicted classes",
     "pxap": (
         "pixel average precision over the 1002 histogram bins of wsolevaluation's MaskEvaluator "
-        "(224×224 score maps, ignore pixels excluded)"
+        "(<SIZE> score maps, ignore pixels excluded)"
     ),
     "clsacc": "top-1 classification accuracy",
     "top1cls": "top-1 classification accuracy",
     "top5cls": "top-5 classification accuracy",
 }
-"""Protocol notes keyed by normalised metric name (lower case, no ``_``/``-``/spaces, no ``stage/``)."""
+
+
+def fill_note(note: str, interval: float | str = 0.001, size: int | str = 224) -> str:
+    """A protocol note at a run's threshold interval and evaluation size: its ``<THRESHOLDS>`` and ``<SIZE>`` filled
+    in, so that a table's footnotes say how its numbers were computed (a ``--fast`` run's interval 0.01 included). A
+    string is written as it is (several runs' values).
+
+    Example:
+        >>> fill_note(_NOTE_TEMPLATES["pxap"], 0.01, 448)[-44:]
+        '(448×448 score maps, ignore pixels excluded)'
+        >>> fill_note("thresholds <THRESHOLDS>", "0.001 or 0.01 (by run)")
+        'thresholds np.arange(0, 1, 0.001 or 0.01 (by run))'
+    """
+    step = interval if isinstance(interval, str) else format(interval, "g")
+    square = f"{size} px square" if isinstance(size, str) else f"{size}×{size}"
+    return note.replace("<THRESHOLDS>", f"np.arange(0, 1, {step})").replace("<SIZE>", square)
+
+
+DEFAULT_PROTOCOL_NOTES: dict[str, str] = {k: fill_note(v) for k, v in _NOTE_TEMPLATES.items()}
+"""Protocol notes keyed by normalised metric name (lower case, no ``_``/``-``/spaces, no ``stage/``), at the protocol's
+interval 0.001 and size 224 (:func:`fill_note`: at a run's own)."""
 
 _IOU_KEY = re.compile(r"^(?:max)?boxacc(?:v2)?(?:iou|@)?(\d+)$")
 
@@ -161,8 +181,9 @@ def _normalise_key(key: str) -> str:
     return re.sub(r"[\s_\-]", "", key.rsplit("/", 1)[-1].lower())
 
 
-def protocol_note(key: str) -> str | None:
-    """The default protocol note of a metric key (``"test/maxboxacc_v2"``, ``"gt_known_loc"``, ...).
+def protocol_note(key: str, interval: float | str = 0.001, size: int | str = 224) -> str | None:
+    """The default protocol note of a metric key (``"test/maxboxacc_v2"``, ``"gt_known_loc"``, ...), at a threshold
+    interval and evaluation size (:func:`fill_note`).
 
     Example:
         >>> protocol_note("val/boxacc_iou70")[:32]
@@ -171,11 +192,11 @@ def protocol_note(key: str) -> str | None:
         True
     """
     norm = _normalise_key(key)
-    if norm in DEFAULT_PROTOCOL_NOTES:
-        return DEFAULT_PROTOCOL_NOTES[norm]
+    if norm in _NOTE_TEMPLATES:
+        return fill_note(_NOTE_TEMPLATES[norm], interval, size)
     m = _IOU_KEY.match(norm)
     if m:
-        return f"best-threshold box accuracy at IoU ≥ {int(m.group(1)) / 100:g}, " + _BOX_COMMON
+        return fill_note(f"best-threshold box accuracy at IoU ≥ {int(m.group(1)) / 100:g}, " + _BOX_COMMON, interval, size)
     return None
 
 
@@ -201,6 +222,8 @@ def metrics_table_markdown(
     protocol_notes: Mapping[str, str] | None = None,
     *,
     decimals: int = 2,
+    interval: float | str = 0.001,
+    size: int | str = 224,
 ) -> str:
     """A Markdown results table, one row per method, with a protocol footnote per column.
 
@@ -211,6 +234,8 @@ def metrics_table_markdown(
         protocol_notes: ``{metric key: note}``; overrides/extends :data:`DEFAULT_PROTOCOL_NOTES`
             (looked up by normalised key, so ``"test/MaxBoxAcc_V2"`` finds ``"maxboxaccv2"``).
         decimals: digits after the decimal point.
+        interval, size: the threshold interval and evaluation size behind the numbers, which the
+            notes state (``<THRESHOLDS>`` / ``<SIZE>`` in a given note: :func:`fill_note`).
 
     Returns:
         The table, a blank line, then one ``- **header**: note`` line per column.
@@ -229,7 +254,8 @@ def metrics_table_markdown(
     notes = dict(protocol_notes or {})
     footnotes, undocumented = [], []
     for key, header in columns:
-        note = notes.get(key) or protocol_note(key)
+        note = notes.get(key) or protocol_note(key, interval, size)
+        note = None if note is None else fill_note(note, interval, size)
         if note is None:
             undocumented.append(key)
         footnotes.append(f"- **{header}**: {note}.")
