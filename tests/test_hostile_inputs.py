@@ -485,6 +485,10 @@ def test_a_missing_config_file_is_named_as_missing(command, tmp_path, capfd):
     assert_one_line(rc, text, f"{tmp_path / 'embedded_crem.yaml'}: file not found (--config)", exact=True)
     rc, text = _cli([command, "--config", str(tmp_path)], capfd)
     assert_one_line(rc, text, f"{tmp_path}: a folder, not a config file (--config)", exact=True)
+    demo = REPO / "experiments" / "demos" / "demo.yaml"  # before: "does not accept option 'legacy.demo_version'"
+    rc, text = _cli([command, "--config", str(demo)], capfd)
+    assert_one_line(rc, text, f"{demo}: an experiment declaration, not a config (--config); run it with python -m "
+                              f"cream_pl.pipelines.runner {demo}", exact=True)
 
 
 def test_a_monitor_of_a_method_the_model_lacks_is_one_line_before_training(data3, tmp_path, capfd):

@@ -352,6 +352,8 @@ def test_a_run_tested_per_epoch_needs_per_epoch_checkpoints_before_any_work(tmp_
     # the data module's values: before, found when the fit built it, after the dataset was generated
     ("{data.init_args.batch_size: 0}", "runs[0] (a, embedded_cream): data.init_args: batch_size must be >= 1, got 0"),
     ("{data.init_args.crop_size: 300}", "runs[0] (a, embedded_cream): data.init_args: "),
+    ("{model..lr: 0.1}",  # before: jsonargparse's 'Empty nested key' with the whole model section after it
+     "runs[0] (a, embedded_cream): override 'model..lr': an empty step between dots"),
 ])
 def test_an_override_the_recipe_does_not_take_is_one_line_before_any_work(tmp_path, overrides, message, capsys):
     """Every run's config is parsed before the data stage: a typo in the last run never costs the first run's training
@@ -1159,3 +1161,16 @@ def test_readme_alone_splices_into_the_declared_file_and_other_seeds_report_in_a
     assert places == [("results/embedded_seeds", [0, 1, 2]), ("results/embedded_seeds_4seeds", [0, 1, 2, 3]),
                       ("results/embedded_seeds_2seeds", [0, 1])]
     assert not (tmp_path / "results").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_declaration_named_as_a_run_s_recipe_is_one_line(tmp_path, capsys):
+    """Before: "data.init_args: Option 'data_root' is not accepted", about a file that is no recipe at all."""
+    from cream_pl.pipelines.runner import main
+
+    decl = _decl(tmp_path, f"name: x\nout: {tmp_path / 'o'}\nwork: {tmp_path / 'w'}\ndataset: {{root: {tmp_path / 'd'}}}\n"
+                           f"runs: [{{key: a, recipe: {DEMOS / 'demo.yaml'}}}]\n")
+    assert main([str(decl)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{DEMOS / 'demo.yaml'}: an experiment declaration, not a recipe (" \
+        f"{decl}: runs[0] (a, " in err, err
+    assert not any((tmp_path / n).exists() for n in ("w", "o", "d"))

@@ -49,6 +49,10 @@ def run_lightning_cli(argv: Sequence[str]) -> CreamCLI:
             print(f"cream-pl {command}: error: {path}: " + ("a folder, not a config file" if Path(path).is_dir()
                                                            else "file not found") + " (--config)", file=sys.stderr)
             raise SystemExit(2)
+        if not inline and _is_declaration(Path(path)):  # before: "does not accept option 'legacy.demo_version'"
+            print(f"cream-pl {command}: error: {path}: an experiment declaration, not a config (--config); run it with "
+                  f"python -m cream_pl.pipelines.runner {path}", file=sys.stderr)
+            raise SystemExit(2)
     no_exit = {"exit_on_error": False}  # parse errors raise: one line here, not the usage block first
     try:
         with warnings.catch_warnings():  # main() passes sys.argv[1:] as args on purpose
@@ -110,6 +114,18 @@ def _peer_stopped_message(err: BaseException) -> str | None:
     first = (text.splitlines() or [""])[0][:160]
     return (f"rank {getattr(rank_zero_only, 'rank', 0)}: another process of this distributed run stopped (its error "
             f"is on stderr), so this one stops too ({type(err).__name__}: {first})")
+
+
+def _is_declaration(path: Path) -> bool:
+    """Whether ``path`` reads as an experiment declaration (a mapping with ``runs``); a file that does not read as
+    YAML is left to the CLI's own message."""
+    from cream_pl.core.io import read_yaml_file
+
+    try:
+        content = read_yaml_file(path, "--config")
+    except ValueError:
+        return False
+    return isinstance(content, dict) and "runs" in content
 
 
 def _config_files(argv: Sequence[str]) -> list[str]:

@@ -520,6 +520,9 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
     """
     node: Any = config
     keys = dotted.split(".")
+    if "" in keys:  # "model..lr": jsonargparse's "Empty nested key" with the whole model section after it
+        raise KeyError(f"override {dotted!r}: an empty step between dots (keys are as in cream-pl fit: "
+                       "model.init_args.lr)")
     for i, key in enumerate(keys[:-1]):
         try:
             node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
@@ -676,6 +679,9 @@ def _with_overrides(recipe: Path | str, overrides: Mapping[str, Any] | None, ori
     config = read_yaml_file(recipe, "recipe")
     if not isinstance(config, dict):
         raise UserValueError(f"{recipe}: a recipe is a mapping (trainer, model, data), got {type(config).__name__}")
+    if "runs" in config:  # before: "data.init_args: Option 'data_root' is not accepted"
+        raise UserValueError(f"{recipe}: an experiment declaration, not a recipe ({origin or 'recipe'}; a recipe "
+                             "names the trainer, model and data of one fit, as experiments/embedded_cream.yaml)")
     for key, value in (overrides or {}).items():
         try:
             set_dotted(config, key, value)
