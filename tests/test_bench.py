@@ -300,9 +300,16 @@ def test_a_late_failure_keeps_the_finished_measurements(tmp_path, capsys, monkey
     assert (tmp_path / "bench.json").read_text() == '{"earlier": "results"}'  # a failed run replaces nothing
     assert f"the 8 finished stage(s) are in {tmp_path / 'bench.partial.json'}" in capsys.readouterr().out
     monkeypatch.setattr(bench_reference, "startup_times", lambda repeats=3: {"cream-pl --help": 0.1})
+    first = list(measured)
+    run_bench(tmp_path)  # resumed: the 8 finished stages are kept, only the last one is measured (before: all again)
+    assert measured[len(first):] == [] and "kept from" in capsys.readouterr().out
+    final = json.loads((tmp_path / "bench.json").read_text())
+    assert not (tmp_path / "bench.partial.json").exists() and "incomplete" not in final and "finished" not in final
+    assert final["cream_cost"] == partial["cream_cost"] and final["startup"] == {"cream-pl --help": 0.1}
+    partial.update(machine="another machine")  # an interrupted run elsewhere: every stage measured again
+    (tmp_path / "bench.partial.json").write_text(json.dumps(partial))
     run_bench(tmp_path)
-    assert not (tmp_path / "bench.partial.json").exists() and "incomplete" not in json.loads(
-        (tmp_path / "bench.json").read_text())
+    assert measured[len(first):] == first and "on another machine" in capsys.readouterr().out
 
 
 def test_a_damaged_bench_gpu_json_is_one_line_before_any_measurement(tmp_path, capfd, measured) -> None:

@@ -20,8 +20,8 @@
   :mod:`cream_pl.pipelines.bench_reference`.
 
 Every input is checked before the first measurement; the finished measurements are kept in
-``<out>/bench.partial.json`` while it runs (a late failure loses none), which becomes ``bench.json``
-at the end. ``--quick`` (small sizes, a smoke test) writes to a new temporary folder unless given
+``<out>/bench.partial.json`` while it runs (a late failure loses none; the next run on the same machine
+resumes after them), which becomes ``bench.json`` at the end. ``--quick`` (small sizes, a smoke test) writes to a new temporary folder unless given
 ``--out``, is marked as such in both files, and never replaces a full run's files.
 
 Example:
@@ -36,7 +36,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -418,12 +418,36 @@ def _reference_work_folder() -> tuple[str, str]:
     return (env, "CREAM_BENCH_WORK") if env else ("outputs/bench", "the default work folder (CREAM_BENCH_WORK)")
 
 
+def _finished_stages(partial: Path, res: Mapping[str, Any], reference: str | None,
+                     names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The stages an interrupted earlier run finished (``partial``), by name: kept where it ran on this machine, at
+    these sizes (``quick``) and against this reference checkout; else ``{}`` (said, when there was such a file)."""
+    from cream_pl.core.io import JSONFileError, read_json_file
+
+    if not partial.is_file():
+        return {}
+    try:
+        saved = read_json_file(partial, "an interrupted run's measurements")
+    except JSONFileError as err:
+        print(f"[bench] {err}: measuring every stage", flush=True)
+        return {}
+    same = isinstance(saved, dict) and isinstance(saved.get("finished"), dict) and all(
+        saved.get(k) == v for k, v in (("machine", res["machine"]), ("quick", res["quick"]),
+                                       ("reference_checkout", reference)))
+    if not same:
+        print(f"[bench] {partial}: an interrupted run on another machine, size or reference; measuring every stage",
+              flush=True)
+        return {}
+    return {k: v for k, v in saved["finished"].items() if k in names and isinstance(v, dict)}
+
+
 def run_bench(out: Path | str = "results", quick: bool = False, reference: str | None = None) -> dict[str, Any]:
     """Run every measurement and write ``bench.json`` / ``bench.md`` to ``out``.
 
     Every input is checked first (``out``, the reference checkout, ``$CREAM_BENCH_WORK``,
     ``$CREAM_BENCH_CKPT``, ``<out>/bench_gpu.json``). After each stage the finished measurements are
-    written to ``<out>/bench.partial.json`` (``"incomplete": true``), removed once ``bench.json`` is.
+    written to ``<out>/bench.partial.json`` (``"incomplete": true``), removed once ``bench.json`` is; a run
+    interrupted so is resumed by the next one on the same machine, sizes and reference (its finished stages kept).
 
     Args:
         out: output folder.
@@ -475,16 +499,24 @@ def run_bench(out: Path | str = "results", quick: bool = False, reference: str |
             "reference": bench_against_reference(reference, work=work, work_option=work_option)}))
     res: dict[str, Any] = {"machine": machine_text(), "quick": quick, "reference": None}
     partial = out / PARTIAL_FILE
+    finished = _finished_stages(partial, res, reference, [w for w, _ in stages])
     with tempfile.TemporaryDirectory(prefix="cream_bench_") as tmp:
         for done, (what, measure) in enumerate(stages):
+            if what in finished:  # an earlier invocation's, on this machine at these sizes: resumed, not measured again
+                print(f"[bench] {what}: kept from {partial} (remove it to measure every stage again)", flush=True)
+                res.update(finished[what])
+                continue
             print(f"[bench] {what} ...", flush=True)
             try:
-                res.update(measure(Path(tmp)))
+                finished[what] = measure(Path(tmp))
+                res.update(finished[what])
             except BaseException:
                 if done:
-                    print(f"[bench] stopped in '{what}': the {done} finished stage(s) are in {partial}", flush=True)
+                    print(f"[bench] stopped in '{what}': the {len(finished)} finished stage(s) are in {partial}; "
+                          "the next run resumes there", flush=True)
                 raise
-            write_json_atomic({**res, "incomplete": True, "stages_left": [w for w, _ in stages[done + 1:]]}, partial)
+            write_json_atomic({**res, "incomplete": True, "stages_left": [w for w, _ in stages[done + 1:]],
+                               "reference_checkout": reference, "finished": finished}, partial)
     write_json_atomic(res, out / "bench.json")
     write_markdown_atomic(_markdown(res), out / "bench.md")
     partial.unlink(missing_ok=True)
