@@ -257,6 +257,9 @@ def test_cli_help_is_instant_and_bad_arguments_are_one_line(tmp_path):
                           ([str(min_two)], "min_two.yaml: runs[0].seeds: [0], but it needs at least 2 seeds"),
                           ([str(DEMOS / "demo.yaml"), "--compare", str(a_list)],  # before: every run, then "differ"
                            "list.json: not a results file (a JSON object, as the report writes), got a list"),
+                          ([str(DEMOS / "demo.yaml"), "--compare", str(REPO / "results/embedded_methods/metrics.json")],
+                           "metrics.json: not the results of a 'demo' report, which "),  # before: after the runs,
+                          # every number 'only in' one of the files
                           ([str(DEMOS / "demo_methods.yaml"), "--preset", "hard", "--readme", "R.md"],
                            "--readme: the README shows"),
                           ([str(DEMOS / "demo.yaml"), "--recipe-typo"], "unrecognized arguments"),

@@ -775,6 +775,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(reference, dict):
             parser.error(f"{args.compare}: not a results file (a JSON object, as the report writes), got a "
                          f"{type(reference).__name__} (--compare)")
+        from cream_pl.reporting.experiment_report import SIGNATURE
+
+        if SIGNATURE[exp.report] not in reference:
+            parser.error(f"{args.compare}: not the results of a {exp.report!r} report, which {exp.source} writes (it "
+                         f"has no {SIGNATURE[exp.report]!r}) (--compare)")
     import torch
 
     torch.set_num_threads(DEFAULT_THREADS)

@@ -27,6 +27,10 @@ REPORTS = {"table": "cream_pl.reporting.experiment_report:table_report",
 """Report name -> ``module:function`` (imported when used: ``--help`` stays instant)."""
 RESULTS_FILE = {"calibration": "calibration.json"}
 """A report's results file in its ``out`` folder where it is not ``metrics.json`` (what ``--compare`` reads)."""
+SIGNATURE = {"table": "per_seed", "demo": "ablations", "seeds": "selected_per_seed", "methods": "head_lr_multiplier",
+             "calibration": "targets_met", "kd": "main_rows"}
+"""A key each report's results file holds and the others' lack: ``--compare`` refuses another report's file before
+any work (before: every number listed as 'only in' one file, after the runs)."""
 ONE_SEED = frozenset({"demo", "methods", "calibration", "kd"})
 """The reports that show one training seed (the lowest one run): more seeds would train for nothing."""
 SPLICES = {"RESULTS": "cream_pl.reporting.demo_report:splice",
