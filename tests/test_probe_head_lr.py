@@ -70,7 +70,7 @@ def test_bad_arguments_are_one_line(tiny, tmp_path, capsys):
              (["--data", str(tiny), "--declaration", str(tmp_path / "none.yaml")], "none.yaml: not found (--declaration"),
              # the second recipe is no recipe: before, the first one trained, then this line
              (["--recipes", str(ACOL), str(no_choice), "--multipliers", "1", "--data", str(tiny)],
-              "no_choice.yaml (--recipes): model.init_args: Option 'head_lr_multiplier' is not accepted"),
+              "no_choice.yaml: an experiment declaration, not a recipe"),
              (["--recipes", str(ACOL), str(tmp_path / "list.yaml"), "--multipliers", "1", "--data", str(tiny)],
               "list.yaml: a recipe is a mapping (trainer, model, data), got list")]
     for argv, message in cases:
