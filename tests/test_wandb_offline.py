@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,13 +41,13 @@ def wandb_env(tmp_path, monkeypatch):
     wandb.finish()
 
 
-def _fit(data: Path, logger: AutoWandbLogger, root: Path) -> pl.Trainer:
+def _fit(data: Path, logger: AutoWandbLogger, root: Path, num_media_images: int = 4) -> pl.Trainer:
     from cream_pl.reporting.wandb_media import WSOLMediaCallback
 
     pl.seed_everything(0)
     dm = WSOLDataModule(str(data), batch_size=6, resize_size=72, crop_size=SIZE, eval_size=SIZE)
     model = WSOLClassifier(num_classes=3, pretrained=False, cam_curve_interval=0.05, eval_size=SIZE, lr=0.01,
-                           num_media_images=4)
+                           num_media_images=num_media_images)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          log_every_n_steps=1, default_root_dir=str(root / "run"),
@@ -83,6 +84,11 @@ def test_offline_run_holds_overlays_and_curves(tiny_data, wandb_env, monkeypatch
         assert any(p.startswith(f"images/val/media/{kind}_") for p in images), (kind, images)
     boxes = list((media / "metadata" / "boxes2D" / "val" / "media").glob("cream_overlays_*.boxes2D.json"))
     assert boxes  # the interactive GT / predicted boxes of the overlays
+    names = (tiny_data / "class_names.txt").read_text().split()  # each box names its image's class (before: class_0)
+    captions = [b["box_caption"] for f in boxes for b in json.loads(f.read_text())["box_data"]]
+    gt = [c[4:] for c in captions if c.startswith("GT: ")]
+    assert gt and all(c.split(": ", 1)[1] in names for c in captions), captions
+    assert len(set(gt)) > 1  # the first val images are of several classes
     assert any(p.startswith("table/val/media/box_acc_curve_table_") for p in tables), tables  # the BoxAcc curve
     assert os.environ["WANDB_MODE"] == "offline"
 
@@ -138,3 +144,42 @@ def test_each_fit_under_a_wb_logger_keeps_its_own_config(tiny_data, wandb_env, m
     mine = [p for p in saved if p.parent.name != "files"]  # W&B's own config.yaml of each offline run aside
     assert len(mine) == 3 and all(any(p.parent.rglob("*.ckpt")) for p in mine)
     assert sorted(yaml.safe_load(p.read_text())["model"]["init_args"]["lr"] for p in mine) == [0.01, 0.2, 0.5]
+
+
+def test_media_wb_cannot_stage_never_end_the_fit(tiny_data, wandb_env, monkeypatch):
+    """Before: an unwritable W&B data folder (a read-only ~/.local/share/wandb on a cluster node) ended the fit at its
+    first validation, in three tracebacks, before any checkpoint. Now the media are left out with one warning."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (wandb_env / "a_file").write_text("")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(wandb_env / "a_file" / "wandb"))  # cannot be made
+    logger = AutoWandbLogger(save_dir=str(wandb_env / "wandb_logs"), name="no_staging")
+    with pytest.warns(UserWarning, match="W&B media not logged, and not tried again in this fit: .*WANDB_DATA_DIR"):
+        trainer = _fit(tiny_data, logger, wandb_env)
+    assert trainer.state.finished and trainer.current_epoch == 1
+
+
+def test_no_media_images_still_logs_the_curves_and_a_negative_count_is_refused(tiny_data, wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = AutoWandbLogger(save_dir=str(wandb_env / "wandb_logs"), name="curves_only")
+    _fit(tiny_data, logger, wandb_env, num_media_images=0)
+    media = Path(logger.experiment.dir) / "media"
+    wandb.finish()
+    assert list((media / "table").rglob("box_acc_curve_table_*.table.json"))  # before: nothing at all with 0 images
+    assert not (media / "images").exists()
+    with pytest.raises(ValueError, match="num_media_images must be >= 0"):  # before: -1 logged nothing, silently
+        WSOLClassifier(num_classes=3, pretrained=False, num_media_images=-1)
+
+
+@pytest.mark.parametrize("mode", ["disabled", "offline"])
+def test_a_save_dir_of_home_is_expanded_and_an_empty_one_refused(mode, wandb_env, monkeypatch):
+    """Before: '~/x' made a folder literally named '~' in the working folder while W&B wrote to $HOME/x (then the
+    fit's config.yaml failed to save there); '' was a 40-line jsonargparse traceback."""
+    from cream_pl.core.errors import UserValueError
+
+    monkeypatch.setenv("WANDB_MODE", mode)
+    monkeypatch.setenv("HOME", str(wandb_env / "home"))
+    logger = AutoWandbLogger(save_dir="~/wb")
+    assert logger.save_dir == str(wandb_env / "home" / "wb") and not (wandb_env / "~").exists()
+    for empty in ("", "  "):
+        with pytest.raises(UserValueError, match=r"^save_dir: '\s*' is no folder"):
+            AutoWandbLogger(save_dir=empty)

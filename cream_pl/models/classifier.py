@@ -183,8 +183,9 @@ class WSOLClassifier(pl.LightningModule):
             threshold that maximised IoU-50 box accuracy on the last validation run (the
             fully supervised val split), per method.
         eval_size: evaluation resolution of the score maps (protocol: 224).
-        num_media_images: images of the first val batch kept in ``media_batch`` (with their boxes and CAM /
-            CREAM maps) for reporting callbacks (``cream-pl fit`` logs them to W&B).
+        num_media_images: images of the first val batch kept in ``media_batch`` (with their class, boxes and
+            CAM / CREAM maps; at most the batch) for reporting callbacks (``cream-pl fit`` logs them to W&B;
+            0: no images, the BoxAcc curves still).
         cream_search: val-split selection of CREAM's inference-time hyperparameters, a mapping
             ``{"iterations": [1, 2, 3], "kappa": [8, 16, 32], "lambda": [0.8, 0.6],
             "feature_norm": ["raw", "l2"], "variant": [...]}`` (``variant``: the WSOL method's CREAM
@@ -304,6 +305,8 @@ class WSOLClassifier(pl.LightningModule):
             raise ValueError("cream_search needs cream=True (it selects CREAM's inference-time hyperparameters)")
         if cream_search_epochs not in ("all", "last"):
             raise ValueError(f"cream_search_epochs must be 'all' or 'last', got {cream_search_epochs!r}")
+        if isinstance(num_media_images, bool) or num_media_images < 0:  # before: -1 logged nothing, silently
+            raise ValueError(f"num_media_images must be >= 0 (0: no images, the curves still), got {num_media_images}")
         self.save_hyperparameters()
         trunk = METHOD_TRUNKS.get(self.wsol.name)
         kwargs = dict(backbone_kwargs or {})
@@ -837,6 +840,7 @@ class WSOLClassifier(pl.LightningModule):
             k = self.hparams.num_media_images
             self.media_batch = {
                 "image": images[:k].detach().cpu(),
+                "label": labels[:k].detach().cpu(),  # the overlays' GT class (before: every box read class_0)
                 "boxes": None if boxes is None else [b.cpu() for b in boxes[:k]],
                 "maps": {n: prepare_scoremaps(m[:k], size=self.hparams.eval_size).cpu() for n, m in maps.items() if n in ("cam", "cream")},
             }

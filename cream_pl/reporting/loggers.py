@@ -92,6 +92,9 @@ class AutoWandbLogger(WandbLogger):
             if not isinstance(value, str) or not value.strip() or any(c in value for c in _NOT_IN_NAMES):
                 raise UserValueError(f"{key}: {value!r} is no W&B {key} name (empty, or with "
                                      f"one of {' '.join(_NOT_IN_NAMES)}); W&B would refuse it when the run is synced")
+        if not isinstance(save_dir, str) or not save_dir.strip():  # before: a 40-line jsonargparse traceback
+            raise UserValueError(f"save_dir: {save_dir!r} is no folder (a path, e.g. outputs)")
+        save_dir = os.path.expanduser(save_dir)  # as W&B does: before, '~/x' made a folder named '~' here too
         mode = resolve_wandb_mode(offline, kwargs.pop("mode", None))
         if mode == "disabled":
             kwargs["log_model"] = False  # nothing to upload to

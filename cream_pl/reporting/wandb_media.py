@@ -240,9 +240,8 @@ def wsol_media(
         if len(rows) > max_rows:
             log.info("log_wsol_media: logging the first %d of %d rows", max_rows, len(rows))
             rows = list(rows)[:max_rows]
-        media[f"{key_prefix}/grid"] = wandb.Image(
-            overlay_grid(rows), caption=f"{key_prefix}: image+GT | CAM | CREAM"
-        )
+        columns = " | ".join(["image+GT", "CAM"] + (["CREAM"] if any(r.get("cream") is not None for r in rows) else []))
+        media[f"{key_prefix}/grid"] = wandb.Image(overlay_grid(rows), caption=f"{key_prefix}: {columns}")
         for method in ("cam", "cream"):
             images = []
             for i, row in enumerate(rows):
@@ -337,29 +336,57 @@ class WSOLMediaCallback(Callback):
     adds it to every trainer; with a hand-built ``Trainer`` pass it in ``callbacks``.
     """
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        media = getattr(pl_module, "media_batch", None)
-        if media is None or trainer.sanity_checking or not any(is_live_wandb_logger(lg) for lg in trainer.loggers):
-            return
-        from cream_pl.metrics.functional import box_from_scoremap_at
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: str | None = None  # why W&B refused the media once: not tried again in this fit
 
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.failed or trainer.sanity_checking or not any(is_live_wandb_logger(lg) for lg in trainer.loggers):
+            return
+        media = getattr(pl_module, "media_batch", None)  # None with num_media_images 0: the curves alone
         methods = getattr(pl_module, "last_results", {}).get("val", {}).get("methods", {})
-        rows = []
-        for i in range(media["image"].shape[0]):
-            row: dict[str, Any] = {
-                "image": denormalize_image(media["image"][i], pl_module.backbone.input_mean, pl_module.backbone.input_std),
-                "gt_boxes": None if media["boxes"] is None else media["boxes"][i].numpy(),
-                "pred_boxes": {},
-                "title": f"#{i}",
-            }
-            for name, maps in media["maps"].items():
-                scoremap = maps[i].numpy()
-                row[name] = scoremap
-                tau = methods.get(name, {}).get("loc_threshold")
-                if tau is not None:
-                    row["pred_boxes"][name] = box_from_scoremap_at(scoremap, tau)
-            rows.append(row)
+        rows = [] if media is None else _rows(media, methods, pl_module)
         curves = {name: (res["curves"]["thresholds"], res["curves"]["box_acc"])
                   for name, res in methods.items() if name in ("cam", "cream") and "curves" in res}
-        log_wsol_media(trainer.loggers, "val/media", rows=rows, curves=curves, step=pl_module.global_step,
-                       iou_levels=list(pl_module.hparams.iou_thresholds))
+        try:
+            log_wsol_media(trainer.loggers, "val/media", rows=rows, curves=curves, step=pl_module.global_step,
+                           iou_levels=list(pl_module.hparams.iou_thresholds), class_labels=_class_labels(trainer))
+        except OSError as err:  # pictures never end a fit (before: an unwritable W&B data folder did, unsaved)
+            from pytorch_lightning.utilities import rank_zero_warn
+
+            self.failed = " ".join(str(err).split())[:300]
+            rank_zero_warn(f"W&B media not logged, and not tried again in this fit: {self.failed} (W&B stages its "
+                           f"tables in {wandb.env.get_data_dir()}: set WANDB_DATA_DIR to a writable folder)")
+
+
+def _rows(media: Mapping[str, Any], methods: Mapping[str, Any], pl_module: Any) -> list[dict[str, Any]]:
+    """The overlay rows of a classifier's ``media_batch``: image, GT boxes and class, maps, boxes at the val τ*."""
+    from cream_pl.metrics.functional import box_from_scoremap_at
+
+    rows = []
+    for i in range(media["image"].shape[0]):
+        row: dict[str, Any] = {
+            "image": denormalize_image(media["image"][i], pl_module.backbone.input_mean, pl_module.backbone.input_std),
+            "gt_boxes": None if media["boxes"] is None else media["boxes"][i].numpy(),
+            "pred_boxes": {},
+            "title": f"#{i}",
+        }
+        if media.get("label") is not None:
+            row["label"] = int(media["label"][i])
+        for name, maps in media["maps"].items():
+            scoremap = maps[i].numpy()
+            row[name] = scoremap
+            tau = methods.get(name, {}).get("loc_threshold")
+            if tau is not None:
+                row["pred_boxes"][name] = box_from_scoremap_at(scoremap, tau)
+        rows.append(row)
+    return rows
+
+
+def _class_labels(trainer: Any) -> dict[int, str] | None:
+    """Class id -> name from the trainer's data module (``class_names.txt``); ``None`` where it has none."""
+    try:
+        names = getattr(trainer, "datamodule", None) and trainer.datamodule.class_names
+    except (OSError, ValueError):
+        return None
+    return {i: str(n) for i, n in enumerate(names)} if names else None
