@@ -217,6 +217,14 @@ def test_numeric_options_outside_their_domain_fail_at_parse_time(argv: list[str]
     assert rc == 2 and "error: argument" in line and "usage:" not in text
 
 
+def test_a_chunk_size_not_a_multiple_of_the_batch_is_one_line_before_any_file_is_read(capfd) -> None:
+    """Before: a ValueError traceback from the shard planner, once the checkpoint and the data had loaded."""
+    rc, text = _cli(PSEUDO + ["--chunk-size", "16"], capfd)  # c.ckpt and d do not exist: not read
+    assert_one_line(rc, text, "--chunk-size 16: a multiple of --batch-size (32)")
+    rc, text = _cli(PSEUDO + ["--chunk-size", "16", "--batch-size", "8"], capfd)
+    assert rc == 2 and "--chunk-size" not in text and "no such split" in text  # a multiple: on to the data
+
+
 PIPELINE_NUMBERS = [
     ("runner", ["experiments/demos/demo.yaml", "--seeds", "0"], "--seeds"),
     ("runner", ["experiments/demos/demo_seeds.yaml", "--seeds", "x"], "--seeds"),

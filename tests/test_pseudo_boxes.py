@@ -313,6 +313,11 @@ def test_ddp_two_ranks_write_their_chunks_and_rank0_merges_the_same_file(data_ro
     generate_pseudo_boxes(StandInClassifier(), _dm(data_root), out, threshold=0.5, chunk_size=4, trainer_kwargs=ddp)
     assert out.read_bytes() == single.read_bytes()
     assert quality_path(out).read_bytes() == quality_path(single).read_bytes()
+    # one chunk for two processes (a split smaller than a chunk per rank, or a resumed run's last chunk): the idle
+    # rank waits (before: "`DataLoader` within local rank has zero length", a traceback per process)
+    one = tmp_path / "one_chunk" / "boxes.json"
+    generate_pseudo_boxes(StandInClassifier(), _dm(data_root), one, threshold=0.5, chunk_size=10, trainer_kwargs=ddp)
+    assert one.read_bytes() == single.read_bytes()
 
 
 def test_real_classifier_predict_step_feeds_the_writer(data_root: Path, tmp_path: Path) -> None:

@@ -27,6 +27,11 @@ def _devices(value: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     """``cream-pl pseudo-boxes``: :func:`~cream_pl.pseudo_boxes.from_checkpoint.pseudo_boxes_from_checkpoint`."""
+    if args.chunk_size is not None and args.chunk_size % args.batch_size:  # before: a traceback once the model loaded
+        from cream_pl.core.errors import UserValueError
+
+        raise UserValueError(f"--chunk-size {args.chunk_size}: a multiple of --batch-size ({args.batch_size}), so that "
+                             "a resumed run sees the same batches as an uninterrupted one")
     out, threshold = pseudo_boxes_from_checkpoint(
         args.ckpt, args.data, args.out, source=args.source, threshold=args.threshold, split=args.split,
         input_size=args.input_size, batch_size=args.batch_size, num_workers=args.num_workers,

@@ -674,6 +674,9 @@ class _PendingChunksData(pl.LightningDataModule):
         self.inner = inner
         self.writer = writer
         self._base: DataLoader | None = None
+        # fewer pending chunks than processes (a small split, the last chunk of a resumed run) leave a rank with
+        # nothing to predict: it waits at the merge barrier (before: Lightning's "zero length" error on that rank)
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def prepare_data(self) -> None:
         self.inner.prepare_data()
@@ -801,6 +804,7 @@ def generate_pseudo_boxes(
     trainer = pl.Trainer(**kw)
     with warnings.catch_warnings():  # a resumed run may leave a rank (or all) with nothing to predict
         warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
+        warnings.filterwarnings("ignore", message=".*but local rank has zero length.*")
         trainer.predict(model, datamodule=_PendingChunksData(datamodule, writer), return_predictions=False)
     if trainer.interrupted:
         raise RuntimeError(f"pseudo-box prediction was interrupted; finished chunks are kept in {writer.shard_dir}. "
