@@ -116,7 +116,9 @@ def test_the_recipe_batch_is_the_global_batch(odd_data: Path) -> None:
     dm.setup("fit")
     assert dm.train_dataloader().batch_size == 2
     dm.trainer = _FakeTrainer(0, 3)
-    with pytest.raises(ValueError, match="global training batch and must divide over the 3 processes"):
-        dm.train_dataloader()
+    from cream_pl.core.errors import UserValueError
+
+    with pytest.raises(UserValueError, match="global training batch and must divide over the 3 processes"):
+        dm.train_dataloader()  # a user's error: one line, ddp_spawn's processes included (was: a traceback)
     dm.trainer = None
     assert dm.train_dataloader().batch_size == 4

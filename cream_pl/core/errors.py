@@ -62,7 +62,8 @@ class UserRuntimeError(UserError, RuntimeError):
     """A :class:`UserError` that is also a ``RuntimeError`` (e.g. weights that cannot be downloaded)."""
 
 
-_WORKER = re.compile(r"^Caught (?P<name>\w+) in DataLoader worker process \d+\.")
+_WORKER = re.compile(r"^(Caught (?P<name>\w+) in DataLoader worker process \d+\."
+                     r"|-- Process \d+ terminated with the following error:)")  # torch's spawn (ddp_spawn)
 _LAST_LINE = re.compile(r"^(?P<cls>[A-Za-z_][\w.]*): (?P<msg>.*)$")
 
 
@@ -87,8 +88,9 @@ def _resolve(dotted: str) -> type | None:
 
 
 def _worker_message(exc: BaseException) -> str | None:
-    """The original message of a user error re-raised from a ``DataLoader`` worker, or ``None``."""
-    text = str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)
+    """The original message of a user error re-raised from a ``DataLoader`` worker or a process ``torch``'s spawn
+    started (``ddp_spawn``), or ``None``."""
+    text = (str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)).strip()
     if not _WORKER.match(text):
         return None
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
@@ -120,6 +122,9 @@ def user_error_message(exc: BaseException) -> str | None:
         ...     "Caught ImageFileError in DataLoader worker process 0.\\nOriginal Traceback (most recent call "
         ...     "last):\\n  File ...\\ncream_pl.data.images.ImageFileError: /d/a.jpg: truncated image file"))
         '/d/a.jpg: truncated image file'
+        >>> user_error_message(RuntimeError("\\n\\n-- Process 1 terminated with the following error:\\nTraceback (most "
+        ...     "recent call last):\\n  File ...\\ncream_pl.core.errors.UserValueError: batch_size 7 must divide"))
+        'batch_size 7 must divide'
         >>> user_error_message(KeyError("x")) is None
         True
     """

@@ -524,11 +524,11 @@ class WSOLDataModule(pl.LightningDataModule):
         ``32 / N``, so the optimiser sees the same batch, and the same lr applies, at any scale.
 
         Raises:
-            ValueError: ``batch_size`` is not divisible by the number of processes.
+            UserValueError: ``batch_size`` is not divisible by the number of processes (a ``ValueError``).
         """
         _, world = self._world()
         if self.batch_size % world:
-            raise ValueError(f"batch_size {self.batch_size} is the global training batch and must divide over the "
+            raise UserValueError(f"batch_size {self.batch_size} is the global training batch and must divide over the "
                              f"{world} processes (devices x nodes); use a multiple of {world}")
         return self.batch_size // world
 
