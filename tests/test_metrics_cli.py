@@ -401,3 +401,30 @@ def test_a_fresh_evaluate_process_skips_numbas_blas_probe_and_keeps_scipy_import
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "1.0", "5.0"]
+
+
+def test_maps_an_export_says_are_of_another_split_are_refused_and_its_manifest_is_no_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: maps whose export manifest names split 'val' were scored against split 'test' where the two share
+    image ids, and --out <the manifest> replaced the record of which checkpoint wrote them (an older cream-pl's
+    manifest, without ``exported``, too)."""
+    meta = write_split(tmp_path)
+    perfect_maps(tmp_path)
+    manifest = tmp_path / "scoremaps.json"
+    entry = {"checkpoint": "/c.ckpt", "data_root": str(tmp_path), "num_images": 2}
+    manifest.write_text(json.dumps({"exported": {"maps": {**entry, "split": "val"}}}))
+    out = tmp_path / "o.json"
+    argv = ["--metadata", str(meta), "--scoremaps", str(tmp_path / "maps"), "--out", str(out)]
+    assert run(parse(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not out.exists(), err
+    assert f"--scoremaps {tmp_path / 'maps'}: the maps of split 'val' of {tmp_path} (as {manifest} says), but " \
+           f"--metadata {meta} is split 'test'" in err
+    manifest.write_text(json.dumps({"exported": {"maps": {**entry, "data_root": "/moved/away", "split": "test"}}}))
+    assert run(parse(argv)) == 0  # the same split of a dataset moved since the export: scored
+    for text in (manifest.read_text(), json.dumps({**entry, "split": "test", "methods": ["maps"]})):
+        manifest.write_text(text)
+        assert run(parse([*argv[:-1], str(manifest)])) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and manifest.read_text() == text, err
+        assert f"--out {manifest}: the manifest of an export-scoremaps run" in err

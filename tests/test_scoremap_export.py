@@ -16,7 +16,7 @@ from cream_pl.cli.evaluate import read_split_metadata
 from cream_pl.data import WSOLDataModule, generate_synthetic_dataset
 from cream_pl.metrics.functional import box_accuracy_compute, box_accuracy_update, cam_thresholds
 from cream_pl.models import WSOLClassifier
-from cream_pl.pipelines.export_scoremaps import MANIFEST, scoremap_path
+from cream_pl.pipelines.export_scoremaps import MANIFEST, MARKER, scoremap_path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
@@ -60,7 +60,7 @@ def test_maps_are_written_in_the_reference_format(tiny: tuple[Path, Path], expor
             m = np.load(path)
             assert m.shape == (224, 224) and m.dtype == np.float64  # what the reference's inference saves
             assert m.min() >= 0.0 and m.max() <= 1.0 and (m.max() == 1.0 or not m.any())
-    assert not list(exported.rglob("*.tmp"))  # atomic writes leave nothing behind
+    assert not list(exported.rglob("*.tmp")) and not list(exported.rglob(MARKER))  # a finished export: nothing left
     manifest = json.loads((exported / MANIFEST).read_text())
     assert manifest["methods"] == ["cam", "cream"] and manifest["num_images"] == len(ids)
     assert manifest["checkpoint"] == str(ckpt) and manifest["split"] == "test"
@@ -158,7 +158,9 @@ def test_a_second_export_into_the_same_folder_says_which_checkpoint_wrote_each_m
     rc = main([*base, "--ckpt", str(ckpt), "--methods", "cam", "--split", "val"])
     assert rc == 2 and json.loads((out / MANIFEST).read_text()) == manifest
     assert len(list((out / "cam").rglob("*.npy"))) == manifest["num_images"]
-    assert main([*base, "--ckpt", str(other), "--methods", "cam", "--split", "val"]) == 0  # its own val maps: fine
+    # the same checkpoint's val maps would sit beside its test maps too, the manifest naming only val
+    assert main([*base, "--ckpt", str(other), "--methods", "cam", "--split", "val"]) == 2
+    assert json.loads((out / MANIFEST).read_text()) == manifest
 
 
 def test_an_export_cut_short_is_refused_by_evaluate_until_it_finishes(tiny: tuple[Path, Path], tmp_path: Path,
@@ -262,3 +264,153 @@ def test_image_root_reads_images_kept_elsewhere_to_the_same_maps(tiny: tuple[Pat
     for image_id in ids:
         assert np.array_equal(np.load(scoremap_path(out, "cam", image_id)), np.load(scoremap_path(exported, "cam",
                                                                                                    image_id)))
+
+
+def _stop_after(module, monkeypatch: pytest.MonkeyPatch, maps: int) -> None:
+    """Make the export stop (as on SIGTERM) when it is about to write its ``maps + 1``-th map."""
+    from cream_pl.core.interrupts import Terminated
+
+    real, written = module.save_npy_atomic, []
+
+    def stop(array, path):
+        if len(written) == maps:
+            raise Terminated()
+        written.append(path)
+        real(array, path)
+
+    monkeypatch.setattr(module, "save_npy_atomic", stop)
+
+
+def test_an_export_of_other_images_into_a_method_folder_is_refused_whatever_the_checkpoint(
+        tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the same checkpoint's export of another dataset (or split) into the same --out replaced the maps of the
+    image ids the two share and kept the others, and evaluate scored that mix (MaxBoxAccV2 45.83 instead of 50)."""
+    import shutil
+
+    root, ckpt = tiny
+    other = generate_synthetic_dataset(tmp_path / "tiny2", seed=2, num_classes=3, num_train=12, num_val=6,
+                                       num_test=6, min_side=72, max_side=96, image_format="png")
+    out = tmp_path / "maps"
+    base = ["export-scoremaps", "--ckpt", str(ckpt), "--out", str(out), "--methods", "cam", "--batch-size", "6"]
+    assert main([*base, "--data", str(root)]) == 0
+    manifest, maps = (out / MANIFEST).read_text(), {p: p.read_bytes() for p in (out / "cam").rglob("*.npy")}
+    capsys.readouterr()
+    for data, split in ((other, "test"), (root, "val")):
+        assert main([*base, "--data", str(data), "--split", split]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.endswith(f"give another --out (or remove {out / 'cam'})"), err
+        assert f"{out / 'cam'}: holds the maps of split 'test' of {root.resolve()} (checkpoint " in err
+    assert (out / MANIFEST).read_text() == manifest
+    assert {p: p.read_bytes() for p in (out / "cam").rglob("*.npy")} == maps
+    moved = Path(shutil.copytree(root, tmp_path / "moved"))  # the same dataset elsewhere: the same images
+    (tmp_path / "link").symlink_to(root)
+    for data in (moved, tmp_path / "link"):
+        assert main([*base, "--data", str(data)]) == 0
+    assert {p: p.read_bytes() for p in (out / "cam").rglob("*.npy")} == maps
+    shutil.rmtree(out / "cam")  # what the refusal offers: the folder gone, another dataset's maps may go there
+    assert main([*base, "--data", str(other)]) == 0
+
+
+def test_evaluate_refuses_the_maps_of_another_split(tiny: tuple[Path, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: the val maps scored against the test split were 'no score map for image ...' (or, where the two
+    splits share image ids, a score)."""
+    root, ckpt = tiny
+    out = tmp_path / "maps"
+    assert main(["export-scoremaps", "--ckpt", str(ckpt), "--data", str(root), "--split", "val", "--methods", "cam",
+                 "--out", str(out)]) == 0
+    evaluate = ["evaluate", "--scoremaps", str(out / "cam"), "--out", str(tmp_path / "s.json")]
+    capsys.readouterr()
+    assert main([*evaluate, "--metadata", str(root / "metadata" / "test")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not (tmp_path / "s.json").exists(), err
+    assert f"--scoremaps {out / 'cam'}: the maps of split 'val' of {root.resolve()} (as {out / MANIFEST} says), " \
+           f"but --metadata {root / 'metadata' / 'test'} is split 'test'" in err
+    assert main([*evaluate, "--metadata", str(root / "metadata" / "val")]) == 0
+
+
+def test_a_cut_short_export_is_refused_through_a_link_or_a_copy_of_its_folder(
+        tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: evaluate refused <out>/cam of an export cut short, but scored a symlink to it or a copy of it."""
+    import shutil
+
+    from cream_pl.pipelines import export_scoremaps as module
+
+    root, ckpt = tiny
+    out = tmp_path / "maps"
+    export = ["export-scoremaps", "--ckpt", str(ckpt), "--data", str(root), "--out", str(out), "--batch-size", "2",
+              "--methods", "cam"]
+    _stop_after(module, monkeypatch, 2)
+    assert main(export) == 143
+    monkeypatch.undo()
+    assert (out / "cam" / MARKER).is_file()
+    (tmp_path / "link").symlink_to(out / "cam")
+    copy = Path(shutil.copytree(out / "cam", tmp_path / "copy"))
+    evaluate = ["evaluate", "--metadata", str(root / "metadata" / "test"), "--out", str(tmp_path / "s.json")]
+    capsys.readouterr()
+    for maps, says in ((tmp_path / "link", out / MANIFEST), (copy, copy / MARKER)):
+        assert main([*evaluate, "--scoremaps", str(maps)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and not (tmp_path / "s.json").exists(), err
+        assert err.endswith(f"{maps}: the export-scoremaps run into it (checkpoint {ckpt}, {says}) never finished "
+                            "(the maps may mix two checkpoints); run it again before scoring the folder"), err
+    assert main(export) == 0 and "resuming the export cut short after 2 of 6" in capsys.readouterr().err
+    assert not (out / "cam" / MARKER).exists()  # finished: the folder, a link to it and a new copy are scored
+    for maps in (out / "cam", tmp_path / "link", Path(shutil.copytree(out / "cam", tmp_path / "copy2"))):
+        assert main([*evaluate, "--scoremaps", str(maps)]) == 0
+    assert main([*evaluate, "--scoremaps", str(copy)]) == 2  # the copy made while cut short stays refused
+
+
+def test_evaluate_out_naming_the_export_manifest_is_refused(tiny: tuple[Path, Path], exported: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --out <export>/scoremaps.json replaced the record of which checkpoint wrote the maps with scores, and
+    the checks that read it no longer protected the folder."""
+    import shutil
+
+    root, _ = tiny
+    maps = Path(shutil.copytree(exported, tmp_path / "ex1"))
+    manifest = (maps / MANIFEST).read_text()
+    evaluate = ["evaluate", "--metadata", str(root / "metadata" / "test"), "--scoremaps", str(maps / "cam")]
+    capsys.readouterr()
+    assert main([*evaluate, "--out", str(maps / MANIFEST)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and (maps / MANIFEST).read_text() == manifest, err
+    assert f"--out {maps / MANIFEST}: the manifest of an export-scoremaps run" in err
+    results = tmp_path / "scores" / MANIFEST  # an earlier result under that name, beside no maps: replaced
+    assert main([*evaluate, "--out", str(results)]) == 0 and main([*evaluate, "--out", str(results)]) == 0
+
+
+def test_out_inside_the_dataset_is_refused_before_the_model_is_loaded(tiny: tuple[Path, Path], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --out <data>/metadata (or <data>, <data>/images) wrote cam/, cream/ and scoremaps.json into the
+    dataset, after which `cream-pl data check` failed; --ckpt <a folder> was 'checkpoint not found'."""
+    import shutil
+
+    root, ckpt = tiny
+    data = Path(shutil.copytree(root, tmp_path / "tinyc"))
+    not_a_checkpoint = tmp_path / "bad.ckpt"
+    not_a_checkpoint.write_text("not a checkpoint")
+    capsys.readouterr()
+    for out in (data / "metadata", data, data / "images"):
+        for checkpoint in (ckpt, not_a_checkpoint):  # the bad one: refused for --out, before it is read
+            assert main(["export-scoremaps", "--ckpt", str(checkpoint), "--data", str(data), "--out", str(out)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1, err
+            assert f"{out}: {'is' if out == data else 'inside'} --data {data}, which the export reads: the maps " \
+                   "would be written into the dataset; give an --out outside it" in err
+    assert not list(data.rglob(MANIFEST)) and not list(data.rglob("cam")) and main(["data", "check", str(data)]) == 0
+    assert main(["export-scoremaps", "--ckpt", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+    assert f"--ckpt {tmp_path}: a folder, not a checkpoint file" in capsys.readouterr().err
+
+
+def test_evaluate_of_an_export_folder_names_its_method_folders(tiny: tuple[Path, Path], exported: Path,
+                                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: --scoremaps <export> (not <export>/cam) said only 'expected <export>/test/...npy'."""
+    root, _ = tiny
+    capsys.readouterr()
+    assert main(["evaluate", "--metadata", str(root / "metadata" / "test"), "--scoremaps", str(exported), "--out",
+                 str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no score map for image" in err, err
+    assert err.endswith(f"({exported} is an export-scoremaps folder: pass {exported / 'cam'} or {exported / 'cream'})")

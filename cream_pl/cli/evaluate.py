@@ -211,18 +211,22 @@ def evaluate_scoremaps(
         )
     if not root.is_dir():
         raise EvaluationError(f"--scoremaps {root}: not a directory")
-    from cream_pl.pipelines.export_scoremaps import unfinished_export
+    from cream_pl.pipelines.export_scoremaps import export_root_hint, other_split, unfinished_export
 
     unfinished = unfinished_export(root)
     if unfinished is not None:
         raise EvaluationError(f"{unfinished}; run it again before scoring the folder")
+    mismatch = other_split(root, metadata)  # the maps of another split, where ids are shared, would be scored
+    if mismatch is not None:
+        raise EvaluationError(mismatch)
     jobs = _jobs(meta, root, has_boxes, Path(mask_root) if mask_root is not None else None)
     for job in jobs:  # fail fast, before any work, on the first missing map
         if job.path.is_dir():
             raise EvaluationError(f"{job.path}: a folder, not a .npy file (the score map of image {job.image_id!r}, "
                                   f"{job.where})")
         if not job.path.is_file():
-            raise EvaluationError(f"no score map for image {job.image_id!r} ({job.where}): expected {job.path}")
+            raise EvaluationError(f"no score map for image {job.image_id!r} ({job.where}): expected {job.path}"
+                                  f"{export_root_hint(root)}")
     ious = tuple(int(d) for d in iou_thresholds)
     plan = ScoringPlan(
         thresholds=thresholds,
@@ -293,6 +297,11 @@ def run(args: argparse.Namespace) -> int:
                 Path(folder).resolve() in place.parents for place in places):
             return _error(f"--out {out}: an existing file inside {option} {folder}, which the evaluation reads; "
                           "give another path")  # its inputs are .txt, .npy and mask images; a .json is an earlier result
+    from cream_pl.pipelines.export_scoremaps import is_manifest
+
+    if any(is_manifest(place) for place in places):  # the only record of which checkpoint wrote the maps beside it
+        return _error(f"--out {out}: the manifest of an export-scoremaps run (which checkpoint wrote the maps beside "
+                      "it), which export-scoremaps and evaluate read; give another path")
     if args.batch_size < 1:
         return _error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.num_workers is not None and args.num_workers < 0:

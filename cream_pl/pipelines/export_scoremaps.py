@@ -9,8 +9,10 @@ its folders (``<out>/cam/001.Black_footed_Albatross/x.jpg.npy``), so both ``crea
 --scoremaps <out>/cam`` and wsolevaluation's ``evaluation.py --scoremap_root <out>/cam`` read
 them. Every file is written atomically; ``<out>/scoremaps.json`` records what was exported, and under
 ``exported`` which checkpoint, data and split wrote each method folder (an earlier export's other methods
-stay, named with their own checkpoint). Resumable: the same export again after an interruption goes on from
-the last image it finished.
+stay, named with their own checkpoint). A method folder holds the maps of one split of one dataset: an export
+of other images into it is refused, as is an ``--out`` inside the dataset. Resumable: the same export again
+after an interruption goes on from the last image it finished; until then each method folder holds a
+``.export-scoremaps-unfinished`` file, so that ``evaluate`` refuses the folder, a copy of it or a link to it.
 
 Example:
     $ cream-pl export-scoremaps --ckpt last.ckpt --data data/synth --split test --methods cam,cream --out maps
@@ -32,8 +34,8 @@ from cream_pl.core.errors import UserValueError, user_error_message
 from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
 from cream_pl.core.options import device_name, nonneg_int, positive_int, split_name
 
-__all__ = ["DONE", "INCOMPLETE", "MANIFEST", "add_parser", "export_scoremaps", "run", "save_npy_atomic", "scoremap_path",
-           "unfinished_export"]
+__all__ = ["DONE", "INCOMPLETE", "MANIFEST", "MARKER", "add_parser", "export_root_hint", "export_scoremaps",
+           "is_manifest", "other_split", "run", "save_npy_atomic", "scoremap_path", "unfinished_export"]
 
 MANIFEST = "scoremaps.json"
 """What was exported (checkpoint, split, methods, number of maps), in the output folder."""
@@ -41,11 +43,15 @@ INCOMPLETE = "incomplete"
 """The key of a method folder whose export has not finished, in the manifest's ``exported``."""
 DONE = "done"
 """Beside :data:`INCOMPLETE`: how many images (in metadata order) the unfinished export had written."""
+MARKER = ".export-scoremaps-unfinished"
+"""In a method folder while an export into it has not finished (a dot-file: never an image id's ``.npy``). The
+manifest beside the folder says so too, but a copy of the folder (``cp -r``) leaves the manifest behind."""
 
 
 def unfinished_export(maps: Path | str) -> str | None:
     """Why ``maps`` (``<out>/<method>``) must not be scored: an export into it that did not finish, as its folder's
-    manifest says; ``None`` otherwise (a folder cream-pl did not write included).
+    manifest (a link to the folder followed) or the :data:`MARKER` in it says; ``None`` otherwise (a folder cream-pl
+    did not write, or one an older cream-pl wrote without the marker, included).
 
     Example:
         >>> import tempfile
@@ -55,16 +61,85 @@ def unfinished_export(maps: Path | str) -> str | None:
         True
         >>> unfinished_export(out / "cream") is None
         True
+        >>> (out / "copy").mkdir(); _ = (out / "copy" / MARKER).write_text('{"checkpoint": "/c.ckpt"}')
+        >>> "(checkpoint /c.ckpt, " in unfinished_export(out / "copy")
+        True
     """
     maps = Path(maps)
-    try:
-        entry = json.loads((maps.parent / MANIFEST).read_text())["exported"][maps.name]
-    except (OSError, ValueError, TypeError, KeyError, RecursionError):
-        return None
-    if isinstance(entry, dict) and entry.get(INCOMPLETE):
-        return (f"{maps}: the export-scoremaps run into it (checkpoint {entry.get('checkpoint')}, "
-                f"{maps.parent / MANIFEST}) never finished (the maps may mix two checkpoints)")
+    manifest, entry = _manifest_entry(maps)
+    if entry is not None and entry.get(INCOMPLETE):
+        return _never_finished(maps, entry.get("checkpoint"), manifest)
+    marker = maps / MARKER
+    if marker.exists():  # a copy of a folder cut short, away from the manifest that says so
+        try:
+            checkpoint = json.loads(marker.read_text()).get("checkpoint")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            checkpoint = None
+        return _never_finished(maps, checkpoint, marker)
     return None
+
+
+def _never_finished(maps: Path, checkpoint: object, says: Path) -> str:
+    return f"{maps}: the export-scoremaps run into it (checkpoint {checkpoint}, {says}) never finished (the maps may " \
+           "mix two checkpoints)"
+
+
+def _manifest_entry(maps: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The manifest of the export that wrote ``maps`` (``<out>/<method>``; a link to it followed: the manifest is
+    beside the real folder) and what it says of that folder (``None``: nothing)."""
+    real = Path(maps).resolve()
+    return real.parent / MANIFEST, _exported_before(real.parent).get(real.name)
+
+
+def other_split(maps: Path | str, metadata: Path | str) -> str | None:
+    """Why ``maps`` must not be scored against the split folder ``metadata``: its manifest says they are the maps of
+    another split (``metadata``'s folder name, or that of the folder it links to); ``None`` otherwise.
+
+    The data root is not compared: a dataset may have been moved since the export.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / MANIFEST).write_text('{"exported": {"cam": {"split": "val", "data_root": "/d"}}}')
+        >>> other_split(out / "cam", "/d/metadata/test").endswith("but --metadata /d/metadata/test is split 'test'")
+        True
+        >>> other_split(out / "cam", "/d/metadata/val/") is None
+        True
+    """
+    manifest, entry = _manifest_entry(Path(maps))
+    meta = Path(metadata)
+    if entry is None or not isinstance(entry.get("split"), str) or entry["split"] in (meta.name, meta.resolve().name):
+        return None
+    return (f"--scoremaps {maps}: the maps of split {entry['split']!r} of {entry.get('data_root')} (as {manifest} "
+            f"says), but --metadata {metadata} is split {meta.resolve().name!r}")
+
+
+def is_manifest(path: Path | str) -> bool:
+    """Whether ``path`` is an export's manifest (``scoremaps.json`` naming the method folders beside it): the only
+    record of which checkpoint wrote them, which no other output may replace.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / MANIFEST).write_text('{"max_box_acc_v2": 50.0}')  # an evaluate result under that name
+        >>> is_manifest(out / MANIFEST)
+        False
+        >>> _ = (out / MANIFEST).write_text('{"exported": {"cam": {"split": "test"}}}')
+        >>> is_manifest(out / MANIFEST)
+        True
+    """
+    path = Path(path)
+    return path.name == MANIFEST and path.is_file() and bool(_exported_before(path.parent))
+
+
+def export_root_hint(folder: Path | str) -> str:
+    """For a missing map: ``" (<folder> is an export-scoremaps folder: pass <folder>/cam or <folder>/cream)"`` where
+    ``folder`` is an export's ``--out`` (the maps are one level down), else ``""``."""
+    folder = Path(folder)
+    methods = [folder / name for name in _exported_before(folder) if (folder / name).is_dir()]
+    if not methods:
+        return ""
+    return f" ({folder} is an export-scoremaps folder: pass {' or '.join(str(m) for m in methods)})"
 
 
 def scoremap_path(out: Path | str, method: str, image_id: str) -> Path:
@@ -110,7 +185,8 @@ def export_scoremaps(
     Args:
         ckpt: classifier checkpoint (CAM/CREAM, CI-CAM or KD-CI-CAM; see ``load_classifier``).
         data_root: dataset root (``images/``, ``metadata/<split>/``).
-        out: output folder (created; existing maps are replaced).
+        out: output folder (created; existing maps of the same split and dataset are replaced; not inside the
+            dataset).
         split: metadata split to export.
         methods: names among the model's ``method_names`` (e.g. ``cam``, ``cream``, ``cream_T1``).
         batch_size, num_workers: data loading.
@@ -123,8 +199,13 @@ def export_scoremaps(
         The manifest written to ``<out>/scoremaps.json``.
 
     Raises:
-        ValueError: an unknown method, a bad split, an unreadable checkpoint (one line).
+        ValueError: an unknown method, a bad split, an unreadable checkpoint, an ``out`` inside the dataset or
+            holding other images' maps (one line).
     """
+    out = Path(out)
+    check_output_dir(out)
+    _check_outside_inputs(out, {"--data": data_root, "--image-root": image_root, "--mask-root": mask_root})
+
     import torch
     from torch.utils.data import DataLoader, Subset
 
@@ -141,12 +222,13 @@ def export_scoremaps(
     )
     from cream_pl.models.devices import resolve_device
 
-    out = Path(out)
-    check_output_dir(out)
     names = list(dict.fromkeys(methods))
     dev = resolve_device(device)
     if not (Path(data_root) / "metadata" / split).is_dir():
         raise UserValueError(f"{Path(data_root) / 'metadata' / split}: no such split")
+    data_id = data_sha1(Path(data_root))
+    before = _exported_before(out)
+    _check_same_images(out, before, names, split, data_root, data_id)
     checkpoint = read_checkpoint(ckpt)
     check_checkpoint_dataset(checkpoint, data_root, splits=[split], ckpt_path=ckpt)  # before any work
     model = load_classifier(ckpt)
@@ -155,14 +237,6 @@ def export_scoremaps(
         raise UserValueError(f"{ckpt}: unknown method(s) {unknown}; this checkpoint has {list(model.method_names)}")
     for name in names:
         require_method(model, name, "--methods", ckpt)
-    before = _exported_before(out)
-    for name in names:  # one method folder holds one checkpoint's maps: the manifest names one checkpoint per method
-        old = before.get(name, {})
-        other_images = old.get("split") != split or Path(str(old.get("data_root"))).resolve() != Path(data_root).resolve()
-        if old and other_images and Path(str(old.get("checkpoint"))).resolve() != Path(ckpt).resolve():
-            raise UserValueError(f"{out / name}: holds another checkpoint's maps ({old.get('checkpoint')}, split "
-                                 f"{old.get('split')!r} of {old.get('data_root')}) that this export would not replace; "
-                                 "give another --out")
     model.to(dev)
     kwargs: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers, "eval_size": size}
     norm = checkpoint_normalisation(checkpoint)
@@ -177,7 +251,7 @@ def export_scoremaps(
     # until the last map is written, the manifest says so: an export cut short (Ctrl-C, SIGTERM) leaves a folder of
     # two checkpoints' maps, which evaluate then refuses instead of scoring them together; it also says how many
     # images (in metadata order) are done, so that the same export again goes on from there
-    cut = {"checkpoint_sha1": file_sha1(ckpt), "data_sha1": data_sha1(Path(data_root)), "size": size}
+    cut = {"checkpoint_sha1": file_sha1(ckpt), "data_sha1": data_id, "size": size}
     loader = dm.predict_dataloader()
     total = len(loader.dataset)
     count = _done_before(before, names, {**place, **cut})
@@ -189,7 +263,7 @@ def export_scoremaps(
     with torch.inference_mode():
         for batch in loader:
             if first:  # just before the first map: an export that fails earlier leaves the folder as it was
-                out.mkdir(parents=True, exist_ok=True)
+                _mark_unfinished(out, names, place)
                 first = False
             feats, _ = model.forward_features(batch["image"].to(dev))
             maps = model.method_maps(feats.float(), batch["label"].to(dev), names)
@@ -200,7 +274,7 @@ def export_scoremaps(
                 for image_id, scoremap in zip(batch["image_id"], scoremaps):
                     save_npy_atomic(scoremap, scoremap_path(out, name, image_id))
             count += len(batch["image_id"])
-    this = {**place, "num_images": count}
+    this = {**place, "data_sha1": data_id, "num_images": count}  # data_sha1: the same data moved is still the same
     manifest = {
         **this,
         "methods": names,
@@ -211,7 +285,58 @@ def export_scoremaps(
         "exported": {**before, **{name: this for name in names}},
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    for name in names:  # after the manifest: an export stopped in between leaves a marker, refused, never a mix
+        (out / name / MARKER).unlink(missing_ok=True)
     return manifest
+
+
+def _check_outside_inputs(out: Path, inputs: Mapping[str, Path | str | None]) -> None:
+    """Refuse an ``--out`` that is, or lies inside, a folder the export reads (the dataset's root, images or masks):
+    the method folders and the manifest would be written into the dataset, which ``data check`` then refuses."""
+    where = out.resolve()
+    for option, folder in inputs.items():
+        top = Path(folder).resolve() if folder is not None else None
+        if top is not None and (where == top or top in where.parents):
+            raise UserValueError(f"{out}: {'is' if where == top else 'inside'} {option} {folder}, which the export "
+                                 "reads: the maps would be written into the dataset; give an --out outside it")
+
+
+def _check_same_images(out: Path, before: Mapping[str, Any], names: Sequence[str], split: str,
+                       data_root: Path | str, data_id: str) -> None:
+    """Refuse to export other images (another split, another dataset) into a method folder that holds maps: the
+    export would replace only the image ids the two share and leave the others' maps beside its own, under a
+    manifest that names only this export, whatever the checkpoint."""
+    for name in names:
+        old = before.get(name)
+        if not old or not (out / name).is_dir() or _same_images(old, split, data_root, data_id):
+            continue
+        raise UserValueError(f"{out / name}: holds the maps of split {old.get('split')!r} of {old.get('data_root')} "
+                             f"(checkpoint {old.get('checkpoint')}), which this export of split {split!r} of "
+                             f"{data_root} would not all replace; give another --out (or remove {out / name})")
+
+
+def _same_images(old: Mapping[str, Any], split: str, data_root: Path | str, data_id: str) -> bool:
+    """Whether the export ``old`` (a manifest's entry) read the images of ``split`` of ``data_root``: the same split
+    of the same folder (links followed), or of the same dataset (by content: moved, or copied elsewhere).
+
+    Example:
+        >>> old = {"split": "test", "data_root": "/nowhere/tiny", "data_sha1": "ab"}
+        >>> _same_images(old, "test", "/moved/tiny", "ab"), _same_images(old, "test", "/nowhere/tiny", "cd")
+        (True, True)
+        >>> _same_images(old, "val", "/nowhere/tiny", "ab"), _same_images(old, "test", "/other", "cd")
+        (False, False)
+    """
+    if old.get("split") != split:
+        return False
+    return Path(str(old.get("data_root"))).resolve() == Path(data_root).resolve() or old.get("data_sha1") == data_id
+
+
+def _mark_unfinished(out: Path, names: Sequence[str], place: Mapping[str, Any]) -> None:
+    """Put the :data:`MARKER` in each method folder before its first map is written or replaced: a copy of a folder
+    whose export is cut short carries it, away from the manifest that says so."""
+    for name in names:
+        (out / name).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / name / MARKER, json.dumps(dict(place)) + "\n")
 
 
 def _done_before(before: Mapping[str, Any], names: Sequence[str], this: Mapping[str, Any]) -> int:
@@ -284,6 +409,8 @@ def run(args: argparse.Namespace) -> int:
         return error(str(err))
     if args.batch_size < 1:
         return error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if Path(args.ckpt).is_dir():
+        return error(f"--ckpt {args.ckpt}: a folder, not a checkpoint file")
     if not Path(args.ckpt).is_file():
         return error(f"--ckpt {args.ckpt}: checkpoint not found")
     try:
