@@ -482,6 +482,15 @@ def test_a_second_fit_into_a_checkpoint_folder_of_an_earlier_fit_is_one_line(dat
     rc, text = _cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", str(ckpts / "last.ckpt")],
                     capfd)  # the resume it names goes on
     assert rc == 0 and "last-v1.ckpt" not in {p.name for p in ckpts.iterdir()}, text[-2000:]
+    import shutil  # the run folder moved (or copied) elsewhere, then resumed there: its last.ckpt goes on
+    moved = tmp_path / "moved"  # (before: Lightning wrote last-v1.ckpt beside the stale last.ckpt)
+    shutil.copytree(ckpts, moved)
+    rc, text = _cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "3", "--ckpt_path", str(moved / "last.ckpt"),
+                     "--trainer.callbacks.init_args.dirpath", str(moved)], capfd)
+    assert rc == 0 and "last-v1.ckpt" not in {p.name for p in moved.iterdir()}, text[-2000:]
+    import torch
+
+    assert torch.load(moved / "last.ckpt", weights_only=False)["epoch"] == 2  # the resumed fit's last epoch (0-based)
     rc, text = _cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "3", "--ckpt_path", "last"], capfd)
     assert rc == 0 and "last-v1.ckpt" not in {p.name for p in ckpts.iterdir()}, text[-2000:]  # Lightning's own
 

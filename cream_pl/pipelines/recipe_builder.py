@@ -297,6 +297,8 @@ class CreamCLI(LightningCLI):
             self._check_config_kept(trainer)
             if not self.config["fit"].get("ckpt_path"):  # a resume (a path, last, hpc, ...) goes on
                 _check_no_earlier_checkpoints(trainer)
+            else:
+                _continue_last_checkpoint(trainer)
             _check_monitors(trainer, self.model)
         return trainer
 
@@ -386,6 +388,20 @@ def _check_monitors(trainer: pl.Trainer, model: Any) -> None:
             raise UserValueError(f"trainer.callbacks[{type(cb).__name__}].monitor: {monitor!r} is never logged: this "
                                  f"model's methods are {names} (e.g. {parts[0]}/{names[-1]}/{parts[2]}); a model "
                                  "without CREAM logs no val/cream/... (monitor another key, or set model.init_args.cream)")
+
+
+def _continue_last_checkpoint(trainer: pl.Trainer) -> None:
+    """A resumed fit goes on writing its ``ModelCheckpoint``'s ``last.ckpt``, also in a run folder that was moved or
+    copied. Before: Lightning, finding another folder in the checkpoint than the callback's, forgot the last
+    checkpoint's path and wrote ``last-v1.ckpt`` beside the stale ``last.ckpt`` (a later resume from ``last.ckpt``
+    then went back in time). In place, Lightning restores the same path from the checkpoint."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None and cb.save_last:
+            last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)  # format_checkpoint_name's
+            if os.path.isfile(last):
+                cb.last_model_path = last
 
 
 def _check_no_earlier_checkpoints(trainer: pl.Trainer) -> None:
