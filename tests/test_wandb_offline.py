@@ -111,9 +111,14 @@ def test_values_wb_refuses_are_one_line_naming_the_logger(mode, tiny_data, wandb
                           ({"entity": "me/team"}, "entity: 'me/team' is no W&B entity name")):
         with pytest.raises(UserValueError, match=words):
             AutoWandbLogger(save_dir=str(wandb_env / "logs"), **kwargs)
-    monkeypatch.setenv("WANDB_MODE", "bogus")
-    with pytest.raises(UserValueError, match="WANDB_MODE=bogus: not a W&B mode"):
+    monkeypatch.setenv("WANDB_PROJECT", "me/cream")  # W&B takes it over the config's: named as the variable
+    with pytest.raises(UserValueError, match="WANDB_PROJECT='me/cream' is no W&B project name"):
         AutoWandbLogger(save_dir=str(wandb_env / "logs"))
+    monkeypatch.delenv("WANDB_PROJECT")
+    for bad in ("bogus", " Offline "):  # as W&B reads it (before: ' Offline ' passed here, then pydantic refused it)
+        monkeypatch.setenv("WANDB_MODE", bad)
+        with pytest.raises(UserValueError, match=f"WANDB_MODE={bad}: not a W&B mode"):
+            AutoWandbLogger(save_dir=str(wandb_env / "logs"))
 
 
 def test_each_fit_under_a_wb_logger_keeps_its_own_config(tiny_data, wandb_env, monkeypatch):

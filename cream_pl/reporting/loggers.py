@@ -47,8 +47,8 @@ def resolve_wandb_mode(offline: bool | None = None, mode: str | None = None) -> 
         if mode not in _MODES:
             raise ValueError(f"W&B mode must be one of {sorted(_MODES)}, got {mode!r}")
         return _MODES[mode]
-    raw = os.environ.get("WANDB_MODE", "").strip().lower()
-    env = _MODES.get(raw)
+    raw = os.environ.get("WANDB_MODE", "")
+    env = _MODES.get(raw)  # as W&B reads it: ' Offline ' is refused there too (in pydantic's words)
     if raw and env is None:  # before: wandb refused it at the trainer's setup, in a 60-line traceback
         from cream_pl.core.errors import UserValueError
 
@@ -86,12 +86,15 @@ class AutoWandbLogger(WandbLogger):
     def __init__(self, offline: bool | None = None, project: str = "cream-pl", save_dir: str = "outputs", **kwargs: Any) -> None:
         from cream_pl.core.errors import UserValueError
 
-        for key, value in (("project", project), ("entity", kwargs.get("entity"))):  # offline, W&B takes any; its
-            if key == "entity" and value is None:  # server refuses them at `wandb sync`, after the whole fit
+        names = [("project", project), ("entity", kwargs.get("entity"))]  # offline, W&B takes any; its server
+        names += [(var, os.environ[var]) for var in ("WANDB_PROJECT", "WANDB_ENTITY") if var in os.environ]  # (W&B
+        for key, value in names:  # uses them over the config's) refuses them at `wandb sync`, after the whole fit
+            if key == "entity" and value is None:
                 continue
             if not isinstance(value, str) or not value.strip() or any(c in value for c in _NOT_IN_NAMES):
-                raise UserValueError(f"{key}: {value!r} is no W&B {key} name (empty, or with "
-                                     f"one of {' '.join(_NOT_IN_NAMES)}); W&B would refuse it when the run is synced")
+                what = key.removeprefix("WANDB_").lower()
+                raise UserValueError(f"{key}{'=' if key.isupper() else ': '}{value!r} is no W&B {what} name (empty, or "
+                                     f"with one of {' '.join(_NOT_IN_NAMES)}); W&B would refuse it when the run is synced")
         if not isinstance(save_dir, str) or not save_dir.strip():  # before: a 40-line jsonargparse traceback
             raise UserValueError(f"save_dir: {save_dir!r} is no folder (a path, e.g. outputs)")
         save_dir = os.path.expanduser(save_dir)  # as W&B does: before, '~/x' made a folder named '~' here too
