@@ -412,16 +412,19 @@ def _with_line(err: UserValueError, path: Path) -> UserValueError:
     rest = msg[len(source) + 2:]
     lines, where = yaml_key_lines(path), rest
     m = re.match(r"runs\[(\d+)\]", rest)
-    raw = read_yaml_file(path, "experiment declaration") if m else None
-    if m and isinstance(raw, Mapping) and "extends" in raw:  # the merged list's index -> this file's
-        base = read_yaml_file(path.parent / raw["extends"], "experiment declaration")
-        mine = [r.get("key") if isinstance(r, Mapping) else None for r in raw.get("runs") or []]
-        merged = [r.get("key") for r in (base or {}).get("runs", [])]
-        merged += [k for k in mine if k not in merged]
-        i = int(m.group(1))
-        if i >= len(merged) or merged[i] not in mine:
-            return err
-        where = f"runs[{mine.index(merged[i])}]" + rest[m.end():]
+    try:
+        raw = read_yaml_file(path, "experiment declaration") if m else None
+        if m and isinstance(raw, Mapping) and "extends" in raw:  # the merged list's index -> this file's
+            base = read_yaml_file(path.parent / raw["extends"], "experiment declaration")
+            mine = [r.get("key") if isinstance(r, Mapping) else None for r in raw.get("runs") or []]
+            merged = [r.get("key") for r in base.get("runs", [])]
+            merged += [k for k in mine if k not in merged]
+            i = int(m.group(1))
+            if i >= len(merged) or merged[i] not in mine:
+                return err
+            where = f"runs[{mine.index(merged[i])}]" + rest[m.end():]
+    except (ValueError, OSError, TypeError, AttributeError):  # a file the checks refused: its line is a bonus
+        return err
     line = line_of(where, lines)
     return err if line is None else UserValueError(f"{source}:{line}: {rest}")
 

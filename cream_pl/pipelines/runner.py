@@ -502,8 +502,9 @@ def default_places(exp: Any, *, fast: bool = False, preset: str | None = None, d
     ``preset`` or ``data_seed``, a user's ``data``) or a ``--fast`` smoke run, a folder of the variant's own beside
     the declared work folder (its dataset and results inside): a variant never touches the declared run's dataset,
     work or results. One training seed where the declaration has other or more (``--train-seed``), seeds ``0 .. N-1``
-    where the declaration has others (``--seeds N``: ``<out>_<N>seeds``) and a subset of the runs (``--only``) report into a results folder of their own (their runs are the declared runs' folders, or
-    folders of their own beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
+    where the declaration has others (``--seeds N``: ``<out>_<N>seeds``) and a subset of the runs (``--only``)
+    report into a results folder of their own (their runs are the declared runs' folders, or folders of their own
+    beside them), so they never overwrite the declared report. ``preset`` / ``data_seed`` are the
     variant's (see :func:`data_variant`); a run at a thread count given explicitly (``threads``) or on another kernel
     set (``kernels``) trains in a work folder of its own, its results inside, on the declared dataset.
 
