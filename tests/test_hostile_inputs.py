@@ -684,6 +684,27 @@ def test_train_regressor_into_a_trained_regressor_needs_overwrite(data3, ckpts, 
     assert trained.read_bytes() == ckpts["regressor"].read_bytes()
     rc, text = _cli([*argv, "--overwrite"], capfd)  # goes on to its inputs: here a missing pseudo-box file
     assert_one_line(rc, text, tmp_path / "p.json")
+    trained.write_bytes(ckpts["c3"].read_bytes())  # a classifier's run folder (the recipes' checkpoints/last.ckpt)
+    for extra in ([], ["--overwrite"]):  # before: called a regressor, and --overwrite replaced the classifier
+        rc, text = _cli([*argv, *extra], capfd)
+        assert_one_line(rc, text, f"{trained}: a classifier checkpoint, not a regressor's", "never replaces it")
+        assert trained.read_bytes() == ckpts["c3"].read_bytes()
+
+
+def test_train_regressor_out_inside_the_data_or_a_mask_only_split_is_one_line(data3, tmp_path, capfd):
+    """Before: checkpoints/ and the metrics written into the dataset's metadata/ (which data check then refused); a
+    split without boxes, a traceback at the sanity check, after the model was built."""
+    argv = ["train-regressor", "--pseudo-boxes", str(tmp_path / "p.json"), "--no-pretrained"]
+    rc, text = _cli([*argv, "--data", str(data3), "--out", str(data3 / "metadata")], capfd)
+    assert_one_line(rc, text, f"--out {data3 / 'metadata'}: inside --data {data3}")
+    assert not (data3 / "metadata" / "checkpoints").exists()
+    import shutil
+
+    masks_only = tmp_path / "masks_only"
+    shutil.copytree(data3, masks_only)
+    (masks_only / "metadata" / "val" / "localization.txt").write_text("")  # no boxes (masks only, as OpenImages')
+    rc, text = _cli([*argv, "--data", str(masks_only), "--out", str(tmp_path / "reg")], capfd)
+    assert_one_line(rc, text, f"{masks_only / 'metadata' / 'val'}: no boxes")
 
 
 @pytest.mark.parametrize("command", ["localize", "export-scoremaps", "pseudo-boxes"])
@@ -1119,3 +1140,17 @@ def test_bad_paths_of_every_command(data3, ckpts, tmp_path, capfd):
     for argv, named in cases:
         rc, text = _cli(argv, capfd)
         assert_one_line(rc, text, named)
+
+
+def test_pseudo_boxes_val_threshold_on_a_split_without_boxes_is_one_line_before_the_model(data3, ckpts, tmp_path, capfd):
+    """Before: a whole val pass, then a 26-line traceback ('validation did not produce a threshold τ*'), exit 1."""
+    import shutil
+
+    masks_only = tmp_path / "masks_only"
+    shutil.copytree(data3, masks_only)
+    (masks_only / "metadata" / "val" / "localization.txt").write_text("")  # no boxes (masks only, as OpenImages')
+    argv = ["pseudo-boxes", "--ckpt", str(ckpts["c3"]), "--data", str(masks_only), "--out", str(tmp_path / "b.json"),
+            "--num-workers", "0"]
+    rc, text = _cli(argv, capfd)
+    assert_one_line(rc, text, f"{masks_only / 'metadata' / 'val'}: no boxes", "give --threshold")
+    assert not (tmp_path / "b.json").exists()

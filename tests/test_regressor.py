@@ -343,7 +343,7 @@ def test_a_cut_fit_resumes_from_its_last_epoch_to_the_uncut_fits_weights(left_ha
     assert not (out / ".checkpoints.partial").exists()
 
 
-def test_a_cut_fit_of_other_inputs_starts_over(left_half_root: Path, tmp_path: Path) -> None:
+def test_a_cut_fit_of_other_inputs_starts_over(left_half_root: Path, tmp_path: Path, capsys) -> None:
     from cream_pl.core.interrupts import Terminated
 
     boxes, out = _write_gt_coco(left_half_root), tmp_path / "reg"
@@ -351,9 +351,15 @@ def test_a_cut_fit_of_other_inputs_starts_over(left_half_root: Path, tmp_path: P
                               trainer_kwargs={**TRAINER, "num_sanity_val_steps": 0})
     with pytest.raises(Terminated):
         train_regressor(boxes, left_half_root, out, seed=0, callbacks=[_StopAtSecondEpoch()], **kw)
+    from cream_pl.core.errors import UserValueError
+
+    with pytest.raises(UserValueError, match=r"holds the regressor fit cut short at .*inputs differ: seed\); run it "
+                       "as before to resume it, or --overwrite"):  # the command line's rule: never discarded unasked
+        train_regressor(boxes, left_half_root, out, seed=1, keep_cut_fit=True, **kw)
+    assert (out / ".checkpoints.partial" / "last.ckpt").is_file()
     epochs = _Epochs()
     train_regressor(boxes, left_half_root, out, seed=1, callbacks=[epochs], **kw)  # another seed: another fit
-    assert epochs.seen == [0, 1]
+    assert epochs.seen == [0, 1] and "discarding the regressor fit cut short at" in capsys.readouterr().err  # said
     assert json.loads((out / CURVE_FILE).read_text())["epochs"] == 2
 
 

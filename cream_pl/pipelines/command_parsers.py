@@ -95,7 +95,8 @@ def add_train_regressor_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--devices", default="auto")
     p.add_argument("--overwrite", action="store_true",
-                   help="train anew where --out holds a trained regressor (refused without it)")
+                   help="train anew where --out holds a trained regressor, or a fit of other settings cut short "
+                   "(refused without it; the same command again resumes a cut fit)")
     p.add_argument("--psol", action="store_true",
                    help="PSOL's recipe: lr 1e-3 x batch / 256, head lr x2, random resized box crop (0.2, 1); "
                         "overrides --lr, --optimizer, --loss-weight")

@@ -139,6 +139,28 @@ def _cut_fit(staging: Path, inputs: Mapping[str, Any]) -> Path | None:
     return last if same and last.is_file() else None
 
 
+def _discarded_fit(staging: Path, inputs: Mapping[str, Any]) -> str | None:
+    """What a fit cut short of other ``inputs`` than these, about to be cleared, was: ``None`` where there is none.
+
+    Example:
+        >>> import tempfile
+        >>> staging = Path(tempfile.mkdtemp())
+        >>> _ = (staging / FIT_INPUTS).write_text('{"lr": 0.1, "num_workers": 0}'); _ = (staging / "last.ckpt").write_text("")
+        >>> _discarded_fit(staging, {"lr": 0.1, "num_workers": 1})
+        'discarding the regressor fit cut short at ... (its inputs differ: num_workers); run it as before to resume it'
+    """
+    last = staging / "last.ckpt"
+    if not last.is_file():
+        return None
+    try:
+        before = json.loads((staging / FIT_INPUTS).read_text())
+    except (OSError, ValueError, RecursionError):
+        before = {}
+    differ = sorted(k for k in {**before, **inputs} if before.get(k) != inputs.get(k)) if isinstance(before, dict) else []
+    return (f"discarding the regressor fit cut short at {last} (its inputs differ: {', '.join(differ) or 'unknown'}); "
+            "run it as before to resume it")
+
+
 def psol_recipe(batch_size: int) -> dict[str, Any]:
     """PSOL's regressor recipe (``PSOL_training.py``) for a batch size: ``train_regressor`` keyword arguments.
 
@@ -191,6 +213,7 @@ def train_regressor(
     trainer_kwargs: Mapping[str, Any] | None = None,
     callbacks: Sequence[pl.Callback] = (),
     plateau: tuple[float, int] | None = None,
+    keep_cut_fit: bool = False,
 ) -> dict[str, float]:
     """Train a :class:`BoxRegressor` on pseudo boxes, then validate and / or test it.
 
@@ -232,6 +255,8 @@ def train_regressor(
         plateau: ``(min_delta, patience)``: stop before ``max_epochs`` once the epoch's mean train
             IoU to the pseudo boxes (``train/reg/pseudo_iou``) has not risen by ``min_delta`` for
             ``patience`` epochs; ``max_epochs`` stays the cap. ``None``: train ``max_epochs``.
+        keep_cut_fit: a fit of other inputs cut short in ``out_dir`` is refused (the command line's rule:
+            ``--overwrite`` discards it) rather than discarded with a line saying so (a pipeline's own folder).
 
     Returns:
         The metrics of the stages that ran (``val/reg/gt_known``, ``test/reg/gt_known``,
@@ -321,6 +346,9 @@ def train_regressor(
                                  "mean": mean, "std": std, "regressor_kwargs": dict(regressor_kwargs or {}),
                                  "trainer_kwargs": dict(trainer_kwargs or {}), "plateau": plateau})
         resume_from = _cut_fit(staging, inputs)
+        note = None if resume_from is not None else _discarded_fit(staging, inputs)
+        if note and keep_cut_fit:  # on every process (a torchrun rank that went on would wait for the others)
+            raise UserValueError(f"{out_dir}: {note.replace('discarding', 'holds', 1)}, or --overwrite to start anew")
     # a fit: its one "top-1" checkpoint without a monitor is the latest epoch's, named last.ckpt and rewritten after
     # every epoch (save_last would write it only at the end, or beside a second copy); not last-v1.ckpt
     checkpoint = (ModelCheckpoint(dirpath=staging, filename="last", save_top_k=1, enable_version_counter=False,
@@ -345,6 +373,8 @@ def train_regressor(
             from cream_pl.core.io import atomic_write_text
 
             if resume_from is None:
+                if note:  # before: a cut fit's epochs thrown away without a word
+                    print(f"{out_dir}: {note}", file=sys.stderr)
                 shutil.rmtree(staging, ignore_errors=True)  # a fit cut short before, of other inputs
                 staging.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(staging / FIT_INPUTS, json.dumps(inputs, indent=2) + "\n")
@@ -399,16 +429,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cream_pl.core.errors import UserValueError
     from cream_pl.core.io import check_output_dir
     from cream_pl.models.checkpoints import checkpoint_normalisation
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
+    out, data = Path(args.out).resolve(), Path(args.data).resolve()
+    if out == data or data in out.parents:  # before: checkpoints/ and the metrics written into the dataset
+        raise UserValueError(f"--out {args.out}: inside --data {args.data}, which data check would then refuse; give "
+                             "an --out outside the dataset")
     trained = Path(args.out) / "checkpoints" / "last.ckpt"
-    if trained.is_file() and not args.overwrite:  # before: replaced by the new fit without a word
-        from cream_pl.core.errors import UserValueError
+    if trained.is_file():
+        from cream_pl.models.checkpoints import checkpoint_kind, read_checkpoint
 
-        raise UserValueError(f"{trained}: --out holds a trained regressor; give another --out, or --overwrite to "
-                             "train anew")
+        kind = checkpoint_kind(read_checkpoint(trained))
+        if kind != "regressor":  # a classifier's run folder (the recipes keep last.ckpt there): never replaced
+            raise UserValueError(f"{trained}: a {'classifier' if kind == 'classifier' else 'foreign'} checkpoint, not "
+                                 "a regressor's; --out is the regressor's own folder (--overwrite never replaces "
+                                 "it): give another --out")
+        if not args.overwrite:  # before: replaced by the new fit without a word
+            raise UserValueError(f"{trained}: --out holds a trained regressor; give another --out, or --overwrite to "
+                                 "train anew")
+    from cream_pl.data.metadata import read_split
+
+    for split in ("val", "test"):  # the regressor is chosen and scored on boxes (before: a traceback at its sanity check)
+        meta = Path(args.data) / "metadata" / split
+        if meta.is_dir() and not any(s.boxes for s in read_split(meta).samples):
+            raise UserValueError(f"{meta}: no boxes (a mask-only split, as OpenImages'); CREAM_reg is validated and "
+                                 "scored on boxes")
     if args.classifier_ckpt is not None:  # a readable classifier checkpoint whose classes fit the dataset
         from cream_pl.models.checkpoints import check_checkpoint_dataset
 
@@ -429,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs, batch_size=args.batch_size, classifier_ckpt=args.classifier_ckpt,
         input_size=args.input_size, num_workers=args.num_workers, seed=args.seed, mean=mean, std=std,
         head=args.head, features=args.features, feature_cache=args.feature_cache, cache_max_gb=args.cache_max_gb,
-        trainer_kwargs={"accelerator": args.accelerator, "devices": devices}, **recipe,
+        trainer_kwargs={"accelerator": args.accelerator, "devices": devices}, keep_cut_fit=not args.overwrite, **recipe,
     )
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

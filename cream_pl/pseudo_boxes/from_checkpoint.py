@@ -87,6 +87,13 @@ def pseudo_boxes_from_checkpoint(
     check_trainer_options(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision)
     if not (data / "metadata" / split).is_dir():
         raise UserFileNotFoundError(f"{data / 'metadata' / split}: no such split (--data, --split)")
+    if threshold is None and (data / "metadata" / "val").is_dir():  # before: a traceback after a whole val pass
+        from cream_pl.core.errors import UserValueError
+        from cream_pl.data.metadata import read_split
+
+        if not any(s.boxes for s in read_split(data / "metadata" / "val").samples):
+            raise UserValueError(f"{data / 'metadata' / 'val'}: no boxes (a mask-only split, as OpenImages'): τ* is "
+                                 "the threshold of the best IoU-50 box accuracy on val; give --threshold")
     checkpoint = read_checkpoint(ckpt)
     splits = [split] + (["val"] if threshold is None and (data / "metadata" / "val").is_dir() else [])
     check_checkpoint_dataset(checkpoint, data, splits=splits, ckpt_path=ckpt)  # classes agree

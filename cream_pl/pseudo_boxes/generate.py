@@ -734,8 +734,9 @@ def choose_threshold_on_val(
         kw = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **dict(trainer_kwargs or {})}
         pl.Trainer(**kw).validate(model, datamodule=datamodule, verbose=False)
         tau = stored()
-        if not math.isfinite(tau):
-            raise ValueError("validation did not produce a threshold τ* (does the val split have boxes?)")
+        if not math.isfinite(tau):  # a user's data (a val split without boxes): one line, exit status 2
+            raise UserValueError("validation did not produce a threshold τ* (does the val split have boxes?); give a "
+                                 "fixed threshold")
     return tau
 
 
