@@ -103,3 +103,46 @@ def test_a_stage_before_its_inputs_exist_is_a_usage_error(stage: str, missing: s
     assert main([stage, "--data", str(tmp_path / "cub"), "--work", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"error: {tmp_path / 'w' / missing} not found" in err, err
+
+
+def test_train_cub_cut_short_resumes_a_finished_one_is_kept_and_other_settings_are_refused(tmp_path: Path, monkeypatch,
+                                                                                            capsys) -> None:
+    """Before: a rerun of a cut `make train-cub` trained from epoch 0 without a word (the recipe's checkpoints went to
+    a W&B run folder that is new at every run), and a finished one trained again."""
+    import pytorch_lightning as pl
+
+    import cream_pl.pipelines.recipe_builder as recipe_builder
+    from cream_pl.core.interrupts import Terminated
+
+    epochs: list[int] = []
+
+    class Watch(pl.Callback):  # the epochs each run trains; stops the first run as SIGTERM would, after epoch 0
+        stop = True
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == 1 and Watch.stop:
+                raise Terminated()
+            epochs.append(trainer.current_epoch)
+
+    build = recipe_builder.build_from_recipe
+
+    def watched(*args, **kwargs):
+        cli = build(*args, **kwargs)
+        cli.trainer.callbacks.append(Watch())
+        return cli
+
+    monkeypatch.setattr(recipe_builder, "build_from_recipe", watched)
+    raw = make_cub(tmp_path)
+    data, work = tmp_path / "cub", tmp_path / "work"
+    argv = ["train-cub", "--cub-root", str(raw), "--data", str(data), "--work", str(work), "--val-per-class", "1",
+            *[a for a in TINY if not a.startswith("--trainer.max_epochs")], "--trainer.max_epochs=2",
+            f"--trainer.logger={{class_path: pytorch_lightning.loggers.CSVLogger, init_args: {{save_dir: {work}}}}}"]
+    assert main(argv) == 143  # cut short after epoch 0: its last.ckpt kept in <work>/checkpoints
+    assert (work / "checkpoints" / "last.ckpt").is_file() and not (work / "classifier.ckpt").exists()
+    Watch.stop = False
+    assert main(argv) == 0 and epochs == [0, 1]  # epoch 0 was not trained again
+    assert f"resuming the fit cut short at {(work / 'checkpoints' / 'last.ckpt').resolve()}" in capsys.readouterr().out
+    assert not list((work / "checkpoints").glob("last-v*.ckpt"))
+    assert main(argv) == 0 and epochs == [0, 1] and "trained and tested before" in capsys.readouterr().out
+    assert main([*argv, "--model.init_args.lr=0.5"]) == 2  # other settings: never continued nor replaced
+    assert f"{work}: holds a fit of other settings (overrides differ)" in capsys.readouterr().err

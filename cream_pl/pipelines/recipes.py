@@ -3,7 +3,8 @@
 1. ``train-cub``: converts ``CUB_200_2011`` into the benchmark format when needed, trains CREAM with
    ``experiments/cub_vgg16_cream.yaml`` and tests its last epoch's checkpoint (the WSOL benchmark's
    rule, recorded as ``checkpoint_rule`` in ``<work>/test_metrics.json``); the checkpoint lands in
-   ``<work>/classifier.ckpt``.
+   ``<work>/classifier.ckpt``. A run cut short resumes from ``<work>/checkpoints/last.ckpt``; a finished one is
+   kept; a ``<work>`` of other settings is refused.
 2. ``pseudo-boxes``: CREAM pseudo boxes over the CUB train split at PSOL's 448 input (τ* from the
    val split's maps at the same input size).
 3. ``train-regressor``: the CREAM_reg box regressor on those boxes, one design chosen on val GT-known
@@ -66,7 +67,14 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
         key, _, value = item.lstrip("-").partition("=")
         overrides[key] = yaml.safe_load(value)
     cli = build_from_recipe(recipe, overrides, work)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    resume = _resume_point(cli.trainer, work, recipe, overrides, data)
+    if resume == "done":
+        print(f"[train-cub] {work / 'classifier.ckpt'}: trained and tested before with these settings (test metrics: "
+              f"{work / 'test_metrics.json'}); remove {work} to train anew")
+        return 0
+    if resume is not None:
+        print(f"[train-cub] resuming the fit cut short at {resume}")
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
     # the WSOL benchmark's checkpoint rule: the last epoch's, for every row (CAM and CREAM alike)
     last = next((cb.last_model_path for cb in cli.trainer.checkpoint_callbacks
                  if getattr(cb, "last_model_path", "")), "")
@@ -83,6 +91,48 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     atomic_write_text(work / "test_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     print(f"[train-cub] classifier: {work / 'classifier.ckpt'}; test metrics: {work / 'test_metrics.json'}")
     return 0
+
+
+TRAIN_INPUTS = "train_cub_inputs.json"
+"""``<work>/train_cub_inputs.json``: what the fit in ``<work>`` was made of (recipe text, overrides, data)."""
+
+
+def _resume_point(trainer: Any, work: Path, recipe: Path, overrides: dict[str, object], data: Path) -> Any:
+    """Where ``make train-cub`` goes on: ``"done"`` (finished with these settings), the ``last.ckpt`` of a fit of these
+    settings cut short, or ``None`` (a new fit). The last-epoch checkpoints go to ``<work>/checkpoints`` where the
+    recipe names no folder (a W&B run folder is new at every run: a rerun never found the cut fit, and trained from
+    epoch 0 without a word). A fit of other settings in ``<work>`` is refused, never continued nor replaced."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from cream_pl.core.errors import UserValueError
+    from cream_pl.core.io import atomic_write_text, file_sha1
+    from cream_pl.data.metadata import data_sha1
+
+    last = None
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.save_last:
+            if cb.dirpath is None:
+                cb.dirpath = str((work / "checkpoints").resolve())
+            last = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+    places = ("data.init_args.data_root", "trainer.default_root_dir")  # where things are, not what is trained
+    inputs = {"recipe_sha1": file_sha1(recipe), "data_sha1": data_sha1(data),
+              "overrides": {k: v for k, v in overrides.items() if k not in places}}
+    path = work / TRAIN_INPUTS
+    try:
+        before = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        before = None
+    if before is not None and before != inputs and (last is not None and last.is_file()
+                                                     or (work / "classifier.ckpt").is_file()):
+        differ = sorted(k for k in {**before, **inputs} if before.get(k) != inputs.get(k)) if isinstance(before, dict) \
+            else ["unknown"]
+        raise UserValueError(f"{work}: holds a fit of other settings ({', '.join(differ)} differ); give another --work, "
+                             "or remove it to train anew")
+    if before == inputs and (work / "classifier.ckpt").is_file() and (work / "test_metrics.json").is_file():
+        return "done"
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(inputs, indent=2) + "\n")
+    return last if before == inputs and last is not None and last.is_file() else None
 
 
 def pseudo_boxes(data: Path, work: Path, source: str, input_size: int = 448) -> int:
