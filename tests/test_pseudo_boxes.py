@@ -257,6 +257,9 @@ def _break(coco: dict[str, Any], case: str) -> dict[str, Any] | str:
         return json.dumps(coco)[:-40]
     elif case == "not_coco":
         return json.dumps({"images": []})
+    elif case == "other_split":  # a file of the val split: one cause, not every image of it listed
+        coco["info"] = {"predict_split": "val"}
+        coco["images"][2]["file_name"] = "val/000/x.png"
     return coco
 
 
@@ -277,6 +280,7 @@ BAD_CASES = {
     "missing_image": "1 image(s) of the split have no entry in 'images', e.g. 'train/001/img_005.png'",
     "truncated": "invalid JSON",
     "not_coco": "missing top-level key 'annotations'",
+    "other_split": "info.predict_split: the boxes of split 'val', not of 'train'",
 }
 
 
@@ -289,6 +293,8 @@ def test_bad_pseudo_box_file_is_refused_with_a_precise_message(data_root: Path, 
         read_pseudo_boxes(path, data_root / "metadata" / "train", class_names=CLASS_NAMES)
     assert str(path) in str(info.value)
     assert BAD_CASES[case] in str(info.value)
+    if case == "other_split":
+        assert info.value.problems == [info.value.problems[0]]  # the one cause
 
 
 def test_truncated_json_names_line_and_column(data_root: Path, tmp_path: Path) -> None:

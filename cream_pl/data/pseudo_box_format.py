@@ -196,6 +196,10 @@ def read_pseudo_boxes(
             problems.append(f"{key!r} must be a list, got {type(data[key]).__name__}")
     if problems:
         raise PseudoBoxFileError(path, problems)
+    boxed = data.get("info", {}).get("predict_split") if isinstance(data.get("info"), Mapping) else None
+    if isinstance(boxed, str) and meta.split_dir is not None and boxed != Path(meta.split_dir).name:
+        raise PseudoBoxFileError(path, [f"info.predict_split: the boxes of split {boxed!r}, not of "  # the one cause,
+                                        f"{Path(meta.split_dir).name!r} ({meta.split_dir})"])  # not every image listed
 
     _check_categories(data["categories"], meta, class_names, num_classes, problems)
     by_name = {s.image_id: (i, s) for i, s in enumerate(meta.samples)}
