@@ -13,7 +13,14 @@ from cream_pl.cli import main
 from cream_pl.data import WSOLDataModule
 from cream_pl.data.cub import convert_cub
 from cream_pl.data.images import ImageFileError
-from cream_pl.data.metadata import MetadataError, read_class_names, read_split
+from cream_pl.data.metadata import (
+    MetadataError,
+    SampleRecord,
+    read_class_names,
+    read_split,
+    write_class_names,
+    write_split,
+)
 
 CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
 # (path, class 1-based, is_train, x y w h, image size). The first and third rows are CUB's images 1 and 3 with
@@ -134,7 +141,7 @@ def test_bad_cub_lines_name_file_and_line(tmp_path: Path, name: str, line: int, 
 def test_missing_image_file_is_named(tmp_path: Path) -> None:
     cub = make_cub(tmp_path)
     (cub / "images" / IMAGES[4][0]).unlink()
-    with pytest.raises(ImageFileError, match=r"Laysan_Albatross_0002_1027.jpg: file not found"):
+    with pytest.raises(ImageFileError, match=r"Laysan_Albatross_0002_1027.jpg: file not found \(images.txt:5\)$"):
         convert_cub(cub, tmp_path / "out")
 
 
@@ -152,3 +159,104 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "3 classes, train 6, val 0, test 4 images" in out and "CUBV2" in out and "test: ok" in out
     assert main(["data", "cub", "--src", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage,where", [
+    (lambda cub: (cub / "images.txt").write_text("".join((cub / "images.txt").read_text().splitlines(True)[:8])),
+     "image_class_labels.txt:9: image id 9 is not in images.txt (which lists 8 images)"),  # a copy cut short
+    (lambda cub: (cub / "bounding_boxes.txt").write_text((cub / "bounding_boxes.txt").read_text() + "11 1 1 5 5\n"),
+     "bounding_boxes.txt:11: image id 11 is not in images.txt"),
+])
+def test_image_id_missing_from_images_txt_is_refused(tmp_path: Path, damage, where: str) -> None:
+    cub = make_cub(tmp_path)
+    damage(cub)
+    with pytest.raises(MetadataError) as info:  # not a conversion of the images.txt subset
+        convert_cub(cub, tmp_path / "out")
+    assert str(info.value).startswith(str(cub / where))
+    assert not (tmp_path / "out").exists()
+
+
+def test_space_in_image_path_is_kept(tmp_path: Path) -> None:
+    spaced = "001.Black footed Albatross"
+    rows = [(r[0].replace(CLASSES[0], spaced), *r[1:]) for r in IMAGES]
+    cub = make_cub(tmp_path, rows)
+    (cub / "classes.txt").write_text("".join(f"{k} {c}\n" for k, c in enumerate([spaced, *CLASSES[1:]], 1)))
+    convert_cub(cub, tmp_path / "out")
+    ids = [s.image_id for s in read_split(tmp_path / "out/metadata/test").samples]
+    assert ids[0] == f"{spaced}/Black_Footed_Albatross_0046_18.jpg"  # the comma-separated format holds spaces
+    assert read_class_names(tmp_path / "out/class_names.txt")[0] == spaced
+    assert main(["data", "check", str(tmp_path / "out"), "--files"]) == 0
+    assert next(iter(WSOLDataModule(str(tmp_path / "out"), batch_size=2).test_dataloader()))["image"].shape[0] == 2
+
+
+@pytest.mark.parametrize("out,words", [
+    ("CUB_200_2011", "--out is the --src folder"),
+    ("CUB_200_2011/images", "--out lies inside --src"),
+    ("CUB_200_2011/out", "--out lies inside --src"),
+])
+def test_out_inside_src_is_refused(tmp_path: Path, out: str, words: str) -> None:
+    cub = make_cub(tmp_path)
+    with pytest.raises(ValueError, match=words):
+        convert_cub(cub, tmp_path / out, link_images=False)
+    assert sorted(p.name for p in (cub / "images").iterdir()) == sorted(CLASSES)  # nothing written into CUB
+    assert not (cub / "out").exists() and not (cub / "metadata").exists()
+
+
+def test_src_inside_a_place_of_out_is_refused(tmp_path: Path) -> None:
+    cub = make_cub(tmp_path / "data/images")  # an --overwrite of a synthetic dataset would remove data/images
+    with pytest.raises(ValueError, match=r"--src lies in .*data/images, which `data cub` writes"):
+        convert_cub(cub, tmp_path / "data", overwrite=True)
+    assert (cub / "images.txt").is_file()
+    convert_cub(make_cub(tmp_path / "cub"), tmp_path / "cub")  # cub/CUB_200_2011 beside the dataset is fine
+    assert read_split(tmp_path / "cub/metadata/train").samples
+
+
+def _write_split(split_dir: Path, ids_labels: list[tuple[str, int]]) -> None:
+    write_split(split_dir, [SampleRecord(i, label, (50, 40), ((1, 1, 9, 9),)) for i, label in ids_labels])
+
+
+def _other_dataset(out: Path, val: list[tuple[str, int]] | None) -> None:
+    """A dataset that `data cub` did not write (metadata by hand), with a val of ``val`` (``(id, label)``)."""
+    _write_split(out / "metadata/train", [("n01/a.jpeg", 1)])
+    _write_split(out / "metadata/test", [("n01/b.jpeg", 1)])
+    if val is not None:
+        _write_split(out / "metadata/val", val)
+    write_class_names(out / "class_names.txt", [f"c{k}" for k in range(5)])
+
+
+def test_overwrite_keeps_a_cub_val_only(tmp_path: Path) -> None:
+    cub = make_cub(tmp_path)
+    cubv2 = [("001.Black_footed_Albatross/30107316117.jpg", 0), ("003.Sooty_Albatross/30804529724.jpg", 2)]
+    _write_split(tmp_path / "out/metadata/val", cubv2)  # the documented way: CUBV2's val put in by hand
+    assert convert_cub(cub, tmp_path / "out").num_val == 0
+    _other_dataset(tmp_path / "wsol", cubv2)  # wsolevaluation's CUB metadata copied by hand, its CUBV2 val too
+    convert_cub(cub, tmp_path / "wsol", overwrite=True)
+    for out in ("out", "wsol"):  # new images, but in CUB's class folders with their labels: kept
+        assert [(s.image_id, s.label) for s in read_split(tmp_path / out / "metadata/val").samples] == cubv2
+
+    _other_dataset(tmp_path / "ils", [("val2/3/0.jpeg", 3)])
+    with pytest.raises(ValueError, match=r"metadata/val \(class_labels.txt:1: image 'val2/3/0.jpeg' is not in a class "
+                       r"folder of --src\)"):
+        convert_cub(cub, tmp_path / "ils", link_images=False)
+    summary = convert_cub(cub, tmp_path / "ils", link_images=False, overwrite=True)
+    assert summary.num_val == 0 and not (tmp_path / "ils/metadata/val").exists()  # not a mix of two datasets
+    assert read_class_names(tmp_path / "ils/class_names.txt") == CLASSES
+    # a val alone is checked too: without --overwrite it is refused, not kept beside CUB's train and test
+    _write_split(tmp_path / "v/metadata/val", [("002.Laysan_Albatross/new.jpg", 0)])  # the class of 001., not 002.
+    with pytest.raises(ValueError, match=r"label '0' is not the class of 002.Laysan_Albatross in --src"):
+        convert_cub(cub, tmp_path / "v")
+
+
+def test_no_link_onto_another_datasets_images_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cub = make_cub(tmp_path)
+    _other_dataset(tmp_path / "ils", [("val2/3/0.jpeg", 3)])
+    (tmp_path / "ils/images/n01").mkdir(parents=True)
+    (tmp_path / "ils/images/n01/a.jpeg").write_bytes(b"x")
+    args = ["data", "cub", "--src", str(cub), "--out", str(tmp_path / "ils"), "--overwrite"]
+    assert main(args) == 2
+    assert "pass --no-link if it holds the CUB images" in capsys.readouterr().err
+    assert main([*args, "--no-link"]) == 2  # following the advice: CUB's metadata over ILSVRC's images is a mix too
+    err = capsys.readouterr().err
+    assert f"has no {IMAGES[0][0]} (images.txt:1): with --no-link it must hold the CUB images" in err
+    assert len(err.strip().splitlines()) == 1
+    assert read_split(tmp_path / "ils/metadata/val").samples[0].image_id == "val2/3/0.jpeg"  # left as it was

@@ -200,11 +200,12 @@ def test_cub_rerun_without_val_removes_the_carved_val(tmp_path, capfd):
 
 def _cubv2_standin(out: Path) -> None:
     """A val split put in by hand, standing for CUBV2's metadata: train's lines under new image ids (CUBV2's images
-    are new ones, so neither train nor test lists them)."""
+    are new ones, so neither train nor test lists them) in CUB's class folders (``001.Black_footed_Albatross/...``)."""
     (out / "metadata/val").mkdir()
     for f in (out / "metadata/train").iterdir():
         lines = [ln.split(",", 1) for ln in f.read_text().splitlines()]
-        (out / "metadata/val" / f.name).write_text("\n".join(",".join(["v2_" + ln[0], *ln[1:]]) for ln in lines))
+        renamed = ["/".join([*ln[0].split("/")[:-1], "v2_" + ln[0].split("/")[-1]]) for ln in lines]
+        (out / "metadata/val" / f.name).write_text("\n".join(",".join([r, *ln[1:]]) for r, ln in zip(renamed, lines)))
 
 
 def test_cub_rerun_keeps_a_val_split_it_did_not_write(tmp_path, capfd):

@@ -123,8 +123,12 @@ def _add_data(sub: Any) -> argparse.ArgumentParser:
     cub.add_argument("--val-per-class", type=nonneg_int, default=0,
                      help="move N random train images per class into a val split (default 0: no val)")
     cub.add_argument("--seed", type=seed_int, default=0, help="seed of the val draw")
-    cub.add_argument("--no-link", action="store_true", help="do not create <out>/images -> <src>/images")
-    cub.add_argument("--overwrite", action="store_true", help="replace another dataset already at --out")
+    cub.add_argument("--no-link", action="store_true",
+                     help="do not create <out>/images -> <src>/images (an <out>/images already there must hold the "
+                     "CUB images)")
+    cub.add_argument("--overwrite", action="store_true",
+                     help="replace another dataset already at --out (a val of CUB's classes, e.g. the benchmark's "
+                     "CUBV2, is kept)")
     cub.add_argument("--max-problems", type=nonneg_int, default=20, help=argparse.SUPPRESS)
     cub.set_defaults(func=lazy_command("cream_pl.cli.data_commands", "run_cub"))
 

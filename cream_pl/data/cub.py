@@ -1,18 +1,21 @@
 """Convert the original CUB-200-2011 layout into the WSOL benchmark format.
 
-Reads ``images.txt`` (``<id> <path>``), ``image_class_labels.txt`` (``<id> <class>``, 1-based),
-``train_test_split.txt`` (``<id> <1 = train, 0 = test>``), ``bounding_boxes.txt``
+Reads ``images.txt`` (``<id> <path>``, the path may hold spaces), ``image_class_labels.txt``
+(``<id> <class>``, 1-based), ``train_test_split.txt`` (``<id> <1 = train, 0 = test>``), ``bounding_boxes.txt``
 (``<id> <x> <y> <w> <h>``, floats) and optionally ``classes.txt``, and writes
 ``<out>/metadata/{train,test}``, ``<out>/class_names.txt`` and a symlink ``<out>/images`` to
 ``<src>/images``. Image sizes are read from the image headers. Every line of the text files is
-checked before the first image header is read, and the output is staged and moved into place at
-the end: a bad line or image leaves ``out`` as it was.
+checked before the first image header is read (the four files must list the same image ids), and the
+output is staged and moved into place at the end: a bad line or image leaves ``out`` as it was. ``out``
+must lie outside ``src`` (and ``src`` outside the places ``out`` gets written).
 
 A rerun into the same ``out`` replaces what the earlier run wrote (recorded in
 ``<out>/cub_convert.json``) and removes the splits it no longer writes (a val carved by an earlier
-``val_per_class``); it keeps a split it does not write and never wrote (the benchmark's CUBV2 val,
+``val_per_class``); it keeps a val it does not write and never wrote when that val is one of CUB's
+classes (every image in a class folder of ``src`` with that folder's label: the benchmark's CUBV2 val,
 put in ``<out>/metadata/val`` by hand), and refuses an ``out`` that holds another dataset (a
-synthetic one, metadata written by hand) unless ``overwrite``.
+synthetic one, metadata written by hand, a val of other classes) unless ``overwrite``, which removes
+all of it but such a CUB val: never a mix of two datasets.
 
 Boxes follow wsolevaluation's CUB metadata: ``x0 = int(x)``, ``y0 = int(y)``, ``x1 = int(x + w)``,
 ``y1 = int(y + h)`` (e.g. CUB's ``60.0 27.0 325.0 304.0`` for
@@ -41,7 +44,7 @@ import numpy as np
 
 from cream_pl.core.errors import UserFileNotFoundError, UserValueError
 from cream_pl.core.io import atomic_write_text, check_output_dir
-from cream_pl.data.images import read_image_size
+from cream_pl.data.images import ImageFileError, read_image_size
 from cream_pl.data.metadata import MetadataError, SampleRecord, leaves_root, write_class_names, write_split
 
 __all__ = ["CubSummary", "convert_cub", "cub_box_to_inclusive"]
@@ -88,8 +91,13 @@ def _ascii_int(value: str) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
-def _read_table(path: Path, num_fields: int, key: str = "image id") -> dict[str, tuple[int, list[str]]]:
-    """``id -> (line, fields)`` of a whitespace-separated CUB file."""
+def _read_table(path: Path, num_fields: int, key: str = "image id", text_last: bool = False,
+                ) -> dict[str, tuple[int, list[str]]]:
+    """``id -> (line, fields)`` of a whitespace-separated CUB file.
+
+    With ``text_last`` the last field is the rest of the line (CUB's ``<id> <path>``: a folder or class name
+    may hold spaces, which the comma-separated benchmark format keeps).
+    """
     if not path.is_file():
         raise MetadataError(path, None, "file not found (is --src the CUB_200_2011 directory?)")
     try:
@@ -104,7 +112,9 @@ def _read_table(path: Path, num_fields: int, key: str = "image id") -> dict[str,
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip() == "":
             continue
-        fields = line.split()
+        fields = line.split(maxsplit=num_fields - 1) if text_last else line.split()
+        if text_last and len(fields) == num_fields:
+            fields[-1] = fields[-1].rstrip()  # trailing blanks are layout, as for the other files
         if len(fields) != num_fields:
             shown = repr(line) if len(line) <= 120 else repr(line[:120]) + "..."
             raise MetadataError(path, number, f"expected {num_fields} space-separated fields, got {len(fields)}: "
@@ -122,6 +132,7 @@ class _Row:
     """One image of ``images.txt``, every text field checked (the header is read later)."""
 
     rel: str
+    line: int  # in images.txt
     label: int  # 0-based
     split: str
     box: tuple[float, float, float, float]
@@ -138,17 +149,29 @@ def _check_image_path(images_txt: Path, line: int, rel: str) -> None:
         raise MetadataError(images_txt, line, f"image path {rel!r} must be relative to images/ and stay inside it")
 
 
+def _check_ids_listed(table: dict[str, tuple[int, list[str]]], path: Path,
+                      images: dict[str, tuple[int, list[str]]]) -> None:
+    """Refuse an id of ``path`` that ``images.txt`` lacks: the conversion goes by ``images.txt``, and would drop
+    that image silently (a copy of CUB with ``images.txt`` cut short)."""
+    for cub_id, (line, _) in table.items():
+        if cub_id not in images:
+            raise MetadataError(path, line, f"image id {cub_id} is not in images.txt (which lists {len(images)} "
+                                "images)")
+
+
 def _read_rows(src: Path) -> tuple[list[_Row], list[str] | None]:
     """Every line of the CUB text files checked, before any image is opened; returns the rows and class names."""
     images_txt, labels_txt = src / "images.txt", src / "image_class_labels.txt"
     splits_txt, boxes_txt, classes_txt = src / "train_test_split.txt", src / "bounding_boxes.txt", src / "classes.txt"
-    images = _read_table(images_txt, 2)
+    images = _read_table(images_txt, 2, text_last=True)
     labels = _read_table(labels_txt, 2)
     splits = _read_table(splits_txt, 2)
     boxes = _read_table(boxes_txt, 5)
+    for table, path in ((labels, labels_txt), (splits, splits_txt), (boxes, boxes_txt)):
+        _check_ids_listed(table, path, images)
     class_names: list[str] | None = None
     if classes_txt.is_file():
-        classes = _read_table(classes_txt, 2, key="class id")
+        classes = _read_table(classes_txt, 2, key="class id", text_last=True)
         bad = [k for k in classes if _ascii_int(k) is None]
         if bad:
             raise MetadataError(classes_txt, classes[bad[0]][0], f"class id {bad[0]!r} is not an integer")
@@ -192,7 +215,7 @@ def _read_rows(src: Path) -> tuple[list[_Row], list[str] | None]:
             raise MetadataError(boxes_txt, box_line, f"box values must be finite numbers: {raw_box}")
         if w <= 0 or h <= 0 or x < 0 or y < 0:
             raise MetadataError(boxes_txt, box_line, f"invalid box x={x} y={y} w={w} h={h}")
-        rows.append(_Row(rel, label - 1, "train" if flag == "1" else "test", (x, y, w, h), box_line))
+        rows.append(_Row(rel, line, label - 1, "train" if flag == "1" else "test", (x, y, w, h), box_line))
     return rows, class_names
 
 
@@ -220,15 +243,43 @@ def _ids_sha1(split_dir: Path) -> str | None:
     return file_sha1(path) if path.is_file() else None
 
 
-def _plan_replace(out: Path, writes_val: bool, link_images: bool, overwrite: bool) -> tuple[set[str], list[Path]]:
+def _foreign_val(val_dir: Path, rows: list[_Row]) -> str | None:
+    """Why ``val_dir`` is not a val of this CUB's classes, or ``None`` when it is.
+
+    wsolevaluation's CUBV2 val holds new images, so its ids are not in ``images.txt``; what it shares with CUB is
+    the class folders and their labels (``001.Black_footed_Albatross/30107316117.jpg,0``). Any other val is
+    another dataset's: kept beside CUB's train and test, it would mix two datasets.
+    """
+    folders: dict[str, set[int]] = {}
+    for row in rows:
+        folders.setdefault(row.rel.split("/")[0], set()).add(row.label)
+    labels = val_dir / "class_labels.txt"
+    try:
+        lines = [(n, t) for n, t in enumerate(labels.read_text(encoding="utf-8-sig").splitlines(), 1) if t.strip()]
+    except (OSError, UnicodeDecodeError):
+        return f"no readable {labels.name}"
+    if not lines:
+        return f"{labels.name} is empty"
+    for number, line in lines:
+        image_id, _, raw = line.partition(",")
+        folder = image_id.split("/")[0]
+        if "/" not in image_id or folder not in folders:
+            return f"{labels.name}:{number}: image {image_id!r} is not in a class folder of --src"
+        if _ascii_int(raw.strip()) not in folders[folder]:
+            return f"{labels.name}:{number}: label {raw.strip()!r} is not the class of {folder} in --src"
+    return None
+
+
+def _plan_replace(out: Path, rows: list[_Row], writes_val: bool, link_images: bool, overwrite: bool,
+                  ) -> tuple[set[str], list[Path]]:
     """What a conversion into ``out`` replaces: ``(own splits, other paths to remove first)``; refuses the rest.
 
     The splits an earlier conversion wrote (listed in its ``cub_convert.json``, unchanged since) are replaced,
     or removed when the new one does not write them (a val carved by an earlier ``--val-per-class``). A
     synthetic dataset, or anything else in the places the conversion writes (metadata written by hand, or by
     a ``data cub`` of before the record) is refused unless ``overwrite``, which removes them (a synthetic
-    dataset whole); a split the conversion does not write (the benchmark's CUBV2 ``val``, put there by hand) is
-    kept.
+    dataset whole). A val the conversion does not write is kept when it is a val of CUB's classes (the
+    benchmark's CUBV2 ``val``, put there by hand); another val is the other dataset's, refused or removed with it.
     """
     meta = out / "metadata"
     marker = out / MARKER
@@ -236,6 +287,12 @@ def _plan_replace(out: Path, writes_val: bool, link_images: bool, overwrite: boo
     existing = sorted(p.name for p in meta.iterdir()) if meta.is_dir() else []
     writes = {"train", "test"} | ({"val"} if writes_val else set())
     conflicts = [meta / s for s in existing if s not in own and s in writes]
+    why: dict[Path, str] = {}  # a conflict's reason, where its path alone does not say it
+    if "val" in existing and "val" not in own and "val" not in writes:
+        reason = _foreign_val(meta / "val", rows)
+        if reason is not None:
+            conflicts.append(meta / "val")
+            why[meta / "val"] = f" ({reason})"
     if (out / "class_names.txt").exists() and not marker.is_file():
         conflicts.append(out / "class_names.txt")
     synth = out / "synth_config.json"
@@ -250,10 +307,46 @@ def _plan_replace(out: Path, writes_val: bool, link_images: bool, overwrite: boo
                              "with it: choose another --out, or pass --overwrite to replace it")
     if conflicts:
         raise UserValueError(f"{out} already holds a dataset that this `data cub` did not write (or a split changed "
-                             f"since): {', '.join(str(p) for p in conflicts)}; choose another --out, or pass "
-                             "--overwrite to replace "
-                             + ("it" if len(conflicts) == 1 else "them") + " (a split it does not write stays)")
+                             f"since): {', '.join(str(p) + why.get(p, '') for p in conflicts)}; choose another "
+                             "--out, or pass --overwrite to replace " + ("it" if len(conflicts) == 1 else "them")
+                             + " (a val of CUB's classes, e.g. the benchmark's CUBV2, stays)")
     return own, []
+
+
+def _check_apart(src: Path, out: Path) -> None:
+    """Refuse an ``out`` that is ``src`` or lies in it (the dataset would be written into the CUB tree, with an
+    ``images -> images`` self-link in ``src/images``), and a ``src`` in a place of ``out`` that a conversion
+    writes or an ``--overwrite`` removes (the CUB images would go with it)."""
+    s, o = src.resolve(), out.resolve()
+    if o == s:
+        raise UserValueError(f"{out}: --out is the --src folder; choose a folder outside the CUB tree")
+    if s in o.parents:
+        raise UserValueError(f"{out}: --out lies inside --src {src}; choose a folder outside the CUB tree")
+    for name in ("metadata", "images", "masks"):
+        place = o / name
+        if s == place or place in s.parents:
+            raise UserValueError(f"{src}: --src lies in {out / name}, which `data cub` writes into --out (or "
+                                 "--overwrite removes); move the CUB tree or choose another --out")
+
+
+def _check_link(src: Path, out: Path, rows: list[_Row], link_images: bool, remove_first: list[Path]) -> None:
+    """``<out>/images`` must be (or become) the CUB images: the link to ``src/images``, or with ``--no-link`` a
+    folder holding every CUB image (another dataset's images beside CUB's metadata would be a mix)."""
+    image_dir, link = src / "images", out / "images"
+    if link in remove_first or not (link.exists() or link.is_symlink()):
+        return
+    if link_images:
+        if link.is_symlink():
+            if Path(os.readlink(link)).resolve() != image_dir.resolve():
+                raise UserValueError(f"{link} already links to {os.readlink(link)}, not {image_dir.resolve()}")
+        else:
+            raise UserValueError(f"{link} exists and is not a symlink; remove it, or pass --no-link if it holds "
+                                 "the CUB images")
+        return
+    missing = next((r for r in rows if not (link / r.rel).is_file()), None)
+    if missing is not None:
+        raise UserValueError(f"{link} has no {missing.rel} (images.txt:{missing.line}): with --no-link it must hold "
+                             "the CUB images; remove it or choose another --out")
 
 
 def _remove(path: Path) -> None:
@@ -291,17 +384,13 @@ def convert_cub(
     image_dir = src / "images"
     if not image_dir.is_dir():
         raise UserFileNotFoundError(f"{image_dir} not found (is --src the CUB_200_2011 directory?)")
-    # every output problem is found before the 11788 image headers are read
+    # every input and output problem is found before the 11788 image headers are read
+    _check_apart(src, out)
     check_output_dir(out)
-    own, remove_first = _plan_replace(out, val_per_class > 0, link_images, overwrite)
+    rows, class_names = _read_rows(src)  # every text line; the plan below needs the class folders
+    own, remove_first = _plan_replace(out, rows, val_per_class > 0, link_images, overwrite)
+    _check_link(src, out, rows, link_images, remove_first)
     link = out / "images"
-    if link_images and link not in remove_first:
-        if link.is_symlink():
-            if Path(os.readlink(link)).resolve() != image_dir.resolve():
-                raise UserValueError(f"{link} already links to {os.readlink(link)}, not {image_dir.resolve()}")
-        elif link.exists():
-            raise UserValueError(f"{link} exists and is not a symlink; remove it or pass --no-link")
-    rows, class_names = _read_rows(src)  # every text line checked before the first image header
 
     num_classes = len(class_names) if class_names is not None else max(r.label for r in rows) + 1
     chosen: set[str] = set()  # the val draw, before the long work too
@@ -318,7 +407,10 @@ def convert_cub(
     records: dict[str, list[SampleRecord]] = {"train": [], "val": [], "test": []}
     clipped = 0
     for row in rows:
-        size = read_image_size(image_dir / row.rel)
+        try:
+            size = read_image_size(image_dir / row.rel)
+        except ImageFileError as err:  # the line to fix or drop
+            raise ImageFileError(err.path, f"{err.reason} (images.txt:{row.line})") from None
         x, y, w, h = row.box
         if int(x) > size[0] - 1 or int(y) > size[1] - 1:
             raise MetadataError(src / "bounding_boxes.txt", row.box_line, f"box x={x} y={y} w={w} h={h} starts "
