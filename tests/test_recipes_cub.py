@@ -146,3 +146,19 @@ def test_train_cub_cut_short_resumes_a_finished_one_is_kept_and_other_settings_a
     assert main(argv) == 0 and epochs == [0, 1] and "trained and tested before" in capsys.readouterr().out
     assert main([*argv, "--model.init_args.lr=0.5"]) == 2  # other settings: never continued nor replaced
     assert f"{work}: holds a fit of other settings (overrides differ)" in capsys.readouterr().err
+
+
+def test_train_cub_overrides_take_both_forms_and_a_stray_word_is_one_line(tmp_path: Path, capsys) -> None:
+    """Before: `--model.init_args.pretrained /path` (the form the offline-weights hint printed) set pretrained to null
+    and an override named after the path; a stray word was taken as a key, after the conversion."""
+    from cream_pl.pipelines.recipes import recipe_overrides
+
+    assert recipe_overrides(["--model.init_args.pretrained", "/w/vgg16.pth", "--trainer.max_epochs=2"]) == {
+        "model.init_args.pretrained": "/w/vgg16.pth", "trainer.max_epochs": 2}
+    raw = make_cub(tmp_path)
+    for extra, words in ((["stray"], "stray: not a recipe override"), (["--trainer.max_epochs"], "no value")):
+        assert main(["train-cub", "--cub-root", str(raw), "--data", str(tmp_path / "cub"), "--work",
+                     str(tmp_path / "work"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "cub").exists()  # refused before the conversion

@@ -63,9 +63,7 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     from cream_pl.pipelines.recipe_builder import build_from_recipe
 
     overrides: dict[str, object] = {"data.init_args.data_root": str(data), "trainer.default_root_dir": str(work)}
-    for item in extra:  # --key=value pairs, dotted keys as in the YAML (list items by index)
-        key, _, value = item.lstrip("-").partition("=")
-        overrides[key] = yaml.safe_load(value)
+    overrides.update(recipe_overrides(extra))
     cli = build_from_recipe(recipe, overrides, work)
     resume = _resume_point(cli.trainer, work, recipe, overrides, data)
     if resume == "done":
@@ -91,6 +89,31 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     atomic_write_text(work / "test_metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     print(f"[train-cub] classifier: {work / 'classifier.ckpt'}; test metrics: {work / 'test_metrics.json'}")
     return 0
+
+
+def recipe_overrides(extra: Sequence[str]) -> dict[str, object]:
+    """``--key=value`` or ``--key value`` (dotted keys as in the YAML, list items by index) -> overrides; a word that
+    is no ``--key`` is refused (before: ``--key value`` set the key to null and a key named after the value).
+
+    Example:
+        >>> recipe_overrides(["--trainer.max_epochs=2", "--model.init_args.pretrained", "/w/vgg16.pth"])
+        {'trainer.max_epochs': 2, 'model.init_args.pretrained': '/w/vgg16.pth'}
+    """
+    from cream_pl.core.errors import UserValueError
+
+    overrides: dict[str, object] = {}
+    items = list(extra)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--") or item == "--":
+            raise UserValueError(f"{item}: not a recipe override (--<dotted key>=<value>, e.g. --trainer.max_epochs=2)")
+        key, eq, value = item[2:].partition("=")
+        if not eq:
+            if not items or items[0].startswith("--"):
+                raise UserValueError(f"{item}: no value (--{key}=<value>)")
+            value = items.pop(0)
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 TRAIN_INPUTS = "train_cub_inputs.json"
@@ -232,7 +255,9 @@ def train_regressor_stage(data: Path, work: Path, source: str, backbone: str, ep
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog="python -m cream_pl.pipelines.recipes", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
-    p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)")
+    p = sub.add_parser("train-cub", help="convert CUB if needed, train and test CREAM (VGG16 recipe)",
+                       epilog="Any other --<dotted key>=<value> overrides the recipe, as in cream-pl fit (e.g. "
+                       "--model.init_args.pretrained=/path/to/vgg16-397923af.pth offline, --trainer.max_epochs=2).")
     p.add_argument("--cub-root", type=Path, default=Path("data/CUB_200_2011"))
     p.add_argument("--recipe", type=Path, default=Path(__file__).resolve().parents[2] / "experiments" / "cub_vgg16_cream.yaml",
                    help="the training recipe (default: the repository's experiments/cub_vgg16_cream.yaml)")
@@ -256,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 help="comma-separated box heads to keep among the designs, of "
                                                 f"{', '.join(BOX_HEADS)} (default: all)")
     args, extra = parser.parse_known_args(argv)
+    if args.stage == "train-cub":
+        recipe_overrides(extra)  # a stray word: one line now, not after the conversion
     # before any conversion or training: the work folder, and the dataset when it is there already
     preflight(inputs=[(args.recipe, "--recipe")] if args.stage == "train-cub" else [],
               outputs=[(args.work, "--work")], data=args.data if _has_metadata(args.data) else None)
