@@ -54,6 +54,7 @@ MISSING = "—"
 METHOD_NAMES: dict[str, str] = {
     "cam": "CAM",
     "cream": "CREAM",
+    "cream_selected": "CREAM (val-selected)",
     "cam_reg": "CAM_reg",
     "cream_reg": "CREAM_reg",
     "ci_cam": "CI-CAM",
@@ -73,12 +74,12 @@ _NOTE_TEMPLATES: dict[str, str] = {
         "<THRESHOLDS>, <SIZE> squash-resized images"
     ),
     "gtknownloc": (
-        "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one fixed threshold τ (not searched), "
-        "largest contour, <SIZE> squash-resized images"
+        "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one threshold τ, not searched on the split scored "
+        "(cream-pl's runs: the τ* of IoU-50 box accuracy on val), largest contour, <SIZE> squash-resized images"
     ),
     "gtknown": (
-        "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one fixed threshold τ (not searched), "
-        "largest contour, <SIZE> squash-resized images"
+        "box accuracy at IoU ≥ 0.5 with the GT-class CAM at one threshold τ, not searched on the split scored "
+        "(cream-pl's runs: the τ* of IoU-50 box accuracy on val), largest contour, <SIZE> squash-resized images"
     ),
     "top1loc": "GT-known Loc that also requires the top-1 predicted class to be correct",
     "top5loc": "GT-known Loc that also requires the GT class to be among the top-5 predicted classes",
