@@ -1136,6 +1136,17 @@ def test_a_results_folder_of_another_experiment_is_refused_before_any_work(tmp_p
     mark_results_folder(out, "calibrate-cub")
     with pytest.raises(UserValueError, match="holds the results of experiment 'calibrate-cub', not 'demo'"):
         check_results_folder(out, tmp_path / "e", "demo", "demo")
+    # a dataset inside the current folder is recorded by its relative path: a results folder kept in git names no
+    # user's machine (before: /home/<user>/.../data/synth in results/embedded/.cream-pl-results.json)
+    os.chdir(tmp_path)
+    try:
+        mark_results_folder(out, "demo", "abc", tmp_path / "d")
+        assert json.loads((out / RESULTS_OWNER).read_text()) == {"experiment": "demo", "data_sha1": "abc", "root": "d"}
+        check_results_folder(out, tmp_path / "d", "demo", "demo", "def")  # the same root, edited
+        with pytest.raises(UserValueError, match="holds the results of another dataset"):
+            check_results_folder(out, tmp_path / "e", "demo", "demo", "def")
+    finally:
+        os.chdir(REPO)
 
 
 def test_readme_alone_splices_into_the_declared_file_and_other_seeds_report_in_a_folder_of_their_own(

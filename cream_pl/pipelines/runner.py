@@ -597,8 +597,9 @@ def check_results_folder(out: Path, data: Path, report: str, experiment: str | N
     if experiment is not None and isinstance(theirs, str) and theirs != experiment:
         raise UserValueError(f"{out}: holds the results of experiment {theirs!r}, not {experiment!r}; {again}")
     if isinstance(owner.get("data_sha1"), str):  # as the work folder's check: another root *and* other content
-        here = str(data.resolve())
-        if sha1 is not None and owner["data_sha1"] != sha1 and owner.get("root") not in (None, here):
+        root = owner.get("root")
+        if sha1 is not None and owner["data_sha1"] != sha1 and isinstance(root, str) and (
+                Path(root).resolve() != data.resolve()):
             raise UserValueError(f"{out}: holds the results of another dataset ({owner.get('root')}), not of "
                                  f"{data}; {again}")
         return
@@ -618,7 +619,10 @@ def mark_results_folder(out: Path, experiment: str, sha1: str | None = None, roo
     from cream_pl.reporting.tables import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    owner = {"experiment": experiment, **({"data_sha1": sha1, "root": str(root.resolve())}
+    if root is not None:  # relative to the current folder where inside it: a results folder in git names no user's
+        here, cwd = root.resolve(), Path.cwd().resolve()  # machine (data/synth, not /home/me/cream-pl/data/synth)
+        root = here.relative_to(cwd) if cwd in here.parents else here
+    owner = {"experiment": experiment, **({"data_sha1": sha1, "root": root.as_posix()}
                                           if sha1 is not None and root is not None else {})}
     if read_state(out / RESULTS_OWNER, log=None) != owner:
         write_json_atomic(owner, out / RESULTS_OWNER)
