@@ -50,8 +50,9 @@ REFUSING = [("demo-kd", "DATA", "runner experiments/demos/<its declaration>.yaml
 
 @pytest.mark.parametrize("target, var, variant", REFUSING, ids=[f"{t} {v}" for t, v, _ in REFUSING])
 def test_targets_other_than_demo_refuse_demo_variables_and_say_how_to_run_a_variant(target, var, variant):
-    done = _make(target, f"{var}=elsewhere")
+    done = _make("-W", "pyproject.toml", target, f"{var}=elsewhere")  # -W: as if .venv were out of date
     assert done.returncode != 0
+    assert "pip install" not in done.stdout  # refused before the install prerequisite (was: installed, then refused)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{var}=elsewhere: only make demo takes DATA, OUT and WORK; make {target} would " \
         "ignore it (for a variant: " in lines[0] and variant in lines[0], done.stderr
