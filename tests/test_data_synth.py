@@ -186,7 +186,8 @@ def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     assert main(args) == 0  # the same dataset again (make data-synth twice): nothing is written
-    assert f"already holds {out} (2 classes" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"already holds {out} (2 classes" in said and ": nothing to write" in said and " s\n" not in said
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     assert main([*args[:-1], "jpg"]) == 2  # another dataset needs --overwrite (before: the same one did too)
     assert "already holds a synthetic dataset; add --overwrite" in capsys.readouterr().err

@@ -126,8 +126,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         root, done = generate_synthetic_dataset(args.out, args.seed, config=cfg, overwrite=args.overwrite), "wrote"
     elapsed = time.perf_counter() - start
     counts = ", ".join(f"{s} {len(read_split(root / 'metadata' / s))}" for s in ("train", "val", "test"))
-    print(f"{done} {root} ({cfg.num_classes} classes; {counts} images; seed {args.seed}, preset {args.preset}) in "
-          f"{elapsed:.1f} s")
+    print(f"{done} {root} ({cfg.num_classes} classes; {counts} images; seed {args.seed}, preset {args.preset})"
+          + (f" in {elapsed:.1f} s" if done == "wrote" else ": nothing to write"))
     return _print_report(check_dataset(root), args.max_problems)
 
 
