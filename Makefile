@@ -87,8 +87,8 @@ demo-methods: install ## CAM, HaS, CutMix, ADL, ACoL, SPG, each with and without
 probe-head-lr: install ## Training loss of every step of each demo-methods run that chooses its head lr on val (ACoL, SPG at 1x/3x/10x, from its declaration) -> results/embedded_methods/probe_head_lr.{json,md}, then its README (11.5 min of training on 2 cores: probe_head_lr.md; after make demo-methods or make data-synth)
 	$(PY) -m cream_pl.pipelines.probe_head_lr --out results/embedded_methods/probe_head_lr.json --readme results/embedded_methods
 
-train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise)
-	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA)
+train-cub: install ## CUB VGG16 CREAM recipe (needs CUB on disk; says how to get it otherwise); RECIPE_ARGS="--key=value ...": recipe overrides, e.g. --model.init_args.pretrained=<vgg16 .pth> offline
+	$(PY) -m cream_pl.pipelines.recipes train-cub --cub-root $(CUB_ROOT) --data $(CUB_DATA) $(RECIPE_ARGS)
 
 pseudo-boxes: install ## CREAM pseudo boxes over the CUB train split (after train-cub)
 	$(PY) -m cream_pl.pipelines.recipes pseudo-boxes --data $(CUB_DATA)

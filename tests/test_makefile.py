@@ -74,3 +74,12 @@ def test_an_environment_work_folder_is_not_make_demos():
     done = subprocess.run(["make", "-n", "--no-print-directory", "demo-seeds"], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr  # and no other target refuses what the user never gave it
+
+
+def test_make_train_cub_passes_recipe_overrides():
+    """Before: `make train-cub` took no override, so the offline-weights hint (pass the VGG16 file's path) had no
+    make form."""
+    done = _make("train-cub", "RECIPE_ARGS=--model.init_args.pretrained=/w/vgg16.pth --trainer.max_epochs=2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].endswith(
+        "--model.init_args.pretrained=/w/vgg16.pth --trainer.max_epochs=2")

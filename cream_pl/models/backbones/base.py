@@ -400,7 +400,8 @@ def download_torchvision_state_dict(weights: Any, backbone_name: str) -> dict[st
         raise UserRuntimeError(
             f"Could not download the official ImageNet weights for backbone '{backbone_name}' "
             f"from {url} ({type(err).__name__}: {reason}); download that file on a machine with internet "
-            f"access and either pass its path (--model.init_args.pretrained /path/to/{filename}, or "
+            f"access and either pass its path (--model.init_args.pretrained /path/to/{filename}; make train-cub: "
+            f"RECIPE_ARGS=--model.init_args.pretrained=/path/to/{filename}; or "
             f"create_backbone('{backbone_name}', pretrained='/path/to/{filename}')) or copy it to {cache}"
         ) from err
 
