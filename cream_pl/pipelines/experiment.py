@@ -417,16 +417,22 @@ def _with_line(err: UserValueError, path: Path) -> UserValueError:
         if m and isinstance(raw, Mapping) and "extends" in raw:  # the merged list's index -> this file's
             base = read_yaml_file(path.parent / raw["extends"], "experiment declaration")
             mine = [r.get("key") if isinstance(r, Mapping) else None for r in raw.get("runs") or []]
-            merged = [r.get("key") for r in base.get("runs", [])]
-            merged += [k for k in mine if k not in merged]
+            merged = [r.get("key") for r in _merged_runs(base.get("runs", []), raw.get("runs") or [])]
             i = int(m.group(1))
             if i >= len(merged) or merged[i] not in mine:
                 return err
             where = f"runs[{mine.index(merged[i])}]" + rest[m.end():]
-    except (ValueError, OSError, TypeError, AttributeError):  # a file the checks refused: its line is a bonus
+    except (ValueError, OSError, TypeError, AttributeError, KeyError):  # a file the checks refused: its line is a bonus
         return err
     line = line_of(where, lines)
     return err if line is None else UserValueError(f"{source}:{line}: {rest}")
+
+
+def _merged_runs(base_runs: Sequence[Mapping[str, Any]], my_runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """The runs of a declaration that ``extends:`` another: the base's in order, each with this file's run of the same
+    key merged in field by field, then this file's other runs."""
+    mine = {r.get("key"): r for r in my_runs if isinstance(r, Mapping)}
+    return [{**r, **mine.pop(r["key"], {})} for r in base_runs] + list(mine.values())
 
 
 def _load_experiment(path: Path) -> Experiment:
@@ -447,8 +453,7 @@ def _load_experiment(path: Path) -> Experiment:
         for i, r in enumerate(base.get("runs", [])):  # merged by key below: each a mapping with one
             if not isinstance(r, Mapping) or not isinstance(r.get("key"), str):
                 raise UserValueError(f"{base_path}: runs[{i}]: expected a mapping with a key (a run's name), got {r!r}")
-        mine = {r.get("key"): r for r in top.get("runs", []) if isinstance(r, Mapping)}
-        runs = [{**r, **mine.pop(r["key"], {})} for r in base.get("runs", [])] + list(mine.values())
+        runs = _merged_runs(base.get("runs", []), top.get("runs", []))
         top = {**{k: v for k, v in base.items() if k != "extends"}, **top, "runs": runs}
         top = {k: v for k, v in top.items() if v is not None}
     defaults = _checked("defaults", "defaults", top.get("defaults", {}), source)  # its overrides: a dict, checked there

@@ -390,6 +390,12 @@ def _check_monitors(trainer: pl.Trainer, model: Any) -> None:
                                  "without CREAM logs no val/cream/... (monitor another key, or set model.init_args.cream)")
 
 
+def last_checkpoint_path(cb: Any) -> Path:
+    """Where a ``ModelCheckpoint`` with a ``dirpath`` writes its ``last.ckpt`` (as its ``format_checkpoint_name`` names
+    it)."""
+    return Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+
+
 def _continue_last_checkpoint(trainer: pl.Trainer) -> None:
     """A resumed fit goes on writing its ``ModelCheckpoint``'s ``last.ckpt``, also in a run folder that was moved or
     copied. Before: Lightning, finding another folder in the checkpoint than the callback's, forgot the last
@@ -399,9 +405,9 @@ def _continue_last_checkpoint(trainer: pl.Trainer) -> None:
 
     for cb in trainer.callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None and cb.save_last:
-            last = os.path.join(cb.dirpath, cb.CHECKPOINT_NAME_LAST + cb.FILE_EXTENSION)  # format_checkpoint_name's
-            if os.path.isfile(last):
-                cb.last_model_path = last
+            last = last_checkpoint_path(cb)
+            if last.is_file():
+                cb.last_model_path = str(last)  # the string Lightning compares with the file it is about to write
 
 
 def _check_no_earlier_checkpoints(trainer: pl.Trainer) -> None:
@@ -584,9 +590,10 @@ def check_recipe(recipe: Path | str, overrides: Mapping[str, Any] | None = None,
                  build: bool = False, selects: bool = False) -> None:
     """Parse a recipe with ``overrides`` as :func:`build_from_recipe` would, building nothing: a key the classes do
     not take or a value of the wrong type is one :class:`~cream_pl.core.errors.UserValueError` line, before any work,
-    that begins with ``origin`` (default: the recipe). With ``build``, the model (random init, ``pretrained=False``)
-    the trainer's callbacks and the data module (on an empty metadata folder) are built too, so a value their ``__init__`` refuses is one line now as well (the
-    runner checks every run so before the first one trains); else that shows when the recipe is built. With
+    that begins with ``origin`` (default: the recipe). With ``build``, the model (random init, ``pretrained=False``),
+    the trainer's callbacks and the data module (on an empty metadata folder) are built too, so a value their
+    ``__init__`` refuses is one line now as well (the runner checks every run so before the first one trains); else
+    that shows when the recipe is built. With
     ``selects`` (the run's results need ``cream_selected``), a ``cream_search`` fit that never validates is refused.
 
     Example:

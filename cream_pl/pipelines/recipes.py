@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,8 @@ def _has_metadata(data: Path) -> bool:
     return (data / "metadata" / "train" / "image_ids.txt").is_file() and (data / "metadata" / "test").is_dir()
 
 
-def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_class: int, extra: Sequence[str]) -> int:
+def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_class: int,
+              recipe_args: Mapping[str, object]) -> int:
     if not _has_metadata(data):
         if not (cub_root / "images.txt").is_file():
             print(CUB_HELP.format(cub_root=cub_root, data=data), file=sys.stderr)
@@ -63,7 +64,7 @@ def train_cub(cub_root: Path, data: Path, work: Path, recipe: Path, val_per_clas
     from cream_pl.pipelines.recipe_builder import build_from_recipe
 
     overrides: dict[str, object] = {"data.init_args.data_root": str(data), "trainer.default_root_dir": str(work)}
-    overrides.update(recipe_overrides(extra))
+    overrides.update(recipe_args)  # main's recipe_overrides, read before the conversion
     cli = build_from_recipe(recipe, overrides, work)
     resume = _resume_point(cli.trainer, work, recipe, overrides, data)
     if resume == "done":
@@ -130,13 +131,15 @@ def _resume_point(trainer: Any, work: Path, recipe: Path, overrides: dict[str, o
     from cream_pl.core.errors import UserValueError
     from cream_pl.core.io import atomic_write_text, file_sha1
     from cream_pl.data.metadata import data_sha1
+    from cream_pl.pipelines.recipe_builder import last_checkpoint_path
+    from cream_pl.pipelines.run_state import changed_keys
 
     last = None
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.save_last:
             if cb.dirpath is None:
                 cb.dirpath = str((work / "checkpoints").resolve())
-            last = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+            last = last_checkpoint_path(cb)
     places = ("data.init_args.data_root", "trainer.default_root_dir")  # where things are, not what is trained
     inputs = {"recipe_sha1": file_sha1(recipe), "data_sha1": data_sha1(data),
               "overrides": {k: v for k, v in overrides.items() if k not in places}}
@@ -147,10 +150,8 @@ def _resume_point(trainer: Any, work: Path, recipe: Path, overrides: dict[str, o
         before = None
     if before is not None and before != inputs and (last is not None and last.is_file()
                                                      or (work / "classifier.ckpt").is_file()):
-        differ = sorted(k for k in {**before, **inputs} if before.get(k) != inputs.get(k)) if isinstance(before, dict) \
-            else ["unknown"]
-        raise UserValueError(f"{work}: holds a fit of other settings ({', '.join(differ)} differ); give another --work, "
-                             "or remove it to train anew")
+        raise UserValueError(f"{work}: holds a fit of other settings ({', '.join(changed_keys(before, inputs))} differ); "
+                             "give another --work, or remove it to train anew")
     if before == inputs and (work / "classifier.ckpt").is_file() and (work / "test_metrics.json").is_file():
         return "done"
     work.mkdir(parents=True, exist_ok=True)
@@ -281,13 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 help="comma-separated box heads to keep among the designs, of "
                                                 f"{', '.join(BOX_HEADS)} (default: all)")
     args, extra = parser.parse_known_args(argv)
-    if args.stage == "train-cub":
-        recipe_overrides(extra)  # a stray word: one line now, not after the conversion
+    recipe_args = recipe_overrides(extra) if args.stage == "train-cub" else {}  # a stray word: one line now
     # before any conversion or training: the work folder, and the dataset when it is there already
     preflight(inputs=[(args.recipe, "--recipe")] if args.stage == "train-cub" else [],
               outputs=[(args.work, "--work")], data=args.data if _has_metadata(args.data) else None)
     if args.stage == "train-cub":
-        return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, extra)
+        return train_cub(args.cub_root, args.data, args.work, args.recipe, args.val_per_class, recipe_args)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.stage == "pseudo-boxes":

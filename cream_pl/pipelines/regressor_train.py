@@ -149,14 +149,12 @@ def _discarded_fit(staging: Path, inputs: Mapping[str, Any]) -> str | None:
         >>> _discarded_fit(staging, {"lr": 0.1, "num_workers": 1})
         'discarding the regressor fit cut short at ... (its inputs differ: num_workers); run it as before to resume it'
     """
+    from cream_pl.pipelines.run_state import changed_keys, read_state
+
     last = staging / "last.ckpt"
     if not last.is_file():
         return None
-    try:
-        before = json.loads((staging / FIT_INPUTS).read_text())
-    except (OSError, ValueError, RecursionError):
-        before = {}
-    differ = sorted(k for k in {**before, **inputs} if before.get(k) != inputs.get(k)) if isinstance(before, dict) else []
+    differ = changed_keys(read_state(staging / FIT_INPUTS, log=None), inputs)
     return (f"discarding the regressor fit cut short at {last} (its inputs differ: {', '.join(differ) or 'unknown'}); "
             "run it as before to resume it")
 
@@ -430,14 +428,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from cream_pl.core.errors import UserValueError
-    from cream_pl.core.io import check_output_dir
+    from cream_pl.core.io import check_output_dir, check_outside_inputs
     from cream_pl.models.checkpoints import checkpoint_normalisation
 
     check_output_dir(args.out, "--out")  # before any model or data is loaded
-    out, data = Path(args.out).resolve(), Path(args.data).resolve()
-    if out == data or data in out.parents:  # before: checkpoints/ and the metrics written into the dataset
-        raise UserValueError(f"--out {args.out}: inside --data {args.data}, which data check would then refuse; give "
-                             "an --out outside the dataset")
+    check_outside_inputs(args.out, {"--data": args.data}, "which data check would then refuse; give an --out outside "
+                         "the dataset", label="--out ")  # before: checkpoints/ and the metrics written into the dataset
     trained = Path(args.out) / "checkpoints" / "last.ckpt"
     if trained.is_file():
         from cream_pl.models.checkpoints import checkpoint_kind, read_checkpoint

@@ -154,6 +154,19 @@ def read_state(path: Path, check: Callable[[Any], bool] | None = None,
     return value
 
 
+def changed_keys(before: Any, now: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ between an earlier run's recorded inputs and these (``["unknown"]`` where the
+    record is not a mapping): what a message says made a run's work another's.
+
+    Example:
+        >>> changed_keys({"lr": 0.1, "seed": 0}, {"lr": 0.1, "seed": 1, "workers": 2}), changed_keys(None, {})
+        (['seed', 'workers'], ['unknown'])
+    """
+    if not isinstance(before, Mapping):
+        return ["unknown"]
+    return sorted(k for k in {**before, **now} if before.get(k) != now.get(k))
+
+
 def percentages_ok(row: Any, keys: Sequence[str], allow_none: Sequence[str] = ()) -> bool:
     """``row[key]`` is a finite number in [0, 100] for each of ``keys`` (``None`` allowed for ``allow_none``).
 
