@@ -645,6 +645,7 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     import yaml
 
     from cream_pl.data.metadata import read_split
+    from cream_pl.reporting.tables import by_run
 
     start = time.time()
     seed = min(result.outcomes)
@@ -679,11 +680,10 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                     load[new] = ended[name]
     timing["bootstrap_s"] = time.time() - t
     load["bootstrap_s"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    runs, sizes = {}, set()
+    runs = {}
     for run in exp.runs:
         if run.key in outcomes:
             config = yaml.safe_load((outcomes[run.key].folder / "config.yaml").read_text())
-            sizes.add(config["model"]["init_args"].get("eval_size", 224))
             runs[run.key] = {"recipe": f"experiments/{run.recipe}.yaml", "epochs": len(curves[run.key]),
                              "fit_s": timing.get(f"fit_{run.key}_s"), **recipe_facts(config, student=bool(run.teachers))}
     results["runs"] = runs
@@ -696,7 +696,7 @@ def report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     write_results(results, out, timing=timing, fast=result.fast, command=result.command, wall_s=wall, load=load,
                   full_wall_s=json.loads(full.read_text())["wall_s"] if full.is_file() else None,
                   candidates=[t for r in exp.runs for t in r.teachers],
-                  eval_size=sizes.pop() if len(sizes) == 1 else " or ".join(map(str, sorted(sizes))) + " (by run)")
+                  eval_size=by_run(o.facts["eval_size"] for o in outcomes.values()))  # read from each run's config
     print(f"[{exp.name}] wrote {out / 'metrics.json'}, {out / 'README.md'}, {out / 'dilemma.png'}", flush=True)
     return results
 

@@ -183,7 +183,12 @@ def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     """The generic report: per seed the rows and differences; over seeds, :func:`aggregate_seeds`."""
     from cream_pl.reporting.demo_report import METHOD_COLUMNS
     from cream_pl.reporting.evidence import differences_markdown
-    from cream_pl.reporting.tables import metrics_table_markdown, write_json_atomic, write_markdown_atomic
+    from cream_pl.reporting.tables import (
+        by_run,
+        metrics_table_markdown,
+        write_json_atomic,
+        write_markdown_atomic,
+    )
 
     names = {row: f"{r.name} ({row})" if r.name != r.key else row for r in exp.runs for row in r.rows}
     per_seed = {s: {**result.rows[s], "differences": result.differences[s]} for s in result.rows}
@@ -191,7 +196,7 @@ def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
                                "per_seed": {str(s): p for s, p in per_seed.items()},
                                "timing": {k: round(v, 1) for k, v in result.timing.items() if isinstance(v, float)}}
     md = [f"# {exp.name}", "", f"Produced by `{result.command}`; data `{result.data}`.", ""]
-    protocol = {k: _by_run({o.facts[k] for by_run in result.outcomes.values() for o in by_run.values()})
+    protocol = {k: by_run(o.facts[k] for outcomes in result.outcomes.values() for o in outcomes.values())
                 for k in ("cam_curve_interval", "eval_size")}  # what the footnotes say: the runs' own settings
     for s, p in per_seed.items():
         rows = {names.get(k, k): v for k, v in result.rows[s].items()}
@@ -206,11 +211,6 @@ def table_report(exp: Any, result: Any, out: Path) -> dict[str, Any]:
     write_json_atomic(payload, out / "metrics.json")
     write_markdown_atomic("\n".join(md), out / "metrics.md")
     return payload
-
-
-def _by_run(values: set[Any]) -> Any:
-    """The one value of a setting, or the runs' values as ``"a or b (by run)"``."""
-    return next(iter(values)) if len(values) == 1 else " or ".join(f"{v:g}" for v in sorted(values)) + " (by run)"
 
 
 def splice_table(readme: Path, payload: Mapping[str, Any], out: Path) -> None:

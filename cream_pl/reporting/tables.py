@@ -22,7 +22,7 @@ import numbers
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,18 @@ def fill_note(note: str, interval: float | str = 0.001, size: int | str = 224) -
     return note.replace("<THRESHOLDS>", f"np.arange(0, 1, {step})").replace("<SIZE>", square)
 
 
+def by_run(values: Iterable[Any]) -> Any:
+    """The one value of a run setting (a threshold interval, an evaluation size), or the runs' values as
+    ``"a or b (by run)"``, which :func:`fill_note` writes as it is.
+
+    Example:
+        >>> by_run([224, 224]), by_run({0.01, 0.001})
+        (224, '0.001 or 0.01 (by run)')
+    """
+    values = set(values)
+    return next(iter(values)) if len(values) == 1 else " or ".join(f"{v:g}" for v in sorted(values)) + " (by run)"
+
+
 DEFAULT_PROTOCOL_NOTES: dict[str, str] = {k: fill_note(v) for k, v in _NOTE_TEMPLATES.items()}
 """Protocol notes keyed by normalised metric name (lower case, no ``_``/``-``/spaces, no ``stage/``), at the protocol's
 interval 0.001 and size 224 (:func:`fill_note`: at a run's own)."""
@@ -192,13 +204,17 @@ def protocol_note(key: str, interval: float | str = 0.001, size: int | str = 224
         >>> protocol_note("epoch") is None
         True
     """
+    template = _note_template(key)
+    return None if template is None else fill_note(template, interval, size)
+
+
+def _note_template(key: str) -> str | None:
+    """The default note of a metric key, its ``<THRESHOLDS>`` / ``<SIZE>`` not filled in (``None``: no note)."""
     norm = _normalise_key(key)
     if norm in _NOTE_TEMPLATES:
-        return fill_note(_NOTE_TEMPLATES[norm], interval, size)
+        return _NOTE_TEMPLATES[norm]
     m = _IOU_KEY.match(norm)
-    if m:
-        return fill_note(f"best-threshold box accuracy at IoU ≥ {int(m.group(1)) / 100:g}, " + _BOX_COMMON, interval, size)
-    return None
+    return f"best-threshold box accuracy at IoU ≥ {int(m.group(1)) / 100:g}, " + _BOX_COMMON if m else None
 
 
 def _format_value(value: Any, decimals: int) -> str:
@@ -255,8 +271,8 @@ def metrics_table_markdown(
     notes = dict(protocol_notes or {})
     footnotes, undocumented = [], []
     for key, header in columns:
-        note = notes.get(key) or protocol_note(key, interval, size)
-        note = None if note is None else fill_note(note, interval, size)
+        template = notes.get(key) or _note_template(key)  # the caller's, or the default: filled in once
+        note = None if template is None else fill_note(template, interval, size)
         if note is None:
             undocumented.append(key)
         footnotes.append(f"- **{header}**: {note}.")
