@@ -43,6 +43,7 @@ __all__ = [
     "remove_dead_writers_debris",
     "check_output_dir",
     "check_output_file",
+    "check_outside_inputs",
     "read_json_file",
     "JSONFileError",
     "read_yaml_file",
@@ -262,6 +263,26 @@ def check_output_file(path: str | os.PathLike[str], what: str = "--out") -> Path
     else:
         _check_writable_base(path, what)
     return path
+
+
+def check_outside_inputs(out: str | os.PathLike[str], inputs: dict[str, str | os.PathLike[str] | None], why: str,
+                         label: str = "") -> None:
+    """Refuse an output folder that is, or lies inside, a folder a command reads (``{option: folder}``; ``None``: not
+    given), before any work: ``<label><out>: is|inside <option> <folder>, <why>`` (the outputs written into a dataset,
+    which ``data check`` then refuses).
+
+    Example:
+        >>> try:
+        ...     check_outside_inputs("/d/metadata", {"--data": "/d"}, "give another --out", label="--out ")
+        ... except ValueError as err:
+        ...     print(err)
+        --out /d/metadata: inside --data /d, give another --out
+    """
+    where = Path(out).resolve()
+    for option, folder in inputs.items():
+        top = Path(folder).resolve() if folder is not None else None
+        if top is not None and (where == top or top in where.parents):
+            raise UserValueError(f"{label}{out}: {'is' if where == top else 'inside'} {option} {folder}, {why}")
 
 
 def file_sha1(path: str | os.PathLike[str]) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cream_pl.core.errors import UserValueError, user_error_message
-from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir
+from cream_pl.core.io import atomic_write_bytes, atomic_write_text, check_output_dir, check_outside_inputs
 from cream_pl.core.options import device_name, nonneg_int, positive_int, split_name
 
 __all__ = ["DONE", "INCOMPLETE", "MANIFEST", "MARKER", "add_parser", "export_root_hint", "export_scoremaps",
@@ -204,7 +204,8 @@ def export_scoremaps(
     """
     out = Path(out)
     check_output_dir(out)
-    _check_outside_inputs(out, {"--data": data_root, "--image-root": image_root, "--mask-root": mask_root})
+    check_outside_inputs(out, {"--data": data_root, "--image-root": image_root, "--mask-root": mask_root},
+                         "which the export reads: the maps would be written into the dataset; give an --out outside it")
 
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -288,17 +289,6 @@ def export_scoremaps(
     for name in names:  # after the manifest: an export stopped in between leaves a marker, refused, never a mix
         (out / name / MARKER).unlink(missing_ok=True)
     return manifest
-
-
-def _check_outside_inputs(out: Path, inputs: Mapping[str, Path | str | None]) -> None:
-    """Refuse an ``--out`` that is, or lies inside, a folder the export reads (the dataset's root, images or masks):
-    the method folders and the manifest would be written into the dataset, which ``data check`` then refuses."""
-    where = out.resolve()
-    for option, folder in inputs.items():
-        top = Path(folder).resolve() if folder is not None else None
-        if top is not None and (where == top or top in where.parents):
-            raise UserValueError(f"{out}: {'is' if where == top else 'inside'} {option} {folder}, which the export "
-                                 "reads: the maps would be written into the dataset; give an --out outside it")
 
 
 def _check_same_images(out: Path, before: Mapping[str, Any], names: Sequence[str], split: str,
