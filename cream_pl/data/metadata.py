@@ -54,6 +54,7 @@ __all__ = [
     "SplitMetadata",
     "read_split",
     "split_dirs",
+    "split_has_boxes",
     "write_split",
     "check_split",
     "read_class_names",
@@ -236,6 +237,12 @@ def _parse_int(value: str) -> int | None:
 def split_dirs(metadata_root: Path | str) -> list[Path]:
     """The split folders under ``metadata_root``, sorted; a hidden folder (a converter's staging folder) is none."""
     return sorted(p for p in Path(metadata_root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def split_has_boxes(split_dir: Path | str) -> bool:
+    """Whether a split's ``localization.txt`` holds boxes (a mask-only split, as OpenImages', holds none): what box
+    metrics, τ* and the box regressor need, checked before any work."""
+    return any(s.boxes for s in read_split(split_dir).samples)
 
 
 def read_split(

@@ -446,11 +446,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.overwrite:  # before: replaced by the new fit without a word
             raise UserValueError(f"{trained}: --out holds a trained regressor; give another --out, or --overwrite to "
                                  "train anew")
-    from cream_pl.data.metadata import read_split
+    from cream_pl.data.metadata import split_has_boxes
 
     for split in ("val", "test"):  # the regressor is chosen and scored on boxes (before: a traceback at its sanity check)
         meta = Path(args.data) / "metadata" / split
-        if meta.is_dir() and not any(s.boxes for s in read_split(meta).samples):
+        if meta.is_dir() and not split_has_boxes(meta):
             raise UserValueError(f"{meta}: no boxes (a mask-only split, as OpenImages'); CREAM_reg is validated and "
                                  "scored on boxes")
     if args.classifier_ckpt is not None:  # a readable classifier checkpoint whose classes fit the dataset

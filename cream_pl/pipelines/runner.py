@@ -677,11 +677,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         parser.error(f"--skip: unknown stage {bad[0]!r}; known: {sorted(STAGES)}")
     if args.data is not None:
-        from cream_pl.data.metadata import read_split
+        from cream_pl.data.metadata import split_has_boxes
 
         if not (Path(args.data) / "metadata" / "test" / "image_ids.txt").is_file():
             parser.error(f"{args.data}: no dataset in the benchmark format there (expected metadata/test/image_ids.txt)")
-        if not any(s.boxes for s in read_split(Path(args.data) / "metadata" / "test").samples):
+        if not split_has_boxes(Path(args.data) / "metadata" / "test"):
             parser.error(f"{Path(args.data) / 'metadata' / 'test'}: no boxes in the test split; the experiments' "
                          "tables and differences need boxes (score a mask-only dataset with `cream-pl test`)")
         from cream_pl.reporting.experiment_report import data_check

@@ -89,9 +89,9 @@ def pseudo_boxes_from_checkpoint(
         raise UserFileNotFoundError(f"{data / 'metadata' / split}: no such split (--data, --split)")
     if threshold is None and (data / "metadata" / "val").is_dir():  # before: a traceback after a whole val pass
         from cream_pl.core.errors import UserValueError
-        from cream_pl.data.metadata import read_split
+        from cream_pl.data.metadata import split_has_boxes
 
-        if not any(s.boxes for s in read_split(data / "metadata" / "val").samples):
+        if not split_has_boxes(data / "metadata" / "val"):
             raise UserValueError(f"{data / 'metadata' / 'val'}: no boxes (a mask-only split, as OpenImages'): τ* is "
                                  "the threshold of the best IoU-50 box accuracy on val; give --threshold")
     checkpoint = read_checkpoint(ckpt)
